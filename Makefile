@@ -1,0 +1,111 @@
+# sipwake — build, run, test, bench.
+#
+#   make          build server/sipwake (optimised, warnings on)
+#   make run      install missing Debian packages, build, start with the embedded defaults
+#   make test     install missing packages, build with ASan/UBSan, run every test with prove
+#   make bench    REGISTER benchmark against Kamailio (see README "Benchmark")
+#   make fmt      clang-format the C sources; make fmt-check fails on a difference
+
+CC      ?= cc
+PKGS    := libosip2 luajit libssl libcrypto sqlite3 jansson
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+WARN    := -Wall -Wextra -Wshadow -Wformat=2 -Wstrict-prototypes -Wmissing-prototypes \
+           -Wno-unused-parameter -Wnull-dereference -Wvla
+BASE_CFLAGS := -std=gnu11 -D_GNU_SOURCE $(WARN) $(PKG_CFLAGS) -Iserver -MMD -MP
+LIBS    := $(PKG_LIBS) -lev -lpthread -lm
+
+RELEASE_CFLAGS := -O2 -g
+ASAN_CFLAGS    := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
+                  -fno-sanitize-recover=undefined
+ASAN_LDFLAGS   := -fsanitize=address,undefined
+
+SRCS := $(sort $(wildcard server/*.c) server/store_sqlite_migrations.c)
+LIB_SRCS := $(filter-out server/main.c,$(SRCS))
+MIGRATIONS := $(sort $(wildcard schemas/sqlite/*.sql))
+
+REL_OBJS  := $(SRCS:server/%.c=server/build-release/%.o)
+ASAN_OBJS := $(SRCS:server/%.c=server/build-asan/%.o)
+ASAN_LIB_OBJS := $(LIB_SRCS:server/%.c=server/build-asan/%.o)
+
+UNIT_SRCS := $(wildcard tests/unit/test_*.c)
+UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=tests/unit/build/%.t)
+
+# Debian packages: what building needs, and what the tests need on top.
+DEB_BUILD := build-essential pkg-config libosip2-dev libev-dev libluajit-5.1-dev libssl-dev \
+             libsqlite3-dev libnghttp2-dev libjansson-dev openssl
+DEB_TEST  := sip-tester libio-socket-ssl-perl sqlite3 perl
+DEB_BENCH := kamailio sip-tester
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: all run test unit-build bench deps deps-test fmt fmt-check clean
+.DEFAULT_GOAL := all
+
+all: server/sipwake
+
+server/sipwake: $(REL_OBJS)
+	$(CC) -o $@ $^ $(LIBS)
+
+server/build-asan/sipwake: $(ASAN_OBJS)
+	$(CC) $(ASAN_LDFLAGS) -o $@ $^ $(LIBS)
+
+server/build-release/%.o: server/%.c | server/build-release
+	$(CC) $(BASE_CFLAGS) $(RELEASE_CFLAGS) -c -o $@ $<
+
+server/build-asan/%.o: server/%.c | server/build-asan
+	$(CC) $(BASE_CFLAGS) $(ASAN_CFLAGS) -c -o $@ $<
+
+server/build-release server/build-asan tests/unit/build:
+	mkdir -p $@
+
+server/store_sqlite_migrations.c: $(MIGRATIONS) schemas/sqlite/embed.pl
+	perl schemas/sqlite/embed.pl $(MIGRATIONS) > $@.tmp && mv $@.tmp $@
+
+# Unit tests may #include the .c they test to reach its statics; they link every other
+# module object.
+tests/unit/build/%.t: tests/unit/%.c $(ASAN_LIB_OBJS) tests/unit/tap.h | tests/unit/build
+	$(CC) $(BASE_CFLAGS) $(ASAN_CFLAGS) -Itests/unit -o $@ $< \
+	  $(filter-out server/build-asan/$(subst test_,,$*).o,$(ASAN_LIB_OBJS)) \
+	  $(ASAN_LDFLAGS) $(LIBS)
+
+unit-build: $(UNIT_BINS)
+
+deps:
+	@missing=""; for p in $(DEB_BUILD) $(EXTRA_DEBS); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' \
+	    || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+deps-test:
+	@$(MAKE) --no-print-directory deps EXTRA_DEBS="$(DEB_TEST)"
+
+run: deps
+	@$(MAKE) --no-print-directory all
+	./server/sipwake
+
+test: deps-test
+	@$(MAKE) --no-print-directory server/build-asan/sipwake unit-build
+	SIPWAKE_BIN=$(CURDIR)/server/build-asan/sipwake \
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
+	  prove -r $(PROVE_FLAGS) tests/unit/build tests/policy tests/integration
+
+bench:
+	@$(MAKE) --no-print-directory deps EXTRA_DEBS="$(DEB_BENCH)"
+	@$(MAKE) --no-print-directory all
+	tests/bench/register.sh
+
+fmt:
+	clang-format -i server/*.[ch] tests/unit/*.[ch]
+
+fmt-check:
+	@clang-format --dry-run --Werror server/*.[ch] tests/unit/*.[ch]
+
+clean:
+	rm -rf server/build-release server/build-asan server/sipwake tests/unit/build \
+	  server/store_sqlite_migrations.c
+
+-include $(REL_OBJS:.o=.d) $(ASAN_OBJS:.o=.d)

@@ -1,0 +1,566 @@
+/*
+ * config: table-driven INI parser and validator.
+ *
+ * One row per key says where its value lives in struct config, its type and range, its
+ * default and one line of documentation. Parsing a line finds the row, converts the value
+ * and remembers the line, so checks that involve two keys (min_expires <= max_expires) can
+ * still point at a line. Nothing here touches the network or the store.
+ */
+#include "config.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "util.h"
+
+enum key_type {
+    KEY_STRING = 0,
+    KEY_INT,
+    KEY_BOOL,
+    KEY_LIST,   /* comma-separated words */
+    KEY_LISTEN, /* repeatable "transport:address:port" */
+    KEY_ENUM,   /* one of a fixed set of words, stored as its index */
+};
+
+struct key_row {
+    const char *section;
+    const char *name;
+    enum key_type type;
+    size_t offset;
+    long min, max;
+    const char *def;         /* default as it would be written in the file */
+    const char *const *enum_words;
+    const char *doc;
+};
+
+static const char *const verify_words[] = {"none", "optional", "required", NULL};
+
+#define OFF(f) offsetof(struct config, f)
+
+static const struct key_row key_rows[] = {
+    {"general", "data_dir", KEY_STRING, OFF(data_dir), 0, 0, "var", NULL,
+     "Directory for generated files: the default SQLite database and the self-signed TLS "
+     "certificate."},
+    {"log", "level", KEY_STRING, OFF(log_level), 0, 0, "info", NULL,
+     "error, warn, info or debug."},
+    {"sip", "listen", KEY_LISTEN, 0, 0, 0, "udp:127.0.0.1:5060, tcp:127.0.0.1:5060, tls:127.0.0.1:5061",
+     NULL,
+     "Where SIP is served, `transport:address:port` (transport udp, tcp or tls; IPv6 in "
+     "brackets). Repeat the key for each listener; the first one replaces the defaults."},
+    {"sip", "domain", KEY_LIST, OFF(domains), 0, 0, "", NULL,
+     "Domains this registrar serves (comma-separated). Empty: any domain. A REGISTER for "
+     "another domain gets 404."},
+    {"sip", "max_message_size", KEY_INT, OFF(max_message_size), 1024, 1048576, "65535", NULL,
+     "Largest SIP message accepted, in bytes. A TCP/TLS peer that sends more is disconnected."},
+    {"sip", "tcp_idle_timeout", KEY_INT, OFF(tcp_idle_timeout), 1, 86400, "600", NULL,
+     "Seconds a TCP/TLS connection may stay silent (CRLF keep-alives count) before it is "
+     "closed."},
+    {"sip", "tcp_message_timeout", KEY_INT, OFF(tcp_message_timeout), 1, 600, "10", NULL,
+     "Seconds allowed to complete a message (or a TLS handshake) once its first byte arrived."},
+    {"sip", "tcp_max_connections", KEY_INT, OFF(tcp_max_connections), 1, 1000000, "4096", NULL,
+     "Most TCP/TLS connections open at once; more are refused."},
+    {"sip", "server_header", KEY_STRING, OFF(server_header), 0, 0, "sipwake", NULL,
+     "Value of the Server header in responses; empty to send none."},
+    {"tls", "certificate", KEY_STRING, OFF(tls_certificate), 0, 0, "", NULL,
+     "PEM certificate (chain) for TLS listeners. Empty: a self-signed one is generated under "
+     "data_dir/tls on first run."},
+    {"tls", "private_key", KEY_STRING, OFF(tls_private_key), 0, 0, "", NULL,
+     "PEM private key for the certificate."},
+    {"tls", "ca", KEY_STRING, OFF(tls_ca), 0, 0, "", NULL,
+     "PEM file of CAs trusted for client certificates."},
+    {"tls", "verify_client", KEY_ENUM, OFF(tls_verify_client), 0, 0, "none", verify_words,
+     "Client certificates: none (not asked), optional (checked if sent) or required."},
+    {"registrar", "min_expires", KEY_INT, OFF(min_expires), 1, 86400, "60", NULL,
+     "Shortest registration accepted; shorter non-zero Expires get 423 with Min-Expires."},
+    {"registrar", "default_expires", KEY_INT, OFF(default_expires), 1, 31536000, "3600", NULL,
+     "Expires used when the REGISTER names none."},
+    {"registrar", "max_expires", KEY_INT, OFF(max_expires), 1, 31536000, "86400", NULL,
+     "Longer requested Expires are lowered to this."},
+    {"registrar", "max_contacts", KEY_INT, OFF(max_contacts), 1, 1000, "10", NULL,
+     "Most bindings per AOR; a REGISTER that would exceed it gets 403."},
+    {"registrar", "push_providers", KEY_LIST, OFF(push_providers), 0, 0, "apns, fcm", NULL,
+     "Push services (RFC 8599 pn-provider) this server pushes through: apns, fcm, webpush. "
+     "`apns` also enables the sandbox form `apns.dev`. Others get 555."},
+    {"registrar", "push_min_expires", KEY_INT, OFF(push_min_expires), 1, 31536000, "600", NULL,
+     "Shortest Expires for a push binding: shorter ones get 423 (RFC 8599 §5.6.1.1), because "
+     "the server must be able to push push_refresh_margin seconds before expiry."},
+    {"registrar", "push_refresh_margin", KEY_INT, OFF(push_refresh_margin), 120, 86400, "120",
+     NULL, "Seconds before a push binding expires at which it is woken to refresh (RFC 8599 "
+     "§5.5 recommends at least 120)."},
+    {"registrar", "pnsreg_interval", KEY_INT, OFF(pnsreg_interval), 121, 86400, "130", NULL,
+     "Value of +sip.pnsreg in Feature-Caps for UAs that refresh by themselves (must be over "
+     "120)."},
+    {"auth", "enabled", KEY_BOOL, OFF(auth_enabled), 0, 1, "yes", NULL,
+     "Digest authentication of REGISTER against the subscriber table. Turn off only on a "
+     "trusted network."},
+    {"auth", "realm", KEY_STRING, OFF(auth_realm), 0, 0, "", NULL,
+     "Digest realm. Empty: the domain of the AOR (the To URI), as OpenSIPS does; subscriber "
+     "rows are looked up by (user, realm)."},
+    {"auth", "algorithms", KEY_LIST, OFF(auth_algorithms), 0, 0, "SHA-256, MD5", NULL,
+     "Digest algorithms offered, in order of preference (RFC 7616, RFC 8760)."},
+    {"auth", "nonce_lifetime", KEY_INT, OFF(nonce_lifetime), 5, 86400, "300", NULL,
+     "Seconds a nonce stays valid; later it is answered with stale=true."},
+    {"auth", "max_failures", KEY_INT, OFF(auth_max_failures), 1, 1000000, "5", NULL,
+     "Wrong credentials from one source address within failure_window before it is locked "
+     "out."},
+    {"auth", "failure_window", KEY_INT, OFF(auth_failure_window), 1, 86400, "60", NULL,
+     "Window, in seconds, over which failures are counted."},
+    {"auth", "lockout", KEY_INT, OFF(auth_lockout), 1, 86400, "60", NULL,
+     "Seconds a locked-out source gets 403 without its credentials being checked."},
+    {"store", "backend", KEY_STRING, OFF(store_backend), 0, 0, "sqlite", NULL,
+     "Storage backend: sqlite."},
+    {"store", "path", KEY_STRING, OFF(store_path), 0, 0, "", NULL,
+     "SQLite database file. Empty: data_dir/sipwake.db."},
+    {"policy", "file", KEY_STRING, OFF(policy_file), 0, 0, "policies/default.lua", NULL,
+     "The Lua policy: a file returning a table of hooks."},
+    {"policy", "lua_path", KEY_LIST, OFF(lua_path), 0, 0, "lua, policies", NULL,
+     "Directories `require` may load modules from."},
+    {"policy", "time_budget_ms", KEY_INT, OFF(policy_time_budget_ms), 1, 10000, "20", NULL,
+     "Longest a hook may run; past it the hook's safe default applies."},
+};
+
+static const char *const transport_names[] = {"udp", "tcp", "tls"};
+
+const char *config_transport_name(enum config_transport t)
+{
+    return transport_names[t];
+}
+
+static void list_free(struct config_list *l)
+{
+    for (size_t i = 0; i < l->n; i++)
+        free(l->items[i]);
+    free(l->items);
+    l->items = NULL;
+    l->n = 0;
+}
+
+static void list_parse(struct config_list *l, const char *s)
+{
+    list_free(l);
+    while (*s) {
+        while (*s == ' ' || *s == '\t' || *s == ',')
+            s++;
+        const char *start = s;
+        while (*s && *s != ',')
+            s++;
+        const char *end = s;
+        while (end > start && (end[-1] == ' ' || end[-1] == '\t'))
+            end--;
+        if (end > start) {
+            l->items = xrealloc(l->items, (l->n + 1) * sizeof *l->items);
+            l->items[l->n++] = xstrndup(start, (size_t)(end - start));
+        }
+    }
+}
+
+/* Parse "udp:127.0.0.1:5060" or "tls:[::1]:5061". 0 or -1 with err. */
+static int listen_parse(const char *s, struct config_listen *out, char *err, size_t errlen)
+{
+    const char *colon = strchr(s, ':');
+    if (!colon) {
+        snprintf(err, errlen, "expected transport:address:port, got '%s'", s);
+        return -1;
+    }
+    int t = -1;
+    for (int i = 0; i < 3; i++)
+        if (util_strncaseeq(s, (size_t)(colon - s), transport_names[i], strlen(transport_names[i])))
+            t = i;
+    if (t < 0) {
+        snprintf(err, errlen, "unknown transport '%.*s' (udp, tcp or tls)", (int)(colon - s), s);
+        return -1;
+    }
+    const char *host = colon + 1, *host_end, *port;
+    if (*host == '[') {
+        host++;
+        host_end = strchr(host, ']');
+        if (!host_end || host_end[1] != ':') {
+            snprintf(err, errlen, "expected [ipv6]:port in '%s'", s);
+            return -1;
+        }
+        port = host_end + 2;
+    } else {
+        host_end = strrchr(host, ':');
+        if (!host_end) {
+            snprintf(err, errlen, "missing port in '%s'", s);
+            return -1;
+        }
+        port = host_end + 1;
+    }
+    char *h = xstrndup(host, (size_t)(host_end - host));
+    unsigned char tmp[16];
+    if (inet_pton(AF_INET, h, tmp) != 1 && inet_pton(AF_INET6, h, tmp) != 1) {
+        snprintf(err, errlen, "'%s' is not a numeric IPv4 or IPv6 address", h);
+        free(h);
+        return -1;
+    }
+    long p;
+    if (util_parse_long(port, 1, 65535, &p) < 0) {
+        snprintf(err, errlen, "port '%s' is not in 1..65535", port);
+        free(h);
+        return -1;
+    }
+    out->transport = (enum config_transport)t;
+    out->host = h;
+    out->port = (int)p;
+    return 0;
+}
+
+static void listens_free(struct config *cfg)
+{
+    for (size_t i = 0; i < cfg->n_listens; i++)
+        free(cfg->listens[i].host);
+    free(cfg->listens);
+    cfg->listens = NULL;
+    cfg->n_listens = 0;
+}
+
+static int parse_bool(const char *v, int *out)
+{
+    static const char *const yes[] = {"yes", "on", "true", "1"};
+    static const char *const no[] = {"no", "off", "false", "0"};
+    for (size_t i = 0; i < 4; i++) {
+        if (util_caseeq(v, yes[i])) {
+            *out = 1;
+            return 0;
+        }
+        if (util_caseeq(v, no[i])) {
+            *out = 0;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+/* Store value v for row r. 0 or -1 with err (without the file/line prefix). */
+static int apply(struct config *cfg, const struct key_row *r, const char *v, int first_listen,
+                 char *err, size_t errlen)
+{
+    char *base = (char *)cfg;
+    switch (r->type) {
+    case KEY_STRING: {
+        char **p = (char **)(base + r->offset);
+        free(*p);
+        *p = xstrdup(v);
+        return 0;
+    }
+    case KEY_INT: {
+        long n;
+        if (util_parse_long(v, r->min, r->max, &n) < 0) {
+            snprintf(err, errlen, "expected an integer in %ld..%ld, got '%s'", r->min, r->max, v);
+            return -1;
+        }
+        *(long *)(base + r->offset) = n;
+        return 0;
+    }
+    case KEY_BOOL: {
+        int b;
+        if (parse_bool(v, &b) < 0) {
+            snprintf(err, errlen, "expected yes or no, got '%s'", v);
+            return -1;
+        }
+        *(int *)(base + r->offset) = b;
+        return 0;
+    }
+    case KEY_LIST:
+        list_parse((struct config_list *)(base + r->offset), v);
+        return 0;
+    case KEY_ENUM:
+        for (long i = 0; r->enum_words[i]; i++) {
+            if (util_caseeq(v, r->enum_words[i])) {
+                *(long *)(base + r->offset) = i;
+                return 0;
+            }
+        }
+        snprintf(err, errlen, "unknown value '%s'", v);
+        return -1;
+    case KEY_LISTEN: {
+        struct config_list words = {0};
+        list_parse(&words, v);
+        if (first_listen)
+            listens_free(cfg);
+        int rc = 0;
+        for (size_t i = 0; i < words.n && rc == 0; i++) {
+            struct config_listen l;
+            rc = listen_parse(words.items[i], &l, err, errlen);
+            if (rc == 0) {
+                cfg->listens = xrealloc(cfg->listens, (cfg->n_listens + 1) * sizeof *cfg->listens);
+                cfg->listens[cfg->n_listens++] = l;
+            }
+        }
+        if (words.n == 0) {
+            snprintf(err, errlen, "empty listen value");
+            rc = -1;
+        }
+        list_free(&words);
+        return rc;
+    }
+    }
+    return -1;
+}
+
+void config_defaults(struct config *cfg)
+{
+    memset(cfg, 0, sizeof *cfg);
+    cfg->source = xstrdup("(defaults)");
+    char err[256];
+    for (size_t i = 0; i < UTIL_ARRAY_LEN(key_rows); i++)
+        if (apply(cfg, &key_rows[i], key_rows[i].def, 1, err, sizeof err) < 0)
+            abort(); /* a default that does not parse is a programming error */
+}
+
+void config_free(struct config *cfg)
+{
+    for (size_t i = 0; i < UTIL_ARRAY_LEN(key_rows); i++) {
+        const struct key_row *r = &key_rows[i];
+        char *base = (char *)cfg;
+        if (r->type == KEY_STRING) {
+            free(*(char **)(base + r->offset));
+            *(char **)(base + r->offset) = NULL;
+        } else if (r->type == KEY_LIST) {
+            list_free((struct config_list *)(base + r->offset));
+        }
+    }
+    listens_free(cfg);
+    free(cfg->source);
+    cfg->source = NULL;
+}
+
+static const struct key_row *find_row(const char *section, const char *key)
+{
+    for (size_t i = 0; i < UTIL_ARRAY_LEN(key_rows); i++)
+        if (strcmp(key_rows[i].section, section) == 0 && strcmp(key_rows[i].name, key) == 0)
+            return &key_rows[i];
+    return NULL;
+}
+
+static int section_known(const char *section)
+{
+    for (size_t i = 0; i < UTIL_ARRAY_LEN(key_rows); i++)
+        if (strcmp(key_rows[i].section, section) == 0)
+            return 1;
+    return 0;
+}
+
+static char *trim(char *s)
+{
+    while (isspace((unsigned char)*s))
+        s++;
+    char *e = s + strlen(s);
+    while (e > s && isspace((unsigned char)e[-1]))
+        *--e = '\0';
+    return s;
+}
+
+static const char *const known_providers[] = {"apns", "fcm", "webpush"};
+
+int config_provider_enabled(const struct config *cfg, const char *provider)
+{
+    /* "apns.dev" is the sandbox form Linphone sends; it rides on the apns setting. */
+    const char *name = util_caseeq(provider, "apns.dev") ? "apns" : provider;
+    for (size_t i = 0; i < cfg->push_providers.n; i++)
+        if (util_caseeq(cfg->push_providers.items[i], name))
+            return 1;
+    return 0;
+}
+
+/* Checks across keys. line_of(key) gives where the key was set, or 0 for a default. */
+struct key_lines {
+    const struct key_row *row;
+    int line;
+};
+
+static int line_of(const struct key_lines *lines, size_t n, const char *section, const char *key)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(lines[i].row->section, section) == 0 && strcmp(lines[i].row->name, key) == 0)
+            return lines[i].line;
+    return 0;
+}
+
+static int fail(char *err, size_t errlen, const char *src, int line, const char *section,
+                const char *key, const char *msg)
+{
+    if (line > 0)
+        snprintf(err, errlen, "%s:%d: [%s] %s: %s", src, line, section, key, msg);
+    else
+        snprintf(err, errlen, "%s: [%s] %s: %s", src, section, key, msg);
+    return -1;
+}
+
+static int validate(struct config *cfg, const struct key_lines *kl, size_t nkl, char *err,
+                    size_t errlen)
+{
+    const char *src = cfg->source;
+    char msg[256];
+#define LINE(s, k) line_of(kl, nkl, s, k)
+    if (cfg->min_expires > cfg->max_expires)
+        return fail(err, errlen, src, LINE("registrar", "min_expires"), "registrar",
+                    "min_expires", "must not be larger than max_expires");
+    if (cfg->default_expires < cfg->min_expires || cfg->default_expires > cfg->max_expires)
+        return fail(err, errlen, src, LINE("registrar", "default_expires"), "registrar",
+                    "default_expires", "must lie between min_expires and max_expires");
+    if (cfg->push_min_expires <= cfg->push_refresh_margin)
+        return fail(err, errlen, src, LINE("registrar", "push_min_expires"), "registrar",
+                    "push_min_expires",
+                    "must be larger than push_refresh_margin, or no refresh push could be sent "
+                    "before expiry");
+    for (size_t i = 0; i < cfg->push_providers.n; i++) {
+        int ok = 0;
+        for (size_t j = 0; j < UTIL_ARRAY_LEN(known_providers); j++)
+            ok |= util_caseeq(cfg->push_providers.items[i], known_providers[j]);
+        if (!ok) {
+            snprintf(msg, sizeof msg, "unknown provider '%s' (apns, fcm, webpush)",
+                     cfg->push_providers.items[i]);
+            return fail(err, errlen, src, LINE("registrar", "push_providers"), "registrar",
+                        "push_providers", msg);
+        }
+    }
+    for (size_t i = 0; i < cfg->auth_algorithms.n; i++) {
+        const char *a = cfg->auth_algorithms.items[i];
+        if (!util_caseeq(a, "MD5") && !util_caseeq(a, "SHA-256")) {
+            snprintf(msg, sizeof msg, "unknown algorithm '%s' (SHA-256, MD5)", a);
+            return fail(err, errlen, src, LINE("auth", "algorithms"), "auth", "algorithms", msg);
+        }
+    }
+    if (cfg->auth_enabled && cfg->auth_algorithms.n == 0)
+        return fail(err, errlen, src, LINE("auth", "algorithms"), "auth", "algorithms",
+                    "at least one algorithm is needed while auth is enabled");
+    if (strcmp(cfg->store_backend, "sqlite") != 0) {
+        snprintf(msg, sizeof msg, "unknown backend '%s' (sqlite)", cfg->store_backend);
+        return fail(err, errlen, src, LINE("store", "backend"), "store", "backend", msg);
+    }
+    enum log_level level;
+    if (log_parse_level(cfg->log_level, &level) < 0)
+        return fail(err, errlen, src, LINE("log", "level"), "log", "level",
+                    "expected error, warn, info or debug");
+    if (cfg->n_listens == 0)
+        return fail(err, errlen, src, LINE("sip", "listen"), "sip", "listen",
+                    "at least one listener is needed");
+    if ((*cfg->tls_certificate != '\0') != (*cfg->tls_private_key != '\0'))
+        return fail(err, errlen, src,
+                    LINE("tls", *cfg->tls_certificate ? "certificate" : "private_key"), "tls",
+                    *cfg->tls_certificate ? "private_key" : "certificate",
+                    "certificate and private_key go together");
+    if (cfg->tls_verify_client != CONFIG_TLS_VERIFY_NONE && !*cfg->tls_ca)
+        return fail(err, errlen, src, LINE("tls", "verify_client"), "tls", "verify_client",
+                    "checking client certificates needs [tls] ca");
+    if (!*cfg->policy_file)
+        return fail(err, errlen, src, LINE("policy", "file"), "policy", "file",
+                    "a policy file is required");
+#undef LINE
+    if (!*cfg->store_path) {
+        free(cfg->store_path);
+        cfg->store_path = xasprintf("%s/sipwake.db", cfg->data_dir);
+    }
+    return 0;
+}
+
+int config_load(const char *path, struct config *cfg, char *err, size_t errlen)
+{
+    config_defaults(cfg);
+    struct key_lines kl[UTIL_ARRAY_LEN(key_rows)] = {{0}};
+    size_t nkl = 0;
+    if (!path)
+        return validate(cfg, kl, 0, err, errlen) < 0 ? (config_free(cfg), -1) : 0;
+
+    free(cfg->source);
+    cfg->source = xstrdup(path);
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+        config_free(cfg);
+        return -1;
+    }
+    char section[64] = "";
+    char line[4096];
+    int lineno = 0, rc = 0, seen_listen = 0;
+    while (rc == 0 && fgets(line, sizeof line, f)) {
+        lineno++;
+        if (!strchr(line, '\n') && !feof(f)) {
+            snprintf(err, errlen, "%s:%d: line too long", path, lineno);
+            rc = -1;
+            break;
+        }
+        char *hash = strchr(line, '#');
+        if (hash)
+            *hash = '\0';
+        char *s = trim(line);
+        if (!*s)
+            continue;
+        if (*s == '[') {
+            char *end = strchr(s, ']');
+            if (!end || end[1] != '\0' || end - s - 1 <= 0 || end - s - 1 >= (long)sizeof section) {
+                snprintf(err, errlen, "%s:%d: malformed section header '%s'", path, lineno, s);
+                rc = -1;
+                break;
+            }
+            *end = '\0';
+            snprintf(section, sizeof section, "%s", trim(s + 1));
+            if (!section_known(section)) {
+                snprintf(err, errlen, "%s:%d: unknown section [%s]", path, lineno, section);
+                rc = -1;
+            }
+            continue;
+        }
+        char *eq = strchr(s, '=');
+        if (!eq) {
+            snprintf(err, errlen, "%s:%d: expected 'key = value', got '%s'", path, lineno, s);
+            rc = -1;
+            break;
+        }
+        *eq = '\0';
+        char *key = trim(s), *value = trim(eq + 1);
+        if (!*section) {
+            snprintf(err, errlen, "%s:%d: %s: key outside of any [section]", path, lineno, key);
+            rc = -1;
+            break;
+        }
+        const struct key_row *r = find_row(section, key);
+        if (!r) {
+            snprintf(err, errlen, "%s:%d: [%s] %s: unknown key", path, lineno, section, key);
+            rc = -1;
+            break;
+        }
+        char msg[512];
+        int first_listen = r->type == KEY_LISTEN && !seen_listen;
+        if (apply(cfg, r, value, first_listen, msg, sizeof msg) < 0) {
+            snprintf(err, errlen, "%s:%d: [%s] %s: %s", path, lineno, section, key, msg);
+            rc = -1;
+            break;
+        }
+        if (r->type == KEY_LISTEN)
+            seen_listen = 1;
+        size_t i;
+        for (i = 0; i < nkl; i++)
+            if (kl[i].row == r)
+                break;
+        if (i == nkl)
+            kl[nkl++].row = r;
+        kl[i].line = lineno;
+    }
+    fclose(f);
+    if (rc == 0)
+        rc = validate(cfg, kl, nkl, err, errlen);
+    if (rc < 0)
+        config_free(cfg);
+    return rc;
+}
+
+void config_describe(void)
+{
+    const char *section = "";
+    for (size_t i = 0; i < UTIL_ARRAY_LEN(key_rows); i++) {
+        const struct key_row *r = &key_rows[i];
+        if (strcmp(section, r->section) != 0) {
+            section = r->section;
+            printf("\n[%s]\n\n| key | default | meaning |\n|---|---|---|\n", section);
+        }
+        printf("| `%s` | `%s` | %s |\n", r->name, r->def, r->doc);
+    }
+}

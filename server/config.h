@@ -1,0 +1,110 @@
+/*
+ * config: the static configuration file, its defaults and its validation.
+ *
+ * The file is INI-shaped: "[section]" lines, then "key = value" lines; '#' starts a comment.
+ * Every key is described by one row of a table in config.c (section, name, type, range), so
+ * the parser, the validator and the README come from one place. Errors name the file, the
+ * line and the key ("sipwake.conf:12: [registrar] min_expires: ..."). Relative paths are
+ * taken relative to the working directory. A struct config owns all its strings.
+ */
+#ifndef SIPWAKE_CONFIG_H
+#define SIPWAKE_CONFIG_H
+
+#include <stddef.h>
+
+enum config_transport {
+    CONFIG_TRANSPORT_UDP = 0,
+    CONFIG_TRANSPORT_TCP,
+    CONFIG_TRANSPORT_TLS,
+};
+
+struct config_listen {
+    enum config_transport transport;
+    char *host; /* numeric IPv4 or IPv6 address, without brackets */
+    int port;
+};
+
+enum config_tls_verify {
+    CONFIG_TLS_VERIFY_NONE = 0,
+    CONFIG_TLS_VERIFY_OPTIONAL,
+    CONFIG_TLS_VERIFY_REQUIRED,
+};
+
+struct config_list {
+    char **items;
+    size_t n;
+};
+
+struct config {
+    char *source; /* file name, or "(defaults)" */
+
+    /* [general] */
+    char *data_dir;
+
+    /* [log] */
+    char *log_level;
+
+    /* [sip] */
+    struct config_listen *listens;
+    size_t n_listens;
+    struct config_list domains;
+    long max_message_size;
+    long tcp_idle_timeout;
+    long tcp_message_timeout;
+    long tcp_max_connections;
+    char *server_header;
+
+    /* [tls] */
+    char *tls_certificate;
+    char *tls_private_key;
+    char *tls_ca;
+    long tls_verify_client; /* enum config_tls_verify */
+
+    /* [registrar] */
+    long min_expires;
+    long default_expires;
+    long max_expires;
+    long max_contacts;
+    struct config_list push_providers;
+    long push_min_expires;
+    long push_refresh_margin;
+    long pnsreg_interval;
+
+    /* [auth] */
+    int auth_enabled;
+    char *auth_realm;
+    struct config_list auth_algorithms;
+    long nonce_lifetime;
+    long auth_max_failures;
+    long auth_failure_window;
+    long auth_lockout;
+
+    /* [store] */
+    char *store_backend;
+    char *store_path;
+
+    /* [policy] */
+    char *policy_file;
+    struct config_list lua_path;
+    long policy_time_budget_ms;
+};
+
+/* Fill cfg with the embedded defaults (SIP on 127.0.0.1:5060 UDP/TCP and 5061 TLS, SQLite
+ * under var/, policies/default.lua). Caller frees with config_free. */
+void config_defaults(struct config *cfg);
+
+/* Load path over the defaults and validate. 0 on success; -1 with a message naming file,
+ * line and key in err. On failure cfg is left freed. */
+int config_load(const char *path, struct config *cfg, char *err, size_t errlen);
+
+void config_free(struct config *cfg);
+
+/* Write a description of every key (section, name, default, meaning) as Markdown. */
+void config_describe(void);
+
+const char *config_transport_name(enum config_transport t);
+
+/* 1 if the named push provider ("apns", "apns.dev", "fcm", "webpush") is enabled. */
+int config_provider_enabled(const struct config *cfg, const char *provider);
+
+#endif

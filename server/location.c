@@ -1,0 +1,473 @@
+/*
+ * location: hash table of AORs, each with a singly linked list of bindings, plus a binary
+ * min-heap of all bindings ordered by expiry.
+ */
+#include "location.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include <osipparser2/osip_uri.h>
+
+#include "log.h"
+#include "metrics.h"
+#include "pn.h"
+#include "util.h"
+
+struct location_aor {
+    struct location_aor *hnext;
+    struct binding *bindings;
+    size_t count;
+    uint64_t hash;
+    size_t user_len; /* name[0..user_len) is the user part */
+    char name[];     /* "user@domain" */
+};
+
+struct location {
+    struct ev_loop *loop;
+    struct store *store;
+    struct location_aor **buckets;
+    size_t n_buckets;
+    size_t n_aors;
+    struct binding **heap;
+    size_t heap_len, heap_cap;
+    ev_timer timer;
+    uint64_t next_id;
+};
+
+static void expiry_cb(struct ev_loop *loop, ev_timer *w, int revents);
+
+/* ---- heap ---- */
+
+static void heap_set(struct location *loc, size_t i, struct binding *b)
+{
+    loc->heap[i] = b;
+    b->heap_idx = i;
+}
+
+static void heap_up(struct location *loc, size_t i)
+{
+    struct binding *b = loc->heap[i];
+    while (i > 0) {
+        size_t parent = (i - 1) / 2;
+        if (loc->heap[parent]->expires <= b->expires)
+            break;
+        heap_set(loc, i, loc->heap[parent]);
+        i = parent;
+    }
+    heap_set(loc, i, b);
+}
+
+static void heap_down(struct location *loc, size_t i)
+{
+    struct binding *b = loc->heap[i];
+    for (;;) {
+        size_t l = 2 * i + 1, r = l + 1, m = i;
+        time_t best = b->expires;
+        if (l < loc->heap_len && loc->heap[l]->expires < best) {
+            m = l;
+            best = loc->heap[l]->expires;
+        }
+        if (r < loc->heap_len && loc->heap[r]->expires < best)
+            m = r;
+        if (m == i)
+            break;
+        heap_set(loc, i, loc->heap[m]);
+        i = m;
+    }
+    heap_set(loc, i, b);
+}
+
+static void heap_push(struct location *loc, struct binding *b)
+{
+    if (loc->heap_len == loc->heap_cap) {
+        loc->heap_cap = loc->heap_cap ? loc->heap_cap * 2 : 1024;
+        loc->heap = xrealloc(loc->heap, loc->heap_cap * sizeof *loc->heap);
+    }
+    heap_set(loc, loc->heap_len++, b);
+    heap_up(loc, b->heap_idx);
+}
+
+static void heap_remove(struct location *loc, struct binding *b)
+{
+    size_t i = b->heap_idx;
+    struct binding *last = loc->heap[--loc->heap_len];
+    if (i == loc->heap_len)
+        return;
+    heap_set(loc, i, last);
+    heap_up(loc, i);
+    heap_down(loc, last->heap_idx);
+}
+
+static void timer_rearm(struct location *loc)
+{
+    if (!loc->loop)
+        return;
+    ev_timer_stop(loc->loop, &loc->timer);
+    if (loc->heap_len == 0)
+        return;
+    double in = (double)(loc->heap[0]->expires - util_now());
+    ev_timer_set(&loc->timer, in > 0 ? in + 0.01 : 0.01, 0);
+    ev_timer_start(loc->loop, &loc->timer);
+}
+
+/* ---- table ---- */
+
+struct location *location_new(struct ev_loop *loop, struct store *store)
+{
+    struct location *loc = xcalloc(1, sizeof *loc);
+    loc->loop = loop;
+    loc->store = store;
+    loc->n_buckets = 1024;
+    loc->buckets = xcalloc(loc->n_buckets, sizeof *loc->buckets);
+    loc->next_id = (uint64_t)util_now() << 20;
+    ev_init(&loc->timer, expiry_cb);
+    loc->timer.data = loc;
+    return loc;
+}
+
+void location_free(struct location *loc)
+{
+    if (!loc)
+        return;
+    if (loc->loop)
+        ev_timer_stop(loc->loop, &loc->timer);
+    for (size_t i = 0; i < loc->n_buckets; i++) {
+        struct location_aor *a = loc->buckets[i];
+        while (a) {
+            struct location_aor *next = a->hnext;
+            struct binding *b = a->bindings;
+            while (b) {
+                struct binding *bn = b->next;
+                location_binding_free(b);
+                b = bn;
+            }
+            free(a);
+            a = next;
+        }
+    }
+    free(loc->buckets);
+    free(loc->heap);
+    free(loc);
+}
+
+uint64_t location_new_id(struct location *loc)
+{
+    return loc->next_id++;
+}
+
+static const char *put(char **p, const char *s)
+{
+    if (!s)
+        return NULL;
+    size_t n = strlen(s) + 1;
+    memcpy(*p, s, n);
+    const char *r = *p;
+    *p += n;
+    return r;
+}
+
+struct binding *location_binding_new(const struct binding_fields *f)
+{
+    const char *strs[] = {f->contact,  f->callid, f->user_agent,  f->received, f->socket,
+                          f->instance, f->tenant, f->pn_provider, f->pn_param, f->pn_prid};
+    size_t total = 0;
+    for (size_t i = 0; i < UTIL_ARRAY_LEN(strs); i++)
+        total += strs[i] ? strlen(strs[i]) + 1 : 0;
+    struct binding *b = xmalloc(sizeof *b + total);
+    memset(b, 0, sizeof *b);
+    char *p = (char *)(b + 1);
+    b->contact_id = f->contact_id;
+    b->flow_id = f->flow_id;
+    b->expires = f->expires;
+    b->last_modified = f->last_modified;
+    b->cseq = f->cseq;
+    b->flags = f->flags;
+    b->reg_id = f->reg_id;
+    b->q = f->q;
+    b->listener = f->listener;
+    b->contact = put(&p, f->contact);
+    b->callid = put(&p, f->callid);
+    b->user_agent = put(&p, f->user_agent);
+    b->received = put(&p, f->received);
+    b->socket = put(&p, f->socket);
+    b->instance = put(&p, f->instance);
+    b->tenant = put(&p, f->tenant);
+    b->pn_provider = put(&p, f->pn_provider);
+    b->pn_param = put(&p, f->pn_param);
+    b->pn_prid = put(&p, f->pn_prid);
+    return b;
+}
+
+void location_binding_free(struct binding *b)
+{
+    free(b);
+}
+
+static struct location_aor **slot_of(struct location *loc, const char *aor, uint64_t h)
+{
+    struct location_aor **p = &loc->buckets[h & (loc->n_buckets - 1)];
+    while (*p && !((*p)->hash == h && strcmp((*p)->name, aor) == 0))
+        p = &(*p)->hnext;
+    return p;
+}
+
+struct location_aor *location_find(struct location *loc, const char *aor)
+{
+    uint64_t h = util_hash(aor, strlen(aor));
+    return *slot_of(loc, aor, h);
+}
+
+struct binding *location_aor_bindings(const struct location_aor *a)
+{
+    return a ? a->bindings : NULL;
+}
+
+size_t location_aor_count(const struct location_aor *a)
+{
+    return a ? a->count : 0;
+}
+
+const char *location_aor_name(const struct location_aor *a)
+{
+    return a->name;
+}
+
+static void grow(struct location *loc)
+{
+    size_t n = loc->n_buckets * 2;
+    struct location_aor **b = xcalloc(n, sizeof *b);
+    for (size_t i = 0; i < loc->n_buckets; i++) {
+        struct location_aor *a = loc->buckets[i];
+        while (a) {
+            struct location_aor *next = a->hnext;
+            a->hnext = b[a->hash & (n - 1)];
+            b[a->hash & (n - 1)] = a;
+            a = next;
+        }
+    }
+    free(loc->buckets);
+    loc->buckets = b;
+    loc->n_buckets = n;
+}
+
+static struct location_aor *aor_get_or_add(struct location *loc, const char *aor)
+{
+    uint64_t h = util_hash(aor, strlen(aor));
+    struct location_aor **p = slot_of(loc, aor, h);
+    if (*p)
+        return *p;
+    if (loc->n_aors + 1 > loc->n_buckets) {
+        grow(loc);
+        p = slot_of(loc, aor, h);
+    }
+    size_t n = strlen(aor);
+    struct location_aor *a = xcalloc(1, sizeof *a + n + 1);
+    memcpy(a->name, aor, n + 1);
+    a->hash = h;
+    const char *at = strrchr(aor, '@');
+    a->user_len = at ? (size_t)(at - aor) : 0;
+    *p = a;
+    loc->n_aors++;
+    return a;
+}
+
+static void aor_drop_if_empty(struct location *loc, struct location_aor *a)
+{
+    if (a->bindings)
+        return;
+    struct location_aor **p = slot_of(loc, a->name, a->hash);
+    if (*p == a) {
+        *p = a->hnext;
+        loc->n_aors--;
+        free(a);
+    }
+}
+
+static void unlink_binding(struct location *loc, struct binding *b)
+{
+    struct location_aor *a = b->aor;
+    struct binding **p = &a->bindings;
+    while (*p && *p != b)
+        p = &(*p)->next;
+    if (*p) {
+        *p = b->next;
+        a->count--;
+    }
+    heap_remove(loc, b);
+    metrics_add(METRICS_LOCATION_CONTACTS, -1);
+}
+
+char *location_kv_encode(const struct binding *b)
+{
+    json_t *o = json_object();
+    if (b->reg_id)
+        json_object_set_new(o, "reg_id", json_integer(b->reg_id));
+    if (b->tenant)
+        json_object_set_new(o, "tenant", json_string(b->tenant));
+    if (b->flags & LOCATION_FLAG_PNSREG)
+        json_object_set_new(o, "pnsreg", json_true());
+    char *s = json_object_size(o) ? json_dumps(o, JSON_COMPACT) : NULL;
+    json_decref(o);
+    return s;
+}
+
+static void persist(struct location *loc, const struct binding *b)
+{
+    if (!loc->store)
+        return;
+    const struct location_aor *a = b->aor;
+    char *user = xstrndup(a->name, a->user_len);
+    const char *domain = a->user_len ? a->name + a->user_len + 1 : NULL;
+    char *kv = location_kv_encode(b);
+    struct store_binding row = {
+        .contact_id = b->contact_id,
+        .username = user,
+        .domain = domain,
+        .contact = b->contact,
+        .received = b->received,
+        .expires = b->expires,
+        .q = b->q < 0 ? -1.0 : b->q / 1000.0,
+        .callid = b->callid,
+        .cseq = b->cseq,
+        .last_modified = b->last_modified,
+        .flags = (int)(b->flags & LOCATION_FLAG_PUSH),
+        .user_agent = b->user_agent,
+        .socket = b->socket,
+        .sip_instance = b->instance,
+        .kv_store = kv,
+    };
+    store_save_binding(loc->store, &row);
+    free(kv);
+    free(user);
+}
+
+static void insert(struct location *loc, const char *aor, struct binding *b)
+{
+    struct location_aor *a = aor_get_or_add(loc, aor);
+    b->aor = a;
+    b->next = a->bindings;
+    a->bindings = b;
+    a->count++;
+    heap_push(loc, b);
+    metrics_add(METRICS_LOCATION_CONTACTS, 1);
+}
+
+void location_save(struct location *loc, const char *aor, struct binding *b,
+                   struct binding *replaces)
+{
+    if (replaces) {
+        b->contact_id = replaces->contact_id;
+        unlink_binding(loc, replaces);
+        struct location_aor *old = replaces->aor;
+        location_binding_free(replaces);
+        insert(loc, aor, b);
+        aor_drop_if_empty(loc, old);
+    } else {
+        insert(loc, aor, b);
+    }
+    persist(loc, b);
+    timer_rearm(loc);
+}
+
+void location_remove(struct location *loc, struct binding *b)
+{
+    struct location_aor *a = b->aor;
+    unlink_binding(loc, b);
+    if (loc->store)
+        store_delete_binding(loc->store, b->contact_id);
+    location_binding_free(b);
+    aor_drop_if_empty(loc, a);
+    timer_rearm(loc);
+}
+
+static void expiry_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct location *loc = w->data;
+    time_t now = util_now();
+    while (loc->heap_len && loc->heap[0]->expires <= now) {
+        struct binding *b = loc->heap[0];
+        log_info("location: binding %s of %s expired", b->contact, b->aor->name);
+        metrics_inc(METRICS_LOCATION_EXPIRED);
+        location_remove(loc, b);
+    }
+    timer_rearm(loc);
+}
+
+size_t location_count(const struct location *loc)
+{
+    return loc->heap_len;
+}
+
+/* ---- loading ---- */
+
+struct load_ctx {
+    struct location *loc;
+    size_t loaded;
+    uint64_t max_id;
+};
+
+static void load_row(void *arg, const struct store_binding *row)
+{
+    struct load_ctx *ctx = arg;
+    char *aor = row->domain && *row->domain ? xasprintf("%s@%s", row->username, row->domain)
+                                            : xstrdup(row->username);
+    struct binding_fields f = {
+        .contact_id = row->contact_id,
+        .expires = row->expires,
+        .last_modified = row->last_modified,
+        .cseq = row->cseq,
+        .flags = (uint32_t)row->flags & LOCATION_FLAG_PUSH,
+        .q = row->q < 0 ? -1 : (int16_t)(row->q * 1000 + 0.5),
+        .listener = -1,
+        .contact = row->contact,
+        .callid = row->callid,
+        .user_agent = row->user_agent,
+        .received = row->received,
+        .socket = row->socket,
+        .instance = row->sip_instance,
+    };
+    json_t *kv = row->kv_store ? json_loads(row->kv_store, 0, NULL) : NULL;
+    if (kv) {
+        f.reg_id = (int32_t)json_integer_value(json_object_get(kv, "reg_id"));
+        f.tenant = json_string_value(json_object_get(kv, "tenant"));
+        if (json_is_true(json_object_get(kv, "pnsreg")))
+            f.flags |= LOCATION_FLAG_PNSREG;
+    }
+    /* The push params live in the stored Contact URI. */
+    osip_uri_t *uri = NULL;
+    struct pn_info pn = {0};
+    if (osip_uri_init(&uri) == 0 && osip_uri_parse(uri, row->contact) == 0 &&
+        pn_parse(&uri->url_params, &pn) != PN_NONE) {
+        f.pn_provider = pn.provider;
+        f.pn_param = pn.param;
+        f.pn_prid = pn.prid;
+    }
+    struct binding *b = location_binding_new(&f);
+    pn_free(&pn);
+    osip_uri_free(uri);
+    insert(ctx->loc, aor, b);
+    json_decref(kv);
+    free(aor);
+    ctx->loaded++;
+    if (row->contact_id > ctx->max_id)
+        ctx->max_id = row->contact_id;
+}
+
+int location_load(struct location *loc, char *err, size_t errlen)
+{
+    struct load_ctx ctx = {.loc = loc};
+    long purged = 0;
+    if (store_load_bindings(loc->store, util_now(), load_row, &ctx, &purged, err, errlen) < 0)
+        return -1;
+    if (ctx.max_id >= loc->next_id)
+        loc->next_id = ctx.max_id + 1;
+    log_info("location: %zu bindings loaded, %ld expired ones purged", ctx.loaded, purged);
+    timer_rearm(loc);
+    return 0;
+}

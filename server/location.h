@@ -1,0 +1,108 @@
+/*
+ * location: the in-memory AOR → bindings table in front of the store.
+ *
+ * The loop reads bindings from here, never from the store. Every change is written through
+ * to the store asynchronously (store_save_binding / store_delete_binding). A min-heap on
+ * absolute expiry drives one ev_timer; an expired binding is removed from memory and from
+ * the store, and counted.
+ *
+ * A struct binding is immutable once saved except for its heap index: a refresh builds a new
+ * binding (location_binding_new) and saves it in place of the old one, which is then freed.
+ * Pointers to a binding are valid until the next location call that may remove it.
+ */
+#ifndef SIPWAKE_LOCATION_H
+#define SIPWAKE_LOCATION_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+#include <ev.h>
+
+#include "store.h"
+
+/* OpenSIPS usrloc FL_PN_ON: the binding is an RFC 8599 push binding. */
+#define LOCATION_FLAG_PUSH 4u
+/* The Contact carried the +sip.pnsreg media feature tag (RFC 8599 §4.1.4). */
+#define LOCATION_FLAG_PNSREG 0x100u
+
+struct location_aor;
+
+struct binding {
+    struct binding *next; /* next binding of the same AOR */
+    struct location_aor *aor;
+    uint64_t contact_id;
+    uint64_t flow_id; /* TCP/TLS connection it arrived on; 0 for UDP or after a restart */
+    time_t expires;   /* absolute */
+    time_t last_modified;
+    uint32_t cseq;
+    uint32_t flags;
+    int32_t reg_id; /* RFC 5626 reg-id, 0 if none */
+    int16_t q;      /* q × 1000, or -1 when the Contact had none */
+    int16_t listener; /* index of the listener it arrived on, -1 unknown */
+    size_t heap_idx;
+    /* NUL-terminated strings in the same allocation; NULL when absent */
+    const char *contact;  /* the Contact URI as stored (legacy push params converted) */
+    const char *callid;
+    const char *user_agent;
+    const char *received; /* "sip:ip:port;transport=x": where it came from */
+    const char *socket;   /* "udp:127.0.0.1:5060": the listener */
+    const char *instance; /* +sip.instance value without quotes */
+    const char *tenant;
+    const char *pn_provider;
+    const char *pn_param;
+    const char *pn_prid;
+};
+
+/* Everything needed to build a binding; strings borrowed for the call. */
+struct binding_fields {
+    uint64_t contact_id;
+    uint64_t flow_id;
+    time_t expires;
+    time_t last_modified;
+    uint32_t cseq;
+    uint32_t flags;
+    int32_t reg_id;
+    int16_t q;
+    int16_t listener;
+    const char *contact, *callid, *user_agent, *received, *socket, *instance, *tenant,
+        *pn_provider, *pn_param, *pn_prid;
+};
+
+struct location;
+
+struct location *location_new(struct ev_loop *loop, struct store *store);
+void location_free(struct location *loc);
+
+/* A new binding, not yet in the table. Owned by the caller until location_save. */
+struct binding *location_binding_new(const struct binding_fields *f);
+void location_binding_free(struct binding *b);
+
+/* A fresh contact id, unique across restarts. */
+uint64_t location_new_id(struct location *loc);
+
+/* The AOR ("user@domain") and its bindings, or NULL. */
+struct location_aor *location_find(struct location *loc, const char *aor);
+struct binding *location_aor_bindings(const struct location_aor *a);
+size_t location_aor_count(const struct location_aor *a);
+const char *location_aor_name(const struct location_aor *a);
+
+/* Insert b under aor (takes ownership), removing and freeing `replaces` (a binding of the
+ * same AOR, or NULL). Written through to the store. */
+void location_save(struct location *loc, const char *aor, struct binding *b,
+                   struct binding *replaces);
+
+/* Remove and free b; deleted from the store. */
+void location_remove(struct location *loc, struct binding *b);
+
+/* Load every stored binding (at start, before the loop runs). Expired rows are purged.
+ * 0 or -1 with err. */
+int location_load(struct location *loc, char *err, size_t errlen);
+
+/* Bindings in memory. */
+size_t location_count(const struct location *loc);
+
+/* The kv_store JSON sipwake keeps in the location row, and its inverse. */
+char *location_kv_encode(const struct binding *b);
+
+#endif

@@ -1,0 +1,16 @@
+/*
+ * lua_api: the tables Lua sees, one C file each (lua_api_<table>.c), each with an inject
+ * function that sets its table into a sandbox environment.
+ *
+ * Functions in these tables follow one contract: misuse (a wrong argument type) raises
+ * error(msg, 2); an expected failure returns nil, "reason". None of them blocks.
+ */
+#ifndef SIPWAKE_LUA_API_H
+#define SIPWAKE_LUA_API_H
+
+#include <lua.h>
+
+/* log.error / log.warn / log.info / log.debug (msg): a line in sipwake's log. */
+void lua_api_log_inject(lua_State *L, int env);
+
+#endif

@@ -1,0 +1,230 @@
+/*
+ * lua_hook: protected hook calls with a time budget, and decision decoding.
+ */
+#include "lua_hook.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include <lauxlib.h>
+
+#include "log.h"
+#include "lua_vm.h"
+#include "metrics.h"
+#include "util.h"
+
+/* Hooks run one at a time on the loop thread, so the deadline can be a static. */
+static uint64_t deadline_ms;
+static int overran;
+
+static void budget_hook(lua_State *L, lua_Debug *ar)
+{
+    (void)ar;
+    if (util_mono_ms() > deadline_ms) {
+        overran = 1;
+        luaL_error(L, "time budget exceeded");
+    }
+}
+
+static int error_handler(lua_State *L)
+{
+    const char *msg = lua_tostring(L, 1);
+    lua_pushstring(L, msg ? msg : "(error object is not a string)");
+    return 1;
+}
+
+static void set_str(lua_State *L, const char *k, const char *v)
+{
+    if (!v)
+        return;
+    lua_pushstring(L, v);
+    lua_setfield(L, -2, k);
+}
+
+static void set_int(lua_State *L, const char *k, long v)
+{
+    lua_pushinteger(L, v);
+    lua_setfield(L, -2, k);
+}
+
+/* Call the function under nargs arguments on top of the stack. 0 with the result on top, or
+ * -1 (logged, counted, stack cleaned). */
+static int protected_call(struct lua_vm *vm, const char *hook, int nargs)
+{
+    lua_State *L = lua_vm_state(vm);
+    int base = lua_gettop(L) - nargs;
+    lua_pushcfunction(L, error_handler);
+    lua_insert(L, base);
+    deadline_ms = util_mono_ms() + (uint64_t)lua_vm_time_budget_ms(vm);
+    overran = 0;
+    lua_sethook(L, budget_hook, LUA_MASKCOUNT, 1000);
+    int rc = lua_pcall(L, nargs, 1, base);
+    lua_sethook(L, NULL, 0, 0);
+    lua_remove(L, base);
+    if (rc != 0) {
+        if (overran) {
+            metrics_inc(METRICS_POLICY_TIMEOUTS);
+            log_error("policy[gen %u]: %s ran past its %ld ms budget; the safe default applies",
+                      lua_vm_generation(vm), hook, lua_vm_time_budget_ms(vm));
+        } else {
+            metrics_inc(METRICS_POLICY_ERRORS);
+            log_error("policy[gen %u]: %s failed: %s; the safe default applies",
+                      lua_vm_generation(vm), hook, lua_tostring(L, -1));
+        }
+        lua_pop(L, 1);
+        return -1;
+    }
+    return 0;
+}
+
+static int bad_decision(struct lua_vm *vm, const char *hook, const char *why)
+{
+    metrics_inc(METRICS_POLICY_ERRORS);
+    log_error("policy[gen %u]: %s returned an invalid decision: %s; the safe default applies",
+              lua_vm_generation(vm), hook, why);
+    return -1;
+}
+
+static int is_token(const char *s, size_t max)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > max)
+        return 0;
+    for (; *s; s++)
+        if (!(((*s | 0x20) >= 'a' && (*s | 0x20) <= 'z') || (*s >= '0' && *s <= '9') ||
+              *s == '-' || *s == '_' || *s == '.'))
+            return 0;
+    return 1;
+}
+
+/* Decode the decision on top of the stack (schemas/hooks/on_register.json). */
+static int decode_register(struct lua_vm *vm, lua_State *L, struct lua_hook_register_out *out)
+{
+    static const char *const hook = "on_register";
+    int t = lua_gettop(L);
+    if (lua_isnil(L, t))
+        return 0;
+    if (!lua_istable(L, t))
+        return bad_decision(vm, hook, "expected a table or nil");
+    char why[160];
+    lua_pushnil(L);
+    while (lua_next(L, t)) {
+        const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
+        if (!k) {
+            lua_pop(L, 2);
+            return bad_decision(vm, hook, "keys must be strings");
+        }
+        if (strcmp(k, "reject") == 0) {
+            if (!lua_istable(L, -1)) {
+                lua_pop(L, 2);
+                return bad_decision(vm, hook, "reject must be a table {code=, reason=}");
+            }
+            lua_getfield(L, -1, "code");
+            lua_getfield(L, -2, "reason");
+            int ok_code = lua_type(L, -2) == LUA_TNUMBER;
+            double code = ok_code ? lua_tonumber(L, -2) : 0;
+            const char *reason = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+            if (!ok_code || code != (int)code || code < 400 || code > 699) {
+                lua_pop(L, 4);
+                return bad_decision(vm, hook, "reject.code must be an integer 400..699");
+            }
+            if (!lua_isnil(L, -1) && (!reason || !*reason || strlen(reason) >= sizeof out->reason ||
+                                      strpbrk(reason, "\r\n"))) {
+                lua_pop(L, 4);
+                return bad_decision(vm, hook, "reject.reason must be a one-line string");
+            }
+            out->reject_code = (int)code;
+            snprintf(out->reason, sizeof out->reason, "%s", reason ? reason : "");
+            lua_pop(L, 2);
+        } else if (strcmp(k, "expires") == 0) {
+            double v = lua_type(L, -1) == LUA_TNUMBER ? lua_tonumber(L, -1) : -1;
+            if (v < 0 || v != (long)v || v > 31536000) {
+                lua_pop(L, 2);
+                return bad_decision(vm, hook, "expires must be an integer 0..31536000");
+            }
+            out->expires = (long)v;
+        } else if (strcmp(k, "tenant") == 0) {
+            const char *v = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+            if (!v || !is_token(v, 64)) {
+                lua_pop(L, 2);
+                return bad_decision(vm, hook,
+                                    "tenant must be 1..64 characters of A-Z a-z 0-9 - _ .");
+            }
+            snprintf(out->tenant, sizeof out->tenant, "%s", v);
+        } else {
+            snprintf(why, sizeof why, "unknown key '%.40s' (reject, expires, tenant)", k);
+            lua_pop(L, 2);
+            return bad_decision(vm, hook, why);
+        }
+        lua_pop(L, 1);
+    }
+    return 0;
+}
+
+static void push_register_req(lua_State *L, const struct lua_hook_register_in *in)
+{
+    lua_createtable(L, 0, 16);
+    set_str(L, "method", "REGISTER");
+    set_str(L, "aor", in->aor);
+    set_str(L, "user", in->user);
+    set_str(L, "domain", in->domain);
+    set_str(L, "call_id", in->call_id);
+    set_int(L, "cseq", (long)in->cseq);
+    set_str(L, "user_agent", in->user_agent);
+    lua_createtable(L, 0, 3);
+    set_str(L, "ip", in->src_ip);
+    set_int(L, "port", in->src_port);
+    set_str(L, "transport", in->transport);
+    lua_setfield(L, -2, "source");
+    lua_pushboolean(L, in->unregister);
+    lua_setfield(L, -2, "unregister");
+    lua_createtable(L, (int)in->n_contacts, 0);
+    for (size_t i = 0; i < in->n_contacts; i++) {
+        const struct lua_hook_contact *c = &in->contacts[i];
+        lua_createtable(L, 0, 8);
+        set_str(L, "uri", c->uri);
+        set_int(L, "expires", c->expires);
+        if (c->q >= 0) {
+            lua_pushnumber(L, c->q / 1000.0);
+            lua_setfield(L, -2, "q");
+        }
+        set_str(L, "instance", c->instance);
+        if (c->reg_id)
+            set_int(L, "reg_id", c->reg_id);
+        lua_createtable(L, 0, 4);
+        set_str(L, "kind", c->pn_kind);
+        set_str(L, "provider", c->pn_provider);
+        set_str(L, "param", c->pn_param);
+        set_str(L, "prid", c->pn_prid);
+        lua_setfield(L, -2, "pn");
+        lua_rawseti(L, -2, (int)i + 1);
+    }
+    lua_setfield(L, -2, "contacts");
+}
+
+enum lua_hook_result lua_hook_on_register(struct lua_vm *vm, const struct lua_hook_register_in *in,
+                                          struct lua_hook_register_out *out)
+{
+    memset(out, 0, sizeof *out);
+    out->expires = -1;
+    if (!vm || !lua_vm_push_hook(vm, "on_register"))
+        return LUA_HOOK_ABSENT;
+    lua_State *L = lua_vm_state(vm);
+    push_register_req(L, in);
+    lua_createtable(L, 0, 4);
+    lua_pushboolean(L, in->authenticated);
+    lua_setfield(L, -2, "authenticated");
+    set_str(L, "auth_user", in->auth_user);
+    set_int(L, "bindings", (long)in->n_bindings);
+    set_int(L, "generation", (long)lua_vm_generation(vm));
+    if (protected_call(vm, "on_register", 2) < 0)
+        return LUA_HOOK_FAILED;
+    int rc = decode_register(vm, L, out);
+    lua_settop(L, 0);
+    if (rc < 0) {
+        memset(out, 0, sizeof *out);
+        out->expires = -1;
+        return LUA_HOOK_FAILED;
+    }
+    return LUA_HOOK_OK;
+}

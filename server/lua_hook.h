@@ -1,0 +1,58 @@
+/*
+ * lua_hook: calling a policy hook. Inputs are copied into fresh Lua tables (changing them
+ * has no effect on sipwake), the call is protected and held to the VM's time budget, and the
+ * returned decision is checked against its shape in schemas/hooks/. An error, an overrun or
+ * an invalid decision is logged with the policy generation, counted, and the hook's safe
+ * default applies; the server never fails because of a policy bug.
+ */
+#ifndef SIPWAKE_LUA_HOOK_H
+#define SIPWAKE_LUA_HOOK_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct lua_vm;
+
+struct lua_hook_contact {
+    const char *uri;
+    long expires;
+    int q; /* × 1000, -1 if absent */
+    const char *instance;
+    int reg_id;
+    const char *pn_kind; /* "none", "query", "push" */
+    const char *pn_provider, *pn_param, *pn_prid;
+};
+
+struct lua_hook_register_in {
+    const char *aor, *user, *domain, *call_id, *user_agent;
+    uint32_t cseq;
+    const char *src_ip;
+    int src_port;
+    const char *transport;
+    int authenticated;
+    const char *auth_user;
+    size_t n_bindings; /* bindings the AOR has now */
+    const struct lua_hook_contact *contacts;
+    size_t n_contacts;
+    int unregister; /* Contact: * or every contact with expires 0 */
+};
+
+/* schemas/hooks/on_register.json */
+struct lua_hook_register_out {
+    int reject_code; /* 0: accept */
+    char reason[128];
+    long expires; /* -1: unchanged; else an upper bound for every binding */
+    char tenant[65];
+};
+
+enum lua_hook_result {
+    LUA_HOOK_OK = 0,    /* the hook ran and its decision is in out */
+    LUA_HOOK_ABSENT,    /* the policy has no such hook: default behaviour */
+    LUA_HOOK_FAILED,    /* error, overrun or invalid decision: safe default, already logged */
+};
+
+/* Run on_register of vm. out is always initialised (to accept, unchanged). */
+enum lua_hook_result lua_hook_on_register(struct lua_vm *vm, const struct lua_hook_register_in *in,
+                                          struct lua_hook_register_out *out);
+
+#endif

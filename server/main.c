@@ -1,0 +1,425 @@
+/*
+ * main: arguments, configuration, wiring of the modules, signals, and the loop.
+ *
+ * Start-up order: config → policy VM → store (migrations) → bindings loaded → listeners →
+ * loop. Anything that fails before the loop runs ends the process with a message naming
+ * what failed; once the loop runs, nothing a peer or the policy does can stop it. SIGHUP
+ * reloads the policy (the running one stays if the new one fails), SIGTERM and SIGINT stop
+ * gracefully (queued store writes are committed first), SIGUSR1 logs the metrics.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <ev.h>
+
+#include "config.h"
+#include "digest.h"
+#include "location.h"
+#include "log.h"
+#include "lua_vm.h"
+#include "metrics.h"
+#include "registrar.h"
+#include "sip_msg.h"
+#include "sip_transport.h"
+#include "sip_txn.h"
+#include "store.h"
+#include "util.h"
+
+#define SIPWAKE_VERSION "0.1.0"
+
+struct app {
+    struct config cfg;
+    struct ev_loop *loop;
+    struct store *store;
+    struct location *loc;
+    struct transport *tp;
+    struct txn_table *txns;
+    struct registrar *reg;
+};
+
+static const char *const known_methods[] = {"INVITE",    "ACK",     "BYE",     "CANCEL", "OPTIONS",
+                                            "REGISTER",  "PRACK",   "SUBSCRIBE", "NOTIFY",
+                                            "PUBLISH",   "INFO",    "REFER",   "MESSAGE",
+                                            "UPDATE",    NULL};
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: sipwake [--config FILE]            run the server\n"
+            "       sipwake --check [--config FILE]    validate the config and the policy\n"
+            "       sipwake [--config FILE] user add USER@DOMAIN [PASSWORD]\n"
+            "       sipwake [--config FILE] user del USER@DOMAIN\n"
+            "       sipwake [--config FILE] user list\n"
+            "       sipwake --config-doc               describe every config key\n"
+            "       sipwake --version\n"
+            "Without --config the embedded defaults apply (see README).\n");
+}
+
+/* ---------------------------------------------------------------- SIP input */
+
+static void reply_stateless(struct app *app, const osip_message_t *req,
+                            const struct sip_source *src, int code, const char *reason,
+                            const char *hname, const char *hvalue)
+{
+    osip_message_t *r = sip_msg_response(req, code, reason, NULL);
+    if (*app->cfg.server_header)
+        osip_message_set_header(r, "Server", app->cfg.server_header);
+    if (hname)
+        osip_message_set_header(r, hname, hvalue);
+    txn_send_stateless(app->txns, req, src, r);
+    osip_message_free(r);
+}
+
+static void reply_raw_400(struct app *app, const char *buf, size_t len,
+                          const struct sip_source *src, const char *why)
+{
+    char *out;
+    size_t outlen;
+    if (sip_msg_raw_400(buf, len, why, &out, &outlen) == 0) {
+        transport_send(app->tp, src, out, outlen);
+        free(out);
+        metrics_inc(METRICS_BAD_ANSWERED);
+        log_info("sip: unparsable request from %s %s:%d answered 400 (%s)",
+                 config_transport_name(src->transport), src->ip, src->port, why);
+    } else {
+        metrics_inc(METRICS_DROPPED);
+        log_info("sip: unreadable message from %s %s:%d dropped (%zu bytes)",
+                 config_transport_name(src->transport), src->ip, src->port, len);
+    }
+}
+
+static int method_known(const char *m)
+{
+    for (int i = 0; known_methods[i]; i++)
+        if (strcmp(m, known_methods[i]) == 0)
+            return 1;
+    return 0;
+}
+
+/* RFC 3261 §8.2 checks every request passes before any module sees it. NULL or a reason. */
+static const char *request_invalid(const osip_message_t *req, size_t len, const char *buf)
+{
+    if (osip_list_size(&req->vias) == 0)
+        return "Missing Via";
+    if (!req->from || !req->from->url || !req->to || !req->to->url)
+        return "Missing or malformed From/To";
+    if (!req->call_id || !req->call_id->number)
+        return "Missing Call-ID";
+    if (!req->cseq || !req->cseq->number || !req->cseq->method)
+        return "Missing CSeq";
+    long cseq;
+    if (util_parse_long(req->cseq->number, 0, 0x7fffffffL, &cseq) < 0)
+        return "Bad CSeq number";
+    if (strcmp(req->cseq->method, req->sip_method) != 0)
+        return "CSeq method does not match the request method";
+    if (!req->req_uri || !req->req_uri->scheme)
+        return "Bad Request-URI";
+    if (!req->sip_version || strcmp(req->sip_version, "SIP/2.0") != 0)
+        return "Unsupported SIP version";
+    /* RFC 3261 §18.3: a Content-Length beyond the end of the datagram is an error */
+    long hdr = sip_msg_header_end(buf, len), cl;
+    if (hdr > 0 && sip_msg_raw_content_length(buf, (size_t)hdr, &cl) == 1 &&
+        (size_t)hdr + (size_t)cl > len)
+        return "Content-Length larger than the message";
+    return NULL;
+}
+
+static void on_message(void *arg, const char *buf, size_t len, const struct sip_source *src)
+{
+    struct app *app = arg;
+    osip_message_t *msg = NULL;
+    if (sip_msg_parse(buf, len, &msg) < 0) {
+        metrics_inc(METRICS_PARSE_ERRORS);
+        reply_raw_400(app, buf, len, src, "Malformed Message");
+        return;
+    }
+    if (!MSG_IS_REQUEST(msg)) {
+        metrics_inc(METRICS_RCV_REPLIES);
+        log_debug("sip: stray %d response from %s:%d ignored", msg->status_code, src->ip,
+                  src->port);
+        osip_message_free(msg);
+        return;
+    }
+    metrics_inc(METRICS_RCV_REQUESTS);
+    const char *why = request_invalid(msg, len, buf);
+    if (why) {
+        metrics_inc(METRICS_PARSE_ERRORS);
+        if (osip_list_size(&msg->vias) > 0 && msg->from && msg->to && msg->call_id &&
+            msg->cseq) {
+            sip_msg_fix_via(msg, src->ip, src->port);
+            reply_stateless(app, msg, src, 400, why, NULL, NULL);
+            metrics_inc(METRICS_BAD_ANSWERED);
+            log_info("sip: bad %s from %s:%d answered 400 (%s)", msg->sip_method, src->ip,
+                     src->port, why);
+        } else {
+            reply_raw_400(app, buf, len, src, why);
+        }
+        osip_message_free(msg);
+        return;
+    }
+    sip_msg_fix_via(msg, src->ip, src->port);
+    const char *method = msg->sip_method;
+    if (strcmp(method, "ACK") == 0) {
+        osip_message_free(msg); /* answers here are all non-2xx and stateless */
+        return;
+    }
+    if (strcmp(method, "REGISTER") == 0) {
+        struct txn *t = NULL;
+        switch (txn_server_match(app->txns, msg, src, &t)) {
+        case TXN_NEW:
+            registrar_handle(app->reg, msg, src, t);
+            return;
+        case TXN_ABSORBED:
+            break;
+        case TXN_ERROR:
+            reply_stateless(app, msg, src, 400, "Bad Request", NULL, NULL);
+            break;
+        }
+        osip_message_free(msg);
+        return;
+    }
+    if (strcmp(method, "OPTIONS") == 0 && (!msg->req_uri->username || !*msg->req_uri->username)) {
+        reply_stateless(app, msg, src, 200, "OK", "Allow", "REGISTER, OPTIONS");
+    } else if (strcmp(method, "CANCEL") == 0) {
+        reply_stateless(app, msg, src, 481, "Call/Transaction Does Not Exist", NULL, NULL);
+    } else if (method_known(method)) {
+        reply_stateless(app, msg, src, 405, "Method Not Allowed", "Allow", "REGISTER, OPTIONS");
+    } else {
+        reply_stateless(app, msg, src, 501, "Not Implemented", "Allow", "REGISTER, OPTIONS");
+    }
+    osip_message_free(msg);
+}
+
+/* ---------------------------------------------------------------- signals */
+
+static void reload_policy(struct app *app)
+{
+    struct lua_vm *vm;
+    char err[1024];
+    if (lua_vm_new(&app->cfg, &vm, err, sizeof err) < 0) {
+        metrics_inc(METRICS_POLICY_RELOAD_FAILURES);
+        log_error("policy: reload failed, generation %u stays: %s",
+                  lua_vm_generation(lua_vm_current()), err);
+        return;
+    }
+    lua_vm_set_current(vm);
+    metrics_inc(METRICS_POLICY_RELOADS);
+    log_info("policy: %s loaded as generation %u", app->cfg.policy_file, lua_vm_generation(vm));
+}
+
+static void sighup_cb(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    reload_policy(w->data);
+}
+
+static void sigterm_cb(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    log_info("signal %d: stopping", w->signum);
+    ev_break(loop, EVBREAK_ALL);
+}
+
+static void sigusr1_cb(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    struct app *app = w->data;
+    struct buf b = {0};
+    metrics_render(&b);
+    char *line = strtok(b.data, "\n");
+    for (; line; line = strtok(NULL, "\n"))
+        if (line[0] != '#')
+            log_info("metrics: %s", line);
+    log_info("metrics: sipwake_transactions %zu", txn_count(app->txns));
+    log_info("metrics: sipwake_store_pending %zu", store_pending(app->store));
+    buf_free(&b);
+}
+
+/* ---------------------------------------------------------------- user command */
+
+static void print_user(void *arg, const struct store_subscriber *sub)
+{
+    printf("%s@%s\n", sub->username, sub->domain);
+}
+
+static int user_command(struct app *app, int argc, char **argv)
+{
+    if (argc < 1) {
+        usage(stderr);
+        return 2;
+    }
+    char err[1024];
+    if (store_open(&app->cfg, &app->store, err, sizeof err) < 0) {
+        fprintf(stderr, "sipwake: %s\n", err);
+        return 1;
+    }
+    int rc = 0;
+    if (strcmp(argv[0], "list") == 0) {
+        rc = store_user_list(app->store, print_user, NULL, err, sizeof err) < 0;
+    } else if ((strcmp(argv[0], "add") == 0 && (argc == 2 || argc == 3)) ||
+               (strcmp(argv[0], "del") == 0 && argc == 2)) {
+        char *at = strrchr(argv[1], '@');
+        if (!at || at == argv[1] || !at[1] || (size_t)(at - argv[1]) > 64 || strlen(at + 1) > 64) {
+            fprintf(stderr, "sipwake: user: expected USER@DOMAIN, got '%s'\n", argv[1]);
+            store_close(app->store);
+            return 2;
+        }
+        struct store_subscriber sub = {0};
+        snprintf(sub.username, sizeof sub.username, "%.*s", (int)(at - argv[1]), argv[1]);
+        snprintf(sub.domain, sizeof sub.domain, "%s", at + 1);
+        for (char *p = sub.domain; *p; p++)
+            *p = (char)(*p >= 'A' && *p <= 'Z' ? *p + 32 : *p);
+        if (argv[0][0] == 'd') {
+            int r = store_user_del(app->store, sub.username, sub.domain, err, sizeof err);
+            if (r == 0) {
+                fprintf(stderr, "sipwake: user %s@%s does not exist\n", sub.username, sub.domain);
+                rc = 1;
+            } else {
+                rc = r < 0;
+            }
+        } else {
+            char password[256];
+            if (argc == 3) {
+                snprintf(password, sizeof password, "%s", argv[2]);
+            } else if (!fgets(password, sizeof password, stdin)) {
+                fprintf(stderr, "sipwake: user add: no password given on stdin\n");
+                store_close(app->store);
+                return 2;
+            }
+            password[strcspn(password, "\r\n")] = '\0';
+            if (!*password) {
+                fprintf(stderr, "sipwake: user add: empty password\n");
+                store_close(app->store);
+                return 2;
+            }
+            /* Only the HA1 hashes are stored, never the password (realm as registrar uses) */
+            const char *realm = *app->cfg.auth_realm ? app->cfg.auth_realm : sub.domain;
+            digest_ha1(DIGEST_MD5, sub.username, realm, password, sub.ha1);
+            digest_ha1(DIGEST_SHA256, sub.username, realm, password, sub.ha1_sha256);
+            rc = store_user_put(app->store, &sub, err, sizeof err) < 0;
+        }
+    } else {
+        usage(stderr);
+        rc = 2;
+    }
+    if (rc == 1 && err[0])
+        fprintf(stderr, "sipwake: %s\n", err);
+    store_close(app->store);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- main */
+
+int main(int argc, char **argv)
+{
+    struct app app;
+    memset(&app, 0, sizeof app);
+    const char *config_path = NULL;
+    int check = 0, i;
+    for (i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--config") == 0 && i + 1 < argc) {
+            config_path = argv[++i];
+        } else if (strcmp(argv[i], "--check") == 0) {
+            check = 1;
+        } else if (strcmp(argv[i], "--version") == 0) {
+            printf("sipwake %s\n", SIPWAKE_VERSION);
+            return 0;
+        } else if (strcmp(argv[i], "--config-doc") == 0) {
+            config_describe();
+            return 0;
+        } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            usage(stdout);
+            return 0;
+        } else if (strcmp(argv[i], "user") == 0) {
+            break;
+        } else {
+            fprintf(stderr, "sipwake: unknown argument '%s'\n", argv[i]);
+            usage(stderr);
+            return 2;
+        }
+    }
+    char err[1024];
+    if (config_load(config_path, &app.cfg, err, sizeof err) < 0) {
+        fprintf(stderr, "sipwake: %s\n", err);
+        return 1;
+    }
+    enum log_level level = LOG_LEVEL_INFO;
+    log_parse_level(app.cfg.log_level, &level);
+    log_set_level(level);
+    sip_msg_init();
+    if (i < argc) {
+        int rc = user_command(&app, argc - i - 1, argv + i + 1);
+        config_free(&app.cfg);
+        return rc;
+    }
+
+    struct lua_vm *vm;
+    if (lua_vm_new(&app.cfg, &vm, err, sizeof err) < 0) {
+        fprintf(stderr, "sipwake: policy: %s\n", err);
+        config_free(&app.cfg);
+        return 1;
+    }
+    lua_vm_set_current(vm);
+    if (check) {
+        printf("sipwake: %s and %s are valid\n", app.cfg.source, app.cfg.policy_file);
+        lua_vm_set_current(NULL);
+        config_free(&app.cfg);
+        return 0;
+    }
+    log_info("sipwake %s starting (config %s, policy %s generation %u)", SIPWAKE_VERSION,
+             app.cfg.source, app.cfg.policy_file, lua_vm_generation(vm));
+
+    int rc = 1;
+    app.loop = ev_default_loop(EVFLAG_AUTO);
+    if (store_open(&app.cfg, &app.store, err, sizeof err) < 0) {
+        log_error("%s", err);
+        goto out;
+    }
+    app.loc = location_new(app.loop, app.store);
+    if (location_load(app.loc, err, sizeof err) < 0) {
+        log_error("%s", err);
+        goto out;
+    }
+    if (transport_open(app.loop, &app.cfg, on_message, &app, &app.tp, err, sizeof err) < 0) {
+        log_error("%s", err);
+        goto out;
+    }
+    app.txns = txn_table_new(app.loop, app.tp);
+    app.reg = registrar_new(&app.cfg, app.loc, app.store, app.txns, app.tp);
+    store_start(app.store, app.loop);
+
+    signal(SIGPIPE, SIG_IGN);
+    ev_signal hup, term, intr, usr1;
+    ev_signal_init(&hup, sighup_cb, SIGHUP);
+    ev_signal_init(&term, sigterm_cb, SIGTERM);
+    ev_signal_init(&intr, sigterm_cb, SIGINT);
+    ev_signal_init(&usr1, sigusr1_cb, SIGUSR1);
+    hup.data = term.data = intr.data = usr1.data = &app;
+    ev_signal_start(app.loop, &hup);
+    ev_signal_start(app.loop, &term);
+    ev_signal_start(app.loop, &intr);
+    ev_signal_start(app.loop, &usr1);
+
+    transport_log_listeners(app.tp);
+    log_info("sipwake ready: %zu bindings, auth %s, push providers:%s%s", location_count(app.loc),
+             app.cfg.auth_enabled ? "on" : "OFF", app.cfg.push_providers.n ? "" : " none",
+             "");
+    for (size_t p = 0; p < app.cfg.push_providers.n; p++)
+        log_info("push provider enabled: %s", app.cfg.push_providers.items[p]);
+    ev_run(app.loop, 0);
+    rc = 0;
+    ev_signal_stop(app.loop, &hup);
+    ev_signal_stop(app.loop, &term);
+    ev_signal_stop(app.loop, &intr);
+    ev_signal_stop(app.loop, &usr1);
+out:
+    transport_close(app.tp);
+    store_close(app.store); /* commits what is queued */
+    registrar_free(app.reg);
+    txn_table_free(app.txns);
+    location_free(app.loc);
+    lua_vm_set_current(NULL);
+    log_info("sipwake stopped");
+    config_free(&app.cfg);
+    return rc;
+}

@@ -1,0 +1,64 @@
+/*
+ * metrics: the counter table and its Prometheus rendering.
+ */
+#include "metrics.h"
+
+#include <ctype.h>
+#include <string.h>
+
+uint64_t metrics_values[METRICS__COUNT];
+
+static const struct {
+    const char *name;
+    int gauge;
+    const char *help;
+} rows[METRICS__COUNT] = {
+    [METRICS_RCV_REQUESTS] = {"core:rcv_requests", 0, "SIP requests received"},
+    [METRICS_RCV_REPLIES] = {"core:rcv_replies", 0, "SIP replies received"},
+    [METRICS_PARSE_ERRORS] = {"core:parse_errors", 0, "messages that could not be parsed"},
+    [METRICS_BAD_ANSWERED] = {"core:bad_msg_answered", 0, "unparsable requests answered 400"},
+    [METRICS_DROPPED] = {"core:drop_requests", 0, "input dropped without an answer"},
+    [METRICS_RETRANSMISSIONS] = {"tm:retransmissions_absorbed", 0,
+                                 "retransmitted requests answered from the transaction"},
+    [METRICS_SENT_REPLIES] = {"core:sent_replies", 0, "SIP replies sent"},
+    [METRICS_TCP_CONNECTIONS] = {"net:tcp_connections", 1, "open TCP and TLS connections"},
+    [METRICS_TLS_HANDSHAKE_FAILURES] = {"net:tls_handshake_failures", 0, "failed TLS handshakes"},
+    [METRICS_TCP_TIMEOUTS] = {"net:tcp_timeouts", 0, "connections closed for idleness or a stall"},
+    [METRICS_REG_ACCEPTED] = {"registrar:accepted_regs", 0, "REGISTERs answered 2xx"},
+    [METRICS_REG_REJECTED] = {"registrar:rejected_regs", 0, "REGISTERs answered with an error"},
+    [METRICS_REG_PUSH_BINDINGS] = {"registrar:push_regs", 0,
+                                   "accepted REGISTERs carrying an RFC 8599 push binding"},
+    [METRICS_REG_QUERIES] = {"registrar:pn_queries", 0, "RFC 8599 capability queries"},
+    [METRICS_REG_555] = {"registrar:pn_unsupported", 0, "REGISTERs answered 555"},
+    [METRICS_REG_423] = {"registrar:interval_too_brief", 0, "REGISTERs answered 423"},
+    [METRICS_AUTH_CHALLENGES] = {"auth:challenges", 0, "401 challenges sent"},
+    [METRICS_AUTH_FAILURES] = {"auth:failures", 0, "wrong credentials"},
+    [METRICS_AUTH_LOCKOUTS] = {"auth:lockouts", 0, "requests refused from locked-out sources"},
+    [METRICS_LOCATION_CONTACTS] = {"usrloc:location-contacts", 1, "bindings in memory"},
+    [METRICS_LOCATION_EXPIRED] = {"usrloc:location-expires", 0, "bindings that expired"},
+    [METRICS_POLICY_ERRORS] = {"policy:errors", 0, "hook calls that raised an error"},
+    [METRICS_POLICY_TIMEOUTS] = {"policy:timeouts", 0, "hook calls stopped at the time budget"},
+    [METRICS_POLICY_RELOADS] = {"policy:reloads", 0, "successful policy reloads"},
+    [METRICS_POLICY_RELOAD_FAILURES] = {"policy:reload_failures", 0,
+                                        "policy reloads refused (the old policy stayed)"},
+    [METRICS_STORE_ERRORS] = {"store:errors", 0, "failed store operations"},
+};
+
+const char *metrics_name(enum metrics_id id)
+{
+    return rows[id].name;
+}
+
+void metrics_render(struct buf *out)
+{
+    for (int i = 0; i < METRICS__COUNT; i++) {
+        char name[96] = "sipwake_";
+        size_t n = strlen(name);
+        for (const char *p = rows[i].name; *p && n < sizeof name - 1; p++)
+            name[n++] = isalnum((unsigned char)*p) ? *p : '_';
+        name[n] = '\0';
+        buf_printf(out, "# HELP %s %s\n# TYPE %s %s\n%s %llu\n", name, rows[i].help, name,
+                   rows[i].gauge ? "gauge" : "counter", name,
+                   (unsigned long long)metrics_values[i]);
+    }
+}

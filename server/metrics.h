@@ -1,0 +1,63 @@
+/*
+ * metrics: process-wide counters and gauges, named as OpenSIPS names its statistics
+ * ("group:name"), rendered in Prometheus text format.
+ *
+ * Only the loop thread updates them; the store thread reports through the loop. Reading them
+ * (metrics_render) is also done on the loop, so no atomics are needed.
+ */
+#ifndef SIPWAKE_METRICS_H
+#define SIPWAKE_METRICS_H
+
+#include <stdint.h>
+
+#include "util.h"
+
+enum metrics_id {
+    METRICS_RCV_REQUESTS = 0,
+    METRICS_RCV_REPLIES,
+    METRICS_PARSE_ERRORS,   /* messages osip2 could not parse (answered or not) */
+    METRICS_BAD_ANSWERED,   /* of those, answered with 400 */
+    METRICS_DROPPED,        /* input dropped unanswered: garbage, oversize, unreadable */
+    METRICS_RETRANSMISSIONS, /* requests absorbed by a server transaction */
+    METRICS_SENT_REPLIES,
+    METRICS_TCP_CONNECTIONS, /* gauge */
+    METRICS_TLS_HANDSHAKE_FAILURES,
+    METRICS_TCP_TIMEOUTS,
+    METRICS_REG_ACCEPTED,
+    METRICS_REG_REJECTED,
+    METRICS_REG_PUSH_BINDINGS, /* accepted REGISTERs that stored a push binding */
+    METRICS_REG_QUERIES,       /* RFC 8599 capability queries */
+    METRICS_REG_555,
+    METRICS_REG_423,
+    METRICS_AUTH_CHALLENGES,
+    METRICS_AUTH_FAILURES,
+    METRICS_AUTH_LOCKOUTS,
+    METRICS_LOCATION_CONTACTS, /* gauge */
+    METRICS_LOCATION_EXPIRED,
+    METRICS_POLICY_ERRORS,
+    METRICS_POLICY_TIMEOUTS,
+    METRICS_POLICY_RELOADS,
+    METRICS_POLICY_RELOAD_FAILURES,
+    METRICS_STORE_ERRORS,
+    METRICS__COUNT,
+};
+
+extern uint64_t metrics_values[METRICS__COUNT];
+
+static inline void metrics_inc(enum metrics_id id)
+{
+    metrics_values[id]++;
+}
+
+static inline void metrics_add(enum metrics_id id, int64_t delta)
+{
+    metrics_values[id] += (uint64_t)delta;
+}
+
+/* OpenSIPS-style name, e.g. "usrloc:location-contacts". */
+const char *metrics_name(enum metrics_id id);
+
+/* Append every metric in Prometheus text format to out. */
+void metrics_render(struct buf *out);
+
+#endif

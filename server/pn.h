@@ -1,0 +1,65 @@
+/*
+ * pn: RFC 8599 push parameters of a Contact URI, in every form real clients send.
+ *
+ * pn_parse reads pn-provider / pn-param / pn-prid (RFC 8599 §8.7), also the legacy
+ * pn-type / pn-tok / app-id form (converted to RFC 8599 values), and the Linphone APNs
+ * forms: pn-param "TEAMID.bundle.id.voip&remote" with pn-prid "<tok>:voip&<tok>:remote"
+ * (either order), a single "<tok>:voip" or a bare token. Values are %-unescaped. A struct
+ * pn_info owns its strings; free it with pn_free.
+ *
+ * Classification (RFC 8599 §5.6.1): PN_NONE (no push params), PN_QUERY (pn-provider without
+ * pn-prid; an empty provider asks for every supported one), PN_PUSH (provider and prid), and
+ * PN_INVALID (push params that cannot be used: unknown legacy type, APNs without a topic,
+ * token and service counts that disagree).
+ */
+#ifndef SIPWAKE_PN_H
+#define SIPWAKE_PN_H
+
+#include <osipparser2/osip_list.h>
+
+enum pn_kind {
+    PN_NONE = 0,
+    PN_QUERY,
+    PN_PUSH,
+    PN_INVALID,
+};
+
+#define PN_MAX_TOKENS 2
+
+struct pn_token {
+    char *token;
+    char service[8]; /* "voip" or "remote" (APNs); "" otherwise */
+};
+
+struct pn_info {
+    enum pn_kind kind;
+    char *provider; /* lower-case: "apns", "apns.dev", "fcm", "webpush", other; "" = all */
+    char *param;    /* pn-param, unescaped, or NULL */
+    char *prid;     /* pn-prid, unescaped, or NULL */
+    int legacy;     /* converted from pn-type / pn-tok / app-id */
+    /* APNs only */
+    char *team;   /* text before the first dot of pn-param */
+    char *bundle; /* bundle id, without the service suffix */
+    struct pn_token tokens[PN_MAX_TOKENS];
+    int n_tokens;
+    char error[128]; /* why, for PN_INVALID */
+};
+
+/* Classify the URI params of a Contact. Always fills out (pn_free it). Returns out->kind. */
+enum pn_kind pn_parse(const osip_list_t *uri_params, struct pn_info *out);
+
+/* Classify already unescaped values (as stored with a binding). provider NULL: PN_NONE. */
+enum pn_kind pn_from_strings(const char *provider, const char *param, const char *prid,
+                             struct pn_info *out);
+
+void pn_free(struct pn_info *info);
+
+/* 1 if both are PN_PUSH and name the same device: same provider, same pn-param (the APNs
+ * service list compared as a set) and the same prid, where for the APNs multi-token form any
+ * one token equal for the same service is enough (tokens rotate one at a time). */
+int pn_same_device(const struct pn_info *a, const struct pn_info *b);
+
+/* 1 if provider is an APNs name ("apns" or "apns.dev"). */
+int pn_is_apns(const char *provider);
+
+#endif

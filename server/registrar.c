@@ -1,0 +1,942 @@
+/*
+ * registrar: REGISTER → authenticate → classify → policy → match → apply → 200.
+ *
+ * A REGISTER is handled in one pass on the loop, except that checking a Digest response
+ * needs the subscriber row: the request then waits in the pending list for the store's
+ * answer, and its transaction absorbs retransmissions meanwhile. Everything that can reject
+ * the request is decided before anything is changed, so a REGISTER either applies all its
+ * contacts or none.
+ */
+#include "registrar.h"
+
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <osipparser2/osip_port.h>
+
+#include "digest.h"
+#include "log.h"
+#include "lua_hook.h"
+#include "lua_vm.h"
+#include "metrics.h"
+#include "pn.h"
+#include "sip_msg.h"
+#include "util.h"
+
+#define REG_MAX_CONTACTS_PER_REQUEST 32
+#define REG_FAILURE_TABLE_MAX 8192
+
+/* Per-source record of wrong credentials. */
+struct failure {
+    struct failure *next;
+    time_t window_start;
+    time_t locked_until;
+    long count;
+    char ip[INET6_ADDRSTRLEN];
+};
+
+struct reg_req {
+    struct reg_req *prev, *next; /* pending list */
+    struct registrar *reg;
+    osip_message_t *req;
+    struct sip_source src;
+    struct txn *txn;
+    char *aor, *user, *domain;
+    char *realm;
+    osip_authorization_t *auth; /* borrowed from req */
+    enum digest_alg alg;
+    int nonce_stale;
+    char auth_user[65];
+};
+
+struct registrar {
+    const struct config *cfg;
+    struct location *loc;
+    struct store *store;
+    struct txn_table *txns;
+    struct transport *tp;
+    struct digest_nonces *nonces;
+    struct reg_req *pending;
+    struct failure *failures;
+    size_t n_failures;
+};
+
+/* One Contact of the request, classified. */
+struct reg_contact {
+    osip_contact_t *c;
+    long expires;
+    int q;
+    char *instance;
+    int reg_id;
+    int pnsreg;
+    struct pn_info pn;
+    int push; /* stored as a push binding */
+    char *uri;   /* the URI to store (legacy push params converted) */
+    struct binding *match;
+};
+
+struct reg_reply {
+    int code;
+    const char *reason;
+    char extra[512]; /* extra header lines, each ending in CRLF-less "Name: value\n" */
+};
+
+/* ------------------------------------------------------------------ replies */
+
+static void add_headers(osip_message_t *r, const char *extra)
+{
+    /* extra is "Name: value\n" lines */
+    const char *p = extra;
+    while (p && *p) {
+        const char *nl = strchr(p, '\n');
+        size_t len = nl ? (size_t)(nl - p) : strlen(p);
+        const char *colon = memchr(p, ':', len);
+        if (colon) {
+            char *name = xstrndup(p, (size_t)(colon - p));
+            const char *v = colon + 1;
+            while (*v == ' ')
+                v++;
+            char *value = xstrndup(v, len - (size_t)(v - p));
+            osip_message_set_header(r, name, value);
+            free(name);
+            free(value);
+        }
+        p = nl ? nl + 1 : NULL;
+    }
+}
+
+static osip_message_t *make_response(struct registrar *reg, const osip_message_t *req, int code,
+                                     const char *reason)
+{
+    osip_message_t *r = sip_msg_response(req, code, reason, NULL);
+    if (*reg->cfg->server_header)
+        osip_message_set_header(r, "Server", reg->cfg->server_header);
+    return r;
+}
+
+static void finish(struct reg_req *rr, osip_message_t *resp)
+{
+    txn_reply(rr->reg->txns, rr->txn, resp);
+    osip_message_free(resp);
+    osip_message_free(rr->req);
+    free(rr->aor);
+    free(rr->user);
+    free(rr->domain);
+    free(rr->realm);
+    free(rr);
+}
+
+static void reject(struct reg_req *rr, int code, const char *reason, const char *extra)
+{
+    osip_message_t *r = make_response(rr->reg, rr->req, code, reason);
+    add_headers(r, extra);
+    metrics_inc(METRICS_REG_REJECTED);
+    log_info("registrar: %s from %s:%d: %d %s", rr->aor ? rr->aor : "?", rr->src.ip, rr->src.port,
+             code, reason);
+    finish(rr, r);
+}
+
+/* ------------------------------------------------------------------ auth */
+
+static void challenge(struct reg_req *rr, int stale)
+{
+    struct registrar *reg = rr->reg;
+    char nonce[DIGEST_NONCE_LEN + 1];
+    digest_nonce_make(reg->nonces, util_now(), nonce);
+    osip_message_t *r = make_response(reg, rr->req, 401, "Unauthorized");
+    for (size_t i = 0; i < reg->cfg->auth_algorithms.n; i++) {
+        enum digest_alg alg;
+        digest_alg_parse(reg->cfg->auth_algorithms.items[i], &alg);
+        char *v = xasprintf("Digest realm=\"%s\", nonce=\"%s\", algorithm=%s, qop=\"auth\"%s",
+                            rr->realm, nonce, digest_alg_name(alg), stale ? ", stale=true" : "");
+        osip_message_set_header(r, "WWW-Authenticate", v);
+        free(v);
+    }
+    metrics_inc(METRICS_AUTH_CHALLENGES);
+    finish(rr, r);
+}
+
+static struct failure **failure_slot(struct registrar *reg, const char *ip)
+{
+    struct failure **p = &reg->failures;
+    while (*p && strcmp((*p)->ip, ip) != 0)
+        p = &(*p)->next;
+    return p;
+}
+
+static int source_locked(struct registrar *reg, const char *ip, time_t now)
+{
+    struct failure *f = *failure_slot(reg, ip);
+    return f && f->locked_until > now;
+}
+
+static void failure_prune(struct registrar *reg, time_t now)
+{
+    struct failure **p = &reg->failures;
+    while (*p) {
+        struct failure *f = *p;
+        if (f->locked_until <= now && f->window_start + reg->cfg->auth_failure_window <= now) {
+            *p = f->next;
+            free(f);
+            reg->n_failures--;
+        } else {
+            p = &f->next;
+        }
+    }
+}
+
+static void failure_record(struct registrar *reg, const char *ip, time_t now)
+{
+    struct failure **slot = failure_slot(reg, ip);
+    struct failure *f = *slot;
+    if (!f) {
+        if (reg->n_failures >= REG_FAILURE_TABLE_MAX)
+            failure_prune(reg, now);
+        f = xcalloc(1, sizeof *f);
+        snprintf(f->ip, sizeof f->ip, "%s", ip);
+        f->window_start = now;
+        f->next = reg->failures;
+        reg->failures = f;
+        reg->n_failures++;
+    }
+    if (f->window_start + reg->cfg->auth_failure_window <= now) {
+        f->window_start = now;
+        f->count = 0;
+    }
+    if (++f->count >= reg->cfg->auth_max_failures) {
+        f->locked_until = now + reg->cfg->auth_lockout;
+        f->count = 0;
+        f->window_start = now;
+        log_warn("auth: %s locked out for %ld s after %ld failed authentications", ip,
+                 reg->cfg->auth_lockout, reg->cfg->auth_max_failures);
+    }
+}
+
+static char *unquote(const char *s)
+{
+    if (!s)
+        return NULL;
+    size_t n = strlen(s);
+    if (n >= 2 && s[0] == '"' && s[n - 1] == '"')
+        return xstrndup(s + 1, n - 2);
+    return xstrdup(s);
+}
+
+static void process(struct reg_req *rr);
+
+/* The store answered the subscriber lookup: verify the response. */
+static void subscriber_cb(void *arg, int found, const struct store_subscriber *sub)
+{
+    struct reg_req *rr = arg;
+    struct registrar *reg = rr->reg;
+    /* off the pending list */
+    if (rr->prev)
+        rr->prev->next = rr->next;
+    else
+        reg->pending = rr->next;
+    if (rr->next)
+        rr->next->prev = rr->prev;
+    rr->prev = rr->next = NULL;
+
+    if (found < 0) {
+        reject(rr, 500, "Server Internal Error", "Retry-After: 5\n");
+        return;
+    }
+    osip_authorization_t *a = rr->auth;
+    char *nonce = unquote(a->nonce), *uri = unquote(a->uri), *response = unquote(a->response),
+         *cnonce = unquote(a->cnonce), *qop = unquote(a->message_qop),
+         *nc = unquote(a->nonce_count);
+    int ok = 0;
+    if (found == 1) {
+        char ha1[DIGEST_HEX_MAX], expect[DIGEST_HEX_MAX];
+        const char *stored = rr->alg == DIGEST_SHA256 ? sub->ha1_sha256 : sub->ha1;
+        if (*stored)
+            snprintf(ha1, sizeof ha1, "%s", stored);
+        else if (*sub->password)
+            digest_ha1(rr->alg, rr->auth_user, rr->realm, sub->password, ha1);
+        else
+            ha1[0] = '\0';
+        if (ha1[0]) {
+            digest_response(rr->alg, ha1, nonce, nc, cnonce, qop, "REGISTER", uri, expect);
+            ok = digest_equal(expect, response);
+        }
+    }
+    time_t now = util_now();
+    if (!ok) {
+        metrics_inc(METRICS_AUTH_FAILURES);
+        failure_record(reg, rr->src.ip, now);
+        log_warn("auth: wrong credentials for '%s' (realm %s) from %s:%d", rr->auth_user,
+                 rr->realm, rr->src.ip, rr->src.port);
+        free(nonce), free(uri), free(response), free(cnonce), free(qop), free(nc);
+        if (source_locked(reg, rr->src.ip, now)) {
+            metrics_inc(METRICS_AUTH_LOCKOUTS);
+            reject(rr, 403, "Forbidden", "Warning: 399 sipwake \"Too many failed authentications\"\n");
+        } else {
+            challenge(rr, 0);
+        }
+        return;
+    }
+    if (rr->nonce_stale) {
+        free(nonce), free(uri), free(response), free(cnonce), free(qop), free(nc);
+        challenge(rr, 1);
+        return;
+    }
+    unsigned long count = qop ? strtoul(nc ? nc : "0", NULL, 16) : 0;
+    enum digest_nonce_state st = digest_nonce_use(reg->nonces, nonce, count);
+    free(nonce), free(uri), free(response), free(cnonce), free(qop), free(nc);
+    if (st == DIGEST_NONCE_REPLAY) {
+        log_warn("auth: replayed nonce-count from %s:%d for '%s'", rr->src.ip, rr->src.port,
+                 rr->auth_user);
+        challenge(rr, 0);
+        return;
+    }
+    if (st != DIGEST_NONCE_OK) {
+        challenge(rr, st == DIGEST_NONCE_STALE);
+        return;
+    }
+    /* The credentials are good; they must also be for this AOR. */
+    if (strcmp(rr->auth_user, rr->user) != 0) {
+        reject(rr, 403, "Forbidden", "Warning: 399 sipwake \"Credentials are for another user\"\n");
+        return;
+    }
+    process(rr);
+}
+
+/* Start authentication: rr is answered (challenge, rejection) or left pending on the store. */
+static void authenticate(struct reg_req *rr)
+{
+    struct registrar *reg = rr->reg;
+    time_t now = util_now();
+    if (source_locked(reg, rr->src.ip, now)) {
+        metrics_inc(METRICS_AUTH_LOCKOUTS);
+        reject(rr, 403, "Forbidden", "Warning: 399 sipwake \"Too many failed authentications\"\n");
+        return;
+    }
+    osip_authorization_t *use = NULL;
+    for (int i = 0; i < osip_list_size(&rr->req->authorizations) && !use; i++) {
+        osip_authorization_t *a = osip_list_get(&rr->req->authorizations, i);
+        char *realm = unquote(a->realm);
+        int ours = realm && strcmp(realm, rr->realm) == 0 && a->auth_type &&
+                   util_caseeq(a->auth_type, "Digest");
+        free(realm);
+        if (ours)
+            use = a;
+    }
+    if (!use) {
+        challenge(rr, 0);
+        return;
+    }
+    char *alg_name = unquote(use->algorithm);
+    enum digest_alg alg;
+    int alg_ok = digest_alg_parse(alg_name, &alg) == 0;
+    int offered = 0;
+    for (size_t i = 0; alg_ok && i < reg->cfg->auth_algorithms.n; i++)
+        offered |= util_caseeq(reg->cfg->auth_algorithms.items[i], digest_alg_name(alg));
+    free(alg_name);
+    char *user = unquote(use->username), *qop = unquote(use->message_qop);
+    int complete = user && *user && strlen(user) < sizeof rr->auth_user && use->nonce &&
+                   use->response && use->uri &&
+                   (!qop || (util_caseeq(qop, "auth") && use->cnonce && use->nonce_count));
+    free(qop);
+    if (!alg_ok || !offered || !complete) {
+        free(user);
+        reject(rr, 400, "Bad Request",
+               "Warning: 399 sipwake \"Malformed or unsupported Authorization\"\n");
+        return;
+    }
+    snprintf(rr->auth_user, sizeof rr->auth_user, "%s", user);
+    free(user);
+    char *nonce = unquote(use->nonce);
+    enum digest_nonce_state st = digest_nonce_check(reg->nonces, nonce, now);
+    free(nonce);
+    if (st == DIGEST_NONCE_INVALID) {
+        challenge(rr, 0);
+        return;
+    }
+    rr->nonce_stale = st == DIGEST_NONCE_STALE;
+    rr->auth = use;
+    rr->alg = alg;
+    rr->next = reg->pending;
+    if (reg->pending)
+        reg->pending->prev = rr;
+    reg->pending = rr;
+    store_get_subscriber(reg->store, rr->auth_user, rr->realm, subscriber_cb, rr);
+}
+
+/* ------------------------------------------------------------------ contacts */
+
+static void contacts_free(struct reg_contact *cs, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        free(cs[i].instance);
+        free(cs[i].uri);
+        pn_free(&cs[i].pn);
+    }
+}
+
+/* Parse "0.5" into 500; -1 on error. */
+static int parse_q(const char *s)
+{
+    char *end;
+    double v = strtod(s, &end);
+    if (end == s || *end || v < 0 || v > 1)
+        return -1;
+    return (int)(v * 1000 + 0.5);
+}
+
+/* Rewrite a legacy push Contact into RFC 8599 form. Returns a new string. */
+static char *convert_legacy(const osip_uri_t *uri, const struct pn_info *pn)
+{
+    osip_uri_t *u = NULL;
+    osip_uri_clone(uri, &u);
+    static const char *const legacy[] = {"pn-type", "pn-tok", "app-id"};
+    for (size_t i = 0; i < UTIL_ARRAY_LEN(legacy); i++) {
+        for (int j = 0; j < osip_list_size(&u->url_params); j++) {
+            osip_uri_param_t *p = osip_list_get(&u->url_params, j);
+            if (util_caseeq(p->gname, legacy[i])) {
+                osip_list_remove(&u->url_params, j);
+                osip_uri_param_free(p);
+                j--;
+            }
+        }
+    }
+    osip_uri_uparam_add(u, osip_strdup("pn-provider"), osip_strdup(pn->provider));
+    if (pn->param)
+        osip_uri_uparam_add(u, osip_strdup("pn-param"), osip_strdup(pn->param));
+    osip_uri_uparam_add(u, osip_strdup("pn-prid"), osip_strdup(pn->prid));
+    char *s = NULL;
+    osip_uri_to_str(u, &s);
+    osip_uri_free(u);
+    char *out = xstrdup(s ? s : "");
+    osip_free(s);
+    return out;
+}
+
+/* Did an upstream proxy announce it pushes for this provider (RFC 8599 §5.6.1)? */
+static int upstream_pushes(const osip_message_t *req, const char *provider)
+{
+    char want[64];
+    snprintf(want, sizeof want, "+sip.pns=\"%s\"", provider);
+    osip_header_t *h = NULL;
+    int pos = 0;
+    while ((pos = osip_message_header_get_byname(req, "feature-caps", pos, &h)) >= 0) {
+        if (h && h->hvalue && strcasestr(h->hvalue, want))
+            return 1;
+        pos++;
+    }
+    return 0;
+}
+
+static int binding_matches_push(const struct binding *b, const struct pn_info *pn)
+{
+    if (!b->pn_provider)
+        return 0;
+    struct pn_info stored;
+    pn_from_strings(b->pn_provider, b->pn_param, b->pn_prid, &stored);
+    int same = pn_same_device(&stored, pn);
+    pn_free(&stored);
+    return same;
+}
+
+static int binding_matches_uri(const struct binding *b, const osip_uri_t *uri)
+{
+    osip_uri_t *stored = NULL;
+    if (osip_uri_init(&stored) != 0)
+        return 0;
+    int same = osip_uri_parse(stored, b->contact) == 0 && sip_uri_equal(stored, uri);
+    osip_uri_free(stored);
+    return same;
+}
+
+/* RFC 8599 §5.3 and the issue's rule: push params, then +sip.instance, and the RFC 3261
+ * URI comparison only for bindings that are not push bindings. */
+static struct binding *find_match(struct location_aor *a, const struct reg_contact *rc)
+{
+    struct binding *b;
+    if (rc->pn.kind == PN_PUSH)
+        for (b = location_aor_bindings(a); b; b = b->next)
+            if (binding_matches_push(b, &rc->pn))
+                return b;
+    if (rc->instance)
+        for (b = location_aor_bindings(a); b; b = b->next)
+            if (b->instance && util_caseeq(b->instance, rc->instance) && b->reg_id == rc->reg_id)
+                return b;
+    if (rc->pn.kind == PN_PUSH)
+        return NULL;
+    for (b = location_aor_bindings(a); b; b = b->next) {
+        /* a push binding is never matched on host:port, except to remove it (RFC 8599
+         * §4.1.2: the removing REGISTER carries no pn-prid) */
+        if ((b->flags & LOCATION_FLAG_PUSH) && rc->expires != 0)
+            continue;
+        if (binding_matches_uri(b, rc->c->url))
+            return b;
+    }
+    return NULL;
+}
+
+/* Parse and classify every Contact. 0, or -1 with *out filled with the rejection. */
+static int classify(struct registrar *reg, const osip_message_t *req, struct reg_contact *cs,
+                    size_t n, long header_expires, struct reg_reply *out)
+{
+    const struct config *cfg = reg->cfg;
+    for (size_t i = 0; i < n; i++) {
+        struct reg_contact *rc = &cs[i];
+        const char *e = sip_msg_param(&rc->c->gen_params, "expires");
+        long v;
+        if (e) {
+            if (util_parse_long(e, 0, 0x7fffffff, &v) < 0) {
+                *out = (struct reg_reply){400, "Bad Request", "Warning: 399 sipwake \"Bad expires parameter\"\n"};
+                return -1;
+            }
+            rc->expires = v;
+        } else {
+            rc->expires = header_expires >= 0 ? header_expires : cfg->default_expires;
+        }
+        if (rc->expires > 0 && rc->expires < cfg->min_expires) {
+            *out = (struct reg_reply){423, "Interval Too Brief", ""};
+            snprintf(out->extra, sizeof out->extra, "Min-Expires: %ld\n", cfg->min_expires);
+            metrics_inc(METRICS_REG_423);
+            return -1;
+        }
+        if (rc->expires > cfg->max_expires)
+            rc->expires = cfg->max_expires;
+        const char *q = sip_msg_param(&rc->c->gen_params, "q");
+        rc->q = -1;
+        if (q && (rc->q = parse_q(q)) < 0) {
+            *out = (struct reg_reply){400, "Bad Request", "Warning: 399 sipwake \"Bad q value\"\n"};
+            return -1;
+        }
+        const char *inst = sip_msg_param(&rc->c->gen_params, "+sip.instance");
+        if (inst && *inst)
+            rc->instance = unquote(inst);
+        const char *regid = sip_msg_param(&rc->c->gen_params, "reg-id");
+        if (regid && (util_parse_long(regid, 1, 0x7fffffff, &v) < 0 || !rc->instance)) {
+            *out = (struct reg_reply){400, "Bad Request", "Warning: 399 sipwake \"Bad reg-id\"\n"};
+            return -1;
+        }
+        rc->reg_id = regid ? (int)v : 0;
+        rc->pnsreg = sip_msg_param(&rc->c->gen_params, "+sip.pnsreg") != NULL;
+
+        enum pn_kind kind = pn_parse(&rc->c->url->url_params, &rc->pn);
+        if (rc->pn.legacy && kind == PN_PUSH)
+            rc->uri = convert_legacy(rc->c->url, &rc->pn);
+        if (!rc->uri) {
+            char *s = NULL;
+            osip_uri_to_str(rc->c->url, &s);
+            rc->uri = xstrdup(s ? s : "");
+            osip_free(s);
+        }
+        if (rc->expires == 0 || kind == PN_NONE)
+            continue; /* removals are matched, not classified (RFC 8599 §4.1.2) */
+        if (kind == PN_INVALID) {
+            *out = (struct reg_reply){555, "Push Notification Service Not Supported", ""};
+            snprintf(out->extra, sizeof out->extra, "Warning: 399 sipwake \"%s\"\n", rc->pn.error);
+            metrics_inc(METRICS_REG_555);
+            return -1;
+        }
+        if (*rc->pn.provider && !config_provider_enabled(cfg, rc->pn.provider)) {
+            /* RFC 8599 §5.6.1.1/§5.6.1.2: we are the last hop, nobody else will push. */
+            *out = (struct reg_reply){555, "Push Notification Service Not Supported", ""};
+            snprintf(out->extra, sizeof out->extra,
+                     "Warning: 399 sipwake \"Push service '%.40s' is not enabled\"\n",
+                     rc->pn.provider);
+            metrics_inc(METRICS_REG_555);
+            return -1;
+        }
+        if (kind == PN_QUERY && !*rc->pn.provider && cfg->push_providers.n == 0) {
+            *out = (struct reg_reply){555, "Push Notification Service Not Supported", ""};
+            metrics_inc(METRICS_REG_555);
+            return -1;
+        }
+        if (kind == PN_PUSH && !upstream_pushes(req, rc->pn.provider)) {
+            /* RFC 8599 §5.6.1.1: too short to push push_refresh_margin s before expiry */
+            if (rc->expires < cfg->push_min_expires) {
+                *out = (struct reg_reply){423, "Interval Too Brief", ""};
+                snprintf(out->extra, sizeof out->extra, "Min-Expires: %ld\n",
+                         cfg->push_min_expires);
+                metrics_inc(METRICS_REG_423);
+                return -1;
+            }
+            rc->push = 1;
+        }
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------ 200 OK */
+
+static void add_feature_caps(struct registrar *reg, osip_message_t *r, struct reg_contact *cs,
+                             size_t n)
+{
+    const struct config *cfg = reg->cfg;
+    struct buf seen = {0};
+    buf_puts(&seen, "|");
+    for (size_t i = 0; i < n; i++) {
+        struct reg_contact *rc = &cs[i];
+        if (rc->expires == 0)
+            continue;
+        if (rc->pn.kind == PN_QUERY) {
+            metrics_inc(METRICS_REG_QUERIES);
+            for (size_t p = 0; p < cfg->push_providers.n; p++) {
+                const char *name = cfg->push_providers.items[p];
+                if (*rc->pn.provider && !util_caseeq(rc->pn.provider, name) &&
+                    !(util_caseeq(rc->pn.provider, "apns.dev") && util_caseeq(name, "apns")))
+                    continue;
+                const char *adv = *rc->pn.provider ? rc->pn.provider : name;
+                char key[80];
+                snprintf(key, sizeof key, "|%s|", adv);
+                if (strstr(seen.data, key))
+                    continue;
+                buf_printf(&seen, "%s|", adv);
+                char *v = xasprintf("*;+sip.pns=\"%s\"", adv);
+                osip_message_set_header(r, "Feature-Caps", v);
+                free(v);
+            }
+        } else if (rc->push) {
+            char key[80];
+            snprintf(key, sizeof key, "|%s|", rc->pn.provider);
+            if (strstr(seen.data, key))
+                continue;
+            buf_printf(&seen, "%s|", rc->pn.provider);
+            /* RFC 8599 §5.4: sip.pnsreg goes in the same header as its sip.pns */
+            char *v = rc->pnsreg ? xasprintf("*;+sip.pns=\"%s\";+sip.pnsreg=\"%ld\"",
+                                             rc->pn.provider, cfg->pnsreg_interval)
+                                 : xasprintf("*;+sip.pns=\"%s\"", rc->pn.provider);
+            osip_message_set_header(r, "Feature-Caps", v);
+            free(v);
+        }
+    }
+    buf_free(&seen);
+}
+
+static void add_contacts(osip_message_t *r, struct location_aor *a, time_t now)
+{
+    for (struct binding *b = location_aor_bindings(a); b; b = b->next) {
+        struct buf v = {0};
+        buf_printf(&v, "<%s>;expires=%ld", b->contact,
+                   (long)(b->expires > now ? b->expires - now : 0));
+        if (b->q >= 0)
+            buf_printf(&v, ";q=%d.%03d", b->q / 1000, b->q % 1000);
+        if (b->instance)
+            buf_printf(&v, ";+sip.instance=\"%s\"", b->instance);
+        if (b->reg_id)
+            buf_printf(&v, ";reg-id=%d", b->reg_id);
+        osip_message_set_contact(r, v.data);
+        buf_free(&v);
+    }
+}
+
+/* ------------------------------------------------------------------ the pass */
+
+static const char *transport_param(enum config_transport t)
+{
+    return t == CONFIG_TRANSPORT_UDP ? "" : t == CONFIG_TRANSPORT_TCP ? ";transport=tcp"
+                                                                      : ";transport=tls";
+}
+
+static void apply_and_answer(struct reg_req *rr, struct reg_contact *cs, size_t n, int star,
+                             const struct lua_hook_register_out *decision)
+{
+    struct registrar *reg = rr->reg;
+    const struct config *cfg = reg->cfg;
+    osip_message_t *req = rr->req;
+    struct location_aor *a = location_find(reg->loc, rr->aor);
+    uint32_t cseq = (uint32_t)strtoul(req->cseq->number, NULL, 10);
+    const char *callid = req->call_id->number;
+    time_t now = util_now();
+
+    if (star) {
+        /* RFC 3261 §10.3 step 6: remove every binding, but not one refreshed by a later
+         * request of the same Call-ID */
+        struct binding *b = location_aor_bindings(a), *next;
+        for (; b; b = next) {
+            next = b->next;
+            if (b->callid && strcmp(b->callid, callid) == 0 && b->cseq >= cseq)
+                continue;
+            location_remove(reg->loc, b);
+        }
+    } else {
+        size_t after = location_aor_count(a);
+        for (size_t i = 0; i < n; i++) {
+            struct reg_contact *rc = &cs[i];
+            rc->match = find_match(a, rc);
+            for (size_t j = 0; j < i && rc->match; j++)
+                if (cs[j].match == rc->match)
+                    rc->match = NULL; /* two contacts of one request: the first wins */
+            if (rc->match && rc->match->callid && strcmp(rc->match->callid, callid) == 0 &&
+                rc->match->cseq >= cseq) {
+                reject(rr, 400, "Bad Request",
+                       "Warning: 399 sipwake \"CSeq not higher than the binding's\"\n");
+                return;
+            }
+            if (rc->expires == 0 && rc->match)
+                after--;
+            else if (rc->expires > 0 && !rc->match)
+                after++;
+        }
+        if (after > (size_t)cfg->max_contacts) {
+            reject(rr, 403, "Forbidden", "Warning: 399 sipwake \"Too many registered contacts\"\n");
+            return;
+        }
+        char received[INET6_ADDRSTRLEN + 40];
+        int v6 = strchr(rr->src.ip, ':') != NULL;
+        snprintf(received, sizeof received, "sip:%s%s%s:%d%s", v6 ? "[" : "", rr->src.ip,
+                 v6 ? "]" : "", rr->src.port, transport_param(rr->src.transport));
+        const struct config_listen *l = transport_listener(reg->tp, rr->src.listener);
+        char socket[INET6_ADDRSTRLEN + 16];
+        snprintf(socket, sizeof socket, "%s:%s:%d", config_transport_name(l->transport), l->host,
+                 l->port);
+        const char *ua = sip_msg_header(req, "user-agent");
+        int pushes = 0;
+        for (size_t i = 0; i < n; i++) {
+            struct reg_contact *rc = &cs[i];
+            if (rc->expires == 0) {
+                if (rc->match)
+                    location_remove(reg->loc, rc->match);
+                continue;
+            }
+            long expires = rc->expires;
+            if (decision->expires >= 0 && decision->expires < expires)
+                expires = decision->expires > 0 ? decision->expires : 1;
+            /* RFC 8599 §5.6.1.1: if the granted expiry is too short to push, the binding is
+             * kept without push processing */
+            if (rc->push && expires < cfg->push_min_expires)
+                rc->push = 0;
+            pushes += rc->push;
+            struct binding_fields f = {
+                .contact_id = rc->match ? rc->match->contact_id : location_new_id(reg->loc),
+                .flow_id = rr->src.flow_id,
+                .expires = now + expires,
+                .last_modified = now,
+                .cseq = cseq,
+                .flags = (rc->push ? LOCATION_FLAG_PUSH : 0) | (rc->pnsreg ? LOCATION_FLAG_PNSREG : 0),
+                .reg_id = rc->reg_id,
+                .q = (int16_t)rc->q,
+                .listener = (int16_t)rr->src.listener,
+                .contact = rc->uri,
+                .callid = callid,
+                .user_agent = ua,
+                .received = received,
+                .socket = socket,
+                .instance = rc->instance,
+                .tenant = decision->tenant[0] ? decision->tenant
+                                              : (rc->match ? rc->match->tenant : NULL),
+            };
+            if (rc->pn.kind == PN_PUSH) {
+                f.pn_provider = rc->pn.provider;
+                f.pn_param = rc->pn.param;
+                f.pn_prid = rc->pn.prid;
+            }
+            location_save(reg->loc, rr->aor, location_binding_new(&f), rc->match);
+            a = location_find(reg->loc, rr->aor);
+        }
+        if (pushes)
+            metrics_inc(METRICS_REG_PUSH_BINDINGS);
+    }
+
+    a = location_find(reg->loc, rr->aor);
+    osip_message_t *r = make_response(reg, req, 200, "OK");
+    add_contacts(r, a, now);
+    char date[64];
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+    osip_message_set_header(r, "Date", date);
+    if (!star)
+        add_feature_caps(reg, r, cs, n);
+    /* RFC 5626 §6: a registrar that used reg-id says so */
+    const char *supported = sip_msg_header(req, "supported");
+    for (size_t i = 0; i < n; i++) {
+        if (cs[i].reg_id && cs[i].expires > 0 && supported && strcasestr(supported, "outbound")) {
+            osip_message_set_header(r, "Require", "outbound");
+            break;
+        }
+    }
+    metrics_inc(METRICS_REG_ACCEPTED);
+    log_debug("registrar: %s registered %zu contact(s) from %s:%d, %zu binding(s) now", rr->aor,
+              n, rr->src.ip, rr->src.port, location_aor_count(a));
+    finish(rr, r);
+}
+
+static void process(struct reg_req *rr)
+{
+    struct registrar *reg = rr->reg;
+    osip_message_t *req = rr->req;
+    struct reg_reply rej = {0};
+    long header_expires = -1;
+    const char *e = sip_msg_header(req, "expires");
+    if (e && util_parse_long(e, 0, 0x7fffffff, &header_expires) < 0) {
+        reject(rr, 400, "Bad Request", "Warning: 399 sipwake \"Bad Expires header\"\n");
+        return;
+    }
+    size_t n = (size_t)osip_list_size(&req->contacts);
+    if (n > REG_MAX_CONTACTS_PER_REQUEST) {
+        reject(rr, 403, "Forbidden", "Warning: 399 sipwake \"Too many contacts in one REGISTER\"\n");
+        return;
+    }
+    struct reg_contact cs[REG_MAX_CONTACTS_PER_REQUEST];
+    memset(cs, 0, sizeof cs);
+    int star = 0;
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++) {
+        osip_contact_t *c = osip_list_get(&req->contacts, (int)i);
+        if (!c->url) {
+            if (c->displayname && strcmp(c->displayname, "*") == 0) {
+                star = 1;
+                continue;
+            }
+            reject(rr, 400, "Bad Request", "Warning: 399 sipwake \"Unparsable Contact\"\n");
+            return;
+        }
+        cs[m++].c = c;
+    }
+    if (star && (m > 0 || header_expires != 0)) {
+        /* RFC 3261 §10.3 step 6 */
+        reject(rr, 400, "Bad Request",
+               "Warning: 399 sipwake \"Contact: * needs Expires: 0 and no other contact\"\n");
+        return;
+    }
+    if (classify(reg, req, cs, m, header_expires, &rej) < 0) {
+        contacts_free(cs, m);
+        reject(rr, rej.code, rej.reason, rej.extra);
+        return;
+    }
+
+    /* the policy */
+    struct lua_hook_contact hc[REG_MAX_CONTACTS_PER_REQUEST];
+    int unregister = star;
+    for (size_t i = 0; i < m; i++) {
+        static const char *const kinds[] = {"none", "query", "push", "invalid"};
+        hc[i] = (struct lua_hook_contact){
+            .uri = cs[i].uri,
+            .expires = cs[i].expires,
+            .q = cs[i].q,
+            .instance = cs[i].instance,
+            .reg_id = cs[i].reg_id,
+            .pn_kind = kinds[cs[i].pn.kind],
+            .pn_provider = cs[i].pn.provider,
+            .pn_param = cs[i].pn.param,
+            .pn_prid = cs[i].pn.prid,
+        };
+    }
+    if (m > 0) {
+        unregister = 1;
+        for (size_t i = 0; i < m; i++)
+            unregister &= cs[i].expires == 0;
+    }
+    const char *ua = sip_msg_header(req, "user-agent");
+    struct lua_hook_register_in in = {
+        .aor = rr->aor,
+        .user = rr->user,
+        .domain = rr->domain,
+        .call_id = req->call_id->number,
+        .user_agent = ua,
+        .cseq = (uint32_t)strtoul(req->cseq->number, NULL, 10),
+        .src_ip = rr->src.ip,
+        .src_port = rr->src.port,
+        .transport = config_transport_name(rr->src.transport),
+        .authenticated = rr->auth_user[0] != '\0',
+        .auth_user = rr->auth_user[0] ? rr->auth_user : NULL,
+        .n_bindings = location_aor_count(location_find(reg->loc, rr->aor)),
+        .contacts = hc,
+        .n_contacts = m,
+        .unregister = unregister,
+    };
+    struct lua_hook_register_out decision;
+    lua_hook_on_register(lua_vm_current(), &in, &decision);
+    if (decision.reject_code) {
+        contacts_free(cs, m);
+        reject(rr, decision.reject_code, decision.reason[0] ? decision.reason : "Rejected by policy",
+               "");
+        return;
+    }
+    apply_and_answer(rr, cs, m, star, &decision);
+    contacts_free(cs, m);
+}
+
+/* ------------------------------------------------------------------ entry */
+
+static int domain_served(const struct config *cfg, const char *domain)
+{
+    if (cfg->domains.n == 0)
+        return 1;
+    for (size_t i = 0; i < cfg->domains.n; i++)
+        if (util_caseeq(cfg->domains.items[i], domain))
+            return 1;
+    return 0;
+}
+
+void registrar_handle(struct registrar *reg, osip_message_t *req, const struct sip_source *src,
+                      struct txn *t)
+{
+    struct reg_req *rr = xcalloc(1, sizeof *rr);
+    rr->reg = reg;
+    rr->req = req;
+    rr->src = *src;
+    rr->txn = t;
+    osip_uri_t *to = req->to ? req->to->url : NULL;
+    if (!to || !to->host || !*to->host || !req->call_id || !req->call_id->number ||
+        !req->cseq || !req->cseq->number) {
+        reject(rr, 400, "Bad Request", "Warning: 399 sipwake \"Missing To, Call-ID or CSeq\"\n");
+        return;
+    }
+    if (!to->username || !*to->username) {
+        reject(rr, 400, "Bad Request", "Warning: 399 sipwake \"The AOR needs a user part\"\n");
+        return;
+    }
+    rr->user = xstrdup(to->username);
+    __osip_uri_unescape(rr->user);
+    rr->domain = xstrdup(to->host);
+    for (char *p = rr->domain; *p; p++)
+        *p = (char)tolower((unsigned char)*p);
+    rr->aor = xasprintf("%s@%s", rr->user, rr->domain);
+    if (!domain_served(reg->cfg, rr->domain)) {
+        reject(rr, 404, "Not Found", "Warning: 399 sipwake \"Domain not served here\"\n");
+        return;
+    }
+    if (!reg->cfg->auth_enabled) {
+        process(rr);
+        return;
+    }
+    rr->realm = xstrdup(*reg->cfg->auth_realm ? reg->cfg->auth_realm : rr->domain);
+    authenticate(rr);
+}
+
+struct registrar *registrar_new(const struct config *cfg, struct location *loc,
+                                struct store *store, struct txn_table *txns,
+                                struct transport *tp)
+{
+    struct registrar *reg = xcalloc(1, sizeof *reg);
+    reg->cfg = cfg;
+    reg->loc = loc;
+    reg->store = store;
+    reg->txns = txns;
+    reg->tp = tp;
+    reg->nonces = digest_nonces_new(cfg->nonce_lifetime, 18);
+    return reg;
+}
+
+void registrar_free(struct registrar *reg)
+{
+    if (!reg)
+        return;
+    while (reg->pending) {
+        struct reg_req *rr = reg->pending;
+        reg->pending = rr->next;
+        osip_message_free(rr->req);
+        free(rr->aor);
+        free(rr->user);
+        free(rr->domain);
+        free(rr->realm);
+        free(rr);
+    }
+    while (reg->failures) {
+        struct failure *f = reg->failures;
+        reg->failures = f->next;
+        free(f);
+    }
+    digest_nonces_free(reg->nonces);
+    free(reg);
+}

@@ -1,0 +1,41 @@
+/*
+ * registrar: REGISTER processing (RFC 3261 §10.3) with Digest authentication (RFC 7616),
+ * RFC 5626/5627 instance ids, and RFC 8599 push classification (§5.6.1).
+ *
+ * For each REGISTER it: checks the domain; authenticates (401 challenge, async subscriber
+ * lookup, verification, replay and per-source failure limits); classifies every Contact
+ * (plain, capability query, push binding; 555 for an unsupported or unusable push service,
+ * 423 when Expires is too short to push before expiry); asks the policy's on_register hook;
+ * matches each Contact to the AOR's existing bindings (push params, then +sip.instance, and
+ * only for non-push bindings the RFC 3261 URI comparison); applies Call-ID/CSeq ordering and
+ * the per-AOR cap atomically; and answers 200 with every current binding and the RFC 8599
+ * Feature-Caps. A binding is only ever stored after authentication succeeded (or with auth
+ * turned off in the config).
+ */
+#ifndef SIPWAKE_REGISTRAR_H
+#define SIPWAKE_REGISTRAR_H
+
+#include <osipparser2/osip_parser.h>
+
+#include "config.h"
+#include "location.h"
+#include "sip_transport.h"
+#include "sip_txn.h"
+#include "store.h"
+
+struct registrar;
+
+/* All arguments are borrowed for the registrar's lifetime. */
+struct registrar *registrar_new(const struct config *cfg, struct location *loc,
+                                struct store *store, struct txn_table *txns,
+                                struct transport *tp);
+
+/* Free the registrar and any REGISTER still waiting for the store (call after store_close). */
+void registrar_free(struct registrar *reg);
+
+/* Handle a REGISTER received from src in server transaction t. Takes ownership of req and
+ * answers t exactly once, possibly later (after a store lookup). */
+void registrar_handle(struct registrar *reg, osip_message_t *req, const struct sip_source *src,
+                      struct txn *t);
+
+#endif

@@ -1,0 +1,50 @@
+/*
+ * sip_transport_int: what the transport files share among themselves and nobody else.
+ */
+#ifndef SIPWAKE_SIP_TRANSPORT_INT_H
+#define SIPWAKE_SIP_TRANSPORT_INT_H
+
+#include <openssl/ssl.h>
+
+#include "sip_transport.h"
+#include "util.h"
+
+struct conn;
+
+struct listener {
+    struct transport *t;
+    int index;
+    int fd;
+    enum config_transport transport;
+    ev_io io;
+};
+
+struct transport {
+    struct ev_loop *loop;
+    const struct config *cfg;
+    transport_msg_cb cb;
+    void *cb_arg;
+    struct listener *listeners;
+    size_t n_listeners;
+    SSL_CTX *tls_ctx;
+    /* flow table: connections by id */
+    struct conn **buckets;
+    size_t n_buckets;
+    size_t n_conns;
+    uint64_t next_flow_id;
+    char *udp_buf;
+};
+
+/* sip_transport_udp.c */
+void transport_udp_readable(struct listener *l);
+
+/* sip_transport_stream.c */
+void transport_stream_accept(struct listener *l);
+int transport_stream_send(struct transport *t, uint64_t flow_id, const char *buf, size_t len);
+struct conn *transport_stream_find(const struct transport *t, uint64_t flow_id);
+void transport_stream_close_all(struct transport *t);
+
+/* sip_transport_tls.c */
+SSL_CTX *transport_tls_context(const struct config *cfg, char *err, size_t errlen);
+
+#endif

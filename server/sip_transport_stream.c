@@ -1,0 +1,441 @@
+/*
+ * sip_transport_stream: TCP and TLS connections.
+ *
+ * A connection owns its socket, its OpenSSL session (TLS), a read buffer and a write queue.
+ * One ev_io watches the socket; writes are attempted at once and what does not fit waits for
+ * EV_WRITE. One ev_timer enforces both deadlines: the idle timeout (no byte for
+ * tcp_idle_timeout) and the message timeout (a partial message or a TLS handshake older than
+ * tcp_message_timeout). A connection is in the flow table from accept to close; closing
+ * removes it, so a stale flow id resolves to nothing.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <openssl/err.h>
+
+#include "log.h"
+#include "metrics.h"
+#include "sip_msg.h"
+#include "sip_transport_int.h"
+
+struct conn {
+    struct transport *t;
+    struct conn *hnext;
+    uint64_t id;
+    int fd;
+    SSL *ssl;
+    int handshaking;
+    int closing;
+    struct sip_source src;
+    ev_io io;
+    ev_timer timer;
+    ev_tstamp last_activity;
+    ev_tstamp partial_since; /* 0 when no partial message (or handshake) is pending */
+    struct buf in;
+    struct buf out;
+    size_t out_off;
+};
+
+static void conn_close(struct conn *c, const char *why);
+static void conn_io_cb(struct ev_loop *loop, ev_io *w, int revents);
+static void conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents);
+
+static size_t bucket_of(const struct transport *t, uint64_t id)
+{
+    return (size_t)(id * 11400714819323198485ull >> 40) & (t->n_buckets - 1);
+}
+
+static void table_grow(struct transport *t)
+{
+    size_t n = t->n_buckets * 2;
+    struct conn **b = xcalloc(n, sizeof *b);
+    struct conn **old = t->buckets;
+    size_t old_n = t->n_buckets;
+    t->buckets = b;
+    t->n_buckets = n;
+    for (size_t i = 0; i < old_n; i++) {
+        struct conn *c = old[i];
+        while (c) {
+            struct conn *next = c->hnext;
+            size_t k = bucket_of(t, c->id);
+            c->hnext = b[k];
+            b[k] = c;
+            c = next;
+        }
+    }
+    free(old);
+}
+
+static void table_add(struct transport *t, struct conn *c)
+{
+    if (t->n_conns + 1 > t->n_buckets)
+        table_grow(t);
+    size_t k = bucket_of(t, c->id);
+    c->hnext = t->buckets[k];
+    t->buckets[k] = c;
+    t->n_conns++;
+}
+
+static void table_del(struct transport *t, struct conn *c)
+{
+    struct conn **p = &t->buckets[bucket_of(t, c->id)];
+    while (*p && *p != c)
+        p = &(*p)->hnext;
+    if (*p) {
+        *p = c->hnext;
+        t->n_conns--;
+    }
+}
+
+struct conn *transport_stream_find(const struct transport *t, uint64_t flow_id)
+{
+    struct conn *c = t->buckets[bucket_of(t, flow_id)];
+    while (c && c->id != flow_id)
+        c = c->hnext;
+    return c && !c->closing ? c : NULL;
+}
+
+static void conn_want(struct conn *c, int events)
+{
+    if (c->io.events == events)
+        return;
+    ev_io_stop(c->t->loop, &c->io);
+    ev_io_set(&c->io, c->fd, events);
+    ev_io_start(c->t->loop, &c->io);
+}
+
+static void ssl_log_errors(const char *what, const struct conn *c)
+{
+    unsigned long e;
+    char msg[256];
+    while ((e = ERR_get_error()) != 0) {
+        ERR_error_string_n(e, msg, sizeof msg);
+        log_warn("tls: %s with %s:%d: %s", what, c->src.ip, c->src.port, msg);
+    }
+}
+
+/* Try to write queued output. 0 ok (maybe partial), -1 connection failed. */
+static int conn_flush(struct conn *c)
+{
+    while (c->out_off < c->out.len) {
+        const char *p = c->out.data + c->out_off;
+        size_t left = c->out.len - c->out_off;
+        if (c->ssl) {
+            ERR_clear_error();
+            int n = SSL_write(c->ssl, p, (int)left);
+            if (n <= 0) {
+                int e = SSL_get_error(c->ssl, n);
+                if (e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ)
+                    break;
+                ssl_log_errors("write", c);
+                return -1;
+            }
+            c->out_off += (size_t)n;
+        } else {
+            ssize_t n = send(c->fd, p, left, MSG_NOSIGNAL);
+            if (n < 0) {
+                if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+                    break;
+                return -1;
+            }
+            c->out_off += (size_t)n;
+        }
+    }
+    if (c->out_off == c->out.len) {
+        c->out.len = 0;
+        c->out_off = 0;
+        conn_want(c, EV_READ);
+    } else {
+        conn_want(c, EV_READ | EV_WRITE);
+    }
+    return 0;
+}
+
+int transport_stream_send(struct transport *t, uint64_t flow_id, const char *buf, size_t len)
+{
+    struct conn *c = transport_stream_find(t, flow_id);
+    if (!c) {
+        log_warn("stream: flow %llu is closed, %zu bytes not sent", (unsigned long long)flow_id,
+                 len);
+        return -1;
+    }
+    if (c->handshaking) {
+        /* Cannot happen for replies: a request only arrives after the handshake. */
+        return -1;
+    }
+    buf_append(&c->out, buf, len);
+    if (conn_flush(c) < 0) {
+        conn_close(c, "write failed");
+        return -1;
+    }
+    return 0;
+}
+
+/* Hand complete messages in c->in to the callback. -1 if the connection must close. */
+static int conn_deliver(struct conn *c)
+{
+    struct transport *t = c->t;
+    size_t off = 0;
+    int rc = 0;
+    while (off < c->in.len && !c->closing) {
+        const char *p = c->in.data + off;
+        size_t left = c->in.len - off;
+        if (p[0] == '\r' || p[0] == '\n') {
+            /* RFC 5626 §3.5.1: CRLFCRLF is a ping, answered with CRLF. Other stray line
+             * ends before a message are ignored (RFC 3261 §7.5). */
+            if (left >= 4 && memcmp(p, "\r\n\r\n", 4) == 0) {
+                transport_stream_send(t, c->id, "\r\n", 2);
+                off += 4;
+                continue;
+            }
+            if (left < 4 && strspn(p, "\r\n") >= left)
+                break;
+            off += (p[0] == '\r' && left >= 2 && p[1] == '\n') ? 2 : 1;
+            continue;
+        }
+        long n = sip_msg_frame(p, left, (size_t)t->cfg->max_message_size);
+        if (n == -2)
+            break;
+        if (n < 0) {
+            log_warn("stream: unframable or oversized message from %s:%d (%zu bytes pending), "
+                     "closing",
+                     c->src.ip, c->src.port, left);
+            metrics_inc(METRICS_DROPPED);
+            rc = -1;
+            break;
+        }
+        /* NUL-terminate a copy boundary for parsers that like it, without moving data. */
+        char saved = (size_t)n < left ? p[n] : '\0';
+        if ((size_t)n < left)
+            ((char *)p)[n] = '\0';
+        t->cb(t->cb_arg, p, (size_t)n, &c->src);
+        if ((size_t)n < left)
+            ((char *)p)[n] = saved;
+        off += (size_t)n;
+    }
+    if (off) {
+        memmove(c->in.data, c->in.data + off, c->in.len - off);
+        c->in.len -= off;
+    }
+    c->partial_since = c->in.len ? (c->partial_since ? c->partial_since : ev_now(t->loop)) : 0;
+    return rc;
+}
+
+static void conn_read(struct conn *c)
+{
+    char tmp[16384];
+    for (;;) {
+        ssize_t n;
+        if (c->ssl) {
+            ERR_clear_error();
+            int r = SSL_read(c->ssl, tmp, sizeof tmp);
+            if (r <= 0) {
+                int e = SSL_get_error(c->ssl, r);
+                if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
+                    return;
+                if (e != SSL_ERROR_ZERO_RETURN)
+                    ssl_log_errors("read", c);
+                conn_close(c, "closed by peer");
+                return;
+            }
+            n = r;
+        } else {
+            n = recv(c->fd, tmp, sizeof tmp, 0);
+            if (n < 0) {
+                if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+                    return;
+                conn_close(c, strerror(errno));
+                return;
+            }
+            if (n == 0) {
+                conn_close(c, "closed by peer");
+                return;
+            }
+        }
+        c->last_activity = ev_now(c->t->loop);
+        buf_append(&c->in, tmp, (size_t)n);
+        if (conn_deliver(c) < 0) {
+            conn_close(c, "protocol error");
+            return;
+        }
+        if (c->closing)
+            return;
+    }
+}
+
+static void conn_handshake(struct conn *c)
+{
+    ERR_clear_error();
+    int r = SSL_accept(c->ssl);
+    if (r == 1) {
+        c->handshaking = 0;
+        c->partial_since = 0;
+        conn_want(c, EV_READ);
+        conn_read(c); /* data may already sit in OpenSSL's buffer */
+        return;
+    }
+    int e = SSL_get_error(c->ssl, r);
+    if (e == SSL_ERROR_WANT_READ) {
+        conn_want(c, EV_READ);
+        return;
+    }
+    if (e == SSL_ERROR_WANT_WRITE) {
+        conn_want(c, EV_READ | EV_WRITE);
+        return;
+    }
+    ssl_log_errors("handshake", c);
+    metrics_inc(METRICS_TLS_HANDSHAKE_FAILURES);
+    conn_close(c, "TLS handshake failed");
+}
+
+static void conn_io_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)loop;
+    struct conn *c = w->data;
+    if (c->handshaking) {
+        conn_handshake(c);
+        return;
+    }
+    if ((revents & EV_WRITE) && conn_flush(c) < 0) {
+        conn_close(c, "write failed");
+        return;
+    }
+    if (revents & EV_READ)
+        conn_read(c);
+}
+
+static void conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)revents;
+    struct conn *c = w->data;
+    const struct config *cfg = c->t->cfg;
+    ev_tstamp now = ev_now(loop);
+    ev_tstamp idle_at = c->last_activity + (ev_tstamp)cfg->tcp_idle_timeout;
+    ev_tstamp stall_at =
+        c->partial_since ? c->partial_since + (ev_tstamp)cfg->tcp_message_timeout : idle_at;
+    if (now >= stall_at && c->partial_since) {
+        metrics_inc(METRICS_TCP_TIMEOUTS);
+        conn_close(c, c->handshaking ? "TLS handshake timed out" : "incomplete message timed out");
+        return;
+    }
+    if (now >= idle_at) {
+        metrics_inc(METRICS_TCP_TIMEOUTS);
+        conn_close(c, "idle timeout");
+        return;
+    }
+    ev_tstamp next = stall_at < idle_at ? stall_at : idle_at;
+    w->repeat = next - now > 0.05 ? next - now : 0.05;
+    ev_timer_again(loop, w);
+}
+
+void transport_stream_accept(struct listener *l)
+{
+    struct transport *t = l->t;
+    for (int budget = 0; budget < 64; budget++) {
+        struct sockaddr_storage ss;
+        socklen_t len = sizeof ss;
+        int fd = accept4(l->fd, (struct sockaddr *)&ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+                log_warn("tcp: accept failed: %s", strerror(errno));
+            return;
+        }
+        if (t->n_conns >= (size_t)t->cfg->tcp_max_connections) {
+            log_warn("tcp: %zu connections open (tcp_max_connections), refusing one", t->n_conns);
+            close(fd);
+            metrics_inc(METRICS_DROPPED);
+            continue;
+        }
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, 1 /* TCP_NODELAY */, &one, sizeof one);
+        struct conn *c = xcalloc(1, sizeof *c);
+        c->t = t;
+        c->fd = fd;
+        c->id = t->next_flow_id++;
+        c->src.transport = l->transport;
+        memcpy(&c->src.addr, &ss, len);
+        c->src.addrlen = len;
+        c->src.listener = l->index;
+        c->src.flow_id = c->id;
+        transport_addr_str((struct sockaddr *)&ss, c->src.ip, sizeof c->src.ip, &c->src.port);
+        c->last_activity = ev_now(t->loop);
+        if (l->transport == CONFIG_TRANSPORT_TLS) {
+            c->ssl = SSL_new(t->tls_ctx);
+            SSL_set_fd(c->ssl, fd);
+            c->handshaking = 1;
+            c->partial_since = ev_now(t->loop);
+        }
+        table_add(t, c);
+        metrics_add(METRICS_TCP_CONNECTIONS, 1);
+        ev_io_init(&c->io, conn_io_cb, fd, EV_READ);
+        c->io.data = c;
+        ev_io_start(t->loop, &c->io);
+        ev_init(&c->timer, conn_timer_cb);
+        c->timer.data = c;
+        c->timer.repeat = c->ssl ? (ev_tstamp)t->cfg->tcp_message_timeout
+                                 : (ev_tstamp)t->cfg->tcp_idle_timeout;
+        ev_timer_again(t->loop, &c->timer);
+        log_debug("%s: connection %llu from %s:%d", config_transport_name(l->transport),
+                  (unsigned long long)c->id, c->src.ip, c->src.port);
+    }
+}
+
+static void conn_free_cb(struct ev_loop *loop, ev_timer *w, int revents);
+
+static void conn_close(struct conn *c, const char *why)
+{
+    if (c->closing)
+        return;
+    c->closing = 1;
+    struct transport *t = c->t;
+    log_debug("%s: connection %llu from %s:%d closed: %s",
+              config_transport_name(c->src.transport), (unsigned long long)c->id, c->src.ip,
+              c->src.port, why);
+    if (strcmp(why, "closed by peer") != 0 && strcmp(why, "shutdown") != 0)
+        log_info("%s: closing connection from %s:%d: %s", config_transport_name(c->src.transport),
+                 c->src.ip, c->src.port, why);
+    table_del(t, c);
+    metrics_add(METRICS_TCP_CONNECTIONS, -1);
+    ev_io_stop(t->loop, &c->io);
+    ev_timer_stop(t->loop, &c->timer);
+    if (c->ssl) {
+        if (!c->handshaking)
+            SSL_shutdown(c->ssl);
+        SSL_free(c->ssl);
+        c->ssl = NULL;
+    }
+    close(c->fd);
+    /* The connection may be closed from inside its own callback chain; free it from the
+     * loop once that chain has unwound. */
+    ev_timer_init(&c->timer, conn_free_cb, 0, 0);
+    c->timer.data = c;
+    ev_timer_start(t->loop, &c->timer);
+}
+
+static void conn_free_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)revents;
+    struct conn *c = w->data;
+    ev_timer_stop(loop, w);
+    buf_free(&c->in);
+    buf_free(&c->out);
+    free(c);
+}
+
+void transport_stream_close_all(struct transport *t)
+{
+    for (size_t i = 0; i < t->n_buckets; i++) {
+        while (t->buckets[i]) {
+            struct conn *c = t->buckets[i];
+            conn_close(c, "shutdown");
+            ev_timer_stop(t->loop, &c->timer);
+            buf_free(&c->in);
+            buf_free(&c->out);
+            free(c);
+        }
+    }
+}

@@ -1,0 +1,269 @@
+/*
+ * sip_txn: the server transaction table and its Timer J FIFO.
+ */
+#include "sip_txn.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "metrics.h"
+#include "sip_msg.h"
+#include "util.h"
+
+enum txn_state {
+    TXN_TRYING = 0,
+    TXN_COMPLETED,
+};
+
+struct txn {
+    struct txn *hnext;
+    struct txn *fnext; /* Timer J FIFO */
+    uint64_t hash;
+    enum txn_state state;
+    double expires_at; /* loop time the FIFO entry frees it */
+    struct sip_source dst;
+    char *response;
+    size_t response_len;
+    char key[];
+};
+
+struct txn_table {
+    struct ev_loop *loop;
+    struct transport *tp;
+    struct txn **buckets;
+    size_t n_buckets;
+    size_t count;
+    struct txn *fifo_head, *fifo_tail;
+    ev_timer timer;
+};
+
+static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents);
+
+struct txn_table *txn_table_new(struct ev_loop *loop, struct transport *tp)
+{
+    struct txn_table *tt = xcalloc(1, sizeof *tt);
+    tt->loop = loop;
+    tt->tp = tp;
+    tt->n_buckets = 4096;
+    tt->buckets = xcalloc(tt->n_buckets, sizeof *tt->buckets);
+    ev_init(&tt->timer, timer_cb);
+    tt->timer.data = tt;
+    return tt;
+}
+
+void txn_table_free(struct txn_table *tt)
+{
+    if (!tt)
+        return;
+    ev_timer_stop(tt->loop, &tt->timer);
+    for (size_t i = 0; i < tt->n_buckets; i++) {
+        struct txn *t = tt->buckets[i];
+        while (t) {
+            struct txn *next = t->hnext;
+            free(t->response);
+            free(t);
+            t = next;
+        }
+    }
+    free(tt->buckets);
+    free(tt);
+}
+
+size_t txn_count(const struct txn_table *tt)
+{
+    return tt->count;
+}
+
+const struct sip_source *txn_source(const struct txn *t)
+{
+    return &t->dst;
+}
+
+static void grow(struct txn_table *tt)
+{
+    size_t n = tt->n_buckets * 2;
+    struct txn **b = xcalloc(n, sizeof *b);
+    for (size_t i = 0; i < tt->n_buckets; i++) {
+        struct txn *t = tt->buckets[i];
+        while (t) {
+            struct txn *next = t->hnext;
+            t->hnext = b[t->hash & (n - 1)];
+            b[t->hash & (n - 1)] = t;
+            t = next;
+        }
+    }
+    free(tt->buckets);
+    tt->buckets = b;
+    tt->n_buckets = n;
+}
+
+/* RFC 3261 §17.2.3 key. 0 or -1 if the request lacks what the key needs. */
+static int make_key(const osip_message_t *req, struct buf *key)
+{
+    osip_via_t *via = osip_list_get(&req->vias, 0);
+    if (!via || !req->cseq || !req->cseq->method)
+        return -1;
+    const char *branch = sip_msg_param(&via->via_params, "branch");
+    const char *method = req->cseq->method;
+    if (branch && strncmp(branch, "z9hG4bK", 7) == 0) {
+        buf_printf(key, "%s|%s:%s|%s", branch, via->host ? via->host : "",
+                   via->port ? via->port : "", method);
+        return 0;
+    }
+    /* RFC 2543 peers: Request-URI, From tag, Call-ID, CSeq and the top Via. */
+    char *ruri = NULL;
+    if (req->req_uri)
+        osip_uri_to_str(req->req_uri, &ruri);
+    osip_generic_param_t *ftag = NULL;
+    if (req->from)
+        osip_from_get_tag(req->from, &ftag);
+    buf_printf(key, "2543|%s|%s|%s|%s %s|%s:%s|%s", ruri ? ruri : "",
+               ftag && ftag->gvalue ? ftag->gvalue : "",
+               req->call_id && req->call_id->number ? req->call_id->number : "",
+               req->cseq->number ? req->cseq->number : "", method, via->host ? via->host : "",
+               via->port ? via->port : "", branch ? branch : "");
+    osip_free(ruri);
+    return 0;
+}
+
+/* RFC 3261 §18.2.2 and RFC 3581 §4: where responses go. */
+static void response_destination(const osip_message_t *req, const struct sip_source *src,
+                                 struct sip_source *dst)
+{
+    *dst = *src;
+    if (src->transport != CONFIG_TRANSPORT_UDP)
+        return; /* same connection */
+    osip_via_t *via = osip_list_get(&req->vias, 0);
+    if (!via)
+        return;
+    osip_generic_param_t *rport = NULL;
+    osip_via_param_get_byname(via, "rport", &rport);
+    if (rport)
+        return; /* source address and port */
+    /* received (the source IP) and the sent-by port, 5060 by default */
+    int port = via->port ? atoi(via->port) : 5060;
+    if (port <= 0 || port > 65535)
+        port = 5060;
+    dst->port = port;
+    if (dst->addr.ss_family == AF_INET6)
+        ((struct sockaddr_in6 *)&dst->addr)->sin6_port = htons((uint16_t)port);
+    else
+        ((struct sockaddr_in *)&dst->addr)->sin_port = htons((uint16_t)port);
+}
+
+enum txn_match txn_server_match(struct txn_table *tt, const osip_message_t *req,
+                                const struct sip_source *src, struct txn **out)
+{
+    struct buf key = {0};
+    if (make_key(req, &key) < 0)
+        return TXN_ERROR;
+    uint64_t h = util_hash(key.data, key.len);
+    struct txn **slot = &tt->buckets[h & (tt->n_buckets - 1)];
+    for (struct txn *t = *slot; t; t = t->hnext) {
+        if (t->hash == h && strcmp(t->key, key.data) == 0) {
+            buf_free(&key);
+            metrics_inc(METRICS_RETRANSMISSIONS);
+            if (t->state == TXN_COMPLETED && t->response)
+                transport_send(tt->tp, &t->dst, t->response, t->response_len);
+            return TXN_ABSORBED;
+        }
+    }
+    if (tt->count + 1 > tt->n_buckets) {
+        grow(tt);
+        slot = &tt->buckets[h & (tt->n_buckets - 1)];
+    }
+    struct txn *t = xcalloc(1, sizeof *t + key.len + 1);
+    memcpy(t->key, key.data, key.len + 1);
+    buf_free(&key);
+    t->hash = h;
+    t->state = TXN_TRYING;
+    response_destination(req, src, &t->dst);
+    t->hnext = *slot;
+    *slot = t;
+    tt->count++;
+    *out = t;
+    return TXN_NEW;
+}
+
+static void unlink_txn(struct txn_table *tt, struct txn *t)
+{
+    struct txn **p = &tt->buckets[t->hash & (tt->n_buckets - 1)];
+    while (*p && *p != t)
+        p = &(*p)->hnext;
+    if (*p)
+        *p = t->hnext;
+    tt->count--;
+    free(t->response);
+    free(t);
+}
+
+static void fifo_arm(struct txn_table *tt)
+{
+    if (!tt->fifo_head || ev_is_active(&tt->timer))
+        return;
+    double in = tt->fifo_head->expires_at - ev_now(tt->loop);
+    ev_timer_set(&tt->timer, in > 0.001 ? in : 0.001, 0);
+    ev_timer_start(tt->loop, &tt->timer);
+}
+
+static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)revents;
+    struct txn_table *tt = w->data;
+    double now = ev_now(loop);
+    while (tt->fifo_head && tt->fifo_head->expires_at <= now + 0.0005) {
+        struct txn *t = tt->fifo_head;
+        tt->fifo_head = t->fnext;
+        if (!tt->fifo_head)
+            tt->fifo_tail = NULL;
+        unlink_txn(tt, t);
+    }
+    fifo_arm(tt);
+}
+
+static void send_response(struct txn_table *tt, const struct sip_source *dst,
+                          osip_message_t *resp, char **out, size_t *outlen)
+{
+    char *s = NULL;
+    size_t len = 0;
+    if (sip_msg_to_str(resp, &s, &len) < 0) {
+        log_error("txn: cannot serialise a %d response", resp->status_code);
+        return;
+    }
+    transport_send(tt->tp, dst, s, len);
+    metrics_inc(METRICS_SENT_REPLIES);
+    if (out) {
+        *out = xmalloc(len);
+        memcpy(*out, s, len);
+        *outlen = len;
+    }
+    osip_free(s);
+}
+
+void txn_reply(struct txn_table *tt, struct txn *t, osip_message_t *resp)
+{
+    send_response(tt, &t->dst, resp, &t->response, &t->response_len);
+    t->state = TXN_COMPLETED;
+    if (t->dst.transport != CONFIG_TRANSPORT_UDP) {
+        /* Timer J is 0 on reliable transports (§17.2.2). */
+        unlink_txn(tt, t);
+        return;
+    }
+    t->expires_at = ev_now(tt->loop) + 64.0 * SIP_TXN_T1_MS / 1000.0;
+    if (tt->fifo_tail)
+        tt->fifo_tail->fnext = t;
+    else
+        tt->fifo_head = t;
+    tt->fifo_tail = t;
+    fifo_arm(tt);
+}
+
+void txn_send_stateless(struct txn_table *tt, const osip_message_t *req,
+                        const struct sip_source *src, osip_message_t *resp)
+{
+    struct sip_source dst;
+    response_destination(req, src, &dst);
+    send_response(tt, &dst, resp, NULL, NULL);
+}

@@ -1,0 +1,55 @@
+/*
+ * sip_txn: RFC 3261 §17.2.2 non-INVITE server transactions.
+ *
+ * A request is matched to its transaction by the §17.2.3 key (top Via branch with the
+ * magic cookie, sent-by and method; the §17.2.3 fallback for RFC 2543 peers). A
+ * retransmission of a request whose final response was sent gets that same response again;
+ * one that arrives while the request is still being processed is absorbed. After the final
+ * response the transaction lingers for Timer J (64*T1 on UDP, 0 on TCP/TLS) to absorb late
+ * retransmissions, then is freed. Since every transaction waits the same Timer J, they sit in
+ * one FIFO and one ev_timer serves them all.
+ *
+ * A struct txn is owned by the table. The caller that created it must answer it with
+ * txn_reply exactly once (a final response); it stays valid until then.
+ */
+#ifndef SIPWAKE_SIP_TXN_H
+#define SIPWAKE_SIP_TXN_H
+
+#include <ev.h>
+#include <osipparser2/osip_parser.h>
+
+#include "sip_transport.h"
+
+#define SIP_TXN_T1_MS 500
+
+struct txn_table;
+struct txn;
+
+struct txn_table *txn_table_new(struct ev_loop *loop, struct transport *tp);
+void txn_table_free(struct txn_table *tt);
+
+enum txn_match {
+    TXN_NEW = 0,   /* *out is a new transaction in the Trying state */
+    TXN_ABSORBED,  /* a retransmission; already answered again or dropped */
+    TXN_ERROR,     /* the request has no usable Via / CSeq */
+};
+
+/* Find or create the server transaction of req received from src. */
+enum txn_match txn_server_match(struct txn_table *tt, const osip_message_t *req,
+                                const struct sip_source *src, struct txn **out);
+
+/* Send a final response for t and keep it for retransmissions. resp is borrowed. */
+void txn_reply(struct txn_table *tt, struct txn *t, osip_message_t *resp);
+
+/* Where the transaction's responses go (RFC 3261 §18.2.2, RFC 3581). */
+const struct sip_source *txn_source(const struct txn *t);
+
+/* Transactions currently held. */
+size_t txn_count(const struct txn_table *tt);
+
+/* Send a response outside of any transaction (statelessly), to the address RFC 3261
+ * §18.2.2 / RFC 3581 name for req received from src. */
+void txn_send_stateless(struct txn_table *tt, const osip_message_t *req,
+                        const struct sip_source *src, osip_message_t *resp);
+
+#endif

@@ -1,0 +1,324 @@
+/*
+ * store: the queue, the worker thread and the completions; the backend does the I/O.
+ *
+ * Queued operations own copies of their data. The worker takes the whole queue at once,
+ * applies all writes in one transaction (retrying the batch if the commit fails, so nothing
+ * queued is dropped while the disk is unwell), then runs the reads and hands them back to
+ * the loop through an ev_async watcher.
+ */
+#include "store.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "metrics.h"
+#include "util.h"
+
+enum op_kind {
+    OP_SAVE = 0,
+    OP_DELETE,
+    OP_GET_SUBSCRIBER,
+};
+
+struct op {
+    struct op *next;
+    enum op_kind kind;
+    struct store_binding b; /* OP_SAVE: strings point into strings */
+    char *strings;
+    uint64_t contact_id; /* OP_DELETE */
+    char user[65], domain[65];
+    store_subscriber_cb cb;
+    void *arg;
+    int found;
+    struct store_subscriber sub;
+};
+
+struct store {
+    const struct store_backend *be;
+    void *db;
+    struct ev_loop *loop;
+    ev_async done_watcher;
+    pthread_t thread;
+    int started;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    struct op *head, *tail; /* queued */
+    size_t queued;
+    struct op *done_head, *done_tail;
+    int stopping;
+    unsigned long errors; /* under mu; moved into metrics on the loop */
+};
+
+static void op_free(struct op *o)
+{
+    free(o->strings);
+    free(o);
+}
+
+static void done_cb(struct ev_loop *loop, ev_async *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct store *s = w->data;
+    pthread_mutex_lock(&s->mu);
+    struct op *list = s->done_head;
+    s->done_head = s->done_tail = NULL;
+    unsigned long errors = s->errors;
+    s->errors = 0;
+    pthread_mutex_unlock(&s->mu);
+    metrics_add(METRICS_STORE_ERRORS, (int64_t)errors);
+    while (list) {
+        struct op *next = list->next;
+        list->cb(list->arg, list->found, list->found == 1 ? &list->sub : NULL);
+        op_free(list);
+        list = next;
+    }
+}
+
+static void apply_writes(struct store *s, struct op *list)
+{
+    char err[512];
+    for (int attempt = 0;; attempt++) {
+        int ok = s->be->begin(s->db, err, sizeof err) == 0;
+        for (struct op *o = list; ok && o; o = o->next) {
+            if (o->kind == OP_SAVE)
+                ok = s->be->save_binding(s->db, &o->b, err, sizeof err) == 0;
+            else if (o->kind == OP_DELETE)
+                ok = s->be->delete_binding(s->db, o->contact_id, err, sizeof err) == 0;
+        }
+        if (ok && s->be->commit(s->db, err, sizeof err) == 0)
+            return;
+        s->be->rollback(s->db);
+        pthread_mutex_lock(&s->mu);
+        s->errors++;
+        pthread_mutex_unlock(&s->mu);
+        log_error("store: writing a batch failed (attempt %d, retrying in 1 s): %s", attempt + 1,
+                  err);
+        sleep(1);
+    }
+}
+
+static void *worker(void *arg)
+{
+    struct store *s = arg;
+    for (;;) {
+        pthread_mutex_lock(&s->mu);
+        while (!s->head && !s->stopping)
+            pthread_cond_wait(&s->cv, &s->mu);
+        struct op *list = s->head;
+        s->head = s->tail = NULL;
+        int stopping = s->stopping;
+        pthread_mutex_unlock(&s->mu);
+        if (!list && stopping)
+            break;
+
+        struct op *writes = NULL, **wtail = &writes, *reads = NULL, **rtail = &reads;
+        size_t n = 0;
+        for (struct op *o = list, *next; o; o = next) {
+            next = o->next;
+            o->next = NULL;
+            n++;
+            if (o->kind == OP_GET_SUBSCRIBER) {
+                *rtail = o;
+                rtail = &o->next;
+            } else {
+                *wtail = o;
+                wtail = &o->next;
+            }
+        }
+        if (writes)
+            apply_writes(s, writes);
+        while (writes) {
+            struct op *next = writes->next;
+            op_free(writes);
+            writes = next;
+        }
+        for (struct op *o = reads; o; o = o->next) {
+            char err[512];
+            o->found = s->be->get_subscriber(s->db, o->user, o->domain, &o->sub, err, sizeof err);
+            if (o->found < 0) {
+                log_error("store: subscriber lookup failed: %s", err);
+                pthread_mutex_lock(&s->mu);
+                s->errors++;
+                pthread_mutex_unlock(&s->mu);
+            }
+        }
+        pthread_mutex_lock(&s->mu);
+        s->queued -= n;
+        if (reads) {
+            if (s->done_tail)
+                s->done_tail->next = reads;
+            else
+                s->done_head = reads;
+            struct op *t = reads;
+            while (t->next)
+                t = t->next;
+            s->done_tail = t;
+        }
+        pthread_mutex_unlock(&s->mu);
+        if (reads)
+            ev_async_send(s->loop, &s->done_watcher);
+    }
+    return NULL;
+}
+
+int store_open(const struct config *cfg, struct store **out, char *err, size_t errlen)
+{
+    struct store *s = xcalloc(1, sizeof *s);
+    s->be = &store_sqlite_backend;
+    s->db = s->be->open(cfg, err, errlen);
+    if (!s->db) {
+        free(s);
+        return -1;
+    }
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->cv, NULL);
+    *out = s;
+    return 0;
+}
+
+int store_load_bindings(struct store *s, time_t now, store_binding_cb cb, void *arg,
+                        long *purged, char *err, size_t errlen)
+{
+    return s->be->load_bindings(s->db, now, cb, arg, purged, err, errlen);
+}
+
+void store_start(struct store *s, struct ev_loop *loop)
+{
+    s->loop = loop;
+    ev_async_init(&s->done_watcher, done_cb);
+    s->done_watcher.data = s;
+    ev_async_start(loop, &s->done_watcher);
+    if (pthread_create(&s->thread, NULL, worker, s) != 0) {
+        log_error("store: cannot start the writer thread");
+        abort();
+    }
+    s->started = 1;
+}
+
+static void enqueue(struct store *s, struct op *o)
+{
+    pthread_mutex_lock(&s->mu);
+    if (s->tail)
+        s->tail->next = o;
+    else
+        s->head = o;
+    s->tail = o;
+    s->queued++;
+    pthread_cond_signal(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+}
+
+static const char *copy_str(char **p, const char *src)
+{
+    if (!src)
+        return NULL;
+    size_t n = strlen(src) + 1;
+    memcpy(*p, src, n);
+    const char *r = *p;
+    *p += n;
+    return r;
+}
+
+void store_save_binding(struct store *s, const struct store_binding *b)
+{
+    struct op *o = xcalloc(1, sizeof *o);
+    o->kind = OP_SAVE;
+    o->b = *b;
+    const char *const fields[] = {b->username, b->domain,     b->contact, b->received,
+                                  b->path,     b->callid,     b->user_agent, b->socket,
+                                  b->sip_instance, b->kv_store};
+    size_t total = 0;
+    for (size_t i = 0; i < UTIL_ARRAY_LEN(fields); i++)
+        total += fields[i] ? strlen(fields[i]) + 1 : 0;
+    char *p = o->strings = xmalloc(total ? total : 1);
+    o->b.username = copy_str(&p, b->username);
+    o->b.domain = copy_str(&p, b->domain);
+    o->b.contact = copy_str(&p, b->contact);
+    o->b.received = copy_str(&p, b->received);
+    o->b.path = copy_str(&p, b->path);
+    o->b.callid = copy_str(&p, b->callid);
+    o->b.user_agent = copy_str(&p, b->user_agent);
+    o->b.socket = copy_str(&p, b->socket);
+    o->b.sip_instance = copy_str(&p, b->sip_instance);
+    o->b.kv_store = copy_str(&p, b->kv_store);
+    enqueue(s, o);
+}
+
+void store_delete_binding(struct store *s, uint64_t contact_id)
+{
+    struct op *o = xcalloc(1, sizeof *o);
+    o->kind = OP_DELETE;
+    o->contact_id = contact_id;
+    enqueue(s, o);
+}
+
+void store_get_subscriber(struct store *s, const char *user, const char *domain,
+                          store_subscriber_cb cb, void *arg)
+{
+    struct op *o = xcalloc(1, sizeof *o);
+    o->kind = OP_GET_SUBSCRIBER;
+    snprintf(o->user, sizeof o->user, "%s", user);
+    snprintf(o->domain, sizeof o->domain, "%s", domain);
+    o->cb = cb;
+    o->arg = arg;
+    enqueue(s, o);
+}
+
+size_t store_pending(struct store *s)
+{
+    pthread_mutex_lock(&s->mu);
+    size_t n = s->queued;
+    pthread_mutex_unlock(&s->mu);
+    return n;
+}
+
+int store_user_put(struct store *s, const struct store_subscriber *sub, char *err, size_t errlen)
+{
+    return s->be->user_put(s->db, sub, err, errlen);
+}
+
+int store_user_del(struct store *s, const char *user, const char *domain, char *err,
+                   size_t errlen)
+{
+    return s->be->user_del(s->db, user, domain, err, errlen);
+}
+
+int store_user_list(struct store *s, store_user_cb cb, void *arg, char *err, size_t errlen)
+{
+    return s->be->user_list(s->db, cb, arg, err, errlen);
+}
+
+void store_close(struct store *s)
+{
+    if (!s)
+        return;
+    if (s->started) {
+        pthread_mutex_lock(&s->mu);
+        s->stopping = 1;
+        pthread_cond_signal(&s->cv);
+        pthread_mutex_unlock(&s->mu);
+        pthread_join(s->thread, NULL);
+        ev_async_stop(s->loop, &s->done_watcher);
+        /* Reads completed after the loop stopped: nobody waits for them any more. */
+        while (s->done_head) {
+            struct op *next = s->done_head->next;
+            op_free(s->done_head);
+            s->done_head = next;
+        }
+    } else {
+        while (s->head) {
+            struct op *next = s->head->next;
+            op_free(s->head);
+            s->head = next;
+        }
+    }
+    s->be->close(s->db);
+    pthread_mutex_destroy(&s->mu);
+    pthread_cond_destroy(&s->cv);
+    free(s);
+}

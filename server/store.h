@@ -1,0 +1,121 @@
+/*
+ * store: durable storage behind one async-shaped interface.
+ *
+ * The loop never waits on disk. Writes (store_save_binding, store_delete_binding) are queued
+ * and applied by one worker thread, which batches everything queued since its last commit
+ * into one transaction. Reads that a request needs (store_get_subscriber) go through the same
+ * queue and complete on the loop through ev_async, calling the callback there. Operations are
+ * applied in the order they were queued.
+ *
+ * Synchronous calls are for times when no loop runs: opening (which applies the numbered
+ * migrations of schemas/), loading bindings at start, and the `sipwake user` command.
+ *
+ * The backend (store_sqlite.c today, MongoDB later) implements struct store_backend: plain
+ * blocking primitives that only the worker thread (or a synchronous call) invokes.
+ */
+#ifndef SIPWAKE_STORE_H
+#define SIPWAKE_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+#include <ev.h>
+
+#include "config.h"
+
+/* One row of the OpenSIPS `location` table (version 1013). Strings may be NULL for SQL NULL.
+ * When passed to the store they are borrowed for the call only. */
+struct store_binding {
+    uint64_t contact_id;
+    const char *username;
+    const char *domain;
+    const char *contact;
+    const char *received;
+    const char *path;
+    time_t expires; /* absolute UNIX time */
+    double q;       /* -1 when the Contact had no q */
+    const char *callid;
+    uint32_t cseq;
+    time_t last_modified;
+    int flags;
+    const char *user_agent;
+    const char *socket;
+    const char *sip_instance;
+    const char *kv_store;
+};
+
+/* One row of the OpenSIPS `subscriber` table (version 8). */
+struct store_subscriber {
+    char username[65];
+    char domain[65];
+    char password[65];
+    char ha1[65];
+    char ha1_sha256[65];
+};
+
+/* found: 1 found, 0 no such row, -1 store error. sub is borrowed for the call. */
+typedef void (*store_subscriber_cb)(void *arg, int found, const struct store_subscriber *sub);
+/* Row visitor for loads and listings; row borrowed for the call. */
+typedef void (*store_binding_cb)(void *arg, const struct store_binding *row);
+typedef void (*store_user_cb)(void *arg, const struct store_subscriber *sub);
+
+struct store;
+
+/* What a backend provides. All calls block; they run on the worker thread or, for open,
+ * load and user management, synchronously before or without a loop. 0 ok / -1 with err. */
+struct store_backend {
+    const char *name;
+    void *(*open)(const struct config *cfg, char *err, size_t errlen);
+    void (*close)(void *db);
+    int (*begin)(void *db, char *err, size_t errlen);
+    int (*commit)(void *db, char *err, size_t errlen);
+    void (*rollback)(void *db);
+    int (*save_binding)(void *db, const struct store_binding *b, char *err, size_t errlen);
+    int (*delete_binding)(void *db, uint64_t contact_id, char *err, size_t errlen);
+    /* 1 found, 0 not, -1 error */
+    int (*get_subscriber)(void *db, const char *user, const char *domain,
+                          struct store_subscriber *out, char *err, size_t errlen);
+    int (*load_bindings)(void *db, time_t now, store_binding_cb cb, void *arg, long *purged,
+                         char *err, size_t errlen);
+    int (*user_put)(void *db, const struct store_subscriber *sub, char *err, size_t errlen);
+    /* 1 deleted, 0 no such user, -1 error */
+    int (*user_del)(void *db, const char *user, const char *domain, char *err, size_t errlen);
+    int (*user_list)(void *db, store_user_cb cb, void *arg, char *err, size_t errlen);
+};
+
+extern const struct store_backend store_sqlite_backend;
+
+/* Open the configured backend and apply migrations. 0 with *out, or -1 with err. */
+int store_open(const struct config *cfg, struct store **out, char *err, size_t errlen);
+
+/* Load unexpired bindings (expired ones are deleted and counted in *purged). Synchronous;
+ * call before store_start. */
+int store_load_bindings(struct store *s, time_t now, store_binding_cb cb, void *arg,
+                        long *purged, char *err, size_t errlen);
+
+/* Start the worker thread; completions are delivered on loop. */
+void store_start(struct store *s, struct ev_loop *loop);
+
+/* Queue an upsert / a delete of a location row. Fire and forget: failures are logged,
+ * counted and retried by the worker. */
+void store_save_binding(struct store *s, const struct store_binding *b);
+void store_delete_binding(struct store *s, uint64_t contact_id);
+
+/* Look a subscriber up; cb runs later on the loop. arg is passed back untouched. */
+void store_get_subscriber(struct store *s, const char *user, const char *domain,
+                          store_subscriber_cb cb, void *arg);
+
+/* Operations queued and not yet applied. */
+size_t store_pending(struct store *s);
+
+/* Synchronous user management for the CLI (no worker thread needed). */
+int store_user_put(struct store *s, const struct store_subscriber *sub, char *err, size_t errlen);
+int store_user_del(struct store *s, const char *user, const char *domain, char *err,
+                   size_t errlen);
+int store_user_list(struct store *s, store_user_cb cb, void *arg, char *err, size_t errlen);
+
+/* Apply everything queued, stop the worker and close. Safe on a store never started. */
+void store_close(struct store *s);
+
+#endif

@@ -1,0 +1,365 @@
+/*
+ * store_sqlite: the SQLite backend. WAL journal, synchronous=NORMAL (a commit survives a
+ * process crash; a power cut may lose the last batch), prepared statements kept for the
+ * life of the connection. Migrations from schemas/sqlite are applied in order at open and
+ * recorded in sipwake_migrations.
+ *
+ * Only one thread at a time uses a connection: the store worker, or the caller of a
+ * synchronous operation before the worker starts (or, for the CLI, without one).
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <sqlite3.h>
+
+#include "log.h"
+#include "store.h"
+#include "store_sqlite_migrations.h"
+#include "util.h"
+
+struct sqlite_db {
+    sqlite3 *db;
+    sqlite3_stmt *save;
+    sqlite3_stmt *del;
+    sqlite3_stmt *get_sub;
+};
+
+static int sql_fail(sqlite3 *db, char *err, size_t errlen, const char *what)
+{
+    snprintf(err, errlen, "sqlite: %s: %s", what, sqlite3_errmsg(db));
+    return -1;
+}
+
+static int exec(sqlite3 *db, const char *sql, char *err, size_t errlen)
+{
+    char *msg = NULL;
+    if (sqlite3_exec(db, sql, NULL, NULL, &msg) != SQLITE_OK) {
+        snprintf(err, errlen, "sqlite: %s", msg ? msg : sqlite3_errmsg(db));
+        sqlite3_free(msg);
+        return -1;
+    }
+    return 0;
+}
+
+static int migrate(sqlite3 *db, char *err, size_t errlen)
+{
+    if (exec(db,
+             "CREATE TABLE IF NOT EXISTS sipwake_migrations (id INTEGER PRIMARY KEY, name TEXT "
+             "NOT NULL, applied_at INTEGER NOT NULL)",
+             err, errlen) < 0)
+        return -1;
+    for (int i = 0; i < store_sqlite_n_migrations; i++) {
+        const struct store_sqlite_migration *m = &store_sqlite_migrations[i];
+        sqlite3_stmt *st;
+        if (sqlite3_prepare_v2(db, "SELECT 1 FROM sipwake_migrations WHERE id = ?", -1, &st,
+                               NULL) != SQLITE_OK)
+            return sql_fail(db, err, errlen, "reading migrations");
+        sqlite3_bind_int(st, 1, m->id);
+        int applied = sqlite3_step(st) == SQLITE_ROW;
+        sqlite3_finalize(st);
+        if (applied)
+            continue;
+        char sub[256];
+        if (exec(db, "BEGIN IMMEDIATE", err, errlen) < 0)
+            return -1;
+        if (exec(db, m->sql, sub, sizeof sub) < 0) {
+            exec(db, "ROLLBACK", err, errlen);
+            snprintf(err, errlen, "migration %03d_%s: %s", m->id, m->name, sub);
+            return -1;
+        }
+        char *rec = sqlite3_mprintf(
+            "INSERT INTO sipwake_migrations (id, name, applied_at) VALUES (%d, %Q, %lld)", m->id,
+            m->name, (long long)util_now());
+        int rc = exec(db, rec, err, errlen);
+        sqlite3_free(rec);
+        if (rc < 0 || exec(db, "COMMIT", err, errlen) < 0) {
+            exec(db, "ROLLBACK", sub, sizeof sub);
+            return -1;
+        }
+        log_info("store: applied migration %03d_%s", m->id, m->name);
+    }
+    return 0;
+}
+
+static void sqlite_close(void *p)
+{
+    struct sqlite_db *s = p;
+    if (!s)
+        return;
+    sqlite3_finalize(s->save);
+    sqlite3_finalize(s->del);
+    sqlite3_finalize(s->get_sub);
+    sqlite3_close(s->db);
+    free(s);
+}
+
+static void *sqlite_open(const struct config *cfg, char *err, size_t errlen)
+{
+    struct sqlite_db *s = xcalloc(1, sizeof *s);
+    /* Create the directory of the default database (data_dir) if needed. */
+    const char *slash = strrchr(cfg->store_path, '/');
+    if (slash && slash != cfg->store_path) {
+        char *dir = xstrndup(cfg->store_path, (size_t)(slash - cfg->store_path));
+        if (mkdir(dir, 0755) < 0 && errno != EEXIST) {
+            snprintf(err, errlen, "store: cannot create %s: %s", dir, strerror(errno));
+            free(dir);
+            free(s);
+            return NULL;
+        }
+        free(dir);
+    }
+    if (sqlite3_open_v2(cfg->store_path, &s->db,
+                        SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                        NULL) != SQLITE_OK) {
+        snprintf(err, errlen, "store: cannot open %s: %s", cfg->store_path,
+                 s->db ? sqlite3_errmsg(s->db) : "out of memory");
+        sqlite_close(s);
+        return NULL;
+    }
+    sqlite3_busy_timeout(s->db, 5000);
+    char sub[512];
+    if (exec(s->db, "PRAGMA journal_mode=WAL", sub, sizeof sub) < 0 ||
+        exec(s->db, "PRAGMA synchronous=NORMAL", sub, sizeof sub) < 0 ||
+        migrate(s->db, sub, sizeof sub) < 0) {
+        snprintf(err, errlen, "store: %s: %s", cfg->store_path, sub);
+        sqlite_close(s);
+        return NULL;
+    }
+    if (sqlite3_prepare_v2(
+            s->db,
+            "INSERT OR REPLACE INTO location (contact_id, username, domain, contact, received, "
+            "path, expires, q, callid, cseq, last_modified, flags, user_agent, socket, "
+            "sip_instance, kv_store) VALUES (?,?,?,?,?,?,?,?,?,?,datetime(?, 'unixepoch'),?,?,?,"
+            "?,?)",
+            -1, &s->save, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(s->db, "DELETE FROM location WHERE contact_id = ?", -1, &s->del,
+                           NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(s->db,
+                           "SELECT username, domain, password, ha1, ha1_sha256 FROM subscriber "
+                           "WHERE username = ? AND domain = ?",
+                           -1, &s->get_sub, NULL) != SQLITE_OK) {
+        snprintf(err, errlen, "store: preparing statements: %s", sqlite3_errmsg(s->db));
+        sqlite_close(s);
+        return NULL;
+    }
+    return s;
+}
+
+static int sqlite_begin(void *p, char *err, size_t errlen)
+{
+    return exec(((struct sqlite_db *)p)->db, "BEGIN IMMEDIATE", err, errlen);
+}
+
+static int sqlite_commit(void *p, char *err, size_t errlen)
+{
+    return exec(((struct sqlite_db *)p)->db, "COMMIT", err, errlen);
+}
+
+static void sqlite_rollback(void *p)
+{
+    char err[256];
+    exec(((struct sqlite_db *)p)->db, "ROLLBACK", err, sizeof err);
+}
+
+static void bind_text(sqlite3_stmt *st, int i, const char *s)
+{
+    if (s)
+        sqlite3_bind_text(st, i, s, -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(st, i);
+}
+
+static int sqlite_save_binding(void *p, const struct store_binding *b, char *err, size_t errlen)
+{
+    struct sqlite_db *s = p;
+    sqlite3_stmt *st = s->save;
+    sqlite3_reset(st);
+    /* OpenSIPS contact ids use all 64 bits; SQLite integers are signed 64-bit. */
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)b->contact_id);
+    bind_text(st, 2, b->username ? b->username : "");
+    bind_text(st, 3, b->domain);
+    bind_text(st, 4, b->contact);
+    bind_text(st, 5, b->received);
+    bind_text(st, 6, b->path);
+    sqlite3_bind_int64(st, 7, (sqlite3_int64)b->expires);
+    sqlite3_bind_double(st, 8, b->q);
+    bind_text(st, 9, b->callid ? b->callid : "Default-Call-ID");
+    sqlite3_bind_int64(st, 10, (sqlite3_int64)b->cseq);
+    sqlite3_bind_int64(st, 11, (sqlite3_int64)b->last_modified);
+    sqlite3_bind_int(st, 12, b->flags);
+    bind_text(st, 13, b->user_agent ? b->user_agent : "n/a");
+    bind_text(st, 14, b->socket);
+    bind_text(st, 15, b->sip_instance);
+    bind_text(st, 16, b->kv_store);
+    if (sqlite3_step(st) != SQLITE_DONE)
+        return sql_fail(s->db, err, errlen, "saving a binding");
+    return 0;
+}
+
+static int sqlite_delete_binding(void *p, uint64_t contact_id, char *err, size_t errlen)
+{
+    struct sqlite_db *s = p;
+    sqlite3_reset(s->del);
+    sqlite3_bind_int64(s->del, 1, (sqlite3_int64)contact_id);
+    if (sqlite3_step(s->del) != SQLITE_DONE)
+        return sql_fail(s->db, err, errlen, "deleting a binding");
+    return 0;
+}
+
+static void column_copy(sqlite3_stmt *st, int i, char *out, size_t n)
+{
+    const unsigned char *v = sqlite3_column_text(st, i);
+    snprintf(out, n, "%s", v ? (const char *)v : "");
+}
+
+static int sqlite_get_subscriber(void *p, const char *user, const char *domain,
+                                 struct store_subscriber *out, char *err, size_t errlen)
+{
+    struct sqlite_db *s = p;
+    sqlite3_stmt *st = s->get_sub;
+    sqlite3_reset(st);
+    sqlite3_bind_text(st, 1, user, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, domain, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_DONE)
+        return 0;
+    if (rc != SQLITE_ROW)
+        return sql_fail(s->db, err, errlen, "reading a subscriber");
+    column_copy(st, 0, out->username, sizeof out->username);
+    column_copy(st, 1, out->domain, sizeof out->domain);
+    column_copy(st, 2, out->password, sizeof out->password);
+    column_copy(st, 3, out->ha1, sizeof out->ha1);
+    column_copy(st, 4, out->ha1_sha256, sizeof out->ha1_sha256);
+    sqlite3_reset(st);
+    return 1;
+}
+
+static const char *col(sqlite3_stmt *st, int i)
+{
+    return (const char *)sqlite3_column_text(st, i);
+}
+
+static int sqlite_load_bindings(void *p, time_t now, store_binding_cb cb, void *arg,
+                                long *purged, char *err, size_t errlen)
+{
+    struct sqlite_db *s = p;
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(s->db, "DELETE FROM location WHERE expires <= ?", -1, &st, NULL) !=
+        SQLITE_OK)
+        return sql_fail(s->db, err, errlen, "purging expired bindings");
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)now);
+    int rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE)
+        return sql_fail(s->db, err, errlen, "purging expired bindings");
+    *purged = sqlite3_changes(s->db);
+    if (sqlite3_prepare_v2(s->db,
+                           "SELECT contact_id, username, domain, contact, received, path, "
+                           "expires, q, callid, cseq, CAST(strftime('%s', last_modified) AS "
+                           "INTEGER), flags, user_agent, socket, sip_instance, kv_store FROM "
+                           "location",
+                           -1, &st, NULL) != SQLITE_OK)
+        return sql_fail(s->db, err, errlen, "loading bindings");
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        struct store_binding b = {
+            .contact_id = (uint64_t)sqlite3_column_int64(st, 0),
+            .username = col(st, 1),
+            .domain = col(st, 2),
+            .contact = col(st, 3),
+            .received = col(st, 4),
+            .path = col(st, 5),
+            .expires = (time_t)sqlite3_column_int64(st, 6),
+            .q = sqlite3_column_double(st, 7),
+            .callid = col(st, 8),
+            .cseq = (uint32_t)sqlite3_column_int64(st, 9),
+            .last_modified = (time_t)sqlite3_column_int64(st, 10),
+            .flags = sqlite3_column_int(st, 11),
+            .user_agent = col(st, 12),
+            .socket = col(st, 13),
+            .sip_instance = col(st, 14),
+            .kv_store = col(st, 15),
+        };
+        if (b.contact)
+            cb(arg, &b);
+    }
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE)
+        return sql_fail(s->db, err, errlen, "loading bindings");
+    return 0;
+}
+
+static int sqlite_user_put(void *p, const struct store_subscriber *sub, char *err, size_t errlen)
+{
+    struct sqlite_db *s = p;
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(s->db,
+                           "INSERT INTO subscriber (username, domain, password, ha1, ha1_sha256) "
+                           "VALUES (?,?,?,?,?) ON CONFLICT (username, domain) DO UPDATE SET "
+                           "password = excluded.password, ha1 = excluded.ha1, ha1_sha256 = "
+                           "excluded.ha1_sha256",
+                           -1, &st, NULL) != SQLITE_OK)
+        return sql_fail(s->db, err, errlen, "writing a subscriber");
+    sqlite3_bind_text(st, 1, sub->username, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, sub->domain, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, sub->password, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 4, sub->ha1, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 5, sub->ha1_sha256, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE ? 0 : sql_fail(s->db, err, errlen, "writing a subscriber");
+}
+
+static int sqlite_user_del(void *p, const char *user, const char *domain, char *err,
+                           size_t errlen)
+{
+    struct sqlite_db *s = p;
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(s->db, "DELETE FROM subscriber WHERE username = ? AND domain = ?", -1,
+                           &st, NULL) != SQLITE_OK)
+        return sql_fail(s->db, err, errlen, "deleting a subscriber");
+    sqlite3_bind_text(st, 1, user, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, domain, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE)
+        return sql_fail(s->db, err, errlen, "deleting a subscriber");
+    return sqlite3_changes(s->db) > 0 ? 1 : 0;
+}
+
+static int sqlite_user_list(void *p, store_user_cb cb, void *arg, char *err, size_t errlen)
+{
+    struct sqlite_db *s = p;
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(s->db,
+                           "SELECT username, domain FROM subscriber ORDER BY domain, username",
+                           -1, &st, NULL) != SQLITE_OK)
+        return sql_fail(s->db, err, errlen, "listing subscribers");
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        struct store_subscriber sub = {0};
+        column_copy(st, 0, sub.username, sizeof sub.username);
+        column_copy(st, 1, sub.domain, sizeof sub.domain);
+        cb(arg, &sub);
+    }
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE ? 0 : sql_fail(s->db, err, errlen, "listing subscribers");
+}
+
+const struct store_backend store_sqlite_backend = {
+    .name = "sqlite",
+    .open = sqlite_open,
+    .close = sqlite_close,
+    .begin = sqlite_begin,
+    .commit = sqlite_commit,
+    .rollback = sqlite_rollback,
+    .save_binding = sqlite_save_binding,
+    .delete_binding = sqlite_delete_binding,
+    .get_subscriber = sqlite_get_subscriber,
+    .load_bindings = sqlite_load_bindings,
+    .user_put = sqlite_user_put,
+    .user_del = sqlite_user_del,
+    .user_list = sqlite_user_list,
+};

@@ -1,0 +1,60 @@
+/*
+ * util: the few helpers every module needs.
+ *
+ * Allocation aborts the process in one place when memory runs out, so callers never treat
+ * out-of-memory as an error path. Strings are NUL-terminated unless a length is passed with
+ * them (a slice). Time helpers read CLOCK_MONOTONIC for durations and the wall clock for
+ * absolute UNIX times that are stored (binding expiry is absolute, as OpenSIPS writes it).
+ */
+#ifndef SIPWAKE_UTIL_H
+#define SIPWAKE_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+#define UTIL_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+
+/* Allocation that never returns NULL: on failure it logs and aborts. */
+void *xmalloc(size_t n);
+void *xcalloc(size_t n, size_t size);
+void *xrealloc(void *p, size_t n);
+char *xstrdup(const char *s);
+char *xstrndup(const char *s, size_t n);
+
+/* Formatted string in a new allocation; caller frees. */
+char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Growable byte buffer. Always NUL-terminated after an append; len excludes the NUL. */
+struct buf {
+    char *data;
+    size_t len;
+    size_t cap;
+};
+void buf_append(struct buf *b, const void *p, size_t n);
+void buf_puts(struct buf *b, const char *s);
+void buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void buf_free(struct buf *b);
+
+/* Case-insensitive compare of two slices / a slice and a C string. */
+int util_strncaseeq(const char *a, size_t alen, const char *b, size_t blen);
+int util_caseeq(const char *a, const char *b);
+
+/* Parse a decimal integer in [min, max]; 0 on success, -1 if not a number or out of range. */
+int util_parse_long(const char *s, long min, long max, long *out);
+
+/* Seconds since the epoch (wall clock) and monotonic milliseconds. */
+time_t util_now(void);
+uint64_t util_mono_ms(void);
+
+/* Cryptographically random bytes (OpenSSL); aborts if the generator fails. */
+void util_random(void *p, size_t n);
+
+/* Lower-case hex of n bytes into out (2n+1 bytes, NUL-terminated). */
+void util_hex(const unsigned char *in, size_t n, char *out);
+
+/* 64-bit FNV-1a over a slice, optionally lower-casing ASCII. */
+uint64_t util_hash(const void *p, size_t n);
+uint64_t util_hash_lower(const void *p, size_t n);
+
+#endif
