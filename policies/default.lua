@@ -1,2 +1,66 @@
--- placeholder replaced below
-return {}
+-- policies/default.lua — the canonical sipwake policy, and its documentation.
+--
+-- A policy is a Lua file that returns a table of hooks. sipwake calls a hook with plain
+-- tables (changing them changes nothing in sipwake) and acts on the decision the hook
+-- returns. Hooks do no I/O: they decide, sipwake does. A hook that raises an error or runs
+-- past its time budget ([policy] time_budget_ms) is logged with file and line, counted in
+-- the policy:errors / policy:timeouts metrics, and its safe default applies. `kill -HUP`
+-- reloads this file; if the new version does not load, the running one stays.
+--
+-- What a policy may use: the usual Lua functions (pairs, ipairs, tostring, string, table,
+-- math, os.time/os.date/os.clock), `log.info(msg)` (also log.warn, log.error, log.debug),
+-- and `require("name")` for modules under [policy] lua_path. No io, no os.execute, no
+-- loading of code from strings or bytecode. Globals are locked once the file has loaded:
+-- keep state in locals.
+
+local policy = {}
+
+-- on_register(req, ctx) — called for every REGISTER once it is authenticated, before any
+-- binding changes.
+--
+--   req.aor, req.user, req.domain     "alice@example.com", "alice", "example.com"
+--   req.call_id, req.cseq, req.user_agent
+--   req.source = { ip = "192.0.2.7", port = 50123, transport = "udp"|"tcp"|"tls" }
+--   req.unregister                    true when every contact is being removed
+--   req.contacts[i] = {
+--       uri = "sip:alice@192.0.2.7:50123;pn-provider=apns;...",
+--       expires = 3600,                 what the phone asked for, after min/max clamping
+--       q = 0.5,                        only if the contact had one
+--       instance = "<urn:uuid:...>",    +sip.instance, if any
+--       reg_id = 1,                     RFC 5626 reg-id, if any
+--       pn = { kind = "none"|"query"|"push", provider = "apns"|"apns.dev"|"fcm"|...,
+--              param = "TEAMID.com.example.app.voip", prid = "<token>" },
+--   }
+--   ctx.authenticated, ctx.auth_user  whether Digest authentication ran, and for whom
+--   ctx.bindings                      how many bindings the AOR has right now
+--   ctx.generation                    this policy's generation number
+--
+-- Decision (schemas/hooks/on_register.json); return nil to accept as asked:
+--   { reject = { code = 403, reason = "Forbidden" } }   answer with that code (400..699)
+--   { expires = 600 }                                   grant at most this many seconds
+--   { tenant = "acme" }                                 tag the bindings with a tenant
+-- The keys combine, e.g. { expires = 600, tenant = "acme" }.
+-- Safe default (on error or overrun): accept as asked, without a tenant.
+
+-- A NAT binding for a phone on UDP without push dies long before an hour; ask such phones
+-- to come back every 10 minutes. Push bindings keep what they asked for: the server wakes
+-- them by push before they expire.
+local PLAIN_UDP_MAX_EXPIRES = 600
+
+function policy.on_register(req, ctx)
+    if req.unregister then
+        return nil
+    end
+    local plain_udp = req.source.transport == "udp"
+    for _, c in ipairs(req.contacts) do
+        if c.pn.kind == "push" then
+            plain_udp = false
+        end
+    end
+    if plain_udp then
+        return { expires = PLAIN_UDP_MAX_EXPIRES }
+    end
+    return nil
+end
+
+return policy

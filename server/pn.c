@@ -124,6 +124,7 @@ static int parse_apns(struct pn_info *out)
             return invalid(out, "more pn-prid tokens than services");
         const char *colon = memchr(s, ':', len);
         struct pn_token *t = &out->tokens[n];
+        out->n_tokens = n + 1; /* owned from here, so pn_free releases it on any error */
         if (colon) {
             t->token = xstrndup(s, (size_t)(colon - s));
             size_t slen = len - (size_t)(colon - s) - 1;
@@ -138,7 +139,6 @@ static int parse_apns(struct pn_info *out)
         if (!*t->token)
             return invalid(out, "empty token in pn-prid");
         n++;
-        out->n_tokens = n;
         s = amp ? amp + 1 : s + len;
         if (amp && !*s)
             return invalid(out, "empty token in pn-prid");

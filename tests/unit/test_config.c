@@ -1,0 +1,91 @@
+/* Config errors name the file, the line and the key; defaults are what the README says. */
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "config.c"
+#include "tap.h"
+
+static char path[] = "/tmp/sipwake-test-config-XXXXXX";
+
+static int load(const char *text, struct config *cfg, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "w");
+    fputs(text, f);
+    fclose(f);
+    return config_load(path, cfg, err, errlen);
+}
+
+static void expect_error(const char *text, const char *want, const char *name)
+{
+    struct config cfg;
+    char err[512] = "";
+    int rc = load(text, &cfg, err, sizeof err);
+    ok(rc < 0, "%s: refused", name);
+    ok(strstr(err, want) != NULL && strncmp(err, path, strlen(path)) == 0, "%s: message '%s'",
+       name, err);
+    if (rc == 0)
+        config_free(&cfg);
+}
+
+int main(void)
+{
+    int fd = mkstemp(path);
+    close(fd);
+    struct config cfg;
+    char err[512];
+
+    ok(config_load(NULL, &cfg, err, sizeof err) == 0, "embedded defaults load");
+    is_int(cfg.n_listens, 3, "three default listeners");
+    ok(cfg.listens[0].transport == CONFIG_TRANSPORT_UDP && cfg.listens[0].port == 5060 &&
+           strcmp(cfg.listens[0].host, "127.0.0.1") == 0,
+       "udp 127.0.0.1:5060");
+    ok(cfg.listens[2].transport == CONFIG_TRANSPORT_TLS && cfg.listens[2].port == 5061,
+       "tls 5061");
+    is_str(cfg.store_path, "var/sipwake.db", "default store under var/");
+    is_str(cfg.policy_file, "policies/default.lua", "default policy");
+    ok(cfg.auth_enabled, "auth on by default");
+    ok(config_provider_enabled(&cfg, "apns.dev"), "apns.dev rides on apns");
+    ok(!config_provider_enabled(&cfg, "webpush"), "webpush off by default");
+    config_free(&cfg);
+
+    ok(load("# comment\n[sip]\nlisten = udp:[::1]:5070\nlisten = tcp:127.0.0.2:5071\n"
+            "[registrar]\nmin_expires = 30  # inline comment\n",
+            &cfg, err, sizeof err) == 0,
+       "file with IPv6 listener and comments loads: %s", err);
+    is_int(cfg.n_listens, 2, "listen lines replace the defaults");
+    is_str(cfg.listens[0].host, "::1", "IPv6 host without brackets");
+    is_int(cfg.min_expires, 30, "min_expires read");
+    config_free(&cfg);
+
+    expect_error("[registrar]\nmin_expires = soon\n", ":2: [registrar] min_expires: expected an integer",
+                 "not a number");
+    expect_error("[sip]\nlisten = sctp:127.0.0.1:5060\n", ":2: [sip] listen: unknown transport",
+                 "bad transport");
+    expect_error("[sip]\nlisten = udp:example.com:5060\n", ":2: [sip] listen:", "host name");
+    expect_error("\n\n[sip]\nlisen = udp:127.0.0.1:1\n", ":4: [sip] lisen: unknown key", "typo key");
+    expect_error("[sipp]\n", ":1: unknown section [sipp]", "unknown section");
+    expect_error("min_expires = 3\n", ":1: min_expires: key outside", "no section");
+    expect_error("[auth]\nenabled = maybe\n", ":2: [auth] enabled: expected yes or no",
+                 "bad bool");
+    expect_error("[registrar]\nmin_expires = 100\nmax_expires = 50\ndefault_expires = 60\n",
+                 ":2: [registrar] min_expires: must not be larger", "min over max");
+    expect_error("[registrar]\npush_providers = apns, huawei\n",
+                 ":2: [registrar] push_providers: unknown provider 'huawei'", "bad provider");
+    expect_error("[registrar]\npush_min_expires = 120\n",
+                 ":2: [registrar] push_min_expires: must be larger than push_refresh_margin",
+                 "push_min_expires too small");
+    expect_error("[tls]\ncertificate = /x.pem\n", "[tls] private_key: certificate and private_key",
+                 "cert without key");
+    expect_error("[tls]\nverify_client = required\n", ":2: [tls] verify_client: checking client",
+                 "verify without ca");
+    expect_error("[registrar]\npnsreg_interval = 100\n", ":2: [registrar] pnsreg_interval",
+                 "pnsreg must exceed 120");
+    expect_error("[sip]\nwhat\n", ":2: expected 'key = value'", "garbage line");
+
+    struct config missing;
+    ok(config_load("/nonexistent/sipwake.conf", &missing, err, sizeof err) < 0 &&
+           strstr(err, "/nonexistent/sipwake.conf: cannot open"),
+       "missing file named: %s", err);
+    unlink(path);
+    return done_testing();
+}

@@ -1,0 +1,166 @@
+/* RFC 8599 push parameters in every form real clients send, and device matching. */
+#include <stdlib.h>
+
+#include <osipparser2/osip_parser.h>
+
+#include "pn.c"
+#include "tap.h"
+
+static osip_uri_t *uri(const char *s)
+{
+    osip_uri_t *u;
+    osip_uri_init(&u);
+    if (osip_uri_parse(u, s) != 0) {
+        printf("# cannot parse %s\n", s);
+        exit(1);
+    }
+    return u;
+}
+
+static enum pn_kind parse(const char *s, struct pn_info *out)
+{
+    osip_uri_t *u = uri(s);
+    enum pn_kind k = pn_parse(&u->url_params, out);
+    osip_uri_free(u);
+    return k;
+}
+
+static int same(const char *a, const char *b)
+{
+    struct pn_info x, y;
+    parse(a, &x);
+    parse(b, &y);
+    int r = pn_same_device(&x, &y);
+    pn_free(&x);
+    pn_free(&y);
+    return r;
+}
+
+int main(void)
+{
+    parser_init();
+    struct pn_info p;
+
+    is_int(parse("sip:a@h", &p), PN_NONE, "no pn params: ordinary binding");
+    pn_free(&p);
+
+    is_int(parse("sip:a@h;pn-provider=fcm;pn-param=proj-1;pn-prid=cAbC:APA91b", &p), PN_PUSH,
+           "fcm with prid is a push binding");
+    is_str(p.provider, "fcm", "provider");
+    is_str(p.param, "proj-1", "param");
+    is_str(p.prid, "cAbC:APA91b", "FCM token keeps its colon and case");
+    pn_free(&p);
+
+    is_int(parse("sip:a@h;pn-provider", &p), PN_QUERY, "bare pn-provider is a query for all");
+    is_str(p.provider, "", "empty provider means every supported one");
+    pn_free(&p);
+
+    is_int(parse("sip:a@h;pn-provider=apns", &p), PN_QUERY, "provider without prid is a query");
+    is_str(p.provider, "apns", "query names apns");
+    pn_free(&p);
+
+    is_int(parse("sip:a@h;pn-provider=APNS;pn-param=TEAM1.com.ex.app.voip;pn-prid=00fF", &p),
+           PN_PUSH, "RFC 8599 apns form");
+    is_str(p.provider, "apns", "provider lower-cased");
+    is_str(p.team, "TEAM1", "team id before the first dot");
+    is_str(p.bundle, "com.ex.app", "bundle id without the service");
+    is_int(p.n_tokens, 1, "one token");
+    is_str(p.tokens[0].service, "voip", "service from the pn-param suffix");
+    pn_free(&p);
+
+    is_int(parse("sip:a@h;pn-provider=apns.dev;pn-param=ABCD1234.org.linphone.phone.voip%26remote;"
+                 "pn-prid=AAAA:voip%26BBBB:remote",
+                 &p),
+           PN_PUSH, "Linphone dual token (escaped &)");
+    is_str(p.provider, "apns.dev", "sandbox provider kept");
+    is_str(p.bundle, "org.linphone.phone", "bundle of dual form");
+    is_int(p.n_tokens, 2, "two tokens");
+    is_str(p.tokens[0].token, "AAAA", "voip token");
+    is_str(p.tokens[1].service, "remote", "remote service");
+    pn_free(&p);
+
+    is_int(parse("sip:a@h;pn-provider=apns;pn-param=T.org.app.remote&voip;"
+                 "pn-prid=BBBB:remote&AAAA:voip",
+                 &p),
+           PN_PUSH, "Linphone dual token, reversed order, raw &");
+    pn_free(&p);
+
+    is_int(parse("sip:a@h;pn-provider=apns;pn-param=T.org.app;pn-prid=CCCC", &p), PN_PUSH,
+           "no service suffix: implied remote");
+    is_str(p.bundle, "org.app", "whole rest is the bundle");
+    is_str(p.tokens[0].service, "remote", "implied remote");
+    pn_free(&p);
+
+    is_int(parse("sip:a@h;pn-provider=apns;pn-param=T.org.app.voip&remote;pn-prid=AAAA:voip", &p),
+           PN_INVALID, "token count must match services");
+    pn_free(&p);
+    is_int(parse("sip:a@h;pn-provider=apns;pn-prid=AAAA", &p), PN_INVALID,
+           "apns without pn-param is unusable");
+    pn_free(&p);
+    is_int(parse("sip:a@h;pn-provider=apns;pn-param=T.org.app.voip&remote;"
+                 "pn-prid=AAAA:voip&BBBB:video",
+                 &p),
+           PN_INVALID, "unknown token suffix");
+    pn_free(&p);
+
+    is_int(parse("sip:a@h;pn-provider=webpush;pn-prid=https%3A//push.example.net/sub/1", &p),
+           PN_PUSH, "webpush subscription URL, escaped");
+    is_str(p.prid, "https://push.example.net/sub/1", "prid unescaped");
+    pn_free(&p);
+    is_int(parse("sip:a@h;pn-provider=webpush;pn-prid=nope", &p), PN_INVALID,
+           "webpush prid must be a URL");
+    pn_free(&p);
+
+    /* legacy pn-type / pn-tok / app-id */
+    is_int(parse("sip:a@h;pn-type=firebase;pn-tok=tok123;app-id=9876", &p), PN_PUSH,
+           "legacy firebase");
+    ok(p.legacy, "marked legacy");
+    is_str(p.provider, "fcm", "firebase -> fcm");
+    is_str(p.prid, "tok123", "pn-tok -> prid");
+    is_str(p.param, "9876", "app-id -> param");
+    pn_free(&p);
+    is_int(parse("sip:a@h;pn-type=google;pn-tok=t", &p), PN_PUSH, "legacy google -> fcm");
+    is_str(p.provider, "fcm", "google -> fcm");
+    pn_free(&p);
+    is_int(parse("sip:a@h;pn-type=apple;pn-tok=ABCD;app-id=org.linphone.phone.dev", &p), PN_PUSH,
+           "legacy apple with .dev app-id");
+    is_str(p.provider, "apns.dev", ".dev suffix -> sandbox");
+    is_str(p.bundle, "org.linphone.phone", "bundle from app-id");
+    pn_free(&p);
+    is_int(parse("sip:a@h;pn-type=apple;pn-tok=ABCD;app-id=org.linphone.phone.voip.prod", &p),
+           PN_PUSH, "legacy apple voip prod");
+    is_str(p.provider, "apns", ".prod -> production");
+    is_str(p.tokens[0].service, "voip", "voip service");
+    pn_free(&p);
+    is_int(parse("sip:a@h;pn-type=blackberry;pn-tok=x", &p), PN_INVALID, "unknown legacy type");
+    pn_free(&p);
+
+    /* device identity */
+    ok(same("sip:a@1.2.3.4:5;pn-provider=fcm;pn-param=p;pn-prid=T1",
+            "sip:a@5.6.7.8:9;pn-provider=fcm;pn-param=p;pn-prid=T1"),
+       "same push params from another address: same device");
+    ok(!same("sip:a@h;pn-provider=fcm;pn-param=p;pn-prid=T1",
+             "sip:a@h;pn-provider=fcm;pn-param=p;pn-prid=t1"),
+       "FCM tokens are case-sensitive");
+    ok(!same("sip:a@h;pn-provider=fcm;pn-param=p;pn-prid=T1",
+             "sip:a@h;pn-provider=fcm;pn-param=q;pn-prid=T1"),
+       "different pn-param: different device");
+    ok(same("sip:a@h;pn-provider=apns;pn-param=T.org.app.voip&remote;pn-prid=AA:voip&BB:remote",
+            "sip:a@h;pn-provider=apns;pn-param=T.org.app.remote&voip;pn-prid=bb:remote&CC:voip"),
+       "dual token: one equal token (rotated the other) and either order");
+    ok(!same("sip:a@h;pn-provider=apns;pn-param=T.org.app.voip&remote;pn-prid=AA:voip&BB:remote",
+             "sip:a@h;pn-provider=apns;pn-param=T.org.app.voip&remote;pn-prid=BB:voip&AA:remote"),
+       "a token equal for another service does not count");
+    ok(!same("sip:a@h;pn-provider=apns;pn-param=T.org.app.voip;pn-prid=AA",
+             "sip:a@h;pn-provider=apns.dev;pn-param=T.org.app.voip;pn-prid=AA"),
+       "production and sandbox are different services");
+    ok(!same("sip:a@h;pn-provider=apns;pn-param=T.org.app.voip&remote;pn-prid=AA:voip",
+             "sip:a@h;pn-provider=apns;pn-param=T.org.app.voip&remote;pn-prid=AA:voip"),
+       "malformed params cannot be compared");
+
+    struct pn_info s;
+    is_int(pn_from_strings("apns", "T.org.app.voip", "AA", &s), PN_PUSH,
+           "stored values classify again");
+    pn_free(&s);
+    return done_testing();
+}

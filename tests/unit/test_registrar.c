@@ -1,0 +1,97 @@
+/* Binding matching: push params, then +sip.instance, and host:port only for plain bindings. */
+#include "registrar.c"
+#include "tap.h"
+
+static struct location *loc;
+
+static void add(const char *aor, const char *contact, const char *instance, int push)
+{
+    osip_uri_t *u;
+    osip_uri_init(&u);
+    osip_uri_parse(u, contact);
+    struct pn_info pn;
+    pn_parse(&u->url_params, &pn);
+    struct binding_fields f = {
+        .contact_id = location_new_id(loc),
+        .expires = util_now() + 3600,
+        .q = -1,
+        .contact = contact,
+        .instance = instance,
+        .flags = push ? LOCATION_FLAG_PUSH : 0,
+        .pn_provider = pn.kind == PN_PUSH ? pn.provider : NULL,
+        .pn_param = pn.param,
+        .pn_prid = pn.prid,
+    };
+    location_save(loc, aor, location_binding_new(&f), NULL);
+    pn_free(&pn);
+    osip_uri_free(u);
+}
+
+/* The contact of the stored binding a Contact header value matches, or "none". */
+static const char *match(const char *aor, const char *header, long expires)
+{
+    static char result[512];
+    osip_contact_t *c;
+    osip_contact_init(&c);
+    osip_contact_parse(c, header);
+    struct reg_contact rc = {.c = c, .expires = expires};
+    pn_parse(&c->url->url_params, &rc.pn);
+    const char *inst = sip_msg_param(&c->gen_params, "+sip.instance");
+    rc.instance = inst ? unquote(inst) : NULL;
+    struct binding *b = find_match(location_find(loc, aor), &rc);
+    snprintf(result, sizeof result, "%s", b ? b->contact : "none");
+    free(rc.instance);
+    pn_free(&rc.pn);
+    osip_contact_free(c);
+    return result;
+}
+
+int main(void)
+{
+    parser_init();
+    loc = location_new(NULL, NULL);
+    const char *aor = "alice@example.com";
+    add(aor, "sip:alice@10.0.0.1:5060;pn-provider=fcm;pn-param=p;pn-prid=TOK1", NULL, 1);
+    add(aor, "sip:alice@10.0.0.2:5060", "<urn:uuid:1>", 0);
+    add(aor, "sip:alice@10.0.0.3:5070;transport=tcp", NULL, 0);
+    add(aor,
+        "sip:alice@10.0.0.4:5060;pn-provider=apns;pn-param=T.org.app.voip&remote;"
+        "pn-prid=AA:voip&BB:remote",
+        "<urn:uuid:ios>", 1);
+    is_int(location_aor_count(location_find(loc, aor)), 4, "four bindings");
+
+    is_str(match(aor, "<sip:alice@192.0.2.9:40000;pn-provider=fcm;pn-param=p;pn-prid=TOK1>", 3600),
+           "sip:alice@10.0.0.1:5060;pn-provider=fcm;pn-param=p;pn-prid=TOK1",
+           "same push params from a new address and port");
+    is_str(match(aor, "<sip:alice@10.0.0.1:5060;pn-provider=fcm;pn-param=p;pn-prid=TOK2>", 3600),
+           "none", "new token at the same host:port is not matched on host:port");
+    is_str(match(aor,
+                 "<sip:alice@192.0.2.9:1;pn-provider=apns;pn-param=T.org.app.voip&remote;"
+                 "pn-prid=CC:voip&BB:remote>",
+                 3600),
+           "sip:alice@10.0.0.4:5060;pn-provider=apns;pn-param=T.org.app.voip&remote;"
+           "pn-prid=AA:voip&BB:remote",
+           "APNs: one rotated token, the other equal");
+    is_str(match(aor,
+                 "<sip:alice@192.0.2.9:1;pn-provider=apns;pn-param=T.org.app.voip&remote;"
+                 "pn-prid=XX:voip&YY:remote>;+sip.instance=\"<urn:uuid:ios>\"",
+                 3600),
+           "sip:alice@10.0.0.4:5060;pn-provider=apns;pn-param=T.org.app.voip&remote;"
+           "pn-prid=AA:voip&BB:remote",
+           "both tokens new: matched on +sip.instance");
+    is_str(match(aor, "<sip:alice@192.0.2.50:9>;+sip.instance=\"<urn:uuid:1>\"", 3600),
+           "sip:alice@10.0.0.2:5060", "plain binding matched on instance from anywhere");
+    is_str(match(aor, "<sip:alice@10.0.0.3:5070;transport=tcp>", 3600),
+           "sip:alice@10.0.0.3:5070;transport=tcp", "plain binding matched on its URI");
+    is_str(match(aor, "<sip:alice@10.0.0.3:5070>", 3600), "none",
+           "transport present in one URI only: no match");
+    is_str(match(aor, "<sip:alice@10.0.0.1:5060>", 3600), "none",
+           "a push binding is never refreshed by host:port");
+    is_str(match(aor, "<sip:alice@10.0.0.1:5060;pn-provider=fcm;pn-param=p>", 0),
+           "sip:alice@10.0.0.1:5060;pn-provider=fcm;pn-param=p;pn-prid=TOK1",
+           "RFC 8599 §4.1.2 removal without pn-prid matches by URI");
+    is_str(match("bob@example.com", "<sip:alice@10.0.0.2:5060>", 3600), "none",
+           "other AORs are not searched");
+    location_free(loc);
+    return done_testing();
+}

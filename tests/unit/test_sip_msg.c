@@ -1,0 +1,93 @@
+/* Stream framing, raw Content-Length, the raw 400, URI comparison, Via fixing. */
+#include "sip_msg.c"
+#include "tap.h"
+
+static osip_uri_t *uri(const char *s)
+{
+    osip_uri_t *u;
+    osip_uri_init(&u);
+    osip_uri_parse(u, s);
+    return u;
+}
+
+static int uri_eq(const char *a, const char *b)
+{
+    osip_uri_t *x = uri(a), *y = uri(b);
+    int r = sip_uri_equal(x, y);
+    osip_uri_free(x);
+    osip_uri_free(y);
+    return r;
+}
+
+int main(void)
+{
+    sip_msg_init();
+    const char *m = "OPTIONS sip:a@b SIP/2.0\r\nContent-Length: 4\r\n\r\nbodyREGISTER";
+    is_int(sip_msg_frame(m, strlen(m), 65535), strlen(m) - 8, "frame ends after the body");
+    is_int(sip_msg_frame(m, 20, 65535), -2, "partial headers need more");
+    is_int(sip_msg_frame(m, strlen(m) - 10, 65535), -2, "partial body needs more");
+    const char *compact = "OPTIONS sip:a@b SIP/2.0\r\nl: 2\r\n\r\nxy";
+    is_int(sip_msg_frame(compact, strlen(compact), 65535), strlen(compact), "compact l: header");
+    const char *nocl = "OPTIONS sip:a@b SIP/2.0\r\nVia: x\r\n\r\n";
+    is_int(sip_msg_frame(nocl, strlen(nocl), 65535), strlen(nocl), "missing CL reads as 0");
+    const char *badcl = "OPTIONS sip:a@b SIP/2.0\r\nContent-Length: x1\r\n\r\n";
+    is_int(sip_msg_frame(badcl, strlen(badcl), 65535), -1, "malformed CL is an error");
+    const char *big = "OPTIONS sip:a@b SIP/2.0\r\nContent-Length: 99999999\r\n\r\n";
+    is_int(sip_msg_frame(big, strlen(big), 65535), -1, "CL beyond max is an error");
+    char huge[2000];
+    memset(huge, 'a', sizeof huge);
+    is_int(sip_msg_frame(huge, sizeof huge, 1024), -1, "headers beyond max without end");
+
+    const char *garbled = "INVITE sip:x@y SIP/2.0\r\nVia: SIP/2.0/UDP 1.2.3.4;branch=z9hG4bKx\r\n"
+                          "From: <sip:a@b>;tag=1\r\nTo: <sip:x@y>\r\ni: abc\r\n"
+                          "CSeq: 1 INVITE\r\nContact: <<<<\r\n\r\n";
+    char *out;
+    size_t outlen;
+    ok(sip_msg_raw_400(garbled, strlen(garbled), "Malformed Message", &out, &outlen) == 0,
+       "raw 400 built from readable headers");
+    ok(strstr(out, "SIP/2.0 400 Malformed Message\r\n") == out, "status line");
+    ok(strstr(out, "Via: SIP/2.0/UDP 1.2.3.4;branch=z9hG4bKx\r\n") != NULL, "Via copied");
+    ok(strstr(out, "i: abc\r\n") != NULL, "compact Call-ID copied");
+    ok(strstr(out, "To: <sip:x@y>;tag=") != NULL, "To-tag added");
+    ok(strstr(out, "Content-Length: 0\r\n\r\n") != NULL, "Content-Length 0");
+    free(out);
+    const char *nocseq = "INVITE sip:x@y SIP/2.0\r\nVia: SIP/2.0/UDP h\r\nFrom: a\r\nTo: b\r\n"
+                         "Call-ID: c\r\n\r\n";
+    ok(sip_msg_raw_400(nocseq, strlen(nocseq), "x", &out, &outlen) < 0, "no CSeq: no answer");
+    const char *resp = "SIP/2.0 200 OK\r\nVia: a\r\nFrom: a\r\nTo: b\r\nCall-ID: c\r\n"
+                       "CSeq: 1 X\r\n\r\n";
+    ok(sip_msg_raw_400(resp, strlen(resp), "x", &out, &outlen) < 0, "responses get no answer");
+
+    /* RFC 3261 §19.1.4 examples */
+    ok(uri_eq("sip:%61lice@atlanta.com;transport=TCP", "sip:alice@AtLanTa.CoM;Transport=tcp"),
+       "escapes and case of host and params");
+    ok(!uri_eq("sip:alice@atlanta.com", "sip:alice@atlanta.com:5060"), "default port not equal");
+    ok(!uri_eq("sip:ALICE@atlanta.com", "sip:alice@atlanta.com"), "user is case-sensitive");
+    ok(!uri_eq("sip:bob@biloxi.com;transport=udp", "sip:bob@biloxi.com"),
+       "transport present in one");
+    ok(uri_eq("sip:carol@chicago.com;security=on", "sip:carol@chicago.com"),
+       "other param present in one is ignored");
+    ok(!uri_eq("sip:carol@chicago.com;security=on", "sip:carol@chicago.com;security=off"),
+       "other param present in both must match");
+    ok(uri_eq("sip:a@h:5;pn-provider=fcm;pn-prid=1", "sip:a@h:5;pn-provider=fcm;pn-prid=2"),
+       "pn-* params are left to the push comparison");
+
+    osip_message_t *req;
+    const char *reg = "REGISTER sip:h SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1:5060;rport;"
+                      "branch=z9hG4bK1\r\nFrom: <sip:a@h>;tag=1\r\nTo: <sip:a@h>\r\n"
+                      "Call-ID: c\r\nCSeq: 1 REGISTER\r\nContent-Length: 0\r\n\r\n";
+    ok(sip_msg_parse(reg, strlen(reg), &req) == 0, "parse REGISTER");
+    sip_msg_fix_via(req, "192.0.2.1", 40000);
+    osip_message_t *r = sip_msg_response(req, 200, "OK", "abc");
+    char *s;
+    size_t len;
+    sip_msg_to_str(r, &s, &len);
+    ok(strstr(s, "rport=40000") && strstr(s, "received=192.0.2.1"),
+       "RFC 3581 received and rport in the response Via");
+    ok(strstr(s, "To: <sip:a@h>;tag=abc") != NULL, "To-tag");
+    ok(strstr(s, "Content-Length: 0") != NULL, "Content-Length");
+    osip_free(s);
+    osip_message_free(r);
+    osip_message_free(req);
+    return done_testing();
+}
