@@ -33,7 +33,7 @@ struct key_row {
     enum key_type type;
     size_t offset;
     long min, max;
-    const char *def;         /* default as it would be written in the file */
+    const char *def; /* default as it would be written in the file */
     const char *const *enum_words;
     const char *doc;
 };
@@ -46,10 +46,9 @@ static const struct key_row key_rows[] = {
     {"general", "data_dir", KEY_STRING, OFF(data_dir), 0, 0, "var", NULL,
      "Directory for generated files: the default SQLite database and the self-signed TLS "
      "certificate."},
-    {"log", "level", KEY_STRING, OFF(log_level), 0, 0, "info", NULL,
-     "error, warn, info or debug."},
-    {"sip", "listen", KEY_LISTEN, 0, 0, 0, "udp:127.0.0.1:5060, tcp:127.0.0.1:5060, tls:127.0.0.1:5061",
-     NULL,
+    {"log", "level", KEY_STRING, OFF(log_level), 0, 0, "info", NULL, "error, warn, info or debug."},
+    {"sip", "listen", KEY_LISTEN, 0, 0, 0,
+     "udp:127.0.0.1:5060, tcp:127.0.0.1:5060, tls:127.0.0.1:5061", NULL,
      "Where SIP is served, `transport:address:port` (transport udp, tcp or tls; IPv6 in "
      "brackets). Repeat the key for each listener; the first one replaces the defaults."},
     {"sip", "domain", KEY_LIST, OFF(domains), 0, 0, "", NULL,
@@ -89,8 +88,8 @@ static const struct key_row key_rows[] = {
     {"registrar", "push_min_expires", KEY_INT, OFF(push_min_expires), 1, 31536000, "600", NULL,
      "Shortest Expires for a push binding: shorter ones get 423 (RFC 8599 §5.6.1.1), because "
      "the server must be able to push push_refresh_margin seconds before expiry."},
-    {"registrar", "push_refresh_margin", KEY_INT, OFF(push_refresh_margin), 120, 86400, "120",
-     NULL, "Seconds before a push binding expires at which it is woken to refresh (RFC 8599 "
+    {"registrar", "push_refresh_margin", KEY_INT, OFF(push_refresh_margin), 120, 86400, "120", NULL,
+     "Seconds before a push binding expires at which it is woken to refresh (RFC 8599 "
      "§5.5 recommends at least 120)."},
     {"registrar", "pnsreg_interval", KEY_INT, OFF(pnsreg_interval), 121, 86400, "130", NULL,
      "Value of +sip.pnsreg in Feature-Caps for UAs that refresh by themselves (must be over "
@@ -400,8 +399,8 @@ static int validate(struct config *cfg, const struct key_lines *kl, size_t nkl, 
     char msg[256];
 #define LINE(s, k) line_of(kl, nkl, s, k)
     if (cfg->min_expires > cfg->max_expires)
-        return fail(err, errlen, src, LINE("registrar", "min_expires"), "registrar",
-                    "min_expires", "must not be larger than max_expires");
+        return fail(err, errlen, src, LINE("registrar", "min_expires"), "registrar", "min_expires",
+                    "must not be larger than max_expires");
     if (cfg->default_expires < cfg->min_expires || cfg->default_expires > cfg->max_expires)
         return fail(err, errlen, src, LINE("registrar", "default_expires"), "registrar",
                     "default_expires", "must lie between min_expires and max_expires");
@@ -559,7 +558,7 @@ void config_describe(void)
         const struct key_row *r = &key_rows[i];
         if (strcmp(section, r->section) != 0) {
             section = r->section;
-            printf("\n[%s]\n\n| key | default | meaning |\n|---|---|---|\n", section);
+            printf("\n#### `[%s]`\n\n| key | default | meaning |\n|---|---|---|\n", section);
         }
         printf("| `%s` | `%s` | %s |\n", r->name, r->def, r->doc);
     }

@@ -158,8 +158,7 @@ static int nonce_open(const struct digest_nonces *n, const char *nonce, uint32_t
     return 0;
 }
 
-enum digest_nonce_state digest_nonce_check(struct digest_nonces *n, const char *nonce,
-                                           time_t now)
+enum digest_nonce_state digest_nonce_check(struct digest_nonces *n, const char *nonce, time_t now)
 {
     uint32_t t, idx;
     if (nonce_open(n, nonce, &t, &idx) < 0)

@@ -56,8 +56,7 @@ void digest_nonces_free(struct digest_nonces *n);
 void digest_nonce_make(struct digest_nonces *n, time_t now, char out[DIGEST_NONCE_LEN + 1]);
 
 /* Is nonce ours and fresh? Does not record use. */
-enum digest_nonce_state digest_nonce_check(struct digest_nonces *n, const char *nonce,
-                                           time_t now);
+enum digest_nonce_state digest_nonce_check(struct digest_nonces *n, const char *nonce, time_t now);
 
 /* Record a verified use with nonce-count nc (0 when the client sent no qop: the nonce is then
  * single-use). Returns DIGEST_NONCE_REPLAY if nc was not above the last one seen. */

@@ -37,12 +37,12 @@ struct binding {
     time_t last_modified;
     uint32_t cseq;
     uint32_t flags;
-    int32_t reg_id; /* RFC 5626 reg-id, 0 if none */
-    int16_t q;      /* q × 1000, or -1 when the Contact had none */
+    int32_t reg_id;   /* RFC 5626 reg-id, 0 if none */
+    int16_t q;        /* q × 1000, or -1 when the Contact had none */
     int16_t listener; /* index of the listener it arrived on, -1 unknown */
     size_t heap_idx;
     /* NUL-terminated strings in the same allocation; NULL when absent */
-    const char *contact;  /* the Contact URI as stored (legacy push params converted) */
+    const char *contact; /* the Contact URI as stored (legacy push params converted) */
     const char *callid;
     const char *user_agent;
     const char *received; /* "sip:ip:port;transport=x": where it came from */
@@ -65,8 +65,8 @@ struct binding_fields {
     int32_t reg_id;
     int16_t q;
     int16_t listener;
-    const char *contact, *callid, *user_agent, *received, *socket, *instance, *tenant,
-        *pn_provider, *pn_param, *pn_prid;
+    const char *contact, *callid, *user_agent, *received, *socket, *instance, *tenant, *pn_provider,
+        *pn_param, *pn_prid;
 };
 
 struct location;

@@ -91,8 +91,8 @@ static int is_token(const char *s, size_t max)
     if (n == 0 || n > max)
         return 0;
     for (; *s; s++)
-        if (!(((*s | 0x20) >= 'a' && (*s | 0x20) <= 'z') || (*s >= '0' && *s <= '9') ||
-              *s == '-' || *s == '_' || *s == '.'))
+        if (!(((*s | 0x20) >= 'a' && (*s | 0x20) <= 'z') || (*s >= '0' && *s <= '9') || *s == '-' ||
+              *s == '_' || *s == '.'))
             return 0;
     return 1;
 }

@@ -46,9 +46,9 @@ struct lua_hook_register_out {
 };
 
 enum lua_hook_result {
-    LUA_HOOK_OK = 0,    /* the hook ran and its decision is in out */
-    LUA_HOOK_ABSENT,    /* the policy has no such hook: default behaviour */
-    LUA_HOOK_FAILED,    /* error, overrun or invalid decision: safe default, already logged */
+    LUA_HOOK_OK = 0, /* the hook ran and its decision is in out */
+    LUA_HOOK_ABSENT, /* the policy has no such hook: default behaviour */
+    LUA_HOOK_FAILED, /* error, overrun or invalid decision: safe default, already logged */
 };
 
 /* Run on_register of vm. out is always initialised (to accept, unchanged). */

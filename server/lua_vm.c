@@ -33,9 +33,9 @@ static struct lua_vm *current;
 
 /* Globals copied from the base library into the sandbox. */
 static const char *const safe_globals[] = {
-    "assert", "error",    "ipairs",   "next",         "pairs",        "pcall",
-    "select", "tonumber", "tostring", "type",         "unpack",       "xpcall",
-    "rawequal", "rawget", "rawset",   "setmetatable", "getmetatable", NULL,
+    "assert",   "error",    "ipairs",   "next",         "pairs",        "pcall",
+    "select",   "tonumber", "tostring", "type",         "unpack",       "xpcall",
+    "rawequal", "rawget",   "rawset",   "setmetatable", "getmetatable", NULL,
 };
 
 /* Copy table src[name] field by field, skipping the names in `skip`. */
@@ -221,8 +221,7 @@ static int check_hooks(lua_State *L, int t, const char *file, char *err, size_t 
     lua_pushnil(L);
     while (lua_next(L, t)) {
         if (lua_type(L, -2) != LUA_TSTRING) {
-            snprintf(err, errlen, "%s: the returned table has a key that is not a hook name",
-                     file);
+            snprintf(err, errlen, "%s: the returned table has a key that is not a hook name", file);
             lua_pop(L, 2);
             return -1;
         }
@@ -275,8 +274,7 @@ int lua_vm_new(const struct config *cfg, struct lua_vm **out, char *err, size_t 
 
     lua_pushcfunction(L, traceback);
     int handler = lua_gettop(L);
-    if (load_sandboxed(L, cfg->policy_file, vm->env_ref) < 0 ||
-        lua_pcall(L, 0, 1, handler) != 0) {
+    if (load_sandboxed(L, cfg->policy_file, vm->env_ref) < 0 || lua_pcall(L, 0, 1, handler) != 0) {
         snprintf(err, errlen, "%s", lua_tostring(L, -1));
         goto fail;
     }

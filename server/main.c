@@ -40,22 +40,20 @@ struct app {
     struct registrar *reg;
 };
 
-static const char *const known_methods[] = {"INVITE",    "ACK",     "BYE",     "CANCEL", "OPTIONS",
-                                            "REGISTER",  "PRACK",   "SUBSCRIBE", "NOTIFY",
-                                            "PUBLISH",   "INFO",    "REFER",   "MESSAGE",
-                                            "UPDATE",    NULL};
+static const char *const known_methods[] = {"INVITE",   "ACK",   "BYE",       "CANCEL", "OPTIONS",
+                                            "REGISTER", "PRACK", "SUBSCRIBE", "NOTIFY", "PUBLISH",
+                                            "INFO",     "REFER", "MESSAGE",   "UPDATE", NULL};
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage: sipwake [--config FILE]            run the server\n"
-            "       sipwake --check [--config FILE]    validate the config and the policy\n"
-            "       sipwake [--config FILE] user add USER@DOMAIN [PASSWORD]\n"
-            "       sipwake [--config FILE] user del USER@DOMAIN\n"
-            "       sipwake [--config FILE] user list\n"
-            "       sipwake --config-doc               describe every config key\n"
-            "       sipwake --version\n"
-            "Without --config the embedded defaults apply (see README).\n");
+    fprintf(f, "usage: sipwake [--config FILE]            run the server\n"
+               "       sipwake --check [--config FILE]    validate the config and the policy\n"
+               "       sipwake [--config FILE] user add USER@DOMAIN [PASSWORD]\n"
+               "       sipwake [--config FILE] user del USER@DOMAIN\n"
+               "       sipwake [--config FILE] user list\n"
+               "       sipwake --config-doc               describe every config key\n"
+               "       sipwake --version\n"
+               "Without --config the embedded defaults apply (see README).\n");
 }
 
 /* ---------------------------------------------------------------- SIP input */
@@ -147,8 +145,7 @@ static void on_message(void *arg, const char *buf, size_t len, const struct sip_
     const char *why = request_invalid(msg, len, buf);
     if (why) {
         metrics_inc(METRICS_PARSE_ERRORS);
-        if (osip_list_size(&msg->vias) > 0 && msg->from && msg->to && msg->call_id &&
-            msg->cseq) {
+        if (osip_list_size(&msg->vias) > 0 && msg->from && msg->to && msg->call_id && msg->cseq) {
             sip_msg_fix_via(msg, src->ip, src->port);
             reply_stateless(app, msg, src, 400, why, NULL, NULL);
             metrics_inc(METRICS_BAD_ANSWERED);
@@ -402,8 +399,7 @@ int main(int argc, char **argv)
 
     transport_log_listeners(app.tp);
     log_info("sipwake ready: %zu bindings, auth %s, push providers:%s%s", location_count(app.loc),
-             app.cfg.auth_enabled ? "on" : "OFF", app.cfg.push_providers.n ? "" : " none",
-             "");
+             app.cfg.auth_enabled ? "on" : "OFF", app.cfg.push_providers.n ? "" : " none", "");
     for (size_t p = 0; p < app.cfg.push_providers.n; p++)
         log_info("push provider enabled: %s", app.cfg.push_providers.items[p]);
     ev_run(app.loop, 0);

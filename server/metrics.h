@@ -15,9 +15,9 @@
 enum metrics_id {
     METRICS_RCV_REQUESTS = 0,
     METRICS_RCV_REPLIES,
-    METRICS_PARSE_ERRORS,   /* messages osip2 could not parse (answered or not) */
-    METRICS_BAD_ANSWERED,   /* of those, answered with 400 */
-    METRICS_DROPPED,        /* input dropped unanswered: garbage, oversize, unreadable */
+    METRICS_PARSE_ERRORS,    /* messages osip2 could not parse (answered or not) */
+    METRICS_BAD_ANSWERED,    /* of those, answered with 400 */
+    METRICS_DROPPED,         /* input dropped unanswered: garbage, oversize, unreadable */
     METRICS_RETRANSMISSIONS, /* requests absorbed by a server transaction */
     METRICS_SENT_REPLIES,
     METRICS_TCP_CONNECTIONS, /* gauge */

@@ -72,8 +72,8 @@ struct reg_contact {
     int reg_id;
     int pnsreg;
     struct pn_info pn;
-    int push; /* stored as a push binding */
-    char *uri;   /* the URI to store (legacy push params converted) */
+    int push;  /* stored as a push binding */
+    char *uri; /* the URI to store (legacy push params converted) */
     struct binding *match;
 };
 
@@ -267,12 +267,13 @@ static void subscriber_cb(void *arg, int found, const struct store_subscriber *s
     if (!ok) {
         metrics_inc(METRICS_AUTH_FAILURES);
         failure_record(reg, rr->src.ip, now);
-        log_warn("auth: wrong credentials for '%s' (realm %s) from %s:%d", rr->auth_user,
-                 rr->realm, rr->src.ip, rr->src.port);
+        log_warn("auth: wrong credentials for '%s' (realm %s) from %s:%d", rr->auth_user, rr->realm,
+                 rr->src.ip, rr->src.port);
         free(nonce), free(uri), free(response), free(cnonce), free(qop), free(nc);
         if (source_locked(reg, rr->src.ip, now)) {
             metrics_inc(METRICS_AUTH_LOCKOUTS);
-            reject(rr, 403, "Forbidden", "Warning: 399 sipwake \"Too many failed authentications\"\n");
+            reject(rr, 403, "Forbidden",
+                   "Warning: 399 sipwake \"Too many failed authentications\"\n");
         } else {
             challenge(rr, 0);
         }
@@ -487,7 +488,8 @@ static int classify(struct registrar *reg, const osip_message_t *req, struct reg
         long v;
         if (e) {
             if (util_parse_long(e, 0, 0x7fffffff, &v) < 0) {
-                *out = (struct reg_reply){400, "Bad Request", "Warning: 399 sipwake \"Bad expires parameter\"\n"};
+                *out = (struct reg_reply){400, "Bad Request",
+                                          "Warning: 399 sipwake \"Bad expires parameter\"\n"};
                 return -1;
             }
             rc->expires = v;
@@ -632,8 +634,9 @@ static void add_contacts(osip_message_t *r, struct location_aor *a, time_t now)
 
 static const char *transport_param(enum config_transport t)
 {
-    return t == CONFIG_TRANSPORT_UDP ? "" : t == CONFIG_TRANSPORT_TCP ? ";transport=tcp"
-                                                                      : ";transport=tls";
+    return t == CONFIG_TRANSPORT_UDP   ? ""
+           : t == CONFIG_TRANSPORT_TCP ? ";transport=tcp"
+                                       : ";transport=tls";
 }
 
 static void apply_and_answer(struct reg_req *rr, struct reg_contact *cs, size_t n, int star,
@@ -711,7 +714,8 @@ static void apply_and_answer(struct reg_req *rr, struct reg_contact *cs, size_t 
                 .expires = now + expires,
                 .last_modified = now,
                 .cseq = cseq,
-                .flags = (rc->push ? LOCATION_FLAG_PUSH : 0) | (rc->pnsreg ? LOCATION_FLAG_PNSREG : 0),
+                .flags =
+                    (rc->push ? LOCATION_FLAG_PUSH : 0) | (rc->pnsreg ? LOCATION_FLAG_PNSREG : 0),
                 .reg_id = rc->reg_id,
                 .q = (int16_t)rc->q,
                 .listener = (int16_t)rr->src.listener,
@@ -721,8 +725,8 @@ static void apply_and_answer(struct reg_req *rr, struct reg_contact *cs, size_t 
                 .received = received,
                 .socket = socket,
                 .instance = rc->instance,
-                .tenant = decision->tenant[0] ? decision->tenant
-                                              : (rc->match ? rc->match->tenant : NULL),
+                .tenant =
+                    decision->tenant[0] ? decision->tenant : (rc->match ? rc->match->tenant : NULL),
             };
             if (rc->pn.kind == PN_PUSH) {
                 f.pn_provider = rc->pn.provider;
@@ -755,8 +759,8 @@ static void apply_and_answer(struct reg_req *rr, struct reg_contact *cs, size_t 
         }
     }
     metrics_inc(METRICS_REG_ACCEPTED);
-    log_debug("registrar: %s registered %zu contact(s) from %s:%d, %zu binding(s) now", rr->aor,
-              n, rr->src.ip, rr->src.port, location_aor_count(a));
+    log_debug("registrar: %s registered %zu contact(s) from %s:%d, %zu binding(s) now", rr->aor, n,
+              rr->src.ip, rr->src.port, location_aor_count(a));
     finish(rr, r);
 }
 
@@ -773,7 +777,8 @@ static void process(struct reg_req *rr)
     }
     size_t n = (size_t)osip_list_size(&req->contacts);
     if (n > REG_MAX_CONTACTS_PER_REQUEST) {
-        reject(rr, 403, "Forbidden", "Warning: 399 sipwake \"Too many contacts in one REGISTER\"\n");
+        reject(rr, 403, "Forbidden",
+               "Warning: 399 sipwake \"Too many contacts in one REGISTER\"\n");
         return;
     }
     struct reg_contact cs[REG_MAX_CONTACTS_PER_REQUEST];
@@ -848,8 +853,8 @@ static void process(struct reg_req *rr)
     lua_hook_on_register(lua_vm_current(), &in, &decision);
     if (decision.reject_code) {
         contacts_free(cs, m);
-        reject(rr, decision.reject_code, decision.reason[0] ? decision.reason : "Rejected by policy",
-               "");
+        reject(rr, decision.reject_code,
+               decision.reason[0] ? decision.reason : "Rejected by policy", "");
         return;
     }
     apply_and_answer(rr, cs, m, star, &decision);
@@ -877,8 +882,8 @@ void registrar_handle(struct registrar *reg, osip_message_t *req, const struct s
     rr->src = *src;
     rr->txn = t;
     osip_uri_t *to = req->to ? req->to->url : NULL;
-    if (!to || !to->host || !*to->host || !req->call_id || !req->call_id->number ||
-        !req->cseq || !req->cseq->number) {
+    if (!to || !to->host || !*to->host || !req->call_id || !req->call_id->number || !req->cseq ||
+        !req->cseq->number) {
         reject(rr, 400, "Bad Request", "Warning: 399 sipwake \"Missing To, Call-ID or CSeq\"\n");
         return;
     }
@@ -904,9 +909,8 @@ void registrar_handle(struct registrar *reg, osip_message_t *req, const struct s
     authenticate(rr);
 }
 
-struct registrar *registrar_new(const struct config *cfg, struct location *loc,
-                                struct store *store, struct txn_table *txns,
-                                struct transport *tp)
+struct registrar *registrar_new(const struct config *cfg, struct location *loc, struct store *store,
+                                struct txn_table *txns, struct transport *tp)
 {
     struct registrar *reg = xcalloc(1, sizeof *reg);
     reg->cfg = cfg;

@@ -26,9 +26,8 @@
 struct registrar;
 
 /* All arguments are borrowed for the registrar's lifetime. */
-struct registrar *registrar_new(const struct config *cfg, struct location *loc,
-                                struct store *store, struct txn_table *txns,
-                                struct transport *tp);
+struct registrar *registrar_new(const struct config *cfg, struct location *loc, struct store *store,
+                                struct txn_table *txns, struct transport *tp);
 
 /* Free the registrar and any REGISTER still waiting for the store (call after store_close). */
 void registrar_free(struct registrar *reg);

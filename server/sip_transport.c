@@ -71,8 +71,8 @@ static int open_listener(struct transport *t, size_t i, char *err, size_t errlen
         return -1;
     }
     int stream = cl->transport != CONFIG_TRANSPORT_UDP;
-    l->fd = socket(ss.ss_family, (stream ? SOCK_STREAM : SOCK_DGRAM) | SOCK_NONBLOCK | SOCK_CLOEXEC,
-                   0);
+    l->fd =
+        socket(ss.ss_family, (stream ? SOCK_STREAM : SOCK_DGRAM) | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (l->fd < 0) {
         snprintf(err, errlen, "socket: %s", strerror(errno));
         return -1;
@@ -87,8 +87,8 @@ static int open_listener(struct transport *t, size_t i, char *err, size_t errlen
         setsockopt(l->fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof size);
     }
     if (bind(l->fd, (struct sockaddr *)&ss, len) < 0) {
-        snprintf(err, errlen, "cannot listen on %s:%s:%d: %s",
-                 config_transport_name(cl->transport), cl->host, cl->port, strerror(errno));
+        snprintf(err, errlen, "cannot listen on %s:%s:%d: %s", config_transport_name(cl->transport),
+                 cl->host, cl->port, strerror(errno));
         close(l->fd);
         l->fd = -1;
         return -1;
@@ -105,8 +105,8 @@ static int open_listener(struct transport *t, size_t i, char *err, size_t errlen
     return 0;
 }
 
-int transport_open(struct ev_loop *loop, const struct config *cfg, transport_msg_cb cb,
-                   void *arg, struct transport **out, char *err, size_t errlen)
+int transport_open(struct ev_loop *loop, const struct config *cfg, transport_msg_cb cb, void *arg,
+                   struct transport **out, char *err, size_t errlen)
 {
     struct transport *t = xcalloc(1, sizeof *t);
     t->loop = loop;
@@ -139,8 +139,7 @@ fail:
     return -1;
 }
 
-int transport_send(struct transport *t, const struct sip_source *dst, const char *buf,
-                   size_t len)
+int transport_send(struct transport *t, const struct sip_source *dst, const char *buf, size_t len)
 {
     if (dst->transport != CONFIG_TRANSPORT_UDP)
         return transport_stream_send(t, dst->flow_id, buf, len);
@@ -170,8 +169,8 @@ void transport_log_listeners(const struct transport *t)
     for (size_t i = 0; i < t->n_listeners; i++) {
         const struct config_listen *cl = &t->cfg->listens[i];
         int v6 = strchr(cl->host, ':') != NULL;
-        log_info("listening on %s:%s%s%s:%d", config_transport_name(cl->transport),
-                 v6 ? "[" : "", cl->host, v6 ? "]" : "", cl->port);
+        log_info("listening on %s:%s%s%s:%d", config_transport_name(cl->transport), v6 ? "[" : "",
+                 cl->host, v6 ? "]" : "", cl->port);
     }
 }
 

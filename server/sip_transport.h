@@ -42,13 +42,12 @@ typedef void (*transport_msg_cb)(void *arg, const char *buf, size_t len,
 
 /* Bind every listener of cfg and start serving on loop. cfg is borrowed for the transport's
  * lifetime. 0 with *out, or -1 with err (nothing left open). */
-int transport_open(struct ev_loop *loop, const struct config *cfg, transport_msg_cb cb,
-                   void *arg, struct transport **out, char *err, size_t errlen);
+int transport_open(struct ev_loop *loop, const struct config *cfg, transport_msg_cb cb, void *arg,
+                   struct transport **out, char *err, size_t errlen);
 
 /* Send bytes to dst: a UDP datagram from dst->listener's socket to dst->addr, or the bytes
  * queued on the connection dst->flow_id. 0, or -1 if the flow is gone or the send failed. */
-int transport_send(struct transport *t, const struct sip_source *dst, const char *buf,
-                   size_t len);
+int transport_send(struct transport *t, const struct sip_source *dst, const char *buf, size_t len);
 
 /* 1 if the TCP/TLS connection of flow_id is still open. */
 int transport_flow_alive(const struct transport *t, uint64_t flow_id);

@@ -376,8 +376,8 @@ void transport_stream_accept(struct listener *l)
         ev_io_start(t->loop, &c->io);
         ev_init(&c->timer, conn_timer_cb);
         c->timer.data = c;
-        c->timer.repeat = c->ssl ? (ev_tstamp)t->cfg->tcp_message_timeout
-                                 : (ev_tstamp)t->cfg->tcp_idle_timeout;
+        c->timer.repeat =
+            c->ssl ? (ev_tstamp)t->cfg->tcp_message_timeout : (ev_tstamp)t->cfg->tcp_idle_timeout;
         ev_timer_again(t->loop, &c->timer);
         log_debug("%s: connection %llu from %s:%d", config_transport_name(l->transport),
                   (unsigned long long)c->id, c->src.ip, c->src.port);
@@ -392,9 +392,8 @@ static void conn_close(struct conn *c, const char *why)
         return;
     c->closing = 1;
     struct transport *t = c->t;
-    log_debug("%s: connection %llu from %s:%d closed: %s",
-              config_transport_name(c->src.transport), (unsigned long long)c->id, c->src.ip,
-              c->src.port, why);
+    log_debug("%s: connection %llu from %s:%d closed: %s", config_transport_name(c->src.transport),
+              (unsigned long long)c->id, c->src.ip, c->src.port, why);
     if (strcmp(why, "closed by peer") != 0 && strcmp(why, "shutdown") != 0)
         log_info("%s: closing connection from %s:%d: %s", config_transport_name(c->src.transport),
                  c->src.ip, c->src.port, why);

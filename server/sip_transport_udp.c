@@ -15,8 +15,8 @@ void transport_udp_readable(struct listener *l)
     for (int budget = 0; budget < 256; budget++) {
         struct sip_source src;
         src.addrlen = sizeof src.addr;
-        ssize_t n = recvfrom(l->fd, t->udp_buf, 65535, 0, (struct sockaddr *)&src.addr,
-                             &src.addrlen);
+        ssize_t n =
+            recvfrom(l->fd, t->udp_buf, 65535, 0, (struct sockaddr *)&src.addr, &src.addrlen);
         if (n < 0) {
             if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
                 log_warn("udp: receive failed: %s", strerror(errno));

@@ -223,8 +223,8 @@ static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
     fifo_arm(tt);
 }
 
-static void send_response(struct txn_table *tt, const struct sip_source *dst,
-                          osip_message_t *resp, char **out, size_t *outlen)
+static void send_response(struct txn_table *tt, const struct sip_source *dst, osip_message_t *resp,
+                          char **out, size_t *outlen)
 {
     char *s = NULL;
     size_t len = 0;

@@ -29,9 +29,9 @@ struct txn_table *txn_table_new(struct ev_loop *loop, struct transport *tp);
 void txn_table_free(struct txn_table *tt);
 
 enum txn_match {
-    TXN_NEW = 0,   /* *out is a new transaction in the Trying state */
-    TXN_ABSORBED,  /* a retransmission; already answered again or dropped */
-    TXN_ERROR,     /* the request has no usable Via / CSeq */
+    TXN_NEW = 0,  /* *out is a new transaction in the Trying state */
+    TXN_ABSORBED, /* a retransmission; already answered again or dropped */
+    TXN_ERROR,    /* the request has no usable Via / CSeq */
 };
 
 /* Find or create the server transaction of req received from src. */

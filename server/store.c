@@ -181,8 +181,8 @@ int store_open(const struct config *cfg, struct store **out, char *err, size_t e
     return 0;
 }
 
-int store_load_bindings(struct store *s, time_t now, store_binding_cb cb, void *arg,
-                        long *purged, char *err, size_t errlen)
+int store_load_bindings(struct store *s, time_t now, store_binding_cb cb, void *arg, long *purged,
+                        char *err, size_t errlen)
 {
     return s->be->load_bindings(s->db, now, cb, arg, purged, err, errlen);
 }
@@ -229,8 +229,8 @@ void store_save_binding(struct store *s, const struct store_binding *b)
     struct op *o = xcalloc(1, sizeof *o);
     o->kind = OP_SAVE;
     o->b = *b;
-    const char *const fields[] = {b->username, b->domain,     b->contact, b->received,
-                                  b->path,     b->callid,     b->user_agent, b->socket,
+    const char *const fields[] = {b->username,     b->domain,  b->contact,    b->received,
+                                  b->path,         b->callid,  b->user_agent, b->socket,
                                   b->sip_instance, b->kv_store};
     size_t total = 0;
     for (size_t i = 0; i < UTIL_ARRAY_LEN(fields); i++)
@@ -282,8 +282,7 @@ int store_user_put(struct store *s, const struct store_subscriber *sub, char *er
     return s->be->user_put(s->db, sub, err, errlen);
 }
 
-int store_user_del(struct store *s, const char *user, const char *domain, char *err,
-                   size_t errlen)
+int store_user_del(struct store *s, const char *user, const char *domain, char *err, size_t errlen)
 {
     return s->be->user_del(s->db, user, domain, err, errlen);
 }

@@ -91,8 +91,8 @@ int store_open(const struct config *cfg, struct store **out, char *err, size_t e
 
 /* Load unexpired bindings (expired ones are deleted and counted in *purged). Synchronous;
  * call before store_start. */
-int store_load_bindings(struct store *s, time_t now, store_binding_cb cb, void *arg,
-                        long *purged, char *err, size_t errlen);
+int store_load_bindings(struct store *s, time_t now, store_binding_cb cb, void *arg, long *purged,
+                        char *err, size_t errlen);
 
 /* Start the worker thread; completions are delivered on loop. */
 void store_start(struct store *s, struct ev_loop *loop);
@@ -111,8 +111,7 @@ size_t store_pending(struct store *s);
 
 /* Synchronous user management for the CLI (no worker thread needed). */
 int store_user_put(struct store *s, const struct store_subscriber *sub, char *err, size_t errlen);
-int store_user_del(struct store *s, const char *user, const char *domain, char *err,
-                   size_t errlen);
+int store_user_del(struct store *s, const char *user, const char *domain, char *err, size_t errlen);
 int store_user_list(struct store *s, store_user_cb cb, void *arg, char *err, size_t errlen);
 
 /* Apply everything queued, stop the worker and close. Safe on a store never started. */

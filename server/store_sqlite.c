@@ -135,8 +135,8 @@ static void *sqlite_open(const struct config *cfg, char *err, size_t errlen)
             "sip_instance, kv_store) VALUES (?,?,?,?,?,?,?,?,?,?,datetime(?, 'unixepoch'),?,?,?,"
             "?,?)",
             -1, &s->save, NULL) != SQLITE_OK ||
-        sqlite3_prepare_v2(s->db, "DELETE FROM location WHERE contact_id = ?", -1, &s->del,
-                           NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(s->db, "DELETE FROM location WHERE contact_id = ?", -1, &s->del, NULL) !=
+            SQLITE_OK ||
         sqlite3_prepare_v2(s->db,
                            "SELECT username, domain, password, ha1, ha1_sha256 FROM subscriber "
                            "WHERE username = ? AND domain = ?",
@@ -242,8 +242,8 @@ static const char *col(sqlite3_stmt *st, int i)
     return (const char *)sqlite3_column_text(st, i);
 }
 
-static int sqlite_load_bindings(void *p, time_t now, store_binding_cb cb, void *arg,
-                                long *purged, char *err, size_t errlen)
+static int sqlite_load_bindings(void *p, time_t now, store_binding_cb cb, void *arg, long *purged,
+                                char *err, size_t errlen)
 {
     struct sqlite_db *s = p;
     sqlite3_stmt *st;
@@ -312,8 +312,7 @@ static int sqlite_user_put(void *p, const struct store_subscriber *sub, char *er
     return rc == SQLITE_DONE ? 0 : sql_fail(s->db, err, errlen, "writing a subscriber");
 }
 
-static int sqlite_user_del(void *p, const char *user, const char *domain, char *err,
-                           size_t errlen)
+static int sqlite_user_del(void *p, const char *user, const char *domain, char *err, size_t errlen)
 {
     struct sqlite_db *s = p;
     sqlite3_stmt *st;
@@ -334,8 +333,8 @@ static int sqlite_user_list(void *p, store_user_cb cb, void *arg, char *err, siz
     struct sqlite_db *s = p;
     sqlite3_stmt *st;
     if (sqlite3_prepare_v2(s->db,
-                           "SELECT username, domain FROM subscriber ORDER BY domain, username",
-                           -1, &st, NULL) != SQLITE_OK)
+                           "SELECT username, domain FROM subscriber ORDER BY domain, username", -1,
+                           &st, NULL) != SQLITE_OK)
         return sql_fail(s->db, err, errlen, "listing subscribers");
     int rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {

@@ -20,7 +20,7 @@ static int tap_n, tap_failed;
         printf(__VA_ARGS__);                                                                       \
         printf("\n");                                                                              \
         if (!tap_c)                                                                                \
-            printf("#   failed at %s:%d\n", __FILE__, __LINE__);                                  \
+            printf("#   failed at %s:%d\n", __FILE__, __LINE__);                                   \
     } while (0)
 
 #define is_str(got, want, ...)                                                                     \

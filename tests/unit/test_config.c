@@ -21,8 +21,8 @@ static void expect_error(const char *text, const char *want, const char *name)
     char err[512] = "";
     int rc = load(text, &cfg, err, sizeof err);
     ok(rc < 0, "%s: refused", name);
-    ok(strstr(err, want) != NULL && strncmp(err, path, strlen(path)) == 0, "%s: message '%s'",
-       name, err);
+    ok(strstr(err, want) != NULL && strncmp(err, path, strlen(path)) == 0, "%s: message '%s'", name,
+       err);
     if (rc == 0)
         config_free(&cfg);
 }
@@ -39,8 +39,7 @@ int main(void)
     ok(cfg.listens[0].transport == CONFIG_TRANSPORT_UDP && cfg.listens[0].port == 5060 &&
            strcmp(cfg.listens[0].host, "127.0.0.1") == 0,
        "udp 127.0.0.1:5060");
-    ok(cfg.listens[2].transport == CONFIG_TRANSPORT_TLS && cfg.listens[2].port == 5061,
-       "tls 5061");
+    ok(cfg.listens[2].transport == CONFIG_TRANSPORT_TLS && cfg.listens[2].port == 5061, "tls 5061");
     is_str(cfg.store_path, "var/sipwake.db", "default store under var/");
     is_str(cfg.policy_file, "policies/default.lua", "default policy");
     ok(cfg.auth_enabled, "auth on by default");
@@ -57,16 +56,16 @@ int main(void)
     is_int(cfg.min_expires, 30, "min_expires read");
     config_free(&cfg);
 
-    expect_error("[registrar]\nmin_expires = soon\n", ":2: [registrar] min_expires: expected an integer",
-                 "not a number");
+    expect_error("[registrar]\nmin_expires = soon\n",
+                 ":2: [registrar] min_expires: expected an integer", "not a number");
     expect_error("[sip]\nlisten = sctp:127.0.0.1:5060\n", ":2: [sip] listen: unknown transport",
                  "bad transport");
     expect_error("[sip]\nlisten = udp:example.com:5060\n", ":2: [sip] listen:", "host name");
-    expect_error("\n\n[sip]\nlisen = udp:127.0.0.1:1\n", ":4: [sip] lisen: unknown key", "typo key");
+    expect_error("\n\n[sip]\nlisen = udp:127.0.0.1:1\n", ":4: [sip] lisen: unknown key",
+                 "typo key");
     expect_error("[sipp]\n", ":1: unknown section [sipp]", "unknown section");
     expect_error("min_expires = 3\n", ":1: min_expires: key outside", "no section");
-    expect_error("[auth]\nenabled = maybe\n", ":2: [auth] enabled: expected yes or no",
-                 "bad bool");
+    expect_error("[auth]\nenabled = maybe\n", ":2: [auth] enabled: expected yes or no", "bad bool");
     expect_error("[registrar]\nmin_expires = 100\nmax_expires = 50\ndefault_expires = 60\n",
                  ":2: [registrar] min_expires: must not be larger", "min over max");
     expect_error("[registrar]\npush_providers = apns, huawei\n",

@@ -16,15 +16,15 @@ int main(void)
     is_str(resp, "8ca523f5e9506fed4657c9700eebdbec", "RFC 7616 MD5 response");
 
     digest_ha1(DIGEST_SHA256, user, realm, pass, ha1);
-    digest_response(DIGEST_SHA256, ha1, nonce, "00000001", cnonce, "auth", "GET",
-                    "/dir/index.html", resp);
+    digest_response(DIGEST_SHA256, ha1, nonce, "00000001", cnonce, "auth", "GET", "/dir/index.html",
+                    resp);
     is_str(resp, "753927fa0e85d155564e2e272a28d1802ca10daf4496794697cf8db5856cb6c1",
            "RFC 7616 SHA-256 response");
 
     /* RFC 2617 §3.5 (no-qop form is RFC 2069; this is the qop=auth example) */
     digest_ha1(DIGEST_MD5, "Mufasa", "testrealm@host.com", "Circle Of Life", ha1);
-    digest_response(DIGEST_MD5, ha1, "dcd98b7102dd2f0e8b11d0f600bfb0c093", "00000001",
-                    "0a4f113b", "auth", "GET", "/dir/index.html", resp);
+    digest_response(DIGEST_MD5, ha1, "dcd98b7102dd2f0e8b11d0f600bfb0c093", "00000001", "0a4f113b",
+                    "auth", "GET", "/dir/index.html", resp);
     is_str(resp, "6629fae49393a05397450978507c4ef1", "RFC 2617 §3.5 MD5 example");
 
     ok(digest_equal("6629FAE49393A05397450978507C4EF1", "6629fae49393a05397450978507c4ef1"),

@@ -1,0 +1,426 @@
+package Sipwake;
+
+# Test harness for integration tests: starts the real sipwake binary on loopback with a
+# temporary config and database, speaks SIP to it over UDP, TCP and TLS, runs sipp, reads
+# the store with sqlite3, and checks that the server shut down without a sanitizer report.
+# Every wait is bounded; a test never depends on timing beyond "within N seconds".
+
+use strict;
+use warnings;
+use Cwd qw(abs_path);
+use File::Basename qw(dirname);
+use File::Temp qw(tempdir);
+use IO::Socket::INET;
+use IO::Socket::SSL;
+use POSIX qw(:sys_wait_h);
+use Time::HiRes qw(sleep time);
+use Digest::MD5 qw(md5_hex);
+use Digest::SHA qw(sha256_hex);
+
+our $ROOT = abs_path(dirname(__FILE__) . '/../..');
+our $BIN = $ENV{SIPWAKE_BIN} || "$ROOT/server/sipwake";
+
+sub free_port {
+    for (1 .. 200) {
+        my $u = IO::Socket::INET->new(Proto => 'udp', LocalAddr => '127.0.0.1', LocalPort => 0)
+            or next;
+        my $p = $u->sockport;
+        close $u;
+        next if $p > 65000;
+        my $ok = 1;
+        for my $q ($p, $p + 1) {
+            my $t = IO::Socket::INET->new(Proto => 'tcp', LocalAddr => '127.0.0.1',
+                LocalPort => $q, ReuseAddr => 1, Listen => 1);
+            $ok = 0 unless $t;
+            close $t if $t;
+        }
+        my $u2 = IO::Socket::INET->new(Proto => 'udp', LocalAddr => '127.0.0.1',
+            LocalPort => $p + 1);
+        $ok = 0 unless $u2;
+        close $u2 if $u2;
+        return $p if $ok;
+    }
+    die "no free port pair\n";
+}
+
+# new(config => { section => { key => value } }, policy => "lua source")
+sub new {
+    my ($class, %o) = @_;
+    my $dir = tempdir('sipwake-test-XXXXXX', TMPDIR => 1, CLEANUP => !$ENV{KEEP_TEST_DIRS});
+    my $self = bless { dir => $dir, port => free_port(), %o }, $class;
+    $self->{tls_port} = $self->{port} + 1;
+    if (defined $o{policy}) {
+        $self->write_policy($o{policy});
+    }
+    $self->write_config;
+    return $self;
+}
+
+sub dir { $_[0]{dir} }
+sub port { $_[0]{port} }
+sub tls_port { $_[0]{tls_port} }
+sub db { "$_[0]{dir}/sipwake.db" }
+sub policy_path { "$_[0]{dir}/policy.lua" }
+sub config_path { "$_[0]{dir}/sipwake.conf" }
+
+sub write_policy {
+    my ($self, $src) = @_;
+    open my $fh, '>', $self->policy_path or die $!;
+    print $fh $src;
+    close $fh;
+    $self->{own_policy} = 1;
+}
+
+sub write_config {
+    my ($self) = @_;
+    my $p = $self->{port};
+    my %c = (
+        general => { data_dir => $self->{dir} },
+        log => { level => 'info' },
+        sip => {
+            listen => "udp:127.0.0.1:$p, tcp:127.0.0.1:$p, tls:127.0.0.1:" . ($p + 1),
+        },
+        auth => { enabled => 'no' },
+        store => { path => $self->db },
+        policy => {
+            file => $self->{own_policy} ? $self->policy_path : "$ROOT/policies/default.lua",
+            lua_path => "$ROOT/lua, $ROOT/policies",
+        },
+    );
+    my $over = $self->{config} || {};
+    for my $s (keys %$over) {
+        for my $k (keys %{ $over->{$s} }) {
+            $c{$s}{$k} = $over->{$s}{$k};
+        }
+    }
+    open my $fh, '>', $self->config_path or die $!;
+    for my $s (sort keys %c) {
+        print $fh "[$s]\n";
+        for my $k (sort keys %{ $c{$s} }) {
+            next unless defined $c{$s}{$k};
+            print $fh "$k = $c{$s}{$k}\n";
+        }
+    }
+    close $fh;
+}
+
+sub start {
+    my ($self) = @_;
+    my $log = "$self->{dir}/sipwake.log";
+    $self->{log_offset} = -s $log || 0;
+    my $pid = fork() // die "fork: $!";
+    if ($pid == 0) {
+        open STDOUT, '>>', $log or die;
+        open STDERR, '>>', $log or die;
+        $ENV{ASAN_OPTIONS} ||= 'detect_leaks=1';
+        exec $BIN, '--config', $self->config_path or die "exec $BIN: $!";
+    }
+    $self->{pid} = $pid;
+    my $deadline = time + 15;
+    while (time < $deadline) {
+        return 1 if $self->log =~ /sipwake ready/;
+        if (waitpid($pid, WNOHANG) == $pid) {
+            delete $self->{pid};
+            diag_log($self);
+            die "sipwake exited during start-up\n";
+        }
+        sleep 0.05;
+    }
+    diag_log($self);
+    die "sipwake did not become ready\n";
+}
+
+sub diag_log {
+    my ($self) = @_;
+    my $l = $self->log;
+    $l =~ s/^/# /mg;
+    print STDERR $l;
+}
+
+# The log of the current run (since the last start).
+sub log {
+    my ($self) = @_;
+    open my $fh, '<', "$self->{dir}/sipwake.log" or return '';
+    local $/;
+    my $all = <$fh>;
+    close $fh;
+    return substr($all, $self->{log_offset} || 0);
+}
+
+sub wait_log {
+    my ($self, $re, $timeout) = @_;
+    my $deadline = time + ($timeout || 5);
+    while (time < $deadline) {
+        return 1 if $self->log =~ $re;
+        sleep 0.05;
+    }
+    return 0;
+}
+
+sub signal {
+    my ($self, $sig) = @_;
+    kill $sig, $self->{pid};
+}
+
+sub alive {
+    my ($self) = @_;
+    return $self->{pid} && waitpid($self->{pid}, WNOHANG) == 0;
+}
+
+# Stop with SIGTERM (or the given signal); true if it exited cleanly and no sanitizer spoke.
+sub stop {
+    my ($self, $sig) = @_;
+    my $pid = delete $self->{pid} or return 0;
+    kill($sig || 'TERM', $pid);
+    my $deadline = time + 15;
+    my $status;
+    while (time < $deadline) {
+        if (waitpid($pid, WNOHANG) == $pid) { $status = $?; last }
+        sleep 0.05;
+    }
+    unless (defined $status) {
+        kill 'KILL', $pid;
+        waitpid($pid, 0);
+        print STDERR "# sipwake did not stop in time\n";
+        return 0;
+    }
+    my $log = $self->log;
+    if ($log =~ /(AddressSanitizer|LeakSanitizer|runtime error:)/) {
+        diag_log($self);
+        return 0;
+    }
+    return 1 if ($sig || 'TERM') eq 'KILL';
+    return $status == 0;
+}
+
+sub DESTROY {
+    my ($self) = @_;
+    if ($self->{pid}) {
+        kill 'KILL', $self->{pid};
+        waitpid($self->{pid}, 0);
+    }
+}
+
+sub sql {
+    my ($self, $q) = @_;
+    open my $fh, '-|', 'sqlite3', '-separator', '|', $self->db, $q or die "sqlite3: $!";
+    local $/;
+    my $out = <$fh> // '';
+    close $fh;
+    $out =~ s/\n\z//;
+    return $out;
+}
+
+# Wait until the store reflects what the loop has queued.
+sub sql_wait {
+    my ($self, $q, $want, $timeout) = @_;
+    my $deadline = time + ($timeout || 5);
+    my $got;
+    while (time < $deadline) {
+        $got = $self->sql($q);
+        return $got if (ref $want ? $got =~ $want : $got eq $want);
+        sleep 0.05;
+    }
+    return $got;
+}
+
+sub run_bin {
+    my ($self, @args) = @_;
+    my $out = `$BIN --config @{[$self->config_path]} @args 2>&1`;
+    return ($? >> 8, $out);
+}
+
+# A SIP user agent over one transport.
+sub ua {
+    my ($self, %o) = @_;
+    return Sipwake::UA->new(server => $self, %o);
+}
+
+package Sipwake::UA;
+
+use strict;
+use warnings;
+use IO::Socket::INET;
+use IO::Socket::SSL;
+use IO::Select;
+use Time::HiRes qw(time);
+use Digest::MD5 qw(md5_hex);
+use Digest::SHA qw(sha256_hex);
+
+my $seq = 0;
+
+sub new {
+    my ($class, %o) = @_;
+    my $self = bless { transport => 'udp', user => 'alice', domain => 'example.com', %o },
+        $class;
+    my $srv = $self->{server};
+    my $t = $self->{transport};
+    if ($t eq 'udp') {
+        $self->{sock} = IO::Socket::INET->new(Proto => 'udp', LocalAddr => '127.0.0.1',
+            LocalPort => $self->{local_port} || 0, PeerAddr => '127.0.0.1',
+            PeerPort => $srv->port) or die "udp socket: $!";
+    } elsif ($t eq 'tcp') {
+        $self->{sock} = IO::Socket::INET->new(Proto => 'tcp', PeerAddr => '127.0.0.1',
+            PeerPort => $srv->port, LocalAddr => '127.0.0.1') or die "tcp connect: $!";
+    } else {
+        $self->{sock} = IO::Socket::SSL->new(PeerAddr => '127.0.0.1', PeerPort => $srv->tls_port,
+            SSL_verify_mode => SSL_VERIFY_NONE, %{ $o{ssl} || {} })
+            or die "tls connect: $SSL_ERROR";
+    }
+    $self->{local_port} = $self->{sock}->sockport;
+    $self->{call_id} = "c$$-" . ++$seq . '-' . int(rand(1e9));
+    $self->{cseq} = 0;
+    $self->{buf} = '';
+    return $self;
+}
+
+sub local_port { $_[0]{local_port} }
+sub sock { $_[0]{sock} }
+
+sub send_raw {
+    my ($self, $bytes) = @_;
+    if ($self->{transport} eq 'udp') {
+        $self->{sock}->send($bytes);
+    } else {
+        $self->{sock}->syswrite($bytes);
+    }
+}
+
+# Read raw bytes; for streams, one message framed by Content-Length. undef on timeout.
+sub recv_raw {
+    my ($self, $timeout) = @_;
+    $timeout //= 3;
+    my $deadline = time + $timeout;
+    my $sock = $self->{sock};
+    if ($self->{transport} eq 'udp') {
+        my $sel = IO::Select->new($sock);
+        return undef unless $sel->can_read($timeout);
+        my $data;
+        $sock->recv($data, 70000);
+        return $data;
+    }
+    while (1) {
+        if ($self->{buf} =~ /^(\r\n)+(?=SIP)/) { $self->{buf} =~ s/^(\r\n)+// }
+        if ($self->{buf} =~ /\r\n\r\n/) {
+            my $hdr_end = index($self->{buf}, "\r\n\r\n") + 4;
+            my ($cl) = substr($self->{buf}, 0, $hdr_end) =~ /^(?:Content-Length|l)\s*:\s*(\d+)/mi;
+            $cl //= 0;
+            if (length($self->{buf}) >= $hdr_end + $cl) {
+                my $m = substr($self->{buf}, 0, $hdr_end + $cl);
+                substr($self->{buf}, 0, $hdr_end + $cl) = '';
+                return $m;
+            }
+        }
+        if ($self->{buf} eq "\r\n" && $self->{want_pong}) {
+            $self->{buf} = '';
+            return "\r\n";
+        }
+        my $left = $deadline - time;
+        return undef if $left <= 0;
+        if (!($sock->can('pending') && $sock->pending)) {
+            my $sel = IO::Select->new($sock);
+            return undef unless $sel->can_read($left);
+        }
+        my $n = $sock->sysread(my $chunk, 65536);
+        return undef unless $n;
+        $self->{buf} .= $chunk;
+    }
+}
+
+sub parse_response {
+    my ($raw) = @_;
+    return undef unless defined $raw;
+    my ($head) = split /\r\n\r\n/, $raw, 2;
+    my @lines = split /\r\n/, $head;
+    my $status = shift @lines;
+    my ($code, $reason) = $status =~ m{^SIP/2\.0 (\d{3}) ?(.*)$} or return { raw => $raw };
+    my @h;
+    for (@lines) {
+        my ($n, $v) = /^([^:]+?)\s*:\s*(.*)$/ or next;
+        push @h, [lc $n, $v];
+    }
+    return { code => $code, reason => $reason, headers => \@h, raw => $raw };
+}
+
+sub header {
+    my ($r, $name) = @_;
+    my @v = map { $_->[1] } grep { $_->[0] eq lc $name } @{ $r->{headers} || [] };
+    return wantarray ? @v : $v[0];
+}
+
+sub request {
+    my ($self, $msg, $timeout) = @_;
+    $self->send_raw($msg);
+    return parse_response($self->recv_raw($timeout));
+}
+
+sub branch { 'z9hG4bK' . int(rand(1e12)) . ++$seq }
+
+sub via_proto { uc($_[0]{transport}) }
+
+# Build a REGISTER. Options: contact (URI without <>), contacts (array of full header values),
+# contact_params, expires (header), cseq, call_id, extra (header lines), authorization.
+sub register_msg {
+    my ($self, %o) = @_;
+    my $u = $o{user} // $self->{user};
+    my $d = $o{domain} // $self->{domain};
+    my $port = $self->{local_port};
+    my $cseq = $o{cseq} // ++$self->{cseq};
+    my $callid = $o{call_id} // $self->{call_id};
+    my $branch = $o{branch} // branch();
+    my $tr = $self->{transport};
+    my @contacts;
+    if ($o{contacts}) {
+        @contacts = @{ $o{contacts} };
+    } elsif (!$o{no_contact}) {
+        my $uri = $o{contact} // "sip:$u\@127.0.0.1:$port" . ($tr eq 'udp' ? '' : ";transport=$tr");
+        push @contacts, "<$uri>" . ($o{contact_params} // '');
+    }
+    my $m = "REGISTER sip:$d SIP/2.0\r\n"
+        . "Via: SIP/2.0/" . $self->via_proto . " 127.0.0.1:$port;rport;branch=$branch\r\n"
+        . "Max-Forwards: 70\r\n"
+        . "From: <sip:$u\@$d>;tag=f" . int(rand(1e9)) . "\r\n"
+        . "To: <sip:$u\@$d>\r\n"
+        . "Call-ID: $callid\r\n"
+        . "CSeq: $cseq REGISTER\r\n";
+    $m .= "Contact: $_\r\n" for @contacts;
+    $m .= "Expires: $o{expires}\r\n" if defined $o{expires};
+    $m .= "Authorization: $o{authorization}\r\n" if $o{authorization};
+    $m .= $o{extra} if $o{extra};
+    $m .= "User-Agent: sipwake-test\r\nContent-Length: 0\r\n\r\n";
+    return $m;
+}
+
+sub register {
+    my ($self, %o) = @_;
+    my $r = $self->request($self->register_msg(%o), $o{timeout});
+    if ($r && $r->{code} && $r->{code} == 401 && defined $o{password}) {
+        my $auth = $self->authorization($r, %o);
+        $r = $self->request($self->register_msg(%o, cseq => undef, authorization => $auth),
+            $o{timeout});
+    }
+    return $r;
+}
+
+# Compute an Authorization header answering the challenge in response $r.
+sub authorization {
+    my ($self, $r, %o) = @_;
+    my $want = $o{algorithm} || 'MD5';
+    my ($ch) = grep { /algorithm=\Q$want\E\b/i } header($r, 'www-authenticate');
+    die "no $want challenge\n" unless $ch;
+    my %p;
+    while ($ch =~ /(\w+)=(?:"([^"]*)"|([^\s,]+))/g) { $p{lc $1} = defined $2 ? $2 : $3 }
+    my $u = $o{auth_user} // $o{user} // $self->{user};
+    my $d = $o{domain} // $self->{domain};
+    my $h = $want eq 'SHA-256' ? \&sha256_hex : \&md5_hex;
+    my $ha1 = $h->("$u:$p{realm}:$o{password}");
+    my $uri = "sip:$d";
+    my $nc = $o{nc} // '00000001';
+    my $cnonce = 'cn' . int(rand(1e9));
+    my $ha2 = $h->("REGISTER:$uri");
+    my $resp = $h->("$ha1:$p{nonce}:$nc:$cnonce:auth:$ha2");
+    return qq{Digest username="$u", realm="$p{realm}", nonce="$p{nonce}", uri="$uri", }
+        . qq{response="$resp", algorithm=$want, cnonce="$cnonce", qop=auth, nc=$nc};
+}
+
+1;
