@@ -230,6 +230,34 @@ sub run_bin {
     return ($? >> 8, $out);
 }
 
+# Run one sipp call of tests/sipp/<scenario>.xml against the server. Options: transport
+# (u1|t1), port (local), set => {var => value}, args => [...]. Returns (exit code, the
+# messages sipp saw, sipp's error log).
+sub sipp {
+    my ($self, $scenario, %o) = @_;
+    my $tag = $scenario . '-' . ++$self->{sipp_runs};
+    my $msgf = "$self->{dir}/$tag-msg.log";
+    my $errf = "$self->{dir}/$tag-err.log";
+    my @cmd = ('sipp', '-sf', "$ROOT/tests/sipp/$scenario.xml", '-m', 1, '-nostdin',
+        '-t', $o{transport} || 'u1', '-i', '127.0.0.1', '-p', $o{port} || Sipwake::free_port(),
+        '-timeout', '10s', '-recv_timeout', '5000', '-trace_msg', '-message_file', $msgf,
+        '-trace_err', '-error_file', $errf, @{ $o{args} || [] });
+    for my $k (sort keys %{ $o{set} || {} }) {
+        push @cmd, '-set', $k, $o{set}{$k};
+    }
+    push @cmd, "127.0.0.1:$self->{port}";
+    my $pid = fork() // die;
+    if ($pid == 0) {
+        open STDOUT, '>', '/dev/null';
+        open STDERR, '>', '/dev/null';
+        exec @cmd or exit 127;
+    }
+    waitpid($pid, 0);
+    my $rc = $? >> 8;
+    my $slurp = sub { open my $fh, '<', $_[0] or return ''; local $/; <$fh> // '' };
+    return ($rc, $slurp->($msgf), $slurp->($errf));
+}
+
 # A SIP user agent over one transport.
 sub ua {
     my ($self, %o) = @_;

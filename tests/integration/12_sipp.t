@@ -1,0 +1,58 @@
+#!/usr/bin/perl
+# sipp against the real binary: push REGISTERs over UDP and TCP, a re-REGISTER from a new
+# port with the same push params, and Digest authentication with good and bad passwords.
+use strict;
+use warnings;
+use FindBin;
+use lib "$FindBin::Bin/../lib";
+use Test::More;
+use Sipwake;
+
+my $open = Sipwake->new;
+$open->start;
+my %push = (user => 'bob', provider => 'apns', param => 'TEAM1.com.example.app.voip',
+    prid => 'c0ffee' x 10, expires => 3600);
+
+my ($rc, $msgs, $err) = $open->sipp('register_push', set => \%push);
+is($rc, 0, 'sipp push REGISTER over UDP gets 200 with Feature-Caps') or diag $err;
+like($msgs, qr/^Feature-Caps: \*;\+sip\.pns="apns"\r?$/m, 'exact Feature-Caps on the wire');
+like($open->sql_wait("select received from location where username='bob'", qr/^sip:/),
+     qr{^sip:127\.0\.0\.1:\d+$}, 'binding stored with the UDP source');
+my $first = $open->sql("select received from location where username='bob'");
+
+($rc, $msgs, $err) = $open->sipp('register_push', set => \%push);
+is($rc, 0, 'same push params from another sipp (new port)') or diag $err;
+is($open->sql_wait("select count(*) from location where username='bob'", '1'), '1',
+   'still one binding');
+isnt($open->sql_wait("select received from location where username='bob'", qr/^(?!\Q$first\E$)/),
+     $first, 'the binding moved to the new port');
+
+($rc, $msgs, $err) = $open->sipp('register_push', transport => 't1',
+    set => { %push, user => 'tina', provider => 'fcm', param => 'proj-1', prid => 'tok:APA91' });
+is($rc, 0, 'sipp push REGISTER over TCP') or diag $err;
+like($msgs, qr/^Feature-Caps: \*;\+sip\.pns="fcm"\r?$/m, 'fcm Feature-Caps over TCP');
+like($open->sql_wait("select received from location where username='tina'", qr/tcp/),
+     qr/;transport=tcp$/, 'received records the TCP flow');
+ok($open->stop, 'clean shutdown');
+
+# Digest: sipp takes the first challenge and knows MD5 only, so offer MD5 first here.
+my $auth = Sipwake->new(config => { auth => { enabled => 'yes', algorithms => 'MD5, SHA-256' } });
+my ($urc, $out) = $auth->run_bin('user', 'add', 'alice@example.com', 'secret');
+is($urc, 0, 'user add') or diag $out;
+$auth->start;
+($rc, $msgs, $err) = $auth->sipp('register_auth', set => { user => 'alice' },
+    args => ['-au', 'alice', '-ap', 'secret']);
+is($rc, 0, '401 challenge, then 200 with the right password') or diag $err;
+is($auth->sql_wait("select count(*) from location where username='alice'", '1'), '1',
+   'binding stored after authentication');
+($rc, $msgs, $err) = $auth->sipp('register_auth_wrong', set => { user => 'alice' },
+    args => ['-au', 'alice', '-ap', 'wrong']);
+is($rc, 0, 'wrong password: 401 again') or diag $err;
+($rc, $msgs, $err) = $auth->sipp('register_auth_wrong', set => { user => 'nobody' },
+    args => ['-au', 'nobody', '-ap', 'x']);
+is($rc, 0, 'unknown user: 401 again') or diag $err;
+is($auth->sql("select count(*) from location where username in ('nobody')"), '0',
+   'no binding from a failed authentication');
+like($auth->log, qr/wrong credentials for 'alice'/, 'failure logged');
+ok($auth->stop, 'clean shutdown');
+done_testing;
