@@ -38,7 +38,7 @@ DEB_TEST  := sip-tester libio-socket-ssl-perl sqlite3 perl clang-format
 DEB_BENCH := kamailio sip-tester
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all run test unit-build bench deps deps-test fmt fmt-check clean
+.PHONY: all run test unit-build bench deps deps-test fmt fmt-check clean readme-config
 .DEFAULT_GOAL := all
 
 all: server/sipwake
@@ -109,3 +109,9 @@ clean:
 	  server/store_sqlite_migrations.c
 
 -include $(REL_OBJS:.o=.d) $(ASAN_OBJS:.o=.d)
+
+# Regenerate the README's configuration table from the binary's own key table.
+readme-config: server/sipwake
+	./server/sipwake --config-doc > .config-doc.tmp
+	perl -0pi -e 'my $$d = do { local $$/; open my $$f, "<", ".config-doc.tmp" or die; <$$f> }; $$d =~ s/\n\z//; s/(<!-- config-doc:begin -->\n).*?(\n<!-- config-doc:end -->)/$$1$$d$$2/s' README.md
+	rm -f .config-doc.tmp

@@ -1,0 +1,73 @@
+#!/usr/bin/perl
+# The command line: --version, --check with good and broken configs and policies (messages
+# name file, line and key), --config-doc agreeing with the README, and the user command.
+use strict;
+use warnings;
+use FindBin;
+use lib "$FindBin::Bin/../lib";
+use Test::More;
+use Sipwake;
+use Digest::MD5;
+use Digest::SHA;
+
+my $bin = $Sipwake::BIN;
+like(`$bin --version`, qr/^sipwake \d+\.\d+\.\d+$/, '--version');
+my $sw = Sipwake->new;
+my ($rc, $out) = $sw->run_bin('--check');
+is($rc, 0, '--check passes on a good config') or diag $out;
+
+my $dir = $sw->dir;
+sub check_conf {
+    my ($text) = @_;
+    open my $fh, '>', "$dir/bad.conf" or die;
+    print $fh $text;
+    close $fh;
+    my $o = `$bin --check --config $dir/bad.conf 2>&1`;
+    return ($? >> 8, $o);
+}
+($rc, $out) = check_conf("[sip]\nlisten = udp:127.0.0.1:5060\n\n[registrar]\nmax_expires = lots\n");
+is($rc, 1, 'bad value: exit 1');
+like($out, qr{bad\.conf:5: \[registrar\] max_expires: expected an integer}, 'names file, line and key');
+($rc, $out) = check_conf("[registrar]\nmax_contact = 3\n");
+like($out, qr{bad\.conf:2: \[registrar\] max_contact: unknown key}, 'unknown key named');
+open my $p, '>', "$dir/broken.lua" or die;
+print $p "return {\n  on_register = function(req)\n    return { expires = \n  end,\n}\n";
+close $p;
+($rc, $out) = check_conf("[policy]\nfile = $dir/broken.lua\n");
+is($rc, 1, 'broken policy: exit 1');
+like($out, qr{broken\.lua:4: unexpected symbol near 'end'}, 'policy error names file and line');
+
+my $doc = `$bin --config-doc`;
+open my $rm, '<', "$Sipwake::ROOT/README.md" or die;
+my $readme = do { local $/; <$rm> };
+my ($section) = $readme =~ /<!-- config-doc:begin -->\n(.*?)\n<!-- config-doc:end -->/s;
+s/^\s+|\s+$//g for $section, $doc;
+is($section, $doc, 'README documents exactly the keys --config-doc lists (make readme-config)');
+
+# user management
+($rc, $out) = $sw->run_bin('user', 'add', 'alice@Example.COM', 'secret');
+is($rc, 0, 'user add') or diag $out;
+is($sw->sql("select username, domain, password, ha1 from subscriber"),
+   'alice|example.com||' . Digest::MD5::md5_hex('alice:example.com:secret'),
+   'MD5 HA1 stored, password not stored, domain lower-cased');
+is($sw->sql("select ha1_sha256 from subscriber"), Digest::SHA::sha256_hex('alice:example.com:secret'),
+   'SHA-256 HA1 stored');
+($rc, $out) = $sw->run_bin('user', 'add', 'bob@example.com', '< /dev/null');
+is($rc, 2, 'no password on stdin refused');
+($rc, $out) = $sw->run_bin('user', 'add', 'nodomain', 'x');
+is($rc, 2, 'USER@DOMAIN required');
+($rc, $out) = $sw->run_bin('user', 'list');
+is($out, "alice\@example.com\n", 'user list');
+($rc, $out) = $sw->run_bin('user', 'del', 'alice@example.com');
+is($rc, 0, 'user del');
+($rc, $out) = $sw->run_bin('user', 'del', 'alice@example.com');
+is($rc, 1, 'deleting a missing user fails');
+is($sw->sql("select count(*) from subscriber"), '0', 'table empty');
+is($sw->sql("select table_version from version where table_name='location'"), '1013',
+   'OpenSIPS location table version');
+is($sw->sql("select table_version from version where table_name='subscriber'"), '8',
+   'OpenSIPS subscriber table version');
+is($sw->sql("select group_concat(name) from pragma_table_info('location')"),
+   'contact_id,username,domain,contact,received,path,expires,q,callid,cseq,last_modified,flags,cflags,user_agent,socket,methods,sip_instance,kv_store,attr',
+   'location columns are OpenSIPS 1013, in order');
+done_testing;
