@@ -343,6 +343,31 @@ int lua_vm_push_hook(struct lua_vm *vm, const char *name)
     return 0;
 }
 
+int lua_vm_run_file(struct lua_vm *vm, const char *path, void (*inject)(lua_State *L, int env),
+                    char *err, size_t errlen)
+{
+    lua_State *L = vm->L;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, vm->env_ref);
+    int env = lua_gettop(L);
+    /* unlock while injecting, then lock again */
+    lua_getmetatable(L, env);
+    lua_pushnil(L);
+    lua_setmetatable(L, env);
+    inject(L, env);
+    lua_setmetatable(L, env);
+    lua_pushcfunction(L, traceback);
+    int handler = lua_gettop(L);
+    int rc = -1;
+    if (load_sandboxed(L, path, vm->env_ref) < 0 || lua_pcall(L, 0, 1, handler) != 0)
+        snprintf(err, errlen, "%s", lua_tostring(L, -1));
+    else if (!lua_toboolean(L, -1))
+        snprintf(err, errlen, "%s: some tests failed", path);
+    else
+        rc = 0;
+    lua_settop(L, 0);
+    return rc;
+}
+
 struct lua_vm *lua_vm_current(void)
 {
     return current;

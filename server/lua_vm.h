@@ -43,6 +43,12 @@ int lua_vm_push_hook(struct lua_vm *vm, const char *name);
 struct lua_vm *lua_vm_current(void);
 void lua_vm_set_current(struct lua_vm *vm);
 
+/* Run a Lua file inside vm's sandbox (the policy's environment), after inject(L, env) has
+ * added extra tables to it, e.g. the policy-test API. The file's first return value must be
+ * true for success. 0 ok, -1 with err. For `sipwake --test-policy`. */
+int lua_vm_run_file(struct lua_vm *vm, const char *path, void (*inject)(lua_State *L, int env),
+                    char *err, size_t errlen);
+
 /* The hook names a policy may define. */
 extern const char *const lua_vm_hook_names[];
 

@@ -19,6 +19,7 @@
 #include "digest.h"
 #include "location.h"
 #include "log.h"
+#include "lua_api.h"
 #include "lua_vm.h"
 #include "metrics.h"
 #include "registrar.h"
@@ -52,6 +53,7 @@ static void usage(FILE *f)
                "       sipwake [--config FILE] user del USER@DOMAIN\n"
                "       sipwake [--config FILE] user list\n"
                "       sipwake --config-doc               describe every config key\n"
+               "       sipwake [--config FILE] --test-policy TEST.lua   run a policy test (TAP)\n"
                "       sipwake --version\n"
                "Without --config the embedded defaults apply (see README).\n");
 }
@@ -311,11 +313,13 @@ int main(int argc, char **argv)
 {
     struct app app;
     memset(&app, 0, sizeof app);
-    const char *config_path = NULL;
+    const char *config_path = NULL, *test_policy = NULL;
     int check = 0, i;
     for (i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--config") == 0 && i + 1 < argc) {
             config_path = argv[++i];
+        } else if (strcmp(argv[i], "--test-policy") == 0 && i + 1 < argc) {
+            test_policy = argv[++i];
         } else if (strcmp(argv[i], "--check") == 0) {
             check = 1;
         } else if (strcmp(argv[i], "--version") == 0) {
@@ -357,6 +361,15 @@ int main(int argc, char **argv)
         return 1;
     }
     lua_vm_set_current(vm);
+    if (test_policy) {
+        /* TAP on stdout; the policy under test is the configured one */
+        int trc = lua_vm_run_file(vm, test_policy, lua_api_test_inject, err, sizeof err);
+        if (trc < 0)
+            fprintf(stderr, "sipwake: %s\n", err);
+        lua_vm_set_current(NULL);
+        config_free(&app.cfg);
+        return trc < 0 ? 1 : 0;
+    }
     if (check) {
         printf("sipwake: %s and %s are valid\n", app.cfg.source, app.cfg.policy_file);
         lua_vm_set_current(NULL);

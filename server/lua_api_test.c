@@ -1,0 +1,144 @@
+/*
+ * lua_api_test: the `policy_test` table and `print`, present only when sipwake runs a policy
+ * test (`sipwake --test-policy FILE`). A test builds request tables the way sipwake would,
+ * calls the hook through the same C path the server uses (protected call, time budget,
+ * decision decoding), and checks the decoded decision: table in, table out, real VM.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include <lauxlib.h>
+
+#include "lua_api.h"
+#include "lua_hook.h"
+#include "lua_vm.h"
+
+#define TEST_MAX_CONTACTS 16
+
+static const char *field_str(lua_State *L, int t, const char *k, const char *def)
+{
+    lua_getfield(L, t, k);
+    const char *v = lua_isstring(L, -1) ? lua_tostring(L, -1) : def;
+    lua_pop(L, 1); /* the string stays alive: it is referenced by the table */
+    return v;
+}
+
+static long field_int(lua_State *L, int t, const char *k, long def)
+{
+    lua_getfield(L, t, k);
+    long v = lua_isnumber(L, -1) ? (long)lua_tonumber(L, -1) : def;
+    lua_pop(L, 1);
+    return v;
+}
+
+/* policy_test.on_register(req, ctx) -> decision, status */
+static int test_on_register(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    int req = 1, ctx = lua_istable(L, 2) ? 2 : 0;
+    struct lua_hook_contact hc[TEST_MAX_CONTACTS];
+    struct lua_hook_register_in in = {0};
+    in.aor = field_str(L, req, "aor", "alice@example.com");
+    in.user = field_str(L, req, "user", "alice");
+    in.domain = field_str(L, req, "domain", "example.com");
+    in.call_id = field_str(L, req, "call_id", "test-call-id");
+    in.cseq = (uint32_t)field_int(L, req, "cseq", 1);
+    in.user_agent = field_str(L, req, "user_agent", NULL);
+    lua_getfield(L, req, "source");
+    int src = lua_gettop(L);
+    if (lua_istable(L, src)) {
+        in.src_ip = field_str(L, src, "ip", "192.0.2.1");
+        in.src_port = (int)field_int(L, src, "port", 5060);
+        in.transport = field_str(L, src, "transport", "udp");
+    } else {
+        in.src_ip = "192.0.2.1", in.src_port = 5060, in.transport = "udp";
+    }
+    lua_getfield(L, req, "contacts");
+    int cs = lua_gettop(L);
+    size_t n = lua_istable(L, cs) ? lua_objlen(L, cs) : 0;
+    if (n > TEST_MAX_CONTACTS)
+        return luaL_error(L, "at most %d contacts", TEST_MAX_CONTACTS);
+    int all_zero = n > 0;
+    for (size_t i = 0; i < n; i++) {
+        lua_rawgeti(L, cs, (int)i + 1);
+        int c = lua_gettop(L);
+        luaL_checktype(L, c, LUA_TTABLE);
+        hc[i] = (struct lua_hook_contact){
+            .uri = field_str(L, c, "uri", "sip:alice@192.0.2.1"),
+            .expires = field_int(L, c, "expires", 3600),
+            .q = -1,
+            .instance = field_str(L, c, "instance", NULL),
+            .reg_id = (int)field_int(L, c, "reg_id", 0),
+            .pn_kind = "none",
+        };
+        all_zero &= hc[i].expires == 0;
+        lua_getfield(L, c, "pn");
+        if (lua_istable(L, -1)) {
+            int pn = lua_gettop(L);
+            hc[i].pn_kind = field_str(L, pn, "kind", "push");
+            hc[i].pn_provider = field_str(L, pn, "provider", NULL);
+            hc[i].pn_param = field_str(L, pn, "param", NULL);
+            hc[i].pn_prid = field_str(L, pn, "prid", NULL);
+        }
+        /* leave c and pn on the stack so their strings stay referenced */
+    }
+    in.contacts = hc;
+    in.n_contacts = n;
+    lua_getfield(L, req, "unregister");
+    in.unregister = lua_isnil(L, -1) ? all_zero : lua_toboolean(L, -1);
+    if (ctx) {
+        lua_getfield(L, ctx, "authenticated");
+        in.authenticated = lua_toboolean(L, -1);
+        in.auth_user = field_str(L, ctx, "auth_user", NULL);
+        in.n_bindings = (size_t)field_int(L, ctx, "bindings", 0);
+    }
+    struct lua_hook_register_out out;
+    enum lua_hook_result r = lua_hook_on_register(lua_vm_current(), &in, &out);
+    lua_newtable(L);
+    if (out.reject_code) {
+        lua_newtable(L);
+        lua_pushinteger(L, out.reject_code);
+        lua_setfield(L, -2, "code");
+        lua_pushstring(L, out.reason);
+        lua_setfield(L, -2, "reason");
+        lua_setfield(L, -2, "reject");
+    }
+    if (out.expires >= 0) {
+        lua_pushinteger(L, out.expires);
+        lua_setfield(L, -2, "expires");
+    }
+    if (out.tenant[0]) {
+        lua_pushstring(L, out.tenant);
+        lua_setfield(L, -2, "tenant");
+    }
+    lua_pushstring(L, r == LUA_HOOK_OK ? "ok" : r == LUA_HOOK_ABSENT ? "absent" : "failed");
+    return 2;
+}
+
+static int test_print(lua_State *L)
+{
+    int n = lua_gettop(L);
+    for (int i = 1; i <= n; i++) {
+        lua_getfield(L, LUA_GLOBALSINDEX, "tostring");
+        lua_pushvalue(L, i);
+        lua_call(L, 1, 1);
+        const char *s = lua_tostring(L, -1);
+        fputs(s ? s : "", stdout);
+        fputs(i < n ? "\t" : "\n", stdout);
+        lua_pop(L, 1);
+    }
+    if (n == 0)
+        fputs("\n", stdout);
+    fflush(stdout);
+    return 0;
+}
+
+void lua_api_test_inject(lua_State *L, int env)
+{
+    lua_pushcfunction(L, test_print);
+    lua_setfield(L, env, "print");
+    lua_newtable(L);
+    lua_pushcfunction(L, test_on_register);
+    lua_setfield(L, -2, "on_register");
+    lua_setfield(L, env, "policy_test");
+}

@@ -1,0 +1,31 @@
+-- Decisions of policies/default.lua for typical REGISTERs, run in the real sandboxed VM
+-- through the same hook path the server uses.
+local tap = require("tap")
+local on_register = policy_test.on_register
+
+local function push_contact(provider)
+    return { uri = "sip:alice@192.0.2.7:50123;pn-provider=" .. provider, expires = 3600,
+             pn = { kind = "push", provider = provider, param = "T.com.ex.app", prid = "tok" } }
+end
+
+local d, status = on_register({ source = { transport = "udp" },
+                                contacts = { { uri = "sip:alice@192.0.2.7", expires = 3600 } } })
+tap.is(status, "ok", "the hook ran")
+tap.is_deeply(d, { expires = 600 }, "plain UDP phone: asked back every 10 minutes")
+
+d = on_register({ source = { transport = "udp" }, contacts = { push_contact("apns") } })
+tap.is_deeply(d, {}, "push binding over UDP: expires as asked")
+
+d = on_register({ source = { transport = "tls" },
+                  contacts = { { uri = "sip:alice@192.0.2.7;transport=tls", expires = 3600 } } })
+tap.is_deeply(d, {}, "plain TLS phone: expires as asked")
+
+d = on_register({ source = { transport = "udp" },
+                  contacts = { { uri = "sip:alice@192.0.2.7", expires = 0 } } })
+tap.is_deeply(d, {}, "unregister: nothing to decide")
+
+d = on_register({ source = { transport = "udp" },
+                  contacts = { { uri = "sip:a@192.0.2.7", expires = 3600 }, push_contact("fcm") } })
+tap.is_deeply(d, {}, "a push contact among others keeps the asked expires")
+
+return tap.done_testing()
