@@ -76,8 +76,8 @@ $r = $ua->request("REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.
 is($r->{code}, 400, 'CSeq method that does not match the request: 400');
 
 # every torture message, over UDP and TCP
-my @files = (glob("$Sipwake::ROOT/../shared/torture/rfc4475/*.dat"),
-             glob("$Sipwake::ROOT/../shared/torture/rfc5118/*.dat"));
+my @files = (glob("$Sipwake::ROOT/tests/torture/rfc4475/*.dat"),
+             glob("$Sipwake::ROOT/tests/torture/rfc5118/*.dat"));
 ok(@files >= 61, 'torture corpus found (' . scalar(@files) . ' messages)');
 for my $f (@files) {
     open my $fh, '<:raw', $f or die;
