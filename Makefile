@@ -13,7 +13,11 @@ PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 WARN    := -Wall -Wextra -Wshadow -Wformat=2 -Wstrict-prototypes -Wmissing-prototypes \
            -Wno-unused-parameter -Wnull-dereference -Wvla
 BASE_CFLAGS := -std=gnu11 -D_GNU_SOURCE $(WARN) $(PKG_CFLAGS) -Iserver -MMD -MP
+# jemalloc: osip2 allocates per header; jemalloc does that in ~10 % fewer instructions than
+# glibc malloc and returns freed memory to the system (measured with callgrind; see README).
+# The sanitizer build keeps the sanitizers' own allocator.
 LIBS    := $(PKG_LIBS) -lev -lpthread -lm
+ALLOC_LIBS := -ljemalloc
 
 RELEASE_CFLAGS := -O2 -g
 ASAN_CFLAGS    := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
@@ -33,9 +37,9 @@ UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=tests/unit/build/%.t)
 
 # Debian packages: what building needs, and what the tests need on top.
 DEB_BUILD := build-essential pkg-config libosip2-dev libev-dev libluajit-5.1-dev libssl-dev \
-             libsqlite3-dev libnghttp2-dev libjansson-dev openssl
+             libsqlite3-dev libnghttp2-dev libjansson-dev libjemalloc-dev openssl
 DEB_TEST  := sip-tester libio-socket-ssl-perl sqlite3 perl clang-format
-DEB_BENCH := kamailio sip-tester
+DEB_BENCH := kamailio kamailio-sqlite-modules sip-tester sqlite3
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: all run test unit-build bench deps deps-test fmt fmt-check clean readme-config
@@ -44,7 +48,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 all: server/sipwake
 
 server/sipwake: $(REL_OBJS)
-	$(CC) -o $@ $^ $(LIBS)
+	$(CC) -o $@ $^ $(LIBS) $(ALLOC_LIBS)
 
 server/build-asan/sipwake: $(ASAN_OBJS)
 	$(CC) $(ASAN_LDFLAGS) -o $@ $^ $(LIBS)

@@ -10,8 +10,6 @@
 
 #include <jansson.h>
 
-#include <osipparser2/osip_uri.h>
-
 #include "log.h"
 #include "metrics.h"
 #include "pn.h"
@@ -303,6 +301,8 @@ static void unlink_binding(struct location *loc, struct binding *b)
 
 char *location_kv_encode(const struct binding *b)
 {
+    if (!b->reg_id && !b->tenant && !(b->flags & LOCATION_FLAG_PNSREG))
+        return NULL;
     json_t *o = json_object();
     if (b->reg_id)
         json_object_set_new(o, "reg_id", json_integer(b->reg_id));
@@ -310,7 +310,7 @@ char *location_kv_encode(const struct binding *b)
         json_object_set_new(o, "tenant", json_string(b->tenant));
     if (b->flags & LOCATION_FLAG_PNSREG)
         json_object_set_new(o, "pnsreg", json_true());
-    char *s = json_object_size(o) ? json_dumps(o, JSON_COMPACT) : NULL;
+    char *s = json_dumps(o, JSON_COMPACT);
     json_decref(o);
     return s;
 }
@@ -439,18 +439,15 @@ static void load_row(void *arg, const struct store_binding *row)
         if (json_is_true(json_object_get(kv, "pnsreg")))
             f.flags |= LOCATION_FLAG_PNSREG;
     }
-    /* The push params live in the stored Contact URI. */
-    osip_uri_t *uri = NULL;
-    struct pn_info pn = {0};
-    if (osip_uri_init(&uri) == 0 && osip_uri_parse(uri, row->contact) == 0 &&
-        pn_parse(&uri->url_params, &pn) != PN_NONE) {
+    /* The push params live in the stored Contact URI, in RFC 8599 form. */
+    struct pn_info pn;
+    if (pn_scan(row->contact, &pn) != PN_NONE) {
         f.pn_provider = pn.provider;
         f.pn_param = pn.param;
         f.pn_prid = pn.prid;
     }
     struct binding *b = location_binding_new(&f);
     pn_free(&pn);
-    osip_uri_free(uri);
     insert(ctx->loc, aor, b);
     json_decref(kv);
     free(aor);

@@ -36,10 +36,8 @@ int log_parse_level(const char *s, enum log_level *out)
     return -1;
 }
 
-void log_msg(enum log_level level, const char *fmt, ...)
+static void emit(enum log_level level, const char *fmt, va_list ap)
 {
-    if (level > current_level)
-        return;
     char line[2048];
     struct timeval tv;
     struct tm tm;
@@ -48,10 +46,7 @@ void log_msg(enum log_level level, const char *fmt, ...)
     int n = snprintf(line, sizeof line, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ %-5s ",
                      tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
                      (int)(tv.tv_usec / 1000), level_names[level]);
-    va_list ap;
-    va_start(ap, fmt);
     int m = vsnprintf(line + n, sizeof line - (size_t)n - 1, fmt, ap);
-    va_end(ap);
     size_t len = (size_t)n + (m < 0 ? 0 : (size_t)m);
     if (len > sizeof line - 2)
         len = sizeof line - 2;
@@ -62,4 +57,22 @@ void log_msg(enum log_level level, const char *fmt, ...)
     line[len] = '\n';
     line[len + 1] = '\0';
     fputs(line, stderr);
+}
+
+void log_msg(enum log_level level, const char *fmt, ...)
+{
+    if (level > current_level)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    emit(level, fmt, ap);
+    va_end(ap);
+}
+
+void log_notice(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    emit(LOG_LEVEL_INFO, fmt, ap);
+    va_end(ap);
 }

@@ -169,7 +169,7 @@ static void on_message(void *arg, const char *buf, size_t len, const struct sip_
         struct txn *t = NULL;
         switch (txn_server_match(app->txns, msg, src, &t)) {
         case TXN_NEW:
-            registrar_handle(app->reg, msg, src, t);
+            registrar_handle(app->reg, msg, buf, len, src, t);
             return;
         case TXN_ABSORBED:
             break;
@@ -228,9 +228,9 @@ static void sigusr1_cb(struct ev_loop *loop, ev_signal *w, int revents)
     char *line = strtok(b.data, "\n");
     for (; line; line = strtok(NULL, "\n"))
         if (line[0] != '#')
-            log_info("metrics: %s", line);
-    log_info("metrics: sipwake_transactions %zu", txn_count(app->txns));
-    log_info("metrics: sipwake_store_pending %zu", store_pending(app->store));
+            log_notice("metrics: %s", line);
+    log_notice("metrics: sipwake_transactions %zu", txn_count(app->txns));
+    log_notice("metrics: sipwake_store_pending %zu", store_pending(app->store));
     buf_free(&b);
 }
 
@@ -411,10 +411,12 @@ int main(int argc, char **argv)
     ev_signal_start(app.loop, &usr1);
 
     transport_log_listeners(app.tp);
-    log_info("sipwake ready: %zu bindings, auth %s, push providers:%s%s", location_count(app.loc),
-             app.cfg.auth_enabled ? "on" : "OFF", app.cfg.push_providers.n ? "" : " none", "");
+    struct buf providers = {0};
     for (size_t p = 0; p < app.cfg.push_providers.n; p++)
-        log_info("push provider enabled: %s", app.cfg.push_providers.items[p]);
+        buf_printf(&providers, "%s%s", p ? ", " : "", app.cfg.push_providers.items[p]);
+    log_notice("sipwake ready: %zu bindings, auth %s, push providers: %s", location_count(app.loc),
+               app.cfg.auth_enabled ? "on" : "OFF", providers.len ? providers.data : "none");
+    buf_free(&providers);
     ev_run(app.loop, 0);
     rc = 0;
     ev_signal_stop(app.loop, &hup);
@@ -428,7 +430,7 @@ out:
     txn_table_free(app.txns);
     location_free(app.loc);
     lua_vm_set_current(NULL);
-    log_info("sipwake stopped");
+    log_notice("sipwake stopped");
     config_free(&app.cfg);
     return rc;
 }

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <osipparser2/osip_uri.h>
 
@@ -268,6 +269,42 @@ static enum pn_kind classify(struct pn_info *out)
             return (enum pn_kind)invalid(out, "webpush pn-prid must be the subscription URL");
     }
     return PN_PUSH;
+}
+
+/* The value of URI param `name` in uri (unescaped, new string), "" for a flag, NULL if absent.
+ * Only the URI's own params count: the scan stops at '?' (headers) or '>'. */
+static char *scan_param(const char *uri, const char *name)
+{
+    size_t n = strlen(name);
+    const char *p = uri;
+    while ((p = strchr(p, ';')) != NULL) {
+        p++;
+        if (strncasecmp(p, name, n) == 0 && strchr("=;?>", p[n] ? p[n] : ';')) {
+            if (p[n] != '=')
+                return xstrdup("");
+            const char *v = p + n + 1;
+            size_t len = strcspn(v, ";?>");
+            char *raw = xstrndup(v, len), *out = unescape(raw);
+            free(raw);
+            return out;
+        }
+    }
+    return NULL;
+}
+
+enum pn_kind pn_scan(const char *uri, struct pn_info *out)
+{
+    size_t head = strcspn(uri, "?>");
+    char *u = xstrndup(uri, head);
+    char *provider = scan_param(u, "pn-provider");
+    char *param = provider ? scan_param(u, "pn-param") : NULL;
+    char *prid = provider ? scan_param(u, "pn-prid") : NULL;
+    enum pn_kind k = pn_from_strings(provider, param, prid, out);
+    free(provider);
+    free(param);
+    free(prid);
+    free(u);
+    return k;
 }
 
 void pn_free(struct pn_info *info)

@@ -48,6 +48,10 @@ struct pn_info {
 /* Classify the URI params of a Contact. Always fills out (pn_free it). Returns out->kind. */
 enum pn_kind pn_parse(const osip_list_t *uri_params, struct pn_info *out);
 
+/* Classify the push params of a URI string sipwake stored itself (well-formed, RFC 8599 form),
+ * without a full URI parse: used when thousands of bindings are loaded at start. */
+enum pn_kind pn_scan(const char *uri, struct pn_info *out);
+
 /* Classify already unescaped values (as stored with a binding). provider NULL: PN_NONE. */
 enum pn_kind pn_from_strings(const char *provider, const char *param, const char *prid,
                              struct pn_info *out);

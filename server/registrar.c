@@ -41,6 +41,8 @@ struct reg_req {
     struct reg_req *prev, *next; /* pending list */
     struct registrar *reg;
     osip_message_t *req;
+    char *raw; /* the request's bytes, which responses copy headers from */
+    size_t rawlen;
     struct sip_source src;
     struct txn *txn;
     char *aor, *user, *domain;
@@ -58,6 +60,7 @@ struct registrar {
     struct txn_table *txns;
     struct transport *tp;
     struct digest_nonces *nonces;
+    char **sockets; /* "udp:127.0.0.1:5060" per listener, for the location socket column */
     struct reg_req *pending;
     struct failure *failures;
     size_t n_failures;
@@ -85,42 +88,34 @@ struct reg_reply {
 
 /* ------------------------------------------------------------------ replies */
 
-static void add_headers(osip_message_t *r, const char *extra)
+/* Append "Name: value\n" lines as header lines. */
+static void add_headers(struct buf *r, const char *extra)
 {
-    /* extra is "Name: value\n" lines */
     const char *p = extra;
     while (p && *p) {
         const char *nl = strchr(p, '\n');
         size_t len = nl ? (size_t)(nl - p) : strlen(p);
-        const char *colon = memchr(p, ':', len);
-        if (colon) {
-            char *name = xstrndup(p, (size_t)(colon - p));
-            const char *v = colon + 1;
-            while (*v == ' ')
-                v++;
-            char *value = xstrndup(v, len - (size_t)(v - p));
-            osip_message_set_header(r, name, value);
-            free(name);
-            free(value);
-        }
+        buf_append(r, p, len);
+        buf_puts(r, "\r\n");
         p = nl ? nl + 1 : NULL;
     }
 }
 
-static osip_message_t *make_response(struct registrar *reg, const osip_message_t *req, int code,
-                                     const char *reason)
+/* Start a response to rr's request: status line, the copied headers, Server. */
+static void make_response(struct reg_req *rr, struct buf *r, int code, const char *reason)
 {
-    osip_message_t *r = sip_msg_response(req, code, reason, NULL);
-    if (*reg->cfg->server_header)
-        osip_message_set_header(r, "Server", reg->cfg->server_header);
-    return r;
+    sip_msg_reply_begin(r, rr->raw, rr->rawlen, rr->req, code, reason, NULL);
+    if (*rr->reg->cfg->server_header)
+        sip_msg_reply_header(r, "Server", rr->reg->cfg->server_header);
 }
 
-static void finish(struct reg_req *rr, osip_message_t *resp)
+/* Send the response in r (taken over) on rr's transaction and free rr. */
+static void finish(struct reg_req *rr, struct buf *r)
 {
-    txn_reply(rr->reg->txns, rr->txn, resp);
-    osip_message_free(resp);
+    sip_msg_reply_end(r);
+    txn_reply_bytes(rr->reg->txns, rr->txn, r->data, r->len);
     osip_message_free(rr->req);
+    free(rr->raw);
     free(rr->aor);
     free(rr->user);
     free(rr->domain);
@@ -130,12 +125,13 @@ static void finish(struct reg_req *rr, osip_message_t *resp)
 
 static void reject(struct reg_req *rr, int code, const char *reason, const char *extra)
 {
-    osip_message_t *r = make_response(rr->reg, rr->req, code, reason);
-    add_headers(r, extra);
+    struct buf r = {0};
+    make_response(rr, &r, code, reason);
+    add_headers(&r, extra);
     metrics_inc(METRICS_REG_REJECTED);
     log_info("registrar: %s from %s:%d: %d %s", rr->aor ? rr->aor : "?", rr->src.ip, rr->src.port,
              code, reason);
-    finish(rr, r);
+    finish(rr, &r);
 }
 
 /* ------------------------------------------------------------------ auth */
@@ -145,17 +141,18 @@ static void challenge(struct reg_req *rr, int stale)
     struct registrar *reg = rr->reg;
     char nonce[DIGEST_NONCE_LEN + 1];
     digest_nonce_make(reg->nonces, util_now(), nonce);
-    osip_message_t *r = make_response(reg, rr->req, 401, "Unauthorized");
+    struct buf r = {0};
+    make_response(rr, &r, 401, "Unauthorized");
     for (size_t i = 0; i < reg->cfg->auth_algorithms.n; i++) {
         enum digest_alg alg;
         digest_alg_parse(reg->cfg->auth_algorithms.items[i], &alg);
-        char *v = xasprintf("Digest realm=\"%s\", nonce=\"%s\", algorithm=%s, qop=\"auth\"%s",
-                            rr->realm, nonce, digest_alg_name(alg), stale ? ", stale=true" : "");
-        osip_message_set_header(r, "WWW-Authenticate", v);
-        free(v);
+        buf_printf(&r,
+                   "WWW-Authenticate: Digest realm=\"%s\", nonce=\"%s\", algorithm=%s, "
+                   "qop=\"auth\"%s\r\n",
+                   rr->realm, nonce, digest_alg_name(alg), stale ? ", stale=true" : "");
     }
     metrics_inc(METRICS_AUTH_CHALLENGES);
-    finish(rr, r);
+    finish(rr, &r);
 }
 
 static struct failure **failure_slot(struct registrar *reg, const char *ip)
@@ -479,7 +476,8 @@ static struct binding *find_match(struct location_aor *a, const struct reg_conta
 
 /* Parse and classify every Contact. 0, or -1 with *out filled with the rejection. */
 static int classify(struct registrar *reg, const osip_message_t *req, struct reg_contact *cs,
-                    size_t n, long header_expires, struct reg_reply *out)
+                    size_t n, const struct sip_msg_slice *raw_uris, long header_expires,
+                    struct reg_reply *out)
 {
     const struct config *cfg = reg->cfg;
     for (size_t i = 0; i < n; i++) {
@@ -524,7 +522,10 @@ static int classify(struct registrar *reg, const osip_message_t *req, struct reg
         enum pn_kind kind = pn_parse(&rc->c->url->url_params, &rc->pn);
         if (rc->pn.legacy && kind == PN_PUSH)
             rc->uri = convert_legacy(rc->c->url, &rc->pn);
-        if (!rc->uri) {
+        if (!rc->uri && raw_uris) {
+            /* the URI as the phone wrote it */
+            rc->uri = xstrndup(raw_uris[i].p, raw_uris[i].len);
+        } else if (!rc->uri) {
             char *s = NULL;
             osip_uri_to_str(rc->c->url, &s);
             rc->uri = xstrdup(s ? s : "");
@@ -569,7 +570,7 @@ static int classify(struct registrar *reg, const osip_message_t *req, struct reg
 
 /* ------------------------------------------------------------------ 200 OK */
 
-static void add_feature_caps(struct registrar *reg, osip_message_t *r, struct reg_contact *cs,
+static void add_feature_caps(struct registrar *reg, struct buf *r, struct reg_contact *cs,
                              size_t n)
 {
     const struct config *cfg = reg->cfg;
@@ -592,9 +593,7 @@ static void add_feature_caps(struct registrar *reg, osip_message_t *r, struct re
                 if (strstr(seen.data, key))
                     continue;
                 buf_printf(&seen, "%s|", adv);
-                char *v = xasprintf("*;+sip.pns=\"%s\"", adv);
-                osip_message_set_header(r, "Feature-Caps", v);
-                free(v);
+                buf_printf(r, "Feature-Caps: *;+sip.pns=\"%s\"\r\n", adv);
             }
         } else if (rc->push) {
             char key[80];
@@ -603,34 +602,61 @@ static void add_feature_caps(struct registrar *reg, osip_message_t *r, struct re
                 continue;
             buf_printf(&seen, "%s|", rc->pn.provider);
             /* RFC 8599 §5.4: sip.pnsreg goes in the same header as its sip.pns */
-            char *v = rc->pnsreg ? xasprintf("*;+sip.pns=\"%s\";+sip.pnsreg=\"%ld\"",
-                                             rc->pn.provider, cfg->pnsreg_interval)
-                                 : xasprintf("*;+sip.pns=\"%s\"", rc->pn.provider);
-            osip_message_set_header(r, "Feature-Caps", v);
-            free(v);
+            buf_printf(r, "Feature-Caps: *;+sip.pns=\"%s\"", rc->pn.provider);
+            if (rc->pnsreg)
+                buf_printf(r, ";+sip.pnsreg=\"%ld\"", cfg->pnsreg_interval);
+            buf_puts(r, "\r\n");
         }
     }
     buf_free(&seen);
 }
 
-static void add_contacts(osip_message_t *r, struct location_aor *a, time_t now)
+static void add_contacts(struct buf *r, struct location_aor *a, time_t now)
 {
     for (struct binding *b = location_aor_bindings(a); b; b = b->next) {
-        struct buf v = {0};
-        buf_printf(&v, "<%s>;expires=%ld", b->contact,
-                   (long)(b->expires > now ? b->expires - now : 0));
+        char num[32];
+        buf_append(r, "Contact: <", 10);
+        buf_puts(r, b->contact);
+        buf_append(r, ">;expires=", 10);
+        buf_append(r, num, (size_t)snprintf(num, sizeof num, "%ld",
+                                            (long)(b->expires > now ? b->expires - now : 0)));
         if (b->q >= 0)
-            buf_printf(&v, ";q=%d.%03d", b->q / 1000, b->q % 1000);
-        if (b->instance)
-            buf_printf(&v, ";+sip.instance=\"%s\"", b->instance);
+            buf_append(r, num,
+                       (size_t)snprintf(num, sizeof num, ";q=%d.%03d", b->q / 1000, b->q % 1000));
+        if (b->instance) {
+            buf_puts(r, ";+sip.instance=\"");
+            buf_puts(r, b->instance);
+            buf_puts(r, "\"");
+        }
         if (b->reg_id)
-            buf_printf(&v, ";reg-id=%d", b->reg_id);
-        osip_message_set_contact(r, v.data);
-        buf_free(&v);
+            buf_append(r, num, (size_t)snprintf(num, sizeof num, ";reg-id=%d", b->reg_id));
+        buf_append(r, "\r\n", 2);
     }
 }
 
 /* ------------------------------------------------------------------ the pass */
+
+static const char *transport_param(enum config_transport t);
+
+/* "sip:192.0.2.7:5060;transport=tcp": where a binding's REGISTER came from. */
+static void format_received(const struct sip_source *src, char *out, size_t n)
+{
+    int v6 = strchr(src->ip, ':') != NULL;
+    char port[8];
+    int pl = 0;
+    for (int p = src->port; p || !pl; p /= 10)
+        port[pl++] = (char)('0' + p % 10);
+    size_t o = 0;
+    const char *parts[] = {"sip:", v6 ? "[" : "", src->ip, v6 ? "]" : "", ":"};
+    for (size_t i = 0; i < UTIL_ARRAY_LEN(parts); i++)
+        for (const char *c = parts[i]; *c && o + 1 < n; c++)
+            out[o++] = *c;
+    while (pl && o + 1 < n)
+        out[o++] = port[--pl];
+    for (const char *c = transport_param(src->transport); *c && o + 1 < n; c++)
+        out[o++] = *c;
+    out[o] = '\0';
+}
 
 static const char *transport_param(enum config_transport t)
 {
@@ -684,13 +710,8 @@ static void apply_and_answer(struct reg_req *rr, struct reg_contact *cs, size_t 
             return;
         }
         char received[INET6_ADDRSTRLEN + 40];
-        int v6 = strchr(rr->src.ip, ':') != NULL;
-        snprintf(received, sizeof received, "sip:%s%s%s:%d%s", v6 ? "[" : "", rr->src.ip,
-                 v6 ? "]" : "", rr->src.port, transport_param(rr->src.transport));
-        const struct config_listen *l = transport_listener(reg->tp, rr->src.listener);
-        char socket[INET6_ADDRSTRLEN + 16];
-        snprintf(socket, sizeof socket, "%s:%s:%d", config_transport_name(l->transport), l->host,
-                 l->port);
+        format_received(&rr->src, received, sizeof received);
+        const char *socket = reg->sockets[rr->src.listener];
         const char *ua = sip_msg_header(req, "user-agent");
         int pushes = 0;
         for (size_t i = 0; i < n; i++) {
@@ -741,27 +762,33 @@ static void apply_and_answer(struct reg_req *rr, struct reg_contact *cs, size_t 
     }
 
     a = location_find(reg->loc, rr->aor);
-    osip_message_t *r = make_response(reg, req, 200, "OK");
-    add_contacts(r, a, now);
-    char date[64];
-    struct tm tm;
-    gmtime_r(&now, &tm);
-    strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S GMT", &tm);
-    osip_message_set_header(r, "Date", date);
+    struct buf r = {0};
+    make_response(rr, &r, 200, "OK");
+    add_contacts(&r, a, now);
+    /* RFC 3261 §10.3 step 8: the registrar's clock, formatted once per second */
+    static char date[64];
+    static time_t date_at;
+    if (date_at != now) {
+        struct tm tm;
+        gmtime_r(&now, &tm);
+        strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+        date_at = now;
+    }
+    sip_msg_reply_header(&r, "Date", date);
     if (!star)
-        add_feature_caps(reg, r, cs, n);
+        add_feature_caps(reg, &r, cs, n);
     /* RFC 5626 §6: a registrar that used reg-id says so */
     const char *supported = sip_msg_header(req, "supported");
     for (size_t i = 0; i < n; i++) {
         if (cs[i].reg_id && cs[i].expires > 0 && supported && strcasestr(supported, "outbound")) {
-            osip_message_set_header(r, "Require", "outbound");
+            sip_msg_reply_header(&r, "Require", "outbound");
             break;
         }
     }
     metrics_inc(METRICS_REG_ACCEPTED);
     log_debug("registrar: %s registered %zu contact(s) from %s:%d, %zu binding(s) now", rr->aor, n,
               rr->src.ip, rr->src.port, location_aor_count(a));
-    finish(rr, r);
+    finish(rr, &r);
 }
 
 static void process(struct reg_req *rr)
@@ -782,7 +809,7 @@ static void process(struct reg_req *rr)
         return;
     }
     struct reg_contact cs[REG_MAX_CONTACTS_PER_REQUEST];
-    memset(cs, 0, sizeof cs);
+    memset(cs, 0, n * sizeof cs[0]);
     int star = 0;
     size_t m = 0;
     for (size_t i = 0; i < n; i++) {
@@ -803,7 +830,10 @@ static void process(struct reg_req *rr)
                "Warning: 399 sipwake \"Contact: * needs Expires: 0 and no other contact\"\n");
         return;
     }
-    if (classify(reg, req, cs, m, header_expires, &rej) < 0) {
+    struct sip_msg_slice raw_uris[REG_MAX_CONTACTS_PER_REQUEST];
+    size_t n_raw = sip_msg_raw_contact_uris(rr->raw, rr->rawlen, raw_uris,
+                                            REG_MAX_CONTACTS_PER_REQUEST);
+    if (classify(reg, req, cs, m, n_raw == m ? raw_uris : NULL, header_expires, &rej) < 0) {
         contacts_free(cs, m);
         reject(rr, rej.code, rej.reason, rej.extra);
         return;
@@ -873,12 +903,15 @@ static int domain_served(const struct config *cfg, const char *domain)
     return 0;
 }
 
-void registrar_handle(struct registrar *reg, osip_message_t *req, const struct sip_source *src,
-                      struct txn *t)
+void registrar_handle(struct registrar *reg, osip_message_t *req, const char *raw, size_t rawlen,
+                      const struct sip_source *src, struct txn *t)
 {
     struct reg_req *rr = xcalloc(1, sizeof *rr);
     rr->reg = reg;
     rr->req = req;
+    rr->raw = xmalloc(rawlen);
+    memcpy(rr->raw, raw, rawlen);
+    rr->rawlen = rawlen;
     rr->src = *src;
     rr->txn = t;
     osip_uri_t *to = req->to ? req->to->url : NULL;
@@ -919,6 +952,10 @@ struct registrar *registrar_new(const struct config *cfg, struct location *loc, 
     reg->txns = txns;
     reg->tp = tp;
     reg->nonces = digest_nonces_new(cfg->nonce_lifetime, 18);
+    reg->sockets = xcalloc(cfg->n_listens, sizeof *reg->sockets);
+    for (size_t i = 0; i < cfg->n_listens; i++)
+        reg->sockets[i] = xasprintf("%s:%s:%d", config_transport_name(cfg->listens[i].transport),
+                                    cfg->listens[i].host, cfg->listens[i].port);
     return reg;
 }
 
@@ -930,6 +967,7 @@ void registrar_free(struct registrar *reg)
         struct reg_req *rr = reg->pending;
         reg->pending = rr->next;
         osip_message_free(rr->req);
+        free(rr->raw);
         free(rr->aor);
         free(rr->user);
         free(rr->domain);
@@ -942,5 +980,8 @@ void registrar_free(struct registrar *reg)
         free(f);
     }
     digest_nonces_free(reg->nonces);
+    for (size_t i = 0; i < reg->cfg->n_listens; i++)
+        free(reg->sockets[i]);
+    free(reg->sockets);
     free(reg);
 }

@@ -32,9 +32,10 @@ struct registrar *registrar_new(const struct config *cfg, struct location *loc, 
 /* Free the registrar and any REGISTER still waiting for the store (call after store_close). */
 void registrar_free(struct registrar *reg);
 
-/* Handle a REGISTER received from src in server transaction t. Takes ownership of req and
- * answers t exactly once, possibly later (after a store lookup). */
-void registrar_handle(struct registrar *reg, osip_message_t *req, const struct sip_source *src,
-                      struct txn *t);
+/* Handle a REGISTER received from src in server transaction t: req is its parse (taken
+ * over), raw/rawlen its bytes (copied; responses copy header lines from them). Answers t
+ * exactly once, possibly later (after a store lookup). */
+void registrar_handle(struct registrar *reg, osip_message_t *req, const char *raw, size_t rawlen,
+                      const struct sip_source *src, struct txn *t);
 
 #endif

@@ -139,7 +139,10 @@ void sip_msg_token(char *out, size_t n)
     unsigned char raw[32];
     if (n > sizeof raw)
         n = sizeof raw;
-    util_random(raw, n);
+    for (size_t i = 0; i < n; i += 8) {
+        uint64_t r = util_fast_random();
+        memcpy(raw + i, &r, n - i < 8 ? n - i : 8);
+    }
     util_hex(raw, n, out);
 }
 
@@ -269,6 +272,157 @@ static int raw_header_is(const char *line, size_t len, const char *full, const c
            (compact && util_strncaseeq(line, name_len, compact, strlen(compact)));
 }
 
+enum raw_header {
+    RAW_OTHER = 0,
+    RAW_FROM,
+    RAW_TO,
+    RAW_CALL_ID,
+    RAW_CSEQ,
+    RAW_CONTACT,
+};
+
+/* Which of the headers a response copies is this line? Offset of the value in *value. */
+static enum raw_header raw_header_kind(const char *line, size_t len, size_t *value)
+{
+    size_t n = 0;
+    while (n < len && line[n] != ':' && line[n] != ' ' && line[n] != '\t')
+        n++;
+    size_t v = n;
+    while (v < len && (line[v] == ' ' || line[v] == '\t'))
+        v++;
+    if (v == len || line[v] != ':')
+        return RAW_OTHER;
+    *value = v + 1;
+    switch (n) {
+    case 1:
+        switch (line[0] | 0x20) {
+        case 'f':
+            return RAW_FROM;
+        case 't':
+            return RAW_TO;
+        case 'i':
+            return RAW_CALL_ID;
+        case 'm':
+            return RAW_CONTACT;
+        }
+        return RAW_OTHER;
+    case 2:
+        return util_strncaseeq(line, 2, "to", 2) ? RAW_TO : RAW_OTHER;
+    case 4:
+        return util_strncaseeq(line, 4, "from", 4)   ? RAW_FROM
+               : util_strncaseeq(line, 4, "cseq", 4) ? RAW_CSEQ
+                                                     : RAW_OTHER;
+    case 7:
+        return util_strncaseeq(line, 7, "call-id", 7)   ? RAW_CALL_ID
+               : util_strncaseeq(line, 7, "contact", 7) ? RAW_CONTACT
+                                                        : RAW_OTHER;
+    }
+    return RAW_OTHER;
+}
+
+/* Walk the header lines of raw (folded lines joined), calling fn for each. */
+static void raw_lines(const char *raw, size_t rawlen,
+                      void (*fn)(void *arg, const char *line, size_t len), void *arg)
+{
+    long hdr = sip_msg_header_end(raw, rawlen);
+    size_t end = hdr < 0 ? rawlen : (size_t)hdr;
+    size_t i = 0;
+    while (i < end && raw[i] != '\n')
+        i++;
+    for (size_t start = i + 1; start < end;) {
+        size_t j = start;
+        while (j < end && raw[j] != '\n')
+            j++;
+        while (j + 1 < end && (raw[j + 1] == ' ' || raw[j + 1] == '\t')) { /* folded */
+            j++;
+            while (j < end && raw[j] != '\n')
+                j++;
+        }
+        const char *line = raw + start;
+        size_t l = j - start;
+        while (l > 0 && (line[l - 1] == '\r' || line[l - 1] == '\n' || line[l - 1] == ' ' ||
+                         line[l - 1] == '\t'))
+            l--;
+        if (l)
+            fn(arg, line, l);
+        start = j + 1;
+    }
+}
+
+struct contact_scan {
+    struct sip_msg_slice *out;
+    size_t max, n;
+    int overflow;
+};
+
+static void contact_line(void *arg, const char *line, size_t len)
+{
+    struct contact_scan *cs = arg;
+    size_t v;
+    if (raw_header_kind(line, len, &v) != RAW_CONTACT)
+        return;
+    /* split on commas outside quotes and angle brackets (RFC 3261 §20.10) */
+    size_t i = v;
+    while (i < len) {
+        while (i < len && (line[i] == ' ' || line[i] == '\t' || line[i] == ','))
+            i++;
+        if (i >= len)
+            break;
+        size_t start = i, lt = 0, gt = 0;
+        int quoted = 0, angle = 0;
+        for (; i < len; i++) {
+            char c = line[i];
+            if (quoted) {
+                if (c == '\\' && i + 1 < len)
+                    i++;
+                else if (c == '"')
+                    quoted = 0;
+            } else if (c == '"') {
+                quoted = 1;
+            } else if (c == '<' && !angle) {
+                angle = 1;
+                lt = i + 1;
+            } else if (c == '>' && angle) {
+                angle = 0;
+                gt = i;
+            } else if (c == ',' && !angle) {
+                break;
+            }
+        }
+        const char *u;
+        size_t ulen;
+        if (gt > lt) {
+            u = line + lt;
+            ulen = gt - lt;
+        } else {
+            /* no <>: the URI ends at the first ';' (those are header params) */
+            u = line + start;
+            ulen = 0;
+            while (start + ulen < i && u[ulen] != ';')
+                ulen++;
+            while (ulen && (u[ulen - 1] == ' ' || u[ulen - 1] == '\t'))
+                ulen--;
+        }
+        if (ulen == 1 && u[0] == '*')
+            continue;
+        if (cs->n < cs->max) {
+            cs->out[cs->n].p = u;
+            cs->out[cs->n].len = ulen;
+        } else {
+            cs->overflow = 1;
+        }
+        cs->n++;
+    }
+}
+
+size_t sip_msg_raw_contact_uris(const char *raw, size_t rawlen, struct sip_msg_slice *out,
+                                size_t max)
+{
+    struct contact_scan cs = {.out = out, .max = max};
+    raw_lines(raw, rawlen, contact_line, &cs);
+    return cs.n;
+}
+
 int sip_msg_raw_400(const char *buf, size_t len, const char *reason, char **out, size_t *outlen)
 {
     long hdr = sip_msg_header_end(buf, len);
@@ -334,4 +488,72 @@ int sip_msg_raw_400(const char *buf, size_t len, const char *reason, char **out,
     buf_free(&vias);
     buf_free(&rest);
     return ok ? 0 : -1;
+}
+
+struct reply_ctx {
+    struct buf *out;
+    int add_tag;
+    const char *to_tag;
+};
+
+static void reply_line(void *arg, const char *line, size_t len)
+{
+    struct reply_ctx *rc = arg;
+    size_t v;
+    enum raw_header k = raw_header_kind(line, len, &v);
+    if (k == RAW_OTHER || k == RAW_CONTACT)
+        return;
+    buf_append(rc->out, line, len);
+    if (k == RAW_TO && rc->add_tag) {
+        buf_puts(rc->out, ";tag=");
+        buf_puts(rc->out, rc->to_tag);
+    }
+    buf_append(rc->out, "\r\n", 2);
+}
+
+void sip_msg_reply_begin(struct buf *out, const char *raw, size_t rawlen, const osip_message_t *req,
+                         int code, const char *reason, const char *to_tag)
+{
+    if (!out->data) {
+        out->cap = 1024 + rawlen; /* one allocation for a typical response */
+        out->data = xmalloc(out->cap);
+        out->len = 0;
+    }
+    char status[16];
+    int sl = snprintf(status, sizeof status, "SIP/2.0 %03d ", code);
+    buf_append(out, status, (size_t)sl);
+    buf_puts(out, reason);
+    buf_append(out, "\r\n", 2);
+    for (int i = 0; i < osip_list_size(&req->vias); i++) {
+        char *v = NULL;
+        if (osip_via_to_str(osip_list_get(&req->vias, i), &v) == 0) {
+            buf_append(out, "Via: ", 5);
+            buf_puts(out, v);
+            buf_append(out, "\r\n", 2);
+        }
+        osip_free(v);
+    }
+    osip_generic_param_t *tag = NULL;
+    if (req->to)
+        osip_to_get_tag(req->to, &tag);
+    char t[17];
+    struct reply_ctx rc = {.out = out, .add_tag = code > 100 && !tag, .to_tag = to_tag};
+    if (rc.add_tag && !to_tag) {
+        sip_msg_token(t, 8);
+        rc.to_tag = t;
+    }
+    raw_lines(raw, rawlen, reply_line, &rc);
+}
+
+void sip_msg_reply_header(struct buf *out, const char *name, const char *value)
+{
+    buf_puts(out, name);
+    buf_puts(out, ": ");
+    buf_puts(out, value);
+    buf_puts(out, "\r\n");
+}
+
+void sip_msg_reply_end(struct buf *out)
+{
+    buf_puts(out, "Content-Length: 0\r\n\r\n");
 }

@@ -68,6 +68,28 @@ int sip_uri_equal(const osip_uri_t *a, const osip_uri_t *b);
  * a request or lacks one of those headers. */
 int sip_msg_raw_400(const char *buf, size_t len, const char *reason, char **out, size_t *outlen);
 
+/* A response written as text from the request's own bytes (RFC 3261 §8.2.6: Via, From,
+ * To, Call-ID and CSeq are copied), for the hot path: no osip2 clone or serialiser runs.
+ * The Vias are written from req as sip_msg_fix_via left them (received, rport); From,
+ * Call-ID and CSeq are the request's raw lines; To is the raw line plus a tag when the
+ * request had none. Usage: begin, any number of header calls, end. */
+void sip_msg_reply_begin(struct buf *out, const char *raw, size_t rawlen, const osip_message_t *req,
+                         int code, const char *reason, const char *to_tag);
+void sip_msg_reply_header(struct buf *out, const char *name, const char *value);
+/* Content-Length and the blank line (no body). */
+void sip_msg_reply_end(struct buf *out);
+
+/* A slice of a caller's buffer. */
+struct sip_msg_slice {
+    const char *p;
+    size_t len;
+};
+
+/* The URIs of the Contact header values in raw, in order ('*' skipped), as slices into raw.
+ * Returns how many there are (even beyond max; only the first max are filled). */
+size_t sip_msg_raw_contact_uris(const char *raw, size_t rawlen, struct sip_msg_slice *out,
+                                size_t max);
+
 /* Random token of 2n hex characters, for tags. out must hold 2n+1 bytes. */
 void sip_msg_token(char *out, size_t n);
 

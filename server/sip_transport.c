@@ -169,7 +169,7 @@ void transport_log_listeners(const struct transport *t)
     for (size_t i = 0; i < t->n_listeners; i++) {
         const struct config_listen *cl = &t->cfg->listens[i];
         int v6 = strchr(cl->host, ':') != NULL;
-        log_info("listening on %s:%s%s%s:%d", config_transport_name(cl->transport), v6 ? "[" : "",
+        log_notice("listening on %s:%s%s%s:%d", config_transport_name(cl->transport), v6 ? "[" : "",
                  cl->host, v6 ? "]" : "", cl->port);
     }
 }

@@ -223,8 +223,8 @@ static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
     fifo_arm(tt);
 }
 
-static void send_response(struct txn_table *tt, const struct sip_source *dst, osip_message_t *resp,
-                          char **out, size_t *outlen)
+static void send_response(struct txn_table *tt, const struct sip_source *dst,
+                          osip_message_t *resp)
 {
     char *s = NULL;
     size_t len = 0;
@@ -234,17 +234,15 @@ static void send_response(struct txn_table *tt, const struct sip_source *dst, os
     }
     transport_send(tt->tp, dst, s, len);
     metrics_inc(METRICS_SENT_REPLIES);
-    if (out) {
-        *out = xmalloc(len);
-        memcpy(*out, s, len);
-        *outlen = len;
-    }
     osip_free(s);
 }
 
-void txn_reply(struct txn_table *tt, struct txn *t, osip_message_t *resp)
+void txn_reply_bytes(struct txn_table *tt, struct txn *t, char *bytes, size_t len)
 {
-    send_response(tt, &t->dst, resp, &t->response, &t->response_len);
+    transport_send(tt->tp, &t->dst, bytes, len);
+    metrics_inc(METRICS_SENT_REPLIES);
+    t->response = bytes;
+    t->response_len = len;
     t->state = TXN_COMPLETED;
     if (t->dst.transport != CONFIG_TRANSPORT_UDP) {
         /* Timer J is 0 on reliable transports (§17.2.2). */
@@ -260,10 +258,25 @@ void txn_reply(struct txn_table *tt, struct txn *t, osip_message_t *resp)
     fifo_arm(tt);
 }
 
+void txn_reply(struct txn_table *tt, struct txn *t, osip_message_t *resp)
+{
+    char *s = NULL;
+    size_t len = 0;
+    if (sip_msg_to_str(resp, &s, &len) < 0) {
+        log_error("txn: cannot serialise a %d response", resp->status_code);
+        unlink_txn(tt, t);
+        return;
+    }
+    char *copy = xmalloc(len);
+    memcpy(copy, s, len);
+    osip_free(s);
+    txn_reply_bytes(tt, t, copy, len);
+}
+
 void txn_send_stateless(struct txn_table *tt, const osip_message_t *req,
                         const struct sip_source *src, osip_message_t *resp)
 {
     struct sip_source dst;
     response_destination(req, src, &dst);
-    send_response(tt, &dst, resp, NULL, NULL);
+    send_response(tt, &dst, resp);
 }

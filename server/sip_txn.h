@@ -41,6 +41,9 @@ enum txn_match txn_server_match(struct txn_table *tt, const osip_message_t *req,
 /* Send a final response for t and keep it for retransmissions. resp is borrowed. */
 void txn_reply(struct txn_table *tt, struct txn *t, osip_message_t *resp);
 
+/* The same for a response already serialised; takes ownership of bytes (malloc'd). */
+void txn_reply_bytes(struct txn_table *tt, struct txn *t, char *bytes, size_t len);
+
 /* Where the transaction's responses go (RFC 3261 §18.2.2, RFC 3581). */
 const struct sip_source *txn_source(const struct txn *t);
 

@@ -1,7 +1,9 @@
 /*
  * store: the queue, the worker thread and the completions; the backend does the I/O.
  *
- * Queued operations own copies of their data. The worker takes the whole queue at once,
+ * Queued operations own copies of their data. The loop collects them without locking and
+ * hands the batch over once per loop turn (an ev_prepare watcher), so a burst of REGISTERs
+ * costs one lock and one wake-up, not one each. The worker takes the whole queue at once,
  * applies all writes in one transaction (retrying the batch if the commit fails, so nothing
  * queued is dropped while the disk is unwell), then runs the reads and hands them back to
  * the loop through an ev_async watcher.
@@ -42,6 +44,9 @@ struct store {
     void *db;
     struct ev_loop *loop;
     ev_async done_watcher;
+    ev_prepare flush_watcher;  /* hands the loop's batch to the worker once per loop turn */
+    struct op *local_head, *local_tail; /* loop thread only */
+    size_t local_n;
     pthread_t thread;
     int started;
     pthread_mutex_t mu;
@@ -52,6 +57,8 @@ struct store {
     int stopping;
     unsigned long errors; /* under mu; moved into metrics on the loop */
 };
+
+static void flush_cb(struct ev_loop *loop, ev_prepare *w, int revents);
 
 static void op_free(struct op *o)
 {
@@ -105,6 +112,7 @@ static void apply_writes(struct store *s, struct op *list)
 static void *worker(void *arg)
 {
     struct store *s = arg;
+    pthread_setname_np(pthread_self(), "sipwake-store");
     for (;;) {
         pthread_mutex_lock(&s->mu);
         while (!s->head && !s->stopping)
@@ -193,6 +201,9 @@ void store_start(struct store *s, struct ev_loop *loop)
     ev_async_init(&s->done_watcher, done_cb);
     s->done_watcher.data = s;
     ev_async_start(loop, &s->done_watcher);
+    ev_prepare_init(&s->flush_watcher, flush_cb);
+    s->flush_watcher.data = s;
+    ev_prepare_start(loop, &s->flush_watcher);
     if (pthread_create(&s->thread, NULL, worker, s) != 0) {
         log_error("store: cannot start the writer thread");
         abort();
@@ -200,17 +211,39 @@ void store_start(struct store *s, struct ev_loop *loop)
     s->started = 1;
 }
 
+/* Loop side: collect operations without locking; flush_cb hands them over in one go. */
 static void enqueue(struct store *s, struct op *o)
 {
+    if (s->local_tail)
+        s->local_tail->next = o;
+    else
+        s->local_head = o;
+    s->local_tail = o;
+    s->local_n++;
+}
+
+static void flush_local(struct store *s)
+{
+    if (!s->local_head)
+        return;
     pthread_mutex_lock(&s->mu);
     if (s->tail)
-        s->tail->next = o;
+        s->tail->next = s->local_head;
     else
-        s->head = o;
-    s->tail = o;
-    s->queued++;
+        s->head = s->local_head;
+    s->tail = s->local_tail;
+    s->queued += s->local_n;
     pthread_cond_signal(&s->cv);
     pthread_mutex_unlock(&s->mu);
+    s->local_head = s->local_tail = NULL;
+    s->local_n = 0;
+}
+
+static void flush_cb(struct ev_loop *loop, ev_prepare *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    flush_local(w->data);
 }
 
 static const char *copy_str(char **p, const char *src)
@@ -272,7 +305,7 @@ void store_get_subscriber(struct store *s, const char *user, const char *domain,
 size_t store_pending(struct store *s)
 {
     pthread_mutex_lock(&s->mu);
-    size_t n = s->queued;
+    size_t n = s->queued + s->local_n;
     pthread_mutex_unlock(&s->mu);
     return n;
 }
@@ -297,6 +330,8 @@ void store_close(struct store *s)
     if (!s)
         return;
     if (s->started) {
+        ev_prepare_stop(s->loop, &s->flush_watcher);
+        flush_local(s);
         pthread_mutex_lock(&s->mu);
         s->stopping = 1;
         pthread_cond_signal(&s->cv);

@@ -169,6 +169,21 @@ void util_random(void *p, size_t n)
     }
 }
 
+uint64_t util_fast_random(void)
+{
+    static uint64_t st[2];
+    if (!st[0] && !st[1]) {
+        util_random(st, sizeof st);
+        st[0] |= 1;
+    }
+    uint64_t x = st[0];
+    const uint64_t y = st[1];
+    st[0] = y;
+    x ^= x << 23;
+    st[1] = x ^ y ^ (x >> 17) ^ (y >> 26);
+    return st[1] + y;
+}
+
 void util_hex(const unsigned char *in, size_t n, char *out)
 {
     static const char digits[] = "0123456789abcdef";

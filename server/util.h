@@ -50,6 +50,11 @@ uint64_t util_mono_ms(void);
 /* Cryptographically random bytes (OpenSSL); aborts if the generator fails. */
 void util_random(void *p, size_t n);
 
+/* Fast non-cryptographic random 64-bit value (xorshift128+, seeded once from util_random):
+ * for SIP tags and the like, where RFC 3261 §19.3 asks for uniqueness, not secrecy. Loop
+ * thread only. */
+uint64_t util_fast_random(void);
+
 /* Lower-case hex of n bytes into out (2n+1 bytes, NUL-terminated). */
 void util_hex(const unsigned char *in, size_t n, char *out);
 

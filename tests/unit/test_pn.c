@@ -159,6 +159,18 @@ int main(void)
        "malformed params cannot be compared");
 
     struct pn_info s;
+    is_int(pn_scan("sip:a@h:5;transport=tcp;pn-provider=apns;pn-param=T.org.app.voip%26remote;"
+                   "pn-prid=AA:voip&BB:remote;pn-silent=1",
+                   &s),
+           PN_PUSH, "scan of a stored contact finds the push params");
+    is_str(s.prid, "AA:voip&BB:remote", "scanned prid");
+    is_str(s.param, "T.org.app.voip&remote", "scanned param, unescaped");
+    pn_free(&s);
+    is_int(pn_scan("sip:a@h;pn-providerx=1;x=pn-provider", &s), PN_NONE,
+           "scan matches whole param names only");
+    pn_free(&s);
+    is_int(pn_scan("sip:a@h;pn-provider=fcm;pn-param=p", &s), PN_QUERY, "scan of a query binding");
+    pn_free(&s);
     is_int(pn_from_strings("apns", "T.org.app.voip", "AA", &s), PN_PUSH,
            "stored values classify again");
     pn_free(&s);
