@@ -570,8 +570,7 @@ static int classify(struct registrar *reg, const osip_message_t *req, struct reg
 
 /* ------------------------------------------------------------------ 200 OK */
 
-static void add_feature_caps(struct registrar *reg, struct buf *r, struct reg_contact *cs,
-                             size_t n)
+static void add_feature_caps(struct registrar *reg, struct buf *r, struct reg_contact *cs, size_t n)
 {
     const struct config *cfg = reg->cfg;
     struct buf seen = {0};
@@ -618,8 +617,9 @@ static void add_contacts(struct buf *r, struct location_aor *a, time_t now)
         buf_append(r, "Contact: <", 10);
         buf_puts(r, b->contact);
         buf_append(r, ">;expires=", 10);
-        buf_append(r, num, (size_t)snprintf(num, sizeof num, "%ld",
-                                            (long)(b->expires > now ? b->expires - now : 0)));
+        buf_append(r, num,
+                   (size_t)snprintf(num, sizeof num, "%ld",
+                                    (long)(b->expires > now ? b->expires - now : 0)));
         if (b->q >= 0)
             buf_append(r, num,
                        (size_t)snprintf(num, sizeof num, ";q=%d.%03d", b->q / 1000, b->q % 1000));
@@ -831,8 +831,8 @@ static void process(struct reg_req *rr)
         return;
     }
     struct sip_msg_slice raw_uris[REG_MAX_CONTACTS_PER_REQUEST];
-    size_t n_raw = sip_msg_raw_contact_uris(rr->raw, rr->rawlen, raw_uris,
-                                            REG_MAX_CONTACTS_PER_REQUEST);
+    size_t n_raw =
+        sip_msg_raw_contact_uris(rr->raw, rr->rawlen, raw_uris, REG_MAX_CONTACTS_PER_REQUEST);
     if (classify(reg, req, cs, m, n_raw == m ? raw_uris : NULL, header_expires, &rej) < 0) {
         contacts_free(cs, m);
         reject(rr, rej.code, rej.reason, rej.extra);
@@ -929,7 +929,11 @@ void registrar_handle(struct registrar *reg, osip_message_t *req, const char *ra
     rr->domain = xstrdup(to->host);
     for (char *p = rr->domain; *p; p++)
         *p = (char)tolower((unsigned char)*p);
-    rr->aor = xasprintf("%s@%s", rr->user, rr->domain);
+    size_t ul = strlen(rr->user), dl = strlen(rr->domain);
+    rr->aor = xmalloc(ul + dl + 2);
+    memcpy(rr->aor, rr->user, ul);
+    rr->aor[ul] = '@';
+    memcpy(rr->aor + ul + 1, rr->domain, dl + 1);
     if (!domain_served(reg->cfg, rr->domain)) {
         reject(rr, 404, "Not Found", "Warning: 399 sipwake \"Domain not served here\"\n");
         return;

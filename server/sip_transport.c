@@ -116,7 +116,7 @@ int transport_open(struct ev_loop *loop, const struct config *cfg, transport_msg
     t->next_flow_id = 1;
     t->n_buckets = 256;
     t->buckets = xcalloc(t->n_buckets, sizeof *t->buckets);
-    t->udp_buf = xmalloc(65536);
+    t->udp_buf = xmalloc((size_t)TRANSPORT_UDP_BATCH * 65536);
     t->listeners = xcalloc(cfg->n_listens, sizeof *t->listeners);
     for (size_t i = 0; i < cfg->n_listens; i++)
         t->listeners[i].fd = -1;
@@ -143,15 +143,7 @@ int transport_send(struct transport *t, const struct sip_source *dst, const char
 {
     if (dst->transport != CONFIG_TRANSPORT_UDP)
         return transport_stream_send(t, dst->flow_id, buf, len);
-    if (dst->listener < 0 || (size_t)dst->listener >= t->n_listeners)
-        return -1;
-    ssize_t n = sendto(t->listeners[dst->listener].fd, buf, len, 0,
-                       (const struct sockaddr *)&dst->addr, dst->addrlen);
-    if (n < 0) {
-        log_warn("udp: send to %s:%d failed: %s", dst->ip, dst->port, strerror(errno));
-        return -1;
-    }
-    return 0;
+    return transport_udp_send(t, dst, buf, len);
 }
 
 int transport_flow_alive(const struct transport *t, uint64_t flow_id)
@@ -170,7 +162,7 @@ void transport_log_listeners(const struct transport *t)
         const struct config_listen *cl = &t->cfg->listens[i];
         int v6 = strchr(cl->host, ':') != NULL;
         log_notice("listening on %s:%s%s%s:%d", config_transport_name(cl->transport), v6 ? "[" : "",
-                 cl->host, v6 ? "]" : "", cl->port);
+                   cl->host, v6 ? "]" : "", cl->port);
     }
 }
 
@@ -184,6 +176,7 @@ void transport_close(struct transport *t)
             ev_io_stop(t->loop, &t->listeners[i].io);
             close(t->listeners[i].fd);
         }
+        buf_free(&t->listeners[i].out.data);
     }
     if (t->tls_ctx)
         SSL_CTX_free(t->tls_ctx);

@@ -11,12 +11,25 @@
 
 struct conn;
 
+/* Datagrams read per recvmmsg, and responses sent per sendmmsg. */
+#define TRANSPORT_UDP_BATCH 32
+
+/* UDP responses queued while a burst of datagrams is being handled, sent in one sendmmsg. */
+struct udp_out {
+    int n;
+    size_t off[TRANSPORT_UDP_BATCH], len[TRANSPORT_UDP_BATCH];
+    struct sockaddr_storage addr[TRANSPORT_UDP_BATCH];
+    socklen_t addrlen[TRANSPORT_UDP_BATCH];
+    struct buf data;
+};
+
 struct listener {
     struct transport *t;
     int index;
     int fd;
     enum config_transport transport;
     ev_io io;
+    struct udp_out out;
 };
 
 struct transport {
@@ -32,11 +45,14 @@ struct transport {
     size_t n_buckets;
     size_t n_conns;
     uint64_t next_flow_id;
-    char *udp_buf;
+    char *udp_buf; /* TRANSPORT_UDP_BATCH receive buffers of 65536 bytes */
+    int batching;  /* inside a UDP burst: UDP sends are queued, flushed at its end */
 };
 
 /* sip_transport_udp.c */
 void transport_udp_readable(struct listener *l);
+int transport_udp_send(struct transport *t, const struct sip_source *dst, const char *buf,
+                       size_t len);
 
 /* sip_transport_stream.c */
 void transport_stream_accept(struct listener *l);

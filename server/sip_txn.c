@@ -108,8 +108,10 @@ static int make_key(const osip_message_t *req, struct buf *key)
     const char *branch = sip_msg_param(&via->via_params, "branch");
     const char *method = req->cseq->method;
     if (branch && strncmp(branch, "z9hG4bK", 7) == 0) {
-        buf_printf(key, "%s|%s:%s|%s", branch, via->host ? via->host : "",
-                   via->port ? via->port : "", method);
+        const char *parts[] = {
+            branch, "|", via->host ? via->host : "", ":", via->port ? via->port : "", "|", method};
+        for (size_t i = 0; i < UTIL_ARRAY_LEN(parts); i++)
+            buf_puts(key, parts[i]);
         return 0;
     }
     /* RFC 2543 peers: Request-URI, From tag, Call-ID, CSeq and the top Via. */
@@ -223,8 +225,7 @@ static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
     fifo_arm(tt);
 }
 
-static void send_response(struct txn_table *tt, const struct sip_source *dst,
-                          osip_message_t *resp)
+static void send_response(struct txn_table *tt, const struct sip_source *dst, osip_message_t *resp)
 {
     char *s = NULL;
     size_t len = 0;

@@ -44,7 +44,7 @@ struct store {
     void *db;
     struct ev_loop *loop;
     ev_async done_watcher;
-    ev_prepare flush_watcher;  /* hands the loop's batch to the worker once per loop turn */
+    ev_prepare flush_watcher; /* hands the loop's batch to the worker once per loop turn */
     struct op *local_head, *local_tail; /* loop thread only */
     size_t local_n;
     pthread_t thread;
