@@ -33,6 +33,24 @@ is($rc, 0, 'sipp push REGISTER over TCP') or diag $err;
 like($msgs, qr/^Feature-Caps: \*;\+sip\.pns="fcm"\r?$/m, 'fcm Feature-Caps over TCP');
 like($open->sql_wait("select received from location where username='tina'", qr/tcp/),
      qr/;transport=tcp$/, 'received records the TCP flow');
+($rc, $msgs, $err) = $open->sipp('register_query', set => { user => 'quinn' });
+is($rc, 0, 'sipp capability query: 200 with a Feature-Caps per provider') or diag $err;
+like($msgs, qr/Feature-Caps: \*;\+sip\.pns="apns"\r?\nFeature-Caps: \*;\+sip\.pns="fcm"/,
+     'apns and fcm advertised');
+($rc, $msgs, $err) = $open->sipp('register_reject',
+    set => { user => 'wendy', provider => 'webpush', prid => 'https://push.example/s1', expires => 3600 });
+is($rc, 0, 'sipp push REGISTER for a service not enabled is refused') or diag $err;
+like($msgs, qr{^SIP/2\.0 555 Push Notification Service Not Supported\r?$}m, 'with 555');
+unlike($msgs, qr/^Feature-Caps:/m, 'and no Feature-Caps');
+($rc, $msgs, $err) = $open->sipp('register_reject',
+    set => { user => 'wendy', provider => 'apns', prid => 'ab' x 32, expires => 300 });
+is($rc, 0, 'sipp push REGISTER too short to push before expiry is refused') or diag $err;
+like($msgs, qr{^SIP/2\.0 423 Interval Too Brief\r?\n(?:.*\n)*?Min-Expires: 600\r?$}m, 'with 423 and Min-Expires');
+is($open->sql("select count(*) from location where username='wendy'"), '0', 'nothing stored');
+($rc, $msgs, $err) = $open->sipp('register_unregister', set => { user => 'ursula' });
+is($rc, 0, 'sipp register then unregister: the last 200 lists no contact') or diag $err;
+is($open->sql_wait("select count(*) from location where username='ursula'", '0'), '0',
+   'binding removed from the store');
 ok($open->stop, 'clean shutdown');
 
 # Digest: sipp takes the first challenge and knows MD5 only, so offer MD5 first here.
