@@ -157,17 +157,6 @@ uint64_t location_new_id(struct location *loc)
     return loc->next_id++;
 }
 
-static const char *put(char **p, const char *s)
-{
-    if (!s)
-        return NULL;
-    size_t n = strlen(s) + 1;
-    memcpy(*p, s, n);
-    const char *r = *p;
-    *p += n;
-    return r;
-}
-
 struct binding *location_binding_new(const struct binding_fields *f)
 {
     const char *strs[] = {f->contact,  f->callid, f->user_agent,  f->received, f->socket,
@@ -187,16 +176,16 @@ struct binding *location_binding_new(const struct binding_fields *f)
     b->reg_id = f->reg_id;
     b->q = f->q;
     b->listener = f->listener;
-    b->contact = put(&p, f->contact);
-    b->callid = put(&p, f->callid);
-    b->user_agent = put(&p, f->user_agent);
-    b->received = put(&p, f->received);
-    b->socket = put(&p, f->socket);
-    b->instance = put(&p, f->instance);
-    b->tenant = put(&p, f->tenant);
-    b->pn_provider = put(&p, f->pn_provider);
-    b->pn_param = put(&p, f->pn_param);
-    b->pn_prid = put(&p, f->pn_prid);
+    b->contact = util_pack_str(&p, f->contact);
+    b->callid = util_pack_str(&p, f->callid);
+    b->user_agent = util_pack_str(&p, f->user_agent);
+    b->received = util_pack_str(&p, f->received);
+    b->socket = util_pack_str(&p, f->socket);
+    b->instance = util_pack_str(&p, f->instance);
+    b->tenant = util_pack_str(&p, f->tenant);
+    b->pn_provider = util_pack_str(&p, f->pn_provider);
+    b->pn_param = util_pack_str(&p, f->pn_param);
+    b->pn_prid = util_pack_str(&p, f->pn_prid);
     return b;
 }
 

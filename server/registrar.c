@@ -109,11 +109,8 @@ static void make_response(struct reg_req *rr, struct buf *r, int code, const cha
         sip_msg_reply_header(r, "Server", rr->reg->cfg->server_header);
 }
 
-/* Send the response in r (taken over) on rr's transaction and free rr. */
-static void finish(struct reg_req *rr, struct buf *r)
+static void reg_req_free(struct reg_req *rr)
 {
-    sip_msg_reply_end(r);
-    txn_reply_bytes(rr->reg->txns, rr->txn, r->data, r->len);
     osip_message_free(rr->req);
     free(rr->raw);
     free(rr->aor);
@@ -121,6 +118,14 @@ static void finish(struct reg_req *rr, struct buf *r)
     free(rr->domain);
     free(rr->realm);
     free(rr);
+}
+
+/* Send the response in r (taken over) on rr's transaction and free rr. */
+static void finish(struct reg_req *rr, struct buf *r)
+{
+    sip_msg_reply_end(r);
+    txn_reply_bytes(rr->reg->txns, rr->txn, r->data, r->len);
+    reg_req_free(rr);
 }
 
 static void reject(struct reg_req *rr, int code, const char *reason, const char *extra)
@@ -970,13 +975,7 @@ void registrar_free(struct registrar *reg)
     while (reg->pending) {
         struct reg_req *rr = reg->pending;
         reg->pending = rr->next;
-        osip_message_free(rr->req);
-        free(rr->raw);
-        free(rr->aor);
-        free(rr->user);
-        free(rr->domain);
-        free(rr->realm);
-        free(rr);
+        reg_req_free(rr);
     }
     while (reg->failures) {
         struct failure *f = reg->failures;

@@ -246,17 +246,6 @@ static void flush_cb(struct ev_loop *loop, ev_prepare *w, int revents)
     flush_local(w->data);
 }
 
-static const char *copy_str(char **p, const char *src)
-{
-    if (!src)
-        return NULL;
-    size_t n = strlen(src) + 1;
-    memcpy(*p, src, n);
-    const char *r = *p;
-    *p += n;
-    return r;
-}
-
 void store_save_binding(struct store *s, const struct store_binding *b)
 {
     struct op *o = xcalloc(1, sizeof *o);
@@ -269,16 +258,16 @@ void store_save_binding(struct store *s, const struct store_binding *b)
     for (size_t i = 0; i < UTIL_ARRAY_LEN(fields); i++)
         total += fields[i] ? strlen(fields[i]) + 1 : 0;
     char *p = o->strings = xmalloc(total ? total : 1);
-    o->b.username = copy_str(&p, b->username);
-    o->b.domain = copy_str(&p, b->domain);
-    o->b.contact = copy_str(&p, b->contact);
-    o->b.received = copy_str(&p, b->received);
-    o->b.path = copy_str(&p, b->path);
-    o->b.callid = copy_str(&p, b->callid);
-    o->b.user_agent = copy_str(&p, b->user_agent);
-    o->b.socket = copy_str(&p, b->socket);
-    o->b.sip_instance = copy_str(&p, b->sip_instance);
-    o->b.kv_store = copy_str(&p, b->kv_store);
+    o->b.username = util_pack_str(&p, b->username);
+    o->b.domain = util_pack_str(&p, b->domain);
+    o->b.contact = util_pack_str(&p, b->contact);
+    o->b.received = util_pack_str(&p, b->received);
+    o->b.path = util_pack_str(&p, b->path);
+    o->b.callid = util_pack_str(&p, b->callid);
+    o->b.user_agent = util_pack_str(&p, b->user_agent);
+    o->b.socket = util_pack_str(&p, b->socket);
+    o->b.sip_instance = util_pack_str(&p, b->sip_instance);
+    o->b.kv_store = util_pack_str(&p, b->kv_store);
     enqueue(s, o);
 }
 

@@ -55,6 +55,17 @@ char *xstrndup(const char *s, size_t n)
     return p;
 }
 
+const char *util_pack_str(char **p, const char *s)
+{
+    if (!s)
+        return NULL;
+    size_t n = strlen(s) + 1;
+    memcpy(*p, s, n);
+    const char *r = *p;
+    *p += n;
+    return r;
+}
+
 char *xasprintf(const char *fmt, ...)
 {
     va_list ap;

@@ -22,6 +22,10 @@ void *xrealloc(void *p, size_t n);
 char *xstrdup(const char *s);
 char *xstrndup(const char *s, size_t n);
 
+/* Copy s (with its NUL) to *p, advance *p past it and return where it went; NULL for NULL.
+ * For packing several strings into one allocation sized by the caller. */
+const char *util_pack_str(char **p, const char *s);
+
 /* Formatted string in a new allocation; caller frees. */
 char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
