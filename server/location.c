@@ -329,7 +329,7 @@ static void persist(struct location *loc, const struct binding *b)
         .sip_instance = b->instance,
         .kv_store = kv,
     };
-    store_save_binding(loc->store, &row);
+    store_save_binding(loc->store, &row, NULL, NULL);
     free(kv);
     free(user);
 }
@@ -367,7 +367,7 @@ void location_remove(struct location *loc, struct binding *b)
     struct location_aor *a = b->aor;
     unlink_binding(loc, b);
     if (loc->store)
-        store_delete_binding(loc->store, b->contact_id);
+        store_delete_binding(loc->store, b->contact_id, NULL, NULL);
     location_binding_free(b);
     aor_drop_if_empty(loc, a);
     timer_rearm(loc);

@@ -33,7 +33,8 @@ struct op {
     char *strings;
     uint64_t contact_id; /* OP_DELETE */
     char user[65], domain[65];
-    store_subscriber_cb cb;
+    store_subscriber_cb cb; /* OP_GET_SUBSCRIBER */
+    store_done_cb done;     /* writes, optional */
     void *arg;
     int found;
     struct store_subscriber sub;
@@ -80,7 +81,10 @@ static void done_cb(struct ev_loop *loop, ev_async *w, int revents)
     metrics_add(METRICS_STORE_ERRORS, (int64_t)errors);
     while (list) {
         struct op *next = list->next;
-        list->cb(list->arg, list->found, list->found == 1 ? &list->sub : NULL);
+        if (list->kind == OP_GET_SUBSCRIBER)
+            list->cb(list->arg, list->found, list->found == 1 ? &list->sub : NULL);
+        else
+            list->done(list->arg, 1);
         op_free(list);
         list = next;
     }
@@ -140,12 +144,24 @@ static void *worker(void *arg)
         }
         if (writes)
             apply_writes(s, writes);
+        /* committed: writes someone waits for are answered with the reads */
+        struct op *answered = NULL, **atail = &answered;
         while (writes) {
             struct op *next = writes->next;
-            op_free(writes);
+            if (writes->done) {
+                writes->next = NULL;
+                *atail = writes;
+                atail = &writes->next;
+            } else {
+                op_free(writes);
+            }
             writes = next;
         }
+        *atail = reads;
+        reads = answered;
         for (struct op *o = reads; o; o = o->next) {
+            if (o->kind != OP_GET_SUBSCRIBER)
+                continue;
             char err[512];
             o->found = s->be->get_subscriber(s->db, o->user, o->domain, &o->sub, err, sizeof err);
             if (o->found < 0) {
@@ -246,10 +262,13 @@ static void flush_cb(struct ev_loop *loop, ev_prepare *w, int revents)
     flush_local(w->data);
 }
 
-void store_save_binding(struct store *s, const struct store_binding *b)
+void store_save_binding(struct store *s, const struct store_binding *b, store_done_cb done,
+                        void *arg)
 {
     struct op *o = xcalloc(1, sizeof *o);
     o->kind = OP_SAVE;
+    o->done = done;
+    o->arg = arg;
     o->b = *b;
     const char *const fields[] = {b->username,     b->domain,  b->contact,    b->received,
                                   b->path,         b->callid,  b->user_agent, b->socket,
@@ -271,10 +290,12 @@ void store_save_binding(struct store *s, const struct store_binding *b)
     enqueue(s, o);
 }
 
-void store_delete_binding(struct store *s, uint64_t contact_id)
+void store_delete_binding(struct store *s, uint64_t contact_id, store_done_cb done, void *arg)
 {
     struct op *o = xcalloc(1, sizeof *o);
     o->kind = OP_DELETE;
+    o->done = done;
+    o->arg = arg;
     o->contact_id = contact_id;
     enqueue(s, o);
 }

@@ -56,6 +56,10 @@ struct store_subscriber {
 
 /* found: 1 found, 0 no such row, -1 store error. sub is borrowed for the call. */
 typedef void (*store_subscriber_cb)(void *arg, int found, const struct store_subscriber *sub);
+/* A write has been committed. Writes are retried until they commit, so ok is always 1;
+ * a write still queued when the store is closed is committed by store_close, but its
+ * callback no longer runs (the loop has stopped). Runs on the loop. */
+typedef void (*store_done_cb)(void *arg, int ok);
 /* Row visitor for loads and listings; row borrowed for the call. */
 typedef void (*store_binding_cb)(void *arg, const struct store_binding *row);
 typedef void (*store_user_cb)(void *arg, const struct store_subscriber *sub);
@@ -97,10 +101,11 @@ int store_load_bindings(struct store *s, time_t now, store_binding_cb cb, void *
 /* Start the worker thread; completions are delivered on loop. */
 void store_start(struct store *s, struct ev_loop *loop);
 
-/* Queue an upsert / a delete of a location row. Fire and forget: failures are logged,
- * counted and retried by the worker. */
-void store_save_binding(struct store *s, const struct store_binding *b);
-void store_delete_binding(struct store *s, uint64_t contact_id);
+/* Queue an upsert / a delete of a location row. Failures are logged, counted and retried by
+ * the worker. done (may be NULL) runs on the loop once the change is committed. */
+void store_save_binding(struct store *s, const struct store_binding *b, store_done_cb done,
+                        void *arg);
+void store_delete_binding(struct store *s, uint64_t contact_id, store_done_cb done, void *arg);
 
 /* Look a subscriber up; cb runs later on the loop. arg is passed back untouched. */
 void store_get_subscriber(struct store *s, const char *user, const char *domain,

@@ -1,0 +1,146 @@
+/* The async store on SQLite: writes committed in batches and reported on the loop,
+ * subscriber lookups answered on the loop, the OpenSIPS tables, loading and purging. */
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <sqlite3.h>
+
+#include "store.c"
+#include "tap.h"
+
+static struct ev_loop *loop;
+static int commits, lookups, found_flag;
+static char found_ha1[65];
+
+static void on_commit(void *arg, int ok)
+{
+    commits += ok;
+    if (commits == *(int *)arg)
+        ev_break(loop, EVBREAK_ALL);
+}
+
+static void on_subscriber(void *arg, int found, const struct store_subscriber *sub)
+{
+    lookups++;
+    found_flag = found;
+    snprintf(found_ha1, sizeof found_ha1, "%s", sub ? sub->ha1 : "");
+    ev_break(loop, EVBREAK_ALL);
+}
+
+static void on_row(void *arg, const struct store_binding *row)
+{
+    int *n = arg;
+    (*n)++;
+    if (row->contact_id == 2)
+        printf("# row 2: %s expires %lld q %.1f\n", row->contact, (long long)row->expires, row->q);
+}
+
+static int count_rows(const char *path, const char *sql)
+{
+    sqlite3 *db;
+    sqlite3_open(path, &db);
+    sqlite3_stmt *st;
+    int n = -1;
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW)
+        n = sqlite3_column_int(st, 0);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return n;
+}
+
+static void timeout_cb(struct ev_loop *l, ev_timer *w, int revents)
+{
+    ev_break(l, EVBREAK_ALL);
+}
+
+int main(void)
+{
+    char dir[] = "/tmp/sipwake-store-XXXXXX";
+    if (!mkdtemp(dir))
+        return 1;
+    struct config cfg;
+    char err[512];
+    config_defaults(&cfg);
+    free(cfg.store_path);
+    cfg.store_path = xasprintf("%s/sub/test.db", dir);
+
+    struct store *s;
+    ok(store_open(&cfg, &s, err, sizeof err) == 0, "open creates the directory and migrates: %s",
+       err);
+    is_int(count_rows(cfg.store_path, "select table_version from version where "
+                                      "table_name='location'"),
+           1013, "location table version 1013");
+    is_int(count_rows(cfg.store_path, "select count(*) from sipwake_migrations"), 1,
+           "migration recorded");
+
+    struct store_subscriber sub = {0};
+    snprintf(sub.username, sizeof sub.username, "alice");
+    snprintf(sub.domain, sizeof sub.domain, "example.com");
+    snprintf(sub.ha1, sizeof sub.ha1, "0123456789abcdef0123456789abcdef");
+    ok(store_user_put(s, &sub, err, sizeof err) == 0, "user put (synchronous)");
+
+    loop = ev_loop_new(EVFLAG_AUTO);
+    ev_timer guard;
+    ev_timer_init(&guard, timeout_cb, 5, 0);
+    ev_timer_start(loop, &guard);
+    store_start(s, loop);
+
+    time_t now = time(NULL);
+    int want = 3;
+    for (uint64_t id = 1; id <= 3; id++) {
+        char contact[64];
+        snprintf(contact, sizeof contact, "sip:u%llu@192.0.2.1", (unsigned long long)id);
+        struct store_binding b = {
+            .contact_id = id,
+            .username = "alice",
+            .domain = "example.com",
+            .contact = contact,
+            .expires = id == 3 ? now - 5 : now + 600,
+            .q = id == 2 ? 0.5 : -1,
+            .callid = "c1",
+            .cseq = 1,
+            .last_modified = now,
+        };
+        store_save_binding(s, &b, on_commit, &want);
+    }
+    ev_run(loop, 0);
+    is_int(commits, 3, "three writes reported committed on the loop");
+    is_int(count_rows(cfg.store_path, "select count(*) from location"), 3,
+           "and they are in the database");
+
+    store_get_subscriber(s, "alice", "example.com", on_subscriber, NULL);
+    ev_run(loop, 0);
+    is_int(lookups, 1, "subscriber lookup answered on the loop");
+    is_int(found_flag, 1, "found");
+    is_str(found_ha1, "0123456789abcdef0123456789abcdef", "with its ha1");
+    store_get_subscriber(s, "bob", "example.com", on_subscriber, NULL);
+    ev_run(loop, 0);
+    is_int(found_flag, 0, "unknown subscriber: not found");
+
+    want = 4;
+    store_delete_binding(s, 1, on_commit, &want);
+    ev_run(loop, 0);
+    is_int(count_rows(cfg.store_path, "select count(*) from location where contact_id=1"), 0,
+           "delete committed");
+    store_close(s);
+
+    ok(store_open(&cfg, &s, err, sizeof err) == 0, "reopen (migrations not applied twice)");
+    int rows = 0;
+    long purged = 0;
+    ok(store_load_bindings(s, time(NULL), on_row, &rows, &purged, err, sizeof err) == 0, "load");
+    is_int(rows, 1, "one unexpired binding loaded");
+    is_int(purged, 1, "one expired binding purged");
+    store_close(s);
+    ev_loop_destroy(loop);
+
+    free(cfg.store_path);
+    cfg.store_path = xstrdup("/proc/forbidden/x.db");
+    ok(store_open(&cfg, &s, err, sizeof err) < 0 && strstr(err, "/proc/forbidden"),
+       "an unusable path is a clear error: %s", err);
+    config_free(&cfg);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    if (system(cmd) != 0)
+        return 1;
+    return done_testing();
+}
