@@ -41,10 +41,6 @@ struct app {
     struct registrar *reg;
 };
 
-static const char *const known_methods[] = {"INVITE",   "ACK",   "BYE",       "CANCEL", "OPTIONS",
-                                            "REGISTER", "PRACK", "SUBSCRIBE", "NOTIFY", "PUBLISH",
-                                            "INFO",     "REFER", "MESSAGE",   "UPDATE", NULL};
-
 static void usage(FILE *f)
 {
     fprintf(f, "usage: sipwake [--config FILE]            run the server\n"
@@ -73,17 +69,20 @@ static void reply_stateless(struct app *app, const osip_message_t *req,
     osip_message_free(r);
 }
 
-static void reply_raw_400(struct app *app, const char *buf, size_t len,
-                          const struct sip_source *src, const char *why)
+/* Answer a request osip2 could not use from its raw lines, or drop it if even that fails. */
+static void reply_raw(struct app *app, const char *buf, size_t len, const struct sip_source *src,
+                      const struct sip_msg_verdict *v)
 {
-    char *out;
+    char *out, extra[300] = "";
     size_t outlen;
-    if (sip_msg_raw_400(buf, len, why, &out, &outlen) == 0) {
+    if (v->hname)
+        snprintf(extra, sizeof extra, "%s: %s\r\n", v->hname, v->hvalue);
+    if (sip_msg_raw_reply(buf, len, v->code, v->reason, extra, &out, &outlen) == 0) {
         transport_send(app->tp, src, out, outlen);
         free(out);
         metrics_inc(METRICS_BAD_ANSWERED);
-        log_info("sip: unparsable request from %s %s:%d answered 400 (%s)",
-                 config_transport_name(src->transport), src->ip, src->port, why);
+        log_info("sip: unusable request from %s %s:%d answered %d (%s)",
+                 config_transport_name(src->transport), src->ip, src->port, v->code, v->reason);
     } else {
         metrics_inc(METRICS_DROPPED);
         log_info("sip: unreadable message from %s %s:%d dropped (%zu bytes)",
@@ -91,49 +90,36 @@ static void reply_raw_400(struct app *app, const char *buf, size_t len,
     }
 }
 
-static int method_known(const char *m)
+/* Is the request addressed to this server itself rather than to a user it would route to? */
+static int for_us(const osip_message_t *req)
 {
-    for (int i = 0; known_methods[i]; i++)
-        if (strcmp(m, known_methods[i]) == 0)
-            return 1;
-    return 0;
-}
-
-/* RFC 3261 §8.2 checks every request passes before any module sees it. NULL or a reason. */
-static const char *request_invalid(const osip_message_t *req, size_t len, const char *buf)
-{
-    if (osip_list_size(&req->vias) == 0)
-        return "Missing Via";
-    if (!req->from || !req->from->url || !req->to || !req->to->url)
-        return "Missing or malformed From/To";
-    if (!req->call_id || !req->call_id->number)
-        return "Missing Call-ID";
-    if (!req->cseq || !req->cseq->number || !req->cseq->method)
-        return "Missing CSeq";
-    long cseq;
-    if (util_parse_long(req->cseq->number, 0, 0x7fffffffL, &cseq) < 0)
-        return "Bad CSeq number";
-    if (strcmp(req->cseq->method, req->sip_method) != 0)
-        return "CSeq method does not match the request method";
-    if (!req->req_uri || !req->req_uri->scheme)
-        return "Bad Request-URI";
-    if (!req->sip_version || strcmp(req->sip_version, "SIP/2.0") != 0)
-        return "Unsupported SIP version";
-    /* RFC 3261 §18.3: a Content-Length beyond the end of the datagram is an error */
-    long hdr = sip_msg_header_end(buf, len), cl;
-    if (hdr > 0 && sip_msg_raw_content_length(buf, (size_t)hdr, &cl) == 1 &&
-        (size_t)hdr + (size_t)cl > len)
-        return "Content-Length larger than the message";
-    return NULL;
+    return strcmp(req->sip_method, "REGISTER") == 0 || !req->req_uri->username ||
+           !*req->req_uri->username;
 }
 
 static void on_message(void *arg, const char *buf, size_t len, const struct sip_source *src)
 {
     struct app *app = arg;
     osip_message_t *msg = NULL;
+    struct sip_msg_verdict v;
+    int dgram = src->transport == CONFIG_TRANSPORT_UDP;
+    if (dgram) {
+        /* RFC 3261 §18.3: octets after Content-Length in a datagram are discarded
+         * (RFC 4475 §3.1.1.8) */
+        long hdr = sip_msg_header_end(buf, len), cl;
+        if (hdr > 0 && sip_msg_raw_content_length(buf, (size_t)hdr, &cl) == 1 &&
+            (size_t)hdr + (size_t)cl < len)
+            len = (size_t)hdr + (size_t)cl;
+    }
     if (sip_msg_parse(buf, len, &msg) < 0) {
         metrics_inc(METRICS_PARSE_ERRORS);
-        reply_raw_400(app, buf, len, src, "Malformed Message");
+        if (len >= 4 && memcmp(buf, "SIP/", 4) == 0) {
+            metrics_inc(METRICS_DROPPED); /* an unparsable response is dropped */
+            log_info("sip: unparsable response from %s:%d dropped", src->ip, src->port);
+            return;
+        }
+        sip_msg_check_unparsable(buf, len, &v);
+        reply_raw(app, buf, len, src, &v);
         return;
     }
     if (!MSG_IS_REQUEST(msg)) {
@@ -144,17 +130,17 @@ static void on_message(void *arg, const char *buf, size_t len, const struct sip_
         return;
     }
     metrics_inc(METRICS_RCV_REQUESTS);
-    const char *why = request_invalid(msg, len, buf);
-    if (why) {
-        metrics_inc(METRICS_PARSE_ERRORS);
+    if (sip_msg_check_request(msg, buf, len, dgram, "outbound", &v)) {
+        if (v.code == 400)
+            metrics_inc(METRICS_PARSE_ERRORS);
         if (osip_list_size(&msg->vias) > 0 && msg->from && msg->to && msg->call_id && msg->cseq) {
             sip_msg_fix_via(msg, src->ip, src->port);
-            reply_stateless(app, msg, src, 400, why, NULL, NULL);
+            reply_stateless(app, msg, src, v.code, v.reason, v.hname, v.hvalue);
             metrics_inc(METRICS_BAD_ANSWERED);
-            log_info("sip: bad %s from %s:%d answered 400 (%s)", msg->sip_method, src->ip,
-                     src->port, why);
+            log_info("sip: %s from %s:%d answered %d (%s)", msg->sip_method, src->ip, src->port,
+                     v.code, v.reason);
         } else {
-            reply_raw_400(app, buf, len, src, why);
+            reply_raw(app, buf, len, src, &v);
         }
         osip_message_free(msg);
         return;
@@ -163,6 +149,15 @@ static void on_message(void *arg, const char *buf, size_t len, const struct sip_
     const char *method = msg->sip_method;
     if (strcmp(method, "ACK") == 0) {
         osip_message_free(msg); /* answers here are all non-2xx and stateless */
+        return;
+    }
+    /* RFC 3261 §16.3 step 3: a request this server would have to forward, with no hops left
+     * (RFC 4475 §3.3.11) */
+    osip_header_t *mf = NULL;
+    if (!for_us(msg) && osip_message_get_max_forwards(msg, 0, &mf) >= 0 && mf && mf->hvalue &&
+        atol(mf->hvalue) == 0 && strspn(mf->hvalue, " 0") == strlen(mf->hvalue)) {
+        reply_stateless(app, msg, src, 483, "Too Many Hops", NULL, NULL);
+        osip_message_free(msg);
         return;
     }
     if (strcmp(method, "REGISTER") == 0) {
@@ -180,15 +175,12 @@ static void on_message(void *arg, const char *buf, size_t len, const struct sip_
         osip_message_free(msg);
         return;
     }
-    if (strcmp(method, "OPTIONS") == 0 && (!msg->req_uri->username || !*msg->req_uri->username)) {
+    if (strcmp(method, "OPTIONS") == 0 && for_us(msg))
         reply_stateless(app, msg, src, 200, "OK", "Allow", "REGISTER, OPTIONS");
-    } else if (strcmp(method, "CANCEL") == 0) {
+    else if (strcmp(method, "CANCEL") == 0)
         reply_stateless(app, msg, src, 481, "Call/Transaction Does Not Exist", NULL, NULL);
-    } else if (method_known(method)) {
+    else
         reply_stateless(app, msg, src, 405, "Method Not Allowed", "Allow", "REGISTER, OPTIONS");
-    } else {
-        reply_stateless(app, msg, src, 501, "Not Implemented", "Allow", "REGISTER, OPTIONS");
-    }
     osip_message_free(msg);
 }
 

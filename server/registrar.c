@@ -300,7 +300,10 @@ static void subscriber_cb(void *arg, int found, const struct store_subscriber *s
         return;
     }
     /* The credentials are good; they must also be for this AOR. */
-    if (strcmp(rr->auth_user, rr->user) != 0) {
+    char *auth_canonical = sip_msg_canonical_user(rr->auth_user);
+    int other_user = strcmp(auth_canonical, rr->user) != 0;
+    free(auth_canonical);
+    if (other_user) {
         reject(rr, 403, "Forbidden", "Warning: 399 sipwake \"Credentials are for another user\"\n");
         return;
     }
@@ -443,14 +446,9 @@ static int binding_matches_push(const struct binding *b, const struct pn_info *p
     return same;
 }
 
-static int binding_matches_uri(const struct binding *b, const osip_uri_t *uri)
+static int binding_matches_uri(const struct binding *b, const char *uri)
 {
-    osip_uri_t *stored = NULL;
-    if (osip_uri_init(&stored) != 0)
-        return 0;
-    int same = osip_uri_parse(stored, b->contact) == 0 && sip_uri_equal(stored, uri);
-    osip_uri_free(stored);
-    return same;
+    return sip_uri_text_equal(b->contact, uri);
 }
 
 /* RFC 8599 §5.3 and the issue's rule: push params, then +sip.instance, and the RFC 3261
@@ -473,7 +471,7 @@ static struct binding *find_match(struct location_aor *a, const struct reg_conta
          * §4.1.2: the removing REGISTER carries no pn-prid) */
         if ((b->flags & LOCATION_FLAG_PUSH) && rc->expires != 0)
             continue;
-        if (binding_matches_uri(b, rc->c->url))
+        if (binding_matches_uri(b, rc->uri))
             return b;
     }
     return NULL;
@@ -836,8 +834,18 @@ static void process(struct reg_req *rr)
         return;
     }
     struct sip_msg_slice raw_uris[REG_MAX_CONTACTS_PER_REQUEST];
-    size_t n_raw =
-        sip_msg_raw_contact_uris(rr->raw, rr->rawlen, raw_uris, REG_MAX_CONTACTS_PER_REQUEST);
+    int bracketed[REG_MAX_CONTACTS_PER_REQUEST];
+    size_t n_raw = sip_msg_raw_contact_uris(rr->raw, rr->rawlen, raw_uris, bracketed,
+                                            REG_MAX_CONTACTS_PER_REQUEST);
+    for (size_t i = 0; i < n_raw && i < REG_MAX_CONTACTS_PER_REQUEST; i++) {
+        /* RFC 3261 §20: a URI with a comma, '?' or ';' must be in <> (RFC 4475 §3.1.2.13) */
+        if (!bracketed[i] && memchr(raw_uris[i].p, '?', raw_uris[i].len)) {
+            contacts_free(cs, m);
+            reject(rr, 400, "Bad Request",
+                   "Warning: 399 sipwake \"A Contact URI with headers must be enclosed in <>\"\n");
+            return;
+        }
+    }
     if (classify(reg, req, cs, m, n_raw == m ? raw_uris : NULL, header_expires, &rej) < 0) {
         contacts_free(cs, m);
         reject(rr, rej.code, rej.reason, rej.extra);
@@ -925,12 +933,24 @@ void registrar_handle(struct registrar *reg, osip_message_t *req, const char *ra
         reject(rr, 400, "Bad Request", "Warning: 399 sipwake \"Missing To, Call-ID or CSeq\"\n");
         return;
     }
+    if (!to->scheme || !(util_caseeq(to->scheme, "sip") || util_caseeq(to->scheme, "sips"))) {
+        reject(rr, 400, "Bad Request", "Warning: 399 sipwake \"The AOR must be a SIP URI\"\n");
+        return;
+    }
     if (!to->username || !*to->username) {
         reject(rr, 400, "Bad Request", "Warning: 399 sipwake \"The AOR needs a user part\"\n");
         return;
     }
-    rr->user = xstrdup(to->username);
-    __osip_uri_unescape(rr->user);
+    /* the user as written: osip2's parse cuts an escaped NUL short (RFC 4475 §3.1.1.4) */
+    struct sip_msg_slice to_uri, to_user = {to->username, strlen(to->username)};
+    if (sip_msg_raw_to_uri(raw, rawlen, &to_uri) == 0) {
+        struct sip_msg_slice u = sip_msg_uri_text_user(to_uri.p, to_uri.len);
+        if (u.len)
+            to_user = u;
+    }
+    char *written = xstrndup(to_user.p, to_user.len);
+    rr->user = sip_msg_canonical_user(written);
+    free(written);
     rr->domain = xstrdup(to->host);
     for (char *p = rr->domain; *p; p++)
         *p = (char)tolower((unsigned char)*p);

@@ -5,15 +5,33 @@
 #include "sip_msg.h"
 
 #include <ctype.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <osipparser2/osip_port.h>
 
+#include "log.h"
+
+/* osip2 reports parse trouble on stderr by default; sipwake logs its own line for every
+ * message it refuses, so osip2's go to the debug level, in the one-line format. */
+static void osip_trace_to_log(const char *file, int line, osip_trace_level_t level, const char *fmt,
+                              va_list ap)
+{
+    (void)level;
+    if (log_get_level() < LOG_LEVEL_DEBUG)
+        return;
+    char msg[512];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    msg[strcspn(msg, "\r\n")] = '\0';
+    log_debug("osip2: %s:%d: %s", file, line, msg);
+}
+
 void sip_msg_init(void)
 {
     parser_init();
+    osip_trace_initialize_func(OSIP_INFO4, osip_trace_to_log);
 }
 
 int sip_msg_parse(const char *buf, size_t len, osip_message_t **out)
@@ -31,13 +49,14 @@ int sip_msg_parse(const char *buf, size_t len, osip_message_t **out)
 
 long sip_msg_header_end(const char *buf, size_t len)
 {
-    for (size_t i = 0; i + 1 < len; i++) {
-        if (buf[i] != '\n')
-            continue;
-        if (buf[i + 1] == '\n')
-            return (long)(i + 2);
-        if (buf[i + 1] == '\r' && i + 2 < len && buf[i + 2] == '\n')
-            return (long)(i + 3);
+    /* the first line end followed by CRLF, or by a bare LF from a sloppy peer */
+    const char *p = buf, *end = buf + len;
+    while ((p = memchr(p, '\n', (size_t)(end - p))) != NULL) {
+        if (p + 1 < end && p[1] == '\n')
+            return (long)(p - buf) + 2;
+        if (p + 2 < end && p[1] == '\r' && p[2] == '\n')
+            return (long)(p - buf) + 3;
+        p++;
     }
     return -1;
 }
@@ -196,17 +215,58 @@ const char *sip_msg_header(const osip_message_t *msg, const char *name)
     return h->hvalue ? h->hvalue : "";
 }
 
+/* %-decode s into out (at least strlen(s) bytes); returns the length. NUL-safe: an escaped
+ * NUL stays a byte of the result (RFC 4475 §3.1.1.4). */
+static size_t unescape_bytes(const char *s, unsigned char *out)
+{
+    size_t n = 0;
+    for (; *s; s++) {
+        if (s[0] == '%' && isxdigit((unsigned char)s[1]) && isxdigit((unsigned char)s[2])) {
+            char hex[3] = {s[1], s[2], 0};
+            out[n++] = (unsigned char)strtol(hex, NULL, 16);
+            s += 2;
+        } else {
+            out[n++] = (unsigned char)*s;
+        }
+    }
+    return n;
+}
+
 static int str_eq_unescaped(const char *a, const char *b, int nocase)
 {
     if (!a || !b)
         return !a && !b;
-    char *x = osip_strdup(a), *y = osip_strdup(b);
-    __osip_uri_unescape(x);
-    __osip_uri_unescape(y);
-    int eq = nocase ? util_caseeq(x, y) : strcmp(x, y) == 0;
-    osip_free(x);
-    osip_free(y);
+    unsigned char *x = xmalloc(strlen(a) + 1), *y = xmalloc(strlen(b) + 1);
+    size_t nx = unescape_bytes(a, x), ny = unescape_bytes(b, y);
+    int eq = nx == ny;
+    for (size_t i = 0; eq && i < nx; i++)
+        eq = nocase ? tolower(x[i]) == tolower(y[i]) : x[i] == y[i];
+    free(x);
+    free(y);
     return eq;
+}
+
+char *sip_msg_canonical_user(const char *user)
+{
+    static const char keep[] = "-_.!~*'()&=+$,;?/"; /* mark and user-unreserved */
+    size_t n = strlen(user);
+    unsigned char *raw = xmalloc(n + 1);
+    size_t len = unescape_bytes(user, raw);
+    char *out = xmalloc(3 * len + 1), *o = out;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = raw[i];
+        if (isalnum(c) || (c && strchr(keep, c))) {
+            *o++ = (char)c;
+        } else {
+            static const char hex[] = "0123456789ABCDEF";
+            *o++ = '%';
+            *o++ = hex[c >> 4];
+            *o++ = hex[c & 15];
+        }
+    }
+    *o = '\0';
+    free(raw);
+    return out;
 }
 
 /* RFC 3261 §19.1.4: these params must match if present in either URI. */
@@ -235,6 +295,36 @@ static int params_match(const osip_list_t *a, const osip_list_t *b)
             return 0;
     }
     return 1;
+}
+
+static int user_text_equal(const char *a, const char *b)
+{
+    struct sip_msg_slice ua = sip_msg_uri_text_user(a, strlen(a));
+    struct sip_msg_slice ub = sip_msg_uri_text_user(b, strlen(b));
+    char *x = xstrndup(ua.p, ua.len), *y = xstrndup(ub.p, ub.len);
+    int eq = str_eq_unescaped(x, y, 0);
+    free(x);
+    free(y);
+    return eq;
+}
+
+int sip_uri_text_equal(const char *a, const char *b)
+{
+    osip_uri_t *x = NULL, *y = NULL;
+    int eq = 0;
+    if (osip_uri_init(&x) == 0 && osip_uri_init(&y) == 0 && osip_uri_parse(x, a) == 0 &&
+        osip_uri_parse(y, b) == 0) {
+        /* osip2 unescapes user parts while parsing, and an escaped NUL cuts them short
+         * (RFC 4475 §3.1.1.4): compare the users as written, then the rest. */
+        char *ux = x->username, *uy = y->username;
+        x->username = y->username = NULL;
+        eq = user_text_equal(a, b) && sip_uri_equal(x, y);
+        x->username = ux;
+        y->username = uy;
+    }
+    osip_uri_free(x);
+    osip_uri_free(y);
+    return eq;
 }
 
 int sip_uri_equal(const osip_uri_t *a, const osip_uri_t *b)
@@ -279,6 +369,7 @@ enum raw_header {
     RAW_CALL_ID,
     RAW_CSEQ,
     RAW_CONTACT,
+    RAW_CONTENT_LENGTH,
 };
 
 /* Which of the headers a response copies is this line? Offset of the value in *value. */
@@ -304,6 +395,8 @@ static enum raw_header raw_header_kind(const char *line, size_t len, size_t *val
             return RAW_CALL_ID;
         case 'm':
             return RAW_CONTACT;
+        case 'l':
+            return RAW_CONTENT_LENGTH;
         }
         return RAW_OTHER;
     case 2:
@@ -316,6 +409,8 @@ static enum raw_header raw_header_kind(const char *line, size_t len, size_t *val
         return util_strncaseeq(line, 7, "call-id", 7)   ? RAW_CALL_ID
                : util_strncaseeq(line, 7, "contact", 7) ? RAW_CONTACT
                                                         : RAW_OTHER;
+    case 14:
+        return util_strncaseeq(line, 14, "content-length", 14) ? RAW_CONTENT_LENGTH : RAW_OTHER;
     }
     return RAW_OTHER;
 }
@@ -325,32 +420,31 @@ static void raw_lines(const char *raw, size_t rawlen,
                       void (*fn)(void *arg, const char *line, size_t len), void *arg)
 {
     long hdr = sip_msg_header_end(raw, rawlen);
-    size_t end = hdr < 0 ? rawlen : (size_t)hdr;
-    size_t i = 0;
-    while (i < end && raw[i] != '\n')
-        i++;
-    for (size_t start = i + 1; start < end;) {
-        size_t j = start;
-        while (j < end && raw[j] != '\n')
-            j++;
-        while (j + 1 < end && (raw[j + 1] == ' ' || raw[j + 1] == '\t')) { /* folded */
-            j++;
-            while (j < end && raw[j] != '\n')
-                j++;
+    const char *end = raw + (hdr < 0 ? rawlen : (size_t)hdr);
+    const char *p = memchr(raw, '\n', (size_t)(end - raw));
+    if (!p)
+        return;
+    for (const char *start = p + 1; start < end;) {
+        const char *nl = memchr(start, '\n', (size_t)(end - start));
+        if (!nl)
+            nl = end;
+        while (nl + 1 < end && (nl[1] == ' ' || nl[1] == '\t')) { /* folded */
+            const char *more = memchr(nl + 1, '\n', (size_t)(end - nl - 1));
+            nl = more ? more : end;
         }
-        const char *line = raw + start;
-        size_t l = j - start;
-        while (l > 0 && (line[l - 1] == '\r' || line[l - 1] == '\n' || line[l - 1] == ' ' ||
-                         line[l - 1] == '\t'))
+        size_t l = (size_t)(nl - start);
+        while (l > 0 && (start[l - 1] == '\r' || start[l - 1] == ' ' || start[l - 1] == '\t'))
             l--;
         if (l)
-            fn(arg, line, l);
-        start = j + 1;
+            fn(arg, start, l);
+        start = nl + 1;
     }
 }
 
 struct contact_scan {
+    enum raw_header kind;
     struct sip_msg_slice *out;
+    int *bracketed;
     size_t max, n;
     int overflow;
 };
@@ -359,7 +453,7 @@ static void contact_line(void *arg, const char *line, size_t len)
 {
     struct contact_scan *cs = arg;
     size_t v;
-    if (raw_header_kind(line, len, &v) != RAW_CONTACT)
+    if (raw_header_kind(line, len, &v) != cs->kind)
         return;
     /* split on commas outside quotes and angle brackets (RFC 3261 §20.10) */
     size_t i = v;
@@ -408,6 +502,8 @@ static void contact_line(void *arg, const char *line, size_t len)
         if (cs->n < cs->max) {
             cs->out[cs->n].p = u;
             cs->out[cs->n].len = ulen;
+            if (cs->bracketed)
+                cs->bracketed[cs->n] = gt > lt;
         } else {
             cs->overflow = 1;
         }
@@ -416,78 +512,152 @@ static void contact_line(void *arg, const char *line, size_t len)
 }
 
 size_t sip_msg_raw_contact_uris(const char *raw, size_t rawlen, struct sip_msg_slice *out,
-                                size_t max)
+                                int *bracketed, size_t max)
 {
-    struct contact_scan cs = {.out = out, .max = max};
+    struct contact_scan cs = {.kind = RAW_CONTACT, .out = out, .bracketed = bracketed, .max = max};
     raw_lines(raw, rawlen, contact_line, &cs);
     return cs.n;
 }
 
-int sip_msg_raw_400(const char *buf, size_t len, const char *reason, char **out, size_t *outlen)
+int sip_msg_raw_to_uri(const char *raw, size_t rawlen, struct sip_msg_slice *out)
 {
-    long hdr = sip_msg_header_end(buf, len);
-    size_t end = hdr < 0 ? len : (size_t)hdr;
-    /* The start line must look like "METHOD uri SIP/2.0" for a response to make sense. */
-    size_t i = 0;
-    while (i < end && buf[i] != '\n')
-        i++;
-    if (i >= end || i < 12 || !memmem(buf, i, " SIP/2.0", 8) || memcmp(buf, "SIP/", 4) == 0)
+    struct contact_scan cs = {.kind = RAW_TO, .out = out, .max = 1};
+    raw_lines(raw, rawlen, contact_line, &cs);
+    return cs.n >= 1 ? 0 : -1;
+}
+
+struct sip_msg_slice sip_msg_uri_text_user(const char *uri, size_t len)
+{
+    struct sip_msg_slice none = {uri, 0};
+    const char *colon = memchr(uri, ':', len);
+    if (!colon)
+        return none;
+    const char *start = colon + 1, *end = uri + len;
+    /* the userinfo ends at the first '@' (an '@' in a user part is escaped) */
+    const char *at = memchr(start, '@', (size_t)(end - start));
+    if (!at)
+        return none;
+    const char *pw = memchr(start, ':', (size_t)(at - start));
+    return (struct sip_msg_slice){start, (size_t)((pw ? pw : at) - start)};
+}
+
+int sip_msg_raw_request_line(const char *buf, size_t len, struct sip_msg_slice *method,
+                             struct sip_msg_slice *uri, struct sip_msg_slice *version)
+{
+    size_t eol = 0;
+    while (eol < len && buf[eol] != '\r' && buf[eol] != '\n')
+        eol++;
+    size_t end = eol;
+    while (end > 0 && (buf[end - 1] == ' ' || buf[end - 1] == '\t'))
+        end--;
+    const char *sp1 = memchr(buf, ' ', end);
+    if (!sp1 || sp1 == buf || memcmp(buf, "SIP/", end < 4 ? end : 4) == 0)
         return -1;
-    struct buf vias = {0}, rest = {0};
-    int have_from = 0, have_to = 0, have_callid = 0, have_cseq = 0, to_has_tag = 0;
-    size_t line_start = i + 1;
-    while (line_start < end) {
-        size_t j = line_start;
-        while (j < end && buf[j] != '\n')
-            j++;
-        /* unfold continuation lines (RFC 3261 §7.3.1) */
-        while (j + 1 < end && (buf[j + 1] == ' ' || buf[j + 1] == '\t')) {
-            j++;
-            while (j < end && buf[j] != '\n')
-                j++;
-        }
-        size_t l = j - line_start;
-        const char *line = buf + line_start;
-        while (l > 0 && (line[l - 1] == '\r' || line[l - 1] == '\n'))
-            l--;
-        int keep = 0;
-        if (raw_header_is(line, l, "via", "v")) {
-            buf_append(&vias, line, l);
-            buf_puts(&vias, "\r\n");
-        } else if (raw_header_is(line, l, "from", "f")) {
-            have_from++, keep = 1;
-        } else if (raw_header_is(line, l, "to", "t")) {
-            have_to++, keep = 1;
-            to_has_tag = memmem(line, l, ";tag=", 5) != NULL;
-        } else if (raw_header_is(line, l, "call-id", "i")) {
-            have_callid++, keep = 1;
-        } else if (raw_header_is(line, l, "cseq", NULL)) {
-            have_cseq++, keep = 1;
-        }
-        if (keep) {
-            buf_append(&rest, line, l);
-            if (raw_header_is(line, l, "to", "t") && !to_has_tag) {
-                char tag[17];
-                sip_msg_token(tag, 8);
-                buf_printf(&rest, ";tag=%s", tag);
-            }
-            buf_puts(&rest, "\r\n");
-        }
-        line_start = j + 1;
+    /* the version is the last word; whatever lies between is the (maybe broken) URI */
+    const char *sp2 = buf + end;
+    while (sp2 > sp1 && sp2[-1] != ' ')
+        sp2--;
+    if (sp2 <= sp1 + 1)
+        return -1;
+    *method = (struct sip_msg_slice){buf, (size_t)(sp1 - buf)};
+    const char *u = sp1 + 1, *ue = sp2 - 1;
+    while (u < ue && *u == ' ')
+        u++;
+    while (ue > u && ue[-1] == ' ')
+        ue--;
+    *uri = (struct sip_msg_slice){u, (size_t)(ue - u)};
+    *version = (struct sip_msg_slice){sp2, (size_t)(buf + end - sp2)};
+    if (version->len < 5 || memcmp(version->p, "SIP/", 4) != 0)
+        return -1;
+    return 0;
+}
+
+struct raw_reply_ctx {
+    struct buf vias, rest;
+    int cseq, from, to, callid;
+};
+
+static void raw_reply_line(void *arg, const char *line, size_t len)
+{
+    struct raw_reply_ctx *c = arg;
+    size_t v;
+    enum raw_header k = raw_header_kind(line, len, &v);
+    if (k == RAW_OTHER && raw_header_is(line, len, "via", "v")) {
+        buf_append(&c->vias, line, len);
+        buf_append(&c->vias, "\r\n", 2);
+        return;
     }
-    int ok = vias.len && have_from == 1 && have_to == 1 && have_callid == 1 && have_cseq == 1;
+    if (k == RAW_OTHER || k == RAW_CONTACT || k == RAW_CONTENT_LENGTH)
+        return;
+    int *seen = k == RAW_CSEQ   ? &c->cseq
+                : k == RAW_FROM ? &c->from
+                : k == RAW_TO   ? &c->to
+                                : &c->callid;
+    if ((*seen)++)
+        return; /* a repeated header: the first one answers for it */
+    buf_append(&c->rest, line, len);
+    if (k == RAW_TO && !memmem(line, len, ";tag=", 5)) {
+        char tag[17];
+        sip_msg_token(tag, 8);
+        buf_puts(&c->rest, ";tag=");
+        buf_puts(&c->rest, tag);
+    }
+    buf_append(&c->rest, "\r\n", 2);
+}
+
+int sip_msg_raw_reply(const char *buf, size_t len, int code, const char *reason, const char *extra,
+                      char **out, size_t *outlen)
+{
+    struct sip_msg_slice m, u, v;
+    if (sip_msg_raw_request_line(buf, len, &m, &u, &v) < 0)
+        return -1;
+    struct raw_reply_ctx c = {0};
+    raw_lines(buf, len, raw_reply_line, &c);
+    /* A response needs somewhere to go (Via) and a transaction to belong to (CSeq); the
+     * other headers are copied when they are there (the first of each). */
+    int ok = c.vias.len && c.cseq;
     if (ok) {
         struct buf r = {0};
-        buf_printf(&r, "SIP/2.0 400 %s\r\n", reason);
-        buf_append(&r, vias.data, vias.len);
-        buf_append(&r, rest.data, rest.len);
+        buf_printf(&r, "SIP/2.0 %03d %s\r\n", code, reason);
+        buf_append(&r, c.vias.data, c.vias.len);
+        buf_append(&r, c.rest.data, c.rest.len);
+        if (extra)
+            buf_puts(&r, extra);
         buf_puts(&r, "Content-Length: 0\r\n\r\n");
         *out = r.data;
         *outlen = r.len;
     }
-    buf_free(&vias);
-    buf_free(&rest);
+    buf_free(&c.vias);
+    buf_free(&c.rest);
     return ok ? 0 : -1;
+}
+
+struct header_count {
+    int kind[RAW_CONTENT_LENGTH + 1];
+};
+
+static void count_line(void *arg, const char *line, size_t len)
+{
+    struct header_count *hc = arg;
+    size_t v;
+    hc->kind[raw_header_kind(line, len, &v)]++;
+}
+
+const char *sip_msg_raw_repeated(const char *buf, size_t len)
+{
+    struct header_count hc = {{0}};
+    raw_lines(buf, len, count_line, &hc);
+    if (hc.kind[RAW_FROM] > 1)
+        return "From";
+    if (hc.kind[RAW_TO] > 1)
+        return "To";
+    if (hc.kind[RAW_CALL_ID] > 1)
+        return "Call-ID";
+    if (hc.kind[RAW_CSEQ] > 1)
+        return "CSeq";
+    if (hc.kind[RAW_CONTENT_LENGTH] > 1)
+        return "Content-Length";
+    return NULL;
 }
 
 struct reply_ctx {
@@ -501,7 +671,7 @@ static void reply_line(void *arg, const char *line, size_t len)
     struct reply_ctx *rc = arg;
     size_t v;
     enum raw_header k = raw_header_kind(line, len, &v);
-    if (k == RAW_OTHER || k == RAW_CONTACT)
+    if (k == RAW_OTHER || k == RAW_CONTACT || k == RAW_CONTENT_LENGTH)
         return;
     buf_append(rc->out, line, len);
     if (k == RAW_TO && rc->add_tag) {
@@ -556,4 +726,169 @@ void sip_msg_reply_header(struct buf *out, const char *name, const char *value)
 void sip_msg_reply_end(struct buf *out)
 {
     buf_puts(out, "Content-Length: 0\r\n\r\n");
+}
+
+static const char *const known_methods[] = {"INVITE",   "ACK",   "BYE",       "CANCEL", "OPTIONS",
+                                            "REGISTER", "PRACK", "SUBSCRIBE", "NOTIFY", "PUBLISH",
+                                            "INFO",     "REFER", "MESSAGE",   "UPDATE", NULL};
+
+int sip_msg_method_known(const char *method, size_t len)
+{
+    for (int i = 0; known_methods[i]; i++)
+        if (strlen(known_methods[i]) == len && memcmp(known_methods[i], method, len) == 0)
+            return 1;
+    return 0;
+}
+
+static int verdict(struct sip_msg_verdict *out, int code, const char *reason)
+{
+    out->code = code;
+    out->reason = reason;
+    return code;
+}
+
+static int scheme_supported(const char *s, size_t n)
+{
+    return util_strncaseeq(s, n, "sip", 3) || util_strncaseeq(s, n, "sips", 4) ||
+           util_strncaseeq(s, n, "tel", 3);
+}
+
+/* Option tags in a Require value that are not in supported; appended to out. */
+static void unsupported_tags(const char *value, const char *supported, struct buf *out)
+{
+    const char *p = value;
+    while (*p) {
+        while (*p == ' ' || *p == '\t' || *p == ',')
+            p++;
+        const char *start = p;
+        while (*p && *p != ',' && *p != ' ' && *p != '\t')
+            p++;
+        size_t n = (size_t)(p - start);
+        if (!n)
+            continue;
+        int ok = 0;
+        for (const char *q = supported; *q && !ok;) {
+            while (*q == ' ' || *q == ',')
+                q++;
+            const char *t = q;
+            while (*q && *q != ',' && *q != ' ')
+                q++;
+            ok = util_strncaseeq(start, n, t, (size_t)(q - t));
+        }
+        if (!ok) {
+            if (out->len)
+                buf_puts(out, ", ");
+            buf_append(out, start, n);
+        }
+    }
+}
+
+int sip_msg_check_request(const osip_message_t *req, const char *raw, size_t len, int dgram,
+                          const char *supported, struct sip_msg_verdict *out)
+{
+    memset(out, 0, sizeof *out);
+    if (!req->sip_version || strcmp(req->sip_version, "SIP/2.0") != 0)
+        return verdict(out, 505, "Version Not Supported");
+    if (osip_list_size(&req->vias) == 0)
+        return verdict(out, 400, "Missing Via");
+    if (!req->from || !req->from->url || !req->to || !req->to->url)
+        return verdict(out, 400, "Missing or Malformed From/To");
+    if (!req->call_id || !req->call_id->number)
+        return verdict(out, 400, "Missing Call-ID");
+    if (!req->cseq || !req->cseq->number || !req->cseq->method)
+        return verdict(out, 400, "Missing CSeq");
+    const char *rep = sip_msg_raw_repeated(raw, len);
+    if (rep) {
+        /* RFC 4475 §3.3.8 / §3.3.9 */
+        snprintf(out->hvalue, sizeof out->hvalue, "399 sipwake \"Repeated %s header\"", rep);
+        out->hname = "Warning";
+        return verdict(out, 400, "Repeated Single-Value Header");
+    }
+    long hdr = sip_msg_header_end(raw, len), cl;
+    int clr = hdr > 0 ? sip_msg_raw_content_length(raw, (size_t)hdr, &cl) : 0;
+    if (clr < 0)
+        return verdict(out, 400, "Malformed Content-Length");
+    /* RFC 3261 §18.3: a Content-Length beyond the end of the datagram is an error */
+    if (dgram && clr == 1 && (size_t)hdr + (size_t)cl > len)
+        return verdict(out, 400, "Content-Length Larger Than The Message");
+    if (!sip_msg_method_known(req->sip_method, strlen(req->sip_method))) {
+        out->hname = "Allow";
+        snprintf(out->hvalue, sizeof out->hvalue, "REGISTER, OPTIONS");
+        return verdict(out, 501, "Not Implemented");
+    }
+    long cseq;
+    /* RFC 3261 §8.1.1.5: the sequence number is below 2**31 */
+    if (util_parse_long(req->cseq->number, 0, 0x7fffffffL, &cseq) < 0)
+        return verdict(out, 400, "Bad CSeq Number");
+    if (strcmp(req->cseq->method, req->sip_method) != 0)
+        return verdict(out, 400, "CSeq Method Does Not Match The Request");
+    const osip_uri_t *ru = req->req_uri;
+    if (!ru || !ru->scheme)
+        return verdict(out, 400, "Bad Request-URI");
+    if (!scheme_supported(ru->scheme, strlen(ru->scheme)))
+        return verdict(out, 416, "Unsupported URI Scheme");
+    if (!util_caseeq(ru->scheme, "tel")) {
+        long port;
+        if (!ru->host || !*ru->host)
+            return verdict(out, 400, "Request-URI Without Host");
+        if (ru->port && util_parse_long(ru->port, 1, 65535, &port) < 0)
+            return verdict(out, 400, "Bad Request-URI Port");
+        /* RFC 5118 §4.2: an IPv6 host must be in brackets */
+        struct sip_msg_slice m, u, v;
+        if (sip_msg_raw_request_line(raw, len, &m, &u, &v) == 0) {
+            struct sip_msg_slice user = sip_msg_uri_text_user(u.p, u.len);
+            const char *host = user.len ? user.p + user.len : memchr(u.p, ':', u.len);
+            if (host) {
+                while (host < u.p + u.len && *host != '@' && *host != ':')
+                    host++;
+                host++;
+                size_t hl = 0, colons = 0;
+                while (host + hl < u.p + u.len && !strchr(";?>", host[hl]))
+                    colons += host[hl++] == ':';
+                if (hl && host[0] != '[' && colons > 1)
+                    return verdict(out, 400, "IPv6 Address Without Brackets");
+            }
+        }
+        /* RFC 3261 §19.1.1: headers are not allowed in a Request-URI (RFC 4475 §3.1.2.11) */
+        if (osip_list_size(&ru->url_headers) > 0)
+            return verdict(out, 400, "Request-URI With Headers");
+    }
+    /* RFC 3261 §8.2.2.3; never for ACK and CANCEL */
+    if (strcmp(req->sip_method, "ACK") != 0 && strcmp(req->sip_method, "CANCEL") != 0) {
+        struct buf bad = {0};
+        osip_header_t *h = NULL;
+        int pos = 0;
+        while ((pos = osip_message_header_get_byname(req, "require", pos, &h)) >= 0) {
+            if (h && h->hvalue)
+                unsupported_tags(h->hvalue, supported ? supported : "", &bad);
+            pos++;
+        }
+        if (bad.len) {
+            out->hname = "Unsupported";
+            snprintf(out->hvalue, sizeof out->hvalue, "%s", bad.data);
+            buf_free(&bad);
+            return verdict(out, 420, "Bad Extension");
+        }
+        buf_free(&bad);
+    }
+    return 0;
+}
+
+int sip_msg_check_unparsable(const char *raw, size_t len, struct sip_msg_verdict *out)
+{
+    memset(out, 0, sizeof *out);
+    struct sip_msg_slice m, u, v;
+    if (sip_msg_raw_request_line(raw, len, &m, &u, &v) < 0)
+        return verdict(out, 400, "Malformed Request-Line");
+    if (!util_strncaseeq(v.p, v.len, "SIP/2.0", 7))
+        return verdict(out, 505, "Version Not Supported");
+    if (!sip_msg_method_known(m.p, m.len)) {
+        out->hname = "Allow";
+        snprintf(out->hvalue, sizeof out->hvalue, "REGISTER, OPTIONS");
+        return verdict(out, 501, "Not Implemented");
+    }
+    const char *colon = memchr(u.p, ':', u.len);
+    if (colon && colon > u.p && u.p[0] != '<' && !scheme_supported(u.p, (size_t)(colon - u.p)))
+        return verdict(out, 416, "Unsupported URI Scheme");
+    return verdict(out, 400, "Malformed Message");
 }

@@ -19,6 +19,12 @@
 
 #include "util.h"
 
+/* A slice of a caller's buffer. */
+struct sip_msg_slice {
+    const char *p;
+    size_t len;
+};
+
 /* One-time osip2 parser setup. */
 void sip_msg_init(void);
 
@@ -63,10 +69,22 @@ const char *sip_msg_param(const osip_list_t *params, const char *name);
  * left out (RFC 8599 push params are compared by the caller). 1 equal, 0 not. */
 int sip_uri_equal(const osip_uri_t *a, const osip_uri_t *b);
 
-/* Build a 400 Bad Request from a request osip2 could not parse, copying the raw Via, From,
- * To, Call-ID and CSeq lines. 0 with *out (caller frees with free), -1 if the message is not
- * a request or lacks one of those headers. */
-int sip_msg_raw_400(const char *buf, size_t len, const char *reason, char **out, size_t *outlen);
+/* The Request-Line of raw bytes: method (first word), version (last word, trailing blanks
+ * ignored) and whatever lies between as the Request-URI, as slices. 0, or -1 if the line
+ * cannot be a request line. */
+int sip_msg_raw_request_line(const char *buf, size_t len, struct sip_msg_slice *method,
+                             struct sip_msg_slice *uri, struct sip_msg_slice *version);
+
+/* Build a response to a request osip2 could not use, from its raw Via, From, To, Call-ID and
+ * CSeq lines (Via and CSeq are required; of the others the first of each is copied). extra
+ * (may be NULL) is appended as is ("Name: value\r\n" lines). 0 with *out (caller frees with
+ * free), -1 if no response can be built. */
+int sip_msg_raw_reply(const char *buf, size_t len, int code, const char *reason, const char *extra,
+                      char **out, size_t *outlen);
+
+/* The name of the first single-value header that appears more than once (From, To, Call-ID,
+ * CSeq, Content-Length; RFC 3261 §7.3.1 allows repetition only for comma lists), or NULL. */
+const char *sip_msg_raw_repeated(const char *buf, size_t len);
 
 /* A response written as text from the request's own bytes (RFC 3261 §8.2.6: Via, From,
  * To, Call-ID and CSeq are copied), for the hot path: no osip2 clone or serialiser runs.
@@ -79,16 +97,51 @@ void sip_msg_reply_header(struct buf *out, const char *name, const char *value);
 /* Content-Length and the blank line (no body). */
 void sip_msg_reply_end(struct buf *out);
 
-/* A slice of a caller's buffer. */
-struct sip_msg_slice {
-    const char *p;
-    size_t len;
+/* The URIs of the Contact header values in raw, in order ('*' skipped), as slices into raw,
+ * and (if bracketed is not NULL) whether each was written inside <>. Returns how many there
+ * are (even beyond max; only the first max are filled). */
+size_t sip_msg_raw_contact_uris(const char *raw, size_t rawlen, struct sip_msg_slice *out,
+                                int *bracketed, size_t max);
+
+/* The URI of the (first) To header in raw, as a slice. 0, or -1 if there is none. */
+int sip_msg_raw_to_uri(const char *raw, size_t rawlen, struct sip_msg_slice *out);
+
+/* The user part of a URI written as text ("sip:user:pw@host" -> "user"), as a slice; empty
+ * when the URI has none. */
+struct sip_msg_slice sip_msg_uri_text_user(const char *uri, size_t len);
+
+/* sip_uri_equal for two URIs given as text, comparing the user parts as written (escaped
+ * NULs included), which osip2's parse cannot. */
+int sip_uri_text_equal(const char *a, const char *b);
+
+/* A URI user part in one canonical form (new string, caller frees): escapes of characters
+ * that need none are decoded, everything else (an escaped NUL included) stays %XX in upper
+ * case, so equal users compare equal as C strings (RFC 3261 §19.1.4, RFC 4475 §3.1.1.4). */
+char *sip_msg_canonical_user(const char *user);
+
+/* What to answer a request that fails the checks every request must pass. */
+struct sip_msg_verdict {
+    int code; /* 0: the request may proceed */
+    const char *reason;
+    const char *hname; /* an extra header for the response, or NULL */
+    char hvalue[256];
 };
 
-/* The URIs of the Contact header values in raw, in order ('*' skipped), as slices into raw.
- * Returns how many there are (even beyond max; only the first max are filled). */
-size_t sip_msg_raw_contact_uris(const char *raw, size_t rawlen, struct sip_msg_slice *out,
-                                size_t max);
+/* The checks of RFC 3261 §8.2 (and RFC 4475's reading of them) that need no knowledge of
+ * the request's target, in the order the RFC applies them: SIP version (505), required and
+ * repeated single-value headers, Content-Length against the bytes received (400), method
+ * (501), CSeq (400), Request-URI scheme (416) and form (400), Require (420). raw/len are the
+ * request's bytes; dgram says whether they were one datagram. `supported` lists the option
+ * tags Require may name, comma-separated. Returns out->code: 0 if the request may proceed. */
+int sip_msg_check_request(const osip_message_t *req, const char *raw, size_t len, int dgram,
+                          const char *supported, struct sip_msg_verdict *out);
+
+/* The same for a request osip2 could not parse, from its Request-Line alone: 505, 501 or 416
+ * when the Request-Line says so, else 400. */
+int sip_msg_check_unparsable(const char *raw, size_t len, struct sip_msg_verdict *out);
+
+/* 1 if method is one of the methods sipwake knows (RFC 3261 and its extensions). */
+int sip_msg_method_known(const char *method, size_t len);
 
 /* Random token of 2n hex characters, for tags. out must hold 2n+1 bytes. */
 void sip_msg_token(char *out, size_t n);

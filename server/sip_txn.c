@@ -108,8 +108,20 @@ static int make_key(const osip_message_t *req, struct buf *key)
     const char *branch = sip_msg_param(&via->via_params, "branch");
     const char *method = req->cseq->method;
     if (branch && strncmp(branch, "z9hG4bK", 7) == 0) {
-        const char *parts[] = {
-            branch, "|", via->host ? via->host : "", ":", via->port ? via->port : "", "|", method};
+        /* §17.2.3 is branch + sent-by + method. Call-ID and CSeq are added because every real
+         * retransmission repeats them, while a client that reuses a branch for a new request
+         * (RFC 4475's messages do) would otherwise get the old request's answer. */
+        const char *parts[] = {branch,
+                               "|",
+                               via->host ? via->host : "",
+                               ":",
+                               via->port ? via->port : "",
+                               "|",
+                               method,
+                               "|",
+                               req->call_id && req->call_id->number ? req->call_id->number : "",
+                               "|",
+                               req->cseq->number ? req->cseq->number : ""};
         for (size_t i = 0; i < UTIL_ARRAY_LEN(parts); i++)
             buf_puts(key, parts[i]);
         return 0;

@@ -2,7 +2,9 @@
  * sip_txn: RFC 3261 §17.2.2 non-INVITE server transactions.
  *
  * A request is matched to its transaction by the §17.2.3 key (top Via branch with the
- * magic cookie, sent-by and method; the §17.2.3 fallback for RFC 2543 peers). A
+ * magic cookie, sent-by and method — plus Call-ID and CSeq, which every genuine
+ * retransmission repeats, so a client that reuses a branch for a new request is not answered
+ * with the old one; the §17.2.3 fallback for RFC 2543 peers). A
  * retransmission of a request whose final response was sent gets that same response again;
  * one that arrives while the request is still being processed is absorbed. After the final
  * response the transaction lingers for Timer J (64*T1 on UDP, 0 on TCP/TLS) to absorb late

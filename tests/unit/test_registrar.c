@@ -34,13 +34,17 @@ static const char *match(const char *aor, const char *header, long expires)
     osip_contact_t *c;
     osip_contact_init(&c);
     osip_contact_parse(c, header);
-    struct reg_contact rc = {.c = c, .expires = expires};
+    /* the URI as written, as the registrar takes it from the raw header */
+    const char *lt = strchr(header, '<'), *gt = strchr(header, '>');
+    struct reg_contact rc = {
+        .c = c, .expires = expires, .uri = xstrndup(lt + 1, (size_t)(gt - lt - 1))};
     pn_parse(&c->url->url_params, &rc.pn);
     const char *inst = sip_msg_param(&c->gen_params, "+sip.instance");
     rc.instance = inst ? unquote(inst) : NULL;
     struct binding *b = find_match(location_find(loc, aor), &rc);
     snprintf(result, sizeof result, "%s", b ? b->contact : "none");
     free(rc.instance);
+    free(rc.uri);
     pn_free(&rc.pn);
     osip_contact_free(c);
     return result;
@@ -92,6 +96,11 @@ int main(void)
            "RFC 8599 §4.1.2 removal without pn-prid matches by URI");
     is_str(match("bob@example.com", "<sip:alice@10.0.0.2:5060>", 3600), "none",
            "other AORs are not searched");
+    add("null@example.com", "sip:%00@host5.example.com", NULL, 0);
+    is_str(match("null@example.com", "<sip:%00%00@host5.example.com>", 3600), "none",
+           "escaped NULs are compared as written: %%00%%00 is not %%00");
+    is_str(match("null@example.com", "<sip:%00@HOST5.example.com>", 3600),
+           "sip:%00@host5.example.com", "the same escaped NUL user matches");
     location_free(loc);
     return done_testing();
 }
