@@ -38,11 +38,12 @@ UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=tests/unit/build/%.t)
 # Debian packages: what building needs, and what the tests need on top.
 DEB_BUILD := build-essential pkg-config libosip2-dev libev-dev libluajit-5.1-dev libssl-dev \
              libsqlite3-dev libnghttp2-dev libjansson-dev libjemalloc-dev openssl
-DEB_TEST  := sip-tester libio-socket-ssl-perl sqlite3 perl clang-format
+DEB_TEST  := sip-tester libio-socket-ssl-perl sqlite3 perl clang-format clang libclang-rt-14-dev
 DEB_BENCH := kamailio kamailio-sqlite-modules sip-tester sqlite3
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all run test unit-build bench deps deps-test fmt fmt-check clean readme-config
+.PHONY: all run test unit-build fuzz fuzz-build bench deps deps-test fmt fmt-check clean \
+        readme-config
 .DEFAULT_GOAL := all
 
 all: server/sipwake
@@ -74,6 +75,22 @@ tests/unit/build/%.t: tests/unit/%.c $(ASAN_LIB_OBJS) tests/unit/tap.h | tests/u
 
 unit-build: $(UNIT_BINS)
 
+# libFuzzer target for the SIP input path (clang). `make fuzz` fuzzes for FUZZ_SECONDS;
+# `make test` replays the seed corpus through it once (tests/fuzz/replay.t).
+FUZZ_SECONDS ?= 60
+FUZZ_FLAGS := -g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined \
+              -fno-sanitize-recover=undefined
+tests/fuzz/build/fuzz_sip_input: tests/fuzz/fuzz_sip_input.c $(LIB_SRCS) $(wildcard server/*.h)
+	@mkdir -p tests/fuzz/build
+	clang -std=gnu11 -D_GNU_SOURCE $(PKG_CFLAGS) -Iserver $(FUZZ_FLAGS) -o $@ $< $(LIB_SRCS) $(LIBS)
+
+fuzz-build: tests/fuzz/build/fuzz_sip_input
+
+fuzz: deps-test fuzz-build
+	mkdir -p var/fuzz-corpus
+	tests/fuzz/build/fuzz_sip_input -max_total_time=$(FUZZ_SECONDS) -max_len=8192 \
+	  var/fuzz-corpus tests/fuzz/corpus tests/torture/rfc4475 tests/torture/rfc5118
+
 deps:
 	@missing=""; for p in $(DEB_BUILD) $(EXTRA_DEBS); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' \
@@ -92,10 +109,10 @@ run: deps
 	./server/sipwake
 
 test: deps-test
-	@$(MAKE) --no-print-directory server/build-asan/sipwake unit-build
+	@$(MAKE) --no-print-directory server/build-asan/sipwake unit-build fuzz-build
 	SIPWAKE_BIN=$(CURDIR)/server/build-asan/sipwake \
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
-	  prove -r $(PROVE_FLAGS) tests/unit/build tests/policy tests/integration
+	  prove -r $(PROVE_FLAGS) tests/unit/build tests/policy tests/fuzz tests/integration
 
 bench:
 	@$(MAKE) --no-print-directory deps EXTRA_DEBS="$(DEB_BENCH)"
@@ -103,13 +120,13 @@ bench:
 	tests/bench/register.sh
 
 fmt:
-	clang-format -i server/*.[ch] tests/unit/*.[ch]
+	clang-format -i server/*.[ch] tests/unit/*.[ch] tests/fuzz/*.c
 
 fmt-check:
-	@clang-format --dry-run --Werror server/*.[ch] tests/unit/*.[ch]
+	@clang-format --dry-run --Werror server/*.[ch] tests/unit/*.[ch] tests/fuzz/*.c
 
 clean:
-	rm -rf server/build-release server/build-asan server/sipwake tests/unit/build \
+	rm -rf server/build-release server/build-asan server/sipwake tests/unit/build tests/fuzz/build \
 	  server/store_sqlite_migrations.c
 
 -include $(REL_OBJS:.o=.d) $(ASAN_OBJS:.o=.d)
