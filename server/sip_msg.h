@@ -28,8 +28,10 @@ struct sip_msg_slice {
 /* One-time osip2 parser setup. */
 void sip_msg_init(void);
 
-/* Parse len bytes. 0 and *out set (caller frees with osip_message_free), or -1. The buffer
- * need not be NUL-terminated and is not kept. */
+/* Parse the start line and headers of len bytes. 0 and *out set (caller frees with
+ * osip_message_free), or -1. The buffer need not be NUL-terminated and is not kept. The
+ * body is not parsed (and osip2 sees no Content-Length): read it from the raw bytes after
+ * sip_msg_header_end. */
 int sip_msg_parse(const char *buf, size_t len, osip_message_t **out);
 
 /* Stream framing: given the bytes received so far, return the length of the first complete
