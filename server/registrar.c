@@ -26,7 +26,8 @@
 #include "util.h"
 
 #define REG_MAX_CONTACTS_PER_REQUEST 32
-#define REG_FAILURE_TABLE_MAX 8192
+#define REG_FAILURE_TABLE_MAX 65536
+#define REG_FAILURE_BUCKETS 4096
 
 /* Per-source record of wrong credentials. */
 struct failure {
@@ -62,7 +63,7 @@ struct registrar {
     struct digest_nonces *nonces;
     char **sockets; /* "udp:127.0.0.1:5060" per listener, for the location socket column */
     struct reg_req *pending;
-    struct failure *failures;
+    struct failure *failures[REG_FAILURE_BUCKETS]; /* by source address */
     size_t n_failures;
 };
 
@@ -162,7 +163,7 @@ static void challenge(struct reg_req *rr, int stale)
 
 static struct failure **failure_slot(struct registrar *reg, const char *ip)
 {
-    struct failure **p = &reg->failures;
+    struct failure **p = &reg->failures[util_hash(ip, strlen(ip)) % REG_FAILURE_BUCKETS];
     while (*p && strcmp((*p)->ip, ip) != 0)
         p = &(*p)->next;
     return p;
@@ -174,17 +175,21 @@ static int source_locked(struct registrar *reg, const char *ip, time_t now)
     return f && f->locked_until > now;
 }
 
+/* Forget sources that are neither locked out nor inside a failure window. */
 static void failure_prune(struct registrar *reg, time_t now)
 {
-    struct failure **p = &reg->failures;
-    while (*p) {
-        struct failure *f = *p;
-        if (f->locked_until <= now && f->window_start + reg->cfg->auth_failure_window <= now) {
-            *p = f->next;
-            free(f);
-            reg->n_failures--;
-        } else {
-            p = &f->next;
+    for (size_t i = 0; i < REG_FAILURE_BUCKETS; i++) {
+        struct failure **p = &reg->failures[i];
+        while (*p) {
+            struct failure *f = *p;
+            if (f->locked_until <= now &&
+                f->window_start + reg->cfg->auth_failure_window <= now) {
+                *p = f->next;
+                free(f);
+                reg->n_failures--;
+            } else {
+                p = &f->next;
+            }
         }
     }
 }
@@ -194,13 +199,19 @@ static void failure_record(struct registrar *reg, const char *ip, time_t now)
     struct failure **slot = failure_slot(reg, ip);
     struct failure *f = *slot;
     if (!f) {
-        if (reg->n_failures >= REG_FAILURE_TABLE_MAX)
+        if (reg->n_failures >= REG_FAILURE_TABLE_MAX) {
             failure_prune(reg, now);
+            slot = failure_slot(reg, ip);
+            if (reg->n_failures >= REG_FAILURE_TABLE_MAX) {
+                log_warn("auth: %zu sources are being tracked for failures; %s is not",
+                         reg->n_failures, ip);
+                return;
+            }
+        }
         f = xcalloc(1, sizeof *f);
         snprintf(f->ip, sizeof f->ip, "%s", ip);
         f->window_start = now;
-        f->next = reg->failures;
-        reg->failures = f;
+        *slot = f;
         reg->n_failures++;
     }
     if (f->window_start + reg->cfg->auth_failure_window <= now) {
@@ -997,10 +1008,12 @@ void registrar_free(struct registrar *reg)
         reg->pending = rr->next;
         reg_req_free(rr);
     }
-    while (reg->failures) {
-        struct failure *f = reg->failures;
-        reg->failures = f->next;
-        free(f);
+    for (size_t i = 0; i < REG_FAILURE_BUCKETS; i++) {
+        while (reg->failures[i]) {
+            struct failure *f = reg->failures[i];
+            reg->failures[i] = f->next;
+            free(f);
+        }
     }
     digest_nonces_free(reg->nonces);
     for (size_t i = 0; i < reg->cfg->n_listens; i++)
