@@ -10,16 +10,16 @@
 
 #include <jansson.h>
 
+#include "hashtab.h"
 #include "log.h"
 #include "metrics.h"
 #include "pn.h"
 #include "util.h"
 
 struct location_aor {
-    struct location_aor *hnext;
+    struct hashtab_node hn;
     struct binding *bindings;
     size_t count;
-    uint64_t hash;
     size_t user_len; /* name[0..user_len) is the user part */
     char name[];     /* "user@domain" */
 };
@@ -27,9 +27,7 @@ struct location_aor {
 struct location {
     struct ev_loop *loop;
     struct store *store;
-    struct location_aor **buckets;
-    size_t n_buckets;
-    size_t n_aors;
+    struct hashtab aors;
     struct binding **heap;
     size_t heap_len, heap_cap;
     ev_timer timer;
@@ -119,12 +117,24 @@ struct location *location_new(struct ev_loop *loop, struct store *store)
     struct location *loc = xcalloc(1, sizeof *loc);
     loc->loop = loop;
     loc->store = store;
-    loc->n_buckets = 1024;
-    loc->buckets = xcalloc(loc->n_buckets, sizeof *loc->buckets);
+    hashtab_init(&loc->aors, 1024);
     loc->next_id = (uint64_t)util_now() << 20;
     ev_init(&loc->timer, expiry_cb);
     loc->timer.data = loc;
     return loc;
+}
+
+static void aor_free_node(struct hashtab_node *n, void *arg)
+{
+    (void)arg;
+    struct location_aor *a = HASHTAB_ENTRY(n, struct location_aor, hn);
+    struct binding *b = a->bindings;
+    while (b) {
+        struct binding *bn = b->next;
+        location_binding_free(b);
+        b = bn;
+    }
+    free(a);
 }
 
 void location_free(struct location *loc)
@@ -133,21 +143,8 @@ void location_free(struct location *loc)
         return;
     if (loc->loop)
         ev_timer_stop(loc->loop, &loc->timer);
-    for (size_t i = 0; i < loc->n_buckets; i++) {
-        struct location_aor *a = loc->buckets[i];
-        while (a) {
-            struct location_aor *next = a->hnext;
-            struct binding *b = a->bindings;
-            while (b) {
-                struct binding *bn = b->next;
-                location_binding_free(b);
-                b = bn;
-            }
-            free(a);
-            a = next;
-        }
-    }
-    free(loc->buckets);
+    hashtab_drain(&loc->aors, aor_free_node, NULL);
+    hashtab_free(&loc->aors);
     free(loc->heap);
     free(loc);
 }
@@ -194,18 +191,20 @@ void location_binding_free(struct binding *b)
     free(b);
 }
 
-static struct location_aor **slot_of(struct location *loc, const char *aor, uint64_t h)
+static struct location_aor *aor_lookup(struct location *loc, const char *aor, uint64_t h)
 {
-    struct location_aor **p = &loc->buckets[h & (loc->n_buckets - 1)];
-    while (*p && !((*p)->hash == h && strcmp((*p)->name, aor) == 0))
-        p = &(*p)->hnext;
-    return p;
+    for (struct hashtab_node *n = hashtab_first(&loc->aors, h); n;
+         n = hashtab_next(&loc->aors, n)) {
+        struct location_aor *a = HASHTAB_ENTRY(n, struct location_aor, hn);
+        if (strcmp(a->name, aor) == 0)
+            return a;
+    }
+    return NULL;
 }
 
 struct location_aor *location_find(struct location *loc, const char *aor)
 {
-    uint64_t h = util_hash(aor, strlen(aor));
-    return *slot_of(loc, aor, h);
+    return aor_lookup(loc, aor, util_hash(aor, strlen(aor)));
 }
 
 struct binding *location_aor_bindings(const struct location_aor *a)
@@ -223,42 +222,18 @@ const char *location_aor_name(const struct location_aor *a)
     return a->name;
 }
 
-static void grow(struct location *loc)
-{
-    size_t n = loc->n_buckets * 2;
-    struct location_aor **b = xcalloc(n, sizeof *b);
-    for (size_t i = 0; i < loc->n_buckets; i++) {
-        struct location_aor *a = loc->buckets[i];
-        while (a) {
-            struct location_aor *next = a->hnext;
-            a->hnext = b[a->hash & (n - 1)];
-            b[a->hash & (n - 1)] = a;
-            a = next;
-        }
-    }
-    free(loc->buckets);
-    loc->buckets = b;
-    loc->n_buckets = n;
-}
-
 static struct location_aor *aor_get_or_add(struct location *loc, const char *aor)
 {
     uint64_t h = util_hash(aor, strlen(aor));
-    struct location_aor **p = slot_of(loc, aor, h);
-    if (*p)
-        return *p;
-    if (loc->n_aors + 1 > loc->n_buckets) {
-        grow(loc);
-        p = slot_of(loc, aor, h);
-    }
+    struct location_aor *found = aor_lookup(loc, aor, h);
+    if (found)
+        return found;
     size_t n = strlen(aor);
     struct location_aor *a = xcalloc(1, sizeof *a + n + 1);
     memcpy(a->name, aor, n + 1);
-    a->hash = h;
     const char *at = strrchr(aor, '@');
     a->user_len = at ? (size_t)(at - aor) : 0;
-    *p = a;
-    loc->n_aors++;
+    hashtab_insert(&loc->aors, &a->hn, h);
     return a;
 }
 
@@ -266,12 +241,8 @@ static void aor_drop_if_empty(struct location *loc, struct location_aor *a)
 {
     if (a->bindings)
         return;
-    struct location_aor **p = slot_of(loc, a->name, a->hash);
-    if (*p == a) {
-        *p = a->hnext;
-        loc->n_aors--;
-        free(a);
-    }
+    hashtab_remove(&loc->aors, &a->hn);
+    free(a);
 }
 
 static void unlink_binding(struct location *loc, struct binding *b)

@@ -182,8 +182,7 @@ static void failure_prune(struct registrar *reg, time_t now)
         struct failure **p = &reg->failures[i];
         while (*p) {
             struct failure *f = *p;
-            if (f->locked_until <= now &&
-                f->window_start + reg->cfg->auth_failure_window <= now) {
+            if (f->locked_until <= now && f->window_start + reg->cfg->auth_failure_window <= now) {
                 *p = f->next;
                 free(f);
                 reg->n_failures--;

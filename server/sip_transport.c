@@ -114,8 +114,7 @@ int transport_open(struct ev_loop *loop, const struct config *cfg, transport_msg
     t->cb = cb;
     t->cb_arg = arg;
     t->next_flow_id = 1;
-    t->n_buckets = 256;
-    t->buckets = xcalloc(t->n_buckets, sizeof *t->buckets);
+    hashtab_init(&t->flows, 256);
     t->udp_buf = xmalloc((size_t)TRANSPORT_UDP_BATCH * 65536);
     t->listeners = xcalloc(cfg->n_listens, sizeof *t->listeners);
     for (size_t i = 0; i < cfg->n_listens; i++)
@@ -181,7 +180,7 @@ void transport_close(struct transport *t)
     if (t->tls_ctx)
         SSL_CTX_free(t->tls_ctx);
     free(t->listeners);
-    free(t->buckets);
+    hashtab_free(&t->flows);
     free(t->udp_buf);
     free(t);
 }

@@ -6,6 +6,7 @@
 
 #include <openssl/ssl.h>
 
+#include "hashtab.h"
 #include "sip_transport.h"
 #include "util.h"
 
@@ -40,10 +41,7 @@ struct transport {
     struct listener *listeners;
     size_t n_listeners;
     SSL_CTX *tls_ctx;
-    /* flow table: connections by id */
-    struct conn **buckets;
-    size_t n_buckets;
-    size_t n_conns;
+    struct hashtab flows; /* open TCP/TLS connections by flow id */
     uint64_t next_flow_id;
     char *udp_buf; /* TRANSPORT_UDP_BATCH receive buffers of 65536 bytes */
     int batching;  /* inside a UDP burst: UDP sends are queued, flushed at its end */

@@ -24,7 +24,7 @@
 
 struct conn {
     struct transport *t;
-    struct conn *hnext;
+    struct hashtab_node hn;
     uint64_t id;
     int fd;
     SSL *ssl;
@@ -44,59 +44,21 @@ static void conn_close(struct conn *c, const char *why);
 static void conn_io_cb(struct ev_loop *loop, ev_io *w, int revents);
 static void conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents);
 
-static size_t bucket_of(const struct transport *t, uint64_t id)
+static uint64_t flow_hash(uint64_t id)
 {
-    return (size_t)(id * 11400714819323198485ull >> 40) & (t->n_buckets - 1);
-}
-
-static void table_grow(struct transport *t)
-{
-    size_t n = t->n_buckets * 2;
-    struct conn **b = xcalloc(n, sizeof *b);
-    struct conn **old = t->buckets;
-    size_t old_n = t->n_buckets;
-    t->buckets = b;
-    t->n_buckets = n;
-    for (size_t i = 0; i < old_n; i++) {
-        struct conn *c = old[i];
-        while (c) {
-            struct conn *next = c->hnext;
-            size_t k = bucket_of(t, c->id);
-            c->hnext = b[k];
-            b[k] = c;
-            c = next;
-        }
-    }
-    free(old);
-}
-
-static void table_add(struct transport *t, struct conn *c)
-{
-    if (t->n_conns + 1 > t->n_buckets)
-        table_grow(t);
-    size_t k = bucket_of(t, c->id);
-    c->hnext = t->buckets[k];
-    t->buckets[k] = c;
-    t->n_conns++;
-}
-
-static void table_del(struct transport *t, struct conn *c)
-{
-    struct conn **p = &t->buckets[bucket_of(t, c->id)];
-    while (*p && *p != c)
-        p = &(*p)->hnext;
-    if (*p) {
-        *p = c->hnext;
-        t->n_conns--;
-    }
+    return id * 11400714819323198485ull;
 }
 
 struct conn *transport_stream_find(const struct transport *t, uint64_t flow_id)
 {
-    struct conn *c = t->buckets[bucket_of(t, flow_id)];
-    while (c && c->id != flow_id)
-        c = c->hnext;
-    return c && !c->closing ? c : NULL;
+    struct hashtab *flows = (struct hashtab *)&t->flows;
+    for (struct hashtab_node *n = hashtab_first(flows, flow_hash(flow_id)); n;
+         n = hashtab_next(flows, n)) {
+        struct conn *c = HASHTAB_ENTRY(n, struct conn, hn);
+        if (c->id == flow_id)
+            return c->closing ? NULL : c;
+    }
+    return NULL;
 }
 
 static void conn_want(struct conn *c, int events)
@@ -344,8 +306,9 @@ void transport_stream_accept(struct listener *l)
                 log_warn("tcp: accept failed: %s", strerror(errno));
             return;
         }
-        if (t->n_conns >= (size_t)t->cfg->tcp_max_connections) {
-            log_warn("tcp: %zu connections open (tcp_max_connections), refusing one", t->n_conns);
+        if (t->flows.count >= (size_t)t->cfg->tcp_max_connections) {
+            log_warn("tcp: %zu connections open (tcp_max_connections), refusing one",
+                     t->flows.count);
             close(fd);
             metrics_inc(METRICS_DROPPED);
             continue;
@@ -369,7 +332,7 @@ void transport_stream_accept(struct listener *l)
             c->handshaking = 1;
             c->partial_since = ev_now(t->loop);
         }
-        table_add(t, c);
+        hashtab_insert(&t->flows, &c->hn, flow_hash(c->id));
         metrics_add(METRICS_TCP_CONNECTIONS, 1);
         ev_io_init(&c->io, conn_io_cb, fd, EV_READ);
         c->io.data = c;
@@ -397,7 +360,7 @@ static void conn_close(struct conn *c, const char *why)
     if (strcmp(why, "closed by peer") != 0 && strcmp(why, "shutdown") != 0)
         log_info("%s: closing connection from %s:%d: %s", config_transport_name(c->src.transport),
                  c->src.ip, c->src.port, why);
-    table_del(t, c);
+    hashtab_remove(&t->flows, &c->hn);
     metrics_add(METRICS_TCP_CONNECTIONS, -1);
     ev_io_stop(t->loop, &c->io);
     ev_timer_stop(t->loop, &c->timer);
@@ -425,16 +388,19 @@ static void conn_free_cb(struct ev_loop *loop, ev_timer *w, int revents)
     free(c);
 }
 
+static void close_node(struct hashtab_node *n, void *arg)
+{
+    (void)arg;
+    struct conn *c = HASHTAB_ENTRY(n, struct conn, hn);
+    conn_close(c, "shutdown");
+    ev_timer_stop(c->t->loop, &c->timer);
+    buf_free(&c->in);
+    buf_free(&c->out);
+    free(c);
+}
+
 void transport_stream_close_all(struct transport *t)
 {
-    for (size_t i = 0; i < t->n_buckets; i++) {
-        while (t->buckets[i]) {
-            struct conn *c = t->buckets[i];
-            conn_close(c, "shutdown");
-            ev_timer_stop(t->loop, &c->timer);
-            buf_free(&c->in);
-            buf_free(&c->out);
-            free(c);
-        }
-    }
+    /* drained first: conn_close then finds nothing left to unlink */
+    hashtab_drain(&t->flows, close_node, NULL);
 }

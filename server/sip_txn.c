@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "hashtab.h"
 #include "log.h"
 #include "metrics.h"
 #include "sip_msg.h"
@@ -18,9 +19,8 @@ enum txn_state {
 };
 
 struct txn {
-    struct txn *hnext;
+    struct hashtab_node hn;
     struct txn *fnext; /* Timer J FIFO */
-    uint64_t hash;
     enum txn_state state;
     double expires_at; /* loop time the FIFO entry frees it */
     struct sip_source dst;
@@ -32,9 +32,7 @@ struct txn {
 struct txn_table {
     struct ev_loop *loop;
     struct transport *tp;
-    struct txn **buckets;
-    size_t n_buckets;
-    size_t count;
+    struct hashtab table;
     struct txn *fifo_head, *fifo_tail;
     ev_timer timer;
 };
@@ -46,11 +44,18 @@ struct txn_table *txn_table_new(struct ev_loop *loop, struct transport *tp)
     struct txn_table *tt = xcalloc(1, sizeof *tt);
     tt->loop = loop;
     tt->tp = tp;
-    tt->n_buckets = 4096;
-    tt->buckets = xcalloc(tt->n_buckets, sizeof *tt->buckets);
+    hashtab_init(&tt->table, 4096);
     ev_init(&tt->timer, timer_cb);
     tt->timer.data = tt;
     return tt;
+}
+
+static void txn_free_node(struct hashtab_node *n, void *arg)
+{
+    (void)arg;
+    struct txn *t = HASHTAB_ENTRY(n, struct txn, hn);
+    free(t->response);
+    free(t);
 }
 
 void txn_table_free(struct txn_table *tt)
@@ -58,45 +63,19 @@ void txn_table_free(struct txn_table *tt)
     if (!tt)
         return;
     ev_timer_stop(tt->loop, &tt->timer);
-    for (size_t i = 0; i < tt->n_buckets; i++) {
-        struct txn *t = tt->buckets[i];
-        while (t) {
-            struct txn *next = t->hnext;
-            free(t->response);
-            free(t);
-            t = next;
-        }
-    }
-    free(tt->buckets);
+    hashtab_drain(&tt->table, txn_free_node, NULL);
+    hashtab_free(&tt->table);
     free(tt);
 }
 
 size_t txn_count(const struct txn_table *tt)
 {
-    return tt->count;
+    return tt->table.count;
 }
 
 const struct sip_source *txn_source(const struct txn *t)
 {
     return &t->dst;
-}
-
-static void grow(struct txn_table *tt)
-{
-    size_t n = tt->n_buckets * 2;
-    struct txn **b = xcalloc(n, sizeof *b);
-    for (size_t i = 0; i < tt->n_buckets; i++) {
-        struct txn *t = tt->buckets[i];
-        while (t) {
-            struct txn *next = t->hnext;
-            t->hnext = b[t->hash & (n - 1)];
-            b[t->hash & (n - 1)] = t;
-            t = next;
-        }
-    }
-    free(tt->buckets);
-    tt->buckets = b;
-    tt->n_buckets = n;
 }
 
 /* RFC 3261 §17.2.3 key. 0 or -1 if the request lacks what the key needs. */
@@ -174,9 +153,10 @@ enum txn_match txn_server_match(struct txn_table *tt, const osip_message_t *req,
     if (make_key(req, &key) < 0)
         return TXN_ERROR;
     uint64_t h = util_hash(key.data, key.len);
-    struct txn **slot = &tt->buckets[h & (tt->n_buckets - 1)];
-    for (struct txn *t = *slot; t; t = t->hnext) {
-        if (t->hash == h && strcmp(t->key, key.data) == 0) {
+    for (struct hashtab_node *n = hashtab_first(&tt->table, h); n;
+         n = hashtab_next(&tt->table, n)) {
+        struct txn *t = HASHTAB_ENTRY(n, struct txn, hn);
+        if (strcmp(t->key, key.data) == 0) {
             buf_free(&key);
             metrics_inc(METRICS_RETRANSMISSIONS);
             if (t->state == TXN_COMPLETED && t->response)
@@ -184,31 +164,19 @@ enum txn_match txn_server_match(struct txn_table *tt, const osip_message_t *req,
             return TXN_ABSORBED;
         }
     }
-    if (tt->count + 1 > tt->n_buckets) {
-        grow(tt);
-        slot = &tt->buckets[h & (tt->n_buckets - 1)];
-    }
     struct txn *t = xcalloc(1, sizeof *t + key.len + 1);
     memcpy(t->key, key.data, key.len + 1);
     buf_free(&key);
-    t->hash = h;
     t->state = TXN_TRYING;
     response_destination(req, src, &t->dst);
-    t->hnext = *slot;
-    *slot = t;
-    tt->count++;
+    hashtab_insert(&tt->table, &t->hn, h);
     *out = t;
     return TXN_NEW;
 }
 
 static void unlink_txn(struct txn_table *tt, struct txn *t)
 {
-    struct txn **p = &tt->buckets[t->hash & (tt->n_buckets - 1)];
-    while (*p && *p != t)
-        p = &(*p)->hnext;
-    if (*p)
-        *p = t->hnext;
-    tt->count--;
+    hashtab_remove(&tt->table, &t->hn);
     free(t->response);
     free(t);
 }
