@@ -46,9 +46,6 @@ void txn_reply(struct txn_table *tt, struct txn *t, osip_message_t *resp);
 /* The same for a response already serialised; takes ownership of bytes (malloc'd). */
 void txn_reply_bytes(struct txn_table *tt, struct txn *t, char *bytes, size_t len);
 
-/* Where the transaction's responses go (RFC 3261 §18.2.2, RFC 3581). */
-const struct sip_source *txn_source(const struct txn *t);
-
 /* Transactions currently held. */
 size_t txn_count(const struct txn_table *tt);
 
