@@ -63,4 +63,32 @@ function policy.on_register(req, ctx)
     return nil
 end
 
+-- route(req, ctx) — called for every request sipwake proxies (a request for a user rather
+-- than for sipwake itself; INVITE support is coming, today MESSAGE, OPTIONS and other
+-- non-INVITE requests).
+--
+--   req.method, req.ruri, req.aor ("bob@example.com"), req.user, req.domain
+--   req.from, req.to, req.call_id (From/To as URIs)
+--   req.source = { ip = "192.0.2.7", port = 50123, transport = "udp"|"tcp"|"tls" }
+--   ctx.bindings[i] = {
+--       uri = "sip:bob@192.0.2.9:5060;pn-provider=fcm;...",  as registered
+--       transport = "udp"|"tcp"|"tls",
+--       push = true|false,        an RFC 8599 push binding
+--       reachable = true|false,   a live connection, or a UDP address to send to
+--       instance = "<urn:uuid:...>",
+--   }
+--
+-- Decision (schemas/hooks/route.json), exactly one of:
+--   { relay = "bindings" }                         to every reachable binding, in parallel
+--   { reply = { code = 404, reason = "Not Found" } }
+-- Safe default (on error, overrun or an invalid decision): 500 Server Internal Error.
+-- sipwake answers 480 when it relays and no binding is reachable.
+
+function policy.route(req, ctx)
+    if #ctx.bindings == 0 then
+        return { reply = { code = 404, reason = "Not Found" } }
+    end
+    return { relay = "bindings" }
+end
+
 return policy

@@ -228,3 +228,118 @@ enum lua_hook_result lua_hook_on_register(struct lua_vm *vm, const struct lua_ho
     }
     return LUA_HOOK_OK;
 }
+
+/* Decode a route decision (schemas/hooks/route.json). 0 or -1 (logged). */
+static int decode_route(struct lua_vm *vm, lua_State *L, struct lua_hook_route_out *out)
+{
+    static const char *const hook = "route";
+    int t = lua_gettop(L);
+    if (!lua_istable(L, t))
+        return bad_decision(vm, hook, "expected a table");
+    lua_getfield(L, t, "reply");
+    lua_getfield(L, t, "relay");
+    int has_reply = !lua_isnil(L, -2), has_relay = !lua_isnil(L, -1);
+    if (has_reply == has_relay) {
+        lua_pop(L, 2);
+        return bad_decision(vm, hook, "exactly one of reply or relay is required");
+    }
+    if (has_relay) {
+        const char *r = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+        if (!r || strcmp(r, "bindings") != 0) {
+            lua_pop(L, 2);
+            return bad_decision(vm, hook, "relay must be \"bindings\"");
+        }
+        out->action = LUA_ROUTE_BINDINGS;
+        lua_pop(L, 2);
+    } else {
+        lua_pop(L, 1);
+        if (!lua_istable(L, -1)) {
+            lua_pop(L, 1);
+            return bad_decision(vm, hook, "reply must be a table {code=, reason=}");
+        }
+        lua_getfield(L, -1, "code");
+        lua_getfield(L, -2, "reason");
+        double code = lua_type(L, -2) == LUA_TNUMBER ? lua_tonumber(L, -2) : 0;
+        const char *reason = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+        if (code != (int)code || code < 300 || code > 699) {
+            lua_pop(L, 3);
+            return bad_decision(vm, hook, "reply.code must be an integer 300..699");
+        }
+        if (reason &&
+            (!*reason || strlen(reason) >= sizeof out->reason || strpbrk(reason, "\r\n"))) {
+            lua_pop(L, 3);
+            return bad_decision(vm, hook, "reply.reason must be a one-line string");
+        }
+        out->action = LUA_ROUTE_REPLY;
+        out->code = (int)code;
+        snprintf(out->reason, sizeof out->reason, "%s", reason ? reason : "");
+        lua_pop(L, 3);
+    }
+    lua_pushnil(L);
+    while (lua_next(L, t)) {
+        const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "";
+        if (strcmp(k, "reply") != 0 && strcmp(k, "relay") != 0) {
+            char why[96];
+            snprintf(why, sizeof why, "unknown key '%.40s' (reply, relay)", k);
+            lua_pop(L, 2);
+            return bad_decision(vm, hook, why);
+        }
+        lua_pop(L, 1);
+    }
+    return 0;
+}
+
+enum lua_hook_result lua_hook_route(struct lua_vm *vm, const struct lua_hook_route_in *in,
+                                    struct lua_hook_route_out *out)
+{
+    memset(out, 0, sizeof *out);
+    out->action = LUA_ROUTE_BINDINGS;
+    if (!vm || !lua_vm_push_hook(vm, "route"))
+        return LUA_HOOK_ABSENT;
+    lua_State *L = lua_vm_state(vm);
+    lua_createtable(L, 0, 12);
+    set_str(L, "method", in->method);
+    set_str(L, "ruri", in->ruri);
+    set_str(L, "aor", in->aor);
+    set_str(L, "user", in->user);
+    set_str(L, "domain", in->domain);
+    set_str(L, "from", in->from);
+    set_str(L, "to", in->to);
+    set_str(L, "call_id", in->call_id);
+    lua_createtable(L, 0, 3);
+    set_str(L, "ip", in->src_ip);
+    set_int(L, "port", in->src_port);
+    set_str(L, "transport", in->transport);
+    lua_setfield(L, -2, "source");
+    lua_createtable(L, 0, 2);
+    lua_createtable(L, (int)in->n_bindings, 0);
+    for (size_t i = 0; i < in->n_bindings; i++) {
+        const struct lua_hook_binding *b = &in->bindings[i];
+        lua_createtable(L, 0, 5);
+        set_str(L, "uri", b->uri);
+        set_str(L, "transport", b->transport);
+        lua_pushboolean(L, b->push);
+        lua_setfield(L, -2, "push");
+        lua_pushboolean(L, b->reachable);
+        lua_setfield(L, -2, "reachable");
+        set_str(L, "instance", b->instance);
+        lua_rawseti(L, -2, (int)i + 1);
+    }
+    lua_setfield(L, -2, "bindings");
+    set_int(L, "generation", (long)lua_vm_generation(vm));
+    if (protected_call(vm, "route", 2) < 0) {
+        out->action = LUA_ROUTE_REPLY;
+        out->code = 500;
+        snprintf(out->reason, sizeof out->reason, "Server Internal Error");
+        return LUA_HOOK_FAILED;
+    }
+    int rc = decode_route(vm, L, out);
+    lua_settop(L, 0);
+    if (rc < 0) {
+        out->action = LUA_ROUTE_REPLY;
+        out->code = 500;
+        snprintf(out->reason, sizeof out->reason, "Server Internal Error");
+        return LUA_HOOK_FAILED;
+    }
+    return LUA_HOOK_OK;
+}

@@ -55,4 +55,39 @@ enum lua_hook_result {
 enum lua_hook_result lua_hook_on_register(struct lua_vm *vm, const struct lua_hook_register_in *in,
                                           struct lua_hook_register_out *out);
 
+/* ---- route(req, ctx): schemas/hooks/route.json ---- */
+
+struct lua_hook_binding {
+    const char *uri;       /* the registered contact (push params included) */
+    const char *transport; /* "udp", "tcp", "tls" */
+    int push;              /* an RFC 8599 push binding */
+    int reachable;         /* a live flow or a UDP address to send to */
+    const char *instance;
+};
+
+struct lua_hook_route_in {
+    const char *method, *ruri, *aor, *user, *domain, *from, *to, *call_id;
+    const char *src_ip;
+    int src_port;
+    const char *transport;
+    const struct lua_hook_binding *bindings;
+    size_t n_bindings;
+};
+
+enum lua_route_action {
+    LUA_ROUTE_BINDINGS = 0, /* relay to the AOR's reachable bindings, in parallel */
+    LUA_ROUTE_REPLY,        /* answer with code and reason */
+};
+
+struct lua_hook_route_out {
+    enum lua_route_action action;
+    int code;
+    char reason[128];
+};
+
+/* Run route of vm. With no route hook the default is LUA_ROUTE_BINDINGS. When the hook fails
+ * (error, overrun, invalid decision) out is set to the safe default, a 500 reply. */
+enum lua_hook_result lua_hook_route(struct lua_vm *vm, const struct lua_hook_route_in *in,
+                                    struct lua_hook_route_out *out);
+
 #endif

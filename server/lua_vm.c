@@ -16,7 +16,7 @@
 #include "lua_api.h"
 #include "util.h"
 
-const char *const lua_vm_hook_names[] = {"on_register", NULL};
+const char *const lua_vm_hook_names[] = {"on_register", "route", NULL};
 
 struct lua_vm {
     lua_State *L;

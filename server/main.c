@@ -23,6 +23,7 @@
 #include "lua_vm.h"
 #include "metrics.h"
 #include "registrar.h"
+#include "sip_proxy.h"
 #include "sip_msg.h"
 #include "sip_transport.h"
 #include "sip_txn.h"
@@ -39,6 +40,7 @@ struct app {
     struct transport *tp;
     struct txn_table *txns;
     struct registrar *reg;
+    struct proxy *proxy;
 };
 
 static void usage(FILE *f)
@@ -124,8 +126,9 @@ static void on_message(void *arg, const char *buf, size_t len, const struct sip_
     }
     if (!MSG_IS_REQUEST(msg)) {
         metrics_inc(METRICS_RCV_REPLIES);
-        log_debug("sip: stray %d response from %s:%d ignored", msg->status_code, src->ip,
-                  src->port);
+        if (!txn_client_response(app->txns, msg, buf, len))
+            log_debug("sip: %d response from %s:%d matches no transaction, dropped",
+                      msg->status_code, src->ip, src->port);
         osip_message_free(msg);
         return;
     }
@@ -165,6 +168,22 @@ static void on_message(void *arg, const char *buf, size_t len, const struct sip_
         switch (txn_server_match(app->txns, msg, src, &t)) {
         case TXN_NEW:
             registrar_handle(app->reg, msg, buf, len, src, t);
+            return;
+        case TXN_ABSORBED:
+            break;
+        case TXN_ERROR:
+            reply_stateless(app, msg, src, 400, "Bad Request", NULL, NULL);
+            break;
+        }
+        osip_message_free(msg);
+        return;
+    }
+    if (!for_us(msg) && strcmp(method, "INVITE") != 0 && strcmp(method, "CANCEL") != 0) {
+        /* a request for a user: proxied (non-INVITE for now) */
+        struct txn *t = NULL;
+        switch (txn_server_match(app->txns, msg, src, &t)) {
+        case TXN_NEW:
+            proxy_handle(app->proxy, msg, buf, len, src, t);
             return;
         case TXN_ABSORBED:
             break;
@@ -388,6 +407,7 @@ int main(int argc, char **argv)
     }
     app.txns = txn_table_new(app.loop, app.tp);
     app.reg = registrar_new(&app.cfg, app.loc, app.store, app.txns, app.tp);
+    app.proxy = proxy_new(&app.cfg, app.loc, app.txns, app.tp);
     store_start(app.store, app.loop);
 
     signal(SIGPIPE, SIG_IGN);
@@ -416,9 +436,12 @@ int main(int argc, char **argv)
     ev_signal_stop(app.loop, &intr);
     ev_signal_stop(app.loop, &usr1);
 out:
+    if (app.txns)
+        txn_client_abort_all(app.txns); /* pending branches answer 408 while we can send */
     transport_close(app.tp);
     store_close(app.store); /* commits what is queued */
     registrar_free(app.reg);
+    proxy_free(app.proxy);
     txn_table_free(app.txns);
     location_free(app.loc);
     lua_vm_set_current(NULL);

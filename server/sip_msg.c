@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <osipparser2/osip_port.h>
 
@@ -921,4 +922,134 @@ int sip_msg_check_unparsable(const char *raw, size_t len, struct sip_msg_verdict
     if (colon && colon > u.p && u.p[0] != '<' && !scheme_supported(u.p, (size_t)(colon - u.p)))
         return verdict(out, 416, "Unsupported URI Scheme");
     return verdict(out, 400, "Malformed Message");
+}
+
+struct forward_ctx {
+    struct buf *out;
+    int max_forwards;
+    int wrote_mf;
+    const char *top_via;
+    int via_done;
+};
+
+/* Offset of the first comma that separates header values (outside quotes), or len. */
+static size_t first_value_end(const char *line, size_t len)
+{
+    const char *colon = memchr(line, ':', len);
+    int quoted = 0;
+    for (const char *p = colon ? colon + 1 : line; p < line + len; p++) {
+        if (*p == '"')
+            quoted = !quoted;
+        else if (*p == ',' && !quoted)
+            return (size_t)(p - line);
+    }
+    return len;
+}
+
+static void forward_line(void *arg, const char *line, size_t len)
+{
+    struct forward_ctx *f = arg;
+    if (f->top_via && !f->via_done && raw_header_is(line, len, "via", "v")) {
+        f->via_done = 1;
+        buf_puts(f->out, "Via: ");
+        buf_puts(f->out, f->top_via);
+        size_t end = first_value_end(line, len);
+        if (end < len) /* the other values of that line stay as they were */
+            buf_append(f->out, line + end, len - end);
+        buf_append(f->out, "\r\n", 2);
+        return;
+    }
+    if (raw_header_is(line, len, "max-forwards", NULL)) {
+        if (!f->wrote_mf)
+            buf_printf(f->out, "Max-Forwards: %d\r\n", f->max_forwards);
+        f->wrote_mf = 1;
+        return;
+    }
+    buf_append(f->out, line, len);
+    buf_append(f->out, "\r\n", 2);
+}
+
+void sip_msg_forward_request(const char *raw, size_t len, const char *new_ruri,
+                             const char *via_line, const char *top_via, int max_forwards,
+                             struct buf *out)
+{
+    struct sip_msg_slice m, u, v;
+    if (sip_msg_raw_request_line(raw, len, &m, &u, &v) < 0)
+        return;
+    buf_append(out, m.p, m.len);
+    buf_append(out, " ", 1);
+    if (new_ruri)
+        buf_puts(out, new_ruri);
+    else
+        buf_append(out, u.p, u.len);
+    buf_puts(out, " SIP/2.0\r\n");
+    buf_puts(out, via_line);
+    buf_append(out, "\r\n", 2);
+    struct forward_ctx f = {.out = out, .max_forwards = max_forwards, .top_via = top_via};
+    raw_lines(raw, len, forward_line, &f);
+    if (!f.wrote_mf) /* §16.6 step 3 */
+        buf_printf(out, "Max-Forwards: %d\r\n", max_forwards);
+    buf_append(out, "\r\n", 2);
+    long hdr = sip_msg_header_end(raw, len);
+    if (hdr > 0 && (size_t)hdr < len)
+        buf_append(out, raw + hdr, len - (size_t)hdr);
+}
+
+struct strip_ctx {
+    struct buf *out;
+    int done;
+};
+
+static void strip_line(void *arg, const char *line, size_t len)
+{
+    struct strip_ctx *st = arg;
+    if (!st->done && raw_header_is(line, len, "via", "v")) {
+        st->done = 1;
+        /* the first value of the first Via line is ours; keep any others on that line */
+        size_t end = first_value_end(line, len);
+        if (end < len) {
+            const char *rest = line + end + 1;
+            while (rest < line + len && (*rest == ' ' || *rest == '\t'))
+                rest++;
+            buf_puts(st->out, "Via: ");
+            buf_append(st->out, rest, (size_t)(line + len - rest));
+            buf_append(st->out, "\r\n", 2);
+        }
+        return;
+    }
+    buf_append(st->out, line, len);
+    buf_append(st->out, "\r\n", 2);
+}
+
+int sip_msg_strip_top_via(const char *raw, size_t len, struct buf *out)
+{
+    const char *eol = memchr(raw, '\n', len);
+    if (!eol)
+        return -1;
+    buf_append(out, raw, (size_t)(eol - raw) + 1);
+    struct strip_ctx st = {.out = out};
+    raw_lines(raw, len, strip_line, &st);
+    if (!st.done)
+        return -1;
+    buf_append(out, "\r\n", 2);
+    long hdr = sip_msg_header_end(raw, len);
+    if (hdr > 0 && (size_t)hdr < len)
+        buf_append(out, raw + hdr, len - (size_t)hdr);
+    return 0;
+}
+
+char *sip_msg_uri_without_pn(const char *uri)
+{
+    struct buf b = {0};
+    size_t head = strcspn(uri, ";?");
+    buf_append(&b, uri, head);
+    const char *p = uri + head;
+    while (*p == ';') {
+        const char *end = p + 1 + strcspn(p + 1, ";?");
+        if (!(end - p > 3 && strncasecmp(p + 1, "pn-", 3) == 0))
+            buf_append(&b, p, (size_t)(end - p));
+        p = end;
+    }
+    buf_puts(&b, p); /* URI headers, if any */
+    return b.data ? b.data : xstrdup("");
 }

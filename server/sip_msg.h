@@ -145,6 +145,22 @@ int sip_msg_check_unparsable(const char *raw, size_t len, struct sip_msg_verdict
 /* 1 if method is one of the methods sipwake knows (RFC 3261 and its extensions). */
 int sip_msg_method_known(const char *method, size_t len);
 
+/* A request to forward (RFC 3261 §16.6), edited, not rebuilt: the Request-Line with
+ * new_ruri (NULL keeps it), via_line ("Via: ...", without CRLF) on top, the received top Via
+ * replaced by top_via (its value with received/rport, RFC 3581; NULL keeps it), Max-Forwards
+ * set to max_forwards, every other header line and the body as received. */
+void sip_msg_forward_request(const char *raw, size_t len, const char *new_ruri,
+                             const char *via_line, const char *top_via, int max_forwards,
+                             struct buf *out);
+
+/* A response to pass upstream (RFC 3261 §16.7 step 3): the same bytes without the top Via
+ * value (sipwake's own). -1 if it has no Via. */
+int sip_msg_strip_top_via(const char *raw, size_t len, struct buf *out);
+
+/* A URI without its pn-* parameters (RFC 8599 §4.1: push parameters never leave toward the
+ * phone). New string; caller frees. */
+char *sip_msg_uri_without_pn(const char *uri);
+
 /* Random token of 2n hex characters, for tags. out must hold 2n+1 bytes. */
 void sip_msg_token(char *out, size_t n);
 

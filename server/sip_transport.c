@@ -26,7 +26,7 @@ void transport_addr_str(const struct sockaddr *sa, char *ip, size_t iplen, int *
     }
 }
 
-static int make_addr(const char *host, int port, struct sockaddr_storage *ss, socklen_t *len)
+int transport_addr_make(const char *host, int port, struct sockaddr_storage *ss, socklen_t *len)
 {
     memset(ss, 0, sizeof *ss);
     struct sockaddr_in *s4 = (struct sockaddr_in *)ss;
@@ -66,7 +66,7 @@ static int open_listener(struct transport *t, size_t i, char *err, size_t errlen
     l->transport = cl->transport;
     struct sockaddr_storage ss;
     socklen_t len;
-    if (make_addr(cl->host, cl->port, &ss, &len) < 0) {
+    if (transport_addr_make(cl->host, cl->port, &ss, &len) < 0) {
         snprintf(err, errlen, "bad address %s", cl->host);
         return -1;
     }
@@ -143,6 +143,17 @@ int transport_send(struct transport *t, const struct sip_source *dst, const char
     if (dst->transport != CONFIG_TRANSPORT_UDP)
         return transport_stream_send(t, dst->flow_id, buf, len);
     return transport_udp_send(t, dst, buf, len);
+}
+
+int transport_find_listener(const struct transport *t, enum config_transport tr, int family)
+{
+    for (size_t i = 0; i < t->n_listeners; i++) {
+        const struct config_listen *cl = &t->cfg->listens[i];
+        int v6 = strchr(cl->host, ':') != NULL;
+        if (cl->transport == tr && (family == AF_INET6) == v6)
+            return (int)i;
+    }
+    return -1;
 }
 
 int transport_flow_alive(const struct transport *t, uint64_t flow_id)

@@ -61,6 +61,12 @@ void transport_log_listeners(const struct transport *t);
 /* Close every listener and connection. */
 void transport_close(struct transport *t);
 
+/* A sockaddr from a numeric IPv4/IPv6 address and a port. 0 or -1. */
+int transport_addr_make(const char *ip, int port, struct sockaddr_storage *ss, socklen_t *len);
+
+/* The first listener of this transport and address family, or -1. */
+int transport_find_listener(const struct transport *t, enum config_transport tr, int family);
+
 /* Format a sockaddr as numeric ip and port. */
 void transport_addr_str(const struct sockaddr *sa, char *ip, size_t iplen, int *port);
 

@@ -9,6 +9,7 @@
 
 #include "hashtab.h"
 #include "log.h"
+#include "sip_txn_int.h"
 #include "metrics.h"
 #include "sip_msg.h"
 #include "util.h"
@@ -65,7 +66,8 @@ struct txn {
 struct txn_table {
     struct ev_loop *loop;
     struct transport *tp;
-    struct hashtab table;
+    struct hashtab table;   /* server transactions */
+    struct hashtab clients; /* client transactions (sip_txn_client.c) */
     struct txn *fifo_head, *fifo_tail;
     ev_timer timer;
 };
@@ -78,6 +80,7 @@ struct txn_table *txn_table_new(struct ev_loop *loop, struct transport *tp)
     tt->loop = loop;
     tt->tp = tp;
     hashtab_init(&tt->table, 4096);
+    hashtab_init(&tt->clients, 256);
     ev_init(&tt->timer, timer_cb);
     tt->timer.data = tt;
     return tt;
@@ -98,7 +101,24 @@ void txn_table_free(struct txn_table *tt)
     ev_timer_stop(tt->loop, &tt->timer);
     hashtab_drain(&tt->table, txn_free_node, NULL);
     hashtab_free(&tt->table);
+    txn_clients_drain(tt);
+    hashtab_free(&tt->clients);
     free(tt);
+}
+
+struct ev_loop *txn_table_loop(struct txn_table *tt)
+{
+    return tt->loop;
+}
+
+struct transport *txn_table_transport(struct txn_table *tt)
+{
+    return tt->tp;
+}
+
+struct hashtab *txn_table_clients(struct txn_table *tt)
+{
+    return &tt->clients;
 }
 
 size_t txn_count(const struct txn_table *tt)

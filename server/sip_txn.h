@@ -54,4 +54,35 @@ size_t txn_count(const struct txn_table *tt);
 void txn_send_stateless(struct txn_table *tt, const osip_message_t *req,
                         const struct sip_source *src, osip_message_t *resp);
 
+/* ---- client transactions (RFC 3261 §17.1.2, non-INVITE) ---- */
+
+struct txn_client;
+
+/* A response for a client transaction, or its end: resp NULL when Timer F fired or the
+ * transport failed. raw/len are the response's bytes, valid for the call. Called for each
+ * provisional response and once for the final one (or NULL); after that the handle is gone. */
+typedef void (*txn_client_cb)(void *arg, const osip_message_t *resp, const char *raw, size_t len);
+
+/* Send bytes (taken over) to dst as a new non-INVITE client transaction identified by its
+ * top Via branch and method. Retransmitted on UDP with Timer E until a response; Timer F
+ * ends it. */
+struct txn_client *txn_client_start(struct txn_table *tt, const struct sip_source *dst,
+                                    const char *branch, const char *method, char *bytes, size_t len,
+                                    txn_client_cb cb, void *arg);
+
+/* Hand a received response to its client transaction (§17.1.3: top Via branch and CSeq
+ * method). 1 if it had one (the response is consumed), 0 if not. */
+int txn_client_response(struct txn_table *tt, const osip_message_t *resp, const char *raw,
+                        size_t len);
+
+/* The caller no longer wants callbacks; the transaction finishes on its own. */
+void txn_client_detach(struct txn_client *c);
+
+/* End every client transaction now, reporting NULL to those still waiting (shutdown; call
+ * while the transport is still open). */
+void txn_client_abort_all(struct txn_table *tt);
+
+/* Client transactions alive. */
+size_t txn_client_count(const struct txn_table *tt);
+
 #endif

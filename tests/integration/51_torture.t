@@ -1,8 +1,9 @@
 #!/usr/bin/perl
 # Every RFC 4475 and RFC 5118 torture message, sent byte-exact over UDP, gets the answer the
-# RFCs call for from a registrar that does not route other requests yet: valid messages are
-# never refused as malformed (REGISTERs register, other methods get 405/501), invalid ones
-# get 400 (505, 416, 420, 483 where the RFC names those), responses are silently dropped.
+# RFCs call for: valid messages are never refused as malformed (REGISTERs register,
+# non-INVITE requests for users are routed and find nobody registered, 404 from the default
+# policy; INVITE, not routed yet, gets 405; unknown methods 501), invalid ones get 400 (505,
+# 416, 420, 483 where the RFC names those), responses are silently dropped.
 # Without rport, a response goes to the source address at the Via sent-by port (RFC 3261
 # §18.2.2), so this test listens on the loopback ports those Vias name.
 use strict;
@@ -23,12 +24,12 @@ my @cases = (
     ['rfc4475/esc01', 405, '3.1.1.3 valid % escaping'],
     ['rfc4475/escnull', 200, '3.1.1.4 escaped NULs in URIs (REGISTER)'],
     ['rfc4475/esc02', 501, '3.1.1.5 % that is not an escape (unknown method)'],
-    ['rfc4475/lwsdisp', 405, '3.1.1.6 no LWS between display name and <'],
+    ['rfc4475/lwsdisp', 404, '3.1.1.6 no LWS between display name and <'],
     ['rfc4475/longreq', 405, '3.1.1.7 long values in header fields'],
     ['rfc4475/dblreq', 200, '3.1.1.8 extra trailing octets in a UDP datagram'],
-    ['rfc4475/semiuri', 405, '3.1.1.9 semicolons in the URI user part'],
-    ['rfc4475/transports', 405, '3.1.1.10 varied and unknown transports'],
-    ['rfc4475/mpart01', 405, '3.1.1.11 multipart MIME'],
+    ['rfc4475/semiuri', 404, '3.1.1.9 semicolons in the URI user part'],
+    ['rfc4475/transports', 404, '3.1.1.10 varied and unknown transports'],
+    ['rfc4475/mpart01', 404, '3.1.1.11 multipart MIME'],
     ['rfc4475/unreason', '-', '3.1.1.12 unusual reason phrase (a response)'],
     ['rfc4475/noreason', '-', '3.1.1.13 empty reason phrase (a response)'],
     # §3.1.2 invalid messages
@@ -52,7 +53,7 @@ my @cases = (
     ['rfc4475/mismatch02', 501, '3.1.2.18 unknown method with CSeq mismatch'],
     ['rfc4475/bigcode', '-', '3.1.2.19 overlarge response code'],
     # §3.2, §3.3, §3.4
-    ['rfc4475/badbranch', 405, '3.2.1 branch with the cookie and no identifier'],
+    ['rfc4475/badbranch', 404, '3.2.1 branch with the cookie and no identifier'],
     ['rfc4475/insuf', 400, '3.3.1 missing required header fields'],
     ['rfc4475/unkscm', 416, '3.3.2 Request-URI with an unknown scheme'],
     ['rfc4475/novelsc', 416, '3.3.3 Request-URI with an atypical scheme'],
@@ -78,11 +79,11 @@ my @cases = (
     ['rfc5118/via-received-param-no-delim', 200, 'RFC 5118 4.5 received without brackets'],
     ['rfc5118/ipv6-in-sdp', 400, 'RFC 5118 4.6 as printed: Content-Length beyond the body'],
     ['rfc5118/clfix/ipv6-in-sdp', 405, 'RFC 5118 4.6 IPv6 in SDP'],
-    ['rfc5118/mult-ip-in-header', 405, 'RFC 5118 4.7 IPv4 and IPv6 in headers'],
+    ['rfc5118/mult-ip-in-header', 404, 'RFC 5118 4.7 IPv4 and IPv6 in headers'],
     ['rfc5118/clfix/mult-ip-in-sdp', 405, 'RFC 5118 4.8 IPv4 and IPv6 in SDP'],
     ['rfc5118/clfix/ipv4-mapped-ipv6', 405, 'RFC 5118 4.9 IPv4-mapped IPv6'],
-    ['rfc5118/ipv6-bug-abnf-3-colons', 405, 'RFC 5118 4.10 three colons (accepted)'],
-    ['rfc5118/ipv6-correct-abnf-2-colons', 405, 'RFC 5118 4.10 two colons'],
+    ['rfc5118/ipv6-bug-abnf-3-colons', 404, 'RFC 5118 4.10 three colons (accepted)'],
+    ['rfc5118/ipv6-correct-abnf-2-colons', 404, 'RFC 5118 4.10 two colons'],
 );
 
 my @listen_ports = (5060, 5050, 6050, 19823);

@@ -1,0 +1,374 @@
+/*
+ * sip_proxy: route decision, branches, response selection (non-INVITE).
+ */
+#include "sip_proxy.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "lua_hook.h"
+#include "lua_vm.h"
+#include "metrics.h"
+#include "sip_msg.h"
+#include "util.h"
+
+#define PROXY_MAX_BRANCHES 16
+#define PROXY_BRANCH_PREFIX "z9hG4bKsw"
+
+struct proxy {
+    const struct config *cfg;
+    struct location *loc;
+    struct txn_table *txns;
+    struct transport *tp;
+    uint64_t next_branch;
+};
+
+/* One request being proxied, alive until every branch has reported. */
+struct proxy_req {
+    struct proxy *p;
+    struct txn *st; /* the server transaction, until answered */
+    osip_message_t *req;
+    char *raw;
+    size_t rawlen;
+    struct sip_source src;
+    int pending;
+    int answered;
+    int best_code;
+    char *best; /* best final response so far, our Via already removed */
+    size_t best_len;
+};
+
+struct proxy *proxy_new(const struct config *cfg, struct location *loc, struct txn_table *txns,
+                        struct transport *tp)
+{
+    struct proxy *p = xcalloc(1, sizeof *p);
+    p->cfg = cfg;
+    p->loc = loc;
+    p->txns = txns;
+    p->tp = tp;
+    p->next_branch = util_fast_random() & 0xffffffffu;
+    return p;
+}
+
+void proxy_free(struct proxy *p)
+{
+    free(p);
+}
+
+static void preq_free(struct proxy_req *pr)
+{
+    osip_message_free(pr->req);
+    free(pr->raw);
+    free(pr->best);
+    free(pr);
+}
+
+/* Answer the server transaction with a response of our own. */
+static void reply(struct proxy_req *pr, int code, const char *reason)
+{
+    if (pr->answered)
+        return;
+    struct buf r = {0};
+    sip_msg_reply_begin(&r, pr->raw, pr->rawlen, pr->req, code, reason, NULL);
+    if (*pr->p->cfg->server_header)
+        sip_msg_reply_header(&r, "Server", pr->p->cfg->server_header);
+    sip_msg_reply_end(&r);
+    txn_reply_bytes(pr->p->txns, pr->st, r.data, r.len);
+    pr->answered = 1;
+    log_info("proxy: %s %s from %s:%d answered %d %s", pr->req->sip_method,
+             pr->req->req_uri && pr->req->req_uri->username ? pr->req->req_uri->username : "",
+             pr->src.ip, pr->src.port, code, reason);
+}
+
+/* Pass a downstream response (already without our Via) upstream. Takes bytes. */
+static void pass_up(struct proxy_req *pr, char *bytes, size_t len)
+{
+    txn_reply_bytes(pr->p->txns, pr->st, bytes, len);
+    pr->answered = 1;
+}
+
+/* §16.7 step 6: 6xx beats everything, then the lowest class; the first of a class stays. */
+static int better(int code, int best)
+{
+    if (!best)
+        return 1;
+    if (best >= 600)
+        return 0;
+    if (code >= 600)
+        return 1;
+    return code / 100 < best / 100;
+}
+
+static void branch_cb(void *arg, const osip_message_t *resp, const char *raw, size_t len)
+{
+    struct proxy_req *pr = arg;
+    int code = resp ? resp->status_code : 408;
+    if (resp && code < 200)
+        return; /* provisional responses to non-INVITE are not passed on */
+    if (!pr->answered && resp) {
+        struct buf up = {0};
+        if (sip_msg_strip_top_via(raw, len, &up) == 0) {
+            if (code < 300) {
+                pass_up(pr, up.data, up.len); /* §16.7 step 5: a 2xx goes at once */
+                up.data = NULL;
+            } else if (better(code, pr->best_code)) {
+                free(pr->best);
+                pr->best = up.data;
+                pr->best_len = up.len;
+                pr->best_code = code;
+                up.data = NULL;
+            }
+        }
+        buf_free(&up);
+    } else if (!resp && !pr->best_code) {
+        pr->best_code = 408;
+    }
+    if (--pr->pending > 0)
+        return;
+    if (!pr->answered) {
+        if (pr->best) {
+            pass_up(pr, pr->best, pr->best_len);
+            pr->best = NULL;
+        } else {
+            reply(pr, 408, "Request Timeout");
+        }
+    }
+    preq_free(pr);
+}
+
+/* A loop-detection hash of what identifies this request at this hop (§16.6 step 8). */
+static void loop_hash(const osip_message_t *req, const char *raw, size_t len, char out[17])
+{
+    struct sip_msg_slice m, u, v;
+    struct buf b = {0};
+    if (sip_msg_raw_request_line(raw, len, &m, &u, &v) == 0)
+        buf_append(&b, u.p, u.len);
+    osip_generic_param_t *tag = NULL;
+    if (req->from)
+        osip_from_get_tag(req->from, &tag);
+    buf_puts(&b, "|");
+    buf_puts(&b, tag && tag->gvalue ? tag->gvalue : "");
+    buf_puts(&b, "|");
+    buf_puts(&b, req->call_id->number);
+    buf_puts(&b, "|");
+    buf_puts(&b, req->cseq->number);
+    uint64_t h = util_hash(b.data, b.len);
+    buf_free(&b);
+    unsigned char bytes[8];
+    memcpy(bytes, &h, sizeof bytes);
+    util_hex(bytes, sizeof bytes, out);
+}
+
+/* §16.3 step 4: a Via of ours carrying this request's loop hash means it came back. */
+static int looped(struct proxy *p, const osip_message_t *req, const char *hash)
+{
+    char prefix[64];
+    snprintf(prefix, sizeof prefix, "%s%s.", PROXY_BRANCH_PREFIX, hash);
+    for (int i = 0; i < osip_list_size(&req->vias); i++) {
+        osip_via_t *via = osip_list_get(&req->vias, i);
+        const char *branch = sip_msg_param(&via->via_params, "branch");
+        if (!branch || strncmp(branch, prefix, strlen(prefix)) != 0 || !via->host)
+            continue;
+        int port = via->port ? atoi(via->port) : 5060;
+        for (size_t l = 0; l < p->cfg->n_listens; l++)
+            if (util_caseeq(p->cfg->listens[l].host, via->host) && p->cfg->listens[l].port == port)
+                return 1;
+    }
+    return 0;
+}
+
+/* Where a binding can be reached now. 0 with *dst filled, -1 if it cannot. */
+static int binding_destination(struct proxy *p, const struct binding *b, struct sip_source *dst)
+{
+    memset(dst, 0, sizeof *dst);
+    const char *rcv = b->received;
+    enum config_transport tr = CONFIG_TRANSPORT_UDP;
+    if (rcv && strstr(rcv, ";transport=tcp"))
+        tr = CONFIG_TRANSPORT_TCP;
+    else if (rcv && strstr(rcv, ";transport=tls"))
+        tr = CONFIG_TRANSPORT_TLS;
+    if (tr != CONFIG_TRANSPORT_UDP) {
+        /* RFC 5626: down the connection the phone registered on, while it is open */
+        if (!b->flow_id || !transport_flow_alive(p->tp, b->flow_id))
+            return -1;
+        dst->transport = tr;
+        dst->flow_id = b->flow_id;
+        dst->listener = b->listener;
+        return 0;
+    }
+    if (!rcv || strncmp(rcv, "sip:", 4) != 0)
+        return -1;
+    const char *h = rcv + 4, *end;
+    char ip[INET6_ADDRSTRLEN];
+    if (*h == '[') {
+        end = strchr(h, ']');
+        if (!end || end[1] != ':')
+            return -1;
+        snprintf(ip, sizeof ip, "%.*s", (int)(end - h - 1), h + 1);
+        end++;
+    } else {
+        end = strchr(h, ':');
+        if (!end)
+            return -1;
+        snprintf(ip, sizeof ip, "%.*s", (int)(end - h), h);
+    }
+    int port = atoi(end + 1);
+    if (transport_addr_make(ip, port, &dst->addr, &dst->addrlen) < 0)
+        return -1;
+    dst->transport = CONFIG_TRANSPORT_UDP;
+    dst->listener = b->listener;
+    if (dst->listener < 0 || (size_t)dst->listener >= p->cfg->n_listens ||
+        p->cfg->listens[dst->listener].transport != CONFIG_TRANSPORT_UDP)
+        dst->listener = transport_find_listener(p->tp, CONFIG_TRANSPORT_UDP, dst->addr.ss_family);
+    if (dst->listener < 0)
+        return -1;
+    snprintf(dst->ip, sizeof dst->ip, "%s", ip);
+    dst->port = port;
+    return 0;
+}
+
+static const char *transport_upper(enum config_transport t)
+{
+    return t == CONFIG_TRANSPORT_UDP ? "UDP" : t == CONFIG_TRANSPORT_TCP ? "TCP" : "TLS";
+}
+
+/* Start a branch toward b. 0 or -1 (not reachable). */
+static int start_branch(struct proxy_req *pr, const struct binding *b, const char *hash,
+                        int max_forwards)
+{
+    struct proxy *p = pr->p;
+    struct sip_source dst;
+    if (binding_destination(p, b, &dst) < 0)
+        return -1;
+    const struct config_listen *l = &p->cfg->listens[dst.listener];
+    char branch[64], via[256];
+    snprintf(branch, sizeof branch, "%s%s.%llx", PROXY_BRANCH_PREFIX, hash,
+             (unsigned long long)p->next_branch++);
+    int v6 = strchr(l->host, ':') != NULL;
+    snprintf(via, sizeof via, "Via: SIP/2.0/%s %s%s%s:%d;branch=%s;rport",
+             transport_upper(dst.transport), v6 ? "[" : "", l->host, v6 ? "]" : "", l->port,
+             branch);
+    char *ruri = sip_msg_uri_without_pn(b->contact);
+    /* the received top Via, now with received/rport (RFC 3581), goes on below ours */
+    char *top = NULL;
+    osip_via_to_str(osip_list_get(&pr->req->vias, 0), &top);
+    struct buf out = {0};
+    sip_msg_forward_request(pr->raw, pr->rawlen, ruri, via, top, max_forwards, &out);
+    osip_free(top);
+    free(ruri);
+    pr->pending++;
+    txn_client_start(p->txns, &dst, branch, pr->req->sip_method, out.data, out.len, branch_cb, pr);
+    return 0;
+}
+
+void proxy_handle(struct proxy *p, osip_message_t *req, const char *raw, size_t len,
+                  const struct sip_source *src, struct txn *t)
+{
+    struct proxy_req *pr = xcalloc(1, sizeof *pr);
+    pr->p = p;
+    pr->st = t;
+    pr->req = req;
+    pr->raw = xmalloc(len);
+    memcpy(pr->raw, raw, len);
+    pr->rawlen = len;
+    pr->src = *src;
+
+    char hash[17];
+    loop_hash(req, raw, len, hash);
+    if (looped(p, req, hash)) {
+        reply(pr, 482, "Loop Detected");
+        preq_free(pr);
+        return;
+    }
+    osip_header_t *mfh = NULL;
+    long mf = 70;
+    if (osip_message_get_max_forwards(req, 0, &mfh) >= 0 && mfh && mfh->hvalue &&
+        util_parse_long(mfh->hvalue, 0, 255, &mf) < 0)
+        mf = 70; /* RFC 4475 §3.1.2.4: an out-of-range value may be taken as absent */
+
+    /* the AOR is the Request-URI's user at its host */
+    struct sip_msg_slice m, u, v;
+    char *aor = NULL;
+    if (sip_msg_raw_request_line(raw, len, &m, &u, &v) == 0) {
+        struct sip_msg_slice user = sip_msg_uri_text_user(u.p, u.len);
+        char *written = xstrndup(user.p, user.len);
+        char *canon = sip_msg_canonical_user(written);
+        char *domain = xstrdup(req->req_uri->host ? req->req_uri->host : "");
+        for (char *c = domain; *c; c++)
+            *c = (char)(*c >= 'A' && *c <= 'Z' ? *c + 32 : *c);
+        aor = xasprintf("%s@%s", canon, domain);
+        free(written);
+        free(canon);
+        free(domain);
+    }
+    struct location_aor *a = aor ? location_find(p->loc, aor) : NULL;
+    struct lua_hook_binding hb[PROXY_MAX_BRANCHES];
+    const struct binding *targets[PROXY_MAX_BRANCHES];
+    size_t n = 0;
+    for (const struct binding *b = location_aor_bindings(a); b && n < PROXY_MAX_BRANCHES;
+         b = b->next) {
+        struct sip_source probe;
+        const char *rcv = b->received ? b->received : "";
+        targets[n] = b;
+        hb[n] = (struct lua_hook_binding){
+            .uri = b->contact,
+            .transport = strstr(rcv, "transport=tls")   ? "tls"
+                         : strstr(rcv, "transport=tcp") ? "tcp"
+                                                        : "udp",
+            .push = (b->flags & LOCATION_FLAG_PUSH) != 0,
+            .reachable = binding_destination(p, b, &probe) == 0,
+            .instance = b->instance,
+        };
+        n++;
+    }
+    char *ruri = NULL;
+    if (req->req_uri)
+        osip_uri_to_str(req->req_uri, &ruri);
+    char *from = NULL, *to = NULL;
+    if (req->from && req->from->url)
+        osip_uri_to_str(req->from->url, &from);
+    if (req->to && req->to->url)
+        osip_uri_to_str(req->to->url, &to);
+    struct lua_hook_route_in in = {
+        .method = req->sip_method,
+        .ruri = ruri,
+        .aor = aor,
+        .user = req->req_uri->username,
+        .domain = req->req_uri->host,
+        .from = from,
+        .to = to,
+        .call_id = req->call_id->number,
+        .src_ip = src->ip,
+        .src_port = src->port,
+        .transport = config_transport_name(src->transport),
+        .bindings = hb,
+        .n_bindings = n,
+    };
+    struct lua_hook_route_out d;
+    enum lua_hook_result hr = lua_hook_route(lua_vm_current(), &in, &d);
+    if (hr == LUA_HOOK_ABSENT && n == 0) {
+        d.action = LUA_ROUTE_REPLY;
+        d.code = 404;
+        snprintf(d.reason, sizeof d.reason, "Not Found");
+    }
+    osip_free(ruri);
+    osip_free(from);
+    osip_free(to);
+    free(aor);
+
+    if (d.action == LUA_ROUTE_REPLY) {
+        reply(pr, d.code, d.reason[0] ? d.reason : "Rejected by policy");
+        preq_free(pr);
+        return;
+    }
+    /* §16.6 step 3 */
+    int max_forwards = (int)mf - 1;
+    for (size_t i = 0; i < n; i++)
+        start_branch(pr, targets[i], hash, max_forwards);
+    if (pr->pending == 0) {
+        reply(pr, 480, "Temporarily Unavailable");
+        preq_free(pr);
+    }
+}

@@ -1,0 +1,204 @@
+/*
+ * sip_txn_client: RFC 3261 §17.1.2 non-INVITE client transactions.
+ *
+ * Each has its own timers on the loop: Timer E retransmits over UDP (T1 doubling to T2, T2
+ * once a provisional arrived), Timer F (64*T1) ends it without a final response, Timer K
+ * (T4 over UDP, 0 otherwise) absorbs retransmitted final responses after completion. The
+ * table of client transactions is keyed by the branch sipwake put in its Via and the method.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "hashtab.h"
+#include "log.h"
+#include "metrics.h"
+#include "sip_msg.h"
+#include "sip_txn.h"
+#include "sip_txn_int.h"
+#include "util.h"
+
+#define T2_MS 4000
+#define T4_MS 5000
+
+enum client_state {
+    CLIENT_TRYING = 0,
+    CLIENT_PROCEEDING,
+    CLIENT_COMPLETED,
+};
+
+struct txn_client {
+    struct hashtab_node hn;
+    struct txn_table *tt;
+    enum client_state state;
+    struct sip_source dst;
+    char *bytes;
+    size_t len;
+    double interval; /* Timer E, seconds */
+    ev_timer retransmit;
+    ev_timer timeout; /* Timer F, then Timer K */
+    txn_client_cb cb;
+    void *arg;
+    char key[];
+};
+
+static void client_free(struct txn_client *c)
+{
+    struct ev_loop *loop = txn_table_loop(c->tt);
+    ev_timer_stop(loop, &c->retransmit);
+    ev_timer_stop(loop, &c->timeout);
+    hashtab_remove(txn_table_clients(c->tt), &c->hn);
+    free(c->bytes);
+    free(c);
+}
+
+static void report(struct txn_client *c, const osip_message_t *resp, const char *raw, size_t len)
+{
+    if (c->cb)
+        c->cb(c->arg, resp, raw, len);
+}
+
+static void retransmit_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)revents;
+    struct txn_client *c = w->data;
+    transport_send(txn_table_transport(c->tt), &c->dst, c->bytes, c->len);
+    c->interval = c->state == CLIENT_PROCEEDING ? T2_MS / 1000.0 : c->interval * 2;
+    if (c->interval > T2_MS / 1000.0)
+        c->interval = T2_MS / 1000.0;
+    ev_timer_set(w, c->interval, 0);
+    ev_timer_start(loop, w);
+}
+
+static void timeout_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct txn_client *c = w->data;
+    if (c->state != CLIENT_COMPLETED) {
+        /* Timer F: no final response (§17.1.2.2) */
+        log_info("txn: no final response to %s from %s:%d", c->key, c->dst.ip, c->dst.port);
+        report(c, NULL, NULL, 0);
+    }
+    client_free(c); /* Timer K after completion */
+}
+
+struct txn_client *txn_client_start(struct txn_table *tt, const struct sip_source *dst,
+                                    const char *branch, const char *method, char *bytes, size_t len,
+                                    txn_client_cb cb, void *arg)
+{
+    size_t kl = strlen(branch) + strlen(method) + 2;
+    struct txn_client *c = xcalloc(1, sizeof *c + kl);
+    snprintf(c->key, kl, "%s|%s", branch, method);
+    c->tt = tt;
+    c->dst = *dst;
+    c->bytes = bytes;
+    c->len = len;
+    c->cb = cb;
+    c->arg = arg;
+    c->interval = SIP_TXN_T1_MS / 1000.0;
+    ev_init(&c->retransmit, retransmit_cb);
+    c->retransmit.data = c;
+    ev_init(&c->timeout, timeout_cb);
+    c->timeout.data = c;
+    hashtab_insert(txn_table_clients(tt), &c->hn, util_hash(c->key, strlen(c->key)));
+    struct ev_loop *loop = txn_table_loop(tt);
+    if (transport_send(txn_table_transport(tt), dst, bytes, len) < 0) {
+        /* §17.1.4: a transport error ends the transaction */
+        ev_timer_set(&c->timeout, 0, 0);
+        ev_timer_start(loop, &c->timeout);
+        return c;
+    }
+    if (dst->transport == CONFIG_TRANSPORT_UDP) {
+        ev_timer_set(&c->retransmit, c->interval, 0);
+        ev_timer_start(loop, &c->retransmit);
+    }
+    ev_timer_set(&c->timeout, 64.0 * SIP_TXN_T1_MS / 1000.0, 0);
+    ev_timer_start(loop, &c->timeout);
+    return c;
+}
+
+int txn_client_response(struct txn_table *tt, const osip_message_t *resp, const char *raw,
+                        size_t len)
+{
+    osip_via_t *via = osip_list_get(&resp->vias, 0);
+    const char *branch = via ? sip_msg_param(&via->via_params, "branch") : NULL;
+    if (!branch || !resp->cseq || !resp->cseq->method)
+        return 0;
+    struct buf key = {0};
+    buf_puts(&key, branch);
+    buf_puts(&key, "|");
+    buf_puts(&key, resp->cseq->method);
+    uint64_t h = util_hash(key.data, key.len);
+    struct txn_client *c = NULL;
+    for (struct hashtab_node *n = hashtab_first(txn_table_clients(tt), h); n;
+         n = hashtab_next(txn_table_clients(tt), n)) {
+        struct txn_client *x = HASHTAB_ENTRY(n, struct txn_client, hn);
+        if (strcmp(x->key, key.data) == 0) {
+            c = x;
+            break;
+        }
+    }
+    buf_free(&key);
+    if (!c)
+        return 0;
+    struct ev_loop *loop = txn_table_loop(tt);
+    if (c->state == CLIENT_COMPLETED)
+        return 1; /* a retransmitted final response, absorbed during Timer K */
+    if (resp->status_code < 200) {
+        c->state = CLIENT_PROCEEDING;
+        report(c, resp, raw, len);
+        return 1;
+    }
+    c->state = CLIENT_COMPLETED;
+    ev_timer_stop(loop, &c->retransmit);
+    ev_timer_stop(loop, &c->timeout);
+    report(c, resp, raw, len);
+    c->cb = NULL;
+    double k = c->dst.transport == CONFIG_TRANSPORT_UDP ? T4_MS / 1000.0 : 0;
+    ev_timer_set(&c->timeout, k, 0);
+    ev_timer_start(loop, &c->timeout);
+    return 1;
+}
+
+void txn_client_detach(struct txn_client *c)
+{
+    c->cb = NULL;
+    c->arg = NULL;
+}
+
+size_t txn_client_count(const struct txn_table *tt)
+{
+    return txn_table_clients((struct txn_table *)tt)->count;
+}
+
+static void drain_one(struct hashtab_node *n, void *arg)
+{
+    struct txn_table *tt = arg;
+    struct txn_client *c = HASHTAB_ENTRY(n, struct txn_client, hn);
+    ev_timer_stop(txn_table_loop(tt), &c->retransmit);
+    ev_timer_stop(txn_table_loop(tt), &c->timeout);
+    free(c->bytes);
+    free(c);
+}
+
+void txn_clients_drain(struct txn_table *tt)
+{
+    hashtab_drain(txn_table_clients(tt), drain_one, tt);
+}
+
+static void abort_one(struct hashtab_node *n, void *arg)
+{
+    struct txn_table *tt = arg;
+    struct txn_client *c = HASHTAB_ENTRY(n, struct txn_client, hn);
+    ev_timer_stop(txn_table_loop(tt), &c->retransmit);
+    ev_timer_stop(txn_table_loop(tt), &c->timeout);
+    if (c->state != CLIENT_COMPLETED)
+        report(c, NULL, NULL, 0);
+    free(c->bytes);
+    free(c);
+}
+
+void txn_client_abort_all(struct txn_table *tt)
+{
+    hashtab_drain(txn_table_clients(tt), abort_one, tt);
+}
