@@ -13,9 +13,9 @@
 /* log.error / log.warn / log.info / log.debug (msg): a line in sipwake's log. */
 void lua_api_log_inject(lua_State *L, int env);
 
-/* For `sipwake --test-policy` only: `print`, and `policy_test.on_register(req, ctx)`, which
- * runs the policy's real hook through lua_hook (time budget, decision checks) and returns
- * the decoded decision and "ok" | "absent" | "failed". */
+/* For `sipwake --test-policy` only: `print`, and `policy_test.on_register(req, ctx)` and
+ * `policy_test.route(req, ctx)`, which run the policy's real hooks through lua_hook (time
+ * budget, decision checks) and return the decoded decision and "ok" | "absent" | "failed". */
 void lua_api_test_inject(lua_State *L, int env);
 
 #endif

@@ -115,6 +115,74 @@ static int test_on_register(lua_State *L)
     return 2;
 }
 
+/* policy_test.route(req, ctx) -> decision, status */
+static int test_route(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    int req = 1, ctx = lua_istable(L, 2) ? 2 : 0;
+    struct lua_hook_route_in in = {
+        .method = field_str(L, req, "method", "MESSAGE"),
+        .ruri = field_str(L, req, "ruri", "sip:bob@example.com"),
+        .aor = field_str(L, req, "aor", "bob@example.com"),
+        .user = field_str(L, req, "user", "bob"),
+        .domain = field_str(L, req, "domain", "example.com"),
+        .from = field_str(L, req, "from", "sip:alice@example.com"),
+        .to = field_str(L, req, "to", "sip:bob@example.com"),
+        .call_id = field_str(L, req, "call_id", "test-call-id"),
+        .src_ip = "192.0.2.1",
+        .src_port = 5060,
+        .transport = "udp",
+    };
+    lua_getfield(L, req, "source");
+    if (lua_istable(L, -1)) {
+        int src = lua_gettop(L);
+        in.src_ip = field_str(L, src, "ip", in.src_ip);
+        in.src_port = (int)field_int(L, src, "port", in.src_port);
+        in.transport = field_str(L, src, "transport", in.transport);
+    }
+    struct lua_hook_binding hb[TEST_MAX_CONTACTS];
+    size_t n = 0;
+    if (ctx) {
+        lua_getfield(L, ctx, "bindings");
+        int bs = lua_gettop(L);
+        n = lua_istable(L, bs) ? lua_objlen(L, bs) : 0;
+        if (n > TEST_MAX_CONTACTS)
+            return luaL_error(L, "at most %d bindings", TEST_MAX_CONTACTS);
+        for (size_t i = 0; i < n; i++) {
+            lua_rawgeti(L, bs, (int)i + 1);
+            int b = lua_gettop(L);
+            luaL_checktype(L, b, LUA_TTABLE);
+            hb[i] = (struct lua_hook_binding){
+                .uri = field_str(L, b, "uri", "sip:bob@192.0.2.9"),
+                .transport = field_str(L, b, "transport", "udp"),
+                .instance = field_str(L, b, "instance", NULL),
+            };
+            lua_getfield(L, b, "push");
+            hb[i].push = lua_toboolean(L, -1);
+            lua_getfield(L, b, "reachable");
+            hb[i].reachable = lua_isnil(L, -1) ? 1 : lua_toboolean(L, -1);
+        }
+    }
+    in.bindings = hb;
+    in.n_bindings = n;
+    struct lua_hook_route_out out;
+    enum lua_hook_result r = lua_hook_route(lua_vm_current(), &in, &out);
+    lua_newtable(L);
+    if (out.action == LUA_ROUTE_REPLY) {
+        lua_newtable(L);
+        lua_pushinteger(L, out.code);
+        lua_setfield(L, -2, "code");
+        lua_pushstring(L, out.reason);
+        lua_setfield(L, -2, "reason");
+        lua_setfield(L, -2, "reply");
+    } else {
+        lua_pushstring(L, "bindings");
+        lua_setfield(L, -2, "relay");
+    }
+    lua_pushstring(L, r == LUA_HOOK_OK ? "ok" : r == LUA_HOOK_ABSENT ? "absent" : "failed");
+    return 2;
+}
+
 static int test_print(lua_State *L)
 {
     int n = lua_gettop(L);
@@ -140,5 +208,7 @@ void lua_api_test_inject(lua_State *L, int env)
     lua_newtable(L);
     lua_pushcfunction(L, test_on_register);
     lua_setfield(L, -2, "on_register");
+    lua_pushcfunction(L, test_route);
+    lua_setfield(L, -2, "route");
     lua_setfield(L, env, "policy_test");
 }

@@ -134,4 +134,30 @@ answer($bob, $got, 200, 'OK') if $got;
 $r = Sipwake::UA::parse_response($alice->recv_raw(3)) if !$r || !$r->{code};
 ok($sw->alive, 'a stray response changed nothing');
 ok($sw->stop, 'clean shutdown, no sanitizer report');
+
+# A route hook that fails, or answers nonsense: the safe default is 500, and it is logged.
+my $bad = Sipwake->new(policy => <<'LUA');
+return {
+    route = function(req, ctx)
+        if req.user == "boom" then error("route exploded") end
+        if req.user == "nonsense" then return { relay = "everywhere" } end
+        if req.user == "both" then return { relay = "bindings", reply = { code = 404 } } end
+        return { reply = { code = 488, reason = "Policy Says No" } }
+    end,
+}
+LUA
+$bad->start;
+my $u = $bad->ua(user => 'alice');
+$r = $u->request(message($u, 'boom@example.com'));
+is($r->{code}, 500, 'route raising an error: 500');
+ok($bad->wait_log(qr/policy\[gen 1\]: route failed: .*route exploded/), 'logged with the reason');
+$r = $u->request(message($u, 'nonsense@example.com'));
+is($r->{code}, 500, 'invalid relay target: 500');
+$r = $u->request(message($u, 'both@example.com'));
+is($r->{code}, 500, 'reply and relay together: 500');
+ok($bad->wait_log(qr/route returned an invalid decision: exactly one of reply or relay/), 'logged');
+$r = $u->request(message($u, 'anyone@example.com'));
+is($r->{code}, 488, 'a valid reply decision is sent as decided');
+is($r->{reason}, 'Policy Says No', 'with its reason');
+ok($bad->stop, 'clean shutdown');
 done_testing;

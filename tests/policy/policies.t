@@ -10,6 +10,7 @@ use Sipwake;
 
 my %policy_of = (
     'default_test.lua'  => "$Sipwake::ROOT/policies/default.lua",
+    'route_test.lua'    => "$Sipwake::ROOT/policies/default.lua",
     'examples_test.lua' => "$Sipwake::ROOT/policies/examples/tenant-by-domain.lua",
 );
 for my $test (sort glob("$FindBin::Bin/*_test.lua")) {
