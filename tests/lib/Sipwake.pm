@@ -258,6 +258,38 @@ sub sipp {
     return ($rc, $slurp->($msgf), $slurp->($errf));
 }
 
+# Start sipp in the background (same options as sipp); returns a handle for sipp_wait.
+sub sipp_bg {
+    my ($self, $scenario, %o) = @_;
+    my $tag = $scenario . '-' . ++$self->{sipp_runs};
+    my $msgf = "$self->{dir}/$tag-msg.log";
+    my $errf = "$self->{dir}/$tag-err.log";
+    my @cmd = ('sipp', '-sf', "$ROOT/tests/sipp/$scenario.xml", '-m', 1, '-nostdin',
+        '-t', $o{transport} || 'u1', '-i', '127.0.0.1', '-p', $o{port},
+        '-timeout', '15s', '-recv_timeout', '10000', '-trace_msg', '-message_file', $msgf,
+        '-trace_err', '-error_file', $errf, @{ $o{args} || [] });
+    for my $k (sort keys %{ $o{set} || {} }) {
+        push @cmd, '-set', $k, $o{set}{$k};
+    }
+    push @cmd, "127.0.0.1:$self->{port}" unless $o{server_side};
+    my $pid = fork() // die;
+    if ($pid == 0) {
+        open STDOUT, '>', '/dev/null';
+        open STDERR, '>', '/dev/null';
+        exec @cmd or exit 127;
+    }
+    return { pid => $pid, msg => $msgf, err => $errf };
+}
+
+# Wait for a background sipp; returns (exit code, messages, errors).
+sub sipp_wait {
+    my ($self, $h) = @_;
+    waitpid($h->{pid}, 0);
+    my $rc = $? >> 8;
+    my $slurp = sub { open my $fh, '<', $_[0] or return ''; local $/; <$fh> // '' };
+    return ($rc, $slurp->($h->{msg}), $slurp->($h->{err}));
+}
+
 # A SIP user agent over one transport.
 sub ua {
     my ($self, %o) = @_;
