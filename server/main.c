@@ -92,6 +92,34 @@ static void reply_raw(struct app *app, const char *buf, size_t len, const struct
     }
 }
 
+/* INVITE and CANCEL are answered inside a server transaction: a final response to an INVITE
+ * is retransmitted until its ACK (RFC 3261 §17.2.1), and a CANCEL is matched to the INVITE
+ * it cancels (§9.2). INVITE is not routed yet, so it gets 405; a CANCEL finds its INVITE
+ * already answered (200, no effect) or nothing (481). */
+static void reply_in_transaction(struct app *app, const osip_message_t *req,
+                                 const struct sip_source *src)
+{
+    struct txn *t = NULL;
+    enum txn_match m = txn_server_match(app->txns, req, src, &t);
+    if (m == TXN_ABSORBED)
+        return;
+    int cancel = strcmp(req->sip_method, "CANCEL") == 0;
+    int code = !cancel ? 405 : txn_server_invite_exists(app->txns, req) ? 200 : 481;
+    const char *reason = code == 405   ? "Method Not Allowed"
+                         : code == 200 ? "OK"
+                                       : "Call/Transaction Does Not Exist";
+    osip_message_t *r = sip_msg_response(req, code, reason, NULL);
+    if (*app->cfg.server_header)
+        osip_message_set_header(r, "Server", app->cfg.server_header);
+    if (code == 405)
+        osip_message_set_header(r, "Allow", "REGISTER, OPTIONS, MESSAGE");
+    if (m == TXN_NEW)
+        txn_reply(app->txns, t, r);
+    else
+        txn_send_stateless(app->txns, req, src, r);
+    osip_message_free(r);
+}
+
 /* Is the request addressed to this server itself rather than to a user it would route to? */
 static int for_us(const osip_message_t *req)
 {
@@ -151,7 +179,11 @@ static void on_message(void *arg, const char *buf, size_t len, const struct sip_
     sip_msg_fix_via(msg, src->ip, src->port);
     const char *method = msg->sip_method;
     if (strcmp(method, "ACK") == 0) {
-        osip_message_free(msg); /* answers here are all non-2xx and stateless */
+        /* the ACK for a non-2xx final response ends its INVITE transaction; an ACK for
+         * nothing here is dropped (RFC 3261 §17.2.3) */
+        if (!txn_server_ack(app->txns, msg, src->transport != CONFIG_TRANSPORT_UDP))
+            log_debug("sip: ACK from %s:%d matches no transaction, dropped", src->ip, src->port);
+        osip_message_free(msg);
         return;
     }
     /* RFC 3261 §16.3 step 3: a request this server would have to forward, with no hops left
@@ -196,8 +228,8 @@ static void on_message(void *arg, const char *buf, size_t len, const struct sip_
     }
     if (strcmp(method, "OPTIONS") == 0 && for_us(msg))
         reply_stateless(app, msg, src, 200, "OK", "Allow", "REGISTER, OPTIONS");
-    else if (strcmp(method, "CANCEL") == 0)
-        reply_stateless(app, msg, src, 481, "Call/Transaction Does Not Exist", NULL, NULL);
+    else if (strcmp(method, "CANCEL") == 0 || strcmp(method, "INVITE") == 0)
+        reply_in_transaction(app, msg, src);
     else
         reply_stateless(app, msg, src, 405, "Method Not Allowed", "Allow", "REGISTER, OPTIONS");
     osip_message_free(msg);

@@ -17,7 +17,11 @@
 enum txn_state {
     TXN_TRYING = 0,
     TXN_COMPLETED,
+    TXN_CONFIRMED, /* INVITE: the ACK for a non-2xx final response arrived */
 };
+
+#define T2_S 4.0
+#define T4_S 5.0
 
 /* Where a transaction's responses go, packed: a million of these live at 30,000 REGISTER/s
  * under Timer J, so the 176-byte struct sip_source is rebuilt only when one is resent. */
@@ -52,9 +56,20 @@ static void dst_unpack(const struct txn_dst *d, struct sip_source *s)
     transport_addr_str(&d->addr.sa, s->ip, sizeof s->ip, &s->port);
 }
 
+/* INVITE server transactions only (§17.2.1): Timer G retransmits a final non-2xx response
+ * over UDP until the ACK, Timer H gives up waiting for it, Timer I absorbs ACK copies. */
+struct txn_invite {
+    struct txn_table *tt;
+    struct txn *t;
+    ev_timer g;
+    ev_timer h;
+    double interval;
+};
+
 struct txn {
     struct hashtab_node hn;
-    struct txn *fnext; /* Timer J FIFO */
+    struct txn *fnext;      /* Timer J FIFO */
+    struct txn_invite *inv; /* NULL unless an INVITE transaction */
     enum txn_state state;
     double expires_at; /* loop time the FIFO entry frees it */
     struct txn_dst dst;
@@ -86,10 +101,21 @@ struct txn_table *txn_table_new(struct ev_loop *loop, struct transport *tp)
     return tt;
 }
 
+static void invite_free(struct txn_table *tt, struct txn *t)
+{
+    if (!t->inv)
+        return;
+    ev_timer_stop(tt->loop, &t->inv->g);
+    ev_timer_stop(tt->loop, &t->inv->h);
+    free(t->inv);
+    t->inv = NULL;
+}
+
 static void txn_free_node(struct hashtab_node *n, void *arg)
 {
-    (void)arg;
+    struct txn_table *tt = arg;
     struct txn *t = HASHTAB_ENTRY(n, struct txn, hn);
+    invite_free(tt, t);
     free(t->response);
     free(t);
 }
@@ -99,7 +125,7 @@ void txn_table_free(struct txn_table *tt)
     if (!tt)
         return;
     ev_timer_stop(tt->loop, &tt->timer);
-    hashtab_drain(&tt->table, txn_free_node, NULL);
+    hashtab_drain(&tt->table, txn_free_node, tt);
     hashtab_free(&tt->table);
     txn_clients_drain(tt);
     hashtab_free(&tt->clients);
@@ -127,13 +153,13 @@ size_t txn_count(const struct txn_table *tt)
 }
 
 /* RFC 3261 §17.2.3 key. 0 or -1 if the request lacks what the key needs. */
-static int make_key(const osip_message_t *req, struct buf *key)
+static int make_key(const osip_message_t *req, const char *method_override, struct buf *key)
 {
     osip_via_t *via = osip_list_get(&req->vias, 0);
     if (!via || !req->cseq || !req->cseq->method)
         return -1;
     const char *branch = sip_msg_param(&via->via_params, "branch");
-    const char *method = req->cseq->method;
+    const char *method = method_override ? method_override : req->cseq->method;
     if (branch && strncmp(branch, "z9hG4bK", 7) == 0) {
         /* §17.2.3 is branch + sent-by + method. Call-ID and CSeq are added because every real
          * retransmission repeats them, while a client that reuses a branch for a new request
@@ -198,7 +224,7 @@ enum txn_match txn_server_match(struct txn_table *tt, const osip_message_t *req,
                                 const struct sip_source *src, struct txn **out)
 {
     struct buf key = {0};
-    if (make_key(req, &key) < 0)
+    if (make_key(req, NULL, &key) < 0)
         return TXN_ERROR;
     uint64_t h = util_hash(key.data, key.len);
     for (struct hashtab_node *n = hashtab_first(&tt->table, h); n;
@@ -216,6 +242,11 @@ enum txn_match txn_server_match(struct txn_table *tt, const osip_message_t *req,
         }
     }
     struct txn *t = xcalloc(1, sizeof *t + key.len + 1);
+    if (strcmp(req->sip_method, "INVITE") == 0) {
+        t->inv = xcalloc(1, sizeof *t->inv);
+        t->inv->tt = tt;
+        t->inv->t = t;
+    }
     memcpy(t->key, key.data, key.len + 1);
     buf_free(&key);
     t->state = TXN_TRYING;
@@ -229,6 +260,7 @@ enum txn_match txn_server_match(struct txn_table *tt, const osip_message_t *req,
 
 static void unlink_txn(struct txn_table *tt, struct txn *t)
 {
+    invite_free(tt, t);
     hashtab_remove(&tt->table, &t->hn);
     free(t->response);
     free(t);
@@ -271,6 +303,96 @@ static void send_response(struct txn_table *tt, const struct sip_source *dst, os
     osip_free(s);
 }
 
+static int status_of(const char *bytes, size_t len)
+{
+    return len > 12 && memcmp(bytes, "SIP/2.0 ", 8) == 0 ? atoi(bytes + 8) : 0;
+}
+
+static void timer_g_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)revents;
+    struct txn_invite *inv = w->data;
+    struct txn *t = inv->t;
+    struct sip_source dst;
+    dst_unpack(&t->dst, &dst);
+    transport_send(inv->tt->tp, &dst, t->response, t->response_len);
+    inv->interval = inv->interval * 2 > T2_S ? T2_S : inv->interval * 2;
+    ev_timer_set(w, inv->interval, 0);
+    ev_timer_start(loop, w);
+}
+
+/* Timer H (no ACK came) or Timer I (the ACK came): the transaction ends. */
+static void timer_h_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct txn_invite *inv = w->data;
+    if (inv->t->state != TXN_CONFIRMED)
+        log_info("txn: no ACK for the final response to an INVITE (%s)", inv->t->key);
+    unlink_txn(inv->tt, inv->t);
+}
+
+/* §17.2.1: a 2xx ends the transaction (the TU handles 2xx retransmissions); a final
+ * non-2xx waits for the ACK, retransmitted over UDP by Timer G. */
+static void invite_completed(struct txn_table *tt, struct txn *t, int udp)
+{
+    if (status_of(t->response, t->response_len) < 300) {
+        unlink_txn(tt, t);
+        return;
+    }
+    struct txn_invite *inv = t->inv;
+    ev_init(&inv->g, timer_g_cb);
+    inv->g.data = inv;
+    ev_init(&inv->h, timer_h_cb);
+    inv->h.data = inv;
+    if (udp) {
+        inv->interval = SIP_TXN_T1_MS / 1000.0;
+        ev_timer_set(&inv->g, inv->interval, 0);
+        ev_timer_start(tt->loop, &inv->g);
+    }
+    ev_timer_set(&inv->h, 64.0 * SIP_TXN_T1_MS / 1000.0, 0);
+    ev_timer_start(tt->loop, &inv->h);
+}
+
+/* The INVITE server transaction a request (ACK, CANCEL) refers to, or NULL. */
+static struct txn *find_invite(struct txn_table *tt, const osip_message_t *req)
+{
+    struct buf key = {0};
+    if (make_key(req, "INVITE", &key) < 0)
+        return NULL;
+    uint64_t h = util_hash(key.data, key.len);
+    struct txn *found = NULL;
+    for (struct hashtab_node *n = hashtab_first(&tt->table, h); n && !found;
+         n = hashtab_next(&tt->table, n)) {
+        struct txn *t = HASHTAB_ENTRY(n, struct txn, hn);
+        if (strcmp(t->key, key.data) == 0 && t->inv)
+            found = t;
+    }
+    buf_free(&key);
+    return found;
+}
+
+int txn_server_ack(struct txn_table *tt, const osip_message_t *ack, int reliable)
+{
+    struct txn *t = find_invite(tt, ack);
+    if (!t)
+        return 0;
+    if (t->state == TXN_COMPLETED) {
+        /* §17.2.1: Confirmed; Timer I absorbs further ACKs (T4 over UDP, 0 otherwise) */
+        t->state = TXN_CONFIRMED;
+        ev_timer_stop(tt->loop, &t->inv->g);
+        ev_timer_stop(tt->loop, &t->inv->h);
+        ev_timer_set(&t->inv->h, reliable ? 0 : T4_S, 0);
+        ev_timer_start(tt->loop, &t->inv->h);
+    }
+    return 1;
+}
+
+int txn_server_invite_exists(struct txn_table *tt, const osip_message_t *cancel)
+{
+    return find_invite(tt, cancel) != NULL;
+}
+
 void txn_reply_bytes(struct txn_table *tt, struct txn *t, char *bytes, size_t len)
 {
     struct sip_source dst;
@@ -282,6 +404,10 @@ void txn_reply_bytes(struct txn_table *tt, struct txn *t, char *bytes, size_t le
     t->response = xrealloc(bytes, len);
     t->response_len = len;
     t->state = TXN_COMPLETED;
+    if (t->inv) {
+        invite_completed(tt, t, dst.transport == CONFIG_TRANSPORT_UDP);
+        return;
+    }
     if (dst.transport != CONFIG_TRANSPORT_UDP) {
         /* Timer J is 0 on reliable transports (§17.2.2). */
         unlink_txn(tt, t);

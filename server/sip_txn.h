@@ -1,5 +1,6 @@
 /*
- * sip_txn: RFC 3261 §17.2.2 non-INVITE server transactions.
+ * sip_txn: RFC 3261 §17.2 server transactions: non-INVITE (§17.2.2) and INVITE (§17.2.1:
+ * a final non-2xx is retransmitted over UDP until the ACK, which is absorbed).
  *
  * A request is matched to its transaction by the §17.2.3 key (top Via branch with the
  * magic cookie, sent-by and method — plus Call-ID and CSeq, which every genuine
@@ -53,6 +54,14 @@ size_t txn_count(const struct txn_table *tt);
  * §18.2.2 / RFC 3581 name for req received from src. */
 void txn_send_stateless(struct txn_table *tt, const osip_message_t *req,
                         const struct sip_source *src, osip_message_t *resp);
+
+/* An ACK for a final non-2xx response to an INVITE server transaction: absorbed (Timer G
+ * stops, Timer I runs). 1 if the ACK belonged to one, 0 if not (an ACK for a 2xx, or stray).
+ * reliable: it arrived over TCP/TLS. */
+int txn_server_ack(struct txn_table *tt, const osip_message_t *ack, int reliable);
+
+/* 1 if the INVITE a CANCEL refers to (same branch, §9.2) has a server transaction here. */
+int txn_server_invite_exists(struct txn_table *tt, const osip_message_t *cancel);
 
 /* ---- client transactions (RFC 3261 §17.1.2, non-INVITE) ---- */
 

@@ -129,7 +129,12 @@ for my $c (@cases) {
         my @ready = $sel->can_read($deadline - time) or last;
         for my $s (@ready) {
             $s->recv(my $r, 70000);
-            push @got, $r =~ m{^SIP/2\.0 (\d{3})} ? $1 : 'garbage';
+            # INVITE answers are retransmitted until ACKed (RFC 3261 §17.2.1) and this test
+            # sends no ACK: only answers to this message count, each code once
+            my ($rcid) = $r =~ /^(?:Call-ID|i)\s*:\s*(\S+)/mi;
+            next if ($rcid // '') ne ($callid // '');
+            my $code = $r =~ m{^SIP/2\.0 (\d{3})} ? $1 : 'garbage';
+            push @got, $code unless grep { $_ eq $code } @got;
         }
         last if @got && $want ne '-';
     }
