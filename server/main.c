@@ -92,10 +92,11 @@ static void reply_raw(struct app *app, const char *buf, size_t len, const struct
     }
 }
 
-/* INVITE and CANCEL are answered inside a server transaction: a final response to an INVITE
- * is retransmitted until its ACK (RFC 3261 §17.2.1), and a CANCEL is matched to the INVITE
- * it cancels (§9.2). INVITE is not routed yet, so it gets 405; a CANCEL finds its INVITE
- * already answered (200, no effect) or nothing (481). */
+/* An INVITE for the server itself and a CANCEL are answered inside a server transaction: a
+ * final response to an INVITE is retransmitted until its ACK (RFC 3261 §17.2.1), and a
+ * CANCEL is matched to the INVITE it cancels (§9.2). Such an INVITE gets 405; a CANCEL gets
+ * 200 if its INVITE is here — and if that is still being proxied, its branches are
+ * CANCELled (§16.10) — or 481. */
 static void reply_in_transaction(struct app *app, const osip_message_t *req,
                                  const struct sip_source *src)
 {
@@ -104,7 +105,8 @@ static void reply_in_transaction(struct app *app, const osip_message_t *req,
     if (m == TXN_ABSORBED)
         return;
     int cancel = strcmp(req->sip_method, "CANCEL") == 0;
-    int code = !cancel ? 405 : txn_server_invite_exists(app->txns, req) ? 200 : 481;
+    void *proxied = cancel ? txn_server_invite_owner(app->txns, req) : NULL;
+    int code = !cancel ? 405 : proxied || txn_server_invite_exists(app->txns, req) ? 200 : 481;
     const char *reason = code == 405   ? "Method Not Allowed"
                          : code == 200 ? "OK"
                                        : "Call/Transaction Does Not Exist";
@@ -118,6 +120,8 @@ static void reply_in_transaction(struct app *app, const osip_message_t *req,
     else
         txn_send_stateless(app->txns, req, src, r);
     osip_message_free(r);
+    if (proxied && m == TXN_NEW)
+        proxy_cancel(proxied);
 }
 
 /* Is the request addressed to this server itself rather than to a user it would route to? */
@@ -154,7 +158,12 @@ static void on_message(void *arg, const char *buf, size_t len, const struct sip_
     }
     if (!MSG_IS_REQUEST(msg)) {
         metrics_inc(METRICS_RCV_REPLIES);
-        if (!txn_client_response(app->txns, msg, buf, len))
+        /* RFC 6026 §7.3: of the responses no transaction wants, only 2xx to INVITE go on
+         * (statelessly); anything else is dropped */
+        int invite_2xx = msg->status_code >= 200 && msg->status_code < 300 && msg->cseq &&
+                         msg->cseq->method && strcmp(msg->cseq->method, "INVITE") == 0;
+        if (!txn_client_response(app->txns, msg, buf, len) &&
+            !(invite_2xx && proxy_forward_stray(app->proxy, msg, buf, len)))
             log_debug("sip: %d response from %s:%d matches no transaction, dropped",
                       msg->status_code, src->ip, src->port);
         osip_message_free(msg);
@@ -210,8 +219,8 @@ static void on_message(void *arg, const char *buf, size_t len, const struct sip_
         osip_message_free(msg);
         return;
     }
-    if (!for_us(msg) && strcmp(method, "INVITE") != 0 && strcmp(method, "CANCEL") != 0) {
-        /* a request for a user: proxied (non-INVITE for now) */
+    if (!for_us(msg) && strcmp(method, "CANCEL") != 0) {
+        /* a request for a user: proxied */
         struct txn *t = NULL;
         switch (txn_server_match(app->txns, msg, src, &t)) {
         case TXN_NEW:
@@ -439,7 +448,7 @@ int main(int argc, char **argv)
     }
     app.txns = txn_table_new(app.loop, app.tp);
     app.reg = registrar_new(&app.cfg, app.loc, app.store, app.txns, app.tp);
-    app.proxy = proxy_new(&app.cfg, app.loc, app.txns, app.tp);
+    app.proxy = proxy_new(app.loop, &app.cfg, app.loc, app.txns, app.tp);
     store_start(app.store, app.loop);
 
     signal(SIGPIPE, SIG_IGN);

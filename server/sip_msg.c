@@ -1053,3 +1053,41 @@ char *sip_msg_uri_without_pn(const char *uri)
     buf_puts(&b, p); /* URI headers, if any */
     return b.data ? b.data : xstrdup("");
 }
+
+/* Append "Name: value\r\n" for one of osip2's header structures, through its serialiser. */
+#define PUT_HEADER(b, name, to_str, h)                                                             \
+    do {                                                                                           \
+        char *v_ = NULL;                                                                           \
+        if (to_str(h, &v_) != 0 || !v_)                                                            \
+            goto done;                                                                             \
+        buf_printf(b, "%s: %s\r\n", name, v_);                                                     \
+        osip_free(v_);                                                                             \
+    } while (0)
+
+int sip_msg_hop_request(const char *req_raw, size_t len, const char *method,
+                        const osip_message_t *resp, struct buf *out)
+{
+    osip_message_t *req = NULL;
+    struct sip_msg_slice m, u, v;
+    if (sip_msg_raw_request_line(req_raw, len, &m, &u, &v) < 0 ||
+        sip_msg_parse(req_raw, len, &req) < 0)
+        return -1;
+    osip_to_t *to = resp && resp->to ? resp->to : req->to;
+    osip_via_t *via = osip_list_get(&req->vias, 0);
+    int rc = -1;
+    buf_printf(out, "%s %.*s SIP/2.0\r\n", method, (int)u.len, u.p);
+    if (!via || !req->from || !to || !req->call_id || !req->cseq || !req->cseq->number)
+        goto done;
+    PUT_HEADER(out, "Via", osip_via_to_str, via);
+    PUT_HEADER(out, "From", osip_from_to_str, req->from);
+    PUT_HEADER(out, "To", osip_to_to_str, to);
+    PUT_HEADER(out, "Call-ID", osip_call_id_to_str, req->call_id);
+    buf_printf(out, "CSeq: %s %s\r\nMax-Forwards: 70\r\n", req->cseq->number, method);
+    for (int i = 0; i < osip_list_size(&req->routes); i++)
+        PUT_HEADER(out, "Route", osip_route_to_str, (osip_route_t *)osip_list_get(&req->routes, i));
+    buf_puts(out, "Content-Length: 0\r\n\r\n");
+    rc = 0;
+done:
+    osip_message_free(req);
+    return rc;
+}

@@ -157,6 +157,13 @@ void sip_msg_forward_request(const char *raw, size_t len, const char *new_ruri,
  * value (sipwake's own). -1 if it has no Via. */
 int sip_msg_strip_top_via(const char *raw, size_t len, struct buf *out);
 
+/* RFC 3261 §9.1 and §17.1.1.3: the CANCEL, or the ACK for a final non-2xx response, of a
+ * request sipwake sent (its bytes): the same Request-URI, top Via, From, Call-ID, CSeq
+ * number and Route headers; To is resp's (the ACK carries the To tag) or, with resp NULL,
+ * the request's. 0, or -1 if the request's bytes lack one of these. */
+int sip_msg_hop_request(const char *req_raw, size_t len, const char *method,
+                        const osip_message_t *resp, struct buf *out);
+
 /* A URI without its pn-* parameters (RFC 8599 §4.1: push parameters never leave toward the
  * phone). New string; caller frees. */
 char *sip_msg_uri_without_pn(const char *uri);

@@ -1,5 +1,5 @@
 /*
- * sip_proxy: route decision, branches, response selection (non-INVITE).
+ * sip_proxy: route decision, branches, response selection, CANCEL and Timer C.
  */
 #include "sip_proxy.h"
 
@@ -16,13 +16,22 @@
 
 #define PROXY_MAX_BRANCHES 16
 #define PROXY_BRANCH_PREFIX "z9hG4bKsw"
+#define PROXY_TIMER_C_S 180.0 /* §16.6 step 11: more than 3 minutes would also do */
 
 struct proxy {
+    struct ev_loop *loop;
     const struct config *cfg;
     struct location *loc;
     struct txn_table *txns;
     struct transport *tp;
     uint64_t next_branch;
+};
+
+struct proxy_req;
+
+struct branch {
+    struct proxy_req *pr;
+    struct txn_client *c; /* until its final response */
 };
 
 /* One request being proxied, alive until every branch has reported. */
@@ -33,6 +42,11 @@ struct proxy_req {
     char *raw;
     size_t rawlen;
     struct sip_source src;
+    struct sip_source updst; /* where responses go once the server transaction is gone */
+    int invite;
+    ev_timer timer_c;
+    struct branch br[PROXY_MAX_BRANCHES];
+    size_t n_br;
     int pending;
     int answered;
     int best_code;
@@ -40,10 +54,11 @@ struct proxy_req {
     size_t best_len;
 };
 
-struct proxy *proxy_new(const struct config *cfg, struct location *loc, struct txn_table *txns,
-                        struct transport *tp)
+struct proxy *proxy_new(struct ev_loop *loop, const struct config *cfg, struct location *loc,
+                        struct txn_table *txns, struct transport *tp)
 {
     struct proxy *p = xcalloc(1, sizeof *p);
+    p->loop = loop;
     p->cfg = cfg;
     p->loc = loc;
     p->txns = txns;
@@ -59,6 +74,7 @@ void proxy_free(struct proxy *p)
 
 static void preq_free(struct proxy_req *pr)
 {
+    ev_timer_stop(pr->p->loop, &pr->timer_c);
     osip_message_free(pr->req);
     free(pr->raw);
     free(pr->best);
@@ -75,6 +91,7 @@ static void reply(struct proxy_req *pr, int code, const char *reason)
     if (*pr->p->cfg->server_header)
         sip_msg_reply_header(&r, "Server", pr->p->cfg->server_header);
     sip_msg_reply_end(&r);
+    txn_set_owner(pr->st, NULL);
     txn_reply_bytes(pr->p->txns, pr->st, r.data, r.len);
     pr->answered = 1;
     log_info("proxy: %s %s from %s:%d answered %d %s", pr->req->sip_method,
@@ -85,6 +102,7 @@ static void reply(struct proxy_req *pr, int code, const char *reason)
 /* Pass a downstream response (already without our Via) upstream. Takes bytes. */
 static void pass_up(struct proxy_req *pr, char *bytes, size_t len)
 {
+    txn_set_owner(pr->st, NULL);
     txn_reply_bytes(pr->p->txns, pr->st, bytes, len);
     pr->answered = 1;
 }
@@ -101,30 +119,69 @@ static int better(int code, int best)
     return code / 100 < best / 100;
 }
 
+/* CANCEL every branch still without a final response (§16.7 step 10, §16.10, Timer C). */
+static void cancel_pending(struct proxy_req *pr)
+{
+    for (size_t i = 0; i < pr->n_br; i++)
+        if (pr->br[i].c)
+            txn_client_cancel(pr->br[i].c);
+}
+
+static void timer_c_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct proxy_req *pr = w->data;
+    log_info("proxy: INVITE %s unanswered for %.0f s (Timer C), cancelled",
+             pr->req->call_id->number, PROXY_TIMER_C_S);
+    cancel_pending(pr);
+}
+
+/* An INVITE's provisional response (but 100) goes upstream (§16.7 step 5). */
+static void provisional(struct proxy_req *pr, int code, const char *raw, size_t len)
+{
+    if (!pr->invite)
+        return; /* provisional responses to non-INVITE are not passed on */
+    ev_timer_again(pr->p->loop, &pr->timer_c);
+    struct buf up = {0};
+    if (code > 100 && !pr->answered && sip_msg_strip_top_via(raw, len, &up) == 0) {
+        txn_provisional_bytes(pr->p->txns, pr->st, up.data, up.len);
+        up.data = NULL;
+    }
+    buf_free(&up);
+}
+
 static void branch_cb(void *arg, const osip_message_t *resp, const char *raw, size_t len)
 {
-    struct proxy_req *pr = arg;
+    struct branch *br = arg;
+    struct proxy_req *pr = br->pr;
     int code = resp ? resp->status_code : 408;
-    if (resp && code < 200)
-        return; /* provisional responses to non-INVITE are not passed on */
-    if (!pr->answered && resp) {
-        struct buf up = {0};
-        if (sip_msg_strip_top_via(raw, len, &up) == 0) {
-            if (code < 300) {
-                pass_up(pr, up.data, up.len); /* §16.7 step 5: a 2xx goes at once */
-                up.data = NULL;
-            } else if (better(code, pr->best_code)) {
-                free(pr->best);
-                pr->best = up.data;
-                pr->best_len = up.len;
-                pr->best_code = code;
-                up.data = NULL;
-            }
+    if (resp && code < 200) {
+        provisional(pr, code, raw, len);
+        return;
+    }
+    br->c = NULL; /* the client transaction finishes on its own */
+    struct buf up = {0};
+    if (resp && sip_msg_strip_top_via(raw, len, &up) == 0) {
+        if (code < 300 && !pr->answered) {
+            pass_up(pr, up.data, up.len); /* §16.7 step 5: a 2xx goes at once */
+            up.data = NULL;
+        } else if (code < 300 && pr->invite) {
+            /* another fork answered too: the caller sorts out the dialogs (§16.7 step 5) */
+            transport_send(pr->p->tp, &pr->updst, up.data, up.len);
+        } else if (!pr->answered && better(code, pr->best_code)) {
+            free(pr->best);
+            pr->best = up.data;
+            pr->best_len = up.len;
+            pr->best_code = code;
+            up.data = NULL;
         }
-        buf_free(&up);
     } else if (!resp && !pr->best_code) {
         pr->best_code = 408;
     }
+    buf_free(&up);
+    if (pr->invite && (code < 300 || code >= 600))
+        cancel_pending(pr); /* §16.7 step 10; a 6xx ends the search too */
     if (--pr->pending > 0)
         return;
     if (!pr->answered) {
@@ -136,6 +193,47 @@ static void branch_cb(void *arg, const osip_message_t *resp, const char *raw, si
         }
     }
     preq_free(pr);
+}
+
+void proxy_cancel(void *owner)
+{
+    struct proxy_req *pr = owner;
+    log_info("proxy: INVITE %s cancelled by the caller", pr->req->call_id->number);
+    cancel_pending(pr);
+}
+
+int proxy_forward_stray(struct proxy *p, const osip_message_t *resp, const char *raw, size_t len)
+{
+    osip_via_t *ours = osip_list_get(&resp->vias, 0);
+    osip_via_t *next = osip_list_get(&resp->vias, 1);
+    const char *branch = ours ? sip_msg_param(&ours->via_params, "branch") : NULL;
+    if (!branch || strncmp(branch, PROXY_BRANCH_PREFIX, strlen(PROXY_BRANCH_PREFIX)) != 0 ||
+        !next || !next->host || !next->protocol)
+        return 0;
+    if (!util_caseeq(next->protocol, "UDP")) {
+        /* a connection is found by its flow, which only the transaction knew */
+        log_info("proxy: stray %d response for a %s caller dropped", resp->status_code,
+                 next->protocol);
+        return 0;
+    }
+    /* §18.2.2 / RFC 3581: received and rport if present, else the sent-by */
+    const char *host = sip_msg_param(&next->via_params, "received");
+    const char *rport = sip_msg_param(&next->via_params, "rport");
+    long port = 5060;
+    if (rport && *rport)
+        util_parse_long(rport, 1, 65535, &port);
+    else if (next->port)
+        util_parse_long(next->port, 1, 65535, &port);
+    struct sip_source dst = {.transport = CONFIG_TRANSPORT_UDP};
+    if (transport_addr_make(host && *host ? host : next->host, (int)port, &dst.addr, &dst.addrlen) <
+        0)
+        return 0;
+    dst.listener = transport_find_listener(p->tp, CONFIG_TRANSPORT_UDP, dst.addr.ss_family);
+    struct buf up = {0};
+    int ok = dst.listener >= 0 && sip_msg_strip_top_via(raw, len, &up) == 0 &&
+             transport_send(p->tp, &dst, up.data, up.len) == 0;
+    buf_free(&up);
+    return ok;
 }
 
 /* A loop-detection hash of what identifies this request at this hop (§16.6 step 8). */
@@ -259,7 +357,10 @@ static int start_branch(struct proxy_req *pr, const struct binding *b, const cha
     osip_free(top);
     free(ruri);
     pr->pending++;
-    txn_client_start(p->txns, &dst, branch, pr->req->sip_method, out.data, out.len, branch_cb, pr);
+    struct branch *br = &pr->br[pr->n_br++];
+    br->pr = pr;
+    br->c = txn_client_start(p->txns, &dst, branch, pr->req->sip_method, out.data, out.len,
+                             branch_cb, br);
     return 0;
 }
 
@@ -274,6 +375,11 @@ void proxy_handle(struct proxy *p, osip_message_t *req, const char *raw, size_t 
     memcpy(pr->raw, raw, len);
     pr->rawlen = len;
     pr->src = *src;
+    txn_response_destination(req, src, &pr->updst);
+    pr->invite = strcmp(req->sip_method, "INVITE") == 0;
+    ev_init(&pr->timer_c, timer_c_cb);
+    pr->timer_c.data = pr;
+    pr->timer_c.repeat = PROXY_TIMER_C_S;
 
     char hash[17];
     loop_hash(req, raw, len, hash);
@@ -362,6 +468,15 @@ void proxy_handle(struct proxy *p, osip_message_t *req, const char *raw, size_t 
         reply(pr, d.code, d.reason[0] ? d.reason : "Rejected by policy");
         preq_free(pr);
         return;
+    }
+    if (pr->invite) {
+        /* §16.2: 100 Trying at once, so the caller stops retransmitting */
+        struct buf r = {0};
+        sip_msg_reply_begin(&r, pr->raw, pr->rawlen, pr->req, 100, "Trying", NULL);
+        sip_msg_reply_end(&r);
+        txn_provisional_bytes(p->txns, pr->st, r.data, r.len);
+        txn_set_owner(pr->st, pr);
+        ev_timer_again(p->loop, &pr->timer_c);
     }
     /* §16.6 step 3 */
     int max_forwards = (int)mf - 1;

@@ -9,8 +9,15 @@
  * and the best one goes back (§16.7: a 2xx at once, else 6xx, else the lowest class, 408
  * when no branch answered). Loops are detected from the branch sipwake writes (§16.3, 482).
  *
- * This part handles non-INVITE requests (MESSAGE, OPTIONS, ...); INVITE, CANCEL and
- * Record-Route come next.
+ * An INVITE is answered 100 Trying at once; provisional responses (but 100) go upstream
+ * as they come; the first 2xx goes upstream and CANCELs the other branches, as a 6xx does;
+ * further 2xx responses (other forks, retransmissions) are forwarded statelessly. A CANCEL
+ * from upstream is answered 200 by main and CANCELs every pending branch (§16.10), whose
+ * 487 then goes back as the INVITE's final response. Timer C (§16.8, 3 minutes, restarted
+ * by each provisional response) CANCELs branches that ring for ever.
+ *
+ * Record-Route and in-dialog routing come next: until then a dialog's later requests go
+ * from end to end, not through sipwake.
  */
 #ifndef SIPWAKE_SIP_PROXY_H
 #define SIPWAKE_SIP_PROXY_H
@@ -25,13 +32,22 @@
 struct proxy;
 
 /* All arguments borrowed for the proxy's lifetime. */
-struct proxy *proxy_new(const struct config *cfg, struct location *loc, struct txn_table *txns,
-                        struct transport *tp);
+struct proxy *proxy_new(struct ev_loop *loop, const struct config *cfg, struct location *loc,
+                        struct txn_table *txns, struct transport *tp);
 void proxy_free(struct proxy *p);
 
 /* Proxy req (taken over; raw/len its bytes, copied) received from src in server transaction
  * t, which is answered exactly once. */
 void proxy_handle(struct proxy *p, osip_message_t *req, const char *raw, size_t len,
                   const struct sip_source *src, struct txn *t);
+
+/* A CANCEL for the INVITE that owner (from txn_server_invite_owner) is proxying: every
+ * branch still pending is CANCELled. */
+void proxy_cancel(void *owner);
+
+/* A response that matched no client transaction (a 2xx retransmission, or a 2xx from a
+ * fork after the transaction ended): if its top Via is sipwake's, it goes on statelessly
+ * to the next Via (§16.7, §18.2.2). 1 if forwarded, 0 if not. */
+int proxy_forward_stray(struct proxy *p, const osip_message_t *resp, const char *raw, size_t len);
 
 #endif

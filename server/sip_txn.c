@@ -16,6 +16,7 @@
 
 enum txn_state {
     TXN_TRYING = 0,
+    TXN_PROCEEDING, /* a provisional response was sent */
     TXN_COMPLETED,
     TXN_CONFIRMED, /* INVITE: the ACK for a non-2xx final response arrived */
 };
@@ -64,6 +65,7 @@ struct txn_invite {
     ev_timer g;
     ev_timer h;
     double interval;
+    void *owner; /* who handles a CANCEL for it, while it has no final response */
 };
 
 struct txn {
@@ -233,7 +235,7 @@ enum txn_match txn_server_match(struct txn_table *tt, const osip_message_t *req,
         if (strcmp(t->key, key.data) == 0) {
             buf_free(&key);
             metrics_inc(METRICS_RETRANSMISSIONS);
-            if (t->state == TXN_COMPLETED && t->response) {
+            if ((t->state == TXN_COMPLETED || t->state == TXN_PROCEEDING) && t->response) {
                 struct sip_source dst;
                 dst_unpack(&t->dst, &dst);
                 transport_send(tt->tp, &dst, t->response, t->response_len);
@@ -393,6 +395,36 @@ int txn_server_invite_exists(struct txn_table *tt, const osip_message_t *cancel)
     return find_invite(tt, cancel) != NULL;
 }
 
+void *txn_server_invite_owner(struct txn_table *tt, const osip_message_t *cancel)
+{
+    struct txn *t = find_invite(tt, cancel);
+    return t && t->state < TXN_COMPLETED ? t->inv->owner : NULL;
+}
+
+void txn_set_owner(struct txn *t, void *owner)
+{
+    if (t->inv)
+        t->inv->owner = owner;
+}
+
+void txn_provisional_bytes(struct txn_table *tt, struct txn *t, char *bytes, size_t len)
+{
+    struct sip_source dst;
+    dst_unpack(&t->dst, &dst);
+    transport_send(tt->tp, &dst, bytes, len);
+    metrics_inc(METRICS_SENT_REPLIES);
+    free(t->response); /* a retransmitted request gets the latest provisional (§17.2.1) */
+    t->response = bytes;
+    t->response_len = len;
+    t->state = TXN_PROCEEDING;
+}
+
+void txn_response_destination(const osip_message_t *req, const struct sip_source *src,
+                              struct sip_source *dst)
+{
+    response_destination(req, src, dst);
+}
+
 void txn_reply_bytes(struct txn_table *tt, struct txn *t, char *bytes, size_t len)
 {
     struct sip_source dst;
@@ -401,6 +433,7 @@ void txn_reply_bytes(struct txn_table *tt, struct txn *t, char *bytes, size_t le
     metrics_inc(METRICS_SENT_REPLIES);
     /* kept for Timer J: trim the writer's spare capacity (a response is a few hundred bytes,
      * its buffer over a kilobyte) */
+    free(t->response);
     t->response = xrealloc(bytes, len);
     t->response_len = len;
     t->state = TXN_COMPLETED;

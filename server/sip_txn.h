@@ -63,26 +63,46 @@ int txn_server_ack(struct txn_table *tt, const osip_message_t *ack, int reliable
 /* 1 if the INVITE a CANCEL refers to (same branch, §9.2) has a server transaction here. */
 int txn_server_invite_exists(struct txn_table *tt, const osip_message_t *cancel);
 
-/* ---- client transactions (RFC 3261 §17.1.2, non-INVITE) ---- */
+/* The owner of an INVITE server transaction still without a final response (set with
+ * txn_set_owner), which a CANCEL for it goes to; NULL if none or already answered. */
+void *txn_server_invite_owner(struct txn_table *tt, const osip_message_t *cancel);
+void txn_set_owner(struct txn *t, void *owner);
+
+/* Send a provisional response for t (INVITE); it is sent again for a retransmitted INVITE
+ * until the final one. Takes ownership of bytes (malloc'd). */
+void txn_provisional_bytes(struct txn_table *tt, struct txn *t, char *bytes, size_t len);
+
+/* Where responses to req received from src go (RFC 3261 §18.2.2, RFC 3581). */
+void txn_response_destination(const osip_message_t *req, const struct sip_source *src,
+                              struct sip_source *dst);
+
+/* ---- client transactions (RFC 3261 §17.1) ---- */
 
 struct txn_client;
 
-/* A response for a client transaction, or its end: resp NULL when Timer F fired or the
- * transport failed. raw/len are the response's bytes, valid for the call. Called for each
- * provisional response and once for the final one (or NULL); after that the handle is gone. */
+/* A response for a client transaction, or its end: resp NULL when Timer F or B fired, a
+ * CANCELled INVITE got no final response, or the transport failed. raw/len are the
+ * response's bytes, valid for the call. Called for each provisional response and once for
+ * the final one (or NULL); after that the handle is gone. */
 typedef void (*txn_client_cb)(void *arg, const osip_message_t *resp, const char *raw, size_t len);
 
-/* Send bytes (taken over) to dst as a new non-INVITE client transaction identified by its
- * top Via branch and method. Retransmitted on UDP with Timer E until a response; Timer F
- * ends it. */
+/* Send bytes (taken over) to dst as a new client transaction identified by its top Via
+ * branch and method: an INVITE one if method is INVITE (Timers A/B/D/M, the ACK for a
+ * non-2xx built here), a non-INVITE one otherwise (Timers E/F/K). cb may be NULL. */
 struct txn_client *txn_client_start(struct txn_table *tt, const struct sip_source *dst,
                                     const char *branch, const char *method, char *bytes, size_t len,
                                     txn_client_cb cb, void *arg);
 
 /* Hand a received response to its client transaction (§17.1.3: top Via branch and CSeq
- * method). 1 if it had one (the response is consumed), 0 if not. */
+ * method). 1 if it had one (the response is consumed), 0 if not — also for a 2xx to an
+ * INVITE already answered by a 2xx, which the caller forwards statelessly. */
 int txn_client_response(struct txn_table *tt, const osip_message_t *resp, const char *raw,
                         size_t len);
+
+/* CANCEL an INVITE client transaction (§9.1): at once if a provisional response came, else
+ * as soon as one does; nothing once it has a final response. If no final response follows
+ * within 64*T1, the callback gets NULL. */
+void txn_client_cancel(struct txn_client *c);
 
 /* The caller no longer wants callbacks; the transaction finishes on its own. */
 void txn_client_detach(struct txn_client *c);

@@ -1,10 +1,15 @@
 /*
- * sip_txn_client: RFC 3261 §17.1.2 non-INVITE client transactions.
+ * sip_txn_client: RFC 3261 §17.1 client transactions, INVITE and non-INVITE.
  *
- * Each has its own timers on the loop: Timer E retransmits over UDP (T1 doubling to T2, T2
- * once a provisional arrived), Timer F (64*T1) ends it without a final response, Timer K
- * (T4 over UDP, 0 otherwise) absorbs retransmitted final responses after completion. The
- * table of client transactions is keyed by the branch sipwake put in its Via and the method.
+ * Each has its own two timers on the loop. Non-INVITE (§17.1.2): Timer E retransmits over
+ * UDP (T1 doubling to T2, T2 once a provisional arrived), Timer F (64*T1) ends it without a
+ * final response, Timer K (T4 over UDP, 0 otherwise) absorbs retransmitted final responses.
+ * INVITE (§17.1.1, with RFC 6026): Timer A retransmits over UDP (T1 doubling) and Timer B
+ * (64*T1) gives up, both only until a provisional arrives; a final non-2xx is answered
+ * with an ACK, sent again for each retransmission during Timer D (32 s over UDP, 0
+ * otherwise); after a 2xx the transaction is Accepted for Timer M (64*T1), and further 2xx
+ * responses are left to the caller (a proxy forwards them statelessly, §16.7). The table of
+ * client transactions is keyed by the branch sipwake put in its Via and the method.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -24,15 +29,23 @@ enum client_state {
     CLIENT_TRYING = 0,
     CLIENT_PROCEEDING,
     CLIENT_COMPLETED,
+    CLIENT_ACCEPTED, /* INVITE: a 2xx came (RFC 6026) */
 };
+
+#define TIMER_D_S 32.0
 
 struct txn_client {
     struct hashtab_node hn;
     struct txn_table *tt;
     enum client_state state;
     struct sip_source dst;
+    int invite;
+    int cancel_wanted; /* INVITE: CANCEL as soon as a provisional arrives (§9.1) */
+    int cancelled;
     char *bytes;
     size_t len;
+    char *ack; /* INVITE: the ACK for the final non-2xx response */
+    size_t ack_len;
     double interval; /* Timer E, seconds */
     ev_timer retransmit;
     ev_timer timeout; /* Timer F, then Timer K */
@@ -48,6 +61,7 @@ static void client_free(struct txn_client *c)
     ev_timer_stop(loop, &c->timeout);
     hashtab_remove(txn_table_clients(c->tt), &c->hn);
     free(c->bytes);
+    free(c->ack);
     free(c);
 }
 
@@ -63,7 +77,7 @@ static void retransmit_cb(struct ev_loop *loop, ev_timer *w, int revents)
     struct txn_client *c = w->data;
     transport_send(txn_table_transport(c->tt), &c->dst, c->bytes, c->len);
     c->interval = c->state == CLIENT_PROCEEDING ? T2_MS / 1000.0 : c->interval * 2;
-    if (c->interval > T2_MS / 1000.0)
+    if (c->interval > T2_MS / 1000.0 && !c->invite) /* Timer A is not capped */
         c->interval = T2_MS / 1000.0;
     ev_timer_set(w, c->interval, 0);
     ev_timer_start(loop, w);
@@ -74,12 +88,12 @@ static void timeout_cb(struct ev_loop *loop, ev_timer *w, int revents)
     (void)loop;
     (void)revents;
     struct txn_client *c = w->data;
-    if (c->state != CLIENT_COMPLETED) {
-        /* Timer F: no final response (§17.1.2.2) */
+    if (c->state != CLIENT_COMPLETED && c->state != CLIENT_ACCEPTED) {
+        /* Timer F or B, or a CANCEL left unanswered: no final response (§17.1.2.2, §16.8) */
         log_info("txn: no final response to %s from %s:%d", c->key, c->dst.ip, c->dst.port);
         report(c, NULL, NULL, 0);
     }
-    client_free(c); /* Timer K after completion */
+    client_free(c); /* Timer K, D or M after completion */
 }
 
 struct txn_client *txn_client_start(struct txn_table *tt, const struct sip_source *dst,
@@ -95,6 +109,7 @@ struct txn_client *txn_client_start(struct txn_table *tt, const struct sip_sourc
     c->len = len;
     c->cb = cb;
     c->arg = arg;
+    c->invite = strcmp(method, "INVITE") == 0;
     c->interval = SIP_TXN_T1_MS / 1000.0;
     ev_init(&c->retransmit, retransmit_cb);
     c->retransmit.data = c;
@@ -115,6 +130,93 @@ struct txn_client *txn_client_start(struct txn_table *tt, const struct sip_sourc
     ev_timer_set(&c->timeout, 64.0 * SIP_TXN_T1_MS / 1000.0, 0);
     ev_timer_start(loop, &c->timeout);
     return c;
+}
+
+/* The branch of a client transaction: its key up to the '|'. */
+static void key_branch(const struct txn_client *c, char *out, size_t n)
+{
+    const char *bar = strrchr(c->key, '|');
+    snprintf(out, n, "%.*s", (int)(bar - c->key), c->key);
+}
+
+static void send_cancel(struct txn_client *c)
+{
+    struct buf b = {0};
+    if (sip_msg_hop_request(c->bytes, c->len, "CANCEL", NULL, &b) < 0) {
+        buf_free(&b);
+        log_error("txn: cannot build the CANCEL of %s", c->key);
+        return;
+    }
+    char branch[128];
+    key_branch(c, branch, sizeof branch);
+    c->cancelled = 1;
+    txn_client_start(c->tt, &c->dst, branch, "CANCEL", b.data, b.len, NULL, NULL);
+    /* §16.8: without a final response 64*T1 after the CANCEL, the branch ends as a 408 */
+    struct ev_loop *loop = txn_table_loop(c->tt);
+    ev_timer_stop(loop, &c->timeout);
+    ev_timer_set(&c->timeout, 64.0 * SIP_TXN_T1_MS / 1000.0, 0);
+    ev_timer_start(loop, &c->timeout);
+}
+
+static int invite_response(struct txn_client *c, const osip_message_t *resp, const char *raw,
+                           size_t len)
+{
+    struct ev_loop *loop = txn_table_loop(c->tt);
+    int code = resp->status_code;
+    if (c->state == CLIENT_ACCEPTED)
+        return code < 300 ? 0 : 1; /* 2xx retransmissions and other forks: the caller's */
+    if (c->state == CLIENT_COMPLETED) {
+        if (code >= 300) /* the final response again: so is the ACK (§17.1.1.2) */
+            transport_send(txn_table_transport(c->tt), &c->dst, c->ack, c->ack_len);
+        return 1;
+    }
+    if (code < 200) {
+        if (c->state == CLIENT_TRYING) {
+            /* Proceeding: Timers A and B stop */
+            c->state = CLIENT_PROCEEDING;
+            ev_timer_stop(loop, &c->retransmit);
+            if (!c->cancelled)
+                ev_timer_stop(loop, &c->timeout);
+            if (c->cancel_wanted)
+                send_cancel(c);
+        }
+        report(c, resp, raw, len);
+        return 1;
+    }
+    ev_timer_stop(loop, &c->retransmit);
+    ev_timer_stop(loop, &c->timeout);
+    double linger;
+    if (code < 300) {
+        c->state = CLIENT_ACCEPTED;
+        linger = 64.0 * SIP_TXN_T1_MS / 1000.0; /* Timer M */
+    } else {
+        c->state = CLIENT_COMPLETED;
+        struct buf ack = {0};
+        if (sip_msg_hop_request(c->bytes, c->len, "ACK", resp, &ack) == 0) {
+            c->ack = ack.data;
+            c->ack_len = ack.len;
+            transport_send(txn_table_transport(c->tt), &c->dst, c->ack, c->ack_len);
+        } else {
+            buf_free(&ack);
+            log_error("txn: cannot build the ACK of %s", c->key);
+        }
+        linger = c->dst.transport == CONFIG_TRANSPORT_UDP ? TIMER_D_S : 0;
+    }
+    report(c, resp, raw, len);
+    c->cb = NULL;
+    ev_timer_set(&c->timeout, linger, 0);
+    ev_timer_start(loop, &c->timeout);
+    return 1;
+}
+
+void txn_client_cancel(struct txn_client *c)
+{
+    if (!c->invite || c->cancelled || c->cancel_wanted)
+        return;
+    if (c->state == CLIENT_TRYING)
+        c->cancel_wanted = 1; /* §9.1: not before a provisional response */
+    else if (c->state == CLIENT_PROCEEDING)
+        send_cancel(c);
 }
 
 int txn_client_response(struct txn_table *tt, const osip_message_t *resp, const char *raw,
@@ -142,6 +244,8 @@ int txn_client_response(struct txn_table *tt, const osip_message_t *resp, const 
     if (!c)
         return 0;
     struct ev_loop *loop = txn_table_loop(tt);
+    if (c->invite)
+        return invite_response(c, resp, raw, len);
     if (c->state == CLIENT_COMPLETED)
         return 1; /* a retransmitted final response, absorbed during Timer K */
     if (resp->status_code < 200) {
@@ -178,6 +282,7 @@ static void drain_one(struct hashtab_node *n, void *arg)
     ev_timer_stop(txn_table_loop(tt), &c->retransmit);
     ev_timer_stop(txn_table_loop(tt), &c->timeout);
     free(c->bytes);
+    free(c->ack);
     free(c);
 }
 
@@ -192,9 +297,10 @@ static void abort_one(struct hashtab_node *n, void *arg)
     struct txn_client *c = HASHTAB_ENTRY(n, struct txn_client, hn);
     ev_timer_stop(txn_table_loop(tt), &c->retransmit);
     ev_timer_stop(txn_table_loop(tt), &c->timeout);
-    if (c->state != CLIENT_COMPLETED)
+    if (c->state != CLIENT_COMPLETED && c->state != CLIENT_ACCEPTED)
         report(c, NULL, NULL, 0);
     free(c->bytes);
+    free(c->ack);
     free(c);
 }
 

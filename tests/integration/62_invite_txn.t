@@ -27,7 +27,7 @@ sub req {
 
 my $invite = req('INVITE', 'z9hG4bKinv1');
 my $r = $ua->request($invite);
-is($r->{code}, 405, 'INVITE (not routed yet) gets its final response');
+is($r->{code}, 404, 'INVITE for a user with no binding: 404 from the default policy');
 my ($tag) = $r->{raw} =~ /^To: [^\r]*;tag=(\w+)/m;
 my $t0 = time;
 my $again = $ua->recv_raw(2);
@@ -59,7 +59,7 @@ my $tinv = "INVITE sip:bob\@example.com SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:$t
     . "Max-Forwards: 70\r\nFrom: <sip:a\@example.com>;tag=t1\r\nTo: <sip:bob\@example.com>\r\n"
     . "Call-ID: tcp-inv\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n";
 $r = $tcp->request($tinv);
-is($r->{code}, 405, 'INVITE over TCP answered');
+is($r->{code}, 404, 'INVITE over TCP answered');
 is($tcp->recv_raw(1.2), undef, 'and not retransmitted over TCP');
 ok($sw->stop, 'clean shutdown, no sanitizer report');
 done_testing;
