@@ -188,9 +188,15 @@ static void on_message(void *arg, const char *buf, size_t len, const struct sip_
     sip_msg_fix_via(msg, src->ip, src->port);
     const char *method = msg->sip_method;
     if (strcmp(method, "ACK") == 0) {
-        /* the ACK for a non-2xx final response ends its INVITE transaction; an ACK for
-         * nothing here is dropped (RFC 3261 §17.2.3) */
-        if (!txn_server_ack(app->txns, msg, src->transport != CONFIG_TRANSPORT_UDP))
+        /* the ACK for a non-2xx final response ends its INVITE transaction; one for a 2xx
+         * follows its dialog's Record-Route; an ACK for nothing here is dropped (RFC 3261
+         * §17.2.3) */
+        int absorbed = txn_server_ack(app->txns, msg, src->transport != CONFIG_TRANSPORT_UDP);
+        if (!absorbed && proxy_routed_here(app->proxy, msg)) {
+            proxy_handle_routed(app->proxy, msg, buf, len, src, NULL);
+            return;
+        }
+        if (!absorbed)
             log_debug("sip: ACK from %s:%d matches no transaction, dropped", src->ip, src->port);
         osip_message_free(msg);
         return;
@@ -201,6 +207,22 @@ static void on_message(void *arg, const char *buf, size_t len, const struct sip_
     if (!for_us(msg) && osip_message_get_max_forwards(msg, 0, &mf) >= 0 && mf && mf->hvalue &&
         atol(mf->hvalue) == 0 && strspn(mf->hvalue, " 0") == strlen(mf->hvalue)) {
         reply_stateless(app, msg, src, 483, "Too Many Hops", NULL, NULL);
+        osip_message_free(msg);
+        return;
+    }
+    if (strcmp(method, "CANCEL") != 0 && proxy_routed_here(app->proxy, msg)) {
+        /* a later request of a dialog sipwake Record-Routed */
+        struct txn *t = NULL;
+        switch (txn_server_match(app->txns, msg, src, &t)) {
+        case TXN_NEW:
+            proxy_handle_routed(app->proxy, msg, buf, len, src, t);
+            return;
+        case TXN_ABSORBED:
+            break;
+        case TXN_ERROR:
+            reply_stateless(app, msg, src, 400, "Bad Request", NULL, NULL);
+            break;
+        }
         osip_message_free(msg);
         return;
     }

@@ -930,6 +930,7 @@ struct forward_ctx {
     int wrote_mf;
     const char *top_via;
     int via_done;
+    const char *routes;
 };
 
 /* Offset of the first comma that separates header values (outside quotes), or len. */
@@ -965,12 +966,13 @@ static void forward_line(void *arg, const char *line, size_t len)
         f->wrote_mf = 1;
         return;
     }
+    if (f->routes && raw_header_is(line, len, "route", NULL))
+        return; /* replaced as a whole */
     buf_append(f->out, line, len);
     buf_append(f->out, "\r\n", 2);
 }
 
-void sip_msg_forward_request(const char *raw, size_t len, const char *new_ruri,
-                             const char *via_line, const char *top_via, int max_forwards,
+void sip_msg_forward_request(const char *raw, size_t len, const struct sip_forward_edit *e,
                              struct buf *out)
 {
     struct sip_msg_slice m, u, v;
@@ -978,17 +980,22 @@ void sip_msg_forward_request(const char *raw, size_t len, const char *new_ruri,
         return;
     buf_append(out, m.p, m.len);
     buf_append(out, " ", 1);
-    if (new_ruri)
-        buf_puts(out, new_ruri);
+    if (e->ruri)
+        buf_puts(out, e->ruri);
     else
         buf_append(out, u.p, u.len);
     buf_puts(out, " SIP/2.0\r\n");
-    buf_puts(out, via_line);
+    buf_puts(out, e->via_line);
     buf_append(out, "\r\n", 2);
-    struct forward_ctx f = {.out = out, .max_forwards = max_forwards, .top_via = top_via};
+    if (e->record_route) /* above any received Record-Route: ours is the newest (§16.6 step 4) */
+        buf_puts(out, e->record_route);
+    if (e->routes)
+        buf_puts(out, e->routes);
+    struct forward_ctx f = {
+        .out = out, .max_forwards = e->max_forwards, .top_via = e->top_via, .routes = e->routes};
     raw_lines(raw, len, forward_line, &f);
     if (!f.wrote_mf) /* §16.6 step 3 */
-        buf_printf(out, "Max-Forwards: %d\r\n", max_forwards);
+        buf_printf(out, "Max-Forwards: %d\r\n", e->max_forwards);
     buf_append(out, "\r\n", 2);
     long hdr = sip_msg_header_end(raw, len);
     if (hdr > 0 && (size_t)hdr < len)

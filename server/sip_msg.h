@@ -145,12 +145,21 @@ int sip_msg_check_unparsable(const char *raw, size_t len, struct sip_msg_verdict
 /* 1 if method is one of the methods sipwake knows (RFC 3261 and its extensions). */
 int sip_msg_method_known(const char *method, size_t len);
 
-/* A request to forward (RFC 3261 §16.6), edited, not rebuilt: the Request-Line with
- * new_ruri (NULL keeps it), via_line ("Via: ...", without CRLF) on top, the received top Via
- * replaced by top_via (its value with received/rport, RFC 3581; NULL keeps it), Max-Forwards
- * set to max_forwards, every other header line and the body as received. */
-void sip_msg_forward_request(const char *raw, size_t len, const char *new_ruri,
-                             const char *via_line, const char *top_via, int max_forwards,
+/* A request to forward (RFC 3261 §16.6), edited, not rebuilt: the Request-Line with ruri
+ * (NULL keeps it), via_line ("Via: ...", without CRLF) on top, the received top Via replaced
+ * by top_via (its value with received/rport, RFC 3581; NULL keeps it), Max-Forwards set to
+ * max_forwards, record_route ("Record-Route: ...\r\n" lines, or NULL) above the received
+ * ones, every Route line replaced by routes (whole lines; "" drops them; NULL keeps them),
+ * every other header line and the body as received. */
+struct sip_forward_edit {
+    const char *ruri;
+    const char *via_line;
+    const char *top_via;
+    int max_forwards;
+    const char *record_route;
+    const char *routes;
+};
+void sip_msg_forward_request(const char *raw, size_t len, const struct sip_forward_edit *e,
                              struct buf *out);
 
 /* A response to pass upstream (RFC 3261 §16.7 step 3): the same bytes without the top Via

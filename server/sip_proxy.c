@@ -7,6 +7,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/rand.h>
+
 #include "log.h"
 #include "lua_hook.h"
 #include "lua_vm.h"
@@ -25,6 +29,7 @@ struct proxy {
     struct txn_table *txns;
     struct transport *tp;
     uint64_t next_branch;
+    unsigned char token_key[32]; /* authenticates the flow tokens of our Record-Routes */
 };
 
 struct proxy_req;
@@ -64,6 +69,9 @@ struct proxy *proxy_new(struct ev_loop *loop, const struct config *cfg, struct l
     p->txns = txns;
     p->tp = tp;
     p->next_branch = util_fast_random() & 0xffffffffu;
+    if (RAND_bytes(p->token_key, sizeof p->token_key) != 1)
+        for (size_t i = 0; i < sizeof p->token_key; i++)
+            p->token_key[i] = (unsigned char)util_fast_random();
     return p;
 }
 
@@ -277,6 +285,138 @@ static int looped(struct proxy *p, const osip_message_t *req, const char *hash)
     return 0;
 }
 
+/* ---- flow tokens (RFC 5626 §5.2) in sipwake's Record-Route (RFC 3261 §16.6 step 4) ----
+ *
+ * The user part of the Record-Route URI names both flows of the dialog: the one the
+ * initial request came on (the caller's side) and the one it left by (the callee's side),
+ * with a MAC under a key made at start, so a Route cannot be forged to send requests
+ * anywhere else. A later request of the dialog goes down the other side's flow: a phone
+ * behind NAT is reached at the address it is really at, not at its Contact. Which side a
+ * request came from is told by its From tag against the ftag param (the caller's tag). */
+
+#define SIDE_BYTES 29
+#define MAC_BYTES 10
+#define TOKEN_HEX (2 * (2 * SIDE_BYTES + MAC_BYTES))
+
+static void side_pack(const struct sip_source *s, unsigned char *o)
+{
+    memset(o, 0, SIDE_BYTES);
+    o[0] = (unsigned char)s->transport;
+    o[1] = (unsigned char)s->listener;
+    for (int i = 0; i < 8; i++)
+        o[2 + i] = (unsigned char)(s->flow_id >> (8 * i));
+    if (s->addr.ss_family == AF_INET6) {
+        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)&s->addr;
+        o[10] = 6;
+        memcpy(o + 11, &a->sin6_port, 2);
+        memcpy(o + 13, &a->sin6_addr, 16);
+    } else {
+        const struct sockaddr_in *a = (const struct sockaddr_in *)&s->addr;
+        o[10] = 4;
+        memcpy(o + 11, &a->sin_port, 2);
+        memcpy(o + 13, &a->sin_addr, 4);
+    }
+}
+
+static int side_unpack(const struct proxy *p, const unsigned char *i, struct sip_source *s)
+{
+    memset(s, 0, sizeof *s);
+    if (i[0] > CONFIG_TRANSPORT_TLS || i[1] >= p->cfg->n_listens || (i[10] != 4 && i[10] != 6))
+        return -1;
+    s->transport = (enum config_transport)i[0];
+    s->listener = i[1];
+    for (int k = 0; k < 8; k++)
+        s->flow_id |= (uint64_t)i[2 + k] << (8 * k);
+    if (i[10] == 6) {
+        struct sockaddr_in6 *a = (struct sockaddr_in6 *)&s->addr;
+        a->sin6_family = AF_INET6;
+        memcpy(&a->sin6_port, i + 11, 2);
+        memcpy(&a->sin6_addr, i + 13, 16);
+        s->addrlen = sizeof *a;
+    } else {
+        struct sockaddr_in *a = (struct sockaddr_in *)&s->addr;
+        a->sin_family = AF_INET;
+        memcpy(&a->sin_port, i + 11, 2);
+        memcpy(&a->sin_addr, i + 13, 4);
+        s->addrlen = sizeof *a;
+    }
+    transport_addr_str((struct sockaddr *)&s->addr, s->ip, sizeof s->ip, &s->port);
+    return 0;
+}
+
+static void token_mac(const struct proxy *p, const unsigned char *data, unsigned char *mac)
+{
+    unsigned char full[EVP_MAX_MD_SIZE];
+    unsigned int n = 0;
+    HMAC(EVP_sha256(), p->token_key, sizeof p->token_key, data, 2 * SIDE_BYTES, full, &n);
+    memcpy(mac, full, MAC_BYTES);
+}
+
+static void token_make(const struct proxy *p, const struct sip_source *caller,
+                       const struct sip_source *callee, char out[TOKEN_HEX + 1])
+{
+    unsigned char raw[2 * SIDE_BYTES + MAC_BYTES];
+    side_pack(caller, raw);
+    side_pack(callee, raw + SIDE_BYTES);
+    token_mac(p, raw, raw + 2 * SIDE_BYTES);
+    util_hex(raw, sizeof raw, out);
+}
+
+/* 0 with both sides if user is a token of ours, else -1. */
+static int token_parse(const struct proxy *p, const char *user, struct sip_source *caller,
+                       struct sip_source *callee)
+{
+    unsigned char raw[2 * SIDE_BYTES + MAC_BYTES], mac[MAC_BYTES];
+    if (!user || strlen(user) != TOKEN_HEX)
+        return -1;
+    for (size_t i = 0; i < sizeof raw; i++) {
+        unsigned int b;
+        if (sscanf(user + 2 * i, "%2x", &b) != 1)
+            return -1;
+        raw[i] = (unsigned char)b;
+    }
+    token_mac(p, raw, mac);
+    if (CRYPTO_memcmp(mac, raw + 2 * SIDE_BYTES, MAC_BYTES) != 0)
+        return -1;
+    return side_unpack(p, raw, caller) < 0 || side_unpack(p, raw + SIDE_BYTES, callee) < 0 ? -1 : 0;
+}
+
+static const char *transport_param(enum config_transport t)
+{
+    return t == CONFIG_TRANSPORT_UDP   ? ""
+           : t == CONFIG_TRANSPORT_TCP ? ";transport=tcp"
+                                       : ";transport=tls";
+}
+
+static void rr_line(struct buf *b, const struct config_listen *l, const char *token,
+                    const char *ftag)
+{
+    int v6 = strchr(l->host, ':') != NULL;
+    buf_printf(b, "Record-Route: <sip:%s@%s%s%s:%d%s;lr;ftag=%s>\r\n", token, v6 ? "[" : "",
+               l->host, v6 ? "]" : "", l->port, transport_param(l->transport), ftag);
+}
+
+/* Our Record-Route for a request from caller leaving toward callee: one entry, or two when
+ * it changes listener (transport or address family; RFC 5658), the callee's side on top. */
+static char *record_route(const struct proxy *p, const osip_message_t *req,
+                          const struct sip_source *caller, const struct sip_source *callee)
+{
+    osip_generic_param_t *tag = NULL;
+    if (!req->from || osip_from_get_tag(req->from, &tag) != 0 || !tag || !tag->gvalue ||
+        strspn(tag->gvalue,
+               "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.!%*_+`'~") !=
+            strlen(tag->gvalue))
+        return NULL; /* no usable tag to tell the sides apart: no Record-Route */
+    char token[TOKEN_HEX + 1];
+    token_make(p, caller, callee, token);
+    struct buf b = {0};
+    rr_line(&b, &p->cfg->listens[callee->listener], token, tag->gvalue);
+    if (caller->listener != callee->listener && caller->listener >= 0 &&
+        (size_t)caller->listener < p->cfg->n_listens)
+        rr_line(&b, &p->cfg->listens[caller->listener], token, tag->gvalue);
+    return b.data;
+}
+
 /* Where a binding can be reached now. 0 with *dst filled, -1 if it cannot. */
 static int binding_destination(struct proxy *p, const struct binding *b, struct sip_source *dst)
 {
@@ -332,40 +472,65 @@ static const char *transport_upper(enum config_transport t)
     return t == CONFIG_TRANSPORT_UDP ? "UDP" : t == CONFIG_TRANSPORT_TCP ? "TCP" : "TLS";
 }
 
-/* Start a branch toward b. 0 or -1 (not reachable). */
-static int start_branch(struct proxy_req *pr, const struct binding *b, const char *hash,
-                        int max_forwards)
+/* Our Via for a request sent to dst. */
+static void via_line(const struct proxy *p, const struct sip_source *dst, const char *branch,
+                     char *out, size_t n)
+{
+    const struct config_listen *l = &p->cfg->listens[dst->listener];
+    int v6 = strchr(l->host, ':') != NULL;
+    snprintf(out, n, "Via: SIP/2.0/%s %s%s%s:%d;branch=%s;rport", transport_upper(dst->transport),
+             v6 ? "[" : "", l->host, v6 ? "]" : "", l->port, branch);
+}
+
+/* Start a branch to dst: the request with ruri (NULL keeps it), rr and routes as
+ * sip_msg_forward_request takes them. */
+static void start_branch(struct proxy_req *pr, const struct sip_source *dst, const char *ruri,
+                         const char *rr, const char *routes, const char *hash, int max_forwards)
 {
     struct proxy *p = pr->p;
-    struct sip_source dst;
-    if (binding_destination(p, b, &dst) < 0)
-        return -1;
-    const struct config_listen *l = &p->cfg->listens[dst.listener];
     char branch[64], via[256];
     snprintf(branch, sizeof branch, "%s%s.%llx", PROXY_BRANCH_PREFIX, hash,
              (unsigned long long)p->next_branch++);
-    int v6 = strchr(l->host, ':') != NULL;
-    snprintf(via, sizeof via, "Via: SIP/2.0/%s %s%s%s:%d;branch=%s;rport",
-             transport_upper(dst.transport), v6 ? "[" : "", l->host, v6 ? "]" : "", l->port,
-             branch);
-    char *ruri = sip_msg_uri_without_pn(b->contact);
+    via_line(p, dst, branch, via, sizeof via);
     /* the received top Via, now with received/rport (RFC 3581), goes on below ours */
     char *top = NULL;
     osip_via_to_str(osip_list_get(&pr->req->vias, 0), &top);
     struct buf out = {0};
-    sip_msg_forward_request(pr->raw, pr->rawlen, ruri, via, top, max_forwards, &out);
+    struct sip_forward_edit e = {.ruri = ruri,
+                                 .via_line = via,
+                                 .top_via = top,
+                                 .max_forwards = max_forwards,
+                                 .record_route = rr,
+                                 .routes = routes};
+    sip_msg_forward_request(pr->raw, pr->rawlen, &e, &out);
     osip_free(top);
-    free(ruri);
     pr->pending++;
     struct branch *br = &pr->br[pr->n_br++];
     br->pr = pr;
-    br->c = txn_client_start(p->txns, &dst, branch, pr->req->sip_method, out.data, out.len,
+    br->c = txn_client_start(p->txns, dst, branch, pr->req->sip_method, out.data, out.len,
                              branch_cb, br);
+}
+
+/* Start a branch toward binding b. 0 or -1 (not reachable). */
+static int start_binding_branch(struct proxy_req *pr, const struct binding *b, const char *hash,
+                                int max_forwards)
+{
+    struct sip_source dst;
+    if (binding_destination(pr->p, b, &dst) < 0)
+        return -1;
+    const char *m = pr->req->sip_method;
+    char *rr = NULL;
+    if (strcmp(m, "INVITE") == 0 || strcmp(m, "SUBSCRIBE") == 0 || strcmp(m, "REFER") == 0)
+        rr = record_route(pr->p, pr->req, &pr->src, &dst); /* dialog-creating */
+    char *ruri = sip_msg_uri_without_pn(b->contact);
+    start_branch(pr, &dst, ruri, rr, NULL, hash, max_forwards);
+    free(ruri);
+    free(rr);
     return 0;
 }
 
-void proxy_handle(struct proxy *p, osip_message_t *req, const char *raw, size_t len,
-                  const struct sip_source *src, struct txn *t)
+static struct proxy_req *preq_new(struct proxy *p, osip_message_t *req, const char *raw, size_t len,
+                                  const struct sip_source *src, struct txn *t)
 {
     struct proxy_req *pr = xcalloc(1, sizeof *pr);
     pr->p = p;
@@ -380,6 +545,38 @@ void proxy_handle(struct proxy *p, osip_message_t *req, const char *raw, size_t 
     ev_init(&pr->timer_c, timer_c_cb);
     pr->timer_c.data = pr;
     pr->timer_c.repeat = PROXY_TIMER_C_S;
+    return pr;
+}
+
+/* An INVITE about to be forwarded: 100 Trying at once, so the caller stops retransmitting
+ * (§16.2), CANCELs find it, Timer C runs. */
+static void invite_begin(struct proxy_req *pr)
+{
+    if (!pr->invite)
+        return;
+    struct buf r = {0};
+    sip_msg_reply_begin(&r, pr->raw, pr->rawlen, pr->req, 100, "Trying", NULL);
+    sip_msg_reply_end(&r);
+    txn_provisional_bytes(pr->p->txns, pr->st, r.data, r.len);
+    txn_set_owner(pr->st, pr);
+    ev_timer_again(pr->p->loop, &pr->timer_c);
+}
+
+/* Max-Forwards of req, 70 when absent or out of range (RFC 4475 §3.1.2.4). */
+static long max_forwards_of(const osip_message_t *req)
+{
+    osip_header_t *mfh = NULL;
+    long mf = 70;
+    if (osip_message_get_max_forwards(req, 0, &mfh) >= 0 && mfh && mfh->hvalue &&
+        util_parse_long(mfh->hvalue, 0, 255, &mf) < 0)
+        mf = 70;
+    return mf;
+}
+
+void proxy_handle(struct proxy *p, osip_message_t *req, const char *raw, size_t len,
+                  const struct sip_source *src, struct txn *t)
+{
+    struct proxy_req *pr = preq_new(p, req, raw, len, src, t);
 
     char hash[17];
     loop_hash(req, raw, len, hash);
@@ -388,11 +585,7 @@ void proxy_handle(struct proxy *p, osip_message_t *req, const char *raw, size_t 
         preq_free(pr);
         return;
     }
-    osip_header_t *mfh = NULL;
-    long mf = 70;
-    if (osip_message_get_max_forwards(req, 0, &mfh) >= 0 && mfh && mfh->hvalue &&
-        util_parse_long(mfh->hvalue, 0, 255, &mf) < 0)
-        mf = 70; /* RFC 4475 §3.1.2.4: an out-of-range value may be taken as absent */
+    long mf = max_forwards_of(req);
 
     /* the AOR is the Request-URI's user at its host */
     struct sip_msg_slice m, u, v;
@@ -469,21 +662,105 @@ void proxy_handle(struct proxy *p, osip_message_t *req, const char *raw, size_t 
         preq_free(pr);
         return;
     }
-    if (pr->invite) {
-        /* §16.2: 100 Trying at once, so the caller stops retransmitting */
-        struct buf r = {0};
-        sip_msg_reply_begin(&r, pr->raw, pr->rawlen, pr->req, 100, "Trying", NULL);
-        sip_msg_reply_end(&r);
-        txn_provisional_bytes(p->txns, pr->st, r.data, r.len);
-        txn_set_owner(pr->st, pr);
-        ev_timer_again(p->loop, &pr->timer_c);
-    }
+    invite_begin(pr);
     /* §16.6 step 3 */
     int max_forwards = (int)mf - 1;
     for (size_t i = 0; i < n; i++)
-        start_branch(pr, targets[i], hash, max_forwards);
+        start_binding_branch(pr, targets[i], hash, max_forwards);
     if (pr->pending == 0) {
         reply(pr, 480, "Temporarily Unavailable");
         preq_free(pr);
     }
+}
+
+/* How many of the top Route entries of req are sipwake's Record-Routes (two after a double
+ * Record-Route), with the dialog's sides and the caller's tag from the first. */
+static int our_routes(const struct proxy *p, const osip_message_t *req, struct sip_source *caller,
+                      struct sip_source *callee, const char **ftag)
+{
+    int n = 0;
+    for (int i = 0; i < osip_list_size(&req->routes) && n < 2; i++) {
+        osip_route_t *r = osip_list_get(&req->routes, i);
+        struct sip_source a, b;
+        if (!r || !r->url || token_parse(p, r->url->username, &a, &b) < 0)
+            break;
+        if (n++ == 0) {
+            osip_uri_param_t *ft = NULL;
+            osip_uri_uparam_get_byname(r->url, (char *)"ftag", &ft);
+            *caller = a;
+            *callee = b;
+            *ftag = ft ? ft->gvalue : NULL;
+        }
+    }
+    return n;
+}
+
+int proxy_routed_here(const struct proxy *p, const osip_message_t *req)
+{
+    struct sip_source a, b;
+    const char *ftag;
+    return our_routes(p, req, &a, &b, &ftag) > 0;
+}
+
+void proxy_handle_routed(struct proxy *p, osip_message_t *req, const char *raw, size_t len,
+                         const struct sip_source *src, struct txn *t)
+{
+    struct sip_source caller, callee;
+    const char *ftag = NULL;
+    int ours = our_routes(p, req, &caller, &callee, &ftag);
+    /* §16.4: our entries come off; the rest stay, in order */
+    struct buf routes = {0};
+    buf_puts(&routes, "");
+    for (int i = ours; i < osip_list_size(&req->routes); i++) {
+        char *v = NULL;
+        if (osip_route_to_str(osip_list_get(&req->routes, i), &v) == 0 && v)
+            buf_printf(&routes, "Route: %s\r\n", v);
+        osip_free(v);
+    }
+    osip_generic_param_t *tag = NULL;
+    if (req->from)
+        osip_from_get_tag(req->from, &tag);
+    int to_callee = ftag && tag && tag->gvalue && strcmp(ftag, tag->gvalue) == 0;
+    const struct sip_source *dst = to_callee ? &callee : &caller;
+    int alive = dst->transport == CONFIG_TRANSPORT_UDP || transport_flow_alive(p->tp, dst->flow_id);
+    long mf = max_forwards_of(req);
+    char hash[17];
+    loop_hash(req, raw, len, hash);
+    if (!t) {
+        /* an ACK for a 2xx: forwarded statelessly, with a branch its copies share (§16.11) */
+        if (alive && mf > 0) {
+            char branch[64], via[256];
+            snprintf(branch, sizeof branch, "%s%s.ac", PROXY_BRANCH_PREFIX, hash);
+            via_line(p, dst, branch, via, sizeof via);
+            char *top = NULL;
+            osip_via_to_str(osip_list_get(&req->vias, 0), &top);
+            struct buf out = {0};
+            struct sip_forward_edit e = {.via_line = via,
+                                         .top_via = top,
+                                         .max_forwards = (int)mf - 1,
+                                         .routes = routes.data};
+            sip_msg_forward_request(raw, len, &e, &out);
+            transport_send(p->tp, dst, out.data, out.len);
+            osip_free(top);
+            buf_free(&out);
+        } else {
+            log_info("proxy: in-dialog ACK from %s:%d dropped (%s)", src->ip, src->port,
+                     alive ? "no hops left" : "flow gone");
+        }
+        buf_free(&routes);
+        osip_message_free(req);
+        return;
+    }
+    struct proxy_req *pr = preq_new(p, req, raw, len, src, t);
+    if (!alive) {
+        reply(pr, 430, "Flow Failed"); /* RFC 5626 §5.3 */
+        preq_free(pr);
+    } else if (mf <= 0) {
+        reply(pr, 483, "Too Many Hops");
+        preq_free(pr);
+    } else {
+        invite_begin(pr);
+        start_branch(pr, dst, NULL, NULL, routes.data, hash, (int)mf - 1);
+    }
+    buf_free(&routes);
 }

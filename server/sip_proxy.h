@@ -16,8 +16,12 @@
  * 487 then goes back as the INVITE's final response. Timer C (§16.8, 3 minutes, restarted
  * by each provisional response) CANCELs branches that ring for ever.
  *
- * Record-Route and in-dialog routing come next: until then a dialog's later requests go
- * from end to end, not through sipwake.
+ * Dialog-creating requests (INVITE, SUBSCRIBE, REFER) get sipwake's Record-Route, two
+ * entries when the request changes transport or address family (RFC 5658). Its URI carries
+ * a flow token naming both sides' flows (RFC 5626 §5.2), authenticated by a MAC: the
+ * dialog's later requests, routed back here, go down the flow of the side they are for —
+ * a phone behind NAT or on a TCP/TLS connection is reached where it really is, whatever
+ * its Contact says. A flow that has closed gets 430 Flow Failed.
  */
 #ifndef SIPWAKE_SIP_PROXY_H
 #define SIPWAKE_SIP_PROXY_H
@@ -40,6 +44,15 @@ void proxy_free(struct proxy *p);
  * t, which is answered exactly once. */
 void proxy_handle(struct proxy *p, osip_message_t *req, const char *raw, size_t len,
                   const struct sip_source *src, struct txn *t);
+
+/* 1 if the top Route of req is a Record-Route of sipwake's (a later request of a dialog
+ * it Record-Routed). */
+int proxy_routed_here(const struct proxy *p, const osip_message_t *req);
+
+/* Forward such a request down its dialog's flow: req taken over; t its server transaction,
+ * NULL for an ACK (forwarded statelessly). */
+void proxy_handle_routed(struct proxy *p, osip_message_t *req, const char *raw, size_t len,
+                         const struct sip_source *src, struct txn *t);
 
 /* A CANCEL for the INVITE that owner (from txn_server_invite_owner) is proxying: every
  * branch still pending is CANCELled. */

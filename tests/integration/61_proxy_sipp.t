@@ -1,7 +1,9 @@
 #!/usr/bin/perl
 # sipp through the proxy: a phone (sipp) registers with push params, then a caller (sipp)
 # sends it a MESSAGE through sipwake; the phone answers 200, the caller gets it, and the
-# MESSAGE the phone saw carried no pn-* params in its Request-URI.
+# MESSAGE the phone saw carried no pn-* params in its Request-URI. Then calls: one answered
+# (ringing, 200, the ACK and BYE along sipwake's Record-Route), one to a busy phone (486,
+# which sipwake ACKs to the phone itself).
 use strict;
 use warnings;
 use FindBin;
@@ -32,5 +34,24 @@ like($umsgs, qr/^Via: SIP\/2\.0\/UDP 127\.0\.0\.1:\d+;branch=z9hG4bKsw/m, "sipwa
 ($rc, $msgs, $err) = $sw->sipp('uac_message', set => { callee => 'nobody' },
     args => ['-default_behaviors', 'all']);
 like($msgs, qr{^SIP/2\.0 404 Not Found}m, 'unregistered callee: 404 from the default policy');
+# A call: sipp caller -> sipwake -> sipp phone, and back along the Record-Route.
+$uas = $sw->sipp_bg('uas_call', port => $phone_port, server_side => 1);
+select(undef, undef, undef, 0.3);
+($rc, $msgs, $err) = $sw->sipp('uac_call', set => { callee => 'pat' });
+is($rc, 0, 'sipp caller: call set up, ACKed and hung up through sipwake') or diag $err;
+($urc, $umsgs, $uerr) = $sw->sipp_wait($uas);
+is($urc, 0, 'sipp phone rang, answered, got the ACK and the BYE') or diag $uerr;
+like($umsgs, qr/^Record-Route: <sip:[0-9a-f]+\@127\.0\.0\.1:\d+;lr;ftag=/m, 'the INVITE carried our Record-Route');
+like($umsgs, qr/^BYE sip:phone\@127\.0\.0\.1:$phone_port SIP\/2\.0/m, 'the BYE reached the phone at its Contact');
+like($msgs, qr/^Route: <sip:[0-9a-f]+\@/m, 'the caller routed its ACK and BYE by the Record-Route');
+
+# A busy phone: its 486 reaches the caller, sipwake ACKs it to the phone.
+$uas = $sw->sipp_bg('uas_busy', port => $phone_port, server_side => 1);
+select(undef, undef, undef, 0.3);
+($rc, $msgs, $err) = $sw->sipp('uac_call_busy', set => { callee => 'pat' });
+is($rc, 0, 'sipp caller got the 486') or diag $err;
+($urc, $umsgs, $uerr) = $sw->sipp_wait($uas);
+is($urc, 0, 'the phone got an ACK for its 486 from sipwake') or diag $uerr;
+
 ok($sw->stop, 'clean shutdown');
 done_testing;
