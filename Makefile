@@ -3,7 +3,7 @@
 #   make          build server/sipwake (optimised, warnings on)
 #   make run      install missing Debian packages, build, start with the embedded defaults
 #   make test     install missing packages, build with ASan/UBSan, run every test with prove
-#   make bench    REGISTER benchmark against Kamailio (see README "Benchmark")
+#   make bench    REGISTER and call benchmarks against Kamailio (see README "Benchmark")
 #   make fmt      clang-format the C sources; make fmt-check fails on a difference
 
 CC      ?= cc
@@ -118,6 +118,7 @@ bench:
 	@$(MAKE) --no-print-directory deps EXTRA_DEBS="$(DEB_BENCH)"
 	@$(MAKE) --no-print-directory all
 	tests/bench/register.sh
+	tests/bench/calls.sh
 
 fmt:
 	clang-format -i server/*.[ch] tests/unit/*.[ch] tests/fuzz/*.c

@@ -4,7 +4,9 @@
 # the callee and a re-INVITE from the caller come back by that Route and go down the other
 # side's flow — to a callee whose Contact names an address it cannot be reached at (NAT);
 # a caller on UDP and a callee on TCP get a double Record-Route; a forged token is not
-# taken for ours; a request for a closed TCP flow gets 430.
+# taken for ours; a request for a closed TCP flow gets 430; a UDP caller to a TLS callee and
+# a TLS caller to a UDP callee (double Record-Route, in-dialog BYE both ways); a malformed
+# Route is answered, not forwarded.
 use strict;
 use warnings;
 use FindBin;
@@ -52,8 +54,9 @@ sub answer {
 
 # An in-dialog request: route set and remote target given.
 sub indialog {
-    my ($method, $target, $routes, $via_port, $from, $to, $callid, $cseq, $branch) = @_;
-    return "$method $target SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:$via_port;rport;branch=$branch\r\n"
+    my ($method, $target, $routes, $via_port, $from, $to, $callid, $cseq, $branch, $proto) = @_;
+    $proto //= 'UDP';
+    return "$method $target SIP/2.0\r\nVia: SIP/2.0/$proto 127.0.0.1:$via_port;rport;branch=$branch\r\n"
         . join('', map { "Route: $_\r\n" } @$routes)
         . "Max-Forwards: 70\r\nFrom: $from\r\nTo: $to\r\nCall-ID: $callid\r\nCSeq: $cseq $method\r\n"
         . "Content-Length: 0\r\n\r\n";
@@ -125,8 +128,56 @@ my ($from_c, $to_c) = ('<sip:alice@example.com>;tag=al2', '<sip:carol@example.co
 $alice->send_raw(indialog('ACK', 'sip:carol@192.0.2.2:5060;transport=tcp', [reverse @rr], $al, $from_c, $to_c, 'dlg2', 1, 'z9hG4bKd2a'));
 ok(expect($carol, qr/^ACK /), 'the ACK went down carol\'s TCP connection');
 $carol->{sock}->close;
-$alice->send_raw(indialog('BYE', 'sip:carol@192.0.2.2:5060;transport=tcp', [reverse @rr], $al, $from_c, $to_c, 'dlg2', 2, 'z9hG4bKd2b'));
-like(expect($alice, qr/^SIP\/2\.0 /) // '', qr/^SIP\/2\.0 430 /, 'her connection closed: 430 Flow Failed');
+# The close and the BYE travel on different sockets: ask until sipwake has seen the close.
+my $answer = '';
+for my $try (1 .. 20) {
+    $alice->send_raw(indialog('BYE', 'sip:carol@192.0.2.2:5060;transport=tcp', [reverse @rr], $al, $from_c, $to_c, 'dlg2', 1 + $try, "z9hG4bKd2b$try"));
+    $answer = expect($alice, qr/^SIP\/2\.0 [2-6]/, 2) // '';
+    last if $answer =~ /^SIP\/2\.0 430 /;
+    select(undef, undef, undef, 0.1);
+}
+like($answer, qr/^SIP\/2\.0 430 /, 'her connection closed: 430 Flow Failed');
+
+# UDP caller to a TLS-registered callee, and the reverse.
+my $dave = $sw->ua(user => 'dave', transport => 'tls');
+$r = $dave->register(contact => 'sip:dave@192.0.2.3:5061;transport=tls;pn-provider=apns;pn-param=T.x.voip;pn-prid=davedev', expires => 3600);
+is($r->{code}, 200, 'dave registered over TLS');
+$alice->send_raw("INVITE sip:dave\@example.com SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:$al;rport;branch=z9hG4bKd3\r\n"
+    . "Max-Forwards: 70\r\nFrom: <sip:alice\@example.com>;tag=al3\r\nTo: <sip:dave\@example.com>\r\n"
+    . "Call-ID: dlg3\r\nCSeq: 1 INVITE\r\nContact: <sip:alice\@127.0.0.1:$al>\r\nContent-Length: 0\r\n\r\n");
+$inv = expect($dave, qr/^INVITE /);
+like($inv // '', qr{\AINVITE sip:dave\@192\.0\.2\.3:5061;transport=tls SIP/2\.0\r\nVia: SIP/2\.0/TLS }, 'UDP caller: the INVITE went down dave\'s TLS connection');
+@rr = hdrs($inv, 'Record-Route');
+ok(@rr == 2 && $rr[0] =~ /;transport=tls;lr/ && $rr[1] !~ /transport=/, 'double Record-Route, the TLS side on top');
+answer($dave, $inv, 200, 'dd1', 'sip:dave@192.0.2.3:5061;transport=tls');
+ok(expect($alice, qr/^SIP\/2\.0 200/), "alice got dave's 200");
+my ($from_d, $to_d) = ('<sip:alice@example.com>;tag=al3', '<sip:dave@example.com>;tag=dd1');
+$alice->send_raw(indialog('BYE', 'sip:dave@192.0.2.3:5061;transport=tls', [reverse @rr], $al, $from_d, $to_d, 'dlg3', 2, 'z9hG4bKd3b'));
+$bye = expect($dave, qr/^BYE /);
+ok($bye, 'her BYE reached dave over TLS');
+answer($dave, $bye, 200, 'dd1');
+ok(expect($alice, qr/^SIP\/2\.0 200[^\r]*\r\n(?:[^\r]*\r\n)*CSeq: 2 BYE/), 'and his 200 came back over UDP');
+
+my $dl = $dave->local_port;
+$dave->send_raw("INVITE sip:bob\@example.com SIP/2.0\r\nVia: SIP/2.0/TLS 127.0.0.1:$dl;rport;branch=z9hG4bKd4\r\n"
+    . "Max-Forwards: 70\r\nFrom: <sip:dave\@example.com>;tag=dv4\r\nTo: <sip:bob\@example.com>\r\n"
+    . "Call-ID: dlg4\r\nCSeq: 1 INVITE\r\nContact: <sip:dave\@192.0.2.3:5061;transport=tls>\r\nContent-Length: 0\r\n\r\n");
+$inv = expect($bob, qr/^INVITE /);
+ok($inv, 'TLS caller: bob got the INVITE over UDP');
+@rr = hdrs($inv, 'Record-Route');
+ok(@rr == 2 && $rr[0] !~ /transport=/ && $rr[1] =~ /;transport=tls;lr/, 'double Record-Route, the UDP side on top');
+answer($bob, $inv, 200, 'bb4', 'sip:bob@192.0.2.1:5060');
+ok(expect($dave, qr/^SIP\/2\.0 200/), "dave got bob's 200 over TLS");
+$bob->send_raw(indialog('BYE', 'sip:dave@192.0.2.3:5061;transport=tls', \@rr, $bob->local_port,
+    '<sip:bob@example.com>;tag=bb4', '<sip:dave@example.com>;tag=dv4', 'dlg4', 1, 'z9hG4bKd4b'));
+$bye = expect($dave, qr/^BYE /);
+ok($bye, "bob's BYE reached dave down his TLS connection");
+
+# A malformed Route: answered, logged, the server keeps going.
+$alice->send_raw(indialog('BYE', 'sip:bob@192.0.2.1:5060', ['<sip:%zz@@;lr', '<<>>'], $al, $from_a, $to_a, 'dlg1', 9, 'z9hG4bKd1m'));
+like(expect($alice, qr/^SIP\/2\.0 /) // '', qr/^SIP\/2\.0 [45]\d\d /, 'a request with a malformed Route is answered with an error');
+is(expect($bob, qr/^BYE /, 0.5), undef, 'and not forwarded');
+ok($sw->alive, 'server alive');
 
 ok($sw->stop, 'clean shutdown, no sanitizer report');
 done_testing;

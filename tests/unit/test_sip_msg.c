@@ -164,5 +164,54 @@ int main(void)
     ok(sl[1].len == 7 && memcmp(sl[1].p, "sip:b@h", 7) == 0, "comma in a quoted display name");
     ok(sl[2].len == 7 && memcmp(sl[2].p, "sip:c@h", 7) == 0 && !br[2],
        "unbracketed: params belong to the header");
+
+    /* forwarding edits: Record-Route on top of the received one, Route lines replaced */
+    const char *inv = "INVITE sip:bob@h SIP/2.0\r\nVia: SIP/2.0/UDP a:1;branch=z9hG4bKa\r\n"
+                      "Record-Route: <sip:up;lr>\r\nRoute: <sip:me;lr>\r\nRoute: <sip:next;lr>\r\n"
+                      "From: <sip:a@h>;tag=1\r\nTo: <sip:bob@h>\r\nCall-ID: c1\r\n"
+                      "CSeq: 7 INVITE\r\nContent-Length: 2\r\n\r\nxy";
+    struct sip_forward_edit e = {.via_line = "Via: SIP/2.0/UDP me:5060;branch=z9hG4bKsw1",
+                                 .max_forwards = 69,
+                                 .record_route = "Record-Route: <sip:tok@me;lr>\r\n",
+                                 .routes = "Route: <sip:next;lr>\r\n"};
+    struct buf fw = {0};
+    sip_msg_forward_request(inv, strlen(inv), &e, &fw);
+    buf_puts(&fw, "");
+    ok(strstr(fw.data,
+              "branch=z9hG4bKsw1\r\nRecord-Route: <sip:tok@me;lr>\r\nRoute: <sip:next;lr>\r\n"
+              "Via: SIP/2.0/UDP a:1") != NULL,
+       "our Via, our Record-Route and the remaining Route on top");
+    ok(strstr(fw.data, "<sip:me;lr>") == NULL, "the popped Route is gone");
+    ok(strstr(fw.data, "Record-Route: <sip:up;lr>") != NULL, "the received Record-Route stays");
+    ok(strstr(fw.data, "Max-Forwards: 69\r\n\r\nxy") != NULL, "Max-Forwards added, body kept");
+    buf_free(&fw);
+
+    /* CANCEL and ACK built from a request sipwake sent */
+    struct buf hop = {0};
+    is_int(sip_msg_hop_request(inv, strlen(inv), "CANCEL", NULL, &hop), 0, "CANCEL built");
+    buf_puts(&hop, "");
+    ok(strncmp(hop.data, "CANCEL sip:bob@h SIP/2.0\r\nVia: SIP/2.0/UDP a:1;branch=z9hG4bKa\r\n",
+               64) == 0,
+       "same Request-URI and top Via");
+    ok(strstr(hop.data, "CSeq: 7 CANCEL\r\n") && strstr(hop.data, "To: <sip:bob@h>\r\n") &&
+           strstr(hop.data, "Route: <sip:me;lr>\r\nRoute: <sip:next;lr>\r\n"),
+       "CSeq number kept, To without tag, Route copied");
+    buf_free(&hop);
+    osip_message_t *busy = NULL;
+    const char *r486 = "SIP/2.0 486 Busy\r\nVia: SIP/2.0/UDP a:1;branch=z9hG4bKa\r\n"
+                       "From: <sip:a@h>;tag=1\r\nTo: <sip:bob@h>;tag=b9\r\nCall-ID: c1\r\n"
+                       "CSeq: 7 INVITE\r\n\r\n";
+    ok(sip_msg_parse(r486, strlen(r486), &busy) == 0, "486 parsed");
+    hop = (struct buf){0};
+    is_int(sip_msg_hop_request(inv, strlen(inv), "ACK", busy, &hop), 0, "ACK built");
+    buf_puts(&hop, "");
+    ok(strstr(hop.data, "To: <sip:bob@h>;tag=b9\r\n") && strstr(hop.data, "CSeq: 7 ACK\r\n"),
+       "the response's To tag, CSeq 7 ACK");
+    buf_free(&hop);
+    osip_message_free(busy);
+    hop = (struct buf){0};
+    is_int(sip_msg_hop_request("INVITE sip:x SIP/2.0\r\nCall-ID: c\r\n\r\n", 36, "ACK", NULL, &hop),
+           -1, "a request without Via/From/CSeq: no ACK");
+    buf_free(&hop);
     return done_testing();
 }

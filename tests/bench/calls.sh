@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# calls.sh — `make bench` (second part): calls per second through the proxy, sipwake against
+# Kamailio 5.6, in one run, on loopback, with SIPp.
+#
+# For each target (kamailio-mem: tm, rr, usrloc in memory, as ../shared/bench runs it;
+# sipwake: auth off, policies/default.lua), one after the other on 127.0.0.1:$PORT (UDP):
+# CALLEES users register with their Contact at a SIPp UAS on 127.0.0.1:$UAS_PORT, then a rate
+# ramp (RATES, DUR s per step) of calls INVITE/100/180/200/ACK/BYE/200 with Record-Route
+# honoured, stopping at the first step that fails. A step PASSes when every call completed,
+# the achieved rate is at least 90 % of the target and SIPp saw no retransmission.
+# Latency: SIPp's INVITE-to-200 time of every call of the step (RTD 1), median and 99th
+# percentile, in whole milliseconds (SIPp's resolution: 0 is under 1 ms); the proxy's added latency is that minus the same measure with the UAC calling
+# the UAS directly (no proxy), taken once at LAT_RATE calls/s.
+#
+# Knobs (environment): PORT (5070), UAS_PORT (5080), RATES ("500 1000 2000 3000 4000 5000
+# 6000 8000 10000"), DUR (10), CALLEES (1000), LAT_RATE (500), TARGETS ("kamailio-mem
+# sipwake"), OUT (result directory, default var/bench/<time>-calls). Never fails on a timing.
+set -u
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+HERE="$ROOT/tests/bench"
+PORT=${PORT:-5070}
+UAS_PORT=${UAS_PORT:-5080}
+RATES=${RATES:-"500 1000 2000 3000 4000 5000 6000 8000 10000"}
+DUR=${DUR:-10}
+CALLEES=${CALLEES:-1000}
+LAT_RATE=${LAT_RATE:-500}
+TARGETS=${TARGETS:-"kamailio-mem sipwake"}
+OUT=${OUT:-$ROOT/var/bench/$(date +%Y%m%d-%H%M%S)-calls}
+SIPWAKE=${SIPWAKE:-$ROOT/server/sipwake}
+LPORT=5062
+mkdir -p "$OUT"
+ulimit -n 65536 2>/dev/null || true
+SUMMARY="$OUT/summary.txt"
+PID=""
+UAS=""
+CLK_TCK=$(getconf CLK_TCK)
+. "$HERE/lib.sh"
+
+stop_uas() { [ -n "$UAS" ] && kill "$UAS" 2>/dev/null; wait "$UAS" 2>/dev/null; UAS=""; }
+trap 'stop_target; stop_uas' EXIT
+
+start_uas() {  # dir
+  (cd "$1" && exec sipp -sf "$HERE/uas_call.xml" -i 127.0.0.1 -p "$UAS_PORT" -t u1 -nostdin \
+     -default_behaviors all,-abortunexp -buff_size 4194304 -max_recv_loops 10000 \
+     -max_sched_loops 10000 -trace_err -error_file uas-errors.log -max_log_size 2000000 \
+     > /dev/null 2> uas.stderr) &
+  UAS=$!
+  sleep 0.5
+}
+
+callees() { perl -e 'print "SEQUENTIAL\n"; printf "callee%05d;%064x;\n", $_, $_ for 0 .. $ARGV[0] - 1' "$1"; }
+# the callee of each call, round robin over the registered ones
+calls_csv() { perl -e 'print "SEQUENTIAL\n"; printf "callee%05d;\n", $_ % $ARGV[1] for 0 .. $ARGV[0] - 1' "$1" "$2"; }
+
+# median and 99th percentile of RTD 1 (ms) from SIPp's -trace_rtt files in a step directory
+latency() {
+  cat "$1"/*_rtt.csv 2>/dev/null | awk -F';' '$3 == 1 {print $2}' | sort -n |
+    awk '{v[NR] = $1} END {if (NR == 0) {print "NA NA"; exit}
+      m = v[int((NR + 1) / 2)]; p = v[int(NR * 0.99) > 0 ? int(NR * 0.99) : 1]; printf "%d %d\n", m, p}'
+}
+
+# a multi-worker proxy may pass a 180 after the 200: ignored, not a failed call
+UAC=(-trace_rtt -rtt_freq 1 -default_behaviors all,-abortunexp)
+say "# sipwake call benchmark $(date -Is)"
+say "# $(nproc) CPUs, $(uname -r), $(sipp -v 2>/dev/null | grep -o 'SIPp v[^ ]*' | head -1), $(kamailio -v 2>/dev/null | head -1 | cut -c1-40), $("$SIPWAKE" --version)"
+say "# rates: $RATES, ${DUR}s per step, $CALLEES callees; results in $OUT"
+
+# the latency floor: UAC straight to the UAS
+mkdir -p "$OUT/direct"
+start_uas "$OUT/direct"
+ORIG_PORT=$PORT; PORT=$UAS_PORT
+calls_csv $((LAT_RATE * DUR)) "$CALLEES" > "$OUT/direct/calls.csv"
+read -r ok fail retr el ach cpu v < <(PID=$UAS step "$OUT/direct/run" "$LAT_RATE" $((LAT_RATE * DUR)) "$OUT/direct/calls.csv" "$HERE/uac_call.xml" "${UAC[@]}")
+PORT=$ORIG_PORT
+read -r DIRECT_MED DIRECT_P99 < <(latency "$OUT/direct/run")
+stop_uas
+say "# direct UAC -> UAS at $LAT_RATE calls/s: $ok ok, $fail failed; INVITE->200 median ${DIRECT_MED} ms, p99 ${DIRECT_P99} ms"
+
+declare -A BEST TOP LAT_MED LAT_P99 LAT_AT
+printf '%-14s %6s %7s %7s %6s %7s %8s %8s %5s %8s %8s  %s\n' target rate calls ok failed retrans elapsed achieved cpu% 'med ms' 'p99 ms' verdict | tee -a "$SUMMARY"
+for t in $TARGETS; do
+  dir="$OUT/$t"; mkdir -p "$dir"
+  log "== $t"
+  start_target "$t" "$dir" || continue
+  # the callees register from the UAS's own port (sipwake reaches a UDP phone at the address
+  # its REGISTER came from, as behind NAT), then the UAS takes that port over
+  callees "$CALLEES" > "$dir/callees.csv"
+  read -r ok fail retr el ach cpu v < <(LPORT=$UAS_PORT step "$dir/register" 1000 "$CALLEES" "$dir/callees.csv" "$HERE/reg.xml" -set contact_port "$UAS_PORT")
+  log "$t: $ok of $CALLEES callees registered"
+  start_uas "$dir"
+  BEST[$t]=0
+  for r in $RATES; do
+    calls=$((r * DUR))
+    calls_csv "$calls" "$CALLEES" > "$dir/calls.csv"
+    read -r ok fail retr el ach cpu v < <(step "$dir/calls_$r" "$r" "$calls" "$dir/calls.csv" "$HERE/uac_call.xml" "${UAC[@]}")
+    read -r med p99 < <(latency "$dir/calls_$r")
+    printf '%-14s %6s %7s %7s %6s %7s %8s %8s %5s %8s %8s  %s\n' "$t" "$r" "$calls" "$ok" "$fail" "$retr" "$el" "$ach" "$cpu" "$med" "$p99" "$v" | tee -a "$SUMMARY"
+    rm -f "$dir/calls.csv" "$dir/calls_$r"/*_rtt.csv
+    [ "${ach:-0}" -gt "${TOP[$t]:-0}" ] 2>/dev/null && TOP[$t]=$ach
+    if [ "$v" = PASS ]; then BEST[$t]=$ach; LAT_MED[$t]=$med; LAT_P99[$t]=$p99; LAT_AT[$t]=$r; else break; fi
+    sleep 2
+  done
+  stop_uas
+  stop_target
+done
+
+say ""
+say "## summary"
+base=${BEST[kamailio-mem]:-0}
+printf '%-14s %9s %10s %12s %22s\n' target 'calls/s' 'vs kam-mem' 'max achieved' 'added latency med/p99' | tee -a "$SUMMARY"
+for t in $TARGETS; do
+  [ -n "${BEST[$t]:-}" ] || continue
+  ratio=$(awk -v a="${BEST[$t]}" -v b="$base" 'BEGIN{ if (b>0) printf "%.2fx", a/b; else print "n/a"}')
+  added=$(awk -v m="${LAT_MED[$t]:-NA}" -v p="${LAT_P99[$t]:-NA}" -v dm="$DIRECT_MED" -v dp="$DIRECT_P99" \
+    'BEGIN{ if (m == "NA" || dm == "NA") print "n/a"; else printf "%d / %d ms", m - dm, p - dp}')
+  printf '%-14s %9s %10s %12s %22s\n' "$t" "${BEST[$t]}" "$ratio" "${TOP[$t]:-0}" "$added (at ${LAT_AT[$t]:-?}/s)" | tee -a "$SUMMARY"
+done
+say "# calls/s: achieved rate of the highest ramp step that passed (every call completed, >= 90 % of the target rate, no retransmission); 0 if none did."
+say "# added latency: INVITE->200 through the proxy at its highest passing step minus the direct UAC->UAS figure, in whole ms (SIPp's resolution)."
+say "# Bar (issue 3): sipwake >= 1.0x kamailio-mem with 0 failed calls."

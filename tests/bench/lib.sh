@@ -1,0 +1,101 @@
+# lib.sh — helpers shared by the benchmark scripts (sourced). Expects ROOT, HERE, PORT, LPORT,
+# SIPWAKE, SUMMARY, CLK_TCK and PID (the target's process id, "" when none runs).
+
+say() { printf '%s\n' "$*" | tee -a "$SUMMARY"; }
+log() { printf '%s %s\n' "$(date +%T)" "$*" >&2; }
+
+users() {  # prefix count > csv   (user;token)
+  perl -e 'my ($p, $n) = @ARGV; print "SEQUENTIAL\n";
+    for my $i (0 .. $n - 1) {
+      my $x = ($i * 2654435761 + 12345) % 4294967296;
+      printf "%s%07d;%08x%08x%08x%08x%08x%08x%08x%08x;\n", $p, $i, $i, $x, $x ^ 0xdeadbeef,
+        ($i * 40503) % 4294967296, $x >> 3, $i ^ 0x5a5a5a5a, ($x * 3) % 4294967296, 0xc0ffee00 + $i % 256;
+    }' "$1" "$2"
+}
+
+# Memory of a registrar's process tree: the sum of PSS (proportional set size) over its
+# processes, so Kamailio's shared memory is counted once; for sipwake (one process) it is its RSS.
+pss_kb() { local t=0 p v; for p in $(pgrep -P "$1") "$1"; do v=$(awk '/^Pss:/ {print $2; exit}' /proc/$p/smaps_rollup 2>/dev/null); t=$((t + ${v:-0})); done; echo $t; }
+ticks() { local t=0 p; for p in $(pgrep -P "$1") "$1"; do [ -r /proc/$p/stat ] && t=$((t + $(awk '{print $14+$15}' /proc/$p/stat))); done; echo $t; }
+
+wait_udp() { for _ in $(seq 1 100); do ss -lnu | awk '{print $4}' | grep -q ":$PORT\$" && return 0; sleep 0.1; done; return 1; }
+
+stop_target() {
+  [ -n "$PID" ] || return 0
+  kill -TERM "$PID" 2>/dev/null
+  for _ in $(seq 1 100); do kill -0 "$PID" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$PID" 2>/dev/null
+  wait "$PID" 2>/dev/null
+  PID=""
+}
+trap stop_target EXIT
+
+stat_col() { awk -F';' -v n="$2" 'NR==1{for(i=1;i<=NF;i++) if($i==n) c=i; next} {l=$0} END{split(l,f,";"); print (c ? f[c] : "NA")}' "$1"; }
+
+start_target() {  # name dir
+  local name=$1 dir=$2
+  case $name in
+    kamailio-mem)
+      kamailio -f "$HERE/kamailio.cfg" -DD -E -m 4096 -M 16 -x tlsf -X tlsf \
+        -A "LISTEN=udp:127.0.0.1:$PORT" > "$dir/proxy.log" 2>&1 & PID=$! ;;
+    kamailio-sqlite)
+      rm -f "$dir/kamailio.db"
+      sqlite3 "$dir/kamailio.db" < /usr/share/kamailio/db_sqlite/standard-create.sql
+      sqlite3 "$dir/kamailio.db" < /usr/share/kamailio/db_sqlite/usrloc-create.sql
+      kamailio -f "$HERE/kamailio.cfg" -DD -E -m 4096 -M 16 -x tlsf -X tlsf -A WITH_DB \
+        -A "DBURL=\"sqlite://$dir/kamailio.db\"" -A "LISTEN=udp:127.0.0.1:$PORT" \
+        > "$dir/proxy.log" 2>&1 & PID=$! ;;
+    sipwake)
+      [ -f "$dir/sipwake.conf" ] || cat > "$dir/sipwake.conf" <<CONF
+[general]
+data_dir = $dir
+[log]
+level = warn
+[sip]
+listen = udp:127.0.0.1:$PORT
+[auth]
+enabled = no
+[registrar]
+max_expires = 7200
+[store]
+path = $dir/sipwake.db
+[policy]
+file = $ROOT/policies/default.lua
+lua_path = $ROOT/lua
+CONF
+      "$SIPWAKE" --config "$dir/sipwake.conf" > "$dir/proxy.log" 2>&1 & PID=$! ;;
+  esac
+  wait_udp || { log "$name did not open udp $PORT"; tail "$dir/proxy.log" >&2; return 1; }
+  sleep 0.5
+}
+
+
+# step DIR RATE CALLS CSV SCENARIO [sipp args...] -> prints "ok failed retrans elapsed achieved
+# cpu verdict": one SIPp run of CALLS calls of SCENARIO at RATE/s from the CSV's users.
+step() {
+  local d=$1 rate=$2 calls=$3 csv=$4 sf=$5
+  shift 5
+  mkdir -p "$d"
+  local t0 t1; t0=$(ticks "$PID")
+  (cd "$d" && timeout $((calls / rate * 4 + 60)) sipp -sf "$sf" -inf "$csv" -t u1 "$@" \
+     -i 127.0.0.1 -p $LPORT 127.0.0.1:$PORT -r "$rate" -m "$calls" -l $((rate * 5 + 100)) \
+     -recv_timeout 5000 -timeout $((calls / rate * 4 + 30))s -nostdin -buff_size 4194304 \
+     -max_recv_loops 10000 -max_sched_loops 10000 -trace_stat -stf stat.csv -fd 1 \
+     -trace_err -error_file errors.log -max_log_size 2000000 > /dev/null 2> sipp.stderr)
+  t1=$(ticks "$PID")
+  local f="$d/stat.csv"
+  [ -s "$f" ] || { echo "0 $calls NA NA NA NA NO-STATS"; return; }
+  local ok fail retr start cur el ach cpu v
+  ok=$(stat_col "$f" 'SuccessfulCall(C)'); fail=$(stat_col "$f" 'FailedCall(C)')
+  retr=$(stat_col "$f" 'Retransmissions(C)')
+  start=$(stat_col "$f" StartTime | awk -F'\t' '{print $3}'); cur=$(stat_col "$f" CurrentTime | awk -F'\t' '{print $3}')
+  el=$(awk -v a="$start" -v b="$cur" 'BEGIN{printf "%.2f", b-a}')
+  ach=$(awk -v n="$ok" -v e="$el" 'BEGIN{if (e>0) printf "%.0f", n/e; else print 0}')
+  cpu=$(awk -v a="$t0" -v b="$t1" -v e="$el" -v hz="$CLK_TCK" 'BEGIN{if (e>0) printf "%.0f", 100*(b-a)/hz/e; else print "NA"}')
+  v=PASS
+  if [ "$fail" != 0 ] || [ "$ok" != "$calls" ]; then v=FAIL
+  elif [ "$ach" -lt $((rate * 90 / 100)) ]; then v=SLOW
+  elif [ "$retr" != 0 ]; then v=RETRANS; fi
+  echo "$ok $fail $retr $el $ach $cpu $v"
+}
+
