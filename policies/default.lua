@@ -64,8 +64,8 @@ function policy.on_register(req, ctx)
 end
 
 -- route(req, ctx) — called for every request sipwake proxies (a request for a user rather
--- than for sipwake itself; INVITE support is coming, today MESSAGE, OPTIONS and other
--- non-INVITE requests).
+-- than for sipwake itself: INVITE, MESSAGE, OPTIONS, SUBSCRIBE, ...). Later requests of a
+-- dialog follow its Record-Route and are not routed again.
 --
 --   req.method, req.ruri, req.aor ("bob@example.com"), req.user, req.domain
 --   req.from, req.to, req.call_id (From/To as URIs)
@@ -76,19 +76,39 @@ end
 --       push = true|false,        an RFC 8599 push binding
 --       reachable = true|false,   a live connection, or a UDP address to send to
 --       instance = "<urn:uuid:...>",
+--       q = 0.0 .. 1.0,           the Contact's q (1.0 when it had none)
 --   }
 --
 -- Decision (schemas/hooks/route.json), exactly one of:
 --   { relay = "bindings" }                         to every reachable binding, in parallel
+--       with fork = "serial": by q, highest first, equal q together (RFC 3261 §16.6); the
+--       next group rings when the current one failed (or timed out)
+--       with branch_timeout = N (1..300 s): an INVITE branch (serial: a group) that has not
+--       answered in N s is CANCELled
 --   { reply = { code = 404, reason = "Not Found" } }
 -- Safe default (on error, overrun or an invalid decision): 500 Server Internal Error.
 -- sipwake answers 480 when it relays and no binding is reachable.
+
+-- How long a phone may ring before sipwake gives up on it (or, serially, moves on).
+local RING_TIMEOUT = 60
 
 function policy.route(req, ctx)
     if #ctx.bindings == 0 then
         return { reply = { code = 404, reason = "Not Found" } }
     end
-    return { relay = "bindings" }
+    -- devices registered with different q values are tried in that order; otherwise all
+    -- ring at once
+    local first_q, serial = ctx.bindings[1].q, false
+    for _, b in ipairs(ctx.bindings) do
+        if b.q ~= first_q then
+            serial = true
+        end
+    end
+    return {
+        relay = "bindings",
+        fork = serial and "serial" or "parallel",
+        branch_timeout = RING_TIMEOUT,
+    }
 end
 
 return policy

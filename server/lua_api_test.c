@@ -161,6 +161,9 @@ static int test_route(lua_State *L)
             hb[i].push = lua_toboolean(L, -1);
             lua_getfield(L, b, "reachable");
             hb[i].reachable = lua_isnil(L, -1) ? 1 : lua_toboolean(L, -1);
+            lua_getfield(L, b, "q");
+            hb[i].q = lua_isnumber(L, -1) ? lua_tonumber(L, -1) : 1.0;
+            lua_settop(L, b - 1); /* the strings stay referenced by ctx */
         }
     }
     in.bindings = hb;
@@ -178,6 +181,12 @@ static int test_route(lua_State *L)
     } else {
         lua_pushstring(L, "bindings");
         lua_setfield(L, -2, "relay");
+        lua_pushstring(L, out.serial ? "serial" : "parallel");
+        lua_setfield(L, -2, "fork");
+        if (out.branch_timeout) {
+            lua_pushinteger(L, out.branch_timeout);
+            lua_setfield(L, -2, "branch_timeout");
+        }
     }
     lua_pushstring(L, r == LUA_HOOK_OK ? "ok" : r == LUA_HOOK_ABSENT ? "absent" : "failed");
     return 2;

@@ -251,6 +251,24 @@ static int decode_route(struct lua_vm *vm, lua_State *L, struct lua_hook_route_o
         }
         out->action = LUA_ROUTE_BINDINGS;
         lua_pop(L, 2);
+        lua_getfield(L, t, "fork");
+        lua_getfield(L, t, "branch_timeout");
+        const char *fork = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
+        if (!lua_isnil(L, -2) &&
+            (!fork || (strcmp(fork, "parallel") != 0 && strcmp(fork, "serial") != 0))) {
+            lua_pop(L, 2);
+            return bad_decision(vm, hook, "fork must be \"parallel\" or \"serial\"");
+        }
+        out->serial = fork && strcmp(fork, "serial") == 0;
+        if (!lua_isnil(L, -1)) {
+            double bt = lua_type(L, -1) == LUA_TNUMBER ? lua_tonumber(L, -1) : 0;
+            if (bt != (int)bt || bt < 1 || bt > LUA_ROUTE_MAX_BRANCH_TIMEOUT) {
+                lua_pop(L, 2);
+                return bad_decision(vm, hook, "branch_timeout must be an integer 1..300 (seconds)");
+            }
+            out->branch_timeout = (int)bt;
+        }
+        lua_pop(L, 2);
     } else {
         lua_pop(L, 1);
         if (!lua_istable(L, -1)) {
@@ -278,9 +296,12 @@ static int decode_route(struct lua_vm *vm, lua_State *L, struct lua_hook_route_o
     lua_pushnil(L);
     while (lua_next(L, t)) {
         const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "";
-        if (strcmp(k, "reply") != 0 && strcmp(k, "relay") != 0) {
-            char why[96];
-            snprintf(why, sizeof why, "unknown key '%.40s' (reply, relay)", k);
+        int relay_opt = strcmp(k, "fork") == 0 || strcmp(k, "branch_timeout") == 0;
+        if (strcmp(k, "reply") != 0 && strcmp(k, "relay") != 0 &&
+            !(relay_opt && out->action == LUA_ROUTE_BINDINGS)) {
+            char why[112];
+            snprintf(why, sizeof why, "unknown key '%.40s' (reply; relay, fork, branch_timeout)",
+                     k);
             lua_pop(L, 2);
             return bad_decision(vm, hook, why);
         }
@@ -315,7 +336,7 @@ enum lua_hook_result lua_hook_route(struct lua_vm *vm, const struct lua_hook_rou
     lua_createtable(L, (int)in->n_bindings, 0);
     for (size_t i = 0; i < in->n_bindings; i++) {
         const struct lua_hook_binding *b = &in->bindings[i];
-        lua_createtable(L, 0, 5);
+        lua_createtable(L, 0, 6);
         set_str(L, "uri", b->uri);
         set_str(L, "transport", b->transport);
         lua_pushboolean(L, b->push);
@@ -323,6 +344,8 @@ enum lua_hook_result lua_hook_route(struct lua_vm *vm, const struct lua_hook_rou
         lua_pushboolean(L, b->reachable);
         lua_setfield(L, -2, "reachable");
         set_str(L, "instance", b->instance);
+        lua_pushnumber(L, b->q);
+        lua_setfield(L, -2, "q");
         lua_rawseti(L, -2, (int)i + 1);
     }
     lua_setfield(L, -2, "bindings");

@@ -63,6 +63,7 @@ struct lua_hook_binding {
     int push;              /* an RFC 8599 push binding */
     int reachable;         /* a live flow or a UDP address to send to */
     const char *instance;
+    double q; /* the Contact's q, 1.0 when it had none */
 };
 
 struct lua_hook_route_in {
@@ -75,12 +76,16 @@ struct lua_hook_route_in {
 };
 
 enum lua_route_action {
-    LUA_ROUTE_BINDINGS = 0, /* relay to the AOR's reachable bindings, in parallel */
+    LUA_ROUTE_BINDINGS = 0, /* relay to the AOR's reachable bindings */
     LUA_ROUTE_REPLY,        /* answer with code and reason */
 };
 
+#define LUA_ROUTE_MAX_BRANCH_TIMEOUT 300
+
 struct lua_hook_route_out {
     enum lua_route_action action;
+    int serial;         /* bindings: by q, highest first, equal q together (RFC 3261 §16.6) */
+    int branch_timeout; /* bindings: seconds a branch (serial: a q group) may ring; 0: no limit */
     int code;
     char reason[128];
 };

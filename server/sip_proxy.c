@@ -39,6 +39,13 @@ struct branch {
     struct txn_client *c; /* until its final response */
 };
 
+/* A binding to try, resolved when the route decision was taken. */
+struct target {
+    struct sip_source dst;
+    char *ruri;
+    int q; /* × 1000 */
+};
+
 /* One request being proxied, alive until every branch has reported. */
 struct proxy_req {
     struct proxy *p;
@@ -52,6 +59,14 @@ struct proxy_req {
     ev_timer timer_c;
     struct branch br[PROXY_MAX_BRANCHES];
     size_t n_br;
+    struct target tg[PROXY_MAX_BRANCHES];
+    size_t n_tg, next_tg;
+    int serial;         /* by q groups (RFC 3261 §16.6), else all at once */
+    int branch_timeout; /* seconds, 0: none */
+    int stopped;        /* the caller CANCELled: no further group */
+    ev_timer group_timer;
+    char hash[17];
+    int max_forwards;
     int pending;
     int answered;
     int best_code;
@@ -83,6 +98,9 @@ void proxy_free(struct proxy *p)
 static void preq_free(struct proxy_req *pr)
 {
     ev_timer_stop(pr->p->loop, &pr->timer_c);
+    ev_timer_stop(pr->p->loop, &pr->group_timer);
+    for (size_t i = 0; i < pr->n_tg; i++)
+        free(pr->tg[i].ruri);
     osip_message_free(pr->req);
     free(pr->raw);
     free(pr->best);
@@ -115,7 +133,9 @@ static void pass_up(struct proxy_req *pr, char *bytes, size_t len)
     pr->answered = 1;
 }
 
-/* §16.7 step 6: 6xx beats everything, then the lowest class; the first of a class stays. */
+/* §16.7 step 6: 6xx beats everything, then the lowest class; within a class the first stays,
+ * but a 487 or 408 (a branch sipwake cancelled or that never answered) gives way to any
+ * other answer, which says more about the callee. */
 static int better(int code, int best)
 {
     if (!best)
@@ -124,6 +144,8 @@ static int better(int code, int best)
         return 0;
     if (code >= 600)
         return 1;
+    if (code / 100 == best / 100)
+        return (best == 487 || best == 408) && code != 487 && code != 408;
     return code / 100 < best / 100;
 }
 
@@ -159,6 +181,8 @@ static void provisional(struct proxy_req *pr, int code, const char *raw, size_t 
     buf_free(&up);
 }
 
+static void start_group(struct proxy_req *pr);
+
 static void branch_cb(void *arg, const osip_message_t *resp, const char *raw, size_t len)
 {
     struct branch *br = arg;
@@ -192,6 +216,12 @@ static void branch_cb(void *arg, const osip_message_t *resp, const char *raw, si
         cancel_pending(pr); /* §16.7 step 10; a 6xx ends the search too */
     if (--pr->pending > 0)
         return;
+    ev_timer_stop(pr->p->loop, &pr->group_timer);
+    if (!pr->answered && !pr->stopped && pr->best_code < 600 && pr->next_tg < pr->n_tg) {
+        start_group(pr); /* serial forking: the next q group */
+        if (pr->pending > 0)
+            return;
+    }
     if (!pr->answered) {
         if (pr->best) {
             pass_up(pr, pr->best, pr->best_len);
@@ -207,6 +237,7 @@ void proxy_cancel(void *owner)
 {
     struct proxy_req *pr = owner;
     log_info("proxy: INVITE %s cancelled by the caller", pr->req->call_id->number);
+    pr->stopped = 1;
     cancel_pending(pr);
 }
 
@@ -511,22 +542,40 @@ static void start_branch(struct proxy_req *pr, const struct sip_source *dst, con
                              branch_cb, br);
 }
 
-/* Start a branch toward binding b. 0 or -1 (not reachable). */
-static int start_binding_branch(struct proxy_req *pr, const struct binding *b, const char *hash,
-                                int max_forwards)
+/* Start a branch toward a target, with a Record-Route if the request creates a dialog. */
+static void start_target(struct proxy_req *pr, const struct target *tg)
 {
-    struct sip_source dst;
-    if (binding_destination(pr->p, b, &dst) < 0)
-        return -1;
     const char *m = pr->req->sip_method;
     char *rr = NULL;
     if (strcmp(m, "INVITE") == 0 || strcmp(m, "SUBSCRIBE") == 0 || strcmp(m, "REFER") == 0)
-        rr = record_route(pr->p, pr->req, &pr->src, &dst); /* dialog-creating */
-    char *ruri = sip_msg_uri_without_pn(b->contact);
-    start_branch(pr, &dst, ruri, rr, NULL, hash, max_forwards);
-    free(ruri);
+        rr = record_route(pr->p, pr->req, &pr->src, &tg->dst);
+    start_branch(pr, &tg->dst, tg->ruri, rr, NULL, pr->hash, pr->max_forwards);
     free(rr);
-    return 0;
+}
+
+static void group_timeout_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct proxy_req *pr = w->data;
+    log_info("proxy: INVITE %s: no answer in %d s (branch_timeout), cancelled",
+             pr->req->call_id->number, pr->branch_timeout);
+    cancel_pending(pr); /* their final responses start the next group, if any */
+}
+
+/* Start the next group of targets: all of them (parallel), or those of the next q. */
+static void start_group(struct proxy_req *pr)
+{
+    if (pr->next_tg >= pr->n_tg)
+        return;
+    int q = pr->tg[pr->next_tg].q;
+    do
+        start_target(pr, &pr->tg[pr->next_tg++]);
+    while (pr->next_tg < pr->n_tg && (!pr->serial || pr->tg[pr->next_tg].q == q));
+    if (pr->invite && pr->branch_timeout) {
+        ev_timer_set(&pr->group_timer, pr->branch_timeout, 0);
+        ev_timer_start(pr->p->loop, &pr->group_timer);
+    }
 }
 
 static struct proxy_req *preq_new(struct proxy *p, osip_message_t *req, const char *raw, size_t len,
@@ -545,6 +594,8 @@ static struct proxy_req *preq_new(struct proxy *p, osip_message_t *req, const ch
     ev_init(&pr->timer_c, timer_c_cb);
     pr->timer_c.data = pr;
     pr->timer_c.repeat = PROXY_TIMER_C_S;
+    ev_init(&pr->group_timer, group_timeout_cb);
+    pr->group_timer.data = pr;
     return pr;
 }
 
@@ -619,6 +670,7 @@ void proxy_handle(struct proxy *p, osip_message_t *req, const char *raw, size_t 
             .push = (b->flags & LOCATION_FLAG_PUSH) != 0,
             .reachable = binding_destination(p, b, &probe) == 0,
             .instance = b->instance,
+            .q = b->q < 0 ? 1.0 : b->q / 1000.0,
         };
         n++;
     }
@@ -662,11 +714,28 @@ void proxy_handle(struct proxy *p, osip_message_t *req, const char *raw, size_t 
         preq_free(pr);
         return;
     }
-    invite_begin(pr);
-    /* §16.6 step 3 */
-    int max_forwards = (int)mf - 1;
-    for (size_t i = 0; i < n; i++)
-        start_binding_branch(pr, targets[i], hash, max_forwards);
+    /* the reachable bindings, highest q first for serial forking (stable: registration order
+     * within a q) */
+    for (size_t i = 0; i < n; i++) {
+        struct target tg = {.q = targets[i]->q < 0 ? 1000 : targets[i]->q};
+        if (binding_destination(p, targets[i], &tg.dst) < 0)
+            continue;
+        tg.ruri = sip_msg_uri_without_pn(targets[i]->contact);
+        size_t j = pr->n_tg++;
+        while (d.serial && j > 0 && pr->tg[j - 1].q < tg.q) {
+            pr->tg[j] = pr->tg[j - 1];
+            j--;
+        }
+        pr->tg[j] = tg;
+    }
+    pr->serial = d.serial;
+    pr->branch_timeout = d.branch_timeout;
+    memcpy(pr->hash, hash, sizeof pr->hash);
+    pr->max_forwards = (int)mf - 1; /* §16.6 step 3 */
+    if (pr->n_tg > 0) {
+        invite_begin(pr);
+        start_group(pr);
+    }
     if (pr->pending == 0) {
         reply(pr, 480, "Temporarily Unavailable");
         preq_free(pr);

@@ -142,6 +142,9 @@ return {
         if req.user == "boom" then error("route exploded") end
         if req.user == "nonsense" then return { relay = "everywhere" } end
         if req.user == "both" then return { relay = "bindings", reply = { code = 404 } } end
+        if req.user == "fork" then return { relay = "bindings", fork = "sideways" } end
+        if req.user == "timeout" then return { relay = "bindings", branch_timeout = 0.5 } end
+        if req.user == "replyfork" then return { reply = { code = 404 }, fork = "serial" } end
         return { reply = { code = 488, reason = "Policy Says No" } }
     end,
 }
@@ -156,6 +159,15 @@ is($r->{code}, 500, 'invalid relay target: 500');
 $r = $u->request(message($u, 'both@example.com'));
 is($r->{code}, 500, 'reply and relay together: 500');
 ok($bad->wait_log(qr/route returned an invalid decision: exactly one of reply or relay/), 'logged');
+$r = $u->request(message($u, 'fork@example.com'));
+is($r->{code}, 500, 'unknown fork mode: 500');
+ok($bad->wait_log(qr/invalid decision: fork must be "parallel" or "serial"/), 'logged');
+$r = $u->request(message($u, 'timeout@example.com'));
+is($r->{code}, 500, 'branch_timeout not a whole number of seconds: 500');
+ok($bad->wait_log(qr/invalid decision: branch_timeout must be an integer 1\.\.300/), 'logged');
+$r = $u->request(message($u, 'replyfork@example.com'));
+is($r->{code}, 500, 'fork with a reply: 500');
+ok($bad->wait_log(qr/invalid decision: unknown key 'fork'/), 'logged');
 $r = $u->request(message($u, 'anyone@example.com'));
 is($r->{code}, 488, 'a valid reply decision is sent as decided');
 is($r->{reason}, 'Policy Says No', 'with its reason');

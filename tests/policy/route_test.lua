@@ -8,7 +8,8 @@ tap.is_deeply(d, { reply = { code = 404, reason = "Not Found" } },
               "callee not registered: 404 Not Found")
 
 d = route({ method = "MESSAGE" }, { bindings = { { uri = "sip:bob@192.0.2.9", transport = "udp" } } })
-tap.is_deeply(d, { relay = "bindings" }, "registered callee: relay to the bindings")
+tap.is_deeply(d, { relay = "bindings", fork = "parallel", branch_timeout = 60 },
+              "registered callee: relay to the bindings, ringing at most 60 s")
 
 d = route({ method = "OPTIONS" }, {
     bindings = {
@@ -16,6 +17,12 @@ d = route({ method = "OPTIONS" }, {
         { uri = "sip:bob@192.0.2.10;transport=tls", transport = "tls", reachable = false },
     },
 })
-tap.is_deeply(d, { relay = "bindings" }, "push and unreachable bindings are still relayed to")
+tap.is_deeply(d, { relay = "bindings", fork = "parallel", branch_timeout = 60 },
+              "push and unreachable bindings are still relayed to")
+
+d = route({ method = "INVITE" }, {
+    bindings = { { uri = "sip:bob@192.0.2.9", q = 1.0 }, { uri = "sip:bob@192.0.2.10", q = 0.5 } },
+})
+tap.is(d.fork, "serial", "bindings with different q: serial forking")
 
 return tap.done_testing()
