@@ -131,6 +131,38 @@ static int for_us(const osip_message_t *req)
            !*req->req_uri->username;
 }
 
+enum handler {
+    HANDLER_REGISTRAR,
+    HANDLER_PROXY,  /* an initial request for a user */
+    HANDLER_ROUTED, /* a later request of a dialog sipwake Record-Routed */
+};
+
+/* Hand msg (taken over) to its handler in a new server transaction: a retransmission is
+ * absorbed, a request without a usable Via or CSeq gets 400. */
+static void in_transaction(struct app *app, enum handler h, osip_message_t *msg, const char *buf,
+                           size_t len, const struct sip_source *src)
+{
+    struct txn *t = NULL;
+    switch (txn_server_match(app->txns, msg, src, &t)) {
+    case TXN_NEW:
+        if (h == HANDLER_REGISTRAR)
+            registrar_handle(app->reg, msg, buf, len, src, t);
+        else if (h == HANDLER_PROXY)
+            proxy_handle(app->proxy, msg, buf, len, src, t);
+        else
+            proxy_handle_routed(app->proxy, msg, buf, len, src, t);
+        return;
+    case TXN_ABSORBED:
+        break;
+    case TXN_ERROR:
+        reply_stateless(app, msg, src, 400, "Bad Request", NULL, NULL);
+        break;
+    }
+    osip_message_free(msg);
+}
+
+static void answer_here(struct app *app, osip_message_t *msg, const struct sip_source *src);
+
 static void on_message(void *arg, const char *buf, size_t len, const struct sip_source *src)
 {
     struct app *app = arg;
@@ -210,53 +242,20 @@ static void on_message(void *arg, const char *buf, size_t len, const struct sip_
         osip_message_free(msg);
         return;
     }
-    if (strcmp(method, "CANCEL") != 0 && proxy_routed_here(app->proxy, msg)) {
-        /* a later request of a dialog sipwake Record-Routed */
-        struct txn *t = NULL;
-        switch (txn_server_match(app->txns, msg, src, &t)) {
-        case TXN_NEW:
-            proxy_handle_routed(app->proxy, msg, buf, len, src, t);
-            return;
-        case TXN_ABSORBED:
-            break;
-        case TXN_ERROR:
-            reply_stateless(app, msg, src, 400, "Bad Request", NULL, NULL);
-            break;
-        }
-        osip_message_free(msg);
-        return;
-    }
-    if (strcmp(method, "REGISTER") == 0) {
-        struct txn *t = NULL;
-        switch (txn_server_match(app->txns, msg, src, &t)) {
-        case TXN_NEW:
-            registrar_handle(app->reg, msg, buf, len, src, t);
-            return;
-        case TXN_ABSORBED:
-            break;
-        case TXN_ERROR:
-            reply_stateless(app, msg, src, 400, "Bad Request", NULL, NULL);
-            break;
-        }
-        osip_message_free(msg);
-        return;
-    }
-    if (!for_us(msg) && strcmp(method, "CANCEL") != 0) {
-        /* a request for a user: proxied */
-        struct txn *t = NULL;
-        switch (txn_server_match(app->txns, msg, src, &t)) {
-        case TXN_NEW:
-            proxy_handle(app->proxy, msg, buf, len, src, t);
-            return;
-        case TXN_ABSORBED:
-            break;
-        case TXN_ERROR:
-            reply_stateless(app, msg, src, 400, "Bad Request", NULL, NULL);
-            break;
-        }
-        osip_message_free(msg);
-        return;
-    }
+    if (strcmp(method, "CANCEL") != 0 && proxy_routed_here(app->proxy, msg))
+        in_transaction(app, HANDLER_ROUTED, msg, buf, len, src); /* a dialog's later request */
+    else if (strcmp(method, "REGISTER") == 0)
+        in_transaction(app, HANDLER_REGISTRAR, msg, buf, len, src);
+    else if (!for_us(msg) && strcmp(method, "CANCEL") != 0)
+        in_transaction(app, HANDLER_PROXY, msg, buf, len, src); /* a request for a user */
+    else
+        answer_here(app, msg, src);
+}
+
+/* A request for the server itself (or a CANCEL). Takes msg. */
+static void answer_here(struct app *app, osip_message_t *msg, const struct sip_source *src)
+{
+    const char *method = msg->sip_method;
     if (strcmp(method, "OPTIONS") == 0 && for_us(msg))
         reply_stateless(app, msg, src, 200, "OK", "Allow", "REGISTER, OPTIONS");
     else if (strcmp(method, "CANCEL") == 0 || strcmp(method, "INVITE") == 0)

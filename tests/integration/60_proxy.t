@@ -35,20 +35,6 @@ sub message {
         . "\r\n\r\n$body";
 }
 
-# Answer a request received by a test phone with code, echoing its Vias.
-sub answer {
-    my ($ua, $req, $code, $reason) = @_;
-    my ($head) = split /\r\n\r\n/, $req, 2;
-    my @lines = split /\r\n/, $head;
-    shift @lines;
-    my $resp = "SIP/2.0 $code $reason\r\n";
-    for (@lines) {
-        $resp .= "$_\r\n" if /^(Via|From|Call-ID|CSeq)\s*:/i;
-        $resp .= "$_;tag=b1\r\n" if /^To\s*:/i;
-    }
-    $ua->send_raw("$resp" . "Content-Length: 0\r\n\r\n");
-}
-
 $alice->send_raw(message($alice, 'bob@example.com', body => 'hi bob'));
 my $got = $bob->recv_raw(3);
 ok($got, 'bob received the MESSAGE');
@@ -60,7 +46,7 @@ like($got, qr/^Via: SIP\/2\.0\/UDP 127\.0\.0\.1:\d+;rport=\d+;branch=z9hG4bKmsg/
      "alice's Via kept below, with rport and received");
 like($got, qr/^Max-Forwards: 69\r$/m, 'Max-Forwards decremented');
 like($got, qr/\r\n\r\nhi bob\z/, 'body unchanged');
-answer($bob, $got, 200, 'OK');
+$bob->answer($got, 200, reason => 'OK');
 $r = Sipwake::UA::parse_response($alice->recv_raw(3));
 is($r->{code}, 200, 'alice got the 200');
 my @vias = Sipwake::UA::header($r, 'via');
@@ -74,7 +60,7 @@ is($r->{code}, 200, 'carol registered over TCP');
 $alice->send_raw(message($alice, 'carol@example.com'));
 $got = $carol->recv_raw(3);
 like($got // '', qr{\AMESSAGE sip:carol\@127\.0\.0\.1:1;transport=tcp SIP/2\.0\r\nVia: SIP/2\.0/TCP }, 'carol got it over her TCP connection');
-answer($carol, $got, 202, 'Accepted') if $got;
+$carol->answer($got, 202, reason => 'Accepted') if $got;
 $r = Sipwake::UA::parse_response($alice->recv_raw(3));
 is($r->{code}, 202, 'UDP caller gets the TCP callee\'s 202');
 
@@ -90,8 +76,8 @@ ok($g1 && $g2, 'both devices of dave got the MESSAGE');
 my ($b1) = ($g1 // '') =~ /branch=(z9hG4bKsw[^;\r]+)/;
 my ($b2) = ($g2 // '') =~ /branch=(z9hG4bKsw[^;\r]+)/;
 isnt($b1, $b2, 'each branch has its own branch parameter');
-answer($d2, $g2, 480, 'Temporarily Unavailable');
-answer($d1, $g1, 200, 'OK');
+$d2->answer($g2, 480, reason => 'Temporarily Unavailable');
+$d1->answer($g1, 200, reason => 'OK');
 $r = Sipwake::UA::parse_response($alice->recv_raw(3));
 is($r->{code}, 200, 'the 2xx is what the caller gets');
 is($alice->recv_raw(0.5), undef, 'and only one final response');
@@ -100,8 +86,8 @@ is($alice->recv_raw(0.5), undef, 'and only one final response');
 $alice->send_raw(message($alice, 'dave@example.com'));
 $g1 = $d1->recv_raw(3);
 $g2 = $d2->recv_raw(3);
-answer($d1, $g1, 486, 'Busy Here');
-answer($d2, $g2, 603, 'Decline');
+$d1->answer($g1, 486, reason => 'Busy Here');
+$d2->answer($g2, 603, reason => 'Decline');
 $r = Sipwake::UA::parse_response($alice->recv_raw(3));
 is($r->{code}, 603, '603 chosen over 486');
 
@@ -130,7 +116,7 @@ $alice->send_raw("SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 127.0.0.1:$port;branch=z9hG
     . "Content-Length: 0\r\n\r\n");
 $r = $alice->request(message($alice, 'bob@example.com'));
 $got = $bob->recv_raw(3);
-answer($bob, $got, 200, 'OK') if $got;
+$bob->answer($got, 200, reason => 'OK') if $got;
 $r = Sipwake::UA::parse_response($alice->recv_raw(3)) if !$r || !$r->{code};
 ok($sw->alive, 'a stray response changed nothing');
 ok($sw->stop, 'clean shutdown, no sanitizer report');

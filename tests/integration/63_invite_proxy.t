@@ -56,129 +56,103 @@ sub hop {
     return "${m}Content-Length: 0\r\n\r\n";
 }
 
-# Wait for a message matching re, skipping others (retransmissions). undef on timeout.
-sub expect {
-    my ($ua, $re, $t) = @_;
-    my $end = time + ($t // 3);
-    while ((my $left = $end - time) > 0) {
-        my $m = $ua->recv_raw($left) // return undef;
-        return $m if $m =~ $re;
-    }
-    return undef;
-}
-
-sub answer {
-    my ($ua, $req, $code, $reason, $tag) = @_;
-    my ($head) = split /\r\n\r\n/, $req, 2;
-    my @lines = split /\r\n/, $head;
-    shift @lines;
-    my $resp = "SIP/2.0 $code $reason\r\n";
-    for (@lines) {
-        $resp .= "$_\r\n" if /^(Via|From|Call-ID|CSeq)\s*:/i;
-        $resp .= "$_;tag=$tag\r\n" if /^To\s*:/i;
-    }
-    $resp .= "Contact: <sip:callee\@127.0.0.1:" . $ua->local_port . ">\r\n" if $code < 300;
-    $ua->send_raw("${resp}Content-Length: 0\r\n\r\n");
-    return "${resp}Content-Length: 0\r\n\r\n";
-}
-
 # 1. Ringing, then busy: 100 at once, 180 passed up, 486 ACKed by sipwake and passed up.
 my $inv = invite('bob@example.com', 'z9hG4bKc1');
 $alice->send_raw($inv);
-my $r = Sipwake::UA::parse_response(expect($alice, qr/^SIP\/2\.0 1/));
+my $r = Sipwake::UA::parse_response($alice->expect(qr/^SIP\/2\.0 1/));
 is($r->{code}, 100, 'the caller gets 100 Trying at once');
 unlike($r->{raw}, qr/^To:[^\r]*tag=/m, 'without a To tag');
-my $got = expect($bob, qr/^INVITE /);
+my $got = $bob->expect(qr/^INVITE /);
 ok($got, 'bob got the INVITE');
 like($got // '', qr{\AINVITE sip:bob\@127\.0\.0\.1:\d+ SIP/2\.0\r\nVia: SIP/2\.0/UDP 127\.0\.0\.1:$port;branch=z9hG4bKsw}, 'to his contact, pn-* gone, our Via on top');
 like($got // '', qr/\r\n\r\nv=0\r\n/, 'the SDP body goes along');
-answer($bob, $got, 180, 'Ringing', 'b1');
-$r = Sipwake::UA::parse_response(expect($alice, qr/^SIP\/2\.0 180/));
+$bob->answer($got, 180, reason => 'Ringing', tag => 'b1');
+$r = Sipwake::UA::parse_response($alice->expect(qr/^SIP\/2\.0 180/));
 ok($r, 'the 180 reached the caller');
 is(scalar(() = ($r->{raw} // '') =~ /^Via:/mg), 1, 'with only her own Via');
-my $busy = answer($bob, $got, 486, 'Busy Here', 'b1');
-my $ack = expect($bob, qr/^ACK /);
+my $busy = $bob->answer($got, 486, reason => 'Busy Here', tag => 'b1');
+my $ack = $bob->expect(qr/^ACK /);
 ok($ack, 'sipwake ACKed the 486 itself (§17.1.1.3)');
 my ($ibranch) = $got =~ /branch=(z9hG4bKsw[^;\r]+)/;
 like($ack // '', qr/^Via: SIP\/2\.0\/UDP [^\r]*branch=\Q$ibranch\E/m, 'the ACK has the INVITE branch');
 like($ack // '', qr/^To: [^\r]*tag=b1/m, "and the 486's To tag");
 like($ack // '', qr/^CSeq: 1 ACK\r$/m, 'CSeq 1 ACK');
-$r = Sipwake::UA::parse_response(expect($alice, qr/^SIP\/2\.0 486/));
+$r = Sipwake::UA::parse_response($alice->expect(qr/^SIP\/2\.0 486/));
 is($r->{code}, 486, 'the caller got the 486');
 $bob->send_raw($busy);
-ok(expect($bob, qr/^ACK /, 2), 'a retransmitted 486 is ACKed again');
+ok($bob->expect(qr/^ACK /, 2), 'a retransmitted 486 is ACKed again');
 $alice->send_raw(hop($inv, 'ACK', 'b1'));
-is(expect($alice, qr/^SIP\/2\.0 486/, 1.5), undef, "the caller's ACK stops the 486 retransmissions");
+is($alice->expect(qr/^SIP\/2\.0 486/, 1.5), undef, "the caller's ACK stops the 486 retransmissions");
 
 # 2. Fork to two devices: the first 2xx wins, the other branch gets CANCEL, its 487 is ACKed
 #    and not passed up; a retransmitted 200 still reaches the caller (statelessly).
 $inv = invite('dave@example.com', 'z9hG4bKc2');
 $alice->send_raw($inv);
-my $g1 = expect($dave1, qr/^INVITE /);
-my $g2 = expect($dave2, qr/^INVITE /);
+my $g1 = $dave1->expect(qr/^INVITE /);
+my $g2 = $dave2->expect(qr/^INVITE /);
 ok($g1 && $g2, 'both of dave\'s devices ring');
-answer($dave1, $g1, 180, 'Ringing', 'd1');
-answer($dave2, $g2, 180, 'Ringing', 'd2');
-my $ok = answer($dave1, $g1, 200, 'OK', 'd1');
-$r = Sipwake::UA::parse_response(expect($alice, qr/^SIP\/2\.0 200/));
+$dave1->answer($g1, 180, reason => 'Ringing', tag => 'd1');
+$dave2->answer($g2, 180, reason => 'Ringing', tag => 'd2');
+my $ok = $dave1->answer($g1, 200, reason => 'OK', tag => 'd1');
+$r = Sipwake::UA::parse_response($alice->expect(qr/^SIP\/2\.0 200/));
 is($r->{code}, 200, 'the caller got the 200 of the device that answered');
 like($r->{raw} // '', qr/^To: [^\r]*tag=d1/m, 'from dave1');
-my $cancel = expect($dave2, qr/^CANCEL /);
+my $cancel = $dave2->expect(qr/^CANCEL /);
 ok($cancel, 'the other device got a CANCEL (§16.7 step 10)');
 my ($b2) = $g2 =~ /branch=(z9hG4bKsw[^;\r]+)/;
 like($cancel // '', qr/branch=\Q$b2\E/, 'with its INVITE branch');
 like($cancel // '', qr/^CSeq: 1 CANCEL\r$/m, 'CSeq 1 CANCEL');
 unlike($cancel // '', qr/^To: [^\r]*tag=/m, 'To without a tag (§9.1)');
-answer($dave2, $cancel, 200, 'OK', 'd2');
-answer($dave2, $g2, 487, 'Request Terminated', 'd2');
-ok(expect($dave2, qr/^ACK /), 'its 487 is ACKed');
-is(expect($alice, qr/^SIP\/2\.0 487/, 1), undef, 'and not passed to the caller');
+$dave2->answer($cancel, 200, reason => 'OK', tag => 'd2');
+$dave2->answer($g2, 487, reason => 'Request Terminated', tag => 'd2');
+ok($dave2->expect(qr/^ACK /), 'its 487 is ACKed');
+is($alice->expect(qr/^SIP\/2\.0 487/, 1), undef, 'and not passed to the caller');
 $dave1->send_raw($ok);
-$r = Sipwake::UA::parse_response(expect($alice, qr/^SIP\/2\.0 200/));
+$r = Sipwake::UA::parse_response($alice->expect(qr/^SIP\/2\.0 200/));
 is($r->{code}, 200, 'a retransmitted 200 is forwarded statelessly (RFC 6026)');
 is(scalar(() = ($r->{raw} // '') =~ /^Via:/mg), 1, 'without our Via');
 
 # 3. The caller cancels while bob rings.
 $inv = invite('bob@example.com', 'z9hG4bKc3');
 $alice->send_raw($inv);
-$got = expect($bob, qr/^INVITE /);
-answer($bob, $got, 180, 'Ringing', 'b3');
-ok(expect($alice, qr/^SIP\/2\.0 180/), 'ringing');
+$got = $bob->expect(qr/^INVITE /);
+$bob->answer($got, 180, reason => 'Ringing', tag => 'b3');
+ok($alice->expect(qr/^SIP\/2\.0 180/), 'ringing');
 $alice->send_raw(hop($inv, 'CANCEL'));
-$r = Sipwake::UA::parse_response(expect($alice, qr/^SIP\/2\.0 200 [^\r]*\r\n(?:[^\r]*\r\n)*CSeq: 1 CANCEL/));
+$r = Sipwake::UA::parse_response($alice->expect(qr/^SIP\/2\.0 200 [^\r]*\r\n(?:[^\r]*\r\n)*CSeq: 1 CANCEL/));
 is($r->{code}, 200, 'the CANCEL is answered 200 by sipwake (§16.10)');
-$cancel = expect($bob, qr/^CANCEL /);
+$cancel = $bob->expect(qr/^CANCEL /);
 ok($cancel, 'and passed to bob');
-answer($bob, $cancel, 200, 'OK', 'b3');
-answer($bob, $got, 487, 'Request Terminated', 'b3');
-$r = Sipwake::UA::parse_response(expect($alice, qr/^SIP\/2\.0 487/));
+$bob->answer($cancel, 200, reason => 'OK', tag => 'b3');
+$bob->answer($got, 487, reason => 'Request Terminated', tag => 'b3');
+$r = Sipwake::UA::parse_response($alice->expect(qr/^SIP\/2\.0 487/));
 is($r->{code}, 487, 'the caller gets the 487');
-ok(expect($bob, qr/^ACK /), 'which sipwake ACKed to bob');
+ok($bob->expect(qr/^ACK /), 'which sipwake ACKed to bob');
 $alice->send_raw(hop($inv, 'ACK', 'b3'));
 
 # 4. CANCEL before bob answered anything: it waits for his first provisional (§9.1).
 $inv = invite('bob@example.com', 'z9hG4bKc4');
 $alice->send_raw($inv);
-$got = expect($bob, qr/^INVITE /);
+$got = $bob->expect(qr/^INVITE /);
 $alice->send_raw(hop($inv, 'CANCEL'));
-ok(expect($alice, qr/^SIP\/2\.0 200 [^\r]*\r\n(?:[^\r]*\r\n)*CSeq: 1 CANCEL/), 'CANCEL answered 200');
-is(expect($bob, qr/^CANCEL /, 0.8), undef, 'no CANCEL to bob before he sent a provisional');
-answer($bob, $got, 180, 'Ringing', 'b4');
-$cancel = expect($bob, qr/^CANCEL /);
+ok($alice->expect(qr/^SIP\/2\.0 200 [^\r]*\r\n(?:[^\r]*\r\n)*CSeq: 1 CANCEL/), 'CANCEL answered 200');
+is($bob->expect(qr/^CANCEL /, 0.8), undef, 'no CANCEL to bob before he sent a provisional');
+$bob->answer($got, 180, reason => 'Ringing', tag => 'b4');
+$cancel = $bob->expect(qr/^CANCEL /);
 ok($cancel, 'his 180 releases the CANCEL');
-answer($bob, $cancel, 200, 'OK', 'b4');
-answer($bob, $got, 487, 'Request Terminated', 'b4');
-is(Sipwake::UA::parse_response(expect($alice, qr/^SIP\/2\.0 487/))->{code}, 487, 'caller gets 487');
+$bob->answer($cancel, 200, reason => 'OK', tag => 'b4');
+$bob->answer($got, 487, reason => 'Request Terminated', tag => 'b4');
+is(Sipwake::UA::parse_response($alice->expect(qr/^SIP\/2\.0 487/))->{code}, 487, 'caller gets 487');
 $alice->send_raw(hop($inv, 'ACK', 'b4'));
 
 # 5. A callee on TCP answers a caller on UDP.
 my $carol = phone('carol', transport => 'tcp');
 $inv = invite('carol@example.com', 'z9hG4bKc5');
 $alice->send_raw($inv);
-$got = expect($carol, qr/^INVITE /);
+$got = $carol->expect(qr/^INVITE /);
 like($got // '', qr{\AINVITE sip:carol\@127\.0\.0\.1:\d+;transport=tcp SIP/2\.0\r\nVia: SIP/2\.0/TCP }, 'the INVITE went down carol\'s TCP connection');
-answer($carol, $got, 200, 'OK', 'c5') if $got;
-is(Sipwake::UA::parse_response(expect($alice, qr/^SIP\/2\.0 200/))->{code}, 200, 'her 200 reached the caller');
+$carol->answer($got, 200, reason => 'OK', tag => 'c5') if $got;
+is(Sipwake::UA::parse_response($alice->expect(qr/^SIP\/2\.0 200/))->{code}, 200, 'her 200 reached the caller');
 
 ok($sw->stop, 'clean shutdown, no sanitizer report');
 done_testing;

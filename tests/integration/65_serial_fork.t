@@ -10,30 +10,6 @@ use lib "$FindBin::Bin/../lib";
 use Test::More;
 use Sipwake;
 
-sub expect {
-    my ($ua, $re, $t) = @_;
-    my $end = time + ($t // 3);
-    while ((my $left = $end - time) > 0) {
-        my $m = $ua->recv_raw($left) // return undef;
-        return $m if $m =~ $re;
-    }
-    return undef;
-}
-
-sub answer {
-    my ($ua, $req, $code, $tag) = @_;
-    my ($head) = split /\r\n\r\n/, $req, 2;
-    my @lines = split /\r\n/, $head;
-    shift @lines;
-    my $resp = "SIP/2.0 $code Answer\r\n";
-    for (@lines) {
-        $resp .= "$_\r\n" if /^(Via|Record-Route|From|Call-ID|CSeq)\s*:/i;
-        $resp .= "$_;tag=$tag\r\n" if /^To\s*:/i;
-    }
-    $resp .= "Contact: <sip:erin\@127.0.0.1:" . $ua->local_port . ">\r\n" if $code < 300;
-    $ua->send_raw("${resp}Content-Length: 0\r\n\r\n");
-}
-
 my $n = 0;
 sub invite {
     my ($caller, $to) = @_;
@@ -47,7 +23,7 @@ sub invite {
 # The final response to INVITE number $n (not a retransmission of an earlier one), ACKed.
 sub final {
     my ($caller) = @_;
-    my $m = expect($caller, qr/^SIP\/2\.0 [2-6][^\r]*\r\n(?:[^\r]*\r\n)*Call-ID: serial-$n-/) // return {};
+    my $m = $caller->expect(qr/^SIP\/2\.0 [2-6][^\r]*\r\n(?:[^\r]*\r\n)*Call-ID: serial-$n-/) // return {};
     my $r = Sipwake::UA::parse_response($m);
     if ($r->{code} >= 300) {
         my ($to) = $m =~ /^(To:[^\r]*)/m;
@@ -77,24 +53,24 @@ $sw->start;
 my ($hi, $lo) = devices($sw, 'erin');
 my $alice = $sw->ua(user => 'alice');
 invite($alice, 'erin@example.com');
-my $g1 = expect($hi, qr/^INVITE /);
+my $g1 = $hi->expect(qr/^INVITE /);
 ok($g1, 'the q=1.0 device rings first');
-is(expect($lo, qr/^INVITE /, 0.7), undef, 'the q=0.5 device does not ring yet');
-answer($hi, $g1, 486, 'h1');
-ok(expect($hi, qr/^ACK /), 'its 486 is ACKed');
-my $g2 = expect($lo, qr/^INVITE /);
+is($lo->expect(qr/^INVITE /, 0.7), undef, 'the q=0.5 device does not ring yet');
+$hi->answer($g1, 486, tag => 'h1');
+ok($hi->expect(qr/^ACK /), 'its 486 is ACKed');
+my $g2 = $lo->expect(qr/^INVITE /);
 ok($g2, 'then the q=0.5 device rings');
-is(expect($alice, qr/^SIP\/2\.0 486/, 0.3), undef, 'the 486 is not passed on while another group may answer');
-answer($lo, $g2, 200, 'l1');
+is($alice->expect(qr/^SIP\/2\.0 486/, 0.3), undef, 'the 486 is not passed on while another group may answer');
+$lo->answer($g2, 200, tag => 'l1');
 my $r = final($alice);
 is($r->{code}, 200, "the caller gets the second device's 200");
 
 # Both decline: the caller gets the best answer.
 invite($alice, 'erin@example.com');
-$g1 = expect($hi, qr/^INVITE /);
-answer($hi, $g1, 486, 'h2');
-$g2 = expect($lo, qr/^INVITE /);
-answer($lo, $g2, 480, 'l2');
+$g1 = $hi->expect(qr/^INVITE /);
+$hi->answer($g1, 486, tag => 'h2');
+$g2 = $lo->expect(qr/^INVITE /);
+$lo->answer($g2, 480, tag => 'l2');
 $r = final($alice);
 is($r->{code}, 486, 'both declined: the first 4xx goes to the caller (§16.7)');
 ok($sw->stop, 'clean shutdown');
@@ -113,34 +89,34 @@ $pol->start;
 ($hi, $lo) = devices($pol, 'erin');
 $alice = $pol->ua(user => 'alice');
 invite($alice, 'erin@example.com');
-$g1 = expect($hi, qr/^INVITE /);
-answer($hi, $g1, 180, 'h3');
-ok(expect($alice, qr/^SIP\/2\.0 180/), 'ringing reaches the caller');
+$g1 = $hi->expect(qr/^INVITE /);
+$hi->answer($g1, 180, tag => 'h3');
+ok($alice->expect(qr/^SIP\/2\.0 180/), 'ringing reaches the caller');
 my $t0 = time;
-my $cancel = expect($hi, qr/^CANCEL /, 3);
+my $cancel = $hi->expect(qr/^CANCEL /, 3);
 ok($cancel, 'after branch_timeout the ringing device gets a CANCEL');
-answer($hi, $cancel, 200, 'h3');
-answer($hi, $g1, 487, 'h3');
-$g2 = expect($lo, qr/^INVITE /);
+$hi->answer($cancel, 200, tag => 'h3');
+$hi->answer($g1, 487, tag => 'h3');
+$g2 = $lo->expect(qr/^INVITE /);
 ok($g2, 'and the next q group rings');
-answer($lo, $g2, 486, 'l3');
+$lo->answer($g2, 486, tag => 'l3');
 $r = final($alice);
 is($r->{code}, 486, "the caller gets the 486, not the 487 of the branch sipwake cancelled");
 
 my ($p1, $p2) = devices($pol, 'para');
 invite($alice, 'para@example.com');
-$g1 = expect($p1, qr/^INVITE /);
-$g2 = expect($p2, qr/^INVITE /);
+$g1 = $p1->expect(qr/^INVITE /);
+$g2 = $p2->expect(qr/^INVITE /);
 ok($g1 && $g2, 'parallel: both ring');
-answer($p1, $g1, 180, 'p1');
-answer($p2, $g2, 180, 'p2');
-my $c1 = expect($p1, qr/^CANCEL /, 3);
-my $c2 = expect($p2, qr/^CANCEL /, 3);
+$p1->answer($g1, 180, tag => 'p1');
+$p2->answer($g2, 180, tag => 'p2');
+my $c1 = $p1->expect(qr/^CANCEL /, 3);
+my $c2 = $p2->expect(qr/^CANCEL /, 3);
 ok($c1 && $c2, 'after branch_timeout both are CANCELled');
-answer($p1, $c1, 200, 'p1');
-answer($p1, $g1, 487, 'p1');
-answer($p2, $c2, 200, 'p2');
-answer($p2, $g2, 487, 'p2');
+$p1->answer($c1, 200, tag => 'p1');
+$p1->answer($g1, 487, tag => 'p1');
+$p2->answer($c2, 200, tag => 'p2');
+$p2->answer($g2, 487, tag => 'p2');
 $r = final($alice);
 is($r->{code}, 487, 'the caller gets 487');
 ok($pol->stop, 'clean shutdown, no sanitizer report');

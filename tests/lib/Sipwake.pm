@@ -408,6 +408,38 @@ sub header {
     return wantarray ? @v : $v[0];
 }
 
+# Wait for a message matching re, skipping others (retransmissions, provisional responses).
+# undef on timeout.
+sub expect {
+    my ($self, $re, $timeout) = @_;
+    my $end = time + ($timeout // 3);
+    while ((my $left = $end - time) > 0) {
+        my $m = $self->recv_raw($left) // return undef;
+        return $m if $m =~ $re;
+    }
+    return undef;
+}
+
+# Answer a request this UA received, as a callee: Via, Record-Route, From, Call-ID and CSeq
+# copied, To with a tag (o{tag}, 'b1') unless it has one, a Contact for 1xx/2xx (o{contact},
+# default this UA's address). Returns the response sent.
+sub answer {
+    my ($self, $req, $code, %o) = @_;
+    my ($head) = split /\r\n\r\n/, $req, 2;
+    my @lines = split /\r\n/, $head;
+    shift @lines;
+    my $resp = "SIP/2.0 $code " . ($o{reason} // 'Answer') . "\r\n";
+    for (@lines) {
+        $resp .= "$_\r\n" if /^(Via|Record-Route|From|Call-ID|CSeq)\s*:/i;
+        $resp .= "$_" . (/;tag=/ ? '' : ';tag=' . ($o{tag} // 'b1')) . "\r\n" if /^To\s*:/i;
+    }
+    $resp .= "Contact: <" . ($o{contact} // "sip:callee\@127.0.0.1:$self->{local_port}") . ">\r\n"
+        if $code < 300 && $code > 100;
+    $resp .= "Content-Length: 0\r\n\r\n";
+    $self->send_raw($resp);
+    return $resp;
+}
+
 sub request {
     my ($self, $msg, $timeout) = @_;
     $self->send_raw($msg);
