@@ -65,6 +65,7 @@ struct proxy_req {
     int branch_timeout; /* seconds, 0: none */
     int stopped;        /* the caller CANCELled: no further group */
     ev_timer group_timer;
+    char *routes; /* the Route lines to forward once ours are removed; NULL: as received */
     char hash[17];
     int max_forwards;
     int pending;
@@ -101,6 +102,7 @@ static void preq_free(struct proxy_req *pr)
     ev_timer_stop(pr->p->loop, &pr->group_timer);
     for (size_t i = 0; i < pr->n_tg; i++)
         free(pr->tg[i].ruri);
+    free(pr->routes);
     osip_message_free(pr->req);
     free(pr->raw);
     free(pr->best);
@@ -549,7 +551,7 @@ static void start_target(struct proxy_req *pr, const struct target *tg)
     char *rr = NULL;
     if (strcmp(m, "INVITE") == 0 || strcmp(m, "SUBSCRIBE") == 0 || strcmp(m, "REFER") == 0)
         rr = record_route(pr->p, pr->req, &pr->src, &tg->dst);
-    start_branch(pr, &tg->dst, tg->ruri, rr, NULL, pr->hash, pr->max_forwards);
+    start_branch(pr, &tg->dst, tg->ruri, rr, pr->routes, pr->hash, pr->max_forwards);
     free(rr);
 }
 
@@ -561,6 +563,48 @@ static void group_timeout_cb(struct ev_loop *loop, ev_timer *w, int revents)
     log_info("proxy: INVITE %s: no answer in %d s (branch_timeout), cancelled",
              pr->req->call_id->number, pr->branch_timeout);
     cancel_pending(pr); /* their final responses start the next group, if any */
+}
+
+/* A Route naming this server — one of its listening addresses, or a domain it serves: what
+ * a phone configured with sipwake as outbound proxy puts on its requests. */
+static int route_is_us(const struct proxy *p, const osip_route_t *r)
+{
+    if (!r || !r->url || !r->url->host)
+        return 0;
+    const char *h = r->url->host;
+    for (size_t i = 0; i < p->cfg->domains.n; i++)
+        if (util_caseeq(p->cfg->domains.items[i], h))
+            return 1;
+    long port = 0;
+    if (r->url->port && util_parse_long(r->url->port, 1, 65535, &port) < 0)
+        return 0;
+    for (size_t l = 0; l < p->cfg->n_listens; l++) {
+        const struct config_listen *cl = &p->cfg->listens[l];
+        long dflt = cl->transport == CONFIG_TRANSPORT_TLS ? 5061 : 5060;
+        if (util_caseeq(cl->host, h) && cl->port == (port ? port : dflt))
+            return 1;
+    }
+    return 0;
+}
+
+/* §16.4: the leading Route entries naming this server come off before forwarding. The
+ * Route lines left, or NULL when there was none of ours. */
+static char *routes_without_us(const struct proxy *p, const osip_message_t *req)
+{
+    int n = osip_list_size(&req->routes), ours = 0;
+    while (ours < n && route_is_us(p, osip_list_get(&req->routes, ours)))
+        ours++;
+    if (ours == 0)
+        return NULL;
+    struct buf b = {0};
+    buf_puts(&b, "");
+    for (int i = ours; i < n; i++) {
+        char *v = NULL;
+        if (osip_route_to_str(osip_list_get(&req->routes, i), &v) == 0 && v)
+            buf_printf(&b, "Route: %s\r\n", v);
+        osip_free(v);
+    }
+    return b.data;
 }
 
 /* Start the next group of targets: all of them (parallel), or those of the next q. */
@@ -730,6 +774,7 @@ void proxy_handle(struct proxy *p, osip_message_t *req, const char *raw, size_t 
     }
     pr->serial = d.serial;
     pr->branch_timeout = d.branch_timeout;
+    pr->routes = routes_without_us(p, req);
     memcpy(pr->hash, hash, sizeof pr->hash);
     pr->max_forwards = (int)mf - 1; /* §16.6 step 3 */
     if (pr->n_tg > 0) {
