@@ -3,7 +3,9 @@
  * before the registrar's state is involved: stream framing, osip2 parsing, the request
  * checks, the raw scans (Contact and To URIs, repeated headers, the Request-Line), responses
  * written from the request's lines, the raw reply for unparsable input, and RFC 8599 push
- * parameter parsing of every Contact. Built by `make fuzz` with clang's libFuzzer and the
+ * parameter parsing of every Contact, and the proxy's edits: a forwarded request (Via,
+ * Record-Route, Route lines replaced), the CANCEL and ACK built from it, a response without
+ * its top Via. Built by `make fuzz` with clang's libFuzzer and the
  * sanitizers; `make test` replays the seed corpus (tests/fuzz/corpus and tests/torture)
  * through it once.
  */
@@ -71,6 +73,25 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             sip_msg_reply_begin(&r, buf, size, msg, 400, "Bad Request", NULL);
             sip_msg_reply_end(&r);
             buf_free(&r);
+            struct sip_forward_edit e = {.via_line = "Via: SIP/2.0/UDP 192.0.2.2;branch=z9hG4bKsw1",
+                                         .max_forwards = 69,
+                                         .record_route = "Record-Route: <sip:192.0.2.2;lr>\r\n",
+                                         .routes = ""};
+            struct buf fw = {0};
+            sip_msg_forward_request(buf, size, &e, &fw);
+            if (fw.data) {
+                struct buf hop = {0};
+                (void)sip_msg_hop_request(fw.data, fw.len, "CANCEL", NULL, &hop);
+                buf_free(&hop);
+                hop = (struct buf){0};
+                (void)sip_msg_hop_request(fw.data, fw.len, "ACK", msg, &hop);
+                buf_free(&hop);
+            }
+            buf_free(&fw);
+        } else {
+            struct buf up = {0};
+            (void)sip_msg_strip_top_via(buf, size, &up);
+            buf_free(&up);
         }
         osip_message_free(msg);
     } else {
