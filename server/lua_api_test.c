@@ -80,7 +80,9 @@ static int test_on_register(lua_State *L)
             hc[i].pn_param = field_str(L, pn, "param", NULL);
             hc[i].pn_prid = field_str(L, pn, "prid", NULL);
         }
-        /* leave c and pn on the stack so their strings stay referenced */
+        /* the strings stay referenced by req.contacts, itself an argument on the stack; popping
+         * keeps 16 contacts within the C function's guaranteed stack (LUA_MINSTACK) */
+        lua_settop(L, c - 1);
     }
     in.contacts = hc;
     in.n_contacts = n;

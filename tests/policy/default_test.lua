@@ -28,4 +28,11 @@ d = on_register({ source = { transport = "udp" },
                   contacts = { { uri = "sip:a@192.0.2.7", expires = 3600 }, push_contact("fcm") } })
 tap.is_deeply(d, {}, "a push contact among others keeps the asked expires")
 
+local many = {}
+for i = 1, 16 do
+    many[i] = { uri = "sip:a@192.0.2." .. i, expires = 3600, pn = { provider = "fcm", prid = "t" .. i } }
+end
+d, status = on_register({ source = { transport = "tls" }, contacts = many })
+tap.is(status, "ok", "sixteen contacts (the most a test may pass) reach the hook")
+
 return tap.done_testing()
