@@ -38,7 +38,8 @@ UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=tests/unit/build/%.t)
 # Debian packages: what building needs, and what the tests need on top.
 DEB_BUILD := build-essential pkg-config libosip2-dev libev-dev libluajit-5.1-dev libssl-dev \
              libsqlite3-dev libnghttp2-dev libjansson-dev libjemalloc-dev openssl
-DEB_TEST  := sip-tester libio-socket-ssl-perl sqlite3 perl clang-format clang libclang-rt-14-dev
+DEB_TEST  := sip-tester libio-socket-ssl-perl sqlite3 perl clang-format clang libclang-rt-14-dev \
+             kamailio
 DEB_BENCH := kamailio kamailio-sqlite-modules sip-tester sqlite3
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 

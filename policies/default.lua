@@ -70,6 +70,9 @@ end
 --   req.method, req.ruri, req.aor ("bob@example.com"), req.user, req.domain
 --   req.from, req.to, req.call_id (From/To as URIs)
 --   req.source = { ip = "192.0.2.7", port = 50123, transport = "udp"|"tcp"|"tls" }
+--   ctx.gateway                     true in gateway mode ([upstream] address is set)
+--   ctx.from_upstream               the request came from that upstream (its address)
+--   ctx.tenant                      the tenant the AOR's bindings were tagged with, if any
 --   ctx.bindings[i] = {
 --       uri = "sip:bob@192.0.2.9:5060;pn-provider=fcm;...",  as registered
 --       transport = "udp"|"tcp"|"tls",
@@ -77,7 +80,10 @@ end
 --       reachable = true|false,   a live connection, or a UDP address to send to
 --       instance = "<urn:uuid:...>",
 --       q = 0.0 .. 1.0,           the Contact's q (1.0 when it had none)
+--       tenant = "acme",          if on_register tagged it
 --   }
+-- In gateway mode a request from the upstream for a contact sipwake masqueraded has exactly
+-- one binding in ctx.bindings: the phone that contact stands for.
 --
 -- Decision (schemas/hooks/route.json), exactly one of:
 --   { relay = "bindings" }                         to every reachable binding, in parallel
@@ -85,6 +91,8 @@ end
 --       next group rings when the current one failed (or timed out)
 --       with branch_timeout = N (1..300 s): an INVITE branch (serial: a group) that has not
 --       answered in N s is CANCELled
+--   { relay = "upstream" }                         to the [upstream] server (gateway mode),
+--       Request-URI unchanged; branch_timeout as above
 --   { reply = { code = 404, reason = "Not Found" } }
 -- Safe default (on error, overrun or an invalid decision): 500 Server Internal Error.
 -- sipwake answers 480 when it relays and no binding is reachable.
@@ -93,7 +101,16 @@ end
 local RING_TIMEOUT = 60
 
 function policy.route(req, ctx)
+    -- Gateway mode: what the phones send goes to the PBX, which knows the dial plan; what
+    -- the PBX sends reaches the phone it registered through sipwake.
+    if ctx.gateway and not ctx.from_upstream then
+        return { relay = "upstream" }
+    end
     if #ctx.bindings == 0 then
+        if ctx.from_upstream then
+            -- the PBX still has a contact the phone has let lapse here
+            return { reply = { code = 480, reason = "Temporarily Unavailable" } }
+        end
         return { reply = { code = 404, reason = "Not Found" } }
     end
     -- devices registered with different q values are tried in that order; otherwise all

@@ -115,6 +115,19 @@ static const struct key_row key_rows[] = {
      "Storage backend: sqlite."},
     {"store", "path", KEY_STRING, OFF(store_path), 0, 0, "", NULL,
      "SQLite database file. Empty: data_dir/sipwake.db."},
+    {"upstream", "address", KEY_STRING, OFF(upstream_address), 0, 0, "", NULL,
+     "Gateway mode: the SIP server sipwake stands in front of, `transport:host:port` (a host "
+     "name is resolved once at start). Phones register through sipwake, which relays each "
+     "REGISTER there with its Contact masqueraded, and relays requests between the two. Empty: "
+     "registrar mode."},
+    {"upstream", "trusted", KEY_BOOL, OFF(upstream_trusted), 0, 1, "no", NULL,
+     "The upstream accepts sipwake's REGISTERs without a challenge (Asterisk `identify`, a "
+     "FreeSWITCH ACL). sipwake then authenticates phones itself ([auth]) and keeps each "
+     "phone's upstream registration alive while the phone sleeps. No: the upstream "
+     "challenges every REGISTER and phones answer through sipwake."},
+    {"upstream", "path", KEY_BOOL, OFF(upstream_path), 0, 1, "no", NULL,
+     "The upstream supports Path (RFC 3327): REGISTERs keep the phone's Contact (without pn-* "
+     "params) and carry a Path to sipwake instead of a masqueraded Contact."},
     {"policy", "file", KEY_STRING, OFF(policy_file), 0, 0, "policies/default.lua", NULL,
      "The Lua policy: a file returning a table of hooks."},
     {"policy", "lua_path", KEY_LIST, OFF(lua_path), 0, 0, "lua, policies", NULL,
@@ -208,6 +221,71 @@ static int listen_parse(const char *s, struct config_listen *out, char *err, siz
     out->host = h;
     out->port = (int)p;
     return 0;
+}
+
+/* [upstream] address: "transport:host:port", host numeric or a name. */
+static int upstream_parse(struct config *cfg, char *err, size_t errlen)
+{
+    const char *s = cfg->upstream_address;
+    const char *colon = strchr(s, ':');
+    int t = -1;
+    for (int i = 0; colon && i < 3; i++)
+        if (util_strncaseeq(s, (size_t)(colon - s), transport_names[i], strlen(transport_names[i])))
+            t = i;
+    if (t < 0) {
+        snprintf(err, errlen, "expected transport:host:port (transport udp, tcp or tls), got '%s'",
+                 s);
+        return -1;
+    }
+    const char *host = colon + 1, *host_end, *port;
+    if (*host == '[') {
+        host++;
+        host_end = strchr(host, ']');
+        port = host_end && host_end[1] == ':' ? host_end + 2 : NULL;
+    } else {
+        host_end = strrchr(host, ':');
+        port = host_end ? host_end + 1 : NULL;
+    }
+    long p;
+    if (!port || host_end == host || util_parse_long(port, 1, 65535, &p) < 0) {
+        snprintf(err, errlen, "expected transport:host:port with a port in 1..65535, got '%s'", s);
+        return -1;
+    }
+    char *h = xstrndup(host, (size_t)(host_end - host));
+    if (strspn(h, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-:") !=
+        strlen(h)) {
+        snprintf(err, errlen, "'%s' is not a host name or address", h);
+        free(h);
+        return -1;
+    }
+    cfg->upstream_transport = (enum config_transport)t;
+    cfg->upstream_host = h;
+    cfg->upstream_port = (int)p;
+    return 0;
+}
+
+int config_names_us(const struct config *cfg, const char *host, const char *port)
+{
+    if (!host)
+        return 0;
+    for (size_t i = 0; i < cfg->domains.n; i++)
+        if (util_caseeq(cfg->domains.items[i], host))
+            return 1;
+    long p = 0;
+    if (port && util_parse_long(port, 1, 65535, &p) < 0)
+        return 0;
+    for (size_t l = 0; l < cfg->n_listens; l++) {
+        const struct config_listen *cl = &cfg->listens[l];
+        long dflt = cl->transport == CONFIG_TRANSPORT_TLS ? 5061 : 5060;
+        if (util_caseeq(cl->host, host) && cl->port == (p ? p : dflt))
+            return 1;
+    }
+    return 0;
+}
+
+int config_gateway(const struct config *cfg)
+{
+    return cfg->upstream_host != NULL;
 }
 
 static void listens_free(struct config *cfg)
@@ -326,6 +404,8 @@ void config_free(struct config *cfg)
         }
     }
     listens_free(cfg);
+    free(cfg->upstream_host);
+    cfg->upstream_host = NULL;
     free(cfg->source);
     cfg->source = NULL;
 }
@@ -452,6 +532,16 @@ static int validate(struct config *cfg, const struct key_lines *kl, size_t nkl, 
     if (!*cfg->policy_file)
         return fail(err, errlen, src, LINE("policy", "file"), "policy", "file",
                     "a policy file is required");
+    free(cfg->upstream_host);
+    cfg->upstream_host = NULL;
+    if (*cfg->upstream_address) {
+        if (upstream_parse(cfg, msg, sizeof msg) < 0)
+            return fail(err, errlen, src, LINE("upstream", "address"), "upstream", "address", msg);
+        if (cfg->upstream_trusted && !cfg->auth_enabled)
+            return fail(err, errlen, src, LINE("upstream", "trusted"), "upstream", "trusted",
+                        "a trusted upstream does not authenticate phones, so sipwake must: "
+                        "[auth] enabled must be yes");
+    }
 #undef LINE
     if (!*cfg->store_path) {
         free(cfg->store_path);

@@ -83,6 +83,15 @@ struct config {
     char *store_backend;
     char *store_path;
 
+    /* [upstream] */
+    char *upstream_address; /* "" in registrar mode */
+    int upstream_trusted;
+    int upstream_path;
+    /* upstream_address parsed by validation: transport, host (numeric or a name), port */
+    enum config_transport upstream_transport;
+    char *upstream_host;
+    int upstream_port;
+
     /* [policy] */
     char *policy_file;
     struct config_list lua_path;
@@ -103,6 +112,13 @@ void config_free(struct config *cfg);
 void config_describe(void);
 
 const char *config_transport_name(enum config_transport t);
+
+/* 1 if a URI's host and port (NULL: the transport's default) name this server: a served
+ * domain, or a listening address. */
+int config_names_us(const struct config *cfg, const char *host, const char *port);
+
+/* 1 in gateway mode: an upstream is configured. */
+int config_gateway(const struct config *cfg);
 
 /* 1 if the named push provider ("apns", "apns.dev", "fcm", "webpush") is enabled. */
 int config_provider_enabled(const struct config *cfg, const char *provider);

@@ -364,6 +364,12 @@ size_t location_count(const struct location *loc)
     return loc->heap_len;
 }
 
+void location_each(struct location *loc, void (*fn)(void *arg, const struct binding *b), void *arg)
+{
+    for (size_t i = 0; i < loc->heap_len; i++)
+        fn(arg, loc->heap[i]);
+}
+
 /* ---- loading ---- */
 
 struct load_ctx {

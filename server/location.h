@@ -102,6 +102,9 @@ int location_load(struct location *loc, char *err, size_t errlen);
 /* Bindings in memory. */
 size_t location_count(const struct location *loc);
 
+/* Call fn for every binding in memory; fn must not change the table. */
+void location_each(struct location *loc, void (*fn)(void *arg, const struct binding *b), void *arg);
+
 /* The kv_store JSON sipwake keeps in the location row, and its inverse. */
 char *location_kv_encode(const struct binding *b);
 

@@ -165,8 +165,14 @@ static int test_route(lua_State *L)
             hb[i].reachable = lua_isnil(L, -1) ? 1 : lua_toboolean(L, -1);
             lua_getfield(L, b, "q");
             hb[i].q = lua_isnumber(L, -1) ? lua_tonumber(L, -1) : 1.0;
+            hb[i].tenant = field_str(L, b, "tenant", NULL);
             lua_settop(L, b - 1); /* the strings stay referenced by ctx */
         }
+        lua_getfield(L, ctx, "gateway");
+        in.gateway = lua_toboolean(L, -1);
+        lua_getfield(L, ctx, "from_upstream");
+        in.from_upstream = lua_toboolean(L, -1);
+        in.tenant = field_str(L, ctx, "tenant", NULL);
     }
     in.bindings = hb;
     in.n_bindings = n;
@@ -181,10 +187,14 @@ static int test_route(lua_State *L)
         lua_setfield(L, -2, "reason");
         lua_setfield(L, -2, "reply");
     } else {
-        lua_pushstring(L, "bindings");
+        int bindings = out.action == LUA_ROUTE_BINDINGS;
+        lua_pushstring(L, bindings ? "bindings" : "upstream");
         lua_setfield(L, -2, "relay");
         lua_pushstring(L, out.serial ? "serial" : "parallel");
-        lua_setfield(L, -2, "fork");
+        if (bindings)
+            lua_setfield(L, -2, "fork");
+        else
+            lua_pop(L, 1);
         if (out.branch_timeout) {
             lua_pushinteger(L, out.branch_timeout);
             lua_setfield(L, -2, "branch_timeout");

@@ -245,11 +245,11 @@ static int decode_route(struct lua_vm *vm, lua_State *L, struct lua_hook_route_o
     }
     if (has_relay) {
         const char *r = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
-        if (!r || strcmp(r, "bindings") != 0) {
+        if (!r || (strcmp(r, "bindings") != 0 && strcmp(r, "upstream") != 0)) {
             lua_pop(L, 2);
-            return bad_decision(vm, hook, "relay must be \"bindings\"");
+            return bad_decision(vm, hook, "relay must be \"bindings\" or \"upstream\"");
         }
-        out->action = LUA_ROUTE_BINDINGS;
+        out->action = strcmp(r, "bindings") == 0 ? LUA_ROUTE_BINDINGS : LUA_ROUTE_UPSTREAM;
         lua_pop(L, 2);
         lua_getfield(L, t, "fork");
         lua_getfield(L, t, "branch_timeout");
@@ -258,6 +258,10 @@ static int decode_route(struct lua_vm *vm, lua_State *L, struct lua_hook_route_o
             (!fork || (strcmp(fork, "parallel") != 0 && strcmp(fork, "serial") != 0))) {
             lua_pop(L, 2);
             return bad_decision(vm, hook, "fork must be \"parallel\" or \"serial\"");
+        }
+        if (fork && out->action != LUA_ROUTE_BINDINGS) {
+            lua_pop(L, 2);
+            return bad_decision(vm, hook, "fork goes only with relay = \"bindings\"");
         }
         out->serial = fork && strcmp(fork, "serial") == 0;
         if (!lua_isnil(L, -1)) {
@@ -298,7 +302,7 @@ static int decode_route(struct lua_vm *vm, lua_State *L, struct lua_hook_route_o
         const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "";
         int relay_opt = strcmp(k, "fork") == 0 || strcmp(k, "branch_timeout") == 0;
         if (strcmp(k, "reply") != 0 && strcmp(k, "relay") != 0 &&
-            !(relay_opt && out->action == LUA_ROUTE_BINDINGS)) {
+            !(relay_opt && out->action != LUA_ROUTE_REPLY)) {
             char why[112];
             snprintf(why, sizeof why, "unknown key '%.40s' (reply; relay, fork, branch_timeout)",
                      k);
@@ -346,9 +350,15 @@ enum lua_hook_result lua_hook_route(struct lua_vm *vm, const struct lua_hook_rou
         set_str(L, "instance", b->instance);
         lua_pushnumber(L, b->q);
         lua_setfield(L, -2, "q");
+        set_str(L, "tenant", b->tenant);
         lua_rawseti(L, -2, (int)i + 1);
     }
     lua_setfield(L, -2, "bindings");
+    lua_pushboolean(L, in->gateway);
+    lua_setfield(L, -2, "gateway");
+    lua_pushboolean(L, in->from_upstream);
+    lua_setfield(L, -2, "from_upstream");
+    set_str(L, "tenant", in->tenant);
     set_int(L, "generation", (long)lua_vm_generation(vm));
     if (protected_call(vm, "route", 2) < 0) {
         out->action = LUA_ROUTE_REPLY;

@@ -64,6 +64,7 @@ struct lua_hook_binding {
     int reachable;         /* a live flow or a UDP address to send to */
     const char *instance;
     double q; /* the Contact's q, 1.0 when it had none */
+    const char *tenant;
 };
 
 struct lua_hook_route_in {
@@ -73,11 +74,15 @@ struct lua_hook_route_in {
     const char *transport;
     const struct lua_hook_binding *bindings;
     size_t n_bindings;
+    int gateway;        /* sipwake runs in gateway mode */
+    int from_upstream;  /* the request came from the configured upstream */
+    const char *tenant; /* of the AOR's bindings, if they have one */
 };
 
 enum lua_route_action {
     LUA_ROUTE_BINDINGS = 0, /* relay to the AOR's reachable bindings */
     LUA_ROUTE_REPLY,        /* answer with code and reason */
+    LUA_ROUTE_UPSTREAM,     /* relay to the configured upstream (gateway mode) */
 };
 
 #define LUA_ROUTE_MAX_BRANCH_TIMEOUT 300

@@ -17,6 +17,7 @@
 
 #include "config.h"
 #include "digest.h"
+#include "gateway.h"
 #include "location.h"
 #include "log.h"
 #include "lua_api.h"
@@ -41,6 +42,7 @@ struct app {
     struct txn_table *txns;
     struct registrar *reg;
     struct proxy *proxy;
+    struct gateway *gw; /* gateway mode only */
 };
 
 static void usage(FILE *f)
@@ -470,6 +472,16 @@ int main(int argc, char **argv)
     app.txns = txn_table_new(app.loop, app.tp);
     app.reg = registrar_new(&app.cfg, app.loc, app.store, app.txns, app.tp);
     app.proxy = proxy_new(app.loop, &app.cfg, app.loc, app.txns, app.tp);
+    if (config_gateway(&app.cfg)) {
+        app.gw = gateway_new(app.loop, &app.cfg, app.loc, app.txns, app.tp, err, sizeof err);
+        if (!app.gw) {
+            log_error("%s", err);
+            goto out;
+        }
+        registrar_set_gateway(app.reg, app.gw);
+        proxy_set_gateway(app.proxy, app.gw);
+        gateway_adopt_bindings(app.gw);
+    }
     store_start(app.store, app.loop);
 
     signal(SIGPIPE, SIG_IGN);
@@ -489,7 +501,10 @@ int main(int argc, char **argv)
     for (size_t p = 0; p < app.cfg.push_providers.n; p++)
         buf_printf(&providers, "%s%s", p ? ", " : "", app.cfg.push_providers.items[p]);
     log_notice("sipwake ready: %zu bindings, auth %s, push providers: %s", location_count(app.loc),
-               app.cfg.auth_enabled ? "on" : "OFF", providers.len ? providers.data : "none");
+               !app.cfg.auth_enabled                 ? "OFF"
+               : app.gw && !app.cfg.upstream_trusted ? "by the upstream"
+                                                     : "on",
+               providers.len ? providers.data : "none");
     buf_free(&providers);
     ev_run(app.loop, 0);
     rc = 0;
@@ -504,6 +519,7 @@ out:
     store_close(app.store); /* commits what is queued */
     registrar_free(app.reg);
     proxy_free(app.proxy);
+    gateway_free(app.gw);
     txn_table_free(app.txns);
     location_free(app.loc);
     lua_vm_set_current(NULL);

@@ -42,6 +42,12 @@ static const struct {
     [METRICS_POLICY_RELOAD_FAILURES] = {"policy:reload_failures", 0,
                                         "policy reloads refused (the old policy stayed)"},
     [METRICS_STORE_ERRORS] = {"store:errors", 0, "failed store operations"},
+    [METRICS_GW_REGISTERS_RELAYED] = {"gateway:registers_relayed", 0,
+                                      "phone REGISTERs relayed to the upstream"},
+    [METRICS_GW_REFRESHES] = {"gateway:refreshes", 0,
+                              "upstream registrations sipwake refreshed for sleeping phones"},
+    [METRICS_GW_REFRESH_FAILURES] = {"gateway:refresh_failures", 0,
+                                     "refreshes the upstream refused or did not answer"},
 };
 
 const char *metrics_name(enum metrics_id id)

@@ -17,6 +17,7 @@
 #include <osipparser2/osip_port.h>
 
 #include "digest.h"
+#include "gateway.h"
 #include "log.h"
 #include "lua_hook.h"
 #include "lua_vm.h"
@@ -52,6 +53,11 @@ struct reg_req {
     enum digest_alg alg;
     int nonce_stale;
     char auth_user[65];
+    /* gateway mode: the decision taken before relaying, and the upstream's 2xx while the
+     * bindings are applied */
+    int relayed;
+    struct lua_hook_register_out decision;
+    const osip_message_t *upstream;
 };
 
 struct registrar {
@@ -61,7 +67,8 @@ struct registrar {
     struct txn_table *txns;
     struct transport *tp;
     struct digest_nonces *nonces;
-    char **sockets; /* "udp:127.0.0.1:5060" per listener, for the location socket column */
+    struct gateway *gw; /* gateway mode, else NULL */
+    char **sockets;     /* "udp:127.0.0.1:5060" per listener, for the location socket column */
     struct reg_req *pending;
     struct failure *failures[REG_FAILURE_BUCKETS]; /* by source address */
     size_t n_failures;
@@ -108,6 +115,28 @@ static void make_response(struct reg_req *rr, struct buf *r, int code, const cha
     sip_msg_reply_begin(r, rr->raw, rr->rawlen, rr->req, code, reason, NULL);
     if (*rr->reg->cfg->server_header)
         sip_msg_reply_header(r, "Server", rr->reg->cfg->server_header);
+}
+
+static void pending_unlink(struct reg_req *rr)
+{
+    struct registrar *reg = rr->reg;
+    if (rr->prev)
+        rr->prev->next = rr->next;
+    else if (reg->pending == rr)
+        reg->pending = rr->next;
+    if (rr->next)
+        rr->next->prev = rr->prev;
+    rr->prev = rr->next = NULL;
+}
+
+static void pending_link(struct reg_req *rr)
+{
+    struct registrar *reg = rr->reg;
+    rr->prev = NULL;
+    rr->next = reg->pending;
+    if (reg->pending)
+        reg->pending->prev = rr;
+    reg->pending = rr;
 }
 
 static void reg_req_free(struct reg_req *rr)
@@ -243,14 +272,7 @@ static void subscriber_cb(void *arg, int found, const struct store_subscriber *s
 {
     struct reg_req *rr = arg;
     struct registrar *reg = rr->reg;
-    /* off the pending list */
-    if (rr->prev)
-        rr->prev->next = rr->next;
-    else
-        reg->pending = rr->next;
-    if (rr->next)
-        rr->next->prev = rr->prev;
-    rr->prev = rr->next = NULL;
+    pending_unlink(rr);
 
     if (found < 0) {
         reject(rr, 500, "Server Internal Error", "Retry-After: 5\n");
@@ -374,10 +396,7 @@ static void authenticate(struct reg_req *rr)
     rr->nonce_stale = st == DIGEST_NONCE_STALE;
     rr->auth = use;
     rr->alg = alg;
-    rr->next = reg->pending;
-    if (reg->pending)
-        reg->pending->prev = rr;
-    reg->pending = rr;
+    pending_link(rr);
     store_get_subscriber(reg->store, rr->auth_user, rr->realm, subscriber_cb, rr);
 }
 
@@ -678,6 +697,61 @@ static const char *transport_param(enum config_transport t)
                                        : ";transport=tls";
 }
 
+/* Match each contact to the AOR's bindings and check what must hold before anything
+ * changes: CSeq order and the per-AOR cap. 0, or -1 with rr rejected. */
+static int admit(struct reg_req *rr, struct reg_contact *cs, size_t n)
+{
+    struct registrar *reg = rr->reg;
+    struct location_aor *a = location_find(reg->loc, rr->aor);
+    uint32_t cseq = (uint32_t)strtoul(rr->req->cseq->number, NULL, 10);
+    const char *callid = rr->req->call_id->number;
+    size_t after = location_aor_count(a);
+    for (size_t i = 0; i < n; i++) {
+        struct reg_contact *rc = &cs[i];
+        rc->match = find_match(a, rc);
+        for (size_t j = 0; j < i && rc->match; j++)
+            if (cs[j].match == rc->match)
+                rc->match = NULL; /* two contacts of one request: the first wins */
+        if (rc->match && rc->match->callid && strcmp(rc->match->callid, callid) == 0 &&
+            rc->match->cseq >= cseq) {
+            reject(rr, 400, "Bad Request",
+                   "Warning: 399 sipwake \"CSeq not higher than the binding's\"\n");
+            return -1;
+        }
+        if (rc->expires == 0 && rc->match)
+            after--;
+        else if (rc->expires > 0 && !rc->match)
+            after++;
+    }
+    if (after > (size_t)reg->cfg->max_contacts) {
+        reject(rr, 403, "Forbidden", "Warning: 399 sipwake \"Too many registered contacts\"\n");
+        return -1;
+    }
+    return 0;
+}
+
+/* The lifetime a contact gets: what it asked for, within the policy's bound. */
+static long granted_expires(const struct reg_contact *rc,
+                            const struct lua_hook_register_out *decision)
+{
+    long expires = rc->expires;
+    if (expires > 0 && decision->expires >= 0 && decision->expires < expires)
+        expires = decision->expires > 0 ? decision->expires : 1;
+    return expires;
+}
+
+/* Gateway mode: the upstream's key for a contact. */
+static void gateway_contact_of(const struct reg_req *rr, const struct reg_contact *rc,
+                               const struct lua_hook_register_out *decision,
+                               struct gateway_contact *out)
+{
+    int push = rc->pn.kind == PN_PUSH;
+    gateway_key(rr->aor, rc->instance, rc->reg_id, push ? rc->pn.provider : NULL,
+                push ? rc->pn.param : NULL, push ? rc->pn.prid : NULL, rc->uri, out->key);
+    out->uri = rc->uri;
+    out->expires = granted_expires(rc, decision);
+}
+
 static void apply_and_answer(struct reg_req *rr, struct reg_contact *cs, size_t n, int star,
                              const struct lua_hook_register_out *decision)
 {
@@ -700,28 +774,8 @@ static void apply_and_answer(struct reg_req *rr, struct reg_contact *cs, size_t 
             location_remove(reg->loc, b);
         }
     } else {
-        size_t after = location_aor_count(a);
-        for (size_t i = 0; i < n; i++) {
-            struct reg_contact *rc = &cs[i];
-            rc->match = find_match(a, rc);
-            for (size_t j = 0; j < i && rc->match; j++)
-                if (cs[j].match == rc->match)
-                    rc->match = NULL; /* two contacts of one request: the first wins */
-            if (rc->match && rc->match->callid && strcmp(rc->match->callid, callid) == 0 &&
-                rc->match->cseq >= cseq) {
-                reject(rr, 400, "Bad Request",
-                       "Warning: 399 sipwake \"CSeq not higher than the binding's\"\n");
-                return;
-            }
-            if (rc->expires == 0 && rc->match)
-                after--;
-            else if (rc->expires > 0 && !rc->match)
-                after++;
-        }
-        if (after > (size_t)cfg->max_contacts) {
-            reject(rr, 403, "Forbidden", "Warning: 399 sipwake \"Too many registered contacts\"\n");
+        if (admit(rr, cs, n) < 0)
             return;
-        }
         char received[INET6_ADDRSTRLEN + 40];
         format_received(&rr->src, received, sizeof received);
         const char *socket = reg->sockets[rr->src.listener];
@@ -729,14 +783,27 @@ static void apply_and_answer(struct reg_req *rr, struct reg_contact *cs, size_t 
         int pushes = 0;
         for (size_t i = 0; i < n; i++) {
             struct reg_contact *rc = &cs[i];
-            if (rc->expires == 0) {
+            struct gateway_contact gc;
+            long upstream = 0;
+            if (reg->gw) {
+                gateway_contact_of(rr, rc, decision, &gc);
+                upstream = rc->expires ? gateway_granted(reg->gw, rr->upstream, &gc) : 0;
+                if (rc->expires && upstream == 0)
+                    log_warn("gateway: the upstream's 2xx for %s does not list the contact "
+                             "sent for %s; not bound",
+                             rr->aor, rc->uri);
+            }
+            if (rc->expires == 0 || (reg->gw && upstream == 0)) {
                 if (rc->match)
                     location_remove(reg->loc, rc->match);
+                if (reg->gw)
+                    gateway_bound(reg->gw, rr->aor, gc.key, 0);
                 continue;
             }
-            long expires = rc->expires;
-            if (decision->expires >= 0 && decision->expires < expires)
-                expires = decision->expires > 0 ? decision->expires : 1;
+            long expires = granted_expires(rc, decision);
+            /* an upstream that does not trust sipwake is refreshed by the phone itself */
+            if (reg->gw && !cfg->upstream_trusted && upstream < expires)
+                expires = upstream;
             /* RFC 8599 §5.6.1.1: if the granted expiry is too short to push, the binding is
              * kept without push processing */
             if (rc->push && expires < cfg->push_min_expires)
@@ -769,6 +836,8 @@ static void apply_and_answer(struct reg_req *rr, struct reg_contact *cs, size_t 
             }
             location_save(reg->loc, rr->aor, location_binding_new(&f), rc->match);
             a = location_find(reg->loc, rr->aor);
+            if (reg->gw)
+                gateway_bound(reg->gw, rr->aor, gc.key, upstream);
         }
         if (pushes)
             metrics_inc(METRICS_REG_PUSH_BINDINGS);
@@ -802,6 +871,52 @@ static void apply_and_answer(struct reg_req *rr, struct reg_contact *cs, size_t 
     log_debug("registrar: %s registered %zu contact(s) from %s:%d, %zu binding(s) now", rr->aor, n,
               rr->src.ip, rr->src.port, location_aor_count(a));
     finish(rr, &r);
+}
+
+/* Gateway mode: the upstream's final answer to a relayed REGISTER. */
+static void relayed_cb(void *arg, const osip_message_t *resp, const char *raw, size_t len)
+{
+    struct reg_req *rr = arg;
+    pending_unlink(rr);
+    if (!resp) {
+        reject(rr, 408, "Request Timeout",
+               "Warning: 399 sipwake \"No answer from the upstream registrar\"\n");
+        return;
+    }
+    if (resp->status_code >= 300) {
+        /* its challenge (or refusal) goes to the phone as it is, less sipwake's Via */
+        struct buf out = {0};
+        if (sip_msg_strip_top_via(raw, len, &out) < 0) {
+            buf_free(&out);
+            reject(rr, 502, "Bad Gateway", "");
+            return;
+        }
+        txn_reply_bytes(rr->reg->txns, rr->txn, out.data, out.len); /* takes out's bytes */
+        if (resp->status_code != 401 && resp->status_code != 407)
+            metrics_inc(METRICS_REG_REJECTED);
+        log_debug("gateway: upstream answered %s's REGISTER %d", rr->aor, resp->status_code);
+        reg_req_free(rr);
+        return;
+    }
+    rr->relayed = 1;
+    rr->upstream = resp;
+    process(rr);
+}
+
+/* Gateway mode: once everything here allows the REGISTER, relay it upstream; the bindings
+ * change only when the upstream answers 2xx. */
+static void relay(struct reg_req *rr, struct reg_contact *cs, size_t n, int star,
+                  const struct lua_hook_register_out *decision)
+{
+    struct registrar *reg = rr->reg;
+    if (!star && admit(rr, cs, n) < 0)
+        return;
+    struct gateway_contact gc[REG_MAX_CONTACTS_PER_REQUEST];
+    for (size_t i = 0; i < n; i++)
+        gateway_contact_of(rr, &cs[i], decision, &gc[i]);
+    rr->decision = *decision;
+    pending_link(rr);
+    gateway_register(reg->gw, rr->req, rr->raw, rr->rawlen, &rr->src, gc, n, star, relayed_cb, rr);
 }
 
 static void process(struct reg_req *rr)
@@ -902,12 +1017,23 @@ static void process(struct reg_req *rr)
         .n_contacts = m,
         .unregister = unregister,
     };
+    if (rr->relayed) {
+        /* the upstream said 2xx to what the policy had allowed */
+        apply_and_answer(rr, cs, m, star, &rr->decision);
+        contacts_free(cs, m);
+        return;
+    }
     struct lua_hook_register_out decision;
     lua_hook_on_register(lua_vm_current(), &in, &decision);
     if (decision.reject_code) {
         contacts_free(cs, m);
         reject(rr, decision.reject_code,
                decision.reason[0] ? decision.reason : "Rejected by policy", "");
+        return;
+    }
+    if (reg->gw) {
+        relay(rr, cs, m, star, &decision);
+        contacts_free(cs, m);
         return;
     }
     apply_and_answer(rr, cs, m, star, &decision);
@@ -973,7 +1099,8 @@ void registrar_handle(struct registrar *reg, osip_message_t *req, const char *ra
         reject(rr, 404, "Not Found", "Warning: 399 sipwake \"Domain not served here\"\n");
         return;
     }
-    if (!reg->cfg->auth_enabled) {
+    /* in gateway mode an untrusting upstream authenticates the phone itself */
+    if (!reg->cfg->auth_enabled || (reg->gw && !reg->cfg->upstream_trusted)) {
         process(rr);
         return;
     }
@@ -996,6 +1123,11 @@ struct registrar *registrar_new(const struct config *cfg, struct location *loc, 
         reg->sockets[i] = xasprintf("%s:%s:%d", config_transport_name(cfg->listens[i].transport),
                                     cfg->listens[i].host, cfg->listens[i].port);
     return reg;
+}
+
+void registrar_set_gateway(struct registrar *reg, struct gateway *gw)
+{
+    reg->gw = gw;
 }
 
 void registrar_free(struct registrar *reg)

@@ -29,6 +29,10 @@ struct registrar;
 struct registrar *registrar_new(const struct config *cfg, struct location *loc, struct store *store,
                                 struct txn_table *txns, struct transport *tp);
 
+/* Gateway mode: REGISTERs are relayed through gw and bound on its 2xx (borrowed). */
+struct gateway;
+void registrar_set_gateway(struct registrar *reg, struct gateway *gw);
+
 /* Free the registrar and any REGISTER still waiting for the store (call after store_close). */
 void registrar_free(struct registrar *reg);
 

@@ -931,6 +931,7 @@ struct forward_ctx {
     const char *top_via;
     int via_done;
     const char *routes;
+    const char *contacts;
 };
 
 /* Offset of the first comma that separates header values (outside quotes), or len. */
@@ -968,6 +969,8 @@ static void forward_line(void *arg, const char *line, size_t len)
     }
     if (f->routes && raw_header_is(line, len, "route", NULL))
         return; /* replaced as a whole */
+    if (f->contacts && raw_header_is(line, len, "contact", "m"))
+        return;
     buf_append(f->out, line, len);
     buf_append(f->out, "\r\n", 2);
 }
@@ -991,11 +994,18 @@ void sip_msg_forward_request(const char *raw, size_t len, const struct sip_forwa
         buf_puts(out, e->record_route);
     if (e->routes)
         buf_puts(out, e->routes);
-    struct forward_ctx f = {
-        .out = out, .max_forwards = e->max_forwards, .top_via = e->top_via, .routes = e->routes};
+    struct forward_ctx f = {.out = out,
+                            .max_forwards = e->max_forwards,
+                            .top_via = e->top_via,
+                            .routes = e->routes,
+                            .contacts = e->contacts};
     raw_lines(raw, len, forward_line, &f);
     if (!f.wrote_mf) /* §16.6 step 3 */
         buf_printf(out, "Max-Forwards: %d\r\n", e->max_forwards);
+    if (e->contacts)
+        buf_puts(out, e->contacts);
+    if (e->extra)
+        buf_puts(out, e->extra);
     buf_append(out, "\r\n", 2);
     long hdr = sip_msg_header_end(raw, len);
     if (hdr > 0 && (size_t)hdr < len)
@@ -1043,6 +1053,54 @@ int sip_msg_strip_top_via(const char *raw, size_t len, struct buf *out)
     if (hdr > 0 && (size_t)hdr < len)
         buf_append(out, raw + hdr, len - (size_t)hdr);
     return 0;
+}
+
+char *sip_msg_route_lines(const osip_message_t *req, int from)
+{
+    struct buf b = {0};
+    buf_puts(&b, "");
+    for (int i = from; i < osip_list_size(&req->routes); i++) {
+        char *v = NULL;
+        if (osip_route_to_str(osip_list_get(&req->routes, i), &v) == 0 && v)
+            buf_printf(&b, "Route: %s\r\n", v);
+        osip_free(v);
+    }
+    return b.data;
+}
+
+char *sip_msg_contacts_without_pn(const osip_message_t *req)
+{
+    int any = 0;
+    for (int i = 0; i < osip_list_size(&req->contacts) && !any; i++) {
+        osip_contact_t *c = osip_list_get(&req->contacts, i);
+        for (int j = 0; c && c->url && j < osip_list_size(&c->url->url_params); j++) {
+            osip_uri_param_t *up = osip_list_get(&c->url->url_params, j);
+            any |= up && up->gname && strncasecmp(up->gname, "pn-", 3) == 0;
+        }
+    }
+    if (!any)
+        return NULL;
+    struct buf b = {0};
+    for (int i = 0; i < osip_list_size(&req->contacts); i++) {
+        osip_contact_t *c = osip_list_get(&req->contacts, i);
+        char *uri = NULL;
+        if (!c->url || osip_uri_to_str(c->url, &uri) != 0 || !uri)
+            continue;
+        char *bare = sip_msg_uri_without_pn(uri);
+        osip_free(uri);
+        buf_puts(&b, "Contact: ");
+        if (c->displayname)
+            buf_printf(&b, "%s ", c->displayname);
+        buf_printf(&b, "<%s>", bare);
+        free(bare);
+        for (int j = 0; j < osip_list_size(&c->gen_params); j++) {
+            osip_generic_param_t *gp = osip_list_get(&c->gen_params, j);
+            buf_printf(&b, ";%s%s%s", gp->gname, gp->gvalue ? "=" : "",
+                       gp->gvalue ? gp->gvalue : "");
+        }
+        buf_puts(&b, "\r\n");
+    }
+    return b.data;
 }
 
 char *sip_msg_uri_without_pn(const char *uri)

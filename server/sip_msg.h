@@ -150,7 +150,8 @@ int sip_msg_method_known(const char *method, size_t len);
  * by top_via (its value with received/rport, RFC 3581; NULL keeps it), Max-Forwards set to
  * max_forwards, record_route ("Record-Route: ...\r\n" lines, or NULL) above the received
  * ones, every Route line replaced by routes (whole lines; "" drops them; NULL keeps them),
- * every other header line and the body as received. */
+ * likewise every Contact line by contacts, extra lines ("Name: value" and CRLF each) added
+ * at the end of the headers, every other header line and the body as received. */
 struct sip_forward_edit {
     const char *ruri;
     const char *via_line;
@@ -158,6 +159,8 @@ struct sip_forward_edit {
     int max_forwards;
     const char *record_route;
     const char *routes;
+    const char *contacts;
+    const char *extra;
 };
 void sip_msg_forward_request(const char *raw, size_t len, const struct sip_forward_edit *e,
                              struct buf *out);
@@ -173,9 +176,17 @@ int sip_msg_strip_top_via(const char *raw, size_t len, struct buf *out);
 int sip_msg_hop_request(const char *req_raw, size_t len, const char *method,
                         const osip_message_t *resp, struct buf *out);
 
+/* "Route: ...\r\n" lines for the Route entries of req from index from on; "" when none.
+ * New string; caller frees. */
+char *sip_msg_route_lines(const osip_message_t *req, int from);
+
 /* A URI without its pn-* parameters (RFC 8599 §4.1: push parameters never leave toward the
  * phone). New string; caller frees. */
 char *sip_msg_uri_without_pn(const char *uri);
+
+/* Contact lines for req's Contacts with the pn-* params taken out of their URIs, or NULL
+ * when none has any (new string; caller frees). */
+char *sip_msg_contacts_without_pn(const osip_message_t *req);
 
 /* Random token of 2n hex characters, for tags. out must hold 2n+1 bytes. */
 void sip_msg_token(char *out, size_t n);

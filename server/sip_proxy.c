@@ -11,6 +11,7 @@
 #include <openssl/hmac.h>
 #include <openssl/rand.h>
 
+#include "gateway.h"
 #include "log.h"
 #include "lua_hook.h"
 #include "lua_vm.h"
@@ -29,6 +30,7 @@ struct proxy {
     struct txn_table *txns;
     struct transport *tp;
     uint64_t next_branch;
+    struct gateway *gw;          /* gateway mode, else NULL */
     unsigned char token_key[32]; /* authenticates the flow tokens of our Record-Routes */
 };
 
@@ -65,7 +67,8 @@ struct proxy_req {
     int branch_timeout; /* seconds, 0: none */
     int stopped;        /* the caller CANCELled: no further group */
     ev_timer group_timer;
-    char *routes; /* the Route lines to forward once ours are removed; NULL: as received */
+    char *routes;   /* the Route lines to forward once ours are removed; NULL: as received */
+    char *contacts; /* Contact lines without pn-* params for the upstream; NULL: as received */
     char hash[17];
     int max_forwards;
     int pending;
@@ -91,6 +94,11 @@ struct proxy *proxy_new(struct ev_loop *loop, const struct config *cfg, struct l
     return p;
 }
 
+void proxy_set_gateway(struct proxy *p, struct gateway *gw)
+{
+    p->gw = gw;
+}
+
 void proxy_free(struct proxy *p)
 {
     free(p);
@@ -103,6 +111,7 @@ static void preq_free(struct proxy_req *pr)
     for (size_t i = 0; i < pr->n_tg; i++)
         free(pr->tg[i].ruri);
     free(pr->routes);
+    free(pr->contacts);
     osip_message_free(pr->req);
     free(pr->raw);
     free(pr->best);
@@ -518,7 +527,8 @@ static void via_line(const struct proxy *p, const struct sip_source *dst, const 
 /* Start a branch to dst: the request with ruri (NULL keeps it), rr and routes as
  * sip_msg_forward_request takes them. */
 static void start_branch(struct proxy_req *pr, const struct sip_source *dst, const char *ruri,
-                         const char *rr, const char *routes, const char *hash, int max_forwards)
+                         const char *rr, const char *routes, const char *hash, int max_forwards,
+                         const char *contacts)
 {
     struct proxy *p = pr->p;
     char branch[64], via[256];
@@ -534,7 +544,8 @@ static void start_branch(struct proxy_req *pr, const struct sip_source *dst, con
                                  .top_via = top,
                                  .max_forwards = max_forwards,
                                  .record_route = rr,
-                                 .routes = routes};
+                                 .routes = routes,
+                                 .contacts = contacts};
     sip_msg_forward_request(pr->raw, pr->rawlen, &e, &out);
     osip_free(top);
     pr->pending++;
@@ -551,7 +562,7 @@ static void start_target(struct proxy_req *pr, const struct target *tg)
     char *rr = NULL;
     if (strcmp(m, "INVITE") == 0 || strcmp(m, "SUBSCRIBE") == 0 || strcmp(m, "REFER") == 0)
         rr = record_route(pr->p, pr->req, &pr->src, &tg->dst);
-    start_branch(pr, &tg->dst, tg->ruri, rr, pr->routes, pr->hash, pr->max_forwards);
+    start_branch(pr, &tg->dst, tg->ruri, rr, pr->routes, pr->hash, pr->max_forwards, pr->contacts);
     free(rr);
 }
 
@@ -569,22 +580,7 @@ static void group_timeout_cb(struct ev_loop *loop, ev_timer *w, int revents)
  * a phone configured with sipwake as outbound proxy puts on its requests. */
 static int route_is_us(const struct proxy *p, const osip_route_t *r)
 {
-    if (!r || !r->url || !r->url->host)
-        return 0;
-    const char *h = r->url->host;
-    for (size_t i = 0; i < p->cfg->domains.n; i++)
-        if (util_caseeq(p->cfg->domains.items[i], h))
-            return 1;
-    long port = 0;
-    if (r->url->port && util_parse_long(r->url->port, 1, 65535, &port) < 0)
-        return 0;
-    for (size_t l = 0; l < p->cfg->n_listens; l++) {
-        const struct config_listen *cl = &p->cfg->listens[l];
-        long dflt = cl->transport == CONFIG_TRANSPORT_TLS ? 5061 : 5060;
-        if (util_caseeq(cl->host, h) && cl->port == (port ? port : dflt))
-            return 1;
-    }
-    return 0;
+    return r && r->url && config_names_us(p->cfg, r->url->host, r->url->port);
 }
 
 /* §16.4: the leading Route entries naming this server come off before forwarding. The
@@ -594,17 +590,7 @@ static char *routes_without_us(const struct proxy *p, const osip_message_t *req)
     int n = osip_list_size(&req->routes), ours = 0;
     while (ours < n && route_is_us(p, osip_list_get(&req->routes, ours)))
         ours++;
-    if (ours == 0)
-        return NULL;
-    struct buf b = {0};
-    buf_puts(&b, "");
-    for (int i = ours; i < n; i++) {
-        char *v = NULL;
-        if (osip_route_to_str(osip_list_get(&req->routes, i), &v) == 0 && v)
-            buf_printf(&b, "Route: %s\r\n", v);
-        osip_free(v);
-    }
-    return b.data;
+    return ours == 0 ? NULL : sip_msg_route_lines(req, ours);
 }
 
 /* Start the next group of targets: all of them (parallel), or those of the next q. */
@@ -668,6 +654,37 @@ static long max_forwards_of(const osip_message_t *req)
     return mf;
 }
 
+/* Gateway mode: the binding a request from the upstream is for, named by the key in its
+ * Request-URI (a masqueraded Contact) or in its top Route (a Path), or NULL. */
+static const struct binding *upstream_target(struct proxy *p, const osip_message_t *req)
+{
+    const osip_uri_t *u = req->req_uri;
+    if (u && u->username && config_names_us(p->cfg, u->host, u->port)) {
+        const struct binding *b = gateway_binding(p->gw, u->username);
+        if (b)
+            return b;
+    }
+    osip_route_t *r = osip_list_get(&req->routes, 0);
+    if (!r || !r->url || !r->url->username || !config_names_us(p->cfg, r->url->host, r->url->port))
+        return NULL;
+    const struct binding *b = gateway_binding(p->gw, r->url->username);
+    char *ruri = NULL;
+    if (!b || osip_uri_to_str(u, &ruri) != 0 || !ruri)
+        return b;
+    /* Path: the Request-URI is one of the AOR's contacts, without its pn-* params */
+    for (const struct binding *o = location_aor_bindings(b->aor); o; o = o->next) {
+        char *bare = sip_msg_uri_without_pn(o->contact);
+        int same = sip_uri_text_equal(bare, ruri);
+        free(bare);
+        if (same) {
+            b = o;
+            break;
+        }
+    }
+    osip_free(ruri);
+    return b;
+}
+
 void proxy_handle(struct proxy *p, osip_message_t *req, const char *raw, size_t len,
                   const struct sip_source *src, struct txn *t)
 {
@@ -697,12 +714,21 @@ void proxy_handle(struct proxy *p, osip_message_t *req, const char *raw, size_t 
         free(canon);
         free(domain);
     }
-    struct location_aor *a = aor ? location_find(p->loc, aor) : NULL;
+    int from_upstream = p->gw && gateway_from_upstream(p->gw, src);
+    const struct binding *keyed = from_upstream ? upstream_target(p, req) : NULL;
+    if (keyed) {
+        free(aor);
+        aor = xstrdup(location_aor_name(keyed->aor));
+    }
+    struct location_aor *a = keyed || !aor ? NULL : location_find(p->loc, aor);
     struct lua_hook_binding hb[PROXY_MAX_BRANCHES];
     const struct binding *targets[PROXY_MAX_BRANCHES];
+    const char *tenant = NULL;
     size_t n = 0;
-    for (const struct binding *b = location_aor_bindings(a); b && n < PROXY_MAX_BRANCHES;
-         b = b->next) {
+    for (const struct binding *b = keyed ? keyed : location_aor_bindings(a);
+         b && n < PROXY_MAX_BRANCHES; b = keyed ? NULL : b->next) {
+        if (!tenant)
+            tenant = b->tenant;
         struct sip_source probe;
         const char *rcv = b->received ? b->received : "";
         targets[n] = b;
@@ -715,6 +741,7 @@ void proxy_handle(struct proxy *p, osip_message_t *req, const char *raw, size_t 
             .reachable = binding_destination(p, b, &probe) == 0,
             .instance = b->instance,
             .q = b->q < 0 ? 1.0 : b->q / 1000.0,
+            .tenant = b->tenant,
         };
         n++;
     }
@@ -740,10 +767,15 @@ void proxy_handle(struct proxy *p, osip_message_t *req, const char *raw, size_t 
         .transport = config_transport_name(src->transport),
         .bindings = hb,
         .n_bindings = n,
+        .gateway = p->gw != NULL,
+        .from_upstream = from_upstream,
+        .tenant = tenant,
     };
     struct lua_hook_route_out d;
     enum lua_hook_result hr = lua_hook_route(lua_vm_current(), &in, &d);
-    if (hr == LUA_HOOK_ABSENT && n == 0) {
+    if (hr == LUA_HOOK_ABSENT && p->gw && !from_upstream) {
+        d.action = LUA_ROUTE_UPSTREAM; /* gateway mode: a phone's request goes to the PBX */
+    } else if (hr == LUA_HOOK_ABSENT && n == 0) {
         d.action = LUA_ROUTE_REPLY;
         d.code = 404;
         snprintf(d.reason, sizeof d.reason, "Not Found");
@@ -753,10 +785,28 @@ void proxy_handle(struct proxy *p, osip_message_t *req, const char *raw, size_t 
     osip_free(to);
     free(aor);
 
+    if (d.action == LUA_ROUTE_UPSTREAM && (!p->gw || from_upstream)) {
+        log_warn("policy: route: relay = \"upstream\" for %s %s %s; answered %s", req->sip_method,
+                 req->call_id->number,
+                 p->gw ? "that came from the upstream" : "without an [upstream] address",
+                 p->gw ? "482" : "500");
+        d.action = LUA_ROUTE_REPLY;
+        d.code = p->gw ? 482 : 500;
+        snprintf(d.reason, sizeof d.reason, "%s",
+                 p->gw ? "Loop Detected" : "Server Internal Error");
+    }
     if (d.action == LUA_ROUTE_REPLY) {
         reply(pr, d.code, d.reason[0] ? d.reason : "Rejected by policy");
         preq_free(pr);
         return;
+    }
+    if (d.action == LUA_ROUTE_UPSTREAM) {
+        /* to the upstream, Request-URI as it is; the phone's push params stay here */
+        struct target tg = {.q = 1000};
+        if (gateway_upstream_destination(p->gw, &tg.dst) == 0)
+            pr->tg[pr->n_tg++] = tg;
+        pr->contacts = sip_msg_contacts_without_pn(req);
+        n = 0;
     }
     /* the reachable bindings, highest q first for serial forking (stable: registration order
      * within a q) */
@@ -823,14 +873,7 @@ void proxy_handle_routed(struct proxy *p, osip_message_t *req, const char *raw, 
     const char *ftag = NULL;
     int ours = our_routes(p, req, &caller, &callee, &ftag);
     /* §16.4: our entries come off; the rest stay, in order */
-    struct buf routes = {0};
-    buf_puts(&routes, "");
-    for (int i = ours; i < osip_list_size(&req->routes); i++) {
-        char *v = NULL;
-        if (osip_route_to_str(osip_list_get(&req->routes, i), &v) == 0 && v)
-            buf_printf(&routes, "Route: %s\r\n", v);
-        osip_free(v);
-    }
+    struct buf routes = {.data = sip_msg_route_lines(req, ours)};
     osip_generic_param_t *tag = NULL;
     if (req->from)
         osip_from_get_tag(req->from, &tag);
@@ -874,7 +917,7 @@ void proxy_handle_routed(struct proxy *p, osip_message_t *req, const char *raw, 
         preq_free(pr);
     } else {
         invite_begin(pr);
-        start_branch(pr, dst, NULL, NULL, routes.data, hash, (int)mf - 1);
+        start_branch(pr, dst, NULL, NULL, routes.data, hash, (int)mf - 1, NULL);
     }
     buf_free(&routes);
 }

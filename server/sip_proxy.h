@@ -40,6 +40,11 @@ struct proxy *proxy_new(struct ev_loop *loop, const struct config *cfg, struct l
                         struct txn_table *txns, struct transport *tp);
 void proxy_free(struct proxy *p);
 
+/* Gateway mode: requests from the upstream for a masqueraded contact go to the binding it
+ * stands for, and the policy may relay to the upstream (gw borrowed). */
+struct gateway;
+void proxy_set_gateway(struct proxy *p, struct gateway *gw);
+
 /* Proxy req (taken over; raw/len its bytes, copied) received from src in server transaction
  * t, which is answered exactly once. */
 void proxy_handle(struct proxy *p, osip_message_t *req, const char *raw, size_t len,

@@ -190,6 +190,8 @@ void transport_close(struct transport *t)
     }
     if (t->tls_ctx)
         SSL_CTX_free(t->tls_ctx);
+    if (t->tls_client_ctx)
+        SSL_CTX_free(t->tls_client_ctx);
     free(t->listeners);
     hashtab_free(&t->flows);
     free(t->udp_buf);

@@ -49,6 +49,15 @@ int transport_open(struct ev_loop *loop, const struct config *cfg, transport_msg
  * queued on the connection dst->flow_id. 0, or -1 if the flow is gone or the send failed. */
 int transport_send(struct transport *t, const struct sip_source *dst, const char *buf, size_t len);
 
+/* Open a TCP or TLS connection to addr; *out is where to send (its flow id set). Bytes sent
+ * before the connection is up wait for it. The local side is the first listener of that
+ * transport and family (for Via and Record-Route). TLS checks the peer's certificate
+ * against [tls] ca, else the system's CAs, and its name against tls_host when given (not
+ * NULL or ""). 0, or -1 when no such listener exists or the connect fails at once. */
+int transport_connect(struct transport *t, enum config_transport tr,
+                      const struct sockaddr_storage *addr, socklen_t len, const char *tls_host,
+                      struct sip_source *out);
+
 /* 1 if the TCP/TLS connection of flow_id is still open. */
 int transport_flow_alive(const struct transport *t, uint64_t flow_id);
 

@@ -41,7 +41,8 @@ struct transport {
     struct listener *listeners;
     size_t n_listeners;
     SSL_CTX *tls_ctx;
-    struct hashtab flows; /* open TCP/TLS connections by flow id */
+    SSL_CTX *tls_client_ctx; /* for connections sipwake opens, made on first use */
+    struct hashtab flows;    /* open TCP/TLS connections by flow id */
     uint64_t next_flow_id;
     char *udp_buf; /* TRANSPORT_UDP_BATCH receive buffers of 65536 bytes */
     int batching;  /* inside a UDP burst: UDP sends are queued, flushed at its end */
@@ -60,5 +61,8 @@ void transport_stream_close_all(struct transport *t);
 
 /* sip_transport_tls.c */
 SSL_CTX *transport_tls_context(const struct config *cfg, char *err, size_t errlen);
+/* Make t->tls_client_ctx if not yet made: peers are verified against [tls] ca, else the
+ * system's CAs. 0 or -1 (logged). */
+int transport_tls_client(struct transport *t);
 
 #endif

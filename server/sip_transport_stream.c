@@ -28,6 +28,7 @@ struct conn {
     uint64_t id;
     int fd;
     SSL *ssl;
+    int connecting; /* outbound: connect() in progress */
     int handshaking;
     int closing;
     struct sip_source src;
@@ -125,11 +126,9 @@ int transport_stream_send(struct transport *t, uint64_t flow_id, const char *buf
                  len);
         return -1;
     }
-    if (c->handshaking) {
-        /* Cannot happen for replies: a request only arrives after the handshake. */
-        return -1;
-    }
     buf_append(&c->out, buf, len);
+    if (c->connecting || c->handshaking)
+        return 0; /* sent once the connection is up */
     if (conn_flush(c) < 0) {
         conn_close(c, "write failed");
         return -1;
@@ -232,11 +231,14 @@ static void conn_read(struct conn *c)
 static void conn_handshake(struct conn *c)
 {
     ERR_clear_error();
-    int r = SSL_accept(c->ssl);
+    int r = SSL_do_handshake(c->ssl);
     if (r == 1) {
         c->handshaking = 0;
         c->partial_since = 0;
-        conn_want(c, EV_READ);
+        if (conn_flush(c) < 0) { /* what was queued while connecting */
+            conn_close(c, "write failed");
+            return;
+        }
         conn_read(c); /* data may already sit in OpenSSL's buffer */
         return;
     }
@@ -258,6 +260,29 @@ static void conn_io_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     (void)loop;
     struct conn *c = w->data;
+    if (c->connecting) {
+        int e = 0;
+        socklen_t elen = sizeof e;
+        if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &e, &elen) < 0)
+            e = errno;
+        if (e) {
+            log_warn("%s: cannot connect to %s:%d: %s", config_transport_name(c->src.transport),
+                     c->src.ip, c->src.port, strerror(e));
+            conn_close(c, "connect failed");
+            return;
+        }
+        c->connecting = 0;
+        c->last_activity = ev_now(loop);
+        if (c->ssl) {
+            c->handshaking = 1;
+            conn_handshake(c);
+        } else {
+            c->partial_since = 0;
+            if (conn_flush(c) < 0)
+                conn_close(c, "write failed");
+        }
+        return;
+    }
     if (c->handshaking) {
         conn_handshake(c);
         return;
@@ -281,7 +306,9 @@ static void conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
         c->partial_since ? c->partial_since + (ev_tstamp)cfg->tcp_message_timeout : idle_at;
     if (now >= stall_at && c->partial_since) {
         metrics_inc(METRICS_TCP_TIMEOUTS);
-        conn_close(c, c->handshaking ? "TLS handshake timed out" : "incomplete message timed out");
+        conn_close(c, c->connecting    ? "connect timed out"
+                      : c->handshaking ? "TLS handshake timed out"
+                                       : "incomplete message timed out");
         return;
     }
     if (now >= idle_at) {
@@ -292,6 +319,49 @@ static void conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
     ev_tstamp next = stall_at < idle_at ? stall_at : idle_at;
     w->repeat = next - now > 0.05 ? next - now : 0.05;
     ev_timer_again(loop, w);
+}
+
+/* A connection on fd, in the flow table, not yet watched. */
+static struct conn *conn_new(struct transport *t, int fd, enum config_transport tr, int listener,
+                             const struct sockaddr_storage *ss, socklen_t len, SSL_CTX *ctx)
+{
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, 1 /* TCP_NODELAY */, &one, sizeof one);
+    struct conn *c = xcalloc(1, sizeof *c);
+    c->t = t;
+    c->fd = fd;
+    c->id = t->next_flow_id++;
+    c->src.transport = tr;
+    memcpy(&c->src.addr, ss, len);
+    c->src.addrlen = len;
+    c->src.listener = listener;
+    c->src.flow_id = c->id;
+    transport_addr_str((const struct sockaddr *)ss, c->src.ip, sizeof c->src.ip, &c->src.port);
+    c->last_activity = ev_now(t->loop);
+    if (tr == CONFIG_TRANSPORT_TLS) {
+        c->ssl = SSL_new(ctx);
+        SSL_set_fd(c->ssl, fd);
+    }
+    hashtab_insert(&t->flows, &c->hn, flow_hash(c->id));
+    metrics_add(METRICS_TCP_CONNECTIONS, 1);
+    return c;
+}
+
+/* Watch c for events; a handshake or a connect must finish within tcp_message_timeout. */
+static void conn_start(struct conn *c, int events)
+{
+    struct transport *t = c->t;
+    int pending = c->handshaking || c->connecting;
+    if (pending)
+        c->partial_since = ev_now(t->loop);
+    ev_io_init(&c->io, conn_io_cb, c->fd, events);
+    c->io.data = c;
+    ev_io_start(t->loop, &c->io);
+    ev_init(&c->timer, conn_timer_cb);
+    c->timer.data = c;
+    c->timer.repeat =
+        pending ? (ev_tstamp)t->cfg->tcp_message_timeout : (ev_tstamp)t->cfg->tcp_idle_timeout;
+    ev_timer_again(t->loop, &c->timer);
 }
 
 void transport_stream_accept(struct listener *l)
@@ -313,38 +383,50 @@ void transport_stream_accept(struct listener *l)
             metrics_inc(METRICS_DROPPED);
             continue;
         }
-        int one = 1;
-        setsockopt(fd, IPPROTO_TCP, 1 /* TCP_NODELAY */, &one, sizeof one);
-        struct conn *c = xcalloc(1, sizeof *c);
-        c->t = t;
-        c->fd = fd;
-        c->id = t->next_flow_id++;
-        c->src.transport = l->transport;
-        memcpy(&c->src.addr, &ss, len);
-        c->src.addrlen = len;
-        c->src.listener = l->index;
-        c->src.flow_id = c->id;
-        transport_addr_str((struct sockaddr *)&ss, c->src.ip, sizeof c->src.ip, &c->src.port);
-        c->last_activity = ev_now(t->loop);
-        if (l->transport == CONFIG_TRANSPORT_TLS) {
-            c->ssl = SSL_new(t->tls_ctx);
-            SSL_set_fd(c->ssl, fd);
+        struct conn *c = conn_new(t, fd, l->transport, l->index, &ss, len, t->tls_ctx);
+        if (c->ssl) {
+            SSL_set_accept_state(c->ssl);
             c->handshaking = 1;
-            c->partial_since = ev_now(t->loop);
         }
-        hashtab_insert(&t->flows, &c->hn, flow_hash(c->id));
-        metrics_add(METRICS_TCP_CONNECTIONS, 1);
-        ev_io_init(&c->io, conn_io_cb, fd, EV_READ);
-        c->io.data = c;
-        ev_io_start(t->loop, &c->io);
-        ev_init(&c->timer, conn_timer_cb);
-        c->timer.data = c;
-        c->timer.repeat =
-            c->ssl ? (ev_tstamp)t->cfg->tcp_message_timeout : (ev_tstamp)t->cfg->tcp_idle_timeout;
-        ev_timer_again(t->loop, &c->timer);
+        conn_start(c, EV_READ);
         log_debug("%s: connection %llu from %s:%d", config_transport_name(l->transport),
                   (unsigned long long)c->id, c->src.ip, c->src.port);
     }
+}
+
+int transport_connect(struct transport *t, enum config_transport tr,
+                      const struct sockaddr_storage *addr, socklen_t len, const char *tls_host,
+                      struct sip_source *out)
+{
+    int listener = transport_find_listener(t, tr, addr->ss_family);
+    if (listener < 0 || (tr == CONFIG_TRANSPORT_TLS && transport_tls_client(t) < 0))
+        return -1;
+    int fd = socket(addr->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    if (connect(fd, (const struct sockaddr *)addr, len) < 0 && errno != EINPROGRESS) {
+        char ip[INET6_ADDRSTRLEN];
+        int port;
+        transport_addr_str((const struct sockaddr *)addr, ip, sizeof ip, &port);
+        log_warn("%s: cannot connect to %s:%d: %s", config_transport_name(tr), ip, port,
+                 strerror(errno));
+        close(fd);
+        return -1;
+    }
+    struct conn *c = conn_new(t, fd, tr, listener, addr, len, t->tls_client_ctx);
+    c->connecting = 1;
+    if (c->ssl) {
+        SSL_set_connect_state(c->ssl);
+        if (tls_host && *tls_host) {
+            SSL_set_tlsext_host_name(c->ssl, tls_host);
+            SSL_set1_host(c->ssl, tls_host);
+        }
+    }
+    conn_start(c, EV_WRITE);
+    log_debug("%s: connection %llu to %s:%d", config_transport_name(tr), (unsigned long long)c->id,
+              c->src.ip, c->src.port);
+    *out = c->src;
+    return 0;
 }
 
 static void conn_free_cb(struct ev_loop *loop, ev_timer *w, int revents);

@@ -173,3 +173,26 @@ fail:
     SSL_CTX_free(ctx);
     return NULL;
 }
+
+int transport_tls_client(struct transport *t)
+{
+    if (t->tls_client_ctx)
+        return 0;
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    if (!ctx)
+        return -1;
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    int ok = *t->cfg->tls_ca ? SSL_CTX_load_verify_locations(ctx, t->cfg->tls_ca, NULL)
+                             : SSL_CTX_set_default_verify_paths(ctx);
+    if (ok != 1) {
+        char err[300];
+        ssl_error(err, sizeof err, "tls: loading the CAs to check servers with");
+        log_error("%s", err);
+        SSL_CTX_free(ctx);
+        return -1;
+    }
+    t->tls_client_ctx = ctx;
+    return 0;
+}

@@ -316,9 +316,12 @@ sub new {
     my $srv = $self->{server};
     my $t = $self->{transport};
     if ($t eq 'udp') {
-        $self->{sock} = IO::Socket::INET->new(Proto => 'udp', LocalAddr => '127.0.0.1',
-            LocalPort => $self->{local_port} || 0, PeerAddr => '127.0.0.1',
-            PeerPort => $srv->port) or die "udp socket: $!";
+        # peer/peer_port: talk to another server than sipwake (the upstream in gateway tests);
+        # local_addr: send from another loopback address
+        $self->{sock} = IO::Socket::INET->new(Proto => 'udp',
+            LocalAddr => $self->{local_addr} || '127.0.0.1', LocalPort => $self->{local_port} || 0,
+            PeerAddr => $self->{peer} || '127.0.0.1', PeerPort => $self->{peer_port} || $srv->port)
+            or die "udp socket: $!";
     } elsif ($t eq 'tcp') {
         $self->{sock} = IO::Socket::INET->new(Proto => 'tcp', PeerAddr => '127.0.0.1',
             PeerPort => $srv->port, LocalAddr => '127.0.0.1') or die "tcp connect: $!";
@@ -498,7 +501,9 @@ sub register {
 sub authorization {
     my ($self, $r, %o) = @_;
     my $want = $o{algorithm} || 'MD5';
-    my ($ch) = grep { /algorithm=\Q$want\E\b/i } header($r, 'www-authenticate');
+    # a challenge without algorithm means MD5 (RFC 3261 §22.4)
+    my ($ch) = grep { /algorithm=\Q$want\E\b/i || ($want eq 'MD5' && !/algorithm=/i) }
+        header($r, 'www-authenticate');
     die "no $want challenge\n" unless $ch;
     my %p;
     while ($ch =~ /(\w+)=(?:"([^"]*)"|([^\s,]+))/g) { $p{lc $1} = defined $2 ? $2 : $3 }

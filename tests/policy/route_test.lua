@@ -25,4 +25,20 @@ d = route({ method = "INVITE" }, {
 })
 tap.is(d.fork, "serial", "bindings with different q: serial forking")
 
+-- gateway mode
+d = route({ method = "INVITE", aor = "2000@pbx.example.com" }, { gateway = true, bindings = {} })
+tap.is_deeply(d, { relay = "upstream" }, "gateway mode: a phone's call goes to the PBX")
+
+d = route({ method = "MESSAGE" }, {
+    gateway = true,
+    from_upstream = true,
+    bindings = { { uri = "sip:alice@192.0.2.9;pn-provider=fcm;pn-param=p;pn-prid=t", push = true } },
+})
+tap.is_deeply(d, { relay = "bindings", fork = "parallel", branch_timeout = 60 },
+              "gateway mode: the PBX's request reaches the phone behind the masqueraded contact")
+
+d = route({ method = "INVITE" }, { gateway = true, from_upstream = true, bindings = {} })
+tap.is_deeply(d, { reply = { code = 480, reason = "Temporarily Unavailable" } },
+              "gateway mode: a contact the phone let lapse gets 480 for the PBX")
+
 return tap.done_testing()
