@@ -886,7 +886,7 @@ static void relayed_cb(void *arg, const osip_message_t *resp, const char *raw, s
     if (resp->status_code >= 300) {
         /* its challenge (or refusal) goes to the phone as it is, less sipwake's Via */
         struct buf out = {0};
-        if (sip_msg_strip_top_via(raw, len, &out) < 0) {
+        if (sip_msg_strip_top_via(raw, len, NULL, &out) < 0) {
             buf_free(&out);
             reject(rr, 502, "Bad Gateway", "");
             return;

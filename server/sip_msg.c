@@ -1015,6 +1015,7 @@ void sip_msg_forward_request(const char *raw, size_t len, const struct sip_forwa
 struct strip_ctx {
     struct buf *out;
     int done;
+    const char *contacts;
 };
 
 static void strip_line(void *arg, const char *line, size_t len)
@@ -1034,20 +1035,24 @@ static void strip_line(void *arg, const char *line, size_t len)
         }
         return;
     }
+    if (st->contacts && raw_header_is(line, len, "contact", "m"))
+        return;
     buf_append(st->out, line, len);
     buf_append(st->out, "\r\n", 2);
 }
 
-int sip_msg_strip_top_via(const char *raw, size_t len, struct buf *out)
+int sip_msg_strip_top_via(const char *raw, size_t len, const char *contacts, struct buf *out)
 {
     const char *eol = memchr(raw, '\n', len);
     if (!eol)
         return -1;
     buf_append(out, raw, (size_t)(eol - raw) + 1);
-    struct strip_ctx st = {.out = out};
+    struct strip_ctx st = {.out = out, .contacts = contacts};
     raw_lines(raw, len, strip_line, &st);
     if (!st.done)
         return -1;
+    if (contacts)
+        buf_puts(out, contacts);
     buf_append(out, "\r\n", 2);
     long hdr = sip_msg_header_end(raw, len);
     if (hdr > 0 && (size_t)hdr < len)
@@ -1070,6 +1075,8 @@ char *sip_msg_route_lines(const osip_message_t *req, int from)
 
 char *sip_msg_contacts_without_pn(const osip_message_t *req)
 {
+    if (!req)
+        return NULL;
     int any = 0;
     for (int i = 0; i < osip_list_size(&req->contacts) && !any; i++) {
         osip_contact_t *c = osip_list_get(&req->contacts, i);

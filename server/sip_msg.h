@@ -166,8 +166,9 @@ void sip_msg_forward_request(const char *raw, size_t len, const struct sip_forwa
                              struct buf *out);
 
 /* A response to pass upstream (RFC 3261 §16.7 step 3): the same bytes without the top Via
- * value (sipwake's own). -1 if it has no Via. */
-int sip_msg_strip_top_via(const char *raw, size_t len, struct buf *out);
+ * value (sipwake's own), and with every Contact line replaced by contacts unless that is
+ * NULL. -1 if it has no Via. */
+int sip_msg_strip_top_via(const char *raw, size_t len, const char *contacts, struct buf *out);
 
 /* RFC 3261 §9.1 and §17.1.1.3: the CANCEL, or the ACK for a final non-2xx response, of a
  * request sipwake sent (its bytes): the same Request-URI, top Via, From, Call-ID, CSeq
@@ -184,8 +185,8 @@ char *sip_msg_route_lines(const osip_message_t *req, int from);
  * phone). New string; caller frees. */
 char *sip_msg_uri_without_pn(const char *uri);
 
-/* Contact lines for req's Contacts with the pn-* params taken out of their URIs, or NULL
- * when none has any (new string; caller frees). */
+/* Contact lines for the Contacts of a request or response with the pn-* params taken out
+ * of their URIs, or NULL when none has any (or msg is NULL). New string; caller frees. */
 char *sip_msg_contacts_without_pn(const osip_message_t *req);
 
 /* Random token of 2n hex characters, for tags. out must hold 2n+1 bytes. */

@@ -178,14 +178,25 @@ static void timer_c_cb(struct ev_loop *loop, ev_timer *w, int revents)
     cancel_pending(pr);
 }
 
+/* A response to pass on: without our Via, and without push params in its Contact (a callee
+ * phone's push token is nobody else's business). */
+static int response_up(const osip_message_t *resp, const char *raw, size_t len, struct buf *out)
+{
+    char *contacts = sip_msg_contacts_without_pn(resp);
+    int rc = sip_msg_strip_top_via(raw, len, contacts, out);
+    free(contacts);
+    return rc;
+}
+
 /* An INVITE's provisional response (but 100) goes upstream (§16.7 step 5). */
-static void provisional(struct proxy_req *pr, int code, const char *raw, size_t len)
+static void provisional(struct proxy_req *pr, const osip_message_t *resp, const char *raw,
+                        size_t len)
 {
     if (!pr->invite)
         return; /* provisional responses to non-INVITE are not passed on */
     ev_timer_again(pr->p->loop, &pr->timer_c);
     struct buf up = {0};
-    if (code > 100 && !pr->answered && sip_msg_strip_top_via(raw, len, &up) == 0) {
+    if (resp->status_code > 100 && !pr->answered && response_up(resp, raw, len, &up) == 0) {
         txn_provisional_bytes(pr->p->txns, pr->st, up.data, up.len);
         up.data = NULL;
     }
@@ -200,12 +211,12 @@ static void branch_cb(void *arg, const osip_message_t *resp, const char *raw, si
     struct proxy_req *pr = br->pr;
     int code = resp ? resp->status_code : 408;
     if (resp && code < 200) {
-        provisional(pr, code, raw, len);
+        provisional(pr, resp, raw, len);
         return;
     }
     br->c = NULL; /* the client transaction finishes on its own */
     struct buf up = {0};
-    if (resp && sip_msg_strip_top_via(raw, len, &up) == 0) {
+    if (resp && response_up(resp, raw, len, &up) == 0) {
         if (code < 300 && !pr->answered) {
             pass_up(pr, up.data, up.len); /* §16.7 step 5: a 2xx goes at once */
             up.data = NULL;
@@ -280,7 +291,7 @@ int proxy_forward_stray(struct proxy *p, const osip_message_t *resp, const char 
         return 0;
     dst.listener = transport_find_listener(p->tp, CONFIG_TRANSPORT_UDP, dst.addr.ss_family);
     struct buf up = {0};
-    int ok = dst.listener >= 0 && sip_msg_strip_top_via(raw, len, &up) == 0 &&
+    int ok = dst.listener >= 0 && response_up(resp, raw, len, &up) == 0 &&
              transport_send(p->tp, &dst, up.data, up.len) == 0;
     buf_free(&up);
     return ok;
@@ -805,9 +816,9 @@ void proxy_handle(struct proxy *p, osip_message_t *req, const char *raw, size_t 
         struct target tg = {.q = 1000};
         if (gateway_upstream_destination(p->gw, &tg.dst) == 0)
             pr->tg[pr->n_tg++] = tg;
-        pr->contacts = sip_msg_contacts_without_pn(req);
         n = 0;
     }
+    pr->contacts = sip_msg_contacts_without_pn(req);
     /* the reachable bindings, highest q first for serial forking (stable: registration order
      * within a q) */
     for (size_t i = 0; i < n; i++) {
@@ -917,7 +928,8 @@ void proxy_handle_routed(struct proxy *p, osip_message_t *req, const char *raw, 
         preq_free(pr);
     } else {
         invite_begin(pr);
-        start_branch(pr, dst, NULL, NULL, routes.data, hash, (int)mf - 1, NULL);
+        pr->contacts = sip_msg_contacts_without_pn(req);
+        start_branch(pr, dst, NULL, NULL, routes.data, hash, (int)mf - 1, pr->contacts);
     }
     buf_free(&routes);
 }

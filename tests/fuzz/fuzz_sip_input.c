@@ -73,10 +73,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             sip_msg_reply_begin(&r, buf, size, msg, 400, "Bad Request", NULL);
             sip_msg_reply_end(&r);
             buf_free(&r);
+            char *contacts = sip_msg_contacts_without_pn(msg);
             struct sip_forward_edit e = {.via_line = "Via: SIP/2.0/UDP 192.0.2.2;branch=z9hG4bKsw1",
                                          .max_forwards = 69,
                                          .record_route = "Record-Route: <sip:192.0.2.2;lr>\r\n",
-                                         .routes = ""};
+                                         .routes = "",
+                                         .contacts = contacts,
+                                         .extra = "Path: <sip:k@192.0.2.2;lr>\r\n"};
             struct buf fw = {0};
             sip_msg_forward_request(buf, size, &e, &fw);
             if (fw.data) {
@@ -88,10 +91,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 buf_free(&hop);
             }
             buf_free(&fw);
+            free(contacts);
         } else {
+            char *contacts = sip_msg_contacts_without_pn(msg);
             struct buf up = {0};
-            (void)sip_msg_strip_top_via(buf, size, &up);
+            (void)sip_msg_strip_top_via(buf, size, contacts, &up);
             buf_free(&up);
+            free(contacts);
         }
         osip_message_free(msg);
     } else {

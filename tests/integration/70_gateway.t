@@ -16,7 +16,7 @@ use Kamailio;
 
 plan skip_all => 'kamailio is not installed' unless -x '/usr/sbin/kamailio';
 
-my $kam = Kamailio->new(defines => ['WITH_AUTH', 'MAX_EXPIRES=600']);
+my $kam = Kamailio->new(tcp => 1, defines => ['WITH_AUTH', 'MAX_EXPIRES=600']);
 $kam->start;
 my $kp = $kam->port;
 my $sw = Sipwake->new(config => { upstream => { address => "udp:127.0.0.2:$kp" } });
@@ -81,7 +81,10 @@ like($inv // '', qr{^INVITE sip:alice\@127\.0\.0\.1:$ap SIP/2\.0\r\n}, 'at its o
 my @via = hdrs($inv, 'Via');
 is(scalar @via, 3, 'through Kamailio and sipwake (three Vias)');
 $alice->answer($inv, 180, reason => 'Ringing', tag => 'al1', contact => "sip:alice\@127.0.0.1:$ap;pn-provider=fcm;pn-param=proj-1;pn-prid=tok-alice");
-ok($carol->expect(qr/^SIP\/2\.0 180/, 5), 'the caller heard it ring');
+my $ring = $carol->expect(qr/^SIP\/2\.0 180/, 5);
+ok($ring, 'the caller heard it ring');
+my ($rc180) = hdrs($ring, 'Contact');
+like($rc180 // '', qr/^<sip:alice\@127\.0\.0\.1:$ap>$/, 'the phone\'s Contact in the 180, push params taken out');
 $alice->answer($inv, 200, reason => 'OK', tag => 'al1', contact => "sip:alice\@127.0.0.1:$ap");
 my $ok = $carol->expect(qr/^SIP\/2\.0 200/, 5);
 ok($ok, 'the caller got the 200');
@@ -139,4 +142,28 @@ is($sw->sql_wait("SELECT count(*) FROM location WHERE username='alice'", '0'), '
 ok($sw->alive, 'sipwake still running');
 $sw->stop;
 unlike($sw->log, qr/ERROR|AddressSanitizer|runtime error/, 'no errors or sanitizer reports');
+
+# ---- the upstream over TCP: sipwake opens the connection
+my $swt = Sipwake->new(config => { upstream => { address => "tcp:127.0.0.2:$kp" } });
+$swt->start;
+my $tport = $swt->port;
+my $gina = $swt->ua(user => 'gina');
+my $gp = $gina->local_port;
+$r = $gina->register(contact => "sip:gina\@127.0.0.1:$gp;pn-provider=fcm;pn-param=p;pn-prid=tok-g",
+    expires => 600, password => 'secret');
+is($r->{code}, 200, 'TCP upstream: the phone registered (challenge and 200 over sipwake\'s connection)');
+like($kam->ul_dump, qr{sip:[0-9a-f]{24}\@127\.0\.0\.1:$tport;transport=tcp}, 'Kamailio holds a TCP contact of sipwake\'s');
+my $hank = $swt->ua(user => 'hank', peer => '127.0.0.2', peer_port => $kp);
+my $hp = $hank->local_port;
+$hank->send_raw("MESSAGE sip:gina\@example.com SIP/2.0\r\n"
+    . "Via: SIP/2.0/UDP 127.0.0.1:$hp;rport;branch=z9hG4bKgw9\r\nMax-Forwards: 70\r\n"
+    . "From: <sip:hank\@example.com>;tag=h1\r\nTo: <sip:gina\@example.com>\r\n"
+    . "Call-ID: gwmsg9\r\nCSeq: 1 MESSAGE\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nhi");
+my $gm = $gina->expect(qr/^MESSAGE /, 5);
+ok($gm, 'a MESSAGE from the upstream over TCP reached the phone') or diag $swt->log;
+$gina->answer($gm, 200, reason => 'OK') if $gm;
+like($hank->expect(qr/^SIP\/2\.0 /, 5) // '', qr/^SIP\/2\.0 200/, 'and its 200 went back');
+ok($swt->alive, 'sipwake (TCP upstream) still running');
+$swt->stop;
+unlike($swt->log, qr/ERROR|AddressSanitizer|runtime error/, 'no errors or sanitizer reports');
 done_testing;

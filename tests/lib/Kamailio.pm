@@ -9,7 +9,8 @@ use Time::HiRes qw(sleep time);
 
 my $ROOT = $Sipwake::ROOT;
 
-# new(addr => '127.0.0.2', port => N, defines => ['WITH_AUTH', 'MAX_EXPIRES=600'])
+# new(addr => '127.0.0.2', port => N, tcp => 1 (also listen on TCP),
+#     defines => ['WITH_AUTH', 'MAX_EXPIRES=600'])
 sub new {
     my ($class, %o) = @_;
     my $dir = tempdir('kamailio-test-XXXXXX', TMPDIR => 1, CLEANUP => !$ENV{KEEP_TEST_DIRS});
@@ -25,6 +26,7 @@ sub ctl { "unix:$_[0]{dir}/kamailio.ctl" }
 sub start {
     my ($self) = @_;
     my @defs = ("LISTEN=udp:$self->{addr}:$self->{port}", "CTL=\"" . $self->ctl . "\"",
+        ($self->{tcp} ? ("LISTEN_TCP=tcp:$self->{addr}:$self->{port}") : ()),
         'MAX_EXPIRES=7200', @{ $self->{defines} || [] });
     my %seen;
     @defs = reverse grep { my ($k) = /^(\w+)/; !$seen{$k}++ } reverse @defs; # later wins

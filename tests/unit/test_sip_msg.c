@@ -213,5 +213,43 @@ int main(void)
     is_int(sip_msg_hop_request("INVITE sip:x SIP/2.0\r\nCall-ID: c\r\n\r\n", 36, "ACK", NULL, &hop),
            -1, "a request without Via/From/CSeq: no ACK");
     buf_free(&hop);
+
+    /* push params never travel: Contacts of forwarded requests and passed-on responses */
+    const char *r200 =
+        "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP me:5060;branch=z9hG4bKsw1\r\nVia: SIP/2.0/UDP a:1;"
+        "branch=z9hG4bKa\r\nFrom: <sip:a@h>;tag=1\r\nTo: <sip:bob@h>;tag=b9\r\nCall-ID: c1\r\n"
+        "CSeq: 7 INVITE\r\nContact: \"Bob\" <sip:bob@192.0.2.9:5060;transport=tcp;pn-provider=fcm;"
+        "pn-param=p;pn-prid=tok>;+sip.instance=\"<urn:uuid:1>\"\r\nContent-Length: 0\r\n\r\n";
+    osip_message_t *ok200 = NULL;
+    ok(sip_msg_parse(r200, strlen(r200), &ok200) == 0, "200 with a push Contact parsed");
+    char *cl = sip_msg_contacts_without_pn(ok200);
+    is_str(cl,
+           "Contact: \"Bob\" <sip:bob@192.0.2.9:5060;transport=tcp>;+sip.instance=\"<urn:uuid:1>\""
+           "\r\n",
+           "Contact without pn-* params, display name and header params kept");
+    struct buf up = {0};
+    is_int(sip_msg_strip_top_via(r200, strlen(r200), cl, &up), 0, "response passed on");
+    buf_puts(&up, "");
+    ok(!strstr(up.data, "pn-") && strstr(up.data, "Contact: \"Bob\" <sip:bob@192.0.2.9:5060;") &&
+           !strstr(up.data, "branch=z9hG4bKsw1") && strstr(up.data, "\r\n\r\n"),
+       "without our Via and without the push params");
+    buf_free(&up);
+    free(cl);
+    osip_message_free(ok200);
+    osip_message_t *plain = NULL;
+    ok(sip_msg_parse(r486, strlen(r486), &plain) == 0 && !sip_msg_contacts_without_pn(plain),
+       "no Contact with push params: nothing to replace");
+    osip_message_free(plain);
+    struct sip_forward_edit ge = {.via_line = "Via: SIP/2.0/UDP me;branch=z9hG4bKswg1",
+                                  .max_forwards = 69,
+                                  .contacts = "Contact: <sip:k1@me>;expires=60\r\n",
+                                  .extra = "Path: <sip:k1@me;lr>\r\n"};
+    struct buf gw = {0};
+    sip_msg_forward_request(inv, strlen(inv), &ge, &gw);
+    buf_puts(&gw, "");
+    ok(strstr(gw.data, "Contact: <sip:k1@me>;expires=60\r\nPath: <sip:k1@me;lr>\r\n\r\n") &&
+           !strstr(gw.data, "Contact: <sip:a"),
+       "a relayed REGISTER's Contacts replaced, Path added at the end of the headers");
+    buf_free(&gw);
     return done_testing();
 }
