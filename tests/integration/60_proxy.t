@@ -143,6 +143,8 @@ return {
         if req.user == "fork" then return { relay = "bindings", fork = "sideways" } end
         if req.user == "timeout" then return { relay = "bindings", branch_timeout = 0.5 } end
         if req.user == "replyfork" then return { reply = { code = 404 }, fork = "serial" } end
+        if req.user == "up" then return { relay = "upstream" } end
+        if req.user == "upfork" then return { relay = "upstream", fork = "serial" } end
         return { reply = { code = 488, reason = "Policy Says No" } }
     end,
 }
@@ -166,6 +168,12 @@ ok($bad->wait_log(qr/invalid decision: branch_timeout must be an integer 1\.\.30
 $r = $u->request(message($u, 'replyfork@example.com'));
 is($r->{code}, 500, 'fork with a reply: 500');
 ok($bad->wait_log(qr/invalid decision: unknown key 'fork'/), 'logged');
+$r = $u->request(message($u, 'up@example.com'));
+is($r->{code}, 500, 'relay to the upstream without one configured: 500');
+ok($bad->wait_log(qr/relay = "upstream" for MESSAGE .* without an \[upstream\] address; answered 500/), 'logged');
+$r = $u->request(message($u, 'upfork@example.com'));
+is($r->{code}, 500, 'fork with relay = upstream: 500');
+ok($bad->wait_log(qr/invalid decision: fork goes only with relay = "bindings"/), 'logged');
 $r = $u->request(message($u, 'anyone@example.com'));
 is($r->{code}, 488, 'a valid reply decision is sent as decided');
 is($r->{reason}, 'Policy Says No', 'with its reason');
