@@ -93,7 +93,12 @@ end
 --       answered in N s is CANCELled
 --   { relay = "upstream" }                         to the [upstream] server (gateway mode),
 --       Request-URI unchanged; branch_timeout as above
+--   { relay = "uri", uri = "sip:vm@192.0.2.5:5060;transport=tcp" }
+--       to that URI, which becomes the Request-URI (a voicemail server, a PBX); its host
+--       must be a numeric address; branch_timeout as above
 --   { reply = { code = 404, reason = "Not Found" } }
+--       optionally with headers = { ["Retry-After"] = 60 } or, on a 3xx,
+--       headers = { Contact = "<sip:bob@example.org>" }
 -- Safe default (on error, overrun or an invalid decision): 500 Server Internal Error.
 -- sipwake answers 480 when it relays and no binding is reachable.
 

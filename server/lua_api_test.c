@@ -185,11 +185,29 @@ static int test_route(lua_State *L)
         lua_setfield(L, -2, "code");
         lua_pushstring(L, out.reason);
         lua_setfield(L, -2, "reason");
+        if (out.headers[0]) {
+            lua_newtable(L);
+            for (char *line = out.headers, *eol; (eol = strstr(line, "\r\n")); line = eol + 2) {
+                char *colon = memchr(line, ':', (size_t)(eol - line));
+                if (!colon)
+                    break;
+                lua_pushlstring(L, line, (size_t)(colon - line));
+                lua_pushlstring(L, colon + 2, (size_t)(eol - colon - 2));
+                lua_rawset(L, -3);
+            }
+            lua_setfield(L, -2, "headers");
+        }
         lua_setfield(L, -2, "reply");
     } else {
         int bindings = out.action == LUA_ROUTE_BINDINGS;
-        lua_pushstring(L, bindings ? "bindings" : "upstream");
+        lua_pushstring(L, bindings                           ? "bindings"
+                          : out.action == LUA_ROUTE_UPSTREAM ? "upstream"
+                                                             : "uri");
         lua_setfield(L, -2, "relay");
+        if (out.action == LUA_ROUTE_URI) {
+            lua_pushstring(L, out.uri);
+            lua_setfield(L, -2, "uri");
+        }
         lua_pushstring(L, out.serial ? "serial" : "parallel");
         if (bindings)
             lua_setfield(L, -2, "fork");

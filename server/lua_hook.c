@@ -3,10 +3,12 @@
  */
 #include "lua_hook.h"
 
+#include <arpa/inet.h>
 #include <stdio.h>
 #include <string.h>
 
 #include <lauxlib.h>
+#include <osipparser2/osip_parser.h>
 
 #include "log.h"
 #include "lua_vm.h"
@@ -229,6 +231,74 @@ enum lua_hook_result lua_hook_on_register(struct lua_vm *vm, const struct lua_ho
     return LUA_HOOK_OK;
 }
 
+/* NULL if u may be relayed to: a sip: or sips: URI whose host is a numeric address (hooks
+ * do no I/O, and sipwake resolves no names on its loop), else why not. */
+static const char *route_uri_check(const char *u)
+{
+    if (strlen(u) >= sizeof(((struct lua_hook_route_out *)0)->uri) || strpbrk(u, " \t\r\n<>\""))
+        return "uri must be a sip: URI of at most 255 characters, without spaces or <>";
+    osip_uri_t *p = NULL;
+    const char *why = NULL;
+    if (osip_uri_init(&p) != 0 || osip_uri_parse(p, u) != 0 || !p->scheme || !p->host)
+        why = "uri does not parse as a SIP URI";
+    else if (!util_caseeq(p->scheme, "sip") && !util_caseeq(p->scheme, "sips"))
+        why = "uri must be sip: or sips:";
+    else {
+        unsigned char a[16];
+        const char *h = p->host;
+        if (inet_pton(AF_INET, h, a) != 1 && inet_pton(AF_INET6, h, a) != 1)
+            why = "uri's host must be a numeric IPv4 or IPv6 address";
+        long port;
+        if (!why && p->port && util_parse_long(p->port, 1, 65535, &port) < 0)
+            why = "uri's port must be 1..65535";
+    }
+    osip_uri_free(p);
+    return why;
+}
+
+/* Header names a policy may not set on a reply: sipwake writes these. */
+static const char *const reserved_headers[] = {
+    "via", "from", "to", "call-id", "cseq", "content-length", "content-type", "v",
+    "f",   "t",    "i",  "l",       "c"};
+
+/* Decode reply.headers (a table name -> value, on the top of the stack) into out->headers.
+ * NULL, or why it is refused. */
+static const char *reply_headers(lua_State *L, struct lua_hook_route_out *out)
+{
+    if (!lua_istable(L, -1))
+        return "reply.headers must be a table { [\"Name\"] = \"value\" }";
+    size_t used = 0;
+    lua_pushnil(L);
+    while (lua_next(L, -2)) {
+        const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
+        const char *v = lua_type(L, -1) == LUA_TSTRING || lua_type(L, -1) == LUA_TNUMBER
+                            ? lua_tostring(L, -1)
+                            : NULL;
+        const char *why = NULL;
+        if (!k || !*k ||
+            strspn(k, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+                      "-.!%*_+`'~") != strlen(k))
+            why = "reply.headers: a header name must be a SIP token";
+        else if (!v || strpbrk(v, "\r\n"))
+            why = "reply.headers: a header value must be a one-line string";
+        for (size_t i = 0; !why && i < sizeof reserved_headers / sizeof *reserved_headers; i++)
+            if (util_caseeq(k, reserved_headers[i]))
+                why = "reply.headers: Via, From, To, Call-ID, CSeq and Content-* are sipwake's";
+        size_t n = why ? 0 : strlen(k) + strlen(v) + 4;
+        if (!why && used + n >= sizeof out->headers)
+            why = "reply.headers: more than 1000 bytes of headers";
+        if (why) {
+            lua_pop(L, 2);
+            out->headers[0] = '\0';
+            return why;
+        }
+        used +=
+            (size_t)snprintf(out->headers + used, sizeof out->headers - used, "%s: %s\r\n", k, v);
+        lua_pop(L, 1);
+    }
+    return NULL;
+}
+
 /* Decode a route decision (schemas/hooks/route.json). 0 or -1 (logged). */
 static int decode_route(struct lua_vm *vm, lua_State *L, struct lua_hook_route_out *out)
 {
@@ -245,12 +315,25 @@ static int decode_route(struct lua_vm *vm, lua_State *L, struct lua_hook_route_o
     }
     if (has_relay) {
         const char *r = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
-        if (!r || (strcmp(r, "bindings") != 0 && strcmp(r, "upstream") != 0)) {
+        if (!r ||
+            (strcmp(r, "bindings") != 0 && strcmp(r, "upstream") != 0 && strcmp(r, "uri") != 0)) {
             lua_pop(L, 2);
-            return bad_decision(vm, hook, "relay must be \"bindings\" or \"upstream\"");
+            return bad_decision(vm, hook, "relay must be \"bindings\", \"upstream\" or \"uri\"");
         }
-        out->action = strcmp(r, "bindings") == 0 ? LUA_ROUTE_BINDINGS : LUA_ROUTE_UPSTREAM;
+        out->action = strcmp(r, "bindings") == 0   ? LUA_ROUTE_BINDINGS
+                      : strcmp(r, "upstream") == 0 ? LUA_ROUTE_UPSTREAM
+                                                   : LUA_ROUTE_URI;
         lua_pop(L, 2);
+        if (out->action == LUA_ROUTE_URI) {
+            lua_getfield(L, t, "uri");
+            const char *u = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+            const char *why = u ? route_uri_check(u) : "relay = \"uri\" needs uri = \"sip:...\"";
+            if (!why)
+                snprintf(out->uri, sizeof out->uri, "%s", u);
+            lua_pop(L, 1);
+            if (why)
+                return bad_decision(vm, hook, why);
+        }
         lua_getfield(L, t, "fork");
         lua_getfield(L, t, "branch_timeout");
         const char *fork = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
@@ -295,17 +378,23 @@ static int decode_route(struct lua_vm *vm, lua_State *L, struct lua_hook_route_o
         out->action = LUA_ROUTE_REPLY;
         out->code = (int)code;
         snprintf(out->reason, sizeof out->reason, "%s", reason ? reason : "");
-        lua_pop(L, 3);
+        lua_pop(L, 2);
+        lua_getfield(L, -1, "headers");
+        const char *why = lua_isnil(L, -1) ? NULL : reply_headers(L, out);
+        lua_pop(L, 2);
+        if (why)
+            return bad_decision(vm, hook, why);
     }
     lua_pushnil(L);
     while (lua_next(L, t)) {
         const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "";
-        int relay_opt = strcmp(k, "fork") == 0 || strcmp(k, "branch_timeout") == 0;
+        int relay_opt = strcmp(k, "fork") == 0 || strcmp(k, "branch_timeout") == 0 ||
+                        (strcmp(k, "uri") == 0 && out->action == LUA_ROUTE_URI);
         if (strcmp(k, "reply") != 0 && strcmp(k, "relay") != 0 &&
             !(relay_opt && out->action != LUA_ROUTE_REPLY)) {
             char why[112];
-            snprintf(why, sizeof why, "unknown key '%.40s' (reply; relay, fork, branch_timeout)",
-                     k);
+            snprintf(why, sizeof why,
+                     "unknown key '%.40s' (reply; relay, uri, fork, branch_timeout)", k);
             lua_pop(L, 2);
             return bad_decision(vm, hook, why);
         }

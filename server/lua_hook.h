@@ -83,6 +83,7 @@ enum lua_route_action {
     LUA_ROUTE_BINDINGS = 0, /* relay to the AOR's reachable bindings */
     LUA_ROUTE_REPLY,        /* answer with code and reason */
     LUA_ROUTE_UPSTREAM,     /* relay to the configured upstream (gateway mode) */
+    LUA_ROUTE_URI,          /* relay to uri, which becomes the Request-URI */
 };
 
 #define LUA_ROUTE_MAX_BRANCH_TIMEOUT 300
@@ -93,6 +94,8 @@ struct lua_hook_route_out {
     int branch_timeout; /* bindings: seconds a branch (serial: a q group) may ring; 0: no limit */
     int code;
     char reason[128];
+    char headers[1024]; /* reply: extra "Name: value\r\n" lines */
+    char uri[256];      /* LUA_ROUTE_URI: a sip:/sips: URI with a numeric host */
 };
 
 /* Run route of vm. With no route hook the default is LUA_ROUTE_BINDINGS. When the hook fails

@@ -22,6 +22,7 @@
 #define PROXY_MAX_BRANCHES 16
 #define PROXY_BRANCH_PREFIX "z9hG4bKsw"
 #define PROXY_TIMER_C_S 180.0 /* §16.6 step 11: more than 3 minutes would also do */
+#define PROXY_CONN_CACHE 16
 
 struct proxy {
     struct ev_loop *loop;
@@ -30,7 +31,9 @@ struct proxy {
     struct txn_table *txns;
     struct transport *tp;
     uint64_t next_branch;
-    struct gateway *gw;          /* gateway mode, else NULL */
+    struct gateway *gw;                        /* gateway mode, else NULL */
+    struct sip_source conns[PROXY_CONN_CACHE]; /* TCP/TLS connections opened for relay = uri */
+    size_t next_conn;
     unsigned char token_key[32]; /* authenticates the flow tokens of our Record-Routes */
 };
 
@@ -118,8 +121,9 @@ static void preq_free(struct proxy_req *pr)
     free(pr);
 }
 
-/* Answer the server transaction with a response of our own. */
-static void reply(struct proxy_req *pr, int code, const char *reason)
+/* Answer the server transaction with a response of our own, with extra header lines
+ * ("Name: value\r\n" each, or NULL). */
+static void reply_with(struct proxy_req *pr, int code, const char *reason, const char *extra)
 {
     if (pr->answered)
         return;
@@ -127,6 +131,8 @@ static void reply(struct proxy_req *pr, int code, const char *reason)
     sip_msg_reply_begin(&r, pr->raw, pr->rawlen, pr->req, code, reason, NULL);
     if (*pr->p->cfg->server_header)
         sip_msg_reply_header(&r, "Server", pr->p->cfg->server_header);
+    if (extra)
+        buf_puts(&r, extra);
     sip_msg_reply_end(&r);
     txn_set_owner(pr->st, NULL);
     txn_reply_bytes(pr->p->txns, pr->st, r.data, r.len);
@@ -134,6 +140,11 @@ static void reply(struct proxy_req *pr, int code, const char *reason)
     log_info("proxy: %s %s from %s:%d answered %d %s", pr->req->sip_method,
              pr->req->req_uri && pr->req->req_uri->username ? pr->req->req_uri->username : "",
              pr->src.ip, pr->src.port, code, reason);
+}
+
+static void reply(struct proxy_req *pr, int code, const char *reason)
+{
+    reply_with(pr, code, reason, NULL);
 }
 
 /* Pass a downstream response (already without our Via) upstream. Takes bytes. */
@@ -665,6 +676,59 @@ static long max_forwards_of(const osip_message_t *req)
     return mf;
 }
 
+/* Where a URI the policy relays to is reached: its numeric host and port, over its
+ * transport (UDP unless transport= or sips: says otherwise); a TCP/TLS connection to it is
+ * reused while open. 0, or -1 when it cannot be (no listener for it, connect failed). */
+static int uri_destination(struct proxy *p, const char *uri, struct sip_source *dst)
+{
+    osip_uri_t *u = NULL;
+    int rc = -1;
+    if (osip_uri_init(&u) != 0 || osip_uri_parse(u, uri) != 0 || !u->host)
+        goto out;
+    int sips = u->scheme && util_caseeq(u->scheme, "sips");
+    const char *tp = sip_msg_param(&u->url_params, "transport");
+    enum config_transport tr = sips                           ? CONFIG_TRANSPORT_TLS
+                               : tp && util_caseeq(tp, "tcp") ? CONFIG_TRANSPORT_TCP
+                               : tp && util_caseeq(tp, "tls") ? CONFIG_TRANSPORT_TLS
+                                                              : CONFIG_TRANSPORT_UDP;
+    long port = tr == CONFIG_TRANSPORT_TLS ? 5061 : 5060;
+    if (u->port && util_parse_long(u->port, 1, 65535, &port) < 0)
+        goto out;
+    struct sockaddr_storage ss;
+    socklen_t len;
+    if (transport_addr_make(u->host, (int)port, &ss, &len) < 0)
+        goto out;
+    if (tr == CONFIG_TRANSPORT_UDP) {
+        memset(dst, 0, sizeof *dst);
+        dst->transport = tr;
+        dst->addr = ss;
+        dst->addrlen = len;
+        dst->listener = transport_find_listener(p->tp, tr, ss.ss_family);
+        snprintf(dst->ip, sizeof dst->ip, "%s", u->host);
+        dst->port = (int)port;
+        rc = dst->listener >= 0 ? 0 : -1;
+        goto out;
+    }
+    for (size_t i = 0; i < PROXY_CONN_CACHE; i++) {
+        struct sip_source *c = &p->conns[i];
+        if (c->flow_id && c->transport == tr && c->addrlen == len &&
+            memcmp(&c->addr, &ss, len) == 0 && transport_flow_alive(p->tp, c->flow_id)) {
+            *dst = *c;
+            rc = 0;
+            goto out;
+        }
+    }
+    if (transport_connect(p->tp, tr, &ss, len, NULL, dst) == 0) {
+        p->conns[p->next_conn++ % PROXY_CONN_CACHE] = *dst;
+        rc = 0;
+    }
+out:
+    if (rc < 0)
+        log_warn("proxy: cannot reach %s (policy relay = \"uri\")", uri);
+    osip_uri_free(u);
+    return rc;
+}
+
 /* Gateway mode: the binding a request from the upstream is for, named by the key in its
  * Request-URI (a masqueraded Contact) or in its top Route (a Path), or NULL. */
 static const struct binding *upstream_target(struct proxy *p, const osip_message_t *req)
@@ -807,7 +871,7 @@ void proxy_handle(struct proxy *p, osip_message_t *req, const char *raw, size_t 
                  p->gw ? "Loop Detected" : "Server Internal Error");
     }
     if (d.action == LUA_ROUTE_REPLY) {
-        reply(pr, d.code, d.reason[0] ? d.reason : "Rejected by policy");
+        reply_with(pr, d.code, d.reason[0] ? d.reason : "Rejected by policy", d.headers);
         preq_free(pr);
         return;
     }
@@ -816,6 +880,15 @@ void proxy_handle(struct proxy *p, osip_message_t *req, const char *raw, size_t 
         struct target tg = {.q = 1000};
         if (gateway_upstream_destination(p->gw, &tg.dst) == 0)
             pr->tg[pr->n_tg++] = tg;
+        n = 0;
+    }
+    if (d.action == LUA_ROUTE_URI) {
+        /* to the URI the policy named, which becomes the Request-URI */
+        struct target tg = {.q = 1000};
+        if (uri_destination(p, d.uri, &tg.dst) == 0) {
+            tg.ruri = xstrdup(d.uri);
+            pr->tg[pr->n_tg++] = tg;
+        }
         n = 0;
     }
     pr->contacts = sip_msg_contacts_without_pn(req);
