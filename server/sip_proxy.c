@@ -724,9 +724,18 @@ static int uri_destination(struct proxy *p, const char *uri, struct sip_source *
     }
 out:
     if (rc < 0)
-        log_warn("proxy: cannot reach %s (policy relay = \"uri\")", uri);
+        log_warn("proxy: cannot reach %s", uri);
     osip_uri_free(u);
     return rc;
+}
+
+/* Where a Route entry's URI is reached: the upstream when it names the upstream's host,
+ * else its numeric address. 0 or -1. */
+static int next_hop(struct proxy *p, const osip_uri_t *u, const char *text, struct sip_source *dst)
+{
+    if (p->gw && u->host && util_caseeq(u->host, p->cfg->upstream_host))
+        return gateway_upstream_destination(p->gw, dst);
+    return uri_destination(p, text, dst);
 }
 
 /* Gateway mode: the binding a request from the upstream is for, named by the key in its
@@ -909,6 +918,28 @@ void proxy_handle(struct proxy *p, osip_message_t *req, const char *raw, size_t 
     pr->serial = d.serial;
     pr->branch_timeout = d.branch_timeout;
     pr->routes = routes_without_us(p, req);
+    /* §16.6 step 7: a Route set that goes on past sipwake names the next hop; the targets
+     * keep their Request-URIs but go there */
+    int ours = 0;
+    while (ours < osip_list_size(&req->routes) && route_is_us(p, osip_list_get(&req->routes, ours)))
+        ours++;
+    osip_route_t *next = osip_list_get(&req->routes, ours);
+    if (next && pr->n_tg > 0) {
+        struct sip_source hop;
+        char *hop_uri = NULL;
+        int ok = next->url && osip_uri_to_str(next->url, &hop_uri) == 0 && hop_uri &&
+                 next_hop(p, next->url, hop_uri, &hop) == 0;
+        for (size_t i = 0; ok && i < pr->n_tg; i++)
+            pr->tg[i].dst = hop;
+        if (!ok) {
+            log_info("proxy: %s %s: next hop %s (Route) unreachable", req->sip_method,
+                     req->call_id->number, hop_uri ? hop_uri : "?");
+            for (size_t i = 0; i < pr->n_tg; i++)
+                free(pr->tg[i].ruri);
+            pr->n_tg = 0;
+        }
+        osip_free(hop_uri);
+    }
     memcpy(pr->hash, hash, sizeof pr->hash);
     pr->max_forwards = (int)mf - 1; /* §16.6 step 3 */
     if (pr->n_tg > 0) {

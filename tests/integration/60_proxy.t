@@ -109,15 +109,15 @@ $lp->send_raw($back) if $back;              # the hop passes the 482 on
 $r = Sipwake::UA::parse_response($alice->recv_raw(3));
 is($r->{code}, 482, 'the caller gets 482 Loop Detected');
 
-# A phone using sipwake as its outbound proxy preloads a Route to it: removed (§16.4);
-# a Route to somewhere else stays.
+# A phone using sipwake as its outbound proxy preloads a Route to it: removed (§16.4).
+# (A Route set that goes on past sipwake: 66_route_decisions.t.)
 (my $routed = message($alice, 'bob@example.com'))
-    =~ s/\r\nMax-Forwards/\r\nRoute: <sip:127.0.0.1:$port;lr>\r\nRoute: <sip:192.0.2.77;lr>\r\nMax-Forwards/;
+    =~ s/\r\nMax-Forwards/\r\nRoute: <sip:127.0.0.1:$port;lr>\r\nMax-Forwards/;
 $alice->send_raw($routed);
 $got = $bob->recv_raw(3);
 ok($got, 'a request with a preloaded Route to sipwake reached bob');
 unlike($got // '', qr/^Route: <sip:127\.0\.0\.1:$port;lr>/m, "sipwake's own Route entry removed");
-like($got // '', qr/^Route: <sip:192\.0\.2\.77;lr>\r$/m, 'the next one kept');
+unlike($got // '', qr/^Route:/m, 'no Route left');
 $bob->answer($got, 200, reason => 'OK') if $got;
 is(Sipwake::UA::parse_response($alice->recv_raw(3))->{code}, 200, 'answered');
 

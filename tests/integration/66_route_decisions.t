@@ -2,7 +2,9 @@
 # Route decisions beyond the AOR's bindings: relay to an explicit URI (a voicemail server, a
 # PBX) over UDP and over a TCP connection sipwake opens and reuses; replies with extra
 # headers (a 302 with a Contact, a 486 with Retry-After); and the decisions that are refused
-# (a host name, a reserved header) get 500 and a log line.
+# (a host name, a reserved header) get 500 and a log line. Also RFC 3261 §16.6 step 7: an
+# initial request whose Route set goes on past sipwake is sent to the next Route, with the
+# Request-URI of the binding.
 use strict;
 use warnings;
 use FindBin;
@@ -37,6 +39,7 @@ return {
         if req.user == "named" then return { relay = "uri", uri = "sip:vm\@voicemail.example.com" } end
         if req.user == "via" then return { reply = { code = 403, headers = { Via = "x" } } } end
         if req.user == "crlf" then return { reply = { code = 403, headers = { X = "a\\r\\nVia: y" } } } end
+        if #ctx.bindings > 0 then return { relay = "bindings" } end
         return { reply = { code = 404, reason = "Not Found" } }
     end,
 }
@@ -115,6 +118,25 @@ is(Sipwake::UA::header($r, 'via') =~ /^SIP\/2\.0\/UDP 127\.0\.0\.1:$lp/ ? 1 : 0,
 $r = $ua->request(message('crlf@example.com'));
 is($r->{code}, 500, 'a header value with a line break: 500');
 ok($sw->wait_log(qr/reply\.headers: a header value must be a one-line string/), 'logged');
+
+# a Route set past sipwake: the next Route is the next hop
+my $bob = $sw->ua(user => 'bob');
+my $bp = $bob->local_port;
+is($bob->register(contact => "sip:bob\@127.0.0.1:$bp;pn-provider=fcm;pn-param=p;pn-prid=tb", expires => 3600)->{code},
+    200, 'bob registered');
+my $m = message('bob@example.com');
+$m =~ s/Max-Forwards: 70\r\n/Max-Forwards: 70\r\nRoute: <sip:127.0.0.1:$port;lr>, <sip:127.0.0.3:$vu;lr>\r\n/;
+$ua->send_raw($m);
+$got = undef;
+if (IO::Select->new($vm_udp)->can_read(3)) {
+    $vm_udp->recv($got, 65535, 0);
+}
+like($got // '', qr{^MESSAGE sip:bob\@127\.0\.0\.1:$bp SIP/2\.0\r\n}, 'sent to the next Route, with the binding\'s Request-URI');
+like($got // '', qr{\r\nRoute: <sip:127\.0\.0\.3:$vu;lr>\r\n}, 'our Route entry off, the next one kept');
+unlike($got // '', qr/127\.0\.0\.1:$port;lr/, 'no Route of ours left');
+ok(!defined $bob->recv_raw(0.3), 'bob did not get it directly');
+$vm_udp->send(answer_of($got, 200), 0, $vm_udp->peername) if $got;
+like($ua->recv_raw(3) // '', qr{^SIP/2\.0 200 }, 'the answer came back');
 
 ok($sw->alive, 'sipwake still running');
 $sw->stop;
