@@ -5,7 +5,8 @@
 # from Kamailio, the credentials go up, and only Kamailio's 2xx stores the phone's binding
 # here. Kamailio's location holds sipwake's masqueraded address (no pn-* params), sipwake's
 # holds the phone's. A call placed through Kamailio to the phone's AOR reaches the phone
-# via sipwake; the phone's own requests go to Kamailio, without its push params.
+# via sipwake (Perl UAs, then sipp on both ends); the phone's own requests go to Kamailio,
+# without its push params. Last, the same over a TCP upstream.
 use strict;
 use warnings;
 use FindBin;
@@ -138,6 +139,24 @@ $r = $alice->register(contact => $contact, contact_params => $inst, expires => 0
 is($r->{code}, 200, 'unregister: 200');
 unlike($kam->ul_dump, qr/$key/, 'Kamailio dropped the masqueraded contact');
 is($sw->sql_wait("SELECT count(*) FROM location WHERE username='alice'", '0'), '0', 'sipwake dropped the binding');
+
+# ---- sipp: a call placed through Kamailio to a sipp phone registered through sipwake
+my $phone_port = Sipwake::free_port();
+{
+    my $reg = $sw->ua(user => 'ivy', local_port => $phone_port);
+    $r = $reg->register(contact => "sip:ivy\@127.0.0.1:$phone_port;pn-provider=fcm;pn-param=p;pn-prid=tok-ivy",
+        expires => 600, password => 'secret');
+    is($r->{code}, 200, 'sipp phone: registered through sipwake (credentials held by Kamailio)');
+    close $reg->sock;
+}
+my $uas = $sw->sipp_bg('uas_call', port => $phone_port, server_side => 1);
+select(undef, undef, undef, 0.3);
+my ($src, $smsgs, $serr) = $sw->sipp('uac_call', set => { callee => 'ivy' }, target => "127.0.0.2:$kp");
+is($src, 0, 'sipp caller: call through Kamailio answered, ACKed and hung up') or diag $serr;
+my ($urc, $umsgs, $uerr) = $sw->sipp_wait($uas);
+is($urc, 0, 'sipp phone rang, answered, got the ACK and the BYE') or diag $uerr;
+like($umsgs, qr/^INVITE sip:ivy\@127\.0\.0\.1:$phone_port SIP\/2\.0/m, 'the phone saw its own Contact, no push params');
+like($umsgs, qr/^Record-Route: <sip:[0-9a-f]+\@127\.0\.0\.1:$port;lr;ftag=/m, 'sipwake Record-Routed the call');
 
 ok($sw->alive, 'sipwake still running');
 $sw->stop;

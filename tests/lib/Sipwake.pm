@@ -231,8 +231,8 @@ sub run_bin {
 }
 
 # Run one sipp call of tests/sipp/<scenario>.xml against the server. Options: transport
-# (u1|t1), port (local), set => {var => value}, args => [...]. Returns (exit code, the
-# messages sipp saw, sipp's error log).
+# (u1|t1), port (local), set => {var => value}, args => [...], target ("ip:port" instead of
+# sipwake's). Returns (exit code, the messages sipp saw, sipp's error log).
 sub sipp {
     my ($self, $scenario, %o) = @_;
     my $tag = $scenario . '-' . ++$self->{sipp_runs};
@@ -245,7 +245,7 @@ sub sipp {
     for my $k (sort keys %{ $o{set} || {} }) {
         push @cmd, '-set', $k, $o{set}{$k};
     }
-    push @cmd, "127.0.0.1:$self->{port}";
+    push @cmd, $o{target} // "127.0.0.1:$self->{port}";
     my $pid = fork() // die;
     if ($pid == 0) {
         open STDOUT, '>', '/dev/null';
