@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include <openssl/err.h>
+#include <openssl/x509v3.h>
 
 #include "log.h"
 #include "metrics.h"
@@ -418,8 +419,14 @@ int transport_connect(struct transport *t, enum config_transport tr,
     if (c->ssl) {
         SSL_set_connect_state(c->ssl);
         if (tls_host && *tls_host) {
-            SSL_set_tlsext_host_name(c->ssl, tls_host);
-            SSL_set1_host(c->ssl, tls_host);
+            unsigned char ip[16];
+            if (inet_pton(AF_INET, tls_host, ip) == 1 || inet_pton(AF_INET6, tls_host, ip) == 1) {
+                /* an address: checked against the certificate's IP SANs, no SNI */
+                X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(c->ssl), tls_host);
+            } else {
+                SSL_set_tlsext_host_name(c->ssl, tls_host);
+                SSL_set1_host(c->ssl, tls_host);
+            }
         }
     }
     conn_start(c, EV_WRITE);
