@@ -382,6 +382,12 @@ static int user_command(struct app *app, int argc, char **argv)
     return rc;
 }
 
+/* A TCP/TLS connection closed: client transactions waiting on it end now. */
+static void flow_closed(void *arg, uint64_t flow_id)
+{
+    txn_client_flow_failed(arg, flow_id);
+}
+
 /* ---------------------------------------------------------------- main */
 
 int main(int argc, char **argv)
@@ -470,6 +476,7 @@ int main(int argc, char **argv)
         goto out;
     }
     app.txns = txn_table_new(app.loop, app.tp);
+    transport_on_close(app.tp, flow_closed, app.txns);
     app.reg = registrar_new(&app.cfg, app.loc, app.store, app.txns, app.tp);
     app.proxy = proxy_new(app.loop, &app.cfg, app.loc, app.txns, app.tp);
     if (config_gateway(&app.cfg)) {

@@ -156,6 +156,12 @@ int transport_find_listener(const struct transport *t, enum config_transport tr,
     return -1;
 }
 
+void transport_on_close(struct transport *t, void (*cb)(void *arg, uint64_t flow_id), void *arg)
+{
+    t->closed_cb = cb;
+    t->closed_arg = arg;
+}
+
 int transport_flow_alive(const struct transport *t, uint64_t flow_id)
 {
     return flow_id && transport_stream_find(t, flow_id) != NULL;

@@ -58,6 +58,9 @@ int transport_connect(struct transport *t, enum config_transport tr,
                       const struct sockaddr_storage *addr, socklen_t len, const char *tls_host,
                       struct sip_source *out);
 
+/* Call cb when a TCP/TLS connection closes, for any reason but shutdown. */
+void transport_on_close(struct transport *t, void (*cb)(void *arg, uint64_t flow_id), void *arg);
+
 /* 1 if the TCP/TLS connection of flow_id is still open. */
 int transport_flow_alive(const struct transport *t, uint64_t flow_id);
 

@@ -38,6 +38,8 @@ struct transport {
     const struct config *cfg;
     transport_msg_cb cb;
     void *cb_arg;
+    void (*closed_cb)(void *arg, uint64_t flow_id);
+    void *closed_arg;
     struct listener *listeners;
     size_t n_listeners;
     SSL_CTX *tls_ctx;

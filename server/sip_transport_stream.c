@@ -460,6 +460,8 @@ static void conn_close(struct conn *c, const char *why)
         c->ssl = NULL;
     }
     close(c->fd);
+    if (t->closed_cb && strcmp(why, "shutdown") != 0)
+        t->closed_cb(t->closed_arg, c->id);
     /* The connection may be closed from inside its own callback chain; free it from the
      * loop once that chain has unwound. */
     ev_timer_init(&c->timer, conn_free_cb, 0, 0);

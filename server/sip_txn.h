@@ -107,6 +107,10 @@ void txn_client_cancel(struct txn_client *c);
 /* The caller no longer wants callbacks; the transaction finishes on its own. */
 void txn_client_detach(struct txn_client *c);
 
+/* The TCP/TLS connection flow_id closed (or never opened): its client transactions still
+ * waiting for a final response end now, as if no response came (§17.1.4). */
+void txn_client_flow_failed(struct txn_table *tt, uint64_t flow_id);
+
 /* End every client transaction now, reporting NULL to those still waiting (shutdown; call
  * while the transport is still open). */
 void txn_client_abort_all(struct txn_table *tt);

@@ -308,3 +308,34 @@ void txn_client_abort_all(struct txn_table *tt)
 {
     hashtab_drain(txn_table_clients(tt), abort_one, tt);
 }
+
+struct flow_failed {
+    struct txn_table *tt;
+    uint64_t flow_id;
+    size_t n;
+};
+
+static void flow_failed_one(struct hashtab_node *n, void *arg)
+{
+    struct flow_failed *f = arg;
+    struct txn_client *c = HASHTAB_ENTRY(n, struct txn_client, hn);
+    if (c->dst.transport == CONFIG_TRANSPORT_UDP || c->dst.flow_id != f->flow_id ||
+        c->state == CLIENT_COMPLETED || c->state == CLIENT_ACCEPTED)
+        return;
+    /* §17.1.4: the transport failed; the timeout ends it at once (the table may not change
+     * while it is walked) */
+    struct ev_loop *loop = txn_table_loop(f->tt);
+    ev_timer_stop(loop, &c->retransmit);
+    ev_timer_stop(loop, &c->timeout);
+    ev_timer_set(&c->timeout, 0, 0);
+    ev_timer_start(loop, &c->timeout);
+    f->n++;
+}
+
+void txn_client_flow_failed(struct txn_table *tt, uint64_t flow_id)
+{
+    struct flow_failed f = {.tt = tt, .flow_id = flow_id};
+    hashtab_each(txn_table_clients(tt), flow_failed_one, &f);
+    if (f.n)
+        log_info("txn: %zu client transaction(s) ended: their connection closed", f.n);
+}

@@ -2,7 +2,8 @@
 # Gateway mode over a TLS upstream: sipwake opens the TLS connection itself and checks the
 # upstream's certificate against [tls] ca and the upstream's address. A stand-in upstream
 # (IO::Socket::SSL on 127.0.0.2, certificate for IP 127.0.0.2) answers the relayed REGISTER
-# 200. Against a CA that did not sign that certificate, the handshake fails and is logged.
+# 200. Against a CA that did not sign that certificate, the handshake fails and is logged,
+# and the phone gets 408 at once; so does one behind an upstream that refuses connections.
 use strict;
 use warnings;
 use FindBin;
@@ -90,9 +91,23 @@ my $ua2 = $sw2->ua(user => 'tom');
 $ua2->send_raw($ua2->register_msg(expires => 600));
 ok($sw2->wait_log(qr/tls: handshake with 127\.0\.0\.2:$port: .*certificate verify failed/),
     'an upstream certificate the CA did not sign: handshake refused, logged');
+like($ua2->recv_raw(5) // '', qr{^SIP/2\.0 408 }, 'the phone gets 408 at once, not after Timer F');
 ok($sw2->alive, 'sipwake still running');
 $sw2->stop;
 unlike($sw2->log, qr/AddressSanitizer|runtime error/, 'no sanitizer reports');
+
+# Nobody listening upstream (TCP): the connect fails, the phone gets 408 at once.
+my $dead = Sipwake::free_port();
+my $sw3 = Sipwake->new(config => { upstream => { address => "tcp:127.0.0.2:$dead" } });
+$sw3->start;
+my $ua3 = $sw3->ua(user => 'ted');
+my $t0 = time;
+my $r3 = $ua3->register(expires => 600, timeout => 5);
+is($r3->{code}, 408, 'upstream refusing connections: 408');
+ok(time - $t0 < 4, 'promptly (the transaction ends with its connection)');
+ok($sw3->wait_log(qr/tcp: cannot connect to 127\.0\.0\.2:$dead/), 'logged');
+$sw3->stop;
+unlike($sw3->log, qr/AddressSanitizer|runtime error/, 'no sanitizer reports');
 
 kill 'TERM', $child;
 waitpid($child, 0);
