@@ -91,6 +91,9 @@ end
 --       next group rings when the current one failed (or timed out)
 --       with branch_timeout = N (1..300 s): an INVITE branch (serial: a group) that has not
 --       answered in N s is CANCELled
+--       with push = true: also wake the push bindings that have no live connection (push,
+--       hold the request, forward it when the phone registers again); until sipwake's
+--       push support is in, this relays to the live bindings only
 --   { relay = "upstream" }                         to the [upstream] server (gateway mode),
 --       Request-URI unchanged; branch_timeout as above
 --   { relay = "uri", uri = "sip:vm@192.0.2.5:5060;transport=tcp" }

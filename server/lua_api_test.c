@@ -208,6 +208,10 @@ static int test_route(lua_State *L)
             lua_pushstring(L, out.uri);
             lua_setfield(L, -2, "uri");
         }
+        if (out.push) {
+            lua_pushboolean(L, 1);
+            lua_setfield(L, -2, "push");
+        }
         lua_pushstring(L, out.serial ? "serial" : "parallel");
         if (bindings)
             lua_setfield(L, -2, "fork");

@@ -347,6 +347,14 @@ static int decode_route(struct lua_vm *vm, lua_State *L, struct lua_hook_route_o
             return bad_decision(vm, hook, "fork goes only with relay = \"bindings\"");
         }
         out->serial = fork && strcmp(fork, "serial") == 0;
+        lua_getfield(L, t, "push");
+        if (!lua_isnil(L, -1) && (!lua_isboolean(L, -1) || out->action != LUA_ROUTE_BINDINGS)) {
+            lua_pop(L, 3);
+            return bad_decision(vm, hook,
+                                "push is a boolean that goes only with relay = \"bindings\"");
+        }
+        out->push = lua_toboolean(L, -1);
+        lua_pop(L, 1);
         if (!lua_isnil(L, -1)) {
             double bt = lua_type(L, -1) == LUA_TNUMBER ? lua_tonumber(L, -1) : 0;
             if (bt != (int)bt || bt < 1 || bt > LUA_ROUTE_MAX_BRANCH_TIMEOUT) {
@@ -389,12 +397,13 @@ static int decode_route(struct lua_vm *vm, lua_State *L, struct lua_hook_route_o
     while (lua_next(L, t)) {
         const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "";
         int relay_opt = strcmp(k, "fork") == 0 || strcmp(k, "branch_timeout") == 0 ||
+                        strcmp(k, "push") == 0 ||
                         (strcmp(k, "uri") == 0 && out->action == LUA_ROUTE_URI);
         if (strcmp(k, "reply") != 0 && strcmp(k, "relay") != 0 &&
             !(relay_opt && out->action != LUA_ROUTE_REPLY)) {
             char why[112];
             snprintf(why, sizeof why,
-                     "unknown key '%.40s' (reply; relay, uri, fork, branch_timeout)", k);
+                     "unknown key '%.40s' (reply; relay, uri, fork, branch_timeout, push)", k);
             lua_pop(L, 2);
             return bad_decision(vm, hook, why);
         }

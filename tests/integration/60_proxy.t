@@ -121,6 +121,22 @@ unlike($got // '', qr/^Route:/m, 'no Route left');
 $bob->answer($got, 200, reason => 'OK') if $got;
 is(Sipwake::UA::parse_response($alice->recv_raw(3))->{code}, 200, 'answered');
 
+# OPTIONS to a user is proxied like any other request; OPTIONS to sipwake is answered by it.
+my $lpa = $alice->local_port;
+my $opt = "OPTIONS sip:bob\@example.com SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:$lpa;rport;branch=z9hG4bKopt$$\r\n"
+    . "Max-Forwards: 70\r\nFrom: <sip:alice\@example.com>;tag=o1\r\nTo: <sip:bob\@example.com>\r\n"
+    . "Call-ID: opt-$$\r\nCSeq: 1 OPTIONS\r\nAccept: application/sdp\r\nContent-Length: 0\r\n\r\n";
+$alice->send_raw($opt);
+$got = $bob->recv_raw(3);
+like($got // '', qr{^OPTIONS sip:bob\@127\.0\.0\.1:\d+ SIP/2\.0\r\n}, 'OPTIONS for bob reached bob');
+$bob->answer($got, 200, reason => 'OK') if $got;
+is(Sipwake::UA::parse_response($alice->recv_raw(3))->{code}, 200, 'and his 200 came back');
+(my $opt_us = $opt) =~ s/^OPTIONS sip:bob\@example\.com/OPTIONS sip:127.0.0.1:$port/;
+$opt_us =~ s/branch=z9hG4bKopt/branch=z9hG4bKoptus/;
+$r = $alice->request($opt_us);
+is($r->{code}, 200, 'OPTIONS for sipwake itself: answered 200 by sipwake');
+ok(!defined $bob->recv_raw(0.3), 'and not forwarded');
+
 # A UDP phone registered, then gone away: nobody answers; covered by Timer F (32 s), so
 # here only check that a response matching no transaction is dropped quietly.
 $alice->send_raw("SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 127.0.0.1:$port;branch=z9hG4bKswnothing.1\r\n"

@@ -39,7 +39,8 @@ return {
         if req.user == "named" then return { relay = "uri", uri = "sip:vm\@voicemail.example.com" } end
         if req.user == "via" then return { reply = { code = 403, headers = { Via = "x" } } } end
         if req.user == "crlf" then return { reply = { code = 403, headers = { X = "a\\r\\nVia: y" } } } end
-        if #ctx.bindings > 0 then return { relay = "bindings" } end
+        if req.user == "pushbad" then return { relay = "upstream", push = true } end
+        if #ctx.bindings > 0 then return { relay = "bindings", push = true } end
         return { reply = { code = 404, reason = "Not Found" } }
     end,
 }
@@ -137,6 +138,16 @@ unlike($got // '', qr/127\.0\.0\.1:$port;lr/, 'no Route of ours left');
 ok(!defined $bob->recv_raw(0.3), 'bob did not get it directly');
 $vm_udp->send(answer_of($got, 200), 0, $vm_udp->peername) if $got;
 like($ua->recv_raw(3) // '', qr{^SIP/2\.0 200 }, 'the answer came back');
+
+# push = true: for now, the live bindings
+$ua->send_raw(message('bob@example.com'));
+my $pm = $bob->recv_raw(3);
+like($pm // '', qr{^MESSAGE sip:bob\@127\.0\.0\.1:$bp SIP/2\.0}, 'relay with push = true reaches the live binding');
+$bob->answer($pm, 200, reason => 'OK') if $pm;
+like($ua->recv_raw(3) // '', qr{^SIP/2\.0 200 }, 'answered');
+$r = $ua->request(message('pushbad@example.com'));
+is($r->{code}, 500, 'push with relay = "upstream": 500');
+ok($sw->wait_log(qr/invalid decision: push is a boolean that goes only with relay = "bindings"/), 'logged');
 
 ok($sw->alive, 'sipwake still running');
 $sw->stop;
