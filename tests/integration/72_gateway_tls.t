@@ -109,6 +109,12 @@ ok($sw3->wait_log(qr/tcp: cannot connect to 127\.0\.0\.2:$dead/), 'logged');
 $sw3->stop;
 unlike($sw3->log, qr/AddressSanitizer|runtime error/, 'no sanitizer reports');
 
+# An upstream sipwake could not be reached back on: refused at start, with the reason.
+my $sw4 = Sipwake->new(config => { sip => { listen => "udp:127.0.0.1:" . Sipwake::free_port() },
+    upstream => { address => "tcp:127.0.0.2:$dead" } });
+ok(!eval { $sw4->start; 1 }, 'an upstream over TCP without a TCP listener: sipwake does not start');
+like($sw4->log, qr/\[upstream\] address: no tcp listener for 127\.0\.0\.2 \(IPv4\)/, 'and says why');
+
 kill 'TERM', $child;
 waitpid($child, 0);
 done_testing;

@@ -86,5 +86,29 @@ int main(void)
            strstr(err, "/nonexistent/sipwake.conf: cannot open"),
        "missing file named: %s", err);
     unlink(path);
+    /* [upstream] */
+    expect_error("[upstream]\naddress = 10.0.0.5\n", ":2: [upstream] address: expected transport",
+                 "upstream without transport and port");
+    expect_error("[upstream]\naddress = sctp:10.0.0.5:5060\n",
+                 ":2: [upstream] address:", "upstream over an unknown transport");
+    expect_error("[upstream]\naddress = udp:pbx example:5060\n", "not a host name or address",
+                 "upstream host with a space");
+    expect_error("[upstream]\naddress = udp:10.0.0.5:0\n", "port in 1..65535", "upstream port 0");
+    expect_error("[auth]\nenabled = no\n[upstream]\naddress = udp:10.0.0.5:5060\ntrusted = yes\n",
+                 ":5: [upstream] trusted: a trusted upstream does not authenticate phones",
+                 "trusted upstream with auth off");
+    ok(load("[upstream]\naddress = tls:[2001:db8::5]:5061\n", &cfg, err, sizeof err) == 0,
+       "an IPv6 TLS upstream loads");
+    ok(config_gateway(&cfg) && cfg.upstream_transport == CONFIG_TRANSPORT_TLS &&
+           strcmp(cfg.upstream_host, "2001:db8::5") == 0 && cfg.upstream_port == 5061,
+       "parsed: tls, 2001:db8::5, 5061");
+    config_free(&cfg);
+    ok(load("[upstream]\naddress = tcp:pbx.example.com:5070\n", &cfg, err, sizeof err) == 0 &&
+           strcmp(cfg.upstream_host, "pbx.example.com") == 0 && !cfg.upstream_trusted,
+       "a host name is kept for resolving at start; untrusted by default");
+    config_free(&cfg);
+    ok(config_load(NULL, &cfg, err, sizeof err) == 0 && !config_gateway(&cfg),
+       "the defaults are registrar mode");
+    config_free(&cfg);
     return done_testing();
 }
