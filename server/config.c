@@ -44,8 +44,8 @@ static const char *const verify_words[] = {"none", "optional", "required", NULL}
 
 static const struct key_row key_rows[] = {
     {"general", "data_dir", KEY_STRING, OFF(data_dir), 0, 0, "var", NULL,
-     "Directory for generated files: the default SQLite database and the self-signed TLS "
-     "certificate."},
+     "Directory for generated files: the default SQLite database, the self-signed TLS "
+     "certificate and the key of the Record-Route flow tokens (flow-token.key)."},
     {"log", "level", KEY_STRING, OFF(log_level), 0, 0, "info", NULL, "error, warn, info or debug."},
     {"sip", "listen", KEY_LISTEN, 0, 0, 0,
      "udp:127.0.0.1:5060, tcp:127.0.0.1:5060, tls:127.0.0.1:5061", NULL,

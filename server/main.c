@@ -479,6 +479,12 @@ int main(int argc, char **argv)
     transport_on_close(app.tp, flow_closed, app.txns);
     app.reg = registrar_new(&app.cfg, app.loc, app.store, app.txns, app.tp);
     app.proxy = proxy_new(app.loop, &app.cfg, app.loc, app.txns, app.tp);
+    char key_path[1024];
+    snprintf(key_path, sizeof key_path, "%s/flow-token.key", app.cfg.data_dir);
+    if (proxy_load_token_key(app.proxy, key_path, err, sizeof err) < 0) {
+        log_error("flow-token key: %s", err);
+        goto out;
+    }
     if (config_gateway(&app.cfg)) {
         app.gw = gateway_new(app.loop, &app.cfg, app.loc, app.txns, app.tp, err, sizeof err);
         if (!app.gw) {

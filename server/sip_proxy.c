@@ -97,6 +97,11 @@ struct proxy *proxy_new(struct ev_loop *loop, const struct config *cfg, struct l
     return p;
 }
 
+int proxy_load_token_key(struct proxy *p, const char *path, char *err, size_t errlen)
+{
+    return util_secret_file(path, p->token_key, sizeof p->token_key, err, errlen);
+}
+
 void proxy_set_gateway(struct proxy *p, struct gateway *gw)
 {
     p->gw = gw;

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -113,7 +114,12 @@ int transport_open(struct ev_loop *loop, const struct config *cfg, transport_msg
     t->cfg = cfg;
     t->cb = cb;
     t->cb_arg = arg;
-    t->next_flow_id = 1;
+    /* flow ids start at the wall clock in microseconds, so an id a flow token or a binding
+     * kept from an earlier run never names a connection of this one (that would take more
+     * connections than microseconds between the two starts) */
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    t->next_flow_id = (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
     hashtab_init(&t->flows, 256);
     t->udp_buf = xmalloc((size_t)TRANSPORT_UDP_BATCH * 65536);
     t->listeners = xcalloc(cfg->n_listens, sizeof *t->listeners);

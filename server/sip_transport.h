@@ -3,7 +3,7 @@
  *
  * Every complete SIP message received is handed to one callback with a struct sip_source
  * that says where it came from: transport, peer address, the listener, and for TCP/TLS the
- * flow id of the connection. A flow id is never reused within a process, so a binding that
+ * flow id of the connection. A flow id is never reused, not even by a later run, so a binding that
  * remembers one can later ask whether that connection is still open (transport_flow_alive)
  * and send down it; once the connection closes, the id simply stops resolving.
  *

@@ -10,6 +10,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <openssl/rand.h>
 
 static void oom(size_t n)
@@ -225,4 +229,45 @@ uint64_t util_hash_lower(const void *p, size_t n)
         h *= 1099511628211ull;
     }
     return h;
+}
+
+int util_secret_file(const char *path, unsigned char *out, size_t n, char *err, size_t errlen)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        ssize_t got = read(fd, out, n + 1);
+        close(fd);
+        if (got != (ssize_t)n) {
+            snprintf(err, errlen, "%s: expected %zu bytes, found %zd (remove it to make a new one)",
+                     path, n, got);
+            return -1;
+        }
+        return 0;
+    }
+    if (errno != ENOENT) {
+        snprintf(err, errlen, "%s: %s", path, strerror(errno));
+        return -1;
+    }
+    char dir[1024];
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (slash && slash != dir) {
+        *slash = '\0';
+        if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
+            snprintf(err, errlen, "%s: %s", dir, strerror(errno));
+            return -1;
+        }
+    }
+    util_random(out, n);
+    fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0 || write(fd, out, n) != (ssize_t)n || fsync(fd) < 0) {
+        snprintf(err, errlen, "%s: %s", path, strerror(errno));
+        if (fd >= 0) {
+            close(fd);
+            unlink(path);
+        }
+        return -1;
+    }
+    close(fd);
+    return 0;
 }

@@ -54,6 +54,11 @@ uint64_t util_mono_ms(void);
 /* Cryptographically random bytes (OpenSSL); aborts if the generator fails. */
 void util_random(void *p, size_t n);
 
+/* A secret of n bytes kept in the file at path (mode 0600; made with random bytes, and its
+ * directory with mode 0700 if missing, on first use), so it outlives restarts. 0, or -1 with
+ * err (unreadable, wrong size, cannot be written). */
+int util_secret_file(const char *path, unsigned char *out, size_t n, char *err, size_t errlen);
+
 /* Fast non-cryptographic random 64-bit value (xorshift128+, seeded once from util_random):
  * for SIP tags and the like, where RFC 3261 §19.3 asks for uniqueness, not secrecy. Loop
  * thread only. */

@@ -1,6 +1,8 @@
 #!/usr/bin/perl
 # Bindings survive a restart: loaded from the store with their push params (so a re-REGISTER
-# after the restart still replaces instead of adding), expired rows purged at start.
+# after the restart still replaces instead of adding), expired rows purged at start. Dialogs
+# survive too: the flow-token key is kept in data_dir, so a BYE routed by a Record-Route
+# made before the restart still reaches the callee.
 use strict;
 use warnings;
 use FindBin;
@@ -40,5 +42,31 @@ is(scalar @c, 2, 'another contact of bob adds a second binding');
 ok((grep { /q=0\.700;\+sip\.instance="<urn:uuid:b>";reg-id=1/ } @c), 'q, instance and reg-id restored');
 is($sw->sql("select kv_store from location where username='bob' and sip_instance is not null"),
    '{"reg_id":1}', 'reg-id kept in kv_store');
+
+# a call set up before a restart, hung up after it
+my $carl = $sw->ua(user => 'carl');
+my $cp = $carl->local_port;
+is($carl->register(expires => 600)->{code}, 200, 'carl registered');
+my $dina = $sw->ua(user => 'dina');
+my $dp = $dina->local_port;
+$dina->send_raw("INVITE sip:carl\@example.com SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:$dp;rport;branch=z9hG4bKrs1\r\n"
+    . "Max-Forwards: 70\r\nFrom: <sip:dina\@example.com>;tag=d1\r\nTo: <sip:carl\@example.com>\r\n"
+    . "Call-ID: rs-call\r\nCSeq: 1 INVITE\r\nContact: <sip:dina\@127.0.0.1:$dp>\r\nContent-Length: 0\r\n\r\n");
+my $inv = $carl->expect(qr/^INVITE /);
+ok($inv, 'carl got the INVITE');
+$carl->answer($inv, 200, reason => 'OK', tag => 'c1') if $inv;
+my $ok = $dina->expect(qr/^SIP\/2\.0 200/);
+my ($rr) = ($ok // '') =~ /^Record-Route: ([^\r]+)/m;
+ok($rr, 'dina got the 200 with a Record-Route');
+ok(-s $sw->dir . '/flow-token.key', 'the flow-token key is kept in data_dir');
+ok($sw->stop, 'stopped mid-call');
+$sw->start;
+$dina->send_raw("BYE sip:carl\@127.0.0.1:$cp SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:$dp;rport;branch=z9hG4bKrs2\r\n"
+    . "Route: $rr\r\nMax-Forwards: 70\r\nFrom: <sip:dina\@example.com>;tag=d1\r\n"
+    . "To: <sip:carl\@example.com>;tag=c1\r\nCall-ID: rs-call\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n");
+my $bye = $carl->expect(qr/^BYE /);
+ok($bye, 'after the restart, the BYE still follows the Record-Route to carl');
+$carl->answer($bye, 200, reason => 'OK') if $bye;
+like($dina->expect(qr/^SIP\/2\.0 /) // '', qr/^SIP\/2\.0 200/, 'and its 200 came back');
 ok($sw->stop, 'clean shutdown');
 done_testing;
