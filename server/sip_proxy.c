@@ -69,6 +69,7 @@ struct proxy_req {
     int serial;         /* by q groups (RFC 3261 §16.6), else all at once */
     int branch_timeout; /* seconds, 0: none */
     int stopped;        /* the caller CANCELled: no further group */
+    int timed_out;      /* sipwake CANCELled for a timeout (branch_timeout, Timer C) */
     ev_timer group_timer;
     char *routes;   /* the Route lines to forward once ours are removed; NULL: as received */
     char *contacts; /* Contact lines without pn-* params for the upstream; NULL: as received */
@@ -191,6 +192,7 @@ static void timer_c_cb(struct ev_loop *loop, ev_timer *w, int revents)
     struct proxy_req *pr = w->data;
     log_info("proxy: INVITE %s unanswered for %.0f s (Timer C), cancelled",
              pr->req->call_id->number, PROXY_TIMER_C_S);
+    pr->timed_out = 1;
     cancel_pending(pr);
 }
 
@@ -261,7 +263,11 @@ static void branch_cb(void *arg, const osip_message_t *resp, const char *raw, si
             return;
     }
     if (!pr->answered) {
-        if (pr->best) {
+        if (pr->best && pr->best_code == 487 && pr->timed_out && !pr->stopped) {
+            /* nobody answered in time: the 487s are of sipwake's own CANCELs, the caller
+             * cancelled nothing (§16.8 treats a timed-out branch as a 408) */
+            reply(pr, 408, "Request Timeout");
+        } else if (pr->best) {
             pass_up(pr, pr->best, pr->best_len);
             pr->best = NULL;
         } else {
@@ -600,6 +606,7 @@ static void group_timeout_cb(struct ev_loop *loop, ev_timer *w, int revents)
     struct proxy_req *pr = w->data;
     log_info("proxy: INVITE %s: no answer in %d s (branch_timeout), cancelled",
              pr->req->call_id->number, pr->branch_timeout);
+    pr->timed_out = 1;
     cancel_pending(pr); /* their final responses start the next group, if any */
 }
 

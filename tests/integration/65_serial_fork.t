@@ -118,6 +118,6 @@ $p1->answer($g1, 487, tag => 'p1');
 $p2->answer($c2, 200, tag => 'p2');
 $p2->answer($g2, 487, tag => 'p2');
 $r = final($alice);
-is($r->{code}, 487, 'the caller gets 487');
+is($r->{code}, 408, 'the caller gets 408 (no answer), not the 487s of sipwake\'s own CANCELs');
 ok($pol->stop, 'clean shutdown, no sanitizer report');
 done_testing;
