@@ -1,0 +1,229 @@
+/* The HTTP/2 client against tests/emulators/h2server.py on loopback: requests and their
+ * responses, many streams on one connection, the per-request timeout, GOAWAY with the
+ * refused requests sent again on a new connection, an untrusted certificate, a full queue,
+ * a host name resolved off the loop. */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "h2_client.c"
+#include "log.h"
+#include "tap.h"
+#include "util.h"
+
+static char dir[] = "/tmp/sipwake-h2-XXXXXX";
+static struct ev_loop *loop;
+
+struct result {
+    int done;
+    int status;
+    char body[4096];
+    char error[256];
+};
+
+static void cb(void *arg, const struct h2_response *resp)
+{
+    struct result *r = arg;
+    r->done = 1;
+    r->status = resp->status;
+    snprintf(r->body, sizeof r->body, "%s", resp->body ? resp->body : "");
+    snprintf(r->error, sizeof r->error, "%s", resp->error ? resp->error : "");
+}
+
+static void wait_all(struct result *rs, size_t n, double max)
+{
+    ev_tstamp end = ev_time() + max;
+    for (;;) {
+        size_t done = 0;
+        for (size_t i = 0; i < n; i++)
+            done += rs[i].done;
+        if (done == n || ev_time() > end)
+            return;
+        ev_run(loop, EVRUN_ONCE | EVRUN_NOWAIT);
+        usleep(1000);
+    }
+}
+
+/* Start the emulator with extra args; its port, or -1. */
+static int start_server(const char *extra, pid_t *pid)
+{
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd,
+             "exec /usr/bin/python3 tests/emulators/h2server.py --cert %s/cert.pem --key "
+             "%s/key.pem --lifetime 60 %s",
+             dir, dir, extra);
+    int fds[2];
+    if (pipe(fds) < 0)
+        return -1;
+    *pid = fork();
+    if (*pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL); /* never outlive the test */
+        dup2(fds[1], 1);
+        close(fds[0]);
+        execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+        _exit(127);
+    }
+    close(fds[1]);
+    FILE *f = fdopen(fds[0], "r");
+    int port = -1;
+    char line[128];
+    if (f && fgets(line, sizeof line, f))
+        sscanf(line, "listening %d", &port);
+    if (f)
+        fclose(f);
+    return port;
+}
+
+static void stop_server(pid_t pid)
+{
+    kill(pid, SIGTERM);
+    waitpid(pid, NULL, 0);
+}
+
+static struct h2_pool *pool(const char *host, int port, const char *ca, double timeout,
+                            size_t max_queue)
+{
+    char err[256], cafile[300];
+    snprintf(cafile, sizeof cafile, "%s/%s", dir, ca);
+    struct h2_pool_options o = {
+        .host = host, .port = port, .ca_file = cafile, .timeout = timeout, .max_queue = max_queue};
+    struct h2_pool *p = h2_pool_new(loop, &o, err, sizeof err);
+    if (!p)
+        printf("# h2_pool_new: %s\n", err);
+    return p;
+}
+
+int main(void)
+{
+    signal(SIGPIPE, SIG_IGN);
+    log_set_level(LOG_LEVEL_ERROR);
+    if (!mkdtemp(dir))
+        return 1;
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd,
+             "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 "
+             "-subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 "
+             "-keyout %s/key.pem -out %s/cert.pem 2>/dev/null && "
+             "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 "
+             "-subj /CN=other -keyout %s/other.key -out %s/other.pem 2>/dev/null",
+             dir, dir, dir, dir);
+    if (system(cmd) != 0) {
+        printf("Bail out! openssl could not make the test certificates\n");
+        return 1;
+    }
+    loop = ev_default_loop(0);
+    pid_t pid;
+    int port = start_server("--max-streams 5", &pid);
+    ok(port > 0, "emulator listening");
+
+    struct h2_pool *p = pool("127.0.0.1", port, "cert.pem", 5, 0);
+    ok(p != NULL, "pool made");
+    struct result r[40];
+    memset(r, 0, sizeof r);
+    struct h2_header hs[] = {{"apns-topic", "org.example.app"},
+                             {"content-type", "application/json"}};
+    is_int(h2_pool_submit(p, "POST", "/3/device/abc", hs, 2, "{\"aps\":{}}", 10, cb, &r[0]), 0,
+           "request queued");
+    wait_all(r, 1, 5);
+    is_int(r[0].status, 200, "answered 200");
+    ok(strstr(r[0].body, "\"path\": \"/3/device/abc\"") &&
+           strstr(r[0].body, "\"body\": \"{\\\"aps\\\":{}}\"") &&
+           strstr(r[0].body, "\"apns-topic\": \"org.example.app\"") &&
+           strstr(r[0].body, "\"content-length\": \"10\""),
+       "the server saw the path, the headers, the body and its length");
+    is_int((int)h2_pool_connections(p), 1, "one connection open");
+
+    memset(r, 0, sizeof r);
+    h2_pool_submit(p, "POST", "/status/410/x", NULL, 0, NULL, 0, cb, &r[0]);
+    wait_all(r, 1, 5);
+    is_int(r[0].status, 410, "a 410 comes back as such");
+    ok(r[0].error[0] == '\0', "not as an error");
+
+    memset(r, 0, sizeof r);
+    for (int i = 0; i < 40; i++)
+        h2_pool_submit(p, "GET", "/many", NULL, 0, NULL, 0, cb, &r[i]);
+    ok(h2_pool_queued(p) + h2_pool_in_flight(p) == 40, "40 requests queued or in flight");
+    ok(h2_pool_in_flight(p) <= 5, "no more in flight than the server's 5 streams");
+    wait_all(r, 40, 10);
+    int all = 1;
+    for (int i = 0; i < 40; i++)
+        all &= r[i].status == 200;
+    ok(all, "all 40 answered");
+    is_int((int)h2_pool_connections(p), 1, "on the one connection");
+    h2_pool_free(p);
+
+    /* the deadline */
+    p = pool("127.0.0.1", port, "cert.pem", 0.3, 0);
+    memset(r, 0, sizeof r);
+    h2_pool_submit(p, "GET", "/delay/2000/x", NULL, 0, NULL, 0, cb, &r[0]);
+    h2_pool_submit(p, "GET", "/fast", NULL, 0, NULL, 0, cb, &r[1]);
+    wait_all(r, 2, 5);
+    is_str(r[0].error, "timeout", "a request unanswered by its deadline fails with timeout");
+    is_int(r[1].status, 200, "the other stream is unaffected");
+    h2_pool_free(p);
+
+    /* shutdown with requests pending */
+    p = pool("127.0.0.1", port, "cert.pem", 5, 2);
+    memset(r, 0, sizeof r);
+    is_int(h2_pool_submit(p, "GET", "/a", NULL, 0, NULL, 0, cb, &r[0]), 0, "queue: 1");
+    is_int(h2_pool_submit(p, "GET", "/b", NULL, 0, NULL, 0, cb, &r[1]), 0, "queue: 2");
+    is_int(h2_pool_submit(p, "GET", "/c", NULL, 0, NULL, 0, cb, &r[2]), -1,
+           "a full queue refuses at once");
+    h2_pool_free(p);
+    ok(r[0].done && r[1].done && !r[2].done, "freeing the pool reports what was queued");
+    is_str(r[0].error, "shut down", "as shut down");
+    stop_server(pid);
+
+    /* GOAWAY after 3 requests: the rest go on a new connection */
+    port = start_server("--goaway-after 3", &pid);
+    p = pool("127.0.0.1", port, "cert.pem", 5, 0);
+    memset(r, 0, sizeof r);
+    for (int i = 0; i < 10; i++)
+        h2_pool_submit(p, "GET", "/g", NULL, 0, NULL, 0, cb, &r[i]);
+    wait_all(r, 10, 10);
+    int ok200 = 0, lost = 0;
+    for (int i = 0; i < 10; i++) {
+        ok200 += r[i].status == 200;
+        lost += strcmp(r[i].error, "connection lost") == 0;
+    }
+    is_int(ok200 + lost, 10, "every request reported");
+    ok(ok200 >= 9, "GOAWAY: the refused requests were sent again and answered (%d of 10)", ok200);
+    h2_pool_free(p);
+    stop_server(pid);
+
+    /* an untrusted certificate, a host name */
+    port = start_server("", &pid);
+    p = pool("127.0.0.1", port, "other.pem", 5, 0);
+    memset(r, 0, sizeof r);
+    h2_pool_submit(p, "GET", "/x", NULL, 0, NULL, 0, cb, &r[0]);
+    wait_all(r, 1, 5);
+    ok(r[0].status == 0 && strstr(r[0].error, "certificate not trusted"),
+       "a server the CA did not sign: refused (%s)", r[0].error);
+    h2_pool_free(p);
+    p = pool("localhost", port, "cert.pem", 5, 0);
+    memset(r, 0, sizeof r);
+    h2_pool_submit(p, "GET", "/named", NULL, 0, NULL, 0, cb, &r[0]);
+    wait_all(r, 1, 5);
+    is_int(r[0].status, 200, "a host name (resolved on a thread) works");
+    ok(strstr(r[0].body, "\"localhost:"), "with :authority naming it");
+    h2_pool_free(p);
+    stop_server(pid);
+
+    /* nobody listening */
+    p = pool("127.0.0.1", port, "cert.pem", 5, 0);
+    memset(r, 0, sizeof r);
+    h2_pool_submit(p, "GET", "/x", NULL, 0, NULL, 0, cb, &r[0]);
+    wait_all(r, 1, 5);
+    ok(r[0].status == 0 && strstr(r[0].error, "connect failed"), "connection refused: %s",
+       r[0].error);
+    h2_pool_free(p);
+
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    if (system(cmd) != 0)
+        printf("# could not remove %s\n", dir);
+    return done_testing();
+}
