@@ -1,0 +1,286 @@
+/*
+ * push_webpush: the VAPID key and tokens, one h2 pool per push-service origin, the push.
+ */
+#include "push_webpush.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <openssl/pem.h>
+
+#include "h2_client.h"
+#include "jws.h"
+#include "log.h"
+#include "util.h"
+
+#define WEBPUSH_TOKEN_LIFETIME (12 * 3600)
+#define WEBPUSH_MAX_ORIGINS 64
+
+struct webpush_vapid {
+    EVP_PKEY *key;
+    char *public_b64;
+    char *subject;
+};
+
+struct origin_pool {
+    char *origin; /* "https://host:port" */
+    struct h2_pool *pool;
+};
+
+struct webpush_sender {
+    struct ev_loop *loop;
+    struct webpush_vapid *vapid;
+    char *ca_file;
+    double timeout;
+    struct origin_pool origins[WEBPUSH_MAX_ORIGINS];
+    size_t n_origins, next_evict;
+};
+
+struct webpush_job {
+    webpush_cb cb;
+    void *arg;
+};
+
+const char *webpush_outcome_name(enum webpush_outcome o)
+{
+    static const char *const names[] = {"delivered", "dead_token", "retry_later", "rejected",
+                                        "failed"};
+    return names[o];
+}
+
+/* ------------------------------------------------------------------ VAPID */
+
+static EVP_PKEY *make_key(const char *path, char *err, size_t errlen)
+{
+    EVP_PKEY *k = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    int fd = k ? open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600) : -1;
+    FILE *f = fd >= 0 ? fdopen(fd, "w") : NULL;
+    if (!f || PEM_write_PrivateKey(f, k, NULL, NULL, 0, NULL, NULL) != 1 || fflush(f) != 0) {
+        snprintf(err, errlen, "%s: cannot write a new VAPID key: %s", path, strerror(errno));
+        if (f)
+            fclose(f);
+        else if (fd >= 0)
+            close(fd);
+        unlink(path);
+        EVP_PKEY_free(k);
+        return NULL;
+    }
+    fclose(f);
+    log_info("webpush: new VAPID key pair in %s", path);
+    return k;
+}
+
+struct webpush_vapid *webpush_vapid_load(const char *path, const char *subject, char *err,
+                                         size_t errlen)
+{
+    EVP_PKEY *k;
+    if (access(path, F_OK) == 0)
+        k = jws_key_load_file(path, JWS_ES256, err, errlen);
+    else
+        k = make_key(path, err, errlen);
+    if (!k)
+        return NULL;
+    unsigned char *pub = NULL;
+    size_t n = EVP_PKEY_get1_encoded_public_key(k, &pub);
+    if (n != 65) {
+        snprintf(err, errlen, "%s: not an uncompressed P-256 public key", path);
+        OPENSSL_free(pub);
+        EVP_PKEY_free(k);
+        return NULL;
+    }
+    struct webpush_vapid *v = xcalloc(1, sizeof *v);
+    v->key = k;
+    struct buf b = {0};
+    jws_b64url(&b, pub, n);
+    buf_puts(&b, "");
+    v->public_b64 = b.data;
+    OPENSSL_free(pub);
+    v->subject = xstrdup(subject && *subject ? subject : "mailto:postmaster@localhost");
+    return v;
+}
+
+void webpush_vapid_free(struct webpush_vapid *v)
+{
+    if (!v)
+        return;
+    EVP_PKEY_free(v->key);
+    free(v->public_b64);
+    free(v->subject);
+    free(v);
+}
+
+const char *webpush_vapid_public(const struct webpush_vapid *v)
+{
+    return v->public_b64;
+}
+
+char *webpush_vapid_authorization(const struct webpush_vapid *v, const char *origin, time_t now)
+{
+    char claims[600];
+    snprintf(claims, sizeof claims, "{\"aud\":\"%s\",\"exp\":%lld,\"sub\":\"%s\"}", origin,
+             (long long)(now + WEBPUSH_TOKEN_LIFETIME), v->subject);
+    char *t = jws_compact(v->key, JWS_ES256, "{\"typ\":\"JWT\",\"alg\":\"ES256\"}", claims);
+    if (!t)
+        return NULL;
+    char *h = xasprintf("vapid t=%s, k=%s", t, v->public_b64);
+    free(t);
+    return h;
+}
+
+/* ------------------------------------------------------------------ pushes */
+
+static void response_cb(void *arg, const struct h2_response *resp)
+{
+    struct webpush_job *j = arg;
+    struct webpush_result r = {.status = resp->status};
+    int st = resp->status;
+    if (!st) {
+        r.outcome = WEBPUSH_FAILED;
+        snprintf(r.reason, sizeof r.reason, "%s", resp->error ? resp->error : "no answer");
+    } else {
+        for (size_t i = 0; i < resp->n_headers; i++)
+            if (strcmp(resp->headers[i].name, "retry-after") == 0)
+                util_parse_long(resp->headers[i].value, 0, 86400, &r.retry_after);
+        snprintf(r.reason, sizeof r.reason, "%d", st);
+        r.outcome = st >= 200 && st < 300    ? WEBPUSH_DELIVERED
+                    : st == 404 || st == 410 ? WEBPUSH_DEAD_TOKEN
+                    : st == 429 || st >= 500 ? WEBPUSH_RETRY_LATER
+                                             : WEBPUSH_REJECTED;
+    }
+    j->cb(j->arg, &r);
+    free(j);
+}
+
+/* The origin and path of an https URL. 0 or -1. */
+static int split(const char *url, char *origin, size_t olen, char **host, int *port,
+                 const char **path)
+{
+    if (strncmp(url, "https://", 8) != 0)
+        return -1;
+    const char *h = url + 8, *slash = strchr(h, '/');
+    size_t hl = slash ? (size_t)(slash - h) : strlen(h);
+    if (hl == 0 || hl >= olen - 8 || memchr(h, '@', hl))
+        return -1;
+    const char *colon = NULL, *hend = h + hl;
+    if (*h == '[') {
+        const char *rb = memchr(h, ']', hl);
+        if (!rb)
+            return -1;
+        colon = rb + 1 < hend && rb[1] == ':' ? rb + 1 : NULL;
+        *host = xstrndup(h + 1, (size_t)(rb - h - 1));
+    } else {
+        colon = memchr(h, ':', hl);
+        *host = xstrndup(h, colon ? (size_t)(colon - h) : hl);
+    }
+    long p = 443;
+    if (colon) {
+        char num[8];
+        snprintf(num, sizeof num, "%.*s", (int)(hend - colon - 1), colon + 1);
+        if (util_parse_long(num, 1, 65535, &p) < 0) {
+            free(*host);
+            return -1;
+        }
+    }
+    *port = (int)p;
+    *path = slash ? slash : "/";
+    snprintf(origin, olen, "https://%.*s", (int)hl, h);
+    return 0;
+}
+
+static struct h2_pool *pool_for(struct webpush_sender *s, const char *origin, const char *host,
+                                int port, char *err, size_t errlen)
+{
+    for (size_t i = 0; i < s->n_origins; i++)
+        if (strcmp(s->origins[i].origin, origin) == 0)
+            return s->origins[i].pool;
+    struct h2_pool_options o = {
+        .host = host, .port = port, .ca_file = s->ca_file, .timeout = s->timeout};
+    struct h2_pool *p = h2_pool_new(s->loop, &o, err, errlen);
+    if (!p)
+        return NULL;
+    struct origin_pool *slot;
+    if (s->n_origins < WEBPUSH_MAX_ORIGINS) {
+        slot = &s->origins[s->n_origins++];
+    } else {
+        /* many origins: the oldest pool goes (its pushes fail as shut down) */
+        slot = &s->origins[s->next_evict++ % WEBPUSH_MAX_ORIGINS];
+        h2_pool_free(slot->pool);
+        free(slot->origin);
+    }
+    slot->origin = xstrdup(origin);
+    slot->pool = p;
+    return p;
+}
+
+int webpush_send(struct webpush_sender *s, const char *url, long ttl, enum webpush_urgency u,
+                 const char *topic, webpush_cb cb, void *arg, char *err, size_t errlen)
+{
+    static const char *const urgencies[] = {"very-low", "low", "normal", "high"};
+    char origin[300];
+    char *host = NULL;
+    const char *path;
+    int port;
+    if (!url || split(url, origin, sizeof origin, &host, &port, &path) < 0) {
+        snprintf(err, errlen, "not an https:// subscription URL");
+        return -1;
+    }
+    if (topic && (strlen(topic) > 32 || strspn(topic, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnop"
+                                                      "qrstuvwxyz0123456789-_") != strlen(topic))) {
+        free(host);
+        snprintf(err, errlen, "topic must be at most 32 base64url characters");
+        return -1;
+    }
+    struct h2_pool *pool = pool_for(s, origin, host, port, err, errlen);
+    free(host);
+    if (!pool)
+        return -1;
+    char ttl_s[24];
+    snprintf(ttl_s, sizeof ttl_s, "%ld", ttl < 0 ? 0 : ttl);
+    struct h2_header h[4];
+    size_t nh = 0;
+    h[nh++] = (struct h2_header){"ttl", ttl_s};
+    h[nh++] = (struct h2_header){"urgency", urgencies[u]};
+    if (topic)
+        h[nh++] = (struct h2_header){"topic", topic};
+    char *auth = s->vapid ? webpush_vapid_authorization(s->vapid, origin, util_now()) : NULL;
+    if (auth)
+        h[nh++] = (struct h2_header){"authorization", auth};
+    struct webpush_job *j = xcalloc(1, sizeof *j);
+    j->cb = cb;
+    j->arg = arg;
+    int rc = h2_pool_submit(pool, "POST", path, h, nh, NULL, 0, response_cb, j);
+    free(auth);
+    if (rc < 0) {
+        free(j);
+        snprintf(err, errlen, "queue full");
+        return -1;
+    }
+    return 0;
+}
+
+struct webpush_sender *webpush_sender_new(struct ev_loop *loop, struct webpush_vapid *vapid,
+                                          const char *ca_file, double timeout)
+{
+    struct webpush_sender *s = xcalloc(1, sizeof *s);
+    s->loop = loop;
+    s->vapid = vapid;
+    s->ca_file = ca_file ? xstrdup(ca_file) : NULL;
+    s->timeout = timeout;
+    return s;
+}
+
+void webpush_sender_free(struct webpush_sender *s)
+{
+    if (!s)
+        return;
+    for (size_t i = 0; i < s->n_origins; i++) {
+        h2_pool_free(s->origins[i].pool);
+        free(s->origins[i].origin);
+    }
+    free(s->ca_file);
+    free(s);
+}

@@ -1,0 +1,69 @@
+/*
+ * push_webpush: Web Push (RFC 8030) with VAPID (RFC 8292), as RFC 8599 uses it:
+ * pn-provider=webpush, pn-prid the subscription URL, an empty body, a TTL, Urgency high for
+ * calls (../shared/research/push-protocols.md §4).
+ *
+ * sipwake has one VAPID key pair (P-256), kept in a PEM file made on first use (mode 0600).
+ * Its public key, base64url of the uncompressed point, is what the registrar advertises in
+ * +sip.vapid so browsers restrict their subscriptions to it; every push then carries
+ * "Authorization: vapid t=<ES256 JWT {aud: origin, exp: +12 h, sub}>, k=<public key>".
+ *
+ * Subscriptions live on many push services (one per browser vendor); the sender keeps an h2
+ * pool per origin. 201 is delivered; 404 and 410 mean the subscription is gone (a dead
+ * token); 429 and 5xx retry later; anything else is a rejection.
+ */
+#ifndef SIPWAKE_PUSH_WEBPUSH_H
+#define SIPWAKE_PUSH_WEBPUSH_H
+
+#include <stddef.h>
+#include <time.h>
+
+#include <ev.h>
+
+struct webpush_vapid;
+
+/* The key pair in the PEM file at path, made there if missing. NULL with err. */
+struct webpush_vapid *webpush_vapid_load(const char *path, const char *subject, char *err,
+                                         size_t errlen);
+void webpush_vapid_free(struct webpush_vapid *v);
+
+/* base64url of the 65-byte public key (for +sip.vapid and the k= parameter). */
+const char *webpush_vapid_public(const struct webpush_vapid *v);
+
+/* "vapid t=..., k=..." for origin ("https://host[:port]") at now; new string, or NULL. */
+char *webpush_vapid_authorization(const struct webpush_vapid *v, const char *origin, time_t now);
+
+enum webpush_urgency { WEBPUSH_VERY_LOW = 0, WEBPUSH_LOW, WEBPUSH_NORMAL, WEBPUSH_HIGH };
+
+enum webpush_outcome {
+    WEBPUSH_DELIVERED = 0,
+    WEBPUSH_DEAD_TOKEN,
+    WEBPUSH_RETRY_LATER,
+    WEBPUSH_REJECTED,
+    WEBPUSH_FAILED,
+};
+
+struct webpush_result {
+    enum webpush_outcome outcome;
+    int status;
+    char reason[64];
+    long retry_after;
+};
+
+typedef void (*webpush_cb)(void *arg, const struct webpush_result *r);
+
+struct webpush_sender;
+
+/* vapid borrowed (NULL: pushes go without Authorization). ca_file: NULL, the system's. */
+struct webpush_sender *webpush_sender_new(struct ev_loop *loop, struct webpush_vapid *vapid,
+                                          const char *ca_file, double timeout);
+void webpush_sender_free(struct webpush_sender *s);
+
+/* Push to the subscription url (https://...). topic may be NULL. 0: cb will be called once;
+ * -1 with err (not an https URL, a bad topic, the queue full). */
+int webpush_send(struct webpush_sender *s, const char *url, long ttl, enum webpush_urgency u,
+                 const char *topic, webpush_cb cb, void *arg, char *err, size_t errlen);
+
+const char *webpush_outcome_name(enum webpush_outcome o);
+
+#endif

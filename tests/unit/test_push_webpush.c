@@ -1,0 +1,166 @@
+/* Web Push with VAPID against tests/emulators/webpush.py: the key pair made once and kept
+ * (0600), its public key as +sip.vapid carries it, pushes to open and key-restricted
+ * subscriptions, and gone, unknown, busy and mismatched subscriptions mapped. */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "push_webpush.c"
+#include "tap.h"
+
+static char dir[] = "/tmp/sipwake-webpush-XXXXXX";
+static struct ev_loop *loop;
+
+struct result {
+    int done;
+    struct webpush_result r;
+};
+
+static void cb(void *arg, const struct webpush_result *r)
+{
+    struct result *x = arg;
+    x->done = 1;
+    x->r = *r;
+}
+
+static int start_emulator(pid_t *pid)
+{
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd,
+             "exec /usr/bin/python3 tests/emulators/webpush.py --cert %s/cert.pem --key "
+             "%s/key.pem --subscriptions %s/subs.json --log %s/webpush.log --lifetime 60",
+             dir, dir, dir, dir);
+    int fds[2];
+    if (pipe(fds) < 0)
+        return -1;
+    *pid = fork();
+    if (*pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        dup2(fds[1], 1);
+        close(fds[0]);
+        execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+        _exit(127);
+    }
+    close(fds[1]);
+    FILE *f = fdopen(fds[0], "r");
+    int port = -1;
+    char line[128];
+    if (f && fgets(line, sizeof line, f))
+        sscanf(line, "listening %d", &port);
+    if (f)
+        fclose(f);
+    return port;
+}
+
+static struct result push(struct webpush_sender *s, int port, const char *sub, const char *topic)
+{
+    struct result x = {0};
+    char url[200], err[128];
+    snprintf(url, sizeof url, "https://127.0.0.1:%d/push/%s", port, sub);
+    if (webpush_send(s, port ? url : sub, 60, WEBPUSH_HIGH, topic, cb, &x, err, sizeof err) < 0) {
+        x.done = -1;
+        snprintf(x.r.reason, sizeof x.r.reason, "%.60s", err);
+        return x;
+    }
+    ev_tstamp end = ev_time() + 10;
+    while (!x.done && ev_time() < end) {
+        ev_run(loop, EVRUN_ONCE | EVRUN_NOWAIT);
+        usleep(1000);
+    }
+    return x;
+}
+
+int main(void)
+{
+    signal(SIGPIPE, SIG_IGN);
+    log_set_level(LOG_LEVEL_ERROR);
+    if (!mkdtemp(dir))
+        return 1;
+    char cmd[2048], path[300], err[256];
+    snprintf(cmd, sizeof cmd,
+             "cd %s && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes "
+             "-days 2 -subj /CN=localhost -addext subjectAltName=IP:127.0.0.1 -keyout key.pem "
+             "-out cert.pem 2>/dev/null",
+             dir);
+    if (system(cmd) != 0) {
+        printf("Bail out! openssl could not make the test certificate\n");
+        return 1;
+    }
+    snprintf(path, sizeof path, "%s/vapid.pem", dir);
+    struct webpush_vapid *v = webpush_vapid_load(path, "mailto:ops@example.com", err, sizeof err);
+    ok(v != NULL, "a VAPID key pair made on first use");
+    struct stat st;
+    ok(stat(path, &st) == 0 && (st.st_mode & 0777) == 0600, "kept in a 0600 file");
+    char *pub = xstrdup(webpush_vapid_public(v));
+    is_int((int)strlen(pub), 87, "public key: 65 bytes as base64url (87 characters)");
+    webpush_vapid_free(v);
+    v = webpush_vapid_load(path, "mailto:ops@example.com", err, sizeof err);
+    is_str(webpush_vapid_public(v), pub, "the same key after a restart");
+
+    FILE *f;
+    snprintf(path, sizeof path, "%s/subs.json", dir);
+    f = fopen(path, "w");
+    fprintf(f,
+            "{\"open1\": {}, \"locked\": {\"key\": \"%s\"}, \"wrongkey\": {\"key\": "
+            "\"BA1Hxzyi1RUM1b5wjxsn7nGxAszw2u61m164i3MrAIxHF6YK5h4SDYic-dRuU_RCPCfA5aq9ojSwk5Y2EmC"
+            "lBPs\"}, \"gone\": {\"gone\": true}, \"busy\": {\"status\": 429, \"retry_after\": 7}}",
+            pub);
+    fclose(f);
+    loop = ev_default_loop(0);
+    pid_t pid;
+    int port = start_emulator(&pid);
+    ok(port > 0, "Web Push emulator listening");
+    snprintf(path, sizeof path, "%s/cert.pem", dir);
+    struct webpush_sender *s = webpush_sender_new(loop, v, path, 3);
+    struct result x = push(s, port, "open1", NULL);
+    ok(x.r.outcome == WEBPUSH_DELIVERED && x.r.status == 201, "a push to a subscription: 201");
+    x = push(s, port, "locked", "call-1");
+    ok(x.r.outcome == WEBPUSH_DELIVERED, "a subscription restricted to our key: delivered");
+    snprintf(path, sizeof path, "%s/webpush.log", dir);
+    f = fopen(path, "r");
+    char log[8192] = "";
+    size_t n = f ? fread(log, 1, sizeof log - 1, f) : 0;
+    log[n] = '\0';
+    if (f)
+        fclose(f);
+    ok(strstr(log, "\"ttl\": \"60\", \"urgency\": \"high\", \"topic\": \"call-1\"") != NULL,
+       "TTL, Urgency high and the topic sent");
+    ok(strstr(log, "\"authorization\": \"vapid t=eyJ") && strstr(log, pub),
+       "with a vapid Authorization naming our key");
+    x = push(s, port, "wrongkey", NULL);
+    ok(x.r.outcome == WEBPUSH_REJECTED && x.r.status == 403,
+       "restricted to another key: 403, rejected");
+    x = push(s, port, "gone", NULL);
+    ok(x.r.outcome == WEBPUSH_DEAD_TOKEN && x.r.status == 410, "410: the subscription is dead");
+    x = push(s, port, "nobody", NULL);
+    ok(x.r.outcome == WEBPUSH_DEAD_TOKEN && x.r.status == 404, "404: dead as well");
+    x = push(s, port, "busy", NULL);
+    ok(x.r.outcome == WEBPUSH_RETRY_LATER && x.r.retry_after == 7,
+       "429: retry later, after Retry-After");
+    x = push(s, 0, "http://127.0.0.1/push/open1", NULL);
+    ok(x.done == -1 && strstr(x.r.reason, "https"), "an http:// subscription: refused here");
+    x = push(s, port, "open1", "a topic with spaces");
+    ok(x.done == -1 && strstr(x.r.reason, "topic"), "a bad topic: refused here");
+    webpush_sender_free(s);
+
+    snprintf(path, sizeof path, "%s/cert.pem", dir);
+    s = webpush_sender_new(loop, NULL, path, 3);
+    x = push(s, port, "locked", NULL);
+    ok(x.r.outcome == WEBPUSH_REJECTED && x.r.status == 401,
+       "no VAPID to a restricted subscription: 401");
+    webpush_sender_free(s);
+    webpush_vapid_free(v);
+    free(pub);
+    kill(pid, SIGTERM);
+    waitpid(pid, NULL, 0);
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    if (system(cmd) != 0)
+        printf("# could not remove %s\n", dir);
+    return done_testing();
+}
