@@ -115,6 +115,12 @@ static const struct key_row key_rows[] = {
      "Storage backend: sqlite."},
     {"store", "path", KEY_STRING, OFF(store_path), 0, 0, "", NULL,
      "SQLite database file. Empty: data_dir/sipwake.db."},
+    {"push", "vapid_key", KEY_STRING, OFF(vapid_key), 0, 0, "", NULL,
+     "PEM file of sipwake's VAPID key pair (RFC 8292) for Web Push; made there (mode 0600) if "
+     "missing. Its public key is advertised in +sip.vapid. Empty: data_dir/vapid.pem. Used "
+     "when push_providers has webpush."},
+    {"push", "vapid_subject", KEY_STRING, OFF(vapid_subject), 0, 0, "mailto:postmaster@localhost",
+     NULL, "The sub claim of VAPID tokens: a mailto: or https: contact for the push services."},
     {"upstream", "address", KEY_STRING, OFF(upstream_address), 0, 0, "", NULL,
      "Gateway mode: the SIP server sipwake stands in front of, `transport:host:port` (a host "
      "name is resolved once at start). Phones register through sipwake, which relays each "
@@ -529,6 +535,10 @@ static int validate(struct config *cfg, const struct key_lines *kl, size_t nkl, 
     if (cfg->tls_verify_client != CONFIG_TLS_VERIFY_NONE && !*cfg->tls_ca)
         return fail(err, errlen, src, LINE("tls", "verify_client"), "tls", "verify_client",
                     "checking client certificates needs [tls] ca");
+    if (strncmp(cfg->vapid_subject, "mailto:", 7) != 0 &&
+        strncmp(cfg->vapid_subject, "https://", 8) != 0)
+        return fail(err, errlen, src, LINE("push", "vapid_subject"), "push", "vapid_subject",
+                    "must be a mailto: or https: URI (RFC 8292 §2.1)");
     if (!*cfg->policy_file)
         return fail(err, errlen, src, LINE("policy", "file"), "policy", "file",
                     "a policy file is required");
@@ -546,6 +556,10 @@ static int validate(struct config *cfg, const struct key_lines *kl, size_t nkl, 
     if (!*cfg->store_path) {
         free(cfg->store_path);
         cfg->store_path = xasprintf("%s/sipwake.db", cfg->data_dir);
+    }
+    if (!*cfg->vapid_key) {
+        free(cfg->vapid_key);
+        cfg->vapid_key = xasprintf("%s/vapid.pem", cfg->data_dir);
     }
     return 0;
 }

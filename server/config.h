@@ -83,6 +83,10 @@ struct config {
     char *store_backend;
     char *store_path;
 
+    /* [push] */
+    char *vapid_key;
+    char *vapid_subject;
+
     /* [upstream] */
     char *upstream_address; /* "" in registrar mode */
     int upstream_trusted;

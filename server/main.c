@@ -23,6 +23,7 @@
 #include "lua_api.h"
 #include "lua_vm.h"
 #include "metrics.h"
+#include "push_webpush.h"
 #include "registrar.h"
 #include "sip_proxy.h"
 #include "sip_msg.h"
@@ -484,6 +485,16 @@ int main(int argc, char **argv)
     if (proxy_load_token_key(app.proxy, key_path, err, sizeof err) < 0) {
         log_error("flow-token key: %s", err);
         goto out;
+    }
+    if (config_provider_enabled(&app.cfg, "webpush")) {
+        struct webpush_vapid *vapid =
+            webpush_vapid_load(app.cfg.vapid_key, app.cfg.vapid_subject, err, sizeof err);
+        if (!vapid) {
+            log_error("[push] vapid_key: %s", err);
+            goto out;
+        }
+        registrar_set_vapid(app.reg, webpush_vapid_public(vapid));
+        webpush_vapid_free(vapid); /* the registrar needs only the public key */
     }
     if (config_gateway(&app.cfg)) {
         app.gw = gateway_new(app.loop, &app.cfg, app.loc, app.txns, app.tp, err, sizeof err);

@@ -68,6 +68,7 @@ struct registrar {
     struct transport *tp;
     struct digest_nonces *nonces;
     struct gateway *gw; /* gateway mode, else NULL */
+    char *vapid;        /* +sip.vapid: the VAPID public key, or NULL */
     char **sockets;     /* "udp:127.0.0.1:5060" per listener, for the location socket column */
     struct reg_req *pending;
     struct failure *failures[REG_FAILURE_BUCKETS]; /* by source address */
@@ -624,7 +625,11 @@ static void add_feature_caps(struct registrar *reg, struct buf *r, struct reg_co
                 if (strstr(seen.data, key))
                     continue;
                 buf_printf(&seen, "%s|", adv);
-                buf_printf(r, "Feature-Caps: *;+sip.pns=\"%s\"\r\n", adv);
+                buf_printf(r, "Feature-Caps: *;+sip.pns=\"%s\"", adv);
+                /* the UA needs the key to subscribe, before it has a pn-prid (§5.6.1.2) */
+                if (reg->vapid && util_caseeq(adv, "webpush"))
+                    buf_printf(r, ";+sip.vapid=\"%s\"", reg->vapid);
+                buf_puts(r, "\r\n");
             }
         } else if (rc->push) {
             char key[80];
@@ -636,6 +641,8 @@ static void add_feature_caps(struct registrar *reg, struct buf *r, struct reg_co
             buf_printf(r, "Feature-Caps: *;+sip.pns=\"%s\"", rc->pn.provider);
             if (rc->pnsreg)
                 buf_printf(r, ";+sip.pnsreg=\"%ld\"", cfg->pnsreg_interval);
+            if (reg->vapid && util_caseeq(rc->pn.provider, "webpush"))
+                buf_printf(r, ";+sip.vapid=\"%s\"", reg->vapid); /* RFC 8599 §5.6.1.1 */
             buf_puts(r, "\r\n");
         }
     }
@@ -1130,6 +1137,12 @@ void registrar_set_gateway(struct registrar *reg, struct gateway *gw)
     reg->gw = gw;
 }
 
+void registrar_set_vapid(struct registrar *reg, const char *public_key)
+{
+    free(reg->vapid);
+    reg->vapid = public_key ? xstrdup(public_key) : NULL;
+}
+
 void registrar_free(struct registrar *reg)
 {
     if (!reg)
@@ -1147,6 +1160,7 @@ void registrar_free(struct registrar *reg)
         }
     }
     digest_nonces_free(reg->nonces);
+    free(reg->vapid);
     for (size_t i = 0; i < reg->cfg->n_listens; i++)
         free(reg->sockets[i]);
     free(reg->sockets);

@@ -33,6 +33,9 @@ struct registrar *registrar_new(const struct config *cfg, struct location *loc, 
 struct gateway;
 void registrar_set_gateway(struct registrar *reg, struct gateway *gw);
 
+/* The VAPID public key (base64url) to advertise in +sip.vapid for webpush (copied). */
+void registrar_set_vapid(struct registrar *reg, const char *public_key);
+
 /* Free the registrar and any REGISTER still waiting for the store (call after store_close). */
 void registrar_free(struct registrar *reg);
 
