@@ -1,0 +1,56 @@
+/*
+ * push_content: what to push to a binding, per provider, for a call, a message or a
+ * registration refresh (../shared/research/push-protocols.md §2.7, §2.8, §3.2, §4.3, §6).
+ *
+ * APNs: a call goes as a VoIP push to the binding's voip token (topic <bundle>.voip,
+ * priority 10) — Apple lets VoIP pushes carry calls only — or, for an app that gave only a
+ * remote token, as an alert; a message is an alert to the remote token; a refresh is a
+ * background push (content-available, priority 5) to the remote token. The payload carries
+ * what Linphone and similar apps read: aps.call-id and call-id (to match the INVITE, and to
+ * let CallKit show the call before it arrives), from-uri and display-name unless the caller
+ * is hidden, and Linphone's loc-key (IC_MSG, IM_MSG). FCM: a data-only message (call-id,
+ * from-uri, display-name, type), high priority for calls and messages. Web Push: no body
+ * (RFC 8599), Urgency high for calls.
+ */
+#ifndef SIPWAKE_PUSH_CONTENT_H
+#define SIPWAKE_PUSH_CONTENT_H
+
+#include <stddef.h>
+#include <time.h>
+
+#include "pn.h"
+#include "push_apns.h"
+#include "push_fcm.h"
+#include "push_webpush.h"
+
+enum push_kind { PUSH_CALL = 0, PUSH_MESSAGE, PUSH_REFRESH };
+
+struct push_event {
+    enum push_kind kind;
+    const char *call_id;     /* the request's, or NULL (refresh) */
+    const char *from_uri;    /* NULL when the caller is hidden */
+    const char *from_name;   /* display name, or NULL */
+    long ttl;                /* seconds the push is worth delivering */
+    const char *collapse_id; /* or NULL */
+};
+
+/* Which kind a request method is pushed as: INVITE a call, anything else a message. */
+enum push_kind push_kind_of(const char *method);
+
+/* APNs: fill n (its strings point into pn, ev, topic or *payload, which the caller frees)
+ * for the binding's push params pn (PN_PUSH, an APNs provider) at now. 0, or -1 with err
+ * when this binding cannot get this kind of push (a message or refresh for an app that gave
+ * only a VoIP token). */
+int push_content_apns(const struct pn_info *pn, const struct push_event *ev, time_t now,
+                      struct apns_notification *n, char **payload, char *topic, size_t topic_len,
+                      char *err, size_t errlen);
+
+/* FCM: fill m (strings into pn or *data, which the caller frees). 0 or -1 with err. */
+int push_content_fcm(const struct pn_info *pn, const struct push_event *ev, struct fcm_message *m,
+                     char **data, char *err, size_t errlen);
+
+/* Web Push: the subscription URL, TTL and urgency. 0 or -1 with err. */
+int push_content_webpush(const struct pn_info *pn, const struct push_event *ev, const char **url,
+                         long *ttl, enum webpush_urgency *urgency, char *err, size_t errlen);
+
+#endif
