@@ -121,6 +121,34 @@ static const struct key_row key_rows[] = {
      "when push_providers has webpush."},
     {"push", "vapid_subject", KEY_STRING, OFF(vapid_subject), 0, 0, "mailto:postmaster@localhost",
      NULL, "The sub claim of VAPID tokens: a mailto: or https: contact for the push services."},
+    {"push", "apns_key_file", KEY_STRING, OFF(apns_key_file), 0, 0, "", NULL,
+     "APNs token auth: the team's .p8 key (with apns_key_id and apns_team_id). Checked at "
+     "start: a key that cannot sign stops sipwake with the reason."},
+    {"push", "apns_key_id", KEY_STRING, OFF(apns_key_id), 0, 0, "", NULL,
+     "The 10-character Key ID of apns_key_file."},
+    {"push", "apns_team_id", KEY_STRING, OFF(apns_team_id), 0, 0, "", NULL,
+     "The 10-character Team ID the key belongs to."},
+    {"push", "apns_certificate", KEY_STRING, OFF(apns_certificate), 0, 0, "", NULL,
+     "APNs certificate auth instead: a PEM file with the provider certificate and its key."},
+    {"push", "fcm_service_account", KEY_STRING, OFF(fcm_service_account), 0, 0, "", NULL,
+     "FCM HTTP v1: the Google service-account JSON file (needs its private_key)."},
+    {"push", "apns_host", KEY_STRING, OFF(apns_host), 0, 0, "api.push.apple.com", NULL,
+     "APNs production endpoint (pn-provider apns)."},
+    {"push", "apns_port", KEY_INT, OFF(apns_port), 1, 65535, "443", NULL, "Its port."},
+    {"push", "apns_sandbox_host", KEY_STRING, OFF(apns_sandbox_host), 0, 0,
+     "api.sandbox.push.apple.com", NULL, "APNs sandbox endpoint (pn-provider apns.dev)."},
+    {"push", "apns_sandbox_port", KEY_INT, OFF(apns_sandbox_port), 1, 65535, "443", NULL,
+     "Its port."},
+    {"push", "fcm_host", KEY_STRING, OFF(fcm_host), 0, 0, "fcm.googleapis.com", NULL,
+     "FCM endpoint."},
+    {"push", "fcm_port", KEY_INT, OFF(fcm_port), 1, 65535, "443", NULL, "Its port."},
+    {"push", "fcm_token_uri", KEY_STRING, OFF(fcm_token_uri), 0, 0, "", NULL,
+     "OAuth2 token endpoint for FCM. Empty: the service account's token_uri."},
+    {"push", "ca", KEY_STRING, OFF(push_ca), 0, 0, "", NULL,
+     "PEM file of CAs the push services' certificates are checked against. Empty: the "
+     "system's."},
+    {"push", "timeout", KEY_INT, OFF(push_timeout), 1, 120, "10", NULL,
+     "Seconds a push may wait for its answer."},
     {"upstream", "address", KEY_STRING, OFF(upstream_address), 0, 0, "", NULL,
      "Gateway mode: the SIP server sipwake stands in front of, `transport:host:port` (a host "
      "name is resolved once at start). Phones register through sipwake, which relays each "
@@ -539,6 +567,12 @@ static int validate(struct config *cfg, const struct key_lines *kl, size_t nkl, 
         strncmp(cfg->vapid_subject, "https://", 8) != 0)
         return fail(err, errlen, src, LINE("push", "vapid_subject"), "push", "vapid_subject",
                     "must be a mailto: or https: URI (RFC 8292 §2.1)");
+    if (*cfg->apns_key_file && (!*cfg->apns_key_id || !*cfg->apns_team_id))
+        return fail(err, errlen, src, LINE("push", "apns_key_file"), "push", "apns_key_file",
+                    "needs apns_key_id and apns_team_id");
+    if (*cfg->apns_key_file && *cfg->apns_certificate)
+        return fail(err, errlen, src, LINE("push", "apns_certificate"), "push", "apns_certificate",
+                    "one of apns_key_file or apns_certificate, not both");
     if (!*cfg->policy_file)
         return fail(err, errlen, src, LINE("policy", "file"), "policy", "file",
                     "a policy file is required");

@@ -86,6 +86,11 @@ struct config {
     /* [push] */
     char *vapid_key;
     char *vapid_subject;
+    char *apns_host, *apns_sandbox_host, *fcm_host, *fcm_token_uri, *push_ca;
+    long apns_port, apns_sandbox_port, fcm_port;
+    long push_timeout;
+    char *apns_key_file, *apns_key_id, *apns_team_id, *apns_certificate;
+    char *fcm_service_account;
 
     /* [upstream] */
     char *upstream_address; /* "" in registrar mode */

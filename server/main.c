@@ -23,7 +23,7 @@
 #include "lua_api.h"
 #include "lua_vm.h"
 #include "metrics.h"
-#include "push_webpush.h"
+#include "push.h"
 #include "registrar.h"
 #include "sip_proxy.h"
 #include "sip_msg.h"
@@ -44,6 +44,7 @@ struct app {
     struct registrar *reg;
     struct proxy *proxy;
     struct gateway *gw; /* gateway mode only */
+    struct push *push;
 };
 
 static void usage(FILE *f)
@@ -486,16 +487,12 @@ int main(int argc, char **argv)
         log_error("flow-token key: %s", err);
         goto out;
     }
-    if (config_provider_enabled(&app.cfg, "webpush")) {
-        struct webpush_vapid *vapid =
-            webpush_vapid_load(app.cfg.vapid_key, app.cfg.vapid_subject, err, sizeof err);
-        if (!vapid) {
-            log_error("[push] vapid_key: %s", err);
-            goto out;
-        }
-        registrar_set_vapid(app.reg, webpush_vapid_public(vapid));
-        webpush_vapid_free(vapid); /* the registrar needs only the public key */
+    app.push = push_new(app.loop, &app.cfg, app.loc, err, sizeof err);
+    if (!app.push) {
+        log_error("%s", err);
+        goto out;
     }
+    registrar_set_vapid(app.reg, push_vapid_public(app.push));
     if (config_gateway(&app.cfg)) {
         app.gw = gateway_new(app.loop, &app.cfg, app.loc, app.txns, app.tp, err, sizeof err);
         if (!app.gw) {
@@ -540,6 +537,7 @@ out:
     if (app.txns)
         txn_client_abort_all(app.txns); /* pending branches answer 408 while we can send */
     transport_close(app.tp);
+    push_free(app.push);
     store_close(app.store); /* commits what is queued */
     registrar_free(app.reg);
     proxy_free(app.proxy);

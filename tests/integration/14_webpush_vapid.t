@@ -4,6 +4,7 @@
 # advertises its public key in +sip.vapid, next to +sip.pns="webpush" — in the 2xx to a
 # capability query (the browser needs the key to subscribe) and to a push binding. The key
 # outlives a restart. Without webpush no key is made; a bad VAPID subject is a config error.
+# Push credentials ([push] apns_key_file, fcm_service_account) are checked at start.
 use strict;
 use warnings;
 use FindBin;
@@ -52,4 +53,18 @@ my $bad = Sipwake->new(config => { push => { vapid_subject => 'ops@example.com' 
 my ($rc, $out) = $bad->run_bin('--check');
 is($rc, 1, 'a VAPID subject that is not a mailto: or https: URI: --check fails');
 like($out, qr/\[push\] vapid_subject: must be a mailto: or https: URI/, 'saying why');
+
+# push credentials are checked at start: a bad file stops sipwake with the reason
+my $badkey = Sipwake->new(config => { push => { apns_key_file => '/nonexistent/AuthKey.p8',
+    apns_key_id => 'KEY1234567', apns_team_id => 'TEAM123456' } });
+ok(!eval { $badkey->start; 1 }, 'an unreadable APNs key: sipwake does not start');
+like($badkey->log, qr{\[push\] apns_key_file: /nonexistent/AuthKey\.p8: cannot open}, 'and says why');
+open my $fh, '>', $badkey->dir . '/sa.json' or die;
+print $fh '{"type": "service_account", "project_id": "p", "client_email": "e@p", "token_uri": "https://t/token"}';
+close $fh;
+my $badsa = Sipwake->new(config => { push => { fcm_service_account => $badkey->dir . '/sa.json' } });
+ok(!eval { $badsa->start; 1 }, 'a service account without its private key: sipwake does not start');
+like($badsa->log, qr/\[push\] fcm_service_account: .*no private_key/, 'and says why');
+my ($rc2, $out2) = Sipwake->new(config => { push => { apns_key_file => 'k.p8' } })->run_bin('--check');
+like($out2, qr/\[push\] apns_key_file: needs apns_key_id and apns_team_id/, '--check: a key without its ids');
 done_testing;

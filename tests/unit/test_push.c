@@ -1,0 +1,211 @@
+/* The push dispatcher against tests/emulators/apns.py: credentials checked at start, the
+ * provider chosen from the binding, a call pushed as VoIP, a dead token removing every
+ * binding that carries it and never pushed again, pushes that cannot be sent refused with
+ * the reason. */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "push.c"
+#include "store.h"
+#include "tap.h"
+
+static char dir[] = "/tmp/sipwake-push-XXXXXX";
+static struct ev_loop *loop;
+
+struct result {
+    int done;
+    struct push_result r;
+};
+
+static void cb(void *arg, const struct push_result *r)
+{
+    struct result *x = arg;
+    x->done = 1;
+    x->r = *r;
+}
+
+static void set(char **field, const char *v)
+{
+    free(*field);
+    *field = xstrdup(v);
+}
+
+static struct binding *add(struct location *loc, const char *aor, const char *provider,
+                           const char *param, const char *prid)
+{
+    struct binding_fields f = {.contact_id = location_new_id(loc),
+                               .expires = util_now() + 3600,
+                               .flags = LOCATION_FLAG_PUSH,
+                               .q = -1,
+                               .listener = -1,
+                               .contact = "sip:x@192.0.2.1",
+                               .callid = "c",
+                               .received = "sip:192.0.2.1:5060",
+                               .pn_provider = provider,
+                               .pn_param = param,
+                               .pn_prid = prid};
+    struct binding *b = location_binding_new(&f);
+    location_save(loc, aor, b, NULL);
+    return b;
+}
+
+static struct result push(struct push *p, const struct binding *b)
+{
+    struct result x = {0};
+    struct push_event ev = {
+        .kind = PUSH_CALL, .call_id = "call-9@h", .from_uri = "sip:c@h", .ttl = 30};
+    char err[200];
+    if (push_binding(p, b, &ev, cb, &x, err, sizeof err) < 0) {
+        x.done = -1;
+        snprintf(x.r.reason, sizeof x.r.reason, "%.60s", err);
+        return x;
+    }
+    ev_tstamp end = ev_time() + 10;
+    while (!x.done && ev_time() < end) {
+        ev_run(loop, EVRUN_ONCE | EVRUN_NOWAIT);
+        usleep(1000);
+    }
+    return x;
+}
+
+int main(void)
+{
+    signal(SIGPIPE, SIG_IGN);
+    log_set_level(LOG_LEVEL_ERROR);
+    if (!mkdtemp(dir))
+        return 1;
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd,
+             "cd %s && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes "
+             "-days 2 -subj /CN=localhost -addext subjectAltName=IP:127.0.0.1 -keyout key.pem "
+             "-out cert.pem 2>/dev/null && openssl genpkey -algorithm EC -pkeyopt "
+             "ec_paramgen_curve:P-256 -out apns.p8 && openssl pkey -in apns.p8 -pubout -out "
+             "apns-pub.pem && printf '%%s' '{\"DEAD01\": {\"status\": 410, \"reason\": "
+             "\"Unregistered\"}}' > script.json && echo 'not a key' > bad.p8",
+             dir);
+    if (system(cmd) != 0) {
+        printf("Bail out! could not make the test keys\n");
+        return 1;
+    }
+    snprintf(cmd, sizeof cmd,
+             "exec /usr/bin/python3 tests/emulators/apns.py --cert %s/cert.pem --key %s/key.pem "
+             "--auth-key KEY1234567:TEAM123456:%s/apns-pub.pem --script %s/script.json --log "
+             "%s/apns.log --lifetime 60",
+             dir, dir, dir, dir, dir);
+    int fds[2];
+    if (pipe(fds) < 0)
+        return 1;
+    pid_t pid = fork();
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        dup2(fds[1], 1);
+        close(fds[0]);
+        execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+        _exit(127);
+    }
+    close(fds[1]);
+    FILE *f = fdopen(fds[0], "r");
+    int port = -1;
+    char line[128], path[300];
+    if (f && fgets(line, sizeof line, f))
+        sscanf(line, "listening %d", &port);
+    if (f)
+        fclose(f);
+    ok(port > 0, "APNs emulator listening");
+
+    struct config cfg;
+    config_defaults(&cfg);
+    snprintf(path, sizeof path, "%s/sipwake.db", dir);
+    set(&cfg.store_path, path);
+    set(&cfg.data_dir, dir);
+    snprintf(path, sizeof path, "%s/vapid.pem", dir);
+    set(&cfg.vapid_key, path);
+    snprintf(path, sizeof path, "%s/bad.p8", dir);
+    set(&cfg.apns_key_file, path);
+    set(&cfg.apns_key_id, "KEY1234567");
+    set(&cfg.apns_team_id, "TEAM123456");
+    set(&cfg.apns_host, "127.0.0.1");
+    set(&cfg.apns_sandbox_host, "127.0.0.1");
+    cfg.apns_port = cfg.apns_sandbox_port = port;
+    snprintf(path, sizeof path, "%s/cert.pem", dir);
+    set(&cfg.push_ca, path);
+    cfg.push_timeout = 3;
+    char err[300];
+    loop = ev_default_loop(0);
+    struct store *store;
+    if (store_open(&cfg, &store, err, sizeof err) < 0) {
+        printf("Bail out! %s\n", err);
+        return 1;
+    }
+    struct location *loc = location_new(loop, store);
+    store_start(store, loop);
+    ok(push_new(loop, &cfg, loc, err, sizeof err) == NULL && strstr(err, "[push] apns_key_file:") &&
+           strstr(err, "bad.p8"),
+       "a key file that is not a key stops start-up, naming it: %s", err);
+    snprintf(path, sizeof path, "%s/apns.p8", dir);
+    set(&cfg.apns_key_file, path);
+    struct push *p = push_new(loop, &cfg, loc, err, sizeof err);
+    ok(p != NULL, "dispatcher made with the .p8 key");
+    ok(push_vapid_public(p) == NULL, "no VAPID key without webpush");
+
+    struct binding *b = add(loc, "ann@example.com", "apns",
+                            "TEAM123456.org.example.app.voip&remote", "AAAA01:voip&BBBB02:remote");
+    struct result x = push(p, b);
+    is_int(x.r.outcome, PUSH_DELIVERED, "a call to an iPhone: delivered");
+    is_str(x.r.provider, "apns", "through APNs");
+    snprintf(path, sizeof path, "%s/apns.log", dir);
+    f = fopen(path, "r");
+    char log[8192] = "";
+    size_t n = f ? fread(log, 1, sizeof log - 1, f) : 0;
+    log[n] = '\0';
+    if (f)
+        fclose(f);
+    ok(strstr(log, "\"path\": \"/3/device/AAAA01\", \"topic\": \"org.example.app.voip\", "
+                   "\"push_type\": \"voip\"") != NULL,
+       "as a VoIP push to the voip token");
+    ok(strstr(log, "call-9@h") != NULL, "carrying the Call-ID");
+
+    b = add(loc, "ann@example.com", "apns.dev", "TEAM123456.org.example.app", "DEAD01");
+    add(loc, "ann@example.com", "apns.dev", "TEAM123456.org.example.app", "DEAD01");
+    is_int((int)location_aor_count(location_find(loc, "ann@example.com")), 3,
+           "ann has three bindings, two with the same token");
+    x = push(p, b);
+    is_int(x.r.outcome, PUSH_DEAD_TOKEN, "410 Unregistered: dead token");
+    is_str(x.r.reason, "Unregistered", "with APNs's reason");
+    is_int((int)location_aor_count(location_find(loc, "ann@example.com")), 1,
+           "both bindings with that token removed");
+    struct binding *again =
+        add(loc, "ann@example.com", "apns.dev", "TEAM123456.org.example.app", "DEAD01");
+    x = push(p, again);
+    ok(x.done == -1 && strstr(x.r.reason, "known dead"), "that token is not pushed again");
+
+    b = add(loc, "bo@example.com", "fcm", "123456", "fcm-token-0001");
+    x = push(p, b);
+    ok(x.done == -1 && strstr(x.r.reason, "no FCM credentials"),
+       "an Android phone without FCM credentials: not sent, saying why");
+    b = add(loc, "cy@example.com", "apns", "OTHERTEAM1.org.example.app", "CCCC03");
+    x = push(p, b);
+    ok(x.done == -1 && strstr(x.r.reason, "not the key's team"), "another team's app: not sent");
+    b = add(loc, "di@example.com", "apns", "TEAM123456.org.example.app.voip", "DDDD04:voip");
+    struct result y = {0};
+    struct push_event msg = {.kind = PUSH_MESSAGE, .call_id = "m@h", .ttl = 60};
+    ok(push_binding(p, b, &msg, cb, &y, err, sizeof err) < 0 && strstr(err, "VoIP"),
+       "a message for a VoIP-only app: not sent (%s)", err);
+
+    push_free(p);
+    location_free(loc);
+    store_close(store);
+    config_free(&cfg);
+    kill(pid, SIGTERM);
+    waitpid(pid, NULL, 0);
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    if (system(cmd) != 0)
+        printf("# could not remove %s\n", dir);
+    return done_testing();
+}
