@@ -91,9 +91,8 @@ end
 --       next group rings when the current one failed (or timed out)
 --       with branch_timeout = N (1..300 s): an INVITE branch (serial: a group) that has not
 --       answered in N s is CANCELled
---       with push = true: also wake the push bindings that have no live connection (push,
---       hold the request, forward it when the phone registers again); until sipwake's
---       push support is in, this relays to the live bindings only
+--       with push = true: push the push bindings (RFC 8599) and hold the request until the
+--       phone registers again ([push] bucket_timeout), besides ringing live connections
 --   { relay = "upstream" }                         to the [upstream] server (gateway mode),
 --       Request-URI unchanged; branch_timeout as above
 --   { relay = "uri", uri = "sip:vm@192.0.2.5:5060;transport=tcp" }
@@ -133,6 +132,9 @@ function policy.route(req, ctx)
         relay = "bindings",
         fork = serial and "serial" or "parallel",
         branch_timeout = RING_TIMEOUT,
+        -- phones asleep behind a push binding are pushed and waited for ([push]
+        -- bucket_timeout); those with a live connection ring at once as well
+        push = true,
     }
 end
 

@@ -149,6 +149,12 @@ static const struct key_row key_rows[] = {
      "system's."},
     {"push", "timeout", KEY_INT, OFF(push_timeout), 1, 120, "10", NULL,
      "Seconds a push may wait for its answer."},
+    {"push", "bucket_timeout", KEY_INT, OFF(bucket_timeout), 1, 170, "30", NULL,
+     "Seconds an INVITE waits for a pushed phone to register again (RFC 8599 bucket timer); "
+     "then 480."},
+    {"push", "bucket_timeout_other", KEY_INT, OFF(bucket_timeout_other), 1, 30, "10", NULL,
+     "The same for other requests (MESSAGE, SUBSCRIBE, ...): well under the 32 s of their "
+     "transaction."},
     {"upstream", "address", KEY_STRING, OFF(upstream_address), 0, 0, "", NULL,
      "Gateway mode: the SIP server sipwake stands in front of, `transport:host:port` (a host "
      "name is resolved once at start). Phones register through sipwake, which relays each "

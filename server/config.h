@@ -89,6 +89,7 @@ struct config {
     char *apns_host, *apns_sandbox_host, *fcm_host, *fcm_token_uri, *push_ca;
     long apns_port, apns_sandbox_port, fcm_port;
     long push_timeout;
+    long bucket_timeout, bucket_timeout_other;
     char *apns_key_file, *apns_key_id, *apns_team_id, *apns_certificate;
     char *fcm_service_account;
 

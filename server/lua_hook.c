@@ -417,8 +417,10 @@ enum lua_hook_result lua_hook_route(struct lua_vm *vm, const struct lua_hook_rou
 {
     memset(out, 0, sizeof *out);
     out->action = LUA_ROUTE_BINDINGS;
+    out->push = 1; /* without a route hook, sleeping push bindings are woken */
     if (!vm || !lua_vm_push_hook(vm, "route"))
         return LUA_HOOK_ABSENT;
+    out->push = 0; /* a hook says so itself */
     lua_State *L = lua_vm_state(vm);
     lua_createtable(L, 0, 12);
     set_str(L, "method", in->method);

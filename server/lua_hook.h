@@ -92,8 +92,8 @@ struct lua_hook_route_out {
     enum lua_route_action action;
     int serial;         /* bindings: by q, highest first, equal q together (RFC 3261 §16.6) */
     int branch_timeout; /* bindings: seconds a branch (serial: a q group) may ring; 0: no limit */
-    int push; /* bindings: also wake push bindings without a live flow (RFC 8599); until push
-               * support lands, the live bindings only */
+    int push;           /* bindings: push the push bindings and wait for them to register again
+                         * (RFC 8599), besides forking to live flows */
     int code;
     char reason[128];
     char headers[1024]; /* reply: extra "Name: value\r\n" lines */

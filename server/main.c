@@ -15,6 +15,7 @@
 
 #include <ev.h>
 
+#include "bucket.h"
 #include "config.h"
 #include "digest.h"
 #include "gateway.h"
@@ -45,6 +46,7 @@ struct app {
     struct proxy *proxy;
     struct gateway *gw; /* gateway mode only */
     struct push *push;
+    struct bucket *bucket;
 };
 
 static void usage(FILE *f)
@@ -493,6 +495,9 @@ int main(int argc, char **argv)
         goto out;
     }
     registrar_set_vapid(app.reg, push_vapid_public(app.push));
+    app.bucket = bucket_new(app.loop);
+    registrar_set_bucket(app.reg, app.bucket);
+    proxy_set_push(app.proxy, app.push, app.bucket);
     if (config_gateway(&app.cfg)) {
         app.gw = gateway_new(app.loop, &app.cfg, app.loc, app.txns, app.tp, err, sizeof err);
         if (!app.gw) {
@@ -534,6 +539,8 @@ int main(int argc, char **argv)
     ev_signal_stop(app.loop, &intr);
     ev_signal_stop(app.loop, &usr1);
 out:
+    if (app.bucket)
+        bucket_expire_all(app.bucket); /* parked requests answer 480 while we can send */
     if (app.txns)
         txn_client_abort_all(app.txns); /* pending branches answer 408 while we can send */
     transport_close(app.tp);
@@ -542,6 +549,7 @@ out:
     registrar_free(app.reg);
     proxy_free(app.proxy);
     gateway_free(app.gw);
+    bucket_free(app.bucket);
     txn_table_free(app.txns);
     location_free(app.loc);
     lua_vm_set_current(NULL);

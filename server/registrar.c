@@ -16,6 +16,7 @@
 
 #include <osipparser2/osip_port.h>
 
+#include "bucket.h"
 #include "digest.h"
 #include "gateway.h"
 #include "log.h"
@@ -67,9 +68,10 @@ struct registrar {
     struct txn_table *txns;
     struct transport *tp;
     struct digest_nonces *nonces;
-    struct gateway *gw; /* gateway mode, else NULL */
-    char *vapid;        /* +sip.vapid: the VAPID public key, or NULL */
-    char **sockets;     /* "udp:127.0.0.1:5060" per listener, for the location socket column */
+    struct gateway *gw;    /* gateway mode, else NULL */
+    char *vapid;           /* +sip.vapid: the VAPID public key, or NULL */
+    struct bucket *bucket; /* parked requests woken by a 2xx REGISTER, or NULL */
+    char **sockets;        /* "udp:127.0.0.1:5060" per listener, for the location socket column */
     struct reg_req *pending;
     struct failure *failures[REG_FAILURE_BUCKETS]; /* by source address */
     size_t n_failures;
@@ -769,6 +771,8 @@ static void apply_and_answer(struct reg_req *rr, struct reg_contact *cs, size_t 
     uint32_t cseq = (uint32_t)strtoul(req->cseq->number, NULL, 10);
     const char *callid = req->call_id->number;
     time_t now = util_now();
+    struct binding *saved[REG_MAX_CONTACTS_PER_REQUEST];
+    size_t n_saved = 0;
 
     if (star) {
         /* RFC 3261 §10.3 step 6: remove every binding, but not one refreshed by a later
@@ -841,7 +845,10 @@ static void apply_and_answer(struct reg_req *rr, struct reg_contact *cs, size_t 
                 f.pn_param = rc->pn.param;
                 f.pn_prid = rc->pn.prid;
             }
-            location_save(reg->loc, rr->aor, location_binding_new(&f), rc->match);
+            struct binding *nb = location_binding_new(&f);
+            location_save(reg->loc, rr->aor, nb, rc->match);
+            if (n_saved < REG_MAX_CONTACTS_PER_REQUEST)
+                saved[n_saved++] = nb;
             a = location_find(reg->loc, rr->aor);
             if (reg->gw)
                 gateway_bound(reg->gw, rr->aor, gc.key, upstream);
@@ -877,7 +884,13 @@ static void apply_and_answer(struct reg_req *rr, struct reg_contact *cs, size_t 
     metrics_inc(METRICS_REG_ACCEPTED);
     log_debug("registrar: %s registered %zu contact(s) from %s:%d, %zu binding(s) now", rr->aor, n,
               rr->src.ip, rr->src.port, location_aor_count(a));
+    char *aor = n_saved && reg->bucket ? xstrdup(rr->aor) : NULL;
     finish(rr, &r);
+    /* RFC 8599 §5.3: requests parked for these devices go now, over the new flow (the
+     * bindings stay valid: nothing changed the location since) */
+    for (size_t i = 0; aor && i < n_saved; i++)
+        bucket_wake(reg->bucket, aor, saved[i]);
+    free(aor);
 }
 
 /* Gateway mode: the upstream's final answer to a relayed REGISTER. */
@@ -1135,6 +1148,11 @@ struct registrar *registrar_new(const struct config *cfg, struct location *loc, 
 void registrar_set_gateway(struct registrar *reg, struct gateway *gw)
 {
     reg->gw = gw;
+}
+
+void registrar_set_bucket(struct registrar *reg, struct bucket *bucket)
+{
+    reg->bucket = bucket;
 }
 
 void registrar_set_vapid(struct registrar *reg, const char *public_key)

@@ -33,6 +33,10 @@ struct registrar *registrar_new(const struct config *cfg, struct location *loc, 
 struct gateway;
 void registrar_set_gateway(struct registrar *reg, struct gateway *gw);
 
+/* Requests parked in bucket for a device are woken when its REGISTER is answered 2xx. */
+struct bucket;
+void registrar_set_bucket(struct registrar *reg, struct bucket *bucket);
+
 /* The VAPID public key (base64url) to advertise in +sip.vapid for webpush (copied). */
 void registrar_set_vapid(struct registrar *reg, const char *public_key);
 

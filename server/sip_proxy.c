@@ -11,11 +11,13 @@
 #include <openssl/hmac.h>
 #include <openssl/rand.h>
 
+#include "bucket.h"
 #include "gateway.h"
 #include "log.h"
 #include "lua_hook.h"
 #include "lua_vm.h"
 #include "metrics.h"
+#include "push.h"
 #include "sip_msg.h"
 #include "util.h"
 
@@ -31,7 +33,9 @@ struct proxy {
     struct txn_table *txns;
     struct transport *tp;
     uint64_t next_branch;
-    struct gateway *gw;                        /* gateway mode, else NULL */
+    struct gateway *gw; /* gateway mode, else NULL */
+    struct push *push;  /* RFC 8599: pushes and the bucket, when set */
+    struct bucket *bucket;
     struct sip_source conns[PROXY_CONN_CACHE]; /* TCP/TLS connections opened for relay = uri */
     size_t next_conn;
     unsigned char token_key[32]; /* authenticates the flow tokens of our Record-Routes */
@@ -49,6 +53,15 @@ struct target {
     struct sip_source dst;
     char *ruri;
     int q; /* × 1000 */
+};
+
+/* A push binding this request waits for: its push, then its bucket entry (RFC 8599 §5.2).
+ * Freed by the last of its owner and its push callback. */
+struct waiter {
+    struct proxy_req *pr; /* NULL once the request is gone */
+    struct bucket_entry *entry;
+    int pushing; /* the push callback is still to come */
+    int active;  /* counted in pr->waiting */
 };
 
 /* One request being proxied, alive until every branch has reported. */
@@ -70,6 +83,11 @@ struct proxy_req {
     int branch_timeout; /* seconds, 0: none */
     int stopped;        /* the caller CANCELled: no further group */
     int timed_out;      /* sipwake CANCELled for a timeout (branch_timeout, Timer C) */
+    struct waiter *waiters[PROXY_MAX_BRANCHES];
+    size_t n_waiters;
+    int waiting;  /* waiters still active */
+    int pushed;   /* some push binding was pushed: no answer at all then means 480 */
+    int in_setup; /* proxy_handle is still building it: do not settle yet */
     ev_timer group_timer;
     char *routes;   /* the Route lines to forward once ours are removed; NULL: as received */
     char *contacts; /* Contact lines without pn-* params for the upstream; NULL: as received */
@@ -108,13 +126,30 @@ void proxy_set_gateway(struct proxy *p, struct gateway *gw)
     p->gw = gw;
 }
 
+void proxy_set_push(struct proxy *p, struct push *push, struct bucket *bucket)
+{
+    p->push = push;
+    p->bucket = bucket;
+}
+
 void proxy_free(struct proxy *p)
 {
     free(p);
 }
 
+static void waiter_release(struct waiter *w)
+{
+    bucket_cancel(w->entry);
+    w->entry = NULL;
+    w->pr = NULL;
+    if (!w->pushing)
+        free(w);
+}
+
 static void preq_free(struct proxy_req *pr)
 {
+    for (size_t i = 0; i < pr->n_waiters; i++)
+        waiter_release(pr->waiters[i]);
     ev_timer_stop(pr->p->loop, &pr->timer_c);
     ev_timer_stop(pr->p->loop, &pr->group_timer);
     for (size_t i = 0; i < pr->n_tg; i++)
@@ -223,6 +258,52 @@ static void provisional(struct proxy_req *pr, const osip_message_t *resp, const 
 
 static void start_group(struct proxy_req *pr);
 
+/* Stop waiting for sleeping devices (answered, cancelled). */
+static void stop_waiting(struct proxy_req *pr)
+{
+    for (size_t i = 0; i < pr->n_waiters; i++) {
+        struct waiter *w = pr->waiters[i];
+        bucket_cancel(w->entry);
+        w->entry = NULL;
+        if (w->active) {
+            w->active = 0;
+            pr->waiting--;
+        }
+    }
+}
+
+/* When no branch is pending and no device is awaited: the next serial group, or the final
+ * answer (§16.7), and the request is done. */
+static void settle(struct proxy_req *pr)
+{
+    if (pr->pending > 0 || pr->waiting > 0 || pr->in_setup)
+        return;
+    ev_timer_stop(pr->p->loop, &pr->group_timer);
+    if (!pr->answered && !pr->stopped && pr->best_code < 600 && pr->next_tg < pr->n_tg) {
+        start_group(pr); /* serial forking: the next q group */
+        if (pr->pending > 0)
+            return;
+    }
+    if (!pr->answered) {
+        if (pr->best && pr->best_code == 487 && pr->timed_out && !pr->stopped) {
+            /* nobody answered in time: the 487s are of sipwake's own CANCELs, the caller
+             * cancelled nothing (§16.8 treats a timed-out branch as a 408) */
+            reply(pr, 408, "Request Timeout");
+        } else if (pr->best) {
+            pass_up(pr, pr->best, pr->best_len);
+            pr->best = NULL;
+        } else if (pr->stopped) {
+            reply(pr, 487, "Request Terminated");
+        } else if (pr->pushed) {
+            /* RFC 8599 §5.6.2: the bucket timer fired, or every push failed */
+            reply(pr, 480, "Temporarily Unavailable");
+        } else {
+            reply(pr, 408, "Request Timeout");
+        }
+    }
+    preq_free(pr);
+}
+
 static void branch_cb(void *arg, const osip_message_t *resp, const char *raw, size_t len)
 {
     struct branch *br = arg;
@@ -252,29 +333,14 @@ static void branch_cb(void *arg, const osip_message_t *resp, const char *raw, si
         pr->best_code = 408;
     }
     buf_free(&up);
-    if (pr->invite && (code < 300 || code >= 600))
+    if (pr->invite && (code < 300 || code >= 600)) {
         cancel_pending(pr); /* §16.7 step 10; a 6xx ends the search too */
-    if (--pr->pending > 0)
-        return;
-    ev_timer_stop(pr->p->loop, &pr->group_timer);
-    if (!pr->answered && !pr->stopped && pr->best_code < 600 && pr->next_tg < pr->n_tg) {
-        start_group(pr); /* serial forking: the next q group */
-        if (pr->pending > 0)
-            return;
+        stop_waiting(pr);
+    } else if (code < 300) {
+        stop_waiting(pr); /* answered: nobody else needs waking */
     }
-    if (!pr->answered) {
-        if (pr->best && pr->best_code == 487 && pr->timed_out && !pr->stopped) {
-            /* nobody answered in time: the 487s are of sipwake's own CANCELs, the caller
-             * cancelled nothing (§16.8 treats a timed-out branch as a 408) */
-            reply(pr, 408, "Request Timeout");
-        } else if (pr->best) {
-            pass_up(pr, pr->best, pr->best_len);
-            pr->best = NULL;
-        } else {
-            reply(pr, 408, "Request Timeout");
-        }
-    }
-    preq_free(pr);
+    pr->pending--;
+    settle(pr);
 }
 
 void proxy_cancel(void *owner)
@@ -283,6 +349,8 @@ void proxy_cancel(void *owner)
     log_info("proxy: INVITE %s cancelled by the caller", pr->req->call_id->number);
     pr->stopped = 1;
     cancel_pending(pr);
+    stop_waiting(pr);
+    settle(pr); /* nothing was ringing yet: 487 now */
 }
 
 int proxy_forward_stray(struct proxy *p, const osip_message_t *resp, const char *raw, size_t len)
@@ -750,6 +818,117 @@ static int next_hop(struct proxy *p, const osip_uri_t *u, const char *text, stru
     return uri_destination(p, text, dst);
 }
 
+/* ------------------------------------------------------------------ waiting for a push */
+
+/* RFC 8599 §5.6.2: new-dialog and standalone requests wake a phone. */
+static int pushable(const char *m)
+{
+    return strcmp(m, "INVITE") == 0 || strcmp(m, "MESSAGE") == 0 || strcmp(m, "SUBSCRIBE") == 0 ||
+           strcmp(m, "OPTIONS") == 0 || strcmp(m, "REFER") == 0;
+}
+
+static void waiter_end(struct waiter *w)
+{
+    struct proxy_req *pr = w->pr;
+    if (w->active) {
+        w->active = 0;
+        pr->waiting--;
+    }
+    settle(pr);
+}
+
+/* The device registered again: the request goes down its new flow. */
+static void waiter_wake(void *arg, const struct binding *b)
+{
+    struct waiter *w = arg;
+    struct proxy_req *pr = w->pr;
+    w->entry = NULL;
+    struct target tg = {.q = 1000};
+    if (!pr->answered && !pr->stopped && pr->n_br < PROXY_MAX_BRANCHES &&
+        binding_destination(pr->p, b, &tg.dst) == 0) {
+        log_info("proxy: %s %s: %s registered again, forwarding", pr->req->sip_method,
+                 pr->req->call_id->number, location_aor_name(b->aor));
+        tg.ruri = sip_msg_uri_without_pn(b->contact);
+        start_target(pr, &tg);
+        free(tg.ruri);
+    }
+    waiter_end(w);
+}
+
+static void waiter_expire(void *arg)
+{
+    struct waiter *w = arg;
+    w->entry = NULL;
+    log_info("proxy: %s %s: the pushed phone did not register in time", w->pr->req->sip_method,
+             w->pr->req->call_id->number);
+    waiter_end(w);
+}
+
+static void waiter_pushed(void *arg, const struct push_result *r)
+{
+    struct waiter *w = arg;
+    w->pushing = 0;
+    if (!w->pr) {
+        free(w); /* the request ended first */
+        return;
+    }
+    if (r->outcome == PUSH_DELIVERED)
+        return; /* now the bucket timer runs */
+    bucket_cancel(w->entry);
+    w->entry = NULL;
+    waiter_end(w);
+}
+
+static double bucket_timeout_of(const struct proxy_req *pr)
+{
+    const struct config *c = pr->p->cfg;
+    return (double)(pr->invite ? c->bucket_timeout : c->bucket_timeout_other);
+}
+
+/* Push binding b and wait for its device in the bucket. */
+static void wait_for(struct proxy_req *pr, const struct binding *b)
+{
+    struct proxy *p = pr->p;
+    if (pr->n_waiters >= PROXY_MAX_BRANCHES)
+        return;
+    const osip_message_t *req = pr->req;
+    char *from = NULL;
+    if (req->from && req->from->url)
+        osip_uri_to_str(req->from->url, &from);
+    char *name = req->from && req->from->displayname ? xstrdup(req->from->displayname) : NULL;
+    if (name && name[0] == '"' && strlen(name) >= 2) {
+        memmove(name, name + 1, strlen(name));
+        name[strlen(name) - 1] = '\0';
+    }
+    struct push_event ev = {.kind = push_kind_of(req->sip_method),
+                            .call_id = req->call_id->number,
+                            .from_uri = from,
+                            .from_name = name,
+                            .ttl = (long)bucket_timeout_of(pr)};
+    struct waiter *w = xcalloc(1, sizeof *w);
+    w->pr = pr;
+    w->active = 1;
+    w->pushing = 1;
+    pr->waiters[pr->n_waiters++] = w;
+    pr->waiting++;
+    w->entry = bucket_park(p->bucket, location_aor_name(b->aor), b, bucket_timeout_of(pr),
+                           waiter_wake, waiter_expire, w);
+    char err[200];
+    if (push_binding(p->push, b, &ev, waiter_pushed, w, err, sizeof err) < 0) {
+        log_info("proxy: %s %s: no push to %s: %s", req->sip_method, req->call_id->number,
+                 location_aor_name(b->aor), err);
+        w->pushing = 0;
+        bucket_cancel(w->entry);
+        w->entry = NULL;
+        w->active = 0;
+        pr->waiting--;
+    } else {
+        pr->pushed = 1;
+    }
+    osip_free(from);
+    free(name);
+}
+
 /* Gateway mode: the binding a request from the upstream is for, named by the key in its
  * Request-URI (a masqueraded Contact) or in its top Route (a Path), or NULL. */
 static const struct binding *upstream_target(struct proxy *p, const osip_message_t *req)
@@ -954,14 +1133,23 @@ void proxy_handle(struct proxy *p, osip_message_t *req, const char *raw, size_t 
     }
     memcpy(pr->hash, hash, sizeof pr->hash);
     pr->max_forwards = (int)mf - 1; /* §16.6 step 3 */
-    if (pr->n_tg > 0) {
+    pr->in_setup = 1;
+    /* RFC 8599 §5.6.2: push bindings are pushed and waited for, live flows or not */
+    if (d.action == LUA_ROUTE_BINDINGS && d.push && p->push && pushable(req->sip_method))
+        for (size_t i = 0; i < n; i++)
+            if (targets[i]->flags & LOCATION_FLAG_PUSH)
+                wait_for(pr, targets[i]);
+    if (pr->n_tg > 0 || pr->waiting > 0)
         invite_begin(pr);
+    if (pr->n_tg > 0)
         start_group(pr);
-    }
-    if (pr->pending == 0) {
+    pr->in_setup = 0;
+    if (pr->pending == 0 && pr->waiting == 0 && !pr->best && !pr->answered) {
         reply(pr, 480, "Temporarily Unavailable");
         preq_free(pr);
+        return;
     }
+    settle(pr);
 }
 
 /* How many of the top Route entries of req are sipwake's Record-Routes (two after a double

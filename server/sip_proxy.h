@@ -50,6 +50,12 @@ int proxy_load_token_key(struct proxy *p, const char *path, char *err, size_t er
 struct gateway;
 void proxy_set_gateway(struct proxy *p, struct gateway *gw);
 
+/* RFC 8599: requests for push bindings are pushed (push) and wait in bucket for the phone
+ * to register again (both borrowed). */
+struct push;
+struct bucket;
+void proxy_set_push(struct proxy *p, struct push *push, struct bucket *bucket);
+
 /* Proxy req (taken over; raw/len its bytes, copied) received from src in server transaction
  * t, which is answered exactly once. */
 void proxy_handle(struct proxy *p, osip_message_t *req, const char *raw, size_t len,

@@ -144,7 +144,7 @@ int main(void)
 
     loop = ev_default_loop(0);
     pid_t pid;
-    int port = start_emulator(&pid, 61);
+    int port = start_emulator(&pid, 62); /* a token that is stale 2 s after it came */
     ok(port > 0, "FCM emulator listening");
     char uri[128], ca[300];
     snprintf(uri, sizeof uri, "https://127.0.0.1:%d/token", port);
@@ -161,7 +161,7 @@ int main(void)
     x = push(s, "u-good-000", NULL);
     is_int(x.r.outcome, FCM_DELIVERED, "a second message");
     is_int(count_in_log("\"path\": \"/token\""), 1, "on the cached token");
-    usleep(1200000);
+    usleep(2200000);
     x = push(s, "u-good-000", NULL);
     is_int(x.r.outcome, FCM_DELIVERED, "after the token's last minute began");
     is_int(count_in_log("\"path\": \"/token\""), 2, "a new token was fetched first");
