@@ -12,6 +12,7 @@
 
 #include "h2_client.c"
 #include "log.h"
+#include "emulator.h"
 #include "tap.h"
 #include "util.h"
 
@@ -56,32 +57,7 @@ static int start_server(const char *extra, pid_t *pid)
              "exec /usr/bin/python3 tests/emulators/h2server.py --cert %s/cert.pem --key "
              "%s/key.pem --lifetime 60 %s",
              dir, dir, extra);
-    int fds[2];
-    if (pipe(fds) < 0)
-        return -1;
-    *pid = fork();
-    if (*pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL); /* never outlive the test */
-        dup2(fds[1], 1);
-        close(fds[0]);
-        execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
-        _exit(127);
-    }
-    close(fds[1]);
-    FILE *f = fdopen(fds[0], "r");
-    int port = -1;
-    char line[128];
-    if (f && fgets(line, sizeof line, f))
-        sscanf(line, "listening %d", &port);
-    if (f)
-        fclose(f);
-    return port;
-}
-
-static void stop_server(pid_t pid)
-{
-    kill(pid, SIGTERM);
-    waitpid(pid, NULL, 0);
+    return emulator_start(cmd, pid);
 }
 
 static struct h2_pool *pool(const char *host, int port, const char *ca, double timeout,
@@ -176,7 +152,7 @@ int main(void)
     h2_pool_free(p);
     ok(r[0].done && r[1].done && !r[2].done, "freeing the pool reports what was queued");
     is_str(r[0].error, "shut down", "as shut down");
-    stop_server(pid);
+    emulator_stop(pid);
 
     /* GOAWAY after 3 requests: the rest go on a new connection */
     port = start_server("--goaway-after 3", &pid);
@@ -193,7 +169,7 @@ int main(void)
     is_int(ok200 + lost, 10, "every request reported");
     ok(ok200 >= 9, "GOAWAY: the refused requests were sent again and answered (%d of 10)", ok200);
     h2_pool_free(p);
-    stop_server(pid);
+    emulator_stop(pid);
 
     /* an untrusted certificate, a host name */
     port = start_server("", &pid);
@@ -211,7 +187,7 @@ int main(void)
     is_int(r[0].status, 200, "a host name (resolved on a thread) works");
     ok(strstr(r[0].body, "\"localhost:"), "with :authority naming it");
     h2_pool_free(p);
-    stop_server(pid);
+    emulator_stop(pid);
 
     /* nobody listening */
     p = pool("127.0.0.1", port, "cert.pem", 5, 0);

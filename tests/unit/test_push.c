@@ -13,6 +13,7 @@
 #include "log.h"
 #include "push.c"
 #include "store.h"
+#include "emulator.h"
 #include "tap.h"
 
 static char dir[] = "/tmp/sipwake-push-XXXXXX";
@@ -66,11 +67,7 @@ static struct result push(struct push *p, const struct binding *b)
         snprintf(x.r.reason, sizeof x.r.reason, "%.60s", err);
         return x;
     }
-    ev_tstamp end = ev_time() + 10;
-    while (!x.done && ev_time() < end) {
-        ev_run(loop, EVRUN_ONCE | EVRUN_NOWAIT);
-        usleep(1000);
-    }
+    loop_until(loop, &x.done, 10);
     return x;
 }
 
@@ -98,25 +95,10 @@ int main(void)
              "--auth-key KEY1234567:TEAM123456:%s/apns-pub.pem --script %s/script.json --log "
              "%s/apns.log --lifetime 60",
              dir, dir, dir, dir, dir);
-    int fds[2];
-    if (pipe(fds) < 0)
-        return 1;
-    pid_t pid = fork();
-    if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        dup2(fds[1], 1);
-        close(fds[0]);
-        execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
-        _exit(127);
-    }
-    close(fds[1]);
-    FILE *f = fdopen(fds[0], "r");
-    int port = -1;
-    char line[128], path[300];
-    if (f && fgets(line, sizeof line, f))
-        sscanf(line, "listening %d", &port);
-    if (f)
-        fclose(f);
+    pid_t pid;
+    int port = emulator_start(cmd, &pid);
+    char path[300];
+    FILE *f;
     ok(port > 0, "APNs emulator listening");
 
     struct config cfg;
@@ -202,8 +184,7 @@ int main(void)
     location_free(loc);
     store_close(store);
     config_free(&cfg);
-    kill(pid, SIGTERM);
-    waitpid(pid, NULL, 0);
+    emulator_stop(pid);
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     if (system(cmd) != 0)
         printf("# could not remove %s\n", dir);

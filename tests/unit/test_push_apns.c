@@ -11,6 +11,7 @@
 
 #include "log.h"
 #include "push_apns.c"
+#include "emulator.h"
 #include "tap.h"
 
 static char dir[] = "/tmp/sipwake-apns-XXXXXX";
@@ -30,11 +31,7 @@ static void cb(void *arg, const struct apns_result *r)
 
 static void wait_for(struct result *x, double max)
 {
-    ev_tstamp end = ev_time() + max;
-    while (!x->done && ev_time() < end) {
-        ev_run(loop, EVRUN_ONCE | EVRUN_NOWAIT);
-        usleep(1000);
-    }
+    loop_until(loop, &x->done, max);
 }
 
 static int start_emulator(pid_t *pid)
@@ -45,26 +42,7 @@ static int start_emulator(pid_t *pid)
              "--auth-key ABC123DEFG:TEAM123456:%s/apns-pub.pem --script %s/script.json "
              "--log %s/apns.log --token-lifetime 5 --token-update-window 0 --lifetime 60",
              dir, dir, dir, dir, dir);
-    int fds[2];
-    if (pipe(fds) < 0)
-        return -1;
-    *pid = fork();
-    if (*pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        dup2(fds[1], 1);
-        close(fds[0]);
-        execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
-        _exit(127);
-    }
-    close(fds[1]);
-    FILE *f = fdopen(fds[0], "r");
-    int port = -1;
-    char line[128];
-    if (f && fgets(line, sizeof line, f))
-        sscanf(line, "listening %d", &port);
-    if (f)
-        fclose(f);
-    return port;
+    return emulator_start(cmd, pid);
 }
 
 static char *slurp(const char *name)
@@ -222,8 +200,7 @@ int main(void)
     apns_key_free(other);
     apns_key_free(key);
 
-    kill(pid, SIGTERM);
-    waitpid(pid, NULL, 0);
+    emulator_stop(pid);
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     if (system(cmd) != 0)
         printf("# could not remove %s\n", dir);

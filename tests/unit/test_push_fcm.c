@@ -11,6 +11,7 @@
 
 #include "log.h"
 #include "push_fcm.c"
+#include "emulator.h"
 #include "tap.h"
 
 static char dir[] = "/tmp/sipwake-fcm-XXXXXX";
@@ -36,26 +37,7 @@ static int start_emulator(pid_t *pid, int lifetime)
              "--service-account %s/sa.json --script %s/script.json --log %s/fcm.log "
              "--token-lifetime %d --lifetime 60",
              dir, dir, dir, dir, dir, lifetime);
-    int fds[2];
-    if (pipe(fds) < 0)
-        return -1;
-    *pid = fork();
-    if (*pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        dup2(fds[1], 1);
-        close(fds[0]);
-        execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
-        _exit(127);
-    }
-    close(fds[1]);
-    FILE *f = fdopen(fds[0], "r");
-    int port = -1;
-    char line[128];
-    if (f && fgets(line, sizeof line, f))
-        sscanf(line, "listening %d", &port);
-    if (f)
-        fclose(f);
-    return port;
+    return emulator_start(cmd, pid);
 }
 
 static int count_in_log(const char *needle)
@@ -82,11 +64,7 @@ static struct result push(struct fcm_sender *s, const char *token, const char *d
         snprintf(x.r.reason, sizeof x.r.reason, "%.60s", err);
         return x;
     }
-    ev_tstamp end = ev_time() + 10;
-    while (!x.done && ev_time() < end) {
-        ev_run(loop, EVRUN_ONCE | EVRUN_NOWAIT);
-        usleep(1000);
-    }
+    loop_until(loop, &x.done, 10);
     return x;
 }
 
@@ -200,8 +178,7 @@ int main(void)
     fcm_sender_free(s);
     fcm_account_free(other);
     fcm_account_free(a);
-    kill(pid, SIGTERM);
-    waitpid(pid, NULL, 0);
+    emulator_stop(pid);
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     if (system(cmd) != 0)
         printf("# could not remove %s\n", dir);

@@ -12,6 +12,7 @@
 
 #include "log.h"
 #include "push_webpush.c"
+#include "emulator.h"
 #include "tap.h"
 
 static char dir[] = "/tmp/sipwake-webpush-XXXXXX";
@@ -36,26 +37,7 @@ static int start_emulator(pid_t *pid)
              "exec /usr/bin/python3 tests/emulators/webpush.py --cert %s/cert.pem --key "
              "%s/key.pem --subscriptions %s/subs.json --log %s/webpush.log --lifetime 60",
              dir, dir, dir, dir);
-    int fds[2];
-    if (pipe(fds) < 0)
-        return -1;
-    *pid = fork();
-    if (*pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        dup2(fds[1], 1);
-        close(fds[0]);
-        execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
-        _exit(127);
-    }
-    close(fds[1]);
-    FILE *f = fdopen(fds[0], "r");
-    int port = -1;
-    char line[128];
-    if (f && fgets(line, sizeof line, f))
-        sscanf(line, "listening %d", &port);
-    if (f)
-        fclose(f);
-    return port;
+    return emulator_start(cmd, pid);
 }
 
 static struct result push(struct webpush_sender *s, int port, const char *sub, const char *topic)
@@ -68,11 +50,7 @@ static struct result push(struct webpush_sender *s, int port, const char *sub, c
         snprintf(x.r.reason, sizeof x.r.reason, "%.60s", err);
         return x;
     }
-    ev_tstamp end = ev_time() + 10;
-    while (!x.done && ev_time() < end) {
-        ev_run(loop, EVRUN_ONCE | EVRUN_NOWAIT);
-        usleep(1000);
-    }
+    loop_until(loop, &x.done, 10);
     return x;
 }
 
@@ -157,8 +135,7 @@ int main(void)
     webpush_sender_free(s);
     webpush_vapid_free(v);
     free(pub);
-    kill(pid, SIGTERM);
-    waitpid(pid, NULL, 0);
+    emulator_stop(pid);
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     if (system(cmd) != 0)
         printf("# could not remove %s\n", dir);
