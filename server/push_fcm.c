@@ -111,19 +111,13 @@ struct fcm_account *fcm_account_from_json(const char *json, size_t len, char *er
 
 struct fcm_account *fcm_account_load(const char *path, char *err, size_t errlen)
 {
-    FILE *f = fopen(path, "r");
-    if (!f) {
-        snprintf(err, errlen, "%s: cannot open", path);
+    struct buf b = {0};
+    if (util_read_file(path, 1 << 20, &b, err, errlen) < 0) {
+        buf_free(&b);
         return NULL;
     }
-    struct buf b = {0};
-    char chunk[4096];
-    size_t n;
-    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0 && b.len < 1 << 20)
-        buf_append(&b, chunk, n);
-    fclose(f);
     char why[256];
-    struct fcm_account *a = fcm_account_from_json(b.data ? b.data : "", b.len, why, sizeof why);
+    struct fcm_account *a = fcm_account_from_json(b.data, b.len, why, sizeof why);
     if (!a)
         snprintf(err, errlen, "%s: %s", path, why);
     buf_free(&b);

@@ -231,6 +231,26 @@ uint64_t util_hash_lower(const void *p, size_t n)
     return h;
 }
 
+int util_read_file(const char *path, size_t max, struct buf *out, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+        return -1;
+    }
+    char chunk[4096];
+    size_t n;
+    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0 && out->len <= max)
+        buf_append(out, chunk, n);
+    fclose(f);
+    if (out->len > max) {
+        snprintf(err, errlen, "%s: larger than %zu bytes", path, max);
+        return -1;
+    }
+    buf_puts(out, ""); /* NUL-terminated, len unchanged */
+    return 0;
+}
+
 int util_secret_file(const char *path, unsigned char *out, size_t n, char *err, size_t errlen)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);

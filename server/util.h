@@ -54,6 +54,10 @@ uint64_t util_mono_ms(void);
 /* Cryptographically random bytes (OpenSSL); aborts if the generator fails. */
 void util_random(void *p, size_t n);
 
+/* Read a whole small file (credentials, keys) into out, refusing one larger than max bytes.
+ * 0, or -1 with err ("<path>: cannot open: ...", "<path>: larger than ..."). */
+int util_read_file(const char *path, size_t max, struct buf *out, char *err, size_t errlen);
+
 /* A secret of n bytes kept in the file at path (mode 0600; made with random bytes, and its
  * directory with mode 0700 if missing, on first use), so it outlives restarts. 0, or -1 with
  * err (unreadable, wrong size, cannot be written). */
