@@ -130,6 +130,32 @@ EVP_PKEY *jws_key_load_file(const char *path, enum jws_alg alg, char *err, size_
     return k;
 }
 
+EVP_PKEY *jws_p256_from_raw(const unsigned char pub[65], const unsigned char *priv)
+{
+    OSSL_PARAM_BLD *bld = OSSL_PARAM_BLD_new();
+    BIGNUM *d = priv ? BN_bin2bn(priv, ES256_HALF, NULL) : NULL;
+    OSSL_PARAM *params = NULL;
+    EVP_PKEY_CTX *ctx = NULL;
+    EVP_PKEY *k = NULL;
+    if (!bld ||
+        OSSL_PARAM_BLD_push_utf8_string(bld, OSSL_PKEY_PARAM_GROUP_NAME, "prime256v1", 0) != 1 ||
+        OSSL_PARAM_BLD_push_octet_string(bld, OSSL_PKEY_PARAM_PUB_KEY, pub, 65) != 1 ||
+        (d && OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_PRIV_KEY, d) != 1))
+        goto out;
+    params = OSSL_PARAM_BLD_to_param(bld);
+    ctx = EVP_PKEY_CTX_new_from_name(NULL, "EC", NULL);
+    if (!params || !ctx || EVP_PKEY_fromdata_init(ctx) != 1 ||
+        EVP_PKEY_fromdata(ctx, &k, d ? EVP_PKEY_KEYPAIR : EVP_PKEY_PUBLIC_KEY, params) != 1)
+        k = NULL;
+out:
+    EVP_PKEY_CTX_free(ctx);
+    OSSL_PARAM_free(params);
+    OSSL_PARAM_BLD_free(bld);
+    BN_clear_free(d);
+    ERR_clear_error();
+    return k;
+}
+
 int jws_sign(EVP_PKEY *key, enum jws_alg alg, const char *input, size_t len, struct buf *out)
 {
     EVP_MD_CTX *md = EVP_MD_CTX_new();
