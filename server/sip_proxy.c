@@ -62,6 +62,11 @@ struct waiter {
     struct bucket_entry *entry;
     int pushing; /* the push callback is still to come */
     int active;  /* counted in pr->waiting */
+    char *aor;   /* the binding, to push it again (it may be refreshed meanwhile) */
+    uint64_t contact_id;
+    ev_timer retry;  /* the next try after 429/5xx/no answer */
+    ev_tstamp until; /* the bucket timer's end */
+    int attempts;
 };
 
 /* One request being proxied, alive until every branch has reported. */
@@ -137,13 +142,20 @@ void proxy_free(struct proxy *p)
     free(p);
 }
 
+static void waiter_free(struct waiter *w)
+{
+    free(w->aor);
+    free(w);
+}
+
 static void waiter_release(struct waiter *w)
 {
+    ev_timer_stop(w->pr->p->loop, &w->retry);
     bucket_cancel(w->entry);
     w->entry = NULL;
     w->pr = NULL;
     if (!w->pushing)
-        free(w);
+        waiter_free(w);
 }
 
 static void preq_free(struct proxy_req *pr)
@@ -263,6 +275,7 @@ static void stop_waiting(struct proxy_req *pr)
 {
     for (size_t i = 0; i < pr->n_waiters; i++) {
         struct waiter *w = pr->waiters[i];
+        ev_timer_stop(pr->p->loop, &w->retry);
         bucket_cancel(w->entry);
         w->entry = NULL;
         if (w->active) {
@@ -830,6 +843,7 @@ static int pushable(const char *m)
 static void waiter_end(struct waiter *w)
 {
     struct proxy_req *pr = w->pr;
+    ev_timer_stop(pr->p->loop, &w->retry);
     if (w->active) {
         w->active = 0;
         pr->waiting--;
@@ -864,16 +878,48 @@ static void waiter_expire(void *arg)
     waiter_end(w);
 }
 
+static int send_push(struct waiter *w, const struct binding *b);
+
+/* After a retryable failure: the binding (if still there) is pushed again. */
+static void waiter_retry_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct waiter *w = t->data;
+    const struct binding *b = location_aor_bindings(location_find(w->pr->p->loc, w->aor));
+    while (b && b->contact_id != w->contact_id)
+        b = b->next;
+    if (!b || send_push(w, b) < 0) {
+        bucket_cancel(w->entry);
+        w->entry = NULL;
+        waiter_end(w);
+    }
+}
+
 static void waiter_pushed(void *arg, const struct push_result *r)
 {
     struct waiter *w = arg;
     w->pushing = 0;
     if (!w->pr) {
-        free(w); /* the request ended first */
+        waiter_free(w); /* the request ended first */
         return;
     }
     if (r->outcome == PUSH_DELIVERED)
         return; /* now the bucket timer runs */
+    if ((r->outcome == PUSH_RETRY_LATER || r->outcome == PUSH_FAILED) && w->entry) {
+        /* back off with jitter, honouring Retry-After, while the bucket timer allows */
+        double delay = r->retry_after > 0 ? (double)r->retry_after
+                                          : (double)(1u << (w->attempts < 3 ? w->attempts : 3));
+        delay *= 1.0 + (double)(util_fast_random() % 500) / 1000.0;
+        struct ev_loop *loop = w->pr->p->loop;
+        if (ev_now(loop) + delay < w->until) {
+            log_info("proxy: %s %s: push to %s: %s, trying again in %.1f s", w->pr->req->sip_method,
+                     w->pr->req->call_id->number, w->aor, r->reason, delay);
+            ev_timer_set(&w->retry, delay, 0);
+            ev_timer_start(loop, &w->retry);
+            return;
+        }
+    }
     bucket_cancel(w->entry);
     w->entry = NULL;
     waiter_end(w);
@@ -886,11 +932,10 @@ static double bucket_timeout_of(const struct proxy_req *pr)
 }
 
 /* Push binding b and wait for its device in the bucket. */
-static void wait_for(struct proxy_req *pr, const struct binding *b)
+/* Push b for w's request. 0 (waiter_pushed will follow), or -1 (logged). */
+static int send_push(struct waiter *w, const struct binding *b)
 {
-    struct proxy *p = pr->p;
-    if (pr->n_waiters >= PROXY_MAX_BRANCHES)
-        return;
+    struct proxy_req *pr = w->pr;
     const osip_message_t *req = pr->req;
     char *from = NULL;
     if (req->from && req->from->url)
@@ -900,24 +945,44 @@ static void wait_for(struct proxy_req *pr, const struct binding *b)
         memmove(name, name + 1, strlen(name));
         name[strlen(name) - 1] = '\0';
     }
+    ev_tstamp left = w->until - ev_now(pr->p->loop);
     struct push_event ev = {.kind = push_kind_of(req->sip_method),
                             .call_id = req->call_id->number,
                             .from_uri = from,
                             .from_name = name,
-                            .ttl = (long)bucket_timeout_of(pr)};
+                            .ttl = left > 1 ? (long)left : 1};
+    char err[200];
+    w->attempts++;
+    w->pushing = 1;
+    int rc = push_binding(pr->p->push, b, &ev, waiter_pushed, w, err, sizeof err);
+    if (rc < 0) {
+        w->pushing = 0;
+        log_info("proxy: %s %s: no push to %s: %s", req->sip_method, req->call_id->number, w->aor,
+                 err);
+    }
+    osip_free(from);
+    free(name);
+    return rc;
+}
+
+static void wait_for(struct proxy_req *pr, const struct binding *b)
+{
+    struct proxy *p = pr->p;
+    if (pr->n_waiters >= PROXY_MAX_BRANCHES)
+        return;
     struct waiter *w = xcalloc(1, sizeof *w);
     w->pr = pr;
     w->active = 1;
-    w->pushing = 1;
+    w->aor = xstrdup(location_aor_name(b->aor));
+    w->contact_id = b->contact_id;
+    w->until = ev_now(p->loop) + bucket_timeout_of(pr);
+    ev_init(&w->retry, waiter_retry_cb);
+    w->retry.data = w;
     pr->waiters[pr->n_waiters++] = w;
     pr->waiting++;
-    w->entry = bucket_park(p->bucket, location_aor_name(b->aor), b, bucket_timeout_of(pr),
-                           waiter_wake, waiter_expire, w);
-    char err[200];
-    if (push_binding(p->push, b, &ev, waiter_pushed, w, err, sizeof err) < 0) {
-        log_info("proxy: %s %s: no push to %s: %s", req->sip_method, req->call_id->number,
-                 location_aor_name(b->aor), err);
-        w->pushing = 0;
+    w->entry =
+        bucket_park(p->bucket, w->aor, b, bucket_timeout_of(pr), waiter_wake, waiter_expire, w);
+    if (send_push(w, b) < 0) {
         bucket_cancel(w->entry);
         w->entry = NULL;
         w->active = 0;
@@ -925,8 +990,6 @@ static void wait_for(struct proxy_req *pr, const struct binding *b)
     } else {
         pr->pushed = 1;
     }
-    osip_free(from);
-    free(name);
 }
 
 /* Gateway mode: the binding a request from the upstream is for, named by the key in its

@@ -5,7 +5,8 @@
 # REGISTER challenged 401 wakes nothing; the authenticated re-REGISTER from a new
 # connection takes the INVITE out of the bucket and it rings there. A MESSAGE nobody comes
 # back for gets 480 when the bucket timer fires; a dead token (410) gets 480 at once and its
-# binding is gone; a CANCEL while parked gets 487.
+# binding is gone; a busy APNs (503, Retry-After) is tried again after the delay; a CANCEL
+# while parked gets 487.
 use strict;
 use warnings;
 use FindBin;
@@ -22,7 +23,8 @@ system("cd $dir && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256
     . "&& openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out apns.p8 "
     . "&& openssl pkey -in apns.p8 -pubout -out apns-pub.pem") == 0 or BAIL_OUT('openssl failed');
 open my $sf, '>', "$dir/script.json" or die;
-print $sf '{"DEAD0001": {"status": 410, "reason": "Unregistered"}}';
+print $sf '{"DEAD0001": {"status": 410, "reason": "Unregistered"}, '
+    . '"BBBB0003": {"status": 503, "reason": "ServiceUnavailable", "retry_after": 1}}';
 close $sf;
 
 # the APNs emulator
@@ -135,10 +137,30 @@ close $gone->sock;
 sleep 0.2;
 (my $m2 = invite('msg-2', 'MESSAGE')) =~ s/ios\@example\.com/gone\@example.com/g;
 $t0 = time;
-$r = $caller->request($m2, 5);
+$caller->send_raw($m2);
+$r = Sipwake::UA::parse_response($caller->expect(qr/^SIP\/2\.0 \d+ .*Call-ID: msg-2/s, 5));
 is($r->{code}, 480, 'its token is dead (410): 480');
 ok(time - $t0 < 1.5, 'at once, not after the bucket timer');
 is($sw->sql_wait("SELECT count(*) FROM location WHERE username='gone'", '0'), '0', 'and its binding is removed');
+
+# APNs busy (503, Retry-After: 1): pushed again after a second, then 480 when the bucket
+# timer leaves no room for another try.
+my $busy = $sw->ua(user => 'gone', transport => 'tcp');
+$r = $busy->register(contact => "sip:gone\@127.0.0.1:" . $busy->local_port
+    . ";transport=tcp;pn-provider=apns;pn-param=TEAM123456.org.example.app;pn-prid=BBBB0003",
+    expires => 3600, password => 'pw');
+is($r->{code}, 200, 'a phone behind a busy APNs registered');
+close $busy->sock;
+sleep 0.2;
+(my $m3 = invite('msg-3', 'MESSAGE')) =~ s/ios\@example\.com/gone\@example.com/g;
+$t0 = time;
+$caller->send_raw($m3);
+$r = Sipwake::UA::parse_response($caller->expect(qr/^SIP\/2\.0 \d+ .*Call-ID: msg-3/s, 5));
+my $took = time - $t0;
+is($r->{code}, 480, 'APNs busy: 480 in the end');
+ok($took >= 0.9, sprintf('after waiting out Retry-After (%.1f s)', $took));
+my @tries = apns_log() =~ m{"event": "push", "path": "/3/device/BBBB0003"}g;
+is(scalar @tries, 2, 'pushed twice');
 
 ok($sw->alive, 'sipwake still running');
 $sw->stop;
