@@ -138,4 +138,80 @@ function policy.route(req, ctx)
     }
 end
 
+-- The push hooks. Each sees the request and the binding (never its push token):
+--
+--   req.method, req.ruri, req.from, req.from_name, req.to, req.call_id  (nil for refresh
+--       pushes, which no request caused)
+--   binding = { aor = "bob@example.com", provider = "apns"|"apns.dev"|"fcm"|"webpush",
+--               param = "TEAMID.com.example.app.voip", instance = "<urn:uuid:...>",
+--               tenant = "acme", user_agent = "...", expires_in = 3412 }
+--               (expires_in < 0: the binding expired that long ago and is pushed within
+--               [push] grace)
+--   ctx.kind       "call" (INVITE), "message" (anything else), "refresh" (RFC 8599 §5.5)
+--   ctx.attempt    1 for a request's first push to this binding, then 2, 3, ...
+--   ctx.tenant     the binding's tenant, else its domain's
+--   ctx.generation this policy's generation number
+--
+-- push(req, binding, ctx) — how the push looks (schemas/hooks/push.json). Return nil for
+-- sipwake's choice (a call: VoIP to an iPhone's voip token, else an alert; a message: an
+-- alert; a refresh: a background push), or a table of:
+--   skip = true                    no push to this binding (it is not waited for)
+--   type = "voip"|"alert"|"background"   APNs push type ("voip" for calls only)
+--   ttl = 30                       seconds the push is worth delivering (APNs expiration,
+--                                  FCM ttl, Web Push TTL); default: what the bucket leaves
+--   priority = "high"|"normal"     APNs 10/5 (background is always 5), FCM, Web Push urgency
+--   collapse_id = "..."            at most 64 bytes: the service keeps only the latest push
+--   hide_caller = true             no caller URI or display name in the payload
+--   alert = { title = "...", body = "..." }   the text of an alert, instead of the
+--                                  localisation keys (IC_MSG, IM_MSG) apps look up
+--   data = { key = "value" }       up to 16 extra payload fields (APNs top level, FCM data)
+-- Safe default (on error or an invalid decision): sipwake's choice.
+function policy.push(req, binding, ctx)
+    if ctx.kind == "message" and req.from then
+        -- one notification per sender: a burst of messages shows as one alert
+        return { collapse_id = ("im:" .. req.from):sub(1, 64) }
+    end
+    return nil
+end
+
+-- credentials(binding, ctx) — which credential set signs the push: "TENANT" (its set
+-- "default") or "TENANT/SET", as created with `sipwake tenant` (see README). Return nil for
+-- sipwake's choice: the tenant's (binding.tenant, else its domain's) "default" set, else its
+-- first set with a credential for the provider, else the [push] credentials of the config.
+-- Safe default: sipwake's choice. For example, one set per app:
+--   if binding.param and binding.param:find("^ABCDE12345%.com%.acme%.") then
+--       return "acme/ios"
+--   end
+function policy.credentials(binding, ctx)
+    return nil
+end
+
+-- on_push_result(result, ctx) — after every push.
+--   result = { provider = "apns", outcome = "delivered"|"dead_token"|"retry_later"|
+--              "rejected"|"failed", reason = "BadDeviceToken", status = 410,
+--              retry_after = 0, attempt = 1, credentials = "acme/default",
+--              aor = "bob@example.com" }
+--   ctx = { kind, method, attempt, tenant, call_id, remaining (seconds the request may still
+--           wait for the phone), generation }
+-- Decision (schemas/hooks/on_push_result.json); nil or { action = "default" }: sipwake's
+-- rule — a dead token removes the binding, 429/5xx/no answer is retried after Retry-After
+-- (else 1, 2, 4, 8 s with jitter) while the bucket timer allows, anything else gives up.
+--   { action = "retry", after_ms = 500 }   push again after that long (within the bucket)
+--   { action = "give_up" }                 stop waiting for this phone
+--   { action = "drop_binding" }            remove the binding, never push the token again
+function policy.on_push_result(result, ctx)
+    return nil
+end
+
+-- on_timeout(req, ctx) — a request waited for pushed phones and none came back in time
+-- ([push] bucket_timeout), or no push could be sent. req as for route; ctx.reason is
+-- "bucket_timeout" or "push_failed", ctx.pushed how many phones were pushed, ctx.tenant.
+-- Decision (schemas/hooks/on_timeout.json), route's shape without bindings: nil for 480
+-- Temporarily Unavailable (RFC 8599 §5.6.2), { reply = { code =, reason =, headers = } },
+-- { relay = "uri", uri = "sip:vm@192.0.2.5" } (voicemail), or { relay = "upstream" }.
+-- Safe default: 480.
+function policy.on_timeout(req, ctx)
+    return nil
+end
+
 return policy

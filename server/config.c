@@ -155,6 +155,8 @@ static const struct key_row key_rows[] = {
     {"push", "bucket_timeout_other", KEY_INT, OFF(bucket_timeout_other), 1, 30, "10", NULL,
      "The same for other requests (MESSAGE, SUBSCRIBE, ...): well under the 32 s of their "
      "transaction."},
+    {"push", "log_days", KEY_INT, OFF(push_log_days), 0, 3650, "7", NULL,
+     "Days push outcomes are kept in the push log table (sipwake_push_log). 0: no push log."},
     {"upstream", "address", KEY_STRING, OFF(upstream_address), 0, 0, "", NULL,
      "Gateway mode: the SIP server sipwake stands in front of, `transport:host:port` (a host "
      "name is resolved once at start). Phones register through sipwake, which relays each "

@@ -90,6 +90,7 @@ struct config {
     long apns_port, apns_sandbox_port, fcm_port;
     long push_timeout;
     long bucket_timeout, bucket_timeout_other;
+    long push_log_days;
     char *apns_key_file, *apns_key_id, *apns_team_id, *apns_certificate;
     char *fcm_service_account;
 

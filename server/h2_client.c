@@ -23,6 +23,7 @@
 
 #include <nghttp2/nghttp2.h>
 #include <openssl/err.h>
+#include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
@@ -847,6 +848,29 @@ size_t h2_pool_connections(const struct h2_pool *p)
 
 /* ------------------------------------------------------------------ the pool */
 
+/* A client certificate chain and key given as PEM text (a stored credential). 1 or 0. */
+static int use_client_pem(SSL_CTX *ctx, const char *pem)
+{
+    BIO *bio = BIO_new_mem_buf(pem, -1);
+    X509 *leaf = bio ? PEM_read_bio_X509(bio, NULL, NULL, NULL) : NULL;
+    int ok = leaf && SSL_CTX_use_certificate(ctx, leaf) == 1;
+    X509 *extra;
+    while (ok && (extra = PEM_read_bio_X509(bio, NULL, NULL, NULL)))
+        if (SSL_CTX_add_extra_chain_cert(ctx, extra) != 1) {
+            X509_free(extra);
+            ok = 0;
+        }
+    ERR_clear_error(); /* the end of the certificates */
+    BIO_free(bio);
+    X509_free(leaf);
+    bio = ok ? BIO_new_mem_buf(pem, -1) : NULL;
+    EVP_PKEY *key = bio ? PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL) : NULL;
+    ok = key && SSL_CTX_use_PrivateKey(ctx, key) == 1;
+    EVP_PKEY_free(key);
+    BIO_free(bio);
+    return ok;
+}
+
 struct h2_pool *h2_pool_new(struct ev_loop *loop, const struct h2_pool_options *o, char *err,
                             size_t errlen)
 {
@@ -864,6 +888,10 @@ struct h2_pool *h2_pool_new(struct ev_loop *loop, const struct h2_pool_options *
     if (o->ca_file ? SSL_CTX_load_verify_locations(ctx, o->ca_file, NULL) != 1
                    : SSL_CTX_set_default_verify_paths(ctx) != 1)
         what = o->ca_file ? o->ca_file : "the system's CAs";
+    else if (o->client_cert && strncmp(o->client_cert, "-----BEGIN", 10) == 0)
+        what = use_client_pem(ctx, o->client_cert) && SSL_CTX_check_private_key(ctx) == 1
+                   ? NULL
+                   : "the client certificate";
     else if (o->client_cert && SSL_CTX_use_certificate_chain_file(ctx, o->client_cert) != 1)
         what = o->client_cert;
     else if (o->client_cert &&

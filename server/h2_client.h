@@ -44,8 +44,9 @@ struct h2_pool_options {
     const char *host; /* name or numeric address; also the TLS name checked */
     int port;
     const char *ca_file;     /* CAs the server's certificate is checked against; NULL: system's */
-    const char *client_cert; /* PEM (chain) for certificate auth, or NULL */
-    const char *client_key;  /* its PEM key (NULL: in client_cert) */
+    const char *client_cert; /* PEM file (chain) for certificate auth, or the PEM text itself
+                              * (chain and key; starts "-----BEGIN"), or NULL */
+    const char *client_key;  /* its PEM key file (NULL: in client_cert) */
     int max_connections;     /* 0: 1 */
     size_t max_queue;        /* requests waiting for a stream; 0: 1000 */
     double timeout;          /* seconds per request; 0: 10 */

@@ -226,6 +226,179 @@ static int test_route(lua_State *L)
     return 2;
 }
 
+/* The request/ctx of the push hooks from a test's tables. */
+static void push_in_from(lua_State *L, int req, int ctx, struct lua_hook_push_in *in)
+{
+    *in = (struct lua_hook_push_in){.kind = "call", .attempt = 1};
+    if (req) {
+        in->method = field_str(L, req, "method", NULL);
+        in->ruri = field_str(L, req, "ruri", NULL);
+        in->from = field_str(L, req, "from", NULL);
+        in->from_name = field_str(L, req, "from_name", NULL);
+        in->to = field_str(L, req, "to", NULL);
+        in->call_id = field_str(L, req, "call_id", NULL);
+    }
+    if (ctx) {
+        in->kind = field_str(L, ctx, "kind", in->kind);
+        in->attempt = (int)field_int(L, ctx, "attempt", 1);
+        in->tenant = field_str(L, ctx, "tenant", NULL);
+    }
+}
+
+static void push_binding_from(lua_State *L, int b, struct lua_hook_push_binding *hb)
+{
+    *hb = (struct lua_hook_push_binding){
+        .aor = field_str(L, b, "aor", "bob@example.com"),
+        .provider = field_str(L, b, "provider", "apns"),
+        .param = field_str(L, b, "param", "TEAM123456.org.example.app"),
+        .instance = field_str(L, b, "instance", NULL),
+        .tenant = field_str(L, b, "tenant", NULL),
+        .user_agent = field_str(L, b, "user_agent", NULL),
+        .expires_in = field_int(L, b, "expires_in", 3600),
+    };
+}
+
+static void set_s(lua_State *L, const char *k, const char *v)
+{
+    if (v && *v) {
+        lua_pushstring(L, v);
+        lua_setfield(L, -2, k);
+    }
+}
+
+static int status_of(lua_State *L, enum lua_hook_result r)
+{
+    lua_pushstring(L, r == LUA_HOOK_OK ? "ok" : r == LUA_HOOK_ABSENT ? "absent" : "failed");
+    return 2;
+}
+
+/* policy_test.push(req, binding, ctx) -> decision, status */
+static int test_push(lua_State *L)
+{
+    luaL_checktype(L, 2, LUA_TTABLE);
+    struct lua_hook_push_in in;
+    struct lua_hook_push_binding b;
+    push_in_from(L, lua_istable(L, 1) ? 1 : 0, lua_istable(L, 3) ? 3 : 0, &in);
+    push_binding_from(L, 2, &b);
+    struct lua_hook_push_out out;
+    enum lua_hook_result r = lua_hook_push(lua_vm_current(), &in, &b, &out);
+    static const char *const types[] = {NULL, "voip", "alert", "background"};
+    lua_newtable(L);
+    if (out.skip) {
+        lua_pushboolean(L, 1);
+        lua_setfield(L, -2, "skip");
+    }
+    set_s(L, "type", types[out.type]);
+    if (out.ttl >= 0) {
+        lua_pushinteger(L, out.ttl);
+        lua_setfield(L, -2, "ttl");
+    }
+    set_s(L, "priority", out.priority == 10 ? "high" : out.priority == 5 ? "normal" : NULL);
+    set_s(L, "collapse_id", out.collapse_id);
+    if (out.hide_caller) {
+        lua_pushboolean(L, 1);
+        lua_setfield(L, -2, "hide_caller");
+    }
+    if (*out.alert_title || *out.alert_body) {
+        lua_newtable(L);
+        set_s(L, "title", out.alert_title);
+        set_s(L, "body", out.alert_body);
+        lua_setfield(L, -2, "alert");
+    }
+    set_s(L, "data", out.data); /* as the JSON sipwake sends */
+    return status_of(L, r);
+}
+
+/* policy_test.credentials(binding, ctx) -> name or nil, status */
+static int test_credentials(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    struct lua_hook_push_in in;
+    struct lua_hook_push_binding b;
+    push_in_from(L, 0, lua_istable(L, 2) ? 2 : 0, &in);
+    push_binding_from(L, 1, &b);
+    char name[160];
+    enum lua_hook_result r = lua_hook_credentials(lua_vm_current(), &in, &b, name, sizeof name);
+    if (*name)
+        lua_pushstring(L, name);
+    else
+        lua_pushnil(L);
+    return status_of(L, r);
+}
+
+/* policy_test.on_push_result(result, ctx) -> decision, status */
+static int test_on_push_result(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    struct lua_hook_push_in pin;
+    push_in_from(L, 0, lua_istable(L, 2) ? 2 : 0, &pin);
+    if (lua_istable(L, 2)) {
+        pin.method = field_str(L, 2, "method", NULL);
+        pin.call_id = field_str(L, 2, "call_id", NULL);
+    }
+    struct lua_hook_push_result_in in = {
+        .provider = field_str(L, 1, "provider", "apns"),
+        .outcome = field_str(L, 1, "outcome", "delivered"),
+        .reason = field_str(L, 1, "reason", ""),
+        .credentials = field_str(L, 1, "credentials", "[push]"),
+        .status = (int)field_int(L, 1, "status", 200),
+        .retry_after = field_int(L, 1, "retry_after", 0),
+        .push = &pin,
+        .aor = field_str(L, 1, "aor", "bob@example.com"),
+        .remaining = (double)field_int(L, lua_istable(L, 2) ? 2 : 1, "remaining", 0),
+    };
+    struct lua_hook_push_result_out out;
+    enum lua_hook_result r = lua_hook_on_push_result(lua_vm_current(), &in, &out);
+    static const char *const actions[] = {"default", "retry", "give_up", "drop_binding"};
+    lua_newtable(L);
+    set_s(L, "action", actions[out.action]);
+    if (out.action == LUA_PUSH_RETRY) {
+        lua_pushinteger(L, out.after_ms);
+        lua_setfield(L, -2, "after_ms");
+    }
+    return status_of(L, r);
+}
+
+/* policy_test.on_timeout(req, ctx) -> decision, status (route's shape) */
+static int test_on_timeout(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    int ctx = lua_istable(L, 2) ? 2 : 0;
+    struct lua_hook_route_in rin = {
+        .method = field_str(L, 1, "method", "INVITE"),
+        .ruri = field_str(L, 1, "ruri", "sip:bob@example.com"),
+        .aor = field_str(L, 1, "aor", "bob@example.com"),
+        .user = field_str(L, 1, "user", "bob"),
+        .domain = field_str(L, 1, "domain", "example.com"),
+        .from = field_str(L, 1, "from", "sip:alice@example.com"),
+        .to = field_str(L, 1, "to", "sip:bob@example.com"),
+        .call_id = field_str(L, 1, "call_id", "test-call-id"),
+        .src_ip = "192.0.2.1",
+        .src_port = 5060,
+        .transport = "udp",
+        .tenant = ctx ? field_str(L, ctx, "tenant", NULL) : NULL,
+    };
+    struct lua_hook_timeout_in in = {
+        .req = &rin,
+        .reason = ctx ? field_str(L, ctx, "reason", "bucket_timeout") : "bucket_timeout",
+        .pushed = ctx ? (int)field_int(L, ctx, "pushed", 1) : 1,
+    };
+    struct lua_hook_route_out out;
+    enum lua_hook_result r = lua_hook_on_timeout(lua_vm_current(), &in, &out);
+    lua_newtable(L);
+    if (out.action == LUA_ROUTE_REPLY) {
+        lua_newtable(L);
+        lua_pushinteger(L, out.code);
+        lua_setfield(L, -2, "code");
+        set_s(L, "reason", out.reason);
+        lua_setfield(L, -2, "reply");
+    } else {
+        set_s(L, "relay", out.action == LUA_ROUTE_UPSTREAM ? "upstream" : "uri");
+        set_s(L, "uri", out.uri);
+    }
+    return status_of(L, r);
+}
+
 static int test_print(lua_State *L)
 {
     int n = lua_gettop(L);
@@ -253,5 +426,13 @@ void lua_api_test_inject(lua_State *L, int env)
     lua_setfield(L, -2, "on_register");
     lua_pushcfunction(L, test_route);
     lua_setfield(L, -2, "route");
+    lua_pushcfunction(L, test_push);
+    lua_setfield(L, -2, "push");
+    lua_pushcfunction(L, test_credentials);
+    lua_setfield(L, -2, "credentials");
+    lua_pushcfunction(L, test_on_push_result);
+    lua_setfield(L, -2, "on_push_result");
+    lua_pushcfunction(L, test_on_timeout);
+    lua_setfield(L, -2, "on_timeout");
     lua_setfield(L, env, "policy_test");
 }

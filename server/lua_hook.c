@@ -5,14 +5,17 @@
 
 #include <arpa/inet.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include <jansson.h>
 #include <lauxlib.h>
 #include <osipparser2/osip_parser.h>
 
 #include "log.h"
 #include "lua_vm.h"
 #include "metrics.h"
+#include "tenant.h"
 #include "util.h"
 
 /* Hooks run one at a time on the loop thread, so the deadline can be a static. */
@@ -300,9 +303,9 @@ static const char *reply_headers(lua_State *L, struct lua_hook_route_out *out)
 }
 
 /* Decode a route decision (schemas/hooks/route.json). 0 or -1 (logged). */
-static int decode_route(struct lua_vm *vm, lua_State *L, struct lua_hook_route_out *out)
+static int decode_route(struct lua_vm *vm, lua_State *L, const char *hook,
+                        struct lua_hook_route_out *out)
 {
-    static const char *const hook = "route";
     int t = lua_gettop(L);
     if (!lua_istable(L, t))
         return bad_decision(vm, hook, "expected a table");
@@ -412,16 +415,9 @@ static int decode_route(struct lua_vm *vm, lua_State *L, struct lua_hook_route_o
     return 0;
 }
 
-enum lua_hook_result lua_hook_route(struct lua_vm *vm, const struct lua_hook_route_in *in,
-                                    struct lua_hook_route_out *out)
+/* The request table route and on_timeout get. */
+static void push_route_req(lua_State *L, const struct lua_hook_route_in *in)
 {
-    memset(out, 0, sizeof *out);
-    out->action = LUA_ROUTE_BINDINGS;
-    out->push = 1; /* without a route hook, sleeping push bindings are woken */
-    if (!vm || !lua_vm_push_hook(vm, "route"))
-        return LUA_HOOK_ABSENT;
-    out->push = 0; /* a hook says so itself */
-    lua_State *L = lua_vm_state(vm);
     lua_createtable(L, 0, 12);
     set_str(L, "method", in->method);
     set_str(L, "ruri", in->ruri);
@@ -436,6 +432,19 @@ enum lua_hook_result lua_hook_route(struct lua_vm *vm, const struct lua_hook_rou
     set_int(L, "port", in->src_port);
     set_str(L, "transport", in->transport);
     lua_setfield(L, -2, "source");
+}
+
+enum lua_hook_result lua_hook_route(struct lua_vm *vm, const struct lua_hook_route_in *in,
+                                    struct lua_hook_route_out *out)
+{
+    memset(out, 0, sizeof *out);
+    out->action = LUA_ROUTE_BINDINGS;
+    out->push = 1; /* without a route hook, sleeping push bindings are woken */
+    if (!vm || !lua_vm_push_hook(vm, "route"))
+        return LUA_HOOK_ABSENT;
+    out->push = 0; /* a hook says so itself */
+    lua_State *L = lua_vm_state(vm);
+    push_route_req(L, in);
     lua_createtable(L, 0, 2);
     lua_createtable(L, (int)in->n_bindings, 0);
     for (size_t i = 0; i < in->n_bindings; i++) {
@@ -466,12 +475,348 @@ enum lua_hook_result lua_hook_route(struct lua_vm *vm, const struct lua_hook_rou
         snprintf(out->reason, sizeof out->reason, "Server Internal Error");
         return LUA_HOOK_FAILED;
     }
-    int rc = decode_route(vm, L, out);
+    int rc = decode_route(vm, L, "route", out);
     lua_settop(L, 0);
     if (rc < 0) {
         out->action = LUA_ROUTE_REPLY;
         out->code = 500;
         snprintf(out->reason, sizeof out->reason, "Server Internal Error");
+        return LUA_HOOK_FAILED;
+    }
+    return LUA_HOOK_OK;
+}
+
+/* ------------------------------------------------------------------ push hooks */
+
+static void push_push_req(lua_State *L, const struct lua_hook_push_in *in)
+{
+    lua_createtable(L, 0, 8);
+    set_str(L, "method", in->method);
+    set_str(L, "ruri", in->ruri);
+    set_str(L, "from", in->from);
+    set_str(L, "from_name", in->from_name);
+    set_str(L, "to", in->to);
+    set_str(L, "call_id", in->call_id);
+}
+
+static void push_push_binding(lua_State *L, const struct lua_hook_push_binding *b)
+{
+    lua_createtable(L, 0, 8);
+    set_str(L, "aor", b->aor);
+    set_str(L, "provider", b->provider);
+    set_str(L, "param", b->param);
+    set_str(L, "instance", b->instance);
+    set_str(L, "tenant", b->tenant);
+    set_str(L, "user_agent", b->user_agent);
+    set_int(L, "expires_in", b->expires_in);
+}
+
+static void push_push_ctx(struct lua_vm *vm, lua_State *L, const struct lua_hook_push_in *in)
+{
+    lua_createtable(L, 0, 5);
+    set_str(L, "kind", in->kind);
+    set_str(L, "method", in->method);
+    set_int(L, "attempt", in->attempt);
+    set_str(L, "tenant", in->tenant);
+    set_int(L, "generation", (long)lua_vm_generation(vm));
+}
+
+/* A string field of the table on top: NULL if absent, else its value; *bad set when it is
+ * there but not a one-line string of 1..max bytes. */
+static const char *opt_string(lua_State *L, const char *k, size_t max, int *bad)
+{
+    lua_getfield(L, -1, k);
+    const char *v = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+    if (!lua_isnil(L, -1) && (!v || !*v || strlen(v) > max || strpbrk(v, "\r\n")))
+        *bad = 1;
+    lua_pop(L, 1); /* the string stays referenced by the table */
+    return v;
+}
+
+/* decision.data: a table of up to 16 name = string|number pairs, as a JSON object. */
+static const char *push_data(lua_State *L, struct lua_hook_push_out *out)
+{
+    if (!lua_istable(L, -1))
+        return "data must be a table { name = \"value\" }";
+    json_t *o = json_object();
+    const char *why = NULL;
+    lua_pushnil(L);
+    while (!why && lua_next(L, -2)) {
+        const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
+        const char *v = lua_type(L, -1) == LUA_TSTRING || lua_type(L, -1) == LUA_TNUMBER
+                            ? lua_tostring(L, -1)
+                            : NULL;
+        if (!k || !is_token(k, 64))
+            why = "data: names must be 1..64 characters of A-Z a-z 0-9 - _ .";
+        else if (strcmp(k, "aps") == 0 || strcmp(k, "type") == 0)
+            why = "data: aps and type are sipwake's";
+        else if (!v)
+            why = "data: values must be strings or numbers";
+        else if (json_object_size(o) >= 16)
+            why = "data: at most 16 fields";
+        else
+            json_object_set_new(o, k, json_string(v));
+        lua_pop(L, why ? 2 : 1);
+    }
+    if (!why) {
+        char *text = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
+        if (!text || strlen(text) >= sizeof out->data)
+            why = "data: more than 1 KiB";
+        else
+            snprintf(out->data, sizeof out->data, "%s", text);
+        free(text);
+    }
+    json_decref(o);
+    return why;
+}
+
+/* Decode a push decision (schemas/hooks/push.json) on the top of the stack. */
+static const char *decode_push(lua_State *L, const struct lua_hook_push_in *in,
+                               struct lua_hook_push_out *out)
+{
+    int t = lua_gettop(L);
+    if (lua_isnil(L, t))
+        return NULL;
+    if (!lua_istable(L, t))
+        return "expected a table or nil";
+    lua_pushnil(L);
+    while (lua_next(L, t)) {
+        const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "";
+        static const char *const keys[] = {"skip",        "type",  "ttl",  "priority",
+                                           "collapse_id", "alert", "data", "hide_caller"};
+        int known = 0;
+        for (size_t i = 0; i < UTIL_ARRAY_LEN(keys); i++)
+            known |= strcmp(k, keys[i]) == 0;
+        lua_pop(L, 1);
+        if (!known) {
+            lua_pop(L, 1);
+            return "unknown key (skip, type, ttl, priority, collapse_id, alert, data, "
+                   "hide_caller)";
+        }
+    }
+    lua_getfield(L, t, "skip");
+    lua_getfield(L, t, "hide_caller");
+    if ((!lua_isnil(L, -2) && !lua_isboolean(L, -2)) ||
+        (!lua_isnil(L, -1) && !lua_isboolean(L, -1)))
+        return "skip and hide_caller are booleans";
+    out->skip = lua_toboolean(L, -2);
+    out->hide_caller = lua_toboolean(L, -1);
+    lua_pop(L, 2);
+    lua_getfield(L, t, "type");
+    if (!lua_isnil(L, -1)) {
+        const char *v = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "";
+        out->type = strcmp(v, "voip") == 0         ? LUA_PUSH_TYPE_VOIP
+                    : strcmp(v, "alert") == 0      ? LUA_PUSH_TYPE_ALERT
+                    : strcmp(v, "background") == 0 ? LUA_PUSH_TYPE_BACKGROUND
+                                                   : LUA_PUSH_TYPE_DEFAULT;
+        if (out->type == LUA_PUSH_TYPE_DEFAULT)
+            return "type must be \"voip\", \"alert\" or \"background\"";
+        if (out->type == LUA_PUSH_TYPE_VOIP && strcmp(in->kind, "call") != 0)
+            return "type = \"voip\" is for calls only (Apple's rule)";
+    }
+    lua_pop(L, 1);
+    lua_getfield(L, t, "ttl");
+    if (!lua_isnil(L, -1)) {
+        double v = lua_type(L, -1) == LUA_TNUMBER ? lua_tonumber(L, -1) : -1;
+        if (v != (long)v || v < 0 || v > 2419200)
+            return "ttl must be an integer 0..2419200 (seconds)";
+        out->ttl = (long)v;
+    }
+    lua_pop(L, 1);
+    lua_getfield(L, t, "priority");
+    if (!lua_isnil(L, -1)) {
+        const char *v = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "";
+        out->priority = strcmp(v, "high") == 0 ? 10 : strcmp(v, "normal") == 0 ? 5 : 0;
+        if (!out->priority)
+            return "priority must be \"high\" or \"normal\"";
+    }
+    lua_pop(L, 1);
+    int bad = 0;
+    lua_pushvalue(L, t);
+    const char *c = opt_string(L, "collapse_id", 64, &bad);
+    lua_pop(L, 1);
+    if (bad)
+        return "collapse_id must be a one-line string of 1..64 bytes";
+    snprintf(out->collapse_id, sizeof out->collapse_id, "%s", c ? c : "");
+    lua_getfield(L, t, "alert");
+    if (!lua_isnil(L, -1)) {
+        if (!lua_istable(L, -1))
+            return "alert must be a table {title=, body=}";
+        const char *title = opt_string(L, "title", sizeof out->alert_title - 1, &bad);
+        const char *body = opt_string(L, "body", sizeof out->alert_body - 1, &bad);
+        if (bad || (!title && !body))
+            return "alert.title and alert.body are one-line strings (127 and 255 bytes at most)";
+        snprintf(out->alert_title, sizeof out->alert_title, "%s", title ? title : "");
+        snprintf(out->alert_body, sizeof out->alert_body, "%s", body ? body : "");
+    }
+    lua_pop(L, 1);
+    lua_getfield(L, t, "data");
+    const char *why = lua_isnil(L, -1) ? NULL : push_data(L, out);
+    lua_pop(L, 1);
+    return why;
+}
+
+static void push_defaults(struct lua_hook_push_out *out)
+{
+    memset(out, 0, sizeof *out);
+    out->ttl = -1;
+}
+
+enum lua_hook_result lua_hook_push(struct lua_vm *vm, const struct lua_hook_push_in *in,
+                                   const struct lua_hook_push_binding *b,
+                                   struct lua_hook_push_out *out)
+{
+    push_defaults(out);
+    if (!vm || !lua_vm_push_hook(vm, "push"))
+        return LUA_HOOK_ABSENT;
+    lua_State *L = lua_vm_state(vm);
+    push_push_req(L, in);
+    push_push_binding(L, b);
+    push_push_ctx(vm, L, in);
+    if (protected_call(vm, "push", 3) < 0)
+        return LUA_HOOK_FAILED;
+    const char *why = decode_push(L, in, out);
+    lua_settop(L, 0);
+    if (why) {
+        push_defaults(out);
+        bad_decision(vm, "push", why);
+        return LUA_HOOK_FAILED;
+    }
+    return LUA_HOOK_OK;
+}
+
+enum lua_hook_result lua_hook_credentials(struct lua_vm *vm, const struct lua_hook_push_in *in,
+                                          const struct lua_hook_push_binding *b, char *out,
+                                          size_t outlen)
+{
+    *out = '\0';
+    if (!vm || !lua_vm_push_hook(vm, "credentials"))
+        return LUA_HOOK_ABSENT;
+    lua_State *L = lua_vm_state(vm);
+    push_push_binding(L, b);
+    push_push_ctx(vm, L, in);
+    if (protected_call(vm, "credentials", 2) < 0)
+        return LUA_HOOK_FAILED;
+    const char *why = NULL;
+    if (lua_type(L, -1) == LUA_TSTRING) {
+        const char *v = lua_tostring(L, -1);
+        const char *slash = strchr(v, '/');
+        char tenant[TENANT_NAME_MAX + 1] = "";
+        if (slash && (size_t)(slash - v) <= TENANT_NAME_MAX)
+            snprintf(tenant, sizeof tenant, "%.*s", (int)(slash - v), v);
+        if (slash ? !tenant_name_ok(tenant) || !tenant_name_ok(slash + 1) : !tenant_name_ok(v))
+            why = "expected \"TENANT\" or \"TENANT/SET\" (1..64 of A-Z a-z 0-9 . _ - each)";
+        else
+            snprintf(out, outlen, "%s", v);
+    } else if (!lua_isnil(L, -1)) {
+        why = "expected a credential set name (a string) or nil";
+    }
+    lua_settop(L, 0);
+    if (why) {
+        bad_decision(vm, "credentials", why);
+        return LUA_HOOK_FAILED;
+    }
+    return LUA_HOOK_OK;
+}
+
+enum lua_hook_result lua_hook_on_push_result(struct lua_vm *vm,
+                                             const struct lua_hook_push_result_in *in,
+                                             struct lua_hook_push_result_out *out)
+{
+    memset(out, 0, sizeof *out);
+    if (!vm || !lua_vm_push_hook(vm, "on_push_result"))
+        return LUA_HOOK_ABSENT;
+    lua_State *L = lua_vm_state(vm);
+    lua_createtable(L, 0, 8);
+    set_str(L, "provider", in->provider);
+    set_str(L, "outcome", in->outcome);
+    set_str(L, "reason", in->reason);
+    set_str(L, "credentials", in->credentials);
+    set_int(L, "status", in->status);
+    set_int(L, "retry_after", in->retry_after);
+    set_int(L, "attempt", in->push->attempt);
+    set_str(L, "aor", in->aor);
+    push_push_ctx(vm, L, in->push);
+    set_str(L, "call_id", in->push->call_id);
+    lua_pushnumber(L, in->remaining);
+    lua_setfield(L, -2, "remaining");
+    if (protected_call(vm, "on_push_result", 2) < 0)
+        return LUA_HOOK_FAILED;
+    const char *why = NULL;
+    int t = lua_gettop(L);
+    if (lua_istable(L, t)) {
+        lua_getfield(L, t, "action");
+        lua_getfield(L, t, "after_ms");
+        const char *a = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "";
+        double ms = lua_type(L, -1) == LUA_TNUMBER ? lua_tonumber(L, -1) : -1;
+        out->action = strcmp(a, "retry") == 0          ? LUA_PUSH_RETRY
+                      : strcmp(a, "give_up") == 0      ? LUA_PUSH_GIVE_UP
+                      : strcmp(a, "drop_binding") == 0 ? LUA_PUSH_DROP_BINDING
+                                                       : LUA_PUSH_DEFAULT;
+        if (out->action == LUA_PUSH_DEFAULT && strcmp(a, "default") != 0)
+            why = "action must be \"retry\", \"give_up\", \"drop_binding\" or \"default\"";
+        else if (out->action == LUA_PUSH_RETRY && (ms != (long)ms || ms < 0 || ms > 600000))
+            why = "retry needs after_ms, an integer 0..600000";
+        else if (out->action != LUA_PUSH_RETRY && !lua_isnil(L, -1))
+            why = "after_ms goes only with action = \"retry\"";
+        out->after_ms = (long)ms;
+        lua_pop(L, 2);
+        lua_pushnil(L);
+        while (!why && lua_next(L, t)) {
+            const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "";
+            if (strcmp(k, "action") != 0 && strcmp(k, "after_ms") != 0)
+                why = "unknown key (action, after_ms)";
+            lua_pop(L, why ? 2 : 1);
+        }
+    } else if (!lua_isnil(L, t)) {
+        why = "expected a table {action=, after_ms=} or nil";
+    }
+    lua_settop(L, 0);
+    if (why) {
+        memset(out, 0, sizeof *out);
+        bad_decision(vm, "on_push_result", why);
+        return LUA_HOOK_FAILED;
+    }
+    return LUA_HOOK_OK;
+}
+
+enum lua_hook_result lua_hook_on_timeout(struct lua_vm *vm, const struct lua_hook_timeout_in *in,
+                                         struct lua_hook_route_out *out)
+{
+    memset(out, 0, sizeof *out);
+    out->action = LUA_ROUTE_REPLY;
+    out->code = 480;
+    snprintf(out->reason, sizeof out->reason, "Temporarily Unavailable");
+    if (!vm || !lua_vm_push_hook(vm, "on_timeout"))
+        return LUA_HOOK_ABSENT;
+    lua_State *L = lua_vm_state(vm);
+    push_route_req(L, in->req);
+    lua_createtable(L, 0, 6);
+    set_str(L, "reason", in->reason);
+    set_int(L, "pushed", in->pushed);
+    set_str(L, "tenant", in->req->tenant);
+    lua_pushboolean(L, in->req->gateway);
+    lua_setfield(L, -2, "gateway");
+    lua_pushboolean(L, in->req->from_upstream);
+    lua_setfield(L, -2, "from_upstream");
+    set_int(L, "generation", (long)lua_vm_generation(vm));
+    int rc = protected_call(vm, "on_timeout", 2);
+    if (rc == 0 && lua_isnil(L, -1)) {
+        lua_settop(L, 0);
+        return LUA_HOOK_OK; /* the default 480 */
+    }
+    if (rc == 0)
+        rc = decode_route(vm, L, "on_timeout", out);
+    if (rc == 0 &&
+        (out->action == LUA_ROUTE_BINDINGS || out->push || out->serial || out->branch_timeout))
+        rc = bad_decision(vm, "on_timeout",
+                          "a reply, or relay = \"uri\" or \"upstream\" (no fork or push)");
+    lua_settop(L, 0);
+    if (rc < 0) {
+        memset(out, 0, sizeof *out);
+        out->action = LUA_ROUTE_REPLY;
+        out->code = 480;
+        snprintf(out->reason, sizeof out->reason, "Temporarily Unavailable");
         return LUA_HOOK_FAILED;
     }
     return LUA_HOOK_OK;

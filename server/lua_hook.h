@@ -105,4 +105,89 @@ struct lua_hook_route_out {
 enum lua_hook_result lua_hook_route(struct lua_vm *vm, const struct lua_hook_route_in *in,
                                     struct lua_hook_route_out *out);
 
+/* ---- push(req, binding, ctx): schemas/hooks/push.json ---- */
+
+/* What the push hooks see of a binding (never its push token). */
+struct lua_hook_push_binding {
+    const char *aor, *provider, *param, *instance, *tenant, *user_agent;
+    long expires_in; /* seconds left; negative: expired that long ago (grace) */
+};
+
+/* The request a push is for (all NULL for a refresh push) and why. */
+struct lua_hook_push_in {
+    const char *method, *ruri, *from, *from_name, *to, *call_id;
+    const char *kind; /* "call", "message", "refresh", "missed_call" */
+    int attempt;      /* 1 for the first push of this request to this binding */
+    const char *tenant;
+};
+
+enum lua_push_type {
+    LUA_PUSH_TYPE_DEFAULT = 0,
+    LUA_PUSH_TYPE_VOIP,
+    LUA_PUSH_TYPE_ALERT,
+    LUA_PUSH_TYPE_BACKGROUND
+};
+
+struct lua_hook_push_out {
+    int skip;
+    enum lua_push_type type;
+    long ttl;     /* -1: sipwake's (what the bucket timer leaves) */
+    int priority; /* 0: the provider's rule for the type; 10 high, 5 normal */
+    char collapse_id[65];
+    int hide_caller;
+    char alert_title[128], alert_body[256];
+    char data[1100]; /* extra payload fields as a JSON object of strings, "" for none */
+};
+
+/* Run push. out is always initialised (defaults); a failed hook leaves the defaults. */
+enum lua_hook_result lua_hook_push(struct lua_vm *vm, const struct lua_hook_push_in *in,
+                                   const struct lua_hook_push_binding *b,
+                                   struct lua_hook_push_out *out);
+
+/* ---- credentials(binding, ctx): a credential set name, schemas/hooks/credentials.json ---- */
+
+/* out: "TENANT" or "TENANT/SET", or "" (sipwake's default choice). */
+enum lua_hook_result lua_hook_credentials(struct lua_vm *vm, const struct lua_hook_push_in *in,
+                                          const struct lua_hook_push_binding *b, char *out,
+                                          size_t outlen);
+
+/* ---- on_push_result(result, ctx): schemas/hooks/on_push_result.json ---- */
+
+struct lua_hook_push_result_in {
+    const char *provider, *outcome, *reason, *credentials;
+    int status;
+    long retry_after; /* seconds, 0: none given */
+    const struct lua_hook_push_in *push;
+    const char *aor;
+    double remaining; /* seconds the request may still wait (bucket timer), 0 for refreshes */
+};
+
+enum lua_push_action {
+    LUA_PUSH_DEFAULT = 0,
+    LUA_PUSH_RETRY,
+    LUA_PUSH_GIVE_UP,
+    LUA_PUSH_DROP_BINDING
+};
+
+struct lua_hook_push_result_out {
+    enum lua_push_action action;
+    long after_ms; /* LUA_PUSH_RETRY */
+};
+
+enum lua_hook_result lua_hook_on_push_result(struct lua_vm *vm,
+                                             const struct lua_hook_push_result_in *in,
+                                             struct lua_hook_push_result_out *out);
+
+/* ---- on_timeout(req, ctx): schemas/hooks/on_timeout.json ---- */
+
+struct lua_hook_timeout_in {
+    const struct lua_hook_route_in *req; /* bindings not filled */
+    const char *reason;                  /* "bucket_timeout" or "push_failed" */
+    int pushed;                          /* devices pushed */
+};
+
+/* A reply, or relay = "uri" / "upstream". Without a hook, or when it fails: reply 480. */
+enum lua_hook_result lua_hook_on_timeout(struct lua_vm *vm, const struct lua_hook_timeout_in *in,
+                                         struct lua_hook_route_out *out);
+
 #endif

@@ -16,6 +16,7 @@
 #include <ev.h>
 
 #include "bucket.h"
+#include "cli.h"
 #include "config.h"
 #include "digest.h"
 #include "gateway.h"
@@ -31,6 +32,7 @@
 #include "sip_transport.h"
 #include "sip_txn.h"
 #include "store.h"
+#include "tenant.h"
 #include "util.h"
 
 #define SIPWAKE_VERSION "0.1.0"
@@ -51,15 +53,15 @@ struct app {
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: sipwake [--config FILE]            run the server\n"
-               "       sipwake --check [--config FILE]    validate the config and the policy\n"
-               "       sipwake [--config FILE] user add USER@DOMAIN [PASSWORD]\n"
-               "       sipwake [--config FILE] user del USER@DOMAIN\n"
-               "       sipwake [--config FILE] user list\n"
-               "       sipwake --config-doc               describe every config key\n"
-               "       sipwake [--config FILE] --test-policy TEST.lua   run a policy test (TAP)\n"
-               "       sipwake --version\n"
-               "Without --config the embedded defaults apply (see README).\n");
+    fprintf(f,
+            "usage: sipwake [--config FILE]            run the server\n"
+            "       sipwake --check [--config FILE]    validate the config and the policy\n"
+            "%s"
+            "       sipwake --config-doc               describe every config key\n"
+            "       sipwake [--config FILE] --test-policy TEST.lua   run a policy test (TAP)\n"
+            "       sipwake --version\n"
+            "Without --config the embedded defaults apply (see README).\n",
+            cli_usage);
 }
 
 /* ---------------------------------------------------------------- SIP input */
@@ -288,9 +290,24 @@ static void reload_policy(struct app *app)
     log_info("policy: %s loaded as generation %u", app->cfg.policy_file, lua_vm_generation(vm));
 }
 
+static void tenants_reloaded(void *arg, struct tenants *t)
+{
+    struct app *app = arg;
+    if (!t) {
+        log_error("tenants: reload failed, the previous tenants and credentials stay");
+        return;
+    }
+    push_set_tenants(app->push, t);
+    tenants_set_current(t);
+    log_info("tenants: %zu tenants, %zu domains, %zu credential sets loaded", t->n_t, t->n_d,
+             t->n_sets);
+}
+
 static void sighup_cb(struct ev_loop *loop, ev_signal *w, int revents)
 {
-    reload_policy(w->data);
+    struct app *app = w->data;
+    reload_policy(app);
+    tenants_reload(app->store, tenants_reloaded, app);
 }
 
 static void sigterm_cb(struct ev_loop *loop, ev_signal *w, int revents)
@@ -311,79 +328,6 @@ static void sigusr1_cb(struct ev_loop *loop, ev_signal *w, int revents)
     log_notice("metrics: sipwake_transactions %zu", txn_count(app->txns));
     log_notice("metrics: sipwake_store_pending %zu", store_pending(app->store));
     buf_free(&b);
-}
-
-/* ---------------------------------------------------------------- user command */
-
-static void print_user(void *arg, const struct store_subscriber *sub)
-{
-    printf("%s@%s\n", sub->username, sub->domain);
-}
-
-static int user_command(struct app *app, int argc, char **argv)
-{
-    if (argc < 1) {
-        usage(stderr);
-        return 2;
-    }
-    char err[1024];
-    if (store_open(&app->cfg, &app->store, err, sizeof err) < 0) {
-        fprintf(stderr, "sipwake: %s\n", err);
-        return 1;
-    }
-    int rc = 0;
-    if (strcmp(argv[0], "list") == 0) {
-        rc = store_user_list(app->store, print_user, NULL, err, sizeof err) < 0;
-    } else if ((strcmp(argv[0], "add") == 0 && (argc == 2 || argc == 3)) ||
-               (strcmp(argv[0], "del") == 0 && argc == 2)) {
-        char *at = strrchr(argv[1], '@');
-        if (!at || at == argv[1] || !at[1] || (size_t)(at - argv[1]) > 64 || strlen(at + 1) > 64) {
-            fprintf(stderr, "sipwake: user: expected USER@DOMAIN, got '%s'\n", argv[1]);
-            store_close(app->store);
-            return 2;
-        }
-        struct store_subscriber sub = {0};
-        snprintf(sub.username, sizeof sub.username, "%.*s", (int)(at - argv[1]), argv[1]);
-        snprintf(sub.domain, sizeof sub.domain, "%s", at + 1);
-        for (char *p = sub.domain; *p; p++)
-            *p = (char)(*p >= 'A' && *p <= 'Z' ? *p + 32 : *p);
-        if (argv[0][0] == 'd') {
-            int r = store_user_del(app->store, sub.username, sub.domain, err, sizeof err);
-            if (r == 0) {
-                fprintf(stderr, "sipwake: user %s@%s does not exist\n", sub.username, sub.domain);
-                rc = 1;
-            } else {
-                rc = r < 0;
-            }
-        } else {
-            char password[256];
-            if (argc == 3) {
-                snprintf(password, sizeof password, "%s", argv[2]);
-            } else if (!fgets(password, sizeof password, stdin)) {
-                fprintf(stderr, "sipwake: user add: no password given on stdin\n");
-                store_close(app->store);
-                return 2;
-            }
-            password[strcspn(password, "\r\n")] = '\0';
-            if (!*password) {
-                fprintf(stderr, "sipwake: user add: empty password\n");
-                store_close(app->store);
-                return 2;
-            }
-            /* Only the HA1 hashes are stored, never the password (realm as registrar uses) */
-            const char *realm = *app->cfg.auth_realm ? app->cfg.auth_realm : sub.domain;
-            digest_ha1(DIGEST_MD5, sub.username, realm, password, sub.ha1);
-            digest_ha1(DIGEST_SHA256, sub.username, realm, password, sub.ha1_sha256);
-            rc = store_user_put(app->store, &sub, err, sizeof err) < 0;
-        }
-    } else {
-        usage(stderr);
-        rc = 2;
-    }
-    if (rc == 1 && err[0])
-        fprintf(stderr, "sipwake: %s\n", err);
-    store_close(app->store);
-    return rc;
 }
 
 /* A TCP/TLS connection closed: client transactions waiting on it end now. */
@@ -416,7 +360,8 @@ int main(int argc, char **argv)
         } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             usage(stdout);
             return 0;
-        } else if (strcmp(argv[i], "user") == 0) {
+        } else if (strcmp(argv[i], "user") == 0 || strcmp(argv[i], "tenant") == 0 ||
+                   strcmp(argv[i], "push") == 0 || strcmp(argv[i], "push-log") == 0) {
             break;
         } else {
             fprintf(stderr, "sipwake: unknown argument '%s'\n", argv[i]);
@@ -434,7 +379,14 @@ int main(int argc, char **argv)
     log_set_level(level);
     sip_msg_init();
     if (i < argc) {
-        int rc = user_command(&app, argc - i - 1, argv + i + 1);
+        int (*const cmd)(const struct config *, int, char **) =
+            strcmp(argv[i], "user") == 0     ? cli_user
+            : strcmp(argv[i], "tenant") == 0 ? cli_tenant
+            : strcmp(argv[i], "push") == 0   ? cli_push
+                                             : cli_push_log;
+        int rc = cmd(&app.cfg, argc - i - 1, argv + i + 1);
+        if (rc == 2)
+            usage(stderr);
         config_free(&app.cfg);
         return rc;
     }
@@ -489,11 +441,14 @@ int main(int argc, char **argv)
         log_error("flow-token key: %s", err);
         goto out;
     }
-    app.push = push_new(app.loop, &app.cfg, app.loc, err, sizeof err);
-    if (!app.push) {
+    app.push = push_new(app.loop, &app.cfg, app.loc, app.store, err, sizeof err);
+    struct tenants *tenants = app.push ? tenants_load(app.store, err, sizeof err) : NULL;
+    if (!app.push || !tenants) {
         log_error("%s", err);
         goto out;
     }
+    tenants_set_current(tenants);
+    push_set_tenants(app.push, tenants);
     registrar_set_vapid(app.reg, push_vapid_public(app.push));
     app.bucket = bucket_new(app.loop);
     registrar_set_bucket(app.reg, app.bucket);
@@ -553,6 +508,7 @@ out:
     txn_table_free(app.txns);
     location_free(app.loc);
     lua_vm_set_current(NULL);
+    tenants_set_current(NULL);
     log_notice("sipwake stopped");
     config_free(&app.cfg);
     return rc;

@@ -4,6 +4,7 @@
 #include "metrics.h"
 
 #include <ctype.h>
+#include <stdio.h>
 #include <string.h>
 
 uint64_t metrics_values[METRICS__COUNT];
@@ -63,6 +64,55 @@ const char *metrics_name(enum metrics_id id)
     return rows[id].name;
 }
 
+/* Push outcomes by provider and reason; the reasons come from the services' short lists
+ * and sipwake's own, so the table stays small; past its size, "other" takes the rest. */
+#define METRICS_PUSH_LABELS 128
+
+static struct {
+    char provider[16], outcome[16], reason[48];
+    uint64_t n;
+} push_labels[METRICS_PUSH_LABELS];
+static size_t n_push_labels;
+
+void metrics_push_result(const char *provider, const char *outcome, const char *reason)
+{
+    char r[48];
+    size_t n = 0;
+    for (const char *p = reason && *reason ? reason : "none"; *p && n < sizeof r - 1; p++)
+        r[n++] = isalnum((unsigned char)*p) || *p == '_' || *p == '-' || *p == '.' ? *p : '_';
+    r[n] = '\0';
+    for (int pass = 0; pass < 2; pass++) {
+        for (size_t i = 0; i < n_push_labels; i++)
+            if (strcmp(push_labels[i].provider, provider) == 0 &&
+                strcmp(push_labels[i].outcome, outcome) == 0 &&
+                strcmp(push_labels[i].reason, r) == 0) {
+                push_labels[i].n++;
+                return;
+            }
+        if (n_push_labels < METRICS_PUSH_LABELS - 1 ||
+            (pass == 1 && n_push_labels < METRICS_PUSH_LABELS)) {
+            size_t i = n_push_labels++;
+            snprintf(push_labels[i].provider, sizeof push_labels[i].provider, "%s", provider);
+            snprintf(push_labels[i].outcome, sizeof push_labels[i].outcome, "%s", outcome);
+            snprintf(push_labels[i].reason, sizeof push_labels[i].reason, "%s", r);
+            push_labels[i].n = 1;
+            return;
+        }
+        snprintf(r, sizeof r, "other");
+    }
+}
+
+uint64_t metrics_push_count(const char *provider, const char *outcome, const char *reason)
+{
+    uint64_t n = 0;
+    for (size_t i = 0; i < n_push_labels; i++)
+        if ((!provider || strcmp(push_labels[i].provider, provider) == 0) &&
+            (!outcome || strcmp(push_labels[i].outcome, outcome) == 0) &&
+            (!reason || strcmp(push_labels[i].reason, reason) == 0))
+            n += push_labels[i].n;
+    return n;
+}
+
 void metrics_render(struct buf *out)
 {
     for (int i = 0; i < METRICS__COUNT; i++) {
@@ -75,4 +125,12 @@ void metrics_render(struct buf *out)
                    rows[i].gauge ? "gauge" : "counter", name,
                    (unsigned long long)metrics_values[i]);
     }
+    buf_printf(out, "# HELP sipwake_push_results_total push outcomes by provider, outcome and "
+                    "reason\n# TYPE sipwake_push_results_total counter\n");
+    for (size_t i = 0; i < n_push_labels; i++)
+        buf_printf(out,
+                   "sipwake_push_results_total{provider=\"%s\",outcome=\"%s\",reason=\"%s\"} "
+                   "%llu\n",
+                   push_labels[i].provider, push_labels[i].outcome, push_labels[i].reason,
+                   (unsigned long long)push_labels[i].n);
 }

@@ -66,6 +66,11 @@ static inline void metrics_add(enum metrics_id id, int64_t delta)
 /* OpenSIPS-style name, e.g. "usrloc:location-contacts". */
 const char *metrics_name(enum metrics_id id);
 
+/* Count one push outcome under its provider and reason (sipwake_push_results_total). */
+void metrics_push_result(const char *provider, const char *outcome, const char *reason);
+/* The count for a provider / outcome / reason (NULL: any); reasons as rendered. */
+uint64_t metrics_push_count(const char *provider, const char *outcome, const char *reason);
+
 /* Append every metric in Prometheus text format to out. */
 void metrics_render(struct buf *out);
 

@@ -1,5 +1,5 @@
 /*
- * push: credentials, senders, one job per push, dead tokens.
+ * push: credential sets, the policy's push hooks, one job per push, outcomes, dead tokens.
  */
 #include "push.h"
 
@@ -7,40 +7,69 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/pkcs12.h>
+#include <openssl/x509.h>
+
 #include "hashtab.h"
 #include "log.h"
+#include "lua_vm.h"
 #include "metrics.h"
 #include "pn.h"
+#include "store.h"
+#include "tenant.h"
 #include "util.h"
 
 #define PUSH_DEAD_MAX 100000
+#define PUSH_CONFIG_SET "[push]"
 
 struct dead_token {
     struct hashtab_node hn;
     char key[]; /* "provider\n prid" */
 };
 
+/* One credential set and the senders that use it. Jobs hold a reference, so a set replaced
+ * by a reload lives until its last push has answered. */
+struct push_creds {
+    struct push_creds *next;
+    int refs;
+    char *name;   /* "tenant/set", or PUSH_CONFIG_SET */
+    char *tenant; /* NULL for the [push] set */
+    uint64_t fingerprint;
+    struct apns_key *apns_key;
+    char *apns_cert; /* a PEM file ([push]) or PEM text (a stored set), or NULL */
+    struct fcm_account *fcm;
+    struct apns_sender *apns, *apns_dev; /* made on first use */
+    struct fcm_sender *fcm_sender;
+};
+
 struct push {
     struct ev_loop *loop;
     const struct config *cfg;
     struct location *loc;
-    struct apns_key *apns_key;
-    struct fcm_account *fcm;
+    struct store *store;
+    struct push_creds *config; /* the [push] set */
+    struct push_creds *sets;   /* the tenants' sets, in name order */
     struct webpush_vapid *vapid;
-    struct apns_sender *apns, *apns_dev; /* made on first use */
-    struct fcm_sender *fcm_sender;
     struct webpush_sender *webpush;
     struct hashtab dead;
 };
 
 struct push_job {
     struct push *p;
+    struct push_creds *creds; /* NULL for Web Push */
     char *aor;
-    uint64_t contact_id;
     char provider[16];
     char *prid;
     char *payload; /* what the content builder allocated */
     char topic[256];
+    char *call_id, *method, *tenant;
+    enum push_kind kind;
+    int attempt;
+    long ttl;
+    uint64_t started_ms;
     push_cb cb;
     void *arg;
 };
@@ -97,7 +126,8 @@ static void mark_dead(struct push *p, const char *provider, const char *prid)
 
 /* The token is dead: every binding of the AOR pushed with it goes (RFC 8599 §5.5: a removed
  * binding is never pushed again). */
-static void drop_bindings(struct push *p, const char *aor, const char *provider, const char *prid)
+static void drop_bindings(struct push *p, const char *aor, const char *provider, const char *prid,
+                          const char *why)
 {
     struct location_aor *a = location_find(p->loc, aor);
     struct binding *b = location_aor_bindings(a), *next;
@@ -105,74 +135,315 @@ static void drop_bindings(struct push *p, const char *aor, const char *provider,
         next = b->next;
         if (b->pn_provider && b->pn_prid && strcmp(b->pn_provider, provider) == 0 &&
             strcmp(b->pn_prid, prid) == 0) {
-            log_info("push: %s token of %s is dead, binding %llu removed", provider, aor,
+            log_info("push: %s token of %s %s, binding %llu removed", provider, aor, why,
                      (unsigned long long)b->contact_id);
             location_remove(p->loc, b);
         }
     }
 }
 
+/* ------------------------------------------------------------------ credential sets */
+
+static void creds_unref(struct push_creds *c)
+{
+    if (!c || --c->refs > 0)
+        return;
+    apns_sender_free(c->apns);
+    apns_sender_free(c->apns_dev);
+    fcm_sender_free(c->fcm_sender);
+    apns_key_free(c->apns_key);
+    fcm_account_free(c->fcm);
+    if (c->apns_cert && c->tenant)
+        OPENSSL_cleanse(c->apns_cert, strlen(c->apns_cert));
+    free(c->apns_cert);
+    free(c->name);
+    free(c->tenant);
+    free(c);
+}
+
+static struct push_creds *creds_new(const char *name, const char *tenant)
+{
+    struct push_creds *c = xcalloc(1, sizeof *c);
+    c->refs = 1;
+    c->name = xstrdup(name);
+    c->tenant = tenant ? xstrdup(tenant) : NULL;
+    return c;
+}
+
+static int creds_fcm(struct push *p, struct push_creds *c, char *err, size_t errlen)
+{
+    const struct config *cfg = p->cfg;
+    c->fcm_sender = fcm_sender_new(p->loop, cfg->fcm_host, (int)cfg->fcm_port,
+                                   *cfg->fcm_token_uri ? cfg->fcm_token_uri : NULL, ca_of(p),
+                                   c->fcm, (double)cfg->push_timeout, err, errlen);
+    return c->fcm_sender ? 0 : -1;
+}
+
+/* The senders of a stored set; NULL (with err) when a credential is unusable. */
+static struct push_creds *creds_from_set(struct push *p, const struct tenant_set *s, char *err,
+                                         size_t errlen)
+{
+    struct push_creds *c = creds_new(s->full, s->tenant);
+    c->fingerprint = s->fingerprint;
+    const struct tenant_cred *k = &s->cred[TENANT_APNS_KEY];
+    const struct tenant_cred *crt = &s->cred[TENANT_APNS_CERT];
+    const struct tenant_cred *f = &s->cred[TENANT_FCM];
+    char why[256];
+    if (k->present && !(c->apns_key = apns_key_from_pem((const char *)k->secret, k->secret_len,
+                                                        k->key_id, k->team_id, why, sizeof why)))
+        snprintf(err, errlen, "apns_key: %s", why);
+    else if (f->present && (!(c->fcm = fcm_account_from_json((const char *)f->secret, f->secret_len,
+                                                             why, sizeof why)) ||
+                            creds_fcm(p, c, why, sizeof why) < 0))
+        snprintf(err, errlen, "fcm: %s", why);
+    else {
+        if (crt->present)
+            c->apns_cert = xstrdup((const char *)crt->secret);
+        return c;
+    }
+    creds_unref(c);
+    return NULL;
+}
+
+void push_set_tenants(struct push *p, const struct tenants *t)
+{
+    struct push_creds *old = p->sets, *head = NULL, **tail = &head;
+    p->sets = NULL;
+    for (size_t i = 0; t && i < t->n_sets; i++) {
+        const struct tenant_set *s = &t->sets[i];
+        struct push_creds *c = NULL, **pp;
+        for (pp = &old; *pp; pp = &(*pp)->next)
+            if (strcmp((*pp)->name, s->full) == 0 && (*pp)->fingerprint == s->fingerprint) {
+                c = *pp; /* unchanged: keeps its connections and tokens */
+                *pp = c->next;
+                break;
+            }
+        char err[300];
+        if (!c && !(c = creds_from_set(p, s, err, sizeof err))) {
+            log_error("push: credential set %s left out: %s", s->full, err);
+            continue;
+        }
+        c->next = NULL;
+        *tail = c;
+        tail = &c->next;
+    }
+    p->sets = head;
+    while (old) {
+        struct push_creds *next = old->next;
+        creds_unref(old);
+        old = next;
+    }
+}
+
+static int creds_serve(const struct push_creds *c, const char *provider)
+{
+    return pn_is_apns(provider) ? c->apns_key || c->apns_cert
+                                : strcmp(provider, "fcm") == 0 && c->fcm_sender;
+}
+
+/* The set named ("tenant" for its default set), or NULL. */
+static struct push_creds *creds_named(struct push *p, const char *name)
+{
+    char *full = strchr(name, '/') ? xstrdup(name) : xasprintf("%s/%s", name, TENANT_DEFAULT_SET);
+    struct push_creds *c = p->sets;
+    while (c && strcmp(c->name, full) != 0)
+        c = c->next;
+    free(full);
+    return c;
+}
+
+/* Without a name: the tenant's default set, else its first set for the provider, else
+ * [push]. */
+static struct push_creds *creds_default(struct push *p, const char *tenant, const char *provider)
+{
+    struct push_creds *first = NULL;
+    for (struct push_creds *c = p->sets; tenant && c; c = c->next) {
+        if (strcmp(c->tenant, tenant) != 0 || !creds_serve(c, provider))
+            continue;
+        if (strcmp(c->name + strlen(tenant) + 1, TENANT_DEFAULT_SET) == 0)
+            return c;
+        if (!first)
+            first = c;
+    }
+    return first ? first : p->config;
+}
+
+static struct apns_sender *apns_for(struct push *p, struct push_creds *c, int sandbox, char *err,
+                                    size_t errlen)
+{
+    struct apns_sender **s = sandbox ? &c->apns_dev : &c->apns;
+    if (!*s) {
+        const struct config *cfg = p->cfg;
+        *s = apns_sender_new(p->loop, sandbox ? cfg->apns_sandbox_host : cfg->apns_host,
+                             (int)(sandbox ? cfg->apns_sandbox_port : cfg->apns_port), ca_of(p),
+                             c->apns_key, c->apns_key ? NULL : c->apns_cert, NULL, 2,
+                             (double)cfg->push_timeout, err, errlen);
+    }
+    return *s;
+}
+
 /* ------------------------------------------------------------------ outcomes */
 
-static void finish(struct push_job *j, enum push_outcome o, const char *reason, long retry_after)
+/* The first 16 hex digits of SHA-256(token): follows a device through the log, and tells
+ * nobody its token. */
+static void token_hash(const char *prid, char out[17])
+{
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int n = 0;
+    EVP_Digest(prid, strlen(prid), md, &n, EVP_sha256(), NULL);
+    for (int i = 0; i < 8; i++)
+        snprintf(out + 2 * i, 3, "%02x", md[i]);
+}
+
+static void job_free(struct push_job *j)
+{
+    creds_unref(j->creds);
+    free(j->aor);
+    free(j->prid);
+    free(j->payload);
+    free(j->call_id);
+    free(j->method);
+    free(j->tenant);
+    free(j);
+}
+
+static void finish(struct push_job *j, enum push_outcome o, int status, const char *reason,
+                   long retry_after, const char *id)
 {
     static const enum metrics_id counters[] = {METRICS_PUSH_DELIVERED, METRICS_PUSH_DEAD,
                                                METRICS_PUSH_RETRY, METRICS_PUSH_REJECTED,
                                                METRICS_PUSH_FAILED};
+    struct push *p = j->p;
     metrics_inc(counters[o]);
     static const char *const names[] = {"apns", "apns.dev", "fcm", "webpush"};
     const char *provider = "?";
     for (size_t i = 0; i < UTIL_ARRAY_LEN(names); i++)
         if (strcmp(j->provider, names[i]) == 0)
             provider = names[i]; /* a static string: the result outlives the job */
-    struct push_result r = {.outcome = o, .provider = provider, .retry_after = retry_after};
+    struct push_result r = {
+        .outcome = o, .provider = provider, .retry_after = retry_after, .status = status};
     snprintf(r.reason, sizeof r.reason, "%s", reason ? reason : "");
-    if (o == PUSH_DEAD_TOKEN) {
-        mark_dead(j->p, j->provider, j->prid);
-        drop_bindings(j->p, j->aor, j->provider, j->prid);
-    } else if (o != PUSH_DELIVERED) {
-        log_warn("push: %s to %s: %s%s%s", j->provider, j->aor, push_outcome_name(o),
-                 *r.reason ? ", " : "", r.reason);
+    snprintf(r.id, sizeof r.id, "%s", id ? id : "");
+    snprintf(r.credentials, sizeof r.credentials, "%s",
+             j->creds ? j->creds->name : PUSH_CONFIG_SET);
+    metrics_push_result(provider, push_outcome_name(o), r.reason);
+
+    char hash[17];
+    token_hash(j->prid, hash);
+    if (p->store) {
+        struct store_push_log row = {.time_ms = util_wall_ms(),
+                                     .tenant = j->tenant,
+                                     .credentials = r.credentials,
+                                     .provider = provider,
+                                     .kind = push_kind_name(j->kind),
+                                     .aor = j->aor,
+                                     .call_id = j->call_id,
+                                     .token_hash = hash,
+                                     .outcome = push_outcome_name(o),
+                                     .reason = r.reason,
+                                     .status = status,
+                                     .latency_ms = (long)(util_mono_ms() - j->started_ms)};
+        store_push_log(p->store, &row);
     }
+
+    struct lua_hook_push_in pin = {.method = j->method,
+                                   .call_id = j->call_id,
+                                   .kind = push_kind_name(j->kind),
+                                   .attempt = j->attempt,
+                                   .tenant = j->tenant};
+    struct lua_hook_push_result_in rin = {.provider = provider,
+                                          .outcome = push_outcome_name(o),
+                                          .reason = r.reason,
+                                          .credentials = r.credentials,
+                                          .status = status,
+                                          .retry_after = retry_after,
+                                          .push = &pin,
+                                          .aor = j->aor,
+                                          .remaining = (double)j->ttl};
+    struct lua_hook_push_result_out dec;
+    lua_hook_on_push_result(lua_vm_current(), &rin, &dec);
+    r.action = dec.action;
+    r.after_ms = dec.after_ms;
+
+    if (o == PUSH_DEAD_TOKEN || dec.action == LUA_PUSH_DROP_BINDING) {
+        mark_dead(p, j->provider, j->prid);
+        drop_bindings(p, j->aor, j->provider, j->prid,
+                      o == PUSH_DEAD_TOKEN ? "is dead" : "dropped by the policy");
+    }
+    if (o != PUSH_DELIVERED && o != PUSH_DEAD_TOKEN)
+        log_warn("push: %s to %s (%s, token %s): %s%s%s", j->provider, j->aor, r.credentials, hash,
+                 push_outcome_name(o), *r.reason ? ", " : "", r.reason);
     j->cb(j->arg, &r);
-    free(j->aor);
-    free(j->prid);
-    free(j->payload);
-    free(j);
+    job_free(j);
 }
 
 static void apns_done(void *arg, const struct apns_result *r)
 {
-    finish(arg, (enum push_outcome)r->outcome, r->reason, r->retry_after);
+    finish(arg, (enum push_outcome)r->outcome, r->status, r->reason, r->retry_after, r->apns_id);
 }
 
 static void fcm_done(void *arg, const struct fcm_result *r)
 {
-    finish(arg, (enum push_outcome)r->outcome, r->reason, r->retry_after);
+    finish(arg, (enum push_outcome)r->outcome, r->status, r->reason, r->retry_after, r->name);
 }
 
 static void webpush_done(void *arg, const struct webpush_result *r)
 {
-    finish(arg, (enum push_outcome)r->outcome, r->reason, r->retry_after);
+    finish(arg, (enum push_outcome)r->outcome, r->status, r->reason, r->retry_after, NULL);
 }
 
 /* ------------------------------------------------------------------ sending */
 
-static struct apns_sender *apns_for(struct push *p, int sandbox, char *err, size_t errlen)
+/* The domain of "user@domain". */
+static const char *aor_domain(const char *aor)
 {
-    struct apns_sender **s = sandbox ? &p->apns_dev : &p->apns;
-    if (!*s) {
-        const struct config *c = p->cfg;
-        *s = apns_sender_new(p->loop, sandbox ? c->apns_sandbox_host : c->apns_host,
-                             (int)(sandbox ? c->apns_sandbox_port : c->apns_port), ca_of(p),
-                             p->apns_key, *c->apns_certificate ? c->apns_certificate : NULL, NULL,
-                             2, (double)c->push_timeout, err, errlen);
-    }
-    return *s;
+    const char *at = strrchr(aor, '@');
+    return at ? at + 1 : aor;
 }
 
-int push_binding(struct push *p, const struct binding *b, const struct push_event *ev, push_cb cb,
-                 void *arg, char *err, size_t errlen)
+/* Send what pn's provider gets for ev through the job's set. 0 or -1 with err. */
+static int send_job(struct push *p, struct push_job *j, const struct pn_info *pn,
+                    const struct push_event *ev, char *err, size_t errlen)
+{
+    struct push_creds *c = j->creds;
+    if (pn_is_apns(pn->provider)) {
+        struct apns_notification n;
+        struct apns_sender *s;
+        if (!c->apns_key && !c->apns_cert)
+            snprintf(err, errlen, "no APNs credentials in %s", c->name);
+        else if (c->apns_key && pn->team && strcmp(pn->team, apns_key_team(c->apns_key)) != 0)
+            snprintf(err, errlen, "pn-param team %s is not the team %s of %s", pn->team,
+                     apns_key_team(c->apns_key), c->name);
+        else if (push_content_apns(pn, ev, util_now(), &n, &j->payload, j->topic, sizeof j->topic,
+                                   err, errlen) == 0 &&
+                 (s = apns_for(p, c, strcmp(pn->provider, "apns.dev") == 0, err, errlen)))
+            return apns_send(s, &n, apns_done, j, err, errlen);
+        return -1;
+    }
+    if (strcmp(pn->provider, "fcm") == 0) {
+        struct fcm_message m;
+        if (!c->fcm_sender)
+            snprintf(err, errlen, "no FCM credentials in %s", c->name);
+        else if (push_content_fcm(pn, ev, &m, &j->payload, err, errlen) == 0)
+            return fcm_send(c->fcm_sender, &m, fcm_done, j, err, errlen);
+        return -1;
+    }
+    if (strcmp(pn->provider, "webpush") == 0) {
+        const char *url;
+        long ttl;
+        enum webpush_urgency u;
+        if (!p->webpush)
+            snprintf(err, errlen, "webpush is not enabled ([registrar] push_providers)");
+        else if (push_content_webpush(pn, ev, &url, &ttl, &u, err, errlen) == 0)
+            return webpush_send(p->webpush, url, ttl, u, NULL, webpush_done, j, err, errlen);
+        return -1;
+    }
+    snprintf(err, errlen, "no push service %s", pn->provider);
+    return -1;
+}
+
+int push_binding(struct push *p, const struct binding *b, const struct push_event *ev_in,
+                 push_cb cb, void *arg, char *err, size_t errlen)
 {
     if (!b->pn_provider || !b->pn_prid) {
         snprintf(err, errlen, "not a push binding");
@@ -188,93 +459,274 @@ int push_binding(struct push *p, const struct binding *b, const struct push_even
         pn_free(&pn);
         return -1;
     }
+    const char *aor = b->aor ? location_aor_name(b->aor) : "(push command)";
+    const char *tenant =
+        b->tenant ? b->tenant : tenants_of_domain(tenants_current(), aor_domain(aor));
+    struct push_event ev = *ev_in;
+    struct lua_hook_push_in hin = {.method = ev.method,
+                                   .ruri = ev.ruri,
+                                   .from = ev.from_uri,
+                                   .from_name = ev.from_name,
+                                   .to = ev.to_uri,
+                                   .call_id = ev.call_id,
+                                   .kind = push_kind_name(ev.kind),
+                                   .attempt = ev.attempt > 0 ? ev.attempt : 1,
+                                   .tenant = tenant};
+    struct lua_hook_push_binding hb = {.aor = aor,
+                                       .provider = pn.provider,
+                                       .param = pn.param,
+                                       .instance = b->instance,
+                                       .tenant = tenant,
+                                       .user_agent = b->user_agent,
+                                       .expires_in = (long)(b->expires - util_now())};
+    struct lua_hook_push_out d;
+    char name[160] = "";
+    if (!ev.credentials) {
+        /* the policy's turn (the push command names its set itself) */
+        lua_hook_push(lua_vm_current(), &hin, &hb, &d);
+        if (d.skip) {
+            snprintf(err, errlen, "skipped by the policy");
+            pn_free(&pn);
+            return -1;
+        }
+        if (d.type != LUA_PUSH_TYPE_DEFAULT)
+            ev.style = d.type == LUA_PUSH_TYPE_VOIP    ? PUSH_STYLE_VOIP
+                       : d.type == LUA_PUSH_TYPE_ALERT ? PUSH_STYLE_ALERT
+                                                       : PUSH_STYLE_BACKGROUND;
+        if (d.ttl >= 0)
+            ev.ttl = d.ttl;
+        if (d.priority)
+            ev.priority = d.priority;
+        if (*d.collapse_id)
+            ev.collapse_id = d.collapse_id;
+        if (d.hide_caller)
+            ev.from_uri = ev.from_name = NULL;
+        if (*d.alert_title || *d.alert_body) {
+            ev.alert_title = d.alert_title;
+            ev.alert_body = d.alert_body;
+        }
+        if (*d.data)
+            ev.extra_json = d.data;
+        lua_hook_credentials(lua_vm_current(), &hin, &hb, name, sizeof name);
+    } else {
+        snprintf(name, sizeof name, "%s", ev.credentials);
+    }
+    struct push_creds *c = NULL;
+    if (strcmp(pn.provider, "webpush") != 0) {
+        c = *name ? creds_named(p, name) : creds_default(p, tenant, pn.provider);
+        if (!c) {
+            snprintf(err, errlen, "no credential set %s", name);
+            pn_free(&pn);
+            metrics_inc(METRICS_PUSH_NOT_SENT);
+            return -1;
+        }
+    }
     struct push_job *j = xcalloc(1, sizeof *j);
     j->p = p;
-    j->aor = xstrdup(location_aor_name(b->aor));
-    j->contact_id = b->contact_id;
+    j->creds = c;
+    if (c)
+        c->refs++;
+    j->aor = xstrdup(aor);
     snprintf(j->provider, sizeof j->provider, "%s", b->pn_provider);
     j->prid = xstrdup(b->pn_prid);
+    j->call_id = ev.call_id ? xstrdup(ev.call_id) : NULL;
+    j->method = ev.method ? xstrdup(ev.method) : NULL;
+    /* the push is the tenant's whose credentials it uses, when the binding names none */
+    j->tenant = tenant ? xstrdup(tenant) : c && c->tenant ? xstrdup(c->tenant) : NULL;
+    j->kind = ev.kind;
+    j->attempt = hin.attempt;
+    j->ttl = ev.ttl;
+    j->started_ms = util_mono_ms();
     j->cb = cb;
     j->arg = arg;
-    int rc = -1;
-    if (pn_is_apns(pn.provider)) {
-        struct apns_notification n;
-        struct apns_sender *s = NULL;
-        if (!p->apns_key && !*p->cfg->apns_certificate)
-            snprintf(err, errlen, "no APNs credentials ([push] apns_key_file)");
-        else if (p->apns_key && pn.team && strcmp(pn.team, apns_key_team(p->apns_key)) != 0)
-            snprintf(err, errlen, "pn-param team %s is not the key's team %s", pn.team,
-                     apns_key_team(p->apns_key));
-        else if (push_content_apns(&pn, ev, util_now(), &n, &j->payload, j->topic, sizeof j->topic,
-                                   err, errlen) == 0 &&
-                 (s = apns_for(p, strcmp(pn.provider, "apns.dev") == 0, err, errlen)))
-            rc = apns_send(s, &n, apns_done, j, err, errlen);
-    } else if (strcmp(pn.provider, "fcm") == 0) {
-        struct fcm_message m;
-        if (!p->fcm_sender)
-            snprintf(err, errlen, "no FCM credentials ([push] fcm_service_account)");
-        else if (push_content_fcm(&pn, ev, &m, &j->payload, err, errlen) == 0)
-            rc = fcm_send(p->fcm_sender, &m, fcm_done, j, err, errlen);
-    } else if (strcmp(pn.provider, "webpush") == 0) {
-        const char *url;
-        long ttl;
-        enum webpush_urgency u;
-        if (!p->webpush)
-            snprintf(err, errlen, "webpush is not enabled ([registrar] push_providers)");
-        else if (push_content_webpush(&pn, ev, &url, &ttl, &u, err, errlen) == 0)
-            rc = webpush_send(p->webpush, url, ttl, u, NULL, webpush_done, j, err, errlen);
-    } else {
-        snprintf(err, errlen, "no push service %s", pn.provider);
-    }
+    int rc = send_job(p, j, &pn, &ev, err, errlen);
     pn_free(&pn);
     if (rc < 0) {
         metrics_inc(METRICS_PUSH_NOT_SENT);
-        free(j->aor);
-        free(j->prid);
-        free(j->payload);
-        free(j);
+        job_free(j);
     }
     return rc;
+}
+
+/* ------------------------------------------------------------------ credentials check */
+
+static int openssl_fail(const char *what, char *err, size_t errlen)
+{
+    char detail[200] = "";
+    unsigned long e = ERR_get_error();
+    if (e)
+        ERR_error_string_n(e, detail, sizeof detail);
+    ERR_clear_error();
+    snprintf(err, errlen, "%s%s%s", what, *detail ? ": " : "", detail);
+    return -1;
+}
+
+/* A certificate and its key as PEM text, from PEM or PKCS#12 input. */
+static char *cert_pem(const unsigned char *data, size_t len, const char *password, char *err,
+                      size_t errlen)
+{
+    if (len >= 10 && memcmp(data, "-----BEGIN", 10) == 0) {
+        char *s = xmalloc(len + 1);
+        memcpy(s, data, len);
+        s[len] = '\0';
+        return s;
+    }
+    const unsigned char *q = data;
+    PKCS12 *p12 = d2i_PKCS12(NULL, &q, (long)len);
+    EVP_PKEY *key = NULL;
+    X509 *cert = NULL;
+    STACK_OF(X509) *ca = NULL;
+    if (!p12) {
+        openssl_fail("neither PEM nor PKCS#12", err, errlen);
+        return NULL;
+    }
+    if (PKCS12_parse(p12, password ? password : "", &key, &cert, &ca) != 1 || !key || !cert) {
+        openssl_fail(password ? "PKCS#12: wrong password or no key and certificate"
+                              : "PKCS#12: needs its password, or has no key and certificate",
+                     err, errlen);
+        PKCS12_free(p12);
+        EVP_PKEY_free(key);
+        X509_free(cert);
+        sk_X509_pop_free(ca, X509_free);
+        return NULL;
+    }
+    BIO *out = BIO_new(BIO_s_mem());
+    PEM_write_bio_X509(out, cert);
+    for (int i = 0; ca && i < sk_X509_num(ca); i++)
+        PEM_write_bio_X509(out, sk_X509_value(ca, i));
+    PEM_write_bio_PrivateKey(out, key, NULL, NULL, 0, NULL, NULL);
+    char *mem;
+    long n = BIO_get_mem_data(out, &mem);
+    char *s = xstrndup(mem, (size_t)n);
+    BIO_free(out);
+    PKCS12_free(p12);
+    EVP_PKEY_free(key);
+    X509_free(cert);
+    sk_X509_pop_free(ca, X509_free);
+    return s;
+}
+
+/* The certificate's expiry, UID (the bundle id APNs certificates carry) and subject CN; its
+ * key must be there and match. 0 or -1. */
+static int cert_check(const char *pem, char *label, size_t label_len, char *uid, size_t uid_len,
+                      time_t *not_after, char *err, size_t errlen)
+{
+    BIO *bio = BIO_new_mem_buf(pem, -1);
+    X509 *cert = PEM_read_bio_X509(bio, NULL, NULL, NULL);
+    BIO_free(bio);
+    bio = BIO_new_mem_buf(pem, -1);
+    EVP_PKEY *key = PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL);
+    BIO_free(bio);
+    int rc = -1;
+    struct tm tm;
+    if (!cert)
+        openssl_fail("no certificate in it", err, errlen);
+    else if (!key)
+        openssl_fail("no private key in it (or the key is encrypted)", err, errlen);
+    else if (X509_check_private_key(cert, key) != 1)
+        openssl_fail("the private key is not the certificate's", err, errlen);
+    else if (ASN1_TIME_to_tm(X509_get0_notAfter(cert), &tm) != 1)
+        openssl_fail("unreadable expiry", err, errlen);
+    else {
+        *not_after = timegm(&tm);
+        if (*not_after <= util_now()) {
+            char when[32];
+            strftime(when, sizeof when, "%Y-%m-%d", &tm);
+            snprintf(err, errlen, "the certificate expired on %s", when);
+        } else {
+            X509_NAME *subj = X509_get_subject_name(cert);
+            if (X509_NAME_get_text_by_NID(subj, NID_userId, uid, (int)uid_len) < 0)
+                *uid = '\0';
+            if (X509_NAME_get_text_by_NID(subj, NID_commonName, label, (int)label_len) < 0)
+                *label = '\0';
+            rc = 0;
+        }
+    }
+    X509_free(cert);
+    EVP_PKEY_free(key);
+    ERR_clear_error();
+    return rc;
+}
+
+int push_credential_check(const char *kind, const unsigned char *data, size_t len,
+                          const char *key_id, const char *team_id, const char *password,
+                          unsigned char **secret, size_t *secret_len, char *label, size_t label_len,
+                          char *cert_uid, size_t uid_len, time_t *not_after, char *err,
+                          size_t errlen)
+{
+    *secret = NULL;
+    *label = *cert_uid = '\0';
+    *not_after = 0;
+    char *text = NULL;
+    switch (tenant_cred_kind_of(kind)) {
+    case TENANT_APNS_KEY: {
+        struct apns_key *k =
+            apns_key_from_pem((const char *)data, len, key_id, team_id, err, errlen);
+        if (!k)
+            return -1;
+        apns_key_free(k);
+        text = xstrndup((const char *)data, len);
+        break;
+    }
+    case TENANT_APNS_CERT:
+        text = cert_pem(data, len, password, err, errlen);
+        if (!text ||
+            cert_check(text, label, label_len, cert_uid, uid_len, not_after, err, errlen) < 0) {
+            free(text);
+            return -1;
+        }
+        break;
+    case TENANT_FCM: {
+        struct fcm_account *a = fcm_account_from_json((const char *)data, len, err, errlen);
+        if (!a)
+            return -1;
+        snprintf(label, label_len, "%s", fcm_account_project(a));
+        fcm_account_free(a);
+        text = xstrndup((const char *)data, len);
+        break;
+    }
+    default:
+        snprintf(err, errlen, "unknown credential kind '%s' (apns_key, apns_certificate, fcm)",
+                 kind);
+        return -1;
+    }
+    *secret = (unsigned char *)text;
+    *secret_len = strlen(text);
+    return 0;
 }
 
 /* ------------------------------------------------------------------ lifetime */
 
 struct push *push_new(struct ev_loop *loop, const struct config *cfg, struct location *loc,
-                      char *err, size_t errlen)
+                      struct store *store, char *err, size_t errlen)
 {
     struct push *p = xcalloc(1, sizeof *p);
     p->loop = loop;
     p->cfg = cfg;
     p->loc = loc;
+    p->store = store;
     hashtab_init(&p->dead, 64);
+    struct push_creds *c = p->config = creds_new(PUSH_CONFIG_SET, NULL);
     char why[300];
     if (*cfg->apns_key_file) {
-        p->apns_key =
+        c->apns_key =
             apns_key_load(cfg->apns_key_file, cfg->apns_key_id, cfg->apns_team_id, why, sizeof why);
-        if (!p->apns_key) {
+        if (!c->apns_key) {
             snprintf(err, errlen, "[push] apns_key_file: %s", why);
             goto fail;
         }
     }
     if (*cfg->apns_certificate) {
+        c->apns_cert = xstrdup(cfg->apns_certificate);
         /* checked now, not at the first call */
-        struct apns_sender *s = apns_sender_new(
-            loop, cfg->apns_host, (int)cfg->apns_port, *cfg->push_ca ? cfg->push_ca : NULL, NULL,
-            cfg->apns_certificate, NULL, 2, (double)cfg->push_timeout, why, sizeof why);
-        if (!s) {
+        if (!c->apns_key && !apns_for(p, c, 0, why, sizeof why)) {
             snprintf(err, errlen, "[push] apns_certificate: %s", why);
             goto fail;
         }
-        p->apns = s;
     }
     if (*cfg->fcm_service_account) {
-        p->fcm = fcm_account_load(cfg->fcm_service_account, why, sizeof why);
-        if (p->fcm)
-            p->fcm_sender =
-                fcm_sender_new(loop, cfg->fcm_host, (int)cfg->fcm_port,
-                               *cfg->fcm_token_uri ? cfg->fcm_token_uri : NULL, ca_of(p), p->fcm,
-                               (double)cfg->push_timeout, why, sizeof why);
-        if (!p->fcm_sender) {
+        c->fcm = fcm_account_load(cfg->fcm_service_account, why, sizeof why);
+        if (!c->fcm || creds_fcm(p, c, why, sizeof why) < 0) {
             snprintf(err, errlen, "[push] fcm_service_account: %s", why);
             goto fail;
         }
@@ -302,12 +754,9 @@ void push_free(struct push *p)
 {
     if (!p)
         return;
-    apns_sender_free(p->apns);
-    apns_sender_free(p->apns_dev);
-    fcm_sender_free(p->fcm_sender);
+    push_set_tenants(p, NULL);
+    creds_unref(p->config);
     webpush_sender_free(p->webpush);
-    apns_key_free(p->apns_key);
-    fcm_account_free(p->fcm);
     webpush_vapid_free(p->vapid);
     hashtab_drain(&p->dead, free_dead, NULL);
     hashtab_free(&p->dead);

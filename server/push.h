@@ -1,17 +1,25 @@
 /*
  * push: the dispatcher between sipwake and the push services.
  *
- * It holds the credential set of the [push] config (an APNs .p8 key or certificate, an FCM
- * service account, the VAPID key when webpush is enabled), checked at start so a bad file
- * stops sipwake with the reason instead of failing the first call, and one sender per
- * service and endpoint (APNs production and sandbox, FCM, Web Push). push_binding picks the
- * provider from the binding's pn-provider, builds what that provider gets (push_content),
- * sends it, and reports one outcome. A dead token (APNs 410 or BadDeviceToken, FCM
- * UNREGISTERED, Web Push 404/410, ...) removes every binding of the AOR with that token and
- * the token is not pushed again by this process. Outcomes are counted (push:* metrics).
+ * It holds credential sets: the one of the [push] config (an APNs .p8 key or certificate, an
+ * FCM service account), checked at start so a bad file stops sipwake with the reason, and the
+ * tenants' named sets from the store (push_set_tenants, at start and on every reload; a set
+ * whose credentials did not change keeps its warm connections and tokens). Each set has one
+ * sender per service and endpoint (APNs production and sandbox, FCM); Web Push uses
+ * sipwake's VAPID key.
  *
- * What the bucket does with an outcome (480, retry with back-off, the policy's hooks) is the
- * caller's business.
+ * push_binding asks the policy first: push(req, binding, ctx) may skip the push or choose its
+ * type, TTL, priority, collapse id and payload fields; credentials(binding, ctx) names the
+ * set. Without a name the binding's tenant (or its domain's) gives its "default" set, else
+ * its first set with a credential for the provider, else the [push] set. The provider comes
+ * from the binding's pn-provider; push_content builds what it gets.
+ *
+ * Every outcome is counted by provider, outcome and reason, written to the push log (with a
+ * hash of the token, never the token), and shown to on_push_result(result, ctx), whose
+ * decision comes back in the result. A dead token (APNs 410 or BadDeviceToken, FCM
+ * UNREGISTERED, Web Push 404/410, ...) — or the policy's drop_binding — removes every binding
+ * of the AOR with that token, and the token is not pushed again by this process. What the
+ * bucket does with an outcome (480, retry with back-off) is the caller's business.
  */
 #ifndef SIPWAKE_PUSH_H
 #define SIPWAKE_PUSH_H
@@ -20,7 +28,11 @@
 
 #include "config.h"
 #include "location.h"
+#include "lua_hook.h"
 #include "push_content.h"
+
+struct store;
+struct tenants;
 
 enum push_outcome {
     PUSH_DELIVERED = 0, /* the service accepted it */
@@ -35,16 +47,37 @@ struct push_result {
     const char *provider; /* "apns", "apns.dev", "fcm", "webpush" (static) */
     char reason[64];
     long retry_after;
+    int status;            /* the service's HTTP status, 0 when none came */
+    char id[128];          /* apns-id or FCM message name, when given */
+    char credentials[132]; /* the set used: "tenant/set", or "[push]" */
+    /* on_push_result's decision; for drop_binding the binding is gone already */
+    enum lua_push_action action;
+    long after_ms;
 };
 
 typedef void (*push_cb)(void *arg, const struct push_result *r);
 
 struct push;
 
-/* The dispatcher with the credentials of cfg [push] (loc and cfg borrowed). NULL with err
- * naming the bad key, file or setting. */
+/* The dispatcher with the credentials of cfg [push] (loc, store and cfg borrowed; store may
+ * be NULL: no push log). NULL with err naming the bad key, file or setting. */
 struct push *push_new(struct ev_loop *loop, const struct config *cfg, struct location *loc,
-                      char *err, size_t errlen);
+                      struct store *store, char *err, size_t errlen);
+
+/* Use the credential sets of t (read now; t may be freed after the call). A set that cannot
+ * be used (a key that does not parse) is logged and left out. */
+void push_set_tenants(struct push *p, const struct tenants *t);
+
+/* Check a credential before it is stored, the way it will be used: an APNs key that signs,
+ * a certificate with its key (PKCS#12 is converted to PEM, password may be NULL), a service
+ * account with its private key. On success *secret (of *secret_len bytes) is what to store
+ * (allocated), and label, team_id (certificate: its UID), not_after are filled where known. 0 or -1
+ * with err. */
+int push_credential_check(const char *kind, const unsigned char *data, size_t len,
+                          const char *key_id, const char *team_id, const char *password,
+                          unsigned char **secret, size_t *secret_len, char *label, size_t label_len,
+                          char *cert_uid, size_t uid_len, time_t *not_after, char *err,
+                          size_t errlen);
 /* Pushes in flight are reported as failed ("shut down"). */
 void push_free(struct push *p);
 
@@ -52,8 +85,8 @@ void push_free(struct push *p);
 const char *push_vapid_public(const struct push *p);
 
 /* Push ev to binding b (a push binding). 0: cb will be called once, later. -1 with err: not
- * sent (no credentials for its provider, a token known dead, nothing this binding can get
- * for this kind of push, a full queue). */
+ * sent (the policy skipped it, no credentials for its provider, a token known dead, nothing
+ * this binding can get for this kind of push, a full queue). */
 int push_binding(struct push *p, const struct binding *b, const struct push_event *ev, push_cb cb,
                  void *arg, char *err, size_t errlen);
 

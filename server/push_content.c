@@ -16,6 +16,26 @@ enum push_kind push_kind_of(const char *method)
     return method && strcmp(method, "INVITE") == 0 ? PUSH_CALL : PUSH_MESSAGE;
 }
 
+const char *push_kind_name(enum push_kind k)
+{
+    static const char *const names[] = {"call", "message", "refresh"};
+    return names[k];
+}
+
+/* The policy's extra fields into o (sipwake's own keys win). */
+static void add_extra(json_t *o, const struct push_event *ev)
+{
+    json_t *x = ev->extra_json ? json_loads(ev->extra_json, 0, NULL) : NULL;
+    const char *k;
+    json_t *v;
+    json_object_foreach(x, k, v)
+    {
+        if (!json_object_get(o, k))
+            json_object_set(o, k, v);
+    }
+    json_decref(x);
+}
+
 static const char *token_for(const struct pn_info *pn, const char *service)
 {
     for (int i = 0; i < pn->n_tokens; i++)
@@ -50,30 +70,52 @@ int push_content_apns(const struct pn_info *pn, const struct push_event *ev, tim
     n->collapse_id = ev->collapse_id;
     json_t *aps = json_object();
     json_t *root = json_object();
-    if (ev->kind == PUSH_CALL && voip) {
+    enum push_style style = ev->style;
+    if (style == PUSH_STYLE_DEFAULT)
+        style = ev->kind == PUSH_CALL && voip ? PUSH_STYLE_VOIP
+                : ev->kind == PUSH_REFRESH    ? PUSH_STYLE_BACKGROUND
+                                              : PUSH_STYLE_ALERT;
+    const char *why = style == PUSH_STYLE_VOIP && ev->kind != PUSH_CALL
+                          ? "VoIP pushes are for calls only"
+                      : style == PUSH_STYLE_VOIP && !voip ? "the app gave no VoIP token"
+                      : style != PUSH_STYLE_VOIP && !remote
+                          ? "the app gave only a VoIP token, and VoIP pushes are for calls"
+                          : NULL;
+    if (why) {
+        snprintf(err, errlen, "%s", why);
+        json_decref(aps);
+        json_decref(root);
+        return -1;
+    }
+    n->priority = ev->priority;
+    if (style == PUSH_STYLE_VOIP) {
         n->type = APNS_VOIP;
         n->device_token = voip;
         if (ev->call_id)
             json_object_set_new(aps, "call-id", json_string(ev->call_id));
-    } else if (!remote) {
-        snprintf(err, errlen, "the app gave only a VoIP token, and VoIP pushes are for calls");
-        json_decref(aps);
-        json_decref(root);
-        return -1;
-    } else if (ev->kind == PUSH_REFRESH) {
+    } else if (style == PUSH_STYLE_BACKGROUND) {
         n->type = APNS_BACKGROUND;
         n->device_token = remote;
+        n->priority = 5; /* Apple refuses a background push at 10 */
         json_object_set_new(aps, "content-available", json_integer(1));
     } else {
         n->type = APNS_ALERT;
         n->device_token = remote;
         json_t *alert = json_object();
-        json_object_set_new(alert, "loc-key",
-                            json_string(ev->kind == PUSH_CALL ? "IC_MSG" : "IM_MSG"));
-        const char *who =
-            ev->from_uri ? (ev->from_name && *ev->from_name ? ev->from_name : ev->from_uri) : NULL;
-        if (who)
-            json_object_set_new(alert, "loc-args", json_pack("[s]", who));
+        if (ev->alert_title || ev->alert_body) {
+            if (ev->alert_title && *ev->alert_title)
+                json_object_set_new(alert, "title", json_string(ev->alert_title));
+            if (ev->alert_body && *ev->alert_body)
+                json_object_set_new(alert, "body", json_string(ev->alert_body));
+        } else {
+            json_object_set_new(alert, "loc-key",
+                                json_string(ev->kind == PUSH_CALL ? "IC_MSG" : "IM_MSG"));
+            const char *who = ev->from_uri
+                                  ? (ev->from_name && *ev->from_name ? ev->from_name : ev->from_uri)
+                                  : NULL;
+            if (who)
+                json_object_set_new(alert, "loc-args", json_pack("[s]", who));
+        }
         json_object_set_new(aps, "alert", alert);
         json_object_set_new(aps, "sound", json_string("default"));
         if (ev->call_id)
@@ -82,6 +124,7 @@ int push_content_apns(const struct pn_info *pn, const struct push_event *ev, tim
     json_object_set_new(root, "aps", aps);
     if (ev->kind != PUSH_REFRESH)
         add_caller(root, ev);
+    add_extra(root, ev);
     *payload = json_dumps(root, JSON_COMPACT);
     json_decref(root);
     snprintf(topic, topic_len, "%s%s", pn->bundle, n->type == APNS_VOIP ? ".voip" : "");
@@ -104,11 +147,17 @@ int push_content_fcm(const struct pn_info *pn, const struct push_event *ev, stru
     json_object_set_new(d, "type", json_string(kinds[ev->kind]));
     if (ev->kind != PUSH_REFRESH)
         add_caller(d, ev);
+    if (ev->alert_title && *ev->alert_title)
+        json_object_set_new(d, "title", json_string(ev->alert_title));
+    if (ev->alert_body && *ev->alert_body)
+        json_object_set_new(d, "body", json_string(ev->alert_body));
+    add_extra(d, ev);
     *data = json_dumps(d, JSON_COMPACT);
     json_decref(d);
     m->token = pn->prid;
     m->data_json = *data;
-    m->high = ev->kind != PUSH_REFRESH;
+    m->high = ev->priority ? ev->priority == 10
+                           : ev->kind != PUSH_REFRESH && ev->style != PUSH_STYLE_BACKGROUND;
     m->ttl = ev->ttl > 0 ? ev->ttl : 0;
     m->collapse_key = ev->collapse_id;
     return 0;
@@ -123,7 +172,9 @@ int push_content_webpush(const struct pn_info *pn, const struct push_event *ev, 
     }
     *url = pn->prid;
     *ttl = ev->ttl > 0 ? ev->ttl : 0;
-    *urgency = ev->kind == PUSH_CALL      ? WEBPUSH_HIGH
+    *urgency = ev->priority == 10         ? WEBPUSH_HIGH
+               : ev->priority == 5        ? WEBPUSH_NORMAL
+               : ev->kind == PUSH_CALL    ? WEBPUSH_HIGH
                : ev->kind == PUSH_MESSAGE ? WEBPUSH_NORMAL
                                           : WEBPUSH_LOW;
     return 0;

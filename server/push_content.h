@@ -25,6 +25,14 @@
 
 enum push_kind { PUSH_CALL = 0, PUSH_MESSAGE, PUSH_REFRESH };
 
+/* How it is pushed; the default follows the kind (above). */
+enum push_style {
+    PUSH_STYLE_DEFAULT = 0,
+    PUSH_STYLE_VOIP,
+    PUSH_STYLE_ALERT,
+    PUSH_STYLE_BACKGROUND
+};
+
 struct push_event {
     enum push_kind kind;
     const char *call_id;     /* the request's, or NULL (refresh) */
@@ -32,10 +40,22 @@ struct push_event {
     const char *from_name;   /* display name, or NULL */
     long ttl;                /* seconds the push is worth delivering */
     const char *collapse_id; /* or NULL */
+    /* what the policy's push and credentials hooks are shown */
+    const char *method, *to_uri, *ruri;
+    int attempt;             /* 1 for the first push of a request to a binding */
+    const char *credentials; /* a set the caller names ("TENANT[/SET]"); NULL: the policy's */
+    /* the push hook's choices */
+    enum push_style style;
+    int priority; /* 0: the provider's rule for the style; 10 high, 5 normal */
+    const char *alert_title, *alert_body;
+    const char *extra_json; /* a JSON object of extra string fields, or NULL */
 };
 
 /* Which kind a request method is pushed as: INVITE a call, anything else a message. */
 enum push_kind push_kind_of(const char *method);
+
+/* The name of a kind for logs, the push log and the policy: "call", "message", "refresh". */
+const char *push_kind_name(enum push_kind k);
 
 /* APNs: fill n (its strings point into pn, ev, topic or *payload, which the caller frees)
  * for the binding's push params pn (PN_PUSH, an APNs provider) at now. 0, or -1 with err

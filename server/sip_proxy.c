@@ -19,6 +19,7 @@
 #include "metrics.h"
 #include "push.h"
 #include "sip_msg.h"
+#include "tenant.h"
 #include "util.h"
 
 #define PROXY_MAX_BRANCHES 16
@@ -90,9 +91,12 @@ struct proxy_req {
     int timed_out;      /* sipwake CANCELled for a timeout (branch_timeout, Timer C) */
     struct waiter *waiters[PROXY_MAX_BRANCHES];
     size_t n_waiters;
-    int waiting;  /* waiters still active */
-    int pushed;   /* some push binding was pushed: no answer at all then means 480 */
-    int in_setup; /* proxy_handle is still building it: do not settle yet */
+    int waiting;        /* waiters still active */
+    int pushed;         /* some push binding was pushed: no answer at all then means 480 */
+    int expired;        /* a bucket timer fired (else every push failed) */
+    int timeout_asked;  /* on_timeout has decided */
+    char *aor, *tenant; /* for on_timeout */
+    int in_setup;       /* proxy_handle is still building it: do not settle yet */
     ev_timer group_timer;
     char *routes;   /* the Route lines to forward once ours are removed; NULL: as received */
     char *contacts; /* Contact lines without pn-* params for the upstream; NULL: as received */
@@ -168,6 +172,8 @@ static void preq_free(struct proxy_req *pr)
         free(pr->tg[i].ruri);
     free(pr->routes);
     free(pr->contacts);
+    free(pr->aor);
+    free(pr->tenant);
     osip_message_free(pr->req);
     free(pr->raw);
     free(pr->best);
@@ -269,6 +275,70 @@ static void provisional(struct proxy_req *pr, const osip_message_t *resp, const 
 }
 
 static void start_group(struct proxy_req *pr);
+static void start_target(struct proxy_req *pr, const struct target *tg);
+static int uri_destination(struct proxy *p, const char *uri, struct sip_source *dst);
+
+/* RFC 8599 §5.6.2: nobody came back (bucket timer) or no push went out. The policy's
+ * on_timeout answers, or names another target (voicemail); without it, 480. 1 when a branch
+ * to that target is pending now. */
+static int timed_out(struct proxy_req *pr)
+{
+    struct proxy *p = pr->p;
+    const osip_message_t *req = pr->req;
+    char *ruri = NULL, *from = NULL, *to = NULL;
+    if (req->req_uri)
+        osip_uri_to_str(req->req_uri, &ruri);
+    if (req->from && req->from->url)
+        osip_uri_to_str(req->from->url, &from);
+    if (req->to && req->to->url)
+        osip_uri_to_str(req->to->url, &to);
+    struct lua_hook_route_in rin = {
+        .method = req->sip_method,
+        .ruri = ruri,
+        .aor = pr->aor,
+        .user = req->req_uri ? req->req_uri->username : NULL,
+        .domain = req->req_uri ? req->req_uri->host : NULL,
+        .from = from,
+        .to = to,
+        .call_id = req->call_id->number,
+        .src_ip = pr->src.ip,
+        .src_port = pr->src.port,
+        .transport = config_transport_name(pr->src.transport),
+        .gateway = p->gw != NULL,
+        .from_upstream = p->gw && gateway_from_upstream(p->gw, &pr->src),
+        .tenant = pr->tenant,
+    };
+    struct lua_hook_timeout_in in = {.req = &rin,
+                                     .reason = pr->expired ? "bucket_timeout" : "push_failed",
+                                     .pushed = (int)pr->n_waiters};
+    struct lua_hook_route_out d;
+    lua_hook_on_timeout(lua_vm_current(), &in, &d);
+    osip_free(ruri);
+    osip_free(from);
+    osip_free(to);
+    struct target tg = {.q = 1000};
+    if (d.action == LUA_ROUTE_URI && uri_destination(p, d.uri, &tg.dst) == 0)
+        tg.ruri = d.uri;
+    else if (d.action == LUA_ROUTE_UPSTREAM && p->gw &&
+             gateway_upstream_destination(p->gw, &tg.dst) == 0)
+        tg.ruri = NULL;
+    else if (d.action != LUA_ROUTE_REPLY) {
+        log_warn("policy: on_timeout: %s %s: the target named is not reachable; 480",
+                 req->sip_method, req->call_id->number);
+        d.code = 480;
+        snprintf(d.reason, sizeof d.reason, "Temporarily Unavailable");
+        d.headers[0] = '\0';
+        d.action = LUA_ROUTE_REPLY;
+    }
+    if (d.action == LUA_ROUTE_REPLY) {
+        reply_with(pr, d.code, d.reason[0] ? d.reason : "Temporarily Unavailable", d.headers);
+        return 0;
+    }
+    log_info("proxy: %s %s: the pushed phone did not come back; on_timeout relays to %s",
+             req->sip_method, req->call_id->number, tg.ruri ? tg.ruri : "the upstream");
+    start_target(pr, &tg);
+    return pr->pending > 0;
+}
 
 /* Stop waiting for sleeping devices (answered, cancelled). */
 static void stop_waiting(struct proxy_req *pr)
@@ -307,9 +377,13 @@ static void settle(struct proxy_req *pr)
             pr->best = NULL;
         } else if (pr->stopped) {
             reply(pr, 487, "Request Terminated");
-        } else if (pr->pushed) {
+        } else if (pr->pushed && !pr->timeout_asked) {
             /* RFC 8599 §5.6.2: the bucket timer fired, or every push failed */
-            reply(pr, 480, "Temporarily Unavailable");
+            pr->timeout_asked = 1;
+            if (timed_out(pr))
+                return;
+        } else if (pr->pushed) {
+            reply(pr, 480, "Temporarily Unavailable"); /* on_timeout's target did not answer */
         } else {
             reply(pr, 408, "Request Timeout");
         }
@@ -873,6 +947,7 @@ static void waiter_expire(void *arg)
 {
     struct waiter *w = arg;
     w->entry = NULL;
+    w->pr->expired = 1;
     log_info("proxy: %s %s: the pushed phone did not register in time", w->pr->req->sip_method,
              w->pr->req->call_id->number);
     waiter_end(w);
@@ -904,13 +979,20 @@ static void waiter_pushed(void *arg, const struct push_result *r)
         waiter_free(w); /* the request ended first */
         return;
     }
-    if (r->outcome == PUSH_DELIVERED)
+    if (r->outcome == PUSH_DELIVERED && r->action != LUA_PUSH_GIVE_UP &&
+        r->action != LUA_PUSH_DROP_BINDING && r->action != LUA_PUSH_RETRY)
         return; /* now the bucket timer runs */
-    if ((r->outcome == PUSH_RETRY_LATER || r->outcome == PUSH_FAILED) && w->entry) {
-        /* back off with jitter, honouring Retry-After, while the bucket timer allows */
-        double delay = r->retry_after > 0 ? (double)r->retry_after
-                                          : (double)(1u << (w->attempts < 3 ? w->attempts : 3));
-        delay *= 1.0 + (double)(util_fast_random() % 500) / 1000.0;
+    int retry = r->action == LUA_PUSH_RETRY ||
+                (r->action == LUA_PUSH_DEFAULT &&
+                 (r->outcome == PUSH_RETRY_LATER || r->outcome == PUSH_FAILED));
+    if (retry && w->entry) {
+        /* the policy's delay, else back off with jitter, honouring Retry-After, while the
+         * bucket timer allows */
+        double delay = r->action == LUA_PUSH_RETRY ? (double)r->after_ms / 1000.0
+                       : r->retry_after > 0        ? (double)r->retry_after
+                                            : (double)(1u << (w->attempts < 3 ? w->attempts : 3));
+        if (r->action != LUA_PUSH_RETRY)
+            delay *= 1.0 + (double)(util_fast_random() % 500) / 1000.0;
         struct ev_loop *loop = w->pr->p->loop;
         if (ev_now(loop) + delay < w->until) {
             log_info("proxy: %s %s: push to %s: %s, trying again in %.1f s", w->pr->req->sip_method,
@@ -946,11 +1028,20 @@ static int send_push(struct waiter *w, const struct binding *b)
         name[strlen(name) - 1] = '\0';
     }
     ev_tstamp left = w->until - ev_now(pr->p->loop);
+    char *to = NULL, *ruri = NULL;
+    if (req->to && req->to->url)
+        osip_uri_to_str(req->to->url, &to);
+    if (req->req_uri)
+        osip_uri_to_str(req->req_uri, &ruri);
     struct push_event ev = {.kind = push_kind_of(req->sip_method),
                             .call_id = req->call_id->number,
                             .from_uri = from,
                             .from_name = name,
-                            .ttl = left > 1 ? (long)left : 1};
+                            .ttl = left > 1 ? (long)left : 1,
+                            .method = req->sip_method,
+                            .to_uri = to,
+                            .ruri = ruri,
+                            .attempt = w->attempts + 1};
     char err[200];
     w->attempts++;
     w->pushing = 1;
@@ -961,6 +1052,8 @@ static int send_push(struct waiter *w, const struct binding *b)
                  err);
     }
     osip_free(from);
+    osip_free(to);
+    osip_free(ruri);
     free(name);
     return rc;
 }
@@ -1083,6 +1176,8 @@ void proxy_handle(struct proxy *p, osip_message_t *req, const char *raw, size_t 
         };
         n++;
     }
+    if (!tenant)
+        tenant = tenants_of_domain(tenants_current(), req->req_uri->host);
     char *ruri = NULL;
     if (req->req_uri)
         osip_uri_to_str(req->req_uri, &ruri);
@@ -1121,7 +1216,8 @@ void proxy_handle(struct proxy *p, osip_message_t *req, const char *raw, size_t 
     osip_free(ruri);
     osip_free(from);
     osip_free(to);
-    free(aor);
+    pr->aor = aor;
+    pr->tenant = tenant ? xstrdup(tenant) : NULL;
 
     if (d.action == LUA_ROUTE_UPSTREAM && (!p->gw || from_upstream)) {
         log_warn("policy: route: relay = \"upstream\" for %s %s %s; answered %s", req->sip_method,

@@ -28,7 +28,12 @@ enum op_kind {
     OP_SAVE = 0,
     OP_DELETE,
     OP_GET_SUBSCRIBER,
+    OP_PUSH_LOG,
+    OP_READ_TENANTS,
 };
+
+/* How often the worker prunes the push log, in pushes logged. */
+#define STORE_PRUNE_EVERY 1000
 
 struct op {
     struct op *next;
@@ -42,6 +47,8 @@ struct op {
     void *arg;
     int found;
     struct store_subscriber sub;
+    struct store_push_log log;        /* OP_PUSH_LOG: strings point into strings */
+    struct store_tenant_visitor tenv; /* OP_READ_TENANTS */
 };
 
 struct store {
@@ -61,6 +68,8 @@ struct store {
     struct op *done_head, *done_tail;
     int stopping;
     unsigned long errors; /* under mu; moved into metrics on the loop */
+    long log_days;        /* push log retention, 0: none kept */
+    unsigned long logged; /* worker only: push log rows since the last prune */
 };
 
 static void flush_cb(struct ev_loop *loop, ev_timer *w, int revents);
@@ -87,6 +96,8 @@ static void done_cb(struct ev_loop *loop, ev_async *w, int revents)
         struct op *next = list->next;
         if (list->kind == OP_GET_SUBSCRIBER)
             list->cb(list->arg, list->found, list->found == 1 ? &list->sub : NULL);
+        else if (list->kind == OP_READ_TENANTS)
+            list->done(list->arg, list->found == 0);
         else
             list->done(list->arg, 1);
         op_free(list);
@@ -104,6 +115,8 @@ static void apply_writes(struct store *s, struct op *list)
                 ok = s->be->save_binding(s->db, &o->b, err, sizeof err) == 0;
             else if (o->kind == OP_DELETE)
                 ok = s->be->delete_binding(s->db, o->contact_id, err, sizeof err) == 0;
+            else if (o->kind == OP_PUSH_LOG)
+                ok = s->be->push_log_add(s->db, &o->log, err, sizeof err) == 0;
         }
         if (ok && s->be->commit(s->db, err, sizeof err) == 0)
             return;
@@ -138,7 +151,9 @@ static void *worker(void *arg)
             next = o->next;
             o->next = NULL;
             n++;
-            if (o->kind == OP_GET_SUBSCRIBER) {
+            if (o->kind == OP_PUSH_LOG)
+                s->logged++;
+            if (o->kind == OP_GET_SUBSCRIBER || o->kind == OP_READ_TENANTS) {
                 *rtail = o;
                 rtail = &o->next;
             } else {
@@ -148,6 +163,13 @@ static void *worker(void *arg)
         }
         if (writes)
             apply_writes(s, writes);
+        if (s->logged >= STORE_PRUNE_EVERY) {
+            char err[512];
+            s->logged = 0;
+            if (s->be->push_log_prune(s->db, util_wall_ms() - (int64_t)s->log_days * 86400000, err,
+                                      sizeof err) < 0)
+                log_error("store: %s", err);
+        }
         /* committed: writes someone waits for are answered with the reads */
         struct op *answered = NULL, **atail = &answered;
         while (writes) {
@@ -164,9 +186,15 @@ static void *worker(void *arg)
         *atail = reads;
         reads = answered;
         for (struct op *o = reads; o; o = o->next) {
+            char err[512];
+            if (o->kind == OP_READ_TENANTS) {
+                o->found = s->be->tenants_read(s->db, &o->tenv, err, sizeof err);
+                if (o->found < 0)
+                    log_error("store: reading tenants failed: %s", err);
+                continue;
+            }
             if (o->kind != OP_GET_SUBSCRIBER)
                 continue;
-            char err[512];
             o->found = s->be->get_subscriber(s->db, o->user, o->domain, &o->sub, err, sizeof err);
             if (o->found < 0) {
                 log_error("store: subscriber lookup failed: %s", err);
@@ -205,6 +233,8 @@ int store_open(const struct config *cfg, struct store **out, char *err, size_t e
     }
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cv, NULL);
+    s->log_days = cfg->push_log_days;
+    s->logged = STORE_PRUNE_EVERY; /* prune once soon after start */
     *out = s;
     return 0;
 }
@@ -319,6 +349,43 @@ void store_get_subscriber(struct store *s, const char *user, const char *domain,
     enqueue(s, o);
 }
 
+void store_push_log(struct store *s, const struct store_push_log *row)
+{
+    if (s->log_days <= 0)
+        return;
+    struct op *o = xcalloc(1, sizeof *o);
+    o->kind = OP_PUSH_LOG;
+    o->log = *row;
+    const char *const fields[] = {row->tenant,     row->credentials, row->provider,
+                                  row->kind,       row->aor,         row->call_id,
+                                  row->token_hash, row->outcome,     row->reason};
+    size_t total = 0;
+    for (size_t i = 0; i < UTIL_ARRAY_LEN(fields); i++)
+        total += fields[i] ? strlen(fields[i]) + 1 : 0;
+    char *p = o->strings = xmalloc(total ? total : 1);
+    o->log.tenant = util_pack_str(&p, row->tenant);
+    o->log.credentials = util_pack_str(&p, row->credentials);
+    o->log.provider = util_pack_str(&p, row->provider);
+    o->log.kind = util_pack_str(&p, row->kind);
+    o->log.aor = util_pack_str(&p, row->aor);
+    o->log.call_id = util_pack_str(&p, row->call_id);
+    o->log.token_hash = util_pack_str(&p, row->token_hash);
+    o->log.outcome = util_pack_str(&p, row->outcome);
+    o->log.reason = util_pack_str(&p, row->reason);
+    enqueue(s, o);
+}
+
+void store_read_tenants(struct store *s, const struct store_tenant_visitor *v, store_done_cb done,
+                        void *arg)
+{
+    struct op *o = xcalloc(1, sizeof *o);
+    o->kind = OP_READ_TENANTS;
+    o->tenv = *v;
+    o->done = done;
+    o->arg = arg;
+    enqueue(s, o);
+}
+
 size_t store_pending(struct store *s)
 {
     pthread_mutex_lock(&s->mu);
@@ -340,6 +407,70 @@ int store_user_del(struct store *s, const char *user, const char *domain, char *
 int store_user_list(struct store *s, store_user_cb cb, void *arg, char *err, size_t errlen)
 {
     return s->be->user_list(s->db, cb, arg, err, errlen);
+}
+
+int store_tenant_add(struct store *s, const char *name, char *err, size_t errlen)
+{
+    return s->be->tenant_add(s->db, name, util_now(), err, errlen);
+}
+
+int store_tenant_del(struct store *s, const char *name, char *err, size_t errlen)
+{
+    if (s->be->begin(s->db, err, errlen) < 0)
+        return -1;
+    int rc = s->be->tenant_del(s->db, name, err, errlen);
+    if (rc < 0 || s->be->commit(s->db, err, errlen) < 0) {
+        s->be->rollback(s->db);
+        return -1;
+    }
+    return rc;
+}
+
+int store_tenant_rename(struct store *s, const char *from, const char *to, char *err, size_t errlen)
+{
+    if (s->be->begin(s->db, err, errlen) < 0)
+        return -1;
+    int rc = s->be->tenant_rename(s->db, from, to, err, errlen);
+    if (rc < 0 || s->be->commit(s->db, err, errlen) < 0) {
+        s->be->rollback(s->db);
+        return -1;
+    }
+    return rc;
+}
+
+int store_domain_add(struct store *s, const char *domain, const char *tenant, char *err,
+                     size_t errlen)
+{
+    return s->be->domain_add(s->db, domain, tenant, err, errlen);
+}
+
+int store_domain_del(struct store *s, const char *domain, char *err, size_t errlen)
+{
+    return s->be->domain_del(s->db, domain, err, errlen);
+}
+
+int store_credential_put(struct store *s, const struct store_credential *c, char *err,
+                         size_t errlen)
+{
+    return s->be->credential_put(s->db, c, err, errlen);
+}
+
+int store_credential_del(struct store *s, const char *tenant, const char *set_name,
+                         const char *kind, char *err, size_t errlen)
+{
+    return s->be->credential_del(s->db, tenant, set_name, kind, err, errlen);
+}
+
+int store_tenants_read(struct store *s, const struct store_tenant_visitor *v, char *err,
+                       size_t errlen)
+{
+    return s->be->tenants_read(s->db, v, err, errlen);
+}
+
+int store_push_log_read(struct store *s, const char *tenant, const char *provider, int limit,
+                        store_push_log_cb cb, void *arg, char *err, size_t errlen)
+{
+    return s->be->push_log_read(s->db, tenant, provider, limit, cb, arg, err, errlen);
 }
 
 void store_close(struct store *s)

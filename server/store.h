@@ -64,6 +64,36 @@ typedef void (*store_done_cb)(void *arg, int ok);
 typedef void (*store_binding_cb)(void *arg, const struct store_binding *row);
 typedef void (*store_user_cb)(void *arg, const struct store_subscriber *sub);
 
+/* One push credential of a tenant's named set (sipwake_credentials). Borrowed for the call. */
+struct store_credential {
+    const char *tenant, *set_name;
+    const char *kind; /* "apns_key", "apns_certificate", "fcm" */
+    const char *key_id, *team_id, *label;
+    const unsigned char *secret;
+    size_t secret_len;
+    time_t not_after; /* 0: none */
+    time_t created_at;
+};
+
+/* What reading the tenant tables visits, row by row (strings borrowed for the call). */
+struct store_tenant_visitor {
+    void *arg;
+    void (*tenant)(void *arg, const char *name, time_t created_at);
+    void (*domain)(void *arg, const char *domain, const char *tenant);
+    void (*credential)(void *arg, const struct store_credential *c);
+};
+
+/* One row of the push log (sipwake_push_log); strings may be NULL. */
+struct store_push_log {
+    int64_t time_ms;
+    const char *tenant, *credentials, *provider, *kind, *aor, *call_id, *token_hash, *outcome,
+        *reason;
+    int status;
+    long latency_ms;
+};
+
+typedef void (*store_push_log_cb)(void *arg, const struct store_push_log *row);
+
 struct store;
 
 /* What a backend provides. All calls block; they run on the worker thread or, for open,
@@ -86,6 +116,23 @@ struct store_backend {
     /* 1 deleted, 0 no such user, -1 error */
     int (*user_del)(void *db, const char *user, const char *domain, char *err, size_t errlen);
     int (*user_list)(void *db, store_user_cb cb, void *arg, char *err, size_t errlen);
+    /* tenants: 1 done, 0 no such tenant / already there / taken, -1 error */
+    int (*tenant_add)(void *db, const char *name, time_t now, char *err, size_t errlen);
+    int (*tenant_del)(void *db, const char *name, char *err, size_t errlen);
+    int (*tenant_rename)(void *db, const char *from, const char *to, char *err, size_t errlen);
+    int (*domain_add)(void *db, const char *domain, const char *tenant, char *err, size_t errlen);
+    int (*domain_del)(void *db, const char *domain, char *err, size_t errlen);
+    int (*credential_put)(void *db, const struct store_credential *c, char *err, size_t errlen);
+    /* kind NULL: the whole set */
+    int (*credential_del)(void *db, const char *tenant, const char *set_name, const char *kind,
+                          char *err, size_t errlen);
+    int (*tenants_read)(void *db, const struct store_tenant_visitor *v, char *err, size_t errlen);
+    int (*push_log_add)(void *db, const struct store_push_log *row, char *err, size_t errlen);
+    /* rows older than before_ms go */
+    int (*push_log_prune)(void *db, int64_t before_ms, char *err, size_t errlen);
+    /* newest first, at most limit rows, tenant/provider NULL: any */
+    int (*push_log_read)(void *db, const char *tenant, const char *provider, int limit,
+                         store_push_log_cb cb, void *arg, char *err, size_t errlen);
 };
 
 extern const struct store_backend store_sqlite_backend;
@@ -118,6 +165,32 @@ size_t store_pending(struct store *s);
 int store_user_put(struct store *s, const struct store_subscriber *sub, char *err, size_t errlen);
 int store_user_del(struct store *s, const char *user, const char *domain, char *err, size_t errlen);
 int store_user_list(struct store *s, store_user_cb cb, void *arg, char *err, size_t errlen);
+
+/* Tenants, domains and credentials, synchronously (the CLI; at start). Same returns as the
+ * backend's. A tenant's domains and credentials go with it. */
+int store_tenant_add(struct store *s, const char *name, char *err, size_t errlen);
+int store_tenant_del(struct store *s, const char *name, char *err, size_t errlen);
+int store_tenant_rename(struct store *s, const char *from, const char *to, char *err,
+                        size_t errlen);
+int store_domain_add(struct store *s, const char *domain, const char *tenant, char *err,
+                     size_t errlen);
+int store_domain_del(struct store *s, const char *domain, char *err, size_t errlen);
+int store_credential_put(struct store *s, const struct store_credential *c, char *err,
+                         size_t errlen);
+int store_credential_del(struct store *s, const char *tenant, const char *set_name,
+                         const char *kind, char *err, size_t errlen);
+int store_tenants_read(struct store *s, const struct store_tenant_visitor *v, char *err,
+                       size_t errlen);
+int store_push_log_read(struct store *s, const char *tenant, const char *provider, int limit,
+                        store_push_log_cb cb, void *arg, char *err, size_t errlen);
+
+/* Read the tenant tables on the worker thread: v's callbacks run there (they must touch only
+ * what they build), then done runs on the loop with ok 1, or 0 when the read failed (logged). */
+void store_read_tenants(struct store *s, const struct store_tenant_visitor *v, store_done_cb done,
+                        void *arg);
+
+/* Queue a push log row (copied). Rows older than [push] log_days are pruned by the worker. */
+void store_push_log(struct store *s, const struct store_push_log *row);
 
 /* Apply everything queued, stop the worker and close. Safe on a store never started. */
 void store_close(struct store *s);

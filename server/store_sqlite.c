@@ -8,6 +8,7 @@
  * synchronous operation before the worker starts (or, for the CLI, without one).
  */
 #include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,6 +26,7 @@ struct sqlite_db {
     sqlite3_stmt *save;
     sqlite3_stmt *del;
     sqlite3_stmt *get_sub;
+    sqlite3_stmt *push_log; /* prepared on first use */
 };
 
 static int sql_fail(sqlite3 *db, char *err, size_t errlen, const char *what)
@@ -92,6 +94,7 @@ static void sqlite_close(void *p)
     sqlite3_finalize(s->save);
     sqlite3_finalize(s->del);
     sqlite3_finalize(s->get_sub);
+    sqlite3_finalize(s->push_log);
     sqlite3_close(s->db);
     free(s);
 }
@@ -111,14 +114,21 @@ static void *sqlite_open(const struct config *cfg, char *err, size_t errlen)
         }
         free(dir);
     }
-    if (sqlite3_open_v2(cfg->store_path, &s->db,
-                        SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
-                        NULL) != SQLITE_OK) {
+    /* the database holds push credentials: owner only (0600), its WAL files too */
+    mode_t old_mask = umask(0077);
+    int orc =
+        sqlite3_open_v2(cfg->store_path, &s->db,
+                        SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
+    umask(old_mask);
+    if (orc != SQLITE_OK) {
         snprintf(err, errlen, "store: cannot open %s: %s", cfg->store_path,
                  s->db ? sqlite3_errmsg(s->db) : "out of memory");
         sqlite_close(s);
         return NULL;
     }
+    struct stat sb;
+    if (stat(cfg->store_path, &sb) == 0 && (sb.st_mode & 077) && chmod(cfg->store_path, 0600) == 0)
+        log_notice("store: %s is now mode 0600 (it holds push credentials)", cfg->store_path);
     sqlite3_busy_timeout(s->db, 5000);
     char sub[512];
     if (exec(s->db, "PRAGMA journal_mode=WAL", sub, sizeof sub) < 0 ||
@@ -347,6 +357,292 @@ static int sqlite_user_list(void *p, store_user_cb cb, void *arg, char *err, siz
     return rc == SQLITE_DONE ? 0 : sql_fail(s->db, err, errlen, "listing subscribers");
 }
 
+/* ------------------------------------------------------------------ tenants */
+
+/* Run one statement with text parameters (NULL binds SQL NULL). 0 or -1 with err. */
+static int run(struct sqlite_db *s, const char *sql, const char *what, char *err, size_t errlen,
+               int n, ...)
+{
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK)
+        return sql_fail(s->db, err, errlen, what);
+    va_list ap;
+    va_start(ap, n);
+    for (int i = 1; i <= n; i++)
+        bind_text(st, i, va_arg(ap, const char *));
+    va_end(ap);
+    int rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE ? 0 : sql_fail(s->db, err, errlen, what);
+}
+
+/* 1 when a row matches sql with one text parameter, 0 when none, -1 on error. */
+static int exists(struct sqlite_db *s, const char *sql, const char *v, char *err, size_t errlen)
+{
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK)
+        return sql_fail(s->db, err, errlen, "reading tenants");
+    bind_text(st, 1, v);
+    int rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+        return sql_fail(s->db, err, errlen, "reading tenants");
+    return rc == SQLITE_ROW;
+}
+
+static int sqlite_tenant_add(void *p, const char *name, time_t now, char *err, size_t errlen)
+{
+    struct sqlite_db *s = p;
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(s->db,
+                           "INSERT INTO sipwake_tenants (name, created_at) VALUES (?, ?) "
+                           "ON CONFLICT (name) DO NOTHING",
+                           -1, &st, NULL) != SQLITE_OK)
+        return sql_fail(s->db, err, errlen, "adding a tenant");
+    bind_text(st, 1, name);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)now);
+    int rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE)
+        return sql_fail(s->db, err, errlen, "adding a tenant");
+    return sqlite3_changes(s->db) > 0;
+}
+
+static int sqlite_tenant_del(void *p, const char *name, char *err, size_t errlen)
+{
+    struct sqlite_db *s = p;
+    int found = exists(s, "SELECT 1 FROM sipwake_tenants WHERE name = ?", name, err, errlen);
+    if (found <= 0)
+        return found;
+    if (run(s, "DELETE FROM sipwake_tenant_domains WHERE tenant = ?", "deleting a tenant", err,
+            errlen, 1, name) < 0 ||
+        run(s, "DELETE FROM sipwake_credentials WHERE tenant = ?", "deleting a tenant", err, errlen,
+            1, name) < 0 ||
+        run(s, "DELETE FROM sipwake_tenants WHERE name = ?", "deleting a tenant", err, errlen, 1,
+            name) < 0)
+        return -1;
+    return 1;
+}
+
+static int sqlite_tenant_rename(void *p, const char *from, const char *to, char *err, size_t errlen)
+{
+    struct sqlite_db *s = p;
+    int found = exists(s, "SELECT 1 FROM sipwake_tenants WHERE name = ?", from, err, errlen);
+    int taken =
+        found > 0 ? exists(s, "SELECT 1 FROM sipwake_tenants WHERE name = ?", to, err, errlen) : 0;
+    if (found <= 0 || taken != 0)
+        return found < 0 || taken < 0 ? -1 : 0;
+    static const char *const sql[] = {
+        "UPDATE sipwake_tenants SET name = ?2 WHERE name = ?1",
+        "UPDATE sipwake_tenant_domains SET tenant = ?2 WHERE tenant = ?1",
+        "UPDATE sipwake_credentials SET tenant = ?2 WHERE tenant = ?1",
+        "UPDATE sipwake_push_log SET tenant = ?2 WHERE tenant = ?1"};
+    for (size_t i = 0; i < UTIL_ARRAY_LEN(sql); i++)
+        if (run(s, sql[i], "renaming a tenant", err, errlen, 2, from, to) < 0)
+            return -1;
+    return 1;
+}
+
+static int sqlite_domain_add(void *p, const char *domain, const char *tenant, char *err,
+                             size_t errlen)
+{
+    struct sqlite_db *s = p;
+    int found = exists(s, "SELECT 1 FROM sipwake_tenants WHERE name = ?", tenant, err, errlen);
+    int taken = found > 0 ? exists(s, "SELECT 1 FROM sipwake_tenant_domains WHERE domain = ?",
+                                   domain, err, errlen)
+                          : 0;
+    if (found <= 0 || taken != 0)
+        return found < 0 || taken < 0 ? -1 : 0;
+    if (run(s, "INSERT INTO sipwake_tenant_domains (domain, tenant) VALUES (?, ?)",
+            "adding a domain", err, errlen, 2, domain, tenant) < 0)
+        return -1;
+    return 1;
+}
+
+static int sqlite_domain_del(void *p, const char *domain, char *err, size_t errlen)
+{
+    struct sqlite_db *s = p;
+    if (run(s, "DELETE FROM sipwake_tenant_domains WHERE domain = ?", "deleting a domain", err,
+            errlen, 1, domain) < 0)
+        return -1;
+    return sqlite3_changes(s->db) > 0;
+}
+
+static int sqlite_credential_put(void *p, const struct store_credential *c, char *err,
+                                 size_t errlen)
+{
+    struct sqlite_db *s = p;
+    int found = exists(s, "SELECT 1 FROM sipwake_tenants WHERE name = ?", c->tenant, err, errlen);
+    if (found <= 0)
+        return found;
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(s->db,
+                           "INSERT OR REPLACE INTO sipwake_credentials (tenant, set_name, kind, "
+                           "key_id, team_id, label, secret, not_after, created_at) VALUES "
+                           "(?,?,?,?,?,?,?,?,?)",
+                           -1, &st, NULL) != SQLITE_OK)
+        return sql_fail(s->db, err, errlen, "storing a credential");
+    bind_text(st, 1, c->tenant);
+    bind_text(st, 2, c->set_name);
+    bind_text(st, 3, c->kind);
+    bind_text(st, 4, c->key_id);
+    bind_text(st, 5, c->team_id);
+    bind_text(st, 6, c->label);
+    sqlite3_bind_blob(st, 7, c->secret, (int)c->secret_len, SQLITE_STATIC);
+    if (c->not_after)
+        sqlite3_bind_int64(st, 8, (sqlite3_int64)c->not_after);
+    else
+        sqlite3_bind_null(st, 8);
+    sqlite3_bind_int64(st, 9, (sqlite3_int64)c->created_at);
+    int rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE ? 1 : sql_fail(s->db, err, errlen, "storing a credential");
+}
+
+static int sqlite_credential_del(void *p, const char *tenant, const char *set_name,
+                                 const char *kind, char *err, size_t errlen)
+{
+    struct sqlite_db *s = p;
+    int rc = kind ? run(s,
+                        "DELETE FROM sipwake_credentials WHERE tenant = ? AND set_name = ? AND "
+                        "kind = ?",
+                        "deleting a credential", err, errlen, 3, tenant, set_name, kind)
+                  : run(s, "DELETE FROM sipwake_credentials WHERE tenant = ? AND set_name = ?",
+                        "deleting a credential", err, errlen, 2, tenant, set_name);
+    return rc < 0 ? -1 : sqlite3_changes(s->db) > 0;
+}
+
+static int sqlite_tenants_read(void *p, const struct store_tenant_visitor *v, char *err,
+                               size_t errlen)
+{
+    struct sqlite_db *s = p;
+    sqlite3_stmt *st;
+    int rc;
+    if (sqlite3_prepare_v2(s->db, "SELECT name, created_at FROM sipwake_tenants ORDER BY name", -1,
+                           &st, NULL) != SQLITE_OK)
+        return sql_fail(s->db, err, errlen, "reading tenants");
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+        v->tenant(v->arg, col(st, 0), (time_t)sqlite3_column_int64(st, 1));
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE)
+        return sql_fail(s->db, err, errlen, "reading tenants");
+    if (sqlite3_prepare_v2(s->db,
+                           "SELECT domain, tenant FROM sipwake_tenant_domains ORDER BY domain", -1,
+                           &st, NULL) != SQLITE_OK)
+        return sql_fail(s->db, err, errlen, "reading tenant domains");
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+        v->domain(v->arg, col(st, 0), col(st, 1));
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE)
+        return sql_fail(s->db, err, errlen, "reading tenant domains");
+    if (sqlite3_prepare_v2(s->db,
+                           "SELECT tenant, set_name, kind, key_id, team_id, label, secret, "
+                           "not_after, created_at FROM sipwake_credentials ORDER BY tenant, "
+                           "set_name, kind",
+                           -1, &st, NULL) != SQLITE_OK)
+        return sql_fail(s->db, err, errlen, "reading credentials");
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        struct store_credential c = {
+            .tenant = col(st, 0),
+            .set_name = col(st, 1),
+            .kind = col(st, 2),
+            .key_id = col(st, 3),
+            .team_id = col(st, 4),
+            .label = col(st, 5),
+            .secret = sqlite3_column_blob(st, 6),
+            .secret_len = (size_t)sqlite3_column_bytes(st, 6),
+            .not_after = (time_t)sqlite3_column_int64(st, 7),
+            .created_at = (time_t)sqlite3_column_int64(st, 8),
+        };
+        if (c.tenant && c.set_name && c.kind && c.secret)
+            v->credential(v->arg, &c);
+    }
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE)
+        return sql_fail(s->db, err, errlen, "reading credentials");
+    return 0;
+}
+
+/* ------------------------------------------------------------------ push log */
+
+static int sqlite_push_log_add(void *p, const struct store_push_log *r, char *err, size_t errlen)
+{
+    struct sqlite_db *s = p;
+    if (!s->push_log &&
+        sqlite3_prepare_v2(s->db,
+                           "INSERT INTO sipwake_push_log (time_ms, tenant, credentials, provider, "
+                           "kind, aor, call_id, token_hash, outcome, status, reason, latency_ms) "
+                           "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                           -1, &s->push_log, NULL) != SQLITE_OK)
+        return sql_fail(s->db, err, errlen, "writing the push log");
+    sqlite3_stmt *st = s->push_log;
+    sqlite3_reset(st);
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)r->time_ms);
+    bind_text(st, 2, r->tenant);
+    bind_text(st, 3, r->credentials);
+    bind_text(st, 4, r->provider ? r->provider : "?");
+    bind_text(st, 5, r->kind ? r->kind : "?");
+    bind_text(st, 6, r->aor);
+    bind_text(st, 7, r->call_id);
+    bind_text(st, 8, r->token_hash);
+    bind_text(st, 9, r->outcome ? r->outcome : "?");
+    sqlite3_bind_int(st, 10, r->status);
+    bind_text(st, 11, r->reason);
+    sqlite3_bind_int64(st, 12, (sqlite3_int64)r->latency_ms);
+    return sqlite3_step(st) == SQLITE_DONE ? 0
+                                           : sql_fail(s->db, err, errlen, "writing the push log");
+}
+
+static int sqlite_push_log_prune(void *p, int64_t before_ms, char *err, size_t errlen)
+{
+    struct sqlite_db *s = p;
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(s->db, "DELETE FROM sipwake_push_log WHERE time_ms < ?", -1, &st,
+                           NULL) != SQLITE_OK)
+        return sql_fail(s->db, err, errlen, "pruning the push log");
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)before_ms);
+    int rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE ? 0 : sql_fail(s->db, err, errlen, "pruning the push log");
+}
+
+static int sqlite_push_log_read(void *p, const char *tenant, const char *provider, int limit,
+                                store_push_log_cb cb, void *arg, char *err, size_t errlen)
+{
+    struct sqlite_db *s = p;
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(s->db,
+                           "SELECT time_ms, tenant, credentials, provider, kind, aor, call_id, "
+                           "token_hash, outcome, status, reason, latency_ms FROM sipwake_push_log "
+                           "WHERE (?1 IS NULL OR tenant = ?1) AND (?2 IS NULL OR provider = ?2) "
+                           "ORDER BY id DESC LIMIT ?3",
+                           -1, &st, NULL) != SQLITE_OK)
+        return sql_fail(s->db, err, errlen, "reading the push log");
+    bind_text(st, 1, tenant);
+    bind_text(st, 2, provider);
+    sqlite3_bind_int(st, 3, limit);
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        struct store_push_log r = {
+            .time_ms = sqlite3_column_int64(st, 0),
+            .tenant = col(st, 1),
+            .credentials = col(st, 2),
+            .provider = col(st, 3),
+            .kind = col(st, 4),
+            .aor = col(st, 5),
+            .call_id = col(st, 6),
+            .token_hash = col(st, 7),
+            .outcome = col(st, 8),
+            .status = sqlite3_column_int(st, 9),
+            .reason = col(st, 10),
+            .latency_ms = (long)sqlite3_column_int64(st, 11),
+        };
+        cb(arg, &r);
+    }
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE ? 0 : sql_fail(s->db, err, errlen, "reading the push log");
+}
+
 const struct store_backend store_sqlite_backend = {
     .name = "sqlite",
     .open = sqlite_open,
@@ -361,4 +657,15 @@ const struct store_backend store_sqlite_backend = {
     .user_put = sqlite_user_put,
     .user_del = sqlite_user_del,
     .user_list = sqlite_user_list,
+    .tenant_add = sqlite_tenant_add,
+    .tenant_del = sqlite_tenant_del,
+    .tenant_rename = sqlite_tenant_rename,
+    .domain_add = sqlite_domain_add,
+    .domain_del = sqlite_domain_del,
+    .credential_put = sqlite_credential_put,
+    .credential_del = sqlite_credential_del,
+    .tenants_read = sqlite_tenants_read,
+    .push_log_add = sqlite_push_log_add,
+    .push_log_prune = sqlite_push_log_prune,
+    .push_log_read = sqlite_push_log_read,
 };

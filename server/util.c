@@ -169,6 +169,13 @@ time_t util_now(void)
     return time(NULL);
 }
 
+int64_t util_wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 uint64_t util_mono_ms(void)
 {
     struct timespec ts;

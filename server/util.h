@@ -50,6 +50,8 @@ int util_parse_long(const char *s, long min, long max, long *out);
 /* Seconds since the epoch (wall clock) and monotonic milliseconds. */
 time_t util_now(void);
 uint64_t util_mono_ms(void);
+/* Wall-clock UNIX time in milliseconds. */
+int64_t util_wall_ms(void);
 
 /* Cryptographically random bytes (OpenSSL); aborts if the generator fails. */
 void util_random(void *p, size_t n);

@@ -22,7 +22,7 @@ mock servers do and answering with Apple's status codes and reasons
                  | {"goaway": "Shutdown"}}
      a 410 carries "timestamp" (ms).
 A connection allows one stream until its first push with a valid token, then 1000.
-Every request is logged as a JSON line (--log) with the verdict.
+Every request is logged as a JSON line (--log) with the verdict and the kid of its token.
 
   apns.py --port 0 --cert C --key K --auth-key KID:TEAM:PUBLIC.pem [...] [--log F]
 prints "listening <port>".
@@ -63,7 +63,6 @@ class Apns:
             kid, team, path = spec.split(':', 2)
             with open(path, 'rb') as f:
                 self.keys[kid] = (team, serialization.load_pem_public_key(f.read()))
-        self.conn_state = {}  # id(conn) -> {team, token, token_at}
 
     def script(self, token):
         if not self.args.script or not os.path.exists(self.args.script):
@@ -103,7 +102,9 @@ class Apns:
         now = time.time()
         if claims['iat'] < now - self.args.token_lifetime:
             return 'ExpiredProviderToken'
-        st = self.conn_state.setdefault(id(conn), {})
+        if not hasattr(conn, 'apns_state'):  # per connection (an id() could be reused)
+            conn.apns_state = {}
+        st = conn.apns_state
         if st.get('team') and st['team'] != team:
             return 'InvalidProviderToken'  # one team per connection
         if st.get('token') and st['token'] != token and \
@@ -122,7 +123,14 @@ class Apns:
             reason = json.loads(verdict[2]).get('reason') if verdict[2] else None
         else:
             status, reason = None, None
-        conn.server.record({'event': 'push', 'path': headers.get(':path'),
+        kid = None
+        auth = headers.get('authorization') or ''
+        if auth.startswith('bearer '):
+            try:
+                kid = json.loads(b64url_decode(auth[7:].split('.')[0])).get('kid')
+            except Exception:
+                pass
+        conn.server.record({'event': 'push', 'path': headers.get(':path'), 'kid': kid,
                             'topic': headers.get('apns-topic'),
                             'push_type': headers.get('apns-push-type'),
                             'priority': headers.get('apns-priority'),

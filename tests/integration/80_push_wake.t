@@ -18,30 +18,16 @@ use Time::HiRes qw(time sleep);
 use Sipwake;
 
 my $dir = tempdir('push-wake-XXXXXX', TMPDIR => 1, CLEANUP => 1);
-system("cd $dir && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 "
-    . "-subj /CN=localhost -addext subjectAltName=IP:127.0.0.1 -keyout key.pem -out cert.pem 2>/dev/null "
-    . "&& openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out apns.p8 "
-    . "&& openssl pkey -in apns.p8 -pubout -out apns-pub.pem") == 0 or BAIL_OUT('openssl failed');
+Sipwake::make_keys($dir, 'apns') or BAIL_OUT('openssl failed');
 open my $sf, '>', "$dir/script.json" or die;
 print $sf '{"DEAD0001": {"status": 410, "reason": "Unregistered"}, '
     . '"BBBB0003": {"status": 503, "reason": "ServiceUnavailable", "retry_after": 1}}';
 close $sf;
 
-# the APNs emulator
-pipe(my $rd, my $wr) or die;
-my $emu = fork() // die;
-if ($emu == 0) {
-    close $rd;
-    open STDOUT, '>&', $wr or die;
-    exec '/usr/bin/python3', "$Sipwake::ROOT/tests/emulators/apns.py", '--cert', "$dir/cert.pem",
-        '--key', "$dir/key.pem", '--auth-key', "KEY1234567:TEAM123456:$dir/apns-pub.pem",
-        '--script', "$dir/script.json", '--log', "$dir/apns.log", '--lifetime', '120';
-    die "exec: $!";
-}
-close $wr;
-my ($aport) = (scalar(<$rd>) // '') =~ /listening (\d+)/;
+my (undef, $aport) = Sipwake::start_emulator('apns', '--cert', "$dir/cert.pem",
+    '--key', "$dir/key.pem", '--auth-key', "KEY1234567:TEAM123456:$dir/apns-pub.pem",
+    '--script', "$dir/script.json", '--log', "$dir/apns.log", '--lifetime', '120');
 ok($aport, 'APNs emulator listening');
-END { kill 'TERM', $emu if $emu; }
 sub apns_log { open my $f, '<', "$dir/apns.log" or return ''; local $/; <$f> // '' }
 
 my $sw = Sipwake->new(config => {
@@ -81,7 +67,7 @@ $caller->send_raw(invite('wake-1'));
 like($caller->expect(qr/^SIP\/2\.0 100/, 3) // '', qr/^SIP\/2\.0 100 /, 'the caller gets 100 Trying');
 my $pushed = '';
 for (1 .. 40) { $pushed = apns_log(); last if $pushed =~ /wake-1/; sleep 0.05 }
-like($pushed, qr{"path": "/3/device/AAAA01", "topic": "org.example.app.voip", "push_type": "voip"},
+like($pushed, qr{"path": "/3/device/AAAA01", "kid": "KEY1234567", "topic": "org.example.app.voip", "push_type": "voip"},
      'a VoIP push went to the voip token');
 like($pushed, qr/\\"call-id\\":\\"wake-1\\"/, 'carrying the Call-ID');
 like($pushed, qr/"push_type": "voip".*"status": 200/, 'and APNs accepted it');
@@ -113,7 +99,7 @@ $t0 = time;
 $r = $caller->request(invite('msg-1', 'MESSAGE'), 5);
 is($r->{code}, 480, 'a MESSAGE for a phone that does not come back: 480');
 ok(time - $t0 >= 1.8 && time - $t0 < 4, 'when the bucket timer (2 s) fires');
-like(apns_log(), qr{"path": "/3/device/BBBB02", "topic": "org.example.app", "push_type": "alert"},
+like(apns_log(), qr{"path": "/3/device/BBBB02", "kid": "KEY1234567", "topic": "org.example.app", "push_type": "alert"},
      'the message was pushed as an alert to the remote token');
 
 # A CANCEL while parked.

@@ -224,6 +224,38 @@ sub sql_wait {
     return $got;
 }
 
+# Start tests/emulators/NAME.py with args; it prints "listening PORT". Returns (pid, port).
+# It is killed when the test exits, and stops by itself at its --lifetime.
+my @emulators;
+sub start_emulator {
+    my ($name, @args) = @_;
+    pipe(my $rd, my $wr) or die;
+    my $pid = fork() // die;
+    if ($pid == 0) {
+        close $rd;
+        open STDOUT, '>&', $wr or die;
+        exec '/usr/bin/python3', "$ROOT/tests/emulators/$name.py", @args;
+        die "exec: $!";
+    }
+    close $wr;
+    push @emulators, $pid;
+    my ($port) = (scalar(<$rd>) // '') =~ /listening (\d+)/;
+    return ($pid, $port);
+}
+END { kill 'TERM', @emulators if @emulators; }
+
+# Test keys and certificates made with openssl in dir: a P-256 server certificate for
+# 127.0.0.1 (cert.pem, key.pem) and, for each name given, an APNs .p8 key NAME.p8 with its
+# public key NAME-pub.pem.
+sub make_keys {
+    my ($dir, @p8) = @_;
+    my $cmd = "cd $dir && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 "
+        . "-subj /CN=localhost -addext subjectAltName=IP:127.0.0.1 -keyout key.pem -out cert.pem 2>/dev/null";
+    $cmd .= " && openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out $_.p8"
+        . " && openssl pkey -in $_.p8 -pubout -out $_-pub.pem" for @p8;
+    return system($cmd) == 0;
+}
+
 sub run_bin {
     my ($self, @args) = @_;
     my $out = `$BIN --config @{[$self->config_path]} @args 2>&1`;

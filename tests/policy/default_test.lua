@@ -35,4 +35,22 @@ end
 d, status = on_register({ source = { transport = "tls" }, contacts = many })
 tap.is(status, "ok", "sixteen contacts (the most a test may pass) reach the hook")
 
+-- the push hooks of the default policy
+local push = policy_test.push
+d, status = push({ method = "MESSAGE", from = "sip:carl@example.com" }, {}, { kind = "message" })
+tap.is(status, "ok", "push hook ran")
+tap.is_deeply(d, { collapse_id = "im:sip:carl@example.com" }, "messages collapse per sender")
+d = push({ method = "MESSAGE", from = "sip:" .. string.rep("c", 80) .. "@example.com" }, {},
+         { kind = "message" })
+tap.is(#d.collapse_id, 64, "a collapse id is cut to 64 bytes")
+d = push({ method = "INVITE", from = "sip:carl@example.com" }, {}, { kind = "call" })
+tap.is_deeply(d, {}, "a call: sipwake's choice")
+local name
+name, status = policy_test.credentials({ provider = "apns" }, {})
+tap.ok(name == nil and status == "ok", "credentials: sipwake's choice")
+d = policy_test.on_push_result({ outcome = "retry_later", status = 503 }, {})
+tap.is_deeply(d, { action = "default" }, "on_push_result: sipwake's rule")
+d = policy_test.on_timeout({ method = "INVITE" }, { reason = "bucket_timeout" })
+tap.is_deeply(d, { reply = { code = 480, reason = "Temporarily Unavailable" } }, "on_timeout: 480")
+
 return tap.done_testing()

@@ -127,12 +127,12 @@ int main(void)
     }
     struct location *loc = location_new(loop, store);
     store_start(store, loop);
-    ok(push_new(loop, &cfg, loc, err, sizeof err) == NULL && strstr(err, "[push] apns_key_file:") &&
-           strstr(err, "bad.p8"),
+    ok(push_new(loop, &cfg, loc, NULL, err, sizeof err) == NULL &&
+           strstr(err, "[push] apns_key_file:") && strstr(err, "bad.p8"),
        "a key file that is not a key stops start-up, naming it: %s", err);
     snprintf(path, sizeof path, "%s/apns.p8", dir);
     set(&cfg.apns_key_file, path);
-    struct push *p = push_new(loop, &cfg, loc, err, sizeof err);
+    struct push *p = push_new(loop, &cfg, loc, NULL, err, sizeof err);
     ok(p != NULL, "dispatcher made with the .p8 key");
     ok(push_vapid_public(p) == NULL, "no VAPID key without webpush");
 
@@ -148,7 +148,8 @@ int main(void)
     log[n] = '\0';
     if (f)
         fclose(f);
-    ok(strstr(log, "\"path\": \"/3/device/AAAA01\", \"topic\": \"org.example.app.voip\", "
+    ok(strstr(log, "\"path\": \"/3/device/AAAA01\", \"kid\": \"KEY1234567\", \"topic\": "
+                   "\"org.example.app.voip\", "
                    "\"push_type\": \"voip\"") != NULL,
        "as a VoIP push to the voip token");
     ok(strstr(log, "call-9@h") != NULL, "carrying the Call-ID");
@@ -173,7 +174,7 @@ int main(void)
        "an Android phone without FCM credentials: not sent, saying why");
     b = add(loc, "cy@example.com", "apns", "OTHERTEAM1.org.example.app", "CCCC03");
     x = push(p, b);
-    ok(x.done == -1 && strstr(x.r.reason, "not the key's team"), "another team's app: not sent");
+    ok(x.done == -1 && strstr(x.r.reason, "is not the team"), "another team's app: not sent");
     b = add(loc, "di@example.com", "apns", "TEAM123456.org.example.app.voip", "DDDD04:voip");
     struct result y = {0};
     struct push_event msg = {.kind = PUSH_MESSAGE, .call_id = "m@h", .ttl = 60};

@@ -70,8 +70,8 @@ int main(void)
     is_int(count_rows(cfg.store_path, "select table_version from version where "
                                       "table_name='location'"),
            1013, "location table version 1013");
-    is_int(count_rows(cfg.store_path, "select count(*) from sipwake_migrations"), 1,
-           "migration recorded");
+    is_int(count_rows(cfg.store_path, "select count(*) from sipwake_migrations"), 2,
+           "migrations recorded");
 
     struct store_subscriber sub = {0};
     snprintf(sub.username, sizeof sub.username, "alice");

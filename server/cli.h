@@ -1,0 +1,23 @@
+/*
+ * cli: the subcommands an operator runs next to the server: `user` (the subscriber table),
+ * `tenant` (tenants, their domains and push credential sets), `push` (send one push and
+ * print the provider's answer) and `push-log` (the latest push outcomes). They work on the
+ * configured store directly; a running sipwake reads tenant changes on SIGHUP.
+ *
+ * Each returns the process's exit status: 0 done, 1 failed (the reason on stderr), 2 usage.
+ * Secrets are read from files, never from the command line, and never printed.
+ */
+#ifndef SIPWAKE_CLI_H
+#define SIPWAKE_CLI_H
+
+#include "config.h"
+
+int cli_user(const struct config *cfg, int argc, char **argv);
+int cli_tenant(const struct config *cfg, int argc, char **argv);
+int cli_push(const struct config *cfg, int argc, char **argv);
+int cli_push_log(const struct config *cfg, int argc, char **argv);
+
+/* The usage lines of the subcommands. */
+extern const char cli_usage[];
+
+#endif
