@@ -146,6 +146,32 @@ $caller->send_raw(message('dee@late.example', 'm-dee'));
 for (1 .. 60) { last if apns_log() =~ /DDDD0007/; sleep 0.05 }
 like(apns_log(), qr{"path": "/3/device/DDDD0007", "kid": "KEYLATE001".*"status": 200}, 'the next push uses the new key');
 
+# ---- certificate auth from a stored PKCS#12
+system("cd $dir && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=ca "
+    . "-keyout ca.key -out ca.pem 2>/dev/null && openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes "
+    . "-subj '/UID=org.cert.app/CN=Apple Push Services: org.cert.app' -keyout client.key -out client.csr 2>/dev/null "
+    . "&& openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 30 -out client.pem 2>/dev/null "
+    . "&& openssl pkcs12 -export -in client.pem -inkey client.key -passout pass:s3cret -out client.p12 "
+    . "&& printf 's3cret\\n' > p12.pass && printf 'wrong\\n' > bad.pass") == 0 or BAIL_OUT('openssl failed');
+my (undef, $cport) = Sipwake::start_emulator('apns', '--cert', "$dir/cert.pem", '--key', "$dir/key.pem",
+    '--client-ca', "$dir/ca.pem", '--log', "$dir/apns-cert.log", '--lifetime', '120');
+($rc, $out) = $sw->run_bin('tenant', 'apns-cert', 'acme/legacy', "$dir/client.p12", "$dir/bad.pass");
+ok($rc == 1 && $out =~ /wrong password/, 'a PKCS#12 with the wrong password: refused') or diag $out;
+($rc, $out) = $sw->run_bin('tenant', 'apns-cert', 'acme/legacy', "$dir/client.p12", "$dir/p12.pass");
+ok($rc == 0 && $out =~ m{acme/legacy: apns_certificate stored}, 'the PKCS#12 certificate stored') or diag $out;
+($rc, $out) = $sw->run_bin('tenant', 'list');
+like($out, qr{acme/legacy apns_certificate subject=Apple Push Services: org\.cert\.app uid=org\.cert\.app expires=\d{4}-\d\d-\d\d \(renew: less than 60 days left\)},
+     'listed with its subject, bundle id and expiry, flagged for renewal');
+unlike($out, qr/BEGIN|PRIVATE/, 'and no secret');
+my $cert_cfg = Sipwake->new(config => { push => { apns_host => '127.0.0.1', apns_port => $cport, ca => "$dir/cert.pem" },
+                                        store => { path => $sw->db } });
+($rc, $out) = $cert_cfg->run_bin('push', '--tenant', 'acme/legacy', '--provider', 'apns', '--param',
+    'TEAMAAAAAA.org.cert.app', '--prid', 'EEEE0008', '--type', 'message');
+ok($rc == 0 && $out =~ m{^apns via acme/legacy: delivered, HTTP 200}m, 'a push with the stored certificate is accepted') or diag $out;
+open my $cl, '<', "$dir/apns-cert.log" or die;
+my $clog = do { local $/; <$cl> };
+like($clog, qr{"path": "/3/device/EEEE0008", "kid": null, "topic": "org.cert.app".*"status": 200}, 'by an APNs that checks client certificates');
+
 ok($sw->alive, 'sipwake still running');
 $sw->stop;
 unlike($sw->log, qr/ERROR|AddressSanitizer|runtime error/, 'no errors or sanitizer reports');
