@@ -92,7 +92,9 @@ end
 --       with branch_timeout = N (1..300 s): an INVITE branch (serial: a group) that has not
 --       answered in N s is CANCELled
 --       with push = true: push the push bindings (RFC 8599) and hold the request until the
---       phone registers again ([push] bucket_timeout), besides ringing live connections
+--       phone registers again ([push] bucket_timeout), besides ringing live connections;
+--       and fork_live = false: a push binding is not rung on the connection it still has,
+--       only pushed and waited for
 --   { relay = "upstream" }                         to the [upstream] server (gateway mode),
 --       Request-URI unchanged; branch_timeout as above
 --   { relay = "uri", uri = "sip:vm@192.0.2.5:5060;transport=tcp" }

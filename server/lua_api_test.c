@@ -212,6 +212,10 @@ static int test_route(lua_State *L)
             lua_pushboolean(L, 1);
             lua_setfield(L, -2, "push");
         }
+        if (out.push && !out.fork_live) {
+            lua_pushboolean(L, 0);
+            lua_setfield(L, -2, "fork_live");
+        }
         lua_pushstring(L, out.serial ? "serial" : "parallel");
         if (bindings)
             lua_setfield(L, -2, "fork");

@@ -358,6 +358,13 @@ static int decode_route(struct lua_vm *vm, lua_State *L, const char *hook,
         }
         out->push = lua_toboolean(L, -1);
         lua_pop(L, 1);
+        lua_getfield(L, t, "fork_live");
+        if (!lua_isnil(L, -1) && (!lua_isboolean(L, -1) || !out->push)) {
+            lua_pop(L, 3);
+            return bad_decision(vm, hook, "fork_live is a boolean that goes only with push = true");
+        }
+        out->fork_live = lua_isnil(L, -1) || lua_toboolean(L, -1);
+        lua_pop(L, 1);
         if (!lua_isnil(L, -1)) {
             double bt = lua_type(L, -1) == LUA_TNUMBER ? lua_tonumber(L, -1) : 0;
             if (bt != (int)bt || bt < 1 || bt > LUA_ROUTE_MAX_BRANCH_TIMEOUT) {
@@ -400,13 +407,15 @@ static int decode_route(struct lua_vm *vm, lua_State *L, const char *hook,
     while (lua_next(L, t)) {
         const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "";
         int relay_opt = strcmp(k, "fork") == 0 || strcmp(k, "branch_timeout") == 0 ||
-                        strcmp(k, "push") == 0 ||
+                        strcmp(k, "push") == 0 || strcmp(k, "fork_live") == 0 ||
                         (strcmp(k, "uri") == 0 && out->action == LUA_ROUTE_URI);
         if (strcmp(k, "reply") != 0 && strcmp(k, "relay") != 0 &&
             !(relay_opt && out->action != LUA_ROUTE_REPLY)) {
             char why[112];
             snprintf(why, sizeof why,
-                     "unknown key '%.40s' (reply; relay, uri, fork, branch_timeout, push)", k);
+                     "unknown key '%.40s' (reply; relay, uri, fork, branch_timeout, push, "
+                     "fork_live)",
+                     k);
             lua_pop(L, 2);
             return bad_decision(vm, hook, why);
         }
@@ -440,6 +449,7 @@ enum lua_hook_result lua_hook_route(struct lua_vm *vm, const struct lua_hook_rou
     memset(out, 0, sizeof *out);
     out->action = LUA_ROUTE_BINDINGS;
     out->push = 1; /* without a route hook, sleeping push bindings are woken */
+    out->fork_live = 1;
     if (!vm || !lua_vm_push_hook(vm, "route"))
         return LUA_HOOK_ABSENT;
     out->push = 0; /* a hook says so itself */

@@ -94,6 +94,8 @@ struct lua_hook_route_out {
     int branch_timeout; /* bindings: seconds a branch (serial: a q group) may ring; 0: no limit */
     int push;           /* bindings: push the push bindings and wait for them to register again
                          * (RFC 8599), besides forking to live flows */
+    int fork_live;      /* with push: a push binding that still has a live flow rings there at
+                         * once too (default); 0: it only waits for its re-REGISTER */
     int code;
     char reason[128];
     char headers[1024]; /* reply: extra "Name: value\r\n" lines */

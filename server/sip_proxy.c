@@ -1253,8 +1253,11 @@ void proxy_handle(struct proxy *p, osip_message_t *req, const char *raw, size_t 
     pr->contacts = sip_msg_contacts_without_pn(req);
     /* the reachable bindings, highest q first for serial forking (stable: registration order
      * within a q) */
+    int pushing = d.action == LUA_ROUTE_BINDINGS && d.push && p->push && pushable(req->sip_method);
     for (size_t i = 0; i < n; i++) {
         struct target tg = {.q = targets[i]->q < 0 ? 1000 : targets[i]->q};
+        if (pushing && !d.fork_live && (targets[i]->flags & LOCATION_FLAG_PUSH))
+            continue; /* the policy: a push binding only waits for its re-REGISTER */
         if (binding_destination(p, targets[i], &tg.dst) < 0)
             continue;
         tg.ruri = sip_msg_uri_without_pn(targets[i]->contact);
@@ -1294,7 +1297,7 @@ void proxy_handle(struct proxy *p, osip_message_t *req, const char *raw, size_t 
     pr->max_forwards = (int)mf - 1; /* §16.6 step 3 */
     pr->in_setup = 1;
     /* RFC 8599 §5.6.2: push bindings are pushed and waited for, live flows or not */
-    if (d.action == LUA_ROUTE_BINDINGS && d.push && p->push && pushable(req->sip_method))
+    if (pushing)
         for (size_t i = 0; i < n; i++)
             if (targets[i]->flags & LOCATION_FLAG_PUSH)
                 wait_for(pr, targets[i]);

@@ -35,6 +35,10 @@ my $vm = $sw->ua(user => 'vm');
 my $vport = $vm->local_port;
 $sw->write_policy(<<LUA);
 return {
+  route = function(req, ctx)
+    if #ctx.bindings == 0 then return { reply = { code = 404, reason = "Not Found" } } end
+    return { relay = "bindings", push = true, fork_live = req.user ~= "waitlive" }
+  end,
   push = function(req, binding, ctx)
     if binding.aor == "skip\@example.com" then return { skip = true } end
     if binding.aor == "shaped\@example.com" then
@@ -137,6 +141,32 @@ $r = final_for('msg-limited', 4);
 is($r->{code}, 486, 'rate-limited until the bucket timer: on_timeout\'s reply');
 @tries = apns_log() =~ m{"event": "push", "path": "/3/device/CCCC0003"}g;
 ok(@tries >= 4 && @tries <= 8, scalar(@tries) . ' pushes in 2 s: every 300 ms, as the policy said');
+
+# route(): fork_live = false pushes a phone that still has a connection, and waits for its
+# re-REGISTER instead of ringing the old connection
+my %live;
+for my $u (qw(waitlive ringlive)) {
+    my $ua = $live{$u} = $sw->ua(user => $u, transport => 'tcp');
+    my $contact = "sip:$u\@127.0.0.1:" . $ua->local_port
+        . ";transport=tcp;pn-provider=apns;pn-param=TEAM123456.org.example.app;pn-prid=" . ($u eq 'waitlive' ? 'EEEE0005' : 'FFFF0006');
+    $live{"$u-contact"} = $contact;
+    is($ua->register(contact => $contact, expires => 3600)->{code}, 200, "$u registered, its connection kept open");
+}
+$caller->send_raw(request('INVITE', 'ringlive@example.com', 'call-ring'));
+my $rung = $live{ringlive}->expect(qr/^INVITE /, 2);
+ok($rung, 'default: the live connection rings at once');
+for (1 .. 40) { last if apns_log() =~ /FFFF0006/; sleep 0.05 }
+like(apns_log(), qr{"path": "/3/device/FFFF0006"}, 'and the phone is pushed as well');
+$live{ringlive}->answer($rung, 486, reason => 'Busy Here', tag => 'r1') if $rung;
+$caller->send_raw(request('INVITE', 'waitlive@example.com', 'call-wait'));
+for (1 .. 40) { last if apns_log() =~ /EEEE0005/; sleep 0.05 }
+like(apns_log(), qr{"path": "/3/device/EEEE0005"}, 'fork_live = false: pushed');
+ok(!defined $live{waitlive}->expect(qr/^INVITE /, 0.5), 'and its old connection does not ring');
+is($live{waitlive}->register(contact => $live{'waitlive-contact'}, expires => 3600)->{code}, 200,
+   'it registers again');
+my $woke = $live{waitlive}->expect(qr/^INVITE /, 2);
+ok($woke, 'and the call comes after its re-REGISTER');
+$live{waitlive}->answer($woke, 486, reason => 'Busy Here', tag => 'w1') if $woke;
 
 ok($sw->alive, 'sipwake still running');
 $sw->stop;

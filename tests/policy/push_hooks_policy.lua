@@ -28,6 +28,12 @@ p.push = function(req, binding, ctx)
     return push_decisions[binding.aor]
 end
 
+function p.route(req, ctx)
+    if req.user == "wait" then return { relay = "bindings", push = true, fork_live = false } end
+    if req.user == "nopush" then return { relay = "bindings", fork_live = false } end
+    return { relay = "bindings", push = true, fork_live = true }
+end
+
 function p.credentials(binding, ctx)
     if binding.param == "TEAM.bad" then return "a b" end
     if binding.param == "TEAM.num" then return 42 end

@@ -58,4 +58,13 @@ tap.ok(status == "failed" and d.reply.code == 480, "relay = bindings after a tim
 d, status = t({ method = "OPTIONS" }, { reason = "bucket_timeout" })
 tap.ok(status == "ok" and d.reply.code == 480, "nil: 480")
 
+local route = policy_test.route
+tap.is_deeply(route({ user = "wait" }, { bindings = {} }),
+              { relay = "bindings", fork = "parallel", push = true, fork_live = false },
+              "route: fork_live = false with push")
+tap.is_deeply(route({ user = "ring" }, { bindings = {} }),
+              { relay = "bindings", fork = "parallel", push = true }, "fork_live = true is the default")
+d, status = route({ user = "nopush" }, { bindings = {} })
+tap.ok(status == "failed" and d.reply.code == 500, "fork_live without push: refused")
+
 return tap.done_testing()
