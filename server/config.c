@@ -88,7 +88,7 @@ static const struct key_row key_rows[] = {
     {"registrar", "push_min_expires", KEY_INT, OFF(push_min_expires), 1, 31536000, "600", NULL,
      "Shortest Expires for a push binding: shorter ones get 423 (RFC 8599 §5.6.1.1), because "
      "the server must be able to push push_refresh_margin seconds before expiry."},
-    {"registrar", "push_refresh_margin", KEY_INT, OFF(push_refresh_margin), 120, 86400, "120", NULL,
+    {"registrar", "push_refresh_margin", KEY_INT, OFF(push_refresh_margin), 1, 86400, "120", NULL,
      "Seconds before a push binding expires at which it is woken to refresh (RFC 8599 "
      "§5.5 recommends at least 120)."},
     {"registrar", "pnsreg_interval", KEY_INT, OFF(pnsreg_interval), 121, 86400, "130", NULL,
@@ -155,6 +155,15 @@ static const struct key_row key_rows[] = {
     {"push", "bucket_timeout_other", KEY_INT, OFF(bucket_timeout_other), 1, 30, "10", NULL,
      "The same for other requests (MESSAGE, SUBSCRIBE, ...): well under the 32 s of their "
      "transaction."},
+    {"push", "refresh_retry", KEY_INT, OFF(push_refresh_retry), 1, 3600, "15", NULL,
+     "A push binding not refreshed [registrar] push_refresh_margin seconds before expiry gets a "
+     "refresh push (RFC 8599 §5.5); if the phone does not register again it is pushed again "
+     "after this many seconds, then twice that, and so on while the binding lives."},
+    {"push", "grace", KEY_INT, OFF(push_grace), 0, 86400, "0", NULL,
+     "Seconds an expired push binding is still pushed for a call or message (Flexisip issue "
+     "#215: apps that let their registration lapse). RFC 8599 §5.5 says an expired binding "
+     "is not pushed, hence 0 by default. Never for a binding removed by an unregister or a "
+     "dead token."},
     {"push", "log_days", KEY_INT, OFF(push_log_days), 0, 3650, "7", NULL,
      "Days push outcomes are kept in the push log table (sipwake_push_log). 0: no push log."},
     {"upstream", "address", KEY_STRING, OFF(upstream_address), 0, 0, "", NULL,

@@ -91,6 +91,8 @@ struct config {
     long push_timeout;
     long bucket_timeout, bucket_timeout_other;
     long push_log_days;
+    long push_refresh_retry;
+    long push_grace;
     char *apns_key_file, *apns_key_id, *apns_team_id, *apns_certificate;
     char *fcm_service_account;
 

@@ -24,6 +24,16 @@ struct location_aor {
     char name[];     /* "user@domain" */
 };
 
+/* A push binding in its grace. They end in the order they start (one grace for all), so
+ * a FIFO and one timer keep them. */
+struct ghost {
+    struct hashtab_node hn; /* by AOR */
+    struct ghost *fifo_next;
+    struct binding *b;
+    time_t until;
+    char aor[];
+};
+
 struct location {
     struct ev_loop *loop;
     struct store *store;
@@ -32,9 +42,16 @@ struct location {
     size_t heap_len, heap_cap;
     ev_timer timer;
     uint64_t next_id;
+    void (*on_save)(void *arg, const struct binding *b);
+    void *on_save_arg;
+    long grace;
+    struct hashtab ghosts;
+    struct ghost *fifo_head, *fifo_tail;
+    ev_timer grace_timer;
 };
 
 static void expiry_cb(struct ev_loop *loop, ev_timer *w, int revents);
+static void grace_cb(struct ev_loop *loop, ev_timer *w, int revents);
 
 /* ---- heap ---- */
 
@@ -121,6 +138,9 @@ struct location *location_new(struct ev_loop *loop, struct store *store)
     loc->next_id = (uint64_t)util_now() << 20;
     ev_init(&loc->timer, expiry_cb);
     loc->timer.data = loc;
+    hashtab_init(&loc->ghosts, 64);
+    ev_init(&loc->grace_timer, grace_cb);
+    loc->grace_timer.data = loc;
     return loc;
 }
 
@@ -141,8 +161,17 @@ void location_free(struct location *loc)
 {
     if (!loc)
         return;
-    if (loc->loop)
+    if (loc->loop) {
         ev_timer_stop(loc->loop, &loc->timer);
+        ev_timer_stop(loc->loop, &loc->grace_timer);
+    }
+    while (loc->fifo_head) {
+        struct ghost *g = loc->fifo_head;
+        loc->fifo_head = g->fifo_next;
+        location_binding_free(g->b);
+        free(g);
+    }
+    hashtab_free(&loc->ghosts);
     hashtab_drain(&loc->aors, aor_free_node, NULL);
     hashtab_free(&loc->aors);
     free(loc->heap);
@@ -316,9 +345,13 @@ static void insert(struct location *loc, const char *aor, struct binding *b)
     metrics_add(METRICS_LOCATION_CONTACTS, 1);
 }
 
+static void ghosts_of_device_drop(struct location *loc, const char *aor, const struct binding *b);
+
 void location_save(struct location *loc, const char *aor, struct binding *b,
                    struct binding *replaces)
 {
+    if (loc->ghosts.count && (b->flags & LOCATION_FLAG_PUSH))
+        ghosts_of_device_drop(loc, aor, b); /* the device is back */
     if (replaces) {
         b->contact_id = replaces->contact_id;
         unlink_binding(loc, replaces);
@@ -331,6 +364,8 @@ void location_save(struct location *loc, const char *aor, struct binding *b,
     }
     persist(loc, b);
     timer_rearm(loc);
+    if (loc->on_save)
+        loc->on_save(loc->on_save_arg, b);
 }
 
 void location_remove(struct location *loc, struct binding *b)
@@ -344,6 +379,171 @@ void location_remove(struct location *loc, struct binding *b)
     timer_rearm(loc);
 }
 
+/* ---- grace ---- */
+
+void location_set_grace(struct location *loc, long seconds)
+{
+    loc->grace = seconds;
+}
+
+static void ghost_unlink(struct location *loc, struct ghost *g)
+{
+    hashtab_remove(&loc->ghosts, &g->hn);
+    struct ghost **p = &loc->fifo_head, *prev = NULL;
+    while (*p && *p != g) {
+        prev = *p;
+        p = &(*p)->fifo_next;
+    }
+    if (*p)
+        *p = g->fifo_next;
+    if (loc->fifo_tail == g)
+        loc->fifo_tail = prev;
+    location_binding_free(g->b);
+    free(g);
+}
+
+static void grace_rearm(struct location *loc)
+{
+    if (!loc->loop)
+        return;
+    ev_timer_stop(loc->loop, &loc->grace_timer);
+    if (!loc->fifo_head)
+        return;
+    double in = (double)(loc->fifo_head->until - util_now());
+    ev_timer_set(&loc->grace_timer, in > 0 ? in + 0.01 : 0.01, 0);
+    ev_timer_start(loc->loop, &loc->grace_timer);
+}
+
+static void grace_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct location *loc = w->data;
+    time_t now = util_now();
+    while (loc->fifo_head && loc->fifo_head->until <= now)
+        ghost_unlink(loc, loc->fifo_head);
+    grace_rearm(loc);
+}
+
+/* b of aor expired: keep it aside for its grace. Takes b (already unlinked). */
+static void ghost_add(struct location *loc, const char *aor, struct binding *b)
+{
+    size_t n = strlen(aor);
+    struct ghost *g = xcalloc(1, sizeof *g + n + 1);
+    memcpy(g->aor, aor, n + 1);
+    g->b = b;
+    b->aor = NULL;
+    b->next = NULL;
+    g->until = b->expires + loc->grace;
+    hashtab_insert(&loc->ghosts, &g->hn, util_hash(aor, n));
+    if (loc->fifo_tail)
+        loc->fifo_tail->fifo_next = g;
+    else
+        loc->fifo_head = g;
+    loc->fifo_tail = g;
+    if (!ev_is_active(&loc->grace_timer))
+        grace_rearm(loc);
+}
+
+/* Call fn for every ghost of aor; fn may unlink the one it is given. */
+static void ghosts_each(struct location *loc, const char *aor,
+                        int (*fn)(struct location *, struct ghost *, const void *), const void *arg)
+{
+    size_t n = strlen(aor);
+    struct hashtab_node *node = hashtab_first(&loc->ghosts, util_hash(aor, n)), *next;
+    for (; node; node = next) {
+        next = hashtab_next(&loc->ghosts, node);
+        struct ghost *g = HASHTAB_ENTRY(node, struct ghost, hn);
+        if (strcmp(g->aor, aor) == 0 && fn(loc, g, arg))
+            return;
+    }
+}
+
+static int same_device(struct location *loc, struct ghost *g, const void *arg)
+{
+    const struct binding *b = arg;
+    const struct binding *o = g->b;
+    if ((b->instance && o->instance && strcmp(b->instance, o->instance) == 0) ||
+        (b->pn_provider && o->pn_provider && b->pn_prid && o->pn_prid &&
+         strcmp(b->pn_provider, o->pn_provider) == 0 && strcmp(b->pn_prid, o->pn_prid) == 0)) {
+        ghost_unlink(loc, g);
+        grace_rearm(loc);
+    }
+    return 0;
+}
+
+static void ghosts_of_device_drop(struct location *loc, const char *aor, const struct binding *b)
+{
+    ghosts_each(loc, aor, same_device, b);
+}
+
+struct grace_list {
+    const struct binding **out;
+    size_t max, n;
+};
+
+static int collect(struct location *loc, struct ghost *g, const void *arg)
+{
+    (void)loc;
+    struct grace_list *l = (struct grace_list *)arg;
+    if (l->n < l->max)
+        l->out[l->n++] = g->b;
+    return l->n >= l->max;
+}
+
+size_t location_grace(struct location *loc, const char *aor, const struct binding **out,
+                      size_t max)
+{
+    struct grace_list l = {.out = out, .max = max};
+    if (loc->ghosts.count && aor)
+        ghosts_each(loc, aor, collect, &l);
+    return l.n;
+}
+
+const struct binding *location_find_binding(struct location *loc, const char *aor,
+                                            uint64_t contact_id)
+{
+    for (const struct binding *b = location_aor_bindings(location_find(loc, aor)); b; b = b->next)
+        if (b->contact_id == contact_id)
+            return b;
+    const struct binding *ghosts[64];
+    size_t n = location_grace(loc, aor, ghosts, 64);
+    for (size_t i = 0; i < n; i++)
+        if (ghosts[i]->contact_id == contact_id)
+            return ghosts[i];
+    return NULL;
+}
+
+struct token {
+    const char *provider, *prid;
+};
+
+static int same_token(struct location *loc, struct ghost *g, const void *arg)
+{
+    const struct token *t = arg;
+    if (g->b->pn_provider && g->b->pn_prid && strcmp(g->b->pn_provider, t->provider) == 0 &&
+        strcmp(g->b->pn_prid, t->prid) == 0) {
+        ghost_unlink(loc, g);
+        grace_rearm(loc);
+    }
+    return 0;
+}
+
+void location_grace_drop(struct location *loc, const char *aor, const char *provider,
+                         const char *prid)
+{
+    struct token t = {provider, prid};
+    if (loc->ghosts.count)
+        ghosts_each(loc, aor, same_token, &t);
+}
+
+void location_on_save(struct location *loc, void (*fn)(void *arg, const struct binding *b),
+                      void *arg)
+{
+    loc->on_save = fn;
+    loc->on_save_arg = arg;
+}
+
 static void expiry_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     (void)loop;
@@ -354,7 +554,19 @@ static void expiry_cb(struct ev_loop *loop, ev_timer *w, int revents)
         struct binding *b = loc->heap[0];
         log_info("location: binding %s of %s expired", b->contact, b->aor->name);
         metrics_inc(METRICS_LOCATION_EXPIRED);
-        location_remove(loc, b);
+        if (loc->grace > 0 && (b->flags & LOCATION_FLAG_PUSH) && b->pn_prid) {
+            /* pushed for a while yet; gone from the AOR and the store */
+            struct location_aor *a = b->aor;
+            char *aor = xstrdup(a->name);
+            unlink_binding(loc, b);
+            if (loc->store)
+                store_delete_binding(loc->store, b->contact_id, NULL, NULL);
+            aor_drop_if_empty(loc, a);
+            ghost_add(loc, aor, b);
+            free(aor);
+        } else {
+            location_remove(loc, b);
+        }
     }
     timer_rearm(loc);
 }

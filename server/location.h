@@ -105,6 +105,28 @@ size_t location_count(const struct location *loc);
 /* Call fn for every binding in memory; fn must not change the table. */
 void location_each(struct location *loc, void (*fn)(void *arg, const struct binding *b), void *arg);
 
+/* fn is told of every binding stored: saved, refreshed, or loaded at start (one observer). */
+void location_on_save(struct location *loc, void (*fn)(void *arg, const struct binding *b),
+                      void *arg);
+
+/* ---- grace: push bindings that expired recently ----
+ * With a grace of N seconds, a push binding that expires (its timer, not an unregister or a
+ * dead token) is kept aside for N more seconds so a call can still push it (Flexisip issue
+ * #215). Such a binding is never rung, is not in the AOR's list nor in the store, and has
+ * aor == NULL. It goes when the device registers again, when its grace ends, or when its
+ * token is dropped. Memory only: a restart forgets it. */
+void location_set_grace(struct location *loc, long seconds);
+/* Up to max bindings of aor in their grace; returns how many. Valid until the next
+ * location call that may change the table. */
+size_t location_grace(struct location *loc, const char *aor, const struct binding **out,
+                      size_t max);
+/* The binding of aor with contact_id, live or in its grace, or NULL. */
+const struct binding *location_find_binding(struct location *loc, const char *aor,
+                                            uint64_t contact_id);
+/* Forget grace bindings of aor pushed with (provider, prid). */
+void location_grace_drop(struct location *loc, const char *aor, const char *provider,
+                         const char *prid);
+
 /* The kv_store JSON sipwake keeps in the location row, and its inverse. */
 char *location_kv_encode(const struct binding *b);
 

@@ -470,6 +470,10 @@ enum lua_hook_result lua_hook_route(struct lua_vm *vm, const struct lua_hook_rou
         lua_pushnumber(L, b->q);
         lua_setfield(L, -2, "q");
         set_str(L, "tenant", b->tenant);
+        if (b->expired) {
+            lua_pushboolean(L, 1);
+            lua_setfield(L, -2, "expired");
+        }
         lua_rawseti(L, -2, (int)i + 1);
     }
     lua_setfield(L, -2, "bindings");

@@ -65,6 +65,7 @@ struct lua_hook_binding {
     const char *instance;
     double q; /* the Contact's q, 1.0 when it had none */
     const char *tenant;
+    int expired; /* a push binding in its [push] grace: pushed, never rung */
 };
 
 struct lua_hook_route_in {

@@ -26,6 +26,7 @@
 #include "lua_vm.h"
 #include "metrics.h"
 #include "push.h"
+#include "refresh.h"
 #include "registrar.h"
 #include "sip_proxy.h"
 #include "sip_msg.h"
@@ -49,6 +50,7 @@ struct app {
     struct gateway *gw; /* gateway mode only */
     struct push *push;
     struct bucket *bucket;
+    struct refresh *refresh;
 };
 
 static void usage(FILE *f)
@@ -449,6 +451,8 @@ int main(int argc, char **argv)
     }
     tenants_set_current(tenants);
     push_set_tenants(app.push, tenants);
+    location_set_grace(app.loc, app.cfg.push_grace);
+    app.refresh = refresh_new(app.loop, &app.cfg, app.loc, app.push);
     registrar_set_vapid(app.reg, push_vapid_public(app.push));
     app.bucket = bucket_new(app.loop);
     registrar_set_bucket(app.reg, app.bucket);
@@ -499,7 +503,8 @@ out:
     if (app.txns)
         txn_client_abort_all(app.txns); /* pending branches answer 408 while we can send */
     transport_close(app.tp);
-    push_free(app.push);
+    push_free(app.push); /* pushes in flight report "shut down" */
+    refresh_free(app.refresh);
     store_close(app.store); /* commits what is queued */
     registrar_free(app.reg);
     proxy_free(app.proxy);

@@ -140,6 +140,7 @@ static void drop_bindings(struct push *p, const char *aor, const char *provider,
             location_remove(p->loc, b);
         }
     }
+    location_grace_drop(p->loc, aor, provider, prid);
 }
 
 /* ------------------------------------------------------------------ credential sets */
@@ -459,7 +460,9 @@ int push_binding(struct push *p, const struct binding *b, const struct push_even
         pn_free(&pn);
         return -1;
     }
-    const char *aor = b->aor ? location_aor_name(b->aor) : "(push command)";
+    const char *aor = b->aor       ? location_aor_name(b->aor)
+                      : ev_in->aor ? ev_in->aor
+                                   : "(push command)";
     const char *tenant =
         b->tenant ? b->tenant : tenants_of_domain(tenants_current(), aor_domain(aor));
     struct push_event ev = *ev_in;

@@ -42,6 +42,7 @@ struct push_event {
     const char *collapse_id; /* or NULL */
     /* what the policy's push and credentials hooks are shown */
     const char *method, *to_uri, *ruri;
+    const char *aor;         /* the binding's AOR when it is in its grace (aor NULL) */
     int attempt;             /* 1 for the first push of a request to a binding */
     const char *credentials; /* a set the caller names ("TENANT[/SET]"); NULL: the policy's */
     /* the push hook's choices */

@@ -961,9 +961,7 @@ static void waiter_retry_cb(struct ev_loop *loop, ev_timer *t, int revents)
     (void)loop;
     (void)revents;
     struct waiter *w = t->data;
-    const struct binding *b = location_aor_bindings(location_find(w->pr->p->loc, w->aor));
-    while (b && b->contact_id != w->contact_id)
-        b = b->next;
+    const struct binding *b = location_find_binding(w->pr->p->loc, w->aor, w->contact_id);
     if (!b || send_push(w, b) < 0) {
         bucket_cancel(w->entry);
         w->entry = NULL;
@@ -1041,6 +1039,7 @@ static int send_push(struct waiter *w, const struct binding *b)
                             .method = req->sip_method,
                             .to_uri = to,
                             .ruri = ruri,
+                            .aor = w->aor,
                             .attempt = w->attempts + 1};
     char err[200];
     w->attempts++;
@@ -1066,7 +1065,7 @@ static void wait_for(struct proxy_req *pr, const struct binding *b)
     struct waiter *w = xcalloc(1, sizeof *w);
     w->pr = pr;
     w->active = 1;
-    w->aor = xstrdup(location_aor_name(b->aor));
+    w->aor = xstrdup(b->aor ? location_aor_name(b->aor) : pr->aor);
     w->contact_id = b->contact_id;
     w->until = ev_now(p->loop) + bucket_timeout_of(pr);
     ev_init(&w->retry, waiter_retry_cb);
@@ -1176,6 +1175,22 @@ void proxy_handle(struct proxy *p, osip_message_t *req, const char *raw, size_t 
         };
         n++;
     }
+    /* push bindings in their grace: pushed if the policy pushes, never rung */
+    size_t n_live = n;
+    const struct binding *ghosts[PROXY_MAX_BRANCHES];
+    size_t n_ghosts = !keyed && aor ? location_grace(p->loc, aor, ghosts, PROXY_MAX_BRANCHES - n) : 0;
+    for (size_t i = 0; i < n_ghosts; i++, n++) {
+        targets[n] = ghosts[i];
+        hb[n] = (struct lua_hook_binding){.uri = ghosts[i]->contact,
+                                          .transport = "udp",
+                                          .push = 1,
+                                          .instance = ghosts[i]->instance,
+                                          .q = ghosts[i]->q < 0 ? 1.0 : ghosts[i]->q / 1000.0,
+                                          .tenant = ghosts[i]->tenant,
+                                          .expired = 1};
+        if (!tenant)
+            tenant = ghosts[i]->tenant;
+    }
     if (!tenant)
         tenant = tenants_of_domain(tenants_current(), req->req_uri->host);
     char *ruri = NULL;
@@ -1239,7 +1254,7 @@ void proxy_handle(struct proxy *p, osip_message_t *req, const char *raw, size_t 
         struct target tg = {.q = 1000};
         if (gateway_upstream_destination(p->gw, &tg.dst) == 0)
             pr->tg[pr->n_tg++] = tg;
-        n = 0;
+        n = n_live = 0;
     }
     if (d.action == LUA_ROUTE_URI) {
         /* to the URI the policy named, which becomes the Request-URI */
@@ -1248,13 +1263,13 @@ void proxy_handle(struct proxy *p, osip_message_t *req, const char *raw, size_t 
             tg.ruri = xstrdup(d.uri);
             pr->tg[pr->n_tg++] = tg;
         }
-        n = 0;
+        n = n_live = 0;
     }
     pr->contacts = sip_msg_contacts_without_pn(req);
     /* the reachable bindings, highest q first for serial forking (stable: registration order
      * within a q) */
     int pushing = d.action == LUA_ROUTE_BINDINGS && d.push && p->push && pushable(req->sip_method);
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; i < n_live; i++) {
         struct target tg = {.q = targets[i]->q < 0 ? 1000 : targets[i]->q};
         if (pushing && !d.fork_live && (targets[i]->flags & LOCATION_FLAG_PUSH))
             continue; /* the policy: a push binding only waits for its re-REGISTER */
