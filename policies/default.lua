@@ -94,7 +94,13 @@ end
 --       with push = true: push the push bindings (RFC 8599) and hold the request until the
 --       phone registers again ([push] bucket_timeout), besides ringing live connections;
 --       and fork_live = false: a push binding is not rung on the connection it still has,
---       only pushed and waited for
+--       only pushed and waited for;
+--       and missed_call = true: if the caller cancels, each pushed phone that did not come
+--       back gets a "missed call" alert push (loc-key IC_MISSED; shape it in the push hook,
+--       ctx.kind = "missed_call");
+--       and deliver_cancelled = true: an iPhone woken by a VoIP push that comes back after
+--       the caller cancelled (within the bucket timer) still gets the INVITE and then its
+--       CANCEL, so CallKit ends the call it shows instead of ringing a ghost
 --   { relay = "upstream" }                         to the [upstream] server (gateway mode),
 --       Request-URI unchanged; branch_timeout as above
 --   { relay = "uri", uri = "sip:vm@192.0.2.5:5060;transport=tcp" }
@@ -137,6 +143,10 @@ function policy.route(req, ctx)
         -- phones asleep behind a push binding are pushed and waited for ([push]
         -- bucket_timeout); those with a live connection ring at once as well
         push = true,
+        -- a cancelled call: phones that did not come back hear of it, and iPhones whose
+        -- CallKit already shows it get the INVITE and its CANCEL
+        missed_call = true,
+        deliver_cancelled = true,
     }
 end
 
@@ -149,7 +159,8 @@ end
 --               tenant = "acme", user_agent = "...", expires_in = 3412 }
 --               (expires_in < 0: the binding expired that long ago and is pushed within
 --               [push] grace)
---   ctx.kind       "call" (INVITE), "message" (anything else), "refresh" (RFC 8599 §5.5)
+--   ctx.kind       "call" (INVITE), "message" (anything else), "refresh" (RFC 8599 §5.5),
+--                  "missed_call" (the caller cancelled; see route's missed_call)
 --   ctx.attempt    1 for a request's first push to this binding, then 2, 3, ...
 --   ctx.tenant     the binding's tenant, else its domain's
 --   ctx.generation this policy's generation number

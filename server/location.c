@@ -491,8 +491,7 @@ static int collect(struct location *loc, struct ghost *g, const void *arg)
     return l->n >= l->max;
 }
 
-size_t location_grace(struct location *loc, const char *aor, const struct binding **out,
-                      size_t max)
+size_t location_grace(struct location *loc, const char *aor, const struct binding **out, size_t max)
 {
     struct grace_list l = {.out = out, .max = max};
     if (loc->ghosts.count && aor)

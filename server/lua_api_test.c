@@ -216,6 +216,14 @@ static int test_route(lua_State *L)
             lua_pushboolean(L, 0);
             lua_setfield(L, -2, "fork_live");
         }
+        if (out.missed_call) {
+            lua_pushboolean(L, 1);
+            lua_setfield(L, -2, "missed_call");
+        }
+        if (out.deliver_cancelled) {
+            lua_pushboolean(L, 1);
+            lua_setfield(L, -2, "deliver_cancelled");
+        }
         lua_pushstring(L, out.serial ? "serial" : "parallel");
         if (bindings)
             lua_setfield(L, -2, "fork");

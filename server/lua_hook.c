@@ -365,6 +365,18 @@ static int decode_route(struct lua_vm *vm, lua_State *L, const char *hook,
         }
         out->fork_live = lua_isnil(L, -1) || lua_toboolean(L, -1);
         lua_pop(L, 1);
+        lua_getfield(L, t, "missed_call");
+        lua_getfield(L, t, "deliver_cancelled");
+        if ((!lua_isnil(L, -2) && (!lua_isboolean(L, -2) || !out->push)) ||
+            (!lua_isnil(L, -1) && (!lua_isboolean(L, -1) || !out->push))) {
+            lua_pop(L, 4);
+            return bad_decision(vm, hook,
+                                "missed_call and deliver_cancelled are booleans that go only "
+                                "with push = true");
+        }
+        out->missed_call = lua_toboolean(L, -2);
+        out->deliver_cancelled = lua_toboolean(L, -1);
+        lua_pop(L, 2);
         if (!lua_isnil(L, -1)) {
             double bt = lua_type(L, -1) == LUA_TNUMBER ? lua_tonumber(L, -1) : 0;
             if (bt != (int)bt || bt < 1 || bt > LUA_ROUTE_MAX_BRANCH_TIMEOUT) {
@@ -408,13 +420,14 @@ static int decode_route(struct lua_vm *vm, lua_State *L, const char *hook,
         const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "";
         int relay_opt = strcmp(k, "fork") == 0 || strcmp(k, "branch_timeout") == 0 ||
                         strcmp(k, "push") == 0 || strcmp(k, "fork_live") == 0 ||
+                        strcmp(k, "missed_call") == 0 || strcmp(k, "deliver_cancelled") == 0 ||
                         (strcmp(k, "uri") == 0 && out->action == LUA_ROUTE_URI);
         if (strcmp(k, "reply") != 0 && strcmp(k, "relay") != 0 &&
             !(relay_opt && out->action != LUA_ROUTE_REPLY)) {
-            char why[112];
+            char why[160];
             snprintf(why, sizeof why,
                      "unknown key '%.40s' (reply; relay, uri, fork, branch_timeout, push, "
-                     "fork_live)",
+                     "fork_live, missed_call, deliver_cancelled)",
                      k);
             lua_pop(L, 2);
             return bad_decision(vm, hook, why);
@@ -450,9 +463,10 @@ enum lua_hook_result lua_hook_route(struct lua_vm *vm, const struct lua_hook_rou
     out->action = LUA_ROUTE_BINDINGS;
     out->push = 1; /* without a route hook, sleeping push bindings are woken */
     out->fork_live = 1;
+    out->missed_call = out->deliver_cancelled = 1;
     if (!vm || !lua_vm_push_hook(vm, "route"))
         return LUA_HOOK_ABSENT;
-    out->push = 0; /* a hook says so itself */
+    out->push = out->missed_call = out->deliver_cancelled = 0; /* a hook says so itself */
     lua_State *L = lua_vm_state(vm);
     push_route_req(L, in);
     lua_createtable(L, 0, 2);

@@ -97,6 +97,11 @@ struct lua_hook_route_out {
                          * (RFC 8599), besides forking to live flows */
     int fork_live;      /* with push: a push binding that still has a live flow rings there at
                          * once too (default); 0: it only waits for its re-REGISTER */
+    int missed_call;    /* with push: when the caller cancels, a "missed call" alert push to
+                         * each pushed phone that did not come back (not to those below) */
+    int deliver_cancelled; /* with push: a phone that got a VoIP push and comes back within the
+                            * bucket timer after the caller cancelled still gets the INVITE,
+                            * then its CANCEL, so CallKit ends the call it shows */
     int code;
     char reason[128];
     char headers[1024]; /* reply: extra "Name: value\r\n" lines */

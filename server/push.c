@@ -327,6 +327,8 @@ static void finish(struct push_job *j, enum push_outcome o, int status, const ch
     snprintf(r.id, sizeof r.id, "%s", id ? id : "");
     snprintf(r.credentials, sizeof r.credentials, "%s",
              j->creds ? j->creds->name : PUSH_CONFIG_SET);
+    size_t tl = strlen(j->topic);
+    r.voip = pn_is_apns(j->provider) && tl > 5 && strcmp(j->topic + tl - 5, ".voip") == 0;
     metrics_push_result(provider, push_outcome_name(o), r.reason);
 
     char hash[17];

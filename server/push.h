@@ -50,6 +50,7 @@ struct push_result {
     int status;            /* the service's HTTP status, 0 when none came */
     char id[128];          /* apns-id or FCM message name, when given */
     char credentials[132]; /* the set used: "tenant/set", or "[push]" */
+    int voip;              /* an APNs VoIP push (CallKit shows the call on the phone) */
     /* on_push_result's decision; for drop_binding the binding is gone already */
     enum lua_push_action action;
     long after_ms;

@@ -18,7 +18,7 @@ enum push_kind push_kind_of(const char *method)
 
 const char *push_kind_name(enum push_kind k)
 {
-    static const char *const names[] = {"call", "message", "refresh"};
+    static const char *const names[] = {"call", "message", "refresh", "missed_call"};
     return names[k];
 }
 
@@ -109,7 +109,9 @@ int push_content_apns(const struct pn_info *pn, const struct push_event *ev, tim
                 json_object_set_new(alert, "body", json_string(ev->alert_body));
         } else {
             json_object_set_new(alert, "loc-key",
-                                json_string(ev->kind == PUSH_CALL ? "IC_MSG" : "IM_MSG"));
+                                json_string(ev->kind == PUSH_CALL          ? "IC_MSG"
+                                            : ev->kind == PUSH_MISSED_CALL ? "IC_MISSED"
+                                                                           : "IM_MSG"));
             const char *who = ev->from_uri
                                   ? (ev->from_name && *ev->from_name ? ev->from_name : ev->from_uri)
                                   : NULL;
@@ -143,7 +145,7 @@ int push_content_fcm(const struct pn_info *pn, const struct push_event *ev, stru
     }
     memset(m, 0, sizeof *m);
     json_t *d = json_object();
-    static const char *const kinds[] = {"call", "message", "refresh"};
+    static const char *const kinds[] = {"call", "message", "refresh", "missed_call"};
     json_object_set_new(d, "type", json_string(kinds[ev->kind]));
     if (ev->kind != PUSH_REFRESH)
         add_caller(d, ev);
@@ -157,7 +159,8 @@ int push_content_fcm(const struct pn_info *pn, const struct push_event *ev, stru
     m->token = pn->prid;
     m->data_json = *data;
     m->high = ev->priority ? ev->priority == 10
-                           : ev->kind != PUSH_REFRESH && ev->style != PUSH_STYLE_BACKGROUND;
+                           : (ev->kind == PUSH_CALL || ev->kind == PUSH_MESSAGE) &&
+                                 ev->style != PUSH_STYLE_BACKGROUND;
     m->ttl = ev->ttl > 0 ? ev->ttl : 0;
     m->collapse_key = ev->collapse_id;
     return 0;

@@ -8,9 +8,10 @@
  * background push (content-available, priority 5) to the remote token. The payload carries
  * what Linphone and similar apps read: aps.call-id and call-id (to match the INVITE, and to
  * let CallKit show the call before it arrives), from-uri and display-name unless the caller
- * is hidden, and Linphone's loc-key (IC_MSG, IM_MSG). FCM: a data-only message (call-id,
- * from-uri, display-name, type), high priority for calls and messages. Web Push: no body
- * (RFC 8599), Urgency high for calls.
+ * is hidden, and Linphone's loc-key (IC_MSG, IM_MSG; IC_MISSED for a missed call, an alert
+ * to the remote token). FCM: a data-only message (call-id, from-uri, display-name, type),
+ * high priority for calls and messages. Web Push: no body (RFC 8599), Urgency high for
+ * calls.
  */
 #ifndef SIPWAKE_PUSH_CONTENT_H
 #define SIPWAKE_PUSH_CONTENT_H
@@ -23,7 +24,8 @@
 #include "push_fcm.h"
 #include "push_webpush.h"
 
-enum push_kind { PUSH_CALL = 0, PUSH_MESSAGE, PUSH_REFRESH };
+/* A missed call: the caller cancelled before a pushed phone came back; an alert. */
+enum push_kind { PUSH_CALL = 0, PUSH_MESSAGE, PUSH_REFRESH, PUSH_MISSED_CALL };
 
 /* How it is pushed; the default follows the kind (above). */
 enum push_style {
@@ -55,7 +57,8 @@ struct push_event {
 /* Which kind a request method is pushed as: INVITE a call, anything else a message. */
 enum push_kind push_kind_of(const char *method);
 
-/* The name of a kind for logs, the push log and the policy: "call", "message", "refresh". */
+/* The name of a kind for logs, the push log and the policy: "call", "message", "refresh",
+ * "missed_call". */
 const char *push_kind_name(enum push_kind k);
 
 /* APNs: fill n (its strings point into pn, ev, topic or *payload, which the caller frees)

@@ -136,8 +136,8 @@ static void pushed(void *arg, const struct push_result *res)
         delay = 1;
     time_t now = util_now();
     if (now + delay >= b->expires) {
-        log_info("refresh: %s did not register again after %d refresh push%s", e->aor,
-                 e->attempt, e->attempt == 1 ? "" : "es");
+        log_info("refresh: %s did not register again after %d refresh push%s", e->aor, e->attempt,
+                 e->attempt == 1 ? "" : "es");
         free(e);
         return;
     }
@@ -153,9 +153,8 @@ static void fire(struct refresh *r, struct entry *e)
         return;
     }
     e->attempt++;
-    struct push_event ev = {.kind = PUSH_REFRESH,
-                            .ttl = (long)(b->expires - util_now()),
-                            .attempt = e->attempt};
+    struct push_event ev = {
+        .kind = PUSH_REFRESH, .ttl = (long)(b->expires - util_now()), .attempt = e->attempt};
     char err[256];
     if (push_binding(r->push, b, &ev, pushed, e, err, sizeof err) < 0) {
         log_info("refresh: no refresh push to %s: %s", e->aor, err);

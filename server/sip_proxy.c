@@ -68,6 +68,8 @@ struct waiter {
     ev_timer retry;  /* the next try after 429/5xx/no answer */
     ev_tstamp until; /* the bucket timer's end */
     int attempts;
+    int delivered; /* a push reached the service */
+    int voip;      /* ... as an APNs VoIP push: CallKit shows the call */
 };
 
 /* One request being proxied, alive until every branch has reported. */
@@ -91,12 +93,13 @@ struct proxy_req {
     int timed_out;      /* sipwake CANCELled for a timeout (branch_timeout, Timer C) */
     struct waiter *waiters[PROXY_MAX_BRANCHES];
     size_t n_waiters;
-    int waiting;        /* waiters still active */
-    int pushed;         /* some push binding was pushed: no answer at all then means 480 */
-    int expired;        /* a bucket timer fired (else every push failed) */
-    int timeout_asked;  /* on_timeout has decided */
-    char *aor, *tenant; /* for on_timeout */
-    int in_setup;       /* proxy_handle is still building it: do not settle yet */
+    int waiting;       /* waiters still active */
+    int pushed;        /* some push binding was pushed: no answer at all then means 480 */
+    int expired;       /* a bucket timer fired (else every push failed) */
+    int timeout_asked; /* on_timeout has decided */
+    int missed_call, deliver_cancelled; /* the route decision's, for a CANCEL */
+    char *aor, *tenant;                 /* for on_timeout */
+    int in_setup;                       /* proxy_handle is still building it: do not settle yet */
     ev_timer group_timer;
     char *routes;   /* the Route lines to forward once ours are removed; NULL: as received */
     char *contacts; /* Contact lines without pn-* params for the upstream; NULL: as received */
@@ -340,19 +343,22 @@ static int timed_out(struct proxy_req *pr)
     return pr->pending > 0;
 }
 
+static void stop_waiter(struct proxy_req *pr, struct waiter *w)
+{
+    ev_timer_stop(pr->p->loop, &w->retry);
+    bucket_cancel(w->entry);
+    w->entry = NULL;
+    if (w->active) {
+        w->active = 0;
+        pr->waiting--;
+    }
+}
+
 /* Stop waiting for sleeping devices (answered, cancelled). */
 static void stop_waiting(struct proxy_req *pr)
 {
-    for (size_t i = 0; i < pr->n_waiters; i++) {
-        struct waiter *w = pr->waiters[i];
-        ev_timer_stop(pr->p->loop, &w->retry);
-        bucket_cancel(w->entry);
-        w->entry = NULL;
-        if (w->active) {
-            w->active = 0;
-            pr->waiting--;
-        }
-    }
+    for (size_t i = 0; i < pr->n_waiters; i++)
+        stop_waiter(pr, pr->waiters[i]);
 }
 
 /* When no branch is pending and no device is awaited: the next serial group, or the final
@@ -430,14 +436,33 @@ static void branch_cb(void *arg, const osip_message_t *resp, const char *raw, si
     settle(pr);
 }
 
+static void missed_call_push(struct proxy_req *pr, struct waiter *w);
+
 void proxy_cancel(void *owner)
 {
     struct proxy_req *pr = owner;
     log_info("proxy: INVITE %s cancelled by the caller", pr->req->call_id->number);
     pr->stopped = 1;
     cancel_pending(pr);
-    stop_waiting(pr);
-    settle(pr); /* nothing was ringing yet: 487 now */
+    /* phones pushed and not back yet: a VoIP-pushed iPhone shows the call in CallKit and
+     * needs the INVITE and its CANCEL to end it (deliver_cancelled: it stays in the bucket);
+     * the others may be told of the missed call */
+    int kept = 0;
+    for (size_t i = 0; i < pr->n_waiters; i++) {
+        struct waiter *w = pr->waiters[i];
+        if (!w->active)
+            continue;
+        if (pr->deliver_cancelled && w->voip && w->entry) {
+            kept++;
+            continue;
+        }
+        if (pr->missed_call && w->delivered)
+            missed_call_push(pr, w);
+        stop_waiter(pr, w);
+    }
+    if (kept)
+        reply(pr, 487, "Request Terminated"); /* the caller is done; the phones are not yet */
+    settle(pr);                               /* nothing was ringing yet: 487 now */
 }
 
 int proxy_forward_stray(struct proxy *p, const osip_message_t *resp, const char *raw, size_t len)
@@ -932,13 +957,17 @@ static void waiter_wake(void *arg, const struct binding *b)
     struct proxy_req *pr = w->pr;
     w->entry = NULL;
     struct target tg = {.q = 1000};
-    if (!pr->answered && !pr->stopped && pr->n_br < PROXY_MAX_BRANCHES &&
+    int cancelled = pr->stopped && pr->deliver_cancelled && w->voip;
+    if (((!pr->answered && !pr->stopped) || cancelled) && pr->n_br < PROXY_MAX_BRANCHES &&
         binding_destination(pr->p, b, &tg.dst) == 0) {
-        log_info("proxy: %s %s: %s registered again, forwarding", pr->req->sip_method,
-                 pr->req->call_id->number, location_aor_name(b->aor));
+        log_info("proxy: %s %s: %s registered again, forwarding%s", pr->req->sip_method,
+                 pr->req->call_id->number, location_aor_name(b->aor),
+                 cancelled ? " the cancelled call, then its CANCEL (CallKit)" : "");
         tg.ruri = sip_msg_uri_without_pn(b->contact);
         start_target(pr, &tg);
         free(tg.ruri);
+        if (cancelled && pr->br[pr->n_br - 1].c)
+            txn_client_cancel(pr->br[pr->n_br - 1].c); /* sent once it rings */
     }
     waiter_end(w);
 }
@@ -977,6 +1006,10 @@ static void waiter_pushed(void *arg, const struct push_result *r)
         waiter_free(w); /* the request ended first */
         return;
     }
+    if (r->outcome == PUSH_DELIVERED) {
+        w->delivered = 1;
+        w->voip = r->voip;
+    }
     if (r->outcome == PUSH_DELIVERED && r->action != LUA_PUSH_GIVE_UP &&
         r->action != LUA_PUSH_DROP_BINDING && r->action != LUA_PUSH_RETRY)
         return; /* now the bucket timer runs */
@@ -1013,48 +1046,88 @@ static double bucket_timeout_of(const struct proxy_req *pr)
 
 /* Push binding b and wait for its device in the bucket. */
 /* Push b for w's request. 0 (waiter_pushed will follow), or -1 (logged). */
+/* What a push for pr's request says; the strings it points to are in caller (free with
+ * caller_free). */
+struct caller {
+    char *from, *name, *to, *ruri;
+};
+
+static void caller_free(struct caller *c)
+{
+    osip_free(c->from);
+    osip_free(c->to);
+    osip_free(c->ruri);
+    free(c->name);
+}
+
+static struct push_event event_of(const struct proxy_req *pr, enum push_kind kind, long ttl,
+                                  const char *aor, int attempt, struct caller *c)
+{
+    const osip_message_t *req = pr->req;
+    memset(c, 0, sizeof *c);
+    if (req->from && req->from->url)
+        osip_uri_to_str(req->from->url, &c->from);
+    c->name = req->from && req->from->displayname ? xstrdup(req->from->displayname) : NULL;
+    if (c->name && c->name[0] == '"' && strlen(c->name) >= 2) {
+        memmove(c->name, c->name + 1, strlen(c->name));
+        c->name[strlen(c->name) - 1] = '\0';
+    }
+    if (req->to && req->to->url)
+        osip_uri_to_str(req->to->url, &c->to);
+    if (req->req_uri)
+        osip_uri_to_str(req->req_uri, &c->ruri);
+    return (struct push_event){.kind = kind,
+                               .call_id = req->call_id->number,
+                               .from_uri = c->from,
+                               .from_name = c->name,
+                               .ttl = ttl,
+                               .method = req->sip_method,
+                               .to_uri = c->to,
+                               .ruri = c->ruri,
+                               .aor = aor,
+                               .attempt = attempt};
+}
+
+/* Push b for w's request. 0 (waiter_pushed will follow), or -1 (logged). */
 static int send_push(struct waiter *w, const struct binding *b)
 {
     struct proxy_req *pr = w->pr;
-    const osip_message_t *req = pr->req;
-    char *from = NULL;
-    if (req->from && req->from->url)
-        osip_uri_to_str(req->from->url, &from);
-    char *name = req->from && req->from->displayname ? xstrdup(req->from->displayname) : NULL;
-    if (name && name[0] == '"' && strlen(name) >= 2) {
-        memmove(name, name + 1, strlen(name));
-        name[strlen(name) - 1] = '\0';
-    }
     ev_tstamp left = w->until - ev_now(pr->p->loop);
-    char *to = NULL, *ruri = NULL;
-    if (req->to && req->to->url)
-        osip_uri_to_str(req->to->url, &to);
-    if (req->req_uri)
-        osip_uri_to_str(req->req_uri, &ruri);
-    struct push_event ev = {.kind = push_kind_of(req->sip_method),
-                            .call_id = req->call_id->number,
-                            .from_uri = from,
-                            .from_name = name,
-                            .ttl = left > 1 ? (long)left : 1,
-                            .method = req->sip_method,
-                            .to_uri = to,
-                            .ruri = ruri,
-                            .aor = w->aor,
-                            .attempt = w->attempts + 1};
+    struct caller c;
+    struct push_event ev = event_of(pr, push_kind_of(pr->req->sip_method),
+                                    left > 1 ? (long)left : 1, w->aor, w->attempts + 1, &c);
     char err[200];
     w->attempts++;
     w->pushing = 1;
     int rc = push_binding(pr->p->push, b, &ev, waiter_pushed, w, err, sizeof err);
     if (rc < 0) {
         w->pushing = 0;
-        log_info("proxy: %s %s: no push to %s: %s", req->sip_method, req->call_id->number, w->aor,
-                 err);
+        log_info("proxy: %s %s: no push to %s: %s", pr->req->sip_method, pr->req->call_id->number,
+                 w->aor, err);
     }
-    osip_free(from);
-    osip_free(to);
-    osip_free(ruri);
-    free(name);
+    caller_free(&c);
     return rc;
+}
+
+static void missed_call_pushed(void *arg, const struct push_result *r)
+{
+    (void)arg;
+    (void)r; /* counted and logged by push.c */
+}
+
+/* The caller cancelled before w's phone came back: tell it of the missed call. */
+static void missed_call_push(struct proxy_req *pr, struct waiter *w)
+{
+    const struct binding *b = location_find_binding(pr->p->loc, w->aor, w->contact_id);
+    if (!b)
+        return;
+    struct caller c;
+    struct push_event ev = event_of(pr, PUSH_MISSED_CALL, 3600, w->aor, 1, &c);
+    char err[200];
+    if (push_binding(pr->p->push, b, &ev, missed_call_pushed, NULL, err, sizeof err) < 0)
+        log_info("proxy: INVITE %s: no missed-call push to %s: %s", pr->req->call_id->number,
+                 w->aor, err);
+    caller_free(&c);
 }
 
 static void wait_for(struct proxy_req *pr, const struct binding *b)
@@ -1178,7 +1251,8 @@ void proxy_handle(struct proxy *p, osip_message_t *req, const char *raw, size_t 
     /* push bindings in their grace: pushed if the policy pushes, never rung */
     size_t n_live = n;
     const struct binding *ghosts[PROXY_MAX_BRANCHES];
-    size_t n_ghosts = !keyed && aor ? location_grace(p->loc, aor, ghosts, PROXY_MAX_BRANCHES - n) : 0;
+    size_t n_ghosts =
+        !keyed && aor ? location_grace(p->loc, aor, ghosts, PROXY_MAX_BRANCHES - n) : 0;
     for (size_t i = 0; i < n_ghosts; i++, n++) {
         targets[n] = ghosts[i];
         hb[n] = (struct lua_hook_binding){.uri = ghosts[i]->contact,
@@ -1285,6 +1359,8 @@ void proxy_handle(struct proxy *p, osip_message_t *req, const char *raw, size_t 
     }
     pr->serial = d.serial;
     pr->branch_timeout = d.branch_timeout;
+    pr->missed_call = d.missed_call;
+    pr->deliver_cancelled = d.deliver_cancelled;
     pr->routes = routes_without_us(p, req);
     /* §16.6 step 7: a Route set that goes on past sipwake names the next hop; the targets
      * keep their Request-URIs but go there */

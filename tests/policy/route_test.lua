@@ -8,7 +8,8 @@ tap.is_deeply(d, { reply = { code = 404, reason = "Not Found" } },
               "callee not registered: 404 Not Found")
 
 d = route({ method = "MESSAGE" }, { bindings = { { uri = "sip:bob@192.0.2.9", transport = "udp" } } })
-tap.is_deeply(d, { relay = "bindings", fork = "parallel", branch_timeout = 60, push = true },
+tap.is_deeply(d, { relay = "bindings", fork = "parallel", branch_timeout = 60, push = true,
+                   missed_call = true, deliver_cancelled = true },
               "registered callee: relay to the bindings, ringing at most 60 s")
 
 d = route({ method = "OPTIONS" }, {
@@ -17,7 +18,8 @@ d = route({ method = "OPTIONS" }, {
         { uri = "sip:bob@192.0.2.10;transport=tls", transport = "tls", reachable = false },
     },
 })
-tap.is_deeply(d, { relay = "bindings", fork = "parallel", branch_timeout = 60, push = true },
+tap.is_deeply(d, { relay = "bindings", fork = "parallel", branch_timeout = 60, push = true,
+                   missed_call = true, deliver_cancelled = true },
               "push and unreachable bindings are still relayed to")
 
 d = route({ method = "INVITE" }, {
@@ -34,7 +36,8 @@ d = route({ method = "MESSAGE" }, {
     from_upstream = true,
     bindings = { { uri = "sip:alice@192.0.2.9;pn-provider=fcm;pn-param=p;pn-prid=t", push = true } },
 })
-tap.is_deeply(d, { relay = "bindings", fork = "parallel", branch_timeout = 60, push = true },
+tap.is_deeply(d, { relay = "bindings", fork = "parallel", branch_timeout = 60, push = true,
+                   missed_call = true, deliver_cancelled = true },
               "gateway mode: the PBX's request reaches the phone behind the masqueraded contact")
 
 d = route({ method = "INVITE" }, { gateway = true, from_upstream = true, bindings = {} })

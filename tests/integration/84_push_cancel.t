@@ -1,0 +1,108 @@
+#!/usr/bin/perl
+# A caller who hangs up while the phone is being woken (default policy: missed_call and
+# deliver_cancelled): the caller gets 487 at once; an iPhone that got a VoIP push — and so
+# shows the call in CallKit — and comes back gets the INVITE and then its CANCEL, so CallKit
+# ends the call instead of ringing a ghost; a phone that got an alert push gets a "missed
+# call" alert. The caller hears nothing more.
+use strict;
+use warnings;
+use FindBin;
+use lib "$FindBin::Bin/../lib";
+use Test::More;
+use File::Temp qw(tempdir);
+use Time::HiRes qw(time sleep);
+use Sipwake;
+
+my $dir = tempdir('push-cancel-XXXXXX', TMPDIR => 1, CLEANUP => 1);
+Sipwake::make_keys($dir, 'apns') or BAIL_OUT('openssl failed');
+my (undef, $aport) = Sipwake::start_emulator('apns', '--cert', "$dir/cert.pem", '--key', "$dir/key.pem",
+    '--auth-key', "KEY1234567:TEAM123456:$dir/apns-pub.pem", '--log', "$dir/apns.log", '--lifetime', '120');
+ok($aport, 'APNs emulator listening');
+sub apns_log { open my $f, '<', "$dir/apns.log" or return ''; local $/; <$f> // '' }
+sub pushes { my ($tok) = @_; grep { /"event": "push", "path": "\/3\/device\/$tok"/ } split /\n/, apns_log() }
+
+my $sw = Sipwake->new(config => {
+    push => { apns_key_file => "$dir/apns.p8", apns_key_id => 'KEY1234567', apns_team_id => 'TEAM123456',
+              apns_host => '127.0.0.1', apns_port => $aport, ca => "$dir/cert.pem", bucket_timeout => 5 },
+});
+$sw->start;
+my $PARAM = 'pn-provider=apns;pn-param=TEAM123456.org.example.app';
+sub sleeping {
+    my ($user, $pn) = @_;
+    my $ua = $sw->ua(user => $user, transport => 'tcp');
+    my $c = "sip:$user\@127.0.0.1:" . $ua->local_port . ";transport=tcp;$pn";
+    my $code = $ua->register(contact => $c, expires => 3600)->{code};
+    close $ua->sock;
+    return $code;
+}
+is(sleeping('iphone', "$PARAM.voip%26remote;pn-prid=AAAA01:voip%26BBBB02:remote"), 200, 'an iPhone with VoIP and remote tokens');
+is(sleeping('alerted', "$PARAM;pn-prid=CCCC03"), 200, 'an app with a remote token only');
+sleep 0.2;
+
+my $caller = $sw->ua(user => 'carl');
+my $cp = $caller->local_port;
+sub invite {
+    my ($to, $callid, $method) = @_;
+    $method //= 'INVITE';
+    return "$method sip:$to\@example.com SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:$cp;rport;branch=z9hG4bK$callid\r\n"
+        . "Max-Forwards: 70\r\nFrom: \"Carl\" <sip:carl\@example.com>;tag=c-$callid\r\nTo: <sip:$to\@example.com>\r\n"
+        . "Call-ID: $callid\r\nCSeq: 1 $method\r\nContact: <sip:carl\@127.0.0.1:$cp>\r\nContent-Length: 0\r\n\r\n";
+}
+sub cancel_and_487 {
+    my ($to, $callid) = @_;
+    $caller->send_raw(invite($to, $callid, 'CANCEL'));
+    my @got;
+    for (1 .. 2) { push @got, $caller->expect(qr/^SIP\/2\.0 (200|487)/, 3) // '' }
+    my ($r487) = grep { /^SIP\/2\.0 487/ } @got;
+    my ($tohdr) = ($r487 // '') =~ /^(To: .*)\r$/m;
+    if ($tohdr) { # the ACK ends the INVITE transaction (§17.1.1.3)
+        (my $ack = invite($to, $callid, 'ACK')) =~ s/^To: .*\r$/$tohdr\r/m;
+        $caller->send_raw($ack);
+    }
+    return (scalar(grep { /^SIP\/2\.0 200 .*CSeq: 1 CANCEL/s } @got), scalar(grep { /^SIP\/2\.0 487 .*CSeq: 1 INVITE/s } @got));
+}
+
+# the iPhone: VoIP push, CANCEL, then it comes back
+$caller->send_raw(invite('iphone', 'ck-1'));
+$caller->expect(qr/^SIP\/2\.0 100/, 3);
+for (1 .. 40) { last if pushes('AAAA01'); sleep 0.05 }
+like((pushes('AAAA01'))[0] // '', qr/"push_type": "voip".*ck-1.*"status": 200/, 'the iPhone got a VoIP push');
+my ($c200, $c487) = cancel_and_487('iphone', 'ck-1');
+ok($c200 && $c487, 'the caller cancels: 200 for the CANCEL, 487 for the INVITE, at once');
+sleep 0.3;
+is(scalar(pushes('BBBB02')), 0, 'no missed-call alert for a VoIP-pushed iPhone (CallKit has it)');
+my $woken = $sw->ua(user => 'iphone', transport => 'tcp');
+my $wp = $woken->local_port;
+is($woken->register(contact => "sip:iphone\@127.0.0.1:$wp;transport=tcp;$PARAM.voip%26remote;pn-prid=AAAA01:voip%26BBBB02:remote",
+    expires => 3600)->{code}, 200, 'the iPhone registers again (CallKit woke the app)');
+my $inv = $woken->expect(qr/^INVITE /, 3);
+ok($inv && $inv =~ /Call-ID: ck-1\r/, 'it still gets the INVITE of the cancelled call');
+$woken->answer($inv, 180, reason => 'Ringing', tag => 'i1', contact => "sip:iphone\@127.0.0.1:$wp;transport=tcp") if $inv;
+my $cancel = $woken->expect(qr/^CANCEL /, 3);
+ok($cancel && $cancel =~ /Call-ID: ck-1\r/, 'and then its CANCEL, so CallKit ends it');
+if ($cancel) {
+    $woken->answer($cancel, 200, reason => 'OK', tag => 'i1');
+    $woken->answer($inv, 487, reason => 'Request Terminated', tag => 'i1');
+    ok($woken->expect(qr/^ACK /, 3), 'its 487 is acknowledged');
+}
+my $more = $caller->expect(qr/^SIP\/2\.0 /, 1);
+ok(!defined $more, 'the caller hears nothing more') or diag $more;
+
+# the alert-only app: a missed-call alert
+$caller->send_raw(invite('alerted', 'mc-1'));
+$caller->expect(qr/^SIP\/2\.0 100/, 3);
+for (1 .. 40) { last if pushes('CCCC03'); sleep 0.05 }
+like((pushes('CCCC03'))[0] // '', qr/"push_type": "alert".*IC_MSG.*mc-1/, 'the call was pushed as an alert');
+($c200, $c487) = cancel_and_487('alerted', 'mc-1');
+ok($c200 && $c487, 'the caller cancels: 200 and 487');
+for (1 .. 40) { last if pushes('CCCC03') >= 2; sleep 0.05 }
+my @p = pushes('CCCC03');
+like($p[1] // '', qr/"push_type": "alert".*\\"loc-key\\":\\"IC_MISSED\\",\\"loc-args\\":\[\\"Carl\\"\].*mc-1.*"status": 200/,
+     'then a missed-call alert (IC_MISSED, the caller\'s name, the Call-ID)');
+like($sw->sql_wait("SELECT kind FROM sipwake_push_log WHERE call_id='mc-1' ORDER BY id", qr/missed_call/),
+     qr/^call\nmissed_call$/, 'both in the push log');
+
+ok($sw->alive, 'sipwake still running');
+$sw->stop;
+unlike($sw->log, qr/ERROR|AddressSanitizer|runtime error/, 'no errors or sanitizer reports');
+done_testing;
