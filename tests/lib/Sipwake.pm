@@ -267,43 +267,26 @@ sub run_bin {
 # sipwake's). Returns (exit code, the messages sipp saw, sipp's error log).
 sub sipp {
     my ($self, $scenario, %o) = @_;
-    my $tag = $scenario . '-' . ++$self->{sipp_runs};
-    my $msgf = "$self->{dir}/$tag-msg.log";
-    my $errf = "$self->{dir}/$tag-err.log";
-    my @cmd = ('sipp', '-sf', "$ROOT/tests/sipp/$scenario.xml", '-m', 1, '-nostdin',
-        '-t', $o{transport} || 'u1', '-i', '127.0.0.1', '-p', $o{port} || Sipwake::free_port(),
-        '-timeout', '10s', '-recv_timeout', '5000', '-trace_msg', '-message_file', $msgf,
-        '-trace_err', '-error_file', $errf, @{ $o{args} || [] });
-    for my $k (sort keys %{ $o{set} || {} }) {
-        push @cmd, '-set', $k, $o{set}{$k};
-    }
-    push @cmd, $o{target} // "127.0.0.1:$self->{port}";
-    my $pid = fork() // die;
-    if ($pid == 0) {
-        open STDOUT, '>', '/dev/null';
-        open STDERR, '>', '/dev/null';
-        exec @cmd or exit 127;
-    }
-    waitpid($pid, 0);
-    my $rc = $? >> 8;
-    my $slurp = sub { open my $fh, '<', $_[0] or return ''; local $/; <$fh> // '' };
-    return ($rc, $slurp->($msgf), $slurp->($errf));
+    return $self->sipp_wait($self->sipp_bg($scenario, timeout => '10s', recv_timeout => 5000, %o));
 }
 
-# Start sipp in the background (same options as sipp); returns a handle for sipp_wait.
+# Start sipp in the background (same options as sipp, and server_side => 1 for a UAS that
+# only listens; timeout, recv_timeout: sipp's, 15 s and 10 s by default); returns a handle for
+# sipp_wait.
 sub sipp_bg {
     my ($self, $scenario, %o) = @_;
     my $tag = $scenario . '-' . ++$self->{sipp_runs};
     my $msgf = "$self->{dir}/$tag-msg.log";
     my $errf = "$self->{dir}/$tag-err.log";
     my @cmd = ('sipp', '-sf', "$ROOT/tests/sipp/$scenario.xml", '-m', 1, '-nostdin',
-        '-t', $o{transport} || 'u1', '-i', '127.0.0.1', '-p', $o{port},
-        '-timeout', '15s', '-recv_timeout', '10000', '-trace_msg', '-message_file', $msgf,
-        '-trace_err', '-error_file', $errf, @{ $o{args} || [] });
+        '-t', $o{transport} || 'u1', '-i', '127.0.0.1', '-p', $o{port} || Sipwake::free_port(),
+        '-timeout', $o{timeout} || '15s', '-recv_timeout', $o{recv_timeout} || 10000,
+        '-trace_msg', '-message_file', $msgf, '-trace_err', '-error_file', $errf,
+        @{ $o{args} || [] });
     for my $k (sort keys %{ $o{set} || {} }) {
         push @cmd, '-set', $k, $o{set}{$k};
     }
-    push @cmd, "127.0.0.1:$self->{port}" unless $o{server_side};
+    push @cmd, $o{target} // "127.0.0.1:$self->{port}" unless $o{server_side};
     my $pid = fork() // die;
     if ($pid == 0) {
         open STDOUT, '>', '/dev/null';
