@@ -303,6 +303,8 @@ static int on_stream_close(nghttp2_session *s, int32_t sid, uint32_t error_code,
         finish(r, NULL);
     } else if (error_code == NGHTTP2_REFUSED_STREAM && !p->freeing) {
         /* not processed by the server (RFC 9113 §8.7): safe to send again */
+        log_info("h2: %s:%d did not process stream %d (GOAWAY): it goes again", p->host, p->port,
+                 sid);
         r->status = 0;
         r->body_off = 0;
         r->rbody.len = 0;

@@ -20,6 +20,7 @@ mock servers do and answering with Apple's status codes and reasons
   6. per-token script (--script FILE, JSON, re-read per request):
      {"<token>": {"status": 410, "reason": "Unregistered"} | {"delay_ms": N} | {"hang": true}
                  | {"goaway": "Shutdown"}}
+     with "times": N, only the first N pushes to that token get it.
      a 410 carries "timestamp" (ms).
 A connection allows one stream until its first push with a valid token, then 1000.
 Every request is logged as a JSON line (--log) with the verdict and the kid of its token.
@@ -59,6 +60,8 @@ class Apns:
     def __init__(self, args):
         self.args = args
         self.keys = {}  # kid -> (team, public key)
+        self.seen = {}  # token -> scripted pushes so far
+        self.lock = threading.Lock()
         for spec in args.auth_key or []:
             kid, team, path = spec.split(':', 2)
             with open(path, 'rb') as f:
@@ -68,7 +71,13 @@ class Apns:
         if not self.args.script or not os.path.exists(self.args.script):
             return {}
         with open(self.args.script) as f:
-            return json.load(f).get(token, {})
+            sc = json.load(f).get(token, {})
+        if 'times' in sc:  # only the first N pushes to this token
+            with self.lock:
+                self.seen[token] = self.seen.get(token, 0) + 1
+                if self.seen[token] > sc['times']:
+                    return {}
+        return sc
 
     def error(self, status, reason, extra=None):
         body = {'reason': reason}
@@ -215,11 +224,13 @@ def main():
     ap.add_argument('--token-lifetime', type=float, default=3600)
     ap.add_argument('--token-update-window', type=float, default=1200)
     ap.add_argument('--lifetime', type=float, default=300)
+    ap.add_argument('--goaway-after', type=int, default=0,
+                    help='GOAWAY after N requests on a connection; later streams are refused')
     a = ap.parse_args()
     threading.Timer(a.lifetime, lambda: os._exit(0)).start()
     apns = Apns(a)
     srv = h2server.Server(a.host, a.port, a.cert, a.key, apns.handle, max_streams=1,
-                          log_path=a.log, ca=a.client_ca)
+                          goaway_after=a.goaway_after, log_path=a.log, ca=a.client_ca)
     print('listening %d' % srv.port, flush=True)
     srv.serve_forever()
 
