@@ -3,7 +3,8 @@
 #   make          build server/sipwake (optimised, warnings on)
 #   make run      install missing Debian packages, build, start with the embedded defaults
 #   make test     install missing packages, build with ASan/UBSan, run every test with prove
-#   make bench    REGISTER and call benchmarks against Kamailio (see README "Benchmark")
+#   make bench    REGISTER and call benchmarks against Kamailio, push throughput against h2load
+#                 (see README "Benchmark")
 #   make fmt      clang-format the C sources; make fmt-check fails on a difference
 
 CC      ?= cc
@@ -40,7 +41,7 @@ DEB_BUILD := build-essential pkg-config libosip2-dev libev-dev libluajit-5.1-dev
              libsqlite3-dev libnghttp2-dev libjansson-dev libjemalloc-dev openssl
 DEB_TEST  := sip-tester libio-socket-ssl-perl sqlite3 perl clang-format clang libclang-rt-14-dev \
              kamailio python3-h2
-DEB_BENCH := kamailio kamailio-sqlite-modules sip-tester sqlite3
+DEB_BENCH := kamailio kamailio-sqlite-modules sip-tester sqlite3 nghttp2-client python3-h2
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: all run test unit-build fuzz fuzz-build bench deps deps-test fmt fmt-check clean \
@@ -75,6 +76,11 @@ tests/unit/build/%.t: tests/unit/%.c $(ASAN_LIB_OBJS) tests/unit/tap.h | tests/u
 	  $(ASAN_LDFLAGS) $(LIBS)
 
 unit-build: $(UNIT_BINS)
+
+REL_LIB_OBJS := $(LIB_SRCS:server/%.c=server/build-release/%.o)
+tests/bench/build/push_bench: tests/bench/push_bench.c $(REL_LIB_OBJS)
+	@mkdir -p tests/bench/build
+	$(CC) $(BASE_CFLAGS) $(RELEASE_CFLAGS) -o $@ $< $(REL_LIB_OBJS) $(LIBS) $(ALLOC_LIBS)
 
 # libFuzzer target for the SIP input path (clang). `make fuzz` fuzzes for FUZZ_SECONDS;
 # `make test` replays the seed corpus through it once (tests/fuzz/replay.t).
@@ -117,9 +123,10 @@ test: deps-test
 
 bench:
 	@$(MAKE) --no-print-directory deps EXTRA_DEBS="$(DEB_BENCH)"
-	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory all tests/bench/build/push_bench
 	tests/bench/register.sh
 	tests/bench/calls.sh
+	tests/bench/push.sh
 
 fmt:
 	clang-format -i server/*.[ch] tests/unit/*.[ch] tests/fuzz/*.c
@@ -129,6 +136,7 @@ fmt-check:
 
 clean:
 	rm -rf server/build-release server/build-asan server/sipwake tests/unit/build tests/fuzz/build \
+	  tests/bench/build \
 	  server/store_sqlite_migrations.c
 
 -include $(REL_OBJS:.o=.d) $(ASAN_OBJS:.o=.d)

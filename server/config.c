@@ -147,6 +147,9 @@ static const struct key_row key_rows[] = {
     {"push", "ca", KEY_STRING, OFF(push_ca), 0, 0, "", NULL,
      "PEM file of CAs the push services' certificates are checked against. Empty: the "
      "system's."},
+    {"push", "connections", KEY_INT, OFF(push_connections), 1, 64, "2", NULL,
+     "HTTP/2 connections to each APNs endpoint per credential set; each carries as many "
+     "pushes at once as APNs allows (FCM and Web Push use one connection each)."},
     {"push", "timeout", KEY_INT, OFF(push_timeout), 1, 120, "10", NULL,
      "Seconds a push may wait for its answer."},
     {"push", "bucket_timeout", KEY_INT, OFF(bucket_timeout), 1, 170, "30", NULL,

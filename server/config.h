@@ -89,6 +89,7 @@ struct config {
     char *apns_host, *apns_sandbox_host, *fcm_host, *fcm_token_uri, *push_ca;
     long apns_port, apns_sandbox_port, fcm_port;
     long push_timeout;
+    long push_connections;
     long bucket_timeout, bucket_timeout_other;
     long push_log_days;
     long push_refresh_retry;

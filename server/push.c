@@ -277,7 +277,8 @@ static struct apns_sender *apns_for(struct push *p, struct push_creds *c, int sa
         const struct config *cfg = p->cfg;
         *s = apns_sender_new(p->loop, sandbox ? cfg->apns_sandbox_host : cfg->apns_host,
                              (int)(sandbox ? cfg->apns_sandbox_port : cfg->apns_port), ca_of(p),
-                             c->apns_key, c->apns_key ? NULL : c->apns_cert, NULL, 2,
+                             c->apns_key, c->apns_key ? NULL : c->apns_cert, NULL,
+                             (int)cfg->push_connections,
                              (double)cfg->push_timeout, err, errlen);
     }
     return *s;
@@ -518,7 +519,9 @@ int push_binding(struct push *p, const struct binding *b, const struct push_even
     }
     struct push_creds *c = NULL;
     if (strcmp(pn.provider, "webpush") != 0) {
-        c = *name ? creds_named(p, name) : creds_default(p, tenant, pn.provider);
+        c = strcmp(name, PUSH_CONFIG_SET) == 0 ? p->config
+            : *name                            ? creds_named(p, name)
+                                               : creds_default(p, tenant, pn.provider);
         if (!c) {
             snprintf(err, errlen, "no credential set %s", name);
             pn_free(&pn);

@@ -46,7 +46,8 @@ struct push_event {
     const char *method, *to_uri, *ruri;
     const char *aor;         /* the binding's AOR when it is in its grace (aor NULL) */
     int attempt;             /* 1 for the first push of a request to a binding */
-    const char *credentials; /* a set the caller names ("TENANT[/SET]"); NULL: the policy's */
+    const char *credentials; /* a set the caller names ("TENANT[/SET]", or "[push]" for the
+                              * config's); NULL: the policy's */
     /* the push hook's choices */
     enum push_style style;
     int priority; /* 0: the provider's rule for the style; 10 high, 5 normal */

@@ -22,7 +22,8 @@ mock servers do and answering with Apple's status codes and reasons
                  | {"goaway": "Shutdown"}}
      with "times": N, only the first N pushes to that token get it.
      a 410 carries "timestamp" (ms).
-A connection allows one stream until its first push with a valid token, then 1000.
+A connection allows one stream until its first push with a valid token, then --max-streams
+(1000).
 Every request is logged as a JSON line (--log) with the verdict and the kid of its token.
 
   apns.py --port 0 --cert C --key K --auth-key KID:TEAM:PUBLIC.pem [...] [--log F]
@@ -184,7 +185,7 @@ class Apns:
             return self.error(403, 'BadCertificate')
         if not getattr(conn, 'opened', False):  # a valid push opens the connection up
             conn.opened = True
-            conn.h2.update_settings({h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: 1000})
+            conn.h2.update_settings({h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: self.args.max_streams})
         if not body:
             return self.error(400, 'PayloadEmpty')
         limit = 5120 if ptype == 'voip' else 4096
@@ -224,6 +225,8 @@ def main():
     ap.add_argument('--token-lifetime', type=float, default=3600)
     ap.add_argument('--token-update-window', type=float, default=1200)
     ap.add_argument('--lifetime', type=float, default=300)
+    ap.add_argument('--max-streams', type=int, default=1000,
+                    help='concurrent streams a connection allows once its first push was valid')
     ap.add_argument('--goaway-after', type=int, default=0,
                     help='GOAWAY after N requests on a connection; later streams are refused')
     a = ap.parse_args()
