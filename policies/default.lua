@@ -73,6 +73,8 @@ end
 --   ctx.gateway                     true in gateway mode ([upstream] address is set)
 --   ctx.from_upstream               the request came from that upstream (its address)
 --   ctx.tenant                      the tenant the AOR's bindings were tagged with, if any
+--   ctx.user_exists                 when the AOR has no bindings and [auth] is on: whether
+--                                   the user is in the subscriber table (nil otherwise)
 --   ctx.bindings[i] = {
 --       uri = "sip:bob@192.0.2.9:5060;pn-provider=fcm;...",  as registered
 --       transport = "udp"|"tcp"|"tls",
@@ -122,8 +124,9 @@ function policy.route(req, ctx)
         return { relay = "upstream" }
     end
     if #ctx.bindings == 0 then
-        if ctx.from_upstream then
-            -- the PBX still has a contact the phone has let lapse here
+        if ctx.from_upstream or ctx.user_exists then
+            -- the PBX still has a contact the phone has let lapse here; or a known user
+            -- with no device registered now (RFC 3261 §16.5)
             return { reply = { code = 480, reason = "Temporarily Unavailable" } }
         end
         return { reply = { code = 404, reason = "Not Found" } }

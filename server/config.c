@@ -129,7 +129,11 @@ static const struct key_row key_rows[] = {
     {"push", "apns_team_id", KEY_STRING, OFF(apns_team_id), 0, 0, "", NULL,
      "The 10-character Team ID the key belongs to."},
     {"push", "apns_certificate", KEY_STRING, OFF(apns_certificate), 0, 0, "", NULL,
-     "APNs certificate auth instead: a PEM file with the provider certificate and its key."},
+     "APNs certificate auth instead: the provider certificate with its key, a PEM file or a "
+     "PKCS#12 (.p12) file. Checked at start: a certificate without its key, or expired, stops "
+     "sipwake with the reason."},
+    {"push", "apns_certificate_password", KEY_STRING, OFF(apns_certificate_password), 0, 0, "",
+     NULL, "A file holding the password of a PKCS#12 apns_certificate (not the password itself)."},
     {"push", "fcm_service_account", KEY_STRING, OFF(fcm_service_account), 0, 0, "", NULL,
      "FCM HTTP v1: the Google service-account JSON file (needs its private_key)."},
     {"push", "apns_host", KEY_STRING, OFF(apns_host), 0, 0, "api.push.apple.com", NULL,

@@ -94,7 +94,7 @@ struct config {
     long push_log_days;
     long push_refresh_retry;
     long push_grace;
-    char *apns_key_file, *apns_key_id, *apns_team_id, *apns_certificate;
+    char *apns_key_file, *apns_key_id, *apns_team_id, *apns_certificate, *apns_certificate_password;
     char *fcm_service_account;
 
     /* [upstream] */

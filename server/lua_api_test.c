@@ -123,6 +123,7 @@ static int test_route(lua_State *L)
     luaL_checktype(L, 1, LUA_TTABLE);
     int req = 1, ctx = lua_istable(L, 2) ? 2 : 0;
     struct lua_hook_route_in in = {
+        .user_exists = -1,
         .method = field_str(L, req, "method", "MESSAGE"),
         .ruri = field_str(L, req, "ruri", "sip:bob@example.com"),
         .aor = field_str(L, req, "aor", "bob@example.com"),
@@ -173,6 +174,8 @@ static int test_route(lua_State *L)
         lua_getfield(L, ctx, "from_upstream");
         in.from_upstream = lua_toboolean(L, -1);
         in.tenant = field_str(L, ctx, "tenant", NULL);
+        lua_getfield(L, ctx, "user_exists");
+        in.user_exists = lua_isnil(L, -1) ? -1 : lua_toboolean(L, -1);
     }
     in.bindings = hb;
     in.n_bindings = n;

@@ -496,6 +496,10 @@ enum lua_hook_result lua_hook_route(struct lua_vm *vm, const struct lua_hook_rou
     lua_pushboolean(L, in->from_upstream);
     lua_setfield(L, -2, "from_upstream");
     set_str(L, "tenant", in->tenant);
+    if (in->user_exists >= 0) {
+        lua_pushboolean(L, in->user_exists);
+        lua_setfield(L, -2, "user_exists");
+    }
     set_int(L, "generation", (long)lua_vm_generation(vm));
     if (protected_call(vm, "route", 2) < 0) {
         out->action = LUA_ROUTE_REPLY;

@@ -78,6 +78,8 @@ struct lua_hook_route_in {
     int gateway;        /* sipwake runs in gateway mode */
     int from_upstream;  /* the request came from the configured upstream */
     const char *tenant; /* of the AOR's bindings, if they have one */
+    int user_exists;    /* no bindings, [auth] on: the user is (1) or is not (0) in the
+                         * subscriber table; -1 not known */
 };
 
 enum lua_route_action {

@@ -457,6 +457,7 @@ int main(int argc, char **argv)
     app.bucket = bucket_new(app.loop);
     registrar_set_bucket(app.reg, app.bucket);
     proxy_set_push(app.proxy, app.push, app.bucket);
+    proxy_set_store(app.proxy, app.store);
     if (config_gateway(&app.cfg)) {
         app.gw = gateway_new(app.loop, &app.cfg, app.loc, app.txns, app.tp, err, sizeof err);
         if (!app.gw) {

@@ -154,7 +154,7 @@ static void creds_unref(struct push_creds *c)
     fcm_sender_free(c->fcm_sender);
     apns_key_free(c->apns_key);
     fcm_account_free(c->fcm);
-    if (c->apns_cert && c->tenant)
+    if (c->apns_cert)
         OPENSSL_cleanse(c->apns_cert, strlen(c->apns_cert));
     free(c->apns_cert);
     free(c->name);
@@ -278,8 +278,7 @@ static struct apns_sender *apns_for(struct push *p, struct push_creds *c, int sa
         *s = apns_sender_new(p->loop, sandbox ? cfg->apns_sandbox_host : cfg->apns_host,
                              (int)(sandbox ? cfg->apns_sandbox_port : cfg->apns_port), ca_of(p),
                              c->apns_key, c->apns_key ? NULL : c->apns_cert, NULL,
-                             (int)cfg->push_connections,
-                             (double)cfg->push_timeout, err, errlen);
+                             (int)cfg->push_connections, (double)cfg->push_timeout, err, errlen);
     }
     return *s;
 }
@@ -703,6 +702,37 @@ int push_credential_check(const char *kind, const unsigned char *data, size_t le
     return 0;
 }
 
+/* The certificate and key of a PEM or PKCS#12 file (password_file: the PKCS#12 password, or
+ * ""), checked, as PEM text; NULL with err. */
+static char *cert_file_pem(const char *path, const char *password_file, char *err, size_t errlen)
+{
+    struct buf data = {0}, pw = {0};
+    char why[256], label[256], uid[256];
+    time_t not_after;
+    char *pem = NULL;
+    if (util_read_file(path, 1 << 20, &data, why, sizeof why) < 0 ||
+        (*password_file && util_read_file(password_file, 4096, &pw, why, sizeof why) < 0)) {
+        snprintf(err, errlen, "%s", why);
+    } else {
+        if (pw.data)
+            pw.data[strcspn(pw.data, "\r\n")] = '\0';
+        pem = cert_pem((const unsigned char *)data.data, data.len, pw.data, err, errlen);
+        if (pem &&
+            cert_check(pem, label, sizeof label, uid, sizeof uid, &not_after, err, errlen) < 0) {
+            OPENSSL_cleanse(pem, strlen(pem));
+            free(pem);
+            pem = NULL;
+        }
+    }
+    if (data.data)
+        OPENSSL_cleanse(data.data, data.len);
+    if (pw.data)
+        OPENSSL_cleanse(pw.data, pw.len);
+    buf_free(&data);
+    buf_free(&pw);
+    return pem;
+}
+
 /* ------------------------------------------------------------------ lifetime */
 
 struct push *push_new(struct ev_loop *loop, const struct config *cfg, struct location *loc,
@@ -725,9 +755,10 @@ struct push *push_new(struct ev_loop *loop, const struct config *cfg, struct loc
         }
     }
     if (*cfg->apns_certificate) {
-        c->apns_cert = xstrdup(cfg->apns_certificate);
-        /* checked now, not at the first call */
-        if (!c->apns_key && !apns_for(p, c, 0, why, sizeof why)) {
+        /* checked now, not at the first call: PEM or PKCS#12, with its key, not expired */
+        c->apns_cert =
+            cert_file_pem(cfg->apns_certificate, cfg->apns_certificate_password, why, sizeof why);
+        if (!c->apns_cert || (!c->apns_key && !apns_for(p, c, 0, why, sizeof why))) {
             snprintf(err, errlen, "[push] apns_certificate: %s", why);
             goto fail;
         }

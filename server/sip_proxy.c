@@ -19,6 +19,7 @@
 #include "metrics.h"
 #include "push.h"
 #include "sip_msg.h"
+#include "store.h"
 #include "tenant.h"
 #include "util.h"
 
@@ -37,6 +38,7 @@ struct proxy {
     struct gateway *gw; /* gateway mode, else NULL */
     struct push *push;  /* RFC 8599: pushes and the bucket, when set */
     struct bucket *bucket;
+    struct store *store;                       /* for subscriber lookups, or NULL */
     struct sip_source conns[PROXY_CONN_CACHE]; /* TCP/TLS connections opened for relay = uri */
     size_t next_conn;
     unsigned char token_key[32]; /* authenticates the flow tokens of our Record-Routes */
@@ -98,8 +100,10 @@ struct proxy_req {
     int expired;       /* a bucket timer fired (else every push failed) */
     int timeout_asked; /* on_timeout has decided */
     int missed_call, deliver_cancelled; /* the route decision's, for a CANCEL */
-    char *aor, *tenant;                 /* for on_timeout */
-    int in_setup;                       /* proxy_handle is still building it: do not settle yet */
+    int user_exists;    /* the subscriber table on a user without bindings: 1, 0; -1 unknown;
+                         * -2 not looked up yet */
+    char *aor, *tenant; /* for on_timeout */
+    int in_setup;       /* proxy_handle is still building it: do not settle yet */
     ev_timer group_timer;
     char *routes;   /* the Route lines to forward once ours are removed; NULL: as received */
     char *contacts; /* Contact lines without pn-* params for the upstream; NULL: as received */
@@ -136,6 +140,11 @@ int proxy_load_token_key(struct proxy *p, const char *path, char *err, size_t er
 void proxy_set_gateway(struct proxy *p, struct gateway *gw)
 {
     p->gw = gw;
+}
+
+void proxy_set_store(struct proxy *p, struct store *store)
+{
+    p->store = store;
 }
 
 void proxy_set_push(struct proxy *p, struct push *push, struct bucket *bucket)
@@ -833,6 +842,7 @@ static struct proxy_req *preq_new(struct proxy *p, osip_message_t *req, const ch
     memcpy(pr->raw, raw, len);
     pr->rawlen = len;
     pr->src = *src;
+    pr->user_exists = -2;
     txn_response_destination(req, src, &pr->updst);
     pr->invite = strcmp(req->sip_method, "INVITE") == 0;
     ev_init(&pr->timer_c, timer_c_cb);
@@ -1188,11 +1198,12 @@ static const struct binding *upstream_target(struct proxy *p, const osip_message
     return b;
 }
 
+static void route_req(struct proxy_req *pr);
+
 void proxy_handle(struct proxy *p, osip_message_t *req, const char *raw, size_t len,
                   const struct sip_source *src, struct txn *t)
 {
     struct proxy_req *pr = preq_new(p, req, raw, len, src, t);
-
     char hash[17];
     loop_hash(req, raw, len, hash);
     if (looped(p, req, hash)) {
@@ -1200,22 +1211,42 @@ void proxy_handle(struct proxy *p, osip_message_t *req, const char *raw, size_t 
         preq_free(pr);
         return;
     }
+    route_req(pr);
+}
+
+/* The subscriber lookup for a user without bindings is back: route now. */
+static void user_looked_up(void *arg, int found, const struct store_subscriber *sub)
+{
+    (void)sub;
+    struct proxy_req *pr = arg;
+    pr->user_exists = found; /* 1, 0, or -1 (the store failed: unknown) */
+    route_req(pr);
+}
+
+/* Decide where pr goes (the route hook), and send it there. */
+static void route_req(struct proxy_req *pr)
+{
+    struct proxy *p = pr->p;
+    osip_message_t *req = pr->req;
+    const char *raw = pr->raw;
+    size_t len = pr->rawlen;
+    const struct sip_source *src = &pr->src;
+    char hash[17];
+    loop_hash(req, raw, len, hash);
     long mf = max_forwards_of(req);
 
     /* the AOR is the Request-URI's user at its host */
     struct sip_msg_slice m, u, v;
-    char *aor = NULL;
+    char *aor = NULL, *canon = NULL, *domain = NULL;
     if (sip_msg_raw_request_line(raw, len, &m, &u, &v) == 0) {
         struct sip_msg_slice user = sip_msg_uri_text_user(u.p, u.len);
         char *written = xstrndup(user.p, user.len);
-        char *canon = sip_msg_canonical_user(written);
-        char *domain = xstrdup(req->req_uri->host ? req->req_uri->host : "");
+        canon = sip_msg_canonical_user(written);
+        domain = xstrdup(req->req_uri->host ? req->req_uri->host : "");
         for (char *c = domain; *c; c++)
             *c = (char)(*c >= 'A' && *c <= 'Z' ? *c + 32 : *c);
         aor = xasprintf("%s@%s", canon, domain);
         free(written);
-        free(canon);
-        free(domain);
     }
     int from_upstream = p->gw && gateway_from_upstream(p->gw, src);
     const struct binding *keyed = from_upstream ? upstream_target(p, req) : NULL;
@@ -1265,6 +1296,20 @@ void proxy_handle(struct proxy *p, osip_message_t *req, const char *raw, size_t 
         if (!tenant)
             tenant = ghosts[i]->tenant;
     }
+    if (n == 0 && aor && !from_upstream && !p->gw && p->store && p->cfg->auth_enabled &&
+        pr->user_exists == -2) {
+        /* RFC 3261 §16.5: a user that exists but has no binding gets 480, an unknown one
+         * 404; the subscriber table says which */
+        pr->user_exists = -1;
+        store_get_subscriber(p->store, canon, *p->cfg->auth_realm ? p->cfg->auth_realm : domain,
+                             user_looked_up, pr);
+        free(aor);
+        free(canon);
+        free(domain);
+        return;
+    }
+    free(canon);
+    free(domain);
     if (!tenant)
         tenant = tenants_of_domain(tenants_current(), req->req_uri->host);
     char *ruri = NULL;
@@ -1292,6 +1337,7 @@ void proxy_handle(struct proxy *p, osip_message_t *req, const char *raw, size_t 
         .gateway = p->gw != NULL,
         .from_upstream = from_upstream,
         .tenant = tenant,
+        .user_exists = pr->user_exists < 0 ? -1 : pr->user_exists,
     };
     struct lua_hook_route_out d;
     enum lua_hook_result hr = lua_hook_route(lua_vm_current(), &in, &d);
@@ -1299,8 +1345,9 @@ void proxy_handle(struct proxy *p, osip_message_t *req, const char *raw, size_t 
         d.action = LUA_ROUTE_UPSTREAM; /* gateway mode: a phone's request goes to the PBX */
     } else if (hr == LUA_HOOK_ABSENT && n == 0) {
         d.action = LUA_ROUTE_REPLY;
-        d.code = 404;
-        snprintf(d.reason, sizeof d.reason, "Not Found");
+        d.code = pr->user_exists == 1 ? 480 : 404;
+        snprintf(d.reason, sizeof d.reason, "%s",
+                 d.code == 480 ? "Temporarily Unavailable" : "Not Found");
     }
     osip_free(ruri);
     osip_free(from);

@@ -56,6 +56,11 @@ struct push;
 struct bucket;
 void proxy_set_push(struct proxy *p, struct push *push, struct bucket *bucket);
 
+/* The store, for the subscriber lookup that tells a user without bindings (480) from an
+ * unknown one (404) when [auth] is on. */
+struct store;
+void proxy_set_store(struct proxy *p, struct store *store);
+
 /* Proxy req (taken over; raw/len its bytes, copied) received from src in server transaction
  * t, which is answered exactly once. */
 void proxy_handle(struct proxy *p, osip_message_t *req, const char *raw, size_t len,

@@ -128,6 +128,17 @@ $r = Sipwake::UA::parse_response($caller->expect(qr/^SIP\/2\.0 \d+ .*Call-ID: ms
 is($r->{code}, 480, 'its token is dead (410): 480');
 ok(time - $t0 < 1.5, 'at once, not after the bucket timer');
 is($sw->sql_wait("SELECT count(*) FROM location WHERE username='gone'", '0'), '0', 'and its binding is removed');
+(my $m2b = $m2) =~ s/msg-2/msg-2b/g;
+my $before = () = apns_log() =~ /DEAD0001/g;
+$caller->send_raw($m2b);
+$r = Sipwake::UA::parse_response($caller->expect(qr/^SIP\/2\.0 \d+ .*Call-ID: msg-2b/s, 5));
+is($r->{code}, 480, 'the next MESSAGE: 480 (a known user with no device now; 404 is for unknown users)');
+is(scalar(() = apns_log() =~ /DEAD0001/g), $before, 'and the dead token is not pushed again');
+(my $m2c = $m2) =~ s/msg-2/msg-2c/g;
+$m2c =~ s/gone\@example\.com/nobody\@example.com/g;
+$caller->send_raw($m2c);
+$r = Sipwake::UA::parse_response($caller->expect(qr/^SIP\/2\.0 \d+ .*Call-ID: msg-2c/s, 5));
+is($r->{code}, 404, 'a user who does not exist: 404');
 
 # APNs busy (503, Retry-After: 1): pushed again after a second, then 480 when the bucket
 # timer leaves no room for another try.
@@ -147,6 +158,13 @@ is($r->{code}, 480, 'APNs busy: 480 in the end');
 ok($took >= 0.9, sprintf('after waiting out Retry-After (%.1f s)', $took));
 my @tries = apns_log() =~ m{"event": "push", "path": "/3/device/BBBB0003"}g;
 is(scalar @tries, 2, 'pushed twice');
+
+# the push command with the [push] credentials of the config
+my ($rc, $out) = $sw->run_bin('push', '--provider', 'apns', '--param', 'TEAM123456.org.example.app',
+    '--prid', 'CAFE0001', '--type', 'message');
+ok($rc == 0 && $out =~ /^apns via \[push\]: delivered, HTTP 200, id /m, 'sipwake push without --tenant uses [push]') or diag $out;
+($rc, $out) = $sw->run_bin('push', '--provider', 'fcm', '--param', 'p', '--prid', 'tok');
+ok($rc == 1 && $out =~ /push not sent: no FCM credentials in \[push\]/, 'a provider without credentials: says so') or diag $out;
 
 ok($sw->alive, 'sipwake still running');
 $sw->stop;

@@ -172,6 +172,16 @@ open my $cl, '<', "$dir/apns-cert.log" or die;
 my $clog = do { local $/; <$cl> };
 like($clog, qr{"path": "/3/device/EEEE0008", "kid": null, "topic": "org.cert.app".*"status": 200}, 'by an APNs that checks client certificates');
 
+# the [push] certificate of the config may be a PKCS#12 too
+my $p12_cfg = Sipwake->new(config => { push => { apns_host => '127.0.0.1', apns_port => $cport, ca => "$dir/cert.pem",
+    apns_certificate => "$dir/client.p12", apns_certificate_password => "$dir/p12.pass" } });
+($rc, $out) = $p12_cfg->run_bin('push', '--provider', 'apns', '--param', 'TEAMAAAAAA.org.cert.app', '--prid', 'EEEE0009',
+    '--type', 'message');
+ok($rc == 0 && $out =~ m{^apns via \[push\]: delivered, HTTP 200}m, '[push] apns_certificate as PKCS#12: accepted') or diag $out;
+my $bad_cfg = Sipwake->new(config => { push => { apns_certificate => "$dir/client.p12", apns_certificate_password => "$dir/bad.pass" } });
+($rc, $out) = $bad_cfg->run_bin('push', '--provider', 'apns', '--param', 'TEAMAAAAAA.org.cert.app', '--prid', 'EEEE0009');
+ok($rc == 1 && $out =~ /\[push\] apns_certificate: PKCS#12: wrong password/, 'with the wrong password: refused, saying why') or diag $out;
+
 ok($sw->alive, 'sipwake still running');
 $sw->stop;
 unlike($sw->log, qr/ERROR|AddressSanitizer|runtime error/, 'no errors or sanitizer reports');

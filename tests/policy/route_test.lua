@@ -44,4 +44,10 @@ d = route({ method = "INVITE" }, { gateway = true, from_upstream = true, binding
 tap.is_deeply(d, { reply = { code = 480, reason = "Temporarily Unavailable" } },
               "gateway mode: a contact the phone let lapse gets 480 for the PBX")
 
+d = route({ method = "INVITE" }, { bindings = {}, user_exists = true })
+tap.is_deeply(d, { reply = { code = 480, reason = "Temporarily Unavailable" } },
+              "a known user with no device registered: 480 (RFC 3261 §16.5)")
+d = route({ method = "INVITE" }, { bindings = {}, user_exists = false })
+tap.is_deeply(d, { reply = { code = 404, reason = "Not Found" } }, "an unknown user: 404")
+
 return tap.done_testing()
