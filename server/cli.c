@@ -256,12 +256,8 @@ static int put_credential(struct store *s, const char *kind, const char *which, 
         OPENSSL_cleanse(secret, secret_len);
         free(secret);
     }
-    if (data.data)
-        OPENSSL_cleanse(data.data, data.len);
-    if (pw.data)
-        OPENSSL_cleanse(pw.data, pw.len);
-    buf_free(&data);
-    buf_free(&pw);
+    buf_free_secret(&data);
+    buf_free_secret(&pw);
     return rc;
 }
 

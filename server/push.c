@@ -724,12 +724,8 @@ static char *cert_file_pem(const char *path, const char *password_file, char *er
             pem = NULL;
         }
     }
-    if (data.data)
-        OPENSSL_cleanse(data.data, data.len);
-    if (pw.data)
-        OPENSSL_cleanse(pw.data, pw.len);
-    buf_free(&data);
-    buf_free(&pw);
+    buf_free_secret(&data);
+    buf_free_secret(&pw);
     return pem;
 }
 

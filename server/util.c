@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <openssl/crypto.h>
 #include <openssl/rand.h>
 
 static void oom(size_t n)
@@ -130,6 +131,13 @@ void buf_free(struct buf *b)
     free(b->data);
     b->data = NULL;
     b->len = b->cap = 0;
+}
+
+void buf_free_secret(struct buf *b)
+{
+    if (b->data)
+        OPENSSL_cleanse(b->data, b->cap ? b->cap : b->len);
+    buf_free(b);
 }
 
 int util_strncaseeq(const char *a, size_t alen, const char *b, size_t blen)

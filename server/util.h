@@ -39,6 +39,8 @@ void buf_append(struct buf *b, const void *p, size_t n);
 void buf_puts(struct buf *b, const char *s);
 void buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void buf_free(struct buf *b);
+/* The same for a buffer that held a secret: wiped first. */
+void buf_free_secret(struct buf *b);
 
 /* Case-insensitive compare of two slices / a slice and a C string. */
 int util_strncaseeq(const char *a, size_t alen, const char *b, size_t blen);

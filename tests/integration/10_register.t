@@ -65,7 +65,7 @@ is($r->{code}, 555, 'query for an unsupported provider: 555');
 $r = $w->register(contact => "sip:dave\@127.0.0.1:1;pn-provider=apns;pn-prid=AA", expires => 3600);
 is($r->{code}, 555, 'apns without pn-param: 555');
 like(Sipwake::UA::header($r, 'warning'), qr/pn-param/, 'Warning says why');
-is($sw->sql("select count(*) from location where username='dave'"), '1',
+is($sw->sql_wait("select count(*) from location where username='dave'", '1'), '1',
    'only the earlier query binding of dave exists');
 
 # --- 423
