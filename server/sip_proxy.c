@@ -1200,6 +1200,19 @@ static const struct binding *upstream_target(struct proxy *p, const osip_message
 
 static void route_req(struct proxy_req *pr);
 
+/* One push per device: a binding pushed with the token of an earlier one (the same app
+ * registered twice, over IPv4 and IPv6, or expired and again) is woken by that push. */
+static int same_device_before(const struct binding *const *targets, size_t i)
+{
+    const struct binding *b = targets[i];
+    for (size_t j = 0; j < i && b->pn_provider && b->pn_prid; j++)
+        if ((targets[j]->flags & LOCATION_FLAG_PUSH) && targets[j]->pn_prid &&
+            strcmp(targets[j]->pn_prid, b->pn_prid) == 0 &&
+            strcmp(targets[j]->pn_provider, b->pn_provider) == 0)
+            return 1;
+    return 0;
+}
+
 void proxy_handle(struct proxy *p, osip_message_t *req, const char *raw, size_t len,
                   const struct sip_source *src, struct txn *t)
 {
@@ -1437,7 +1450,7 @@ static void route_req(struct proxy_req *pr)
     /* RFC 8599 §5.6.2: push bindings are pushed and waited for, live flows or not */
     if (pushing)
         for (size_t i = 0; i < n; i++)
-            if (targets[i]->flags & LOCATION_FLAG_PUSH)
+            if ((targets[i]->flags & LOCATION_FLAG_PUSH) && !same_device_before(targets, i))
                 wait_for(pr, targets[i]);
     if (pr->n_tg > 0 || pr->waiting > 0)
         invite_begin(pr);
