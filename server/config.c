@@ -173,6 +173,18 @@ static const struct key_row key_rows[] = {
      "dead token."},
     {"push", "log_days", KEY_INT, OFF(push_log_days), 0, 3650, "7", NULL,
      "Days push outcomes are kept in the push log table (sipwake_push_log). 0: no push log."},
+    {"offline", "enabled", KEY_BOOL, OFF(offline_enabled), 0, 1, "yes", NULL,
+     "Store MESSAGEs for devices that are asleep and deliver them, in order, when they register "
+     "again (the policy's offline hook decides which)."},
+    {"offline", "ttl", KEY_INT, OFF(offline_ttl), 1, 31536000, "604800", NULL,
+     "Seconds a stored MESSAGE waits for its devices (7 days); then it is dropped, counted "
+     "and logged. The offline hook may give less."},
+    {"offline", "max_per_aor", KEY_INT, OFF(offline_max_per_aor), 1, 1000000, "1000", NULL,
+     "Stored MESSAGEs an AOR may hold; past it a MESSAGE that would be stored gets 486 Busy "
+     "Here."},
+    {"offline", "max_size", KEY_INT, OFF(offline_max_size), 1, 1048576, "16384", NULL,
+     "Largest body, in bytes, a stored MESSAGE may have; a larger one gets 513 Message Too "
+     "Large."},
     {"upstream", "address", KEY_STRING, OFF(upstream_address), 0, 0, "", NULL,
      "Gateway mode: the SIP server sipwake stands in front of, `transport:host:port` (a host "
      "name is resolved once at start). Phones register through sipwake, which relays each "

@@ -93,6 +93,8 @@ struct config {
     long bucket_timeout, bucket_timeout_other;
     long push_log_days;
     long push_refresh_retry;
+    int offline_enabled;
+    long offline_ttl, offline_max_per_aor, offline_max_size;
     long push_grace;
     char *apns_key_file, *apns_key_id, *apns_team_id, *apns_certificate, *apns_certificate_password;
     char *fcm_service_account;

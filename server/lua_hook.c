@@ -853,3 +853,89 @@ enum lua_hook_result lua_hook_on_timeout(struct lua_vm *vm, const struct lua_hoo
     }
     return LUA_HOOK_OK;
 }
+
+/* ------------------------------------------------------------------ offline */
+
+static const char *decode_offline(lua_State *L, struct lua_hook_offline_out *out)
+{
+    int t = lua_gettop(L);
+    if (lua_isnil(L, t))
+        return NULL;
+    if (!lua_istable(L, t))
+        return "expected a table or nil";
+    lua_pushnil(L);
+    while (lua_next(L, t)) {
+        const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "";
+        lua_pop(L, 1);
+        if (strcmp(k, "store") != 0 && strcmp(k, "ttl") != 0 && strcmp(k, "new_devices") != 0 &&
+            strcmp(k, "push") != 0 && strcmp(k, "reply") != 0)
+            return "unknown key (store, ttl, new_devices, push, reply)";
+    }
+    static const char *const flags[] = {"store", "new_devices", "push"};
+    int *slots[] = {&out->store, &out->new_devices, &out->push};
+    for (size_t i = 0; i < UTIL_ARRAY_LEN(flags); i++) {
+        lua_getfield(L, t, flags[i]);
+        if (!lua_isnil(L, -1) && !lua_isboolean(L, -1))
+            return "store, new_devices and push are booleans";
+        if (!lua_isnil(L, -1))
+            *slots[i] = lua_toboolean(L, -1);
+        lua_pop(L, 1);
+    }
+    lua_getfield(L, t, "ttl");
+    if (!lua_isnil(L, -1)) {
+        double v = lua_type(L, -1) == LUA_TNUMBER ? lua_tonumber(L, -1) : 0;
+        if (v != (long)v || v < 1 || v > 31536000)
+            return "ttl must be an integer 1..31536000 (seconds)";
+        out->ttl = (long)v;
+    }
+    lua_pop(L, 1);
+    lua_getfield(L, t, "reply");
+    if (!lua_isnil(L, -1)) {
+        if (!lua_istable(L, -1))
+            return "reply must be a table {code=, reason=}";
+        lua_getfield(L, -1, "code");
+        double code = lua_type(L, -1) == LUA_TNUMBER ? lua_tonumber(L, -1) : 0;
+        lua_pop(L, 1);
+        int bad = 0;
+        const char *reason = opt_string(L, "reason", sizeof out->reason - 1, &bad);
+        if (code != (int)code || code < 200 || code > 299 || bad)
+            return "reply.code must be an integer 200..299, reply.reason a one-line string";
+        out->code = (int)code;
+        snprintf(out->reason, sizeof out->reason, "%s", reason ? reason : "");
+    }
+    lua_pop(L, 1);
+    return NULL;
+}
+
+enum lua_hook_result lua_hook_offline(struct lua_vm *vm, const struct lua_hook_offline_in *in,
+                                      struct lua_hook_offline_out *out)
+{
+    if (!vm || !lua_vm_push_hook(vm, "offline"))
+        return LUA_HOOK_ABSENT;
+    struct lua_hook_offline_out keep = *out;
+    lua_State *L = lua_vm_state(vm);
+    lua_createtable(L, 0, 9);
+    set_str(L, "method", "MESSAGE");
+    set_str(L, "ruri", in->ruri);
+    set_str(L, "aor", in->aor);
+    set_str(L, "from", in->from);
+    set_str(L, "to", in->to);
+    set_str(L, "call_id", in->call_id);
+    set_str(L, "content_type", in->content_type);
+    set_int(L, "body_size", (long)in->body_size);
+    lua_createtable(L, 0, 4);
+    set_int(L, "devices", in->devices);
+    set_int(L, "asleep", in->asleep);
+    set_str(L, "tenant", in->tenant);
+    set_int(L, "generation", (long)lua_vm_generation(vm));
+    if (protected_call(vm, "offline", 2) < 0)
+        return LUA_HOOK_FAILED;
+    const char *why = decode_offline(L, out);
+    lua_settop(L, 0);
+    if (why) {
+        *out = keep;
+        bad_decision(vm, "offline", why);
+        return LUA_HOOK_FAILED;
+    }
+    return LUA_HOOK_OK;
+}

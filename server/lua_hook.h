@@ -188,6 +188,29 @@ enum lua_hook_result lua_hook_on_push_result(struct lua_vm *vm,
                                              const struct lua_hook_push_result_in *in,
                                              struct lua_hook_push_result_out *out);
 
+/* ---- offline(req, ctx): schemas/hooks/offline.json ---- */
+
+struct lua_hook_offline_in {
+    const char *ruri, *aor, *from, *to, *call_id, *content_type, *tenant;
+    size_t body_size;
+    int devices; /* the AOR's devices */
+    int asleep;  /* of those, how many cannot get it now */
+};
+
+struct lua_hook_offline_out {
+    int store;       /* store it for the devices asleep */
+    long ttl;        /* seconds it may wait */
+    int new_devices; /* devices that register later get it too */
+    int push;        /* an alert push to each push device asleep */
+    int code;        /* the sender's answer once it is stored (2xx) */
+    char reason[128];
+};
+
+/* Run offline. out holds sipwake's choice on entry (see msgstore / the default policy); the
+ * hook's decision changes what it names; nil keeps it; a failure keeps it (logged). */
+enum lua_hook_result lua_hook_offline(struct lua_vm *vm, const struct lua_hook_offline_in *in,
+                                      struct lua_hook_offline_out *out);
+
 /* ---- on_timeout(req, ctx): schemas/hooks/on_timeout.json ---- */
 
 struct lua_hook_timeout_in {

@@ -16,8 +16,8 @@
 #include "lua_api.h"
 #include "util.h"
 
-const char *const lua_vm_hook_names[] = {"on_register",    "route",      "push", "credentials",
-                                         "on_push_result", "on_timeout", NULL};
+const char *const lua_vm_hook_names[] = {"on_register",    "route",      "push",    "credentials",
+                                         "on_push_result", "on_timeout", "offline", NULL};
 
 struct lua_vm {
     lua_State *L;

@@ -25,6 +25,7 @@
 #include "lua_api.h"
 #include "lua_vm.h"
 #include "metrics.h"
+#include "msgstore.h"
 #include "push.h"
 #include "refresh.h"
 #include "registrar.h"
@@ -51,6 +52,7 @@ struct app {
     struct push *push;
     struct bucket *bucket;
     struct refresh *refresh;
+    struct msgstore *msgstore; /* [offline] enabled */
 };
 
 static void usage(FILE *f)
@@ -458,6 +460,12 @@ int main(int argc, char **argv)
     registrar_set_bucket(app.reg, app.bucket);
     proxy_set_push(app.proxy, app.push, app.bucket);
     proxy_set_store(app.proxy, app.store);
+    if (app.cfg.offline_enabled) {
+        app.msgstore = msgstore_new(app.loop, &app.cfg, app.store, app.loc, err, sizeof err);
+        msgstore_set_proxy(app.msgstore, app.proxy);
+        proxy_set_msgstore(app.proxy, app.msgstore);
+        registrar_set_msgstore(app.reg, app.msgstore);
+    }
     if (config_gateway(&app.cfg)) {
         app.gw = gateway_new(app.loop, &app.cfg, app.loc, app.txns, app.tp, err, sizeof err);
         if (!app.gw) {
@@ -506,7 +514,8 @@ out:
     transport_close(app.tp);
     push_free(app.push); /* pushes in flight report "shut down" */
     refresh_free(app.refresh);
-    store_close(app.store); /* commits what is queued */
+    store_close(app.store);      /* commits what is queued */
+    msgstore_free(app.msgstore); /* after the store: its reads write into the couriers */
     registrar_free(app.reg);
     proxy_free(app.proxy);
     gateway_free(app.gw);

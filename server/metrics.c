@@ -57,6 +57,18 @@ static const struct {
     [METRICS_PUSH_FAILED] = {"push:failed", 0, "pushes without an answer"},
     [METRICS_PUSH_NOT_SENT] = {"push:not_sent", 0,
                                "pushes not sent (no credentials, dead token, nothing to send)"},
+    [METRICS_OFFLINE_STORED] = {"offline:stored", 0, "MESSAGEs stored for devices asleep"},
+    [METRICS_OFFLINE_DUPLICATES] = {"offline:duplicates", 0,
+                                    "MESSAGEs stored before (same Call-ID and CSeq): not again"},
+    [METRICS_OFFLINE_QUOTA] = {"offline:refused_quota", 0,
+                               "MESSAGEs refused: the AOR holds max_per_aor (486)"},
+    [METRICS_OFFLINE_TOO_LARGE] = {"offline:refused_size", 0,
+                                   "MESSAGEs refused: body over max_size (513)"},
+    [METRICS_OFFLINE_FAILURES] = {"offline:store_failures", 0,
+                                  "MESSAGEs the store could not commit (500)"},
+    [METRICS_OFFLINE_DELIVERED] = {"offline:delivered", 0, "stored MESSAGEs delivered to a device"},
+    [METRICS_OFFLINE_EXPIRED] = {"offline:expired", 0, "stored MESSAGEs dropped at their TTL"},
+    [METRICS_OFFLINE_PENDING] = {"offline:pending_messages", 1, "MESSAGEs stored now"},
 };
 
 const char *metrics_name(enum metrics_id id)

@@ -17,6 +17,7 @@
 #include <osipparser2/osip_port.h>
 
 #include "bucket.h"
+#include "msgstore.h"
 #include "digest.h"
 #include "gateway.h"
 #include "log.h"
@@ -68,10 +69,11 @@ struct registrar {
     struct txn_table *txns;
     struct transport *tp;
     struct digest_nonces *nonces;
-    struct gateway *gw;    /* gateway mode, else NULL */
-    char *vapid;           /* +sip.vapid: the VAPID public key, or NULL */
-    struct bucket *bucket; /* parked requests woken by a 2xx REGISTER, or NULL */
-    char **sockets;        /* "udp:127.0.0.1:5060" per listener, for the location socket column */
+    struct gateway *gw;        /* gateway mode, else NULL */
+    char *vapid;               /* +sip.vapid: the VAPID public key, or NULL */
+    struct bucket *bucket;     /* parked requests woken by a 2xx REGISTER, or NULL */
+    struct msgstore *msgstore; /* stored MESSAGEs delivered after a 2xx REGISTER, or NULL */
+    char **sockets; /* "udp:127.0.0.1:5060" per listener, for the location socket column */
     struct reg_req *pending;
     struct failure *failures[REG_FAILURE_BUCKETS]; /* by source address */
     size_t n_failures;
@@ -884,12 +886,15 @@ static void apply_and_answer(struct reg_req *rr, struct reg_contact *cs, size_t 
     metrics_inc(METRICS_REG_ACCEPTED);
     log_debug("registrar: %s registered %zu contact(s) from %s:%d, %zu binding(s) now", rr->aor, n,
               rr->src.ip, rr->src.port, location_aor_count(a));
-    char *aor = n_saved && reg->bucket ? xstrdup(rr->aor) : NULL;
+    char *aor = n_saved && (reg->bucket || reg->msgstore) ? xstrdup(rr->aor) : NULL;
     finish(rr, &r);
     /* RFC 8599 §5.3: requests parked for these devices go now, over the new flow (the
-     * bindings stay valid: nothing changed the location since) */
-    for (size_t i = 0; aor && i < n_saved; i++)
+     * bindings stay valid: nothing changed the location since); then what was stored for
+     * them while they slept */
+    for (size_t i = 0; aor && reg->bucket && i < n_saved; i++)
         bucket_wake(reg->bucket, aor, saved[i]);
+    for (size_t i = 0; aor && reg->msgstore && i < n_saved; i++)
+        msgstore_wake(reg->msgstore, aor, saved[i]);
     free(aor);
 }
 
@@ -1148,6 +1153,11 @@ struct registrar *registrar_new(const struct config *cfg, struct location *loc, 
 void registrar_set_gateway(struct registrar *reg, struct gateway *gw)
 {
     reg->gw = gw;
+}
+
+void registrar_set_msgstore(struct registrar *reg, struct msgstore *ms)
+{
+    reg->msgstore = ms;
 }
 
 void registrar_set_bucket(struct registrar *reg, struct bucket *bucket)

@@ -35,6 +35,10 @@ void registrar_set_gateway(struct registrar *reg, struct gateway *gw);
 
 /* Requests parked in bucket for a device are woken when its REGISTER is answered 2xx. */
 struct bucket;
+/* Stored MESSAGEs for a device go out once its REGISTER is answered 2xx. */
+struct msgstore;
+void registrar_set_msgstore(struct registrar *reg, struct msgstore *ms);
+
 void registrar_set_bucket(struct registrar *reg, struct bucket *bucket);
 
 /* The VAPID public key (base64url) to advertise in +sip.vapid for webpush (copied). */

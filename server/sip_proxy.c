@@ -17,6 +17,7 @@
 #include "lua_hook.h"
 #include "lua_vm.h"
 #include "metrics.h"
+#include "msgstore.h"
 #include "push.h"
 #include "sip_msg.h"
 #include "store.h"
@@ -38,6 +39,7 @@ struct proxy {
     struct gateway *gw; /* gateway mode, else NULL */
     struct push *push;  /* RFC 8599: pushes and the bucket, when set */
     struct bucket *bucket;
+    struct msgstore *msgstore;                 /* offline MESSAGEs, or NULL */
     struct store *store;                       /* for subscriber lookups, or NULL */
     struct sip_source conns[PROXY_CONN_CACHE]; /* TCP/TLS connections opened for relay = uri */
     size_t next_conn;
@@ -49,13 +51,16 @@ struct proxy_req;
 struct branch {
     struct proxy_req *pr;
     struct txn_client *c; /* until its final response */
+    const char *device;   /* a stored MESSAGE's device (its target's), else NULL */
+    int delivered;        /* it answered 2xx before the message was committed */
 };
 
 /* A binding to try, resolved when the route decision was taken. */
 struct target {
     struct sip_source dst;
     char *ruri;
-    int q; /* × 1000 */
+    int q;        /* × 1000 */
+    char *device; /* a stored MESSAGE's device key, else NULL */
 };
 
 /* A push binding this request waits for: its push, then its bucket entry (RFC 8599 §5.2).
@@ -100,8 +105,12 @@ struct proxy_req {
     int expired;       /* a bucket timer fired (else every push failed) */
     int timeout_asked; /* on_timeout has decided */
     int missed_call, deliver_cancelled; /* the route decision's, for a CANCEL */
-    int user_exists;    /* the subscriber table on a user without bindings: 1, 0; -1 unknown;
-                         * -2 not looked up yet */
+    int user_exists; /* the subscriber table on a user without bindings: 1, 0; -1 unknown;
+                      * -2 not looked up yet */
+    int storing;     /* a MESSAGE being stored for devices asleep: the answer is ours */
+    int64_t msg_id;  /* once stored */
+    int store_code;  /* the answer once stored (the offline hook's) */
+    char store_reason[128];
     char *aor, *tenant; /* for on_timeout */
     int in_setup;       /* proxy_handle is still building it: do not settle yet */
     ev_timer group_timer;
@@ -142,6 +151,11 @@ void proxy_set_gateway(struct proxy *p, struct gateway *gw)
     p->gw = gw;
 }
 
+void proxy_set_msgstore(struct proxy *p, struct msgstore *ms)
+{
+    p->msgstore = ms;
+}
+
 void proxy_set_store(struct proxy *p, struct store *store)
 {
     p->store = store;
@@ -180,8 +194,10 @@ static void preq_free(struct proxy_req *pr)
         waiter_release(pr->waiters[i]);
     ev_timer_stop(pr->p->loop, &pr->timer_c);
     ev_timer_stop(pr->p->loop, &pr->group_timer);
-    for (size_t i = 0; i < pr->n_tg; i++)
+    for (size_t i = 0; i < pr->n_tg; i++) {
         free(pr->tg[i].ruri);
+        free(pr->tg[i].device);
+    }
     free(pr->routes);
     free(pr->contacts);
     free(pr->aor);
@@ -416,6 +432,18 @@ static void branch_cb(void *arg, const osip_message_t *resp, const char *raw, si
         return;
     }
     br->c = NULL; /* the client transaction finishes on its own */
+    if (pr->storing) {
+        /* a stored MESSAGE: the sender's answer is sipwake's; a device's 2xx marks it */
+        if (code < 300 && br->device) {
+            if (pr->msg_id)
+                msgstore_delivered(pr->p->msgstore, pr->msg_id, br->device);
+            else
+                br->delivered = 1;
+        }
+        pr->pending--;
+        settle(pr);
+        return;
+    }
     struct buf up = {0};
     if (resp && response_up(resp, raw, len, &up) == 0) {
         if (code < 300 && !pr->answered) {
@@ -777,6 +805,25 @@ static void start_branch(struct proxy_req *pr, const struct sip_source *dst, con
                              branch_cb, br);
 }
 
+int proxy_send_to_binding(struct proxy *p, const struct binding *b, const char *method,
+                          const char *rest, size_t rest_len, txn_client_cb cb, void *arg)
+{
+    struct sip_source dst;
+    if (binding_destination(p, b, &dst) < 0)
+        return -1;
+    char branch[64], via[256];
+    snprintf(branch, sizeof branch, "%sms.%llx", PROXY_BRANCH_PREFIX,
+             (unsigned long long)p->next_branch++);
+    via_line(p, &dst, branch, via, sizeof via);
+    char *ruri = sip_msg_uri_without_pn(b->contact);
+    struct buf out = {0};
+    buf_printf(&out, "%s %s SIP/2.0\r\n%s\r\n", method, ruri, via);
+    buf_append(&out, rest, rest_len);
+    free(ruri);
+    txn_client_start(p->txns, &dst, branch, method, out.data, out.len, cb, arg);
+    return 0;
+}
+
 /* Start a branch toward a target, with a Record-Route if the request creates a dialog. */
 static void start_target(struct proxy_req *pr, const struct target *tg)
 {
@@ -785,6 +832,7 @@ static void start_target(struct proxy_req *pr, const struct target *tg)
     if (strcmp(m, "INVITE") == 0 || strcmp(m, "SUBSCRIBE") == 0 || strcmp(m, "REFER") == 0)
         rr = record_route(pr->p, pr->req, &pr->src, &tg->dst);
     start_branch(pr, &tg->dst, tg->ruri, rr, pr->routes, pr->hash, pr->max_forwards, pr->contacts);
+    pr->br[pr->n_br - 1].device = tg->device;
     free(rr);
 }
 
@@ -1199,6 +1247,132 @@ static const struct binding *upstream_target(struct proxy *p, const osip_message
 }
 
 static void route_req(struct proxy_req *pr);
+static int same_device_before(const struct binding *const *targets, size_t i);
+
+static void stored(void *arg, enum msgstore_result r, int64_t id)
+{
+    struct proxy_req *pr = arg;
+    pr->waiting--;
+    pr->msg_id = id;
+    if (r == MSGSTORE_STORED || r == MSGSTORE_DUPLICATE) {
+        for (size_t i = 0; i < pr->n_br; i++)
+            if (pr->br[i].delivered && pr->br[i].device)
+                msgstore_delivered(pr->p->msgstore, id, pr->br[i].device);
+        reply(pr, pr->store_code, pr->store_reason);
+    } else if (r == MSGSTORE_QUOTA) {
+        reply_with(pr, 486, "Busy Here",
+                   "Warning: 399 sipwake \"Too many messages are waiting for this user\"\r\n");
+    } else {
+        reply(pr, 500, "Server Internal Error"); /* never 202 for what is not stored */
+    }
+    settle(pr);
+}
+
+static void message_pushed(void *arg, const struct push_result *r)
+{
+    (void)arg;
+    (void)r; /* counted and logged by push.c */
+}
+
+/* A MESSAGE for the AOR's n devices (targets[0..n_live) live bindings, the rest in their
+ * grace), some of which cannot get it now: the offline hook decides whether it is stored for
+ * them. 1: it is being stored (pr->storing; devices[] holds each target's device key), 0: not
+ * stored, -1: answered already (too large). */
+static int offline(struct proxy_req *pr, const struct binding *const *targets, size_t n,
+                   size_t n_live, int push, char devices[][300])
+{
+    struct proxy *p = pr->p;
+    const osip_message_t *req = pr->req;
+    const struct config *cfg = p->cfg;
+    size_t asleep = 0;
+    int sleeping[PROXY_MAX_BRANCHES];
+    for (size_t i = 0; i < n; i++) {
+        struct sip_source probe;
+        /* asleep: in its grace, unreachable, or a push binding on UDP (its app may well be
+         * suspended; if not, its 2xx to the copy sent now marks it delivered) */
+        sleeping[i] =
+            i >= n_live || binding_destination(p, targets[i], &probe) < 0 ||
+            ((targets[i]->flags & LOCATION_FLAG_PUSH) && probe.transport == CONFIG_TRANSPORT_UDP);
+        asleep += (size_t)sleeping[i];
+        msgstore_device_of(targets[i], devices[i], sizeof devices[i]);
+    }
+    if (!asleep)
+        return 0;
+    long hdr = sip_msg_header_end(pr->raw, pr->rawlen);
+    const char *body = hdr > 0 ? pr->raw + hdr : NULL;
+    size_t size = hdr > 0 ? pr->rawlen - (size_t)hdr : 0;
+    char *ct = NULL, *from = NULL, *to = NULL, *ruri = NULL;
+    if (req->content_type)
+        osip_content_type_to_str(req->content_type, &ct);
+    if (req->from && req->from->url)
+        osip_uri_to_str(req->from->url, &from);
+    if (req->to && req->to->url)
+        osip_uri_to_str(req->to->url, &to);
+    if (req->req_uri)
+        osip_uri_to_str(req->req_uri, &ruri);
+    /* sipwake's choice: chat is stored, typing notices and delivery reports are not */
+    int chatter = ct && (util_caseeq(ct, "application/im-iscomposing+xml") ||
+                         util_caseeq(ct, "message/imdn+xml"));
+    struct lua_hook_offline_out d = {.store = !chatter,
+                                     .ttl = cfg->offline_ttl,
+                                     .new_devices = 1,
+                                     .push = push,
+                                     .code = 202,
+                                     .reason = "Accepted"};
+    struct lua_hook_offline_in in = {.ruri = ruri,
+                                     .aor = pr->aor,
+                                     .from = from,
+                                     .to = to,
+                                     .call_id = req->call_id->number,
+                                     .content_type = ct,
+                                     .tenant = pr->tenant,
+                                     .body_size = size,
+                                     .devices = (int)n,
+                                     .asleep = (int)asleep};
+    lua_hook_offline(lua_vm_current(), &in, &d);
+    osip_free(ct);
+    osip_free(from);
+    osip_free(to);
+    osip_free(ruri);
+    if (!d.store)
+        return 0;
+    if (size > (size_t)cfg->offline_max_size) {
+        metrics_inc(METRICS_OFFLINE_TOO_LARGE);
+        log_info("offline: MESSAGE %s for %s: %zu bytes, over max_size %ld", req->call_id->number,
+                 pr->aor, size, cfg->offline_max_size);
+        reply_with(pr, 513, "Message Too Large",
+                   "Warning: 399 sipwake \"Too large to be stored for later delivery\"\r\n");
+        return -1;
+    }
+    pr->storing = 1;
+    pr->store_code = d.code;
+    snprintf(pr->store_reason, sizeof pr->store_reason, "%s", *d.reason ? d.reason : "Accepted");
+    const char *keys[PROXY_MAX_BRANCHES];
+    size_t n_keys = 0;
+    for (size_t i = 0; i < n; i++) {
+        int seen = 0;
+        for (size_t j = 0; j < n_keys && !seen; j++)
+            seen = strcmp(keys[j], devices[i]) == 0;
+        if (!seen)
+            keys[n_keys++] = devices[i];
+    }
+    pr->waiting++; /* the answer waits for the commit */
+    msgstore_put(p->msgstore, req, body, size, pr->aor, keys, n_keys, d.ttl, d.new_devices,
+                 pr->tenant, stored, pr);
+    /* the phones asleep are told (the default policy collapses these per sender) */
+    for (size_t i = 0; d.push && p->push && i < n; i++) {
+        if (!sleeping[i] || !(targets[i]->flags & LOCATION_FLAG_PUSH) ||
+            same_device_before(targets, i))
+            continue;
+        struct caller c;
+        struct push_event ev = event_of(pr, PUSH_MESSAGE, d.ttl, pr->aor, 1, &c);
+        char err[200];
+        if (push_binding(p->push, targets[i], &ev, message_pushed, NULL, err, sizeof err) < 0)
+            log_info("proxy: MESSAGE %s: no push to %s: %s", req->call_id->number, pr->aor, err);
+        caller_free(&c);
+    }
+    return 1;
+}
 
 /* One push per device: a binding pushed with the token of an earlier one (the same app
  * registered twice, over IPv4 and IPv6, or expired and again) is woken by that push. */
@@ -1403,6 +1577,16 @@ static void route_req(struct proxy_req *pr)
     /* the reachable bindings, highest q first for serial forking (stable: registration order
      * within a q) */
     int pushing = d.action == LUA_ROUTE_BINDINGS && d.push && p->push && pushable(req->sip_method);
+    /* a MESSAGE some devices cannot get now may be stored for them (the offline hook) */
+    char devices[PROXY_MAX_BRANCHES][300];
+    if (d.action == LUA_ROUTE_BINDINGS && p->msgstore && strcmp(req->sip_method, "MESSAGE") == 0 &&
+        n > 0) {
+        int answer = offline(pr, targets, n, n_live, d.push, devices);
+        if (answer < 0) {
+            preq_free(pr);
+            return;
+        }
+    }
     for (size_t i = 0; i < n_live; i++) {
         struct target tg = {.q = targets[i]->q < 0 ? 1000 : targets[i]->q};
         if (pushing && !d.fork_live && (targets[i]->flags & LOCATION_FLAG_PUSH))
@@ -1410,6 +1594,7 @@ static void route_req(struct proxy_req *pr)
         if (binding_destination(p, targets[i], &tg.dst) < 0)
             continue;
         tg.ruri = sip_msg_uri_without_pn(targets[i]->contact);
+        tg.device = pr->storing ? xstrdup(devices[i]) : NULL;
         size_t j = pr->n_tg++;
         while (d.serial && j > 0 && pr->tg[j - 1].q < tg.q) {
             pr->tg[j] = pr->tg[j - 1];
@@ -1447,8 +1632,9 @@ static void route_req(struct proxy_req *pr)
     memcpy(pr->hash, hash, sizeof pr->hash);
     pr->max_forwards = (int)mf - 1; /* §16.6 step 3 */
     pr->in_setup = 1;
-    /* RFC 8599 §5.6.2: push bindings are pushed and waited for, live flows or not */
-    if (pushing)
+    /* RFC 8599 §5.6.2: push bindings are pushed and waited for, live flows or not (a stored
+     * MESSAGE waits in the store instead) */
+    if (pushing && !pr->storing)
         for (size_t i = 0; i < n; i++)
             if ((targets[i]->flags & LOCATION_FLAG_PUSH) && !same_device_before(targets, i))
                 wait_for(pr, targets[i]);

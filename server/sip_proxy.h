@@ -56,6 +56,18 @@ struct push;
 struct bucket;
 void proxy_set_push(struct proxy *p, struct push *push, struct bucket *bucket);
 
+/* Send a request sipwake originates (a stored MESSAGE) to binding b, down its flow or to its
+ * UDP address: rest is the request after its Request-URI line and Via — header lines, the
+ * blank line, the body; sipwake writes the Request-URI (b's contact without push params) and
+ * its own Via. cb gets the responses, as for txn_client_start. 0, or -1 when b cannot be
+ * reached now. */
+int proxy_send_to_binding(struct proxy *p, const struct binding *b, const char *method,
+                          const char *rest, size_t rest_len, txn_client_cb cb, void *arg);
+
+struct msgstore;
+/* Offline MESSAGE storage, when [offline] is enabled. */
+void proxy_set_msgstore(struct proxy *p, struct msgstore *ms);
+
 /* The store, for the subscriber lookup that tells a user without bindings (480) from an
  * unknown one (404) when [auth] is on. */
 struct store;

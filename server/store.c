@@ -30,6 +30,8 @@ enum op_kind {
     OP_GET_SUBSCRIBER,
     OP_PUSH_LOG,
     OP_READ_TENANTS,
+    OP_CALL_WRITE,
+    OP_CALL_READ,
 };
 
 /* How often the worker prunes the push log, in pushes logged. */
@@ -49,6 +51,9 @@ struct op {
     struct store_subscriber sub;
     struct store_push_log log;        /* OP_PUSH_LOG: strings point into strings */
     struct store_tenant_visitor tenv; /* OP_READ_TENANTS */
+    store_work_fn work;               /* OP_CALL_* */
+    store_result_cb result;
+    int rc;
 };
 
 struct store {
@@ -98,6 +103,8 @@ static void done_cb(struct ev_loop *loop, ev_async *w, int revents)
             list->cb(list->arg, list->found, list->found == 1 ? &list->sub : NULL);
         else if (list->kind == OP_READ_TENANTS)
             list->done(list->arg, list->found == 0);
+        else if (list->kind == OP_CALL_WRITE || list->kind == OP_CALL_READ)
+            list->result(list->arg, list->rc);
         else
             list->done(list->arg, 1);
         op_free(list);
@@ -105,7 +112,28 @@ static void done_cb(struct ev_loop *loop, ev_async *w, int revents)
     }
 }
 
-static void apply_writes(struct store *s, struct op *list)
+/* Completed operations go to the loop. */
+static void hand_over(struct store *s, struct op *list)
+{
+    if (!list)
+        return;
+    struct op *t = list;
+    while (t->next)
+        t = t->next;
+    pthread_mutex_lock(&s->mu);
+    if (s->done_tail)
+        s->done_tail->next = list;
+    else
+        s->done_head = list;
+    s->done_tail = t;
+    pthread_mutex_unlock(&s->mu);
+    ev_async_send(s->loop, &s->done_watcher);
+}
+
+/* Apply a batch of writes in one transaction, retrying until it commits. Calls (OP_CALL_WRITE)
+ * are not retried: after a failed attempt they are answered at once with rc -1 and the rest
+ * of the batch goes again without them. Returns what was committed. */
+static struct op *apply_writes(struct store *s, struct op *list)
 {
     char err[512];
     for (int attempt = 0;; attempt++) {
@@ -117,16 +145,36 @@ static void apply_writes(struct store *s, struct op *list)
                 ok = s->be->delete_binding(s->db, o->contact_id, err, sizeof err) == 0;
             else if (o->kind == OP_PUSH_LOG)
                 ok = s->be->push_log_add(s->db, &o->log, err, sizeof err) == 0;
+            else if (o->kind == OP_CALL_WRITE)
+                ok = (o->rc = o->work(s->db, s->be, o->arg, err, sizeof err)) >= 0;
         }
         if (ok && s->be->commit(s->db, err, sizeof err) == 0)
-            return;
+            return list;
         s->be->rollback(s->db);
         pthread_mutex_lock(&s->mu);
         s->errors++;
         pthread_mutex_unlock(&s->mu);
-        log_error("store: writing a batch failed (attempt %d, retrying in 1 s): %s", attempt + 1,
+        struct op *failed = NULL;
+        for (struct op **pp = &list; *pp;) {
+            struct op *o = *pp;
+            if (o->kind == OP_CALL_WRITE) {
+                *pp = o->next;
+                o->rc = -1;
+                o->next = failed;
+                failed = o;
+            } else {
+                pp = &o->next;
+            }
+        }
+        log_error("store: writing a batch failed (attempt %d%s): %s", attempt + 1,
+                  failed ? ", its calls answered as failed, the rest again" : ", retrying in 1 s",
                   err);
-        sleep(1);
+        if (failed)
+            hand_over(s, failed); /* those waiting hear of it now */
+        else
+            sleep(1);
+        if (!list)
+            return NULL;
     }
 }
 
@@ -153,7 +201,8 @@ static void *worker(void *arg)
             n++;
             if (o->kind == OP_PUSH_LOG)
                 s->logged++;
-            if (o->kind == OP_GET_SUBSCRIBER || o->kind == OP_READ_TENANTS) {
+            if (o->kind == OP_GET_SUBSCRIBER || o->kind == OP_READ_TENANTS ||
+                o->kind == OP_CALL_READ) {
                 *rtail = o;
                 rtail = &o->next;
             } else {
@@ -162,7 +211,7 @@ static void *worker(void *arg)
             }
         }
         if (writes)
-            apply_writes(s, writes);
+            writes = apply_writes(s, writes);
         if (s->logged >= STORE_PRUNE_EVERY) {
             char err[512];
             s->logged = 0;
@@ -174,7 +223,7 @@ static void *worker(void *arg)
         struct op *answered = NULL, **atail = &answered;
         while (writes) {
             struct op *next = writes->next;
-            if (writes->done) {
+            if (writes->done || writes->kind == OP_CALL_WRITE) {
                 writes->next = NULL;
                 *atail = writes;
                 atail = &writes->next;
@@ -187,6 +236,16 @@ static void *worker(void *arg)
         reads = answered;
         for (struct op *o = reads; o; o = o->next) {
             char err[512];
+            if (o->kind == OP_CALL_READ) {
+                o->rc = o->work(s->db, s->be, o->arg, err, sizeof err);
+                if (o->rc < 0) {
+                    log_error("store: %s", err);
+                    pthread_mutex_lock(&s->mu);
+                    s->errors++;
+                    pthread_mutex_unlock(&s->mu);
+                }
+                continue;
+            }
             if (o->kind == OP_READ_TENANTS) {
                 o->found = s->be->tenants_read(s->db, &o->tenv, err, sizeof err);
                 if (o->found < 0)
@@ -205,19 +264,8 @@ static void *worker(void *arg)
         }
         pthread_mutex_lock(&s->mu);
         s->queued -= n;
-        if (reads) {
-            if (s->done_tail)
-                s->done_tail->next = reads;
-            else
-                s->done_head = reads;
-            struct op *t = reads;
-            while (t->next)
-                t = t->next;
-            s->done_tail = t;
-        }
         pthread_mutex_unlock(&s->mu);
-        if (reads)
-            ev_async_send(s->loop, &s->done_watcher);
+        hand_over(s, reads);
     }
     return NULL;
 }
@@ -258,6 +306,10 @@ void store_start(struct store *s, struct ev_loop *loop)
         abort();
     }
     s->started = 1;
+    if (s->local_head) { /* queued before the loop ran */
+        ev_timer_set(&s->flush_timer, STORE_FLUSH_MS / 1000.0, 0);
+        ev_timer_start(loop, &s->flush_timer);
+    }
 }
 
 /* Loop side: collect operations without locking; flush_cb hands them over in one go. */
@@ -375,6 +427,16 @@ void store_push_log(struct store *s, const struct store_push_log *row)
     enqueue(s, o);
 }
 
+void store_call(struct store *s, int write, store_work_fn work, store_result_cb done, void *arg)
+{
+    struct op *o = xcalloc(1, sizeof *o);
+    o->kind = write ? OP_CALL_WRITE : OP_CALL_READ;
+    o->work = work;
+    o->result = done;
+    o->arg = arg;
+    enqueue(s, o);
+}
+
 void store_read_tenants(struct store *s, const struct store_tenant_visitor *v, store_done_cb done,
                         void *arg)
 {
@@ -471,6 +533,12 @@ int store_push_log_read(struct store *s, const char *tenant, const char *provide
                         store_push_log_cb cb, void *arg, char *err, size_t errlen)
 {
     return s->be->push_log_read(s->db, tenant, provider, limit, cb, arg, err, errlen);
+}
+
+int store_messages_pending(struct store *s, const char *aor, store_pending_cb cb, void *arg,
+                           char *err, size_t errlen)
+{
+    return s->be->messages_pending(s->db, aor, cb, arg, err, errlen);
 }
 
 void store_close(struct store *s)

@@ -94,6 +94,24 @@ struct store_push_log {
 
 typedef void (*store_push_log_cb)(void *arg, const struct store_push_log *row);
 
+/* One stored MESSAGE (sipwake_messages). Strings borrowed for the call. */
+struct store_message {
+    int64_t id; /* order of receipt */
+    const char *aor, *call_id;
+    uint32_t cseq;
+    const char *from_hdr, *to_hdr, *content_type;
+    const unsigned char *body;
+    size_t body_len;
+    int64_t received_ms, expires_ms;
+    int new_devices;
+    const char *tenant;
+};
+
+typedef void (*store_message_cb)(void *arg, const struct store_message *m);
+/* Pending messages of one device of an AOR: how many, and since when (ms). */
+typedef void (*store_pending_cb)(void *arg, const char *aor, const char *device, long count,
+                                 int64_t oldest_ms);
+
 struct store;
 
 /* What a backend provides. All calls block; they run on the worker thread or, for open,
@@ -133,6 +151,25 @@ struct store_backend {
     /* newest first, at most limit rows, tenant/provider NULL: any */
     int (*push_log_read)(void *db, const char *tenant, const char *provider, int limit,
                          store_push_log_cb cb, void *arg, char *err, size_t errlen);
+    /* offline messages. put: 1 stored (*id set), 0 already stored (same aor, Call-ID, CSeq;
+     * *id is that one's), 2 the AOR holds max_per_aor unexpired messages, -1 error; a
+     * delivery row is made for each of devices */
+    int (*message_put)(void *db, const struct store_message *m, const char *const *devices,
+                       size_t n_devices, long max_per_aor, int64_t *id, char *err, size_t errlen);
+    /* device got message id: 1 when that was the last delivery and the message went, else 0 */
+    int (*message_delivered)(void *db, int64_t id, const char *device, int64_t now_ms, char *err,
+                             size_t errlen);
+    /* what device of aor is still to get, oldest first: its pending deliveries, and messages
+     * without a delivery for it that are for new devices too; unexpired only */
+    int (*messages_for_device)(void *db, const char *aor, const char *device, int64_t now_ms,
+                               store_message_cb cb, void *arg, char *err, size_t errlen);
+    /* remove the messages expired at now_ms; how many */
+    int (*messages_expire)(void *db, int64_t now_ms, char *err, size_t errlen);
+    /* pending deliveries by AOR and device (aor NULL: all) */
+    int (*messages_pending)(void *db, const char *aor, store_pending_cb cb, void *arg, char *err,
+                            size_t errlen);
+    /* messages stored */
+    int (*messages_count)(void *db, char *err, size_t errlen);
 };
 
 extern const struct store_backend store_sqlite_backend;
@@ -183,6 +220,8 @@ int store_tenants_read(struct store *s, const struct store_tenant_visitor *v, ch
                        size_t errlen);
 int store_push_log_read(struct store *s, const char *tenant, const char *provider, int limit,
                         store_push_log_cb cb, void *arg, char *err, size_t errlen);
+int store_messages_pending(struct store *s, const char *aor, store_pending_cb cb, void *arg,
+                           char *err, size_t errlen);
 
 /* Read the tenant tables on the worker thread: v's callbacks run there (they must touch only
  * what they build), then done runs on the loop with ok 1, or 0 when the read failed (logged). */
@@ -191,6 +230,18 @@ void store_read_tenants(struct store *s, const struct store_tenant_visitor *v, s
 
 /* Queue a push log row (copied). Rows older than [push] log_days are pruned by the worker. */
 void store_push_log(struct store *s, const struct store_push_log *row);
+
+/* Work a module runs on the worker thread with the backend: a write inside the next batch's
+ * transaction, a read after it. Returns >= 0 (handed to done) or -1 with err. */
+typedef int (*store_work_fn)(void *db, const struct store_backend *be, void *arg, char *err,
+                             size_t errlen);
+/* On the loop: rc is what work returned, or -1 (logged) when it, or the commit of its batch,
+ * failed. */
+typedef void (*store_result_cb)(void *arg, int rc);
+
+/* Queue work (write: in a batch transaction, committed before done runs; a write whose batch
+ * fails is not retried: done gets -1 and the rest of the batch goes again without it). */
+void store_call(struct store *s, int write, store_work_fn work, store_result_cb done, void *arg);
 
 /* Apply everything queued, stop the worker and close. Safe on a store never started. */
 void store_close(struct store *s);

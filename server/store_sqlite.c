@@ -643,6 +643,210 @@ static int sqlite_push_log_read(void *p, const char *tenant, const char *provide
     return rc == SQLITE_DONE ? 0 : sql_fail(s->db, err, errlen, "reading the push log");
 }
 
+/* ------------------------------------------------------------------ offline messages */
+
+static int sqlite_message_put(void *p, const struct store_message *m, const char *const *devices,
+                              size_t n_devices, long max_per_aor, int64_t *id, char *err,
+                              size_t errlen)
+{
+    struct sqlite_db *s = p;
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(s->db,
+                           "SELECT id FROM sipwake_messages WHERE aor = ? AND call_id = ? AND "
+                           "cseq = ?",
+                           -1, &st, NULL) != SQLITE_OK)
+        return sql_fail(s->db, err, errlen, "reading messages");
+    bind_text(st, 1, m->aor);
+    bind_text(st, 2, m->call_id);
+    sqlite3_bind_int64(st, 3, (sqlite3_int64)m->cseq);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        *id = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    if (rc == SQLITE_ROW)
+        return 0;
+    if (rc != SQLITE_DONE)
+        return sql_fail(s->db, err, errlen, "reading messages");
+    if (sqlite3_prepare_v2(s->db,
+                           "SELECT count(*) FROM sipwake_messages WHERE aor = ? AND expires_ms > ?",
+                           -1, &st, NULL) != SQLITE_OK)
+        return sql_fail(s->db, err, errlen, "counting messages");
+    bind_text(st, 1, m->aor);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)m->received_ms);
+    long count = sqlite3_step(st) == SQLITE_ROW ? (long)sqlite3_column_int64(st, 0) : -1;
+    sqlite3_finalize(st);
+    if (count < 0)
+        return sql_fail(s->db, err, errlen, "counting messages");
+    if (count >= max_per_aor)
+        return 2;
+    if (sqlite3_prepare_v2(s->db,
+                           "INSERT INTO sipwake_messages (aor, call_id, cseq, from_hdr, to_hdr, "
+                           "content_type, body, received_ms, expires_ms, new_devices, tenant) "
+                           "VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                           -1, &st, NULL) != SQLITE_OK)
+        return sql_fail(s->db, err, errlen, "storing a message");
+    bind_text(st, 1, m->aor);
+    bind_text(st, 2, m->call_id);
+    sqlite3_bind_int64(st, 3, (sqlite3_int64)m->cseq);
+    bind_text(st, 4, m->from_hdr);
+    bind_text(st, 5, m->to_hdr);
+    bind_text(st, 6, m->content_type);
+    if (m->body)
+        sqlite3_bind_blob(st, 7, m->body, (int)m->body_len, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(st, 7);
+    sqlite3_bind_int64(st, 8, (sqlite3_int64)m->received_ms);
+    sqlite3_bind_int64(st, 9, (sqlite3_int64)m->expires_ms);
+    sqlite3_bind_int(st, 10, m->new_devices);
+    bind_text(st, 11, m->tenant);
+    rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE)
+        return sql_fail(s->db, err, errlen, "storing a message");
+    *id = sqlite3_last_insert_rowid(s->db);
+    for (size_t i = 0; i < n_devices; i++) {
+        if (sqlite3_prepare_v2(s->db,
+                               "INSERT OR IGNORE INTO sipwake_message_deliveries (message_id, "
+                               "device) VALUES (?, ?)",
+                               -1, &st, NULL) != SQLITE_OK)
+            return sql_fail(s->db, err, errlen, "storing a delivery");
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)*id);
+        bind_text(st, 2, devices[i]);
+        rc = sqlite3_step(st);
+        sqlite3_finalize(st);
+        if (rc != SQLITE_DONE)
+            return sql_fail(s->db, err, errlen, "storing a delivery");
+    }
+    return 1;
+}
+
+static int sqlite_message_delivered(void *p, int64_t id, const char *device, int64_t now_ms,
+                                    char *err, size_t errlen)
+{
+    struct sqlite_db *s = p;
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(s->db,
+                           "INSERT INTO sipwake_message_deliveries (message_id, device, "
+                           "delivered_ms) VALUES (?1, ?2, ?3) ON CONFLICT (message_id, device) DO "
+                           "UPDATE SET delivered_ms = ?3",
+                           -1, &st, NULL) != SQLITE_OK)
+        return sql_fail(s->db, err, errlen, "marking a delivery");
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)id);
+    bind_text(st, 2, device);
+    sqlite3_bind_int64(st, 3, (sqlite3_int64)now_ms);
+    int rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE)
+        return sql_fail(s->db, err, errlen, "marking a delivery");
+    if (sqlite3_prepare_v2(s->db,
+                           "DELETE FROM sipwake_messages WHERE id = ?1 AND NOT EXISTS (SELECT 1 "
+                           "FROM sipwake_message_deliveries WHERE message_id = ?1 AND "
+                           "delivered_ms IS NULL)",
+                           -1, &st, NULL) != SQLITE_OK)
+        return sql_fail(s->db, err, errlen, "removing a delivered message");
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)id);
+    rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE)
+        return sql_fail(s->db, err, errlen, "removing a delivered message");
+    if (sqlite3_changes(s->db) == 0)
+        return 0;
+    char idtext[32];
+    snprintf(idtext, sizeof idtext, "%lld", (long long)id);
+    return run(s, "DELETE FROM sipwake_message_deliveries WHERE message_id = ?",
+               "removing deliveries", err, errlen, 1, idtext) < 0
+               ? -1
+               : 1;
+}
+
+static int sqlite_messages_for_device(void *p, const char *aor, const char *device, int64_t now_ms,
+                                      store_message_cb cb, void *arg, char *err, size_t errlen)
+{
+    struct sqlite_db *s = p;
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(s->db,
+                           "SELECT m.id, m.call_id, m.cseq, m.from_hdr, m.to_hdr, m.content_type, "
+                           "m.body, m.received_ms, m.expires_ms, m.new_devices, m.tenant FROM "
+                           "sipwake_messages m LEFT JOIN sipwake_message_deliveries d ON "
+                           "d.message_id = m.id AND d.device = ?2 WHERE m.aor = ?1 AND "
+                           "m.expires_ms > ?3 AND ((d.device IS NOT NULL AND d.delivered_ms IS "
+                           "NULL) OR (d.device IS NULL AND m.new_devices = 1)) ORDER BY m.id",
+                           -1, &st, NULL) != SQLITE_OK)
+        return sql_fail(s->db, err, errlen, "reading messages");
+    bind_text(st, 1, aor);
+    bind_text(st, 2, device);
+    sqlite3_bind_int64(st, 3, (sqlite3_int64)now_ms);
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        struct store_message m = {
+            .id = sqlite3_column_int64(st, 0),
+            .aor = aor,
+            .call_id = col(st, 1),
+            .cseq = (uint32_t)sqlite3_column_int64(st, 2),
+            .from_hdr = col(st, 3),
+            .to_hdr = col(st, 4),
+            .content_type = col(st, 5),
+            .body = sqlite3_column_blob(st, 6),
+            .body_len = (size_t)sqlite3_column_bytes(st, 6),
+            .received_ms = sqlite3_column_int64(st, 7),
+            .expires_ms = sqlite3_column_int64(st, 8),
+            .new_devices = sqlite3_column_int(st, 9),
+            .tenant = col(st, 10),
+        };
+        cb(arg, &m);
+    }
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE ? 0 : sql_fail(s->db, err, errlen, "reading messages");
+}
+
+static int sqlite_messages_expire(void *p, int64_t now_ms, char *err, size_t errlen)
+{
+    struct sqlite_db *s = p;
+    char now[32];
+    snprintf(now, sizeof now, "%lld", (long long)now_ms);
+    if (run(s,
+            "DELETE FROM sipwake_message_deliveries WHERE message_id IN (SELECT id FROM "
+            "sipwake_messages WHERE expires_ms <= CAST(? AS INTEGER))",
+            "expiring messages", err, errlen, 1, now) < 0 ||
+        run(s, "DELETE FROM sipwake_messages WHERE expires_ms <= CAST(? AS INTEGER)",
+            "expiring messages", err, errlen, 1, now) < 0)
+        return -1;
+    return sqlite3_changes(s->db);
+}
+
+static int sqlite_messages_pending(void *p, const char *aor, store_pending_cb cb, void *arg,
+                                   char *err, size_t errlen)
+{
+    struct sqlite_db *s = p;
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(s->db,
+                           "SELECT m.aor, d.device, count(*), min(m.received_ms) FROM "
+                           "sipwake_messages m JOIN sipwake_message_deliveries d ON "
+                           "d.message_id = m.id WHERE d.delivered_ms IS NULL AND (?1 IS NULL OR "
+                           "m.aor = ?1) GROUP BY m.aor, d.device ORDER BY m.aor, d.device",
+                           -1, &st, NULL) != SQLITE_OK)
+        return sql_fail(s->db, err, errlen, "reading pending messages");
+    bind_text(st, 1, aor);
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+        cb(arg, col(st, 0), col(st, 1), (long)sqlite3_column_int64(st, 2),
+           sqlite3_column_int64(st, 3));
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE ? 0 : sql_fail(s->db, err, errlen, "reading pending messages");
+}
+
+static int sqlite_messages_count(void *p, char *err, size_t errlen)
+{
+    struct sqlite_db *s = p;
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(s->db, "SELECT count(*) FROM sipwake_messages", -1, &st, NULL) !=
+        SQLITE_OK)
+        return sql_fail(s->db, err, errlen, "counting messages");
+    int n = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int(st, 0) : -1;
+    sqlite3_finalize(st);
+    return n < 0 ? sql_fail(s->db, err, errlen, "counting messages") : n;
+}
+
 const struct store_backend store_sqlite_backend = {
     .name = "sqlite",
     .open = sqlite_open,
@@ -668,4 +872,10 @@ const struct store_backend store_sqlite_backend = {
     .push_log_add = sqlite_push_log_add,
     .push_log_prune = sqlite_push_log_prune,
     .push_log_read = sqlite_push_log_read,
+    .message_put = sqlite_message_put,
+    .message_delivered = sqlite_message_delivered,
+    .messages_for_device = sqlite_messages_for_device,
+    .messages_expire = sqlite_messages_expire,
+    .messages_pending = sqlite_messages_pending,
+    .messages_count = sqlite_messages_count,
 };

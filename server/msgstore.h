@@ -1,0 +1,68 @@
+/*
+ * msgstore: offline MESSAGE store and forward.
+ *
+ * A MESSAGE for an AOR some of whose devices are asleep is stored (msgstore_put) with a
+ * delivery row for every device the AOR has at that moment, and committed before the
+ * sender's final response. A device is its +sip.instance, else its binding ("contact:<id>").
+ * Devices with a live connection get it at once through the proxy; their 2xx marks their
+ * delivery (msgstore_delivered). When a device registers (msgstore_wake), a courier reads
+ * what it is still to get — its pending deliveries, and messages for new devices it has no
+ * row for — and sends them down its new flow one at a time, oldest first, each waiting for
+ * the previous one's 2xx and for that mark to be committed; a failure is retried with
+ * back-off while the binding lives. A message goes when every delivery row is marked, or at
+ * its expiry (counted and logged). Everything is in the store: a restart or a crash loses
+ * nothing that was acknowledged.
+ */
+#ifndef SIPWAKE_MSGSTORE_H
+#define SIPWAKE_MSGSTORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <ev.h>
+#include <osipparser2/osip_parser.h>
+
+#include "config.h"
+#include "location.h"
+
+struct msgstore;
+struct proxy;
+struct store;
+
+enum msgstore_result {
+    MSGSTORE_STORED = 0,
+    MSGSTORE_DUPLICATE, /* stored before (same AOR, Call-ID and CSeq): not again */
+    MSGSTORE_QUOTA,     /* the AOR holds [offline] max_per_aor messages */
+    MSGSTORE_FAILED,    /* the store could not commit it */
+};
+
+/* id: the stored message (also for a duplicate), 0 when none. */
+typedef void (*msgstore_put_cb)(void *arg, enum msgstore_result r, int64_t id);
+
+struct msgstore *msgstore_new(struct ev_loop *loop, const struct config *cfg, struct store *store,
+                              struct location *loc, char *err, size_t errlen);
+void msgstore_free(struct msgstore *ms);
+
+/* Deliveries go out through the proxy (sipwake's own requests down a binding's flow). */
+void msgstore_set_proxy(struct msgstore *ms, struct proxy *proxy);
+
+/* The device key of binding b ("<urn:uuid:...>" or "contact:<id>") into out. */
+void msgstore_device_of(const struct binding *b, char *out, size_t n);
+
+/* Store req (a MESSAGE, whose body is body[0..body_len)) for aor, meant for
+ * devices[0..n), kept ttl seconds; new_devices: devices that register later get it too. cb
+ * runs on the loop once it is committed (or not). */
+void msgstore_put(struct msgstore *ms, const osip_message_t *req, const char *body, size_t body_len,
+                  const char *aor, const char *const *devices, size_t n_devices, long ttl,
+                  int new_devices, const char *tenant, msgstore_put_cb cb, void *arg);
+
+/* device got message id (its live delivery was answered 2xx). */
+void msgstore_delivered(struct msgstore *ms, int64_t id, const char *device);
+
+/* Binding b of aor was just stored by a 2xx REGISTER: deliver what its device is to get. */
+void msgstore_wake(struct msgstore *ms, const char *aor, const struct binding *b);
+
+/* Messages stored now (the offline:pending_messages gauge). */
+long msgstore_count(const struct msgstore *ms);
+
+#endif
