@@ -1,0 +1,98 @@
+#!/usr/bin/perl
+# Stored MESSAGEs survive what can happen to them: a burst is being accepted when sipwake is
+# killed with SIGKILL and started again — every MESSAGE that got a 202 is delivered once the
+# phone registers, in order, none twice; a message nobody comes back for is dropped at its
+# TTL, counted and logged.
+use strict;
+use warnings;
+use FindBin;
+use lib "$FindBin::Bin/../lib";
+use Test::More;
+use Time::HiRes qw(time sleep);
+use Sipwake;
+
+my $sw = Sipwake->new(config => { offline => { ttl => 600 } });
+$sw->start;
+my $PN = 'pn-provider=apns;pn-param=TEAM123456.org.example.app;pn-prid=AAAA0001';
+my $INST = ';+sip.instance="<urn:uuid:00000000-0000-0000-0000-0000000000c1>"';
+my $phone = $sw->ua(user => 'kim', transport => 'tcp');
+is($phone->register(contact => "sip:kim\@127.0.0.1:" . $phone->local_port . ";transport=tcp;$PN",
+    contact_params => $INST, expires => 3600)->{code}, 200, 'a phone registered with push params');
+close $phone->sock;
+is($sw->sql_wait("SELECT count(*) FROM location WHERE username='kim'", '1'), '1', 'its binding is stored');
+
+my $sender = $sw->ua(user => 'sam', transport => 'tcp');
+my $sp = $sender->local_port;
+sub message {
+    my ($i) = @_;
+    my $body = "burst $i";
+    return "MESSAGE sip:kim\@example.com SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:$sp;rport;branch=z9hG4bKb$i\r\n"
+        . "Max-Forwards: 70\r\nFrom: <sip:sam\@example.com>;tag=b$i\r\nTo: <sip:kim\@example.com>\r\n"
+        . "Call-ID: burst-$i\r\nCSeq: 1 MESSAGE\r\nContent-Type: text/plain\r\nContent-Length: "
+        . length($body) . "\r\n\r\n$body";
+}
+my %acked;
+my $N = 400;
+my $killed_at;
+for my $i (1 .. $N) {
+    $sender->send_raw(message($i));
+    next if $i % 25; # in bursts of 25: the kill lands while some are being stored
+    while (defined(my $m = $sender->recv_raw(0.002))) {
+        $acked{$1} = 1 if $m =~ /^SIP\/2\.0 202 .*Call-ID: burst-(\d+)\r/s;
+    }
+    if (!$killed_at && keys %acked >= 100) {
+        $killed_at = $i;
+        kill 'KILL', $sw->{pid};
+        last;
+    }
+}
+kill 'KILL', $sw->{pid} unless $killed_at;
+# what reached the socket before the process died
+while (defined(my $m = $sender->recv_raw(0.5))) {
+    $acked{$1} = 1 if $m =~ /^SIP\/2\.0 202 .*Call-ID: burst-(\d+)\r/s;
+}
+ok($killed_at, "sipwake killed with SIGKILL after sending $killed_at MESSAGEs, " . scalar(keys %acked) . ' acknowledged');
+waitpid($sw->{pid}, 0);
+delete $sw->{pid};
+$sw->start;
+ok($sw->alive, 'started again');
+
+my $back = $sw->ua(user => 'kim', transport => 'tcp');
+is($back->register(contact => "sip:kim\@127.0.0.1:" . $back->local_port . ";transport=tcp;$PN",
+    contact_params => $INST, expires => 3600)->{code}, 200, 'the phone registers again');
+my (@got, %times);
+while (defined(my $m = $back->expect(qr/^MESSAGE /, 2))) {
+    my ($i) = $m =~ /Call-ID: burst-(\d+)\r/;
+    push @got, $i;
+    $times{$i}++;
+    $back->answer($m, 200, reason => 'OK');
+}
+my @missing = grep { !$times{$_} } sort { $a <=> $b } keys %acked;
+is(scalar(@missing), 0, 'every acknowledged MESSAGE was delivered') or diag "missing: @missing";
+is(scalar(grep { $_ > 1 } values %times), 0, 'none twice');
+is_deeply(\@got, [sort { $a <=> $b } @got], 'in the order they were received');
+is($sw->sql_wait("SELECT count(*) FROM sipwake_messages", '0'), '0', 'and the store is empty');
+$sw->stop;
+
+# TTL
+my $short = Sipwake->new(config => { offline => { ttl => 2 } });
+$short->start;
+my $p2 = $short->ua(user => 'lou', transport => 'tcp');
+$p2->register(contact => "sip:lou\@127.0.0.1:" . $p2->local_port . ";transport=tcp;$PN", expires => 3600);
+close $p2->sock;
+sleep 0.2;
+my $s2 = $short->ua(user => 'sam', transport => 'tcp');
+my $sp2 = $s2->local_port;
+my $r = $s2->request("MESSAGE sip:lou\@example.com SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:$sp2;rport;branch=z9hG4bKttl\r\n"
+    . "Max-Forwards: 70\r\nFrom: <sip:sam\@example.com>;tag=t\r\nTo: <sip:lou\@example.com>\r\nCall-ID: ttl-1\r\n"
+    . "CSeq: 1 MESSAGE\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nlater", 3);
+is($r->{code}, 202, 'stored with a 2 s TTL');
+ok($short->wait_log(qr/offline: 1 stored message expired undelivered/, 6), 'dropped at its TTL, and logged');
+is($short->sql("SELECT count(*) FROM sipwake_messages"), '0', 'gone from the store');
+my $p3 = $short->ua(user => 'lou', transport => 'tcp');
+$p3->register(contact => "sip:lou\@127.0.0.1:" . $p3->local_port . ";transport=tcp;$PN", expires => 3600);
+ok(!defined $p3->expect(qr/^MESSAGE /, 1), 'the phone that comes back later gets nothing');
+ok($short->alive, 'sipwake still running');
+$short->stop;
+unlike($short->log, qr/ERROR|AddressSanitizer|runtime error/, 'no errors or sanitizer reports');
+done_testing;
