@@ -230,4 +230,33 @@ function policy.on_timeout(req, ctx)
     return nil
 end
 
+-- offline(req, ctx) — a MESSAGE some of whose devices cannot get it now (asleep behind a
+-- push binding, or not connected): store it for them and deliver it when they register?
+--   req.method ("MESSAGE"), req.ruri, req.aor, req.from, req.to, req.call_id,
+--   req.content_type, req.body_size
+--   ctx.devices (the AOR's devices), ctx.asleep (how many cannot get it now), ctx.tenant
+-- Decision (schemas/hooks/offline.json); nil for sipwake's choice, which is what this
+-- function spells out:
+--   store = true|false         false: no storing (the phones are pushed and waited for, as
+--                              for any request, then 480)
+--   ttl = 604800               seconds it may wait ([offline] ttl by default)
+--   new_devices = true         a device that registers later (a new phone) gets it too
+--   push = true                an alert push to the phones asleep (collapsed per sender by
+--                              the push hook above)
+--   reply = { code = 202, reason = "Accepted" }   the sender's answer once it is stored
+-- Safe default (on error or an invalid decision): sipwake's choice.
+local NOT_STORED = {
+    ["application/im-iscomposing+xml"] = true, -- "is typing": stale in seconds
+    ["message/imdn+xml"] = true,               -- delivery and read reports
+}
+
+function policy.offline(req, ctx)
+    local ct = (req.content_type or ""):lower():match("^[^;%s]+") or ""
+    if NOT_STORED[ct] then
+        return { store = false }
+    end
+    return { store = true, new_devices = true, push = true,
+             reply = { code = 202, reason = "Accepted" } }
+end
+
 return policy

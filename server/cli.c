@@ -37,7 +37,8 @@ const char cli_usage[] =
     "       sipwake [--config FILE] tenant cred-del NAME[/SET] [apns_key|apns_certificate|fcm]\n"
     "       sipwake [--config FILE] push [--tenant NAME[/SET]] --provider P --param X --prid Y\n"
     "                                   [--type call|message|refresh]\n"
-    "       sipwake [--config FILE] push-log [--tenant NAME] [--provider P] [--limit N]\n";
+    "       sipwake [--config FILE] push-log [--tenant NAME] [--provider P] [--limit N]\n"
+    "       sipwake [--config FILE] messages [AOR]\n";
 
 static struct store *open_store(const struct config *cfg)
 {
@@ -507,6 +508,34 @@ int cli_push_log(const struct config *cfg, int argc, char **argv)
         return 1;
     char err[1024];
     int rc = store_push_log_read(s, tenant, provider, (int)limit, print_log, NULL, err, sizeof err);
+    store_close(s);
+    return rc < 0 ? result(-1, err, "") : 0;
+}
+
+/* ------------------------------------------------------------------ messages */
+
+static void print_pending(void *arg, const char *aor, const char *device, long count,
+                          int64_t oldest_ms)
+{
+    long *total = arg;
+    *total += count;
+    long age = (long)((util_wall_ms() - oldest_ms) / 1000);
+    printf("%s %s pending=%ld oldest=%lds\n", aor, device, count, age < 0 ? 0 : age);
+}
+
+int cli_messages(const struct config *cfg, int argc, char **argv)
+{
+    if (argc > 1)
+        return 2;
+    struct store *s = open_store(cfg);
+    if (!s)
+        return 1;
+    char err[1024];
+    long total = 0;
+    int rc =
+        store_messages_pending(s, argc ? argv[0] : NULL, print_pending, &total, err, sizeof err);
+    if (rc == 0)
+        printf("%ld pending deliver%s\n", total, total == 1 ? "y" : "ies");
     store_close(s);
     return rc < 0 ? result(-1, err, "") : 0;
 }

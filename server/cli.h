@@ -1,7 +1,8 @@
 /*
  * cli: the subcommands an operator runs next to the server: `user` (the subscriber table),
  * `tenant` (tenants, their domains and push credential sets), `push` (send one push and
- * print the provider's answer) and `push-log` (the latest push outcomes). They work on the
+ * print the provider's answer), `push-log` (the latest push outcomes) and `messages` (the
+ * offline MESSAGEs waiting, per AOR and device). They work on the
  * configured store directly; a running sipwake reads tenant changes on SIGHUP.
  *
  * Each returns the process's exit status: 0 done, 1 failed (the reason on stderr), 2 usage.
@@ -16,6 +17,7 @@ int cli_user(const struct config *cfg, int argc, char **argv);
 int cli_tenant(const struct config *cfg, int argc, char **argv);
 int cli_push(const struct config *cfg, int argc, char **argv);
 int cli_push_log(const struct config *cfg, int argc, char **argv);
+int cli_messages(const struct config *cfg, int argc, char **argv);
 
 /* The usage lines of the subcommands. */
 extern const char cli_usage[];

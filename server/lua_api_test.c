@@ -414,6 +414,43 @@ static int test_on_timeout(lua_State *L)
     return status_of(L, r);
 }
 
+/* policy_test.offline(req, ctx) -> decision (sipwake's choice filled in), status */
+static int test_offline(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    int ctx = lua_istable(L, 2) ? 2 : 0;
+    struct lua_hook_offline_in in = {
+        .ruri = field_str(L, 1, "ruri", "sip:bob@example.com"),
+        .aor = field_str(L, 1, "aor", "bob@example.com"),
+        .from = field_str(L, 1, "from", "sip:alice@example.com"),
+        .to = field_str(L, 1, "to", "sip:bob@example.com"),
+        .call_id = field_str(L, 1, "call_id", "test-call-id"),
+        .content_type = field_str(L, 1, "content_type", "text/plain"),
+        .body_size = (size_t)field_int(L, 1, "body_size", 5),
+        .devices = ctx ? (int)field_int(L, ctx, "devices", 1) : 1,
+        .asleep = ctx ? (int)field_int(L, ctx, "asleep", 1) : 1,
+        .tenant = ctx ? field_str(L, ctx, "tenant", NULL) : NULL,
+    };
+    struct lua_hook_offline_out out = {
+        .store = 1, .ttl = 604800, .new_devices = 1, .push = 1, .code = 202, .reason = "Accepted"};
+    enum lua_hook_result r = lua_hook_offline(lua_vm_current(), &in, &out);
+    lua_newtable(L);
+    lua_pushboolean(L, out.store);
+    lua_setfield(L, -2, "store");
+    lua_pushinteger(L, out.ttl);
+    lua_setfield(L, -2, "ttl");
+    lua_pushboolean(L, out.new_devices);
+    lua_setfield(L, -2, "new_devices");
+    lua_pushboolean(L, out.push);
+    lua_setfield(L, -2, "push");
+    lua_newtable(L);
+    lua_pushinteger(L, out.code);
+    lua_setfield(L, -2, "code");
+    set_s(L, "reason", out.reason);
+    lua_setfield(L, -2, "reply");
+    return status_of(L, r);
+}
+
 static int test_print(lua_State *L)
 {
     int n = lua_gettop(L);
@@ -449,5 +486,7 @@ void lua_api_test_inject(lua_State *L, int env)
     lua_setfield(L, -2, "on_push_result");
     lua_pushcfunction(L, test_on_timeout);
     lua_setfield(L, -2, "on_timeout");
+    lua_pushcfunction(L, test_offline);
+    lua_setfield(L, -2, "offline");
     lua_setfield(L, env, "policy_test");
 }

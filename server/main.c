@@ -365,7 +365,8 @@ int main(int argc, char **argv)
             usage(stdout);
             return 0;
         } else if (strcmp(argv[i], "user") == 0 || strcmp(argv[i], "tenant") == 0 ||
-                   strcmp(argv[i], "push") == 0 || strcmp(argv[i], "push-log") == 0) {
+                   strcmp(argv[i], "push") == 0 || strcmp(argv[i], "push-log") == 0 ||
+                   strcmp(argv[i], "messages") == 0) {
             break;
         } else {
             fprintf(stderr, "sipwake: unknown argument '%s'\n", argv[i]);
@@ -384,10 +385,11 @@ int main(int argc, char **argv)
     sip_msg_init();
     if (i < argc) {
         int (*const cmd)(const struct config *, int, char **) =
-            strcmp(argv[i], "user") == 0     ? cli_user
-            : strcmp(argv[i], "tenant") == 0 ? cli_tenant
-            : strcmp(argv[i], "push") == 0   ? cli_push
-                                             : cli_push_log;
+            strcmp(argv[i], "user") == 0       ? cli_user
+            : strcmp(argv[i], "tenant") == 0   ? cli_tenant
+            : strcmp(argv[i], "push") == 0     ? cli_push
+            : strcmp(argv[i], "push-log") == 0 ? cli_push_log
+                                               : cli_messages;
         int rc = cmd(&app.cfg, argc - i - 1, argv + i + 1);
         if (rc == 2)
             usage(stderr);

@@ -1311,8 +1311,11 @@ static int offline(struct proxy_req *pr, const struct binding *const *targets, s
     if (req->req_uri)
         osip_uri_to_str(req->req_uri, &ruri);
     /* sipwake's choice: chat is stored, typing notices and delivery reports are not */
-    int chatter = ct && (util_caseeq(ct, "application/im-iscomposing+xml") ||
-                         util_caseeq(ct, "message/imdn+xml"));
+    char mt[128] = "";
+    if (req->content_type && req->content_type->type && req->content_type->subtype)
+        snprintf(mt, sizeof mt, "%s/%s", req->content_type->type, req->content_type->subtype);
+    int chatter =
+        util_caseeq(mt, "application/im-iscomposing+xml") || util_caseeq(mt, "message/imdn+xml");
     struct lua_hook_offline_out d = {.store = !chatter,
                                      .ttl = cfg->offline_ttl,
                                      .new_devices = 1,

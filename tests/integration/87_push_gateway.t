@@ -74,6 +74,26 @@ ok($carol->expect(qr/^SIP\/2\.0 180/, 5), 'the caller hears it ring, through Kam
 $woken->answer($inv, 200, reason => 'OK', tag => 'a1', contact => "sip:alice\@127.0.0.1:$wp;transport=tcp") if $inv;
 ok($carol->expect(qr/^SIP\/2\.0 200/, 5), 'and gets the 200');
 
+# a MESSAGE from the PBX while the phone sleeps: stored, 202, delivered when it is back
+close $woken->sock;
+sleep 0.2;
+$carol->send_raw("MESSAGE sip:alice\@example.com SIP/2.0\r\n"
+    . "Via: SIP/2.0/UDP 127.0.0.1:$cp;rport;branch=z9hG4bKpgm1\r\nMax-Forwards: 70\r\n"
+    . "From: <sip:carol\@example.com>;tag=cm1\r\nTo: <sip:alice\@example.com>\r\n"
+    . "Call-ID: gwmsg1\r\nCSeq: 1 MESSAGE\r\nContent-Type: text/plain\r\nContent-Length: 10\r\n\r\nfrom carol");
+like($carol->expect(qr/^SIP\/2\.0 [2-6]\d\d .*Call-ID: gwmsg1\r/s, 5) // '', qr/^SIP\/2\.0 202 /,
+     'a MESSAGE from the PBX for the sleeping phone: stored, 202 through Kamailio');
+my $again = $sw->ua(user => 'alice', transport => 'tcp');
+my $ap2 = $again->local_port;
+my $c2 = "sip:alice\@127.0.0.1:$ap2;transport=tcp;$PN";
+$r = $again->register(contact => $c2, contact_params => $INST, expires => 3600);
+$r = $again->request($again->register_msg(contact => $c2, contact_params => $INST, expires => 3600,
+    authorization => $again->authorization($r, password => 'secret')));
+is($r->{code}, 200, 'the phone registers again through Kamailio');
+my $msg = $again->expect(qr/^MESSAGE /, 3);
+like($msg // '', qr/Call-ID: gwmsg1\r.*from carol$/s, 'and gets the stored MESSAGE');
+$again->answer($msg, 200, reason => 'OK') if $msg;
+
 ok($sw->alive, 'sipwake still running');
 $sw->stop;
 $kam->stop;

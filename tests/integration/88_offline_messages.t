@@ -124,6 +124,15 @@ $r = send_message('zed@example.com', call_id => 'q-over', body => 'one too many'
 is($r->{code}, 486, 'past max_per_aor (60): 486 Busy Here');
 like($r->{raw} // '', qr/Warning: 399 sipwake/, 'saying why');
 
+# the queue is visible: per AOR and device, and as metrics
+my ($crc, $cout) = $sw->run_bin('messages', 'zed@example.com');
+like($cout, qr/^zed\@example\.com contact:\d+ pending=60 oldest=\d+s$/m, 'sipwake messages: pending per device, oldest age')
+    or diag $cout;
+like($cout, qr/^60 pending deliveries$/m, 'and the total');
+kill 'USR1', $sw->{pid};
+ok($sw->wait_log(qr/metrics: sipwake_offline_pending_messages 60$/m, 3), 'offline:pending_messages gauge');
+ok($sw->wait_log(qr/metrics: sipwake_offline_stored 1\d\d$/m, 3), 'offline:stored counter');
+
 ok($sw->alive, 'sipwake still running');
 $sw->stop;
 unlike($sw->log, qr/ERROR|AddressSanitizer|runtime error/, 'no errors or sanitizer reports');

@@ -53,4 +53,15 @@ tap.is_deeply(d, { action = "default" }, "on_push_result: sipwake's rule")
 d = policy_test.on_timeout({ method = "INVITE" }, { reason = "bucket_timeout" })
 tap.is_deeply(d, { reply = { code = 480, reason = "Temporarily Unavailable" } }, "on_timeout: 480")
 
+-- offline: chat is stored, typing notices and delivery reports are not
+local offline = policy_test.offline
+d, status = offline({ content_type = "text/plain;charset=UTF-8" }, { devices = 2, asleep = 1 })
+tap.is(status, "ok", "offline hook ran")
+tap.is_deeply(d, { store = true, ttl = 604800, new_devices = true, push = true,
+                   reply = { code = 202, reason = "Accepted" } }, "a chat message is stored, 202")
+d = offline({ content_type = "application/im-iscomposing+xml" })
+tap.is(d.store, false, "a typing notice is not stored")
+d = offline({ content_type = "message/IMDN+xml" })
+tap.is(d.store, false, "nor a delivery report (any case)")
+
 return tap.done_testing()

@@ -63,4 +63,17 @@ function p.on_timeout(req, ctx)
     return nil
 end
 
+local offline_decisions = {
+    ["keep@example.com"] = { ttl = 60, new_devices = false, push = false,
+                             reply = { code = 200, reason = "Stored" } },
+    ["drop@example.com"] = { store = false },
+    ["badttl@example.com"] = { ttl = 0 },
+    ["badcode@example.com"] = { reply = { code = 404 } },
+    ["badkey@example.com"] = { colour = "red" },
+}
+
+function p.offline(req, ctx)
+    return offline_decisions[req.aor]
+end
+
 return p

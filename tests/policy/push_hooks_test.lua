@@ -67,4 +67,16 @@ tap.is_deeply(route({ user = "ring" }, { bindings = {} }),
 d, status = route({ user = "nopush" }, { bindings = {} })
 tap.ok(status == "failed" and d.reply.code == 500, "fork_live without push: refused")
 
+local offline = policy_test.offline
+d, status = offline({ aor = "keep@example.com" })
+tap.ok(status == "ok", "offline: a full decision is valid")
+tap.is_deeply(d, { store = true, ttl = 60, new_devices = false, push = false,
+                   reply = { code = 200, reason = "Stored" } }, "and decoded")
+tap.is(offline({ aor = "drop@example.com" }).store, false, "store = false")
+for _, aor in ipairs({ "badttl", "badcode", "badkey" }) do
+    d, status = offline({ aor = aor .. "@example.com" })
+    tap.ok(status == "failed" and d.store == true and d.reply.code == 202,
+           "offline " .. aor .. ": refused, sipwake's choice applies")
+end
+
 return tap.done_testing()
