@@ -3,8 +3,8 @@
 #   make          build server/sipwake (optimised, warnings on)
 #   make run      install missing Debian packages, build, start with the embedded defaults
 #   make test     install missing packages, build with ASan/UBSan, run every test with prove
-#   make bench    REGISTER and call benchmarks against Kamailio, push throughput against h2load
-#                 (see README "Benchmark")
+#   make bench    REGISTER, call and offline MESSAGE benchmarks against Kamailio, push
+#                 throughput against h2load (see README "Benchmark")
 #   make fmt      clang-format the C sources; make fmt-check fails on a difference
 
 CC      ?= cc
@@ -127,6 +127,7 @@ bench:
 	tests/bench/register.sh
 	tests/bench/calls.sh
 	tests/bench/push.sh
+	tests/bench/messages.sh
 
 fmt:
 	clang-format -i server/*.[ch] tests/unit/*.[ch] tests/fuzz/*.c

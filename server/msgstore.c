@@ -105,9 +105,24 @@ static int put_work(void *db, const struct store_backend *be, void *arg, char *e
                            j->ms->cfg->offline_max_per_aor, &j->id, err, errlen);
 }
 
+static void put_job_free(struct put_job *j)
+{
+    for (size_t i = 0; i < j->n_devices; i++)
+        free(j->devices[i]);
+    free(j->devices);
+    free(j->strings);
+    free(j->body);
+    free(j);
+}
+
 static void put_done(void *arg, int rc)
 {
     struct put_job *j = arg;
+    if (rc == STORE_CLOSED) { /* stopping: the request ends without it */
+        j->cb(j->arg, MSGSTORE_FAILED, 0);
+        put_job_free(j);
+        return;
+    }
     enum msgstore_result r = rc == 1   ? MSGSTORE_STORED
                              : rc == 0 ? MSGSTORE_DUPLICATE
                              : rc == 2 ? MSGSTORE_QUOTA
@@ -127,12 +142,7 @@ static void put_done(void *arg, int rc)
                   r == MSGSTORE_STORED ? "stored" : "stored before", (long long)j->id,
                   j->n_devices);
     j->cb(j->arg, r, r <= MSGSTORE_DUPLICATE ? j->id : 0);
-    for (size_t i = 0; i < j->n_devices; i++)
-        free(j->devices[i]);
-    free(j->devices);
-    free(j->strings);
-    free(j->body);
-    free(j);
+    put_job_free(j);
 }
 
 /* A header of req as its value text (osip2's own form), or NULL. */
@@ -216,7 +226,7 @@ static void mark_done(void *arg, int rc)
     struct mark_job *j = arg;
     if (rc == 1)
         gauge(j->ms, -1); /* every device has it: the message is gone */
-    struct courier *c = j->c;
+    struct courier *c = rc == STORE_CLOSED ? NULL : j->c;
     free(j->device);
     free(j);
     if (c) {
@@ -429,6 +439,8 @@ static int read_work(void *db, const struct store_backend *be, void *arg, char *
 static void read_done(void *arg, int rc)
 {
     struct courier *c = arg;
+    if (rc == STORE_CLOSED)
+        return; /* msgstore_free frees it */
     c->reading = 0;
     if (rc < 0)
         c->reread = 0;
@@ -505,7 +517,7 @@ static int count_work(void *db, const struct store_backend *be, void *arg, char 
 
 static void count_done(void *arg, int rc)
 {
-    if (rc > 0)
+    if (rc > 0) /* not STORE_CLOSED either */
         gauge(arg, rc);
 }
 

@@ -554,9 +554,12 @@ void store_close(struct store *s)
         pthread_mutex_unlock(&s->mu);
         pthread_join(s->thread, NULL);
         ev_async_stop(s->loop, &s->done_watcher);
-        /* Reads completed after the loop stopped: nobody waits for them any more. */
+        /* Completed after the loop stopped: nobody waits for them any more; calls only free
+         * what they hold (rc STORE_CLOSED). */
         while (s->done_head) {
             struct op *next = s->done_head->next;
+            if (s->done_head->kind == OP_CALL_WRITE || s->done_head->kind == OP_CALL_READ)
+                s->done_head->result(s->done_head->arg, STORE_CLOSED);
             op_free(s->done_head);
             s->done_head = next;
         }

@@ -236,8 +236,10 @@ void store_push_log(struct store *s, const struct store_push_log *row);
 typedef int (*store_work_fn)(void *db, const struct store_backend *be, void *arg, char *err,
                              size_t errlen);
 /* On the loop: rc is what work returned, or -1 (logged) when it, or the commit of its batch,
- * failed. */
+ * failed; or STORE_CLOSED from store_close, when sipwake stops: free what arg holds and touch
+ * nothing else. */
 typedef void (*store_result_cb)(void *arg, int rc);
+#define STORE_CLOSED (-2)
 
 /* Queue work (write: in a batch transaction, committed before done runs; a write whose batch
  * fails is not retried: done gets -1 and the rest of the batch goes again without it). */

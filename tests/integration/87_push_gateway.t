@@ -28,6 +28,7 @@ $kam->start;
 my $kp = $kam->port;
 my $sw = Sipwake->new(config => {
     upstream => { address => "udp:127.0.0.2:$kp" },
+    offline => { enabled => 'yes' },
     push => { apns_key_file => "$dir/apns.p8", apns_key_id => 'KEY1234567', apns_team_id => 'TEAM123456',
               apns_host => '127.0.0.1', apns_port => $aport, ca => "$dir/cert.pem", bucket_timeout => 8 },
 });

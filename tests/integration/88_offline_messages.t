@@ -21,7 +21,7 @@ sub apns_log { open my $f, '<', "$dir/apns.log" or return ''; local $/; <$f> // 
 my $sw = Sipwake->new(config => {
     push => { apns_key_file => "$dir/apns.p8", apns_key_id => 'KEY1234567', apns_team_id => 'TEAM123456',
               apns_host => '127.0.0.1', apns_port => $aport, ca => "$dir/cert.pem", bucket_timeout_other => 2 },
-    offline => { max_per_aor => 60, max_size => 200 },
+    offline => { enabled => 'yes', max_per_aor => 60, max_size => 200 },
 });
 $sw->start;
 my $PN = 'pn-provider=apns;pn-param=TEAM123456.org.example.app;pn-prid';

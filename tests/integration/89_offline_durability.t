@@ -11,7 +11,7 @@ use Test::More;
 use Time::HiRes qw(time sleep);
 use Sipwake;
 
-my $sw = Sipwake->new(config => { offline => { ttl => 600 } });
+my $sw = Sipwake->new(config => { offline => { enabled => 'yes', ttl => 600 } });
 $sw->start;
 my $PN = 'pn-provider=apns;pn-param=TEAM123456.org.example.app;pn-prid=AAAA0001';
 my $INST = ';+sip.instance="<urn:uuid:00000000-0000-0000-0000-0000000000c1>"';
@@ -75,7 +75,7 @@ is($sw->sql_wait("SELECT count(*) FROM sipwake_messages", '0'), '0', 'and the st
 $sw->stop;
 
 # TTL
-my $short = Sipwake->new(config => { offline => { ttl => 2 } });
+my $short = Sipwake->new(config => { offline => { enabled => 'yes', ttl => 2 } });
 $short->start;
 my $p2 = $short->ua(user => 'lou', transport => 'tcp');
 $p2->register(contact => "sip:lou\@127.0.0.1:" . $p2->local_port . ";transport=tcp;$PN", expires => 3600);

@@ -81,6 +81,9 @@ sub write_config {
             listen => "udp:127.0.0.1:$p, tcp:127.0.0.1:$p, tls:127.0.0.1:" . ($p + 1),
         },
         auth => { enabled => 'no' },
+        # offline MESSAGE storage is on by default in sipwake; tests of other things keep
+        # MESSAGE on its RFC 8599 path (push, bucket, 480) and turn it on when they test it
+        offline => { enabled => 'no' },
         store => { path => $self->db },
         policy => {
             file => $self->{own_policy} ? $self->policy_path : "$ROOT/policies/default.lua",

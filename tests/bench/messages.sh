@@ -1,0 +1,133 @@
+#!/usr/bin/env bash
+# messages.sh — `make bench` (fourth part): offline MESSAGE storage, sipwake against Kamailio
+# 5.6's msilo on SQLite (tests/bench/kamailio-msilo.cfg), in one run, on loopback, with SIPp.
+#
+# For each target, one after the other on 127.0.0.1:$PORT (UDP):
+#   store: a rate ramp (RATES, DUR s per step) of MESSAGEs for one phone that sleeps (for
+#     sipwake a push binding whose app is asleep; for Kamailio a user without a registration,
+#     which msilo stores), each to be answered 202 once stored (sipwake commits it first;
+#     msilo's m_store writes it to SQLite before the 202); stopping at the first step that
+#     fails. A step PASSes when every MESSAGE got its 202, the achieved rate is at least 90 %
+#     of the target and SIPp saw no retransmission. Then the stored rows are counted: every
+#     202 must have its row (lost = 202s - rows).
+#   drain: DRAIN more MESSAGEs are stored for another phone, which then registers from a SIPp
+#     UAS that answers each 200; drain rate = DRAIN / (time from the REGISTER to the last
+#     MESSAGE answered). sipwake sends them one at a time, each after the previous one's 2xx
+#     is recorded (in order, exactly once); msilo's m_dump sends them all at once.
+# Knobs: PORT (5070), RATES ("200 500 1000 2000 3000 4000 6000 8000"), DUR (5), DRAIN (2000),
+# TARGETS ("kamailio-msilo sipwake"), OUT. Never fails on a timing.
+set -u
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+HERE="$ROOT/tests/bench"
+PORT=${PORT:-5070}
+RATES=${RATES:-"200 500 1000 2000 3000 4000 6000 8000"}
+DUR=${DUR:-5}
+DRAIN=${DRAIN:-2000}
+TARGETS=${TARGETS:-"kamailio-msilo sipwake"}
+OUT=${OUT:-$ROOT/var/bench/$(date +%Y%m%d-%H%M%S)-messages}
+SIPWAKE=${SIPWAKE:-$ROOT/server/sipwake}
+LPORT=5061
+PHONE_PORT=5090
+mkdir -p "$OUT"
+ulimit -n 65536 2>/dev/null || true
+SUMMARY="$OUT/summary.txt"
+PID=""
+CLK_TCK=$(getconf CLK_TCK)
+. "$HERE/lib.sh"
+
+start_msg_target() {  # name dir
+  local name=$1 dir=$2
+  case $name in
+    kamailio-msilo)
+      rm -f "$dir/kamailio.db"
+      sqlite3 "$dir/kamailio.db" < /usr/share/kamailio/db_sqlite/standard-create.sql
+      sqlite3 "$dir/kamailio.db" < /usr/share/kamailio/db_sqlite/msilo-create.sql
+      kamailio -f "$HERE/kamailio-msilo.cfg" -DD -E -m 1024 -M 16 \
+        -A "DBURL=\"sqlite://$dir/kamailio.db\"" -A "LISTEN=udp:127.0.0.1:$PORT" \
+        > "$dir/proxy.log" 2>&1 & PID=$! ;;
+    sipwake)
+      cat > "$dir/sipwake.conf" <<CONF
+[general]
+data_dir = $dir
+[log]
+level = warn
+[sip]
+listen = udp:127.0.0.1:$PORT
+[auth]
+enabled = no
+[offline]
+max_per_aor = 10000000
+[store]
+path = $dir/sipwake.db
+[policy]
+file = $ROOT/policies/default.lua
+lua_path = $ROOT/lua
+CONF
+      "$SIPWAKE" --config "$dir/sipwake.conf" > "$dir/proxy.log" 2>&1 & PID=$! ;;
+  esac
+  wait_udp || { log "$name did not open udp $PORT"; tail "$dir/proxy.log" >&2; return 1; }
+  sleep 0.5
+}
+
+rows() {  # name dir user -> stored messages for user
+  case $1 in
+    kamailio-msilo) sqlite3 "$2/kamailio.db" "SELECT count(*) FROM silo WHERE username='$3'" ;;
+    sipwake) sqlite3 "$2/sipwake.db" "SELECT count(*) FROM sipwake_messages WHERE aor='$3@example.com'" ;;
+  esac
+}
+
+register_from() {  # dir user port [t1]: one REGISTER from port (the contact points there too);
+                   # over TCP the connection closes after it: the phone sleeps
+  printf 'SEQUENTIAL\n%s;%064x;\n' "$2" 1 > "$1/reg-$2.csv"
+  (cd "$1" && sipp -sf "$HERE/reg.xml" -inf "reg-$2.csv" -t "${4:-u1}" -i 127.0.0.1 -p "$3" \
+     -set contact_port "$3" -m 1 -nostdin -timeout 10s 127.0.0.1:$PORT > /dev/null 2>&1)
+}
+
+say "# sipwake offline MESSAGE benchmark $(date -Is)"
+say "# $(nproc) CPUs, $(uname -r), $(sipp -v 2>/dev/null | grep -o 'SIPp v[^ ]*' | head -1), $(kamailio -v 2>/dev/null | head -1 | cut -c1-40), $("$SIPWAKE" --version)"
+say "# store ramp: $RATES, ${DUR}s per step; drain: $DRAIN messages; results in $OUT"
+declare -A BEST LOST DRAINED
+printf '%-16s %7s %8s %8s %6s %7s %8s %9s %5s  %s\n' target rate msgs ok failed retrans elapsed achieved cpu% verdict | tee -a "$SUMMARY"
+for t in $TARGETS; do
+  dir="$OUT/$t"; mkdir -p "$dir"
+  start_msg_target "$t" "$dir" || continue
+  # the sleeping phone: sipwake knows its push binding; msilo's user has no registration
+  [ "$t" = sipwake ] && register_from "$dir" sleepy 5998 t1
+  [ "$t" = sipwake ] && register_from "$dir" drainer 5997 t1
+  printf 'SEQUENTIAL\nsleepy;\n' > "$dir/to.csv"
+  BEST[$t]=0; total=0
+  for r in $RATES; do
+    msgs=$((r * DUR))
+    read -r ok fail retr el ach cpu v < <(step "$dir/store_$r" "$r" "$msgs" "$dir/to.csv" "$HERE/msg_uac.xml")
+    printf '%-16s %7s %8s %8s %6s %7s %8s %9s %5s  %s\n' "$t" "$r" "$msgs" "$ok" "$fail" "$retr" "$el" "$ach" "$cpu" "$v" | tee -a "$SUMMARY"
+    total=$((total + ${ok:-0}))
+    if [ "$v" = PASS ]; then BEST[$t]=$ach; else break; fi
+    sleep 1
+  done
+  sleep 1
+  LOST[$t]=$((total - $(rows "$t" "$dir" sleepy)))
+  # drain
+  printf 'SEQUENTIAL\ndrainer;\n' > "$dir/drain.csv"
+  step "$dir/drain_store" 500 "$DRAIN" "$dir/drain.csv" "$HERE/msg_uac.xml" > /dev/null
+  sleep 1
+  t0=$(date +%s.%N)
+  register_from "$dir" drainer $PHONE_PORT
+  (cd "$dir" && timeout 120 sipp -sf "$HERE/msg_uas.xml" -t u1 -i 127.0.0.1 -p $PHONE_PORT -m "$DRAIN" \
+     -nostdin -timeout 110s -buff_size 4194304 > /dev/null 2>&1)
+  t1=$(date +%s.%N)
+  DRAINED[$t]=$(awk -v n="$DRAIN" -v a="$t0" -v b="$t1" 'BEGIN{printf "%.0f", n/(b-a)}')
+  stop_target
+done
+
+say ""
+say "## summary"
+base=${BEST[kamailio-msilo]:-0}
+printf '%-16s %14s %10s %8s %12s\n' target 'stored/s' 'vs msilo' lost 'drained/s' | tee -a "$SUMMARY"
+for t in $TARGETS; do
+  [ -n "${BEST[$t]:-}" ] || continue
+  ratio=$(awk -v a="${BEST[$t]}" -v b="$base" 'BEGIN{ if (b>0) printf "%.2fx", a/b; else print "n/a"}')
+  printf '%-16s %14s %10s %8s %12s\n' "$t" "${BEST[$t]}" "$ratio" "${LOST[$t]}" "${DRAINED[$t]}" | tee -a "$SUMMARY"
+done
+say "# stored/s: achieved rate of the highest step that passed (every MESSAGE answered 202 once stored, >= 90 % of the target, no retransmission)."
+say "# lost: 202s without a stored row. drained/s: $DRAIN stored MESSAGEs to a phone that registers, from its REGISTER to the last one answered."
+say "# Bar (issue 5): sipwake >= 1.0x msilo's store rate, 0 lost."
