@@ -105,6 +105,28 @@ ok(!defined $online->expect(qr/^MESSAGE /, 0.3), 'A nothing twice');
 is($sw->sql_wait("SELECT count(*) FROM sipwake_messages WHERE aor='duo\@example.com'", '0'), '0',
    'every device has them: gone from the store');
 
+# ---- a new device gets what is still stored; a failed delivery is tried again
+my $old = $sw->ua(user => 'neo', transport => 'tcp');
+$old->register(contact => "sip:neo\@127.0.0.1:" . $old->local_port . ";transport=tcp;$PN=DDDD0004",
+    contact_params => ';+sip.instance="<urn:uuid:00000000-0000-0000-0000-0000000000d1>"', expires => 3600);
+close $old->sock;
+sleep 0.2;
+is(send_message('neo@example.com', call_id => 'neo-1', body => 'for every device')->{code}, 202,
+   'a MESSAGE stored for the only device, asleep');
+my $fresh = $sw->ua(user => 'neo', transport => 'tcp');
+$fresh->register(contact => "sip:neo\@127.0.0.1:" . $fresh->local_port . ";transport=tcp",
+    contact_params => ';+sip.instance="<urn:uuid:00000000-0000-0000-0000-0000000000d2>"', expires => 3600);
+my $m = $fresh->expect(qr/^MESSAGE /, 3);
+like($m // '', qr/for every device$/, 'a device registering for the first time gets it too');
+my $t0 = time;
+$fresh->answer($m, 500, reason => 'Server Internal Error') if $m;
+$m = $fresh->expect(qr/^MESSAGE /, 4);
+ok($m && time - $t0 >= 0.9, sprintf('answered 500, it comes again after a back-off (%.1f s)', time - $t0));
+$fresh->answer($m, 200, reason => 'OK') if $m;
+ok(!defined $fresh->expect(qr/^MESSAGE /, 1.5), 'answered 200: not again');
+is($sw->sql("SELECT count(*) FROM sipwake_messages WHERE aor='neo\@example.com'"), '1',
+   'still stored for the device it was meant for');
+
 # ---- duplicates, quota, size, typing notices
 my $z = $sw->ua(user => 'zed', transport => 'tcp');
 $z->register(contact => "sip:zed\@127.0.0.1:" . $z->local_port . ";transport=tcp;$PN=CCCC0003", expires => 3600);
@@ -130,7 +152,7 @@ like($cout, qr/^zed\@example\.com contact:\d+ pending=60 oldest=\d+s$/m, 'sipwak
     or diag $cout;
 like($cout, qr/^60 pending deliveries$/m, 'and the total');
 kill 'USR1', $sw->{pid};
-ok($sw->wait_log(qr/metrics: sipwake_offline_pending_messages 60$/m, 3), 'offline:pending_messages gauge');
+ok($sw->wait_log(qr/metrics: sipwake_offline_pending_messages 61$/m, 3), 'offline:pending_messages gauge (zed 60, neo 1)');
 ok($sw->wait_log(qr/metrics: sipwake_offline_stored 1\d\d$/m, 3), 'offline:stored counter');
 
 ok($sw->alive, 'sipwake still running');
