@@ -43,7 +43,8 @@ start_msg_target() {  # name dir
       sqlite3 "$dir/kamailio.db" < /usr/share/kamailio/db_sqlite/standard-create.sql
       sqlite3 "$dir/kamailio.db" < /usr/share/kamailio/db_sqlite/msilo-create.sql
       kamailio -f "$HERE/kamailio-msilo.cfg" -DD -E -m 1024 -M 16 \
-        -A "DBURL=\"sqlite://$dir/kamailio.db\"" -A "LISTEN=udp:127.0.0.1:$PORT" \
+        -A "DBURL=\"sqlite://$dir/kamailio.db\"" \
+        -A "OUTBOUND=\"sip:127.0.0.1:$PORT\"" -A "LISTEN=udp:127.0.0.1:$PORT" \
         > "$dir/proxy.log" 2>&1 & PID=$! ;;
     sipwake)
       cat > "$dir/sipwake.conf" <<CONF
@@ -52,11 +53,11 @@ data_dir = $dir
 [log]
 level = warn
 [sip]
-listen = udp:127.0.0.1:$PORT
+listen = udp:127.0.0.1:$PORT, tcp:127.0.0.1:$PORT
 [auth]
 enabled = no
 [offline]
-max_per_aor = 10000000
+max_per_aor = 1000000
 [store]
 path = $dir/sipwake.db
 [policy]
