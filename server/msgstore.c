@@ -201,7 +201,7 @@ void msgstore_put(struct msgstore *ms, const osip_message_t *req, const char *bo
     for (size_t i = 0; i < n_devices; i++)
         j->devices[i] = xstrdup(devices[i]);
     j->n_devices = n_devices;
-    store_call(ms->store, 1, put_work, put_done, j);
+    store_call(ms->store, STORE_WRITE, put_work, put_done, j);
 }
 
 /* ------------------------------------------------------------------ marking */
@@ -242,7 +242,8 @@ static void mark(struct msgstore *ms, int64_t id, const char *device, struct cou
     j->id = id;
     j->device = xstrdup(device);
     j->c = c;
-    store_call(ms->store, 1, mark_work, mark_done, j);
+    /* a courier waits for it before the next message: no batching delay */
+    store_call(ms->store, STORE_WRITE | (c ? STORE_NOW : 0), mark_work, mark_done, j);
 }
 
 void msgstore_delivered(struct msgstore *ms, int64_t id, const char *device)
@@ -452,7 +453,7 @@ static void read_done(void *arg, int rc)
 static void courier_read(struct courier *c)
 {
     c->reading = 1;
-    store_call(c->ms->store, 0, read_work, read_done, c);
+    store_call(c->ms->store, STORE_NOW, read_work, read_done, c);
 }
 
 void msgstore_wake(struct msgstore *ms, const char *aor, const struct binding *b)
@@ -506,7 +507,7 @@ static void sweep_cb(struct ev_loop *loop, ev_timer *t, int revents)
     (void)loop;
     (void)revents;
     struct msgstore *ms = t->data;
-    store_call(ms->store, 1, expire_work, expire_done, ms);
+    store_call(ms->store, STORE_WRITE, expire_work, expire_done, ms);
 }
 
 static int count_work(void *db, const struct store_backend *be, void *arg, char *err, size_t errlen)

@@ -427,14 +427,18 @@ void store_push_log(struct store *s, const struct store_push_log *row)
     enqueue(s, o);
 }
 
-void store_call(struct store *s, int write, store_work_fn work, store_result_cb done, void *arg)
+void store_call(struct store *s, int flags, store_work_fn work, store_result_cb done, void *arg)
 {
     struct op *o = xcalloc(1, sizeof *o);
-    o->kind = write ? OP_CALL_WRITE : OP_CALL_READ;
+    o->kind = flags & STORE_WRITE ? OP_CALL_WRITE : OP_CALL_READ;
     o->work = work;
     o->result = done;
     o->arg = arg;
     enqueue(s, o);
+    if ((flags & STORE_NOW) && s->started) {
+        ev_timer_stop(s->loop, &s->flush_timer);
+        flush_local(s);
+    }
 }
 
 void store_read_tenants(struct store *s, const struct store_tenant_visitor *v, store_done_cb done,

@@ -241,9 +241,17 @@ typedef int (*store_work_fn)(void *db, const struct store_backend *be, void *arg
 typedef void (*store_result_cb)(void *arg, int rc);
 #define STORE_CLOSED (-2)
 
-/* Queue work (write: in a batch transaction, committed before done runs; a write whose batch
- * fails is not retried: done gets -1 and the rest of the batch goes again without it). */
-void store_call(struct store *s, int write, store_work_fn work, store_result_cb done, void *arg);
+/* store_call flags */
+#define STORE_WRITE                                                                                \
+    1 /* in a batch transaction, committed before done runs; a write whose                         \
+       * batch fails is not retried: done gets -1 and the rest of the batch                        \
+       * goes again without it (else a read, after the batch) */
+#define STORE_NOW                                                                                  \
+    2 /* hand the batch to the worker at once, not after STORE_FLUSH_MS:                           \
+       * for someone waiting on it one at a time */
+
+/* Queue work (flags: STORE_WRITE, STORE_NOW). */
+void store_call(struct store *s, int flags, store_work_fn work, store_result_cb done, void *arg);
 
 /* Apply everything queued, stop the worker and close. Safe on a store never started. */
 void store_close(struct store *s);

@@ -26,7 +26,8 @@ struct sqlite_db {
     sqlite3_stmt *save;
     sqlite3_stmt *del;
     sqlite3_stmt *get_sub;
-    sqlite3_stmt *push_log; /* prepared on first use */
+    sqlite3_stmt *push_log; /* prepared on first use, like the message ones */
+    sqlite3_stmt *msg_find, *msg_count, *msg_insert, *msg_counted, *msg_device;
 };
 
 static int sql_fail(sqlite3 *db, char *err, size_t errlen, const char *what)
@@ -95,6 +96,11 @@ static void sqlite_close(void *p)
     sqlite3_finalize(s->del);
     sqlite3_finalize(s->get_sub);
     sqlite3_finalize(s->push_log);
+    sqlite3_finalize(s->msg_find);
+    sqlite3_finalize(s->msg_count);
+    sqlite3_finalize(s->msg_insert);
+    sqlite3_finalize(s->msg_counted);
+    sqlite3_finalize(s->msg_device);
     sqlite3_close(s->db);
     free(s);
 }
@@ -645,45 +651,50 @@ static int sqlite_push_log_read(void *p, const char *tenant, const char *provide
 
 /* ------------------------------------------------------------------ offline messages */
 
+/* A statement of the hot path, prepared on first use and kept. */
+static sqlite3_stmt *kept(struct sqlite_db *s, sqlite3_stmt **slot, const char *sql)
+{
+    if (!*slot && sqlite3_prepare_v2(s->db, sql, -1, slot, NULL) != SQLITE_OK)
+        return NULL;
+    sqlite3_reset(*slot);
+    sqlite3_clear_bindings(*slot);
+    return *slot;
+}
+
 static int sqlite_message_put(void *p, const struct store_message *m, const char *const *devices,
                               size_t n_devices, long max_per_aor, int64_t *id, char *err,
                               size_t errlen)
 {
     struct sqlite_db *s = p;
-    sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(s->db,
-                           "SELECT id FROM sipwake_messages WHERE aor = ? AND call_id = ? AND "
-                           "cseq = ?",
-                           -1, &st, NULL) != SQLITE_OK)
+    sqlite3_stmt *st = kept(s, &s->msg_find,
+                            "SELECT id FROM sipwake_messages WHERE aor = ? AND call_id = ? AND "
+                            "cseq = ?");
+    if (!st)
         return sql_fail(s->db, err, errlen, "reading messages");
     bind_text(st, 1, m->aor);
     bind_text(st, 2, m->call_id);
     sqlite3_bind_int64(st, 3, (sqlite3_int64)m->cseq);
     int rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW)
+    if (rc == SQLITE_ROW) {
         *id = sqlite3_column_int64(st, 0);
-    sqlite3_finalize(st);
-    if (rc == SQLITE_ROW)
         return 0;
+    }
     if (rc != SQLITE_DONE)
         return sql_fail(s->db, err, errlen, "reading messages");
-    if (sqlite3_prepare_v2(s->db,
-                           "SELECT count(*) FROM sipwake_messages WHERE aor = ? AND expires_ms > ?",
-                           -1, &st, NULL) != SQLITE_OK)
+    st = kept(s, &s->msg_count, "SELECT n FROM sipwake_message_counts WHERE aor = ?");
+    if (!st)
         return sql_fail(s->db, err, errlen, "counting messages");
     bind_text(st, 1, m->aor);
-    sqlite3_bind_int64(st, 2, (sqlite3_int64)m->received_ms);
-    long count = sqlite3_step(st) == SQLITE_ROW ? (long)sqlite3_column_int64(st, 0) : -1;
-    sqlite3_finalize(st);
-    if (count < 0)
+    rc = sqlite3_step(st);
+    long count = rc == SQLITE_ROW ? (long)sqlite3_column_int64(st, 0) : 0;
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
         return sql_fail(s->db, err, errlen, "counting messages");
     if (count >= max_per_aor)
         return 2;
-    if (sqlite3_prepare_v2(s->db,
-                           "INSERT INTO sipwake_messages (aor, call_id, cseq, from_hdr, to_hdr, "
-                           "content_type, body, received_ms, expires_ms, new_devices, tenant) "
-                           "VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                           -1, &st, NULL) != SQLITE_OK)
+    st = kept(s, &s->msg_insert,
+              "INSERT INTO sipwake_messages (aor, call_id, cseq, from_hdr, to_hdr, content_type, "
+              "body, received_ms, expires_ms, new_devices, tenant) VALUES (?,?,?,?,?,?,?,?,?,?,?)");
+    if (!st)
         return sql_fail(s->db, err, errlen, "storing a message");
     bind_text(st, 1, m->aor);
     bind_text(st, 2, m->call_id);
@@ -693,28 +704,30 @@ static int sqlite_message_put(void *p, const struct store_message *m, const char
     bind_text(st, 6, m->content_type);
     if (m->body)
         sqlite3_bind_blob(st, 7, m->body, (int)m->body_len, SQLITE_STATIC);
-    else
-        sqlite3_bind_null(st, 7);
     sqlite3_bind_int64(st, 8, (sqlite3_int64)m->received_ms);
     sqlite3_bind_int64(st, 9, (sqlite3_int64)m->expires_ms);
     sqlite3_bind_int(st, 10, m->new_devices);
     bind_text(st, 11, m->tenant);
-    rc = sqlite3_step(st);
-    sqlite3_finalize(st);
-    if (rc != SQLITE_DONE)
+    if (sqlite3_step(st) != SQLITE_DONE)
         return sql_fail(s->db, err, errlen, "storing a message");
     *id = sqlite3_last_insert_rowid(s->db);
+    st = kept(s, &s->msg_counted,
+              "INSERT INTO sipwake_message_counts (aor, n) VALUES (?, 1) ON CONFLICT (aor) DO "
+              "UPDATE SET n = n + 1");
+    if (!st)
+        return sql_fail(s->db, err, errlen, "counting messages");
+    bind_text(st, 1, m->aor);
+    if (sqlite3_step(st) != SQLITE_DONE)
+        return sql_fail(s->db, err, errlen, "counting messages");
     for (size_t i = 0; i < n_devices; i++) {
-        if (sqlite3_prepare_v2(s->db,
-                               "INSERT OR IGNORE INTO sipwake_message_deliveries (message_id, "
-                               "device) VALUES (?, ?)",
-                               -1, &st, NULL) != SQLITE_OK)
+        st = kept(s, &s->msg_device,
+                  "INSERT OR IGNORE INTO sipwake_message_deliveries (message_id, device) VALUES "
+                  "(?, ?)");
+        if (!st)
             return sql_fail(s->db, err, errlen, "storing a delivery");
         sqlite3_bind_int64(st, 1, (sqlite3_int64)*id);
         bind_text(st, 2, devices[i]);
-        rc = sqlite3_step(st);
-        sqlite3_finalize(st);
-        if (rc != SQLITE_DONE)
+        if (sqlite3_step(st) != SQLITE_DONE)
             return sql_fail(s->db, err, errlen, "storing a delivery");
     }
     return 1;
@@ -738,6 +751,19 @@ static int sqlite_message_delivered(void *p, int64_t id, const char *device, int
     sqlite3_finalize(st);
     if (rc != SQLITE_DONE)
         return sql_fail(s->db, err, errlen, "marking a delivery");
+    /* the last delivery: the AOR's count goes down with the message */
+    if (sqlite3_prepare_v2(s->db,
+                           "UPDATE sipwake_message_counts SET n = n - 1 WHERE aor = (SELECT aor "
+                           "FROM sipwake_messages WHERE id = ?1 AND NOT EXISTS (SELECT 1 FROM "
+                           "sipwake_message_deliveries WHERE message_id = ?1 AND delivered_ms IS "
+                           "NULL))",
+                           -1, &st, NULL) != SQLITE_OK)
+        return sql_fail(s->db, err, errlen, "counting messages");
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)id);
+    rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE)
+        return sql_fail(s->db, err, errlen, "counting messages");
     if (sqlite3_prepare_v2(s->db,
                            "DELETE FROM sipwake_messages WHERE id = ?1 AND NOT EXISTS (SELECT 1 "
                            "FROM sipwake_message_deliveries WHERE message_id = ?1 AND "
@@ -805,6 +831,12 @@ static int sqlite_messages_expire(void *p, int64_t now_ms, char *err, size_t err
     char now[32];
     snprintf(now, sizeof now, "%lld", (long long)now_ms);
     if (run(s,
+            "UPDATE sipwake_message_counts SET n = n - (SELECT count(*) FROM sipwake_messages m "
+            "WHERE m.aor = sipwake_message_counts.aor AND m.expires_ms <= CAST(?1 AS INTEGER))",
+            "expiring messages", err, errlen, 1, now) < 0 ||
+        run(s, "DELETE FROM sipwake_message_counts WHERE n <= 0", "expiring messages", err, errlen,
+            0) < 0 ||
+        run(s,
             "DELETE FROM sipwake_message_deliveries WHERE message_id IN (SELECT id FROM "
             "sipwake_messages WHERE expires_ms <= CAST(? AS INTEGER))",
             "expiring messages", err, errlen, 1, now) < 0 ||

@@ -32,3 +32,4 @@ CREATE TABLE IF NOT EXISTS sipwake_message_deliveries (
     attempts INTEGER DEFAULT 0 NOT NULL,
     PRIMARY KEY (message_id, device)
 );
+
