@@ -29,7 +29,6 @@ enum op_kind {
     OP_DELETE,
     OP_GET_SUBSCRIBER,
     OP_PUSH_LOG,
-    OP_READ_TENANTS,
     OP_CALL_WRITE,
     OP_CALL_READ,
 };
@@ -49,9 +48,8 @@ struct op {
     void *arg;
     int found;
     struct store_subscriber sub;
-    struct store_push_log log;        /* OP_PUSH_LOG: strings point into strings */
-    struct store_tenant_visitor tenv; /* OP_READ_TENANTS */
-    store_work_fn work;               /* OP_CALL_* */
+    struct store_push_log log; /* OP_PUSH_LOG: strings point into strings */
+    store_work_fn work;        /* OP_CALL_* */
     store_result_cb result;
     int rc;
 };
@@ -101,8 +99,6 @@ static void done_cb(struct ev_loop *loop, ev_async *w, int revents)
         struct op *next = list->next;
         if (list->kind == OP_GET_SUBSCRIBER)
             list->cb(list->arg, list->found, list->found == 1 ? &list->sub : NULL);
-        else if (list->kind == OP_READ_TENANTS)
-            list->done(list->arg, list->found == 0);
         else if (list->kind == OP_CALL_WRITE || list->kind == OP_CALL_READ)
             list->result(list->arg, list->rc);
         else
@@ -201,8 +197,7 @@ static void *worker(void *arg)
             n++;
             if (o->kind == OP_PUSH_LOG)
                 s->logged++;
-            if (o->kind == OP_GET_SUBSCRIBER || o->kind == OP_READ_TENANTS ||
-                o->kind == OP_CALL_READ) {
+            if (o->kind == OP_GET_SUBSCRIBER || o->kind == OP_CALL_READ) {
                 *rtail = o;
                 rtail = &o->next;
             } else {
@@ -244,12 +239,6 @@ static void *worker(void *arg)
                     s->errors++;
                     pthread_mutex_unlock(&s->mu);
                 }
-                continue;
-            }
-            if (o->kind == OP_READ_TENANTS) {
-                o->found = s->be->tenants_read(s->db, &o->tenv, err, sizeof err);
-                if (o->found < 0)
-                    log_error("store: reading tenants failed: %s", err);
                 continue;
             }
             if (o->kind != OP_GET_SUBSCRIBER)
@@ -439,17 +428,6 @@ void store_call(struct store *s, int flags, store_work_fn work, store_result_cb 
         ev_timer_stop(s->loop, &s->flush_timer);
         flush_local(s);
     }
-}
-
-void store_read_tenants(struct store *s, const struct store_tenant_visitor *v, store_done_cb done,
-                        void *arg)
-{
-    struct op *o = xcalloc(1, sizeof *o);
-    o->kind = OP_READ_TENANTS;
-    o->tenv = *v;
-    o->done = done;
-    o->arg = arg;
-    enqueue(s, o);
 }
 
 size_t store_pending(struct store *s)

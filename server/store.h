@@ -223,11 +223,6 @@ int store_push_log_read(struct store *s, const char *tenant, const char *provide
 int store_messages_pending(struct store *s, const char *aor, store_pending_cb cb, void *arg,
                            char *err, size_t errlen);
 
-/* Read the tenant tables on the worker thread: v's callbacks run there (they must touch only
- * what they build), then done runs on the loop with ok 1, or 0 when the read failed (logged). */
-void store_read_tenants(struct store *s, const struct store_tenant_visitor *v, store_done_cb done,
-                        void *arg);
-
 /* Queue a push log row (copied). Rows older than [push] log_days are pruned by the worker. */
 void store_push_log(struct store *s, const struct store_push_log *row);
 

@@ -139,15 +139,24 @@ struct reload {
     void *arg;
 };
 
-static void reload_done(void *arg, int ok)
+static int reload_work(void *db, const struct store_backend *be, void *arg, char *err,
+                       size_t errlen)
 {
     struct reload *r = arg;
-    if (ok) {
+    struct store_tenant_visitor v = visitor_for(r->t);
+    return be->tenants_read(db, &v, err, errlen);
+}
+
+static void reload_done(void *arg, int rc)
+{
+    struct reload *r = arg;
+    if (rc == 0) {
         finish(r->t);
         r->done(r->arg, r->t);
     } else {
         tenants_free(r->t);
-        r->done(r->arg, NULL);
+        if (rc != STORE_CLOSED)
+            r->done(r->arg, NULL);
     }
     free(r);
 }
@@ -158,8 +167,7 @@ void tenants_reload(struct store *s, void (*done)(void *arg, struct tenants *t),
     r->t = xcalloc(1, sizeof *r->t);
     r->done = done;
     r->arg = arg;
-    struct store_tenant_visitor v = visitor_for(r->t);
-    store_read_tenants(s, &v, reload_done, r);
+    store_call(s, STORE_NOW, reload_work, reload_done, r);
 }
 
 void tenants_free(struct tenants *t)

@@ -49,6 +49,31 @@ static int count_rows(const char *path, const char *sql)
     return n;
 }
 
+/* store_call: a write that fails is answered -1 at once (a MESSAGE gets 500, never 202);
+ * the other writes of its batch are committed on the next attempt */
+static int call_rc[3];
+static int failing_work(void *db, const struct store_backend *be, void *arg, char *err,
+                        size_t errlen)
+{
+    (void)db;
+    (void)be;
+    (void)arg;
+    snprintf(err, errlen, "disk full (test)");
+    return -1;
+}
+static int fine_work(void *db, const struct store_backend *be, void *arg, char *err, size_t errlen)
+{
+    (void)arg;
+    return be->messages_count(db, err, errlen) >= 0 ? 7 : -2;
+}
+static void call_done(void *arg, int rc)
+{
+    int *slot = arg;
+    *slot = rc;
+    if (call_rc[0] && call_rc[1])
+        ev_break(loop, EVBREAK_ALL);
+}
+
 static void timeout_cb(struct ev_loop *l, ev_timer *w, int revents)
 {
     ev_break(l, EVBREAK_ALL);
@@ -118,6 +143,26 @@ int main(void)
     ev_run(loop, 0);
     is_int(found_flag, 0, "unknown subscriber: not found");
 
+    /* a call whose write fails: answered -1, while the binding saved with it is committed */
+    struct store_binding b9 = {.contact_id = 9,
+                               .username = "carol",
+                               .domain = "example.com",
+                               .contact = "sip:c@192.0.2.9",
+                               .expires = now + 600,
+                               .q = -1,
+                               .callid = "c9",
+                               .cseq = 1,
+                               .last_modified = now};
+    call_rc[0] = call_rc[1] = 0;
+    store_save_binding(s, &b9, NULL, NULL);
+    store_call(s, STORE_WRITE, failing_work, call_done, &call_rc[0]);
+    store_call(s, STORE_WRITE | STORE_NOW, fine_work, call_done, &call_rc[1]);
+    ev_run(loop, 0);
+    is_int(call_rc[0], -1, "a write call that fails is answered -1, not retried");
+    is_int(call_rc[1], -1, "so is a call of the same batch: nothing it wrote was committed");
+    is_int(count_rows(cfg.store_path, "select count(*) from location where contact_id=9"), 1,
+           "and the binding in the same batch committed on the next attempt");
+
     want = 4;
     store_delete_binding(s, 1, on_commit, &want);
     ev_run(loop, 0);
@@ -129,7 +174,7 @@ int main(void)
     int rows = 0;
     long purged = 0;
     ok(store_load_bindings(s, time(NULL), on_row, &rows, &purged, err, sizeof err) == 0, "load");
-    is_int(rows, 1, "one unexpired binding loaded");
+    is_int(rows, 2, "two unexpired bindings loaded");
     is_int(purged, 1, "one expired binding purged");
     store_close(s);
     ev_loop_destroy(loop);
