@@ -14,13 +14,14 @@
 #     UAS that answers each 200; drain rate = DRAIN / (time from the REGISTER to the last
 #     MESSAGE answered). sipwake sends them one at a time, each after the previous one's 2xx
 #     is recorded (in order, exactly once); msilo's m_dump sends them all at once.
-# Knobs: PORT (5070), RATES ("200 500 1000 2000 3000 4000 6000 8000"), DUR (5), DRAIN (2000),
+# Knobs: PORT (5070), RATES ("200 500 1000 2000 3000 4000 6000 8000 10000 12000 16000"),
+# DUR (5), DRAIN (2000),
 # TARGETS ("kamailio-msilo sipwake"), OUT. Never fails on a timing.
 set -u
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 HERE="$ROOT/tests/bench"
 PORT=${PORT:-5070}
-RATES=${RATES:-"200 500 1000 2000 3000 4000 6000 8000"}
+RATES=${RATES:-"200 500 1000 2000 3000 4000 6000 8000 10000 12000 16000"}
 DUR=${DUR:-5}
 DRAIN=${DRAIN:-2000}
 TARGETS=${TARGETS:-"kamailio-msilo sipwake"}
