@@ -45,6 +45,13 @@ start_target() {  # name dir
       kamailio -f "$HERE/kamailio.cfg" -DD -E -m 4096 -M 16 -x tlsf -X tlsf -A WITH_DB \
         -A "DBURL=\"sqlite://$dir/kamailio.db\"" -A "LISTEN=udp:127.0.0.1:$PORT" \
         > "$dir/proxy.log" 2>&1 & PID=$! ;;
+    kamailio-msilo)
+      rm -f "$dir/kamailio.db"
+      sqlite3 "$dir/kamailio.db" < /usr/share/kamailio/db_sqlite/standard-create.sql
+      sqlite3 "$dir/kamailio.db" < /usr/share/kamailio/db_sqlite/msilo-create.sql
+      kamailio -f "$HERE/kamailio-msilo.cfg" -DD -E -m 1024 -M 16 \
+        -A "DBURL=\"sqlite://$dir/kamailio.db\"" -A "OUTBOUND=\"sip:127.0.0.1:$PORT\"" \
+        -A "LISTEN=udp:127.0.0.1:$PORT" > "$dir/proxy.log" 2>&1 & PID=$! ;;
     sipwake)
       [ -f "$dir/sipwake.conf" ] || cat > "$dir/sipwake.conf" <<CONF
 [general]

@@ -36,21 +36,11 @@ PID=""
 CLK_TCK=$(getconf CLK_TCK)
 . "$HERE/lib.sh"
 
-start_msg_target() {  # name dir
-  local name=$1 dir=$2
-  case $name in
-    kamailio-msilo)
-      rm -f "$dir/kamailio.db"
-      sqlite3 "$dir/kamailio.db" < /usr/share/kamailio/db_sqlite/standard-create.sql
-      sqlite3 "$dir/kamailio.db" < /usr/share/kamailio/db_sqlite/msilo-create.sql
-      kamailio -f "$HERE/kamailio-msilo.cfg" -DD -E -m 1024 -M 16 \
-        -A "DBURL=\"sqlite://$dir/kamailio.db\"" \
-        -A "OUTBOUND=\"sip:127.0.0.1:$PORT\"" -A "LISTEN=udp:127.0.0.1:$PORT" \
-        > "$dir/proxy.log" 2>&1 & PID=$! ;;
-    sipwake)
-      cat > "$dir/sipwake.conf" <<CONF
+start_msg_target() {  # name dir: start_target (lib.sh) with this benchmark's sipwake config
+  if [ "$1" = sipwake ]; then
+    cat > "$2/sipwake.conf" <<CONF
 [general]
-data_dir = $dir
+data_dir = $2
 [log]
 level = warn
 [sip]
@@ -60,15 +50,13 @@ enabled = no
 [offline]
 max_per_aor = 1000000
 [store]
-path = $dir/sipwake.db
+path = $2/sipwake.db
 [policy]
 file = $ROOT/policies/default.lua
 lua_path = $ROOT/lua
 CONF
-      "$SIPWAKE" --config "$dir/sipwake.conf" > "$dir/proxy.log" 2>&1 & PID=$! ;;
-  esac
-  wait_udp || { log "$name did not open udp $PORT"; tail "$dir/proxy.log" >&2; return 1; }
-  sleep 0.5
+  fi
+  start_target "$1" "$2"
 }
 
 rows() {  # name dir user -> stored messages for user
