@@ -77,9 +77,10 @@ my $inv = "INVITE sip:lapse\@example.com SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:$
     . "Call-ID: grace-1\r\nCSeq: 1 INVITE\r\nContact: <sip:carl\@127.0.0.1:$cp>\r\nContent-Length: 0\r\n\r\n";
 $caller->send_raw($inv);
 like($caller->expect(qr/^SIP\/2\.0 100/, 3) // '', qr/^SIP\/2\.0 100/, 'a call for it: 100 Trying, not 404');
-for (1 .. 40) { last if apns_log() =~ /grace-1/; sleep 0.05 }
+for (1 .. 100) { last if apns_log() =~ /"event": "push"[^\n]*grace-1/; sleep 0.05 }
 like(apns_log(), qr{"path": "/3/device/EEEE05", "kid": "KEY1234567", "topic": "org.example.app.voip", "push_type": "voip"[^\n]*grace-1[^\n]*"status": 200},
-     'the expired binding is pushed (VoIP, within grace)');
+     'the expired binding is pushed (VoIP, within grace)')
+    or diag join("\n", grep { /grace|lapse|push/ } split /\n/, $sw->log);
 my $back = $sw->ua(user => 'lapse', transport => 'tcp');
 is(reg($back, 'lapse', 'EEEE05:voip%26FFFF06:remote', 3600), 200, 'the phone comes back');
 my $got = $back->expect(qr/^INVITE /, 3);
