@@ -733,54 +733,51 @@ static int sqlite_message_put(void *p, const struct store_message *m, const char
     return 1;
 }
 
+/* Run sql with the message id as ?1 (and device, now_ms as ?2, ?3 when given). 0 or -1. */
+static int run_for_message(struct sqlite_db *s, const char *sql, int64_t id, const char *device,
+                           int64_t now_ms, const char *what, char *err, size_t errlen)
+{
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK)
+        return sql_fail(s->db, err, errlen, what);
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)id);
+    if (device) {
+        bind_text(st, 2, device);
+        sqlite3_bind_int64(st, 3, (sqlite3_int64)now_ms);
+    }
+    int rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE ? 0 : sql_fail(s->db, err, errlen, what);
+}
+
 static int sqlite_message_delivered(void *p, int64_t id, const char *device, int64_t now_ms,
                                     char *err, size_t errlen)
 {
     struct sqlite_db *s = p;
-    sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(s->db,
-                           "INSERT INTO sipwake_message_deliveries (message_id, device, "
-                           "delivered_ms) VALUES (?1, ?2, ?3) ON CONFLICT (message_id, device) DO "
-                           "UPDATE SET delivered_ms = ?3",
-                           -1, &st, NULL) != SQLITE_OK)
-        return sql_fail(s->db, err, errlen, "marking a delivery");
-    sqlite3_bind_int64(st, 1, (sqlite3_int64)id);
-    bind_text(st, 2, device);
-    sqlite3_bind_int64(st, 3, (sqlite3_int64)now_ms);
-    int rc = sqlite3_step(st);
-    sqlite3_finalize(st);
-    if (rc != SQLITE_DONE)
-        return sql_fail(s->db, err, errlen, "marking a delivery");
-    /* the last delivery: the AOR's count goes down with the message */
-    if (sqlite3_prepare_v2(s->db,
-                           "UPDATE sipwake_message_counts SET n = n - 1 WHERE aor = (SELECT aor "
-                           "FROM sipwake_messages WHERE id = ?1 AND NOT EXISTS (SELECT 1 FROM "
-                           "sipwake_message_deliveries WHERE message_id = ?1 AND delivered_ms IS "
-                           "NULL))",
-                           -1, &st, NULL) != SQLITE_OK)
-        return sql_fail(s->db, err, errlen, "counting messages");
-    sqlite3_bind_int64(st, 1, (sqlite3_int64)id);
-    rc = sqlite3_step(st);
-    sqlite3_finalize(st);
-    if (rc != SQLITE_DONE)
-        return sql_fail(s->db, err, errlen, "counting messages");
-    if (sqlite3_prepare_v2(s->db,
-                           "DELETE FROM sipwake_messages WHERE id = ?1 AND NOT EXISTS (SELECT 1 "
-                           "FROM sipwake_message_deliveries WHERE message_id = ?1 AND "
-                           "delivered_ms IS NULL)",
-                           -1, &st, NULL) != SQLITE_OK)
-        return sql_fail(s->db, err, errlen, "removing a delivered message");
-    sqlite3_bind_int64(st, 1, (sqlite3_int64)id);
-    rc = sqlite3_step(st);
-    sqlite3_finalize(st);
-    if (rc != SQLITE_DONE)
-        return sql_fail(s->db, err, errlen, "removing a delivered message");
+    static const char *const done_if_last =
+        "NOT EXISTS (SELECT 1 FROM sipwake_message_deliveries WHERE message_id = ?1 AND "
+        "delivered_ms IS NULL)";
+    char count_sql[512], delete_sql[512];
+    /* the last delivery: the message goes, and its AOR's count with it */
+    snprintf(count_sql, sizeof count_sql,
+             "UPDATE sipwake_message_counts SET n = n - 1 WHERE aor = (SELECT aor FROM "
+             "sipwake_messages WHERE id = ?1 AND %s)",
+             done_if_last);
+    snprintf(delete_sql, sizeof delete_sql, "DELETE FROM sipwake_messages WHERE id = ?1 AND %s",
+             done_if_last);
+    if (run_for_message(s,
+                        "INSERT INTO sipwake_message_deliveries (message_id, device, "
+                        "delivered_ms) VALUES (?1, ?2, ?3) ON CONFLICT (message_id, device) DO "
+                        "UPDATE SET delivered_ms = ?3",
+                        id, device, now_ms, "marking a delivery", err, errlen) < 0 ||
+        run_for_message(s, count_sql, id, NULL, 0, "counting messages", err, errlen) < 0 ||
+        run_for_message(s, delete_sql, id, NULL, 0, "removing a delivered message", err, errlen) <
+            0)
+        return -1;
     if (sqlite3_changes(s->db) == 0)
         return 0;
-    char idtext[32];
-    snprintf(idtext, sizeof idtext, "%lld", (long long)id);
-    return run(s, "DELETE FROM sipwake_message_deliveries WHERE message_id = ?",
-               "removing deliveries", err, errlen, 1, idtext) < 0
+    return run_for_message(s, "DELETE FROM sipwake_message_deliveries WHERE message_id = ?1", id,
+                           NULL, 0, "removing deliveries", err, errlen) < 0
                ? -1
                : 1;
 }
