@@ -8,7 +8,7 @@
 #   make fmt      clang-format the C sources; make fmt-check fails on a difference
 
 CC      ?= cc
-PKGS    := libosip2 luajit libssl libcrypto sqlite3 jansson libnghttp2
+PKGS    := libosip2 luajit libssl libcrypto sqlite3 jansson libnghttp2 libmicrohttpd
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 WARN    := -Wall -Wextra -Wshadow -Wformat=2 -Wstrict-prototypes -Wmissing-prototypes \
@@ -38,7 +38,8 @@ UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=tests/unit/build/%.t)
 
 # Debian packages: what building needs, and what the tests need on top.
 DEB_BUILD := build-essential pkg-config libosip2-dev libev-dev libluajit-5.1-dev libssl-dev \
-             libsqlite3-dev libnghttp2-dev libjansson-dev libjemalloc-dev openssl
+             libsqlite3-dev libnghttp2-dev libjansson-dev libjemalloc-dev libmicrohttpd-dev \
+             openssl
 DEB_TEST  := sip-tester libio-socket-ssl-perl sqlite3 perl clang-format clang libclang-rt-14-dev \
              kamailio python3-h2
 DEB_BENCH := kamailio kamailio-sqlite-modules sip-tester sqlite3 nghttp2-client python3-h2

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "hashtab.h"
+#include "metrics.h"
 #include "pn.h"
 #include "util.h"
 
@@ -17,6 +18,7 @@ struct bucket_entry {
     struct pn_info pn; /* PN_NONE when the device is known by instance only */
     char *instance;
     ev_timer timer;
+    ev_tstamp parked_at;
     bucket_wake_cb wake;
     bucket_expire_cb expire;
     void *arg;
@@ -35,6 +37,7 @@ static void entry_free(struct bucket_entry *e)
     free(e->instance);
     free(e->aor);
     free(e);
+    metrics_add(METRICS_BUCKET_DEPTH, -1);
 }
 
 static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
@@ -45,6 +48,7 @@ static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
     bucket_expire_cb expire = e->expire;
     void *arg = e->arg;
     entry_free(e);
+    metrics_inc(METRICS_BUCKET_TIMEOUTS);
     expire(arg);
 }
 
@@ -60,6 +64,9 @@ struct bucket_entry *bucket_park(struct bucket *bk, const char *aor, const struc
     e->wake = wake;
     e->expire = expire;
     e->arg = arg;
+    e->parked_at = ev_now(bk->loop);
+    metrics_inc(METRICS_BUCKET_PARKED);
+    metrics_add(METRICS_BUCKET_DEPTH, 1);
     ev_timer_init(&e->timer, timer_cb, timeout, 0);
     e->timer.data = e;
     ev_timer_start(bk->loop, &e->timer);
@@ -69,8 +76,10 @@ struct bucket_entry *bucket_park(struct bucket *bk, const char *aor, const struc
 
 void bucket_cancel(struct bucket_entry *e)
 {
-    if (e)
-        entry_free(e);
+    if (!e)
+        return;
+    metrics_inc(METRICS_BUCKET_CANCELLED);
+    entry_free(e);
 }
 
 /* RFC 8599 §5.3: the same device — push params first, then +sip.instance. */
@@ -103,6 +112,8 @@ size_t bucket_wake(struct bucket *bk, const char *aor, const struct binding *b)
         /* off the table before the callback: it may park or cancel others */
         bucket_wake_cb wake = hit->wake;
         void *arg = hit->arg;
+        metrics_inc(METRICS_BUCKET_WOKEN);
+        metrics_wake_latency(ev_now(bk->loop) - hit->parked_at);
         entry_free(hit);
         wake(arg, b);
         woken++;
@@ -154,6 +165,7 @@ static void drop(struct hashtab_node *n, void *arg)
     free(e->instance);
     free(e->aor);
     free(e);
+    metrics_add(METRICS_BUCKET_DEPTH, -1);
 }
 
 void bucket_free(struct bucket *bk)

@@ -1,9 +1,11 @@
 /*
- * cli: user, tenant, push and push-log subcommands.
+ * cli: user, tenant, push, push-log, messages and admin subcommands.
  */
 #include "cli.h"
 
 #include <stdio.h>
+#include <termios.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -11,6 +13,7 @@
 #include <ev.h>
 #include <openssl/crypto.h>
 
+#include "admin_auth.h"
 #include "digest.h"
 #include "location.h"
 #include "push.h"
@@ -38,7 +41,12 @@ const char cli_usage[] =
     "       sipwake [--config FILE] push [--tenant NAME[/SET]] --provider P --param X --prid Y\n"
     "                                   [--type call|message|refresh]\n"
     "       sipwake [--config FILE] push-log [--tenant NAME] [--provider P] [--limit N]\n"
-    "       sipwake [--config FILE] messages [AOR]\n";
+    "       sipwake [--config FILE] messages [AOR]\n"
+    "       sipwake [--config FILE] admin add|passwd NAME      (the password is read from stdin)\n"
+    "       sipwake [--config FILE] admin del NAME\n"
+    "       sipwake [--config FILE] admin list\n"
+    "       sipwake [--config FILE] admin token add|del NAME   (add prints the token once)\n"
+    "       sipwake [--config FILE] admin token list\n";
 
 static struct store *open_store(const struct config *cfg)
 {
@@ -538,4 +546,124 @@ int cli_messages(const struct config *cfg, int argc, char **argv)
         printf("%ld pending deliver%s\n", total, total == 1 ? "y" : "ies");
     store_close(s);
     return rc < 0 ? result(-1, err, "") : 0;
+}
+
+/* ------------------------------------------------------------------ admin */
+
+/* One line from stdin into out, without echo on a terminal. 0, or -1 at end of input. */
+static int read_secret_line(const char *prompt, char *out, size_t n)
+{
+    int tty = isatty(STDIN_FILENO);
+    struct termios old, quiet;
+    if (tty) {
+        fprintf(stderr, "%s", prompt);
+        tcgetattr(STDIN_FILENO, &old);
+        quiet = old;
+        quiet.c_lflag &= ~(tcflag_t)ECHO;
+        tcsetattr(STDIN_FILENO, TCSAFLUSH, &quiet);
+    }
+    int rc = fgets(out, (int)n, stdin) ? 0 : -1;
+    if (tty) {
+        tcsetattr(STDIN_FILENO, TCSAFLUSH, &old);
+        fprintf(stderr, "\n");
+    }
+    out[strcspn(out, "\r\n")] = '\0';
+    return rc;
+}
+
+static void print_name(void *arg, const char *name, time_t created_at)
+{
+    char when[16];
+    date_of(created_at, when, sizeof when);
+    printf("%s (since %s)\n", name, when);
+}
+
+#define ADMIN_PASSWORD_MIN 10
+
+static int admin_password(struct store *s, const char *name, int add)
+{
+    char pw[256], again[256], hash[ADMIN_HASH_MAX], err[1024];
+    int rc = 1;
+    if (read_secret_line("password: ", pw, sizeof pw) < 0 ||
+        (isatty(STDIN_FILENO) && read_secret_line("again: ", again, sizeof again) < 0)) {
+        fprintf(stderr, "sipwake: admin: no password on stdin\n");
+    } else if (isatty(STDIN_FILENO) && strcmp(pw, again) != 0) {
+        fprintf(stderr, "sipwake: admin: the passwords differ\n");
+    } else if (strlen(pw) < ADMIN_PASSWORD_MIN) {
+        fprintf(stderr, "sipwake: admin: a password has at least %d characters\n",
+                ADMIN_PASSWORD_MIN);
+    } else if (admin_password_hash(pw, hash, sizeof hash) < 0) {
+        fprintf(stderr, "sipwake: admin: cannot hash the password (OpenSSL scrypt failed)\n");
+    } else {
+        rc = store_admin_put(s, name, hash, err, sizeof err);
+        if (rc < 0) {
+            fprintf(stderr, "sipwake: %s\n", err);
+            rc = 1;
+        } else {
+            printf("admin %s: %s\n", name,
+                   rc == 1 ? "added"
+                   : add   ? "exists; password replaced"
+                           : "password replaced");
+            rc = 0;
+        }
+    }
+    OPENSSL_cleanse(pw, sizeof pw);
+    OPENSSL_cleanse(again, sizeof again);
+    return rc;
+}
+
+static int admin_run(struct store *s, int argc, char **argv)
+{
+    char err[1024], what[200];
+    int token = strcmp(argv[0], "token") == 0;
+    if (token) {
+        argc--;
+        argv++;
+    }
+    if (argc == 1 && strcmp(argv[0], "list") == 0) {
+        int rc = token ? store_token_list(s, print_name, NULL, err, sizeof err)
+                       : store_admin_list(s, print_name, NULL, err, sizeof err);
+        return result(rc < 0 ? -1 : 1, err, "");
+    }
+    if (argc != 2)
+        return 2;
+    const char *name = argv[1];
+    if (!admin_name_ok(name)) {
+        fprintf(stderr, "sipwake: admin: a name is 1..64 of A-Z a-z 0-9 . _ @ -\n");
+        return 2;
+    }
+    if (strcmp(argv[0], "del") == 0) {
+        snprintf(what, sizeof what, "no %s %s", token ? "token" : "admin", name);
+        int rc = result(token ? store_token_del(s, name, err, sizeof err)
+                              : store_admin_del(s, name, err, sizeof err),
+                        err, what);
+        if (rc == 0)
+            printf("%s %s removed\n", token ? "token" : "admin", name);
+        return rc;
+    }
+    if (!token && (strcmp(argv[0], "add") == 0 || strcmp(argv[0], "passwd") == 0))
+        return admin_password(s, name, strcmp(argv[0], "add") == 0);
+    if (token && strcmp(argv[0], "add") == 0) {
+        char t[ADMIN_TOKEN_LEN + 1], sha[ADMIN_SHA256_HEX];
+        admin_token_new(t, sha);
+        snprintf(what, sizeof what, "token %s exists already", name);
+        int rc = result(store_token_put(s, name, sha, err, sizeof err), err, what);
+        if (rc == 0) /* the one time it is shown */
+            printf("%s\n", t);
+        OPENSSL_cleanse(t, sizeof t);
+        return rc;
+    }
+    return 2;
+}
+
+int cli_admin(const struct config *cfg, int argc, char **argv)
+{
+    if (argc < 1)
+        return 2;
+    struct store *s = open_store(cfg);
+    if (!s)
+        return 1;
+    int rc = admin_run(s, argc, argv);
+    store_close(s);
+    return rc;
 }

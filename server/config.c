@@ -198,6 +198,25 @@ static const struct key_row key_rows[] = {
     {"upstream", "path", KEY_BOOL, OFF(upstream_path), 0, 1, "no", NULL,
      "The upstream supports Path (RFC 3327): REGISTERs keep the phone's Contact (without pn-* "
      "params) and carry a Path to sipwake instead of a masqueraded Contact."},
+    {"admin", "enabled", KEY_BOOL, OFF(admin_enabled), 0, 1, "yes", NULL,
+     "Serve the web admin, its JSON API, the OpenSIPS MI (`POST /mi`) and Prometheus "
+     "`/metrics`. Everything but the static pages needs a login or an API token (`sipwake "
+     "admin`)."},
+    {"admin", "listen", KEY_STRING, OFF(admin_listen), 0, 0, "127.0.0.1:8080", NULL,
+     "`address:port` the admin listens on (numeric; `[::1]:8080` for IPv6). Keep it on "
+     "loopback unless HTTPS is on and the network is trusted."},
+    {"admin", "certificate", KEY_STRING, OFF(admin_certificate), 0, 0, "", NULL,
+     "PEM certificate chain: with private_key, the admin speaks HTTPS only and its cookie is "
+     "Secure."},
+    {"admin", "private_key", KEY_STRING, OFF(admin_private_key), 0, 0, "", NULL,
+     "PEM private key of the certificate."},
+    {"admin", "root", KEY_STRING, OFF(admin_root), 0, 0, "webadmin", NULL,
+     "Directory of the admin's pages (served read-only; nothing outside it)."},
+    {"admin", "session_idle", KEY_INT, OFF(admin_session_idle), 60, 86400, "3600", NULL,
+     "Seconds a login session lives without a request; a session never lives more than 12 "
+     "hours."},
+    {"admin", "max_body", KEY_INT, OFF(admin_max_body), 1024, 16777216, "262144", NULL,
+     "Largest request body in bytes (credential uploads included); a larger one gets 413."},
     {"policy", "file", KEY_STRING, OFF(policy_file), 0, 0, "policies/default.lua", NULL,
      "The Lua policy: a file returning a table of hooks."},
     {"policy", "lua_path", KEY_LIST, OFF(lua_path), 0, 0, "lua, policies", NULL,
@@ -331,6 +350,35 @@ static int upstream_parse(struct config *cfg, char *err, size_t errlen)
     cfg->upstream_transport = (enum config_transport)t;
     cfg->upstream_host = h;
     cfg->upstream_port = (int)p;
+    return 0;
+}
+
+/* [admin] listen: "address:port" or "[v6]:port", numeric. */
+static int admin_listen_parse(struct config *cfg, char *err, size_t errlen)
+{
+    const char *s = cfg->admin_listen, *host = s, *host_end, *port;
+    if (*s == '[') {
+        host = s + 1;
+        host_end = strchr(host, ']');
+        port = host_end && host_end[1] == ':' ? host_end + 2 : NULL;
+    } else {
+        host_end = strrchr(s, ':');
+        port = host_end ? host_end + 1 : NULL;
+    }
+    long p;
+    if (!port || host_end == host || util_parse_long(port, 1, 65535, &p) < 0) {
+        snprintf(err, errlen, "expected address:port with a port in 1..65535, got '%s'", s);
+        return -1;
+    }
+    char *h = xstrndup(host, (size_t)(host_end - host));
+    unsigned char addr[16];
+    if (inet_pton(AF_INET, h, addr) != 1 && inet_pton(AF_INET6, h, addr) != 1) {
+        snprintf(err, errlen, "'%s' is not a numeric IPv4 or IPv6 address", h);
+        free(h);
+        return -1;
+    }
+    cfg->admin_host = h;
+    cfg->admin_port = (int)p;
     return 0;
 }
 
@@ -476,6 +524,8 @@ void config_free(struct config *cfg)
     listens_free(cfg);
     free(cfg->upstream_host);
     cfg->upstream_host = NULL;
+    free(cfg->admin_host);
+    cfg->admin_host = NULL;
     free(cfg->source);
     cfg->source = NULL;
 }
@@ -622,6 +672,15 @@ static int validate(struct config *cfg, const struct key_lines *kl, size_t nkl, 
                         "a trusted upstream does not authenticate phones, so sipwake must: "
                         "[auth] enabled must be yes");
     }
+    if ((*cfg->admin_certificate != '\0') != (*cfg->admin_private_key != '\0'))
+        return fail(err, errlen, src,
+                    LINE("admin", *cfg->admin_certificate ? "certificate" : "private_key"), "admin",
+                    *cfg->admin_certificate ? "private_key" : "certificate",
+                    "certificate and private_key go together");
+    free(cfg->admin_host);
+    cfg->admin_host = NULL;
+    if (admin_listen_parse(cfg, msg, sizeof msg) < 0)
+        return fail(err, errlen, src, LINE("admin", "listen"), "admin", "listen", msg);
 #undef LINE
     if (!*cfg->store_path) {
         free(cfg->store_path);

@@ -108,6 +108,15 @@ struct config {
     char *upstream_host;
     int upstream_port;
 
+    /* [admin] */
+    int admin_enabled;
+    char *admin_listen; /* "host:port" */
+    char *admin_certificate, *admin_private_key;
+    char *admin_root;
+    long admin_session_idle, admin_max_body;
+    char *admin_host; /* admin_listen parsed by validation: numeric address */
+    int admin_port;
+
     /* [policy] */
     char *policy_file;
     struct config_list lua_path;

@@ -263,6 +263,7 @@ static struct location_aor *aor_get_or_add(struct location *loc, const char *aor
     const char *at = strrchr(aor, '@');
     a->user_len = at ? (size_t)(at - aor) : 0;
     hashtab_insert(&loc->aors, &a->hn, h);
+    metrics_inc(METRICS_REGISTERED_USERS);
     return a;
 }
 
@@ -272,6 +273,7 @@ static void aor_drop_if_empty(struct location *loc, struct location_aor *a)
         return;
     hashtab_remove(&loc->aors, &a->hn);
     free(a);
+    metrics_add(METRICS_REGISTERED_USERS, -1);
 }
 
 static void unlink_binding(struct location *loc, struct binding *b)
@@ -579,6 +581,29 @@ void location_each(struct location *loc, void (*fn)(void *arg, const struct bind
 {
     for (size_t i = 0; i < loc->heap_len; i++)
         fn(arg, loc->heap[i]);
+}
+
+struct each_aor {
+    void (*fn)(void *arg, const struct location_aor *a);
+    void *arg;
+};
+
+static void each_aor_node(struct hashtab_node *n, void *arg)
+{
+    struct each_aor *e = arg;
+    e->fn(e->arg, HASHTAB_ENTRY(n, struct location_aor, hn));
+}
+
+void location_each_aor(struct location *loc, void (*fn)(void *arg, const struct location_aor *a),
+                       void *arg)
+{
+    struct each_aor e = {fn, arg};
+    hashtab_each(&loc->aors, each_aor_node, &e);
+}
+
+size_t location_aor_total(const struct location *loc)
+{
+    return loc->aors.count;
 }
 
 /* ---- loading ---- */

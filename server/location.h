@@ -105,6 +105,12 @@ size_t location_count(const struct location *loc);
 /* Call fn for every binding in memory; fn must not change the table. */
 void location_each(struct location *loc, void (*fn)(void *arg, const struct binding *b), void *arg);
 
+/* Call fn for every AOR with a binding; fn must not change the table. */
+void location_each_aor(struct location *loc, void (*fn)(void *arg, const struct location_aor *a),
+                       void *arg);
+/* AORs with a binding. */
+size_t location_aor_total(const struct location *loc);
+
 /* fn is told of every binding stored: saved, refreshed, or loaded at start (one observer). */
 void location_on_save(struct location *loc, void (*fn)(void *arg, const struct binding *b),
                       void *arg);

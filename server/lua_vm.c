@@ -14,6 +14,7 @@
 
 #include "log.h"
 #include "lua_api.h"
+#include "metrics.h"
 #include "util.h"
 
 const char *const lua_vm_hook_names[] = {"on_register",    "route",      "push",    "credentials",
@@ -374,10 +375,38 @@ struct lua_vm *lua_vm_current(void)
     return current;
 }
 
+static struct lua_vm_status status;
+
 void lua_vm_set_current(struct lua_vm *vm)
 {
     struct lua_vm *old = current;
     current = vm;
+    status.loaded_at = vm ? util_now() : 0;
     if (old)
         lua_vm_unref(old);
+}
+
+const struct lua_vm_status *lua_vm_status(void)
+{
+    return &status;
+}
+
+int lua_vm_reload(const struct config *cfg, char *err, size_t errlen)
+{
+    struct lua_vm *vm;
+    if (lua_vm_new(cfg, &vm, err, errlen) < 0) {
+        metrics_inc(METRICS_POLICY_RELOAD_FAILURES);
+        status.failures++;
+        status.failed_at = util_now();
+        snprintf(status.error, sizeof status.error, "%s", err);
+        log_error("policy: reload failed, generation %u stays: %s",
+                  current ? lua_vm_generation(current) : 0, err);
+        return -1;
+    }
+    lua_vm_set_current(vm);
+    metrics_inc(METRICS_POLICY_RELOADS);
+    status.reloads++;
+    status.error[0] = '\0';
+    log_info("policy: %s loaded as generation %u", cfg->policy_file, lua_vm_generation(vm));
+    return 0;
 }

@@ -18,6 +18,7 @@
 #define SIPWAKE_LUA_VM_H
 
 #include <lua.h>
+#include <time.h>
 
 #include "config.h"
 
@@ -42,6 +43,20 @@ int lua_vm_push_hook(struct lua_vm *vm, const char *name);
  * caller's reference to vm and drops the one held on the previous VM. */
 struct lua_vm *lua_vm_current(void);
 void lua_vm_set_current(struct lua_vm *vm);
+
+/* What the admin shows of the policy: when the current VM was swapped in, and the last
+ * reload that failed (error "" when the last reload worked or none was tried). */
+struct lua_vm_status {
+    time_t loaded_at;
+    time_t failed_at;
+    char error[512];
+    unsigned long reloads, failures;
+};
+const struct lua_vm_status *lua_vm_status(void);
+
+/* Reload: build a VM for cfg's policy and swap it in, or keep the current one and record why
+ * not (logged, counted, kept for lua_vm_status). 0, or -1 with err. */
+int lua_vm_reload(const struct config *cfg, char *err, size_t errlen);
 
 /* Run a Lua file inside vm's sandbox (the policy's environment), after inject(L, env) has
  * added extra tables to it, e.g. the policy-test API. The file's first return value must be

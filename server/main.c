@@ -23,6 +23,7 @@
 #include "location.h"
 #include "log.h"
 #include "lua_api.h"
+#include "admin.h"
 #include "lua_vm.h"
 #include "metrics.h"
 #include "msgstore.h"
@@ -53,6 +54,7 @@ struct app {
     struct bucket *bucket;
     struct refresh *refresh;
     struct msgstore *msgstore; /* [offline] enabled */
+    struct admin *admin;       /* [admin] enabled */
 };
 
 static void usage(FILE *f)
@@ -281,17 +283,8 @@ static void answer_here(struct app *app, osip_message_t *msg, const struct sip_s
 
 static void reload_policy(struct app *app)
 {
-    struct lua_vm *vm;
     char err[1024];
-    if (lua_vm_new(&app->cfg, &vm, err, sizeof err) < 0) {
-        metrics_inc(METRICS_POLICY_RELOAD_FAILURES);
-        log_error("policy: reload failed, generation %u stays: %s",
-                  lua_vm_generation(lua_vm_current()), err);
-        return;
-    }
-    lua_vm_set_current(vm);
-    metrics_inc(METRICS_POLICY_RELOADS);
-    log_info("policy: %s loaded as generation %u", app->cfg.policy_file, lua_vm_generation(vm));
+    lua_vm_reload(&app->cfg, err, sizeof err);
 }
 
 static void tenants_reloaded(void *arg, struct tenants *t)
@@ -366,7 +359,7 @@ int main(int argc, char **argv)
             return 0;
         } else if (strcmp(argv[i], "user") == 0 || strcmp(argv[i], "tenant") == 0 ||
                    strcmp(argv[i], "push") == 0 || strcmp(argv[i], "push-log") == 0 ||
-                   strcmp(argv[i], "messages") == 0) {
+                   strcmp(argv[i], "messages") == 0 || strcmp(argv[i], "admin") == 0) {
             break;
         } else {
             fprintf(stderr, "sipwake: unknown argument '%s'\n", argv[i]);
@@ -389,6 +382,7 @@ int main(int argc, char **argv)
             : strcmp(argv[i], "tenant") == 0   ? cli_tenant
             : strcmp(argv[i], "push") == 0     ? cli_push
             : strcmp(argv[i], "push-log") == 0 ? cli_push_log
+            : strcmp(argv[i], "admin") == 0    ? cli_admin
                                                : cli_messages;
         int rc = cmd(&app.cfg, argc - i - 1, argv + i + 1);
         if (rc == 2)
@@ -479,6 +473,17 @@ int main(int argc, char **argv)
         gateway_adopt_bindings(app.gw);
     }
     store_start(app.store, app.loop);
+    struct admin_deps admin_deps = {.store = app.store,
+                                    .loc = app.loc,
+                                    .msgstore = app.msgstore,
+                                    .version = SIPWAKE_VERSION,
+                                    .apply_tenants = tenants_reloaded,
+                                    .app = &app};
+    app.admin = admin_new(app.loop, &app.cfg, &admin_deps, err, sizeof err);
+    if (!app.admin && *err) {
+        log_error("%s", err);
+        goto out;
+    }
 
     signal(SIGPIPE, SIG_IGN);
     ev_signal hup, term, intr, usr1;
@@ -513,6 +518,7 @@ out:
         bucket_expire_all(app.bucket); /* parked requests answer 480 while we can send */
     if (app.txns)
         txn_client_abort_all(app.txns); /* pending branches answer 408 while we can send */
+    admin_free(app.admin);              /* before the store: requests waiting for it are dropped */
     transport_close(app.tp);
     push_free(app.push); /* pushes in flight report "shut down" */
     refresh_free(app.refresh);

@@ -69,7 +69,42 @@ static const struct {
     [METRICS_OFFLINE_DELIVERED] = {"offline:delivered", 0, "stored MESSAGEs delivered to a device"},
     [METRICS_OFFLINE_EXPIRED] = {"offline:expired", 0, "stored MESSAGEs dropped at their TTL"},
     [METRICS_OFFLINE_PENDING] = {"offline:pending_messages", 1, "MESSAGEs stored now"},
+    [METRICS_REGISTERED_USERS] = {"usrloc:registered_users", 1, "AORs with a binding"},
+    [METRICS_BUCKET_PARKED] = {"bucket:parked", 0,
+                               "requests parked for a pushed device (RFC 8599 bucket)"},
+    [METRICS_BUCKET_WOKEN] = {"bucket:woken", 0,
+                              "parked requests whose device registered again in time"},
+    [METRICS_BUCKET_TIMEOUTS] = {"bucket:timeouts", 0,
+                                 "parked requests whose device did not come back in time"},
+    [METRICS_BUCKET_CANCELLED] = {"bucket:cancelled", 0,
+                                  "parked requests given up (CANCEL, push failed, answered)"},
+    [METRICS_BUCKET_DEPTH] = {"bucket:depth", 1, "requests parked now"},
 };
+
+int metrics_is_gauge(enum metrics_id id)
+{
+    return rows[id].gauge;
+}
+
+const double metrics_wake_bounds[METRICS_WAKE_BUCKETS] = {0.25, 0.5, 1, 2, 3, 5, 10, 20, 30};
+static uint64_t wake_counts[METRICS_WAKE_BUCKETS], wake_total;
+static double wake_sum;
+
+void metrics_wake_latency(double seconds)
+{
+    for (int i = 0; i < METRICS_WAKE_BUCKETS; i++)
+        if (seconds <= metrics_wake_bounds[i])
+            wake_counts[i]++;
+    wake_sum += seconds;
+    wake_total++;
+}
+
+void metrics_wake_histogram(uint64_t counts[METRICS_WAKE_BUCKETS], double *sum, uint64_t *count)
+{
+    memcpy(counts, wake_counts, sizeof wake_counts);
+    *sum = wake_sum;
+    *count = wake_total;
+}
 
 const char *metrics_name(enum metrics_id id)
 {
@@ -145,4 +180,13 @@ void metrics_render(struct buf *out)
                    "%llu\n",
                    push_labels[i].provider, push_labels[i].outcome, push_labels[i].reason,
                    (unsigned long long)push_labels[i].n);
+    buf_printf(out, "# HELP sipwake_wake_latency_seconds from parking a request to its device "
+                    "registering again\n# TYPE sipwake_wake_latency_seconds histogram\n");
+    for (int i = 0; i < METRICS_WAKE_BUCKETS; i++)
+        buf_printf(out, "sipwake_wake_latency_seconds_bucket{le=\"%g\"} %llu\n",
+                   metrics_wake_bounds[i], (unsigned long long)wake_counts[i]);
+    buf_printf(out,
+               "sipwake_wake_latency_seconds_bucket{le=\"+Inf\"} %llu\n"
+               "sipwake_wake_latency_seconds_sum %.3f\nsipwake_wake_latency_seconds_count %llu\n",
+               (unsigned long long)wake_total, wake_sum, (unsigned long long)wake_total);
 }

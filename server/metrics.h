@@ -55,7 +55,13 @@ enum metrics_id {
     METRICS_OFFLINE_FAILURES,
     METRICS_OFFLINE_DELIVERED,
     METRICS_OFFLINE_EXPIRED,
-    METRICS_OFFLINE_PENDING, /* gauge */
+    METRICS_OFFLINE_PENDING,  /* gauge */
+    METRICS_REGISTERED_USERS, /* gauge: AORs with a binding */
+    METRICS_BUCKET_PARKED,
+    METRICS_BUCKET_WOKEN,
+    METRICS_BUCKET_TIMEOUTS,
+    METRICS_BUCKET_CANCELLED,
+    METRICS_BUCKET_DEPTH, /* gauge */
     METRICS__COUNT,
 };
 
@@ -78,6 +84,16 @@ const char *metrics_name(enum metrics_id id);
 void metrics_push_result(const char *provider, const char *outcome, const char *reason);
 /* The count for a provider / outcome / reason (NULL: any); reasons as rendered. */
 uint64_t metrics_push_count(const char *provider, const char *outcome, const char *reason);
+
+/* A parked request whose device came back after seconds (the wake latency histogram). */
+void metrics_wake_latency(double seconds);
+/* Histogram buckets (upper bounds in seconds) and their cumulative counts, sum, count. */
+#define METRICS_WAKE_BUCKETS 9
+extern const double metrics_wake_bounds[METRICS_WAKE_BUCKETS];
+void metrics_wake_histogram(uint64_t counts[METRICS_WAKE_BUCKETS], double *sum, uint64_t *count);
+
+/* Every row's name, type and help, for listings (list_statistics). */
+int metrics_is_gauge(enum metrics_id id);
 
 /* Append every metric in Prometheus text format to out. */
 void metrics_render(struct buf *out);

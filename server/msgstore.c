@@ -550,6 +550,70 @@ void msgstore_set_proxy(struct msgstore *ms, struct proxy *proxy)
     ms->proxy = proxy;
 }
 
+/* ------------------------------------------------------------------ purging */
+
+struct purge_job {
+    struct msgstore *ms;
+    char *aor;
+    void (*done)(void *arg, int n);
+    void *arg;
+};
+
+static int purge_work(void *db, const struct store_backend *be, void *arg, char *err, size_t errlen)
+{
+    struct purge_job *j = arg;
+    return be->messages_purge(db, j->aor, err, errlen);
+}
+
+struct purge_walk {
+    const char *aor;
+    struct courier *hit[64];
+    size_t n;
+};
+
+static void purge_pick(struct hashtab_node *n, void *arg)
+{
+    struct purge_walk *w = arg;
+    struct courier *c = HASHTAB_ENTRY(n, struct courier, hn);
+    if (strcmp(c->aor, w->aor) == 0 && w->n < UTIL_ARRAY_LEN(w->hit))
+        w->hit[w->n++] = c;
+}
+
+static void purge_done(void *arg, int rc)
+{
+    struct purge_job *j = arg;
+    if (rc >= 0) {
+        gauge(j->ms, -rc);
+        struct purge_walk w = {.aor = j->aor};
+        hashtab_each(&j->ms->couriers, purge_pick, &w);
+        for (size_t i = 0; i < w.n; i++) {
+            struct courier *c = w.hit[i];
+            struct parcel **keep = c->sending && c->queue ? &c->queue->next : &c->queue;
+            while (*keep) {
+                struct parcel *p = *keep;
+                *keep = p->next;
+                parcel_free(p);
+            }
+            c->tail = c->queue;
+            c->reread = 0;
+        }
+        log_notice("offline: %d stored messages of %s purged", rc, j->aor);
+    }
+    j->done(j->arg, rc == STORE_CLOSED ? -1 : rc);
+    free(j->aor);
+    free(j);
+}
+
+void msgstore_purge(struct msgstore *ms, const char *aor, void (*done)(void *arg, int n), void *arg)
+{
+    struct purge_job *j = xcalloc(1, sizeof *j);
+    j->ms = ms;
+    j->aor = xstrdup(aor);
+    j->done = done;
+    j->arg = arg;
+    store_call(ms->store, STORE_WRITE | STORE_NOW, purge_work, purge_done, j);
+}
+
 static void free_courier_node(struct hashtab_node *n, void *arg)
 {
     (void)arg;

@@ -65,4 +65,9 @@ void msgstore_wake(struct msgstore *ms, const char *aor, const struct binding *b
 /* Messages stored now (the offline:pending_messages gauge). */
 long msgstore_count(const struct msgstore *ms);
 
+/* Remove every stored message of aor (the admin's purge); messages a courier holds for it are
+ * dropped too, but one already on the wire. done gets how many went, or -1 (logged). */
+void msgstore_purge(struct msgstore *ms, const char *aor, void (*done)(void *arg, int n),
+                    void *arg);
+
 #endif

@@ -285,9 +285,7 @@ static struct apns_sender *apns_for(struct push *p, struct push_creds *c, int sa
 
 /* ------------------------------------------------------------------ outcomes */
 
-/* The first 16 hex digits of SHA-256(token): follows a device through the log, and tells
- * nobody its token. */
-static void token_hash(const char *prid, char out[17])
+void push_token_hash(const char *prid, char out[17])
 {
     unsigned char md[EVP_MAX_MD_SIZE];
     unsigned int n = 0;
@@ -332,7 +330,7 @@ static void finish(struct push_job *j, enum push_outcome o, int status, const ch
     metrics_push_result(provider, push_outcome_name(o), r.reason);
 
     char hash[17];
-    token_hash(j->prid, hash);
+    push_token_hash(j->prid, hash);
     if (p->store) {
         struct store_push_log row = {.time_ms = util_wall_ms(),
                                      .tenant = j->tenant,

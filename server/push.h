@@ -82,6 +82,10 @@ int push_credential_check(const char *kind, const unsigned char *data, size_t le
 /* Pushes in flight are reported as failed ("shut down"). */
 void push_free(struct push *p);
 
+/* The first 16 hex digits of SHA-256(token): follows a device through the push log and the
+ * admin, and tells nobody its token. */
+void push_token_hash(const char *prid, char out[17]);
+
 /* The VAPID public key (for +sip.vapid), or NULL when webpush is not enabled. */
 const char *push_vapid_public(const struct push *p);
 

@@ -514,7 +514,38 @@ int store_tenants_read(struct store *s, const struct store_tenant_visitor *v, ch
 int store_push_log_read(struct store *s, const char *tenant, const char *provider, int limit,
                         store_push_log_cb cb, void *arg, char *err, size_t errlen)
 {
-    return s->be->push_log_read(s->db, tenant, provider, limit, cb, arg, err, errlen);
+    return s->be->push_log_read(s->db, tenant, provider, NULL, 0, limit, cb, arg, err, errlen);
+}
+
+int store_admin_put(struct store *s, const char *name, const char *hash, char *err, size_t errlen)
+{
+    return s->be->admin_put(s->db, name, hash, util_now(), err, errlen);
+}
+
+int store_admin_del(struct store *s, const char *name, char *err, size_t errlen)
+{
+    return s->be->admin_del(s->db, name, err, errlen);
+}
+
+int store_admin_list(struct store *s, store_name_cb cb, void *arg, char *err, size_t errlen)
+{
+    return s->be->admin_list(s->db, cb, arg, err, errlen);
+}
+
+int store_token_put(struct store *s, const char *name, const char *sha256_hex, char *err,
+                    size_t errlen)
+{
+    return s->be->token_put(s->db, name, sha256_hex, util_now(), err, errlen);
+}
+
+int store_token_del(struct store *s, const char *name, char *err, size_t errlen)
+{
+    return s->be->token_del(s->db, name, err, errlen);
+}
+
+int store_token_list(struct store *s, store_name_cb cb, void *arg, char *err, size_t errlen)
+{
+    return s->be->token_list(s->db, cb, arg, err, errlen);
 }
 
 int store_messages_pending(struct store *s, const char *aor, store_pending_cb cb, void *arg,

@@ -112,6 +112,16 @@ typedef void (*store_message_cb)(void *arg, const struct store_message *m);
 typedef void (*store_pending_cb)(void *arg, const char *aor, const char *device, long count,
                                  int64_t oldest_ms);
 
+/* A row of the admin's audit log (sipwake_audit); strings may be NULL but who and action. */
+struct store_audit {
+    int64_t time_ms;
+    const char *who, *action, *object, *detail, *source;
+};
+
+typedef void (*store_audit_cb)(void *arg, const struct store_audit *row);
+/* A named row (admin account, API token) and when it was made. */
+typedef void (*store_name_cb)(void *arg, const char *name, time_t created_at);
+
 struct store;
 
 /* What a backend provides. All calls block; they run on the worker thread or, for open,
@@ -148,9 +158,11 @@ struct store_backend {
     int (*push_log_add)(void *db, const struct store_push_log *row, char *err, size_t errlen);
     /* rows older than before_ms go */
     int (*push_log_prune)(void *db, int64_t before_ms, char *err, size_t errlen);
-    /* newest first, at most limit rows, tenant/provider NULL: any */
-    int (*push_log_read)(void *db, const char *tenant, const char *provider, int limit,
-                         store_push_log_cb cb, void *arg, char *err, size_t errlen);
+    /* newest first, at most limit rows, tenant/provider/reason NULL: any; before_ms > 0: only
+     * rows older than it (paging) */
+    int (*push_log_read)(void *db, const char *tenant, const char *provider, const char *reason,
+                         int64_t before_ms, int limit, store_push_log_cb cb, void *arg, char *err,
+                         size_t errlen);
     /* offline messages. put: 1 stored (*id set), 0 already stored (same aor, Call-ID, CSeq;
      * *id is that one's), 2 the AOR holds max_per_aor unexpired messages, -1 error; a
      * delivery row is made for each of devices */
@@ -170,6 +182,27 @@ struct store_backend {
                             size_t errlen);
     /* messages stored */
     int (*messages_count)(void *db, char *err, size_t errlen);
+    /* remove every message of aor; how many */
+    int (*messages_purge)(void *db, const char *aor, char *err, size_t errlen);
+    /* admin accounts: put 1 made, 0 password replaced; del 1 / 0 none; hash: 1 found (copied
+     * into hash), 0 no such account */
+    int (*admin_put)(void *db, const char *name, const char *hash, time_t now, char *err,
+                     size_t errlen);
+    int (*admin_del)(void *db, const char *name, char *err, size_t errlen);
+    int (*admin_hash)(void *db, const char *name, char *hash, size_t hash_len, char *err,
+                      size_t errlen);
+    int (*admin_list)(void *db, store_name_cb cb, void *arg, char *err, size_t errlen);
+    /* API tokens by name, kept as the hex SHA-256 of the token: put 1 made, 0 name taken; find:
+     * 1 (its name copied), 0 unknown */
+    int (*token_put)(void *db, const char *name, const char *sha256_hex, time_t now, char *err,
+                     size_t errlen);
+    int (*token_del)(void *db, const char *name, char *err, size_t errlen);
+    int (*token_find)(void *db, const char *sha256_hex, char *name, size_t name_len, char *err,
+                      size_t errlen);
+    int (*token_list)(void *db, store_name_cb cb, void *arg, char *err, size_t errlen);
+    int (*audit_add)(void *db, const struct store_audit *row, char *err, size_t errlen);
+    /* newest first */
+    int (*audit_read)(void *db, int limit, store_audit_cb cb, void *arg, char *err, size_t errlen);
 };
 
 extern const struct store_backend store_sqlite_backend;
@@ -220,6 +253,16 @@ int store_tenants_read(struct store *s, const struct store_tenant_visitor *v, ch
                        size_t errlen);
 int store_push_log_read(struct store *s, const char *tenant, const char *provider, int limit,
                         store_push_log_cb cb, void *arg, char *err, size_t errlen);
+
+/* Admin accounts and API tokens, synchronously (the CLI). Same returns as the backend's. */
+int store_admin_put(struct store *s, const char *name, const char *hash, char *err, size_t errlen);
+int store_admin_del(struct store *s, const char *name, char *err, size_t errlen);
+int store_admin_list(struct store *s, store_name_cb cb, void *arg, char *err, size_t errlen);
+int store_token_put(struct store *s, const char *name, const char *sha256_hex, char *err,
+                    size_t errlen);
+int store_token_del(struct store *s, const char *name, char *err, size_t errlen);
+int store_token_list(struct store *s, store_name_cb cb, void *arg, char *err, size_t errlen);
+
 int store_messages_pending(struct store *s, const char *aor, store_pending_cb cb, void *arg,
                            char *err, size_t errlen);
 

@@ -465,13 +465,17 @@ static int sqlite_domain_add(void *p, const char *domain, const char *tenant, ch
     return 1;
 }
 
+/* Delete with one text parameter: 1 a row went, 0 none did. */
+static int delete_one(struct sqlite_db *s, const char *sql, const char *what, const char *v,
+                      char *err, size_t errlen)
+{
+    return run(s, sql, what, err, errlen, 1, v) < 0 ? -1 : sqlite3_changes(s->db) > 0;
+}
+
 static int sqlite_domain_del(void *p, const char *domain, char *err, size_t errlen)
 {
-    struct sqlite_db *s = p;
-    if (run(s, "DELETE FROM sipwake_tenant_domains WHERE domain = ?", "deleting a domain", err,
-            errlen, 1, domain) < 0)
-        return -1;
-    return sqlite3_changes(s->db) > 0;
+    return delete_one(p, "DELETE FROM sipwake_tenant_domains WHERE domain = ?", "deleting a domain",
+                      domain, err, errlen);
 }
 
 static int sqlite_credential_put(void *p, const struct store_credential *c, char *err,
@@ -612,7 +616,8 @@ static int sqlite_push_log_prune(void *p, int64_t before_ms, char *err, size_t e
     return rc == SQLITE_DONE ? 0 : sql_fail(s->db, err, errlen, "pruning the push log");
 }
 
-static int sqlite_push_log_read(void *p, const char *tenant, const char *provider, int limit,
+static int sqlite_push_log_read(void *p, const char *tenant, const char *provider,
+                                const char *reason, int64_t before_ms, int limit,
                                 store_push_log_cb cb, void *arg, char *err, size_t errlen)
 {
     struct sqlite_db *s = p;
@@ -621,12 +626,15 @@ static int sqlite_push_log_read(void *p, const char *tenant, const char *provide
                            "SELECT time_ms, tenant, credentials, provider, kind, aor, call_id, "
                            "token_hash, outcome, status, reason, latency_ms FROM sipwake_push_log "
                            "WHERE (?1 IS NULL OR tenant = ?1) AND (?2 IS NULL OR provider = ?2) "
-                           "ORDER BY id DESC LIMIT ?3",
+                           "AND (?4 IS NULL OR reason = ?4 OR outcome = ?4) AND (?5 = 0 OR "
+                           "time_ms < ?5) ORDER BY id DESC LIMIT ?3",
                            -1, &st, NULL) != SQLITE_OK)
         return sql_fail(s->db, err, errlen, "reading the push log");
     bind_text(st, 1, tenant);
     bind_text(st, 2, provider);
     sqlite3_bind_int(st, 3, limit);
+    bind_text(st, 4, reason);
+    sqlite3_bind_int64(st, 5, before_ms);
     int rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         struct store_push_log r = {
@@ -767,7 +775,8 @@ static int sqlite_message_delivered(void *p, int64_t id, const char *device, int
              done_if_last);
     if (run_for_message(s,
                         "INSERT INTO sipwake_message_deliveries (message_id, device, "
-                        "delivered_ms) VALUES (?1, ?2, ?3) ON CONFLICT (message_id, device) DO "
+                        "delivered_ms) SELECT ?1, ?2, ?3 WHERE EXISTS (SELECT 1 FROM "
+                        "sipwake_messages WHERE id = ?1) ON CONFLICT (message_id, device) DO "
                         "UPDATE SET delivered_ms = ?3",
                         id, device, now_ms, "marking a delivery", err, errlen) < 0 ||
         run_for_message(s, count_sql, id, NULL, 0, "counting messages", err, errlen) < 0 ||
@@ -876,6 +885,177 @@ static int sqlite_messages_count(void *p, char *err, size_t errlen)
     return n < 0 ? sql_fail(s->db, err, errlen, "counting messages") : n;
 }
 
+static int sqlite_messages_purge(void *p, const char *aor, char *err, size_t errlen)
+{
+    struct sqlite_db *s = p;
+    if (run(s,
+            "DELETE FROM sipwake_message_deliveries WHERE message_id IN (SELECT id FROM "
+            "sipwake_messages WHERE aor = ?)",
+            "purging messages", err, errlen, 1, aor) < 0 ||
+        run(s, "DELETE FROM sipwake_messages WHERE aor = ?", "purging messages", err, errlen, 1,
+            aor) < 0)
+        return -1;
+    int n = sqlite3_changes(s->db);
+    return run(s, "DELETE FROM sipwake_message_counts WHERE aor = ?", "purging messages", err,
+               errlen, 1, aor) < 0
+               ? -1
+               : n;
+}
+
+/* ------------------------------------------------------------------ admin */
+
+/* Run sql with text parameters a, b and integer c; changed rows, or -1. */
+static int run_2t1i(struct sqlite_db *s, const char *sql, const char *what, const char *a,
+                    const char *b, int64_t c, char *err, size_t errlen)
+{
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK)
+        return sql_fail(s->db, err, errlen, what);
+    bind_text(st, 1, a);
+    bind_text(st, 2, b);
+    sqlite3_bind_int64(st, 3, c);
+    int rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE ? sqlite3_changes(s->db) : sql_fail(s->db, err, errlen, what);
+}
+
+/* The first column of the row matching sql with one text parameter, copied into out: 1, or 0
+ * when there is none. */
+static int lookup(struct sqlite_db *s, const char *sql, const char *what, const char *v, char *out,
+                  size_t out_len, char *err, size_t errlen)
+{
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK)
+        return sql_fail(s->db, err, errlen, what);
+    bind_text(st, 1, v);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        snprintf(out, out_len, "%s", col(st, 0) ? col(st, 0) : "");
+    sqlite3_finalize(st);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+        return sql_fail(s->db, err, errlen, what);
+    return rc == SQLITE_ROW;
+}
+
+static int names(struct sqlite_db *s, const char *sql, const char *what, store_name_cb cb,
+                 void *arg, char *err, size_t errlen)
+{
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK)
+        return sql_fail(s->db, err, errlen, what);
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+        cb(arg, col(st, 0), (time_t)sqlite3_column_int64(st, 1));
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE ? 0 : sql_fail(s->db, err, errlen, what);
+}
+
+static int sqlite_admin_put(void *p, const char *name, const char *hash, time_t now, char *err,
+                            size_t errlen)
+{
+    struct sqlite_db *s = p;
+    int found = exists(s, "SELECT 1 FROM sipwake_admins WHERE name = ?", name, err, errlen);
+    if (found < 0 ||
+        run_2t1i(s,
+                 "INSERT INTO sipwake_admins (name, password_hash, created_at) VALUES (?1, ?2, "
+                 "?3) ON CONFLICT (name) DO UPDATE SET password_hash = ?2",
+                 "storing an admin account", name, hash, (int64_t)now, err, errlen) < 0)
+        return -1;
+    return !found;
+}
+
+static int sqlite_admin_del(void *p, const char *name, char *err, size_t errlen)
+{
+    return delete_one(p, "DELETE FROM sipwake_admins WHERE name = ?", "deleting an admin account",
+                      name, err, errlen);
+}
+
+static int sqlite_admin_hash(void *p, const char *name, char *hash, size_t hash_len, char *err,
+                             size_t errlen)
+{
+    return lookup(p, "SELECT password_hash FROM sipwake_admins WHERE name = ?",
+                  "reading an admin account", name, hash, hash_len, err, errlen);
+}
+
+static int sqlite_admin_list(void *p, store_name_cb cb, void *arg, char *err, size_t errlen)
+{
+    return names(p, "SELECT name, created_at FROM sipwake_admins ORDER BY name",
+                 "listing admin accounts", cb, arg, err, errlen);
+}
+
+static int sqlite_token_put(void *p, const char *name, const char *sha256_hex, time_t now,
+                            char *err, size_t errlen)
+{
+    return run_2t1i(p,
+                    "INSERT INTO sipwake_admin_tokens (name, token_sha256, created_at) VALUES "
+                    "(?1, ?2, ?3) ON CONFLICT DO NOTHING",
+                    "storing an API token", name, sha256_hex, (int64_t)now, err, errlen);
+}
+
+static int sqlite_token_del(void *p, const char *name, char *err, size_t errlen)
+{
+    return delete_one(p, "DELETE FROM sipwake_admin_tokens WHERE name = ?", "deleting an API token",
+                      name, err, errlen);
+}
+
+static int sqlite_token_find(void *p, const char *sha256_hex, char *name, size_t name_len,
+                             char *err, size_t errlen)
+{
+    return lookup(p, "SELECT name FROM sipwake_admin_tokens WHERE token_sha256 = ?",
+                  "reading API tokens", sha256_hex, name, name_len, err, errlen);
+}
+
+static int sqlite_token_list(void *p, store_name_cb cb, void *arg, char *err, size_t errlen)
+{
+    return names(p, "SELECT name, created_at FROM sipwake_admin_tokens ORDER BY name",
+                 "listing API tokens", cb, arg, err, errlen);
+}
+
+static int sqlite_audit_add(void *p, const struct store_audit *a, char *err, size_t errlen)
+{
+    struct sqlite_db *s = p;
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(s->db,
+                           "INSERT INTO sipwake_audit (time_ms, who, action, object, detail, "
+                           "source) VALUES (?,?,?,?,?,?)",
+                           -1, &st, NULL) != SQLITE_OK)
+        return sql_fail(s->db, err, errlen, "writing the audit log");
+    sqlite3_bind_int64(st, 1, a->time_ms);
+    bind_text(st, 2, a->who);
+    bind_text(st, 3, a->action);
+    bind_text(st, 4, a->object);
+    bind_text(st, 5, a->detail);
+    bind_text(st, 6, a->source);
+    int rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE ? 0 : sql_fail(s->db, err, errlen, "writing the audit log");
+}
+
+static int sqlite_audit_read(void *p, int limit, store_audit_cb cb, void *arg, char *err,
+                             size_t errlen)
+{
+    struct sqlite_db *s = p;
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(s->db,
+                           "SELECT time_ms, who, action, object, detail, source FROM "
+                           "sipwake_audit ORDER BY id DESC LIMIT ?",
+                           -1, &st, NULL) != SQLITE_OK)
+        return sql_fail(s->db, err, errlen, "reading the audit log");
+    sqlite3_bind_int(st, 1, limit);
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        struct store_audit a = {.time_ms = sqlite3_column_int64(st, 0),
+                                .who = col(st, 1),
+                                .action = col(st, 2),
+                                .object = col(st, 3),
+                                .detail = col(st, 4),
+                                .source = col(st, 5)};
+        cb(arg, &a);
+    }
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE ? 0 : sql_fail(s->db, err, errlen, "reading the audit log");
+}
+
 const struct store_backend store_sqlite_backend = {
     .name = "sqlite",
     .open = sqlite_open,
@@ -907,4 +1087,15 @@ const struct store_backend store_sqlite_backend = {
     .messages_expire = sqlite_messages_expire,
     .messages_pending = sqlite_messages_pending,
     .messages_count = sqlite_messages_count,
+    .messages_purge = sqlite_messages_purge,
+    .admin_put = sqlite_admin_put,
+    .admin_del = sqlite_admin_del,
+    .admin_hash = sqlite_admin_hash,
+    .admin_list = sqlite_admin_list,
+    .token_put = sqlite_token_put,
+    .token_del = sqlite_token_del,
+    .token_find = sqlite_token_find,
+    .token_list = sqlite_token_list,
+    .audit_add = sqlite_audit_add,
+    .audit_read = sqlite_audit_read,
 };

@@ -84,6 +84,8 @@ sub write_config {
         # offline MESSAGE storage is on by default in sipwake; tests of other things keep
         # MESSAGE on its RFC 8599 path (push, bucket, 480) and turn it on when they test it
         offline => { enabled => 'no' },
+        # the web admin listens on 127.0.0.1:8080 by default; tests of it give it a free port
+        admin => { enabled => 'no', root => "$ROOT/webadmin" },
         store => { path => $self->db },
         policy => {
             file => $self->{own_policy} ? $self->policy_path : "$ROOT/policies/default.lua",

@@ -1,0 +1,74 @@
+/*
+ * admin_auth: what the web admin knows about who is asking. Password hashes (scrypt, through
+ * OpenSSL), API tokens (random, kept as their SHA-256), login sessions with their CSRF token,
+ * and the limiter that slows password guessing.
+ *
+ * Sessions and the limiter live in memory on the loop: a restart logs everyone out, which is
+ * what an operator expects of a restart. Nothing here logs a password, a token or a session id.
+ */
+#ifndef SIPWAKE_ADMIN_AUTH_H
+#define SIPWAKE_ADMIN_AUTH_H
+
+#include <stddef.h>
+#include <time.h>
+
+#define ADMIN_HASH_MAX 160
+#define ADMIN_TOKEN_LEN 47 /* "swk_" and 43 base64url characters */
+#define ADMIN_SHA256_HEX 65
+#define ADMIN_NAME_MAX 64
+
+/* 1 when s is a usable account or token name: 1..64 of A-Z a-z 0-9 . _ @ - */
+int admin_name_ok(const char *s);
+
+/* "$scrypt$ln=15,r=8,p=1$SALT$HASH" of password, fresh salt. 0, or -1 (OpenSSL failed). */
+int admin_password_hash(const char *password, char *out, size_t out_len);
+/* 1 when password matches a hash made by admin_password_hash, else 0 (also for a malformed
+ * hash). Takes tens of milliseconds on purpose: call it off the loop. */
+int admin_password_verify(const char *password, const char *hash);
+
+/* A new API token (shown once) and its SHA-256 in hex (what is stored). */
+void admin_token_new(char token[ADMIN_TOKEN_LEN + 1], char sha256_hex[ADMIN_SHA256_HEX]);
+void admin_token_sha256(const char *token, char sha256_hex[ADMIN_SHA256_HEX]);
+
+/* ------------------------------------------------------------------ sessions */
+
+struct admin_session {
+    char id[44];   /* base64url of 32 random bytes: the cookie */
+    char csrf[44]; /* sent back in X-CSRF-Token on every change */
+    char user[ADMIN_NAME_MAX + 1];
+    time_t created, last_seen;
+};
+
+struct admin_sessions;
+
+struct admin_sessions *admin_sessions_new(long idle_seconds);
+void admin_sessions_free(struct admin_sessions *ss);
+/* A new session for user. */
+const struct admin_session *admin_session_open(struct admin_sessions *ss, const char *user,
+                                               time_t now);
+/* The live session with this id (idle and age limits applied; its last_seen is updated), or
+ * NULL. */
+const struct admin_session *admin_session_find(struct admin_sessions *ss, const char *id,
+                                               time_t now);
+void admin_session_close(struct admin_sessions *ss, const char *id);
+/* Close every session of user (its account was removed or its password changed). */
+void admin_sessions_close_user(struct admin_sessions *ss, const char *user);
+size_t admin_sessions_count(const struct admin_sessions *ss);
+
+/* ------------------------------------------------------------------ login limiter */
+
+/* Failed logins per key (the client address, and the account name): past ADMIN_LOGIN_FAILS in
+ * ADMIN_LOGIN_WINDOW seconds, logins for that key are refused until the window ends. */
+#define ADMIN_LOGIN_FAILS 5
+#define ADMIN_LOGIN_WINDOW 300
+
+struct admin_limiter;
+
+struct admin_limiter *admin_limiter_new(void);
+void admin_limiter_free(struct admin_limiter *l);
+/* Seconds key must still wait, 0 when it may try. */
+long admin_limiter_wait(struct admin_limiter *l, const char *key, time_t now);
+void admin_limiter_fail(struct admin_limiter *l, const char *key, time_t now);
+void admin_limiter_clear(struct admin_limiter *l, const char *key);
+
+#endif

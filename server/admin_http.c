@@ -1,0 +1,530 @@
+/*
+ * admin_http: libmicrohttpd on the libev loop.
+ *
+ * MHD runs without threads of its own: its epoll descriptor is watched by an ev_io, and
+ * MHD_get_timeout sets an ev_timer; both call MHD_run. A request whose handler waits for the
+ * store is suspended (MHD stops watching it) and resumed when the answer is ready; MHD's
+ * inter-thread channel then wakes its epoll descriptor and the answer goes out.
+ */
+#include "admin_http.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <microhttpd.h>
+#include <openssl/crypto.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "log.h"
+
+struct admin_http {
+    struct ev_loop *loop;
+    struct MHD_Daemon *d;
+    ev_io io;
+    ev_timer timer;
+    admin_handler handler;
+    void *arg;
+    long max_body;
+    int tls;
+    char *cert, *key;
+    struct admin_req *suspended; /* resumed before the daemon stops */
+};
+
+static void run(struct admin_http *h);
+
+static void rearm(struct admin_http *h)
+{
+    MHD_UNSIGNED_LONG_LONG ms;
+    ev_timer_stop(h->loop, &h->timer);
+    if (MHD_get_timeout(h->d, &ms) == MHD_YES) {
+        ev_timer_set(&h->timer, (double)ms / 1000.0, 0);
+        ev_timer_start(h->loop, &h->timer);
+    }
+}
+
+static void run(struct admin_http *h)
+{
+    MHD_run(h->d);
+    rearm(h);
+}
+
+static void io_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    run(w->data);
+}
+
+static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    run(w->data);
+}
+
+static void mhd_log(void *arg, const char *fmt, va_list ap)
+{
+    char msg[512];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    msg[strcspn(msg, "\n")] = '\0';
+    log_warn("admin: %s", msg);
+}
+
+/* ------------------------------------------------------------------ requests */
+
+static void req_free(struct admin_req *r)
+{
+    free(r->path);
+    buf_free_secret(&r->body); /* it may have held a password or a key */
+    buf_free(&r->out);
+    free(r->set_cookie);
+    free(r);
+}
+
+static void add_headers(struct admin_http *h, struct admin_req *r, struct MHD_Response *resp)
+{
+    MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff");
+    MHD_add_response_header(resp, "X-Frame-Options", "DENY");
+    MHD_add_response_header(resp, "Referrer-Policy", "no-referrer");
+    MHD_add_response_header(resp, "Content-Security-Policy",
+                            "default-src 'self'; img-src 'self' data:; style-src 'self'; "
+                            "script-src 'self'; connect-src 'self'; frame-ancestors 'none'; "
+                            "base-uri 'none'; form-action 'self'");
+    if (h->tls)
+        MHD_add_response_header(resp, "Strict-Transport-Security", "max-age=31536000");
+    if (r->content_type)
+        MHD_add_response_header(resp, "Content-Type", r->content_type);
+    if (r->set_cookie)
+        MHD_add_response_header(resp, "Set-Cookie", r->set_cookie);
+    if (r->retry_after > 0) {
+        char v[24];
+        snprintf(v, sizeof v, "%ld", r->retry_after);
+        MHD_add_response_header(resp, "Retry-After", v);
+    }
+}
+
+static ssize_t stream_read(void *cls, uint64_t pos, char *out, size_t max)
+{
+    struct admin_stream *s = cls;
+    while (s->off == s->pending.len) {
+        s->pending.len = s->off = 0;
+        if (s->ended)
+            return MHD_CONTENT_READER_END_OF_STREAM;
+        int rc = s->next(s->state, &s->pending);
+        if (rc < 0)
+            return MHD_CONTENT_READER_END_WITH_ERROR;
+        if (rc == 0)
+            s->ended = 1;
+    }
+    size_t n = s->pending.len - s->off;
+    if (n > max)
+        n = max;
+    memcpy(out, s->pending.data + s->off, n);
+    s->off += n;
+    return (ssize_t)n;
+}
+
+static void stream_free(void *cls)
+{
+    struct admin_stream *s = cls;
+    s->done(s->state);
+    buf_free(&s->pending);
+    free(s);
+}
+
+static enum MHD_Result queue(struct admin_http *h, struct admin_req *r)
+{
+    struct MHD_Response *resp;
+    if (r->stream) {
+        resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 32 * 1024, stream_read,
+                                                 r->stream, stream_free);
+        r->stream = NULL;
+    } else {
+        resp = MHD_create_response_from_buffer(r->out.len, r->out.data ? r->out.data : "",
+                                               MHD_RESPMEM_MUST_COPY);
+    }
+    if (!resp)
+        return MHD_NO;
+    add_headers(h, r, resp);
+    if (!r->content_type || strncmp(r->content_type, "text/html", 9) != 0)
+        MHD_add_response_header(resp, "Cache-Control", "no-store");
+    enum MHD_Result rc = MHD_queue_response(r->conn, (unsigned)r->status, resp);
+    MHD_destroy_response(resp);
+    return rc;
+}
+
+static void suspended_unlink(struct admin_http *h, struct admin_req *r)
+{
+    if (r->prev_suspended)
+        r->prev_suspended->next_suspended = r->next_suspended;
+    else
+        h->suspended = r->next_suspended;
+    if (r->next_suspended)
+        r->next_suspended->prev_suspended = r->prev_suspended;
+    r->next_suspended = r->prev_suspended = NULL;
+}
+
+static void answered(struct admin_req *r)
+{
+    struct admin_http *h = r->http;
+    r->answered = 1;
+    if (r->gone) { /* the client left while we waited */
+        if (r->stream) {
+            stream_free(r->stream);
+            r->stream = NULL;
+        }
+        req_free(r);
+        return;
+    }
+    r->waiting = 0;
+    if (r->suspended) {
+        r->suspended = 0;
+        suspended_unlink(h, r);
+        MHD_resume_connection(r->conn);
+        ev_timer_stop(h->loop, &h->timer); /* MHD_run soon: the answer goes out */
+        ev_timer_set(&h->timer, 0, 0);
+        ev_timer_start(h->loop, &h->timer);
+    }
+}
+
+static const char *client_address(struct MHD_Connection *c, char *out, size_t n)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    snprintf(out, n, "?");
+    if (!ci || !ci->client_addr)
+        return out;
+    const struct sockaddr *sa = ci->client_addr;
+    if (sa->sa_family == AF_INET)
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, out, (socklen_t)n);
+    else if (sa->sa_family == AF_INET6)
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, out, (socklen_t)n);
+    return out;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_data_size, void **ctx)
+{
+    struct admin_http *h = cls;
+    struct admin_req *r = *ctx;
+    if (!r) {
+        r = xcalloc(1, sizeof *r);
+        r->http = h;
+        r->conn = c;
+        snprintf(r->method, sizeof r->method, "%s", method);
+        r->path = xstrdup(url);
+        client_address(c, r->source, sizeof r->source);
+        *ctx = r;
+        const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
+        long len;
+        if (cl && (util_parse_long(cl, 0, LONG_MAX, &len) < 0 || len > h->max_body)) {
+            r->too_large = 1; /* answered now, before the body is read */
+            admin_reply_error(r, 413,
+                              "the request body is larger than [admin] max_body (%ld "
+                              "bytes)",
+                              h->max_body);
+            return queue(h, r);
+        }
+        return MHD_YES;
+    }
+    if (*upload_data_size) {
+        if (!r->too_large && r->body.len + *upload_data_size <= (size_t)h->max_body)
+            buf_append(&r->body, upload_data, *upload_data_size);
+        else
+            r->too_large = 1;
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
+    if (r->answered)
+        return queue(h, r);
+    if (r->started) /* resumed without an answer: cannot happen */
+        return MHD_NO;
+    r->started = 1;
+    if (r->too_large) {
+        admin_reply_error(r, 413, "the request body is larger than [admin] max_body (%ld bytes)",
+                          h->max_body);
+        return queue(h, r);
+    }
+    if (r->body.data) { /* NUL-terminated for parsers */
+        buf_append(&r->body, "", 1);
+        r->body.len--;
+    }
+    h->handler(h->arg, r);
+    if (r->answered)
+        return queue(h, r);
+    if (!r->waiting) {
+        admin_reply_error(r, 500, "no answer");
+        return queue(h, r);
+    }
+    r->suspended = 1;
+    r->next_suspended = h->suspended;
+    if (h->suspended)
+        h->suspended->prev_suspended = r;
+    h->suspended = r;
+    MHD_suspend_connection(c);
+    return MHD_YES;
+}
+
+static void on_completed(void *cls, struct MHD_Connection *c, void **ctx,
+                         enum MHD_RequestTerminationCode toe)
+{
+    struct admin_req *r = *ctx;
+    if (!r)
+        return;
+    *ctx = NULL;
+    if (r->waiting && !r->answered) { /* the handler still owes an answer: it frees */
+        r->gone = 1;
+        r->conn = NULL;
+        return;
+    }
+    req_free(r);
+}
+
+/* ------------------------------------------------------------------ answers */
+
+const char *admin_req_header(struct admin_req *r, const char *name)
+{
+    return r->conn ? MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, name) : NULL;
+}
+
+const char *admin_req_query(struct admin_req *r, const char *name)
+{
+    return r->conn ? MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, name) : NULL;
+}
+
+const char *admin_req_cookie(struct admin_req *r, const char *name)
+{
+    return r->conn ? MHD_lookup_connection_value(r->conn, MHD_COOKIE_KIND, name) : NULL;
+}
+
+void admin_req_wait(struct admin_req *r)
+{
+    r->waiting = 1;
+}
+
+int admin_req_gone(const struct admin_req *r)
+{
+    return r->gone;
+}
+
+void admin_reply(struct admin_req *r, int status, const char *content_type)
+{
+    r->status = status;
+    r->content_type = content_type;
+    answered(r);
+}
+
+void admin_reply_error(struct admin_req *r, int status, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    r->out.len = 0;
+    buf_puts(&r->out, "{\"error\":\"");
+    for (const unsigned char *p = (const unsigned char *)msg; *p; p++) {
+        if (*p == '"' || *p == '\\')
+            buf_printf(&r->out, "\\%c", *p);
+        else if (*p < 0x20 || *p == '<' || *p == '>' || *p == '&')
+            buf_printf(&r->out, "\\u%04x", *p);
+        else
+            buf_append(&r->out, p, 1);
+    }
+    buf_puts(&r->out, "\"}");
+    admin_reply(r, status, "application/json");
+}
+
+void admin_reply_stream(struct admin_req *r, int status, const char *content_type,
+                        int (*next)(void *state, struct buf *out), void (*done)(void *state),
+                        void *state)
+{
+    struct admin_stream *s = xcalloc(1, sizeof *s);
+    s->next = next;
+    s->done = done;
+    s->state = state;
+    r->stream = s;
+    admin_reply(r, status, content_type);
+}
+
+static const char *type_of(const char *path)
+{
+    static const struct {
+        const char *ext, *type;
+    } types[] = {
+        {".html", "text/html; charset=utf-8"},
+        {".js", "text/javascript; charset=utf-8"},
+        {".css", "text/css; charset=utf-8"},
+        {".svg", "image/svg+xml"},
+        {".png", "image/png"},
+        {".ico", "image/x-icon"},
+        {".json", "application/json"},
+        {".yaml", "text/yaml; charset=utf-8"},
+        {".txt", "text/plain; charset=utf-8"},
+    };
+    const char *dot = strrchr(path, '.');
+    for (size_t i = 0; dot && i < UTIL_ARRAY_LEN(types); i++)
+        if (strcmp(dot, types[i].ext) == 0)
+            return types[i].type;
+    return NULL;
+}
+
+/* A path the static server may open: "/" then segments of [A-Za-z0-9._-], none starting with
+ * a dot (so no "..", no hidden files), with a known type. */
+static int static_path_ok(const char *p)
+{
+    if (*p != '/')
+        return 0;
+    for (const char *seg = p + 1; *seg;) {
+        size_t n = strcspn(seg, "/");
+        if (n == 0 || seg[0] == '.' ||
+            strspn(seg, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-") < n)
+            return 0;
+        seg += n;
+        if (*seg == '/')
+            seg++;
+    }
+    return type_of(p) != NULL;
+}
+
+void admin_reply_file(struct admin_req *r, const char *root)
+{
+    const char *p = strcmp(r->path, "/") == 0 ? "/index.html" : r->path;
+    if (!static_path_ok(p)) {
+        admin_reply_error(r, strstr(p, "..") || strchr(p, '\\') ? 403 : 404,
+                          strstr(p, "..") || strchr(p, '\\') ? "refused: outside the admin root"
+                                                             : "not found");
+        return;
+    }
+    char rootreal[PATH_MAX], real[PATH_MAX], want[PATH_MAX * 2];
+    snprintf(want, sizeof want, "%s%s", root, p);
+    if (!realpath(root, rootreal) || !realpath(want, real)) {
+        admin_reply_error(r, 404, "not found");
+        return;
+    }
+    size_t rl = strlen(rootreal);
+    if (strncmp(real, rootreal, rl) != 0 || real[rl] != '/') { /* a symlink out of root */
+        admin_reply_error(r, 403, "refused: outside the admin root");
+        return;
+    }
+    int fd = open(real, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size > 8 * 1024 * 1024) {
+        if (fd >= 0)
+            close(fd);
+        admin_reply_error(r, 404, "not found");
+        return;
+    }
+    r->out.len = 0;
+    struct buf b = {0};
+    char chunk[8192];
+    ssize_t got;
+    while ((got = read(fd, chunk, sizeof chunk)) > 0)
+        buf_append(&b, chunk, (size_t)got);
+    close(fd);
+    buf_free(&r->out);
+    r->out = b;
+    admin_reply(r, 200, type_of(p));
+}
+
+/* ------------------------------------------------------------------ the server */
+
+static int read_pem(const char *path, char **out, char *err, size_t errlen)
+{
+    struct buf b = {0};
+    if (util_read_file(path, 1024 * 1024, &b, err, errlen) < 0)
+        return -1;
+    buf_append(&b, "", 1);
+    *out = b.data;
+    return 0;
+}
+
+struct admin_http *admin_http_new(struct ev_loop *loop, const struct config *cfg,
+                                  admin_handler handler, void *arg, char *err, size_t errlen)
+{
+    struct admin_http *h = xcalloc(1, sizeof *h);
+    h->loop = loop;
+    h->handler = handler;
+    h->arg = arg;
+    h->max_body = cfg->admin_max_body;
+    h->tls = *cfg->admin_certificate != '\0';
+    if (h->tls && (read_pem(cfg->admin_certificate, &h->cert, err, errlen) < 0 ||
+                   read_pem(cfg->admin_private_key, &h->key, err, errlen) < 0)) {
+        admin_http_free(h);
+        return NULL;
+    }
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof ss);
+    unsigned flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
+    if (inet_pton(AF_INET, cfg->admin_host, &((struct sockaddr_in *)&ss)->sin_addr) == 1) {
+        ((struct sockaddr_in *)&ss)->sin_family = AF_INET;
+        ((struct sockaddr_in *)&ss)->sin_port = htons((uint16_t)cfg->admin_port);
+    } else {
+        inet_pton(AF_INET6, cfg->admin_host, &((struct sockaddr_in6 *)&ss)->sin6_addr);
+        ((struct sockaddr_in6 *)&ss)->sin6_family = AF_INET6;
+        ((struct sockaddr_in6 *)&ss)->sin6_port = htons((uint16_t)cfg->admin_port);
+        flags |= MHD_USE_IPv6;
+    }
+    if (h->tls)
+        flags |= MHD_USE_TLS;
+    struct MHD_OptionItem opts[] = {
+        {MHD_OPTION_SOCK_ADDR, 0, &ss},
+        {MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)on_completed, h},
+        {MHD_OPTION_CONNECTION_LIMIT, 128, NULL},
+        {MHD_OPTION_CONNECTION_TIMEOUT, 60, NULL},
+        {MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)mhd_log, h},
+        {h->tls ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, 0, h->cert},
+        {h->tls ? MHD_OPTION_HTTPS_MEM_KEY : MHD_OPTION_END, 0, h->key},
+        {MHD_OPTION_END, 0, NULL},
+    };
+    h->d = MHD_start_daemon(flags, 0, NULL, NULL, on_request, h, MHD_OPTION_ARRAY, opts,
+                            MHD_OPTION_END);
+    if (!h->d) {
+        snprintf(err, errlen, "admin: cannot listen on %s%s: %s", cfg->admin_listen,
+                 h->tls ? " (HTTPS: is the certificate or key bad?)" : "",
+                 errno ? strerror(errno) : "libmicrohttpd refused");
+        admin_http_free(h);
+        return NULL;
+    }
+    const union MHD_DaemonInfo *di = MHD_get_daemon_info(h->d, MHD_DAEMON_INFO_EPOLL_FD);
+    ev_io_init(&h->io, io_cb, di->epoll_fd, EV_READ);
+    h->io.data = h;
+    ev_io_start(loop, &h->io);
+    ev_init(&h->timer, timer_cb);
+    h->timer.data = h;
+    rearm(h);
+    log_notice("admin: listening on %s://%s", h->tls ? "https" : "http", cfg->admin_listen);
+    return h;
+}
+
+int admin_http_is_tls(const struct admin_http *h)
+{
+    return h->tls;
+}
+
+void admin_http_free(struct admin_http *h)
+{
+    if (!h)
+        return;
+    if (h->d) {
+        ev_io_stop(h->loop, &h->io);
+        ev_timer_stop(h->loop, &h->timer);
+        while (h->suspended) { /* MHD closes them; their handlers' answers are dropped */
+            struct admin_req *r = h->suspended;
+            suspended_unlink(h, r);
+            r->suspended = 0;
+            MHD_resume_connection(r->conn);
+        }
+        MHD_stop_daemon(h->d);
+    }
+    if (h->key) {
+        OPENSSL_cleanse(h->key, strlen(h->key));
+        free(h->key);
+    }
+    free(h->cert);
+    free(h);
+}
