@@ -319,13 +319,13 @@ static void api_login(struct admin *a, struct admin_req *r)
     snprintf(ip_key, sizeof ip_key, "ip:%s", r->source);
     snprintf(user_key, sizeof user_key, "user:%s", user);
     time_t now = util_now();
-    long wait = admin_limiter_wait(a->limiter, ip_key, now);
-    long wait_user = admin_limiter_wait(a->limiter, user_key, now);
+    long wait = admin_limiter_wait(a->limiter, ip_key, ADMIN_LOGIN_FAILS_ADDRESS, now);
+    long wait_user = admin_limiter_wait(a->limiter, user_key, ADMIN_LOGIN_FAILS, now);
     if (wait_user > wait)
         wait = wait_user;
     if (wait > 0) {
-        json_decref(b);
         log_warn("admin: login for '%s' from %s refused: too many failures", user, r->source);
+        json_decref(b);
         r->retry_after = wait;
         admin_reply_error(r, 429, "too many failed logins; try again in %ld s", wait);
         return;
@@ -493,6 +493,14 @@ static void api_tenant_add(struct admin *a, struct admin_req *r)
             return;
         }
         char *l = lower(d);
+        const char *owner = tenants_current() ? tenants_of_domain(tenants_current(), l) : NULL;
+        if (owner) {
+            admin_reply_error(r, 409, "domain %s belongs to tenant %s", l, owner);
+            free(l);
+            json_decref(lowered);
+            json_decref(b);
+            return;
+        }
         json_array_append_new(lowered, json_string(l));
         free(l);
     }

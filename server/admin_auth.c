@@ -280,10 +280,10 @@ static struct limit_entry *entry_of(struct admin_limiter *l, const char *key, ti
     return e;
 }
 
-long admin_limiter_wait(struct admin_limiter *l, const char *key, time_t now)
+long admin_limiter_wait(struct admin_limiter *l, const char *key, int max_fails, time_t now)
 {
     struct limit_entry *e = entry_of(l, key, now, 0);
-    if (!e || e->fails < ADMIN_LOGIN_FAILS)
+    if (!e || e->fails < max_fails)
         return 0;
     return (long)(e->window_start + ADMIN_LOGIN_WINDOW - now);
 }

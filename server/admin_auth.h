@@ -57,17 +57,19 @@ size_t admin_sessions_count(const struct admin_sessions *ss);
 
 /* ------------------------------------------------------------------ login limiter */
 
-/* Failed logins per key (the client address, and the account name): past ADMIN_LOGIN_FAILS in
- * ADMIN_LOGIN_WINDOW seconds, logins for that key are refused until the window ends. */
+/* Failed logins per key: ADMIN_LOGIN_FAILS for an account name, ADMIN_LOGIN_FAILS_ADDRESS for a
+ * client address (several operators may share one, behind a proxy) in ADMIN_LOGIN_WINDOW
+ * seconds, then logins for that key are refused until the window ends. */
 #define ADMIN_LOGIN_FAILS 5
+#define ADMIN_LOGIN_FAILS_ADDRESS 20
 #define ADMIN_LOGIN_WINDOW 300
 
 struct admin_limiter;
 
 struct admin_limiter *admin_limiter_new(void);
 void admin_limiter_free(struct admin_limiter *l);
-/* Seconds key must still wait, 0 when it may try. */
-long admin_limiter_wait(struct admin_limiter *l, const char *key, time_t now);
+/* Seconds key must still wait after max_fails failures, 0 when it may try. */
+long admin_limiter_wait(struct admin_limiter *l, const char *key, int max_fails, time_t now);
 void admin_limiter_fail(struct admin_limiter *l, const char *key, time_t now);
 void admin_limiter_clear(struct admin_limiter *l, const char *key);
 

@@ -476,13 +476,12 @@ struct admin_http *admin_http_new(struct ev_loop *loop, const struct config *cfg
         {MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)on_completed, h},
         {MHD_OPTION_CONNECTION_LIMIT, 128, NULL},
         {MHD_OPTION_CONNECTION_TIMEOUT, 60, NULL},
-        {MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)mhd_log, h},
         {h->tls ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, 0, h->cert},
         {h->tls ? MHD_OPTION_HTTPS_MEM_KEY : MHD_OPTION_END, 0, h->key},
         {MHD_OPTION_END, 0, NULL},
     };
-    h->d = MHD_start_daemon(flags, 0, NULL, NULL, on_request, h, MHD_OPTION_ARRAY, opts,
-                            MHD_OPTION_END);
+    h->d = MHD_start_daemon(flags, 0, NULL, NULL, on_request, h, MHD_OPTION_EXTERNAL_LOGGER,
+                            mhd_log, h, MHD_OPTION_ARRAY, opts, MHD_OPTION_END);
     if (!h->d) {
         snprintf(err, errlen, "admin: cannot listen on %s%s: %s", cfg->admin_listen,
                  h->tls ? " (HTTPS: is the certificate or key bad?)" : "",

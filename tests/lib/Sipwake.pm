@@ -502,7 +502,7 @@ sub register_msg {
     $m .= "Expires: $o{expires}\r\n" if defined $o{expires};
     $m .= "Authorization: $o{authorization}\r\n" if $o{authorization};
     $m .= $o{extra} if $o{extra};
-    $m .= "User-Agent: sipwake-test\r\nContent-Length: 0\r\n\r\n";
+    $m .= "User-Agent: " . ($o{user_agent} // 'sipwake-test') . "\r\nContent-Length: 0\r\n\r\n";
     return $m;
 }
 
