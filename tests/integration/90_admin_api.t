@@ -38,9 +38,9 @@ is(system("printf 'short\\n' | $bin --config $cfg admin add bob >/dev/null 2>&1"
    'a password under 10 characters is refused');
 like($sw->sql("SELECT password_hash FROM sipwake_admins WHERE name='alice'"), qr/^\$scrypt\$ln=15,r=8,p=1\$\S+\$\S+$/,
      'stored as a salted scrypt hash');
-my ($rc, $token) = $sw->run_bin('admin', 'token', 'add', 'ci');
-chomp $token;
-ok($rc == 0 && $token =~ /^swk_[A-Za-z0-9_-]{43}$/, 'sipwake admin token add prints a token once');
+my ($rc, $out) = $sw->run_bin('admin', 'token', 'add', 'ci');
+my ($token) = $out =~ /^(swk_\S+)$/m;
+ok($rc == 0 && $token && $token =~ /^swk_[A-Za-z0-9_-]{43}$/, 'sipwake admin token add prints a token once');
 is($sw->sql("SELECT count(*) FROM sipwake_admin_tokens WHERE token_sha256 = '" . Digest::SHA::sha256_hex($token) . "'"), '1',
    'only its SHA-256 is stored');
 $sw->start;
