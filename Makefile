@@ -41,11 +41,11 @@ DEB_BUILD := build-essential pkg-config libosip2-dev libev-dev libluajit-5.1-dev
              libsqlite3-dev libnghttp2-dev libjansson-dev libjemalloc-dev libmicrohttpd-dev \
              openssl
 DEB_TEST  := sip-tester libio-socket-ssl-perl sqlite3 perl clang-format clang libclang-rt-14-dev \
-             kamailio python3-h2
+             kamailio python3-h2 chromium
 DEB_BENCH := kamailio kamailio-sqlite-modules sip-tester sqlite3 nghttp2-client python3-h2
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all run test unit-build fuzz fuzz-build bench deps deps-test fmt fmt-check clean \
+.PHONY: all run test unit-build fuzz fuzz-build bench deps deps-test deps-browser fmt fmt-check clean \
         readme-config
 .DEFAULT_GOAL := all
 
@@ -111,6 +111,18 @@ deps:
 
 deps-test:
 	@$(MAKE) --no-print-directory deps EXTRA_DEBS="$(DEB_TEST)"
+	@$(MAKE) --no-print-directory deps-browser
+
+# The browser tests: Node.js (Debian's when the machine has none) and playwright-core from npm,
+# as pinned in tests/browser/package-lock.json; it drives Debian's chromium, never a download.
+deps-browser:
+	@if ! command -v node >/dev/null || ! command -v npm >/dev/null; then \
+	  echo "installing Debian packages: nodejs npm"; \
+	  $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm; \
+	fi
+	@[ -f tests/browser/node_modules/playwright-core/package.json ] || \
+	  (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
 
 run: deps
 	@$(MAKE) --no-print-directory all
@@ -120,7 +132,7 @@ test: deps-test
 	@$(MAKE) --no-print-directory server/build-asan/sipwake unit-build fuzz-build
 	SIPWAKE_BIN=$(CURDIR)/server/build-asan/sipwake \
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
-	  prove -r $(PROVE_FLAGS) tests/unit/build tests/policy tests/fuzz tests/integration
+	  prove -r $(PROVE_FLAGS) tests/unit/build tests/policy tests/fuzz tests/integration tests/browser
 
 bench:
 	@$(MAKE) --no-print-directory deps EXTRA_DEBS="$(DEB_BENCH)"
