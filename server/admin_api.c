@@ -371,7 +371,10 @@ static json_t *tenants_json(const struct tenants *t)
                     json_object_set_new(o, k == TENANT_APNS_CERT ? "uid" : "team_id",
                                         json_string(c->team_id));
                 if (c->label)
-                    json_object_set_new(o, k == TENANT_FCM ? "project_id" : "subject",
+                    json_object_set_new(o,
+                                        k == TENANT_FCM     ? "project_id"
+                                        : k == TENANT_VAPID ? "public_key"
+                                                            : "subject",
                                         json_string(c->label));
                 if (c->not_after) {
                     json_object_set_new(o, "expires", json_time(c->not_after));
@@ -696,7 +699,8 @@ static void api_cred_put(struct admin *a, struct admin_req *r, const char *tenan
                          const char *kind)
 {
     if (tenant_cred_kind_of(kind) < 0) {
-        admin_reply_error(r, 404, "no credential kind %s (apns_key, apns_certificate, fcm)", kind);
+        admin_reply_error(r, 404, "no credential kind %s (apns_key, apns_certificate, fcm, vapid)",
+                          kind);
         return;
     }
     if (!tenant_name_ok(set)) {
@@ -720,7 +724,10 @@ static void api_cred_put(struct admin *a, struct admin_req *r, const char *tenan
     const char *password = NULL;
     time_t not_after = 0;
     int rc;
-    if ((rc = upload_of(b, kind, &data, &password, err, sizeof err)) == 0) {
+    if (strcmp(kind, "vapid") == 0 && !json_object_get(b, "private_key")) {
+        rc = push_vapid_generate(&d->secret, &d->secret_len, d->label, sizeof d->label, err,
+                                 sizeof err); /* a new key pair, made on request */
+    } else if ((rc = upload_of(b, kind, &data, &password, err, sizeof err)) == 0) {
         char uid[256] = "";
         rc = push_credential_check(kind, (const unsigned char *)data.data, data.len, key_id,
                                    team_id, password, &d->secret, &d->secret_len, d->label,

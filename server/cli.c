@@ -37,7 +37,9 @@ const char cli_usage[] =
     "       sipwake [--config FILE] tenant apns-key NAME[/SET] KEY_ID TEAM_ID KEY.p8\n"
     "       sipwake [--config FILE] tenant apns-cert NAME[/SET] CERT.pem|CERT.p12 [PASSWORD_FILE]\n"
     "       sipwake [--config FILE] tenant fcm NAME[/SET] SERVICE_ACCOUNT.json\n"
-    "       sipwake [--config FILE] tenant cred-del NAME[/SET] [apns_key|apns_certificate|fcm]\n"
+    "       sipwake [--config FILE] tenant vapid NAME[/SET] [KEY.pem]   (no file: a new key pair)\n"
+    "       sipwake [--config FILE] tenant cred-del NAME[/SET] "
+    "[apns_key|apns_certificate|fcm|vapid]\n"
     "       sipwake [--config FILE] push [--tenant NAME[/SET]] --provider P --param X --prid Y\n"
     "                                   [--type call|message|refresh]\n"
     "       sipwake [--config FILE] push-log [--tenant NAME] [--provider P] [--limit N]\n"
@@ -201,7 +203,11 @@ static void list_tenants(const struct tenants *t)
                     printf(" key_id=%s team_id=%s", c->key_id ? c->key_id : "",
                            c->team_id ? c->team_id : "");
                 if (c->label && *c->label)
-                    printf(" %s=%s", k == TENANT_FCM ? "project" : "subject", c->label);
+                    printf(" %s=%s",
+                           k == TENANT_FCM     ? "project"
+                           : k == TENANT_VAPID ? "public_key"
+                                               : "subject",
+                           c->label);
                 if (k == TENANT_APNS_CERT && c->team_id && *c->team_id)
                     printf(" uid=%s", c->team_id);
                 if (c->not_after) {
@@ -267,6 +273,34 @@ static int put_credential(struct store *s, const char *kind, const char *which, 
     }
     buf_free_secret(&data);
     buf_free_secret(&pw);
+    return rc;
+}
+
+/* A new VAPID key pair for "NAME[/SET]"; prints its public key. */
+static int new_vapid(struct store *s, const char *which)
+{
+    char tenant[TENANT_NAME_MAX + 1], set[TENANT_NAME_MAX + 1], err[1024], pub[128], what[200];
+    if (set_name(which, tenant, set) < 0)
+        return 2;
+    unsigned char *secret;
+    size_t len;
+    if (push_vapid_generate(&secret, &len, pub, sizeof pub, err, sizeof err) < 0) {
+        fprintf(stderr, "sipwake: %s\n", err);
+        return 1;
+    }
+    struct store_credential c = {.tenant = tenant,
+                                 .set_name = set,
+                                 .kind = "vapid",
+                                 .label = pub,
+                                 .secret = secret,
+                                 .secret_len = len,
+                                 .created_at = util_now()};
+    snprintf(what, sizeof what, "no tenant %s", tenant);
+    int rc = result(store_credential_put(s, &c, err, sizeof err), err, what);
+    if (rc == 0)
+        printf("%s/%s: vapid stored; public key %s\n", tenant, set, pub);
+    OPENSSL_cleanse(secret, len);
+    free(secret);
     return rc;
 }
 
@@ -340,6 +374,10 @@ static int tenant_run(struct store *s, int argc, char **argv)
                               argc == 4 ? argv[3] : NULL);
     if (strcmp(cmd, "fcm") == 0 && argc == 3)
         return put_credential(s, "fcm", argv[1], argv[2], NULL, NULL, NULL);
+    if (strcmp(cmd, "vapid") == 0 && argc == 3)
+        return put_credential(s, "vapid", argv[1], argv[2], NULL, NULL, NULL);
+    if (strcmp(cmd, "vapid") == 0 && argc == 2)
+        return new_vapid(s, argv[1]);
     if (strcmp(cmd, "cred-del") == 0 && (argc == 2 || argc == 3)) {
         char tenant[TENANT_NAME_MAX + 1], set[TENANT_NAME_MAX + 1];
         if (set_name(argv[1], tenant, set) < 0 || (argc == 3 && tenant_cred_kind_of(argv[2]) < 0))

@@ -43,6 +43,7 @@ struct push_creds {
     struct fcm_account *fcm;
     struct apns_sender *apns, *apns_dev; /* made on first use */
     struct fcm_sender *fcm_sender;
+    struct webpush_vapid *vapid; /* a tenant's Web Push key pair, or NULL */
 };
 
 struct push {
@@ -154,6 +155,7 @@ static void creds_unref(struct push_creds *c)
     fcm_sender_free(c->fcm_sender);
     apns_key_free(c->apns_key);
     fcm_account_free(c->fcm);
+    webpush_vapid_free(c->vapid);
     if (c->apns_cert)
         OPENSSL_cleanse(c->apns_cert, strlen(c->apns_cert));
     free(c->apns_cert);
@@ -189,6 +191,7 @@ static struct push_creds *creds_from_set(struct push *p, const struct tenant_set
     const struct tenant_cred *k = &s->cred[TENANT_APNS_KEY];
     const struct tenant_cred *crt = &s->cred[TENANT_APNS_CERT];
     const struct tenant_cred *f = &s->cred[TENANT_FCM];
+    const struct tenant_cred *v = &s->cred[TENANT_VAPID];
     char why[256];
     if (k->present && !(c->apns_key = apns_key_from_pem((const char *)k->secret, k->secret_len,
                                                         k->key_id, k->team_id, why, sizeof why)))
@@ -197,6 +200,10 @@ static struct push_creds *creds_from_set(struct push *p, const struct tenant_set
                                                              why, sizeof why)) ||
                             creds_fcm(p, c, why, sizeof why) < 0))
         snprintf(err, errlen, "fcm: %s", why);
+    else if (v->present &&
+             !(c->vapid = webpush_vapid_from_pem((const char *)v->secret, v->secret_len,
+                                                 p->cfg->vapid_subject, why, sizeof why)))
+        snprintf(err, errlen, "vapid: %s", why);
     else {
         if (crt->present)
             c->apns_cert = xstrdup((const char *)crt->secret);
@@ -238,8 +245,9 @@ void push_set_tenants(struct push *p, const struct tenants *t)
 
 static int creds_serve(const struct push_creds *c, const char *provider)
 {
-    return pn_is_apns(provider) ? c->apns_key || c->apns_cert
-                                : strcmp(provider, "fcm") == 0 && c->fcm_sender;
+    return pn_is_apns(provider)               ? c->apns_key || c->apns_cert
+           : strcmp(provider, "webpush") == 0 ? c->vapid != NULL
+                                              : strcmp(provider, "fcm") == 0 && c->fcm_sender;
 }
 
 /* The set named ("tenant" for its default set), or NULL. */
@@ -436,7 +444,8 @@ static int send_job(struct push *p, struct push_job *j, const struct pn_info *pn
         if (!p->webpush)
             snprintf(err, errlen, "webpush is not enabled ([registrar] push_providers)");
         else if (push_content_webpush(pn, ev, &url, &ttl, &u, err, errlen) == 0)
-            return webpush_send(p->webpush, url, ttl, u, NULL, webpush_done, j, err, errlen);
+            return webpush_send(p->webpush, url, ttl, u, NULL, c && c->vapid ? c->vapid : NULL,
+                                webpush_done, j, err, errlen);
         return -1;
     }
     snprintf(err, errlen, "no push service %s", pn->provider);
@@ -514,17 +523,15 @@ int push_binding(struct push *p, const struct binding *b, const struct push_even
     } else {
         snprintf(name, sizeof name, "%s", ev.credentials);
     }
-    struct push_creds *c = NULL;
-    if (strcmp(pn.provider, "webpush") != 0) {
-        c = strcmp(name, PUSH_CONFIG_SET) == 0 ? p->config
-            : *name                            ? creds_named(p, name)
-                                               : creds_default(p, tenant, pn.provider);
-        if (!c) {
-            snprintf(err, errlen, "no credential set %s", name);
-            pn_free(&pn);
-            metrics_inc(METRICS_PUSH_NOT_SENT);
-            return -1;
-        }
+    struct push_creds *c = strcmp(name, PUSH_CONFIG_SET) == 0 ? p->config
+                           : *name                            ? creds_named(p, name)
+                                   : creds_default(p, tenant, pn.provider);
+    /* Web Push without a set, or with one without a key pair, signs with sipwake's key */
+    if (!c && (*name || strcmp(pn.provider, "webpush") != 0)) {
+        snprintf(err, errlen, "no credential set %s", name);
+        pn_free(&pn);
+        metrics_inc(METRICS_PUSH_NOT_SENT);
+        return -1;
     }
     struct push_job *j = xcalloc(1, sizeof *j);
     j->p = p;
@@ -690,9 +697,19 @@ int push_credential_check(const char *kind, const unsigned char *data, size_t le
         text = xstrndup((const char *)data, len);
         break;
     }
+    case TENANT_VAPID: {
+        struct webpush_vapid *v =
+            webpush_vapid_from_pem((const char *)data, len, NULL, err, errlen);
+        if (!v)
+            return -1;
+        snprintf(label, label_len, "%s", webpush_vapid_public(v));
+        webpush_vapid_free(v);
+        text = xstrndup((const char *)data, len);
+        break;
+    }
     default:
-        snprintf(err, errlen, "unknown credential kind '%s' (apns_key, apns_certificate, fcm)",
-                 kind);
+        snprintf(err, errlen,
+                 "unknown credential kind '%s' (apns_key, apns_certificate, fcm, vapid)", kind);
         return -1;
     }
     *secret = (unsigned char *)text;
@@ -776,6 +793,28 @@ struct push *push_new(struct ev_loop *loop, const struct config *cfg, struct loc
 fail:
     push_free(p);
     return NULL;
+}
+
+int push_vapid_generate(unsigned char **secret, size_t *secret_len, char *public_b64,
+                        size_t public_len, char *err, size_t errlen)
+{
+    char *pem;
+    if (webpush_vapid_generate(&pem, public_b64, public_len, err, errlen) < 0)
+        return -1;
+    *secret = (unsigned char *)pem;
+    *secret_len = strlen(pem);
+    return 0;
+}
+
+const char *push_vapid_for_domain(void *arg, const char *domain)
+{
+    struct push *p = arg;
+    if (!p->webpush)
+        return NULL;
+    const struct tenants *t = tenants_current();
+    const char *tenant = t && domain ? tenants_of_domain(t, domain) : NULL;
+    struct push_creds *c = creds_default(p, tenant, "webpush");
+    return c && c->vapid ? webpush_vapid_public(c->vapid) : push_vapid_public(p);
 }
 
 const char *push_vapid_public(const struct push *p)

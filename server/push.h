@@ -88,6 +88,13 @@ void push_token_hash(const char *prid, char out[17]);
 
 /* The VAPID public key (for +sip.vapid), or NULL when webpush is not enabled. */
 const char *push_vapid_public(const struct push *p);
+/* The same for a SIP domain (arg: the push): its tenant's key pair when it has one (its default
+ * set's, else its first set's), else sipwake's. For registrar_set_vapid. */
+const char *push_vapid_for_domain(void *arg, const char *domain);
+/* A new VAPID key pair for a credential set: the private key as PEM (allocated, the secret to
+ * store) and the public key in base64url. 0, or -1 with err. */
+int push_vapid_generate(unsigned char **secret, size_t *secret_len, char *public_b64,
+                        size_t public_len, char *err, size_t errlen);
 
 /* Push ev to binding b (a push binding). 0: cb will be called once, later. -1 with err: not
  * sent (the policy skipped it, no credentials for its provider, a token known dead, nothing

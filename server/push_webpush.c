@@ -74,20 +74,16 @@ static EVP_PKEY *make_key(const char *path, char *err, size_t errlen)
     return k;
 }
 
-struct webpush_vapid *webpush_vapid_load(const char *path, const char *subject, char *err,
-                                         size_t errlen)
+/* The key pair of k (taken over). */
+static struct webpush_vapid *vapid_of(EVP_PKEY *k, const char *subject, const char *what, char *err,
+                                      size_t errlen)
 {
-    EVP_PKEY *k;
-    if (access(path, F_OK) == 0)
-        k = jws_key_load_file(path, JWS_ES256, err, errlen);
-    else
-        k = make_key(path, err, errlen);
     if (!k)
         return NULL;
     unsigned char *pub = NULL;
     size_t n = EVP_PKEY_get1_encoded_public_key(k, &pub);
     if (n != 65) {
-        snprintf(err, errlen, "%s: not an uncompressed P-256 public key", path);
+        snprintf(err, errlen, "%s: not an uncompressed P-256 public key", what);
         OPENSSL_free(pub);
         EVP_PKEY_free(k);
         return NULL;
@@ -101,6 +97,48 @@ struct webpush_vapid *webpush_vapid_load(const char *path, const char *subject, 
     OPENSSL_free(pub);
     v->subject = xstrdup(subject && *subject ? subject : "mailto:postmaster@localhost");
     return v;
+}
+
+struct webpush_vapid *webpush_vapid_load(const char *path, const char *subject, char *err,
+                                         size_t errlen)
+{
+    EVP_PKEY *k = access(path, F_OK) == 0 ? jws_key_load_file(path, JWS_ES256, err, errlen)
+                                          : make_key(path, err, errlen);
+    return vapid_of(k, subject, path, err, errlen);
+}
+
+struct webpush_vapid *webpush_vapid_from_pem(const char *pem, size_t len, const char *subject,
+                                             char *err, size_t errlen)
+{
+    return vapid_of(jws_key_from_pem(pem, len, JWS_ES256, err, errlen), subject, "VAPID key", err,
+                    errlen);
+}
+
+int webpush_vapid_generate(char **pem, char *public_b64, size_t public_len, char *err,
+                           size_t errlen)
+{
+    EVP_PKEY *k = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    BIO *b = k ? BIO_new(BIO_s_mem()) : NULL;
+    char *data;
+    long n;
+    if (!b || PEM_write_bio_PrivateKey(b, k, NULL, NULL, 0, NULL, NULL) != 1 ||
+        (n = BIO_get_mem_data(b, &data)) <= 0) {
+        snprintf(err, errlen, "cannot make a P-256 key pair (OpenSSL)");
+        BIO_free(b);
+        EVP_PKEY_free(k);
+        return -1;
+    }
+    *pem = xstrndup(data, (size_t)n);
+    OPENSSL_cleanse(data, (size_t)n);
+    BIO_free(b);
+    struct webpush_vapid *v = vapid_of(k, NULL, "VAPID key", err, errlen);
+    if (!v) {
+        free(*pem);
+        return -1;
+    }
+    snprintf(public_b64, public_len, "%s", v->public_b64);
+    webpush_vapid_free(v);
+    return 0;
 }
 
 void webpush_vapid_free(struct webpush_vapid *v)
@@ -217,7 +255,8 @@ static struct h2_pool *pool_for(struct webpush_sender *s, const char *origin, co
 }
 
 int webpush_send(struct webpush_sender *s, const char *url, long ttl, enum webpush_urgency u,
-                 const char *topic, webpush_cb cb, void *arg, char *err, size_t errlen)
+                 const char *topic, const struct webpush_vapid *vapid, webpush_cb cb, void *arg,
+                 char *err, size_t errlen)
 {
     static const char *const urgencies[] = {"very-low", "low", "normal", "high"};
     char origin[300];
@@ -246,7 +285,9 @@ int webpush_send(struct webpush_sender *s, const char *url, long ttl, enum webpu
     h[nh++] = (struct h2_header){"urgency", urgencies[u]};
     if (topic)
         h[nh++] = (struct h2_header){"topic", topic};
-    char *auth = s->vapid ? webpush_vapid_authorization(s->vapid, origin, util_now()) : NULL;
+    if (!vapid)
+        vapid = s->vapid;
+    char *auth = vapid ? webpush_vapid_authorization(vapid, origin, util_now()) : NULL;
     if (auth)
         h[nh++] = (struct h2_header){"authorization", auth};
     struct webpush_job *j = xcalloc(1, sizeof *j);

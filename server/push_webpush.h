@@ -25,6 +25,13 @@ struct webpush_vapid;
 /* The key pair in the PEM file at path, made there if missing. NULL with err. */
 struct webpush_vapid *webpush_vapid_load(const char *path, const char *subject, char *err,
                                          size_t errlen);
+/* The key pair of PEM text (a P-256 private key). NULL with err. */
+struct webpush_vapid *webpush_vapid_from_pem(const char *pem, size_t len, const char *subject,
+                                             char *err, size_t errlen);
+/* A new P-256 key pair: its private key as PEM (allocated) and public key in base64url. 0, or
+ * -1 with err. */
+int webpush_vapid_generate(char **pem, char *public_b64, size_t public_len, char *err,
+                           size_t errlen);
 void webpush_vapid_free(struct webpush_vapid *v);
 
 /* base64url of the 65-byte public key (for +sip.vapid and the k= parameter). */
@@ -59,10 +66,12 @@ struct webpush_sender *webpush_sender_new(struct ev_loop *loop, struct webpush_v
                                           const char *ca_file, double timeout);
 void webpush_sender_free(struct webpush_sender *s);
 
-/* Push to the subscription url (https://...). topic may be NULL. 0: cb will be called once;
- * -1 with err (not an https URL, a bad topic, the queue full). */
+/* Push to the subscription url (https://...). topic may be NULL; vapid signs instead of the
+ * sender's key when not NULL (a tenant's key pair). 0: cb will be called once; -1 with err (not
+ * an https URL, a bad topic, the queue full). */
 int webpush_send(struct webpush_sender *s, const char *url, long ttl, enum webpush_urgency u,
-                 const char *topic, webpush_cb cb, void *arg, char *err, size_t errlen);
+                 const char *topic, const struct webpush_vapid *vapid, webpush_cb cb, void *arg,
+                 char *err, size_t errlen);
 
 const char *webpush_outcome_name(enum webpush_outcome o);
 

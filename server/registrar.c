@@ -69,8 +69,10 @@ struct registrar {
     struct txn_table *txns;
     struct transport *tp;
     struct digest_nonces *nonces;
-    struct gateway *gw;        /* gateway mode, else NULL */
-    char *vapid;               /* +sip.vapid: the VAPID public key, or NULL */
+    struct gateway *gw; /* gateway mode, else NULL */
+    /* +sip.vapid: the VAPID public key for a domain, or NULL */
+    const char *(*vapid_of)(void *arg, const char *domain);
+    void *vapid_arg;
     struct bucket *bucket;     /* parked requests woken by a 2xx REGISTER, or NULL */
     struct msgstore *msgstore; /* stored MESSAGEs delivered after a 2xx REGISTER, or NULL */
     char **sockets; /* "udp:127.0.0.1:5060" per listener, for the location socket column */
@@ -607,9 +609,11 @@ static int classify(struct registrar *reg, const osip_message_t *req, struct reg
 
 /* ------------------------------------------------------------------ 200 OK */
 
-static void add_feature_caps(struct registrar *reg, struct buf *r, struct reg_contact *cs, size_t n)
+static void add_feature_caps(struct registrar *reg, struct buf *r, struct reg_contact *cs, size_t n,
+                             const char *domain)
 {
     const struct config *cfg = reg->cfg;
+    const char *vapid = reg->vapid_of ? reg->vapid_of(reg->vapid_arg, domain) : NULL;
     struct buf seen = {0};
     buf_puts(&seen, "|");
     for (size_t i = 0; i < n; i++) {
@@ -631,8 +635,8 @@ static void add_feature_caps(struct registrar *reg, struct buf *r, struct reg_co
                 buf_printf(&seen, "%s|", adv);
                 buf_printf(r, "Feature-Caps: *;+sip.pns=\"%s\"", adv);
                 /* the UA needs the key to subscribe, before it has a pn-prid (§5.6.1.2) */
-                if (reg->vapid && util_caseeq(adv, "webpush"))
-                    buf_printf(r, ";+sip.vapid=\"%s\"", reg->vapid);
+                if (vapid && util_caseeq(adv, "webpush"))
+                    buf_printf(r, ";+sip.vapid=\"%s\"", vapid);
                 buf_puts(r, "\r\n");
             }
         } else if (rc->push) {
@@ -645,8 +649,8 @@ static void add_feature_caps(struct registrar *reg, struct buf *r, struct reg_co
             buf_printf(r, "Feature-Caps: *;+sip.pns=\"%s\"", rc->pn.provider);
             if (rc->pnsreg)
                 buf_printf(r, ";+sip.pnsreg=\"%ld\"", cfg->pnsreg_interval);
-            if (reg->vapid && util_caseeq(rc->pn.provider, "webpush"))
-                buf_printf(r, ";+sip.vapid=\"%s\"", reg->vapid); /* RFC 8599 §5.6.1.1 */
+            if (vapid && util_caseeq(rc->pn.provider, "webpush"))
+                buf_printf(r, ";+sip.vapid=\"%s\"", vapid); /* RFC 8599 §5.6.1.1 */
             buf_puts(r, "\r\n");
         }
     }
@@ -874,7 +878,7 @@ static void apply_and_answer(struct reg_req *rr, struct reg_contact *cs, size_t 
     }
     sip_msg_reply_header(&r, "Date", date);
     if (!star)
-        add_feature_caps(reg, &r, cs, n);
+        add_feature_caps(reg, &r, cs, n, rr->domain);
     /* RFC 5626 §6: a registrar that used reg-id says so */
     const char *supported = sip_msg_header(req, "supported");
     for (size_t i = 0; i < n; i++) {
@@ -1165,10 +1169,11 @@ void registrar_set_bucket(struct registrar *reg, struct bucket *bucket)
     reg->bucket = bucket;
 }
 
-void registrar_set_vapid(struct registrar *reg, const char *public_key)
+void registrar_set_vapid(struct registrar *reg, const char *(*of)(void *arg, const char *domain),
+                         void *arg)
 {
-    free(reg->vapid);
-    reg->vapid = public_key ? xstrdup(public_key) : NULL;
+    reg->vapid_of = of;
+    reg->vapid_arg = arg;
 }
 
 void registrar_free(struct registrar *reg)
@@ -1188,7 +1193,6 @@ void registrar_free(struct registrar *reg)
         }
     }
     digest_nonces_free(reg->nonces);
-    free(reg->vapid);
     for (size_t i = 0; i < reg->cfg->n_listens; i++)
         free(reg->sockets[i]);
     free(reg->sockets);

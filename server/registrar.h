@@ -41,8 +41,11 @@ void registrar_set_msgstore(struct registrar *reg, struct msgstore *ms);
 
 void registrar_set_bucket(struct registrar *reg, struct bucket *bucket);
 
-/* The VAPID public key (base64url) to advertise in +sip.vapid for webpush (copied). */
-void registrar_set_vapid(struct registrar *reg, const char *public_key);
+/* Where the VAPID public key (base64url) to advertise in +sip.vapid for webpush comes from:
+ * of(arg, domain) gives the key for the REGISTER's domain (its tenant's, else sipwake's), or
+ * NULL when Web Push is off. */
+void registrar_set_vapid(struct registrar *reg, const char *(*of)(void *arg, const char *domain),
+                         void *arg);
 
 /* Free the registrar and any REGISTER still waiting for the store (call after store_close). */
 void registrar_free(struct registrar *reg);

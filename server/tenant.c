@@ -13,7 +13,8 @@
 #include "store.h"
 #include "util.h"
 
-static const char *const kind_names[TENANT_CRED_KINDS] = {"apns_key", "apns_certificate", "fcm"};
+static const char *const kind_names[TENANT_CRED_KINDS] = {"apns_key", "apns_certificate", "fcm",
+                                                          "vapid"};
 
 static struct tenants *current;
 

@@ -20,7 +20,13 @@ struct store;
 #define TENANT_NAME_MAX 64
 #define TENANT_DEFAULT_SET "default"
 
-enum tenant_cred_kind { TENANT_APNS_KEY = 0, TENANT_APNS_CERT, TENANT_FCM, TENANT_CRED_KINDS };
+enum tenant_cred_kind {
+    TENANT_APNS_KEY = 0,
+    TENANT_APNS_CERT,
+    TENANT_FCM,
+    TENANT_VAPID, /* a Web Push VAPID key pair: label is the public key */
+    TENANT_CRED_KINDS
+};
 
 struct tenant_cred {
     int present;

@@ -219,32 +219,38 @@ function credentialForm(tenant, onDone) {
   const kind = h('select', { name: 'kind' },
     h('option', { value: 'apns_key' }, 'APNs key (.p8)'),
     h('option', { value: 'apns_certificate' }, 'APNs certificate (.pem or .p12)'),
-    h('option', { value: 'fcm' }, 'FCM service account (.json)'));
+    h('option', { value: 'fcm' }, 'FCM service account (.json)'),
+    h('option', { value: 'vapid' }, 'Web Push VAPID key pair'));
   const keyId = h('label', {}, 'Key ID', h('input', { name: 'key_id', maxlength: 64 }));
   const teamId = h('label', {}, 'Team ID', h('input', { name: 'team_id', maxlength: 64 }));
   const password = h('label', { hidden: true }, '.p12 password', h('input', { name: 'password', type: 'password' }));
+  const fileInput = h('input', { name: 'file', type: 'file' });
+  const fileLabel = h('label', {}, 'File', fileInput);
+  const submit = h('button', { type: 'submit' }, 'Upload');
   const sync = () => {
     keyId.hidden = teamId.hidden = kind.value !== 'apns_key';
     password.hidden = kind.value !== 'apns_certificate';
+    /* a VAPID key pair is made on the server unless a PEM key is given */
+    submit.textContent = kind.value === 'vapid' ? 'Make or import' : 'Upload';
+    fileLabel.firstChild.textContent = kind.value === 'vapid' ? 'Private key (optional)' : 'File';
   };
   kind.addEventListener('change', sync);
   const form = h('form', { class: 'inline', 'data-form': 'credential' },
     h('label', {}, 'Kind', kind),
     h('label', {}, 'Set', h('input', { name: 'set', value: 'default', maxlength: 64 })),
-    keyId, teamId, password,
-    h('label', {}, 'File', h('input', { name: 'file', type: 'file', required: true })),
-    h('button', { type: 'submit' }, 'Upload'));
+    keyId, teamId, password, fileLabel, submit);
   form.addEventListener('submit', async (ev) => {
     ev.preventDefault();
     err.textContent = '';
     const f = form.elements;
     const file = f.file.files[0];
-    if (!file) return;
-    if (file.size > 200000) { notice(err, 'That file is too large for a credential.', false); return; }
     const k = kind.value;
+    if (!file && k !== 'vapid') { notice(err, 'Choose the file to upload.', false); return; }
+    if (file && file.size > 200000) { notice(err, 'That file is too large for a credential.', false); return; }
     const body = {};
     try {
-      if (k === 'apns_key') Object.assign(body, { key_id: f.key_id.value.trim(), team_id: f.team_id.value.trim(), key: await readFile(file) });
+      if (k === 'vapid') { if (file) body.private_key = await readFile(file); }
+      else if (k === 'apns_key') Object.assign(body, { key_id: f.key_id.value.trim(), team_id: f.team_id.value.trim(), key: await readFile(file) });
       else if (k === 'apns_certificate') {
         if (/\.(p12|pfx)$/i.test(file.name)) Object.assign(body, { pkcs12: await readFile(file, true), password: f.password.value });
         else body.certificate = await readFile(file);
@@ -285,7 +291,7 @@ async function viewTenants(view) {
     const creds = t.credential_sets.flatMap((set) => set.credentials.map((c) => h('tr', {},
       h('td', {}, set.name), h('td', {}, c.kind),
       h('td', { class: 'wrap' }, [c.key_id && `key ${c.key_id}`, c.team_id && `team ${c.team_id}`, c.uid && `topic ${c.uid}`,
-        c.project_id && `project ${c.project_id}`, c.subject].filter(Boolean).join(', ')),
+        c.project_id && `project ${c.project_id}`, c.public_key && `public key ${c.public_key}`, c.subject].filter(Boolean).join(', ')),
       h('td', {}, c.expires ? h('span', { class: `badge ${c.days_left < 0 ? 'bad' : c.days_left < 60 ? 'warn' : ''}` },
         `${fmtTime(c.expires)} (${c.days_left} d)`) : '—'),
       h('td', {}, fmtTime(c.added)),

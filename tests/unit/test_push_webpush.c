@@ -45,7 +45,8 @@ static struct result push(struct webpush_sender *s, int port, const char *sub, c
     struct result x = {0};
     char url[200], err[128];
     snprintf(url, sizeof url, "https://127.0.0.1:%d/push/%s", port, sub);
-    if (webpush_send(s, port ? url : sub, 60, WEBPUSH_HIGH, topic, cb, &x, err, sizeof err) < 0) {
+    if (webpush_send(s, port ? url : sub, 60, WEBPUSH_HIGH, topic, NULL, cb, &x, err, sizeof err) <
+        0) {
         x.done = -1;
         snprintf(x.r.reason, sizeof x.r.reason, "%.60s", err);
         return x;
