@@ -452,8 +452,10 @@ struct admin_http *admin_http_new(struct ev_loop *loop, const struct config *cfg
     h->arg = arg;
     h->max_body = cfg->admin_max_body;
     h->tls = *cfg->admin_certificate != '\0';
-    if (h->tls && (read_pem(cfg->admin_certificate, &h->cert, err, errlen) < 0 ||
-                   read_pem(cfg->admin_private_key, &h->key, err, errlen) < 0)) {
+    char why[512];
+    if (h->tls && (read_pem(cfg->admin_certificate, &h->cert, why, sizeof why) < 0 ||
+                   read_pem(cfg->admin_private_key, &h->key, why, sizeof why) < 0)) {
+        snprintf(err, errlen, "[admin] %s: %s", h->cert ? "private_key" : "certificate", why);
         admin_http_free(h);
         return NULL;
     }
