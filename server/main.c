@@ -335,6 +335,11 @@ static void flow_closed(void *arg, uint64_t flow_id)
 
 /* ---------------------------------------------------------------- main */
 
+static void count_name(void *arg, const char *name, time_t created_at)
+{
+    ++*(long *)arg;
+}
+
 int main(int argc, char **argv)
 {
     struct app app;
@@ -472,6 +477,10 @@ int main(int argc, char **argv)
         proxy_set_gateway(app.proxy, app.gw);
         gateway_adopt_bindings(app.gw);
     }
+    long admins = 0;
+    if (app.cfg.admin_enabled &&
+        store_admin_list(app.store, count_name, &admins, err, sizeof err) == 0 && admins == 0)
+        log_notice("admin: no account yet; make one with: sipwake admin add NAME");
     store_start(app.store, app.loop);
     struct admin_deps admin_deps = {.store = app.store,
                                     .loc = app.loc,
