@@ -158,6 +158,13 @@ void admin_audit(struct admin *a, struct admin_req *r, const char *action, const
 
 /* ------------------------------------------------------------------ helpers */
 
+/* o[key] = v, when v is not NULL. */
+static void set_str(json_t *o, const char *key, const char *v)
+{
+    if (v)
+        json_object_set_new(o, key, json_string(v));
+}
+
 static void iso_time(time_t t, char *out, size_t n)
 {
     struct tm tm;
@@ -200,21 +207,6 @@ char *admin_contact_shown(const struct binding *b)
     char hash[17];
     push_token_hash(b->pn_prid, hash);
     return xasprintf("%.*sredacted-%s%s", (int)(p - c), c, hash, p + vlen);
-}
-
-static int domain_ok(const char *d)
-{
-    size_t n = d ? strlen(d) : 0;
-    return n > 0 && n <= 64 &&
-           strspn(d, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-[]:") == n;
-}
-
-static char *lower(const char *s)
-{
-    char *d = xstrdup(s);
-    for (char *c = d; *c; c++)
-        *c = (char)tolower((unsigned char)*c);
-    return d;
 }
 
 /* Split "/a/b/c" into at most max segments (pointers into copy); returns how many. */
@@ -489,13 +481,13 @@ static void api_tenant_add(struct admin *a, struct admin_req *r)
     json_t *lowered = json_array();
     for (size_t i = 0; json_is_array(doms) && i < json_array_size(doms); i++) {
         const char *d = json_string_value(json_array_get(doms, i));
-        if (!domain_ok(d)) {
+        if (!tenant_domain_ok(d)) {
             json_decref(lowered);
             json_decref(b);
             admin_reply_error(r, 400, "\"domains\": each a SIP domain name");
             return;
         }
-        char *l = lower(d);
+        char *l = tenant_domain_lower(d);
         const char *owner = tenants_current() ? tenants_of_domain(tenants_current(), l) : NULL;
         if (owner) {
             admin_reply_error(r, 409, "domain %s belongs to tenant %s", l, owner);
@@ -584,12 +576,12 @@ static void api_domain_add(struct admin *a, struct admin_req *r, const char *nam
     if (!b)
         return;
     const char *d = jstr(b, "domain");
-    if (!domain_ok(d)) {
+    if (!tenant_domain_ok(d)) {
         json_decref(b);
         admin_reply_error(r, 400, "\"domain\": a SIP domain name");
         return;
     }
-    char *l = lower(d);
+    char *l = tenant_domain_lower(d);
     json_decref(b);
     struct admin_job *j = change_job(a, r, "domain.add", l);
     j->s[0] = xstrdup(name);
@@ -605,7 +597,7 @@ static void api_domain_del(struct admin *a, struct admin_req *r, const char *nam
                            const char *domain)
 {
     const struct tenants *t = tenants_current();
-    char *l = lower(domain);
+    char *l = tenant_domain_lower(domain);
     const char *owner = t ? tenants_of_domain(t, l) : NULL;
     if (!owner || strcmp(owner, name) != 0) {
         admin_reply_error(r, 404, "tenant %s has no domain %s", name, l);
@@ -817,14 +809,10 @@ static json_t *binding_json(const struct binding *b, time_t now)
     }
     json_object_set_new(o, "transport", json_string(transport_of(b)));
     json_object_set_new(o, "connected", json_boolean(b->flow_id != 0));
-    if (b->user_agent)
-        json_object_set_new(o, "user_agent", json_string(b->user_agent));
-    if (b->received)
-        json_object_set_new(o, "received", json_string(b->received));
-    if (b->instance)
-        json_object_set_new(o, "instance", json_string(b->instance));
-    if (b->tenant)
-        json_object_set_new(o, "tenant", json_string(b->tenant));
+    set_str(o, "user_agent", b->user_agent);
+    set_str(o, "received", b->received);
+    set_str(o, "instance", b->instance);
+    set_str(o, "tenant", b->tenant);
     return o;
 }
 
@@ -1009,13 +997,12 @@ static void push_log_row(void *arg, const struct store_push_log *l)
                   "time_ms", (json_int_t)l->time_ms, "provider", l->provider ? l->provider : "",
                   "kind", l->kind ? l->kind : "", "outcome", l->outcome ? l->outcome : "", "status",
                   l->status, "latency_ms", (json_int_t)l->latency_ms);
-    const struct {
-        const char *k, *v;
-    } opt[] = {{"tenant", l->tenant},   {"credentials", l->credentials}, {"aor", l->aor},
-               {"call_id", l->call_id}, {"token_hash", l->token_hash},   {"reason", l->reason}};
-    for (size_t i = 0; i < UTIL_ARRAY_LEN(opt); i++)
-        if (opt[i].v)
-            json_object_set_new(o, opt[i].k, json_string(opt[i].v));
+    set_str(o, "tenant", l->tenant);
+    set_str(o, "credentials", l->credentials);
+    set_str(o, "aor", l->aor);
+    set_str(o, "call_id", l->call_id);
+    set_str(o, "token_hash", l->token_hash);
+    set_str(o, "reason", l->reason);
     json_array_append_new(j->result, o);
 }
 
@@ -1057,12 +1044,9 @@ static void audit_row(void *arg, const struct store_audit *row)
     struct admin_job *j = arg;
     json_t *o = json_pack("{s:o, s:s, s:s}", "time", json_time_ms(row->time_ms), "who", row->who,
                           "action", row->action);
-    if (row->object)
-        json_object_set_new(o, "object", json_string(row->object));
-    if (row->detail)
-        json_object_set_new(o, "detail", json_string(row->detail));
-    if (row->source)
-        json_object_set_new(o, "source", json_string(row->source));
+    set_str(o, "object", row->object);
+    set_str(o, "detail", row->detail);
+    set_str(o, "source", row->source);
     json_array_append_new(j->result, o);
 }
 

@@ -153,21 +153,6 @@ static int set_name(const char *arg, char *tenant, char *set)
     return 0;
 }
 
-static int domain_ok(const char *d)
-{
-    size_t n = strlen(d);
-    return n > 0 && n <= 64 &&
-           strspn(d, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-[]:") == n;
-}
-
-static char *lower(const char *s)
-{
-    char *d = xstrdup(s);
-    for (char *c = d; *c; c++)
-        *c = (char)(*c >= 'A' && *c <= 'Z' ? *c + 32 : *c);
-    return d;
-}
-
 static void date_of(time_t t, char *out, size_t n)
 {
     struct tm tm;
@@ -322,14 +307,14 @@ static int tenant_run(struct store *s, int argc, char **argv)
             return 2;
         }
         for (int i = 2; i < argc; i++)
-            if (!domain_ok(argv[i])) {
+            if (!tenant_domain_ok(argv[i])) {
                 fprintf(stderr, "sipwake: tenant: '%s' is not a domain\n", argv[i]);
                 return 2;
             }
         snprintf(what, sizeof what, "tenant %s exists already", argv[1]);
         int rc = result(store_tenant_add(s, argv[1], err, sizeof err), err, what);
         for (int i = 2; rc == 0 && i < argc; i++) {
-            char *d = lower(argv[i]);
+            char *d = tenant_domain_lower(argv[i]);
             snprintf(what, sizeof what, "domain %s belongs to another tenant", d);
             rc = result(store_domain_add(s, d, argv[1], err, sizeof err), err, what);
             free(d);
@@ -352,9 +337,9 @@ static int tenant_run(struct store *s, int argc, char **argv)
         int add = strcmp(argv[1], "add") == 0 && argc == 4;
         int del = strcmp(argv[1], "del") == 0 && argc == 3;
         const char *dom = add ? argv[3] : argv[2];
-        if ((!add && !del) || !domain_ok(dom))
+        if ((!add && !del) || !tenant_domain_ok(dom))
             return 2;
-        char *d = lower(dom);
+        char *d = tenant_domain_lower(dom);
         int rc;
         if (add) {
             snprintf(what, sizeof what, "no tenant %s, or %s belongs to a tenant already", argv[2],

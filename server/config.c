@@ -312,6 +312,23 @@ static int listen_parse(const char *s, struct config_listen *out, char *err, siz
     return 0;
 }
 
+/* "host:port" or "[v6]:port": the host (allocated) and port, or NULL. */
+static char *host_port(const char *s, long *port_out)
+{
+    const char *host = s, *host_end, *port;
+    if (*host == '[') {
+        host++;
+        host_end = strchr(host, ']');
+        port = host_end && host_end[1] == ':' ? host_end + 2 : NULL;
+    } else {
+        host_end = strrchr(host, ':');
+        port = host_end ? host_end + 1 : NULL;
+    }
+    if (!port || host_end == host || util_parse_long(port, 1, 65535, port_out) < 0)
+        return NULL;
+    return xstrndup(host, (size_t)(host_end - host));
+}
+
 /* [upstream] address: "transport:host:port", host numeric or a name. */
 static int upstream_parse(struct config *cfg, char *err, size_t errlen)
 {
@@ -326,21 +343,12 @@ static int upstream_parse(struct config *cfg, char *err, size_t errlen)
                  s);
         return -1;
     }
-    const char *host = colon + 1, *host_end, *port;
-    if (*host == '[') {
-        host++;
-        host_end = strchr(host, ']');
-        port = host_end && host_end[1] == ':' ? host_end + 2 : NULL;
-    } else {
-        host_end = strrchr(host, ':');
-        port = host_end ? host_end + 1 : NULL;
-    }
     long p;
-    if (!port || host_end == host || util_parse_long(port, 1, 65535, &p) < 0) {
+    char *h = host_port(colon + 1, &p);
+    if (!h) {
         snprintf(err, errlen, "expected transport:host:port with a port in 1..65535, got '%s'", s);
         return -1;
     }
-    char *h = xstrndup(host, (size_t)(host_end - host));
     if (strspn(h, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-:") !=
         strlen(h)) {
         snprintf(err, errlen, "'%s' is not a host name or address", h);
@@ -356,21 +364,13 @@ static int upstream_parse(struct config *cfg, char *err, size_t errlen)
 /* [admin] listen: "address:port" or "[v6]:port", numeric. */
 static int admin_listen_parse(struct config *cfg, char *err, size_t errlen)
 {
-    const char *s = cfg->admin_listen, *host = s, *host_end, *port;
-    if (*s == '[') {
-        host = s + 1;
-        host_end = strchr(host, ']');
-        port = host_end && host_end[1] == ':' ? host_end + 2 : NULL;
-    } else {
-        host_end = strrchr(s, ':');
-        port = host_end ? host_end + 1 : NULL;
-    }
     long p;
-    if (!port || host_end == host || util_parse_long(port, 1, 65535, &p) < 0) {
-        snprintf(err, errlen, "expected address:port with a port in 1..65535, got '%s'", s);
+    char *h = host_port(cfg->admin_listen, &p);
+    if (!h) {
+        snprintf(err, errlen, "expected address:port with a port in 1..65535, got '%s'",
+                 cfg->admin_listen);
         return -1;
     }
-    char *h = xstrndup(host, (size_t)(host_end - host));
     unsigned char addr[16];
     if (inet_pton(AF_INET, h, addr) != 1 && inet_pton(AF_INET6, h, addr) != 1) {
         snprintf(err, errlen, "'%s' is not a numeric IPv4 or IPv6 address", h);

@@ -31,6 +31,21 @@ int tenant_cred_kind_of(const char *name)
     return -1;
 }
 
+int tenant_domain_ok(const char *d)
+{
+    size_t n = d ? strlen(d) : 0;
+    return n > 0 && n <= 64 &&
+           strspn(d, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-[]:") == n;
+}
+
+char *tenant_domain_lower(const char *s)
+{
+    char *d = xstrdup(s);
+    for (char *c = d; *c; c++)
+        *c = (char)(*c >= 'A' && *c <= 'Z' ? *c + 32 : *c);
+    return d;
+}
+
 int tenant_name_ok(const char *s)
 {
     size_t n = s ? strlen(s) : 0;

@@ -68,6 +68,10 @@ int tenant_cred_kind_of(const char *name);
 
 /* 1 when s is a usable tenant or set name: 1..64 of A-Z a-z 0-9 . _ - */
 int tenant_name_ok(const char *s);
+/* 1 when s may be a tenant's SIP domain: 1..64 of letters, digits, . - [ ] : */
+int tenant_domain_ok(const char *s);
+/* s in lower case, as domains are kept (allocated). */
+char *tenant_domain_lower(const char *s);
 
 /* Read the tables now (at start, the CLI). NULL with err. */
 struct tenants *tenants_load(struct store *s, char *err, size_t errlen);
