@@ -786,10 +786,13 @@ static void api_cred_del(struct admin *a, struct admin_req *r, const char *tenan
 
 /* ------------------------------------------------------------------ registrations */
 
-static const char *transport_of(const struct binding *b)
+/* "udp", "tcp" or "tls": the listener's ("udp:127.0.0.1:5060"), else the received URI's. */
+static json_t *transport_of(const struct binding *b)
 {
     const char *t = b->received ? strstr(b->received, ";transport=") : NULL;
-    return t ? t + 11 : b->socket ? b->socket : "udp";
+    if (b->socket && strchr(b->socket, ':'))
+        return json_stringn(b->socket, (size_t)(strchr(b->socket, ':') - b->socket));
+    return json_string(t ? t + 11 : "udp");
 }
 
 static json_t *binding_json(const struct binding *b, time_t now)
@@ -807,7 +810,7 @@ static json_t *binding_json(const struct binding *b, time_t now)
         json_object_set_new(o, "provider", json_string(b->pn_provider));
         json_object_set_new(o, "token_hash", json_string(hash));
     }
-    json_object_set_new(o, "transport", json_string(transport_of(b)));
+    json_object_set_new(o, "transport", transport_of(b));
     json_object_set_new(o, "connected", json_boolean(b->flow_id != 0));
     set_str(o, "user_agent", b->user_agent);
     set_str(o, "received", b->received);

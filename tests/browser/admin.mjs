@@ -85,6 +85,7 @@ await step('upload an APNs .p8 key: listed by key id and team, never shown', asy
   await t.locator('input[name=file]').setInputFiles(env.P8);
   await t.locator('[data-form=credential] button').click();
   await page.locator('[data-tenant=acme] table.creds', { hasText: env.KEY_ID }).waitFor();
+  await page.screenshot({ path: `${env.OUT}/tenants.png`, fullPage: true });
   const html = await page.content();
   return html.includes(env.TEAM_ID) && !html.includes('PRIVATE KEY');
 });
@@ -98,6 +99,7 @@ await step('the phone sipp registered appears in registrations', async () => {
 });
 await step('its hostile User-Agent is shown as text, not run', async () => {
   const ua = await page.locator('#registrations tr[data-aor="pat@example.com"] td.ua').textContent();
+  await page.screenshot({ path: `${env.OUT}/registrations.png`, fullPage: true });
   return ua === env.HOSTILE_UA && (await page.locator('#registrations img').count()) === 0
     && (await page.evaluate(() => window.__xss)) === undefined;
 });
@@ -109,7 +111,10 @@ await step('the push for a MESSAGE to it is in the push log, signed with the upl
   for (let i = 0; i < 40; i += 1) {
     await page.click('#push-filter button');
     await page.locator('#view[aria-busy=false]').waitFor();
-    if (await page.locator('#push-log tr', { hasText: 'acme/default' }).filter({ hasText: 'delivered' }).count()) return true;
+    if (await page.locator('#push-log tr', { hasText: 'acme/default' }).filter({ hasText: 'delivered' }).count()) {
+      await page.screenshot({ path: `${env.OUT}/push-log.png`, fullPage: true });
+      return true;
+    }
     await page.waitForTimeout(250);
   }
   return false;
@@ -119,11 +124,16 @@ await step('the pending message is listed', async () => {
   await page.locator('#messages tr[data-aor="pat@example.com"]').waitFor();
 });
 
-await step('the dashboard counts the push; a screenshot is saved', async () => {
+await step('the dashboard counts the push, fits a phone\'s width; screenshots are saved', async () => {
   await page.click('#nav a[href="#/dashboard"]');
   await page.locator('[data-card=push-apns]', { hasText: '1 delivered' }).waitFor();
   const file = `${env.OUT}/dashboard.png`;
   await page.screenshot({ path: file, fullPage: true });
+  await page.setViewportSize({ width: 390, height: 844 }); /* a phone */
+  await page.screenshot({ path: `${env.OUT}/dashboard-narrow.png`, fullPage: true });
+  const overflow = await page.evaluate(() => document.documentElement.scrollWidth > window.innerWidth + 1);
+  await page.setViewportSize({ width: 1280, height: 900 });
+  if (overflow) throw new Error('the dashboard is wider than a phone screen');
   return statSync(file).size > 10000;
 });
 

@@ -185,6 +185,7 @@ is($r->{json}{aors}[0]{aor}, 'pat@acme.example', 'the AOR');
 is($b->{provider}, 'apns', 'its binding\'s provider');
 ok($b->{last_refresh} && $b->{expires_in} > 3000, 'last refresh and expiry');
 is($b->{user_agent}, 'PhoneApp/1.0', 'the user agent');
+is($b->{transport}, 'tcp', 'the transport');
 unlike($api->seen, qr/ABCD1234EF567890/, 'the device token is never in an answer');
 like($b->{contact}, qr/pn-prid=redacted-[0-9a-f]{16}/, 'the contact shows its hash instead');
 
