@@ -12,9 +12,14 @@
 #define SIPWAKE_ADMIN_H
 
 #include <ev.h>
+#include <jansson.h>
 #include <time.h>
 
+#include "admin_auth.h"
+#include "admin_http.h"
 #include "config.h"
+#include "location.h"
+#include "store.h"
 
 struct store;
 struct location;
@@ -39,5 +44,71 @@ struct admin *admin_new(struct ev_loop *loop, const struct config *cfg,
                         const struct admin_deps *deps, char *err, size_t errlen);
 /* Before the store closes: requests waiting for it are dropped. */
 void admin_free(struct admin *a);
+
+/* ---- shared by admin.c (the REST API, auth, statistics) and admin_mi.c (the MI) ---- */
+
+/* One sample of the dashboard's charts (cumulative counts; the page takes differences). */
+#define ADMIN_PROVIDERS 3 /* apns (with apns.dev), fcm, webpush */
+struct admin_sample {
+    time_t t;
+    uint64_t push_ok[ADMIN_PROVIDERS], push_failed[ADMIN_PROVIDERS];
+    uint64_t woken, timeouts, cancelled;
+    uint64_t contacts, pending;
+};
+#define ADMIN_SAMPLES 1440 /* a day of minutes */
+
+struct admin {
+    struct ev_loop *loop;
+    const struct config *cfg;
+    struct admin_deps deps;
+    struct admin_http *http;
+    struct admin_sessions *sessions;
+    struct admin_limiter *limiter;
+    time_t started;
+    ev_timer sampler;
+    struct admin_sample samples[ADMIN_SAMPLES];
+    size_t n_samples, next_sample;
+};
+
+/* A piece of work for the store's worker and what to do with its result on the loop. */
+struct admin_job {
+    struct admin *a;
+    struct admin_req *r;
+    int (*work)(void *db, const struct store_backend *be, struct admin_job *j, char *err,
+                size_t errlen);
+    void (*finish)(struct admin_job *j, int rc);
+    char *s[4];     /* the job's strings (freed with it) */
+    json_t *result; /* built by work, answered by finish */
+    void *data;     /* freed with free() */
+    void (*data_free)(void *data);
+    char err[512]; /* work's error, for finish */
+    char *missing; /* the answer when work found nothing to change (404, or 409) */
+    int conflict;  /* nothing changed because the name is taken: 409 */
+    /* the audit row written with a change that worked (work returned > 0) */
+    const char *action;
+    char *object, *detail;
+    char who[80], source[64];
+};
+
+/* A job for r (may be NULL); queue it with admin_job_run. */
+struct admin_job *admin_job_new(struct admin *a, struct admin_req *r);
+/* Queue it: a write (in a batch transaction, audit row included) or a read. */
+void admin_job_run(struct admin_job *j, int write);
+
+/* Answer r with j (stolen) as JSON. */
+void admin_reply_json(struct admin_req *r, int status, json_t *j);
+/* The request body as a JSON object, or NULL after answering 400. */
+json_t *admin_body_json(struct admin_req *r);
+
+/* Write an audit row for a change made on the loop (a registration removed, a reload). */
+void admin_audit(struct admin *a, struct admin_req *r, const char *action, const char *object,
+                 const char *detail);
+
+/* The Contact as the admin shows it: the pn-prid value (the device token) replaced by
+ * "redacted-" and its push log hash. */
+char *admin_contact_shown(const struct binding *b);
+
+/* The answer to POST /mi. */
+void admin_mi(struct admin *a, struct admin_req *r);
 
 #endif

@@ -223,10 +223,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         long len;
         if (cl && (util_parse_long(cl, 0, LONG_MAX, &len) < 0 || len > h->max_body)) {
             r->too_large = 1; /* answered now, before the body is read */
-            admin_reply_error(r, 413,
-                              "the request body is larger than [admin] max_body (%ld "
-                              "bytes)",
-                              h->max_body);
+            admin_http_reply_error(r, 413,
+                                   "the request body is larger than [admin] max_body (%ld "
+                                   "bytes)",
+                                   h->max_body);
             return queue(h, r);
         }
         return MHD_YES;
@@ -245,8 +245,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         return MHD_NO;
     r->started = 1;
     if (r->too_large) {
-        admin_reply_error(r, 413, "the request body is larger than [admin] max_body (%ld bytes)",
-                          h->max_body);
+        admin_http_reply_error(
+            r, 413, "the request body is larger than [admin] max_body (%ld bytes)", h->max_body);
         return queue(h, r);
     }
     if (r->body.data) { /* NUL-terminated for parsers */
@@ -257,7 +257,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     if (r->answered)
         return queue(h, r);
     if (!r->waiting) {
-        admin_reply_error(r, 500, "no answer");
+        admin_http_reply_error(r, 500, "no answer");
         return queue(h, r);
     }
     r->suspended = 1;
@@ -286,39 +286,39 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **ctx,
 
 /* ------------------------------------------------------------------ answers */
 
-const char *admin_req_header(struct admin_req *r, const char *name)
+const char *admin_http_header(struct admin_req *r, const char *name)
 {
     return r->conn ? MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, name) : NULL;
 }
 
-const char *admin_req_query(struct admin_req *r, const char *name)
+const char *admin_http_query(struct admin_req *r, const char *name)
 {
     return r->conn ? MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, name) : NULL;
 }
 
-const char *admin_req_cookie(struct admin_req *r, const char *name)
+const char *admin_http_cookie(struct admin_req *r, const char *name)
 {
     return r->conn ? MHD_lookup_connection_value(r->conn, MHD_COOKIE_KIND, name) : NULL;
 }
 
-void admin_req_wait(struct admin_req *r)
+void admin_http_wait(struct admin_req *r)
 {
     r->waiting = 1;
 }
 
-int admin_req_gone(const struct admin_req *r)
+int admin_http_gone(const struct admin_req *r)
 {
     return r->gone;
 }
 
-void admin_reply(struct admin_req *r, int status, const char *content_type)
+void admin_http_reply(struct admin_req *r, int status, const char *content_type)
 {
     r->status = status;
     r->content_type = content_type;
     answered(r);
 }
 
-void admin_reply_error(struct admin_req *r, int status, const char *fmt, ...)
+void admin_http_reply_error(struct admin_req *r, int status, const char *fmt, ...)
 {
     char msg[1024];
     va_list ap;
@@ -336,19 +336,19 @@ void admin_reply_error(struct admin_req *r, int status, const char *fmt, ...)
             buf_append(&r->out, p, 1);
     }
     buf_puts(&r->out, "\"}");
-    admin_reply(r, status, "application/json");
+    admin_http_reply(r, status, "application/json");
 }
 
-void admin_reply_stream(struct admin_req *r, int status, const char *content_type,
-                        int (*next)(void *state, struct buf *out), void (*done)(void *state),
-                        void *state)
+void admin_http_reply_stream(struct admin_req *r, int status, const char *content_type,
+                             int (*next)(void *state, struct buf *out), void (*done)(void *state),
+                             void *state)
 {
     struct admin_stream *s = xcalloc(1, sizeof *s);
     s->next = next;
     s->done = done;
     s->state = state;
     r->stream = s;
-    admin_reply(r, status, content_type);
+    admin_http_reply(r, status, content_type);
 }
 
 static const char *type_of(const char *path)
@@ -391,24 +391,24 @@ static int static_path_ok(const char *p)
     return type_of(p) != NULL;
 }
 
-void admin_reply_file(struct admin_req *r, const char *root)
+void admin_http_reply_file(struct admin_req *r, const char *root)
 {
     const char *p = strcmp(r->path, "/") == 0 ? "/index.html" : r->path;
     if (!static_path_ok(p)) {
-        admin_reply_error(r, strstr(p, "..") || strchr(p, '\\') ? 403 : 404,
-                          strstr(p, "..") || strchr(p, '\\') ? "refused: outside the admin root"
-                                                             : "not found");
+        admin_http_reply_error(
+            r, strstr(p, "..") || strchr(p, '\\') ? 403 : 404,
+            strstr(p, "..") || strchr(p, '\\') ? "refused: outside the admin root" : "not found");
         return;
     }
     char rootreal[PATH_MAX], real[PATH_MAX], want[PATH_MAX * 2];
     snprintf(want, sizeof want, "%s%s", root, p);
     if (!realpath(root, rootreal) || !realpath(want, real)) {
-        admin_reply_error(r, 404, "not found");
+        admin_http_reply_error(r, 404, "not found");
         return;
     }
     size_t rl = strlen(rootreal);
     if (strncmp(real, rootreal, rl) != 0 || real[rl] != '/') { /* a symlink out of root */
-        admin_reply_error(r, 403, "refused: outside the admin root");
+        admin_http_reply_error(r, 403, "refused: outside the admin root");
         return;
     }
     int fd = open(real, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
@@ -416,7 +416,7 @@ void admin_reply_file(struct admin_req *r, const char *root)
     if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size > 8 * 1024 * 1024) {
         if (fd >= 0)
             close(fd);
-        admin_reply_error(r, 404, "not found");
+        admin_http_reply_error(r, 404, "not found");
         return;
     }
     r->out.len = 0;
@@ -428,7 +428,7 @@ void admin_reply_file(struct admin_req *r, const char *root)
     close(fd);
     buf_free(&r->out);
     r->out = b;
-    admin_reply(r, 200, type_of(p));
+    admin_http_reply(r, 200, type_of(p));
 }
 
 /* ------------------------------------------------------------------ the server */

@@ -38,7 +38,7 @@ struct admin_req {
     const char *content_type;
     char *set_cookie;
     long retry_after;
-    /* a streamed answer (admin_reply_stream) */
+    /* a streamed answer (admin_http_reply_stream) */
     struct admin_stream *stream;
 
     /* private to admin_http */
@@ -58,8 +58,8 @@ struct admin_stream {
     int ended;
 };
 
-/* Called once per complete request (body read). The handler answers with admin_reply*, now
- * or later; if later it must call admin_req_wait first. */
+/* Called once per complete request (body read). The handler answers with admin_http_reply*, now
+ * or later; if later it must call admin_http_wait first. */
 typedef void (*admin_handler)(void *arg, struct admin_req *r);
 
 /* Listen as cfg [admin] says. NULL with err (address in use, certificate unreadable). */
@@ -70,26 +70,26 @@ void admin_http_free(struct admin_http *h);
 int admin_http_is_tls(const struct admin_http *h);
 
 /* A request header / query argument / cookie, or NULL. */
-const char *admin_req_header(struct admin_req *r, const char *name);
-const char *admin_req_query(struct admin_req *r, const char *name);
-const char *admin_req_cookie(struct admin_req *r, const char *name);
+const char *admin_http_header(struct admin_req *r, const char *name);
+const char *admin_http_query(struct admin_req *r, const char *name);
+const char *admin_http_cookie(struct admin_req *r, const char *name);
 
 /* The handler answers later (the store is asked first). */
-void admin_req_wait(struct admin_req *r);
+void admin_http_wait(struct admin_req *r);
 /* 1 when the client is gone while the request waited: nothing to answer, just free state. */
-int admin_req_gone(const struct admin_req *r);
+int admin_http_gone(const struct admin_req *r);
 
 /* Answer with r->out as it is (status, content type). */
-void admin_reply(struct admin_req *r, int status, const char *content_type);
+void admin_http_reply(struct admin_req *r, int status, const char *content_type);
 /* Answer {"error": message} with status. */
-void admin_reply_error(struct admin_req *r, int status, const char *fmt, ...)
+void admin_http_reply_error(struct admin_req *r, int status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 /* Answer a streamed body; the stream owns state from now on (done frees it). */
-void admin_reply_stream(struct admin_req *r, int status, const char *content_type,
-                        int (*next)(void *state, struct buf *out), void (*done)(void *state),
-                        void *state);
+void admin_http_reply_stream(struct admin_req *r, int status, const char *content_type,
+                             int (*next)(void *state, struct buf *out), void (*done)(void *state),
+                             void *state);
 /* Serve a file of root for r->path ("/" is index.html); 404 for anything else, 403 for a
  * path that tries to leave root. */
-void admin_reply_file(struct admin_req *r, const char *root);
+void admin_http_reply_file(struct admin_req *r, const char *root);
 
 #endif

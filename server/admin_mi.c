@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "admin_api.h"
+#include "admin.h"
 #include "log.h"
 #include "lua_vm.h"
 #include "metrics.h"
@@ -206,7 +206,7 @@ static void mi_ul_dump(struct mi_call *c)
                          (json_is_string(brief) && *json_string_value(brief) &&
                           strcmp(json_string_value(brief), "0") != 0));
     d->id = c->id ? json_incref(c->id) : NULL;
-    admin_reply_stream(c->r, 200, "application/json", dump_next, dump_free, d);
+    admin_http_reply_stream(c->r, 200, "application/json", dump_next, dump_free, d);
 }
 
 static void mi_ul_show_contact(struct mi_call *c)

@@ -1,11 +1,11 @@
 /*
- * admin_api: routes, authentication, the REST handlers and the dashboard's samples.
+ * admin: routes, authentication, the REST handlers and the dashboard's samples.
  *
  * A request is public only for the static pages and POST /api/login. Anything else needs a
  * session cookie (and, for a change, the session's CSRF token in X-CSRF-Token) or an API token
  * (Authorization: Bearer). A change from a browser must also come from the admin's own origin.
  */
-#include "admin_api.h"
+#include "admin.h"
 
 #include <ctype.h>
 #include <stdio.h>
@@ -35,7 +35,7 @@ void admin_reply_json(struct admin_req *r, int status, json_t *j)
     r->out.len = 0;
     buf_puts(&r->out, s ? s : "null");
     free(s);
-    admin_reply(r, status, "application/json");
+    admin_http_reply(r, status, "application/json");
 }
 
 json_t *admin_body_json(struct admin_req *r)
@@ -45,8 +45,8 @@ json_t *admin_body_json(struct admin_req *r)
                             : json_object();
     if (!j || !json_is_object(j)) {
         json_decref(j);
-        admin_reply_error(r, 400, "the body must be a JSON object%s%s", j ? "" : ": ",
-                          j ? "" : e.text);
+        admin_http_reply_error(r, 400, "the body must be a JSON object%s%s", j ? "" : ": ",
+                               j ? "" : e.text);
         return NULL;
     }
     return j;
@@ -106,13 +106,13 @@ static int job_work(void *db, const struct store_backend *be, void *arg, char *e
 static void job_done(void *arg, int rc)
 {
     struct admin_job *j = arg;
-    if (j->r && admin_req_gone(j->r)) { /* the client left: the work is done, nobody to tell */
-        admin_reply(j->r, 0, NULL);
+    if (j->r && admin_http_gone(j->r)) { /* the client left: the work is done, nobody to tell */
+        admin_http_reply(j->r, 0, NULL);
         j->r = NULL;
     }
     if (rc == STORE_CLOSED) {
         if (j->r)
-            admin_reply_error(j->r, 503, "sipwake is stopping");
+            admin_http_reply_error(j->r, 503, "sipwake is stopping");
         job_free(j);
         return;
     }
@@ -124,14 +124,14 @@ static void job_done(void *arg, int rc)
     if (j->finish && (j->r || rc >= 0))
         j->finish(j, rc);
     else if (j->r && rc < 0)
-        admin_reply_error(j->r, 500, "%s", j->err);
+        admin_http_reply_error(j->r, 500, "%s", j->err);
     job_free(j);
 }
 
 void admin_job_run(struct admin_job *j, int write)
 {
     if (j->r)
-        admin_req_wait(j->r);
+        admin_http_wait(j->r);
     store_call(j->a->deps.store, (write ? STORE_WRITE : 0) | STORE_NOW, job_work, job_done, j);
 }
 
@@ -276,14 +276,14 @@ static void login_finish(struct admin_job *j, int rc)
     snprintf(user_key, sizeof user_key, "user:%s", d->user);
     time_t now = util_now();
     if (rc < 0) {
-        admin_reply_error(r, 500, "%s", j->err);
+        admin_http_reply_error(r, 500, "%s", j->err);
         return;
     }
     if (rc == 0) {
         admin_limiter_fail(a->limiter, ip_key, now);
         admin_limiter_fail(a->limiter, user_key, now);
         log_warn("admin: failed login for '%s' from %s", d->user, r->source);
-        admin_reply_error(r, 401, "wrong user name or password");
+        admin_http_reply_error(r, 401, "wrong user name or password");
         return;
     }
     admin_limiter_clear(a->limiter, user_key);
@@ -304,7 +304,7 @@ static void api_login(struct admin *a, struct admin_req *r)
     const char *user = jstr(b, "user"), *pw = jstr(b, "password");
     if (!user || !pw || !admin_name_ok(user) || strlen(pw) > 1024) {
         json_decref(b);
-        admin_reply_error(r, 400, "give \"user\" and \"password\"");
+        admin_http_reply_error(r, 400, "give \"user\" and \"password\"");
         return;
     }
     char ip_key[96], user_key[96];
@@ -319,7 +319,7 @@ static void api_login(struct admin *a, struct admin_req *r)
         log_warn("admin: login for '%s' from %s refused: too many failures", user, r->source);
         json_decref(b);
         r->retry_after = wait;
-        admin_reply_error(r, 429, "too many failed logins; try again in %ld s", wait);
+        admin_http_reply_error(r, 429, "too many failed logins; try again in %ld s", wait);
         return;
     }
     struct admin_job *j = admin_job_new(a, r);
@@ -406,9 +406,9 @@ static void tenants_read_again(void *arg, struct tenants *t)
 {
     struct reload_wait *w = arg;
     w->a->deps.apply_tenants(w->a->deps.app, t);
-    if (admin_req_gone(w->r)) {
+    if (admin_http_gone(w->r)) {
         json_decref(w->answer);
-        admin_reply(w->r, 0, NULL);
+        admin_http_reply(w->r, 0, NULL);
     } else {
         admin_reply_json(w->r, w->status, w->answer);
     }
@@ -419,11 +419,12 @@ static void tenant_change_finish(struct admin_job *j, int rc)
 {
     struct admin_req *r = j->r;
     if (rc < 0) {
-        admin_reply_error(r, j->conflict ? 409 : 500, "%s", j->err);
+        admin_http_reply_error(r, j->conflict ? 409 : 500, "%s", j->err);
         return;
     }
     if (rc == 0) {
-        admin_reply_error(r, j->conflict ? 409 : 404, "%s", j->missing ? j->missing : "not found");
+        admin_http_reply_error(r, j->conflict ? 409 : 404, "%s",
+                               j->missing ? j->missing : "not found");
         return;
     }
     struct reload_wait *w = xcalloc(1, sizeof *w);
@@ -431,7 +432,7 @@ static void tenant_change_finish(struct admin_job *j, int rc)
     w->r = r;
     w->status = r->method[0] == 'P' && r->method[1] == 'O' ? 201 : 200;
     w->answer = j->result ? json_incref(j->result) : json_pack("{s:b}", "ok", 1);
-    admin_req_wait(r);
+    admin_http_wait(r);
     tenants_reload(j->a->deps.store, tenants_read_again, w);
 }
 
@@ -475,7 +476,7 @@ static void api_tenant_add(struct admin *a, struct admin_req *r)
     json_t *doms = json_object_get(b, "domains");
     if (!name || !tenant_name_ok(name)) {
         json_decref(b);
-        admin_reply_error(r, 400, "\"name\": 1..64 of A-Z a-z 0-9 . _ -");
+        admin_http_reply_error(r, 400, "\"name\": 1..64 of A-Z a-z 0-9 . _ -");
         return;
     }
     json_t *lowered = json_array();
@@ -484,13 +485,13 @@ static void api_tenant_add(struct admin *a, struct admin_req *r)
         if (!tenant_domain_ok(d)) {
             json_decref(lowered);
             json_decref(b);
-            admin_reply_error(r, 400, "\"domains\": each a SIP domain name");
+            admin_http_reply_error(r, 400, "\"domains\": each a SIP domain name");
             return;
         }
         char *l = tenant_domain_lower(d);
         const char *owner = tenants_current() ? tenants_of_domain(tenants_current(), l) : NULL;
         if (owner) {
-            admin_reply_error(r, 409, "domain %s belongs to tenant %s", l, owner);
+            admin_http_reply_error(r, 409, "domain %s belongs to tenant %s", l, owner);
             free(l);
             json_decref(lowered);
             json_decref(b);
@@ -547,7 +548,7 @@ static void api_tenant_patch(struct admin *a, struct admin_req *r, const char *n
     const char *to = jstr(b, "name");
     if (!to || !tenant_name_ok(to)) {
         json_decref(b);
-        admin_reply_error(r, 400, "\"name\": the new name, 1..64 of A-Z a-z 0-9 . _ -");
+        admin_http_reply_error(r, 400, "\"name\": the new name, 1..64 of A-Z a-z 0-9 . _ -");
         return;
     }
     struct admin_job *j = change_job(a, r, "tenant.rename", name);
@@ -578,7 +579,7 @@ static void api_domain_add(struct admin *a, struct admin_req *r, const char *nam
     const char *d = jstr(b, "domain");
     if (!tenant_domain_ok(d)) {
         json_decref(b);
-        admin_reply_error(r, 400, "\"domain\": a SIP domain name");
+        admin_http_reply_error(r, 400, "\"domain\": a SIP domain name");
         return;
     }
     char *l = tenant_domain_lower(d);
@@ -600,7 +601,7 @@ static void api_domain_del(struct admin *a, struct admin_req *r, const char *nam
     char *l = tenant_domain_lower(domain);
     const char *owner = t ? tenants_of_domain(t, l) : NULL;
     if (!owner || strcmp(owner, name) != 0) {
-        admin_reply_error(r, 404, "tenant %s has no domain %s", name, l);
+        admin_http_reply_error(r, 404, "tenant %s has no domain %s", name, l);
         free(l);
         return;
     }
@@ -691,16 +692,16 @@ static void api_cred_put(struct admin *a, struct admin_req *r, const char *tenan
                          const char *kind)
 {
     if (tenant_cred_kind_of(kind) < 0) {
-        admin_reply_error(r, 404, "no credential kind %s (apns_key, apns_certificate, fcm, vapid)",
-                          kind);
+        admin_http_reply_error(
+            r, 404, "no credential kind %s (apns_key, apns_certificate, fcm, vapid)", kind);
         return;
     }
     if (!tenant_name_ok(set)) {
-        admin_reply_error(r, 400, "a set name is 1..64 of A-Z a-z 0-9 . _ -");
+        admin_http_reply_error(r, 400, "a set name is 1..64 of A-Z a-z 0-9 . _ -");
         return;
     }
     if (!tenant_exists(tenant)) {
-        admin_reply_error(r, 404, "no tenant %s", tenant);
+        admin_http_reply_error(r, 404, "no tenant %s", tenant);
         return;
     }
     json_t *b = admin_body_json(r);
@@ -735,7 +736,7 @@ static void api_cred_put(struct admin *a, struct admin_req *r, const char *tenan
     if (rc < 0) {
         cred_data_free(d);
         log_warn("admin: %s upload for %s/%s refused: %s", kind, tenant, set, err);
-        admin_reply_error(r, 422, "%s", err);
+        admin_http_reply_error(r, 422, "%s", err);
         return;
     }
     d->c = (struct store_credential){.tenant = d->tenant,
@@ -769,7 +770,7 @@ static void api_cred_del(struct admin *a, struct admin_req *r, const char *tenan
                          const char *kind)
 {
     if (kind && tenant_cred_kind_of(kind) < 0) {
-        admin_reply_error(r, 404, "no credential kind %s", kind);
+        admin_http_reply_error(r, 404, "no credential kind %s", kind);
         return;
     }
     char object[160];
@@ -847,13 +848,13 @@ static int by_name(const void *x, const void *y)
 static long limit_of(struct admin_req *r, long dflt)
 {
     long n;
-    const char *v = admin_req_query(r, "limit");
+    const char *v = admin_http_query(r, "limit");
     return v && util_parse_long(v, 1, LIST_MAX, &n) == 0 ? n : dflt;
 }
 
 static void api_registrations(struct admin *a, struct admin_req *r)
 {
-    struct aor_pick p = {.needle = admin_req_query(r, "aor")};
+    struct aor_pick p = {.needle = admin_http_query(r, "aor")};
     location_each_aor(a->deps.loc, pick_aor, &p);
     qsort(p.names, p.n, sizeof *p.names, by_name);
     long limit = limit_of(r, 100);
@@ -878,12 +879,12 @@ static void api_registration_del(struct admin *a, struct admin_req *r, const cha
 {
     struct location_aor *la = location_find(a->deps.loc, aor);
     if (!la) {
-        admin_reply_error(r, 404, "no registration for %s", aor);
+        admin_http_reply_error(r, 404, "no registration for %s", aor);
         return;
     }
     unsigned long long id = 0;
     if (contact_id && (sscanf(contact_id, "%llu", &id) != 1 || id == 0)) {
-        admin_reply_error(r, 400, "a contact id is a number");
+        admin_http_reply_error(r, 400, "a contact id is a number");
         return;
     }
     int removed = 0;
@@ -897,7 +898,7 @@ static void api_registration_del(struct admin *a, struct admin_req *r, const cha
             break;
     }
     if (!removed) {
-        admin_reply_error(r, 404, "%s has no binding %s", aor, contact_id);
+        admin_http_reply_error(r, 404, "%s has no binding %s", aor, contact_id);
         return;
     }
     char detail[64];
@@ -936,7 +937,7 @@ static int pending_work(void *db, const struct store_backend *be, struct admin_j
 static void json_finish(struct admin_job *j, int rc)
 {
     if (rc < 0)
-        admin_reply_error(j->r, 500, "%s", j->err);
+        admin_http_reply_error(j->r, 500, "%s", j->err);
     else
         admin_reply_json(j->r, 200, json_incref(j->result));
 }
@@ -944,7 +945,7 @@ static void json_finish(struct admin_job *j, int rc)
 static void api_messages(struct admin *a, struct admin_req *r)
 {
     struct admin_job *j = admin_job_new(a, r);
-    const char *aor = admin_req_query(r, "aor");
+    const char *aor = admin_http_query(r, "aor");
     j->s[0] = aor && *aor ? xstrdup(aor) : NULL;
     j->result = json_array();
     j->work = pending_work;
@@ -966,10 +967,10 @@ static void purged(void *arg, int n)
         snprintf(detail, sizeof detail, "%d messages", n);
         admin_audit(w->a, w->r, "messages.purge", w->aor, detail);
     }
-    if (admin_req_gone(w->r))
-        admin_reply(w->r, 0, NULL);
+    if (admin_http_gone(w->r))
+        admin_http_reply(w->r, 0, NULL);
     else if (n < 0)
-        admin_reply_error(w->r, 500, "the store failed (see the log)");
+        admin_http_reply_error(w->r, 500, "the store failed (see the log)");
     else
         admin_reply_json(w->r, 200, json_pack("{s:i}", "purged", n));
     free(w->aor);
@@ -979,14 +980,14 @@ static void purged(void *arg, int n)
 static void api_messages_purge(struct admin *a, struct admin_req *r, const char *aor)
 {
     if (!a->deps.msgstore) {
-        admin_reply_error(r, 409, "offline messages are disabled ([offline] enabled = no)");
+        admin_http_reply_error(r, 409, "offline messages are disabled ([offline] enabled = no)");
         return;
     }
     struct purge_wait *w = xcalloc(1, sizeof *w);
     w->a = a;
     w->r = r;
     w->aor = xstrdup(aor);
-    admin_req_wait(r);
+    admin_http_wait(r);
     msgstore_purge(a->deps.msgstore, aor, purged, w);
 }
 
@@ -1019,7 +1020,7 @@ static int push_log_work(void *db, const struct store_backend *be, struct admin_
 
 static char *query_dup(struct admin_req *r, const char *name)
 {
-    const char *v = admin_req_query(r, name);
+    const char *v = admin_http_query(r, name);
     return v && *v ? xstrdup(v) : NULL;
 }
 
@@ -1031,7 +1032,7 @@ static void api_push_log(struct admin *a, struct admin_req *r)
     j->s[2] = query_dup(r, "reason");
     j->s[3] = xasprintf("%ld", limit_of(r, 100));
     int64_t *before = xcalloc(1, sizeof *before);
-    const char *b = admin_req_query(r, "before");
+    const char *b = admin_http_query(r, "before");
     long long v;
     if (b && sscanf(b, "%lld", &v) == 1 && v > 0)
         *before = v;
@@ -1196,7 +1197,7 @@ static void api_metrics(struct admin *a, struct admin_req *r)
 {
     r->out.len = 0;
     metrics_render(&r->out);
-    admin_reply(r, 200, "text/plain; version=0.0.4; charset=utf-8");
+    admin_http_reply(r, 200, "text/plain; version=0.0.4; charset=utf-8");
 }
 
 /* ------------------------------------------------------------------ routing */
@@ -1211,7 +1212,7 @@ static void route(struct admin *a, struct admin_req *r)
 {
     char copy[1024], *seg[8];
     if (strlen(r->path) >= sizeof copy) {
-        admin_reply_error(r, 414, "path too long");
+        admin_http_reply_error(r, 414, "path too long");
         return;
     }
     int n = segments(r->path, copy, sizeof copy, seg, 8);
@@ -1223,7 +1224,7 @@ static void route(struct admin *a, struct admin_req *r)
     if (n == 1 && SEG(0, "mi") && IS("POST"))
         return admin_mi(a, r);
     if (!SEG(0, "api"))
-        return admin_reply_error(r, 404, "not found");
+        return admin_http_reply_error(r, 404, "not found");
     if (n == 2 && SEG(1, "session") && IS("GET"))
         return admin_reply_json(
             r, 200,
@@ -1266,8 +1267,8 @@ static void route(struct admin *a, struct admin_req *r)
         return api_policy_reload(a, r);
     if (n == 2 && SEG(1, "audit") && IS("GET"))
         return api_audit(a, r);
-    admin_reply_error(r, strncmp(r->path, "/api/", 5) == 0 ? 404 : 405, "no such API: %s %s", m,
-                      r->path);
+    admin_http_reply_error(r, strncmp(r->path, "/api/", 5) == 0 ? 404 : 405, "no such API: %s %s",
+                           m, r->path);
 #undef IS
 #undef SEG
 }
@@ -1286,12 +1287,12 @@ static void token_finish(struct admin_job *j, int rc)
 {
     struct admin_req *r = j->r;
     if (rc < 0) {
-        admin_reply_error(r, 500, "%s", j->err);
+        admin_http_reply_error(r, 500, "%s", j->err);
         return;
     }
     if (rc == 0) {
         log_warn("admin: unknown API token from %s for %s %s", r->source, r->method, r->path);
-        admin_reply_error(r, 401, "unknown API token");
+        admin_http_reply_error(r, 401, "unknown API token");
         return;
     }
     snprintf(r->who, sizeof r->who, "token:%s", j->s[1]);
@@ -1303,7 +1304,7 @@ static void token_finish(struct admin_job *j, int rc)
 /* Same origin for a change from a browser: Origin, when sent, is this server. */
 static int origin_ok(struct admin *a, struct admin_req *r)
 {
-    const char *origin = admin_req_header(r, "Origin"), *host = admin_req_header(r, "Host");
+    const char *origin = admin_http_header(r, "Origin"), *host = admin_http_header(r, "Host");
     if (!origin)
         return 1;
     if (!host)
@@ -1320,20 +1321,20 @@ static void handle(void *arg, struct admin_req *r)
               strcmp(r->path, "/mi") == 0 || strcmp(r->path, "/metrics") == 0;
     if (!api) {
         if (strcmp(r->method, "GET") != 0 && strcmp(r->method, "HEAD") != 0)
-            return admin_reply_error(r, 405, "the pages are read-only");
-        return admin_reply_file(r, a->cfg->admin_root);
+            return admin_http_reply_error(r, 405, "the pages are read-only");
+        return admin_http_reply_file(r, a->cfg->admin_root);
     }
     if (is_change(r) && !origin_ok(a, r)) {
         log_warn("admin: %s %s from %s refused: foreign Origin %s", r->method, r->path, r->source,
-                 admin_req_header(r, "Origin"));
-        return admin_reply_error(r, 403, "cross-origin request refused");
+                 admin_http_header(r, "Origin"));
+        return admin_http_reply_error(r, 403, "cross-origin request refused");
     }
     if (strcmp(r->path, "/api/login") == 0) {
         if (strcmp(r->method, "POST") != 0)
-            return admin_reply_error(r, 405, "POST your user and password");
+            return admin_http_reply_error(r, 405, "POST your user and password");
         return api_login(a, r);
     }
-    const char *auth = admin_req_header(r, "Authorization");
+    const char *auth = admin_http_header(r, "Authorization");
     if (auth && strncasecmp(auth, "Bearer ", 7) == 0) {
         struct admin_job *j = admin_job_new(a, r);
         j->s[0] = xmalloc(ADMIN_SHA256_HEX);
@@ -1342,15 +1343,15 @@ static void handle(void *arg, struct admin_req *r)
         j->finish = token_finish;
         return admin_job_run(j, 0);
     }
-    const char *sid = admin_req_cookie(r, COOKIE);
+    const char *sid = admin_http_cookie(r, COOKIE);
     const struct admin_session *s = sid ? admin_session_find(a->sessions, sid, util_now()) : NULL;
     if (!s)
-        return admin_reply_error(r, 401, "log in first, or give an API token");
+        return admin_http_reply_error(r, 401, "log in first, or give an API token");
     snprintf(r->who, sizeof r->who, "%s", s->user);
     if (strcmp(r->path, "/api/logout") == 0 && strcmp(r->method, "POST") == 0) {
-        const char *csrf = admin_req_header(r, "X-CSRF-Token");
+        const char *csrf = admin_http_header(r, "X-CSRF-Token");
         if (!csrf || strlen(csrf) != strlen(s->csrf) || CRYPTO_memcmp(csrf, s->csrf, strlen(csrf)))
-            return admin_reply_error(r, 403, "missing or wrong X-CSRF-Token");
+            return admin_http_reply_error(r, 403, "missing or wrong X-CSRF-Token");
         admin_audit(a, r, "logout", s->user, NULL);
         admin_session_close(a->sessions, sid);
         session_cookie(a, r, "", 0);
@@ -1361,12 +1362,12 @@ static void handle(void *arg, struct admin_req *r)
             r, 200,
             json_pack("{s:s, s:s, s:s}", "user", s->user, "csrf", s->csrf, "via", "session"));
     if (is_change(r)) {
-        const char *csrf = admin_req_header(r, "X-CSRF-Token");
+        const char *csrf = admin_http_header(r, "X-CSRF-Token");
         if (!csrf || strlen(csrf) != strlen(s->csrf) ||
             CRYPTO_memcmp(csrf, s->csrf, strlen(csrf)) != 0) {
             log_warn("admin: %s %s by %s from %s refused: missing or wrong CSRF token", r->method,
                      r->path, s->user, r->source);
-            return admin_reply_error(r, 403, "missing or wrong X-CSRF-Token");
+            return admin_http_reply_error(r, 403, "missing or wrong X-CSRF-Token");
         }
     }
     route(a, r);
