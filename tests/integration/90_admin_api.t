@@ -260,6 +260,23 @@ is($r->{status}, 200, 'logged out');
 like($r->{headers}{'set-cookie'}, qr/sipwake_session=; .*Max-Age=0/, 'the cookie is cleared');
 is($web->get('/api/tenants')->{status}, 401, 'the old session no longer works');
 
+# ---- accounts and tokens from the command line, while sipwake runs
+($rc, $out) = $sw->run_bin('admin', 'list');
+like($out, qr/^alice \(since \d{4}-\d\d-\d\d\)$/m, 'sipwake admin list');
+like(($sw->run_bin('admin', 'token', 'list'))[1], qr/^ci \(since /m, 'sipwake admin token list (names only)');
+($rc, $out) = $sw->run_bin('admin', 'token', 'del', 'ci');
+is($rc, 0, 'sipwake admin token del');
+is($api->get('/api/tenants')->{status}, 401, 'the token no longer works, at once');
+is(system("printf 'another good password\n' | $bin --config $cfg admin passwd alice >/dev/null 2>&1"), 0,
+   'sipwake admin passwd');
+is(SipwakeAdmin->new(port => $hport)->login('alice', 'correct horse battery')->{status}, 401, 'the old password fails');
+is(SipwakeAdmin->new(port => $hport)->login('alice', 'another good password')->{status}, 200, 'the new one works');
+($rc, $out) = $sw->run_bin('admin', 'del', 'alice');
+is($rc, 0, 'sipwake admin del');
+is(SipwakeAdmin->new(port => $hport)->login('alice', 'another good password')->{status}, 401, 'a removed account cannot log in');
+($rc, $out) = $sw->run_bin('admin', 'del', 'alice');
+ok($rc == 1 && $out =~ /no admin alice/, 'removing it twice: refused, saying why');
+
 # ---- every address has its limit too
 my $mallory = SipwakeAdmin->new(port => $hport);
 for my $i (1 .. 20) { $mallory->login("user$i", 'guess guess') }
