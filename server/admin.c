@@ -232,6 +232,7 @@ static int segments(const char *path, char *copy, size_t copy_len, char **seg, i
 struct login_data {
     char user[ADMIN_NAME_MAX + 1];
     char *password;
+    char account[ADMIN_SHA256_HEX]; /* the SHA-256 of the password hash that matched */
 };
 
 static void login_data_free(void *p)
@@ -256,6 +257,8 @@ static int login_work(void *db, const struct store_backend *be, struct admin_job
     static const char dummy[] = "$scrypt$ln=15,r=8,p=1$c2lwd2FrZWR1bW15c2FsdA==$"
                                 "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
     int ok = admin_password_verify(d->password, found ? hash : dummy);
+    if (found && ok)
+        admin_token_sha256(hash, d->account);
     return found && ok ? 1 : 0;
 }
 
@@ -287,7 +290,7 @@ static void login_finish(struct admin_job *j, int rc)
         return;
     }
     admin_limiter_clear(a->limiter, user_key);
-    const struct admin_session *s = admin_session_open(a->sessions, d->user, now);
+    const struct admin_session *s = admin_session_open(a->sessions, d->user, d->account, now);
     session_cookie(a, r, s->id, 12 * 3600);
     snprintf(r->who, sizeof r->who, "%s", d->user);
     log_notice("admin: %s logged in from %s", d->user, r->source);
@@ -1301,6 +1304,60 @@ static void token_finish(struct admin_job *j, int rc)
     route(j->a, r);
 }
 
+static int session_work(void *db, const struct store_backend *be, struct admin_job *j, char *err,
+                        size_t errlen)
+{
+    char hash[ADMIN_HASH_MAX], tag[ADMIN_SHA256_HEX];
+    int rc = be->admin_hash(db, j->s[0], hash, sizeof hash, err, errlen);
+    if (rc <= 0)
+        return rc;
+    admin_token_sha256(hash, tag);
+    return strcmp(tag, j->s[2]) == 0;
+}
+
+static int csrf_ok(struct admin_req *r, const struct admin_session *s)
+{
+    const char *csrf = admin_http_header(r, "X-CSRF-Token");
+    return csrf && strlen(csrf) == strlen(s->csrf) &&
+           CRYPTO_memcmp(csrf, s->csrf, strlen(csrf)) == 0;
+}
+
+static void session_finish(struct admin_job *j, int rc)
+{
+    struct admin *a = j->a;
+    struct admin_req *r = j->r;
+    if (rc < 0)
+        return admin_http_reply_error(r, 500, "%s", j->err);
+    const struct admin_session *s = admin_session_find(a->sessions, j->s[1], util_now());
+    if (!s || rc == 0) {
+        if (s)
+            log_notice("admin: %s's session ended: the account was removed or its password "
+                       "changed",
+                       s->user);
+        admin_sessions_close_user(a->sessions, j->s[0]);
+        session_cookie(a, r, "", 0);
+        return admin_http_reply_error(r, 401, "the session has ended; log in again");
+    }
+    snprintf(r->who, sizeof r->who, "%s", s->user);
+    r->waiting = 0; /* answered by what follows, now or later */
+    if (is_change(r) && !csrf_ok(r, s)) {
+        log_warn("admin: %s %s by %s from %s refused: missing or wrong CSRF token", r->method,
+                 r->path, s->user, r->source);
+        return admin_http_reply_error(r, 403, "missing or wrong X-CSRF-Token");
+    }
+    if (strcmp(r->path, "/api/logout") == 0 && strcmp(r->method, "POST") == 0) {
+        admin_audit(a, r, "logout", s->user, NULL);
+        admin_session_close(a->sessions, j->s[1]);
+        session_cookie(a, r, "", 0);
+        return admin_reply_json(r, 200, json_pack("{s:b}", "ok", 1));
+    }
+    if (strcmp(r->path, "/api/session") == 0 && strcmp(r->method, "GET") == 0)
+        return admin_reply_json(
+            r, 200,
+            json_pack("{s:s, s:s, s:s}", "user", s->user, "csrf", s->csrf, "via", "session"));
+    route(a, r);
+}
+
 /* Same origin for a change from a browser: Origin, when sent, is this server. */
 static int origin_ok(struct admin *a, struct admin_req *r)
 {
@@ -1347,30 +1404,15 @@ static void handle(void *arg, struct admin_req *r)
     const struct admin_session *s = sid ? admin_session_find(a->sessions, sid, util_now()) : NULL;
     if (!s)
         return admin_http_reply_error(r, 401, "log in first, or give an API token");
-    snprintf(r->who, sizeof r->who, "%s", s->user);
-    if (strcmp(r->path, "/api/logout") == 0 && strcmp(r->method, "POST") == 0) {
-        const char *csrf = admin_http_header(r, "X-CSRF-Token");
-        if (!csrf || strlen(csrf) != strlen(s->csrf) || CRYPTO_memcmp(csrf, s->csrf, strlen(csrf)))
-            return admin_http_reply_error(r, 403, "missing or wrong X-CSRF-Token");
-        admin_audit(a, r, "logout", s->user, NULL);
-        admin_session_close(a->sessions, sid);
-        session_cookie(a, r, "", 0);
-        return admin_reply_json(r, 200, json_pack("{s:b}", "ok", 1));
-    }
-    if (strcmp(r->path, "/api/session") == 0 && strcmp(r->method, "GET") == 0)
-        return admin_reply_json(
-            r, 200,
-            json_pack("{s:s, s:s, s:s}", "user", s->user, "csrf", s->csrf, "via", "session"));
-    if (is_change(r)) {
-        const char *csrf = admin_http_header(r, "X-CSRF-Token");
-        if (!csrf || strlen(csrf) != strlen(s->csrf) ||
-            CRYPTO_memcmp(csrf, s->csrf, strlen(csrf)) != 0) {
-            log_warn("admin: %s %s by %s from %s refused: missing or wrong CSRF token", r->method,
-                     r->path, s->user, r->source);
-            return admin_http_reply_error(r, 403, "missing or wrong X-CSRF-Token");
-        }
-    }
-    route(a, r);
+    /* the account must still be as it was at login: removed, or its password changed, and
+     * its sessions end */
+    struct admin_job *j = admin_job_new(a, r);
+    j->s[0] = xstrdup(s->user);
+    j->s[1] = xstrdup(sid);
+    j->s[2] = xstrdup(s->account);
+    j->work = session_work;
+    j->finish = session_finish;
+    admin_job_run(j, 0);
 }
 
 /* ------------------------------------------------------------------ life */

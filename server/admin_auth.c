@@ -162,7 +162,7 @@ static void expire(struct admin_sessions *ss, time_t now)
 }
 
 const struct admin_session *admin_session_open(struct admin_sessions *ss, const char *user,
-                                               time_t now)
+                                               const char *account, time_t now)
 {
     expire(ss, now);
     if (ss->n == SESSIONS_MAX) { /* the least recently used goes */
@@ -176,6 +176,7 @@ const struct admin_session *admin_session_open(struct admin_sessions *ss, const 
     random_b64url(s->id, 32);
     random_b64url(s->csrf, 32);
     snprintf(s->user, sizeof s->user, "%s", user);
+    snprintf(s->account, sizeof s->account, "%s", account);
     s->created = s->last_seen = now;
     return s;
 }

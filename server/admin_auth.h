@@ -36,6 +36,7 @@ struct admin_session {
     char id[44];   /* base64url of 32 random bytes: the cookie */
     char csrf[44]; /* sent back in X-CSRF-Token on every change */
     char user[ADMIN_NAME_MAX + 1];
+    char account[ADMIN_SHA256_HEX]; /* the account at login (SHA-256 of its password hash) */
     time_t created, last_seen;
 };
 
@@ -43,9 +44,9 @@ struct admin_sessions;
 
 struct admin_sessions *admin_sessions_new(long idle_seconds);
 void admin_sessions_free(struct admin_sessions *ss);
-/* A new session for user. */
+/* A new session for user, whose account is as account says (see struct admin_session). */
 const struct admin_session *admin_session_open(struct admin_sessions *ss, const char *user,
-                                               time_t now);
+                                               const char *account, time_t now);
 /* The live session with this id (idle and age limits applied; its last_seen is updated), or
  * NULL. */
 const struct admin_session *admin_session_find(struct admin_sessions *ss, const char *id,

@@ -261,6 +261,8 @@ like($r->{headers}{'set-cookie'}, qr/sipwake_session=; .*Max-Age=0/, 'the cookie
 is($web->get('/api/tenants')->{status}, 401, 'the old session no longer works');
 
 # ---- accounts and tokens from the command line, while sipwake runs
+my $web2 = SipwakeAdmin->new(port => $hport);
+is($web2->login('alice', 'correct horse battery')->{status}, 200, 'alice logged in again');
 ($rc, $out) = $sw->run_bin('admin', 'list');
 like($out, qr/^alice \(since \d{4}-\d\d-\d\d\)$/m, 'sipwake admin list');
 like(($sw->run_bin('admin', 'token', 'list'))[1], qr/^ci \(since /m, 'sipwake admin token list (names only)');
@@ -270,6 +272,7 @@ is($api->get('/api/tenants')->{status}, 401, 'the token no longer works, at once
 is(system("printf 'another good password\n' | $bin --config $cfg admin passwd alice >/dev/null 2>&1"), 0,
    'sipwake admin passwd');
 is(SipwakeAdmin->new(port => $hport)->login('alice', 'correct horse battery')->{status}, 401, 'the old password fails');
+is($web2->get('/api/tenants')->{status}, 401, 'and the session made with it has ended');
 is(SipwakeAdmin->new(port => $hport)->login('alice', 'another good password')->{status}, 200, 'the new one works');
 ($rc, $out) = $sw->run_bin('admin', 'del', 'alice');
 is($rc, 0, 'sipwake admin del');

@@ -49,7 +49,7 @@ int main(void)
 
     /* sessions: idle limit, absolute limit, close, close all of a user */
     struct admin_sessions *ss = admin_sessions_new(600);
-    const struct admin_session *s = admin_session_open(ss, "alice", 1000);
+    const struct admin_session *s = admin_session_open(ss, "alice", "tag", 1000);
     char id[44], csrf[44];
     snprintf(id, sizeof id, "%s", s->id);
     snprintf(csrf, sizeof csrf, "%s", s->csrf);
@@ -58,24 +58,24 @@ int main(void)
     ok(admin_session_find(ss, id, 1500) != NULL, "found within the idle limit");
     ok(admin_session_find(ss, id, 2000) != NULL, "each use extends it");
     ok(admin_session_find(ss, id, 2601) == NULL, "gone after 600 s without a request");
-    s = admin_session_open(ss, "alice", 10000);
+    s = admin_session_open(ss, "alice", "tag", 10000);
     snprintf(id, sizeof id, "%s", s->id);
     for (time_t t = 10500; t < 10000 + 12 * 3600; t += 500)
         admin_session_find(ss, id, t);
     ok(admin_session_find(ss, id, 10000 + 12 * 3600 - 100) != NULL, "used all day: still there");
     ok(admin_session_find(ss, id, 10000 + 12 * 3600 + 1) == NULL, "but never past 12 hours");
-    s = admin_session_open(ss, "bob", 50000);
+    s = admin_session_open(ss, "bob", "tag", 50000);
     snprintf(id, sizeof id, "%s", s->id);
     ok(admin_session_find(ss, "short", 50001) == NULL, "a malformed id finds nothing");
-    admin_session_open(ss, "carol", 50000);
-    admin_session_open(ss, "carol", 50000);
+    admin_session_open(ss, "carol", "tag", 50000);
+    admin_session_open(ss, "carol", "tag", 50000);
     is_int((long)admin_sessions_count(ss), 3, "three sessions");
     admin_sessions_close_user(ss, "carol");
     is_int((long)admin_sessions_count(ss), 1, "closing carol's leaves bob's");
     admin_session_close(ss, id);
     ok(admin_session_find(ss, id, 50002) == NULL, "closed: gone");
     for (int i = 0; i < 1100; i++)
-        admin_session_open(ss, "many", 60000 + i / 100);
+        admin_session_open(ss, "many", "tag", 60000 + i / 100);
     is_int((long)admin_sessions_count(ss), 1024, "at most 1024 sessions: the oldest make room");
     admin_sessions_free(ss);
 
