@@ -859,7 +859,8 @@ static void api_registrations(struct admin *a, struct admin_req *r)
 {
     struct aor_pick p = {.needle = admin_http_query(r, "aor")};
     location_each_aor(a->deps.loc, pick_aor, &p);
-    qsort(p.names, p.n, sizeof *p.names, by_name);
+    if (p.n)
+        qsort(p.names, p.n, sizeof *p.names, by_name);
     long limit = limit_of(r, 100);
     time_t now = util_now();
     json_t *aors = json_array();

@@ -197,7 +197,8 @@ static void mi_ul_dump(struct mi_call *c)
     json_t *brief = param(c, "brief");
     struct name_list l = {0};
     location_each_aor(c->a->deps.loc, collect_name, &l);
-    qsort(l.names, l.n, sizeof *l.names, by_str);
+    if (l.n)
+        qsort(l.names, l.n, sizeof *l.names, by_str);
     struct dump_stream *d = xcalloc(1, sizeof *d);
     d->a = c->a;
     d->names = l.names;

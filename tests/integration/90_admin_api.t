@@ -260,6 +260,25 @@ is($r->{status}, 200, 'logged out');
 like($r->{headers}{'set-cookie'}, qr/sipwake_session=; .*Max-Age=0/, 'the cookie is cleared');
 is($web->get('/api/tenants')->{status}, 401, 'the old session no longer works');
 
+# ---- the OpenAPI document and the server agree: every path and method it lists is served
+open my $oa, '<', "$Sipwake::ROOT/schemas/admin-api.yaml" or die;
+my ($path, @ops);
+while (<$oa>) {
+    $path = $1 if /^  (\/api\S*):$/;
+    push @ops, [uc $1, $path] if $path && /^    (get|post|put|patch|delete):/;
+}
+ok(@ops >= 20, scalar(@ops) . ' operations documented');
+my %sample = (tenant => 'nosuch', set => 'default', kind => 'fcm', domain => 'x.example', aor => 'nobody@x.example',
+              contact_id => '1');
+for my $op (@ops) {
+    my ($m, $p) = @$op;
+    (my $url = $p) =~ s/\{(\w+)\}/$sample{$1}/g;
+    next if $url eq '/api/logout' || $url eq '/api/login' || $url eq '/api/policy/reload';
+    my $res = $api->req($m, $url, $m eq 'GET' || $m eq 'DELETE' ? undef : {});
+    my $error = ref $res->{json} eq 'HASH' ? $res->{json}{error} // '' : '';
+    ok($res->{status} != 405 && $error !~ /no such API/, "$m $p is served") or diag "$res->{status} $error";
+}
+
 # ---- accounts and tokens from the command line, while sipwake runs
 my $web2 = SipwakeAdmin->new(port => $hport);
 is($web2->login('alice', 'correct horse battery')->{status}, 200, 'alice logged in again');

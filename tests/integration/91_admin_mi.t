@@ -50,6 +50,8 @@ is($raw->{json}{error}{code}, -32700, 'with -32700');
 is($mi->post('/mi', { id => 1, method => 'uptime' })->{json}{error}{code}, -32600, 'no "jsonrpc":"2.0": -32600');
 
 # ---- usrloc
+is_deeply($mi->mi('ul_dump')->{result}, { Domains => [{ name => 'location', hash_size => 512, AORs => [] }] },
+          'ul_dump of an empty table');
 my @uas;
 for my $u (qw(alice bob carol)) {
     my $ua = $sw->ua(user => $u);
