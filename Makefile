@@ -83,8 +83,8 @@ tests/bench/build/push_bench: tests/bench/push_bench.c $(REL_LIB_OBJS)
 	@mkdir -p tests/bench/build
 	$(CC) $(BASE_CFLAGS) $(RELEASE_CFLAGS) -o $@ $< $(REL_LIB_OBJS) $(LIBS) $(ALLOC_LIBS)
 
-# libFuzzer target for the SIP input path (clang). `make fuzz` fuzzes for FUZZ_SECONDS;
-# `make test` replays the seed corpus through it once (tests/fuzz/replay.t).
+# libFuzzer targets for the SIP input path and the MI (clang). `make fuzz` fuzzes each for FUZZ_SECONDS;
+# `make test` replays their seed corpora through them once (tests/fuzz/replay.t).
 FUZZ_SECONDS ?= 60
 FUZZ_FLAGS := -g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined \
               -fno-sanitize-recover=undefined
@@ -92,12 +92,19 @@ tests/fuzz/build/fuzz_sip_input: tests/fuzz/fuzz_sip_input.c $(LIB_SRCS) $(wildc
 	@mkdir -p tests/fuzz/build
 	clang -std=gnu11 -D_GNU_SOURCE $(PKG_CFLAGS) -Iserver $(FUZZ_FLAGS) -o $@ $< $(LIB_SRCS) $(LIBS)
 
-fuzz-build: tests/fuzz/build/fuzz_sip_input
+tests/fuzz/build/fuzz_admin_mi: tests/fuzz/fuzz_admin_mi.c $(LIB_SRCS) $(wildcard server/*.h)
+	@mkdir -p tests/fuzz/build
+	clang -std=gnu11 -D_GNU_SOURCE $(PKG_CFLAGS) -Iserver $(FUZZ_FLAGS) -o $@ $< $(LIB_SRCS) $(LIBS)
+
+fuzz-build: tests/fuzz/build/fuzz_sip_input tests/fuzz/build/fuzz_admin_mi
 
 fuzz: deps-test fuzz-build
 	mkdir -p var/fuzz-corpus
 	tests/fuzz/build/fuzz_sip_input -max_total_time=$(FUZZ_SECONDS) -max_len=8192 \
 	  var/fuzz-corpus tests/fuzz/corpus tests/torture/rfc4475 tests/torture/rfc5118
+	mkdir -p var/fuzz-corpus-mi
+	tests/fuzz/build/fuzz_admin_mi -max_total_time=$(FUZZ_SECONDS) -max_len=4096 \
+	  var/fuzz-corpus-mi tests/fuzz/corpus-mi
 
 deps:
 	@missing=""; for p in $(DEB_BUILD) $(EXTRA_DEBS); do \

@@ -106,6 +106,7 @@ static int job_work(void *db, const struct store_backend *be, void *arg, char *e
 static void job_done(void *arg, int rc)
 {
     struct admin_job *j = arg;
+    j->a->jobs_out--;
     if (j->r && admin_http_gone(j->r)) { /* the client left: the work is done, nobody to tell */
         admin_http_reply(j->r, 0, NULL);
         j->r = NULL;
@@ -132,6 +133,7 @@ void admin_job_run(struct admin_job *j, int write)
 {
     if (j->r)
         admin_http_wait(j->r);
+    j->a->jobs_out++;
     store_call(j->a->deps.store, (write ? STORE_WRITE : 0) | STORE_NOW, job_work, job_done, j);
 }
 

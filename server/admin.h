@@ -68,6 +68,7 @@ struct admin {
     ev_timer sampler;
     struct admin_sample samples[ADMIN_SAMPLES];
     size_t n_samples, next_sample;
+    size_t jobs_out; /* store jobs not yet done */
 };
 
 /* A piece of work for the store's worker and what to do with its result on the loop. */
