@@ -43,6 +43,11 @@ static const struct {
     [METRICS_POLICY_RELOAD_FAILURES] = {"policy:reload_failures", 0,
                                         "policy reloads refused (the old policy stayed)"},
     [METRICS_STORE_ERRORS] = {"store:errors", 0, "failed store operations"},
+    [METRICS_STORE_FAILED_WRITES] = {"store:failed_writes", 0,
+                                     "writes given up after the bounded retries (not stored; "
+                                     "whoever waited for them was told)"},
+    [METRICS_STORE_LEFT_BUSY] = {"store:statements_left_busy", 0,
+                                 "statements found left stepped after a batch (a bug), reset"},
     [METRICS_GW_REGISTERS_RELAYED] = {"gateway:registers_relayed", 0,
                                       "phone REGISTERs relayed to the upstream"},
     [METRICS_GW_REFRESHES] = {"gateway:refreshes", 0,

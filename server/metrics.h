@@ -39,6 +39,8 @@ enum metrics_id {
     METRICS_POLICY_RELOADS,
     METRICS_POLICY_RELOAD_FAILURES,
     METRICS_STORE_ERRORS,
+    METRICS_STORE_FAILED_WRITES, /* writes given up after the bounded retries */
+    METRICS_STORE_LEFT_BUSY,     /* statements found left stepped after a batch, and reset */
     METRICS_GW_REGISTERS_RELAYED,
     METRICS_GW_REFRESHES,
     METRICS_GW_REFRESH_FAILURES,

@@ -4,9 +4,17 @@
  * Queued operations own copies of their data. The loop collects them without locking and
  * hands the batch over STORE_FLUSH_MS after the first of them (one timer), so the worker is
  * woken at most a few hundred times a second however many REGISTERs arrive. The worker takes the
- * whole queue at once, applies all writes in one transaction (retrying the batch if the commit
- * fails, so nothing queued is dropped while the disk is unwell), then runs the reads and hands them
+ * whole queue at once, applies all writes in one transaction, then runs the reads and hands them
  * back to the loop through an ev_async watcher.
+ *
+ * A batch whose commit fails is tried again, a bounded number of times within a bounded time
+ * (STORE_WRITE_ATTEMPTS, STORE_WRITE_GIVE_UP_MS): a store that keeps failing must not hold
+ * every later operation, nor the stop, hostage. When the bound is reached the batch's writes
+ * are given up: logged, counted (store:failed_writes), and whoever waits for them hears of it
+ * (done ok 0, store_call rc -1, store_sync ok 0), so nothing is acknowledged that is not stored.
+ * Between attempts and after every batch the backend is asked to settle: a statement left
+ * stepped (the bug that once held an old read snapshot and wedged the store for good) is
+ * reported, counted and reset.
  */
 #include "store.h"
 
@@ -24,6 +32,12 @@
  * the disk at most this much later; a lookup is answered this much later at worst. */
 #define STORE_FLUSH_MS 2
 
+/* Attempts at committing one batch, and the time after which no new attempt starts. The
+ * backend's own busy wait (SQLite: its busy timeout) comes on top of the last attempt. */
+#define STORE_WRITE_ATTEMPTS 5
+#define STORE_WRITE_GIVE_UP_MS 5000
+#define STORE_WRITE_BACKOFF_MS 50 /* doubled after each failed attempt */
+
 enum op_kind {
     OP_SAVE = 0,
     OP_DELETE,
@@ -31,6 +45,7 @@ enum op_kind {
     OP_PUSH_LOG,
     OP_CALL_WRITE,
     OP_CALL_READ,
+    OP_SYNC, /* no write of its own: done says whether the writes since mark were committed */
 };
 
 /* How often the worker prunes the push log, in pushes logged. */
@@ -52,6 +67,9 @@ struct op {
     store_work_fn work;        /* OP_CALL_* */
     store_result_cb result;
     int rc;
+    uint64_t seq;  /* order of queueing */
+    uint64_t mark; /* OP_SYNC: the first seq it answers for */
+    int ok;        /* writes with done: committed (1) or given up (0) */
 };
 
 struct store {
@@ -70,9 +88,13 @@ struct store {
     size_t queued;
     struct op *done_head, *done_tail;
     int stopping;
-    unsigned long errors; /* under mu; moved into metrics on the loop */
-    long log_days;        /* push log retention, 0: none kept */
-    unsigned long logged; /* worker only: push log rows since the last prune */
+    unsigned long errors;        /* under mu; moved into metrics on the loop */
+    unsigned long failed_writes; /* under mu; writes given up, moved into metrics likewise */
+    unsigned long left_busy;     /* under mu; statements found left busy, likewise */
+    uint64_t next_seq;           /* loop thread only */
+    uint64_t lost_seq;           /* worker only: 1 + the highest seq of a write given up */
+    long log_days;               /* push log retention, 0: none kept */
+    unsigned long logged;        /* worker only: push log rows since the last prune */
 };
 
 static void flush_cb(struct ev_loop *loop, ev_timer *w, int revents);
@@ -91,10 +113,12 @@ static void done_cb(struct ev_loop *loop, ev_async *w, int revents)
     pthread_mutex_lock(&s->mu);
     struct op *list = s->done_head;
     s->done_head = s->done_tail = NULL;
-    unsigned long errors = s->errors;
-    s->errors = 0;
+    unsigned long errors = s->errors, failed = s->failed_writes, busy = s->left_busy;
+    s->errors = s->failed_writes = s->left_busy = 0;
     pthread_mutex_unlock(&s->mu);
     metrics_add(METRICS_STORE_ERRORS, (int64_t)errors);
+    metrics_add(METRICS_STORE_FAILED_WRITES, (int64_t)failed);
+    metrics_add(METRICS_STORE_LEFT_BUSY, (int64_t)busy);
     while (list) {
         struct op *next = list->next;
         if (list->kind == OP_GET_SUBSCRIBER)
@@ -102,7 +126,7 @@ static void done_cb(struct ev_loop *loop, ev_async *w, int revents)
         else if (list->kind == OP_CALL_WRITE || list->kind == OP_CALL_READ)
             list->result(list->arg, list->rc);
         else
-            list->done(list->arg, 1);
+            list->done(list->arg, list->ok);
         op_free(list);
         list = next;
     }
@@ -126,13 +150,40 @@ static void hand_over(struct store *s, struct op *list)
     ev_async_send(s->loop, &s->done_watcher);
 }
 
-/* Apply a batch of writes in one transaction, retrying until it commits. Calls (OP_CALL_WRITE)
- * are not retried: after a failed attempt they are answered at once with rc -1 and the rest
- * of the batch goes again without them. Returns what was committed. */
+/* Worker: a statement the backend left busy is a bug that can hold a read snapshot (and so
+ * the write lock) for good; it is reported, counted and reset. */
+static void settle(struct store *s)
+{
+    if (!s->be->settle)
+        return;
+    int n = s->be->settle(s->db);
+    if (n > 0) {
+        pthread_mutex_lock(&s->mu);
+        s->left_busy += (unsigned long)n;
+        s->errors += (unsigned long)n;
+        pthread_mutex_unlock(&s->mu);
+    }
+}
+
+static int stopping(struct store *s)
+{
+    pthread_mutex_lock(&s->mu);
+    int stop = s->stopping;
+    pthread_mutex_unlock(&s->mu);
+    return stop;
+}
+
+/* Apply a batch of writes in one transaction, retrying a bounded number of times. Calls
+ * (OP_CALL_WRITE) are not retried: after a failed attempt they are answered at once with rc
+ * -1 and the rest of the batch goes again without them. Returns the list, each op's ok set:
+ * 1 committed, 0 given up (then logged and counted). */
 static struct op *apply_writes(struct store *s, struct op *list)
 {
     char err[512];
-    for (int attempt = 0;; attempt++) {
+    uint64_t start = util_mono_ms();
+    long backoff = STORE_WRITE_BACKOFF_MS;
+    int attempt;
+    for (attempt = 1;; attempt++) {
         int ok = s->be->begin(s->db, err, sizeof err) == 0;
         for (struct op *o = list; ok && o; o = o->next) {
             if (o->kind == OP_SAVE)
@@ -144,9 +195,13 @@ static struct op *apply_writes(struct store *s, struct op *list)
             else if (o->kind == OP_CALL_WRITE)
                 ok = (o->rc = o->work(s->db, s->be, o->arg, err, sizeof err)) >= 0;
         }
-        if (ok && s->be->commit(s->db, err, sizeof err) == 0)
+        if (ok && s->be->commit(s->db, err, sizeof err) == 0) {
+            for (struct op *o = list; o; o = o->next)
+                o->ok = o->kind != OP_SYNC || s->lost_seq <= o->mark;
             return list;
+        }
         s->be->rollback(s->db);
+        settle(s); /* what made it fail may be a statement left busy */
         pthread_mutex_lock(&s->mu);
         s->errors++;
         pthread_mutex_unlock(&s->mu);
@@ -162,16 +217,42 @@ static struct op *apply_writes(struct store *s, struct op *list)
                 pp = &o->next;
             }
         }
-        log_error("store: writing a batch failed (attempt %d%s): %s", attempt + 1,
-                  failed ? ", its calls answered as failed, the rest again" : ", retrying in 1 s",
+        long elapsed = (long)(util_mono_ms() - start);
+        int last = attempt >= STORE_WRITE_ATTEMPTS || elapsed + backoff >= STORE_WRITE_GIVE_UP_MS ||
+                   (stopping(s) && attempt >= 2);
+        log_error("store: writing a batch failed (attempt %d of %d%s): %s", attempt,
+                  STORE_WRITE_ATTEMPTS,
+                  failed ? ", its calls answered as failed"
+                  : last ? ""
+                         : ", trying again",
                   err);
         if (failed)
             hand_over(s, failed); /* those waiting hear of it now */
-        else
-            sleep(1);
         if (!list)
             return NULL;
+        if (last)
+            break;
+        usleep((useconds_t)backoff * 1000);
+        backoff *= 2;
     }
+    /* given up: nothing of the batch was committed; those waiting are told */
+    size_t n = 0;
+    for (struct op *o = list; o; o = o->next) {
+        o->ok = 0;
+        if (o->kind != OP_SYNC) {
+            n++;
+            if (o->seq + 1 > s->lost_seq)
+                s->lost_seq = o->seq + 1;
+        }
+    }
+    log_error("store: gave up a batch of %zu writes after %d attempts in %ld ms; they are "
+              "lost and whoever waited for them was told: %s",
+              n, attempt, (long)(util_mono_ms() - start), err);
+    pthread_mutex_lock(&s->mu);
+    s->failed_writes += n;
+    pthread_mutex_unlock(&s->mu);
+    ev_async_send(s->loop, &s->done_watcher); /* the metric, even when nobody waits */
+    return list;
 }
 
 static void *worker(void *arg)
@@ -207,6 +288,7 @@ static void *worker(void *arg)
         }
         if (writes)
             writes = apply_writes(s, writes);
+        settle(s);
         if (s->logged >= STORE_PRUNE_EVERY) {
             char err[512];
             s->logged = 0;
@@ -218,7 +300,7 @@ static void *worker(void *arg)
         struct op *answered = NULL, **atail = &answered;
         while (writes) {
             struct op *next = writes->next;
-            if (writes->done || writes->kind == OP_CALL_WRITE) {
+            if (writes->done || writes->kind == OP_CALL_WRITE || writes->kind == OP_SYNC) {
                 writes->next = NULL;
                 *atail = writes;
                 atail = &writes->next;
@@ -251,6 +333,7 @@ static void *worker(void *arg)
                 pthread_mutex_unlock(&s->mu);
             }
         }
+        settle(s);
         pthread_mutex_lock(&s->mu);
         s->queued -= n;
         pthread_mutex_unlock(&s->mu);
@@ -304,6 +387,7 @@ void store_start(struct store *s, struct ev_loop *loop)
 /* Loop side: collect operations without locking; flush_cb hands them over in one go. */
 static void enqueue(struct store *s, struct op *o)
 {
+    o->seq = s->next_seq++;
     if (!s->local_head && s->loop && !ev_is_active(&s->flush_timer)) {
         ev_timer_set(&s->flush_timer, STORE_FLUSH_MS / 1000.0, 0);
         ev_timer_start(s->loop, &s->flush_timer);
@@ -375,6 +459,21 @@ void store_delete_binding(struct store *s, uint64_t contact_id, store_done_cb do
     o->done = done;
     o->arg = arg;
     o->contact_id = contact_id;
+    enqueue(s, o);
+}
+
+uint64_t store_mark(const struct store *s)
+{
+    return s->next_seq;
+}
+
+void store_sync(struct store *s, uint64_t mark, store_done_cb done, void *arg)
+{
+    struct op *o = xcalloc(1, sizeof *o);
+    o->kind = OP_SYNC;
+    o->done = done;
+    o->arg = arg;
+    o->mark = mark;
     enqueue(s, o);
 }
 

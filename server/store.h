@@ -56,9 +56,10 @@ struct store_subscriber {
 
 /* found: 1 found, 0 no such row, -1 store error. sub is borrowed for the call. */
 typedef void (*store_subscriber_cb)(void *arg, int found, const struct store_subscriber *sub);
-/* A write has been committed. Writes are retried until they commit, so ok is always 1;
- * a write still queued when the store is closed is committed by store_close, but its
- * callback no longer runs (the loop has stopped). Runs on the loop. */
+/* A write (or a store_sync) is settled: ok 1 committed, 0 given up after the bounded retries
+ * (logged and counted as store:failed_writes: it is not in the store). A write still queued
+ * when the store is closed is tried by store_close, but its callback no longer runs (the loop
+ * has stopped). Runs on the loop. */
 typedef void (*store_done_cb)(void *arg, int ok);
 /* Row visitor for loads and listings; row borrowed for the call. */
 typedef void (*store_binding_cb)(void *arg, const struct store_binding *row);
@@ -133,6 +134,9 @@ struct store_backend {
     int (*begin)(void *db, char *err, size_t errlen);
     int (*commit)(void *db, char *err, size_t errlen);
     void (*rollback)(void *db);
+    /* optional: after each batch, reset any statement left stepped (a bug: it holds an old
+     * read snapshot), reporting each; how many. */
+    int (*settle)(void *db);
     int (*save_binding)(void *db, const struct store_binding *b, char *err, size_t errlen);
     int (*delete_binding)(void *db, uint64_t contact_id, char *err, size_t errlen);
     /* 1 found, 0 not, -1 error */
@@ -219,10 +223,18 @@ int store_load_bindings(struct store *s, time_t now, store_binding_cb cb, void *
 void store_start(struct store *s, struct ev_loop *loop);
 
 /* Queue an upsert / a delete of a location row. Failures are logged, counted and retried by
- * the worker. done (may be NULL) runs on the loop once the change is committed. */
+ * the worker, within a bound. done (may be NULL) runs on the loop once the change is committed
+ * or given up. */
 void store_save_binding(struct store *s, const struct store_binding *b, store_done_cb done,
                         void *arg);
 void store_delete_binding(struct store *s, uint64_t contact_id, store_done_cb done, void *arg);
+
+/* Acknowledging only what is stored: take a mark, queue writes (on the loop, as usual), then
+ * store_sync(mark): done runs on the loop with ok 1 once every write queued since the mark is
+ * committed, 0 if any of them was given up. The writes and the sync normally share one batch
+ * (one transaction); a sync costs nothing else. */
+uint64_t store_mark(const struct store *s);
+void store_sync(struct store *s, uint64_t mark, store_done_cb done, void *arg);
 
 /* Look a subscriber up; cb runs later on the loop. arg is passed back untouched. */
 void store_get_subscriber(struct store *s, const char *user, const char *domain,
@@ -291,7 +303,8 @@ typedef void (*store_result_cb)(void *arg, int rc);
 /* Queue work (flags: STORE_WRITE, STORE_NOW). */
 void store_call(struct store *s, int flags, store_work_fn work, store_result_cb done, void *arg);
 
-/* Apply everything queued, stop the worker and close. Safe on a store never started. */
+/* Apply everything queued (within the bounded retries, so it always returns), stop the
+ * worker and close. Safe on a store never started. */
 void store_close(struct store *s);
 
 #endif

@@ -6,6 +6,13 @@
  *
  * Only one thread at a time uses a connection: the store worker, or the caller of a
  * synchronous operation before the worker starts (or, for the CLI, without one).
+ *
+ * Every statement is reset (kept ones) or finalized (the others) on every path before the
+ * function that stepped it returns: a statement left stepped to a row keeps its read
+ * transaction, and with it a snapshot of the database. Once another connection (the CLI, the
+ * admin) has written, that connection can no longer take the write lock (SQLITE_BUSY_SNAPSHOT,
+ * "database is locked", which no busy timeout waits out) and it reads the old snapshot.
+ * sqlite_settle checks this after every batch.
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -180,6 +187,21 @@ static void sqlite_rollback(void *p)
     exec(((struct sqlite_db *)p)->db, "ROLLBACK", err, sizeof err);
 }
 
+static int sqlite_settle(void *p)
+{
+    struct sqlite_db *s = p;
+    int n = 0;
+    for (sqlite3_stmt *st = sqlite3_next_stmt(s->db, NULL); st; st = sqlite3_next_stmt(s->db, st)) {
+        if (!sqlite3_stmt_busy(st))
+            continue;
+        log_error("store: a statement was left busy after a batch (a bug; reset now): %s",
+                  sqlite3_sql(st));
+        sqlite3_reset(st);
+        n++;
+    }
+    return n;
+}
+
 static void bind_text(sqlite3_stmt *st, int i, const char *s)
 {
     if (s)
@@ -210,9 +232,10 @@ static int sqlite_save_binding(void *p, const struct store_binding *b, char *err
     bind_text(st, 14, b->socket);
     bind_text(st, 15, b->sip_instance);
     bind_text(st, 16, b->kv_store);
-    if (sqlite3_step(st) != SQLITE_DONE)
-        return sql_fail(s->db, err, errlen, "saving a binding");
-    return 0;
+    int rc = sqlite3_step(st);
+    int ok = rc == SQLITE_DONE ? 0 : sql_fail(s->db, err, errlen, "saving a binding");
+    sqlite3_reset(st);
+    return ok;
 }
 
 static int sqlite_delete_binding(void *p, uint64_t contact_id, char *err, size_t errlen)
@@ -220,9 +243,11 @@ static int sqlite_delete_binding(void *p, uint64_t contact_id, char *err, size_t
     struct sqlite_db *s = p;
     sqlite3_reset(s->del);
     sqlite3_bind_int64(s->del, 1, (sqlite3_int64)contact_id);
-    if (sqlite3_step(s->del) != SQLITE_DONE)
-        return sql_fail(s->db, err, errlen, "deleting a binding");
-    return 0;
+    int ok = sqlite3_step(s->del) == SQLITE_DONE
+                 ? 0
+                 : sql_fail(s->db, err, errlen, "deleting a binding");
+    sqlite3_reset(s->del);
+    return ok;
 }
 
 static void column_copy(sqlite3_stmt *st, int i, char *out, size_t n)
@@ -240,10 +265,11 @@ static int sqlite_get_subscriber(void *p, const char *user, const char *domain,
     sqlite3_bind_text(st, 1, user, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 2, domain, -1, SQLITE_STATIC);
     int rc = sqlite3_step(st);
-    if (rc == SQLITE_DONE)
-        return 0;
-    if (rc != SQLITE_ROW)
-        return sql_fail(s->db, err, errlen, "reading a subscriber");
+    if (rc != SQLITE_ROW) {
+        int found = rc == SQLITE_DONE ? 0 : sql_fail(s->db, err, errlen, "reading a subscriber");
+        sqlite3_reset(st);
+        return found;
+    }
     column_copy(st, 0, out->username, sizeof out->username);
     column_copy(st, 1, out->domain, sizeof out->domain);
     column_copy(st, 2, out->password, sizeof out->password);
@@ -599,8 +625,10 @@ static int sqlite_push_log_add(void *p, const struct store_push_log *r, char *er
     sqlite3_bind_int(st, 10, r->status);
     bind_text(st, 11, r->reason);
     sqlite3_bind_int64(st, 12, (sqlite3_int64)r->latency_ms);
-    return sqlite3_step(st) == SQLITE_DONE ? 0
-                                           : sql_fail(s->db, err, errlen, "writing the push log");
+    int ok =
+        sqlite3_step(st) == SQLITE_DONE ? 0 : sql_fail(s->db, err, errlen, "writing the push log");
+    sqlite3_reset(st);
+    return ok;
 }
 
 static int sqlite_push_log_prune(void *p, int64_t before_ms, char *err, size_t errlen)
@@ -669,41 +697,64 @@ static sqlite3_stmt *kept(struct sqlite_db *s, sqlite3_stmt **slot, const char *
     return *slot;
 }
 
+static void message_statements_reset(struct sqlite_db *s)
+{
+    sqlite3_stmt *const used[] = {s->msg_find, s->msg_count, s->msg_insert, s->msg_counted,
+                                  s->msg_device};
+    for (size_t i = 0; i < UTIL_ARRAY_LEN(used); i++)
+        if (used[i])
+            sqlite3_reset(used[i]);
+}
+
 static int sqlite_message_put(void *p, const struct store_message *m, const char *const *devices,
                               size_t n_devices, long max_per_aor, int64_t *id, char *err,
                               size_t errlen)
 {
     struct sqlite_db *s = p;
+    int ret = -1;
     sqlite3_stmt *st = kept(s, &s->msg_find,
                             "SELECT id FROM sipwake_messages WHERE aor = ? AND call_id = ? AND "
                             "cseq = ?");
-    if (!st)
-        return sql_fail(s->db, err, errlen, "reading messages");
+    if (!st) {
+        sql_fail(s->db, err, errlen, "reading messages");
+        goto out;
+    }
     bind_text(st, 1, m->aor);
     bind_text(st, 2, m->call_id);
     sqlite3_bind_int64(st, 3, (sqlite3_int64)m->cseq);
     int rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) {
+    if (rc == SQLITE_ROW) { /* stored before: a retransmission */
         *id = sqlite3_column_int64(st, 0);
-        return 0;
+        ret = 0;
+        goto out;
     }
-    if (rc != SQLITE_DONE)
-        return sql_fail(s->db, err, errlen, "reading messages");
+    if (rc != SQLITE_DONE) {
+        sql_fail(s->db, err, errlen, "reading messages");
+        goto out;
+    }
     st = kept(s, &s->msg_count, "SELECT n FROM sipwake_message_counts WHERE aor = ?");
-    if (!st)
-        return sql_fail(s->db, err, errlen, "counting messages");
+    if (!st) {
+        sql_fail(s->db, err, errlen, "counting messages");
+        goto out;
+    }
     bind_text(st, 1, m->aor);
     rc = sqlite3_step(st);
     long count = rc == SQLITE_ROW ? (long)sqlite3_column_int64(st, 0) : 0;
-    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
-        return sql_fail(s->db, err, errlen, "counting messages");
-    if (count >= max_per_aor)
-        return 2;
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+        sql_fail(s->db, err, errlen, "counting messages");
+        goto out;
+    }
+    if (count >= max_per_aor) {
+        ret = 2;
+        goto out;
+    }
     st = kept(s, &s->msg_insert,
               "INSERT INTO sipwake_messages (aor, call_id, cseq, from_hdr, to_hdr, content_type, "
               "body, received_ms, expires_ms, new_devices, tenant) VALUES (?,?,?,?,?,?,?,?,?,?,?)");
-    if (!st)
-        return sql_fail(s->db, err, errlen, "storing a message");
+    if (!st) {
+        sql_fail(s->db, err, errlen, "storing a message");
+        goto out;
+    }
     bind_text(st, 1, m->aor);
     bind_text(st, 2, m->call_id);
     sqlite3_bind_int64(st, 3, (sqlite3_int64)m->cseq);
@@ -716,29 +767,43 @@ static int sqlite_message_put(void *p, const struct store_message *m, const char
     sqlite3_bind_int64(st, 9, (sqlite3_int64)m->expires_ms);
     sqlite3_bind_int(st, 10, m->new_devices);
     bind_text(st, 11, m->tenant);
-    if (sqlite3_step(st) != SQLITE_DONE)
-        return sql_fail(s->db, err, errlen, "storing a message");
+    if (sqlite3_step(st) != SQLITE_DONE) {
+        sql_fail(s->db, err, errlen, "storing a message");
+        goto out;
+    }
     *id = sqlite3_last_insert_rowid(s->db);
     st = kept(s, &s->msg_counted,
               "INSERT INTO sipwake_message_counts (aor, n) VALUES (?, 1) ON CONFLICT (aor) DO "
               "UPDATE SET n = n + 1");
-    if (!st)
-        return sql_fail(s->db, err, errlen, "counting messages");
+    if (!st) {
+        sql_fail(s->db, err, errlen, "counting messages");
+        goto out;
+    }
     bind_text(st, 1, m->aor);
-    if (sqlite3_step(st) != SQLITE_DONE)
-        return sql_fail(s->db, err, errlen, "counting messages");
+    if (sqlite3_step(st) != SQLITE_DONE) {
+        sql_fail(s->db, err, errlen, "counting messages");
+        goto out;
+    }
     for (size_t i = 0; i < n_devices; i++) {
         st = kept(s, &s->msg_device,
                   "INSERT OR IGNORE INTO sipwake_message_deliveries (message_id, device) VALUES "
                   "(?, ?)");
-        if (!st)
-            return sql_fail(s->db, err, errlen, "storing a delivery");
+        if (!st) {
+            sql_fail(s->db, err, errlen, "storing a delivery");
+            goto out;
+        }
         sqlite3_bind_int64(st, 1, (sqlite3_int64)*id);
         bind_text(st, 2, devices[i]);
-        if (sqlite3_step(st) != SQLITE_DONE)
-            return sql_fail(s->db, err, errlen, "storing a delivery");
+        if (sqlite3_step(st) != SQLITE_DONE) {
+            sql_fail(s->db, err, errlen, "storing a delivery");
+            goto out;
+        }
     }
-    return 1;
+    ret = 1;
+out:
+    /* every path: a statement left on a row would keep its read snapshot (see the top) */
+    message_statements_reset(s);
+    return ret;
 }
 
 /* Run sql with the message id as ?1 (and device, now_ms as ?2, ?3 when given). 0 or -1. */
@@ -1063,6 +1128,7 @@ const struct store_backend store_sqlite_backend = {
     .begin = sqlite_begin,
     .commit = sqlite_commit,
     .rollback = sqlite_rollback,
+    .settle = sqlite_settle,
     .save_binding = sqlite_save_binding,
     .delete_binding = sqlite_delete_binding,
     .get_subscriber = sqlite_get_subscriber,
