@@ -232,6 +232,8 @@ static struct op *apply_writes(struct store *s, struct op *list)
             return NULL;
         if (last)
             break;
+        if (failed)
+            continue; /* a call failed, not the disk: the rest goes again at once */
         usleep((useconds_t)backoff * 1000);
         backoff *= 2;
     }

@@ -74,6 +74,50 @@ static void call_done(void *arg, int rc)
         ev_break(loop, EVBREAK_ALL);
 }
 
+/* A backend whose commit always fails (a disk that stays full): the bounded retry. */
+static struct store_backend failing_be;
+static int failing_commits;
+static int failing_commit(void *db, char *err, size_t errlen)
+{
+    (void)db;
+    failing_commits++;
+    snprintf(err, errlen, "disk I/O error (test)");
+    return -1;
+}
+static int settled, settled_ok[3], settled_rc;
+static void on_settled(void *arg, int ok)
+{
+    *(int *)arg = ok;
+    if (++settled == 3)
+        ev_break(loop, EVBREAK_ALL);
+}
+static void on_settled_call(void *arg, int rc)
+{
+    settled_rc = rc;
+    if (++settled == 3)
+        ev_break(loop, EVBREAK_ALL);
+}
+
+/* A bug of the kind issue 12 found: a statement stepped to a row and never reset. */
+static sqlite3_stmt *leaked;
+static int leaky_work(void *db, const struct store_backend *be, void *arg, char *err, size_t errlen)
+{
+    sqlite3 *conn = *(sqlite3 **)db; /* struct sqlite_db starts with its connection */
+    if (!leaked &&
+        sqlite3_prepare_v2(conn, "SELECT username FROM subscriber", -1, &leaked, NULL) != SQLITE_OK)
+        return -1;
+    return sqlite3_step(leaked) == SQLITE_ROW ? 5 : -1;
+}
+static int other_write(const char *path, const char *sql)
+{
+    sqlite3 *db;
+    sqlite3_open(path, &db);
+    sqlite3_busy_timeout(db, 2000);
+    int rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
+    sqlite3_close(db);
+    return rc;
+}
+
 static void timeout_cb(struct ev_loop *l, ev_timer *w, int revents)
 {
     ev_break(l, EVBREAK_ALL);
@@ -177,6 +221,74 @@ int main(void)
     is_int(rows, 2, "two unexpired bindings loaded");
     is_int(purged, 1, "one expired binding purged");
     store_close(s);
+
+    /* a statement left stepped by a bug, then a write from another connection (the CLI):
+     * the store finds the statement after the batch, resets it, and keeps committing */
+    ok(store_open(&cfg, &s, err, sizeof err) == 0, "reopen for the statement check");
+    store_start(s, loop);
+    call_rc[0] = call_rc[1] = 0;
+    store_call(s, STORE_WRITE | STORE_NOW, leaky_work, call_done, &call_rc[0]);
+    store_call(s, STORE_NOW, fine_work, call_done, &call_rc[1]);
+    ev_run(loop, 0);
+    is_int(call_rc[0], 5, "a work function leaves a statement on a row");
+    ok(sqlite3_stmt_busy(leaked) == 0, "the store reset it after the batch");
+    is_int(other_write(cfg.store_path, "INSERT INTO subscriber (username, domain, ha1) VALUES "
+                                       "('dave', 'example.com', 'x')"),
+           SQLITE_OK, "another connection writes");
+    want = commits + 1;
+    struct store_binding b10 = b9;
+    b10.contact_id = 10;
+    store_save_binding(s, &b10, on_commit, &want);
+    ev_run(loop, 0);
+    is_int(count_rows(cfg.store_path, "select count(*) from location where contact_id=10"), 1,
+           "the next write commits (no \"database is locked\")");
+    store_get_subscriber(s, "dave", "example.com", on_subscriber, NULL);
+    ev_run(loop, 0);
+    is_int(found_flag, 1, "and a read sees the other connection's row");
+    ok(metrics_values[METRICS_STORE_LEFT_BUSY] >= 1, "counted in store:statements_left_busy");
+    sqlite3_finalize(leaked);
+    store_close(s);
+
+    /* a commit that always fails: bounded retries, then every waiter is told */
+    ok(store_open(&cfg, &s, err, sizeof err) == 0, "reopen with a failing commit");
+    failing_be = *s->be;
+    failing_be.commit = failing_commit;
+    s->be = &failing_be;
+    store_start(s, loop);
+    uint64_t errors_before = metrics_values[METRICS_STORE_FAILED_WRITES];
+    uint64_t mark = store_mark(s);
+    struct store_binding b11 = b9;
+    b11.contact_id = 11;
+    settled_ok[0] = settled_ok[1] = -1;
+    store_save_binding(s, &b11, on_settled, &settled_ok[0]);
+    store_call(s, STORE_WRITE, fine_work, on_settled_call, NULL);
+    store_sync(s, mark, on_settled, &settled_ok[1]);
+    uint64_t t0 = util_mono_ms();
+    ev_timer_stop(loop, &guard);
+    ev_timer_set(&guard, 15, 0);
+    ev_timer_start(loop, &guard);
+    ev_run(loop, 0);
+    uint64_t took = util_mono_ms() - t0;
+    is_int(settled, 3, "every waiter was answered");
+    is_int(settled_ok[0], 0, "the binding's write: given up (ok 0)");
+    is_int(settled_rc, -1, "the write call: -1");
+    is_int(settled_ok[1], 0, "the sync: not stored");
+    is_int(failing_commits, STORE_WRITE_ATTEMPTS, "after STORE_WRITE_ATTEMPTS attempts");
+    ok(took < STORE_WRITE_GIVE_UP_MS + 1000, "within the bound (%llu ms)",
+       (unsigned long long)took);
+    ok(metrics_values[METRICS_STORE_FAILED_WRITES] > errors_before,
+       "counted in store:failed_writes");
+    is_int(count_rows(cfg.store_path, "select count(*) from location where contact_id=11"), 0,
+           "nothing of it is in the database");
+    /* stopping with a write queued that can never commit: store_close returns */
+    struct store_binding b12 = b9;
+    b12.contact_id = 12;
+    store_save_binding(s, &b12, NULL, NULL);
+    t0 = util_mono_ms();
+    store_close(s);
+    took = util_mono_ms() - t0;
+    ok(took < STORE_WRITE_GIVE_UP_MS + 1000, "store_close returns within the bound (%llu ms)",
+       (unsigned long long)took);
     ev_loop_destroy(loop);
 
     free(cfg.store_path);
