@@ -6,6 +6,12 @@
  * answer, and its transaction absorbs retransmissions meanwhile. Everything that can reject
  * the request is decided before anything is changed, so a REGISTER either applies all its
  * contacts or none.
+ *
+ * A 200 means stored: the changes are applied to the location table at once (a later request
+ * sees them), and the 200 goes once the store has committed them (store_sync); the request
+ * waits in the pending list meanwhile, as for the subscriber lookup. If the store gives them
+ * up the answer is 503 with Retry-After, the phone registers again, and the in-memory table
+ * (which already routes to the new binding) is written again by that refresh.
  */
 #include "registrar.h"
 
@@ -60,6 +66,11 @@ struct reg_req {
     int relayed;
     struct lua_hook_register_out decision;
     const osip_message_t *upstream;
+    /* the 200, built when the bindings changed, sent once the store committed them; and the
+     * bindings saved, woken then (by contact id: a binding may be gone by then) */
+    struct buf ok;
+    uint64_t saved[REG_MAX_CONTACTS_PER_REQUEST];
+    size_t n_saved;
 };
 
 struct registrar {
@@ -154,6 +165,7 @@ static void reg_req_free(struct reg_req *rr)
     free(rr->user);
     free(rr->domain);
     free(rr->realm);
+    buf_free(&rr->ok);
     free(rr);
 }
 
@@ -767,6 +779,50 @@ static void gateway_contact_of(const struct reg_req *rr, const struct reg_contac
     out->expires = granted_expires(rc, decision);
 }
 
+/* Send the 200 held in rr->ok, free rr, and wake what waited for the bindings saved. */
+static void answer_ok(struct reg_req *rr)
+{
+    struct registrar *reg = rr->reg;
+    struct buf r = rr->ok;
+    rr->ok = (struct buf){0};
+    uint64_t saved[REG_MAX_CONTACTS_PER_REQUEST];
+    size_t n_saved = rr->n_saved;
+    memcpy(saved, rr->saved, n_saved * sizeof saved[0]);
+    char *aor = n_saved && (reg->bucket || reg->msgstore) ? xstrdup(rr->aor) : NULL;
+    metrics_inc(METRICS_REG_ACCEPTED);
+    finish(rr, &r);
+    /* RFC 8599 §5.3: requests parked for these devices go now, over the new flow; then what
+     * was stored for them while they slept. A binding replaced or removed while the store
+     * committed is not woken here: whoever changed it did. */
+    for (size_t i = 0; aor && i < n_saved; i++) {
+        const struct binding *b = location_find_binding(reg->loc, aor, saved[i]);
+        if (!b || !b->aor)
+            continue;
+        if (reg->bucket)
+            bucket_wake(reg->bucket, aor, b);
+        /* the bucket may have changed the table (a dead token): look again */
+        b = location_find_binding(reg->loc, aor, saved[i]);
+        if (reg->msgstore && b && b->aor)
+            msgstore_wake(reg->msgstore, aor, b);
+    }
+    free(aor);
+}
+
+/* The store settled the REGISTER's changes: 200 if committed, else 503 (nothing acknowledged
+ * that is not stored). */
+static void committed(void *arg, int ok)
+{
+    struct reg_req *rr = arg;
+    pending_unlink(rr);
+    if (ok) {
+        answer_ok(rr);
+        return;
+    }
+    log_error("registrar: the store could not commit %s's bindings: 503", rr->aor);
+    reject(rr, 503, "Service Unavailable",
+           "Retry-After: 5\nWarning: 399 sipwake \"The registration could not be stored\"\n");
+}
+
 static void apply_and_answer(struct reg_req *rr, struct reg_contact *cs, size_t n, int star,
                              const struct lua_hook_register_out *decision)
 {
@@ -777,8 +833,8 @@ static void apply_and_answer(struct reg_req *rr, struct reg_contact *cs, size_t 
     uint32_t cseq = (uint32_t)strtoul(req->cseq->number, NULL, 10);
     const char *callid = req->call_id->number;
     time_t now = util_now();
-    struct binding *saved[REG_MAX_CONTACTS_PER_REQUEST];
-    size_t n_saved = 0;
+    uint64_t mark = reg->store ? store_mark(reg->store) : 0;
+    size_t changes = 0;
 
     if (star) {
         /* RFC 3261 §10.3 step 6: remove every binding, but not one refreshed by a later
@@ -789,6 +845,7 @@ static void apply_and_answer(struct reg_req *rr, struct reg_contact *cs, size_t 
             if (b->callid && strcmp(b->callid, callid) == 0 && b->cseq >= cseq)
                 continue;
             location_remove(reg->loc, b);
+            changes++;
         }
     } else {
         if (admit(rr, cs, n) < 0)
@@ -811,8 +868,10 @@ static void apply_and_answer(struct reg_req *rr, struct reg_contact *cs, size_t 
                              rr->aor, rc->uri);
             }
             if (rc->expires == 0 || (reg->gw && upstream == 0)) {
-                if (rc->match)
+                if (rc->match) {
                     location_remove(reg->loc, rc->match);
+                    changes++;
+                }
                 if (reg->gw)
                     gateway_bound(reg->gw, rr->aor, gc.key, 0);
                 continue;
@@ -853,8 +912,9 @@ static void apply_and_answer(struct reg_req *rr, struct reg_contact *cs, size_t 
             }
             struct binding *nb = location_binding_new(&f);
             location_save(reg->loc, rr->aor, nb, rc->match);
-            if (n_saved < REG_MAX_CONTACTS_PER_REQUEST)
-                saved[n_saved++] = nb;
+            changes++;
+            if (rr->n_saved < REG_MAX_CONTACTS_PER_REQUEST)
+                rr->saved[rr->n_saved++] = nb->contact_id;
             a = location_find(reg->loc, rr->aor);
             if (reg->gw)
                 gateway_bound(reg->gw, rr->aor, gc.key, upstream);
@@ -887,19 +947,16 @@ static void apply_and_answer(struct reg_req *rr, struct reg_contact *cs, size_t 
             break;
         }
     }
-    metrics_inc(METRICS_REG_ACCEPTED);
     log_debug("registrar: %s registered %zu contact(s) from %s:%d, %zu binding(s) now", rr->aor, n,
               rr->src.ip, rr->src.port, location_aor_count(a));
-    char *aor = n_saved && (reg->bucket || reg->msgstore) ? xstrdup(rr->aor) : NULL;
-    finish(rr, &r);
-    /* RFC 8599 §5.3: requests parked for these devices go now, over the new flow (the
-     * bindings stay valid: nothing changed the location since); then what was stored for
-     * them while they slept */
-    for (size_t i = 0; aor && reg->bucket && i < n_saved; i++)
-        bucket_wake(reg->bucket, aor, saved[i]);
-    for (size_t i = 0; aor && reg->msgstore && i < n_saved; i++)
-        msgstore_wake(reg->msgstore, aor, saved[i]);
-    free(aor);
+    rr->ok = r;
+    if (changes && reg->store) {
+        /* a 200 means stored: it goes when the store has committed these changes */
+        pending_link(rr);
+        store_sync(reg->store, mark, committed, rr);
+        return;
+    }
+    answer_ok(rr);
 }
 
 /* Gateway mode: the upstream's final answer to a relayed REGISTER. */
