@@ -11,6 +11,9 @@
 # step) stopping at the first step that fails. A step PASSes when every REGISTER got its 200,
 # the achieved rate is at least 90 % of the target and SIPp saw no retransmission. For
 # sipwake it also times a restart with the MEM_REGS bindings stored (until "ready").
+# Latency: SIPp's REGISTER-to-200 time of every REGISTER of a ramp step (RTD 1), median and
+# 99th percentile in whole ms (SIPp's resolution); sipwake answers once the binding is
+# committed, so this includes its store batch (2 ms) and commit.
 # Kamailio runs as ../shared/bench measures it: TLSF allocator, 4 GB shm, 2 UDP workers.
 #
 # Knobs (environment): PORT (5070), RATES ("1000 5000 10000 20000 30000 35000 40000 50000"), DUR (10),
@@ -35,6 +38,13 @@ PID=""
 CLK_TCK=$(getconf CLK_TCK)
 
 . "$HERE/lib.sh"
+
+# median and 99th percentile of RTD 1 (ms) from SIPp's -trace_rtt files in a step directory
+latency() {
+  cat "$1"/*_rtt.csv 2>/dev/null | awk -F';' '$3 == 1 {print $2}' | sort -n |
+    awk '{v[NR] = $1} END {if (NR == 0) {print "NA NA"; exit}
+      m = v[int((NR + 1) / 2)]; p = v[int(NR * 0.99) > 0 ? int(NR * 0.99) : 1]; printf "%d %d\n", m, p}'
+}
 
 declare -A BEST BEST_FAILS RSS_PER IDLE_RSS LOADED_RSS MEM_FAILS RESTART TOP
 say "# sipwake REGISTER benchmark $(date -Is)"
@@ -68,13 +78,14 @@ for t in $TARGETS; do
   fi
   rm -f "$dir/mem.csv"
   BEST[$t]=0; BEST_FAILS[$t]=0
-  printf '%-16s %7s %8s %8s %6s %7s %8s %9s %5s  %s\n' target rate calls ok failed retrans elapsed achieved cpu% verdict | tee -a "$SUMMARY"
+  printf '%-16s %7s %8s %8s %6s %7s %8s %9s %5s %6s %6s  %s\n' target rate calls ok failed retrans elapsed achieved cpu% p50ms p99ms verdict | tee -a "$SUMMARY"
   for r in $RATES; do
     calls=$((r * DUR))
     users "r${r}x" "$calls" > "$dir/step.csv"
-    read -r ok fail retr el ach cpu v < <(step "$dir/reg_$r" "$r" "$calls" "$dir/step.csv" "$HERE/reg.xml" -set contact_port 5999)
-    printf '%-16s %7s %8s %8s %6s %7s %8s %9s %5s  %s\n' "$t" "$r" "$calls" "$ok" "$fail" "$retr" "$el" "$ach" "$cpu" "$v" | tee -a "$SUMMARY"
-    rm -f "$dir/step.csv"
+    read -r ok fail retr el ach cpu v < <(step "$dir/reg_$r" "$r" "$calls" "$dir/step.csv" "$HERE/reg.xml" -set contact_port 5999 -trace_rtt -rtt_freq 1)
+    read -r p50 p99 < <(latency "$dir/reg_$r")
+    printf '%-16s %7s %8s %8s %6s %7s %8s %9s %5s %6s %6s  %s\n' "$t" "$r" "$calls" "$ok" "$fail" "$retr" "$el" "$ach" "$cpu" "$p50" "$p99" "$v" | tee -a "$SUMMARY"
+    rm -f "$dir/step.csv" "$dir/reg_$r"/*_rtt.csv
     [ "${ach:-0}" -gt "${TOP[$t]:-0}" ] 2>/dev/null && TOP[$t]=$ach
     if [ "$v" = PASS ]; then BEST[$t]=$ach; BEST_FAILS[$t]=$fail; else break; fi
     sleep 2

@@ -50,4 +50,19 @@ for my $kill_at (150, 220, 290) {
     is(scalar(@lost), 0, "round $round: every binding answered 200 is in the store")
         or diag(scalar(@lost) . ' answered 200 but not stored, e.g. ' . join(' ', @lost[0 .. ($#lost < 4 ? $#lost : 4)]));
 }
+
+# a retransmission that arrives while the 200 waits for the commit is absorbed by the
+# transaction, not processed again (which would answer 400: CSeq not higher)
+$sw->start;
+my $ua = $sw->ua(user => 'rtx');
+my $msg = $ua->register_msg(expires => 600);
+$ua->send_raw($msg);
+$ua->send_raw($msg);
+my @codes;
+while (defined(my $m = $ua->recv_raw(0.5))) {
+    push @codes, Sipwake::UA::parse_response($m)->{code};
+}
+ok(@codes >= 1 && !grep({ $_ != 200 } @codes), 'a REGISTER sent twice at once: answered 200 only (' . "@codes" . ')');
+is($sw->sql_wait("SELECT count(*) FROM location WHERE username='rtx'", '1'), '1', 'and stored once');
+ok($sw->stop, 'stopped cleanly');
 done_testing();
