@@ -62,7 +62,14 @@ static const struct key_row key_rows[] = {
     {"sip", "tcp_message_timeout", KEY_INT, OFF(tcp_message_timeout), 1, 600, "10", NULL,
      "Seconds allowed to complete a message (or a TLS handshake) once its first byte arrived."},
     {"sip", "tcp_max_connections", KEY_INT, OFF(tcp_max_connections), 1, 1000000, "4096", NULL,
-     "Most TCP/TLS connections open at once; more are refused."},
+     "Most TCP/TLS connections open at once; more are refused. At start sipwake raises its "
+     "open-file limit (RLIMIT_NOFILE) to fit them, and refuses to start if the hard limit is "
+     "too low."},
+    {"sip", "tcp_max_connections_per_source", KEY_INT, OFF(tcp_max_connections_per_source), 0,
+     1000000, "128", NULL,
+     "Most TCP/TLS connections accepted from one address (IPv6: one /64); more are closed at "
+     "once. 0: no cap. Every phone behind a NAT shares its address: keep this above the "
+     "number of TCP/TLS phones of the largest office."},
     {"sip", "server_header", KEY_STRING, OFF(server_header), 0, 0, "sipwake", NULL,
      "Value of the Server header in responses; empty to send none."},
     {"tls", "certificate", KEY_STRING, OFF(tls_certificate), 0, 0, "", NULL,

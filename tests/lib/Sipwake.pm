@@ -118,7 +118,10 @@ sub start {
         open STDOUT, '>>', $log or die;
         open STDERR, '>>', $log or die;
         $ENV{ASAN_OPTIONS} ||= 'detect_leaks=1';
-        exec $BIN, '--config', $self->config_path or die "exec $BIN: $!";
+        # shell => 'ulimit -Sn 256': run through sh with that command first (the same pid)
+        my @cmd = ($BIN, '--config', $self->config_path);
+        @cmd = ('/bin/sh', '-c', "$self->{shell}; exec \"\$@\"", 'sh', @cmd) if $self->{shell};
+        exec @cmd or die "exec $cmd[0]: $!";
     }
     $self->{pid} = $pid;
     my $deadline = time + 15;
@@ -344,7 +347,8 @@ sub new {
             or die "udp socket: $!";
     } elsif ($t eq 'tcp') {
         $self->{sock} = IO::Socket::INET->new(Proto => 'tcp', PeerAddr => '127.0.0.1',
-            PeerPort => $srv->port, LocalAddr => '127.0.0.1') or die "tcp connect: $!";
+            PeerPort => $srv->port, LocalAddr => $self->{local_addr} || '127.0.0.1')
+            or die "tcp connect: $!";
     } else {
         $self->{sock} = IO::Socket::SSL->new(PeerAddr => '127.0.0.1', PeerPort => $srv->tls_port,
             SSL_verify_mode => SSL_VERIFY_NONE, %{ $o{ssl} || {} })
