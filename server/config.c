@@ -113,7 +113,8 @@ static const struct key_row key_rows[] = {
      "Seconds a nonce stays valid; later it is answered with stale=true."},
     {"auth", "max_failures", KEY_INT, OFF(auth_max_failures), 1, 1000000, "5", NULL,
      "Wrong credentials from one source address within failure_window before it is locked "
-     "out."},
+     "out. Only responses carrying a nonce sent to that address count, so a forged source "
+     "address cannot lock anyone out."},
     {"auth", "failure_window", KEY_INT, OFF(auth_failure_window), 1, 86400, "60", NULL,
      "Window, in seconds, over which failures are counted."},
     {"auth", "lockout", KEY_INT, OFF(auth_lockout), 1, 86400, "60", NULL,

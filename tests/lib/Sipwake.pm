@@ -535,10 +535,15 @@ sub authorization {
     my $d = $o{domain} // $self->{domain};
     my $h = $want eq 'SHA-256' ? \&sha256_hex : \&md5_hex;
     my $ha1 = $h->("$u:$p{realm}:$o{password}");
-    my $uri = "sip:$d";
+    my $uri = $o{uri} // "sip:$d"; # uri: another digest-uri than the Request-URI
     my $nc = $o{nc} // '00000001';
     my $cnonce = 'cn' . int(rand(1e9));
     my $ha2 = $h->("REGISTER:$uri");
+    if ($o{no_qop}) { # the RFC 2069 form: no qop, cnonce or nc
+        my $r2069 = $h->("$ha1:$p{nonce}:$ha2");
+        return qq{Digest username="$u", realm="$p{realm}", nonce="$p{nonce}", uri="$uri", }
+            . qq{response="$r2069", algorithm=$want};
+    }
     my $resp = $h->("$ha1:$p{nonce}:$nc:$cnonce:auth:$ha2");
     return qq{Digest username="$u", realm="$p{realm}", nonce="$p{nonce}", uri="$uri", }
         . qq{response="$resp", algorithm=$want, cnonce="$cnonce", qop=auth, nc=$nc};
