@@ -62,7 +62,14 @@ static const struct key_row key_rows[] = {
     {"sip", "tcp_message_timeout", KEY_INT, OFF(tcp_message_timeout), 1, 600, "10", NULL,
      "Seconds allowed to complete a message (or a TLS handshake) once its first byte arrived."},
     {"sip", "tcp_max_connections", KEY_INT, OFF(tcp_max_connections), 1, 1000000, "4096", NULL,
-     "Most TCP/TLS connections open at once; more are refused."},
+     "Most TCP/TLS connections open at once; more are refused. At start sipwake raises its "
+     "open-file limit (RLIMIT_NOFILE) to fit them, and refuses to start if the hard limit is "
+     "too low."},
+    {"sip", "tcp_max_connections_per_source", KEY_INT, OFF(tcp_max_connections_per_source), 0,
+     1000000, "128", NULL,
+     "Most TCP/TLS connections accepted from one address (IPv6: one /64); more are closed at "
+     "once. 0: no cap. Every phone behind a NAT shares its address: keep this above the "
+     "number of TCP/TLS phones of the largest office."},
     {"sip", "server_header", KEY_STRING, OFF(server_header), 0, 0, "sipwake", NULL,
      "Value of the Server header in responses; empty to send none."},
     {"tls", "certificate", KEY_STRING, OFF(tls_certificate), 0, 0, "", NULL,
@@ -106,7 +113,8 @@ static const struct key_row key_rows[] = {
      "Seconds a nonce stays valid; later it is answered with stale=true."},
     {"auth", "max_failures", KEY_INT, OFF(auth_max_failures), 1, 1000000, "5", NULL,
      "Wrong credentials from one source address within failure_window before it is locked "
-     "out."},
+     "out. Only responses carrying a nonce sent to that address count, so a forged source "
+     "address cannot lock anyone out."},
     {"auth", "failure_window", KEY_INT, OFF(auth_failure_window), 1, 86400, "60", NULL,
      "Window, in seconds, over which failures are counted."},
     {"auth", "lockout", KEY_INT, OFF(auth_lockout), 1, 86400, "60", NULL,

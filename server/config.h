@@ -52,6 +52,7 @@ struct config {
     long tcp_idle_timeout;
     long tcp_message_timeout;
     long tcp_max_connections;
+    long tcp_max_connections_per_source;
     char *server_header;
 
     /* [tls] */

@@ -116,26 +116,42 @@ void digest_nonces_free(struct digest_nonces *n)
     free(n);
 }
 
-static void nonce_mac(const struct digest_nonces *n, const char *head16, char out[33])
+/* HMAC of the nonce's head (time and index) and the address it is bound to. */
+static void nonce_mac(const struct digest_nonces *n, const char *head16, const char *bind,
+                      char out[33])
 {
     unsigned char mac[EVP_MAX_MD_SIZE];
     unsigned int len = 0;
-    HMAC(EVP_sha256(), n->secret, sizeof n->secret, (const unsigned char *)head16, 16, mac, &len);
+    char msg[128];
+    int mlen = snprintf(msg, sizeof msg, "%.16s|%s", head16, bind ? bind : "");
+    if (mlen < 0 || (size_t)mlen >= sizeof msg)
+        mlen = (int)sizeof msg - 1; /* addresses are far shorter; never reached */
+    HMAC(EVP_sha256(), n->secret, sizeof n->secret, (const unsigned char *)msg, (size_t)mlen, mac,
+         &len);
     util_hex(mac, 16, out);
 }
 
-void digest_nonce_make(struct digest_nonces *n, time_t now, char out[DIGEST_NONCE_LEN + 1])
+int digest_nc_valid(const char *nc)
+{
+    if (!nc || strlen(nc) != 8 || strspn(nc, "0123456789abcdefABCDEF") != 8)
+        return 0;
+    return strtoul(nc, NULL, 16) != 0;
+}
+
+void digest_nonce_make(struct digest_nonces *n, time_t now, const char *bind,
+                       char out[DIGEST_NONCE_LEN + 1])
 {
     uint32_t index = n->next++;
     struct nonce_slot *slot = &n->ring[index & n->mask];
     slot->index = index;
     slot->last_nc = 0;
     snprintf(out, 17, "%08x%08x", (uint32_t)now, index);
-    nonce_mac(n, out, out + 16);
+    nonce_mac(n, out, bind, out + 16);
 }
 
-/* Parse and authenticate; fills time and index. 0 ok, -1 not ours. */
-static int nonce_open(const struct digest_nonces *n, const char *nonce, uint32_t *t, uint32_t *idx)
+/* Parse and authenticate (ours, issued to bind); fills time and index. 0 ok, -1 not ours. */
+static int nonce_open(const struct digest_nonces *n, const char *nonce, const char *bind,
+                      uint32_t *t, uint32_t *idx)
 {
     if (!nonce || strlen(nonce) != DIGEST_NONCE_LEN)
         return -1;
@@ -145,7 +161,7 @@ static int nonce_open(const struct digest_nonces *n, const char *nonce, uint32_t
     for (int i = 0; i < 16; i++)
         if (!strchr("0123456789abcdef", head[i]))
             return -1;
-    nonce_mac(n, head, mac);
+    nonce_mac(n, head, bind, mac);
     if (CRYPTO_memcmp(mac, nonce + 16, 32) != 0)
         return -1;
     char a[9], b[9];
@@ -158,10 +174,11 @@ static int nonce_open(const struct digest_nonces *n, const char *nonce, uint32_t
     return 0;
 }
 
-enum digest_nonce_state digest_nonce_check(struct digest_nonces *n, const char *nonce, time_t now)
+enum digest_nonce_state digest_nonce_check(struct digest_nonces *n, const char *nonce,
+                                           const char *bind, time_t now)
 {
     uint32_t t, idx;
-    if (nonce_open(n, nonce, &t, &idx) < 0)
+    if (nonce_open(n, nonce, bind, &t, &idx) < 0)
         return DIGEST_NONCE_INVALID;
     if ((int64_t)now - (int64_t)t > n->lifetime || (int64_t)t > (int64_t)now + 5)
         return DIGEST_NONCE_STALE;
@@ -171,10 +188,10 @@ enum digest_nonce_state digest_nonce_check(struct digest_nonces *n, const char *
 }
 
 enum digest_nonce_state digest_nonce_use(struct digest_nonces *n, const char *nonce,
-                                         unsigned long nc)
+                                         const char *bind, unsigned long nc)
 {
     uint32_t t, idx;
-    if (nonce_open(n, nonce, &t, &idx) < 0)
+    if (nonce_open(n, nonce, bind, &t, &idx) < 0)
         return DIGEST_NONCE_INVALID;
     struct nonce_slot *slot = &n->ring[idx & n->mask];
     if (slot->index != idx)

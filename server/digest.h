@@ -2,10 +2,13 @@
  * digest: HTTP Digest as SIP uses it (RFC 3261 §22.4, RFC 7616 algorithms MD5 and SHA-256,
  * qop=auth), and the server's nonces.
  *
- * A nonce is "<8 hex time><8 hex index><32 hex MAC>", the MAC an HMAC-SHA256 of time and
- * index under a per-process secret, so a nonce cannot be forged and its age is known
- * without a lookup. The index selects a slot in a fixed ring that remembers the highest
- * nonce-count used with it: a request whose nc is not above it is a replay, and a nonce
+ * A nonce is "<8 hex time><8 hex index><32 hex MAC>", the MAC an HMAC-SHA256 of time, index
+ * and the address the nonce was issued to under a per-process secret, so a nonce cannot be
+ * forged, its age is known without a lookup, and a nonce is only good from the address that
+ * received the challenge: a sender that forges its source address over UDP never sees the
+ * 401 and so cannot present a nonce bound to that address (the registrar counts failures
+ * against a source only with such a nonce). The index selects a slot in a fixed ring that remembers
+ * the highest nonce-count used with it: a request whose nc is not above it is a replay, and a nonce
  * whose slot has been reused since is treated as stale. Nothing here allocates per request.
  */
 #ifndef SIPWAKE_DIGEST_H
@@ -52,15 +55,23 @@ struct digest_nonces;
 struct digest_nonces *digest_nonces_new(long lifetime, unsigned ring_bits);
 void digest_nonces_free(struct digest_nonces *n);
 
-/* Make a fresh nonce (DIGEST_NONCE_LEN chars + NUL). */
-void digest_nonce_make(struct digest_nonces *n, time_t now, char out[DIGEST_NONCE_LEN + 1]);
+/* Make a fresh nonce (DIGEST_NONCE_LEN chars + NUL) for the client at address bind (the
+ * source IP as text; borrowed for the call). */
+void digest_nonce_make(struct digest_nonces *n, time_t now, const char *bind,
+                       char out[DIGEST_NONCE_LEN + 1]);
 
-/* Is nonce ours and fresh? Does not record use. */
-enum digest_nonce_state digest_nonce_check(struct digest_nonces *n, const char *nonce, time_t now);
+/* Is nonce ours, issued to bind, and fresh? Does not record use. A nonce issued to another
+ * address is DIGEST_NONCE_INVALID. */
+enum digest_nonce_state digest_nonce_check(struct digest_nonces *n, const char *nonce,
+                                           const char *bind, time_t now);
 
 /* Record a verified use with nonce-count nc (0 when the client sent no qop: the nonce is then
  * single-use). Returns DIGEST_NONCE_REPLAY if nc was not above the last one seen. */
 enum digest_nonce_state digest_nonce_use(struct digest_nonces *n, const char *nonce,
-                                         unsigned long nc);
+                                         const char *bind, unsigned long nc);
+
+/* Is nc a nonce-count as RFC 7616 §3.4 writes it: exactly 8 hex digits, and not 0 (the
+ * first request with a nonce uses 00000001)? 1 yes. */
+int digest_nc_valid(const char *nc);
 
 #endif

@@ -2,7 +2,8 @@
  * main: arguments, configuration, wiring of the modules, signals, and the loop.
  *
  * Start-up order: config → policy VM → store (migrations) → bindings loaded → listeners →
- * loop. Anything that fails before the loop runs ends the process with a message naming
+ * loop (the open-file limit is raised first, to fit tcp_max_connections). Anything that fails
+ * before the loop runs ends the process with a message naming
  * what failed; once the loop runs, nothing a peer or the policy does can stop it. SIGHUP
  * reloads the policy (the running one stays if the new one fails), SIGTERM and SIGINT stop
  * gracefully (queued store writes are committed first), SIGUSR1 logs the metrics.
@@ -12,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include <ev.h>
 
@@ -56,6 +58,56 @@ struct app {
     struct msgstore *msgstore; /* [offline] enabled */
     struct admin *admin;       /* [admin] enabled */
 };
+
+/* Descriptors kept for what is not a SIP connection: stdio, the log, the loop's own (epoll,
+ * signals, async), the store's files, the policy, TLS files read at start, one upstream. */
+#define MAIN_FD_RESERVE 64
+/* libmicrohttpd's connection limit for the admin (admin_http.c) */
+#define MAIN_FD_ADMIN 128
+/* push pools: (provider endpoint, credential) pairs reckoned with, push_connections each */
+#define MAIN_FD_PUSH_POOLS 16
+
+/* Make RLIMIT_NOFILE fit tcp_max_connections plus the rest, raising the soft limit toward the
+ * hard one. If the hard limit is too low, 0 is not returned: sipwake refuses to start rather
+ * than run with a connection limit it cannot keep (accept() would then fail with EMFILE while
+ * tcp_max_connections says there is room, and the descriptors the store and the push
+ * connections need would be taken by SIP peers). -1 with err naming the two fixes. */
+static int main_fd_limit(const struct config *cfg, char *err, size_t errlen)
+{
+    rlim_t reserve = MAIN_FD_RESERVE + (rlim_t)cfg->n_listens +
+                     (cfg->admin_enabled ? MAIN_FD_ADMIN : 0) +
+                     (rlim_t)cfg->push_connections * MAIN_FD_PUSH_POOLS;
+    rlim_t need = (rlim_t)cfg->tcp_max_connections + reserve;
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0) {
+        snprintf(err, errlen, "getrlimit(RLIMIT_NOFILE): %s", strerror(errno));
+        return -1;
+    }
+    if (rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur >= need)
+        return 0;
+    if (rl.rlim_max != RLIM_INFINITY && rl.rlim_max < need) {
+        long fits = rl.rlim_max > reserve ? (long)(rl.rlim_max - reserve) : 0;
+        snprintf(err, errlen,
+                 "the open-file limit is too low for [sip] tcp_max_connections = %ld: it needs "
+                 "%llu descriptors (%llu more for listeners, the store, the admin and push), "
+                 "the hard limit (RLIMIT_NOFILE) is %llu. Raise it (ulimit -Hn, systemd "
+                 "LimitNOFILE=) or set tcp_max_connections to at most %ld",
+                 cfg->tcp_max_connections, (unsigned long long)need, (unsigned long long)reserve,
+                 (unsigned long long)rl.rlim_max, fits);
+        return -1;
+    }
+    rlim_t was = rl.rlim_cur;
+    rl.rlim_cur = need;
+    if (setrlimit(RLIMIT_NOFILE, &rl) < 0) {
+        snprintf(err, errlen, "cannot raise the open-file limit from %llu to %llu: %s",
+                 (unsigned long long)was, (unsigned long long)need, strerror(errno));
+        return -1;
+    }
+    log_info("open-file limit raised from %llu to %llu (tcp_max_connections %ld + %llu)",
+             (unsigned long long)was, (unsigned long long)need, cfg->tcp_max_connections,
+             (unsigned long long)reserve);
+    return 0;
+}
 
 static void usage(FILE *f)
 {
@@ -422,6 +474,10 @@ int main(int argc, char **argv)
              app.cfg.source, app.cfg.policy_file, lua_vm_generation(vm));
 
     int rc = 1;
+    if (main_fd_limit(&app.cfg, err, sizeof err) < 0) {
+        log_error("%s", err);
+        goto out;
+    }
     app.loop = ev_default_loop(EVFLAG_AUTO);
     if (store_open(&app.cfg, &app.store, err, sizeof err) < 0) {
         log_error("%s", err);

@@ -25,6 +25,11 @@ static const struct {
     [METRICS_TCP_CONNECTIONS] = {"net:tcp_connections", 1, "open TCP and TLS connections"},
     [METRICS_TLS_HANDSHAKE_FAILURES] = {"net:tls_handshake_failures", 0, "failed TLS handshakes"},
     [METRICS_TCP_TIMEOUTS] = {"net:tcp_timeouts", 0, "connections closed for idleness or a stall"},
+    [METRICS_TCP_REFUSED] = {"net:tcp_refused", 0,
+                             "connections closed at once: tcp_max_connections or the per-source "
+                             "cap reached"},
+    [METRICS_TCP_ACCEPT_ERRORS] = {"net:tcp_accept_errors", 0,
+                                   "failed accept() calls (out of file descriptors...)"},
     [METRICS_REG_ACCEPTED] = {"registrar:accepted_regs", 0, "REGISTERs answered 2xx"},
     [METRICS_REG_REJECTED] = {"registrar:rejected_regs", 0, "REGISTERs answered with an error"},
     [METRICS_REG_PUSH_BINDINGS] = {"registrar:push_regs", 0,

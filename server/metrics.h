@@ -23,6 +23,8 @@ enum metrics_id {
     METRICS_TCP_CONNECTIONS, /* gauge */
     METRICS_TLS_HANDSHAKE_FAILURES,
     METRICS_TCP_TIMEOUTS,
+    METRICS_TCP_REFUSED,       /* accepted then closed at once: a connection cap was reached */
+    METRICS_TCP_ACCEPT_ERRORS, /* accept() failed, e.g. out of descriptors (EMFILE) */
     METRICS_REG_ACCEPTED,
     METRICS_REG_REJECTED,
     METRICS_REG_PUSH_BINDINGS, /* accepted REGISTERs that stored a push binding */

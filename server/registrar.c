@@ -194,7 +194,7 @@ static void challenge(struct reg_req *rr, int stale)
 {
     struct registrar *reg = rr->reg;
     char nonce[DIGEST_NONCE_LEN + 1];
-    digest_nonce_make(reg->nonces, util_now(), nonce);
+    digest_nonce_make(reg->nonces, util_now(), rr->src.ip, nonce);
     struct buf r = {0};
     make_response(rr, &r, 401, "Unauthorized");
     for (size_t i = 0; i < reg->cfg->auth_algorithms.n; i++) {
@@ -338,7 +338,7 @@ static void subscriber_cb(void *arg, int found, const struct store_subscriber *s
         return;
     }
     unsigned long count = qop ? strtoul(nc ? nc : "0", NULL, 16) : 0;
-    enum digest_nonce_state st = digest_nonce_use(reg->nonces, nonce, count);
+    enum digest_nonce_state st = digest_nonce_use(reg->nonces, nonce, rr->src.ip, count);
     free(nonce), free(uri), free(response), free(cnonce), free(qop), free(nc);
     if (st == DIGEST_NONCE_REPLAY) {
         log_warn("auth: replayed nonce-count from %s:%d for '%s'", rr->src.ip, rr->src.port,
@@ -392,21 +392,57 @@ static void authenticate(struct reg_req *rr)
     for (size_t i = 0; alg_ok && i < reg->cfg->auth_algorithms.n; i++)
         offered |= util_caseeq(reg->cfg->auth_algorithms.items[i], digest_alg_name(alg));
     free(alg_name);
-    char *user = unquote(use->username), *qop = unquote(use->message_qop);
+    char *user = unquote(use->username), *qop = unquote(use->message_qop),
+         *nc = unquote(use->nonce_count), *uri = unquote(use->uri);
     int complete = user && *user && strlen(user) < sizeof rr->auth_user && use->nonce &&
-                   use->response && use->uri &&
-                   (!qop || (util_caseeq(qop, "auth") && use->cnonce && use->nonce_count));
+                   use->response && uri &&
+                   (!qop || (util_caseeq(qop, "auth") && use->cnonce && digest_nc_valid(nc)));
+    int has_qop = qop != NULL;
     free(qop);
+    free(nc);
     if (!alg_ok || !offered || !complete) {
-        free(user);
+        free(user), free(uri);
         reject(rr, 400, "Bad Request",
                "Warning: 399 sipwake \"Malformed or unsupported Authorization\"\n");
         return;
     }
+    /* RFC 3261 §22.4 item 8: every challenge of ours offers qop="auth", and a client that
+     * receives qop in a challenge MUST send it back. A response without qop (RFC 2069 form)
+     * has neither cnonce nor nonce-count, so it is weaker against chosen-plaintext and replay;
+     * it is refused with 403, not challenged again: the same client would answer the same way
+     * (RFC 3261 §21.4.4, "authorization will not help"). */
+    if (!has_qop) {
+        free(user), free(uri);
+        reject(rr, 403, "Forbidden",
+               "Warning: 399 sipwake \"Digest without qop=auth refused (RFC 3261 22.4)\"\n");
+        return;
+    }
+    /* RFC 7616 §3.4.6 (RFC 2617 §3.2.2.5): the digest-uri must name the Request-URI, else
+     * 400; compared by RFC 3261 §19.1.4, so an equivalent form (host case, escaping, params
+     * that only one side has) is accepted. A response computed for another URI cannot then
+     * be replayed against this request. */
+    struct sip_msg_slice method, ruri, version;
+    int same_uri = 0;
+    if (sip_msg_raw_request_line(rr->raw, rr->rawlen, &method, &ruri, &version) == 0) {
+        char *written = xstrndup(ruri.p, ruri.len); /* the Request-URI as the client wrote it */
+        same_uri = sip_uri_text_equal(uri, written);
+        free(written);
+    }
+    if (!same_uri) {
+        log_warn("auth: digest uri \"%s\" from %s:%d is not the Request-URI", uri, rr->src.ip,
+                 rr->src.port);
+        free(user), free(uri);
+        reject(rr, 400, "Bad Request",
+               "Warning: 399 sipwake \"Digest uri does not match the Request-URI\"\n");
+        return;
+    }
+    free(uri);
     snprintf(rr->auth_user, sizeof rr->auth_user, "%s", user);
     free(user);
     char *nonce = unquote(use->nonce);
-    enum digest_nonce_state st = digest_nonce_check(reg->nonces, nonce, now);
+    /* a nonce is bound to the address it was sent to (digest.h): one issued to another
+     * address, or not ours, only earns a fresh challenge and is never counted as a failure */
+    enum digest_nonce_state st = digest_nonce_check(reg->nonces, nonce, rr->src.ip, now);
     free(nonce);
     if (st == DIGEST_NONCE_INVALID) {
         challenge(rr, 0);

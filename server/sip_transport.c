@@ -121,6 +121,7 @@ int transport_open(struct ev_loop *loop, const struct config *cfg, transport_msg
     clock_gettime(CLOCK_REALTIME, &ts);
     t->next_flow_id = (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
     hashtab_init(&t->flows, 256);
+    hashtab_init(&t->sources, 256);
     t->udp_buf = xmalloc((size_t)TRANSPORT_UDP_BATCH * 65536);
     t->listeners = xcalloc(cfg->n_listens, sizeof *t->listeners);
     for (size_t i = 0; i < cfg->n_listens; i++)
@@ -196,6 +197,7 @@ void transport_close(struct transport *t)
     for (size_t i = 0; i < t->n_listeners; i++) {
         if (t->listeners[i].fd >= 0) {
             ev_io_stop(t->loop, &t->listeners[i].io);
+            ev_timer_stop(t->loop, &t->listeners[i].backoff_timer);
             close(t->listeners[i].fd);
         }
         buf_free(&t->listeners[i].out.data);
@@ -206,6 +208,7 @@ void transport_close(struct transport *t)
         SSL_CTX_free(t->tls_client_ctx);
     free(t->listeners);
     hashtab_free(&t->flows);
+    hashtab_free(&t->sources); /* emptied by transport_stream_close_all */
     free(t->udp_buf);
     free(t);
 }

@@ -31,6 +31,11 @@ struct listener {
     enum config_transport transport;
     ev_io io;
     struct udp_out out;
+    /* streams: accept() failing for want of descriptors (EMFILE, ENFILE...) pauses the
+     * watcher for backoff seconds (0.1 doubling to 1) instead of spinning on the backlog */
+    ev_timer backoff_timer;
+    double backoff;              /* 0 while accepting normally */
+    unsigned long accept_errors; /* failures since the last accepted connection */
 };
 
 struct transport {
@@ -43,8 +48,11 @@ struct transport {
     struct listener *listeners;
     size_t n_listeners;
     SSL_CTX *tls_ctx;
-    SSL_CTX *tls_client_ctx; /* for connections sipwake opens, made on first use */
-    struct hashtab flows;    /* open TCP/TLS connections by flow id */
+    SSL_CTX *tls_client_ctx;     /* for connections sipwake opens, made on first use */
+    struct hashtab flows;        /* open TCP/TLS connections by flow id */
+    struct hashtab sources;      /* accepted connections per source address (struct source_count) */
+    ev_tstamp refused_logged_at; /* refusals by a connection cap are logged once a second */
+    unsigned long refused_unlogged;
     uint64_t next_flow_id;
     char *udp_buf; /* TRANSPORT_UDP_BATCH receive buffers of 65536 bytes */
     int batching;  /* inside a UDP burst: UDP sends are queued, flushed at its end */

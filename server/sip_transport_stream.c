@@ -7,6 +7,11 @@
  * tcp_idle_timeout) and the message timeout (a partial message or a TLS handshake older than
  * tcp_message_timeout). A connection is in the flow table from accept to close; closing
  * removes it, so a stale flow id resolves to nothing.
+ *
+ * Accepting is bounded three ways: tcp_max_connections in all, tcp_max_connections_per_source
+ * from one address (an IPv6 /64: one host owns at least that), and, when the process runs
+ * out of descriptors, a paused accept watcher that retries after a back-off rather than
+ * waking at once for the same backlog and failing again.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -23,6 +28,14 @@
 #include "sip_msg.h"
 #include "sip_transport_int.h"
 
+/* Accepted connections open from one source, keyed by address family and address (IPv6
+ * cut to its /64). Freed when its last connection closes. */
+struct source_count {
+    struct hashtab_node hn;
+    unsigned char key[9];
+    size_t n;
+};
+
 struct conn {
     struct transport *t;
     struct hashtab_node hn;
@@ -33,6 +46,7 @@ struct conn {
     int handshaking;
     int closing;
     struct sip_source src;
+    struct source_count *source; /* accepted connections: their source's count; else NULL */
     ev_io io;
     ev_timer timer;
     ev_tstamp last_activity;
@@ -45,6 +59,7 @@ struct conn {
 static void conn_close(struct conn *c, const char *why);
 static void conn_io_cb(struct ev_loop *loop, ev_io *w, int revents);
 static void conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents);
+static void conn_timer_schedule(struct conn *c);
 
 static uint64_t flow_hash(uint64_t id)
 {
@@ -183,7 +198,16 @@ static int conn_deliver(struct conn *c)
         memmove(c->in.data, c->in.data + off, c->in.len - off);
         c->in.len -= off;
     }
-    c->partial_since = c->in.len ? (c->partial_since ? c->partial_since : ev_now(t->loop)) : 0;
+    /* The message timeout runs from the first byte of the message still incomplete: one
+     * that started in this read (after complete ones) starts a new clock. */
+    ev_tstamp was = c->partial_since;
+    if (!c->in.len)
+        c->partial_since = 0;
+    else if (off || !c->partial_since)
+        c->partial_since = ev_now(t->loop);
+    /* the timer was set for the idle timeout; a partial message needs the earlier deadline */
+    if (c->partial_since && c->partial_since != was && !c->closing)
+        conn_timer_schedule(c);
     return rc;
 }
 
@@ -296,15 +320,32 @@ static void conn_io_cb(struct ev_loop *loop, ev_io *w, int revents)
         conn_read(c);
 }
 
+/* The idle deadline, and the message deadline when a message (or handshake) is pending. */
+static void conn_deadlines(const struct conn *c, ev_tstamp *idle_at, ev_tstamp *stall_at)
+{
+    const struct config *cfg = c->t->cfg;
+    *idle_at = c->last_activity + (ev_tstamp)cfg->tcp_idle_timeout;
+    *stall_at =
+        c->partial_since ? c->partial_since + (ev_tstamp)cfg->tcp_message_timeout : *idle_at;
+}
+
+/* (Re)arm c's timer for the nearer of its deadlines. */
+static void conn_timer_schedule(struct conn *c)
+{
+    ev_tstamp idle_at, stall_at, now = ev_now(c->t->loop);
+    conn_deadlines(c, &idle_at, &stall_at);
+    ev_tstamp next = stall_at < idle_at ? stall_at : idle_at;
+    c->timer.repeat = next - now > 0.05 ? next - now : 0.05;
+    ev_timer_again(c->t->loop, &c->timer);
+}
+
 static void conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     (void)revents;
     struct conn *c = w->data;
-    const struct config *cfg = c->t->cfg;
     ev_tstamp now = ev_now(loop);
-    ev_tstamp idle_at = c->last_activity + (ev_tstamp)cfg->tcp_idle_timeout;
-    ev_tstamp stall_at =
-        c->partial_since ? c->partial_since + (ev_tstamp)cfg->tcp_message_timeout : idle_at;
+    ev_tstamp idle_at, stall_at;
+    conn_deadlines(c, &idle_at, &stall_at);
     if (now >= stall_at && c->partial_since) {
         metrics_inc(METRICS_TCP_TIMEOUTS);
         conn_close(c, c->connecting    ? "connect timed out"
@@ -317,9 +358,7 @@ static void conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
         conn_close(c, "idle timeout");
         return;
     }
-    ev_tstamp next = stall_at < idle_at ? stall_at : idle_at;
-    w->repeat = next - now > 0.05 ? next - now : 0.05;
-    ev_timer_again(loop, w);
+    conn_timer_schedule(c);
 }
 
 /* A connection on fd, in the flow table, not yet watched. */
@@ -365,6 +404,94 @@ static void conn_start(struct conn *c, int events)
     ev_timer_again(t->loop, &c->timer);
 }
 
+/* The per-source key of an address: family, then the IPv4 address or the IPv6 /64. */
+static void source_key(const struct sockaddr_storage *ss, unsigned char key[9])
+{
+    memset(key, 0, 9);
+    key[0] = (unsigned char)ss->ss_family;
+    if (ss->ss_family == AF_INET6)
+        memcpy(key + 1, &((const struct sockaddr_in6 *)ss)->sin6_addr, 8);
+    else
+        memcpy(key + 1, &((const struct sockaddr_in *)ss)->sin_addr, 4);
+}
+
+/* The count for key, or NULL (with create: a new zero count in the table). */
+static struct source_count *source_find(struct transport *t, const unsigned char key[9], int create)
+{
+    uint64_t h = util_hash(key, 9);
+    for (struct hashtab_node *n = hashtab_first(&t->sources, h); n;
+         n = hashtab_next(&t->sources, n)) {
+        struct source_count *sc = HASHTAB_ENTRY(n, struct source_count, hn);
+        if (memcmp(sc->key, key, 9) == 0)
+            return sc;
+    }
+    if (!create)
+        return NULL;
+    struct source_count *sc = xcalloc(1, sizeof *sc);
+    memcpy(sc->key, key, 9);
+    hashtab_insert(&t->sources, &sc->hn, h);
+    return sc;
+}
+
+static void source_release(struct conn *c)
+{
+    struct source_count *sc = c->source;
+    if (!sc)
+        return;
+    c->source = NULL;
+    if (--sc->n == 0) {
+        hashtab_remove(&c->t->sources, &sc->hn);
+        free(sc);
+    }
+}
+
+static void accept_resume_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)revents;
+    struct listener *l = w->data;
+    ev_timer_stop(loop, w);
+    ev_io_start(loop, &l->io); /* fires at once if connections wait in the backlog */
+}
+
+/* accept() failed with err for a reason that retrying at once will not cure (out of file
+ * descriptors, out of memory): stop watching the listener for a back-off, 100 ms doubling
+ * to 1 s, so a full backlog does not wake the loop in a tight loop. One log line per
+ * back-off period, with the count of failures since the last success. */
+static void accept_pause(struct listener *l, int err)
+{
+    struct transport *t = l->t;
+    const struct config_listen *cl = &t->cfg->listens[l->index];
+    l->accept_errors++;
+    metrics_inc(METRICS_TCP_ACCEPT_ERRORS);
+    l->backoff = l->backoff > 0 ? (l->backoff * 2 < 1.0 ? l->backoff * 2 : 1.0) : 0.1;
+    log_warn("%s: accept on %s:%d failed: %s; accepting paused for %.1f s (%lu failures in a "
+             "row)",
+             config_transport_name(l->transport), cl->host, cl->port, strerror(err), l->backoff,
+             l->accept_errors);
+    ev_io_stop(t->loop, &l->io);
+    ev_timer_init(&l->backoff_timer, accept_resume_cb, l->backoff, 0);
+    l->backoff_timer.data = l;
+    ev_timer_start(t->loop, &l->backoff_timer);
+}
+
+/* Close a just-accepted fd that a cap refuses; logged at most once a second. */
+static void accept_refuse(struct listener *l, int fd, const char *ip, const char *why)
+{
+    struct transport *t = l->t;
+    close(fd);
+    metrics_inc(METRICS_TCP_REFUSED);
+    metrics_inc(METRICS_DROPPED);
+    ev_tstamp now = ev_now(t->loop);
+    if (t->refused_logged_at && now - t->refused_logged_at < 1.0) {
+        t->refused_unlogged++;
+        return;
+    }
+    log_warn("%s: connection from %s refused: %s (%lu more refused since the last report)",
+             config_transport_name(l->transport), ip, why, t->refused_unlogged);
+    t->refused_logged_at = now;
+    t->refused_unlogged = 0;
+}
+
 void transport_stream_accept(struct listener *l)
 {
     struct transport *t = l->t;
@@ -373,18 +500,37 @@ void transport_stream_accept(struct listener *l)
         socklen_t len = sizeof ss;
         int fd = accept4(l->fd, (struct sockaddr *)&ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
-            if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
-                log_warn("tcp: accept failed: %s", strerror(errno));
+            if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+                return;
+            if (errno == ECONNABORTED)
+                continue; /* that one gave up while waiting; others may be there */
+            accept_pause(l, errno);
             return;
         }
+        if (l->accept_errors) {
+            log_notice("%s: accepting again after %lu failed accepts",
+                       config_transport_name(l->transport), l->accept_errors);
+            l->accept_errors = 0;
+        }
+        l->backoff = 0;
+        char ip[INET6_ADDRSTRLEN];
+        int port;
+        transport_addr_str((const struct sockaddr *)&ss, ip, sizeof ip, &port);
         if (t->flows.count >= (size_t)t->cfg->tcp_max_connections) {
-            log_warn("tcp: %zu connections open (tcp_max_connections), refusing one",
-                     t->flows.count);
-            close(fd);
-            metrics_inc(METRICS_DROPPED);
+            accept_refuse(l, fd, ip, "tcp_max_connections reached");
+            continue;
+        }
+        unsigned char key[9];
+        source_key(&ss, key);
+        struct source_count *sc = source_find(t, key, 0);
+        long cap = t->cfg->tcp_max_connections_per_source;
+        if (cap > 0 && sc && sc->n >= (size_t)cap) {
+            accept_refuse(l, fd, ip, "tcp_max_connections_per_source reached");
             continue;
         }
         struct conn *c = conn_new(t, fd, l->transport, l->index, &ss, len, t->tls_ctx);
+        c->source = sc ? sc : source_find(t, key, 1);
+        c->source->n++;
         if (c->ssl) {
             SSL_set_accept_state(c->ssl);
             c->handshaking = 1;
@@ -450,6 +596,7 @@ static void conn_close(struct conn *c, const char *why)
         log_info("%s: closing connection from %s:%d: %s", config_transport_name(c->src.transport),
                  c->src.ip, c->src.port, why);
     hashtab_remove(&t->flows, &c->hn);
+    source_release(c);
     metrics_add(METRICS_TCP_CONNECTIONS, -1);
     ev_io_stop(t->loop, &c->io);
     ev_timer_stop(t->loop, &c->timer);

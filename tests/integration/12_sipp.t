@@ -53,21 +53,24 @@ is($open->sql_wait("select count(*) from location where username='ursula'", '0')
    'binding removed from the store');
 ok($open->stop, 'clean shutdown');
 
-# Digest: sipp takes the first challenge and knows MD5 only, so offer MD5 first here.
+# Digest: sipp takes the first challenge and knows MD5 only, so offer MD5 first here. Its
+# digest uri is the server's address unless -auth_uri names the Request-URI, which sipwake
+# requires (RFC 7616 §3.4.6).
+my @AUTH_URI = ('-auth_uri', 'example.com');
 my $auth = Sipwake->new(config => { auth => { enabled => 'yes', algorithms => 'MD5, SHA-256' } });
 my ($urc, $out) = $auth->run_bin('user', 'add', 'alice@example.com', 'secret');
 is($urc, 0, 'user add') or diag $out;
 $auth->start;
 ($rc, $msgs, $err) = $auth->sipp('register_auth', set => { user => 'alice' },
-    args => ['-au', 'alice', '-ap', 'secret']);
+    args => ['-au', 'alice', '-ap', 'secret', @AUTH_URI]);
 is($rc, 0, '401 challenge, then 200 with the right password') or diag $err;
 is($auth->sql_wait("select count(*) from location where username='alice'", '1'), '1',
    'binding stored after authentication');
 ($rc, $msgs, $err) = $auth->sipp('register_auth_wrong', set => { user => 'alice' },
-    args => ['-au', 'alice', '-ap', 'wrong']);
+    args => ['-au', 'alice', '-ap', 'wrong', @AUTH_URI]);
 is($rc, 0, 'wrong password: 401 again') or diag $err;
 ($rc, $msgs, $err) = $auth->sipp('register_auth_wrong', set => { user => 'nobody' },
-    args => ['-au', 'nobody', '-ap', 'x']);
+    args => ['-au', 'nobody', '-ap', 'x', @AUTH_URI]);
 is($rc, 0, 'unknown user: 401 again') or diag $err;
 is($auth->sql("select count(*) from location where username in ('nobody')"), '0',
    'no binding from a failed authentication');

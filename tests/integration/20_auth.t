@@ -63,6 +63,54 @@ $r = $ua->request($ua->register_msg(expires => 600, authorization => $auth));
 is($r->{code}, 401, 'expired nonce: 401');
 like(scalar $H->($r, 'www-authenticate'), qr/stale=true/, 'with stale=true');
 
+# the digest-uri must be the Request-URI (RFC 7616 §3.4.6), compared as RFC 3261 §19.1.4 does
+$c = $ua->register(expires => 600);
+$auth = $ua->authorization($c, password => 'pw-alice', uri => 'sip:elsewhere.example.com');
+$r = $ua->request($ua->register_msg(expires => 600, authorization => $auth));
+is($r->{code}, 400, 'right password, digest uri of another resource: 400');
+like(scalar $H->($r, 'warning'), qr/does not match the Request-URI/, 'with a Warning saying why');
+$c = $ua->register(expires => 600);
+$auth = $ua->authorization($c, password => 'pw-alice', uri => 'sip:EXAMPLE.com;x-foo=bar');
+$r = $ua->request($ua->register_msg(expires => 600, authorization => $auth));
+is($r->{code}, 200, 'an equivalent digest uri (host case, an extra parameter) is accepted');
+$c = $ua->register(expires => 600);
+$auth = $ua->authorization($c, password => 'pw-alice', uri => 'sip:example.com:5060');
+$r = $ua->request($ua->register_msg(expires => 600, authorization => $auth));
+is($r->{code}, 400, 'an explicit port is not the same URI (RFC 3261 §19.1.4)');
+
+# we always offer qop="auth"; an answer without qop (RFC 2069) is refused (RFC 3261 §22.4)
+$c = $ua->register(expires => 600);
+$auth = $ua->authorization($c, password => 'pw-alice', no_qop => 1);
+$r = $ua->request($ua->register_msg(expires => 600, authorization => $auth));
+is($r->{code}, 403, 'right password without qop: 403');
+like(scalar $H->($r, 'warning'), qr/without qop/, 'with a Warning saying why');
+
+# nonce-count: 8 hex digits, not 0 (RFC 7616 §3.4)
+for my $nc ('1', '00000000', '0000000x') {
+    $c = $ua->register(expires => 600);
+    $auth = $ua->authorization($c, password => 'pw-alice', nc => $nc);
+    $r = $ua->request($ua->register_msg(expires => 600, authorization => $auth));
+    is($r->{code}, 400, "nc=$nc: 400");
+}
+
+# Forged source addresses: a spoofer (here 127.0.0.2) can obtain nonces for its own address,
+# then send wrong credentials with a forged source (the victim's 127.0.0.1; over UDP it never
+# sees the answers). Nonces are bound to the address they were sent to, so these are not
+# failures of 127.0.0.1 and the victim is not locked out.
+my $spoofer = $sw->ua(user => 'bob', local_addr => '127.0.0.2');
+my $forged = $sw->ua(user => 'bob');
+for my $i (1 .. 4) {
+    my $ch2 = $spoofer->register(expires => 600);
+    is($ch2->{code}, 401, "spoofer $i: challenged at its own address");
+    $auth = $forged->authorization($ch2, password => 'guess');
+    $r = $forged->request($forged->register_msg(expires => 600, authorization => $auth));
+    is($r->{code}, 401, "forged failure $i: only a fresh challenge");
+}
+my $victim = $sw->ua(user => 'alice');
+$r = $victim->register(expires => 600, password => 'pw-alice');
+is($r->{code}, 200, 'the victim address is not locked out');
+unlike($sw->log, qr/locked out/, 'nobody was locked out');
+
 # wrong passwords: counted per source, then locked out
 my $bad = $sw->ua(user => 'bob');
 for my $i (1 .. 2) {

@@ -118,7 +118,10 @@ sub start {
         open STDOUT, '>>', $log or die;
         open STDERR, '>>', $log or die;
         $ENV{ASAN_OPTIONS} ||= 'detect_leaks=1';
-        exec $BIN, '--config', $self->config_path or die "exec $BIN: $!";
+        # shell => 'ulimit -Sn 256': run through sh with that command first (the same pid)
+        my @cmd = ($BIN, '--config', $self->config_path);
+        @cmd = ('/bin/sh', '-c', "$self->{shell}; exec \"\$@\"", 'sh', @cmd) if $self->{shell};
+        exec @cmd or die "exec $cmd[0]: $!";
     }
     $self->{pid} = $pid;
     my $deadline = time + 15;
@@ -344,7 +347,8 @@ sub new {
             or die "udp socket: $!";
     } elsif ($t eq 'tcp') {
         $self->{sock} = IO::Socket::INET->new(Proto => 'tcp', PeerAddr => '127.0.0.1',
-            PeerPort => $srv->port, LocalAddr => '127.0.0.1') or die "tcp connect: $!";
+            PeerPort => $srv->port, LocalAddr => $self->{local_addr} || '127.0.0.1')
+            or die "tcp connect: $!";
     } else {
         $self->{sock} = IO::Socket::SSL->new(PeerAddr => '127.0.0.1', PeerPort => $srv->tls_port,
             SSL_verify_mode => SSL_VERIFY_NONE, %{ $o{ssl} || {} })
@@ -531,10 +535,15 @@ sub authorization {
     my $d = $o{domain} // $self->{domain};
     my $h = $want eq 'SHA-256' ? \&sha256_hex : \&md5_hex;
     my $ha1 = $h->("$u:$p{realm}:$o{password}");
-    my $uri = "sip:$d";
+    my $uri = $o{uri} // "sip:$d"; # uri: another digest-uri than the Request-URI
     my $nc = $o{nc} // '00000001';
     my $cnonce = 'cn' . int(rand(1e9));
     my $ha2 = $h->("REGISTER:$uri");
+    if ($o{no_qop}) { # the RFC 2069 form: no qop, cnonce or nc
+        my $r2069 = $h->("$ha1:$p{nonce}:$ha2");
+        return qq{Digest username="$u", realm="$p{realm}", nonce="$p{nonce}", uri="$uri", }
+            . qq{response="$r2069", algorithm=$want};
+    }
     my $resp = $h->("$ha1:$p{nonce}:$nc:$cnonce:auth:$ha2");
     return qq{Digest username="$u", realm="$p{realm}", nonce="$p{nonce}", uri="$uri", }
         . qq{response="$resp", algorithm=$want, cnonce="$cnonce", qop=auth, nc=$nc};

@@ -39,24 +39,34 @@ int main(void)
     struct digest_nonces *n = digest_nonces_new(300, 4);
     char a[DIGEST_NONCE_LEN + 1], b[DIGEST_NONCE_LEN + 1];
     time_t now = 1800000000;
-    digest_nonce_make(n, now, a);
+    digest_nonce_make(n, now, "192.0.2.1", a);
     is_int(strlen(a), DIGEST_NONCE_LEN, "nonce length");
-    is_int(digest_nonce_check(n, a, now + 10), DIGEST_NONCE_OK, "fresh nonce ok");
-    is_int(digest_nonce_check(n, a, now + 301), DIGEST_NONCE_STALE, "old nonce stale");
+    is_int(digest_nonce_check(n, a, "192.0.2.1", now + 10), DIGEST_NONCE_OK, "fresh nonce ok");
+    is_int(digest_nonce_check(n, a, "192.0.2.1", now + 301), DIGEST_NONCE_STALE, "old nonce stale");
     char forged[DIGEST_NONCE_LEN + 1];
     memcpy(forged, a, sizeof forged);
     forged[3] = forged[3] == '0' ? '1' : '0';
-    is_int(digest_nonce_check(n, forged, now), DIGEST_NONCE_INVALID, "tampered time refused");
-    is_int(digest_nonce_check(n, "abc", now), DIGEST_NONCE_INVALID, "garbage refused");
-    is_int(digest_nonce_use(n, a, 1), DIGEST_NONCE_OK, "nc 1 accepted");
-    is_int(digest_nonce_use(n, a, 1), DIGEST_NONCE_REPLAY, "nc 1 again is a replay");
-    is_int(digest_nonce_use(n, a, 2), DIGEST_NONCE_OK, "nc 2 accepted");
-    digest_nonce_make(n, now, b);
-    is_int(digest_nonce_use(n, b, 0), DIGEST_NONCE_OK, "qop-less nonce: first use");
-    is_int(digest_nonce_use(n, b, 0), DIGEST_NONCE_REPLAY, "qop-less nonce is single use");
+    is_int(digest_nonce_check(n, forged, "192.0.2.1", now), DIGEST_NONCE_INVALID,
+           "tampered time refused");
+    is_int(digest_nonce_check(n, "abc", "192.0.2.1", now), DIGEST_NONCE_INVALID, "garbage refused");
+    is_int(digest_nonce_check(n, a, "192.0.2.2", now), DIGEST_NONCE_INVALID,
+           "a nonce is refused from an address it was not issued to");
+    is_int(digest_nonce_use(n, a, "192.0.2.2", 1), DIGEST_NONCE_INVALID,
+           "and cannot be used from there");
+    ok(digest_nc_valid("00000001") && digest_nc_valid("0000000A"), "nc: 8 hex digits");
+    ok(!digest_nc_valid("00000000"), "nc 0 refused");
+    ok(!digest_nc_valid("1") && !digest_nc_valid("0000000g") && !digest_nc_valid(NULL),
+       "nc: wrong length or not hex refused");
+    is_int(digest_nonce_use(n, a, "192.0.2.1", 1), DIGEST_NONCE_OK, "nc 1 accepted");
+    is_int(digest_nonce_use(n, a, "192.0.2.1", 1), DIGEST_NONCE_REPLAY, "nc 1 again is a replay");
+    is_int(digest_nonce_use(n, a, "192.0.2.1", 2), DIGEST_NONCE_OK, "nc 2 accepted");
+    digest_nonce_make(n, now, "192.0.2.1", b);
+    is_int(digest_nonce_use(n, b, "192.0.2.1", 0), DIGEST_NONCE_OK, "qop-less nonce: first use");
+    is_int(digest_nonce_use(n, b, "192.0.2.1", 0), DIGEST_NONCE_REPLAY,
+           "qop-less nonce is single use");
     for (int i = 0; i < 16; i++)
-        digest_nonce_make(n, now, b);
-    is_int(digest_nonce_check(n, a, now), DIGEST_NONCE_STALE, "slot reused: stale");
+        digest_nonce_make(n, now, "192.0.2.1", b);
+    is_int(digest_nonce_check(n, a, "192.0.2.1", now), DIGEST_NONCE_STALE, "slot reused: stale");
     digest_nonces_free(n);
     return done_testing();
 }
