@@ -2,10 +2,12 @@
  * store: the queue, the worker thread and the completions; the backend does the I/O.
  *
  * Queued operations own copies of their data. The loop collects them without locking and
- * hands the batch over STORE_FLUSH_MS after the first of them (one timer), so the worker is
- * woken at most a few hundred times a second however many REGISTERs arrive. The worker takes the
- * whole queue at once, applies all writes in one transaction, then runs the reads and hands them
- * back to the loop through an ev_async watcher.
+ * hands them over as a group commit does: at the end of the loop turn that queued them when the
+ * worker is idle, else as soon as the worker finishes the batch it is busy with. An idle store
+ * so answers a REGISTER one commit after it arrives (its 200 waits for the commit), and a busy
+ * one gathers everything that arrived during a commit into the next transaction, however many
+ * REGISTERs arrive. The worker takes the whole queue at once, applies all writes in one
+ * transaction, then runs the reads and hands them back to the loop through an ev_async watcher.
  *
  * A batch whose commit fails is tried again, a bounded number of times within a bounded time
  * (STORE_WRITE_ATTEMPTS, STORE_WRITE_GIVE_UP_MS): a store that keeps failing must not hold
@@ -27,10 +29,6 @@
 #include "log.h"
 #include "metrics.h"
 #include "util.h"
-
-/* How long the loop collects operations before handing them to the worker. A write reaches
- * the disk at most this much later; a lookup is answered this much later at worst. */
-#define STORE_FLUSH_MS 2
 
 /* Attempts at committing one batch, and the time after which no new attempt starts. The
  * backend's own busy wait (SQLite: its busy timeout) comes on top of the last attempt. */
@@ -77,7 +75,7 @@ struct store {
     void *db;
     struct ev_loop *loop;
     ev_async done_watcher;
-    ev_timer flush_timer; /* hands the loop's batch over STORE_FLUSH_MS after its first op */
+    ev_prepare flush_watcher; /* hands the loop's batch over at the end of the loop turn */
     struct op *local_head, *local_tail; /* loop thread only */
     size_t local_n;
     pthread_t thread;
@@ -88,6 +86,7 @@ struct store {
     size_t queued;
     struct op *done_head, *done_tail;
     int stopping;
+    int busy;                    /* under mu: the worker holds a batch */
     unsigned long errors;        /* under mu; moved into metrics on the loop */
     unsigned long failed_writes; /* under mu; writes given up, moved into metrics likewise */
     unsigned long left_busy;     /* under mu; statements found left busy, likewise */
@@ -97,7 +96,8 @@ struct store {
     unsigned long logged;        /* worker only: push log rows since the last prune */
 };
 
-static void flush_cb(struct ev_loop *loop, ev_timer *w, int revents);
+static void flush_cb(struct ev_loop *loop, ev_prepare *w, int revents);
+static void flush_local(struct store *s);
 
 static void op_free(struct op *o)
 {
@@ -130,6 +130,9 @@ static void done_cb(struct ev_loop *loop, ev_async *w, int revents)
         op_free(list);
         list = next;
     }
+    /* the worker may have finished a batch: what was queued meanwhile goes now */
+    if (s->local_head && !ev_is_active(&s->flush_watcher))
+        ev_prepare_start(s->loop, &s->flush_watcher);
 }
 
 /* Completed operations go to the loop. */
@@ -267,6 +270,7 @@ static void *worker(void *arg)
             pthread_cond_wait(&s->cv, &s->mu);
         struct op *list = s->head;
         s->head = s->tail = NULL;
+        s->busy = list != NULL;
         int stopping = s->stopping;
         pthread_mutex_unlock(&s->mu);
         if (!list && stopping)
@@ -338,8 +342,11 @@ static void *worker(void *arg)
         settle(s);
         pthread_mutex_lock(&s->mu);
         s->queued -= n;
+        s->busy = 0;
         pthread_mutex_unlock(&s->mu);
         hand_over(s, reads);
+        /* idle again: the loop hands over what it gathered during this batch */
+        ev_async_send(s->loop, &s->done_watcher);
     }
     return NULL;
 }
@@ -373,27 +380,23 @@ void store_start(struct store *s, struct ev_loop *loop)
     ev_async_init(&s->done_watcher, done_cb);
     s->done_watcher.data = s;
     ev_async_start(loop, &s->done_watcher);
-    ev_init(&s->flush_timer, flush_cb);
-    s->flush_timer.data = s;
+    ev_prepare_init(&s->flush_watcher, flush_cb);
+    s->flush_watcher.data = s;
     if (pthread_create(&s->thread, NULL, worker, s) != 0) {
         log_error("store: cannot start the writer thread");
         abort();
     }
     s->started = 1;
-    if (s->local_head) { /* queued before the loop ran */
-        ev_timer_set(&s->flush_timer, STORE_FLUSH_MS / 1000.0, 0);
-        ev_timer_start(loop, &s->flush_timer);
-    }
+    if (s->local_head) /* queued before the loop ran */
+        ev_prepare_start(loop, &s->flush_watcher);
 }
 
 /* Loop side: collect operations without locking; flush_cb hands them over in one go. */
 static void enqueue(struct store *s, struct op *o)
 {
     o->seq = s->next_seq++;
-    if (!s->local_head && s->loop && !ev_is_active(&s->flush_timer)) {
-        ev_timer_set(&s->flush_timer, STORE_FLUSH_MS / 1000.0, 0);
-        ev_timer_start(s->loop, &s->flush_timer);
-    }
+    if (s->started && !ev_is_active(&s->flush_watcher))
+        ev_prepare_start(s->loop, &s->flush_watcher);
     if (s->local_tail)
         s->local_tail->next = o;
     else
@@ -419,11 +422,19 @@ static void flush_local(struct store *s)
     s->local_n = 0;
 }
 
-static void flush_cb(struct ev_loop *loop, ev_timer *w, int revents)
+/* Before the loop blocks, after every event of its turn: the batch goes to an idle worker.
+ * A busy one gets it when it finishes (done_cb starts this watcher again): that wait is what
+ * gathers a busy store's operations into one transaction. */
+static void flush_cb(struct ev_loop *loop, ev_prepare *w, int revents)
 {
-    (void)loop;
     (void)revents;
-    flush_local(w->data);
+    struct store *s = w->data;
+    ev_prepare_stop(loop, w);
+    pthread_mutex_lock(&s->mu);
+    int busy = s->busy || s->head;
+    pthread_mutex_unlock(&s->mu);
+    if (!busy)
+        flush_local(s);
 }
 
 void store_save_binding(struct store *s, const struct store_binding *b, store_done_cb done,
@@ -525,10 +536,8 @@ void store_call(struct store *s, int flags, store_work_fn work, store_result_cb 
     o->result = done;
     o->arg = arg;
     enqueue(s, o);
-    if ((flags & STORE_NOW) && s->started) {
-        ev_timer_stop(s->loop, &s->flush_timer);
+    if ((flags & STORE_NOW) && s->started)
         flush_local(s);
-    }
 }
 
 size_t store_pending(struct store *s)
@@ -660,7 +669,7 @@ void store_close(struct store *s)
     if (!s)
         return;
     if (s->started) {
-        ev_timer_stop(s->loop, &s->flush_timer);
+        ev_prepare_stop(s->loop, &s->flush_watcher);
         flush_local(s);
         pthread_mutex_lock(&s->mu);
         s->stopping = 1;

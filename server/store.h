@@ -297,8 +297,8 @@ typedef void (*store_result_cb)(void *arg, int rc);
        * batch fails is not retried: done gets -1 and the rest of the batch                        \
        * goes again without it (else a read, after the batch) */
 #define STORE_NOW                                                                                  \
-    2 /* hand the batch to the worker at once, not after STORE_FLUSH_MS:                           \
-       * for someone waiting on it one at a time */
+    2 /* hand the batch to the worker at once, not at the end of the loop turn                     \
+       * when the worker is idle: for someone waiting on it one at a time */
 
 /* Queue work (flags: STORE_WRITE, STORE_NOW). */
 void store_call(struct store *s, int flags, store_work_fn work, store_result_cb done, void *arg);
