@@ -864,6 +864,18 @@ static char *routes_without_us(const struct proxy *p, const osip_message_t *req)
     return ours == 0 ? NULL : sip_msg_route_lines(req, ours);
 }
 
+/* May the Route entry next, past sipwake's own, name the next hop of a request? Only when
+ * its sender is trusted to: it is the [upstream] (gateway mode), the route decision says so
+ * (follow_route), or the entry names the upstream itself. */
+static int route_trusted(const struct proxy *p, int from_upstream,
+                         const struct lua_hook_route_out *d, const osip_route_t *next)
+{
+    if (from_upstream || d->follow_route)
+        return 1;
+    return p->gw && next->url && next->url->host &&
+           util_caseeq(next->url->host, p->cfg->upstream_host);
+}
+
 /* Start the next group of targets: all of them (parallel), or those of the next q. */
 static void start_group(struct proxy_req *pr)
 {
@@ -1510,6 +1522,15 @@ static void route_req(struct proxy_req *pr)
         osip_uri_to_str(req->from->url, &from);
     if (req->to && req->to->url)
         osip_uri_to_str(req->to->url, &to);
+    /* §16.4: the leading Route entries naming sipwake are its own; the first one past them,
+     * if any, would name the next hop */
+    int ours = 0;
+    while (ours < osip_list_size(&req->routes) && route_is_us(p, osip_list_get(&req->routes, ours)))
+        ours++;
+    osip_route_t *next = osip_list_get(&req->routes, ours);
+    char *next_uri = NULL;
+    if (next && next->url)
+        osip_uri_to_str(next->url, &next_uri);
     struct lua_hook_route_in in = {
         .method = req->sip_method,
         .ruri = ruri,
@@ -1526,6 +1547,7 @@ static void route_req(struct proxy_req *pr)
         .n_bindings = n,
         .gateway = p->gw != NULL,
         .from_upstream = from_upstream,
+        .route = next_uri,
         .tenant = tenant,
         .user_exists = pr->user_exists < 0 ? -1 : pr->user_exists,
     };
@@ -1610,28 +1632,35 @@ static void route_req(struct proxy_req *pr)
     pr->missed_call = d.missed_call;
     pr->deliver_cancelled = d.deliver_cancelled;
     pr->routes = routes_without_us(p, req);
-    /* §16.6 step 7: a Route set that goes on past sipwake names the next hop; the targets
-     * keep their Request-URIs but go there */
-    int ours = 0;
-    while (ours < osip_list_size(&req->routes) && route_is_us(p, osip_list_get(&req->routes, ours)))
-        ours++;
-    osip_route_t *next = osip_list_get(&req->routes, ours);
+    if (next && !route_trusted(p, from_upstream, &d, next)) {
+        /* §16.4 and the open relay it would make: a Route set an untrusted sender preloads
+         * past sipwake is not followed (a request for a local user would reach whatever
+         * address it names, its Request-URI the user's binding); it goes by its
+         * Request-URI, without those Route entries */
+        log_info("proxy: %s %s from %s:%d: Route past sipwake (%s) ignored: the sender is not "
+                 "trusted to name the next hop",
+                 req->sip_method, req->call_id->number, src->ip, src->port,
+                 next_uri ? next_uri : "?");
+        free(pr->routes);
+        pr->routes = xstrdup("");
+        next = NULL;
+    }
     if (next && pr->n_tg > 0) {
+        /* §16.6 step 7: a Route set that goes on past sipwake names the next hop; the
+         * targets keep their Request-URIs but go there */
         struct sip_source hop;
-        char *hop_uri = NULL;
-        int ok = next->url && osip_uri_to_str(next->url, &hop_uri) == 0 && hop_uri &&
-                 next_hop(p, next->url, hop_uri, &hop) == 0;
+        int ok = next->url && next_uri && next_hop(p, next->url, next_uri, &hop) == 0;
         for (size_t i = 0; ok && i < pr->n_tg; i++)
             pr->tg[i].dst = hop;
         if (!ok) {
             log_info("proxy: %s %s: next hop %s (Route) unreachable", req->sip_method,
-                     req->call_id->number, hop_uri ? hop_uri : "?");
+                     req->call_id->number, next_uri ? next_uri : "?");
             for (size_t i = 0; i < pr->n_tg; i++)
                 free(pr->tg[i].ruri);
             pr->n_tg = 0;
         }
-        osip_free(hop_uri);
     }
+    osip_free(next_uri);
     memcpy(pr->hash, hash, sizeof pr->hash);
     pr->max_forwards = (int)mf - 1; /* §16.6 step 3 */
     pr->in_setup = 1;
