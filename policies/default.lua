@@ -78,7 +78,8 @@ end
 --   ctx.user_exists                 when the AOR has no bindings and [auth] is on: whether
 --                                   the user is in the subscriber table (nil otherwise)
 --   ctx.bindings[i] = {
---       uri = "sip:bob@192.0.2.9:5060;pn-provider=fcm;...",  as registered
+--       uri = "sip:bob@192.0.2.9:5060;pn-provider=fcm;...",  as registered, but the
+--             pn-prid value (the push token) reads "redacted-<hash>"
 --       transport = "udp"|"tcp"|"tls",
 --       push = true|false,        an RFC 8599 push binding
 --       reachable = true|false,   a live connection, or a UDP address to send to
