@@ -5,12 +5,14 @@
  * pn-type / pn-tok / app-id form (converted to RFC 8599 values), and the Linphone APNs
  * forms: pn-param "TEAMID.bundle.id.voip&remote" with pn-prid "<tok>:voip&<tok>:remote"
  * (either order), a single "<tok>:voip" or a bare token. Values are %-unescaped. A struct
- * pn_info owns its strings; free it with pn_free.
+ * pn_info owns its strings; free it with pn_free. It is the one reading of these params:
+ * sip_msg_uri_without_pn / sip_msg_ruri_of_contact strip and pn_redacted hides exactly what
+ * it reads, all through sip_msg_uri_next_param.
  *
  * Classification (RFC 8599 §5.6.1): PN_NONE (no push params), PN_QUERY (pn-provider without
  * pn-prid; an empty provider asks for every supported one), PN_PUSH (provider and prid), and
  * PN_INVALID (push params that cannot be used: unknown legacy type, APNs without a topic,
- * token and service counts that disagree).
+ * token and service counts that disagree, a push param given twice).
  */
 #ifndef SIPWAKE_PN_H
 #define SIPWAKE_PN_H
