@@ -73,10 +73,13 @@ end
 --   ctx.gateway                     true in gateway mode ([upstream] address is set)
 --   ctx.from_upstream               the request came from that upstream (its address)
 --   ctx.tenant                      the tenant the AOR's bindings were tagged with, if any
+--   ctx.route                       the first Route entry past sipwake's own, if the
+--                                   request carries one (the next hop its sender names)
 --   ctx.user_exists                 when the AOR has no bindings and [auth] is on: whether
 --                                   the user is in the subscriber table (nil otherwise)
 --   ctx.bindings[i] = {
---       uri = "sip:bob@192.0.2.9:5060;pn-provider=fcm;...",  as registered
+--       uri = "sip:bob@192.0.2.9:5060;pn-provider=fcm;...",  as registered, but the
+--             pn-prid value (the push token) reads "redacted-<hash>"
 --       transport = "udp"|"tcp"|"tls",
 --       push = true|false,        an RFC 8599 push binding
 --       reachable = true|false,   a live connection, or a UDP address to send to
@@ -103,6 +106,11 @@ end
 --       and deliver_cancelled = true: an iPhone woken by a VoIP push that comes back after
 --       the caller cancelled (within the bucket timer) still gets the INVITE and then its
 --       CANCEL, so CallKit ends the call it shows instead of ringing a ghost
+--   with any relay, follow_route = true: the sender may name the next hop, so a Route set
+--       past sipwake (ctx.route) is followed (RFC 3261 §16.6 step 7). Give it only to
+--       peers you trust (a PBX's address): without it such a Route is dropped and the
+--       request goes by its Request-URI, so nobody can use sipwake as an open relay or
+--       learn a user's device addresses. The [upstream] is trusted without it.
 --   { relay = "upstream" }                         to the [upstream] server (gateway mode),
 --       Request-URI unchanged; branch_timeout as above
 --   { relay = "uri", uri = "sip:vm@192.0.2.5:5060;transport=tcp" }

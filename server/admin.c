@@ -19,6 +19,7 @@
 #include "lua_vm.h"
 #include "metrics.h"
 #include "msgstore.h"
+#include "pn.h"
 #include "push.h"
 #include "tenant.h"
 #include "util.h"
@@ -196,19 +197,7 @@ static json_t *json_time_ms(int64_t ms)
 
 char *admin_contact_shown(const struct binding *b)
 {
-    const char *c = b->contact;
-    const char *p = NULL;
-    for (const char *q = c; (q = strchr(q, ';')) != NULL; q++)
-        if (strncasecmp(q, ";pn-prid=", 9) == 0) {
-            p = q + 9;
-            break;
-        }
-    if (!p || !b->pn_prid)
-        return xstrdup(c);
-    size_t vlen = strcspn(p, ";>?");
-    char hash[17];
-    push_token_hash(b->pn_prid, hash);
-    return xasprintf("%.*sredacted-%s%s", (int)(p - c), c, hash, p + vlen);
+    return pn_redacted(b->contact); /* the one reading of pn-* params (pn.c) */
 }
 
 /* Split "/a/b/c" into at most max segments (pointers into copy); returns how many. */

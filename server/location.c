@@ -553,7 +553,9 @@ static void expiry_cb(struct ev_loop *loop, ev_timer *w, int revents)
     time_t now = util_now();
     while (loc->heap_len && loc->heap[0]->expires <= now) {
         struct binding *b = loc->heap[0];
-        log_info("location: binding %s of %s expired", b->contact, b->aor->name);
+        char *shown = pn_redacted(b->contact); /* never a push token in the log */
+        log_info("location: binding %s of %s expired", shown, b->aor->name);
+        free(shown);
         metrics_inc(METRICS_LOCATION_EXPIRED);
         if (loc->grace > 0 && (b->flags & LOCATION_FLAG_PUSH) && b->pn_prid) {
             /* pushed for a while yet; gone from the AOR and the store */
@@ -643,7 +645,7 @@ static void load_row(void *arg, const struct store_binding *row)
     }
     /* The push params live in the stored Contact URI, in RFC 8599 form. */
     struct pn_info pn;
-    if (pn_scan(row->contact, &pn) != PN_NONE) {
+    if (pn_parse(row->contact, &pn) != PN_NONE) {
         f.pn_provider = pn.provider;
         f.pn_param = pn.param;
         f.pn_prid = pn.prid;

@@ -377,6 +377,13 @@ static int decode_route(struct lua_vm *vm, lua_State *L, const char *hook,
         out->missed_call = lua_toboolean(L, -2);
         out->deliver_cancelled = lua_toboolean(L, -1);
         lua_pop(L, 2);
+        lua_getfield(L, t, "follow_route");
+        if (!lua_isnil(L, -1) && !lua_isboolean(L, -1)) {
+            lua_pop(L, 3);
+            return bad_decision(vm, hook, "follow_route is a boolean that goes only with relay");
+        }
+        out->follow_route = lua_toboolean(L, -1);
+        lua_pop(L, 1);
         if (!lua_isnil(L, -1)) {
             double bt = lua_type(L, -1) == LUA_TNUMBER ? lua_tonumber(L, -1) : 0;
             if (bt != (int)bt || bt < 1 || bt > LUA_ROUTE_MAX_BRANCH_TIMEOUT) {
@@ -421,13 +428,14 @@ static int decode_route(struct lua_vm *vm, lua_State *L, const char *hook,
         int relay_opt = strcmp(k, "fork") == 0 || strcmp(k, "branch_timeout") == 0 ||
                         strcmp(k, "push") == 0 || strcmp(k, "fork_live") == 0 ||
                         strcmp(k, "missed_call") == 0 || strcmp(k, "deliver_cancelled") == 0 ||
+                        strcmp(k, "follow_route") == 0 ||
                         (strcmp(k, "uri") == 0 && out->action == LUA_ROUTE_URI);
         if (strcmp(k, "reply") != 0 && strcmp(k, "relay") != 0 &&
             !(relay_opt && out->action != LUA_ROUTE_REPLY)) {
             char why[160];
             snprintf(why, sizeof why,
                      "unknown key '%.40s' (reply; relay, uri, fork, branch_timeout, push, "
-                     "fork_live, missed_call, deliver_cancelled)",
+                     "fork_live, missed_call, deliver_cancelled, follow_route)",
                      k);
             lua_pop(L, 2);
             return bad_decision(vm, hook, why);
@@ -496,6 +504,7 @@ enum lua_hook_result lua_hook_route(struct lua_vm *vm, const struct lua_hook_rou
     lua_pushboolean(L, in->from_upstream);
     lua_setfield(L, -2, "from_upstream");
     set_str(L, "tenant", in->tenant);
+    set_str(L, "route", in->route);
     if (in->user_exists >= 0) {
         lua_pushboolean(L, in->user_exists);
         lua_setfield(L, -2, "user_exists");

@@ -77,6 +77,7 @@ struct lua_hook_route_in {
     size_t n_bindings;
     int gateway;        /* sipwake runs in gateway mode */
     int from_upstream;  /* the request came from the configured upstream */
+    const char *route;  /* the first Route entry past sipwake's own (req.route), or NULL */
     const char *tenant; /* of the AOR's bindings, if they have one */
     int user_exists;    /* no bindings, [auth] on: the user is (1) or is not (0) in the
                          * subscriber table; -1 not known */
@@ -104,6 +105,9 @@ struct lua_hook_route_out {
     int deliver_cancelled; /* with push: a phone that got a VoIP push and comes back within the
                             * bucket timer after the caller cancelled still gets the INVITE,
                             * then its CANCEL, so CallKit ends the call it shows */
+    int follow_route;      /* relay: the sender is trusted to name the next hop: a Route set
+                            * past sipwake is followed (RFC 3261 §16.6 step 7); else it is
+                            * dropped and the request goes by its Request-URI */
     int code;
     char reason[128];
     char headers[1024]; /* reply: extra "Name: value\r\n" lines */

@@ -324,6 +324,10 @@ static void answer_here(struct app *app, osip_message_t *msg, const struct sip_s
     const char *method = msg->sip_method;
     if (strcmp(method, "OPTIONS") == 0 && for_us(msg))
         reply_stateless(app, msg, src, 200, "OK", "Allow", "REGISTER, OPTIONS");
+    else if (!sip_msg_method_known(method, strlen(method)))
+        /* RFC 3261 §8.2.1: a method the server itself does not implement (RFC 4475 §3.1.1.5:
+         * RE%47IST%45R is no REGISTER) */
+        reply_stateless(app, msg, src, 501, "Not Implemented", "Allow", "REGISTER, OPTIONS");
     else if (strcmp(method, "CANCEL") == 0 || strcmp(method, "INVITE") == 0)
         reply_in_transaction(app, msg, src);
     else

@@ -9,8 +9,9 @@
 #include <string.h>
 #include <strings.h>
 
-#include <osipparser2/osip_uri.h>
+#include <openssl/evp.h>
 
+#include "sip_msg.h"
 #include "util.h"
 
 /* Legacy registrations name no Apple team. Linphone itself sends this placeholder when the
@@ -36,18 +37,53 @@ static char *unescape(const char *s)
     return out;
 }
 
-/* 1 found (value in *out, "" for a flag), 0 absent. */
-static int get_param(const osip_list_t *params, const char *name, char **out)
+/* The push params of one URI, read once by sip_msg_uri_next_param: values still escaped, as
+ * slices into the URI. */
+enum {
+    PN_P_PROVIDER = 0,
+    PN_P_PARAM,
+    PN_P_PRID,
+    PN_P_TYPE,
+    PN_P_TOK,
+    PN_P_APP_ID,
+    PN_P_COUNT,
+};
+
+static const char *const param_names[PN_P_COUNT] = {"pn-provider", "pn-param", "pn-prid",
+                                                    "pn-type",     "pn-tok",   "app-id"};
+
+struct pn_params {
+    struct sip_msg_slice value[PN_P_COUNT];
+    int seen[PN_P_COUNT];
+    const char *twice; /* the name of a param given more than once, or NULL */
+};
+
+static void read_params(const char *uri, struct pn_params *pp)
 {
-    for (int i = 0; i < osip_list_size(params); i++) {
-        osip_uri_param_t *p = osip_list_get(params, i);
-        if (p->gname && util_caseeq(p->gname, name)) {
-            *out = unescape(p->gvalue ? p->gvalue : "");
-            return 1;
-        }
+    memset(pp, 0, sizeof *pp);
+    size_t len = strlen(uri), pos = 0;
+    struct sip_msg_uri_param up;
+    while (sip_msg_uri_next_param(uri, len, &pos, &up))
+        for (int i = 0; i < PN_P_COUNT; i++)
+            if (strcmp(up.name, param_names[i]) == 0) {
+                if (pp->seen[i]++ && !pp->twice)
+                    pp->twice = param_names[i];
+                if (pp->seen[i] == 1)
+                    pp->value[i] = up.value;
+            }
+}
+
+/* 1 found (value unescaped in *out, "" for a flag), 0 absent. */
+static int get_param(const struct pn_params *pp, int which, char **out)
+{
+    if (!pp->seen[which]) {
+        *out = NULL;
+        return 0;
     }
-    *out = NULL;
-    return 0;
+    char *raw = xstrndup(pp->value[which].p, pp->value[which].len);
+    *out = unescape(raw);
+    free(raw);
+    return 1;
 }
 
 int pn_is_apns(const char *provider)
@@ -164,13 +200,13 @@ static int parse_apns(struct pn_info *out)
 }
 
 /* Legacy Flexisip / Linphone params: pn-type, pn-tok, app-id. */
-static enum pn_kind parse_legacy(const osip_list_t *params, struct pn_info *out)
+static enum pn_kind parse_legacy(const struct pn_params *pp, struct pn_info *out)
 {
     char *type = NULL, *tok = NULL, *app = NULL;
-    if (!get_param(params, "pn-type", &type))
+    if (!get_param(pp, PN_P_TYPE, &type))
         return PN_NONE;
-    get_param(params, "pn-tok", &tok);
-    get_param(params, "app-id", &app);
+    get_param(pp, PN_P_TOK, &tok);
+    get_param(pp, PN_P_APP_ID, &app);
     out->legacy = 1;
     enum pn_kind rc = PN_PUSH;
     if (util_caseeq(type, "apple") || util_caseeq(type, "ios") || util_caseeq(type, "apns")) {
@@ -219,12 +255,22 @@ static enum pn_kind parse_legacy(const osip_list_t *params, struct pn_info *out)
 
 static enum pn_kind classify(struct pn_info *out);
 
-enum pn_kind pn_parse(const osip_list_t *uri_params, struct pn_info *out)
+enum pn_kind pn_parse(const char *uri, struct pn_info *out)
 {
     memset(out, 0, sizeof *out);
+    struct pn_params pp;
+    read_params(uri, &pp);
+    if (pp.twice) {
+        /* which of two tokens would be the device's? Neither is guessed: the binding is
+         * refused, and everything else (stripping, redaction) treats every copy alike */
+        out->provider = xstrdup("");
+        char why[64];
+        snprintf(why, sizeof why, "%s given more than once", pp.twice);
+        return (enum pn_kind)invalid(out, why);
+    }
     char *provider;
-    if (!get_param(uri_params, "pn-provider", &provider)) {
-        enum pn_kind legacy = parse_legacy(uri_params, out);
+    if (!get_param(&pp, PN_P_PROVIDER, &provider)) {
+        enum pn_kind legacy = parse_legacy(&pp, out);
         if (legacy == PN_INVALID)
             return PN_INVALID;
         if (legacy == PN_NONE)
@@ -233,8 +279,8 @@ enum pn_kind pn_parse(const osip_list_t *uri_params, struct pn_info *out)
     } else {
         lower(provider);
         out->provider = provider;
-        get_param(uri_params, "pn-param", &out->param);
-        get_param(uri_params, "pn-prid", &out->prid);
+        get_param(&pp, PN_P_PARAM, &out->param);
+        get_param(&pp, PN_P_PRID, &out->prid);
     }
     return classify(out);
 }
@@ -271,40 +317,41 @@ static enum pn_kind classify(struct pn_info *out)
     return PN_PUSH;
 }
 
-/* The value of URI param `name` in uri (unescaped, new string), "" for a flag, NULL if absent.
- * Only the URI's own params count: the scan stops at '?' (headers) or '>'. */
-static char *scan_param(const char *uri, const char *name)
+static int is_token_param(const char *name)
 {
-    size_t n = strlen(name);
-    const char *p = uri;
-    while ((p = strchr(p, ';')) != NULL) {
-        p++;
-        if (strncasecmp(p, name, n) == 0 && strchr("=;?>", p[n] ? p[n] : ';')) {
-            if (p[n] != '=')
-                return xstrdup("");
-            const char *v = p + n + 1;
-            size_t len = strcspn(v, ";?>");
-            char *raw = xstrndup(v, len), *out = unescape(raw);
-            free(raw);
-            return out;
-        }
-    }
-    return NULL;
+    return strcmp(name, "pn-prid") == 0 || strcmp(name, "pn-tok") == 0;
 }
 
-enum pn_kind pn_scan(const char *uri, struct pn_info *out)
+void pn_token_hash(const char *prid, char out[17])
 {
-    size_t head = strcspn(uri, "?>");
-    char *u = xstrndup(uri, head);
-    char *provider = scan_param(u, "pn-provider");
-    char *param = provider ? scan_param(u, "pn-param") : NULL;
-    char *prid = provider ? scan_param(u, "pn-prid") : NULL;
-    enum pn_kind k = pn_from_strings(provider, param, prid, out);
-    free(provider);
-    free(param);
-    free(prid);
-    free(u);
-    return k;
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int n = 0;
+    EVP_Digest(prid, strlen(prid), md, &n, EVP_sha256(), NULL);
+    for (int i = 0; i < 8; i++)
+        snprintf(out + 2 * i, 3, "%02x", md[i]);
+}
+
+char *pn_redacted(const char *uri)
+{
+    if (!uri)
+        return xstrdup("");
+    size_t len = strlen(uri), pos = 0, copied = 0;
+    struct buf b = {0};
+    buf_puts(&b, "");
+    struct sip_msg_uri_param up;
+    while (sip_msg_uri_next_param(uri, len, &pos, &up)) {
+        if (!is_token_param(up.name) || !up.has_value)
+            continue;
+        char *raw = xstrndup(up.value.p, up.value.len), *token = unescape(raw), hash[17];
+        pn_token_hash(token, hash);
+        buf_append(&b, uri + copied, (size_t)(up.value.p - uri) - copied);
+        buf_printf(&b, "%s%s", PN_REDACTED, hash);
+        copied = (size_t)(up.value.p - uri) + up.value.len;
+        free(raw);
+        free(token);
+    }
+    buf_puts(&b, uri + copied);
+    return b.data;
 }
 
 void pn_free(struct pn_info *info)

@@ -5,17 +5,17 @@
  * pn-type / pn-tok / app-id form (converted to RFC 8599 values), and the Linphone APNs
  * forms: pn-param "TEAMID.bundle.id.voip&remote" with pn-prid "<tok>:voip&<tok>:remote"
  * (either order), a single "<tok>:voip" or a bare token. Values are %-unescaped. A struct
- * pn_info owns its strings; free it with pn_free.
+ * pn_info owns its strings; free it with pn_free. It is the one reading of these params:
+ * sip_msg_uri_without_pn / sip_msg_ruri_of_contact strip and pn_redacted hides exactly what
+ * it reads, all through sip_msg_uri_next_param.
  *
  * Classification (RFC 8599 §5.6.1): PN_NONE (no push params), PN_QUERY (pn-provider without
  * pn-prid; an empty provider asks for every supported one), PN_PUSH (provider and prid), and
  * PN_INVALID (push params that cannot be used: unknown legacy type, APNs without a topic,
- * token and service counts that disagree).
+ * token and service counts that disagree, a push param given twice).
  */
 #ifndef SIPWAKE_PN_H
 #define SIPWAKE_PN_H
-
-#include <osipparser2/osip_list.h>
 
 enum pn_kind {
     PN_NONE = 0,
@@ -45,18 +45,32 @@ struct pn_info {
     char error[128]; /* why, for PN_INVALID */
 };
 
-/* Classify the URI params of a Contact. Always fills out (pn_free it). Returns out->kind. */
-enum pn_kind pn_parse(const osip_list_t *uri_params, struct pn_info *out);
-
-/* Classify the push params of a URI string sipwake stored itself (well-formed, RFC 8599 form),
- * without a full URI parse: used when thousands of bindings are loaded at start. */
-enum pn_kind pn_scan(const char *uri, struct pn_info *out);
+/* Classify the push params of a URI written as text (a Contact's URI as the phone wrote it,
+ * or as sipwake stored it). Params are read by sip_msg_uri_next_param, the one reading of
+ * URI params: names compare unescaped and without case (pn%2Dprid is pn-prid, RFC 3261
+ * §19.1.4), ";pn-prid=" inside the user part is part of the user, and a push param given
+ * twice makes the binding PN_INVALID. Always fills out (pn_free it). Returns out->kind. */
+enum pn_kind pn_parse(const char *uri, struct pn_info *out);
 
 /* Classify already unescaped values (as stored with a binding). provider NULL: PN_NONE. */
 enum pn_kind pn_from_strings(const char *provider, const char *param, const char *prid,
                              struct pn_info *out);
 
 void pn_free(struct pn_info *info);
+
+/* What a push token's value is replaced with wherever a URI is shown or logged, followed by
+ * pn_token_hash of the token. */
+#define PN_REDACTED "redacted-"
+
+/* The first 8 bytes of the SHA-256 of a push token, in hex: enough to tell tokens apart in a
+ * log or a page, never the token. */
+void pn_token_hash(const char *prid, char out[17]);
+
+/* uri with the value of every pn-prid (and legacy pn-tok) param, as pn_parse finds them,
+ * replaced by PN_REDACTED and its hash: the form a Contact or Request-URI takes in any log
+ * line, the admin API and the MI (a push token is a credential to wake the phone). NULL
+ * gives "". New string; caller frees. */
+char *pn_redacted(const char *uri);
 
 /* 1 if both are PN_PUSH and name the same device: same provider, same pn-param (the APNs
  * service list compared as a set) and the same prid, where for the APNs multi-token form any

@@ -295,11 +295,7 @@ static struct apns_sender *apns_for(struct push *p, struct push_creds *c, int sa
 
 void push_token_hash(const char *prid, char out[17])
 {
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int n = 0;
-    EVP_Digest(prid, strlen(prid), md, &n, EVP_sha256(), NULL);
-    for (int i = 0; i < 8; i++)
-        snprintf(out + 2 * i, 3, "%02x", md[i]);
+    pn_token_hash(prid, out);
 }
 
 static void job_free(struct push_job *j)

@@ -606,17 +606,19 @@ static int classify(struct registrar *reg, const osip_message_t *req, struct reg
         rc->reg_id = regid ? (int)v : 0;
         rc->pnsreg = sip_msg_param(&rc->c->gen_params, "+sip.pnsreg") != NULL;
 
-        enum pn_kind kind = pn_parse(&rc->c->url->url_params, &rc->pn);
-        if (rc->pn.legacy && kind == PN_PUSH)
-            rc->uri = convert_legacy(rc->c->url, &rc->pn);
-        if (!rc->uri && raw_uris) {
+        if (raw_uris) {
             /* the URI as the phone wrote it */
             rc->uri = xstrndup(raw_uris[i].p, raw_uris[i].len);
-        } else if (!rc->uri) {
+        } else {
             char *s = NULL;
             osip_uri_to_str(rc->c->url, &s);
             rc->uri = xstrdup(s ? s : "");
             osip_free(s);
+        }
+        enum pn_kind kind = pn_parse(rc->uri, &rc->pn);
+        if (rc->pn.legacy && kind == PN_PUSH) {
+            free(rc->uri);
+            rc->uri = convert_legacy(rc->c->url, &rc->pn);
         }
         if (rc->expires == 0 || kind == PN_NONE)
             continue; /* removals are matched, not classified (RFC 8599 §4.1.2) */
@@ -898,10 +900,13 @@ static void apply_and_answer(struct reg_req *rr, struct reg_contact *cs, size_t 
             if (reg->gw) {
                 gateway_contact_of(rr, rc, decision, &gc);
                 upstream = rc->expires ? gateway_granted(reg->gw, rr->upstream, &gc) : 0;
-                if (rc->expires && upstream == 0)
+                if (rc->expires && upstream == 0) {
+                    char *shown = pn_redacted(rc->uri);
                     log_warn("gateway: the upstream's 2xx for %s does not list the contact "
                              "sent for %s; not bound",
-                             rr->aor, rc->uri);
+                             rr->aor, shown);
+                    free(shown);
+                }
             }
             if (rc->expires == 0 || (reg->gw && upstream == 0)) {
                 if (rc->match) {

@@ -69,6 +69,19 @@ int sip_msg_parse(const char *buf, size_t len, osip_message_t **out)
      * body is given to osip2 as its start line and headers without Content-Length. */
     long hdr = sip_msg_header_end(buf, len);
     int rc;
+    size_t hlen = hdr > 0 ? (size_t)hdr : len;
+    char *denul = NULL;
+    if (memchr(buf, '\0', hlen)) {
+        /* RFC 3261 §25.1: a quoted-pair may escape a NUL (RFC 4475 §3.1.1.2); osip2 reads C
+         * strings and would stop there. It sees "\0" instead (it is only read, the bytes
+         * forwarded and echoed are the received ones); any other NUL stays and fails. */
+        denul = xmalloc(len);
+        memcpy(denul, buf, len);
+        for (size_t i = 1; i < hlen; i++)
+            if (denul[i] == '\0' && denul[i - 1] == '\\')
+                denul[i] = '0';
+        buf = denul;
+    }
     if (hdr > 0 && (size_t)hdr < len) {
         struct buf h = {0};
         const char *eol = memchr(buf, '\n', (size_t)hdr);
@@ -80,6 +93,7 @@ int sip_msg_parse(const char *buf, size_t len, osip_message_t **out)
     } else {
         rc = osip_message_parse(m, buf, len);
     }
+    free(denul);
     if (rc != 0) {
         osip_message_free(m);
         return -1;
@@ -842,7 +856,12 @@ int sip_msg_check_request(const osip_message_t *req, const char *raw, size_t len
     /* RFC 3261 §18.3: a Content-Length beyond the end of the datagram is an error */
     if (dgram && clr == 1 && (size_t)hdr + (size_t)cl > len)
         return verdict(out, 400, "Content-Length Larger Than The Message");
-    if (!sip_msg_method_known(req->sip_method, strlen(req->sip_method))) {
+    /* An unknown method is no error here: a request for a user is forwarded like any
+     * non-INVITE request (RFC 3261 §16; RFC 4475 §3.1.1.2), and only an element that would
+     * answer it itself says 501 (sipwake for a request addressed to it). With a CSeq method
+     * that does not match, 501 rather than 400 (RFC 4475 §3.1.2.18). */
+    if (!sip_msg_method_known(req->sip_method, strlen(req->sip_method)) &&
+        strcmp(req->cseq->method, req->sip_method) != 0) {
         out->hname = "Allow";
         snprintf(out->hvalue, sizeof out->hvalue, "REGISTER, OPTIONS");
         return verdict(out, 501, "Not Implemented");
@@ -1110,20 +1129,112 @@ char *sip_msg_contacts_without_pn(const osip_message_t *req)
     return b.data;
 }
 
+/* Where the parameters of uri begin: past the scheme, the userinfo (which ends at the first
+ * '@'; one inside a user part is escaped) and the host and port. */
+static size_t uri_params_start(const char *uri, size_t len)
+{
+    const char *colon = memchr(uri, ':', len);
+    size_t i = colon ? (size_t)(colon - uri) + 1 : 0;
+    const char *at = memchr(uri + i, '@', len - i);
+    if (at)
+        i = (size_t)(at - uri) + 1;
+    if (i < len && uri[i] == '[') { /* an IPv6 reference holds ':' */
+        const char *rb = memchr(uri + i, ']', len - i);
+        i = rb ? (size_t)(rb - uri) + 1 : len;
+    }
+    while (i < len && uri[i] != ';' && uri[i] != '?' && uri[i] != '>')
+        i++;
+    return i;
+}
+
+size_t sip_msg_uri_headers_start(const char *uri, size_t len)
+{
+    size_t i = uri_params_start(uri, len);
+    while (i < len && uri[i] != '?' && uri[i] != '>')
+        i++;
+    return i;
+}
+
+static int hexval(char c)
+{
+    return c >= '0' && c <= '9'   ? c - '0'
+           : c >= 'a' && c <= 'f' ? c - 'a' + 10
+           : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                  : -1;
+}
+
+int sip_msg_uri_next_param(const char *uri, size_t len, size_t *pos, struct sip_msg_uri_param *out)
+{
+    size_t i = *pos ? *pos : uri_params_start(uri, len);
+    if (i >= len || uri[i] != ';')
+        return 0;
+    size_t start = i++, n = 0;
+    int spoilt = 0; /* too long, or an escaped NUL: the name matches no known one */
+    memset(out, 0, sizeof *out);
+    while (i < len && !strchr(";?>=", uri[i])) {
+        char c = uri[i];
+        int h1, h2;
+        if (c == '%' && i + 2 < len && (h1 = hexval(uri[i + 1])) >= 0 &&
+            (h2 = hexval(uri[i + 2])) >= 0) {
+            c = (char)(h1 * 16 + h2);
+            i += 2;
+        }
+        if (n + 1 < sizeof out->name && c != '\0')
+            out->name[n++] = (char)(c >= 'A' && c <= 'Z' ? c + 32 : c);
+        else
+            spoilt = 1;
+        i++;
+    }
+    if (spoilt)
+        out->name[0] = '#';
+    if (i < len && uri[i] == '=') {
+        out->has_value = 1;
+        size_t v = ++i;
+        while (i < len && !strchr(";?>", uri[i]))
+            i++;
+        out->value = (struct sip_msg_slice){uri + v, i - v};
+    } else {
+        out->value = (struct sip_msg_slice){uri + i, 0};
+    }
+    out->whole = (struct sip_msg_slice){uri + start, i - start};
+    *pos = i;
+    return 1;
+}
+
+/* uri without the params drop() refuses and, if no_headers, without its headers. */
+static char *uri_filtered(const char *uri, int (*drop)(const char *name), int no_headers)
+{
+    size_t len = strlen(uri), pos = 0;
+    struct buf b = {0};
+    buf_append(&b, uri, uri_params_start(uri, len));
+    struct sip_msg_uri_param up;
+    while (sip_msg_uri_next_param(uri, len, &pos, &up))
+        if (!drop(up.name))
+            buf_append(&b, up.whole.p, up.whole.len);
+    if (!no_headers)
+        buf_puts(&b, uri + sip_msg_uri_headers_start(uri, len));
+    return b.data ? b.data : xstrdup("");
+}
+
+static int is_pn(const char *name)
+{
+    return strncmp(name, "pn-", 3) == 0;
+}
+
+/* RFC 3261 §19.1.1 table 1: method is not allowed in a Request-URI */
+static int not_in_ruri(const char *name)
+{
+    return is_pn(name) || strcmp(name, "method") == 0;
+}
+
 char *sip_msg_uri_without_pn(const char *uri)
 {
-    struct buf b = {0};
-    size_t head = strcspn(uri, ";?");
-    buf_append(&b, uri, head);
-    const char *p = uri + head;
-    while (*p == ';') {
-        const char *end = p + 1 + strcspn(p + 1, ";?");
-        if (!(end - p > 3 && strncasecmp(p + 1, "pn-", 3) == 0))
-            buf_append(&b, p, (size_t)(end - p));
-        p = end;
-    }
-    buf_puts(&b, p); /* URI headers, if any */
-    return b.data ? b.data : xstrdup("");
+    return uri_filtered(uri, is_pn, 0);
+}
+
+char *sip_msg_ruri_of_contact(const char *contact)
+{
+    return uri_filtered(contact, not_in_ruri, 1);
 }
 
 /* Append "Name: value\r\n" for one of osip2's header structures, through its serialiser. */

@@ -131,9 +131,10 @@ struct sip_msg_verdict {
 
 /* The checks of RFC 3261 §8.2 (and RFC 4475's reading of them) that need no knowledge of
  * the request's target, in the order the RFC applies them: SIP version (505), required and
- * repeated single-value headers, Content-Length against the bytes received (400), method
- * (501), CSeq (400), Request-URI scheme (416) and form (400), Require (420). raw/len are the
- * request's bytes; dgram says whether they were one datagram. `supported` lists the option
+ * repeated single-value headers, Content-Length against the bytes received (400), an
+ * unknown method whose CSeq names another (501; an unknown method alone is no error: a
+ * proxy forwards it), CSeq (400), Request-URI scheme (416) and form (400), Require (420). raw/len
+ * are the request's bytes; dgram says whether they were one datagram. `supported` lists the option
  * tags Require may name, comma-separated. Returns out->code: 0 if the request may proceed. */
 int sip_msg_check_request(const osip_message_t *req, const char *raw, size_t len, int dgram,
                           const char *supported, struct sip_msg_verdict *out);
@@ -181,9 +182,33 @@ int sip_msg_hop_request(const char *req_raw, size_t len, const char *method,
  * New string; caller frees. */
 char *sip_msg_route_lines(const osip_message_t *req, int from);
 
+/* One URI parameter of a URI written as text, as sip_msg_uri_next_param finds it. */
+struct sip_msg_uri_param {
+    struct sip_msg_slice whole; /* ";name=value" as written */
+    struct sip_msg_slice value; /* as written (still escaped); len 0 for a flag */
+    int has_value;              /* "name=" seen */
+    char name[40]; /* %-unescaped (RFC 3261 §19.1.4: escaped and unescaped are the same), lower
+                    * case; a longer name is cut short and never equals a known one */
+};
+
+/* The URI parameters of uri (len bytes, without <>), one per call: *pos is 0 on the first
+ * call and is advanced. The parameters start after the host and port: ';' inside the user
+ * part belongs to the user (RFC 3261 §19.1.1, user-unreserved), and they end at the headers
+ * ('?') or a '>'. 1 and *out filled (slices into uri), 0 when there is none left. This is
+ * the one reading of a URI's parameters for pn-* classification, stripping and redaction. */
+int sip_msg_uri_next_param(const char *uri, size_t len, size_t *pos, struct sip_msg_uri_param *out);
+
+/* Offset of the URI headers ('?...') of uri, or len when it has none. */
+size_t sip_msg_uri_headers_start(const char *uri, size_t len);
+
 /* A URI without its pn-* parameters (RFC 8599 §4.1: push parameters never leave toward the
- * phone). New string; caller frees. */
+ * phone), names compared unescaped. Headers stay. New string; caller frees. */
 char *sip_msg_uri_without_pn(const char *uri);
+
+/* The Request-URI for a request to a registered contact: without pn-* parameters, without
+ * the method parameter and without headers, which RFC 3261 §19.1.1 (table 1) does not allow
+ * in a Request-URI. New string; caller frees. */
+char *sip_msg_ruri_of_contact(const char *contact);
 
 /* Contact lines for the Contacts of a request or response with the pn-* params taken out
  * of their URIs, or NULL when none has any (or msg is NULL). New string; caller frees. */

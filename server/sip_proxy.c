@@ -18,6 +18,7 @@
 #include "lua_vm.h"
 #include "metrics.h"
 #include "msgstore.h"
+#include "pn.h"
 #include "push.h"
 #include "sip_msg.h"
 #include "store.h"
@@ -362,8 +363,10 @@ static int timed_out(struct proxy_req *pr)
         reply_with(pr, d.code, d.reason[0] ? d.reason : "Temporarily Unavailable", d.headers);
         return 0;
     }
+    char *shown = pn_redacted(tg.ruri ? tg.ruri : "the upstream");
     log_info("proxy: %s %s: the pushed phone did not come back; on_timeout relays to %s",
-             req->sip_method, req->call_id->number, tg.ruri ? tg.ruri : "the upstream");
+             req->sip_method, req->call_id->number, shown);
+    free(shown);
     start_target(pr, &tg);
     return pr->pending > 0;
 }
@@ -815,7 +818,7 @@ int proxy_send_to_binding(struct proxy *p, const struct binding *b, const char *
     snprintf(branch, sizeof branch, "%sms.%llx", PROXY_BRANCH_PREFIX,
              (unsigned long long)p->next_branch++);
     via_line(p, &dst, branch, via, sizeof via);
-    char *ruri = sip_msg_uri_without_pn(b->contact);
+    char *ruri = sip_msg_ruri_of_contact(b->contact);
     struct buf out = {0};
     buf_printf(&out, "%s %s SIP/2.0\r\n%s\r\n", method, ruri, via);
     buf_append(&out, rest, rest_len);
@@ -862,6 +865,18 @@ static char *routes_without_us(const struct proxy *p, const osip_message_t *req)
     while (ours < n && route_is_us(p, osip_list_get(&req->routes, ours)))
         ours++;
     return ours == 0 ? NULL : sip_msg_route_lines(req, ours);
+}
+
+/* May the Route entry next, past sipwake's own, name the next hop of a request? Only when
+ * its sender is trusted to: it is the [upstream] (gateway mode), the route decision says so
+ * (follow_route), or the entry names the upstream itself. */
+static int route_trusted(const struct proxy *p, int from_upstream,
+                         const struct lua_hook_route_out *d, const osip_route_t *next)
+{
+    if (from_upstream || d->follow_route)
+        return 1;
+    return p->gw && next->url && next->url->host &&
+           util_caseeq(next->url->host, p->cfg->upstream_host);
 }
 
 /* Start the next group of targets: all of them (parallel), or those of the next q. */
@@ -973,8 +988,11 @@ static int uri_destination(struct proxy *p, const char *uri, struct sip_source *
         rc = 0;
     }
 out:
-    if (rc < 0)
-        log_warn("proxy: cannot reach %s", uri);
+    if (rc < 0) {
+        char *shown = pn_redacted(uri);
+        log_warn("proxy: cannot reach %s", shown);
+        free(shown);
+    }
     osip_uri_free(u);
     return rc;
 }
@@ -1021,7 +1039,7 @@ static void waiter_wake(void *arg, const struct binding *b)
         log_info("proxy: %s %s: %s registered again, forwarding%s", pr->req->sip_method,
                  pr->req->call_id->number, location_aor_name(b->aor),
                  cancelled ? " the cancelled call, then its CANCEL (CallKit)" : "");
-        tg.ruri = sip_msg_uri_without_pn(b->contact);
+        tg.ruri = sip_msg_ruri_of_contact(b->contact);
         start_target(pr, &tg);
         free(tg.ruri);
         if (cancelled && pr->br[pr->n_br - 1].c)
@@ -1446,6 +1464,7 @@ static void route_req(struct proxy_req *pr)
     }
     struct location_aor *a = keyed || !aor ? NULL : location_find(p->loc, aor);
     struct lua_hook_binding hb[PROXY_MAX_BRANCHES];
+    char *hb_uris[PROXY_MAX_BRANCHES]; /* the policy sees no push token either */
     const struct binding *targets[PROXY_MAX_BRANCHES];
     const char *tenant = NULL;
     size_t n = 0;
@@ -1456,8 +1475,9 @@ static void route_req(struct proxy_req *pr)
         struct sip_source probe;
         const char *rcv = b->received ? b->received : "";
         targets[n] = b;
+        hb_uris[n] = pn_redacted(b->contact);
         hb[n] = (struct lua_hook_binding){
-            .uri = b->contact,
+            .uri = hb_uris[n],
             .transport = strstr(rcv, "transport=tls")   ? "tls"
                          : strstr(rcv, "transport=tcp") ? "tcp"
                                                         : "udp",
@@ -1476,7 +1496,8 @@ static void route_req(struct proxy_req *pr)
         !keyed && aor ? location_grace(p->loc, aor, ghosts, PROXY_MAX_BRANCHES - n) : 0;
     for (size_t i = 0; i < n_ghosts; i++, n++) {
         targets[n] = ghosts[i];
-        hb[n] = (struct lua_hook_binding){.uri = ghosts[i]->contact,
+        hb_uris[n] = pn_redacted(ghosts[i]->contact);
+        hb[n] = (struct lua_hook_binding){.uri = hb_uris[n],
                                           .transport = "udp",
                                           .push = 1,
                                           .instance = ghosts[i]->instance,
@@ -1493,7 +1514,7 @@ static void route_req(struct proxy_req *pr)
         pr->user_exists = -1;
         store_get_subscriber(p->store, canon, *p->cfg->auth_realm ? p->cfg->auth_realm : domain,
                              user_looked_up, pr);
-        free(aor);
+        free(aor); /* n == 0: no hb_uris */
         free(canon);
         free(domain);
         return;
@@ -1510,6 +1531,15 @@ static void route_req(struct proxy_req *pr)
         osip_uri_to_str(req->from->url, &from);
     if (req->to && req->to->url)
         osip_uri_to_str(req->to->url, &to);
+    /* §16.4: the leading Route entries naming sipwake are its own; the first one past them,
+     * if any, would name the next hop */
+    int ours = 0;
+    while (ours < osip_list_size(&req->routes) && route_is_us(p, osip_list_get(&req->routes, ours)))
+        ours++;
+    osip_route_t *next = osip_list_get(&req->routes, ours);
+    char *next_uri = NULL, *next_shown = NULL; /* the latter for logs */
+    if (next && next->url && osip_uri_to_str(next->url, &next_uri) == 0 && next_uri)
+        next_shown = pn_redacted(next_uri);
     struct lua_hook_route_in in = {
         .method = req->sip_method,
         .ruri = ruri,
@@ -1526,11 +1556,14 @@ static void route_req(struct proxy_req *pr)
         .n_bindings = n,
         .gateway = p->gw != NULL,
         .from_upstream = from_upstream,
+        .route = next_uri,
         .tenant = tenant,
         .user_exists = pr->user_exists < 0 ? -1 : pr->user_exists,
     };
     struct lua_hook_route_out d;
     enum lua_hook_result hr = lua_hook_route(lua_vm_current(), &in, &d);
+    for (size_t i = 0; i < n; i++)
+        free(hb_uris[i]);
     if (hr == LUA_HOOK_ABSENT && p->gw && !from_upstream) {
         d.action = LUA_ROUTE_UPSTREAM; /* gateway mode: a phone's request goes to the PBX */
     } else if (hr == LUA_HOOK_ABSENT && n == 0) {
@@ -1558,6 +1591,8 @@ static void route_req(struct proxy_req *pr)
     if (d.action == LUA_ROUTE_REPLY) {
         reply_with(pr, d.code, d.reason[0] ? d.reason : "Rejected by policy", d.headers);
         preq_free(pr);
+        osip_free(next_uri);
+        free(next_shown);
         return;
     }
     if (d.action == LUA_ROUTE_UPSTREAM) {
@@ -1587,6 +1622,8 @@ static void route_req(struct proxy_req *pr)
         int answer = offline(pr, targets, n, n_live, d.push, devices);
         if (answer < 0) {
             preq_free(pr);
+            osip_free(next_uri);
+            free(next_shown);
             return;
         }
     }
@@ -1596,7 +1633,7 @@ static void route_req(struct proxy_req *pr)
             continue; /* the policy: a push binding only waits for its re-REGISTER */
         if (binding_destination(p, targets[i], &tg.dst) < 0)
             continue;
-        tg.ruri = sip_msg_uri_without_pn(targets[i]->contact);
+        tg.ruri = sip_msg_ruri_of_contact(targets[i]->contact);
         tg.device = pr->storing ? xstrdup(devices[i]) : NULL;
         size_t j = pr->n_tg++;
         while (d.serial && j > 0 && pr->tg[j - 1].q < tg.q) {
@@ -1610,28 +1647,36 @@ static void route_req(struct proxy_req *pr)
     pr->missed_call = d.missed_call;
     pr->deliver_cancelled = d.deliver_cancelled;
     pr->routes = routes_without_us(p, req);
-    /* §16.6 step 7: a Route set that goes on past sipwake names the next hop; the targets
-     * keep their Request-URIs but go there */
-    int ours = 0;
-    while (ours < osip_list_size(&req->routes) && route_is_us(p, osip_list_get(&req->routes, ours)))
-        ours++;
-    osip_route_t *next = osip_list_get(&req->routes, ours);
+    if (next && !route_trusted(p, from_upstream, &d, next)) {
+        /* §16.4 and the open relay it would make: a Route set an untrusted sender preloads
+         * past sipwake is not followed (a request for a local user would reach whatever
+         * address it names, its Request-URI the user's binding); it goes by its
+         * Request-URI, without those Route entries */
+        log_info("proxy: %s %s from %s:%d: Route past sipwake (%s) ignored: the sender is not "
+                 "trusted to name the next hop",
+                 req->sip_method, req->call_id->number, src->ip, src->port,
+                 next_shown ? next_shown : "?");
+        free(pr->routes);
+        pr->routes = xstrdup("");
+        next = NULL;
+    }
     if (next && pr->n_tg > 0) {
+        /* §16.6 step 7: a Route set that goes on past sipwake names the next hop; the
+         * targets keep their Request-URIs but go there */
         struct sip_source hop;
-        char *hop_uri = NULL;
-        int ok = next->url && osip_uri_to_str(next->url, &hop_uri) == 0 && hop_uri &&
-                 next_hop(p, next->url, hop_uri, &hop) == 0;
+        int ok = next->url && next_uri && next_hop(p, next->url, next_uri, &hop) == 0;
         for (size_t i = 0; ok && i < pr->n_tg; i++)
             pr->tg[i].dst = hop;
         if (!ok) {
             log_info("proxy: %s %s: next hop %s (Route) unreachable", req->sip_method,
-                     req->call_id->number, hop_uri ? hop_uri : "?");
+                     req->call_id->number, next_shown ? next_shown : "?");
             for (size_t i = 0; i < pr->n_tg; i++)
                 free(pr->tg[i].ruri);
             pr->n_tg = 0;
         }
-        osip_free(hop_uri);
     }
+    osip_free(next_uri);
+    free(next_shown);
     memcpy(pr->hash, hash, sizeof pr->hash);
     pr->max_forwards = (int)mf - 1; /* §16.6 step 3 */
     pr->in_setup = 1;

@@ -42,8 +42,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     for (size_t i = 0; i < n && i < 8; i++) {
         char *u = xstrndup(uris[i].p, uris[i].len);
         struct pn_info pn;
-        pn_scan(u, &pn);
+        pn_parse(u, &pn);
         pn_free(&pn);
+        free(pn_redacted(u));
+        free(sip_msg_uri_without_pn(u));
+        free(sip_msg_ruri_of_contact(u));
         struct sip_msg_slice user = sip_msg_uri_text_user(u, strlen(u));
         char *raw_user = xstrndup(user.p, user.len);
         free(sip_msg_canonical_user(raw_user));
@@ -63,11 +66,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 sip_msg_fix_via(msg, "192.0.2.1", 5060);
             for (int i = 0; i < osip_list_size(&msg->contacts); i++) {
                 osip_contact_t *c = osip_list_get(&msg->contacts, i);
-                if (c->url) {
+                char *cs = NULL;
+                if (c->url && osip_uri_to_str(c->url, &cs) == 0 && cs) {
                     struct pn_info pn;
-                    pn_parse(&c->url->url_params, &pn);
+                    pn_parse(cs, &pn);
                     pn_free(&pn);
                 }
+                osip_free(cs);
             }
             struct buf r = {0};
             sip_msg_reply_begin(&r, buf, size, msg, 400, "Bad Request", NULL);

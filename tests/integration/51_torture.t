@@ -2,8 +2,8 @@
 # Every RFC 4475 and RFC 5118 torture message, sent byte-exact over UDP, gets the answer the
 # RFCs call for: valid messages are never refused as malformed (REGISTERs register,
 # requests for users are routed and find nobody registered, 404 from the default policy, or
-# are proxied (100 Trying to an INVITE); an INVITE for the server itself gets 405; unknown
-# methods 501), invalid ones get 400 (505,
+# are proxied (100 Trying to an INVITE), whatever their method (RFC 3261 §16); an INVITE for
+# the server itself gets 405, an unknown method for it 501), invalid ones get 400 (505,
 # 416, 420, 483 where the RFC names those), responses are silently dropped.
 # Without rport, a response goes to the source address at the Via sent-by port (RFC 3261
 # §18.2.2), so this test listens on the loopback ports those Vias name.
@@ -21,10 +21,10 @@ use Sipwake;
 my @cases = (
     # RFC 4475 §3.1.1 valid messages
     ['rfc4475/wsinv', 404, '3.1.1.1 short tortuous INVITE'],
-    ['rfc4475/intmeth', 501, '3.1.1.2 wide range of valid characters (unknown method)'],
+    ['rfc4475/intmeth', 404, '3.1.1.2 wide range of valid characters (unknown method for a user: routed like any request, nobody registered)'],
     ['rfc4475/esc01', 404, '3.1.1.3 valid % escaping'],
     ['rfc4475/escnull', 200, '3.1.1.4 escaped NULs in URIs (REGISTER)'],
-    ['rfc4475/esc02', 501, '3.1.1.5 % that is not an escape (unknown method)'],
+    ['rfc4475/esc02', 501, '3.1.1.5 % that is not an escape (an unknown method for the server itself; RE%47IST%45R is no REGISTER)'],
     ['rfc4475/lwsdisp', 404, '3.1.1.6 no LWS between display name and <'],
     ['rfc4475/longreq', 404, '3.1.1.7 long values in header fields'],
     ['rfc4475/dblreq', 200, '3.1.1.8 extra trailing octets in a UDP datagram'],

@@ -4,7 +4,8 @@
 # headers (a 302 with a Contact, a 486 with Retry-After); and the decisions that are refused
 # (a host name, a reserved header) get 500 and a log line. Also RFC 3261 §16.6 step 7: an
 # initial request whose Route set goes on past sipwake is sent to the next Route, with the
-# Request-URI of the binding.
+# Request-URI of the binding, when the policy trusts its sender to name the next hop
+# (follow_route); from anyone else that Route is ignored (67_route_untrusted.t).
 use strict;
 use warnings;
 use FindBin;
@@ -40,7 +41,11 @@ return {
         if req.user == "via" then return { reply = { code = 403, headers = { Via = "x" } } } end
         if req.user == "crlf" then return { reply = { code = 403, headers = { X = "a\\r\\nVia: y" } } } end
         if req.user == "pushbad" then return { relay = "upstream", push = true } end
-        if #ctx.bindings > 0 then return { relay = "bindings", push = true } end
+        if #ctx.bindings > 0 then
+            -- the PBX on 127.0.0.4 may name the next hop; nobody else
+            return { relay = "bindings", push = true,
+                     follow_route = req.source.ip == "127.0.0.4" and ctx.route ~= nil }
+        end
         return { reply = { code = 404, reason = "Not Found" } }
     end,
 }
@@ -51,9 +56,10 @@ my $ua = $sw->ua(user => 'alice');
 my $lp = $ua->local_port;
 my $n = 0;
 sub message {
-    my ($to) = @_;
+    my ($to, $from) = @_;
     $n++;
-    return "MESSAGE sip:$to SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:$lp;rport;branch=z9hG4bKrd$n$$\r\n"
+    my ($ip, $p) = $from ? ('127.0.0.4', $from->local_port) : ('127.0.0.1', $lp);
+    return "MESSAGE sip:$to SIP/2.0\r\nVia: SIP/2.0/UDP $ip:$p;rport;branch=z9hG4bKrd$n$$\r\n"
         . "Max-Forwards: 70\r\nFrom: <sip:alice\@example.com>;tag=a$n\r\nTo: <sip:$to>\r\n"
         . "Call-ID: rd-$n-$$\r\nCSeq: 1 MESSAGE\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nhi";
 }
@@ -120,14 +126,15 @@ $r = $ua->request(message('crlf@example.com'));
 is($r->{code}, 500, 'a header value with a line break: 500');
 ok($sw->wait_log(qr/reply\.headers: a header value must be a one-line string/), 'logged');
 
-# a Route set past sipwake: the next Route is the next hop
+# a Route set past sipwake, from a sender the policy trusts: the next Route is the next hop
 my $bob = $sw->ua(user => 'bob');
 my $bp = $bob->local_port;
 is($bob->register(contact => "sip:bob\@127.0.0.1:$bp;pn-provider=fcm;pn-param=p;pn-prid=tb", expires => 3600)->{code},
     200, 'bob registered');
-my $m = message('bob@example.com');
+my $pbx = $sw->ua(user => 'pbx', local_addr => '127.0.0.4');
+my $m = message('bob@example.com', $pbx);
 $m =~ s/Max-Forwards: 70\r\n/Max-Forwards: 70\r\nRoute: <sip:127.0.0.1:$port;lr>, <sip:127.0.0.3:$vu;lr>\r\n/;
-$ua->send_raw($m);
+$pbx->send_raw($m);
 $got = undef;
 if (IO::Select->new($vm_udp)->can_read(3)) {
     $vm_udp->recv($got, 65535, 0);
@@ -137,7 +144,18 @@ like($got // '', qr{\r\nRoute: <sip:127\.0\.0\.3:$vu;lr>\r\n}, 'our Route entry 
 unlike($got // '', qr/127\.0\.0\.1:$port;lr/, 'no Route of ours left');
 ok(!defined $bob->recv_raw(0.3), 'bob did not get it directly');
 $vm_udp->send(answer_of($got, 200), 0, $vm_udp->peername) if $got;
-like($ua->recv_raw(3) // '', qr{^SIP/2\.0 200 }, 'the answer came back');
+like($pbx->recv_raw(3) // '', qr{^SIP/2\.0 200 }, 'the answer came back');
+
+# the same from a sender the policy does not trust: the Route is ignored, bob gets it
+$m = message('bob@example.com');
+$m =~ s/Max-Forwards: 70\r\n/Max-Forwards: 70\r\nRoute: <sip:127.0.0.1:$port;lr>, <sip:127.0.0.3:$vu;lr>\r\n/;
+$ua->send_raw($m);
+$got = $bob->recv_raw(3);
+like($got // '', qr{^MESSAGE sip:bob\@127\.0\.0\.1:$bp SIP/2\.0\r\n}, 'untrusted: bob got it by its Request-URI');
+unlike($got // '', qr/^Route:/mi, 'untrusted: without the Route entries');
+$bob->answer($got, 200, reason => 'OK') if $got;
+like($ua->recv_raw(3) // '', qr{^SIP/2\.0 200 }, 'untrusted: answered');
+ok(!IO::Select->new($vm_udp)->can_read(0.3), 'untrusted: nothing went to the Route\'s address');
 
 # push = true: for now, the live bindings
 $ua->send_raw(message('bob@example.com'));

@@ -4,6 +4,12 @@ package Sipwake;
 # temporary config and database, speaks SIP to it over UDP, TCP and TLS, runs sipp, reads
 # the store with sqlite3, and checks that the server shut down without a sanitizer report.
 # Every wait is bounded; a test never depends on timing beyond "within N seconds".
+#
+# Push tokens never reach sipwake's log (issue 12). The harness remembers every pn-prid (and
+# legacy pn-tok) value a test sends, through a UA or sipp, and when a server stops (or, if
+# the test never stops it, at the end of the test) it scans that server's whole log for
+# those tokens and for any pn-prid value that is not "redacted-<hash>"; either fails the
+# test ("no push token in sipwake's log").
 
 use strict;
 use warnings;
@@ -19,6 +25,73 @@ use Digest::SHA qw(sha256_hex);
 
 our $ROOT = abs_path(dirname(__FILE__) . '/../..');
 our $BIN = $ENV{SIPWAKE_BIN} || "$ROOT/server/sipwake";
+
+# ---- push tokens must not reach the log
+use Scalar::Util qw(weaken);
+require Test::Builder; # loaded first, its END block runs after ours: our failures count
+
+our %TOKENS;  # every push token a test sent (values of 6 characters or more)
+my @servers;  # weak references to every server started, for the check at the end
+
+sub _unescape { my ($v) = @_; $v =~ s/%([0-9A-Fa-f]{2})/chr(hex $1)/ge; return $v }
+
+# Remember the pn-prid / pn-tok values in bytes a test sends (a ";pn-prid=" inside a user
+# part, followed by '@', is the user's name, not a token).
+sub note_tokens {
+    my ($bytes) = @_;
+    return unless defined $bytes;
+    while ($bytes =~ /;pn(?:-|%2d)(?:prid|tok)=([^;>?\s@,"']++)(?!@)/gi) {
+        my $v = _unescape($1);
+        next if $v =~ /^redacted-/ || $v =~ /\[/; # a sipp template, before substitution
+        for my $t ($v, map { (split /:/)[0] } split /&/, $v) {
+            $TOKENS{$t} = 1 if defined $t && length($t) >= 6;
+        }
+    }
+}
+
+# Lines of text that leak a push token: a remembered token, or a pn-prid value that is not
+# the redaction marker.
+sub token_leaks {
+    my ($text) = @_;
+    my @tokens = sort { length($b) <=> length($a) } keys %TOKENS;
+    my @bad;
+    for my $line (split /\n/, $text) {
+        my $leak = $line =~ /;pn(?:-|%2d)(?:prid|tok)=(?!redacted-[0-9a-f]{16})[^;>?\s@,"']++(?!@)/i;
+        $leak ||= grep { index($line, $_) >= 0 } @tokens;
+        next unless $leak;
+        (my $shown = $line) =~ s/\Q$_\E/<token>/g for @tokens;
+        push @bad, $shown;
+    }
+    return @bad;
+}
+
+# Scan this server's log from where the last scan ended; a leak fails the test.
+sub check_tokens {
+    my ($self) = @_;
+    open my $fh, '<', "$self->{dir}/sipwake.log" or return 1;
+    local $/;
+    my $all = <$fh> // '';
+    close $fh;
+    my $text = substr($all, $self->{token_scan} || 0);
+    $self->{token_scan} = length $all;
+    my @bad = token_leaks($text);
+    return 1 unless @bad;
+    my $tb = Test::Builder->new;
+    $tb->ok(0, "no push token in sipwake's log");
+    $tb->diag("a push token in sipwake's log ($self->{dir}/sipwake.log):\n"
+        . join("\n", map { "  $_" } @bad[0 .. ($#bad < 9 ? $#bad : 9)]));
+    return 0;
+}
+
+my $main_pid = $$;
+END {
+    local $?; # stop's waitpid must not change the test's exit status
+    if ($$ == $main_pid) {
+        for my $s (grep { defined } @servers) {
+            $s->stop if $s->{pid};
+        }
+    }
+}
 
 sub free_port {
     for (1 .. 200) {
@@ -124,6 +197,10 @@ sub start {
         exec @cmd or die "exec $cmd[0]: $!";
     }
     $self->{pid} = $pid;
+    unless ($self->{registered}++) {
+        push @servers, $self;
+        weaken($servers[-1]);
+    }
     my $deadline = time + 15;
     while (time < $deadline) {
         return 1 if $self->log =~ /sipwake ready/;
@@ -190,13 +267,16 @@ sub stop {
         kill 'KILL', $pid;
         waitpid($pid, 0);
         print STDERR "# sipwake did not stop in time\n";
+        $self->check_tokens;
         return 0;
     }
     my $log = $self->log;
+    my $clean = $self->check_tokens;
     if ($log =~ /(AddressSanitizer|LeakSanitizer|runtime error:)/) {
         diag_log($self);
         return 0;
     }
+    return 0 unless $clean;
     return 1 if ($sig || 'TERM') eq 'KILL';
     return $status == 0;
 }
@@ -310,7 +390,9 @@ sub sipp_wait {
     waitpid($h->{pid}, 0);
     my $rc = $? >> 8;
     my $slurp = sub { open my $fh, '<', $_[0] or return ''; local $/; <$fh> // '' };
-    return ($rc, $slurp->($h->{msg}), $slurp->($h->{err}));
+    my $msgs = $slurp->($h->{msg});
+    note_tokens($msgs); # what sipp sent, its variables filled in
+    return ($rc, $msgs, $slurp->($h->{err}));
 }
 
 # A SIP user agent over one transport.
@@ -366,6 +448,7 @@ sub sock { $_[0]{sock} }
 
 sub send_raw {
     my ($self, $bytes) = @_;
+    Sipwake::note_tokens($bytes);
     if ($self->{transport} eq 'udp') {
         $self->{sock}->send($bytes);
     } else {

@@ -3,26 +3,33 @@
 
 #include <osipparser2/osip_parser.h>
 
+#include "sip_msg.h"
+
 #include "pn.c"
 #include "tap.h"
 
-static osip_uri_t *uri(const char *s)
-{
-    osip_uri_t *u;
-    osip_uri_init(&u);
-    if (osip_uri_parse(u, s) != 0) {
-        printf("# cannot parse %s\n", s);
-        exit(1);
-    }
-    return u;
-}
-
 static enum pn_kind parse(const char *s, struct pn_info *out)
 {
-    osip_uri_t *u = uri(s);
-    enum pn_kind k = pn_parse(&u->url_params, out);
-    osip_uri_free(u);
-    return k;
+    return pn_parse(s, out);
+}
+
+/* pn_redacted of s, in a static buffer. */
+static const char *redacted(const char *s)
+{
+    static char out[512];
+    char *r = pn_redacted(s);
+    snprintf(out, sizeof out, "%s", r);
+    free(r);
+    return out;
+}
+
+static const char *stripped(const char *s, int ruri)
+{
+    static char out[512];
+    char *r = ruri ? sip_msg_ruri_of_contact(s) : sip_msg_uri_without_pn(s);
+    snprintf(out, sizeof out, "%s", r);
+    free(r);
+    return out;
 }
 
 static int same(const char *a, const char *b)
@@ -158,18 +165,82 @@ int main(void)
              "sip:a@h;pn-provider=apns;pn-param=T.org.app.voip&remote;pn-prid=AA:voip"),
        "malformed params cannot be compared");
 
+    /* one reading of the params everywhere (issue 12): classification, stripping from a
+     * Request-URI, redaction for logs and the admin */
+    char hash[17], want[256];
+    pn_token_hash("TOKEN1", hash);
+    is_int(parse("sip:a@h;pn-provider=fcm;pn-param=p;pn%2Dprid=TOKEN1", &p), PN_PUSH,
+           "pn%%2Dprid is pn-prid (RFC 3261 §19.1.4: escaped and unescaped names are equal)");
+    is_str(p.prid, "TOKEN1", "its token");
+    pn_free(&p);
+    is_int(parse("sip:a@h;PN-Provider=fcm;pn-param=p;Pn-Prid=TOKEN1", &p), PN_PUSH,
+           "names without case");
+    pn_free(&p);
+    is_str(stripped("sip:a@h:5;pn-provider=fcm;pn-param=p;pn%2Dprid=TOKEN1;transport=tcp", 0),
+           "sip:a@h:5;transport=tcp", "pn%%2Dprid is stripped like pn-prid");
+    is_str(stripped("sip:a@h;%70n-provider=fcm;x=1", 0), "sip:a@h;x=1",
+           "any escaped letter of a pn- name");
+    snprintf(want, sizeof want, "sip:a@h;pn-provider=fcm;pn%%2Dprid=" PN_REDACTED "%s;x=1", hash);
+    is_str(redacted("sip:a@h;pn-provider=fcm;pn%2Dprid=TOKEN1;x=1"), want,
+           "pn%%2Dprid is redacted like pn-prid");
+    snprintf(want, sizeof want, "sip:a@h;pn-prid=" PN_REDACTED "%s", hash);
+    is_str(redacted("sip:a@h;pn-prid=TOK%45N1"), want, "the hash is of the unescaped token");
+
+    is_int(parse("sip:a@h;pn-provider=fcm;pn-param=p;pn-prid=TOKEN1;pn-prid=TOKEN2", &p),
+           PN_INVALID, "pn-prid twice: not a usable push binding");
+    is_str(p.error, "pn-prid given more than once", "and why");
+    pn_free(&p);
+    is_int(parse("sip:a@h;pn-provider=fcm;pn-param=p;pn-prid=TOKEN1;PN%2dPRID=TOKEN2", &p),
+           PN_INVALID, "also when the second is written another way");
+    pn_free(&p);
+    is_int(parse("sip:a@h;pn-provider=fcm;pn-provider=apns;pn-prid=T", &p), PN_INVALID,
+           "pn-provider twice");
+    pn_free(&p);
+    char h2[17];
+    pn_token_hash("TOKEN2", h2);
+    snprintf(want, sizeof want, "sip:a@h;pn-prid=" PN_REDACTED "%s;pn-prid=" PN_REDACTED "%s", hash,
+             h2);
+    is_str(redacted("sip:a@h;pn-prid=TOKEN1;pn-prid=TOKEN2"), want, "every copy is redacted");
+    is_str(stripped("sip:a@h;pn-prid=TOKEN1;pn-prid=TOKEN2", 0), "sip:a@h",
+           "every copy is stripped");
+
+    is_int(parse("sip:bob;pn-prid=USERPART@h;pn-provider=fcm;pn-param=p", &p), PN_QUERY,
+           ";pn-prid= in the user part is part of the user, not a param");
+    pn_free(&p);
+    is_str(stripped("sip:bob;pn-prid=USERPART@h;pn-provider=fcm", 0), "sip:bob;pn-prid=USERPART@h",
+           "the user part is kept whole when stripping");
+    is_str(redacted("sip:bob;pn-prid=USERPART@h;x=1"), "sip:bob;pn-prid=USERPART@h;x=1",
+           "and shown as the user it is");
+    is_int(parse("sip:[2001:db8::1;x]:5060;pn-provider=fcm;pn-param=p;pn-prid=T", &p), PN_PUSH,
+           "an IPv6 host");
+    pn_free(&p);
+    is_str(redacted(NULL), "", "NULL redacts to \"\"");
+    is_int(parse("sip:a@h;pn-provider=fcm;pn-param=p;pn-prid=%2525", &p), PN_PUSH,
+           "escaped percent");
+    is_str(p.prid, "%25", "unescaped once, not twice");
+    pn_free(&p);
+
+    /* a Request-URI made of a contact (RFC 3261 §19.1.1 table 1) */
+    is_str(stripped("sip:user@example.com?Route=%3Csip:sip.example.com%3E", 1),
+           "sip:user@example.com", "headers dropped from a Request-URI");
+    is_str(stripped("sip:u@h:5;method=INVITE;transport=tcp;pn-prid=T?Subject=x", 1),
+           "sip:u@h:5;transport=tcp", "method and pn-* dropped, other params kept");
+    is_str(stripped("sip:u@h;pn-prid=T?Subject=x", 0), "sip:u@h?Subject=x",
+           "a Contact for the upstream keeps its headers");
+    is_str(stripped("sip:u?x@h", 1), "sip:u?x@h", "'?' in the user part is not headers");
+
     struct pn_info s;
-    is_int(pn_scan("sip:a@h:5;transport=tcp;pn-provider=apns;pn-param=T.org.app.voip%26remote;"
-                   "pn-prid=AA:voip&BB:remote;pn-silent=1",
-                   &s),
+    is_int(pn_parse("sip:a@h:5;transport=tcp;pn-provider=apns;pn-param=T.org.app.voip%26remote;"
+                    "pn-prid=AA:voip&BB:remote;pn-silent=1",
+                    &s),
            PN_PUSH, "scan of a stored contact finds the push params");
     is_str(s.prid, "AA:voip&BB:remote", "scanned prid");
     is_str(s.param, "T.org.app.voip&remote", "scanned param, unescaped");
     pn_free(&s);
-    is_int(pn_scan("sip:a@h;pn-providerx=1;x=pn-provider", &s), PN_NONE,
+    is_int(pn_parse("sip:a@h;pn-providerx=1;x=pn-provider", &s), PN_NONE,
            "scan matches whole param names only");
     pn_free(&s);
-    is_int(pn_scan("sip:a@h;pn-provider=fcm;pn-param=p", &s), PN_QUERY, "scan of a query binding");
+    is_int(pn_parse("sip:a@h;pn-provider=fcm;pn-param=p", &s), PN_QUERY, "scan of a query binding");
     pn_free(&s);
     is_int(pn_from_strings("apns", "T.org.app.voip", "AA", &s), PN_PUSH,
            "stored values classify again");

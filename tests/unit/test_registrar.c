@@ -10,7 +10,7 @@ static void add(const char *aor, const char *contact, const char *instance, int 
     osip_uri_init(&u);
     osip_uri_parse(u, contact);
     struct pn_info pn;
-    pn_parse(&u->url_params, &pn);
+    pn_parse(contact, &pn);
     struct binding_fields f = {
         .contact_id = location_new_id(loc),
         .expires = util_now() + 3600,
@@ -38,7 +38,7 @@ static const char *match(const char *aor, const char *header, long expires)
     const char *lt = strchr(header, '<'), *gt = strchr(header, '>');
     struct reg_contact rc = {
         .c = c, .expires = expires, .uri = xstrndup(lt + 1, (size_t)(gt - lt - 1))};
-    pn_parse(&c->url->url_params, &rc.pn);
+    pn_parse(rc.uri, &rc.pn);
     const char *inst = sip_msg_param(&c->gen_params, "+sip.instance");
     rc.instance = inst ? unquote(inst) : NULL;
     struct binding *b = find_match(location_find(loc, aor), &rc);

@@ -116,6 +116,10 @@ int main(void)
         {"FOO sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:x@y>;tag=1\r\n"
          "To: <sip:a@b>\r\nCall-ID: c\r\nCSeq: 1 BAR\r\n\r\n",
          "501"},
+        /* an unknown method alone passes: a proxy forwards it (RFC 3261 §16, RFC 4475 3.1.1.2) */
+        {"FOO sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:x@y>;tag=1\r\n"
+         "To: <sip:a@b>\r\nCall-ID: c\r\nCSeq: 1 FOO\r\n\r\n",
+         "0"},
         {"OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: "
          "<sip:x@y>;tag=1\r\n"
          "To: <sip:a@b>\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\nl: 1\r\nContent-Length: 1\r\n\r\nx",
