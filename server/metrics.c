@@ -43,6 +43,8 @@ static const struct {
     [METRICS_POLICY_RELOAD_FAILURES] = {"policy:reload_failures", 0,
                                         "policy reloads refused (the old policy stayed)"},
     [METRICS_STORE_ERRORS] = {"store:errors", 0, "failed store operations"},
+    [METRICS_STORE_QUEUE] = {"store:queue_depth", 1,
+                             "store operations queued and not yet committed"},
     [METRICS_GW_REGISTERS_RELAYED] = {"gateway:registers_relayed", 0,
                                       "phone REGISTERs relayed to the upstream"},
     [METRICS_GW_REFRESHES] = {"gateway:refreshes", 0,

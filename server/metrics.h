@@ -39,6 +39,8 @@ enum metrics_id {
     METRICS_POLICY_RELOADS,
     METRICS_POLICY_RELOAD_FAILURES,
     METRICS_STORE_ERRORS,
+    METRICS_STORE_QUEUE, /* gauge: store operations queued, sampled when read (metrics_store_queue)
+                          */
     METRICS_GW_REGISTERS_RELAYED,
     METRICS_GW_REFRESHES,
     METRICS_GW_REFRESH_FAILURES,
