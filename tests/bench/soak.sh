@@ -18,8 +18,9 @@
 # store queue depth (sipwake_store_queue_depth on the admin's /metrics), bindings, stored
 # messages and parked requests, into OUT/samples.csv. Flat: the mean of the last window (the
 # last SOAK_SECONDS/10 s) is at most 10 % above the mean of the window after warm-up (from
-# SOAK_SECONDS/10 s on, as long) plus a slack (RSS 2048 kB, descriptors 4, queue 16).
-# KILLS (5) times, at seeded random points (SEED, printed) between 2/10 and 7/10 of the soak,
+# SOAK_SECONDS/10 s after the last start on, as long) plus a slack (RSS 2048 kB, descriptors 4,
+# queue 16); both windows are in the last process, since a restart starts RSS afresh.
+# KILLS (5) times, at seeded random points (SEED, printed) between 2/10 and 6/10 of the soak,
 # the server is killed with SIGKILL while the load runs; before it is started again on the
 # same database, tests/bench/soak_lost.pl counts the acknowledged bindings (REGISTERs answered
 # 200, not expired or removed since) missing from the location table, and the MESSAGEs
@@ -127,8 +128,9 @@ REG=$!
    -trace_err -error_file calls_errors.log -max_log_size 20000000 127.0.0.1:$PORT > /dev/null 2> calls.stderr) &
 CALLS=$!
 
-# ---- the kills: seeded, between 2/10 and 7/10 of the soak
-read -r -a KILL_AT < <(awk -v n="$KILLS" -v s="$SEED" -v lo=$((SOAK_SECONDS * 2 / 10)) -v hi=$((SOAK_SECONDS * 7 / 10)) \
+# ---- the kills: seeded, between 2/10 and 6/10 of the soak, so that the last process runs for
+# at least the last 4/10 (the flatness figures are taken in it)
+read -r -a KILL_AT < <(awk -v n="$KILLS" -v s="$SEED" -v lo=$((SOAK_SECONDS * 2 / 10)) -v hi=$((SOAK_SECONDS * 6 / 10)) \
   'BEGIN { srand(s); for (i = 0; i < n; i++) printf "%.1f\n", lo + rand() * (hi - lo) }' | sort -n | tr '\n' ' ')
 say "# kills at +${KILL_AT[*]:-none} s"
 
@@ -139,7 +141,7 @@ metrics() {  # the gauges the samples want from /metrics, "NA" each when unreach
          END { print (q == "" ? "NA" : q), (c == "" ? "NA" : c), (m == "" ? "NA" : m), (b == "" ? "NA" : b) }'
 }
 
-LOST_B=0 LOST_M=0 K=0
+LOST_B=0 LOST_M=0 K=0 RESTARTED=0
 kill_now() {  # elapsed
   K=$((K + 1))
   kill -KILL "$PID"
@@ -147,6 +149,7 @@ kill_now() {  # elapsed
   PID=""
   local at
   at=$(date +%s.%N)
+  RESTARTED=$(awk -v a="$T0" -v b="$at" 'BEGIN{printf "%.1f", b-a}')
   # answers sent before the process died reach their clients and their logs
   sleep 1
   local r
@@ -179,8 +182,10 @@ while :; do
   fds=$(ls "/proc/$PID/fd" 2>/dev/null | wc -l)
   read -r q c m b < <(metrics)
   echo "$el,$PID,${rss:-NA},$fds,$q,$c,$m,$b" >> "$OUT/samples.csv"
-  # until the next whole second of the soak
-  sleep "$(awk -v a="$T0" -v e="$el" -v now="$(date +%s.%N)" 'BEGIN{d = a + int(e) + 1 - now; printf "%.3f", (d > 0 ? d : 0)}')"
+  # until the next whole second of the soak, or the next kill if it comes first (a kill falls
+  # anywhere in a second, not just after a sample)
+  sleep "$(awk -v a="$T0" -v e="$el" -v k="${KILL_AT[$ki]:-1e9}" -v now="$(date +%s.%N)" \
+    'BEGIN{t = int(e) + 1; if (k < t) t = k; d = a + t - now; printf "%.3f", (d > 0 ? d : 0)}')"
 done
 
 # ---- the load stops; the message phones take what is left
@@ -198,19 +203,21 @@ say "total: lost: $LOST_B bindings, $LOST_M messages over $K kills (bar: 0)"
 say ""
 say "## resources (flat: the last window's mean <= 1.10 x the window after warm-up + slack)"
 W=$((SOAK_SECONDS / 10))
-awk -F, -v w="$W" -v s="$SOAK_SECONDS" '
+# the windows are both in the last process (started at +$RESTARTED s; 0 without kills): RSS
+# and descriptors start afresh with each restart
+awk -F, -v w="$W" -v s="$SOAK_SECONDS" -v r="$RESTARTED" '
   NR == 1 { next }
   { n++; for (i = 3; i <= 5; i++) if ($i != "NA") { v = $i + 0; if (!(i in first)) { first[i] = v; max[i] = v } last[i] = v; if (v > max[i]) max[i] = v
-      if ($1 >= w && $1 < 2 * w) { rs[i] += v; rn[i]++ } if ($1 >= s - w) { es[i] += v; en[i]++ } } }
+      if ($1 >= r + w && $1 < r + 2 * w) { rs[i] += v; rn[i]++ } if ($1 >= s - w) { es[i] += v; en[i]++ } } }
   END {
     split("RSS kB,descriptors,store queue", name, ","); split("2048,4,16", slack, ",")
     printf "%-12s %9s %9s %9s %12s %12s  %s\n", "", "start", "end", "max", "warm mean", "last mean", "verdict"
     for (i = 3; i <= 5; i++) {
-      r = rn[i] ? rs[i] / rn[i] : -1; e = en[i] ? es[i] / en[i] : -1
-      v = (r < 0 || e < 0) ? "n/a" : (e <= r * 1.10 + slack[i - 2] ? "FLAT" : "GROWING")
-      printf "%-12s %9s %9s %9s %12.1f %12.1f  %s (slack %s)\n", name[i - 2], first[i], last[i], max[i], r, e, v, slack[i - 2]
+      rm = rn[i] ? rs[i] / rn[i] : -1; em = en[i] ? es[i] / en[i] : -1
+      v = (rm < 0 || em < 0) ? "n/a" : (em <= rm * 1.10 + slack[i - 2] ? "FLAT" : "GROWING")
+      printf "%-12s %9s %9s %9s %12.1f %12.1f  %s (slack %s)\n", name[i - 2], first[i], last[i], max[i], rm, em, v, slack[i - 2]
     }
-    printf "# %d samples; warm window [%d, %d) s, last window [%d, %d) s\n", n, w, 2 * w, s - w, s
+    printf "# %d samples; the last process from +%s s: warm window [%.0f, %.0f) s, last window [%d, %d) s\n", n, r, r + w, r + 2 * w, s - w, s
   }' "$OUT/samples.csv" | tee -a "$SUMMARY"
 
 say ""
