@@ -28,13 +28,18 @@
 # and in total (the bar: 0).
 #
 # Knobs: SOAK_SECONDS, KILLS, SEED, REG_RATE, REG_EXPIRES, REFRESH, CALL_RATE, CALL_PHONES,
-# MSG_RATE, MSG_PHONES, WAKE_DELAY, PORT (5070), ADMIN_PORT (5079), OUT (default
+# MSG_RATE, MSG_PHONES, WAKE_DELAY, PORT (a free one), ADMIN_PORT (PORT + 1), OUT (default
 # var/bench/<time>-soak). Never fails on a figure; exits non-zero only when the harness breaks.
 set -u
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 HERE="$ROOT/tests/bench"
-PORT=${PORT:-5070}
-ADMIN_PORT=${ADMIN_PORT:-5079}
+# free ports by default (Sipwake::free_port: UDP and TCP free at P and P+1): the machine is
+# shared, and another benchmark on 5070 would answer part of this one's load
+free_port() { perl -I"$ROOT/tests/lib" -MSipwake -e 'print Sipwake::free_port()'; }
+PORT=${PORT:-$(free_port)}
+ADMIN_PORT=${ADMIN_PORT:-$((PORT + 1))}
+REG_PORT=$(free_port)
+CALL_PORT=$(free_port)
 SOAK_SECONDS=${SOAK_SECONDS:-600}
 KILLS=${KILLS:-5}
 SEED=${SEED:-$(date +%s)}
@@ -63,6 +68,12 @@ cleanup() {
 }
 trap cleanup EXIT
 die() { log "soak: $*"; exit 2; }
+# the server on udp PORT is ours alone (a second process bound there would take part of the load)
+own_port() {
+  local others
+  others=$(ss -Hlunp "sport = :$PORT" 2>/dev/null | grep -v "pid=$PID," | head -1)
+  [ -z "$others" ] || die "another process listens on udp $PORT: $others"
+}
 
 # ---- the APNs emulator and sipwake
 start_apns "$OUT" --log "$OUT/apns.log" --lifetime $((SOAK_SECONDS + 600))
@@ -100,12 +111,13 @@ CONF
 TOKEN=$("$SIPWAKE" --config "$OUT/sipwake.conf" admin token add soak 2>&1 | grep -o '^swk_[A-Za-z0-9_-]*')
 [ -n "$TOKEN" ] || die "no admin token"
 start_target sipwake "$OUT" || die "sipwake did not start"
+own_port
 
 say "# sipwake soak $(date -Is)"
 say "# $(nproc) CPUs, $(uname -r), $(sipp -v 2>/dev/null | grep -o 'SIPp v[^ ]*' | head -1), $("$SIPWAKE" --version)"
 say "# ${SOAK_SECONDS}s; registrations $REG_RATE/s (Expires $REG_EXPIRES, refresh every ${REFRESH}s x3, then removed);" \
   "calls $CALL_RATE/s to $CALL_PHONES push phones; MESSAGEs $MSG_RATE/s to $MSG_PHONES sleeping push phones (wake ${WAKE_DELAY}s after the push)"
-say "# $KILLS SIGKILLs, seed $SEED; results in $OUT"
+say "# $KILLS SIGKILLs, seed $SEED; sipwake on udp 127.0.0.1:$PORT; results in $OUT"
 
 # ---- the phones, then the SIPp load
 (exec perl "$HERE/soak_phones.pl" --port "$PORT" --emu-log "$OUT/apns.log" --call-phones "$CALL_PHONES" \
@@ -116,13 +128,13 @@ for _ in $(seq 1 600); do grep -q 'phones ready' "$OUT/phones.out" && break; kil
 grep -q 'phones ready' "$OUT/phones.out" || die "the phones did not register: $(tail -3 "$OUT/phones.err")"
 
 users r $((REG_RATE * SOAK_SECONDS + REG_RATE)) > "$OUT/regusers.csv"
-(cd "$OUT" && exec sipp -sf "$HERE/soak_reg.xml" -inf regusers.csv -t u1 -i 127.0.0.1 -p 5062 \
+(cd "$OUT" && exec sipp -sf "$HERE/soak_reg.xml" -inf regusers.csv -t u1 -i 127.0.0.1 -p "$REG_PORT" \
    -r "$REG_RATE" -m $((REG_RATE * SOAK_SECONDS)) -l $((REG_RATE * (REFRESH * 4 + REG_EXPIRES) + 100)) \
    -d $((REFRESH * 1000)) -set expires "$REG_EXPIRES" -nostdin -buff_size 4194304 \
    -timeout $((SOAK_SECONDS + 4 * REFRESH + 60))s -trace_logs -log_file reg.log -trace_stat -stf reg_stat.csv -fd 1 \
    -trace_err -error_file reg_errors.log -max_log_size 20000000 127.0.0.1:$PORT > /dev/null 2> reg.stderr) &
 REG=$!
-(cd "$OUT" && exec sipp -sf "$HERE/uac_call.xml" -inf callees.csv -t u1 -i 127.0.0.1 -p 5063 \
+(cd "$OUT" && exec sipp -sf "$HERE/uac_call.xml" -inf callees.csv -t u1 -i 127.0.0.1 -p "$CALL_PORT" \
    -r "$CALL_RATE" -m $((CALL_RATE * SOAK_SECONDS)) -default_behaviors all,-abortunexp -recv_timeout 20000 \
    -nostdin -timeout $((SOAK_SECONDS + 60))s -trace_stat -stf calls_stat.csv -fd 1 \
    -trace_err -error_file calls_errors.log -max_log_size 20000000 127.0.0.1:$PORT > /dev/null 2> calls.stderr) &
@@ -160,6 +172,7 @@ kill_now() {  # elapsed
   local t0 t1
   t0=$(date +%s.%N)
   start_target sipwake "$OUT" || die "sipwake did not start again after kill $K"
+  own_port
   t1=$(date +%s.%N)
   say "$(printf 'kill %d at +%ss: lost: %d bindings, %d messages (of %d acknowledged bindings: %d missing, %d stale; %d removed but back; of %d acknowledged messages); up again in %.1fs' \
     "$K" "$1" "$lb" "$lm" "$nb" "$miss" "$stale" "$back" "$nm" "$(awk -v a="$t0" -v b="$t1" 'BEGIN{print b-a}')")"
