@@ -5,6 +5,7 @@
 #   make test     install missing packages, build with ASan/UBSan, run every test with prove
 #   make bench    REGISTER, call and offline MESSAGE benchmarks against Kamailio, push
 #                 throughput against h2load (see README "Benchmark")
+#   make soak     a 10-minute mixed soak with SIGKILLs (SOAK_SECONDS, KILLS; README "Soak")
 #   make fmt      clang-format the C sources; make fmt-check fails on a difference
 
 CC      ?= cc
@@ -43,9 +44,10 @@ DEB_BUILD := build-essential pkg-config libosip2-dev libev-dev libluajit-5.1-dev
 DEB_TEST  := sip-tester libio-socket-ssl-perl sqlite3 perl clang-format clang libclang-rt-14-dev \
              kamailio python3-h2 chromium
 DEB_BENCH := kamailio kamailio-sqlite-modules sip-tester sqlite3 nghttp2-client python3-h2
+DEB_SOAK  := sip-tester sqlite3 curl openssl python3-h2 python3-cryptography libio-socket-ssl-perl
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all run test unit-build fuzz fuzz-build bench deps deps-test deps-browser fmt fmt-check clean \
+.PHONY: all run test unit-build fuzz fuzz-build bench soak deps deps-test deps-browser fmt fmt-check clean \
         readme-config
 .DEFAULT_GOAL := all
 
@@ -148,6 +150,12 @@ bench:
 	tests/bench/calls.sh
 	tests/bench/push.sh
 	tests/bench/messages.sh
+
+# Bounded: SOAK_SECONDS (600) of load, then at most a minute of draining.
+soak:
+	@$(MAKE) --no-print-directory deps EXTRA_DEBS="$(DEB_SOAK)"
+	@$(MAKE) --no-print-directory all
+	tests/bench/soak.sh
 
 fmt:
 	clang-format -i server/*.[ch] tests/unit/*.[ch] tests/fuzz/*.c

@@ -1191,6 +1191,7 @@ static void api_policy_reload(struct admin *a, struct admin_req *r)
 static void api_metrics(struct admin *a, struct admin_req *r)
 {
     r->out.len = 0;
+    metrics_values[METRICS_STORE_QUEUE] = store_pending(a->deps.store);
     metrics_render(&r->out);
     admin_http_reply(r, 200, "text/plain; version=0.0.4; charset=utf-8");
 }

@@ -301,6 +301,7 @@ static void mi_stats(struct mi_call *c, int list)
     json_t *items = stat_items(c);
     if (!items && !(list && !param(c, "statistics")))
         return mi_error(c, -32602, "Invalid params", "Bad parameter type");
+    metrics_values[METRICS_STORE_QUEUE] = store_pending(c->a->deps.store);
     json_t *o = json_object();
     for (int i = 0; i < METRICS__COUNT; i++) {
         const char *name = metrics_name((enum metrics_id)i);

@@ -53,6 +53,8 @@ static const struct {
                                      "whoever waited for them was told)"},
     [METRICS_STORE_LEFT_BUSY] = {"store:statements_left_busy", 0,
                                  "statements found left stepped after a batch (a bug), reset"},
+    [METRICS_STORE_QUEUE] = {"store:queue_depth", 1,
+                             "store operations queued and not yet committed"},
     [METRICS_GW_REGISTERS_RELAYED] = {"gateway:registers_relayed", 0,
                                       "phone REGISTERs relayed to the upstream"},
     [METRICS_GW_REFRESHES] = {"gateway:refreshes", 0,

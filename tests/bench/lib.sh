@@ -30,6 +30,24 @@ stop_target() {
 }
 trap stop_target EXIT
 
+# start_apns DIR [apns.py args...]: a certificate for 127.0.0.1 (DIR/cert.pem, key.pem) and an
+# APNs token key (DIR/apns.p8, key id KEY1234567, team TEAM123456), then the APNs emulator
+# (tests/emulators/apns.py) with them on a free port; sets EMU (its pid) and EMU_PORT (empty
+# when it did not start).
+start_apns() {
+  local d=$1
+  shift
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=localhost \
+    -addext subjectAltName=IP:127.0.0.1 -keyout "$d/key.pem" -out "$d/cert.pem" 2>/dev/null
+  openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$d/apns.p8"
+  openssl pkey -in "$d/apns.p8" -pubout -out "$d/apns-pub.pem"
+  /usr/bin/python3 "$ROOT/tests/emulators/apns.py" --cert "$d/cert.pem" --key "$d/key.pem" \
+    --auth-key "KEY1234567:TEAM123456:$d/apns-pub.pem" "$@" > "$d/emulator.out" 2>&1 &
+  EMU=$!
+  for _ in $(seq 1 50); do grep -q listening "$d/emulator.out" && break; sleep 0.1; done
+  EMU_PORT=$(awk '/listening/ {print $2}' "$d/emulator.out")
+}
+
 stat_col() { awk -F';' -v n="$2" 'NR==1{for(i=1;i<=NF;i++) if($i==n) c=i; next} {l=$0} END{split(l,f,";"); print (c ? f[c] : "NA")}' "$1"; }
 
 start_target() {  # name dir

@@ -24,20 +24,13 @@ OUT=${OUT:-$ROOT/var/bench/$(date +%Y%m%d-%H%M%S)-push}
 BENCH=$ROOT/tests/bench/build/push_bench
 mkdir -p "$OUT"
 SUMMARY="$OUT/summary.txt"
-say() { printf '%s\n' "$*" | tee -a "$SUMMARY"; }
+PID=""
+. "$ROOT/tests/bench/lib.sh"
 
 cd "$OUT"
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=localhost \
-  -addext subjectAltName=IP:127.0.0.1 -keyout key.pem -out cert.pem 2>/dev/null
-openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out apns.p8
-openssl pkey -in apns.p8 -pubout -out apns-pub.pem
-/usr/bin/python3 "$ROOT/tests/emulators/apns.py" --cert cert.pem --key key.pem \
-  --auth-key KEY1234567:TEAM123456:apns-pub.pem --max-streams "$STREAMS" --lifetime 3600 \
-  > emulator.out 2>&1 &
-EMU=$!
+start_apns "$OUT" --max-streams "$STREAMS" --lifetime 3600
 trap 'kill $EMU 2>/dev/null; wait $EMU 2>/dev/null' EXIT
-for _ in $(seq 1 50); do grep -q listening emulator.out && break; sleep 0.1; done
-PORT=$(awk '/listening/ {print $2}' emulator.out)
+PORT=$EMU_PORT
 TOKEN=$("$BENCH" --request apns.p8 KEY1234567 TEAM123456 payload.json)
 
 say "# sipwake push throughput benchmark $(date -Is)"

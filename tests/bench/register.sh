@@ -13,7 +13,7 @@
 # sipwake it also times a restart with the MEM_REGS bindings stored (until "ready").
 # Latency: SIPp's REGISTER-to-200 time of every REGISTER of a ramp step (RTD 1), median and
 # 99th percentile in whole ms (SIPp's resolution); sipwake answers once the binding is
-# committed, so this includes its store batch (2 ms) and commit.
+# committed, so this includes its store commit (group commit: one commit when idle).
 # Kamailio runs as ../shared/bench measures it: TLSF allocator, 4 GB shm, 2 UDP workers.
 #
 # Knobs (environment): PORT (5070), RATES ("1000 5000 10000 20000 30000 35000 40000 50000"), DUR (10),

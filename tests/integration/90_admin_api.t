@@ -214,6 +214,7 @@ like($r->{content}, qr/^sipwake_push_results_total\{provider="apns",outcome="del
 like($r->{content}, qr/^sipwake_bucket_depth 0$/m, 'bucket depth');
 like($r->{content}, qr/^sipwake_wake_latency_seconds_bucket\{le="\+Inf"\} \d+$/m, 'wake latency histogram');
 like($r->{content}, qr/^sipwake_offline_pending_messages 0$/m, 'pending messages');
+like($r->{content}, qr/^# TYPE sipwake_store_queue_depth gauge\nsipwake_store_queue_depth \d+$/m, 'store queue depth, a gauge');
 
 # ---- policy
 $r = $api->get('/api/policy');
