@@ -13,8 +13,17 @@
  * admin) has written, that connection can no longer take the write lock (SQLITE_BUSY_SNAPSHOT,
  * "database is locked", which no busy timeout waits out) and it reads the old snapshot.
  * sqlite_settle checks this after every batch.
+ *
+ * Checkpoints (copying the WAL back into the database file, with its fsync) run on a thread of
+ * their own with a connection of their own, not in the writer's commit as SQLite's automatic
+ * checkpoint would: a REGISTER's 200 waits for its commit, and a checkpoint's fsync inside that
+ * commit stalled every REGISTER behind it (at 10,000 REGISTER/s, seconds of retransmissions). A
+ * passive checkpoint runs beside the writer. Should the WAL still grow past
+ * SQLITE_WAL_PAGES_INLINE (checkpoints starved by a disk slower than the writes), the writer
+ * checkpoints itself, as SQLite would, so the WAL stays bounded.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,8 +37,23 @@
 #include "store_sqlite_migrations.h"
 #include "util.h"
 
+/* WAL size (pages) that wakes the checkpointer: SQLite's own automatic threshold; and the size
+ * at which the writer checkpoints itself. */
+#define SQLITE_WAL_PAGES_CHECKPOINT 1000
+#define SQLITE_WAL_PAGES_INLINE 16000
+
+/* The checkpoint thread and its connection. */
+struct sqlite_checkpointer {
+    char *path;
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int wanted, stop; /* under mu */
+};
+
 struct sqlite_db {
     sqlite3 *db;
+    struct sqlite_checkpointer *ckpt; /* NULL until the first checkpoint is wanted */
     sqlite3_stmt *save;
     sqlite3_stmt *del;
     sqlite3_stmt *get_sub;
@@ -94,11 +118,101 @@ static int migrate(sqlite3 *db, char *err, size_t errlen)
     return 0;
 }
 
+static void *checkpointer(void *arg)
+{
+    struct sqlite_checkpointer *c = arg;
+    pthread_setname_np(pthread_self(), "sipwake-ckpt");
+    sqlite3 *db = NULL;
+    if (sqlite3_open_v2(c->path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL) !=
+        SQLITE_OK) {
+        log_error("store: the checkpoint connection cannot open %s: %s; the writer checkpoints "
+                  "past %d WAL pages",
+                  c->path, db ? sqlite3_errmsg(db) : "out of memory", SQLITE_WAL_PAGES_INLINE);
+        sqlite3_close(db);
+        return NULL;
+    }
+    sqlite3_busy_timeout(db, 1000);
+    /* a connection knows the database is in WAL mode only once it has read it */
+    char err[256];
+    if (exec(db, "PRAGMA journal_mode=WAL", err, sizeof err) < 0)
+        log_error("store: the checkpoint connection: %s", err);
+    pthread_mutex_lock(&c->mu);
+    for (;;) {
+        while (!c->wanted && !c->stop)
+            pthread_cond_wait(&c->cv, &c->mu);
+        if (c->stop)
+            break;
+        c->wanted = 0;
+        pthread_mutex_unlock(&c->mu);
+        int log_pages = 0, done = 0;
+        int rc = sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_PASSIVE, &log_pages, &done);
+        if (rc != SQLITE_OK && rc != SQLITE_BUSY)
+            log_error("store: checkpoint failed: %s", sqlite3_errmsg(db));
+        pthread_mutex_lock(&c->mu);
+    }
+    pthread_mutex_unlock(&c->mu);
+    sqlite3_close(db);
+    return NULL;
+}
+
+/* The writer's commit hook (sqlite3_wal_hook): pages is the WAL's size after the commit. */
+static int wal_hook(void *arg, sqlite3 *db, const char *name, int pages)
+{
+    struct sqlite_db *s = arg;
+    if (pages >= SQLITE_WAL_PAGES_INLINE) {
+        sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+        return SQLITE_OK;
+    }
+    if (pages < SQLITE_WAL_PAGES_CHECKPOINT || !s->ckpt)
+        return SQLITE_OK;
+    pthread_mutex_lock(&s->ckpt->mu);
+    s->ckpt->wanted = 1;
+    pthread_cond_signal(&s->ckpt->cv);
+    pthread_mutex_unlock(&s->ckpt->mu);
+    return SQLITE_OK;
+}
+
+/* Start the checkpoint thread; without it (no thread), SQLite checkpoints in the commit. */
+static void checkpointer_start(struct sqlite_db *s, const char *path)
+{
+    struct sqlite_checkpointer *c = xcalloc(1, sizeof *c);
+    c->path = xstrdup(path);
+    pthread_mutex_init(&c->mu, NULL);
+    pthread_cond_init(&c->cv, NULL);
+    if (pthread_create(&c->thread, NULL, checkpointer, c) != 0) {
+        log_warn("store: cannot start the checkpoint thread; commits checkpoint themselves");
+        free(c->path);
+        free(c);
+        return;
+    }
+    s->ckpt = c;
+    sqlite3_wal_autocheckpoint(s->db, 0);
+    sqlite3_wal_hook(s->db, wal_hook, s);
+}
+
+static void checkpointer_stop(struct sqlite_db *s)
+{
+    struct sqlite_checkpointer *c = s->ckpt;
+    if (!c)
+        return;
+    pthread_mutex_lock(&c->mu);
+    c->stop = 1;
+    pthread_cond_signal(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+    pthread_join(c->thread, NULL);
+    pthread_mutex_destroy(&c->mu);
+    pthread_cond_destroy(&c->cv);
+    free(c->path);
+    free(c);
+    s->ckpt = NULL;
+}
+
 static void sqlite_close(void *p)
 {
     struct sqlite_db *s = p;
     if (!s)
         return;
+    checkpointer_stop(s);
     sqlite3_finalize(s->save);
     sqlite3_finalize(s->del);
     sqlite3_finalize(s->get_sub);
@@ -168,6 +282,7 @@ static void *sqlite_open(const struct config *cfg, char *err, size_t errlen)
         sqlite_close(s);
         return NULL;
     }
+    checkpointer_start(s, cfg->store_path);
     return s;
 }
 

@@ -1,6 +1,7 @@
 /* The async store on SQLite: writes committed in batches and reported on the loop,
  * subscriber lookups answered on the loop, the OpenSIPS tables, loading and purging. */
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <sqlite3.h>
@@ -247,6 +248,42 @@ int main(void)
     is_int(found_flag, 1, "and a read sees the other connection's row");
     ok(metrics_values[METRICS_STORE_LEFT_BUSY] >= 1, "counted in store:statements_left_busy");
     sqlite3_finalize(leaked);
+    store_close(s);
+
+    /* checkpoints run beside the writer (the commit a 200 waits for holds no fsync): once the
+     * WAL passes SQLITE_WAL_PAGES_CHECKPOINT pages, the rows reach the database file while the
+     * store stays open */
+    ok(store_open(&cfg, &s, err, sizeof err) == 0, "reopen for the checkpoint thread");
+    store_start(s, loop);
+    struct stat st0;
+    stat(cfg.store_path, &st0);
+    char big[400];
+    memset(big, 'x', sizeof big - 1);
+    big[sizeof big - 1] = '\0';
+    for (int round = 0; round < 12; round++) {
+        commits = 0;
+        want = 1000;
+        for (int i = 0; i < 1000; i++) {
+            struct store_binding bb = b9;
+            bb.contact_id = 1000 + (uint64_t)round * 1000 + (uint64_t)i;
+            bb.user_agent = big;
+            store_save_binding(s, &bb, on_commit, &want);
+        }
+        ev_run(loop, 0);
+    }
+    struct stat stw;
+    char walp[600];
+    snprintf(walp, sizeof walp, "%s-wal", cfg.store_path);
+    stat(walp, &stw);
+    printf("# wal %lld commits %d\n", (long long)stw.st_size, commits);
+    struct stat st1 = st0;
+    for (int i = 0; i < 500 && st1.st_size < st0.st_size + 4 * 1024 * 1024; i++) {
+        usleep(10000);
+        stat(cfg.store_path, &st1);
+    }
+    ok(st1.st_size >= st0.st_size + 4 * 1024 * 1024,
+       "12,000 rows reached the database file while the store is open (%lld -> %lld bytes)",
+       (long long)st0.st_size, (long long)st1.st_size);
     store_close(s);
 
     /* a commit that always fails: bounded retries, then every waiter is told */
