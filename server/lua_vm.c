@@ -94,9 +94,20 @@ void lua_vm_check_budget(lua_State *L)
         return;
     /* from now on every instruction raises again, whatever the policy does to catch it */
     lua_sethook(L, budget_hook, LUA_MASKCOUNT, 1);
-    if (vm->abort == LUA_VM_CALL_TIMEOUT)
-        luaL_error(L, "time budget exceeded");
-    luaL_error(L, "memory limit exceeded");
+    /* where: the innermost policy line, also when a C function (a pattern match) checks */
+    lua_Debug ar;
+    int found = 0;
+    for (int level = 0; !found && lua_getstack(L, level, &ar); level++)
+        if (lua_getinfo(L, "Sl", &ar) && ar.currentline > 0) {
+            lua_pushfstring(L, "%s:%d: ", ar.short_src, ar.currentline);
+            found = 1;
+        }
+    if (!found)
+        lua_pushliteral(L, "");
+    lua_pushstring(L, vm->abort == LUA_VM_CALL_TIMEOUT ? "time budget exceeded"
+                                                       : "memory limit exceeded");
+    lua_concat(L, 2);
+    lua_error(L);
 }
 
 /* The sandbox's pcall: the builtin one, except that it does not catch once a budget is
