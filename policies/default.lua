@@ -2,9 +2,11 @@
 --
 -- A policy is a Lua file that returns a table of hooks. sipwake calls a hook with plain
 -- tables (changing them changes nothing in sipwake) and acts on the decision the hook
--- returns. Hooks do no I/O: they decide, sipwake does. A hook that raises an error or runs
--- past its time budget ([policy] time_budget_ms) is logged with file and line, counted in
--- the policy:errors / policy:timeouts metrics, and its safe default applies. `kill -HUP`
+-- returns. Hooks do no I/O: they decide, sipwake does. A hook that raises an error, runs
+-- past its time budget ([policy] time_budget_ms) or past the VM's memory limit ([policy]
+-- memory_limit_mb) is logged with file and line, counted in the policy:errors /
+-- policy:timeouts metrics, and its safe default applies; pcall cannot catch a spent budget.
+-- The top-level code of this file has a budget too ([policy] load_budget_ms). `kill -HUP`
 -- reloads this file; if the new version does not load, the running one stays.
 --
 -- What a policy may use: the usual Lua functions (pairs, ipairs, tostring, string, table,

@@ -230,7 +230,15 @@ static const struct key_row key_rows[] = {
     {"policy", "lua_path", KEY_LIST, OFF(lua_path), 0, 0, "lua, policies", NULL,
      "Directories `require` may load modules from."},
     {"policy", "time_budget_ms", KEY_INT, OFF(policy_time_budget_ms), 1, 10000, "20", NULL,
-     "Longest a hook may run; past it the hook's safe default applies."},
+     "Longest a hook may run; past it the hook's safe default applies. Enforced by an "
+     "instruction-count hook and inside sipwake's pattern matcher; `pcall` cannot catch it."},
+    {"policy", "load_budget_ms", KEY_INT, OFF(policy_load_budget_ms), 1, 60000, "1000", NULL,
+     "Longest the policy's top-level code (and what it `require`s) may run at start and at "
+     "each reload; past it the policy is refused and, on a reload, the running one stays."},
+    {"policy", "memory_limit_mb", KEY_INT, OFF(policy_memory_limit_mb), 1, 4096, "64", NULL,
+     "Memory the policy's Lua VM may hold, in MiB (garbage not yet collected included). A hook "
+     "that goes past it gets its safe default; a policy that goes past it while loading is "
+     "refused."},
 };
 
 static const char *const transport_names[] = {"udp", "tcp", "tls"};

@@ -122,6 +122,8 @@ struct config {
     char *policy_file;
     struct config_list lua_path;
     long policy_time_budget_ms;
+    long policy_load_budget_ms;
+    long policy_memory_limit_mb;
 };
 
 /* Fill cfg with the embedded defaults (SIP on 127.0.0.1:5060 UDP/TCP and 5061 TLS, SQLite

@@ -13,6 +13,10 @@
 /* log.error / log.warn / log.info / log.debug (msg): a line in sipwake's log. */
 void lua_api_log_inject(lua_State *L, int env);
 
+/* string.find / match / gmatch / gsub: a pattern matcher held to the running call's time
+ * budget (lua_api_string.c), set in env's `string` table and in the string metatable. */
+void lua_api_string_inject(lua_State *L, int env);
+
 /* For `sipwake --test-policy` only: `print`, and `policy_test.on_register(req, ctx)` and
  * `policy_test.route(req, ctx)`, which run the policy's real hooks through lua_hook (time
  * budget, decision checks) and return the decoded decision and "ok" | "absent" | "failed". */

@@ -1,5 +1,10 @@
 /*
  * lua_hook: protected hook calls with a time budget, and decision decoding.
+ *
+ * A whole hook call — building the input tables, the call, decoding the decision — runs
+ * inside lua_vm_cpcall, so nothing in it can raise outside a protected call. The decision
+ * is read with raw accesses only after it has been checked to hold no metatable (a
+ * metatable's __index would run policy code, unbudgeted, from the decoder).
  */
 #include "lua_hook.h"
 
@@ -18,26 +23,6 @@
 #include "tenant.h"
 #include "util.h"
 
-/* Hooks run one at a time on the loop thread, so the deadline can be a static. */
-static uint64_t deadline_ms;
-static int overran;
-
-static void budget_hook(lua_State *L, lua_Debug *ar)
-{
-    (void)ar;
-    if (util_mono_ms() > deadline_ms) {
-        overran = 1;
-        luaL_error(L, "time budget exceeded");
-    }
-}
-
-static int error_handler(lua_State *L)
-{
-    const char *msg = lua_tostring(L, 1);
-    lua_pushstring(L, msg ? msg : "(error object is not a string)");
-    return 1;
-}
-
 static void set_str(lua_State *L, const char *k, const char *v)
 {
     if (!v)
@@ -52,34 +37,67 @@ static void set_int(lua_State *L, const char *k, long v)
     lua_setfield(L, -2, k);
 }
 
-/* Call the function under nargs arguments on top of the stack. 0 with the result on top, or
- * -1 (logged, counted, stack cleaned). */
+/* Decisions are at most this deep where sipwake reads them (decision.reply.headers). */
+#define HOOK_DECISION_DEPTH 3
+
+/* 1 if the value at idx, or a table in it down to depth levels, has a metatable. Raw walk. */
+static int has_metatable(lua_State *L, int idx, int depth)
+{
+    if (!lua_istable(L, idx))
+        return 0;
+    if (lua_getmetatable(L, idx)) {
+        lua_pop(L, 1);
+        return 1;
+    }
+    if (depth <= 1)
+        return 0;
+    idx = idx < 0 ? lua_gettop(L) + idx + 1 : idx;
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+        if (has_metatable(L, -1, depth - 1) || has_metatable(L, -2, depth - 1)) {
+            lua_pop(L, 2);
+            return 1;
+        }
+        lua_pop(L, 1);
+    }
+    return 0;
+}
+
+/* Call the function under nargs arguments on top of the stack, under the VM's budgets. 0
+ * with the result on top, or -1 (logged, counted, stack cleaned). */
 static int protected_call(struct lua_vm *vm, const char *hook, int nargs)
 {
     lua_State *L = lua_vm_state(vm);
-    int base = lua_gettop(L) - nargs;
-    lua_pushcfunction(L, error_handler);
-    lua_insert(L, base);
-    deadline_ms = util_mono_ms() + (uint64_t)lua_vm_time_budget_ms(vm);
-    overran = 0;
-    lua_sethook(L, budget_hook, LUA_MASKCOUNT, 1000);
-    int rc = lua_pcall(L, nargs, 1, base);
-    lua_sethook(L, NULL, 0, 0);
-    lua_remove(L, base);
-    if (rc != 0) {
-        if (overran) {
-            metrics_inc(METRICS_POLICY_TIMEOUTS);
-            log_error("policy[gen %u]: %s ran past its %ld ms budget; the safe default applies",
-                      lua_vm_generation(vm), hook, lua_vm_time_budget_ms(vm));
-        } else {
-            metrics_inc(METRICS_POLICY_ERRORS);
-            log_error("policy[gen %u]: %s failed: %s; the safe default applies",
-                      lua_vm_generation(vm), hook, lua_tostring(L, -1));
-        }
-        lua_pop(L, 1);
-        return -1;
+    switch (lua_vm_pcall(vm, nargs, 1, lua_vm_time_budget_ms(vm))) {
+    case LUA_VM_CALL_OK:
+        if (!has_metatable(L, -1, HOOK_DECISION_DEPTH))
+            return 0;
+        metrics_inc(METRICS_POLICY_ERRORS);
+        log_error("policy[gen %u]: %s returned an invalid decision: a decision table (or a table "
+                  "in it) has a metatable; the safe default applies",
+                  lua_vm_generation(vm), hook);
+        break;
+    case LUA_VM_CALL_TIMEOUT:
+        metrics_inc(METRICS_POLICY_TIMEOUTS);
+        log_error("policy[gen %u]: %s ran past its %ld ms budget (%s); the safe default applies",
+                  lua_vm_generation(vm), hook, lua_vm_time_budget_ms(vm), lua_tostring(L, -1));
+        break;
+    case LUA_VM_CALL_MEMORY:
+        metrics_inc(METRICS_POLICY_ERRORS);
+        log_error("policy[gen %u]: %s went past the VM's memory limit of %zu MiB (%s); the safe "
+                  "default applies",
+                  lua_vm_generation(vm), hook, lua_vm_memory_limit(vm) >> 20, lua_tostring(L, -1));
+        break;
+    case LUA_VM_CALL_ERROR:
+        metrics_inc(METRICS_POLICY_ERRORS);
+        log_error("policy[gen %u]: %s failed: %s; the safe default applies", lua_vm_generation(vm),
+                  hook,
+                  lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1)
+                                                 : "(error object is not a string)");
+        break;
     }
-    return 0;
+    lua_pop(L, 1);
+    return -1;
 }
 
 static int bad_decision(struct lua_vm *vm, const char *hook, const char *why)
@@ -207,8 +225,9 @@ static void push_register_req(lua_State *L, const struct lua_hook_register_in *i
     lua_setfield(L, -2, "contacts");
 }
 
-enum lua_hook_result lua_hook_on_register(struct lua_vm *vm, const struct lua_hook_register_in *in,
-                                          struct lua_hook_register_out *out)
+static enum lua_hook_result on_register_run(struct lua_vm *vm,
+                                            const struct lua_hook_register_in *in,
+                                            struct lua_hook_register_out *out)
 {
     memset(out, 0, sizeof *out);
     out->expires = -1;
@@ -464,8 +483,8 @@ static void push_route_req(lua_State *L, const struct lua_hook_route_in *in)
     lua_setfield(L, -2, "source");
 }
 
-enum lua_hook_result lua_hook_route(struct lua_vm *vm, const struct lua_hook_route_in *in,
-                                    struct lua_hook_route_out *out)
+static enum lua_hook_result route_run(struct lua_vm *vm, const struct lua_hook_route_in *in,
+                                      struct lua_hook_route_out *out)
 {
     memset(out, 0, sizeof *out);
     out->action = LUA_ROUTE_BINDINGS;
@@ -703,9 +722,9 @@ static void push_defaults(struct lua_hook_push_out *out)
     out->ttl = -1;
 }
 
-enum lua_hook_result lua_hook_push(struct lua_vm *vm, const struct lua_hook_push_in *in,
-                                   const struct lua_hook_push_binding *b,
-                                   struct lua_hook_push_out *out)
+static enum lua_hook_result push_run(struct lua_vm *vm, const struct lua_hook_push_in *in,
+                                     const struct lua_hook_push_binding *b,
+                                     struct lua_hook_push_out *out)
 {
     push_defaults(out);
     if (!vm || !lua_vm_push_hook(vm, "push"))
@@ -726,9 +745,9 @@ enum lua_hook_result lua_hook_push(struct lua_vm *vm, const struct lua_hook_push
     return LUA_HOOK_OK;
 }
 
-enum lua_hook_result lua_hook_credentials(struct lua_vm *vm, const struct lua_hook_push_in *in,
-                                          const struct lua_hook_push_binding *b, char *out,
-                                          size_t outlen)
+static enum lua_hook_result credentials_run(struct lua_vm *vm, const struct lua_hook_push_in *in,
+                                            const struct lua_hook_push_binding *b, char *out,
+                                            size_t outlen)
 {
     *out = '\0';
     if (!vm || !lua_vm_push_hook(vm, "credentials"))
@@ -760,9 +779,9 @@ enum lua_hook_result lua_hook_credentials(struct lua_vm *vm, const struct lua_ho
     return LUA_HOOK_OK;
 }
 
-enum lua_hook_result lua_hook_on_push_result(struct lua_vm *vm,
-                                             const struct lua_hook_push_result_in *in,
-                                             struct lua_hook_push_result_out *out)
+static enum lua_hook_result on_push_result_run(struct lua_vm *vm,
+                                               const struct lua_hook_push_result_in *in,
+                                               struct lua_hook_push_result_out *out)
 {
     memset(out, 0, sizeof *out);
     if (!vm || !lua_vm_push_hook(vm, "on_push_result"))
@@ -821,8 +840,8 @@ enum lua_hook_result lua_hook_on_push_result(struct lua_vm *vm,
     return LUA_HOOK_OK;
 }
 
-enum lua_hook_result lua_hook_on_timeout(struct lua_vm *vm, const struct lua_hook_timeout_in *in,
-                                         struct lua_hook_route_out *out)
+static enum lua_hook_result on_timeout_run(struct lua_vm *vm, const struct lua_hook_timeout_in *in,
+                                           struct lua_hook_route_out *out)
 {
     memset(out, 0, sizeof *out);
     out->action = LUA_ROUTE_REPLY;
@@ -916,8 +935,8 @@ static const char *decode_offline(lua_State *L, struct lua_hook_offline_out *out
     return NULL;
 }
 
-enum lua_hook_result lua_hook_offline(struct lua_vm *vm, const struct lua_hook_offline_in *in,
-                                      struct lua_hook_offline_out *out)
+static enum lua_hook_result offline_run(struct lua_vm *vm, const struct lua_hook_offline_in *in,
+                                        struct lua_hook_offline_out *out)
 {
     if (!vm || !lua_vm_push_hook(vm, "offline"))
         return LUA_HOOK_ABSENT;
@@ -947,4 +966,191 @@ enum lua_hook_result lua_hook_offline(struct lua_vm *vm, const struct lua_hook_o
         return LUA_HOOK_FAILED;
     }
     return LUA_HOOK_OK;
+}
+
+/* ------------------------------------------------------------------ entry points */
+
+/* One hook call, handed through lua_vm_cpcall to the *_body functions below. */
+struct hook_call {
+    struct lua_vm *vm;
+    const char *hook;
+    const void *in, *in2;
+    void *out;
+    size_t outlen;
+    enum lua_hook_result result;
+};
+
+/* Run body(c) protected. An error that escapes it (none should) or a disabled VM is logged
+ * and counted, and gives LUA_HOOK_FAILED: the caller then sets the safe default. */
+static enum lua_hook_result run_hook(struct hook_call *c, lua_CFunction body)
+{
+    char err[256];
+    c->result = LUA_HOOK_FAILED;
+    if (lua_vm_cpcall(c->vm, body, c, err, sizeof err) < 0) {
+        metrics_inc(METRICS_POLICY_ERRORS);
+        log_error("policy[gen %u]: %s failed: %s; the safe default applies",
+                  lua_vm_generation(c->vm), c->hook, err);
+        return LUA_HOOK_FAILED;
+    }
+    return c->result;
+}
+
+static struct hook_call *hook_call_of(lua_State *L)
+{
+    struct hook_call *c = lua_touserdata(L, 1);
+    lua_settop(L, 0);
+    return c;
+}
+
+static int on_register_body(lua_State *L)
+{
+    struct hook_call *c = hook_call_of(L);
+    c->result = on_register_run(c->vm, c->in, c->out);
+    return 0;
+}
+
+enum lua_hook_result lua_hook_on_register(struct lua_vm *vm, const struct lua_hook_register_in *in,
+                                          struct lua_hook_register_out *out)
+{
+    memset(out, 0, sizeof *out);
+    out->expires = -1;
+    if (!vm)
+        return LUA_HOOK_ABSENT;
+    struct hook_call c = {.vm = vm, .hook = "on_register", .in = in, .out = out};
+    enum lua_hook_result r = run_hook(&c, on_register_body);
+    if (r == LUA_HOOK_FAILED) {
+        memset(out, 0, sizeof *out);
+        out->expires = -1;
+    }
+    return r;
+}
+
+static int route_body(lua_State *L)
+{
+    struct hook_call *c = hook_call_of(L);
+    c->result = route_run(c->vm, c->in, c->out);
+    return 0;
+}
+
+enum lua_hook_result lua_hook_route(struct lua_vm *vm, const struct lua_hook_route_in *in,
+                                    struct lua_hook_route_out *out)
+{
+    if (!vm)
+        return route_run(vm, in, out); /* the defaults, nothing runs */
+    struct hook_call c = {.vm = vm, .hook = "route", .in = in, .out = out};
+    enum lua_hook_result r = run_hook(&c, route_body);
+    if (r == LUA_HOOK_FAILED) {
+        memset(out, 0, sizeof *out);
+        out->action = LUA_ROUTE_REPLY;
+        out->code = 500;
+        snprintf(out->reason, sizeof out->reason, "Server Internal Error");
+    }
+    return r;
+}
+
+static int push_body(lua_State *L)
+{
+    struct hook_call *c = hook_call_of(L);
+    c->result = push_run(c->vm, c->in, c->in2, c->out);
+    return 0;
+}
+
+enum lua_hook_result lua_hook_push(struct lua_vm *vm, const struct lua_hook_push_in *in,
+                                   const struct lua_hook_push_binding *b,
+                                   struct lua_hook_push_out *out)
+{
+    push_defaults(out);
+    if (!vm)
+        return LUA_HOOK_ABSENT;
+    struct hook_call c = {.vm = vm, .hook = "push", .in = in, .in2 = b, .out = out};
+    enum lua_hook_result r = run_hook(&c, push_body);
+    if (r == LUA_HOOK_FAILED)
+        push_defaults(out);
+    return r;
+}
+
+static int credentials_body(lua_State *L)
+{
+    struct hook_call *c = hook_call_of(L);
+    c->result = credentials_run(c->vm, c->in, c->in2, c->out, c->outlen);
+    return 0;
+}
+
+enum lua_hook_result lua_hook_credentials(struct lua_vm *vm, const struct lua_hook_push_in *in,
+                                          const struct lua_hook_push_binding *b, char *out,
+                                          size_t outlen)
+{
+    *out = '\0';
+    if (!vm)
+        return LUA_HOOK_ABSENT;
+    struct hook_call c = {
+        .vm = vm, .hook = "credentials", .in = in, .in2 = b, .out = out, .outlen = outlen};
+    enum lua_hook_result r = run_hook(&c, credentials_body);
+    if (r == LUA_HOOK_FAILED)
+        *out = '\0';
+    return r;
+}
+
+static int on_push_result_body(lua_State *L)
+{
+    struct hook_call *c = hook_call_of(L);
+    c->result = on_push_result_run(c->vm, c->in, c->out);
+    return 0;
+}
+
+enum lua_hook_result lua_hook_on_push_result(struct lua_vm *vm,
+                                             const struct lua_hook_push_result_in *in,
+                                             struct lua_hook_push_result_out *out)
+{
+    memset(out, 0, sizeof *out);
+    if (!vm)
+        return LUA_HOOK_ABSENT;
+    struct hook_call c = {.vm = vm, .hook = "on_push_result", .in = in, .out = out};
+    enum lua_hook_result r = run_hook(&c, on_push_result_body);
+    if (r == LUA_HOOK_FAILED)
+        memset(out, 0, sizeof *out);
+    return r;
+}
+
+static int on_timeout_body(lua_State *L)
+{
+    struct hook_call *c = hook_call_of(L);
+    c->result = on_timeout_run(c->vm, c->in, c->out);
+    return 0;
+}
+
+enum lua_hook_result lua_hook_on_timeout(struct lua_vm *vm, const struct lua_hook_timeout_in *in,
+                                         struct lua_hook_route_out *out)
+{
+    if (!vm)
+        return on_timeout_run(vm, in, out); /* the default 480, nothing runs */
+    struct hook_call c = {.vm = vm, .hook = "on_timeout", .in = in, .out = out};
+    enum lua_hook_result r = run_hook(&c, on_timeout_body);
+    if (r == LUA_HOOK_FAILED) {
+        memset(out, 0, sizeof *out);
+        out->action = LUA_ROUTE_REPLY;
+        out->code = 480;
+        snprintf(out->reason, sizeof out->reason, "Temporarily Unavailable");
+    }
+    return r;
+}
+
+static int offline_body(lua_State *L)
+{
+    struct hook_call *c = hook_call_of(L);
+    c->result = offline_run(c->vm, c->in, c->out);
+    return 0;
+}
+
+enum lua_hook_result lua_hook_offline(struct lua_vm *vm, const struct lua_hook_offline_in *in,
+                                      struct lua_hook_offline_out *out)
+{
+    if (!vm)
+        return LUA_HOOK_ABSENT;
+    struct lua_hook_offline_out keep = *out;
+    struct hook_call c = {.vm = vm, .hook = "offline", .in = in, .out = out};
+    enum lua_hook_result r = run_hook(&c, offline_body);
+    if (r == LUA_HOOK_FAILED)
+        *out = keep;
+    return r;
 }

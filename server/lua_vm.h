@@ -13,11 +13,27 @@
  * are locked once the policy has loaded. The JIT compiler is off in policy VMs: LuaJIT does
  * not run count hooks inside compiled traces, and the count hook is what enforces each
  * hook's time budget. Policies are small; the interpreter is fast enough for them.
+ *
+ * Budgets (lua_vm_pcall): every call into policy code — the top-level chunk at load, each
+ * hook — runs under a time budget and the VM's memory limit. The time budget is an
+ * instruction-count hook plus checks inside long-running C functions (the pattern matcher,
+ * lua_api_string); the memory limit is the VM's allocator, which refuses to grow past
+ * [policy] memory_limit_mb while policy code runs (C's own pushes and decodes are never
+ * refused, so they cannot raise). Once a budget is spent the VM is in an "aborting" state
+ * until the call returns: the count hook fires at every instruction and raises, and the
+ * sandbox's pcall and xpcall re-raise instead of catching and run no error handler of the
+ * policy's, so no policy code can catch the error and carry on.
+ *
+ * Nothing may raise a Lua error outside a protected call: lua_hook runs a whole hook call
+ * (inputs, call, decoding) inside lua_vm_cpcall. As a last resort a panic handler logs the
+ * error and jumps back to the lua_vm_guard it happened under; that VM is then disabled
+ * (its state cannot be trusted) and its hooks get their safe defaults until a reload.
  */
 #ifndef SIPWAKE_LUA_VM_H
 #define SIPWAKE_LUA_VM_H
 
 #include <lua.h>
+#include <stddef.h>
 #include <time.h>
 
 #include "config.h"
@@ -34,6 +50,37 @@ void lua_vm_unref(struct lua_vm *vm);
 lua_State *lua_vm_state(struct lua_vm *vm);
 unsigned lua_vm_generation(const struct lua_vm *vm);
 long lua_vm_time_budget_ms(const struct lua_vm *vm);
+size_t lua_vm_memory_limit(const struct lua_vm *vm); /* bytes */
+size_t lua_vm_memory_used(const struct lua_vm *vm);  /* bytes, garbage included */
+
+enum lua_vm_call_result {
+    LUA_VM_CALL_OK = 0,
+    LUA_VM_CALL_ERROR,   /* the policy raised an error */
+    LUA_VM_CALL_TIMEOUT, /* the time budget was spent */
+    LUA_VM_CALL_MEMORY,  /* the memory limit was reached */
+};
+
+/* Call the function under nargs arguments on top of vm's stack, held to budget_ms (0: no
+ * time budget) and to the memory limit; see "Budgets" above. LUA_VM_CALL_OK with nresults
+ * values in place of the function and arguments; anything else with one value, the error
+ * message, in their place. Nested calls (a policy test calling a hook) each get their own
+ * budget, and the outer call's is restored afterwards. Does not raise. */
+enum lua_vm_call_result lua_vm_pcall(struct lua_vm *vm, int nargs, int nresults, long budget_ms);
+
+/* For C functions that may run long inside one call (the pattern matcher): raises the
+ * budget error (lua_error: hold no resource across it) if the running call's time budget is
+ * spent or a budget was already exceeded; returns otherwise. */
+void lua_vm_check_budget(lua_State *L);
+
+/* Run fn(L, arg) with a recovery point for a Lua panic (an error outside any protected
+ * call): the panic is logged, the VM disabled, and -1 returned with err. 0 when fn returned.
+ * A disabled VM is refused at once (-1). */
+int lua_vm_guard(struct lua_vm *vm, void (*fn)(lua_State *L, void *arg), void *arg, char *err,
+                 size_t errlen);
+
+/* lua_cpcall(fn, arg) under lua_vm_guard: any error fn raises is caught. 0, or -1 with err
+ * (the error message). fn gets arg as a light userdata at index 1. */
+int lua_vm_cpcall(struct lua_vm *vm, lua_CFunction fn, void *arg, char *err, size_t errlen);
 
 /* Push the hook function named name onto the VM's stack and return 1, or return 0 (nothing
  * pushed) if the policy does not define it. */

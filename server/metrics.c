@@ -42,7 +42,9 @@ static const struct {
     [METRICS_AUTH_LOCKOUTS] = {"auth:lockouts", 0, "requests refused from locked-out sources"},
     [METRICS_LOCATION_CONTACTS] = {"usrloc:location-contacts", 1, "bindings in memory"},
     [METRICS_LOCATION_EXPIRED] = {"usrloc:location-expires", 0, "bindings that expired"},
-    [METRICS_POLICY_ERRORS] = {"policy:errors", 0, "hook calls that raised an error"},
+    [METRICS_POLICY_ERRORS] = {"policy:errors", 0,
+                               "hook calls that raised an error, went past the memory limit "
+                               "or returned an invalid decision"},
     [METRICS_POLICY_TIMEOUTS] = {"policy:timeouts", 0, "hook calls stopped at the time budget"},
     [METRICS_POLICY_RELOADS] = {"policy:reloads", 0, "successful policy reloads"},
     [METRICS_POLICY_RELOAD_FAILURES] = {"policy:reload_failures", 0,

@@ -1,0 +1,240 @@
+/* The policy VM's budgets and sandbox, in a real VM: the pattern matcher gives the builtin
+ * string functions' results (compared with a plain LuaJIT state) and stops at the time
+ * budget; a budget cannot be caught; the memory limit holds; a panic is recovered. */
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "lua_vm.c"
+#include "tap.h"
+
+static char dir[] = "/tmp/sipwake-test-luavm-XXXXXX";
+
+static void panic_body(lua_State *L, void *arg);
+
+static struct lua_vm *new_vm(const char *policy, long budget_ms, long memory_mb, char *err,
+                             size_t errlen)
+{
+    char *path = xasprintf("%s/policy.lua", dir);
+    FILE *f = fopen(path, "w");
+    fputs(policy, f);
+    fclose(f);
+    struct config cfg;
+    config_defaults(&cfg);
+    free(cfg.policy_file);
+    cfg.policy_file = path;
+    cfg.policy_load_budget_ms = budget_ms;
+    cfg.policy_time_budget_ms = budget_ms;
+    cfg.policy_memory_limit_mb = memory_mb;
+    struct lua_vm *vm = NULL;
+    if (lua_vm_new(&cfg, &vm, err, errlen) < 0)
+        vm = NULL;
+    config_free(&cfg);
+    return vm;
+}
+
+/* Call string.<fn>(args...) (args: a Lua expression list) in L and render every result. */
+static void render_call(lua_State *L, const char *fn, const char *args, char *out, size_t outlen)
+{
+    char *code = xasprintf("local r = { pcall(string.%s, %s) } "
+                           "if string.%s == string.gmatch and r[1] then "
+                           "  local it, acc = r[2], {} "
+                           "  for i = 1, 50 do local a, b = it() if a == nil then break end "
+                           "    acc[#acc + 1] = tostring(a) .. '/' .. tostring(b) end "
+                           "  return 'iter:' .. table.concat(acc, ',') end "
+                           "local o = {} for i = 1, table.maxn(r) do o[#o + 1] = type(r[i]) .. "
+                           "':' .. tostring(r[i]) end return table.concat(o, ' ')",
+                           fn, args, fn);
+    if (luaL_loadstring(L, code) != 0 || lua_pcall(L, 0, 1, 0) != 0)
+        snprintf(out, outlen, "lua error: %s", lua_tostring(L, -1));
+    else
+        snprintf(out, outlen, "%s", lua_tostring(L, -1));
+    lua_settop(L, 0);
+    free(code);
+}
+
+int main(void)
+{
+    if (!mkdtemp(dir))
+        return 1;
+    log_set_level(LOG_LEVEL_ERROR);
+    char err[1024] = "";
+
+    /* ---- the matcher against the builtin string functions */
+    struct lua_vm *vm = new_vm("return {}", 1000, 64, err, sizeof err);
+    ok(vm != NULL, "a VM (%s)", err);
+    lua_State *plain = luaL_newstate();
+    luaL_openlibs(plain);
+    static const char *const cases[][2] = {
+        {"find", "'hello world', 'o w'"},
+        {"find", "'hello world', 'o', 6"},
+        {"find", "'hello world', 'l+'"},
+        {"find", "'hello', 'l', -2"},
+        {"find", "'hello', 'l', -100"},
+        {"find", "'hello', 'h', 10"},
+        {"find", "'hello', '', 6"},
+        {"find", "'a.b', '.', 1, true"},
+        {"find", "'a+b', '+', 1, true"},
+        {"find", "'key = value', '(%w+)%s*=%s*(%w+)'"},
+        {"find", "'abc', '()b()'"},
+        {"find", "'abc', '^b'"},
+        {"find", "'abc', 'c$'"},
+        {"find", "'ab$c', 'b$c'"},
+        {"find", "'THE (quick) fox', '%((%a+)%)'"},
+        {"find", "'f(a(b)c)d', '%b()'"},
+        {"find", "'THE (quick) fox', '%f[%a]%a+', 5"},
+        {"find", "'hello', '[^%s]+'"},
+        {"find", "'a]b', '[]]'"},
+        {"find", "'a-b', '[a%-]+'"},
+        {"find", "'x9y', '[0-9]'"},
+        {"find", "'abcabc', '(abc)%1'"},
+        {"find", "'aaab', 'a-b'"},
+        {"find", "'aaab', 'a*?'"},
+        {"find", "'color colour', 'colou?r', 2"},
+        {"find", "'x', '%'"},
+        {"find", "'x', '[a'"},
+        {"find", "'x', '(x'"},
+        {"find", "'x', 'x)'"},
+        {"find", "'x', '%1'"},
+        {"find", "'a\\0b', '%z'"},
+        {"find", "'sip:alice@example.com;transport=tcp', '^sips?:([^@]+)@([^;>]+)'"},
+        {"match", "'2026-12-06', '(%d+)-(%d+)-(%d+)'"},
+        {"match", "'  trim  ', '^%s*(.-)%s*$'"},
+        {"match", "'hello', '.-'"},
+        {"match", "'hello', '()ll()'"},
+        {"match", "'acme.example.com', '^(%w+)%.'"},
+        {"match", "'UPPER lower', '%u+'"},
+        {"match", "'x=1, y=2', '%a=%d', 3"},
+        {"match", "'%d', '%%d'"},
+        {"match", "'[x]', '%[(.)%]'"},
+        {"match", "'tab\\there', '%c'"},
+        {"match", "'p.q', '%p'"},
+        {"match", "'ff0A', '^%x+$'"},
+        {"match", "'aXb', '%U+'"},
+        {"gmatch", "'one two  three', '%a+'"},
+        {"gmatch", "'k1=v1, k2=v2', '(%w+)=(%w+)'"},
+        {"gmatch", "'abc', ''"},
+        {"gmatch", "'a^b', '^b'"},
+        {"gsub", "'hello world', 'o', '0'"},
+        {"gsub", "'hello world', '(%w+)', '<%1>'"},
+        {"gsub", "'hello world', '%w+', '%0 %0', 1"},
+        {"gsub", "'abc', '', '-'"},
+        {"gsub", "'abc', '^', '>'"},
+        {"gsub", "'a,b,,c', ',', ';'"},
+        {"gsub", "'$name is $age', '%$(%w+)', { name = 'bob', age = 7 }"},
+        {"gsub", "'$name is $x', '%$(%w+)', { name = 'bob' }"},
+        {"gsub", "'abc', '%w', function(c) return c:upper() .. '.' end"},
+        {"gsub", "'abc', '%w', function(c) if c == 'b' then return false end return 1 end"},
+        {"gsub", "'abc', '%w', function(c) return {} end"},
+        {"gsub", "'abc', '(b)', '%2'"},
+        {"gsub", "'a%b', '%%', '%%%%'"},
+        {"gsub", "'hello', 'l+', 5"},
+        {"gsub", "'abc', '.', { a = 1, b = true }"},
+    };
+    for (size_t i = 0; i < UTIL_ARRAY_LEN(cases); i++) {
+        char want[512], got[512];
+        render_call(plain, cases[i][0], cases[i][1], want, sizeof want);
+        render_call(vm->L, cases[i][0], cases[i][1], got, sizeof got);
+        /* error messages differ in wording only where the builtin's are positional */
+        if (strncmp(want, "boolean:false", 13) == 0 && strncmp(got, "boolean:false", 13) == 0)
+            ok(1, "string.%s(%s): an error, as the builtin's (%s)", cases[i][0], cases[i][1], got);
+        else
+            is_str(got, want, "string.%s(%s)", cases[i][0], cases[i][1]);
+    }
+    /* a method call reaches the same matcher */
+    lua_pushliteral(vm->L, "");
+    lua_getmetatable(vm->L, -1);
+    lua_getfield(vm->L, -1, "__index");
+    lua_getfield(vm->L, -1, "find");
+    lua_rawgeti(vm->L, LUA_REGISTRYINDEX, vm->env_ref);
+    lua_getfield(vm->L, -1, "string");
+    lua_getfield(vm->L, -1, "find");
+    ok(lua_tocfunction(vm->L, -1) && lua_tocfunction(vm->L, -1) == lua_tocfunction(vm->L, -4),
+       "s:find is the sandbox's string.find, sipwake's matcher");
+    lua_settop(vm->L, 0);
+    lua_close(plain);
+
+    /* ---- time budget: in the matcher, and around pcall / xpcall */
+    static const char *const slow[] = {
+        "local r = string.find(string.rep('a', 3000), string.rep('a*', 12) .. 'b') return r",
+        "local r = (string.rep('a', 3000)):match(string.rep('a-', 12) .. 'b') return r",
+        "local r = string.gsub(string.rep('a', 3000), string.rep('a*', 12) .. 'b', '') return r",
+        "for w in string.gmatch(string.rep('a', 3000), string.rep('a*', 12) .. 'b') do end",
+        "while true do pcall(function() while true do end end) end",
+        "while true do xpcall(function() while true do end end, "
+        "function() while true do end end) end",
+        "local n = 0 while true do n = n + 1 end",
+    };
+    for (size_t i = 0; i < UTIL_ARRAY_LEN(slow); i++) {
+        lua_State *L = vm->L;
+        luaL_loadstring(L, slow[i]);
+        lua_rawgeti(L, LUA_REGISTRYINDEX, vm->env_ref);
+        lua_setfenv(L, -2);
+        uint64_t t0 = util_mono_ms();
+        enum lua_vm_call_result r = lua_vm_pcall(vm, 0, 1, 50);
+        uint64_t took = util_mono_ms() - t0;
+        is_int(r, LUA_VM_CALL_TIMEOUT, "stopped at the budget: %s", slow[i]);
+        ok(strstr(lua_tostring(L, -1), ":1: time budget exceeded") != NULL,
+           "the error names the budget and the line");
+        ok(took < 2000, "within bounds (%lu ms)", (unsigned long)took);
+        lua_settop(L, 0);
+    }
+
+    /* ---- memory limit, also through pcall; the VM is usable afterwards */
+    static const char *const big[] = {
+        "local s = string.rep('x', 2^30) return #s",
+        "while true do pcall(string.rep, 'x', 2^30) end",
+        "local t = {} for i = 1, 1e9 do t[i] = i end",
+        "local s = 'x' for i = 1, 40 do s = s .. s end return #s",
+    };
+    for (size_t i = 0; i < UTIL_ARRAY_LEN(big); i++) {
+        lua_State *L = vm->L;
+        luaL_loadstring(L, big[i]);
+        lua_rawgeti(L, LUA_REGISTRYINDEX, vm->env_ref);
+        lua_setfenv(L, -2);
+        enum lua_vm_call_result r = lua_vm_pcall(vm, 0, 1, 10000);
+        is_int(r, LUA_VM_CALL_MEMORY, "refused past the limit: %s (%s)", big[i],
+               lua_tostring(L, -1));
+        lua_settop(L, 0);
+        ok(lua_vm_memory_used(vm) < (64u << 20), "and given back (%zu bytes held)",
+           lua_vm_memory_used(vm));
+    }
+    luaL_loadstring(vm->L, "return ('ok'):rep(2)");
+    is_int(lua_vm_pcall(vm, 0, 1, 50), LUA_VM_CALL_OK, "the VM still runs calls");
+    is_str(lua_tostring(vm->L, -1), "okok", "with results");
+    lua_settop(vm->L, 0);
+
+    /* ---- load: top-level code is budgeted too */
+    struct lua_vm *bad = new_vm("while true do end return {}", 100, 64, err, sizeof err);
+    ok(bad == NULL && strstr(err, "ran past the load budget of 100 ms"), "load budget: %s", err);
+    bad = new_vm("local s = ('x'):rep(2^30) return {}", 100, 16, err, sizeof err);
+    ok(bad == NULL && strstr(err, "memory limit of 16 MiB"), "memory at load: %s", err);
+
+    /* ---- a panic (an error outside any protected call) is recovered, the VM disabled */
+    lua_State *L = vm->L;
+    luaL_loadstring(L, "return setmetatable({}, { __index = function() error('boom') end })");
+    lua_pcall(L, 0, 1, 0);
+    lua_setglobal(L, "hostile");
+    int reached_after = 0;
+    ok(lua_vm_guard(vm, panic_body, &reached_after, err, sizeof err) < 0, "a panic returns -1: %s",
+       err);
+    ok(!reached_after, "at the point of the error");
+    ok(vm->broken, "the VM is disabled");
+    ok(lua_vm_cpcall(vm, NULL, NULL, err, sizeof err) < 0 && strstr(err, "disabled"),
+       "and refuses later calls: %s", err);
+    lua_vm_unref(vm);
+    ok(1, "a disabled VM closes");
+
+    char *p = xasprintf("%s/policy.lua", dir);
+    unlink(p);
+    free(p);
+    rmdir(dir);
+    return done_testing();
+}
+
+static void panic_body(lua_State *L, void *arg)
+{
+    int *reached = arg;
+    lua_getglobal(L, "hostile");
+    lua_getfield(L, -1, "x"); /* __index raises, and nothing protects this call */
+    *reached = 1;
+}
