@@ -104,10 +104,8 @@ static int job_work(void *db, const struct store_backend *be, void *arg, char *e
     return rc;
 }
 
-static void job_done(void *arg, int rc)
+static void job_done_one(struct admin_job *j, int rc)
 {
-    struct admin_job *j = arg;
-    j->a->jobs_out--;
     if (j->r && admin_http_gone(j->r)) { /* the client left: the work is done, nobody to tell */
         admin_http_reply(j->r, 0, NULL);
         j->r = NULL;
@@ -128,6 +126,16 @@ static void job_done(void *arg, int rc)
     else if (j->r && rc < 0)
         admin_http_reply_error(j->r, 500, "%s", j->err);
     job_free(j);
+}
+
+static void job_done(void *arg, int rc)
+{
+    struct admin_job *j = arg;
+    struct admin *a = j->a;
+    a->jobs_out--;
+    job_done_one(j, rc);
+    if (a->closed && a->jobs_out == 0) /* admin_free left it to the last job */
+        free(a);
 }
 
 void admin_job_run(struct admin_job *j, int write)
@@ -220,15 +228,28 @@ static int segments(const char *path, char *copy, size_t copy_len, char **seg, i
 
 /* ------------------------------------------------------------------ login */
 
+/* A login goes: the limiter counts the attempt (or refuses at once with 429); the store's
+ * worker fetches the account's hash, and nothing else; the password checker's thread runs
+ * scrypt; the loop answers. At most LOGINS_MAX logins are between the first step and the
+ * last: more get 503 at once, so a flood of logins cannot queue minutes of hashing. */
+#define LOGINS_MAX 32
+
 struct login_data {
+    struct admin *a;
+    struct admin_req *r; /* NULL once the client left before the hash was fetched */
     char user[ADMIN_NAME_MAX + 1];
     char *password;
+    char hash[ADMIN_HASH_MAX];      /* the account's, or a dummy one */
     char account[ADMIN_SHA256_HEX]; /* the SHA-256 of the password hash that matched */
+    int found;
+    int counted; /* in a->logins_out */
 };
 
 static void login_data_free(void *p)
 {
     struct login_data *d = p;
+    if (d->counted)
+        d->a->logins_out--;
     if (d->password) {
         OPENSSL_cleanse(d->password, strlen(d->password));
         free(d->password);
@@ -236,21 +257,21 @@ static void login_data_free(void *p)
     free(d);
 }
 
+/* On the store's worker: the hash only (the check is the password checker's). */
 static int login_work(void *db, const struct store_backend *be, struct admin_job *j, char *err,
                       size_t errlen)
 {
     struct login_data *d = j->data;
-    char hash[ADMIN_HASH_MAX];
-    int found = be->admin_hash(db, d->user, hash, sizeof hash, err, errlen);
+    int found = be->admin_hash(db, d->user, d->hash, sizeof d->hash, err, errlen);
     if (found < 0)
         return -1;
     /* an unknown account costs the same as a wrong password */
     static const char dummy[] = "$scrypt$ln=15,r=8,p=1$c2lwd2FrZWR1bW15c2FsdA==$"
                                 "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
-    int ok = admin_password_verify(d->password, found ? hash : dummy);
-    if (found && ok)
-        admin_token_sha256(hash, d->account);
-    return found && ok ? 1 : 0;
+    if (!found)
+        snprintf(d->hash, sizeof d->hash, "%s", dummy);
+    d->found = found;
+    return 0;
 }
 
 static void session_cookie(struct admin *a, struct admin_req *r, const char *id, long max_age)
@@ -260,26 +281,34 @@ static void session_cookie(struct admin *a, struct admin_req *r, const char *id,
                               max_age, admin_http_is_tls(a->http) ? "; Secure" : "");
 }
 
-static void login_finish(struct admin_job *j, int rc)
+static void login_keys(const struct login_data *d, char ip_key[96], char user_key[96])
 {
-    struct admin *a = j->a;
-    struct admin_req *r = j->r;
-    struct login_data *d = j->data;
-    char ip_key[96], user_key[96];
-    snprintf(ip_key, sizeof ip_key, "ip:%s", r->source);
-    snprintf(user_key, sizeof user_key, "user:%s", d->user);
-    time_t now = util_now();
-    if (rc < 0) {
-        admin_http_reply_error(r, 500, "%s", j->err);
+    snprintf(ip_key, 96, "ip:%s", d->r->source);
+    snprintf(user_key, 96, "user:%s", d->user);
+}
+
+/* On the loop, from the password checker: ok is 1, 0, or -1 when sipwake stops. */
+static void login_checked(void *arg, int ok)
+{
+    struct login_data *d = arg;
+    struct admin *a = d->a;
+    struct admin_req *r = d->r;
+    if (ok < 0 || admin_http_gone(r)) { /* nobody to tell; the attempt stays counted */
+        admin_http_reply(r, 0, NULL);
+        login_data_free(d);
         return;
     }
-    if (rc == 0) {
-        admin_limiter_fail(a->limiter, ip_key, now);
-        admin_limiter_fail(a->limiter, user_key, now);
+    char ip_key[96], user_key[96];
+    login_keys(d, ip_key, user_key);
+    time_t now = util_now();
+    if (!d->found || !ok) {
         log_warn("admin: failed login for '%s' from %s", d->user, r->source);
         admin_http_reply_error(r, 401, "wrong user name or password");
+        login_data_free(d);
         return;
     }
+    admin_token_sha256(d->hash, d->account);
+    admin_limiter_refund(a->limiter, ip_key, now);
     admin_limiter_clear(a->limiter, user_key);
     const struct admin_session *s = admin_session_open(a->sessions, d->user, d->account, now);
     session_cookie(a, r, s->id, 12 * 3600);
@@ -288,6 +317,23 @@ static void login_finish(struct admin_job *j, int rc)
     admin_audit(a, r, "login", d->user, NULL);
     admin_reply_json(
         r, 200, json_pack("{s:s, s:s, s:s}", "user", s->user, "csrf", s->csrf, "via", "session"));
+    login_data_free(d);
+}
+
+/* On the loop, the hash fetched: on to the password checker. */
+static void login_fetched(struct admin_job *j, int rc)
+{
+    struct admin *a = j->a;
+    struct login_data *d = j->data;
+    if (!j->r || rc < 0) { /* the client left, or the store failed */
+        if (j->r)
+            admin_http_reply_error(j->r, 500, "%s", j->err);
+        return; /* d goes with j */
+    }
+    j->data = NULL; /* the checker's now */
+    j->data_free = NULL;
+    admin_http_wait(d->r);
+    admin_hasher_verify(a->hasher, d->password, d->hash, login_checked, d);
 }
 
 static void api_login(struct admin *a, struct admin_req *r)
@@ -301,30 +347,44 @@ static void api_login(struct admin *a, struct admin_req *r)
         admin_http_reply_error(r, 400, "give \"user\" and \"password\"");
         return;
     }
+    struct login_data *d = xcalloc(1, sizeof *d);
+    d->a = a;
+    d->r = r;
+    snprintf(d->user, sizeof d->user, "%s", user);
+    d->password = xstrdup(pw);
+    json_decref(b);
     char ip_key[96], user_key[96];
-    snprintf(ip_key, sizeof ip_key, "ip:%s", r->source);
-    snprintf(user_key, sizeof user_key, "user:%s", user);
+    login_keys(d, ip_key, user_key);
     time_t now = util_now();
     long wait = admin_limiter_wait(a->limiter, ip_key, ADMIN_LOGIN_FAILS_ADDRESS, now);
     long wait_user = admin_limiter_wait(a->limiter, user_key, ADMIN_LOGIN_FAILS, now);
     if (wait_user > wait)
         wait = wait_user;
     if (wait > 0) {
-        log_warn("admin: login for '%s' from %s refused: too many failures", user, r->source);
-        json_decref(b);
+        log_warn("admin: login for '%s' from %s refused: too many failures", d->user, r->source);
+        login_data_free(d);
         r->retry_after = wait;
         admin_http_reply_error(r, 429, "too many failed logins; try again in %ld s", wait);
         return;
     }
+    if (a->logins_out >= LOGINS_MAX) {
+        log_warn("admin: login for '%s' from %s refused: %d logins are being checked", d->user,
+                 r->source, LOGINS_MAX);
+        login_data_free(d);
+        r->retry_after = 1;
+        admin_http_reply_error(r, 503, "too many logins at once; try again in a second");
+        return;
+    }
+    /* counted now, not when the check ends: concurrent tries see each other */
+    admin_limiter_fail(a->limiter, ip_key, now);
+    admin_limiter_fail(a->limiter, user_key, now);
+    a->logins_out++;
+    d->counted = 1;
     struct admin_job *j = admin_job_new(a, r);
-    struct login_data *d = xcalloc(1, sizeof *d);
-    snprintf(d->user, sizeof d->user, "%s", user);
-    d->password = xstrdup(pw);
-    json_decref(b);
     j->data = d;
     j->data_free = login_data_free;
     j->work = login_work;
-    j->finish = login_finish;
+    j->finish = login_fetched;
     admin_job_run(j, 0);
 }
 
@@ -1423,7 +1483,8 @@ struct admin *admin_new(struct ev_loop *loop, const struct config *cfg,
     a->started = util_now();
     a->sessions = admin_sessions_new(cfg->admin_session_idle);
     a->limiter = admin_limiter_new();
-    a->http = admin_http_new(loop, cfg, handle, a, err, errlen);
+    a->hasher = admin_hasher_new(loop, err, errlen);
+    a->http = a->hasher ? admin_http_new(loop, cfg, handle, a, err, errlen) : NULL;
     if (!a->http) {
         admin_free(a);
         return NULL;
@@ -1440,7 +1501,16 @@ void admin_free(struct admin *a)
         return;
     ev_timer_stop(a->loop, &a->sampler);
     admin_http_free(a->http);
+    admin_hasher_free(a->hasher); /* after: the logins it drops have no client left */
     admin_sessions_free(a->sessions);
     admin_limiter_free(a->limiter);
+    a->http = NULL;
+    a->hasher = NULL;
+    a->sessions = NULL;
+    a->limiter = NULL;
+    if (a->jobs_out > 0) { /* their results come back from store_close (STORE_CLOSED) */
+        a->closed = 1;
+        return;
+    }
     free(a);
 }

@@ -42,7 +42,8 @@ struct admin;
 /* NULL with err when [admin] enabled is no (err ""), or it cannot listen. */
 struct admin *admin_new(struct ev_loop *loop, const struct config *cfg,
                         const struct admin_deps *deps, char *err, size_t errlen);
-/* Before the store closes: requests waiting for it are dropped. */
+/* Before the store closes: requests waiting for it are dropped (what is left of a is freed
+ * when the store hands their jobs back). */
 void admin_free(struct admin *a);
 
 /* ---- shared by admin.c (the REST API, auth, statistics) and admin_mi.c (the MI) ---- */
@@ -64,11 +65,14 @@ struct admin {
     struct admin_http *http;
     struct admin_sessions *sessions;
     struct admin_limiter *limiter;
+    struct admin_hasher *hasher;
+    int logins_out; /* logins between their start and their answer (LOGINS_MAX) */
     time_t started;
     ev_timer sampler;
     struct admin_sample samples[ADMIN_SAMPLES];
     size_t n_samples, next_sample;
     size_t jobs_out; /* store jobs not yet done */
+    int closed;      /* admin_free ran with jobs out: the last one frees it */
 };
 
 /* A piece of work for the store's worker and what to do with its result on the loop. */

@@ -1,13 +1,16 @@
 /*
- * admin_auth: scrypt password hashes, API tokens, sessions and the login limiter.
+ * admin_auth: scrypt password hashes and the thread that checks them, API tokens, sessions
+ * and the login limiter.
  */
 #include "admin_auth.h"
 
-#include <openssl/crypto.h>
-#include <openssl/evp.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
 
 #include "util.h"
 
@@ -88,6 +91,149 @@ int admin_password_verify(const char *password, const char *stored)
     int same = CRYPTO_memcmp(got, want, (size_t)hash_len) == 0;
     OPENSSL_cleanse(got, sizeof got);
     return same;
+}
+
+/* ------------------------------------------------------------------ the password checker */
+
+struct hash_check {
+    struct hash_check *next;
+    char *password, *hash;
+    admin_hasher_cb done;
+    void *arg;
+    int ok;
+};
+
+struct admin_hasher {
+    struct ev_loop *loop;
+    ev_async wake; /* the thread finished checks */
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cond;
+    int stop;
+    /* under mu: checks to run (FIFO), and checks run that the loop has not seen yet */
+    struct hash_check *todo, **todo_tail, *done;
+};
+
+static void check_free(struct hash_check *c)
+{
+    OPENSSL_cleanse(c->password, strlen(c->password));
+    free(c->password);
+    free(c->hash);
+    free(c);
+}
+
+static void *hasher_main(void *arg)
+{
+    struct admin_hasher *hs = arg;
+    pthread_mutex_lock(&hs->mu);
+    for (;;) {
+        while (!hs->todo && !hs->stop)
+            pthread_cond_wait(&hs->cond, &hs->mu);
+        if (hs->stop)
+            break;
+        struct hash_check *c = hs->todo;
+        hs->todo = c->next;
+        if (!hs->todo)
+            hs->todo_tail = &hs->todo;
+        pthread_mutex_unlock(&hs->mu);
+        c->ok = admin_password_verify(c->password, c->hash);
+        OPENSSL_cleanse(c->password, strlen(c->password));
+        pthread_mutex_lock(&hs->mu);
+        c->next = hs->done;
+        hs->done = c;
+        ev_async_send(hs->loop, &hs->wake);
+    }
+    pthread_mutex_unlock(&hs->mu);
+    return NULL;
+}
+
+/* On the loop: hand the finished checks to their callers, oldest first. */
+static void deliver(struct admin_hasher *hs, int dropped)
+{
+    pthread_mutex_lock(&hs->mu);
+    struct hash_check *list = hs->done, *rev = NULL;
+    hs->done = NULL;
+    if (dropped) { /* the thread has stopped: what it never ran goes too */
+        for (struct hash_check *c = hs->todo, *next; c; c = next) {
+            next = c->next;
+            c->ok = -1;
+            c->next = list;
+            list = c;
+        }
+        hs->todo = NULL;
+        hs->todo_tail = &hs->todo;
+    }
+    pthread_mutex_unlock(&hs->mu);
+    while (list) {
+        struct hash_check *next = list->next;
+        list->next = rev;
+        rev = list;
+        list = next;
+    }
+    while (rev) {
+        struct hash_check *c = rev;
+        rev = c->next;
+        c->done(c->arg, c->ok);
+        check_free(c);
+    }
+}
+
+static void wake_cb(struct ev_loop *loop, ev_async *w, int revents)
+{
+    deliver(w->data, 0);
+}
+
+struct admin_hasher *admin_hasher_new(struct ev_loop *loop, char *err, size_t errlen)
+{
+    struct admin_hasher *hs = xcalloc(1, sizeof *hs);
+    hs->loop = loop;
+    hs->todo_tail = &hs->todo;
+    pthread_mutex_init(&hs->mu, NULL);
+    pthread_cond_init(&hs->cond, NULL);
+    ev_async_init(&hs->wake, wake_cb);
+    hs->wake.data = hs;
+    int rc = pthread_create(&hs->thread, NULL, hasher_main, hs);
+    if (rc != 0) {
+        snprintf(err, errlen, "admin: cannot start the password checker's thread: %s",
+                 strerror(rc));
+        pthread_mutex_destroy(&hs->mu);
+        pthread_cond_destroy(&hs->cond);
+        free(hs);
+        return NULL;
+    }
+    ev_async_start(loop, &hs->wake);
+    return hs;
+}
+
+void admin_hasher_verify(struct admin_hasher *hs, const char *password, const char *hash,
+                         admin_hasher_cb done, void *arg)
+{
+    struct hash_check *c = xcalloc(1, sizeof *c);
+    c->password = xstrdup(password);
+    c->hash = xstrdup(hash);
+    c->done = done;
+    c->arg = arg;
+    pthread_mutex_lock(&hs->mu);
+    *hs->todo_tail = c;
+    hs->todo_tail = &c->next;
+    pthread_cond_signal(&hs->cond);
+    pthread_mutex_unlock(&hs->mu);
+}
+
+void admin_hasher_free(struct admin_hasher *hs)
+{
+    if (!hs)
+        return;
+    pthread_mutex_lock(&hs->mu);
+    hs->stop = 1;
+    pthread_cond_signal(&hs->cond);
+    pthread_mutex_unlock(&hs->mu);
+    pthread_join(hs->thread, NULL);
+    ev_async_stop(hs->loop, &hs->wake);
+    deliver(hs, 1); /* finished ones with their result, the others dropped */
+    pthread_mutex_destroy(&hs->mu);
+    pthread_cond_destroy(&hs->cond);
+    free(hs);
 }
 
 /* base64url without padding of n random bytes. */
@@ -292,6 +438,13 @@ long admin_limiter_wait(struct admin_limiter *l, const char *key, int max_fails,
 void admin_limiter_fail(struct admin_limiter *l, const char *key, time_t now)
 {
     entry_of(l, key, now, 1)->fails++;
+}
+
+void admin_limiter_refund(struct admin_limiter *l, const char *key, time_t now)
+{
+    struct limit_entry *e = entry_of(l, key, now, 0);
+    if (e && e->fails > 0)
+        e->fails--;
 }
 
 void admin_limiter_clear(struct admin_limiter *l, const char *key)

@@ -9,6 +9,7 @@
 #ifndef SIPWAKE_ADMIN_AUTH_H
 #define SIPWAKE_ADMIN_AUTH_H
 
+#include <ev.h>
 #include <stddef.h>
 #include <time.h>
 
@@ -25,6 +26,27 @@ int admin_password_hash(const char *password, char *out, size_t out_len);
 /* 1 when password matches a hash made by admin_password_hash, else 0 (also for a malformed
  * hash). Takes tens of milliseconds on purpose: call it off the loop. */
 int admin_password_verify(const char *password, const char *hash);
+
+/* ------------------------------------------------------------------ the password checker */
+
+/* One thread of its own that runs admin_password_verify, so that neither the loop nor the
+ * store's worker (which registrations wait for) spends tens of milliseconds per login. */
+struct admin_hasher;
+
+/* On the loop: 1 the password matches, 0 it does not, -1 the check was dropped (the hasher
+ * is being freed). */
+typedef void (*admin_hasher_cb)(void *arg, int ok);
+
+/* NULL with err when the thread cannot start. */
+struct admin_hasher *admin_hasher_new(struct ev_loop *loop, char *err, size_t errlen);
+/* Queue a check of password against hash (both copied; the copy of the password is wiped
+ * after use). done(arg, ...) runs on the loop later, never from within this call. The caller
+ * bounds how many it queues. */
+void admin_hasher_verify(struct admin_hasher *hs, const char *password, const char *hash,
+                         admin_hasher_cb done, void *arg);
+/* Stop the thread (after the check it is running) and call done(arg, -1) for each check not
+ * finished. */
+void admin_hasher_free(struct admin_hasher *hs);
 
 /* A new API token (shown once) and its SHA-256 in hex (what is stored). */
 void admin_token_new(char token[ADMIN_TOKEN_LEN + 1], char sha256_hex[ADMIN_SHA256_HEX]);
@@ -58,9 +80,11 @@ size_t admin_sessions_count(const struct admin_sessions *ss);
 
 /* ------------------------------------------------------------------ login limiter */
 
-/* Failed logins per key: ADMIN_LOGIN_FAILS for an account name, ADMIN_LOGIN_FAILS_ADDRESS for a
- * client address (several operators may share one, behind a proxy) in ADMIN_LOGIN_WINDOW
- * seconds, then logins for that key are refused until the window ends. */
+/* Login attempts per key: ADMIN_LOGIN_FAILS for an account name, ADMIN_LOGIN_FAILS_ADDRESS for
+ * a client address (several operators may share one, behind a proxy) in ADMIN_LOGIN_WINDOW
+ * seconds, then logins for that key are refused until the window ends. An attempt counts when
+ * it starts, so concurrent tries cannot all be checked before the first failure is known; one
+ * that succeeds is taken back (admin_limiter_refund) or clears its account's count. */
 #define ADMIN_LOGIN_FAILS 5
 #define ADMIN_LOGIN_FAILS_ADDRESS 20
 #define ADMIN_LOGIN_WINDOW 300
@@ -72,6 +96,8 @@ void admin_limiter_free(struct admin_limiter *l);
 /* Seconds key must still wait after max_fails failures, 0 when it may try. */
 long admin_limiter_wait(struct admin_limiter *l, const char *key, int max_fails, time_t now);
 void admin_limiter_fail(struct admin_limiter *l, const char *key, time_t now);
+/* Take back one attempt counted by admin_limiter_fail (it succeeded). */
+void admin_limiter_refund(struct admin_limiter *l, const char *key, time_t now);
 void admin_limiter_clear(struct admin_limiter *l, const char *key);
 
 #endif

@@ -5,16 +5,29 @@
  * MHD_get_timeout sets an ev_timer; both call MHD_run. A request whose handler waits for the
  * store is suspended (MHD stops watching it) and resumed when the answer is ready; MHD's
  * inter-thread channel then wakes its epoll descriptor and the answer goes out.
+ *
+ * At its connection limit MHD takes its listening socket out of its epoll set, and puts it
+ * back only at the start of a run once connections have closed; a run that closed any is
+ * therefore followed by another at once, or nothing would ever wake the daemon again. One
+ * client address holds at most [admin] max_connections_per_address of the 128.
+ *
+ * Before anything else, a request's Host must name this admin (an IP address, localhost, a
+ * name of [admin] hostnames or of the certificate): a page of another site whose name was
+ * made to resolve to this address (DNS rebinding) gets 421 and nothing else.
  */
 #include "admin_http.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <microhttpd.h>
-#include <openssl/crypto.h>
 #include <netinet/in.h>
+#include <openssl/crypto.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/x509v3.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,7 +48,12 @@ struct admin_http {
     int tls;
     char *cert, *key;
     struct admin_req *suspended; /* resumed before the daemon stops */
+    char **names;                /* what Host may name besides an IP address (lower case) */
+    size_t n_names;
+    int at_limit; /* logged once each time the connection limit is reached */
 };
+
+#define CONNECTION_LIMIT 128
 
 static void run(struct admin_http *h);
 
@@ -49,9 +67,30 @@ static void rearm(struct admin_http *h)
     }
 }
 
+static unsigned connections(struct admin_http *h)
+{
+    const union MHD_DaemonInfo *di = MHD_get_daemon_info(h->d, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
+    return di ? di->num_connections : 0;
+}
+
 static void run(struct admin_http *h)
 {
+    unsigned before = connections(h);
     MHD_run(h->d);
+    unsigned after = connections(h);
+    if (after >= CONNECTION_LIMIT && !h->at_limit)
+        log_warn("admin: %u connections open, the most it takes: new ones wait", after);
+    h->at_limit = after >= CONNECTION_LIMIT;
+    /* Connections came or went: run again at once. A connection closed lets MHD put its
+     * listening socket back in its set, which it does only at the start of a run; and a
+     * connection accepted with its data (and its end) already waiting may need a second run
+     * to be read, since its edge-triggered event has been consumed. */
+    if (after != before) {
+        ev_timer_stop(h->loop, &h->timer);
+        ev_timer_set(&h->timer, 0, 0);
+        ev_timer_start(h->loop, &h->timer);
+        return;
+    }
     rearm(h);
 }
 
@@ -205,6 +244,70 @@ static const char *client_address(struct MHD_Connection *c, char *out, size_t n)
     return out;
 }
 
+/* s as printable ASCII for a log line (others as '?'), cut to fit out. */
+static void printable(const char *s, char *out, size_t n)
+{
+    size_t i = 0;
+    for (; s[i] && i + 1 < n; i++)
+        out[i] = s[i] >= 0x20 && s[i] < 0x7f ? s[i] : '?';
+    out[i] = '\0';
+}
+
+/* Host's name (port and brackets off, lower case, one trailing dot off) into out; -1 when
+ * it is not a plausible host. */
+static int host_name(const char *host, char *out, size_t n)
+{
+    const char *end;
+    if (*host == '[') {
+        end = strchr(host, ']');
+        if (!end || (end[1] && end[1] != ':'))
+            return -1;
+        host++;
+    } else {
+        end = strchr(host, ':');
+        if (!end)
+            end = host + strlen(host);
+    }
+    size_t len = (size_t)(end - host);
+    if (len == 0 || len >= n)
+        return -1;
+    for (size_t i = 0; i < len; i++)
+        out[i] = (char)tolower((unsigned char)host[i]);
+    if (len > 1 && out[len - 1] == '.')
+        len--;
+    out[len] = '\0';
+    return 0;
+}
+
+/* 1 when name matches pattern: equal, or pattern "*.rest" and name one label then ".rest"
+ * (RFC 6125 §6.4.3, the wildcard alone in the left-most label). */
+static int name_matches(const char *pattern, const char *name)
+{
+    if (strcmp(pattern, name) == 0)
+        return 1;
+    if (strncmp(pattern, "*.", 2) != 0)
+        return 0;
+    const char *dot = strchr(name, '.');
+    return dot && dot != name && strcmp(dot, pattern + 1) == 0;
+}
+
+/* 1 when the request's Host names this admin. An IP address cannot be a rebound name, so
+ * any is taken; a name must be one of h->names. */
+static int host_ok(struct admin_http *h, struct MHD_Connection *c)
+{
+    const char *host = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Host");
+    char name[256];
+    unsigned char addr[16];
+    if (!host || host_name(host, name, sizeof name) < 0)
+        return 0;
+    if (inet_pton(AF_INET, name, addr) == 1 || inet_pton(AF_INET6, name, addr) == 1)
+        return 1;
+    for (size_t i = 0; i < h->n_names; i++)
+        if (name_matches(h->names[i], name))
+            return 1;
+    return 0;
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
                                   const char *method, const char *version, const char *upload_data,
                                   size_t *upload_data_size, void **ctx)
@@ -219,6 +322,19 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         r->path = xstrdup(url);
         client_address(c, r->source, sizeof r->source);
         *ctx = r;
+        if (!host_ok(h, c)) {
+            char shown[64];
+            const char *host = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Host");
+            printable(host ? host : "(none)", shown, sizeof shown);
+            log_warn("admin: %s %s from %s refused: Host '%s' is not a name of this admin "
+                     "([admin] hostnames)",
+                     r->method, r->path, r->source, shown);
+            r->too_large = 1; /* the body, if any, is not read */
+            admin_http_reply_error(r, 421,
+                                   "this server does not answer for that Host; add it to "
+                                   "[admin] hostnames if it is this admin's name");
+            return queue(h, r);
+        }
         const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
         long len;
         if (cl && (util_parse_long(cl, 0, LONG_MAX, &len) < 0 || len > h->max_body)) {
@@ -443,6 +559,42 @@ static int read_pem(const char *path, char **out, char *err, size_t errlen)
     return 0;
 }
 
+static void add_name(struct admin_http *h, const char *name, size_t len)
+{
+    char *n = xstrndup(name, len);
+    for (char *p = n; *p; p++)
+        *p = (char)tolower((unsigned char)*p);
+    h->names = xrealloc(h->names, (h->n_names + 1) * sizeof *h->names);
+    h->names[h->n_names++] = n;
+}
+
+/* The DNS names of the certificate (PEM in h->cert): its subjectAltName, else its CN. */
+static void add_certificate_names(struct admin_http *h)
+{
+    BIO *bio = BIO_new_mem_buf(h->cert, -1);
+    X509 *x = bio ? PEM_read_bio_X509(bio, NULL, NULL, NULL) : NULL;
+    BIO_free(bio);
+    if (!x)
+        return;
+    GENERAL_NAMES *sans = X509_get_ext_d2i(x, NID_subject_alt_name, NULL, NULL);
+    int found = 0;
+    for (int i = 0; sans && i < sk_GENERAL_NAME_num(sans); i++) {
+        const GENERAL_NAME *g = sk_GENERAL_NAME_value(sans, i);
+        if (g->type == GEN_DNS) {
+            add_name(h, (const char *)ASN1_STRING_get0_data(g->d.dNSName),
+                     (size_t)ASN1_STRING_length(g->d.dNSName));
+            found = 1;
+        }
+    }
+    GENERAL_NAMES_free(sans);
+    char cn[256];
+    if (!found &&
+        X509_NAME_get_text_by_NID(X509_get_subject_name(x), NID_commonName, cn, sizeof cn) > 0)
+        add_name(h, cn, strlen(cn));
+    X509_free(x);
+    ERR_clear_error();
+}
+
 struct admin_http *admin_http_new(struct ev_loop *loop, const struct config *cfg,
                                   admin_handler handler, void *arg, char *err, size_t errlen)
 {
@@ -459,6 +611,11 @@ struct admin_http *admin_http_new(struct ev_loop *loop, const struct config *cfg
         admin_http_free(h);
         return NULL;
     }
+    add_name(h, "localhost", 9);
+    for (size_t i = 0; i < cfg->admin_hostnames.n; i++)
+        add_name(h, cfg->admin_hostnames.items[i], strlen(cfg->admin_hostnames.items[i]));
+    if (h->tls)
+        add_certificate_names(h);
     struct sockaddr_storage ss;
     memset(&ss, 0, sizeof ss);
     unsigned flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
@@ -476,7 +633,8 @@ struct admin_http *admin_http_new(struct ev_loop *loop, const struct config *cfg
     struct MHD_OptionItem opts[] = {
         {MHD_OPTION_SOCK_ADDR, 0, &ss},
         {MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)on_completed, h},
-        {MHD_OPTION_CONNECTION_LIMIT, 128, NULL},
+        {MHD_OPTION_CONNECTION_LIMIT, CONNECTION_LIMIT, NULL},
+        {MHD_OPTION_PER_IP_CONNECTION_LIMIT, (intptr_t)cfg->admin_max_conn_per_address, NULL},
         {MHD_OPTION_CONNECTION_TIMEOUT, 60, NULL},
         {h->tls ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, 0, h->cert},
         {h->tls ? MHD_OPTION_HTTPS_MEM_KEY : MHD_OPTION_END, 0, h->key},
@@ -499,6 +657,11 @@ struct admin_http *admin_http_new(struct ev_loop *loop, const struct config *cfg
     h->timer.data = h;
     rearm(h);
     log_notice("admin: listening on %s://%s", h->tls ? "https" : "http", cfg->admin_listen);
+    if (config_admin_insecure(cfg))
+        log_warn("admin: %s is not loopback and the admin has no certificate: passwords, "
+                 "cookies and API tokens cross the network in clear text ([admin] "
+                 "allow_insecure = yes)",
+                 cfg->admin_listen);
     return h;
 }
 
@@ -527,5 +690,8 @@ void admin_http_free(struct admin_http *h)
         free(h->key);
     }
     free(h->cert);
+    for (size_t i = 0; i < h->n_names; i++)
+        free(h->names[i]);
+    free(h->names);
     free(h);
 }

@@ -211,8 +211,20 @@ static const struct key_row key_rows[] = {
      "`/metrics`. Everything but the static pages needs a login or an API token (`sipwake "
      "admin`)."},
     {"admin", "listen", KEY_STRING, OFF(admin_listen), 0, 0, "127.0.0.1:8080", NULL,
-     "`address:port` the admin listens on (numeric; `[::1]:8080` for IPv6). Keep it on "
-     "loopback unless HTTPS is on and the network is trusted."},
+     "`address:port` the admin listens on (numeric; `[::1]:8080` for IPv6). An address "
+     "outside loopback needs certificate (HTTPS), or allow_insecure = yes."},
+    {"admin", "allow_insecure", KEY_BOOL, OFF(admin_allow_insecure), 0, 1, "no", NULL,
+     "Let the admin listen on an address outside loopback without HTTPS (passwords, session "
+     "cookies and API tokens in clear text): only behind a TLS proxy on a trusted network. "
+     "sipwake warns at start and at `--check`."},
+    {"admin", "hostnames", KEY_LIST, OFF(admin_hostnames), 0, 0, "", NULL,
+     "Names the admin is reached by (comma-separated), besides `localhost`, IP addresses and "
+     "the DNS names of its certificate. A request whose Host header names anything else gets "
+     "421 (DNS rebinding)."},
+    {"admin", "max_connections_per_address", KEY_INT, OFF(admin_max_conn_per_address), 1, 128, "16",
+     NULL,
+     "Most connections one client address may hold open to the admin (of 128 in all); more are "
+     "closed at once."},
     {"admin", "certificate", KEY_STRING, OFF(admin_certificate), 0, 0, "", NULL,
      "PEM certificate chain: with private_key, the admin speaks HTTPS only and its cookie is "
      "Secure."},
@@ -396,6 +408,19 @@ static int admin_listen_parse(struct config *cfg, char *err, size_t errlen)
     cfg->admin_host = h;
     cfg->admin_port = (int)p;
     return 0;
+}
+
+int config_admin_insecure(const struct config *cfg)
+{
+    if (*cfg->admin_certificate || !cfg->admin_host)
+        return 0;
+    struct in_addr a4;
+    struct in6_addr a6;
+    if (inet_pton(AF_INET, cfg->admin_host, &a4) == 1)
+        return (ntohl(a4.s_addr) >> 24) != 127; /* 127.0.0.0/8 */
+    if (inet_pton(AF_INET6, cfg->admin_host, &a6) == 1)
+        return !IN6_IS_ADDR_LOOPBACK(&a6) && !(IN6_IS_ADDR_V4MAPPED(&a6) && a6.s6_addr[12] == 127);
+    return 1;
 }
 
 int config_names_us(const struct config *cfg, const char *host, const char *port)
@@ -697,6 +722,14 @@ static int validate(struct config *cfg, const struct key_lines *kl, size_t nkl, 
     cfg->admin_host = NULL;
     if (admin_listen_parse(cfg, msg, sizeof msg) < 0)
         return fail(err, errlen, src, LINE("admin", "listen"), "admin", "listen", msg);
+    if (cfg->admin_enabled && config_admin_insecure(cfg) && !cfg->admin_allow_insecure) {
+        snprintf(msg, sizeof msg,
+                 "%s is not a loopback address and [admin] certificate is not set: passwords, "
+                 "session cookies and API tokens would cross the network in clear text; set "
+                 "certificate and private_key, or allow_insecure = yes behind a TLS proxy",
+                 cfg->admin_host);
+        return fail(err, errlen, src, LINE("admin", "listen"), "admin", "listen", msg);
+    }
 #undef LINE
     if (!*cfg->store_path) {
         free(cfg->store_path);

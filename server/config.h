@@ -115,6 +115,9 @@ struct config {
     char *admin_certificate, *admin_private_key;
     char *admin_root;
     long admin_session_idle, admin_max_body;
+    int admin_allow_insecure;
+    struct config_list admin_hostnames;
+    long admin_max_conn_per_address;
     char *admin_host; /* admin_listen parsed by validation: numeric address */
     int admin_port;
 
@@ -140,6 +143,11 @@ void config_free(struct config *cfg);
 void config_describe(void);
 
 const char *config_transport_name(enum config_transport t);
+
+/* 1 when the admin would listen outside loopback (127.0.0.0/8, ::1) without HTTPS: passwords
+ * and cookies in clear text. Refused by validation unless [admin] allow_insecure. Needs a
+ * validated cfg. */
+int config_admin_insecure(const struct config *cfg);
 
 /* 1 if a URI's host and port (NULL: the transport's default) name this server: a served
  * domain, or a listening address. */

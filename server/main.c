@@ -469,6 +469,11 @@ int main(int argc, char **argv)
         return trc < 0 ? 1 : 0;
     }
     if (check) {
+        if (app.cfg.admin_enabled && config_admin_insecure(&app.cfg))
+            printf("sipwake: warning: [admin] listen %s is not loopback and the admin has no "
+                   "certificate: passwords, cookies and tokens cross the network in clear text "
+                   "([admin] allow_insecure = yes)\n",
+                   app.cfg.admin_listen);
         printf("sipwake: %s and %s are valid\n", app.cfg.source, app.cfg.policy_file);
         lua_vm_set_current(NULL);
         config_free(&app.cfg);
@@ -502,10 +507,13 @@ int main(int argc, char **argv)
     app.proxy = proxy_new(app.loop, &app.cfg, app.loc, app.txns, app.tp);
     char key_path[1024];
     snprintf(key_path, sizeof key_path, "%s/flow-token.key", app.cfg.data_dir);
-    if (proxy_load_token_key(app.proxy, key_path, err, sizeof err) < 0) {
+    int krc = proxy_load_token_key(app.proxy, key_path, err, sizeof err);
+    if (krc < 0) {
         log_error("flow-token key: %s", err);
         goto out;
     }
+    if (krc > 0) /* as the store does for the database */
+        log_warn("flow-token key: %s", err);
     app.push = push_new(app.loop, &app.cfg, app.loc, app.store, err, sizeof err);
     struct tenants *tenants = app.push ? tenants_load(app.store, err, sizeof err) : NULL;
     if (!app.push || !tenants) {

@@ -42,7 +42,8 @@ void proxy_free(struct proxy *p);
 
 /* Use the flow-token key kept in the file at path (made on first use), so that dialogs
  * Record-Routed before a restart are still routed after it. Without it the key is random
- * per process. 0, or -1 with err. */
+ * per process. As util_secret_file: 0, 1 with a warning in err (its mode was tightened), or
+ * -1 with err. */
 int proxy_load_token_key(struct proxy *p, const char *path, char *err, size_t errlen);
 
 /* Gateway mode: requests from the upstream for a masqueraded contact go to the binding it

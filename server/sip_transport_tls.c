@@ -2,15 +2,17 @@
  * sip_transport_tls: the OpenSSL server context, and the self-signed certificate made on
  * first run when the config names none.
  *
- * The generated pair lives in data_dir/tls/{cert,key}.pem (key mode 0600) and is reused on
- * later runs, so clients that pinned it keep working. It is an ECDSA P-256 certificate for
- * CN=sipwake with subjectAltName localhost, 127.0.0.1 and ::1, valid ten years: good for a
- * lab and for `make run`, and meant to be replaced by a real one in production.
+ * The generated pair lives in data_dir/tls/{cert,key}.pem (modes 0644 and 0600, whatever the
+ * umask) and is reused on later runs, so clients that pinned it keep working. It is an ECDSA P-256
+ * certificate for CN=sipwake with subjectAltName localhost, 127.0.0.1 and ::1, valid ten years:
+ * good for a lab and for `make run`, and meant to be replaced by a real one in production.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <openssl/err.h>
 #include <openssl/evp.h>
@@ -43,6 +45,23 @@ static int mkdir_p(const char *path)
         }
     }
     return mkdir(tmp, 0755) < 0 && errno != EEXIST ? -1 : 0;
+}
+
+/* path opened for writing (emptied) with exactly mode, whatever the umask (000 would make a
+ * certificate anyone may replace). umask() itself is not used: it is the whole process's, and
+ * other threads create files. */
+static FILE *create_file(const char *path, mode_t mode)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode);
+    if (fd < 0)
+        return NULL;
+    FILE *f = fchmod(fd, mode) == 0 ? fdopen(fd, "w") : NULL;
+    if (!f) {
+        int e = errno;
+        close(fd);
+        errno = e;
+    }
+    return f;
 }
 
 static int add_ext(X509 *cert, int nid, const char *value)
@@ -89,15 +108,13 @@ static int generate_self_signed(const char *cert_path, const char *key_path, cha
         ssl_error(err, errlen, "signing the self-signed certificate");
         goto out;
     }
-    mode_t old = umask(077);
-    f = fopen(key_path, "w");
-    umask(old);
+    f = create_file(key_path, 0600);
     if (!f || !PEM_write_PrivateKey(f, key, NULL, NULL, 0, NULL, NULL)) {
         snprintf(err, errlen, "cannot write %s: %s", key_path, strerror(errno));
         goto out;
     }
     fclose(f);
-    f = fopen(cert_path, "w");
+    f = create_file(cert_path, 0644);
     if (!f || !PEM_write_X509(f, cert)) {
         snprintf(err, errlen, "cannot write %s: %s", cert_path, strerror(errno));
         goto out;

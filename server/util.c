@@ -268,8 +268,29 @@ int util_read_file(const char *path, size_t max, struct buf *out, char *err, siz
 
 int util_secret_file(const char *path, unsigned char *out, size_t n, char *err, size_t errlen)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
     if (fd >= 0) {
+        struct stat st;
+        int tightened = 0;
+        if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+            snprintf(err, errlen, "%s: not a regular file", path);
+            close(fd);
+            return -1;
+        }
+        if (st.st_mode & 077) { /* group or others could read it: the owner's only, from now */
+            if (fchmod(fd, 0600) < 0) {
+                snprintf(err, errlen,
+                         "%s: mode %04o lets others read it, and it cannot be made 0600: %s", path,
+                         (unsigned)(st.st_mode & 07777), strerror(errno));
+                close(fd);
+                return -1;
+            }
+            snprintf(err, errlen,
+                     "%s was mode %04o (readable by others); it is now 0600 — remove it to make "
+                     "a new one if others may have read it",
+                     path, (unsigned)(st.st_mode & 07777));
+            tightened = 1;
+        }
         ssize_t got = read(fd, out, n + 1);
         close(fd);
         if (got != (ssize_t)n) {
@@ -277,7 +298,7 @@ int util_secret_file(const char *path, unsigned char *out, size_t n, char *err, 
                      path, n, got);
             return -1;
         }
-        return 0;
+        return tightened;
     }
     if (errno != ENOENT) {
         snprintf(err, errlen, "%s: %s", path, strerror(errno));
@@ -295,7 +316,7 @@ int util_secret_file(const char *path, unsigned char *out, size_t n, char *err, 
     }
     util_random(out, n);
     fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    if (fd < 0 || write(fd, out, n) != (ssize_t)n || fsync(fd) < 0) {
+    if (fd < 0 || fchmod(fd, 0600) < 0 || write(fd, out, n) != (ssize_t)n || fsync(fd) < 0) {
         snprintf(err, errlen, "%s: %s", path, strerror(errno));
         if (fd >= 0) {
             close(fd);

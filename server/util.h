@@ -63,8 +63,9 @@ void util_random(void *p, size_t n);
 int util_read_file(const char *path, size_t max, struct buf *out, char *err, size_t errlen);
 
 /* A secret of n bytes kept in the file at path (mode 0600; made with random bytes, and its
- * directory with mode 0700 if missing, on first use), so it outlives restarts. 0, or -1 with
- * err (unreadable, wrong size, cannot be written). */
+ * directory with mode 0700 if missing, on first use), so it outlives restarts. 0; or 1 with a
+ * warning in err when the file was readable by group or others and has been made 0600; or -1
+ * with err (unreadable, not a regular file, wrong size, cannot be written). */
 int util_secret_file(const char *path, unsigned char *out, size_t n, char *err, size_t errlen);
 
 /* Fast non-cryptographic random 64-bit value (xorshift128+, seeded once from util_random):
