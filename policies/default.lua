@@ -25,13 +25,14 @@ local policy = {}
 --   req.source = { ip = "192.0.2.7", port = 50123, transport = "udp"|"tcp"|"tls" }
 --   req.unregister                    true when every contact is being removed
 --   req.contacts[i] = {
---       uri = "sip:alice@192.0.2.7:50123;pn-provider=apns;...",
+--       uri = "sip:alice@192.0.2.7:50123;pn-provider=apns;...",  as sent, but the pn-prid
+--             value (the push token) reads "redacted-<hash>", as in every log line
 --       expires = 3600,                 what the phone asked for, after min/max clamping
 --       q = 0.5,                        only if the contact had one
 --       instance = "<urn:uuid:...>",    +sip.instance, if any
 --       reg_id = 1,                     RFC 5626 reg-id, if any
 --       pn = { kind = "none"|"query"|"push", provider = "apns"|"apns.dev"|"fcm"|...,
---              param = "TEAMID.com.example.app.voip", prid = "<token>" },
+--              param = "TEAMID.com.example.app.voip", prid = "redacted-<hash>" },
 --   }
 --   ctx.authenticated, ctx.auth_user  whether Digest authentication ran, and for whom
 --   ctx.bindings                      how many bindings the AOR has right now

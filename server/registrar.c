@@ -1104,13 +1104,21 @@ static void process(struct reg_req *rr)
         return;
     }
 
-    /* the policy */
+    /* the policy; it sees push tokens only redacted, as a log would (a policy can log) */
     struct lua_hook_contact hc[REG_MAX_CONTACTS_PER_REQUEST];
+    char *shown_uri[REG_MAX_CONTACTS_PER_REQUEST];
+    char shown_prid[REG_MAX_CONTACTS_PER_REQUEST][sizeof PN_REDACTED + 16];
     int unregister = star;
     for (size_t i = 0; i < m; i++) {
         static const char *const kinds[] = {"none", "query", "push", "invalid"};
+        shown_uri[i] = pn_redacted(cs[i].uri);
+        if (cs[i].pn.prid) {
+            char hash[17];
+            pn_token_hash(cs[i].pn.prid, hash);
+            snprintf(shown_prid[i], sizeof shown_prid[i], "%s%s", PN_REDACTED, hash);
+        }
         hc[i] = (struct lua_hook_contact){
-            .uri = cs[i].uri,
+            .uri = shown_uri[i],
             .expires = cs[i].expires,
             .q = cs[i].q,
             .instance = cs[i].instance,
@@ -1118,7 +1126,7 @@ static void process(struct reg_req *rr)
             .pn_kind = kinds[cs[i].pn.kind],
             .pn_provider = cs[i].pn.provider,
             .pn_param = cs[i].pn.param,
-            .pn_prid = cs[i].pn.prid,
+            .pn_prid = cs[i].pn.prid ? shown_prid[i] : NULL,
         };
     }
     if (m > 0) {
@@ -1144,14 +1152,17 @@ static void process(struct reg_req *rr)
         .n_contacts = m,
         .unregister = unregister,
     };
+    struct lua_hook_register_out decision;
+    if (!rr->relayed)
+        lua_hook_on_register(lua_vm_current(), &in, &decision);
+    for (size_t i = 0; i < m; i++)
+        free(shown_uri[i]);
     if (rr->relayed) {
         /* the upstream said 2xx to what the policy had allowed */
         apply_and_answer(rr, cs, m, star, &rr->decision);
         contacts_free(cs, m);
         return;
     }
-    struct lua_hook_register_out decision;
-    lua_hook_on_register(lua_vm_current(), &in, &decision);
     if (decision.reject_code) {
         contacts_free(cs, m);
         reject(rr, decision.reject_code,

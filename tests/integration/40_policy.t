@@ -24,6 +24,10 @@ return {
         if req.user == "unknownkey" then return { forward = true } end
         if req.user == "io" then return { tenant = tostring(io) } end
         if req.user == "global" then newglobal = 1 end
+        if req.user == "logger" then
+            local c = req.contacts[1]
+            log.info("on_register sees " .. c.uri .. " prid " .. tostring(c.pn.prid))
+        end
         return nil
     end,
 }
@@ -36,6 +40,14 @@ sub reg {
     my $ua = $sw->ua(user => $user);
     return $ua->register(contact => "sip:$user\@127.0.0.1:9", expires => 3600, %o);
 }
+
+# a policy that logs what it is given logs no push token: it sees the token redacted
+my $tok = 'policy-visible-token-77d1';
+is(reg('logger', contact => "sip:logger\@127.0.0.1:9;pn-provider=fcm;pn-param=proj;pn-prid=$tok")->{code},
+   200, 'a push binding registered through a policy that logs its input');
+ok($sw->wait_log(qr/on_register sees sip:logger\@127\.0\.0\.1:9;.*pn-prid=redacted-[0-9a-f]{16} prid redacted-[0-9a-f]{16}/),
+   'the policy saw the token as redacted-<hash>, in the URI and in pn.prid');
+unlike($sw->log, qr/\Q$tok\E/, 'the token is not in the log');
 
 my $r = reg('mallory');
 is($r->{code}, 403, 'policy rejects');

@@ -59,7 +59,9 @@ sub token_leaks {
         my $leak = $line =~ /;pn(?:-|%2d)(?:prid|tok)=(?!redacted-[0-9a-f]{16})[^;>?\s@,"']++(?!@)/i;
         $leak ||= grep { index($line, $_) >= 0 } @tokens;
         next unless $leak;
-        (my $shown = $line) =~ s/\Q$_\E/<token>/g for @tokens;
+        my $shown = $line;
+        $shown =~ s/\Q$_\E/<token>/g for @tokens;
+        $shown =~ s/(;pn(?:-|%2d)(?:prid|tok)=)(?!redacted-)[^;>?\s@,"']+/$1<token>/gi;
         push @bad, $shown;
     }
     return @bad;
