@@ -102,9 +102,21 @@ static struct webpush_vapid *vapid_of(EVP_PKEY *k, const char *subject, const ch
 struct webpush_vapid *webpush_vapid_load(const char *path, const char *subject, char *err,
                                          size_t errlen)
 {
-    EVP_PKEY *k = access(path, F_OK) == 0 ? jws_key_load_file(path, JWS_ES256, err, errlen)
-                                          : make_key(path, err, errlen);
-    return vapid_of(k, subject, path, err, errlen);
+    if (access(path, F_OK) != 0)
+        return vapid_of(make_key(path, err, errlen), subject, path, err, errlen);
+    /* a private key: the owner's only, as the database and flow-token.key */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0) {
+        snprintf(err, errlen, "%s: %s", path, strerror(errno));
+        return NULL;
+    }
+    int mode = util_secret_mode(fd, path, err, errlen);
+    close(fd);
+    if (mode < 0)
+        return NULL;
+    if (mode > 0)
+        log_warn("webpush: %s", err);
+    return vapid_of(jws_key_load_file(path, JWS_ES256, err, errlen), subject, path, err, errlen);
 }
 
 struct webpush_vapid *webpush_vapid_from_pem(const char *pem, size_t len, const char *subject,

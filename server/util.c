@@ -266,30 +266,36 @@ int util_read_file(const char *path, size_t max, struct buf *out, char *err, siz
     return 0;
 }
 
+int util_secret_mode(int fd, const char *path, char *err, size_t errlen)
+{
+    struct stat st;
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+        snprintf(err, errlen, "%s: not a regular file", path);
+        return -1;
+    }
+    if (!(st.st_mode & 077))
+        return 0;
+    /* group or others could read it: the owner's only, from now */
+    if (fchmod(fd, 0600) < 0) {
+        snprintf(err, errlen, "%s: mode %04o lets others read it, and it cannot be made 0600: %s",
+                 path, (unsigned)(st.st_mode & 07777), strerror(errno));
+        return -1;
+    }
+    snprintf(err, errlen,
+             "%s was mode %04o (readable by others); it is now 0600 — remove it to make "
+             "a new one if others may have read it",
+             path, (unsigned)(st.st_mode & 07777));
+    return 1;
+}
+
 int util_secret_file(const char *path, unsigned char *out, size_t n, char *err, size_t errlen)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
     if (fd >= 0) {
-        struct stat st;
-        int tightened = 0;
-        if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
-            snprintf(err, errlen, "%s: not a regular file", path);
+        int tightened = util_secret_mode(fd, path, err, errlen);
+        if (tightened < 0) {
             close(fd);
             return -1;
-        }
-        if (st.st_mode & 077) { /* group or others could read it: the owner's only, from now */
-            if (fchmod(fd, 0600) < 0) {
-                snprintf(err, errlen,
-                         "%s: mode %04o lets others read it, and it cannot be made 0600: %s", path,
-                         (unsigned)(st.st_mode & 07777), strerror(errno));
-                close(fd);
-                return -1;
-            }
-            snprintf(err, errlen,
-                     "%s was mode %04o (readable by others); it is now 0600 — remove it to make "
-                     "a new one if others may have read it",
-                     path, (unsigned)(st.st_mode & 07777));
-            tightened = 1;
         }
         ssize_t got = read(fd, out, n + 1);
         close(fd);

@@ -68,6 +68,11 @@ int util_read_file(const char *path, size_t max, struct buf *out, char *err, siz
  * with err (unreadable, not a regular file, wrong size, cannot be written). */
 int util_secret_file(const char *path, unsigned char *out, size_t n, char *err, size_t errlen);
 
+/* A secret kept in the file open on fd (path for messages): 0 when only its owner may read it;
+ * 1 with a warning in err when group or others could, and it has been made 0600; -1 with err
+ * when it is not a regular file or its mode cannot be changed. */
+int util_secret_mode(int fd, const char *path, char *err, size_t errlen);
+
 /* Fast non-cryptographic random 64-bit value (xorshift128+, seeded once from util_random):
  * for SIP tags and the like, where RFC 3261 §19.3 asks for uniqueness, not secrecy. Loop
  * thread only. */

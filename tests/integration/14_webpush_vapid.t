@@ -35,10 +35,14 @@ ok(-f $file, 'kept in data_dir/vapid.pem');
 is(sprintf('%o', (stat $file)[2] & 0777), '600', 'mode 0600');
 
 $sw->stop;
+chmod 0644, $file; # an operator's copy left readable by others
 $sw->start;
 $r = $ua->register(contact => "sip:wendy\@127.0.0.1:$p;pn-provider=webpush", expires => 3600);
 ($fc) = Sipwake::UA::header($r, 'feature-caps');
 like($fc // '', qr/\Q$key\E/, 'after a restart: the same key');
+is(sprintf('%o', (stat $file)[2] & 0777), '600', 'a key left readable by others is made 0600 at start');
+ok($sw->wait_log(qr/warn.*webpush: .*vapid\.pem was mode 0644 \(readable by others\); it is now 0600/),
+   'with a warning');
 $r = $ua->register(contact => "sip:wendy\@127.0.0.1:$p;pn-provider=fcm", expires => 3600);
 ($fc) = Sipwake::UA::header($r, 'feature-caps');
 unlike($fc // '', qr/vapid/, 'no +sip.vapid for another provider');
