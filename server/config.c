@@ -125,7 +125,8 @@ static const struct key_row key_rows[] = {
      "SQLite database file. Empty: data_dir/sipwake.db."},
     {"push", "vapid_key", KEY_STRING, OFF(vapid_key), 0, 0, "", NULL,
      "PEM file of sipwake's VAPID key pair (RFC 8292) for Web Push; made there (mode 0600) if "
-     "missing. Its public key is advertised in +sip.vapid. Empty: data_dir/vapid.pem. Used "
+     "missing; one readable by others is made 0600, with a warning. Its public key is advertised "
+     "in +sip.vapid. Empty: data_dir/vapid.pem. Used "
      "when push_providers has webpush."},
     {"push", "vapid_subject", KEY_STRING, OFF(vapid_subject), 0, 0, "mailto:postmaster@localhost",
      NULL, "The sub claim of VAPID tokens: a mailto: or https: contact for the push services."},
