@@ -118,8 +118,8 @@ static void put_job_free(struct put_job *j)
 static void put_done(void *arg, int rc)
 {
     struct put_job *j = arg;
-    if (rc == STORE_CLOSED) { /* stopping: the request ends without it */
-        j->cb(j->arg, MSGSTORE_FAILED, 0);
+    if (rc == STORE_CLOSED) { /* stopping: the request ends without an answer */
+        j->cb(j->arg, MSGSTORE_STOPPED, 0);
         put_job_free(j);
         return;
     }

@@ -34,6 +34,9 @@ enum msgstore_result {
     MSGSTORE_DUPLICATE, /* stored before (same AOR, Call-ID and CSeq): not again */
     MSGSTORE_QUOTA,     /* the AOR holds [offline] max_per_aor messages */
     MSGSTORE_FAILED,    /* the store could not commit it */
+    MSGSTORE_STOPPED,   /* sipwake stops: nothing may be sent any more (the transports are
+                         * closed); whether it was stored is for the sender's retransmission to
+                         * the next run to find out (a duplicate is recognised) */
 };
 
 /* id: the stored message (also for a duplicate), 0 when none. */

@@ -1272,7 +1272,11 @@ static void stored(void *arg, enum msgstore_result r, int64_t id)
     struct proxy_req *pr = arg;
     pr->waiting--;
     pr->msg_id = id;
-    if (r == MSGSTORE_STORED || r == MSGSTORE_DUPLICATE) {
+    if (r == MSGSTORE_STOPPED) {
+        /* the transports are closed: no answer (the sender retransmits to the next run) */
+        txn_set_owner(pr->st, NULL);
+        pr->answered = 1;
+    } else if (r == MSGSTORE_STORED || r == MSGSTORE_DUPLICATE) {
         for (size_t i = 0; i < pr->n_br; i++)
             if (pr->br[i].delivered && pr->br[i].device)
                 msgstore_delivered(pr->p->msgstore, id, pr->br[i].device);

@@ -74,6 +74,28 @@ is_deeply(\@got, [sort { $a <=> $b } @got], 'in the order they were received');
 is($sw->sql_wait("SELECT count(*) FROM sipwake_messages", '0'), '0', 'and the store is empty');
 $sw->stop;
 
+# SIGTERM while a MESSAGE waits for its commit (another process holds the write lock): sipwake
+# stops without answering it (the transports are closed; the sender's retransmission to the
+# next run finds it stored or stores it) and without touching what it has freed
+my $held = Sipwake->new(config => { offline => { enabled => 'yes', ttl => 600 } });
+$held->start;
+my $p4 = $held->ua(user => 'kim', transport => 'tcp');
+$p4->register(contact => "sip:kim\@127.0.0.1:" . $p4->local_port . ";transport=tcp;$PN", expires => 3600);
+close $p4->sock;
+is($held->sql_wait("SELECT count(*) FROM location WHERE username='kim'", '1'), '1', 'a sleeping phone');
+open my $lock, '|-', 'sqlite3', $held->db or die "sqlite3: $!";
+select((select($lock), $| = 1)[0]);
+print $lock ".timeout 5000\nBEGIN IMMEDIATE;\nINSERT INTO sipwake_migrations (id, name, applied_at) VALUES (999, 'lock', 0);\n";
+my $s4 = $held->ua(user => 'sam', transport => 'tcp');
+my $sp4 = $s4->local_port;
+$s4->send_raw("MESSAGE sip:kim\@example.com SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:$sp4;rport;branch=z9hG4bKheld\r\n"
+    . "Max-Forwards: 70\r\nFrom: <sip:sam\@example.com>;tag=h\r\nTo: <sip:kim\@example.com>\r\nCall-ID: held-1\r\n"
+    . "CSeq: 1 MESSAGE\r\nContent-Type: text/plain\r\nContent-Length: 4\r\n\r\nheld");
+ok($held->wait_log(qr/proxy: MESSAGE held-1: no push to kim\@example\.com/), 'the MESSAGE waits for the store');
+ok($held->stop, 'SIGTERM meanwhile: a clean stop, no sanitizer report');
+unlike($held->log, qr/MESSAGE .* answered 500/, 'and no 500 for what may be stored');
+close $lock;
+
 # TTL
 my $short = Sipwake->new(config => { offline => { enabled => 'yes', ttl => 2 } });
 $short->start;
