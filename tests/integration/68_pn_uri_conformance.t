@@ -100,4 +100,21 @@ is($r->{code}, 501, 'for sipwake itself: 501');
 like(Sipwake::UA::header($r, 'allow') // '', qr/REGISTER/, 'with Allow');
 
 ok($sw->stop, 'clean shutdown, no token in the log');
+
+# at debug level too: osip2's own complaints about a header it cannot parse quote the header,
+# and a Contact that lacks its '>' is not a URI anyone can redact
+my $dbg = Sipwake->new(config => { log => { level => 'debug' } });
+$dbg->start;
+my $broken = $dbg->ua(user => 'bea');
+my $bp = $broken->local_port;
+my $btok = 'debug-broken-contact-0050';
+$broken->send_raw("REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:$bp;rport;branch=z9hG4bKdbg$$\r\n"
+    . "Max-Forwards: 70\r\nFrom: <sip:bea\@example.com>;tag=d\r\nTo: <sip:bea\@example.com>\r\n"
+    . "Call-ID: dbg-$$\r\nCSeq: 1 REGISTER\r\n"
+    . "Contact: <sip:bea\@127.0.0.1:$bp;pn-provider=apns;pn-param=ABCDE12345.com.x.voip;pn-prid=$btok\r\n"
+    . "Expires: 600\r\nContent-Length: 0\r\n\r\n");
+ok(defined $broken->expect(qr/^SIP\/2\.0 [2-6]/, 3), 'a REGISTER whose Contact lacks its ">" is answered');
+ok($dbg->wait_log(qr/debug/), 'the log is at debug level');
+unlike($dbg->log, qr/\Q$btok\E/, 'and holds no push token');
+ok($dbg->stop, 'clean shutdown');
 done_testing;
