@@ -87,13 +87,16 @@ static int main_fd_limit(const struct config *cfg, char *err, size_t errlen)
         return 0;
     if (rl.rlim_max != RLIM_INFINITY && rl.rlim_max < need) {
         long fits = rl.rlim_max > reserve ? (long)(rl.rlim_max - reserve) : 0;
+        char fix[80] = "";
+        if (fits >= 1) /* else no tcp_max_connections fits: only the hard limit helps */
+            snprintf(fix, sizeof fix, " or set tcp_max_connections to at most %ld", fits);
         snprintf(err, errlen,
                  "the open-file limit is too low for [sip] tcp_max_connections = %ld: it needs "
                  "%llu descriptors (%llu more for listeners, the store, the admin and push), "
                  "the hard limit (RLIMIT_NOFILE) is %llu. Raise it (ulimit -Hn, systemd "
-                 "LimitNOFILE=) or set tcp_max_connections to at most %ld",
+                 "LimitNOFILE=)%s",
                  cfg->tcp_max_connections, (unsigned long long)need, (unsigned long long)reserve,
-                 (unsigned long long)rl.rlim_max, fits);
+                 (unsigned long long)rl.rlim_max, fix);
         return -1;
     }
     rlim_t was = rl.rlim_cur;

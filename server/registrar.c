@@ -654,6 +654,26 @@ static int classify(struct registrar *reg, const osip_message_t *req, struct reg
             rc->push = 1;
         }
     }
+    /* One REGISTER adding one device twice (the same push token, or the same +sip.instance and
+     * reg-id) would make two bindings of one device, matched as one from then on (find_match):
+     * it would be pushed and forked to twice. A phone never sends that; refuse it. */
+    for (size_t i = 0; i < n; i++) {
+        for (size_t j = i + 1; j < n && cs[i].expires > 0; j++) {
+            if (cs[j].expires == 0)
+                continue; /* a removal beside a new binding of the device: matched, fine */
+            int same = cs[i].pn.kind == PN_PUSH && cs[j].pn.kind == PN_PUSH &&
+                       pn_same_device(&cs[i].pn, &cs[j].pn);
+            same = same ||
+                   (cs[i].instance && cs[j].instance &&
+                    util_caseeq(cs[i].instance, cs[j].instance) && cs[i].reg_id == cs[j].reg_id);
+            if (same) {
+                *out = (struct reg_reply){
+                    400, "Bad Request",
+                    "Warning: 399 sipwake \"Two Contacts name the same device\"\n"};
+                return -1;
+            }
+        }
+    }
     return 0;
 }
 

@@ -90,6 +90,23 @@ is($hal->register(contact => "sip:hal\@127.0.0.1:$hp;method=INVITE?Route=%3Csip:
 $line = delivered($hal, 'MESSAGE', 'hal');
 is($line, "MESSAGE sip:hal\@127.0.0.1:$hp SIP/2.0", 'the Request-URI has neither the header nor method= (RFC 3261 §19.1.1)');
 
+# one REGISTER adding one push device twice (the same token from two ports): refused, not
+# two bindings pushed and forked to twice; the same +sip.instance and reg-id twice likewise
+my $twice = $sw->ua(user => 'twin');
+my $dp = $twice->local_port;
+my $dtok = 'dup-token-in-one-register-0070';
+$r = $twice->register(contacts => [map { "<sip:twin\@127.0.0.1:$_;pn-provider=fcm;pn-param=proj;pn-prid=$dtok>" } ($dp, $dp + 1)],
+    expires => 600);
+is($r->{code}, 400, 'two Contacts with one push token in one REGISTER: 400');
+like(Sipwake::UA::header($r, 'warning') // '', qr/same device/, 'saying why');
+my $inst = ';+sip.instance="<urn:uuid:00000000-0000-0000-0000-0000000000d7>";reg-id=1';
+$r = $twice->register(contacts => ["<sip:twin\@127.0.0.1:$dp>$inst", "<sip:twin\@127.0.0.1:" . ($dp + 1) . ">$inst"],
+    expires => 600);
+is($r->{code}, 400, 'two Contacts with one +sip.instance and reg-id: 400');
+is($sw->sql("SELECT count(*) FROM location WHERE username = 'twin'"), '0', 'nothing stored');
+is($twice->register(contact => "sip:twin\@127.0.0.1:$dp;pn-provider=fcm;pn-param=proj;pn-prid=$dtok",
+    expires => 600)->{code}, 200, 'the device alone registers');
+
 # unknown methods
 $line = delivered($pat, 'FOOBAR', 'pat');
 is($line, "FOOBAR sip:pat\@127.0.0.1:$pp SIP/2.0", 'an unknown method for a user is forwarded to its binding');
