@@ -11,6 +11,15 @@
  * therefore followed by another at once, or nothing would ever wake the daemon again. One
  * client address holds at most [admin] max_connections_per_address of the 128.
  *
+ * MHD's own connection timeout only measures inactivity, so a client sending a byte now and
+ * then could hold a connection for ever, and 128 of them the whole admin (slowloris). Each
+ * connection therefore has [admin] request_timeout to send a request's headers — counted from
+ * its opening or from the end of its previous answer — and as long again for the body; one
+ * that does not is shut down (its socket, so MHD sees the end at its next run and closes it).
+ * The connections waiting for a request are kept oldest first, so one timer serves them all.
+ * A connection whose request is with the handler, or whose answer is going out, is not timed
+ * here (MHD's inactivity timeout still applies).
+ *
  * Before anything else, a request's Host must name this admin (an IP address, localhost, a
  * name of [admin] hostnames or of the certificate): a page of another site whose name was
  * made to resolve to this address (DNS rebinding) gets 421 and nothing else.
@@ -32,10 +41,21 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "log.h"
+
+/* One TCP connection (MHD's socket context), listed in its admin_http's `receiving` while a
+ * request is awaited on it. Allocated when MHD opens the connection, freed when it closes. */
+struct admin_conn {
+    struct MHD_Connection *c;
+    ev_tstamp since; /* when the current wait began (opening, headers, end of an answer) */
+    int listed;
+    struct admin_conn *prev, *next;
+};
 
 struct admin_http {
     struct ev_loop *loop;
@@ -51,11 +71,17 @@ struct admin_http {
     char **names;                /* what Host may name besides an IP address (lower case) */
     size_t n_names;
     int at_limit; /* logged once each time the connection limit is reached */
+    /* connections awaiting (part of) a request, oldest `since` first; the timer fires for
+     * the first one's deadline */
+    struct admin_conn *receiving, *receiving_last;
+    ev_timer deadline;
+    double request_timeout;
 };
 
 #define CONNECTION_LIMIT 128
 
 static void run(struct admin_http *h);
+static const char *client_address(struct MHD_Connection *c, char *out, size_t n);
 
 static void rearm(struct admin_http *h)
 {
@@ -102,6 +128,101 @@ static void io_cb(struct ev_loop *loop, ev_io *w, int revents)
 static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     run(w->data);
+}
+
+/* ------------------------------------------------------------------ request deadline */
+
+static void receiving_unlink(struct admin_http *h, struct admin_conn *k)
+{
+    if (!k->listed)
+        return;
+    if (k->prev)
+        k->prev->next = k->next;
+    else
+        h->receiving = k->next;
+    if (k->next)
+        k->next->prev = k->prev;
+    else
+        h->receiving_last = k->prev;
+    k->prev = k->next = NULL;
+    k->listed = 0;
+}
+
+static void deadline_arm(struct admin_http *h)
+{
+    if (ev_is_active(&h->deadline) || !h->receiving)
+        return;
+    double after = h->receiving->since + h->request_timeout - ev_now(h->loop);
+    ev_timer_set(&h->deadline, after > 0 ? after : 0, 0);
+    ev_timer_start(h->loop, &h->deadline);
+}
+
+/* k starts waiting for a request (or its body) now: it goes last, its clock reset. */
+static void receiving_start(struct admin_http *h, struct admin_conn *k)
+{
+    receiving_unlink(h, k);
+    k->since = ev_now(h->loop);
+    k->prev = h->receiving_last;
+    if (h->receiving_last)
+        h->receiving_last->next = k;
+    else
+        h->receiving = k;
+    h->receiving_last = k;
+    k->listed = 1;
+    deadline_arm(h);
+}
+
+/* The admin_conn of c (NULL only if MHD opened it before telling us). */
+static struct admin_conn *conn_of(struct MHD_Connection *c)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    return ci ? ci->socket_context : NULL;
+}
+
+static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
+                          enum MHD_ConnectionNotificationCode toe)
+{
+    struct admin_http *h = cls;
+    struct admin_conn *k = *socket_context;
+    if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+        k = xcalloc(1, sizeof *k);
+        k->c = c;
+        *socket_context = k;
+        receiving_start(h, k); /* the TLS handshake and the first request count */
+    } else if (k) {
+        receiving_unlink(h, k);
+        free(k);
+        *socket_context = NULL;
+    }
+}
+
+/* Shuts down the connections whose request is overdue, then lets MHD see their end. */
+static void deadline_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    struct admin_http *h = w->data;
+    ev_tstamp now = ev_now(loop);
+    unsigned n = 0;
+    char first[64] = "";
+    while (h->receiving && h->receiving->since + h->request_timeout <= now + 0.001) {
+        struct admin_conn *k = h->receiving;
+        receiving_unlink(h, k);
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(k->c, MHD_CONNECTION_INFO_CONNECTION_FD);
+        if (!ci)
+            continue;
+        if (!n)
+            client_address(k->c, first, sizeof first);
+        shutdown(ci->connect_fd, SHUT_RDWR);
+        n++;
+    }
+    if (n) {
+        log_info("admin: closed %u connection%s (%s%s) that sent no complete request within "
+                 "[admin] request_timeout (%.0f s): idle keep-alive or too slow",
+                 n, n == 1 ? "" : "s", first, n == 1 ? "" : " and others", h->request_timeout);
+        run(h);
+    }
+    deadline_arm(h);
 }
 
 static void mhd_log(void *arg, const char *fmt, va_list ap)
@@ -177,6 +298,9 @@ static void stream_free(void *cls)
 static enum MHD_Result queue(struct admin_http *h, struct admin_req *r)
 {
     struct MHD_Response *resp;
+    struct admin_conn *k = conn_of(r->conn);
+    if (k) /* answered: no longer waiting for the client */
+        receiving_unlink(h, k);
     if (r->stream) {
         resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 32 * 1024, stream_read,
                                                  r->stream, stream_free);
@@ -254,19 +378,24 @@ static void printable(const char *s, char *out, size_t n)
 }
 
 /* Host's name (port and brackets off, lower case, one trailing dot off) into out; -1 when
- * it is not a plausible host. */
+ * it is not a plausible host. RFC 7230 §3.2.4: the value may be wrapped in optional
+ * whitespace, SP or HTAB, which is not part of it. */
 static int host_name(const char *host, char *out, size_t n)
 {
+    host += strspn(host, " \t");
+    const char *last = host + strlen(host);
+    while (last > host && (last[-1] == ' ' || last[-1] == '\t'))
+        last--;
     const char *end;
     if (*host == '[') {
-        end = strchr(host, ']');
-        if (!end || (end[1] && end[1] != ':'))
+        end = memchr(host, ']', (size_t)(last - host));
+        if (!end || (end + 1 < last && end[1] != ':'))
             return -1;
         host++;
     } else {
-        end = strchr(host, ':');
+        end = memchr(host, ':', (size_t)(last - host));
         if (!end)
-            end = host + strlen(host);
+            end = last;
     }
     size_t len = (size_t)(end - host);
     if (len == 0 || len >= n)
@@ -289,6 +418,22 @@ static int name_matches(const char *pattern, const char *name)
         return 0;
     const char *dot = strchr(name, '.');
     return dot && dot != name && strcmp(dot, pattern + 1) == 0;
+}
+
+static enum MHD_Result count_host(void *cls, enum MHD_ValueKind kind, const char *key,
+                                  const char *value)
+{
+    if (strcasecmp(key, "Host") == 0)
+        (*(unsigned *)cls)++;
+    return MHD_YES;
+}
+
+/* How many Host header lines the request has. */
+static unsigned host_count(struct MHD_Connection *c)
+{
+    unsigned n = 0;
+    MHD_get_connection_values(c, MHD_HEADER_KIND, count_host, &n);
+    return n;
 }
 
 /* 1 when the request's Host names this admin. An IP address cannot be a rebound name, so
@@ -322,6 +467,18 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         r->path = xstrdup(url);
         client_address(c, r->source, sizeof r->source);
         *ctx = r;
+        struct admin_conn *k = conn_of(c);
+        if (k) /* the headers are in: the body has its own request_timeout */
+            receiving_start(h, k);
+        if (host_count(c) > 1) {
+            /* RFC 7230 §5.4: more than one Host line is a 400; which one to check would be
+             * a guess an attacker could exploit */
+            log_warn("admin: %s %s from %s refused: more than one Host header", r->method, r->path,
+                     r->source);
+            r->too_large = 1; /* the body, if any, is not read */
+            admin_http_reply_error(r, 400, "more than one Host header (RFC 7230 section 5.4)");
+            return queue(h, r);
+        }
         if (!host_ok(h, c)) {
             char shown[64];
             const char *host = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Host");
@@ -369,6 +526,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         buf_append(&r->body, "", 1);
         r->body.len--;
     }
+    struct admin_conn *k = conn_of(c);
+    if (k) /* all received: the handler's time is not the client's */
+        receiving_unlink(h, k);
     h->handler(h->arg, r);
     if (r->answered)
         return queue(h, r);
@@ -388,6 +548,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 static void on_completed(void *cls, struct MHD_Connection *c, void **ctx,
                          enum MHD_RequestTerminationCode toe)
 {
+    struct admin_http *h = cls;
+    struct admin_conn *k = conn_of(c);
+    if (k) /* keep-alive: the next request's clock starts now */
+        receiving_start(h, k);
     struct admin_req *r = *ctx;
     if (!r)
         return;
@@ -603,6 +767,9 @@ struct admin_http *admin_http_new(struct ev_loop *loop, const struct config *cfg
     h->handler = handler;
     h->arg = arg;
     h->max_body = cfg->admin_max_body;
+    h->request_timeout = (double)cfg->admin_request_timeout;
+    ev_init(&h->deadline, deadline_cb);
+    h->deadline.data = h;
     h->tls = *cfg->admin_certificate != '\0';
     char why[512];
     if (h->tls && (read_pem(cfg->admin_certificate, &h->cert, why, sizeof why) < 0 ||
@@ -633,6 +800,7 @@ struct admin_http *admin_http_new(struct ev_loop *loop, const struct config *cfg
     struct MHD_OptionItem opts[] = {
         {MHD_OPTION_SOCK_ADDR, 0, &ss},
         {MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)on_completed, h},
+        {MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)on_connection, h},
         {MHD_OPTION_CONNECTION_LIMIT, CONNECTION_LIMIT, NULL},
         {MHD_OPTION_PER_IP_CONNECTION_LIMIT, (intptr_t)cfg->admin_max_conn_per_address, NULL},
         {MHD_OPTION_CONNECTION_TIMEOUT, 60, NULL},
@@ -677,13 +845,15 @@ void admin_http_free(struct admin_http *h)
     if (h->d) {
         ev_io_stop(h->loop, &h->io);
         ev_timer_stop(h->loop, &h->timer);
+        ev_timer_stop(h->loop, &h->deadline);
         while (h->suspended) { /* MHD closes them; their handlers' answers are dropped */
             struct admin_req *r = h->suspended;
             suspended_unlink(h, r);
             r->suspended = 0;
             MHD_resume_connection(r->conn);
         }
-        MHD_stop_daemon(h->d);
+        MHD_stop_daemon(h->d); /* closes every connection: their admin_conn are freed */
+        ev_timer_stop(h->loop, &h->deadline);
     }
     if (h->key) {
         OPENSSL_cleanse(h->key, strlen(h->key));

@@ -226,6 +226,11 @@ static const struct key_row key_rows[] = {
      NULL,
      "Most connections one client address may hold open to the admin (of 128 in all); more are "
      "closed at once."},
+    {"admin", "request_timeout", KEY_INT, OFF(admin_request_timeout), 1, 600, "10", NULL,
+     "Seconds a connection has to send a request's headers (from its opening, or from the end "
+     "of its previous answer), then again its body; one that does not is closed, so slow "
+     "clients cannot hold the admin's connections. An idle keep-alive connection is closed "
+     "after it too."},
     {"admin", "certificate", KEY_STRING, OFF(admin_certificate), 0, 0, "", NULL,
      "PEM certificate chain: with private_key, the admin speaks HTTPS only and its cookie is "
      "Secure."},

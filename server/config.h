@@ -118,7 +118,8 @@ struct config {
     int admin_allow_insecure;
     struct config_list admin_hostnames;
     long admin_max_conn_per_address;
-    char *admin_host; /* admin_listen parsed by validation: numeric address */
+    long admin_request_timeout; /* seconds to receive a request's headers, then its body */
+    char *admin_host;           /* admin_listen parsed by validation: numeric address */
     int admin_port;
 
     /* [policy] */

@@ -2,7 +2,9 @@
 # The admin's connections: a burst of idle connections over the limit, all closed at once,
 # leaves the admin answering (libmicrohttpd re-arms its listening socket only during a run,
 # which sipwake must make happen); one address cannot hold more than
-# [admin] max_connections_per_address connections.
+# [admin] max_connections_per_address connections; clients trickling their request's headers a
+# byte at a time (slowloris) are closed after [admin] request_timeout, and the admin answers
+# others meanwhile.
 use strict;
 use warnings;
 use FindBin;
@@ -93,8 +95,96 @@ for my $how ('closed', 'reset') {
     is($r->{status}, 200, "$how all at once: the admin still answers") or diag "$r->{status} $r->{content}";
     is(client()->get('/metrics')->{status}, 401, "$how: /metrics too (401 without a token)");
     # (the few the server accepted from its backlog after their client had gone may wait for
-    # the connection timeout, 60 s: they are not waited for)
+    # [admin] request_timeout, 10 s: they are not waited for)
 }
+
+ok($sw->alive, 'sipwake still running');
+ok($sw->stop, 'stops cleanly');
+unlike($sw->log, qr/AddressSanitizer|runtime error|LeakSanitizer/, 'no sanitizer reports');
+
+# ---- slowloris: 8 addresses x 16 connections (the admin's 128) trickling their headers a byte
+# every half second, which MHD's inactivity timeout never ends; with [admin] request_timeout = 2
+# the server closes each about 2 s after it opened, and a 9th address gets its answer.
+$SIG{PIPE} = 'IGNORE';
+my $deadline_s = 2;
+$hport = Sipwake::free_port();
+$sw = Sipwake->new(config => {
+    admin => { enabled => 'yes', listen => "127.0.0.1:$hport", max_connections_per_address => 16,
+               request_timeout => $deadline_s },
+});
+$sw->start;
+ok($sw->wait_log(qr{admin: listening on http://127\.0\.0\.1:$hport}, 5), 'slowloris: the admin listens');
+$base = server_sockets();
+my (@slow, %opened, %closed_after);
+for my $i (0 .. 127) {
+    my $s = connect_from('127.0.0.' . (20 + int($i / 16)));
+    next unless $s;
+    $s->blocking(0);
+    syswrite($s, "GET /api/session HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: a");
+    $opened{$s} = time;
+    push @slow, $s;
+}
+is(scalar @slow, 128, 'slowloris: 128 connections made (8 addresses, 16 each), each with half a request');
+my $probe = connect_from('127.0.0.30');
+ok($probe, 'a client from a 9th address connects');
+print $probe "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+$probe->blocking(0);
+my ($answer, $answered_at) = ('', undef);
+my $start = time;
+my $next_byte = time + 0.5;
+while (time < $start + 20 && (!defined $answered_at || keys %closed_after < @slow)) {
+    my @ready = IO::Select->new(grep { !exists $closed_after{$_} } @slow)->can_read(0.1);
+    for my $s (@ready) {
+        my $n = sysread($s, my $buf, 4096);
+        $closed_after{$s} = time - $opened{$s} if defined $n && $n == 0 || !defined $n && !$!{EAGAIN};
+    }
+    if (time >= $next_byte) { # one more byte of the never-ending header
+        for my $s (grep { !exists $closed_after{$_} } @slow) {
+            $closed_after{$s} = time - $opened{$s} if !defined syswrite($s, 'a') && !$!{EAGAIN};
+        }
+        $next_byte = time + 0.5;
+    }
+    if (!defined $answered_at) {
+        my $n = sysread($probe, my $buf, 4096);
+        $answer .= $buf if $n;
+        $answered_at = time - $start if $answer =~ m{^HTTP/1\.1 \d+};
+    }
+}
+ok(defined $answered_at, 'slowloris: the 9th address gets its answer meanwhile'
+   . (defined $answered_at ? sprintf(' (after %.1f s)', $answered_at) : ''));
+like($answer, qr{^HTTP/1\.1 200}, 'and it is the page');
+is(scalar(keys %closed_after), 128, 'slowloris: the server closed all 128 trickling connections');
+my @early = grep { $_ < $deadline_s - 0.5 } values %closed_after;
+is(scalar @early, 0, 'none before [admin] request_timeout');
+ok($sw->wait_log(qr/admin: closed \d+ connections? \(127\.0\.0\.2\d[^)]*\) that sent no complete request within \[admin\] request_timeout \(2 s\)/, 5),
+   'the closing is logged');
+close $_ for @slow, $probe;
+
+# ---- keep-alive still works: two requests on one connection, then the idle connection is
+# closed after request_timeout
+sub read_answer {
+    my ($s, $timeout) = @_;
+    my ($buf, $end) = ('', time + $timeout);
+    while (time < $end) {
+        last unless IO::Select->new($s)->can_read($end - time);
+        my $n = sysread($s, $buf, 65536, length $buf);
+        last unless $n;
+        if ($buf =~ /\r\n\r\n/ && $buf =~ /^Content-Length:\s*(\d+)/mi) {
+            my $len = $1;
+            return $buf if length($buf) - (index($buf, "\r\n\r\n") + 4) >= $len;
+        }
+    }
+    return $buf;
+}
+my $ka = connect_from('127.0.0.31');
+print $ka "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+like(read_answer($ka, 10), qr{^HTTP/1\.1 200}, 'keep-alive: a first answer');
+print $ka "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+like(read_answer($ka, 10), qr{^HTTP/1\.1 200}, 'keep-alive: a second one on the same connection');
+my $idle_from = time;
+ok(closed_by_server($ka, 15), 'the idle keep-alive connection is closed by the server afterwards');
+ok(time - $idle_from >= $deadline_s - 0.5, 'after request_timeout');
+is(client('127.0.0.31')->get('/')->{status}, 200, 'and the client is served on a new one');
 
 ok($sw->alive, 'sipwake still running');
 ok($sw->stop, 'stops cleanly');

@@ -77,6 +77,22 @@ is(status_with_host($hport, "a.b.ops.example.net", 'GET', '/'), 421, 'two labels
 is(status_with_host($hport, "localhost.evil.example.com", 'GET', '/'), 421, 'a name ending like another: 421');
 is(status_with_host($hport, "127.0.0.1.evil.example.com", 'GET', '/'), 421, 'a name starting like an address: 421');
 is(status_with_host($hport, "127.0.0.1:$hport", 'POST', '/api/login', $login), 401, 'the login itself still works by address');
+# the Host header lines as sent, raw
+sub status_with_lines {
+    my ($p, $lines) = @_;
+    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $p, Timeout => 5) or return 0;
+    print $s "GET / HTTP/1.1\r\n$lines\r\nConnection: close\r\n\r\n";
+    my $first = <$s> // '';
+    close $s;
+    return $first =~ m{^HTTP/1\.\d (\d+)} ? $1 : 0;
+}
+is(status_with_lines($hport, "Host: 127.0.0.1\r\nHost: evil.example.com"), 400,
+   'two Host headers, the first one good: 400 (RFC 7230 section 5.4)');
+is(status_with_lines($hport, "Host: 127.0.0.1\r\nHost: 127.0.0.1"), 400, 'two Host headers, both the same: 400');
+like($allowed->log, qr/refused: more than one Host header/, 'it is logged');
+is(status_with_lines($hport, "Host:\t127.0.0.1\t"), 200, 'a Host wrapped in tabs (optional whitespace): served');
+is(status_with_lines($hport, "Host: \t localhost \t "), 200, 'and in spaces and tabs');
+is(status_with_lines($hport, "Host:\tevil.example.com\t"), 421, 'a foreign Host wrapped in tabs: still 421');
 ok($allowed->stop, 'stops cleanly');
 
 # the certificate's names count too
