@@ -9,10 +9,12 @@
  * error is raised from inside the match. The matcher holds no resource across that error:
  * captures live in a struct on the C stack, results are built in a luaL_Buffer.
  *
- * Behaviour is the builtin's, with three differences an operator will not meet in a
+ * Behaviour is the builtin's, with these differences an operator will not meet in a
  * sensible policy: a pattern may nest at most STR_MAX_DEPTH matching steps deep ("pattern
- * too complex"), a replacement string ending in a lone '%' is an error, and the budget
- * error above. They replace the functions both in the sandbox's `string` table and in the
+ * too complex"), a replacement string ending in a lone '%' is an error, gsub calls with a
+ * replacement function or table nest at most LUA_VM_MAX_NEST deep ("string.gsub nested too
+ * deep", see lua_vm_nest_enter), positions past 2^31 clamp where LuaJIT's wrap, and the
+ * budget error above. They replace the functions both in the sandbox's `string` table and in the
  * string metatable's __index, so `s:find(p)` is covered too.
  */
 #include <ctype.h>
@@ -380,14 +382,18 @@ static int str_push_captures(struct str_match *ms, const char *s, const char *e)
     return n;
 }
 
-/* A 1-based position, negative from the end, as a 0-based offset (may be < 0 or > len). */
-static ptrdiff_t str_offset(lua_Integer pos, size_t len)
+/* A 1-based position, negative from the end, as a 0-based offset clamped to 0..len, as Lua
+ * 5.1's string.find does. Read as a number, not an integer: LuaJIT turns 1e300 or -2^63 into
+ * LONG_MIN, which cannot be negated; any position past either end clamps (NaN counts as 1). */
+static size_t str_offset(lua_Number pos, size_t len)
 {
-    if (pos >= 0)
-        return (ptrdiff_t)pos - 1;
-    if ((size_t)-pos > len)
+    if (!(pos > -(lua_Number)len - 1))
         return 0;
-    return (ptrdiff_t)len + (ptrdiff_t)pos;
+    if (pos >= (lua_Number)len + 1)
+        return len;
+    lua_Integer i = (lua_Integer)pos; /* in range now; toward zero, as LuaJIT does */
+    ptrdiff_t off = i >= 0 ? (ptrdiff_t)i - 1 : (ptrdiff_t)len + (ptrdiff_t)i;
+    return off < 0 ? 0 : (size_t)off;
 }
 
 static int str_find_aux(lua_State *L, int find)
@@ -395,13 +401,7 @@ static int str_find_aux(lua_State *L, int find)
     size_t ls, lp;
     const char *s = luaL_checklstring(L, 1, &ls);
     const char *p = luaL_checklstring(L, 2, &lp);
-    ptrdiff_t init = str_offset(luaL_optinteger(L, 3, 1), ls);
-    if (init < 0)
-        init = 0;
-    if ((size_t)init > ls) {
-        lua_pushnil(L);
-        return 1;
-    }
+    size_t init = str_offset(luaL_optnumber(L, 3, 1), ls);
     int plain = find && lua_toboolean(L, 4);
     if (find && !plain) {
         plain = 1;
@@ -409,7 +409,7 @@ static int str_find_aux(lua_State *L, int find)
             plain = strchr(STR_SPECIALS, p[i]) == NULL || p[i] == '\0';
     }
     if (plain) {
-        const char *hit = memmem(s + init, ls - (size_t)init, p, lp);
+        const char *hit = memmem(s + init, ls - init, p, lp);
         if (!hit) {
             lua_pushnil(L);
             return 1;
@@ -542,10 +542,17 @@ static int str_gsub(lua_State *L)
     const char *src = luaL_checklstring(L, 1, &srcl);
     const char *p = luaL_checklstring(L, 2, &lp);
     int tr = lua_type(L, 3);
-    lua_Integer max_s = luaL_optinteger(L, 4, (lua_Integer)srcl + 1);
+    /* a number, as str_offset's positions: 1e300 means no limit, not LONG_MIN */
+    lua_Number max_s = luaL_optnumber(L, 4, (lua_Number)srcl + 1);
     luaL_argcheck(L,
                   tr == LUA_TNUMBER || tr == LUA_TSTRING || tr == LUA_TFUNCTION || tr == LUA_TTABLE,
                   3, "string/function/table expected");
+    /* a function or a table's __index runs policy code under this frame, which holds an
+     * ~8 KiB luaL_Buffer: bounded by lua_vm_nest_enter, as recursion would overflow the C
+     * stack */
+    int calls_lua = tr == LUA_TFUNCTION || tr == LUA_TTABLE;
+    if (calls_lua)
+        lua_vm_nest_enter(L, "string.gsub");
     int anchor = lp > 0 && *p == '^';
     luaL_Buffer b;
     luaL_buffinit(L, &b);
@@ -573,6 +580,8 @@ static int str_gsub(lua_State *L)
     luaL_addlstring(&b, src, (size_t)(ms.src_end - src));
     luaL_pushresult(&b);
     lua_pushinteger(L, n);
+    if (calls_lua)
+        lua_vm_nest_leave(L);
     return 2;
 }
 

@@ -254,11 +254,18 @@ static enum lua_hook_result on_register_run(struct lua_vm *vm,
 }
 
 /* NULL if u may be relayed to: a sip: or sips: URI whose host is a numeric address (hooks
- * do no I/O, and sipwake resolves no names on its loop), else why not. */
+ * do no I/O, and sipwake resolves no names on its loop), usable as a Request-URI, else why
+ * not. */
 static const char *route_uri_check(const char *u)
 {
     if (strlen(u) >= sizeof(((struct lua_hook_route_out *)0)->uri) || strpbrk(u, " \t\r\n<>\""))
         return "uri must be a sip: URI of at most 255 characters, without spaces or <>";
+    /* RFC 3261 §19.1.1 (table 1): headers are not allowed in a Request-URI, and u becomes
+     * one. Refused rather than stripped: the policy meant something by them (a Route, say)
+     * that sipwake would not do. Any '?' counts (a user part may escape it as %3F): a '@' in
+     * a header value misleads URI parsers about where the host is. */
+    if (strchr(u, '?'))
+        return "uri must not have headers (?...): RFC 3261 §19.1.1 allows none in a Request-URI";
     osip_uri_t *p = NULL;
     const char *why = NULL;
     if (osip_uri_init(&p) != 0 || osip_uri_parse(p, u) != 0 || !p->scheme || !p->host)
@@ -273,6 +280,11 @@ static const char *route_uri_check(const char *u)
         long port;
         if (!why && p->port && util_parse_long(p->port, 1, 65535, &port) < 0)
             why = "uri's port must be 1..65535";
+        char method[] = "method"; /* compared unescaped, in any case, by osip */
+        osip_uri_param_t *m = NULL;
+        if (!why && osip_uri_param_get_byname(&p->url_params, method, &m) == 0 && m)
+            why = "uri must not have a method parameter: RFC 3261 §19.1.1 allows none in a "
+                  "Request-URI";
     }
     osip_uri_free(p);
     return why;

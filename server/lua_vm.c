@@ -41,6 +41,7 @@ struct lua_vm {
     uint64_t deadline_ms;          /* 0: no time budget */
     enum lua_vm_call_result abort; /* set once a budget is spent, until the call returns */
     jmp_buf *recover;              /* lua_vm_guard's, for the panic handler */
+    int nest;                      /* lua_vm_nest_enter levels open now */
     int broken;                    /* a panic happened: never entered again */
 };
 
@@ -110,12 +111,31 @@ void lua_vm_check_budget(lua_State *L)
     lua_error(L);
 }
 
+void lua_vm_nest_enter(lua_State *L, const char *what)
+{
+    struct lua_vm *vm = vm_of(L);
+    if (vm->nest < LUA_VM_MAX_NEST) {
+        vm->nest++;
+        return;
+    }
+    /* prefixed with the policy line that called what */
+    luaL_error(L, "%s nested too deep (more than %d levels)", what, LUA_VM_MAX_NEST);
+}
+
+void lua_vm_nest_leave(lua_State *L)
+{
+    vm_of(L)->nest--;
+}
+
 /* The sandbox's pcall: the builtin one, except that it does not catch once a budget is
- * spent. */
+ * spent. An error skips the lua_vm_nest_leave of the levels it unwinds: the depth at the
+ * call is put back. */
 static int sandbox_pcall(lua_State *L)
 {
     luaL_checkany(L, 1);
+    int nest = vm_of(L)->nest;
     int status = lua_pcall(L, lua_gettop(L) - 1, LUA_MULTRET, 0);
+    vm_of(L)->nest = nest;
     if (status != 0 && vm_of(L)->abort != LUA_VM_CALL_OK)
         return lua_error(L);
     luaL_checkstack(L, 1, "pcall");
@@ -146,7 +166,9 @@ static int sandbox_xpcall(lua_State *L)
     lua_pushvalue(L, 1);
     lua_insert(L, 3); /* f, handler', f, args */
     lua_remove(L, 1); /* handler', f, args */
+    int nest = vm_of(L)->nest;
     int status = lua_pcall(L, nargs, LUA_MULTRET, 1);
+    vm_of(L)->nest = nest;
     if (status != 0 && vm_of(L)->abort != LUA_VM_CALL_OK)
         return lua_error(L);
     lua_pushboolean(L, status == 0);
@@ -514,6 +536,7 @@ enum lua_vm_call_result lua_vm_pcall(struct lua_vm *vm, int nargs, int nresults,
     uint64_t outer_deadline = vm->deadline_ms;
     int outer_enforced = vm->mem_enforced;
     enum lua_vm_call_result outer_abort = vm->abort;
+    int outer_nest = vm->nest;
     int base = lua_gettop(L) - nargs;
     lua_pushcfunction(L, traceback);
     lua_insert(L, base);
@@ -528,6 +551,7 @@ enum lua_vm_call_result lua_vm_pcall(struct lua_vm *vm, int nargs, int nresults,
     vm->mem_enforced = outer_enforced;
     vm->deadline_ms = outer_deadline;
     vm->abort = outer_abort;
+    vm->nest = outer_nest;
     if (outer_deadline)
         lua_sethook(L, budget_hook, LUA_MASKCOUNT, LUA_VM_BUDGET_COUNT);
     else
@@ -552,8 +576,10 @@ int lua_vm_guard(struct lua_vm *vm, void (*fn)(lua_State *L, void *arg), void *a
     }
     jmp_buf recover;
     jmp_buf *outer = vm->recover;
+    int outer_nest = vm->nest;
     if (setjmp(recover)) {
         vm->recover = outer;
+        vm->nest = outer_nest;
         vm->broken = 1;
         snprintf(err, errlen, "unprotected Lua error; this policy VM is disabled");
         return -1;
@@ -576,7 +602,9 @@ static void cpcall_guarded(lua_State *L, void *p)
 {
     struct cpcall_args *a = p;
     int top = lua_gettop(L);
+    int nest = vm_of(L)->nest;
     a->rc = lua_cpcall(L, a->fn, a->arg);
+    vm_of(L)->nest = nest;
     if (a->rc != 0) {
         const char *msg = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
         snprintf(a->err, a->errlen, "%s", msg ? msg : "(error object is not a string)");
@@ -620,12 +648,14 @@ int lua_vm_run_file(struct lua_vm *vm, const char *path, void (*inject)(lua_Stat
     lua_pushcfunction(L, traceback);
     int handler = lua_gettop(L);
     int rc = -1;
+    int nest = vm->nest;
     if (load_sandboxed(L, path, vm->env_ref) < 0 || lua_pcall(L, 0, 1, handler) != 0)
         snprintf(err, errlen, "%s", lua_tostring(L, -1));
     else if (!lua_toboolean(L, -1))
         snprintf(err, errlen, "%s: some tests failed", path);
     else
         rc = 0;
+    vm->nest = nest;
     lua_settop(L, 0);
     return rc;
 }

@@ -72,6 +72,18 @@ enum lua_vm_call_result lua_vm_pcall(struct lua_vm *vm, int nargs, int nresults,
  * spent or a budget was already exceeded; returns otherwise. */
 void lua_vm_check_budget(lua_State *L);
 
+/* C functions that call back into policy code (string.gsub with a replacement function or
+ * table) put a C frame under each call, and Lua counts none of them: a policy recursing
+ * through them would overflow the C stack (SIGSEGV) long before its time budget. Such a
+ * function calls lua_vm_nest_enter(L, "its name") before calling back and
+ * lua_vm_nest_leave(L) once done; past LUA_VM_MAX_NEST open levels enter raises "<what>
+ * nested too deep" (lua_error: hold no resource across it). An error that unwinds open
+ * levels skips their leave: every protected call here (lua_vm_pcall, lua_vm_cpcall,
+ * lua_vm_guard, the sandbox's pcall and xpcall) puts the depth back as it was at the call. */
+#define LUA_VM_MAX_NEST 32
+void lua_vm_nest_enter(lua_State *L, const char *what);
+void lua_vm_nest_leave(lua_State *L);
+
 /* Run fn(L, arg) with a recovery point for a Lua panic (an error outside any protected
  * call): the panic is logged, the VM disabled, and -1 returned with err. 0 when fn returned.
  * A disabled VM is refused at once (-1). */

@@ -1,8 +1,9 @@
 #!/usr/bin/perl
 # Hostile policies cannot stop sipwake: a decision with a metatable whose __index raises or
 # loops, a hook that hides its endless loop inside pcall / xpcall, a pathological pattern
-# (string.find, s:find, gsub), a 1 GiB string.rep (also inside pcall), a hook table with a
-# hostile metatable. Each hook gets its safe default, logged with the reason, and SIP is
+# (string.find, s:find, gsub), a 1 GiB string.rep (also inside pcall), gsub nested through
+# its replacement function or a table's __index (it overflowed the C stack: SIGSEGV), find
+# offsets of -2^63 / +-1e300 (UBSan: overflow), a hook table with a hostile metatable. Each hook gets its safe default, logged with the reason, and SIP is
 # still answered. Top-level code runs under a load budget and the memory limit: a policy
 # whose top level never ends is refused at start (clear error) and on SIGHUP, the admin's
 # reload and MI reload_routes (each returns, the running generation stays and answers).
@@ -47,6 +48,16 @@ local function hostile(who, hook)
         return { tenant = tostring(#s) }
     elseif who == "pcallrep" then
         while true do pcall(string.rep, "x", 2^30) end
+    elseif who == "gsubnest" then
+        local function g(s) return (s:gsub(".", function(c) return g(c .. c) end)) end
+        return { tenant = g("ab") }
+    elseif who == "gsubindex" then
+        local mt = {}
+        mt.__index = function() return ("x"):gsub("x", setmetatable({}, mt)) end
+        return { tenant = (("x"):gsub("x", setmetatable({}, mt))) }
+    elseif who == "findextreme" then
+        return { tenant = tostring(("abc"):find("b", -2^63)) .. tostring(("abc"):find("b", -1e300))
+                          .. tostring(("abc"):find("b", 1e300)) }
     elseif who == "patterns" then
         local d = ("acme.example.com"):match("^(%w+)%.")
         local n = select(2, ("a,b,,c"):gsub(",", ";"))
@@ -111,12 +122,14 @@ sub message {
 my $mt = qr/returned an invalid decision: a decision table \(or a table in it\) has a metatable/;
 my $over = qr/ran past its 50 ms budget/;
 my $mem = qr/went past the VM's memory limit of 32 MiB/;
+my $nest = qr/string\.gsub nested too deep/;
 my @cases = (
     ['mterror', $mt], ['mtloop', $mt], ['mtnested', $mt],
     ['pcallloop', $over], ['xpcallloop', $over],
     ['coroutine', qr/read of undeclared global 'coroutine'/],
     ['find', $over], ['methodfind', $over], ['gsub', $over],
     ['rep', $mem], ['pcallrep', $mem],
+    ['gsubnest', $nest], ['gsubindex', $nest],
 );
 for my $case (@cases) {
     my ($user, $re) = @$case;
@@ -133,7 +146,13 @@ for my $case (@cases) {
     is($r->{code}, 500, "$user: MESSAGE answered with route's safe default (500)");
     ok(wait_more(qr/policy\[gen 1\]: route.*$re/, $before), "$user: the log says why");
 }
-my ($r) = reg('patterns');
+# extreme find offsets clamp (-2^63 and -1e300 from the start, 1e300 past the end): no
+# overflow (the UBSan build aborted)
+my ($r) = reg('findextreme');
+is($r->{code}, 200, 'string.find with -2^63, -1e300, 1e300 as init: REGISTER answered');
+is($sw->sql_wait("select kv_store from location where username='findextreme'",
+                 '{"tenant":"22nil"}'), '{"tenant":"22nil"}', 'and the offsets clamp');
+($r) = reg('patterns');
 is($r->{code}, 200, 'ordinary patterns still work in a hook');
 is($sw->sql_wait("select kv_store from location where username='patterns'", '{"tenant":"acme3"}'),
    '{"tenant":"acme3"}', 'and give the builtin results (match, gsub count)');
@@ -144,8 +163,8 @@ like($sw->log, qr/route ran past its 50 ms budget \(.*policy\.lua:\d+: time budg
 
 $sw->signal('USR1');
 ok($sw->wait_log(qr/sipwake_policy_timeouts 10\b/), 'every overrun counted (5 cases x 2 hooks)');
-ok($sw->wait_log(qr/sipwake_policy_errors 12\b/),
-   'metatables, coroutine and memory counted as errors (6 cases x 2 hooks)');
+ok($sw->wait_log(qr/sipwake_policy_errors 16\b/),
+   'metatables, coroutine, memory and nested gsub counted as errors (8 cases x 2 hooks)');
 
 # ---- the hook table itself with a hostile metatable: hooks are read raw
 $sw->write_policy(<<'LUA');
@@ -174,6 +193,11 @@ my @loads = (
      qr/ran past the load budget of 300 ms/, 'pathological pattern at the top level'],
     ['local s = string.rep("x", 2^30) return {}', qr/went past the memory limit of 32 MiB while loading/,
      '1 GiB string.rep at the top level'],
+    ['local function g(s) return (s:gsub(".", function(c) return g(c .. c) end)) end g("ab") return {}',
+     qr/policy\.lua:1: string\.gsub nested too deep/, 'gsub nested through its function at the top level'],
+    ['local mt = {}; mt.__index = function() return ("x"):gsub("x", setmetatable({}, mt)) end; '
+     . '("x"):gsub("x", setmetatable({}, mt)) return {}',
+     qr/string\.gsub nested too deep/, 'gsub nested through __index at the top level'],
 );
 for my $l (@loads) {
     my ($code, $re, $name) = @$l;

@@ -38,6 +38,13 @@ return {
             return { reply = { code = 486, reason = "Busy Here", headers = { ["Retry-After"] = 60 } } }
         end
         if req.user == "named" then return { relay = "uri", uri = "sip:vm\@voicemail.example.com" } end
+        if req.user == "hdrs" then
+            return { relay = "uri", uri = "sip:a\@127.0.0.3:$vu?Route=%3Csip:127.0.0.3%3E" }
+        end
+        if req.user == "hdrat" then
+            return { relay = "uri", uri = "sip:127.0.0.3:$vu?Route=%3Csip:x\@127.0.0.3%3E" }
+        end
+        if req.user == "method" then return { relay = "uri", uri = "sip:a\@127.0.0.3:$vu;Method=INVITE" } end
         if req.user == "via" then return { reply = { code = 403, headers = { Via = "x" } } } end
         if req.user == "crlf" then return { reply = { code = 403, headers = { X = "a\\r\\nVia: y" } } } end
         if req.user == "pushbad" then return { relay = "upstream", push = true } end
@@ -118,6 +125,24 @@ is(Sipwake::UA::header($r, 'retry-after'), '60', 'with Retry-After');
 $r = $ua->request(message('named@example.com'));
 is($r->{code}, 500, 'relay to a host name: 500 (sipwake resolves no names on its loop)');
 ok($sw->wait_log(qr/invalid decision: uri's host must be a numeric IPv4 or IPv6 address/), 'logged');
+# RFC 3261 §19.1.1: no headers and no method parameter in a Request-URI; the URI becomes one,
+# so such a decision is refused (500, logged, counted) and nothing goes out to it
+$sw->signal('USR1');
+ok($sw->wait_log(qr/sipwake_policy_errors (\d+)\b/), 'metrics dumped');
+my ($errors0) = $sw->log =~ /.*sipwake_policy_errors (\d+)\b/s;
+for my $c (['hdrs', qr/uri must not have headers \(\?\.\.\.\): RFC 3261 §19\.1\.1/],
+           ['hdrat', qr/uri must not have headers/],
+           ['method', qr/uri must not have a method parameter: RFC 3261 §19\.1\.1/]) {
+    my ($user, $re) = @$c;
+    $r = $ua->request(message("$user\@example.com"));
+    is($r->{code}, 500, "$user: relay to a URI with headers or method=: 500");
+    ok($sw->wait_log(qr/route returned an invalid decision: $re/), "$user: logged with the reason");
+}
+# the decision is made before anything is sent: by the 500s, a relay would have gone out
+ok(!IO::Select->new($vm_udp)->can_read(0.3), 'nothing was sent to those URIs');
+$sw->signal('USR1');
+my $want = $errors0 + 3;
+ok($sw->wait_log(qr/sipwake_policy_errors $want\b/), 'counted as invalid decisions');
 $r = $ua->request(message('via@example.com'));
 is($r->{code}, 500, 'a reply setting Via: 500');
 ok($sw->wait_log(qr/invalid decision: reply\.headers: Via, From, To, Call-ID, CSeq and Content-\* are sipwake's/), 'logged');

@@ -129,17 +129,51 @@ int main(void)
         {"gsub", "'a%b', '%%', '%%%%'"},
         {"gsub", "'hello', 'l+', 5"},
         {"gsub", "'abc', '.', { a = 1, b = true }"},
+        /* positions past the end clamp, as Lua 5.1's (in int32 range, where LuaJIT's do) */
+        {"find", "'hello', '', 10"},
+        {"find", "'hello', 'o', 2^31 - 1"},
+        {"find", "'hello', '', 2^31 - 1"},
+        {"find", "'hello', 'l', -2^31 + 1"},
+        {"find", "'hello', 'l', 2.9"},
+        {"find", "'hello', 'l', -2.9"},
+        {"find", "'hello', 'l', 0/0"},
+        {"match", "'hello', '()', 100"},
+        {"gsub", "'hello', 'l', 'L', 2^31 - 1"},
     };
     for (size_t i = 0; i < UTIL_ARRAY_LEN(cases); i++) {
         char want[512], got[512];
         render_call(plain, cases[i][0], cases[i][1], want, sizeof want);
         render_call(vm->L, cases[i][0], cases[i][1], got, sizeof got);
+        vm->nest = 0; /* render_call's bare lua_pcall does not put the gsub depth back */
         /* error messages differ in wording only where the builtin's are positional */
         if (strncmp(want, "boolean:false", 13) == 0 && strncmp(got, "boolean:false", 13) == 0)
             ok(1, "string.%s(%s): an error, as the builtin's (%s)", cases[i][0], cases[i][1], got);
         else
             is_str(got, want, "string.%s(%s)", cases[i][0], cases[i][1]);
     }
+    /* extreme positions: LuaJIT would hand 1e300 or -2^63 over as LONG_MIN (and wraps past
+     * 2^31); they clamp, without arithmetic that overflows (the UBSan build aborts on that) */
+    static const char *const extremes[][3] = {
+        {"find", "'abc', 'b', -2^63", "boolean:true number:2 number:2"},
+        {"find", "'abc', 'b', -1e300", "boolean:true number:2 number:2"},
+        {"find", "'abc', 'b', -1/0", "boolean:true number:2 number:2"},
+        {"find", "'abc', 'b', 1e300", "boolean:true"},
+        {"find", "'abc', 'b', 2^63", "boolean:true"},
+        {"find", "'abc', '', 1e300", "boolean:true number:4 number:3"},
+        {"find", "'abc', 'b', 2^32 + 2", "boolean:true"},
+        {"find", "'abc', 'b', 1e300, true", "boolean:true"},
+        {"find", "'abc', 'b', -2^63, true", "boolean:true number:2 number:2"},
+        {"match", "'abc', '()', -1e300", "boolean:true number:1"},
+        {"match", "'abc', '()', 1/0", "boolean:true number:4"},
+        {"gsub", "'abc', 'b', 'x', 1e300", "boolean:true string:axc number:1"},
+        {"gsub", "'abc', 'b', 'x', -2^63", "boolean:true string:abc number:0"},
+    };
+    for (size_t i = 0; i < UTIL_ARRAY_LEN(extremes); i++) {
+        char got[512];
+        render_call(vm->L, extremes[i][0], extremes[i][1], got, sizeof got);
+        is_str(got, extremes[i][2], "string.%s(%s) clamps", extremes[i][0], extremes[i][1]);
+    }
+
     /* a method call reaches the same matcher */
     lua_pushliteral(vm->L, "");
     lua_getmetatable(vm->L, -1);
@@ -178,6 +212,65 @@ int main(void)
         ok(took < 2000, "within bounds (%lu ms)", (unsigned long)took);
         lua_settop(L, 0);
     }
+
+    /* ---- gsub calling back into policy code nests at most LUA_VM_MAX_NEST deep: each level
+     * is a C frame with an 8 KiB buffer, and ~900 of them overflowed the C stack (SIGSEGV)
+     * before any budget fired. The depth is back at 0 after every error, however caught. */
+    static const char *const nest_fn =
+        "local function g(n) if n == 0 then return 'x' end "
+        "return (('y'):gsub('y', function() return g(n - 1) end)) end ";
+    static const char *const nested[][2] = {
+        {"local function g(s) return (s:gsub('.', function(c) return g(c .. c) end)) end "
+         "return g('ab')",
+         "string.gsub nested too deep (more than 32 levels)"},
+        {"local mt = {} mt.__index = function() return ('x'):gsub('x', setmetatable({}, mt)) end "
+         "return ('x'):gsub('x', setmetatable({}, mt))",
+         "string.gsub nested too deep"},
+        {"local function f() return ('x'):gsub('x', function() return select(2, pcall(f)) end) "
+         "end return (f())",
+         NULL},
+        {"for i = 1, 100 do pcall(string.gsub, 'x', 'x', function() error('e') end) end "
+         "for i = 1, 100 do xpcall(string.gsub, function() end, 'x', 'x', {}, 1, 'x') end "
+         "return 'ok'",
+         NULL},
+        {"return (('x'):gsub('x', function() return ('y'):gsub('y', function() "
+         "error('deep') end) end))",
+         "deep"},
+    };
+    for (size_t i = 0; i < UTIL_ARRAY_LEN(nested); i++) {
+        lua_State *L = vm->L;
+        luaL_loadstring(L, nested[i][0]);
+        lua_rawgeti(L, LUA_REGISTRYINDEX, vm->env_ref);
+        lua_setfenv(L, -2);
+        enum lua_vm_call_result r = lua_vm_pcall(vm, 0, 1, 5000);
+        if (nested[i][1])
+            ok(r == LUA_VM_CALL_ERROR && strstr(lua_tostring(L, -1), nested[i][1]),
+               "nested gsub refused: %s (%s)", nested[i][0], lua_tostring(L, -1));
+        else
+            is_int(r, LUA_VM_CALL_OK, "nested gsub, errors caught inside: %s (%s)", nested[i][0],
+                   lua_tostring(L, -1));
+        is_int(vm->nest, 0, "and the depth is back at 0");
+        lua_settop(L, 0);
+        /* the full depth is still there: nothing leaked */
+        char *code = xasprintf("%s return g(%d)", nest_fn, LUA_VM_MAX_NEST);
+        luaL_loadstring(L, code);
+        free(code);
+        lua_rawgeti(L, LUA_REGISTRYINDEX, vm->env_ref);
+        lua_setfenv(L, -2);
+        r = lua_vm_pcall(vm, 0, 1, 5000);
+        ok(r == LUA_VM_CALL_OK && strcmp(lua_tostring(L, -1), "x") == 0,
+           "then %d nested levels still run (%s)", LUA_VM_MAX_NEST, lua_tostring(L, -1));
+        lua_settop(L, 0);
+    }
+    char *deeper = xasprintf("%s return g(%d)", nest_fn, LUA_VM_MAX_NEST + 1);
+    luaL_loadstring(vm->L, deeper);
+    free(deeper);
+    lua_rawgeti(vm->L, LUA_REGISTRYINDEX, vm->env_ref);
+    lua_setfenv(vm->L, -2);
+    ok(lua_vm_pcall(vm, 0, 1, 5000) == LUA_VM_CALL_ERROR &&
+           strstr(lua_tostring(vm->L, -1), ":1: string.gsub nested too deep"),
+       "one level more is refused, with the policy line (%s)", lua_tostring(vm->L, -1));
+    lua_settop(vm->L, 0);
 
     /* ---- memory limit, also through pcall; the VM is usable afterwards */
     static const char *const big[] = {
