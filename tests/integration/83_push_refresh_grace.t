@@ -45,7 +45,7 @@ my $long = $sw->ua(user => 'fresh', transport => 'tcp');
 is(reg($long, 'fresh', 'CCCC03:voip%26DDDD04:remote', 600), 200, 'another for 600 s');
 sleep 0.5;
 is(scalar(pushes_to('BBBB02')), 0, 'no push right after the REGISTER (OpenSIPS pushes a second later)');
-for (1 .. 80) { last if pushes_to('BBBB02') >= 3; sleep 0.1 }
+for (1 .. 150) { last if pushes_to('BBBB02') >= 3; sleep 0.1 }
 my @p = pushes_to('BBBB02');
 ok(@p >= 3, scalar(@p) . ' refresh pushes before it expired: the phone did not come back');
 like($p[0] // '', qr/"push_type": "background", "priority": "5"/, 'background pushes at priority 5, to the remote token');
@@ -77,7 +77,7 @@ my $inv = "INVITE sip:lapse\@example.com SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:$
     . "Call-ID: grace-1\r\nCSeq: 1 INVITE\r\nContact: <sip:carl\@127.0.0.1:$cp>\r\nContent-Length: 0\r\n\r\n";
 $caller->send_raw($inv);
 like($caller->expect(qr/^SIP\/2\.0 100/, 3) // '', qr/^SIP\/2\.0 100/, 'a call for it: 100 Trying, not 404');
-for (1 .. 100) { last if apns_log() =~ /"event": "push"[^\n]*grace-1/; sleep 0.05 }
+for (1 .. 200) { last if apns_log() =~ /"event": "push"[^\n]*grace-1/; sleep 0.05 }
 like(apns_log(), qr{"path": "/3/device/EEEE05", "kid": "KEY1234567", "topic": "org.example.app.voip", "push_type": "voip"[^\n]*grace-1[^\n]*"status": 200},
      'the expired binding is pushed (VoIP, within grace)')
     or diag join("\n", grep { /grace|lapse|push/ } split /\n/, $sw->log);

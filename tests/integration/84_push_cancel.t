@@ -65,7 +65,7 @@ sub cancel_and_487 {
 # the iPhone: VoIP push, CANCEL, then it comes back
 $caller->send_raw(invite('iphone', 'ck-1'));
 $caller->expect(qr/^SIP\/2\.0 100/, 3);
-for (1 .. 40) { last if pushes('AAAA01'); sleep 0.05 }
+for (1 .. 200) { last if pushes('AAAA01'); sleep 0.05 }
 like((pushes('AAAA01'))[0] // '', qr/"push_type": "voip".*ck-1.*"status": 200/, 'the iPhone got a VoIP push');
 my ($c200, $c487) = cancel_and_487('iphone', 'ck-1');
 ok($c200 && $c487, 'the caller cancels: 200 for the CANCEL, 487 for the INVITE, at once');
@@ -91,11 +91,11 @@ ok(!defined $more, 'the caller hears nothing more') or diag $more;
 # the alert-only app: a missed-call alert
 $caller->send_raw(invite('alerted', 'mc-1'));
 $caller->expect(qr/^SIP\/2\.0 100/, 3);
-for (1 .. 40) { last if pushes('CCCC03'); sleep 0.05 }
+for (1 .. 200) { last if pushes('CCCC03'); sleep 0.05 }
 like((pushes('CCCC03'))[0] // '', qr/"push_type": "alert".*IC_MSG.*mc-1/, 'the call was pushed as an alert');
 ($c200, $c487) = cancel_and_487('alerted', 'mc-1');
 ok($c200 && $c487, 'the caller cancels: 200 and 487');
-for (1 .. 40) { last if pushes('CCCC03') >= 2; sleep 0.05 }
+for (1 .. 200) { last if pushes('CCCC03') >= 2; sleep 0.05 }
 my @p = pushes('CCCC03');
 like($p[1] // '', qr/"push_type": "alert".*\\"loc-key\\":\\"IC_MISSED\\",\\"loc-args\\":\[\\"Carl\\"\].*mc-1.*"status": 200/,
      'then a missed-call alert (IC_MISSED, the caller\'s name, the Call-ID)');
