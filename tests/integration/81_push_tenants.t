@@ -143,7 +143,7 @@ is(register_sleeping('dee', 'late.example', 'TEAMCCCCCC.org.late.app', 'DDDD0007
 kill 'HUP', $sw->{pid};
 ok($sw->wait_log(qr/tenants: 3 tenants, 4 domains, 3 credential sets loaded/, 5), 'SIGHUP reloads the tenants');
 $caller->send_raw(message('dee@late.example', 'm-dee'));
-for (1 .. 200) { last if apns_log() =~ /DDDD0007/; sleep 0.05 }
+for (1 .. 200) { last if apns_log() =~ m{"path": "/3/device/DDDD0007"}; sleep 0.05 }
 like(apns_log(), qr{"path": "/3/device/DDDD0007", "kid": "KEYLATE001".*"status": 200}, 'the next push uses the new key');
 
 # ---- certificate auth from a stored PKCS#12

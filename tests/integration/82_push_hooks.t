@@ -155,11 +155,11 @@ for my $u (qw(waitlive ringlive)) {
 $caller->send_raw(request('INVITE', 'ringlive@example.com', 'call-ring'));
 my $rung = $live{ringlive}->expect(qr/^INVITE /, 2);
 ok($rung, 'default: the live connection rings at once');
-for (1 .. 200) { last if apns_log() =~ /FFFF0006/; sleep 0.05 }
+for (1 .. 200) { last if apns_log() =~ m{"path": "/3/device/FFFF0006"}; sleep 0.05 }
 like(apns_log(), qr{"path": "/3/device/FFFF0006"}, 'and the phone is pushed as well');
 $live{ringlive}->answer($rung, 486, reason => 'Busy Here', tag => 'r1') if $rung;
 $caller->send_raw(request('INVITE', 'waitlive@example.com', 'call-wait'));
-for (1 .. 200) { last if apns_log() =~ /EEEE0005/; sleep 0.05 }
+for (1 .. 200) { last if apns_log() =~ m{"path": "/3/device/EEEE0005"}; sleep 0.05 }
 like(apns_log(), qr{"path": "/3/device/EEEE0005"}, 'fork_live = false: pushed');
 ok(!defined $live{waitlive}->expect(qr/^INVITE /, 0.5), 'and its old connection does not ring');
 is($live{waitlive}->register(contact => $live{'waitlive-contact'}, expires => 3600)->{code}, 200,

@@ -165,7 +165,7 @@ $caller->send_raw("MESSAGE sip:pat\@acme.example SIP/2.0\r\nVia: SIP/2.0/UDP 127
     . "Max-Forwards: 70\r\nFrom: <sip:carl\@example.com>;tag=c1\r\nTo: <sip:pat\@acme.example>\r\n"
     . "Call-ID: admin-m1\r\nCSeq: 1 MESSAGE\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello");
 ok($caller->expect(qr/^SIP\/2\.0 202/, 5), "a MESSAGE for it is stored (202)");
-for (1 .. 200) { last if apns_log() =~ /ABCD1234EF567890/; sleep 0.05 }
+for (1 .. 200) { last if apns_log() =~ m{"path": "/3/device/ABCD1234EF567890"}; sleep 0.05 }
 like(apns_log(), qr{"path": "/3/device/ABCD1234EF567890", "kid": "KEYACME001".*"status": 200},
      'the push is signed with the key uploaded in the admin, without a restart');
 my $log;
