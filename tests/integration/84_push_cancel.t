@@ -23,7 +23,7 @@ sub pushes { my ($tok) = @_; grep { /"event": "push", "path": "\/3\/device\/$tok
 
 my $sw = Sipwake->new(config => {
     push => { apns_key_file => "$dir/apns.p8", apns_key_id => 'KEY1234567', apns_team_id => 'TEAM123456',
-              apns_host => '127.0.0.1', apns_port => $aport, ca => "$dir/cert.pem", bucket_timeout => 5 },
+              apns_host => '127.0.0.1', apns_port => $aport, ca => "$dir/cert.pem", bucket_timeout => 30 },
 });
 $sw->start;
 my $PARAM = 'pn-provider=apns;pn-param=TEAM123456.org.example.app';
