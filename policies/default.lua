@@ -118,8 +118,9 @@ end
 --       Request-URI unchanged; branch_timeout as above
 --   { relay = "uri", uri = "sip:vm@192.0.2.5:5060;transport=tcp" }
 --       to that URI, which becomes the Request-URI (a voicemail server, a PBX); its host
---       must be a numeric address, and it has no headers (?...) and no method= (RFC 3261
---       §19.1.1: a decision with them is refused); branch_timeout as above
+--       must be a numeric unicast address, and it has no headers (?...), no method= (RFC 3261
+--       §19.1.1), no maddr= and at most one transport= (udp, tcp or tls): a decision
+--       with them is refused; branch_timeout as above
 --   { reply = { code = 404, reason = "Not Found" } }
 --       optionally with headers = { ["Retry-After"] = 60 } or, on a 3xx,
 --       headers = { Contact = "<sip:bob@example.org>" }

@@ -275,8 +275,12 @@ static const char *route_uri_check(const char *u)
     else {
         unsigned char a[16];
         const char *h = p->host;
-        if (inet_pton(AF_INET, h, a) != 1 && inet_pton(AF_INET6, h, a) != 1)
+        int v4 = inet_pton(AF_INET, h, a) == 1;
+        if (!v4 && inet_pton(AF_INET6, h, a) != 1)
             why = "uri's host must be a numeric IPv4 or IPv6 address";
+        else if (v4 ? a[0] == 0 || a[0] >= 224 : a[0] == 0xff || IN6_IS_ADDR_UNSPECIFIED(a))
+            why = "uri's host must be a unicast address (not 0.0.0.0, ::, broadcast or "
+                  "multicast)";
         long port;
         if (!why && p->port && util_parse_long(p->port, 1, 65535, &port) < 0)
             why = "uri's port must be 1..65535";
@@ -285,6 +289,22 @@ static const char *route_uri_check(const char *u)
         if (!why && osip_uri_param_get_byname(&p->url_params, method, &m) == 0 && m)
             why = "uri must not have a method parameter: RFC 3261 §19.1.1 allows none in a "
                   "Request-URI";
+        /* maddr overrides the host (§19.1.1), and a name there would be resolved by the next
+         * hop; a transport sipwake does not speak would be sent over UDP regardless */
+        char maddr[] = "maddr", transport[] = "transport";
+        osip_uri_param_t *t = NULL;
+        if (!why && osip_uri_param_get_byname(&p->url_params, maddr, &m) == 0 && m)
+            why = "uri must not have a maddr parameter: put the address in the host";
+        if (!why && osip_uri_param_get_byname(&p->url_params, transport, &t) == 0 && t &&
+            (!t->gvalue || (!util_caseeq(t->gvalue, "udp") && !util_caseeq(t->gvalue, "tcp") &&
+                            !util_caseeq(t->gvalue, "tls"))))
+            why = "uri's transport must be udp, tcp or tls";
+        int n_transport = 0;
+        for (int i = 0; !why && i < osip_list_size(&p->url_params); i++) {
+            osip_uri_param_t *q = osip_list_get(&p->url_params, i);
+            if (q && q->gname && util_caseeq(q->gname, "transport") && ++n_transport > 1)
+                why = "uri must have one transport parameter at most";
+        }
     }
     osip_uri_free(p);
     return why;
@@ -360,8 +380,11 @@ static int decode_route(struct lua_vm *vm, lua_State *L, const char *hook,
         lua_pop(L, 2);
         if (out->action == LUA_ROUTE_URI) {
             lua_getfield(L, t, "uri");
-            const char *u = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
-            const char *why = u ? route_uri_check(u) : "relay = \"uri\" needs uri = \"sip:...\"";
+            size_t ulen = 0;
+            const char *u = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &ulen) : NULL;
+            const char *why = !u                  ? "relay = \"uri\" needs uri = \"sip:...\""
+                              : strlen(u) != ulen ? "uri must not contain a NUL byte"
+                                                  : route_uri_check(u);
             if (!why)
                 snprintf(out->uri, sizeof out->uri, "%s", u);
             lua_pop(L, 1);

@@ -45,6 +45,13 @@ return {
             return { relay = "uri", uri = "sip:127.0.0.3:$vu?Route=%3Csip:x\@127.0.0.3%3E" }
         end
         if req.user == "method" then return { relay = "uri", uri = "sip:a\@127.0.0.3:$vu;Method=INVITE" } end
+        if req.user == "nul" then return { relay = "uri", uri = "sip:a\@127.0.0.3:$vu\0?Route=x" } end
+        if req.user == "maddr" then return { relay = "uri", uri = "sip:a\@127.0.0.3:$vu;maddr=evil.example.com" } end
+        if req.user == "sctp" then return { relay = "uri", uri = "sip:a\@127.0.0.3:$vu;transport=sctp" } end
+        if req.user == "twotp" then return { relay = "uri", uri = "sip:a\@127.0.0.3:$vu;transport=udp;transport=tcp" } end
+        if req.user == "bcast" then return { relay = "uri", uri = "sip:a\@255.255.255.255:$vu" } end
+        if req.user == "zero" then return { relay = "uri", uri = "sip:a\@0.0.0.0:$vu" } end
+        if req.user == "mcast" then return { relay = "uri", uri = "sip:a\@[ff02::1]:$vu" } end
         if req.user == "via" then return { reply = { code = 403, headers = { Via = "x" } } } end
         if req.user == "crlf" then return { reply = { code = 403, headers = { X = "a\\r\\nVia: y" } } } end
         if req.user == "pushbad" then return { relay = "upstream", push = true } end
@@ -132,16 +139,23 @@ ok($sw->wait_log(qr/sipwake_policy_errors (\d+)\b/), 'metrics dumped');
 my ($errors0) = $sw->log =~ /.*sipwake_policy_errors (\d+)\b/s;
 for my $c (['hdrs', qr/uri must not have headers \(\?\.\.\.\): RFC 3261 §19\.1\.1/],
            ['hdrat', qr/uri must not have headers/],
-           ['method', qr/uri must not have a method parameter: RFC 3261 §19\.1\.1/]) {
+           ['method', qr/uri must not have a method parameter: RFC 3261 §19\.1\.1/],
+           ['nul', qr/uri must not contain a NUL byte/],
+           ['maddr', qr/uri must not have a maddr parameter/],
+           ['sctp', qr/uri's transport must be udp, tcp or tls/],
+           ['twotp', qr/uri must have one transport parameter at most/],
+           ['bcast', qr/uri's host must be a unicast address/],
+           ['zero', qr/uri's host must be a unicast address/],
+           ['mcast', qr/uri's host must be a unicast address/]) {
     my ($user, $re) = @$c;
     $r = $ua->request(message("$user\@example.com"));
-    is($r->{code}, 500, "$user: relay to a URI with headers or method=: 500");
+    is($r->{code}, 500, "$user: relay to a URI that is no Request-URI to send to: 500");
     ok($sw->wait_log(qr/route returned an invalid decision: $re/), "$user: logged with the reason");
 }
 # the decision is made before anything is sent: by the 500s, a relay would have gone out
 ok(!IO::Select->new($vm_udp)->can_read(0.3), 'nothing was sent to those URIs');
 $sw->signal('USR1');
-my $want = $errors0 + 3;
+my $want = $errors0 + 10;
 ok($sw->wait_log(qr/sipwake_policy_errors $want\b/), 'counted as invalid decisions');
 $r = $ua->request(message('via@example.com'));
 is($r->{code}, 500, 'a reply setting Via: 500');
