@@ -20,6 +20,12 @@
  * A connection whose request is with the handler, or whose answer is going out, is not timed
  * here (MHD's inactivity timeout still applies).
  *
+ * A client that closes its end before its request is complete can never complete it. Driven
+ * from outside, MHD does not always see that end when it arrives with the data in a burst of
+ * new connections (they stayed open until their deadline, keeping everyone else out for as
+ * long), so while connections wait for a request they are polled every ADMIN_GONE_POLL_S for
+ * an end with nothing unread behind it, and shut down like overdue ones.
+ *
  * Before anything else, a request's Host must name this admin (an IP address, localhost, a
  * name of [admin] hostnames or of the certificate): a page of another site whose name was
  * made to resolve to this address (DNS rebinding) gets 421 and nothing else.
@@ -42,6 +48,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <poll.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -75,10 +83,12 @@ struct admin_http {
      * the first one's deadline */
     struct admin_conn *receiving, *receiving_last;
     ev_timer deadline;
+    ev_timer gone; /* polls the connections waiting for a request for their client's end */
     double request_timeout;
 };
 
 #define CONNECTION_LIMIT 128
+#define ADMIN_GONE_POLL_S 0.25
 
 static void run(struct admin_http *h);
 static const char *client_address(struct MHD_Connection *c, char *out, size_t n);
@@ -170,6 +180,8 @@ static void receiving_start(struct admin_http *h, struct admin_conn *k)
     h->receiving_last = k;
     k->listed = 1;
     deadline_arm(h);
+    if (!ev_is_active(&h->gone))
+        ev_timer_again(h->loop, &h->gone);
 }
 
 /* The admin_conn of c (NULL only if MHD opened it before telling us). */
@@ -223,6 +235,43 @@ static void deadline_cb(struct ev_loop *loop, ev_timer *w, int revents)
         run(h);
     }
     deadline_arm(h);
+}
+
+/* Shuts down the connections waiting for a request whose client has closed its end with
+ * nothing left unread (a request it can no longer complete), then lets MHD see their end. */
+static void gone_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    struct admin_http *h = w->data;
+    struct pollfd pf[CONNECTION_LIMIT + 16];
+    struct admin_conn *ks[CONNECTION_LIMIT + 16];
+    nfds_t n = 0;
+    for (struct admin_conn *k = h->receiving; k && n < UTIL_ARRAY_LEN(pf); k = k->next) {
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(k->c, MHD_CONNECTION_INFO_CONNECTION_FD);
+        if (!ci)
+            continue;
+        pf[n] = (struct pollfd){.fd = ci->connect_fd, .events = POLLIN | POLLRDHUP};
+        ks[n++] = k;
+    }
+    unsigned closed = 0;
+    if (n && poll(pf, n, 0) > 0) {
+        for (nfds_t i = 0; i < n; i++) {
+            int unread = 0;
+            if (!(pf[i].revents & (POLLRDHUP | POLLHUP | POLLERR)) ||
+                (ioctl(pf[i].fd, FIONREAD, &unread) == 0 && unread > 0))
+                continue; /* still sending, or MHD has yet to read what it sent */
+            receiving_unlink(h, ks[i]);
+            shutdown(pf[i].fd, SHUT_RDWR);
+            closed++;
+        }
+    }
+    if (closed) {
+        log_debug("admin: %u connection%s closed by the client before a complete request", closed,
+                  closed == 1 ? "" : "s");
+        run(h);
+    }
+    if (!h->receiving)
+        ev_timer_stop(loop, w);
 }
 
 static void mhd_log(void *arg, const char *fmt, va_list ap)
@@ -770,6 +819,9 @@ struct admin_http *admin_http_new(struct ev_loop *loop, const struct config *cfg
     h->request_timeout = (double)cfg->admin_request_timeout;
     ev_init(&h->deadline, deadline_cb);
     h->deadline.data = h;
+    ev_init(&h->gone, gone_cb);
+    h->gone.repeat = ADMIN_GONE_POLL_S;
+    h->gone.data = h;
     h->tls = *cfg->admin_certificate != '\0';
     char why[512];
     if (h->tls && (read_pem(cfg->admin_certificate, &h->cert, why, sizeof why) < 0 ||
@@ -846,6 +898,7 @@ void admin_http_free(struct admin_http *h)
         ev_io_stop(h->loop, &h->io);
         ev_timer_stop(h->loop, &h->timer);
         ev_timer_stop(h->loop, &h->deadline);
+        ev_timer_stop(h->loop, &h->gone);
         while (h->suspended) { /* MHD closes them; their handlers' answers are dropped */
             struct admin_req *r = h->suspended;
             suspended_unlink(h, r);
@@ -854,6 +907,7 @@ void admin_http_free(struct admin_http *h)
         }
         MHD_stop_daemon(h->d); /* closes every connection: their admin_conn are freed */
         ev_timer_stop(h->loop, &h->deadline);
+        ev_timer_stop(h->loop, &h->gone);
     }
     if (h->key) {
         OPENSSL_cleanse(h->key, strlen(h->key));

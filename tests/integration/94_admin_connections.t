@@ -189,4 +189,36 @@ is(client('127.0.0.31')->get('/')->{status}, 200, 'and the client is served on a
 ok($sw->alive, 'sipwake still running');
 ok($sw->stop, 'stops cleanly');
 unlike($sw->log, qr/AddressSanitizer|runtime error|LeakSanitizer/, 'no sanitizer reports');
+
+# ---- clients that send half a request and close at once, 400 of them in a burst from 7
+# addresses: each can never complete its request, so it is closed when its end arrives, not
+# at request_timeout (30 s here): a client right after the burst is answered within seconds
+$hport = Sipwake::free_port();
+$sw = Sipwake->new(config => {
+    admin => { enabled => 'yes', listen => "127.0.0.1:$hport", max_connections_per_address => 128,
+               request_timeout => 30 },
+});
+$sw->start;
+ok($sw->wait_log(qr{admin: listening on http://127\.0\.0\.1:$hport}, 5), 'burst: the admin listens');
+my $made = 0;
+for my $i (0 .. 399) {
+    my $s = connect_from('127.0.' . (40 + $i % 7) . '.' . (2 + int($i / 7)));
+    next unless $s;
+    syswrite($s, "GET / HTTP/1.1\r\nHo");
+    close $s;
+    $made++;
+}
+is($made, 400, 'burst: 400 connections sent half a request and closed');
+my $t0 = time;
+my $status = 0;
+while (time < $t0 + 20) {
+    my $c = SipwakeAdmin->new(port => $hport);
+    $c->{http} = HTTP::Tiny->new(timeout => 1, keep_alive => 0);
+    $status = $c->get('/')->{status};
+    last if $status == 200;
+}
+my $took = time - $t0;
+is($status, 200, 'burst: then a client is answered');
+ok($took < 10, sprintf('within seconds, not request_timeout (%.1f s)', $took));
+ok($sw->stop, 'burst: stops cleanly');
 done_testing;
