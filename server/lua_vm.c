@@ -414,10 +414,24 @@ static int check_hooks(lua_State *L, int t, const char *file, char *err, size_t 
     return 0;
 }
 
+/* The message of an error: a string as it is; any other error object (error({...})) named
+ * by its type, at the policy line that raised it — never converted (a __tostring would run
+ * policy code inside the handler). */
 static int traceback(lua_State *L)
 {
-    const char *msg = lua_tostring(L, 1);
-    lua_pushstring(L, msg ? msg : "(error object is not a string)");
+    if (lua_type(L, 1) == LUA_TSTRING || lua_type(L, 1) == LUA_TNUMBER) {
+        lua_pushstring(L, lua_tostring(L, 1));
+        return 1;
+    }
+    lua_Debug ar;
+    for (int level = 1; lua_getstack(L, level, &ar); level++) {
+        if (lua_getinfo(L, "Sl", &ar) && ar.currentline > 0) {
+            lua_pushfstring(L, "%s:%d: (error object is a %s value)", ar.short_src, ar.currentline,
+                            luaL_typename(L, 1));
+            return 1;
+        }
+    }
+    lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
     return 1;
 }
 

@@ -24,6 +24,7 @@ return {
         if req.user == "unknownkey" then return { forward = true } end
         if req.user == "io" then return { tenant = tostring(io) } end
         if req.user == "global" then newglobal = 1 end
+        if req.user == "tableerr" then error({ code = 1 }) end
         if req.user == "logger" then
             local c = req.contacts[1]
             log.info("on_register sees " .. c.uri .. " prid " .. tostring(c.pn.prid))
@@ -65,14 +66,15 @@ for my $case (['boom', qr/policy\[gen 1\]: on_register failed: .*policy\.lua:\d+
               ['nonsense', qr/invalid decision: expires must be an integer/],
               ['unknownkey', qr/invalid decision: unknown key 'forward'/],
               ['io', qr/read of undeclared global 'io'/],
-              ['global', qr/assignment to undeclared global 'newglobal'/]) {
+              ['global', qr/assignment to undeclared global 'newglobal'/],
+              ['tableerr', qr/on_register failed: .*policy\.lua:\d+: \(error object is a table value\)/]) {
     my ($user, $re) = @$case;
     $r = reg($user);
     is($r->{code}, 200, "$user: safe default (accept as asked)");
     ok($sw->wait_log($re), "$user: logged with the reason");
 }
 $sw->signal('USR1');
-ok($sw->wait_log(qr/sipwake_policy_errors 5/), 'errors counted');
+ok($sw->wait_log(qr/sipwake_policy_errors 6/), 'errors counted');
 ok($sw->wait_log(qr/sipwake_policy_timeouts 1/), 'overrun counted');
 
 # reload: a good policy
