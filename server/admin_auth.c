@@ -111,7 +111,7 @@ struct admin_hasher {
     pthread_cond_t cond;
     int stop;
     /* under mu: checks to run (FIFO), and checks run that the loop has not seen yet */
-    struct hash_check *todo, **todo_tail, *done;
+    struct hash_check *queued, **queued_tail, *done;
 };
 
 static void check_free(struct hash_check *c)
@@ -127,14 +127,14 @@ static void *hasher_main(void *arg)
     struct admin_hasher *hs = arg;
     pthread_mutex_lock(&hs->mu);
     for (;;) {
-        while (!hs->todo && !hs->stop)
+        while (!hs->queued && !hs->stop)
             pthread_cond_wait(&hs->cond, &hs->mu);
         if (hs->stop)
             break;
-        struct hash_check *c = hs->todo;
-        hs->todo = c->next;
-        if (!hs->todo)
-            hs->todo_tail = &hs->todo;
+        struct hash_check *c = hs->queued;
+        hs->queued = c->next;
+        if (!hs->queued)
+            hs->queued_tail = &hs->queued;
         pthread_mutex_unlock(&hs->mu);
         c->ok = admin_password_verify(c->password, c->hash);
         OPENSSL_cleanse(c->password, strlen(c->password));
@@ -154,14 +154,14 @@ static void deliver(struct admin_hasher *hs, int dropped)
     struct hash_check *list = hs->done, *rev = NULL;
     hs->done = NULL;
     if (dropped) { /* the thread has stopped: what it never ran goes too */
-        for (struct hash_check *c = hs->todo, *next; c; c = next) {
+        for (struct hash_check *c = hs->queued, *next; c; c = next) {
             next = c->next;
             c->ok = -1;
             c->next = list;
             list = c;
         }
-        hs->todo = NULL;
-        hs->todo_tail = &hs->todo;
+        hs->queued = NULL;
+        hs->queued_tail = &hs->queued;
     }
     pthread_mutex_unlock(&hs->mu);
     while (list) {
@@ -187,7 +187,7 @@ struct admin_hasher *admin_hasher_new(struct ev_loop *loop, char *err, size_t er
 {
     struct admin_hasher *hs = xcalloc(1, sizeof *hs);
     hs->loop = loop;
-    hs->todo_tail = &hs->todo;
+    hs->queued_tail = &hs->queued;
     pthread_mutex_init(&hs->mu, NULL);
     pthread_cond_init(&hs->cond, NULL);
     ev_async_init(&hs->wake, wake_cb);
@@ -214,8 +214,8 @@ void admin_hasher_verify(struct admin_hasher *hs, const char *password, const ch
     c->done = done;
     c->arg = arg;
     pthread_mutex_lock(&hs->mu);
-    *hs->todo_tail = c;
-    hs->todo_tail = &c->next;
+    *hs->queued_tail = c;
+    hs->queued_tail = &c->next;
     pthread_cond_signal(&hs->cond);
     pthread_mutex_unlock(&hs->mu);
 }
