@@ -1203,6 +1203,25 @@ static json_t *expiry_warnings(void)
     return w;
 }
 
+/* Credential sets a push service refused (Web Push 401/403, FCM 401/403): each push through
+ * them fails the same way until the operator fixes them, so the dashboard shows them. */
+static json_t *credential_problems(void)
+{
+    json_t *w = json_array();
+    size_t n;
+    const struct metrics_credential_row *rows = metrics_credential_problems(&n);
+    for (size_t i = 0; i < n; i++) {
+        json_t *o =
+            json_pack("{s:s, s:s, s:i, s:s, s:I, s:o}", "provider", rows[i].provider, "credentials",
+                      rows[i].set, "status", rows[i].status, "reason", rows[i].reason, "count",
+                      (json_int_t)rows[i].count, "last", json_time_ms(rows[i].last_ms));
+        json_object_set_new(o, "resolved",
+                            rows[i].resolved_ms ? json_time_ms(rows[i].resolved_ms) : json_null());
+        json_array_append_new(w, o);
+    }
+    return w;
+}
+
 static void api_stats(struct admin *a, struct admin_req *r)
 {
     json_t *counters = json_object();
@@ -1219,13 +1238,13 @@ static void api_stats(struct admin *a, struct admin_req *r)
     double sum;
     metrics_wake_histogram(counts, &sum, &n);
     admin_reply_json(r, 200,
-                     json_pack("{s:s, s:o, s:I, s:o, s:o, s:{s:f, s:I}, s:o, s:o, s:I}", "version",
-                               a->deps.version, "started", json_time(a->started), "uptime",
-                               (json_int_t)(util_now() - a->started), "counters", counters, "now",
-                               sample_json(&now), "wake_latency", "mean_s",
+                     json_pack("{s:s, s:o, s:I, s:o, s:o, s:{s:f, s:I}, s:o, s:o, s:o, s:I}",
+                               "version", a->deps.version, "started", json_time(a->started),
+                               "uptime", (json_int_t)(util_now() - a->started), "counters",
+                               counters, "now", sample_json(&now), "wake_latency", "mean_s",
                                n ? sum / (double)n : 0.0, "count", (json_int_t)n, "series", series,
-                               "expiry_warnings", expiry_warnings(), "sample_seconds",
-                               (json_int_t)60));
+                               "expiry_warnings", expiry_warnings(), "credential_problems",
+                               credential_problems(), "sample_seconds", (json_int_t)60));
     (void)policy_json;
 }
 

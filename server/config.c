@@ -128,8 +128,12 @@ static const struct key_row key_rows[] = {
      "missing; one readable by others is made 0600, with a warning. Its public key is advertised "
      "in +sip.vapid. Empty: data_dir/vapid.pem. Used "
      "when push_providers has webpush."},
-    {"push", "vapid_subject", KEY_STRING, OFF(vapid_subject), 0, 0, "mailto:postmaster@localhost",
-     NULL, "The sub claim of VAPID tokens: a mailto: or https: contact for the push services."},
+    {"push", "vapid_subject", KEY_STRING, OFF(vapid_subject), 0, 0, "", NULL,
+     "The sub claim of VAPID tokens (RFC 8292 §2.1): a `mailto:` address or `https:` URL at a "
+     "real domain where the push services can reach the operator, e.g. `mailto:ops@example.com`. "
+     "Required when push_providers has webpush: there is no default, because Apple's Web Push "
+     "answers 403 BadJwtToken to a subject at localhost, .localhost, .local or .invalid, or at "
+     "a name without a dot, and sipwake refuses to start with one."},
     {"push", "apns_key_file", KEY_STRING, OFF(apns_key_file), 0, 0, "", NULL,
      "APNs token auth: the team's .p8 key (with apns_key_id and apns_team_id). Checked at "
      "start: a key that cannot sign stops sipwake with the reason."},
@@ -615,6 +619,71 @@ int config_provider_enabled(const struct config *cfg, const char *provider)
     return 0;
 }
 
+/* A VAPID subject the push services accept: RFC 8292 §2.1 asks for a mailto: or https: URI
+ * by which the push service can reach the operator. Apple's Web Push enforces it, answering
+ * 403 BadJwtToken to anything else, and in practice also to a contact at localhost, at
+ * .local or .invalid, or at the machine's bare host name (web-push-libs/web-push issue 947
+ * and PR 988, pywebpush issue 175; research/push-protocols.md §7b). The other special-use
+ * names that never resolve on the internet (.test, .example: RFC 6761; .home.arpa: RFC 8375;
+ * .internal, .lan) go with them. FCM and Mozilla accept such subjects, so the fault
+ * shows only on iPhones and Macs: it is refused here, at start. 0, or -1 with why. */
+static int vapid_subject_check(const char *sub, char *why, size_t whylen)
+{
+    const char *host;
+    size_t hl;
+    if (!*sub) {
+        snprintf(why, whylen,
+                 "required with webpush: a mailto: or https: contact at a real domain, e.g. "
+                 "mailto:ops@example.com (RFC 8292 §2.1)");
+        return -1;
+    }
+    if (strncmp(sub, "mailto:", 7) == 0) {
+        const char *at = strrchr(sub + 7, '@');
+        if (!at || at == sub + 7) {
+            snprintf(why, whylen,
+                     "a mailto: subject needs an address, e.g. mailto:ops@example.com");
+            return -1;
+        }
+        host = at + 1;
+        hl = strcspn(host, "?>");
+    } else if (strncmp(sub, "https://", 8) == 0) {
+        host = sub + 8;
+        if (strchr(host, '@'))
+            host = strchr(host, '@') + 1;
+        hl = strcspn(host, ":/?#");
+    } else {
+        snprintf(why, whylen, "must be a mailto: or https: URI (RFC 8292 §2.1)");
+        return -1;
+    }
+    char h[256];
+    if (hl == 0 || hl >= sizeof h || strpbrk(sub, " \t\"\\<>")) {
+        snprintf(why, whylen, "'%s' names no usable host", sub);
+        return -1;
+    }
+    for (size_t i = 0; i < hl; i++)
+        h[i] = (char)tolower((unsigned char)host[i]);
+    h[hl] = '\0';
+    while (hl > 0 && h[hl - 1] == '.')
+        h[--hl] = '\0';
+    static const char *const special[] = {".localhost", ".local",    ".invalid", ".test",
+                                          ".example",   ".internal", ".lan",     ".home.arpa"};
+    int bad = strcmp(h, "localhost") == 0 || !strchr(h, '.');
+    char dotted[260];
+    snprintf(dotted, sizeof dotted, ".%s", h);
+    for (size_t i = 0; !bad && i < UTIL_ARRAY_LEN(special); i++) {
+        size_t sl = strlen(special[i]), dl = strlen(dotted);
+        bad = dl >= sl && strcmp(dotted + dl - sl, special[i]) == 0;
+    }
+    if (bad) {
+        snprintf(why, whylen,
+                 "'%s' is not a contact on the internet: Apple's Web Push answers 403 "
+                 "BadJwtToken to it (a real domain is needed, e.g. mailto:ops@example.com)",
+                 sub);
+        return -1;
+    }
+    return 0;
+}
+
 /* Checks across keys. line_of(key) gives where the key was set, or 0 for a default. */
 struct key_lines {
     const struct key_row *row;
@@ -696,10 +765,9 @@ static int validate(struct config *cfg, const struct key_lines *kl, size_t nkl, 
     if (cfg->tls_verify_client != CONFIG_TLS_VERIFY_NONE && !*cfg->tls_ca)
         return fail(err, errlen, src, LINE("tls", "verify_client"), "tls", "verify_client",
                     "checking client certificates needs [tls] ca");
-    if (strncmp(cfg->vapid_subject, "mailto:", 7) != 0 &&
-        strncmp(cfg->vapid_subject, "https://", 8) != 0)
-        return fail(err, errlen, src, LINE("push", "vapid_subject"), "push", "vapid_subject",
-                    "must be a mailto: or https: URI (RFC 8292 §2.1)");
+    if ((*cfg->vapid_subject || config_provider_enabled(cfg, "webpush")) &&
+        vapid_subject_check(cfg->vapid_subject, msg, sizeof msg) < 0)
+        return fail(err, errlen, src, LINE("push", "vapid_subject"), "push", "vapid_subject", msg);
     if (*cfg->apns_key_file && (!*cfg->apns_key_id || !*cfg->apns_team_id))
         return fail(err, errlen, src, LINE("push", "apns_key_file"), "push", "apns_key_file",
                     "needs apns_key_id and apns_team_id");

@@ -67,8 +67,11 @@ static const struct {
     [METRICS_PUSH_DEAD] = {"push:dead_tokens", 0,
                            "pushes answered with a dead token (the binding was removed)"},
     [METRICS_PUSH_RETRY] = {"push:retry_later", 0, "pushes answered 429 or 5xx"},
-    [METRICS_PUSH_REJECTED] = {"push:rejected", 0, "pushes refused (request or credential)"},
+    [METRICS_PUSH_REJECTED] = {"push:rejected", 0, "pushes refused (the request)"},
     [METRICS_PUSH_FAILED] = {"push:failed", 0, "pushes without an answer"},
+    [METRICS_PUSH_BAD_CREDENTIALS] = {"push:bad_credentials", 0,
+                                      "pushes whose credentials the service refused (Web Push "
+                                      "401/403, FCM 401/403): the operator must fix them"},
     [METRICS_PUSH_NOT_SENT] = {"push:not_sent", 0,
                                "pushes not sent (no credentials, dead token, nothing to send)"},
     [METRICS_OFFLINE_STORED] = {"offline:stored", 0, "MESSAGEs stored for devices asleep"},
@@ -172,6 +175,54 @@ uint64_t metrics_push_count(const char *provider, const char *outcome, const cha
             (!reason || strcmp(push_labels[i].reason, reason) == 0))
             n += push_labels[i].n;
     return n;
+}
+
+/* Credential problems by provider and set: a short list (one row per set and provider), so
+ * past its size the oldest resolved row makes room, else the new problem is only counted. */
+#define METRICS_CREDENTIAL_ROWS 64
+static struct metrics_credential_row cred_rows[METRICS_CREDENTIAL_ROWS];
+static size_t n_cred_rows;
+
+void metrics_credential_problem(const char *provider, const char *set, int delivered, int status,
+                                const char *reason, int64_t time_ms)
+{
+    struct metrics_credential_row *row = NULL;
+    for (size_t i = 0; i < n_cred_rows && !row; i++)
+        if (strcmp(cred_rows[i].provider, provider) == 0 && strcmp(cred_rows[i].set, set) == 0)
+            row = &cred_rows[i];
+    if (delivered) {
+        if (row && !row->resolved_ms)
+            row->resolved_ms = time_ms;
+        return;
+    }
+    if (!row && n_cred_rows == METRICS_CREDENTIAL_ROWS) {
+        for (size_t i = 0; i < n_cred_rows; i++)
+            if (cred_rows[i].resolved_ms) {
+                memmove(&cred_rows[i], &cred_rows[i + 1],
+                        (n_cred_rows - i - 1) * sizeof cred_rows[0]);
+                n_cred_rows--;
+                break;
+            }
+        if (n_cred_rows == METRICS_CREDENTIAL_ROWS)
+            return;
+    }
+    if (!row) {
+        row = &cred_rows[n_cred_rows++];
+        memset(row, 0, sizeof *row);
+        snprintf(row->provider, sizeof row->provider, "%s", provider);
+        snprintf(row->set, sizeof row->set, "%s", set);
+    }
+    row->count++;
+    row->status = status;
+    snprintf(row->reason, sizeof row->reason, "%s", reason ? reason : "");
+    row->last_ms = time_ms;
+    row->resolved_ms = 0;
+}
+
+const struct metrics_credential_row *metrics_credential_problems(size_t *n)
+{
+    *n = n_cred_rows;
+    return cred_rows;
 }
 
 void metrics_render(struct buf *out)

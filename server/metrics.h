@@ -53,6 +53,7 @@ enum metrics_id {
     METRICS_PUSH_RETRY,
     METRICS_PUSH_REJECTED,
     METRICS_PUSH_FAILED,
+    METRICS_PUSH_BAD_CREDENTIALS,
     METRICS_PUSH_NOT_SENT,
     METRICS_OFFLINE_STORED,
     METRICS_OFFLINE_DUPLICATES,
@@ -90,6 +91,21 @@ const char *metrics_name(enum metrics_id id);
 void metrics_push_result(const char *provider, const char *outcome, const char *reason);
 /* The count for a provider / outcome / reason (NULL: any); reasons as rendered. */
 uint64_t metrics_push_count(const char *provider, const char *outcome, const char *reason);
+
+/* A push answered through a credential set (set: "tenant/set" or "[push]"): delivered, or
+ * refused for its credentials (status, reason: the service's). Refusals are kept per provider
+ * and set, with their count and the last one, until a later delivery through the same set
+ * marks them resolved (for the dashboard; a bounded table). */
+void metrics_credential_problem(const char *provider, const char *set, int delivered, int status,
+                                const char *reason, int64_t time_ms);
+struct metrics_credential_row {
+    char provider[16], set[132], reason[64];
+    int status;
+    uint64_t count;
+    int64_t last_ms, resolved_ms; /* resolved_ms: 0 while unresolved */
+};
+/* The rows, in the order of their first problem; *n of them. Borrowed until the next push. */
+const struct metrics_credential_row *metrics_credential_problems(size_t *n);
 
 /* A parked request whose device came back after seconds (the wake latency histogram). */
 void metrics_wake_latency(double seconds);

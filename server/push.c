@@ -77,8 +77,8 @@ struct push_job {
 
 const char *push_outcome_name(enum push_outcome o)
 {
-    static const char *const names[] = {"delivered", "dead_token", "retry_later", "rejected",
-                                        "failed"};
+    static const char *const names[] = {"delivered", "dead_token", "retry_later",
+                                        "rejected",  "failed",     "bad_credentials"};
     return names[o];
 }
 
@@ -313,9 +313,9 @@ static void job_free(struct push_job *j)
 static void finish(struct push_job *j, enum push_outcome o, int status, const char *reason,
                    long retry_after, const char *id)
 {
-    static const enum metrics_id counters[] = {METRICS_PUSH_DELIVERED, METRICS_PUSH_DEAD,
-                                               METRICS_PUSH_RETRY, METRICS_PUSH_REJECTED,
-                                               METRICS_PUSH_FAILED};
+    static const enum metrics_id counters[] = {
+        METRICS_PUSH_DELIVERED, METRICS_PUSH_DEAD,   METRICS_PUSH_RETRY,
+        METRICS_PUSH_REJECTED,  METRICS_PUSH_FAILED, METRICS_PUSH_BAD_CREDENTIALS};
     struct push *p = j->p;
     metrics_inc(counters[o]);
     static const char *const names[] = {"apns", "apns.dev", "fcm", "webpush"};
@@ -332,6 +332,9 @@ static void finish(struct push_job *j, enum push_outcome o, int status, const ch
     size_t tl = strlen(j->topic);
     r.voip = pn_is_apns(j->provider) && tl > 5 && strcmp(j->topic + tl - 5, ".voip") == 0;
     metrics_push_result(provider, push_outcome_name(o), r.reason);
+    if (o == PUSH_BAD_CREDENTIALS || o == PUSH_DELIVERED)
+        metrics_credential_problem(provider, r.credentials, o == PUSH_DELIVERED, status, r.reason,
+                                   util_wall_ms());
 
     char hash[17];
     push_token_hash(j->prid, hash);

@@ -18,7 +18,9 @@
  * hash of the token, never the token), and shown to on_push_result(result, ctx), whose
  * decision comes back in the result. A dead token (APNs 410 or BadDeviceToken, FCM
  * UNREGISTERED, Web Push 404/410, ...) — or the policy's drop_binding — removes every binding
- * of the AOR with that token, and the token is not pushed again by this process. What the
+ * of the AOR with that token, and the token is not pushed again by this process. An answer
+ * that refuses the credentials themselves (bad_credentials) keeps the binding and is recorded
+ * per provider and credential set for the dashboard (metrics_credential_problem). What the
  * bucket does with an outcome (480, retry with back-off) is the caller's business.
  */
 #ifndef SIPWAKE_PUSH_H
@@ -40,6 +42,10 @@ enum push_outcome {
     PUSH_RETRY_LATER,   /* 429, 5xx: retry_after when given */
     PUSH_REJECTED,      /* the request or the credential is wrong */
     PUSH_FAILED,        /* no answer */
+    /* the service refused sipwake's credentials (Web Push 401/403, FCM 401/403 other than
+     * SENDER_ID_MISMATCH, a refused OAuth grant): every push through them fails alike, so
+     * it is the operator's problem (push_credential_problems), not this binding's */
+    PUSH_BAD_CREDENTIALS,
 };
 
 struct push_result {

@@ -45,8 +45,8 @@ struct fcm_job {
 
 const char *fcm_outcome_name(enum fcm_outcome o)
 {
-    static const char *const names[] = {"delivered", "dead_token", "retry_later", "rejected",
-                                        "failed"};
+    static const char *const names[] = {"delivered", "dead_token", "retry_later",
+                                        "rejected",  "failed",     "bad_credentials"};
     return names[o];
 }
 
@@ -200,6 +200,31 @@ static void wait_for_token(struct fcm_job *j)
     fetch_token(s);
 }
 
+/* Whether a 400 INVALID_ARGUMENT (error e, a google.rpc.Status) is about the registration
+ * token. FCM gives the same code to a malformed or foreign token and to a bad payload, and
+ * how it says which has changed over time:
+ * - older answers carry a google.rpc.BadRequest detail with a fieldViolation on
+ *   "message.token" ("Invalid registration token"; bloomberg/pushiko docs/fcm_responses.md);
+ * - current ones carry only the FcmError detail {"errorCode": "INVALID_ARGUMENT"}, and the
+ *   token is named in the message: "The registration token is not a valid FCM registration
+ *   token" (Firebase "FCM error codes" page, example 2; firebase-admin-java issue 1064,
+ *   firebase-admin-python issue 805, async-firebase issue 15).
+ * A bad payload comes with a fieldViolation on another field ("message.data[0].value",
+ * Firebase's example 1) or with no detail at all ("Request contains an invalid argument.",
+ * a payload too big in pushiko's samples); a missing token names the field "message". So:
+ * a violation on message.token, or, without any field violation, a message that speaks of
+ * the registration token. Firebase counts such a token as stale and tells senders to drop it
+ * ("Best practices for FCM registration token management": UNREGISTERED and
+ * INVALID_ARGUMENT); the firebase-admin SDKs leave this one to the caller, who must read the
+ * message as above. */
+static int token_invalid(json_t *e, int token_field, int any_field)
+{
+    if (token_field)
+        return 1;
+    const char *msg = json_string_value(json_object_get(e, "message"));
+    return !any_field && msg && strcasestr(msg, "registration token") != NULL;
+}
+
 static void send_cb(void *arg, const struct h2_response *resp)
 {
     struct fcm_job *j = arg;
@@ -221,7 +246,7 @@ static void send_cb(void *arg, const struct h2_response *resp)
     json_t *e = json_object_get(body, "error");
     const char *status = json_string_value(json_object_get(e, "status"));
     const char *code = NULL;
-    int token_field = 0;
+    int token_field = 0, any_field = 0;
     size_t i;
     json_t *d;
     json_array_foreach(json_object_get(e, "details"), i, d)
@@ -235,15 +260,24 @@ static void send_cb(void *arg, const struct h2_response *resp)
         {
             const char *field = json_string_value(json_object_get(v, "field"));
             token_field |= field && strcmp(field, "message.token") == 0;
+            any_field = 1;
         }
     }
-    snprintf(r.reason, sizeof r.reason, "%s", code ? code : status ? status : "error");
-    code = code ? r.reason : NULL; /* the body goes now */
+    int st = resp->status;
+    int bad_token = st == 400 && code && strcmp(code, "INVALID_ARGUMENT") == 0 &&
+                    token_invalid(e, token_field, any_field);
+    snprintf(r.reason, sizeof r.reason, "%s",
+             bad_token ? "invalid_registration_token"
+             : code    ? code
+             : status  ? status
+                       : "error");
+    char code_s[64];
+    snprintf(code_s, sizeof code_s, "%s", code ? code : "");
+    code = code ? code_s : NULL; /* the body goes now */
     const char *ra = header_of(resp, "retry-after");
     if (ra)
         util_parse_long(ra, 0, 86400, &r.retry_after);
     json_decref(body);
-    int st = resp->status;
     if (st == 401 && !code && !j->retried) {
         /* the access token was refused: a new one, and one more try */
         j->retried = 1;
@@ -253,8 +287,10 @@ static void send_cb(void *arg, const struct h2_response *resp)
         return;
     }
     if ((code && (strcmp(code, "UNREGISTERED") == 0 || strcmp(code, "SENDER_ID_MISMATCH") == 0)) ||
-        token_field)
+        token_field || bad_token)
         r.outcome = FCM_DEAD_TOKEN;
+    else if (st == 401 || (code && strcmp(code, "THIRD_PARTY_AUTH_ERROR") == 0) || st == 403)
+        r.outcome = FCM_BAD_CREDENTIALS; /* a token refused twice, a project not ours */
     else if (st == 429 || st >= 500 ||
              (code && (strcmp(code, "QUOTA_EXCEEDED") == 0 || strcmp(code, "UNAVAILABLE") == 0 ||
                        strcmp(code, "INTERNAL") == 0)))
@@ -301,8 +337,12 @@ static void token_cb(void *arg, const struct h2_response *resp)
     s->waiting = NULL;
     while (w) {
         struct fcm_job *next = w->next;
-        if (*why)
-            job_fail(w, resp->status ? FCM_REJECTED : FCM_FAILED, why);
+        if (*why) /* a grant refused: the service account's fault, for every push */
+            job_fail(w,
+                     resp->status >= 400 && resp->status < 500 ? FCM_BAD_CREDENTIALS
+                     : resp->status                            ? FCM_REJECTED
+                                                               : FCM_FAILED,
+                     why);
         else
             send_job(w);
         w = next;
@@ -330,6 +370,29 @@ static void fetch_token(struct fcm_sender *s)
     buf_free(&form);
 }
 
+/* FCM refuses the whole message (400 INVALID_ARGUMENT) when a data key is one it uses
+ * itself: "from", "notification", "message_type", or one starting "google." or "gcm."
+ * (FCM HTTP v1 reference, Message.data: "must not contain reserved words"; ErrorCode
+ * INVALID_ARGUMENT, "Invalid data key"; the legacy reference's list). Only the policy's extra
+ * fields can be such keys: they are left out, so the phone is still woken. */
+static void drop_reserved(json_t *data)
+{
+    const char *k;
+    json_t *v;
+    void *tmp;
+    json_object_foreach_safe(data, tmp, k, v)
+    {
+        if (strcmp(k, "from") == 0 || strcmp(k, "notification") == 0 ||
+            strcmp(k, "message_type") == 0 || strncmp(k, "google.", 7) == 0 ||
+            strncmp(k, "gcm.", 4) == 0) {
+            log_warn("fcm: data key '%s' left out: FCM reserves it (see the policy's push "
+                     "data)",
+                     k);
+            json_object_del(data, k);
+        }
+    }
+}
+
 int fcm_send(struct fcm_sender *s, const struct fcm_message *m, fcm_cb cb, void *arg, char *err,
              size_t errlen)
 {
@@ -349,6 +412,7 @@ int fcm_send(struct fcm_sender *s, const struct fcm_message *m, fcm_cb cb, void 
             snprintf(err, errlen, "data must be an object of strings");
             return -1;
         }
+        drop_reserved(data);
         char *d = json_dumps(data, JSON_COMPACT);
         size_t dl = d ? strlen(d) : 0;
         free(d);
@@ -358,7 +422,8 @@ int fcm_send(struct fcm_sender *s, const struct fcm_message *m, fcm_cb cb, void 
             return -1;
         }
     }
-    json_t *android = json_pack("{s:s}", "priority", m->high ? "high" : "normal");
+    /* AndroidMessagePriority's names, as the v1 reference spells them */
+    json_t *android = json_pack("{s:s}", "priority", m->high ? "HIGH" : "NORMAL");
     if (m->ttl >= 0) {
         char ttl[32];
         snprintf(ttl, sizeof ttl, "%lds", m->ttl);

@@ -8,7 +8,14 @@
  * it is being fetched wait for it. A 401 answer (the token was refused) gets a new token and
  * one retry. Answers map as APNs ones do: UNREGISTERED, SENDER_ID_MISMATCH and an invalid
  * registration token mean the token is dead; QUOTA_EXCEEDED, UNAVAILABLE, INTERNAL, 429
- * and 5xx mean retry later (Retry-After kept); anything else is a rejection.
+ * and 5xx mean retry later (Retry-After kept); a refused OAuth grant, a 401 after the retry,
+ * THIRD_PARTY_AUTH_ERROR and a 403 other than SENDER_ID_MISMATCH are the credentials' fault;
+ * anything else is a rejection.
+ *
+ * An invalid registration token is a 400 INVALID_ARGUMENT, the code FCM also gives a bad
+ * payload (a reserved data key, a bad ttl, too big), so the rest of the answer decides (see
+ * token_invalid in push_fcm.c). Data keys FCM reserves ("from", "notification",
+ * "message_type", "google.*", "gcm.*") are left out of what is sent, with a warning.
  */
 #ifndef SIPWAKE_PUSH_FCM_H
 #define SIPWAKE_PUSH_FCM_H
@@ -47,13 +54,16 @@ enum fcm_outcome {
     FCM_RETRY_LATER,
     FCM_REJECTED,
     FCM_FAILED,
+    FCM_BAD_CREDENTIALS,
 };
 
 struct fcm_result {
     enum fcm_outcome outcome;
     int status;
-    char reason[64]; /* errorCode, else status, else what failed here */
-    char name[128];  /* the message name FCM gave */
+    /* errorCode, else status, else what failed here; "invalid_registration_token" for the
+     * INVALID_ARGUMENT that says so */
+    char reason[64];
+    char name[128]; /* the message name FCM gave */
     long retry_after;
 };
 

@@ -3,6 +3,7 @@
  */
 #include "push_webpush.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -10,6 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <jansson.h>
 #include <openssl/pem.h>
 
 #include "h2_client.h"
@@ -27,7 +29,7 @@ struct webpush_vapid {
 };
 
 struct origin_pool {
-    char *origin; /* "https://host:port" */
+    char *origin; /* "https://host[:port]", the port when not 443 */
     struct h2_pool *pool;
 };
 
@@ -47,8 +49,8 @@ struct webpush_job {
 
 const char *webpush_outcome_name(enum webpush_outcome o)
 {
-    static const char *const names[] = {"delivered", "dead_token", "retry_later", "rejected",
-                                        "failed"};
+    static const char *const names[] = {"delivered", "dead_token", "retry_later",
+                                        "rejected",  "failed",     "bad_credentials"};
     return names[o];
 }
 
@@ -95,7 +97,8 @@ static struct webpush_vapid *vapid_of(EVP_PKEY *k, const char *subject, const ch
     buf_puts(&b, "");
     v->public_b64 = b.data;
     OPENSSL_free(pub);
-    v->subject = xstrdup(subject && *subject ? subject : "mailto:postmaster@localhost");
+    /* no default: config.c requires a real contact once webpush is on (RFC 8292 §2.1) */
+    v->subject = xstrdup(subject ? subject : "");
     return v;
 }
 
@@ -171,8 +174,10 @@ const char *webpush_vapid_public(const struct webpush_vapid *v)
 char *webpush_vapid_authorization(const struct webpush_vapid *v, const char *origin, time_t now)
 {
     char claims[600];
-    snprintf(claims, sizeof claims, "{\"aud\":\"%s\",\"exp\":%lld,\"sub\":\"%s\"}", origin,
-             (long long)(now + WEBPUSH_TOKEN_LIFETIME), v->subject);
+    /* RFC 8292 §2: exp at most 24 h ahead (WEBPUSH_TOKEN_LIFETIME is 12 h), sub a contact */
+    snprintf(claims, sizeof claims, "{\"aud\":\"%s\",\"exp\":%lld%s%s%s}", origin,
+             (long long)(now + WEBPUSH_TOKEN_LIFETIME), *v->subject ? ",\"sub\":\"" : "",
+             v->subject, *v->subject ? "\"" : "");
     char *t = jws_compact(v->key, JWS_ES256, "{\"typ\":\"JWT\",\"alg\":\"ES256\"}", claims);
     if (!t)
         return NULL;
@@ -182,6 +187,19 @@ char *webpush_vapid_authorization(const struct webpush_vapid *v, const char *ori
 }
 
 /* ------------------------------------------------------------------ pushes */
+
+/* The "reason" of a JSON error body ({"reason":"BadJwtToken"}, Apple's shape), when there is
+ * one made of a short word; reason is left alone otherwise. */
+static void reason_of(const struct h2_response *resp, char *reason, size_t len)
+{
+    json_t *body = resp->body_len ? json_loadb(resp->body, resp->body_len, 0, NULL) : NULL;
+    const char *r = json_string_value(json_object_get(body, "reason"));
+    if (r && *r && strlen(r) < 48 &&
+        strspn(r, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                  "0123456789_-.") == strlen(r))
+        snprintf(reason, len, "%s", r);
+    json_decref(body);
+}
 
 static void response_cb(void *arg, const struct h2_response *resp)
 {
@@ -196,9 +214,11 @@ static void response_cb(void *arg, const struct h2_response *resp)
             if (strcmp(resp->headers[i].name, "retry-after") == 0)
                 util_parse_long(resp->headers[i].value, 0, 86400, &r.retry_after);
         snprintf(r.reason, sizeof r.reason, "%d", st);
+        reason_of(resp, r.reason, sizeof r.reason);
         r.outcome = st >= 200 && st < 300    ? WEBPUSH_DELIVERED
                     : st == 404 || st == 410 ? WEBPUSH_DEAD_TOKEN
                     : st == 429 || st >= 500 ? WEBPUSH_RETRY_LATER
+                    : st == 401 || st == 403 ? WEBPUSH_BAD_CREDENTIALS
                                              : WEBPUSH_REJECTED;
     }
     j->cb(j->arg, &r);
@@ -237,7 +257,13 @@ static int split(const char *url, char *origin, size_t olen, char **host, int *p
     }
     *port = (int)p;
     *path = slash ? slash : "/";
-    snprintf(origin, olen, "https://%.*s", (int)hl, h);
+    /* RFC 8292 §2: aud is the origin of the push resource, serialised as RFC 6454 §6.2 does:
+     * the default port (443 for https) is left out, so "https://push.example:443/x" has the
+     * origin "https://push.example" (Apple answers BadJwtToken to any other aud) */
+    size_t shown = colon && p == 443 ? (size_t)(colon - h) : hl;
+    snprintf(origin, olen, "https://%.*s", (int)shown, h);
+    for (char *c = origin + 8; *c; c++) /* and the host in lower case */
+        *c = (char)tolower((unsigned char)*c);
     return 0;
 }
 

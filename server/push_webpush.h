@@ -10,7 +10,11 @@
  *
  * Subscriptions live on many push services (one per browser vendor); the sender keeps an h2
  * pool per origin. 201 is delivered; 404 and 410 mean the subscription is gone (a dead
- * token); 429 and 5xx retry later; anything else is a rejection.
+ * token); 429 and 5xx retry later; 401 and 403 are the service refusing sipwake's VAPID
+ * token (Apple: 403 BadJwtToken for a bad sub, aud or exp, or the wrong key), a fault of the
+ * credentials that every push will meet, not of this subscription; anything else is a
+ * rejection. The reason is the service's JSON "reason" when it gives one (Apple does), else
+ * the status.
  */
 #ifndef SIPWAKE_PUSH_WEBPUSH_H
 #define SIPWAKE_PUSH_WEBPUSH_H
@@ -37,7 +41,8 @@ void webpush_vapid_free(struct webpush_vapid *v);
 /* base64url of the 65-byte public key (for +sip.vapid and the k= parameter). */
 const char *webpush_vapid_public(const struct webpush_vapid *v);
 
-/* "vapid t=..., k=..." for origin ("https://host[:port]") at now; new string, or NULL. */
+/* "vapid t=..., k=..." for origin ("https://host", with ":port" only when it is not 443:
+ * RFC 6454 §6.2, as RFC 8292 §2 asks for aud) at now; new string, or NULL. */
 char *webpush_vapid_authorization(const struct webpush_vapid *v, const char *origin, time_t now);
 
 enum webpush_urgency { WEBPUSH_VERY_LOW = 0, WEBPUSH_LOW, WEBPUSH_NORMAL, WEBPUSH_HIGH };
@@ -48,6 +53,7 @@ enum webpush_outcome {
     WEBPUSH_RETRY_LATER,
     WEBPUSH_REJECTED,
     WEBPUSH_FAILED,
+    WEBPUSH_BAD_CREDENTIALS, /* 401, 403: the VAPID token was refused */
 };
 
 struct webpush_result {

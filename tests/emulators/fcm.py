@@ -9,12 +9,18 @@ POST /token  the OAuth2 jwt-bearer grant (../shared/research/push-protocols.md ย
   {"access_token", "expires_in": --token-lifetime, "token_type": "Bearer"}.
 POST /v1/projects/<project>/messages:send (ยง3.1-3.4): Bearer token issued here and not
   expired (401 UNAUTHENTICATED), the service account's project (403 PERMISSION_DENIED),
-  a JSON body with message.token (a plausible registration token, else 400
-  INVALID_ARGUMENT with a fieldViolation on message.token), data values all strings, data
-  at most 4096 bytes, android.priority normal|high, android.ttl "<n>[.frac]s" at most
-  2419200s (400 INVALID_ARGUMENT). Per-token script (--script FILE, JSON, re-read per
-  request): {"<token>": {"errorCode": "UNREGISTERED"|"SENDER_ID_MISMATCH"|"QUOTA_EXCEEDED"|
-  "UNAVAILABLE"|"INTERNAL", "retry_after": N} | {"hang": true}}. Success: 200
+  then the body checked as the v1 API does, answering 400 INVALID_ARGUMENT in the shape
+  FCM gives each fault (see send(), one source per rule): fields the Message and
+  AndroidConfig resources do not have; a registration token that is not one (only an
+  FcmError detail, "The registration token is not a valid FCM registration token", no
+  field violation, as FCM answers today); data values that are not strings; data keys FCM
+  reserves ("from", "notification", "message_type", "google.*", "gcm.*"); more than 4096
+  bytes of data; android.priority other than NORMAL or HIGH (either case, as Flexisip's
+  lowercase works); android.ttl not a Duration string ("3.5s") or over 2419200s.
+  Per-token script (--script FILE, JSON, re-read per request): {"<token>": {"errorCode":
+  "UNREGISTERED"|"SENDER_ID_MISMATCH"|"QUOTA_EXCEEDED"|"UNAVAILABLE"|"INTERNAL"|
+  "INVALID_ARGUMENT"|..., "message": "...", "violations": [{"field", "description"}],
+  "retry_after": N} | {"invalid_token": true} | {"hang": true}}. Success: 200
   {"name": "projects/<project>/messages/0:<n>"}.
 Every request is logged as a JSON line (--log). Prints "listening <port>".
 """
@@ -42,6 +48,14 @@ CODES = {'UNREGISTERED': (404, 'NOT_FOUND'), 'SENDER_ID_MISMATCH': (403, 'PERMIS
          'THIRD_PARTY_AUTH_ERROR': (401, 'UNAUTHENTICATED'),
          'UNAUTHENTICATED': (401, 'UNAUTHENTICATED'),
          'PERMISSION_DENIED': (403, 'PERMISSION_DENIED')}
+
+
+# projects.messages.send, the v1 REST reference: the fields of Message and AndroidConfig
+MESSAGE_FIELDS = ('name', 'data', 'notification', 'android', 'webpush', 'apns', 'fcm_options',
+                  'token', 'topic', 'condition')
+ANDROID_FIELDS = ('collapse_key', 'priority', 'ttl', 'restricted_package_name', 'data',
+                  'notification', 'fcm_options', 'direct_boot_ok', 'bandwidth_constrained_ok',
+                  'restricted_satellite_ok')
 
 
 def b64url_decode(s):
@@ -75,6 +89,20 @@ class Fcm:
         extra = [('retry-after', str(retry_after))] if retry_after else []
         return self.json_reply(http, {'error': {'code': http, 'message': message,
                                                 'status': status, 'details': details}}, extra)
+
+    def invalid_token(self):
+        # what FCM answers today to a malformed or foreign registration token: 400
+        # INVALID_ARGUMENT with only the FcmError detail, no field violation (Firebase
+        # error-codes page, example 2; firebase-admin-java issue 1064)
+        return self.fcm_error('INVALID_ARGUMENT', 'The registration token is not a valid FCM '
+                              'registration token', 'INVALID_ARGUMENT')
+
+    def bad_field(self, field, value, type_name):
+        # the JSON mapping's refusal of a value: "Invalid value at '<field>' (<type>), <value>"
+        # with a google.rpc.BadRequest field violation and no FcmError (error-codes page)
+        text = "Invalid value at '%s' (%s), %s" % (field, type_name, json.dumps(value))
+        return self.fcm_error('INVALID_ARGUMENT', text,
+                              violations=[{'field': field, 'description': text}])
 
     def handle(self, conn, sid, headers, body):
         path = headers.get(':path', '')
@@ -138,34 +166,70 @@ class Fcm:
             msg = json.loads(body)['message']
         except (ValueError, KeyError, TypeError):
             return self.fcm_error('INVALID_ARGUMENT', 'Invalid JSON payload received.')
+        # the v1 reference's Message and AndroidConfig fields; anything else is refused
+        # ("Invalid JSON payload received. Unknown name ... Cannot find field.", a field
+        # violation on the object; Firebase error-codes page and the quoted answers)
+        unknown = [k for k in msg if k not in MESSAGE_FIELDS] if isinstance(msg, dict) else ['message']
+        android = msg.get('android', {}) if isinstance(msg, dict) else {}
+        if not isinstance(android, dict):
+            return self.bad_field('message.android', android,
+                                  'type.googleapis.com/google.firebase.fcm.v1.AndroidConfig')
+        if not unknown:
+            unknown = ['android.' + k for k in android if k not in ANDROID_FIELDS]
+        if unknown:
+            text = 'Invalid JSON payload received. Unknown name "%s" at \'message\': Cannot find field.' \
+                % unknown[0].split('.')[-1]
+            return self.fcm_error('INVALID_ARGUMENT', text,
+                                  violations=[{'field': 'message', 'description': text}])
         token = msg.get('token')
         if not isinstance(token, str) or not re.fullmatch(r'[A-Za-z0-9_:\-]{8,4096}', token):
-            return self.fcm_error('INVALID_ARGUMENT', 'The registration token is not a valid FCM '
-                                  'registration token', 'INVALID_ARGUMENT',
-                                  [{'field': 'message.token', 'description': 'Invalid registration token'}])
+            return self.invalid_token()
+        # Message.data is map<string, string>: a number is refused with a field violation
+        # on that value (Firebase error-codes page, example 1)
         data = msg.get('data', {})
-        if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
-            return self.fcm_error('INVALID_ARGUMENT', 'data values must be strings',
-                                  'INVALID_ARGUMENT')
-        if len(json.dumps(data)) > 4096:
-            return self.fcm_error('INVALID_ARGUMENT', 'Message is too big', 'INVALID_ARGUMENT')
-        android = msg.get('android', {})
-        if str(android.get('priority', 'normal')).lower() not in ('normal', 'high'):
-            return self.fcm_error('INVALID_ARGUMENT', 'Invalid android priority',
-                                  'INVALID_ARGUMENT')
+        if not isinstance(data, dict):
+            return self.bad_field('message.data', data, 'TYPE_MAP')
+        for i, (k, v) in enumerate(data.items()):
+            if not isinstance(v, str):
+                return self.bad_field('message.data[%d].value' % i, v, 'TYPE_STRING')
+        # reserved keys (v1 reference, Message.data: "must not contain reserved words";
+        # ErrorCode INVALID_ARGUMENT, "Invalid data key ... such as from, or gcm, or any value
+        # prefixed by google"; the legacy reference adds notification and message_type). FCM
+        # does not publish the wording: the field violation names the key.
+        for i, k in enumerate(data):
+            if k in ('from', 'notification', 'message_type') or k.startswith(('google.', 'gcm.')):
+                return self.fcm_error('INVALID_ARGUMENT', 'Invalid data payload key: %s' % k,
+                                      'INVALID_ARGUMENT',
+                                      [{'field': 'message.data[%d].key' % i,
+                                        'description': 'Invalid data payload key: %s' % k}])
+        # ErrorCode INVALID_ARGUMENT, "Message too big": 4096 bytes of keys and values; FCM
+        # answers with no detail at all (bloomberg/pushiko docs/fcm_responses.md)
+        if sum(len(k.encode()) + len(v.encode()) for k, v in data.items()) > 4096:
+            return self.json_reply(400, {'error': {'code': 400, 'status': 'INVALID_ARGUMENT',
+                                                   'message': 'Request contains an invalid argument.'}})
+        # AndroidConfig.priority is the AndroidMessagePriority enum NORMAL | HIGH
+        priority = android.get('priority', 'NORMAL')
+        if not isinstance(priority, str) or priority.upper() not in ('NORMAL', 'HIGH'):
+            return self.bad_field('message.android.priority', priority,
+                                  'type.googleapis.com/google.firebase.fcm.v1.AndroidMessagePriority')
+        # AndroidConfig.ttl is a google.protobuf.Duration: seconds with up to nine fractional
+        # digits and an "s" ("3.5s"); at most 4 weeks (ErrorCode INVALID_ARGUMENT, "Invalid
+        # TTL": 0 to 2,419,200 seconds)
         ttl = android.get('ttl')
-        if ttl is not None and (not re.fullmatch(r'\d+(\.\d{1,9})?s', ttl) or
-                                float(ttl[:-1]) > 2419200):
-            return self.fcm_error('INVALID_ARGUMENT', 'Invalid ttl', 'INVALID_ARGUMENT')
+        if ttl is not None and (not isinstance(ttl, str) or not re.fullmatch(r'\d+(\.\d{1,9})?s', ttl)
+                                or float(ttl[:-1]) > 2419200):
+            return self.bad_field('message.android.ttl', ttl, 'type.googleapis.com/google.protobuf.Duration')
         sc = {}
         if self.args.script and os.path.exists(self.args.script):
             with open(self.args.script) as f:
                 sc = json.load(f).get(token, {})
         if sc.get('hang'):
             return None
+        if sc.get('invalid_token'):
+            return self.invalid_token()
         if 'errorCode' in sc:
-            return self.fcm_error(sc['errorCode'], 'scripted', sc['errorCode'],
-                                  retry_after=sc.get('retry_after'))
+            return self.fcm_error(sc['errorCode'], sc.get('message', 'scripted'), sc['errorCode'],
+                                  sc.get('violations'), retry_after=sc.get('retry_after'))
         with self.lock:
             self.sent += 1
             n = self.sent

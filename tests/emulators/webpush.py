@@ -2,14 +2,18 @@
 """webpush.py: a Web Push service emulator (RFC 8030 with RFC 8292 VAPID) for tests.
 
 POST /push/<id> is a push to subscription <id>, checked as push services do
-(../shared/research/push-protocols.md §4): TTL present, a whole number (400); Urgency one of
-very-low, low, normal, high (400); Topic at most 32 base64url characters (400); a body of at
-most 4096 bytes (413). Subscriptions come from --subscriptions FILE (JSON, re-read per
-request): {"<id>": {"key": "<base64url public key>"} (restricted to that VAPID key),
-{} (unrestricted), {"gone": true} (410), {"status": 429, "retry_after": N}}; an id not in
-the file is 404. For a restricted subscription, "Authorization: vapid t=<JWT>, k=<key>" is
-required (401 without), with k the subscription's key and t an ES256 JWT by that key whose
-aud is this origin and whose exp lies within the next 24 h (403 otherwise).
+(../shared/research/push-protocols.md §4), each rule with its source where it is enforced
+(verdict, check_vapid): TTL present, a whole number (400); Urgency one of very-low, low,
+normal, high (400); Topic at most 32 base64url characters (400); a body of at most 4096
+bytes (413), and a body only with Content-Encoding: aes128gcm (400). Subscriptions come from
+--subscriptions FILE (JSON, re-read per request): {"<id>": {"key": "<base64url public key>"}
+(restricted to that VAPID key), {} (unrestricted), {"gone": true} (410), {"status": 429,
+"retry_after": N}}; an id not in the file is 404. For a restricted subscription,
+"Authorization: vapid t=<JWT>, k=<key>" is required (401 without); whenever one is sent it
+is checked as Apple's web.push.apple.com does, answering 403 {"reason": "BadJwtToken"}: k the
+subscription's key, t an ES256 JWT by that key, aud the origin of this push resource
+(https://host, with :port only when not 443), exp within the next 24 h, sub a mailto: or
+https: contact at a real domain (not localhost, .local, .invalid, or a bare host name).
 Success: 201 with Location and TTL. Requests are logged as JSON lines (--log).
 """
 import argparse
@@ -62,19 +66,29 @@ class WebPush:
         sub = subs.get(m.group(1))
         if sub is None:
             return 404, plain, 'no such subscription'
+        # RFC 8030 §5.2: "A push service MUST return a 400 (Bad Request) status code in
+        # response to requests that omit the TTL header field"; delta-seconds is 1*DIGIT
         ttl = headers.get('ttl')
         if ttl is None or not re.fullmatch(r'\d+', ttl):
             return 400, plain, 'TTL required'
+        # RFC 8030 §5.3: Urgency is one of very-low, low, normal, high
         urgency = headers.get('urgency')
         if urgency is not None and urgency not in ('very-low', 'low', 'normal', 'high'):
             return 400, plain, 'bad Urgency'
+        # RFC 8030 §5.4: a Topic is at most 32 characters of the base64url alphabet
         topic = headers.get('topic')
         if topic is not None and not re.fullmatch(r'[A-Za-z0-9_\-]{1,32}', topic):
             return 400, plain, 'bad Topic'
-        if len(body.encode()) > 4096:
+        # RFC 8030 §7.2: a service must take 4096 bytes of payload and may refuse more (413)
+        raw = body.encode() if isinstance(body, str) else body
+        if len(raw) > 4096:
             return 413, plain, 'too big'
-        if sub.get('key'):
-            why = self.check_vapid(headers, sub['key'])
+        # RFC 8291 §4: a payload is encrypted with the aes128gcm content coding (RFC 8188),
+        # announced by Content-Encoding; services refuse a body without it (autopush: 400)
+        if raw and headers.get('content-encoding') != 'aes128gcm':
+            return 400, plain, 'a payload needs Content-Encoding: aes128gcm'
+        if sub.get('key') or headers.get('authorization'):
+            why = self.check_vapid(headers, sub.get('key'))
             if why:
                 return why
         if sub.get('gone'):
@@ -91,25 +105,66 @@ class WebPush:
         auth = headers.get('authorization', '')
         m = re.fullmatch(r'vapid t=([^,\s]+),\s*k=([A-Za-z0-9_\-]+)', auth)
         if not m:
+            # RFC 8292 §4.2: a restricted subscription refuses a push without vapid auth
             return 401, [('content-type', 'text/plain')], 'VAPID required'
+        # Apple's answer to every fault below (developer.apple.com, "Sending web push
+        # notifications in web apps and browsers": the JWT is missing, signed with the wrong
+        # key, its sub is not a URL or mailto:, its aud not the push service's origin, its
+        # exp more than a day ahead); web-push-libs/web-push issue 947 for localhost
+        bad = (403, [('content-type', 'application/json')], json.dumps({'reason': 'BadJwtToken'}))
         t, k = m.groups()
-        if k != key:
-            return 403, [('content-type', 'text/plain')], 'VAPID key mismatch'
+        if key is not None and k != key:
+            return bad  # RFC 8292 §4.2: k must be the key the subscription is restricted to
         try:
             pub = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), b64url_decode(k))
             h, c, s = t.split('.')
             sig = b64url_decode(s)
+            if len(sig) != 64:
+                return bad
             der = encode_dss_signature(int.from_bytes(sig[:32], 'big'),
                                        int.from_bytes(sig[32:], 'big'))
             pub.verify(der, (h + '.' + c).encode(), ec.ECDSA(hashes.SHA256()))
             header, claims = json.loads(b64url_decode(h)), json.loads(b64url_decode(c))
         except (ValueError, InvalidSignature):
-            return 403, [('content-type', 'text/plain')], 'VAPID signature'
+            return bad
+        if not isinstance(header, dict) or not isinstance(claims, dict):
+            return bad
         now = time.time()
-        if header.get('alg') != 'ES256' or claims.get('aud') != 'https://' + headers.get(':authority', '') \
-                or not (now < claims.get('exp', 0) <= now + 86400):
-            return 403, [('content-type', 'text/plain')], 'VAPID claims'
+        exp = claims.get('exp')
+        # RFC 8292 §2: ES256; aud the origin of the push resource; exp no more than 24 h ahead
+        if header.get('alg') != 'ES256' or claims.get('aud') != origin_of(headers.get(':authority', '')) \
+                or not isinstance(exp, (int, float)) or not (now < exp <= now + 86400):
+            return bad
+        # RFC 8292 §2.1: sub a mailto: or https: contact (Apple requires one, at a real domain)
+        if not subject_ok(claims.get('sub')):
+            return bad
         return None
+
+
+def origin_of(authority):
+    """RFC 8292 §2 with RFC 6454 §6.2: https://host, the port only when it is not 443."""
+    host = authority.lower()
+    if host.endswith(':443'):
+        host = host[:-4]
+    return 'https://' + host
+
+
+def subject_ok(sub):
+    """A mailto: or https: contact at a domain that exists on the internet: Apple refuses
+    localhost (web-push-libs/web-push issue 947 and PR 988), .local and .invalid (the same
+    403 BadJwtToken in reports quoted there), and bare host names."""
+    if not isinstance(sub, str):
+        return False
+    if sub.startswith('mailto:'):
+        host = sub[7:].rpartition('@')[2] if '@' in sub[7:] else ''
+    elif sub.startswith('https://'):
+        host = re.split(r'[:/?#]', sub[8:].rpartition('@')[2])[0]
+    else:
+        return False
+    host = host.lower().rstrip('.')
+    if not host or '.' not in host or host == 'localhost':
+        return False
+    return not any(host.endswith(t) for t in ('.localhost', '.local', '.invalid'))
 
 
 def main():

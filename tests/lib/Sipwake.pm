@@ -162,6 +162,9 @@ sub write_config {
         # the web admin listens on 127.0.0.1:8080 by default; tests of it give it a free port
         admin => { enabled => 'no', root => "$ROOT/webadmin" },
         store => { path => $self->db },
+        # a VAPID subject is required once webpush is enabled, and must be a real contact
+        # (RFC 8292 §2.1; Apple's Web Push refuses localhost); undef leaves it out
+        push => { vapid_subject => 'mailto:ops@example.com' },
         policy => {
             file => $self->{own_policy} ? $self->policy_path : "$ROOT/policies/default.lua",
             lua_path => "$ROOT/lua, $ROOT/policies",

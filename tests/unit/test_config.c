@@ -63,6 +63,35 @@ int main(void)
     expect_error("[sip]\nlisten = udp:example.com:5060\n", ":2: [sip] listen:", "host name");
     expect_error("\n\n[sip]\nlisen = udp:127.0.0.1:1\n", ":4: [sip] lisen: unknown key",
                  "typo key");
+    /* RFC 8292 §2.1, and what Apple's Web Push refuses (403 BadJwtToken) */
+    expect_error("[registrar]\npush_providers = webpush\n",
+                 ": [push] vapid_subject: required with webpush",
+                 "webpush without a VAPID subject");
+    expect_error("[registrar]\npush_providers = webpush\n[push]\nvapid_subject = "
+                 "mailto:postmaster@localhost\n",
+                 ":4: [push] vapid_subject: 'mailto:postmaster@localhost' is not a contact on the "
+                 "internet",
+                 "the old default subject");
+    expect_error("[push]\nvapid_subject = https://sipwake.invalid/contact\n",
+                 ":2: [push] vapid_subject: 'https://sipwake.invalid/contact' is not a contact",
+                 "an https subject at .invalid");
+    expect_error("[push]\nvapid_subject = mailto:ops@pbx.local\n", "is not a contact",
+                 "a subject at .local");
+    expect_error("[push]\nvapid_subject = mailto:root@pbx\n", "is not a contact",
+                 "a subject at a bare host name");
+    expect_error("[push]\nvapid_subject = mailto:\n", "needs an address", "mailto: alone");
+    expect_error("[push]\nvapid_subject = ops@example.com\n",
+                 "must be a mailto: or https: URI (RFC 8292 §2.1)", "not a URI");
+    ok(load("[registrar]\npush_providers = webpush\n[push]\nvapid_subject = "
+            "mailto:ops@example.com\n",
+            &cfg, err, sizeof err) == 0,
+       "webpush with a mailto: subject at a real domain loads (%s)", err);
+    config_free(&cfg);
+    ok(load("[registrar]\npush_providers = webpush\n[push]\nvapid_subject = "
+            "https://voip.example.com/contact\n",
+            &cfg, err, sizeof err) == 0,
+       "and with an https: one (%s)", err);
+    config_free(&cfg);
     expect_error("[sipp]\n", ":1: unknown section [sipp]", "unknown section");
     expect_error("min_expires = 3\n", ":1: min_expires: key outside", "no section");
     expect_error("[auth]\nenabled = maybe\n", ":2: [auth] enabled: expected yes or no", "bad bool");

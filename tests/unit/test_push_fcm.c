@@ -103,7 +103,15 @@ int main(void)
              "json.dump({\"u-dead-001\": {\"errorCode\": \"UNREGISTERED\"}, \"u-other-002\": "
              "{\"errorCode\": \"SENDER_ID_MISMATCH\"}, \"u-quota-003\": {\"errorCode\": "
              "\"QUOTA_EXCEEDED\", \"retry_after\": 20}, \"u-down-004\": {\"errorCode\": "
-             "\"UNAVAILABLE\"}}, open(\"script.json\", \"w\"))'",
+             "\"UNAVAILABLE\"}, \"u-badpayload-005\": {\"errorCode\": \"INVALID_ARGUMENT\", "
+             "\"message\": \"Invalid value at message.data[0].value (TYPE_STRING), 12\", "
+             "\"violations\": [{\"field\": \"message.data[0].value\", \"description\": "
+             "\"Invalid value\"}]}, \"u-generic-006\": {\"errorCode\": \"INVALID_ARGUMENT\", "
+             "\"message\": \"Request contains an invalid argument.\"}, \"u-oldshape-007\": "
+             "{\"errorCode\": \"INVALID_ARGUMENT\", \"message\": \"Request contains an "
+             "invalid argument.\", \"violations\": [{\"field\": \"message.token\", "
+             "\"description\": \"Invalid registration token\"}]}, \"u-thirdparty-008\": "
+             "{\"errorCode\": \"THIRD_PARTY_AUTH_ERROR\"}}, open(\"script.json\", \"w\"))'",
              dir);
     if (system(cmd) != 0) {
         printf("Bail out! could not make the test keys\n");
@@ -130,12 +138,14 @@ int main(void)
     struct fcm_sender *s = fcm_sender_new(loop, "127.0.0.1", port, uri, ca, a, 3, err, sizeof err);
     ok(s != NULL, "sender made");
     struct result x = push(s, "u-good-000", "{\"call-id\":\"c1@h\",\"from\":\"sip:a@h\"}");
-    is_int(x.r.outcome, FCM_DELIVERED, "a data message: delivered");
+    is_int(x.r.outcome, FCM_DELIVERED,
+           "a data message: delivered (its key \"from\", which FCM reserves, left out)");
+    is_int(count_in_log("\\\"from\\\""), 0, "no \"from\" key reached FCM");
     is_str(x.r.name, "projects/proj-1/messages/0:1", "with the message name FCM gave");
     is_int(count_in_log("\"path\": \"/token\""), 1, "one token request");
     int n_android =
-        count_in_log("\\\"android\\\":{\\\"priority\\\":\\\"high\\\",\\\"ttl\\\":\\\"60s\\\"}");
-    ok(n_android == 1, "android priority high, ttl 60s (%d)", n_android);
+        count_in_log("\\\"android\\\":{\\\"priority\\\":\\\"HIGH\\\",\\\"ttl\\\":\\\"60s\\\"}");
+    ok(n_android == 1, "android priority HIGH (the v1 enum's name), ttl 60s (%d)", n_android);
     x = push(s, "u-good-000", NULL);
     is_int(x.r.outcome, FCM_DELIVERED, "a second message");
     is_int(count_in_log("\"path\": \"/token\""), 1, "on the cached token");
@@ -158,8 +168,26 @@ int main(void)
     ok(x.r.outcome == FCM_DEAD_TOKEN && !strcmp(x.r.reason, "SENDER_ID_MISMATCH"),
        "SENDER_ID_MISMATCH: dead token");
     x = push(s, "bad token!", NULL);
-    ok(x.r.outcome == FCM_DEAD_TOKEN && x.r.status == 400,
-       "an invalid registration token: dead token (%s)", x.r.reason);
+    ok(x.r.outcome == FCM_DEAD_TOKEN && x.r.status == 400 &&
+           !strcmp(x.r.reason, "invalid_registration_token"),
+       "an invalid registration token, as FCM answers today (INVALID_ARGUMENT, only an FcmError "
+       "detail): dead token (%s)",
+       x.r.reason);
+    x = push(s, "u-oldshape-007", NULL);
+    ok(x.r.outcome == FCM_DEAD_TOKEN, "the older shape (a violation on message.token): dead (%s)",
+       x.r.reason);
+    x = push(s, "u-badpayload-005", NULL);
+    ok(x.r.outcome == FCM_REJECTED && !strcmp(x.r.reason, "INVALID_ARGUMENT"),
+       "INVALID_ARGUMENT about a data value: rejected, the token kept (%s)", x.r.reason);
+    x = push(s, "u-generic-006", NULL);
+    ok(x.r.outcome == FCM_REJECTED, "INVALID_ARGUMENT naming no token: rejected (%s)", x.r.reason);
+    x = push(s, "u-thirdparty-008", NULL);
+    ok(x.r.outcome == FCM_BAD_CREDENTIALS, "THIRD_PARTY_AUTH_ERROR: bad credentials (%s)",
+       x.r.reason);
+    x = push(s, "u-good-000",
+             "{\"a\":\"1\",\"google.x\":\"2\",\"gcm.n\":\"3\",\"message_type\":\"4\"}");
+    ok(x.r.outcome == FCM_DELIVERED && count_in_log("google.x") == 0 && count_in_log("gcm.n") == 0,
+       "google.* and gcm.* and message_type keys left out: delivered");
     x = push(s, "u-quota-003", NULL);
     ok(x.r.outcome == FCM_RETRY_LATER && x.r.retry_after == 20,
        "QUOTA_EXCEEDED: retry later, after Retry-After");
@@ -172,9 +200,8 @@ int main(void)
     struct fcm_account *other = account("other.json");
     s = fcm_sender_new(loop, "127.0.0.1", port, uri, ca, other, 3, err, sizeof err);
     x = push(s, "u-good-000", NULL);
-    ok(x.r.outcome == FCM_REJECTED && strstr(x.r.reason, "invalid_grant"),
-       "a key Google does not know: the token request fails, the push is rejected (%s)",
-       x.r.reason);
+    ok(x.r.outcome == FCM_BAD_CREDENTIALS && strstr(x.r.reason, "invalid_grant"),
+       "a key Google does not know: the token request fails, bad credentials (%s)", x.r.reason);
     fcm_sender_free(s);
     fcm_account_free(other);
     fcm_account_free(a);
