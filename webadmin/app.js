@@ -197,10 +197,19 @@ async function viewDashboard(view) {
       : h('ul', {}, warnings.map((w) => h('li', { class: w.days_left < 0 ? 'bad' : 'warn' },
         `${w.set} ${w.kind}: ${w.days_left < 0 ? 'EXPIRED' : `expires in ${w.days_left} days`} (${fmtTime(w.expires)})`))));
 
+  // credential sets a push service refused (Web Push 401/403, FCM 401/403): every push
+  // through them fails until the operator fixes them
+  const problems = stats.credential_problems || [];
+  const refused = h('div', { class: 'card', id: 'credential-problems' }, h('h2', {}, 'Push credentials refused'),
+    problems.length === 0 ? h('p', { class: 'ok' }, 'No push service has refused sipwake\'s credentials.')
+      : h('ul', {}, problems.map((p) => h('li', { class: p.resolved ? 'muted' : 'bad' },
+        `${p.provider} via ${p.credentials}: ${p.status} ${p.reason}, ${p.count} push${p.count === 1 ? '' : 'es'}, last ${fmtTime(p.last)}`
+        + (p.resolved ? `; delivered again since ${fmtTime(p.resolved)}` : '')))));
+
   view.replaceChildren(
     h('div', { class: 'row' }, h('h1', {}, 'Dashboard'),
       h('span', { class: 'muted' }, `sipwake ${stats.version}, up ${fmtAge(stats.uptime)}; charts: one point a minute, ${span}`)),
-    expiry, h('div', { class: 'grid' }, cards));
+    expiry, refused, h('div', { class: 'grid' }, cards));
 }
 
 // ---------------------------------------------------------------- tenants

@@ -57,6 +57,7 @@ await step('log in: the dashboard with its cards', async () => {
   await page.locator('[data-card=rereg]').waitFor();
   await page.locator('[data-card=pending]').waitFor();
   await page.locator('#expiry').waitFor();
+  await page.locator('#credential-problems', { hasText: 'No push service has refused' }).waitFor();
 });
 await step('the session cookie is out of the page\'s reach (HttpOnly)', async () =>
   !(await page.evaluate(() => document.cookie)).includes('sipwake_session'));
