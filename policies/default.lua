@@ -217,7 +217,9 @@ end
 
 -- on_push_result(result, ctx) — after every push.
 --   result = { provider = "apns", outcome = "delivered"|"dead_token"|"retry_later"|
---              "rejected"|"failed", reason = "BadDeviceToken", status = 410,
+--              "rejected"|"failed"|"bad_credentials" (the service refused the credentials
+--              themselves, e.g. Web Push 403 BadJwtToken: shown on the dashboard),
+--              reason = "BadDeviceToken", status = 410,
 --              retry_after = 0, attempt = 1, credentials = "acme/default",
 --              aor = "bob@example.com" }
 --   ctx = { kind, method, attempt, tenant, call_id, remaining (seconds the request may still
