@@ -378,7 +378,13 @@ static void finish(struct push_job *j, enum push_outcome o, int status, const ch
         drop_bindings(p, j->aor, j->provider, j->prid,
                       o == PUSH_DEAD_TOKEN ? "is dead" : "dropped by the policy");
     }
-    if (o != PUSH_DELIVERED && o != PUSH_DEAD_TOKEN)
+    if (o == PUSH_BAD_CREDENTIALS) /* the operator's to fix: every push through them fails */
+        log_error("push: the %s service refused the credentials %s (%d %s): check %s", provider,
+                  r.credentials, status, r.reason,
+                  strcmp(provider, "webpush") == 0 ? "the VAPID key and [push] vapid_subject"
+                  : strcmp(provider, "fcm") == 0   ? "the FCM service account and its project"
+                                                   : "the APNs key or certificate");
+    else if (o != PUSH_DELIVERED && o != PUSH_DEAD_TOKEN)
         log_warn("push: %s to %s (%s, token %s): %s%s%s", j->provider, j->aor, r.credentials, hash,
                  push_outcome_name(o), *r.reason ? ", " : "", r.reason);
     j->cb(j->arg, &r);
