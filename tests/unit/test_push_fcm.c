@@ -78,6 +78,72 @@ static struct fcm_account *account(const char *file)
     return a;
 }
 
+/* ---- the emulator itself: what it refuses, as FCM does */
+
+struct raw {
+    int done, status;
+    char body[600];
+};
+
+static void raw_cb(void *arg, const struct h2_response *resp)
+{
+    struct raw *x = arg;
+    x->done = 1;
+    x->status = resp->status;
+    snprintf(x->body, sizeof x->body, "%.*s", (int)resp->body_len, resp->body ? resp->body : "");
+}
+
+/* {"message": {"token": "u-good-000", <fields>}} sent as it is, with the cached access token */
+static struct raw raw_send(struct fcm_sender *s, const char *fields)
+{
+    struct raw x = {0};
+    char auth[2048], body[1024];
+    snprintf(auth, sizeof auth, "Bearer %s", s->acct->access_token);
+    snprintf(body, sizeof body, "{\"message\":{\"token\":\"u-good-000\"%s%s}}", *fields ? "," : "",
+             fields);
+    struct h2_header h[] = {{"authorization", auth}, {"content-type", "application/json"}};
+    if (h2_pool_submit(s->fcm, "POST", s->send_path, h, 2, body, strlen(body), raw_cb, &x) == 0)
+        loop_until(loop, &x.done, 10);
+    return x;
+}
+
+static void emulator_rules(struct fcm_sender *s)
+{
+    static const struct {
+        const char *fields;
+        int want;
+        const char *in_body, *name;
+    } cases[] = {
+        {"\"data\":{\"from\":\"x\"}", 400, "Invalid data payload key: from",
+         "a data key \"from\" (reserved)"},
+        {"\"data\":{\"notification\":\"x\"}", 400, "INVALID_ARGUMENT", "\"notification\""},
+        {"\"data\":{\"message_type\":\"x\"}", 400, "INVALID_ARGUMENT", "\"message_type\""},
+        {"\"data\":{\"google.c\":\"x\"}", 400, "INVALID_ARGUMENT", "a key google.*"},
+        {"\"data\":{\"gcm.n.e\":\"x\"}", 400, "INVALID_ARGUMENT", "a key gcm.*"},
+        {"\"data\":{\"from-uri\":\"sip:a@h\",\"googlex\":\"1\"}", 200, "messages/",
+         "keys that only look alike: accepted"},
+        {"\"data\":{\"n\":1}", 400, "message.data[0].value", "a number as a data value"},
+        {"\"android\":{\"priority\":\"max\"}", 400, "message.android.priority",
+         "android.priority max"},
+        {"\"android\":{\"priority\":\"high\"}", 200, "messages/",
+         "android.priority high (lower case, as Flexisip sends it)"},
+        {"\"android\":{\"ttl\":\"60\"}", 400, "google.protobuf.Duration", "ttl \"60\" (no s)"},
+        {"\"android\":{\"ttl\":60}", 400, "message.android.ttl", "ttl as a number"},
+        {"\"android\":{\"ttl\":\"2419201s\"}", 400, "message.android.ttl", "ttl over 4 weeks"},
+        {"\"android\":{\"ttl\":\"3.5s\"}", 200, "messages/", "ttl \"3.5s\""},
+        {"\"priority\":\"high\"", 400, "Unknown name", "a field Message does not have"},
+        {"\"android\":{\"time_to_live\":60}", 400, "Unknown name",
+         "a field AndroidConfig does not have"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct raw x = raw_send(s, cases[i].fields);
+        ok(x.status == cases[i].want && strstr(x.body, cases[i].in_body),
+           "emulator: %s: %d (%d %.80s)", cases[i].name, cases[i].want, x.status, x.body);
+    }
+    struct raw x = raw_send(s, "");
+    ok(x.status == 200, "emulator: a bare message to a token: 200");
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -195,6 +261,7 @@ int main(void)
     ok(x.r.outcome == FCM_RETRY_LATER && x.r.status == 503, "UNAVAILABLE: retry later");
     x = push(s, "u-good-000", "{\"n\":1}");
     ok(x.done == -1 && strstr(x.r.reason, "object of strings"), "a number in data: refused here");
+    emulator_rules(s);
     fcm_sender_free(s);
 
     struct fcm_account *other = account("other.json");

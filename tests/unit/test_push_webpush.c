@@ -2,6 +2,7 @@
  * (0600), its public key as +sip.vapid carries it, pushes to open and key-restricted
  * subscriptions, and gone, unknown, busy and mismatched subscriptions mapped. */
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,6 +54,108 @@ static struct result push(struct webpush_sender *s, int port, const char *sub, c
     }
     loop_until(loop, &x.done, 10);
     return x;
+}
+
+/* ---- the emulator itself: what it refuses, as the services do */
+
+struct raw {
+    int done, status;
+    char body[200];
+};
+
+static void raw_cb(void *arg, const struct h2_response *resp)
+{
+    struct raw *x = arg;
+    x->done = 1;
+    x->status = resp->status;
+    snprintf(x->body, sizeof x->body, "%.*s", (int)resp->body_len, resp->body ? resp->body : "");
+}
+
+/* POST to /push/<sub> with the headers given (name, value, ..., NULL) and body; the status. */
+static struct raw raw_post(struct webpush_sender *s, int port, const char *sub, const char *body,
+                           size_t len, ...)
+{
+    struct raw x = {0};
+    char origin[300], url[200], err[128], path[100], *host;
+    const char *rpath;
+    int rport;
+    snprintf(url, sizeof url, "https://127.0.0.1:%d/push/%s", port, sub);
+    if (split(url, origin, sizeof origin, &host, &rport, &rpath) < 0)
+        return x;
+    snprintf(path, sizeof path, "%s", rpath);
+    struct h2_pool *pool = pool_for(s, origin, host, rport, err, sizeof err);
+    free(host);
+    struct h2_header h[8];
+    size_t nh = 0;
+    va_list ap;
+    va_start(ap, len);
+    for (const char *n; nh < 8 && (n = va_arg(ap, const char *));)
+        h[nh++] = (struct h2_header){n, va_arg(ap, const char *)};
+    va_end(ap);
+    if (pool && h2_pool_submit(pool, "POST", path, h, nh, body, len, raw_cb, &x) == 0)
+        loop_until(loop, &x.done, 10);
+    return x;
+}
+
+/* "vapid t=<JWT with these claims>, k=<v's key>" (new string) */
+static char *vapid_with(const struct webpush_vapid *v, const char *claims)
+{
+    char *t = jws_compact(v->key, JWS_ES256, "{\"typ\":\"JWT\",\"alg\":\"ES256\"}", claims);
+    char *a = xasprintf("vapid t=%s, k=%s", t, v->public_b64);
+    free(t);
+    return a;
+}
+
+static void emulator_rules(struct webpush_sender *s, const struct webpush_vapid *v, int port)
+{
+    static char big[5000];
+    memset(big, 'x', sizeof big);
+    struct raw x = raw_post(s, port, "open1", "0123456789", 10, "ttl", "60", NULL);
+    ok(x.status == 400, "emulator: a payload without Content-Encoding: 400 (RFC 8291 §4)");
+    x = raw_post(s, port, "open1", "0123456789", 10, "ttl", "60", "content-encoding", "aes128gcm",
+                 NULL);
+    ok(x.status == 201, "emulator: with Content-Encoding: aes128gcm: 201");
+    x = raw_post(s, port, "open1", "0123456789", 10, "ttl", "60", "content-encoding", "aesgcm",
+                 NULL);
+    ok(x.status == 400, "emulator: the obsolete aesgcm coding: 400");
+    x = raw_post(s, port, "open1", big, sizeof big, "ttl", "60", "content-encoding", "aes128gcm",
+                 NULL);
+    ok(x.status == 413, "emulator: over 4096 bytes: 413 (RFC 8030 §7.2)");
+    x = raw_post(s, port, "open1", NULL, 0, "urgency", "high", NULL);
+    ok(x.status == 400, "emulator: no TTL: 400 (RFC 8030 §5.2)");
+    x = raw_post(s, port, "open1", NULL, 0, "ttl", "60", "urgency", "urgent", NULL);
+    ok(x.status == 400, "emulator: Urgency urgent: 400 (RFC 8030 §5.3)");
+
+    long long now = (long long)util_now();
+    char claims[300], aud[100];
+    snprintf(aud, sizeof aud, "https://127.0.0.1:%d", port);
+    struct {
+        const char *aud, *sub;
+        long long exp;
+        int want;
+        const char *name;
+    } cases[] = {
+        {aud, "mailto:ops@example.com", now + 3600, 201, "a good token: 201"},
+        {aud, "mailto:ops@example.com", now + 2 * 86400, 403,
+         "exp 2 days ahead: 403 (RFC 8292 §2)"},
+        {aud, "mailto:ops@example.com", now - 10, 403, "exp past: 403"},
+        {"https://127.0.0.1", "mailto:ops@example.com", now + 3600, 403,
+         "aud without this port: 403"},
+        {aud, "ops@example.com", now + 3600, 403, "sub not a URI: 403 (RFC 8292 §2.1)"},
+        {aud, "https://sipwake.invalid", now + 3600, 403, "sub at .invalid: 403 BadJwtToken"},
+        {aud, "mailto:root@pbx", now + 3600, 403, "sub at a bare host name: 403"},
+        {aud, "https://voip.example.com/contact", now + 3600, 201, "an https: sub: 201"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        snprintf(claims, sizeof claims, "{\"aud\":\"%s\",\"exp\":%lld,\"sub\":\"%s\"}",
+                 cases[i].aud, cases[i].exp, cases[i].sub);
+        char *auth = vapid_with(v, claims);
+        x = raw_post(s, port, "locked", NULL, 0, "ttl", "60", "authorization", auth, NULL);
+        ok(x.status == cases[i].want &&
+               (x.status != 403 || strstr(x.body, "\"reason\": \"BadJwtToken\"")),
+           "emulator, VAPID: %s (%d %s)", cases[i].name, x.status, x.body);
+        free(auth);
+    }
 }
 
 int main(void)
@@ -127,6 +230,7 @@ int main(void)
     ok(x.done == -1 && strstr(x.r.reason, "https"), "an http:// subscription: refused here");
     x = push(s, port, "open1", "a topic with spaces");
     ok(x.done == -1 && strstr(x.r.reason, "topic"), "a bad topic: refused here");
+    emulator_rules(s, v, port);
     webpush_sender_free(s);
 
     snprintf(path, sizeof path, "%s/cert.pem", dir);
