@@ -191,7 +191,8 @@ void proxy_free(struct proxy *p)
 void proxy_udp_heard(void *proxy, const struct sip_source *src)
 {
     struct proxy *p = proxy;
-    heard_note(p->heard, src->ip, src->port, ev_now(p->loop));
+    if (p->push) /* only pushes ask (without them a UDP binding is always rung) */
+        heard_note(p->heard, src->ip, src->port, ev_now(p->loop));
 }
 
 static void waiter_free(struct waiter *w)

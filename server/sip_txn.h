@@ -106,12 +106,13 @@ int txn_client_response(struct txn_table *tt, const osip_message_t *resp, const 
  * NULL 64*T1 later, still comes to the callback. */
 int txn_client_cancel(struct txn_client *c);
 
-/* End an INVITE client transaction locally if it has had no provisional response (a stale
- * branch: its callee will not answer there, or no longer matters): its retransmissions
- * stop, its callback is not called again, and it lingers until Timer B to clean up after
- * the callee — CANCEL on a late provisional, ACK for a late non-2xx, ACK and BYE for a late
- * 2xx (Kamailio's tm does the same with cancel_b_method 0). 1 if it ended so, 0 if it was
- * not an unanswered INVITE (nothing changes). */
+/* End a client transaction locally if it has had no provisional response (a stale branch:
+ * its callee will not answer there, or no longer matters): its retransmissions stop, its
+ * callback is not called again, and it lingers until Timer B (F) to clean up after the
+ * callee — for an INVITE, CANCEL on a late provisional, ACK for a late non-2xx, ACK and BYE
+ * for a late 2xx (Kamailio's tm does the same with cancel_b_method 0); a non-INVITE one
+ * absorbs its late responses. 1 if it ended so, 0 if it had a response already (nothing
+ * changes). */
 int txn_client_drop_unanswered(struct txn_client *c);
 
 /* The old §9.1 behaviour, for a request the callee must see before its CANCEL (a CallKit

@@ -294,11 +294,12 @@ static int invite_response(struct txn_client *c, const osip_message_t *resp, con
 
 int txn_client_drop_unanswered(struct txn_client *c)
 {
-    if (!c->invite || c->ended || c->state != CLIENT_TRYING)
+    if (c->ended || c->state != CLIENT_TRYING)
         return 0;
-    /* §9.1: no CANCEL before a provisional response; it is sent if one comes after all */
+    /* §9.1: no CANCEL before a provisional response; it is sent if one comes after all. A
+     * non-INVITE one has nothing to cancel: its late responses are absorbed until Timer F. */
     c->ended = 1;
-    c->cancel_wanted = 1;
+    c->cancel_wanted = c->invite;
     c->cb = NULL;
     c->arg = NULL;
     ev_timer_stop(txn_table_loop(c->tt), &c->retransmit); /* Timer B still runs */
@@ -307,7 +308,7 @@ int txn_client_drop_unanswered(struct txn_client *c)
 
 int txn_client_cancel(struct txn_client *c)
 {
-    if (txn_client_drop_unanswered(c))
+    if (c->invite && txn_client_drop_unanswered(c))
         return 1;
     if (c->invite && !c->cancelled && !c->cancel_wanted && c->state == CLIENT_PROCEEDING)
         send_cancel(c);

@@ -27,7 +27,8 @@ sub pushed {
     return 0;
 }
 my %push = (apns_key_file => "$dir/apns.p8", apns_key_id => 'KEY1234567', apns_team_id => 'TEAM123456',
-            apns_host => '127.0.0.1', apns_port => $aport, ca => "$dir/cert.pem", bucket_timeout => 2);
+            apns_host => '127.0.0.1', apns_port => $aport, ca => "$dir/cert.pem", bucket_timeout => 2,
+            bucket_timeout_other => 2);
 
 my $sw = Sipwake->new(config => { push => {%push} }); # udp_awake_window: the default
 $sw->start;
@@ -87,6 +88,15 @@ if ($stale) {
         ok($p1->expect(qr/^ACK /, 3), 'and its 487 ACKed');
     }
 }
+
+# ... and an OPTIONS (a non-INVITE: no CANCEL at all) gets its 480 on time too
+$t0 = time;
+$caller->send_raw(msg('one', 'o-1', 'OPTIONS'));
+ok($p1->expect(qr/^OPTIONS .*Call-ID: o-1\r/s, 3), 'an OPTIONS rings it there too');
+$r = $caller->expect(qr/^SIP\/2\.0 [2-6]\d\d .*CSeq: 1 OPTIONS/s, 40) // '';
+$el = time - $t0;
+like($r, qr/^SIP\/2\.0 480 /, 'and gets 480');
+ok($el >= 1.8 && $el < 4.5, 'when its bucket timer fires (2 s), not at the branch\'s Timer F') or diag "after $el s";
 
 # 2. The phone wakes and answers 486 from a new socket: forwarded at once.
 my ($p2, $c2) = phone($sw, 'two', 2);
