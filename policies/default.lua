@@ -100,7 +100,9 @@ end
 --       with branch_timeout = N (1..300 s): an INVITE branch (serial: a group) that has not
 --       answered in N s is CANCELled
 --       with push = true: push the push bindings (RFC 8599) and hold the request until the
---       phone registers again ([push] bucket_timeout), besides ringing live connections;
+--       phone registers again ([push] bucket_timeout), besides ringing live connections
+--       (a UDP push binding counts as live only while sipwake heard from its address
+--       within [push] udp_awake_window; asleep, it is only pushed);
 --       and fork_live = false: a push binding is not rung on the connection it still has,
 --       only pushed and waited for;
 --       and missed_call = true: if the caller cancels, each pushed phone that did not come

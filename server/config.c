@@ -184,6 +184,13 @@ static const struct key_row key_rows[] = {
      "#215: apps that let their registration lapse). RFC 8599 §5.5 says an expired binding "
      "is not pushed, hence 0 by default. Never for a binding removed by an unregister or a "
      "dead token."},
+    {"push", "udp_awake_window", KEY_INT, OFF(udp_awake_window), 0, 3600, "40", NULL,
+     "Seconds a phone with a UDP push binding counts as awake after sipwake last heard from "
+     "its address (a REGISTER, any request or response, a CRLF or STUN keep-alive): within "
+     "them a call rings it there as well as pushing it; after them it is only pushed, since "
+     "a sleeping phone never answers its old address (and its NAT mapping may be someone "
+     "else's by then). 40 covers RFC 5626 §4.4.1's UDP keep-alive interval (24-29 s) with "
+     "room for one late packet. 0: UDP push bindings are only ever pushed."},
     {"push", "log_days", KEY_INT, OFF(push_log_days), 0, 3650, "7", NULL,
      "Days push outcomes are kept in the push log table (sipwake_push_log). 0: no push log."},
     {"offline", "enabled", KEY_BOOL, OFF(offline_enabled), 0, 1, "yes", NULL,

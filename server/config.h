@@ -97,6 +97,7 @@ struct config {
     int offline_enabled;
     long offline_ttl, offline_max_per_aor, offline_max_size;
     long push_grace;
+    long udp_awake_window; /* [push]: seconds a UDP push binding counts as awake once heard */
     char *apns_key_file, *apns_key_id, *apns_team_id, *apns_certificate, *apns_certificate_password;
     char *fcm_service_account;
 

@@ -508,6 +508,7 @@ int main(int argc, char **argv)
     transport_on_close(app.tp, flow_closed, app.txns);
     app.reg = registrar_new(&app.cfg, app.loc, app.store, app.txns, app.tp);
     app.proxy = proxy_new(app.loop, &app.cfg, app.loc, app.txns, app.tp);
+    transport_on_udp_heard(app.tp, proxy_udp_heard, app.proxy);
     char key_path[1024];
     snprintf(key_path, sizeof key_path, "%s/flow-token.key", app.cfg.data_dir);
     int krc = proxy_load_token_key(app.proxy, key_path, err, sizeof err);

@@ -1,5 +1,13 @@
 /*
  * sip_proxy: route decision, branches, response selection, CANCEL and Timer C.
+ *
+ * A branch that has had no provisional response never holds the caller: on the caller's
+ * CANCEL, on a sipwake timeout, after a final answer that ends the search, and when the
+ * push binding it rang at its old address is woken on a new flow or its bucket timer fires,
+ * it ends locally at once (txn_client_drop_unanswered; no CANCEL before a provisional,
+ * RFC 3261 §9.1) and the caller is answered from what the other branches said. A UDP push
+ * binding is rung directly only while its address was heard within [push]
+ * udp_awake_window (struct heard); otherwise it is only pushed.
  */
 #include "sip_proxy.h"
 
@@ -13,6 +21,7 @@
 
 #include "bucket.h"
 #include "gateway.h"
+#include "heard.h"
 #include "log.h"
 #include "lua_hook.h"
 #include "lua_vm.h"
@@ -29,6 +38,7 @@
 #define PROXY_BRANCH_PREFIX "z9hG4bKsw"
 #define PROXY_TIMER_C_S 180.0 /* §16.6 step 11: more than 3 minutes would also do */
 #define PROXY_CONN_CACHE 16
+#define PROXY_HEARD_MAX 262144 /* UDP addresses remembered as awake, at most (struct heard) */
 
 struct proxy {
     struct ev_loop *loop;
@@ -45,6 +55,7 @@ struct proxy {
     struct sip_source conns[PROXY_CONN_CACHE]; /* TCP/TLS connections opened for relay = uri */
     size_t next_conn;
     unsigned char token_key[32]; /* authenticates the flow tokens of our Record-Routes */
+    struct heard *heard;         /* UDP addresses heard lately: phones awake */
 };
 
 struct proxy_req;
@@ -54,14 +65,16 @@ struct branch {
     struct txn_client *c; /* until its final response */
     const char *device;   /* a stored MESSAGE's device (its target's), else NULL */
     int delivered;        /* it answered 2xx before the message was committed */
+    uint64_t push_id;     /* the push binding it rang directly (its contact id), else 0 */
 };
 
 /* A binding to try, resolved when the route decision was taken. */
 struct target {
     struct sip_source dst;
     char *ruri;
-    int q;        /* × 1000 */
-    char *device; /* a stored MESSAGE's device key, else NULL */
+    int q;            /* × 1000 */
+    char *device;     /* a stored MESSAGE's device key, else NULL */
+    uint64_t push_id; /* a push binding rung directly: its contact id, else 0 */
 };
 
 /* A push binding this request waits for: its push, then its bucket entry (RFC 8599 §5.2).
@@ -136,6 +149,7 @@ struct proxy *proxy_new(struct ev_loop *loop, const struct config *cfg, struct l
     p->txns = txns;
     p->tp = tp;
     p->next_branch = util_fast_random() & 0xffffffffu;
+    p->heard = heard_new((double)cfg->udp_awake_window, PROXY_HEARD_MAX);
     if (RAND_bytes(p->token_key, sizeof p->token_key) != 1)
         for (size_t i = 0; i < sizeof p->token_key; i++)
             p->token_key[i] = (unsigned char)util_fast_random();
@@ -170,7 +184,15 @@ void proxy_set_push(struct proxy *p, struct push *push, struct bucket *bucket)
 
 void proxy_free(struct proxy *p)
 {
+    heard_free(p->heard);
     free(p);
+}
+
+void proxy_udp_heard(void *proxy, const struct sip_source *src)
+{
+    struct proxy *p = proxy;
+    if (p->push) /* only pushes ask (without them a UDP binding is always rung) */
+        heard_note(p->heard, src->ip, src->port, ev_now(p->loop));
 }
 
 static void waiter_free(struct waiter *w)
@@ -259,13 +281,43 @@ static int better(int code, int best)
     return code / 100 < best / 100;
 }
 
-/* CANCEL every branch still without a final response (§16.7 step 10, §16.10, Timer C). */
+/* A branch ended by sipwake before any provisional response: done as far as the caller is
+ * concerned, as if it had answered 408 (Kamailio's tm fakes a 487; either loses to any
+ * real answer, and the caller who cancelled gets 487 regardless). The caller settles. */
+static void branch_ended_locally(struct proxy_req *pr, struct branch *br)
+{
+    br->c = NULL;
+    if (!pr->best_code)
+        pr->best_code = 408;
+    pr->pending--;
+}
+
+/* CANCEL every branch still without a final response (§16.7 step 10, §16.10, Timer C);
+ * those without a provisional response end now. The caller settles. */
 static void cancel_pending(struct proxy_req *pr)
 {
     for (size_t i = 0; i < pr->n_br; i++)
-        if (pr->br[i].c)
-            txn_client_cancel(pr->br[i].c);
+        if (pr->br[i].c && txn_client_cancel(pr->br[i].c))
+            branch_ended_locally(pr, &pr->br[i]);
 }
+
+/* The push binding contact_id rang directly has been woken on a new flow, or its bucket
+ * timer fired: its branch to the old address, if nothing ever came back there, is stale
+ * (RFC 8599: the phone was asleep) and ends now. The caller settles. */
+static void drop_stale(struct proxy_req *pr, uint64_t contact_id)
+{
+    for (size_t i = 0; i < pr->n_br; i++) {
+        struct branch *br = &pr->br[i];
+        if (br->c && br->push_id == contact_id && txn_client_drop_unanswered(br->c)) {
+            log_info("proxy: %s %s: the branch to the push binding's old address never "
+                     "answered; ended",
+                     pr->req->sip_method, pr->req->call_id->number);
+            branch_ended_locally(pr, br);
+        }
+    }
+}
+
+static void settle(struct proxy_req *pr);
 
 static void timer_c_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
@@ -276,6 +328,7 @@ static void timer_c_cb(struct ev_loop *loop, ev_timer *w, int revents)
              pr->req->call_id->number, PROXY_TIMER_C_S);
     pr->timed_out = 1;
     cancel_pending(pr);
+    settle(pr);
 }
 
 /* A response to pass on: without our Via, and without push params in its Contact (a callee
@@ -836,6 +889,7 @@ static void start_target(struct proxy_req *pr, const struct target *tg)
         rr = record_route(pr->p, pr->req, &pr->src, &tg->dst);
     start_branch(pr, &tg->dst, tg->ruri, rr, pr->routes, pr->hash, pr->max_forwards, pr->contacts);
     pr->br[pr->n_br - 1].device = tg->device;
+    pr->br[pr->n_br - 1].push_id = tg->push_id;
     free(rr);
 }
 
@@ -848,6 +902,7 @@ static void group_timeout_cb(struct ev_loop *loop, ev_timer *w, int revents)
              pr->req->call_id->number, pr->branch_timeout);
     pr->timed_out = 1;
     cancel_pending(pr); /* their final responses start the next group, if any */
+    settle(pr);
 }
 
 /* A Route naming this server — one of its listening addresses, or a domain it serves: what
@@ -1032,6 +1087,7 @@ static void waiter_wake(void *arg, const struct binding *b)
     struct waiter *w = arg;
     struct proxy_req *pr = w->pr;
     w->entry = NULL;
+    drop_stale(pr, w->contact_id); /* it is back elsewhere: the old address is dead */
     struct target tg = {.q = 1000};
     int cancelled = pr->stopped && pr->deliver_cancelled && w->voip;
     if (((!pr->answered && !pr->stopped) || cancelled) && pr->n_br < PROXY_MAX_BRANCHES &&
@@ -1043,7 +1099,7 @@ static void waiter_wake(void *arg, const struct binding *b)
         start_target(pr, &tg);
         free(tg.ruri);
         if (cancelled && pr->br[pr->n_br - 1].c)
-            txn_client_cancel(pr->br[pr->n_br - 1].c); /* sent once it rings */
+            txn_client_cancel_when_ringing(pr->br[pr->n_br - 1].c);
     }
     waiter_end(w);
 }
@@ -1055,6 +1111,7 @@ static void waiter_expire(void *arg)
     w->pr->expired = 1;
     log_info("proxy: %s %s: the pushed phone did not register in time", w->pr->req->sip_method,
              w->pr->req->call_id->number);
+    drop_stale(w->pr, w->contact_id); /* RFC 8599 §5.6.2: 480 now, not at its Timer B */
     waiter_end(w);
 }
 
@@ -1633,10 +1690,21 @@ static void route_req(struct proxy_req *pr)
     }
     for (size_t i = 0; i < n_live; i++) {
         struct target tg = {.q = targets[i]->q < 0 ? 1000 : targets[i]->q};
-        if (pushing && !d.fork_live && (targets[i]->flags & LOCATION_FLAG_PUSH))
+        int push_b = pushing && (targets[i]->flags & LOCATION_FLAG_PUSH);
+        if (push_b && !d.fork_live)
             continue; /* the policy: a push binding only waits for its re-REGISTER */
         if (binding_destination(p, targets[i], &tg.dst) < 0)
             continue;
+        if (push_b && tg.dst.transport == CONFIG_TRANSPORT_UDP &&
+            !heard_recently(p->heard, tg.dst.ip, tg.dst.port, ev_now(p->loop))) {
+            /* asleep: nothing came from its address within udp_awake_window, and a sleeping
+             * phone never answers there; it is only pushed */
+            log_info("proxy: %s %s: %s:%d (UDP push binding) not heard from lately: pushed only",
+                     req->sip_method, req->call_id->number, tg.dst.ip, tg.dst.port);
+            continue;
+        }
+        if (push_b)
+            tg.push_id = targets[i]->contact_id;
         tg.ruri = sip_msg_ruri_of_contact(targets[i]->contact);
         tg.device = pr->storing ? xstrdup(devices[i]) : NULL;
         size_t j = pr->n_tg++;

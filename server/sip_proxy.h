@@ -40,6 +40,10 @@ struct proxy *proxy_new(struct ev_loop *loop, const struct config *cfg, struct l
                         struct txn_table *txns, struct transport *tp);
 void proxy_free(struct proxy *p);
 
+/* A UDP datagram came from src (transport_on_udp_heard's callback; proxy is the struct
+ * proxy): a phone at that address is awake for [push] udp_awake_window seconds. */
+void proxy_udp_heard(void *proxy, const struct sip_source *src);
+
 /* Use the flow-token key kept in the file at path (made on first use), so that dialogs
  * Record-Routed before a restart are still routed after it. Without it the key is random
  * per process. As util_secret_file: 0, 1 with a warning in err (its mode was tightened), or

@@ -163,6 +163,13 @@ int transport_find_listener(const struct transport *t, enum config_transport tr,
     return -1;
 }
 
+void transport_on_udp_heard(struct transport *t,
+                            void (*cb)(void *arg, const struct sip_source *src), void *arg)
+{
+    t->heard_cb = cb;
+    t->heard_arg = arg;
+}
+
 void transport_on_close(struct transport *t, void (*cb)(void *arg, uint64_t flow_id), void *arg)
 {
     t->closed_cb = cb;

@@ -61,6 +61,12 @@ int transport_connect(struct transport *t, enum config_transport tr,
 /* Call cb when a TCP/TLS connection closes, for any reason but shutdown. */
 void transport_on_close(struct transport *t, void (*cb)(void *arg, uint64_t flow_id), void *arg);
 
+/* Call cb for every UDP datagram received, keep-alives (CRLF, STUN) and garbage included,
+ * before anything else looks at it: what proves a UDP peer is there. src is borrowed for
+ * the call; cb must be cheap. */
+void transport_on_udp_heard(struct transport *t,
+                            void (*cb)(void *arg, const struct sip_source *src), void *arg);
+
 /* 1 if the TCP/TLS connection of flow_id is still open. */
 int transport_flow_alive(const struct transport *t, uint64_t flow_id);
 

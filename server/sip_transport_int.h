@@ -45,6 +45,8 @@ struct transport {
     void *cb_arg;
     void (*closed_cb)(void *arg, uint64_t flow_id);
     void *closed_arg;
+    void (*heard_cb)(void *arg, const struct sip_source *src); /* every UDP datagram */
+    void *heard_arg;
     struct listener *listeners;
     size_t n_listeners;
     SSL_CTX *tls_ctx;

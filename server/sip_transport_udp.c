@@ -79,6 +79,8 @@ static void handle(struct listener *l, char *buf, size_t n, struct sip_source *s
     src->listener = l->index;
     src->flow_id = 0;
     transport_addr_str((struct sockaddr *)&src->addr, src->ip, sizeof src->ip, &src->port);
+    if (t->heard_cb)
+        t->heard_cb(t->heard_arg, src);
     /* A lone CRLF or CRLFCRLF keep-alive over UDP carries nothing to answer. */
     if (n <= 4 && strspn(buf, "\r\n") >= n)
         return;

@@ -99,10 +99,25 @@ struct txn_client *txn_client_start(struct txn_table *tt, const struct sip_sourc
 int txn_client_response(struct txn_table *tt, const osip_message_t *resp, const char *raw,
                         size_t len);
 
-/* CANCEL an INVITE client transaction (§9.1): at once if a provisional response came, else
- * as soon as one does; nothing once it has a final response. If no final response follows
- * within 64*T1, the callback gets NULL. */
-void txn_client_cancel(struct txn_client *c);
+/* CANCEL an INVITE client transaction (§9.1) once it has a provisional response. One that
+ * has none yet ends locally at once, as txn_client_drop_unanswered does: 1 then, and the
+ * callback is not called again (the caller treats the branch as a 487/408 of its own).
+ * 0 otherwise: the CANCEL went (or there is nothing to cancel) and the final response, or
+ * NULL 64*T1 later, still comes to the callback. */
+int txn_client_cancel(struct txn_client *c);
+
+/* End a client transaction locally if it has had no provisional response (a stale branch:
+ * its callee will not answer there, or no longer matters): its retransmissions stop, its
+ * callback is not called again, and it lingers until Timer B (F) to clean up after the
+ * callee — for an INVITE, CANCEL on a late provisional, ACK for a late non-2xx, ACK and BYE
+ * for a late 2xx (Kamailio's tm does the same with cancel_b_method 0); a non-INVITE one
+ * absorbs its late responses. 1 if it ended so, 0 if it had a response already (nothing
+ * changes). */
+int txn_client_drop_unanswered(struct txn_client *c);
+
+/* The old §9.1 behaviour, for a request the callee must see before its CANCEL (a CallKit
+ * call): the CANCEL goes once a provisional response comes; the callback stays. */
+void txn_client_cancel_when_ringing(struct txn_client *c);
 
 /* The caller no longer wants callbacks; the transaction finishes on its own. */
 void txn_client_detach(struct txn_client *c);

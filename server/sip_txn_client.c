@@ -10,6 +10,13 @@
  * otherwise); after a 2xx the transaction is Accepted for Timer M (64*T1), and further 2xx
  * responses are left to the caller (a proxy forwards them statelessly, §16.7). The table of
  * client transactions is keyed by the branch sipwake put in its Via and the method.
+ *
+ * An INVITE without a provisional response yet may be ended locally (cancelled, or dropped
+ * as stale): RFC 3261 §9.1 forbids its CANCEL until a provisional comes, and waiting for
+ * one would hold the caller until Timer B. Like Kamailio's tm (cancel_b_method 0), it stops
+ * retransmitting and reports nothing more; it lingers until Timer B to clean up after the
+ * callee: a late provisional gets the CANCEL, a late non-2xx its ACK, a late 2xx an ACK and
+ * a BYE (the caller has its final answer already and never sees that dialog).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -42,6 +49,7 @@ struct txn_client {
     int invite;
     int cancel_wanted; /* INVITE: CANCEL as soon as a provisional arrives (§9.1) */
     int cancelled;
+    int ended; /* INVITE: ended locally before any provisional; late responses are ours */
     char *bytes;
     size_t len;
     char *ack; /* INVITE: the ACK for the final non-2xx response */
@@ -158,13 +166,86 @@ static void send_cancel(struct txn_client *c)
     ev_timer_start(loop, &c->timeout);
 }
 
+/* A request of the dialog a 2xx set up (RFC 3261 §12.2.1.1): to the 2xx's Contact, with our
+ * own Via (branch suffix sfx), the INVITE's From and Call-ID, the 2xx's To. Sent to the
+ * branch's next hop, where the 2xx came from; the Route set is left out, since sipwake
+ * rings bindings and next hops directly. 0, or -1 if the 2xx lacks what it needs. */
+static int dialog_request(const struct txn_client *c, const osip_message_t *resp,
+                          const char *method, unsigned long cseq, const char *sfx, struct buf *out)
+{
+    osip_message_t *inv = NULL;
+    if (sip_msg_parse(c->bytes, c->len, &inv) < 0)
+        return -1;
+    int rc = -1;
+    osip_contact_t *ct = osip_list_get(&resp->contacts, 0);
+    osip_via_t *via = osip_list_get(&inv->vias, 0);
+    char *target = NULL, *v = NULL, *from = NULL, *to = NULL;
+    char branch[128];
+    key_branch(c, branch, sizeof branch);
+    if (!ct || !ct->url || !via || !inv->from || !resp->to || !inv->call_id ||
+        !inv->call_id->number || osip_uri_to_str(ct->url, &target) != 0 ||
+        osip_via_to_str(via, &v) != 0 || osip_from_to_str(inv->from, &from) != 0 ||
+        osip_to_to_str(resp->to, &to) != 0)
+        goto done;
+    char *b = strstr(v, branch); /* our Via with a branch of its own */
+    if (!b)
+        goto done;
+    buf_printf(out, "%s %s SIP/2.0\r\nVia: %.*s%s%s%s\r\n", method, target, (int)(b - v), v, branch,
+               sfx, b + strlen(branch));
+    buf_printf(out, "From: %s\r\nTo: %s\r\nCall-ID: %s\r\nCSeq: %lu %s\r\nMax-Forwards: 70\r\n",
+               from, to, inv->call_id->number, cseq, method);
+    buf_puts(out, "Content-Length: 0\r\n\r\n");
+    rc = 0;
+done:
+    osip_free(target);
+    osip_free(v);
+    osip_free(from);
+    osip_free(to);
+    osip_message_free(inv);
+    return rc;
+}
+
+/* A 2xx for an INVITE ended locally: nobody upstream wants that call any more, so sipwake
+ * takes the dialog and ends it, ACK then BYE, as a UAC does with a 2xx it does not want
+ * (§13.2.2.4, §15). The ACK is kept to answer retransmissions of the 2xx. */
+static void end_late_dialog(struct txn_client *c, const osip_message_t *resp)
+{
+    unsigned long cseq = 1;
+    if (resp->cseq && resp->cseq->number)
+        cseq = strtoul(resp->cseq->number, NULL, 10);
+    struct buf ack = {0}, bye = {0};
+    if (dialog_request(c, resp, "ACK", cseq, ".a", &ack) < 0 ||
+        dialog_request(c, resp, "BYE", cseq + 1, ".b", &bye) < 0) {
+        buf_free(&ack);
+        buf_free(&bye);
+        log_warn("txn: a 2xx to %s, ended already, cannot be ACKed and ended (no Contact?)",
+                 c->key);
+        return;
+    }
+    log_info("txn: a 2xx to %s from %s:%d after it ended: ACK and BYE", c->key, c->dst.ip,
+             c->dst.port);
+    free(c->ack);
+    c->ack = ack.data;
+    c->ack_len = ack.len;
+    transport_send(txn_table_transport(c->tt), &c->dst, c->ack, c->ack_len);
+    char branch[128], bb[140];
+    key_branch(c, branch, sizeof branch);
+    snprintf(bb, sizeof bb, "%s.b", branch);
+    txn_client_start(c->tt, &c->dst, bb, "BYE", bye.data, bye.len, NULL, NULL);
+}
+
 static int invite_response(struct txn_client *c, const osip_message_t *resp, const char *raw,
                            size_t len)
 {
     struct ev_loop *loop = txn_table_loop(c->tt);
     int code = resp->status_code;
-    if (c->state == CLIENT_ACCEPTED)
+    if (c->state == CLIENT_ACCEPTED) {
+        if (c->ended && code < 300 && c->ack) /* our ACK was lost: the 2xx came again */
+            transport_send(txn_table_transport(c->tt), &c->dst, c->ack, c->ack_len);
+        if (c->ended)
+            return 1;
         return code < 300 ? 0 : 1; /* 2xx retransmissions and other forks: the caller's */
+    }
     if (c->state == CLIENT_COMPLETED) {
         if (code >= 300) /* the final response again: so is the ACK (§17.1.1.2) */
             transport_send(txn_table_transport(c->tt), &c->dst, c->ack, c->ack_len);
@@ -189,6 +270,8 @@ static int invite_response(struct txn_client *c, const osip_message_t *resp, con
     if (code < 300) {
         c->state = CLIENT_ACCEPTED;
         linger = 64.0 * SIP_TXN_T1_MS / 1000.0; /* Timer M */
+        if (c->ended)
+            end_late_dialog(c, resp);
     } else {
         c->state = CLIENT_COMPLETED;
         struct buf ack = {0};
@@ -209,7 +292,30 @@ static int invite_response(struct txn_client *c, const osip_message_t *resp, con
     return 1;
 }
 
-void txn_client_cancel(struct txn_client *c)
+int txn_client_drop_unanswered(struct txn_client *c)
+{
+    if (c->ended || c->state != CLIENT_TRYING)
+        return 0;
+    /* §9.1: no CANCEL before a provisional response; it is sent if one comes after all. A
+     * non-INVITE one has nothing to cancel: its late responses are absorbed until Timer F. */
+    c->ended = 1;
+    c->cancel_wanted = c->invite;
+    c->cb = NULL;
+    c->arg = NULL;
+    ev_timer_stop(txn_table_loop(c->tt), &c->retransmit); /* Timer B still runs */
+    return 1;
+}
+
+int txn_client_cancel(struct txn_client *c)
+{
+    if (c->invite && txn_client_drop_unanswered(c))
+        return 1;
+    if (c->invite && !c->cancelled && !c->cancel_wanted && c->state == CLIENT_PROCEEDING)
+        send_cancel(c);
+    return 0;
+}
+
+void txn_client_cancel_when_ringing(struct txn_client *c)
 {
     if (!c->invite || c->cancelled || c->cancel_wanted)
         return;
