@@ -28,7 +28,7 @@ Control interface: a plain TCP port on the same host (printed after the HTTP/2 p
   <other>        Server.commands[name](args) when the emulator defines it
 
 Run alone it is an echo server: `h2server.py --port P --cert C --key K [--goaway-after N]
-[--max-streams N] [--log FILE] [--lifetime S]` answers every request 200 with a JSON body naming the
+[--max-streams N] [--refuse-first N] [--log FILE] [--lifetime S]` answers every request 200 with a JSON body naming the
 method, path, headers and body it got; a path starting /delay/<ms>/ waits that long, and
 /status/<code>/ answers with that code. It prints "listening <port> control <cport>" once
 ready.
@@ -62,8 +62,9 @@ class _H2Connection(h2.connection.H2Connection):
 
 class Server:
     def __init__(self, host, port, cert, key, handler, max_streams=100, goaway_after=0,
-                 log_path=None, ca=None):
+                 log_path=None, ca=None, refuse_first=0):
         self.handler = handler
+        self.refuse_first = refuse_first  # streams refused on each connection, whatever the limit
         self.max_streams = max_streams
         self.goaway_after = goaway_after
         self.requests = 0
@@ -179,6 +180,7 @@ class Connection:
             config=h2.config.H2Configuration(client_side=False, header_encoding='utf-8'))
         self.streams = {}
         self.active = set()  # streams counted against the limit: opened, not yet answered
+        self.refused = 0
         self.max_streams = server.max_streams  # as advertised
         self.handled = 0
         self.closed = False
@@ -236,9 +238,10 @@ class Connection:
 
     def on_event(self, ev):
         if isinstance(ev, h2.events.RequestReceived):
-            if len(self.active) >= self.max_streams:
+            if len(self.active) >= self.max_streams or self.refused < self.server.refuse_first:
                 # RFC 9113 §5.1.2: over the advertised limit, a stream error REFUSED_STREAM
                 self.h2.reset_stream(ev.stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
+                self.refused += 1
                 with self.server.lock:
                     self.server.refused_streams += 1
                 self.server.record({'event': 'refused-stream', 'conn': self.number,
@@ -333,13 +336,15 @@ def main():
     ap.add_argument('--key', required=True)
     ap.add_argument('--max-streams', type=int, default=100)
     ap.add_argument('--goaway-after', type=int, default=0)
+    ap.add_argument('--refuse-first', type=int, default=0,
+                    help='refuse the first N streams of each connection (REFUSED_STREAM)')
     ap.add_argument('--log')
     ap.add_argument('--lifetime', type=float, default=300,
                     help='exit after this many seconds, whatever happens (tests stop by themselves)')
     a = ap.parse_args()
     threading.Timer(a.lifetime, lambda: os._exit(0)).start()
     srv = Server(a.host, a.port, a.cert, a.key, echo_handler, a.max_streams, a.goaway_after,
-                 a.log)
+                 a.log, refuse_first=a.refuse_first)
     print(srv.banner(), flush=True)
     srv.serve_forever()
 
