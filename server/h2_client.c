@@ -422,6 +422,7 @@ static void conn_read(struct h2_conn *c)
     uint8_t tmp[16384];
     for (;;) {
         ERR_clear_error();
+        errno = 0;
         int n = SSL_read(c->ssl, tmp, sizeof tmp);
         if (n <= 0) {
             int e = SSL_get_error(c->ssl, n);
