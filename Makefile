@@ -42,7 +42,7 @@ DEB_BUILD := build-essential pkg-config libosip2-dev libev-dev libluajit-5.1-dev
              libsqlite3-dev libnghttp2-dev libjansson-dev libjemalloc-dev libmicrohttpd-dev \
              openssl
 DEB_TEST  := sip-tester libio-socket-ssl-perl sqlite3 perl clang-format clang libclang-rt-14-dev \
-             kamailio python3-h2 chromium
+             kamailio python3-h2 chromium iproute2
 DEB_BENCH := kamailio kamailio-sqlite-modules sip-tester sqlite3 nghttp2-client python3-h2
 DEB_SOAK  := sip-tester sqlite3 curl openssl python3-h2 python3-cryptography libio-socket-ssl-perl
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)

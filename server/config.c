@@ -169,6 +169,14 @@ static const struct key_row key_rows[] = {
      "pushes at once as APNs allows (FCM and Web Push use one connection each)."},
     {"push", "timeout", KEY_INT, OFF(push_timeout), 1, 120, "10", NULL,
      "Seconds a push may wait for its answer."},
+    {"push", "ping_interval", KEY_INT, OFF(push_ping_interval), 1, 86400, "3600", NULL,
+     "Seconds an HTTP/2 connection to a push service may stay idle before sipwake PINGs it "
+     "(Apple: after about an hour idle)."},
+    {"push", "ping_timeout", KEY_INT, OFF(push_ping_timeout), 1, 60, "5", NULL,
+     "Seconds a PING may wait for its answer; unanswered, the connection is replaced and the "
+     "pushes it carried go again on a new one. A connection quiet for longer is PINGed with "
+     "its next push. Also drives TCP keepalive (first probe after this many idle seconds, "
+     "3 probes half as far apart), so a vanished peer is found in seconds."},
     {"push", "bucket_timeout", KEY_INT, OFF(bucket_timeout), 1, 170, "30", NULL,
      "Seconds an INVITE waits for a pushed phone to register again (RFC 8599 bucket timer); "
      "then 480."},

@@ -91,6 +91,7 @@ struct config {
     long apns_port, apns_sandbox_port, fcm_port;
     long push_timeout;
     long push_connections;
+    long push_ping_interval, push_ping_timeout;
     long bucket_timeout, bucket_timeout_other;
     long push_log_days;
     long push_refresh_retry;

@@ -28,10 +28,13 @@
 #include <openssl/x509v3.h>
 
 #include "log.h"
+#include "metrics.h"
 #include "util.h"
 
 #define H2_MAX_RESPONSE_BODY (64 * 1024)
 #define H2_MAX_RESPONSE_HEADERS 32
+/* a request refused (REFUSED_STREAM) more often than this fails: the server keeps refusing */
+#define H2_MAX_REFUSALS 10
 
 enum conn_state { C_RESOLVING, C_CONNECTING, C_HANDSHAKING, C_READY, C_CLOSED };
 
@@ -45,8 +48,13 @@ struct h2_conn {
     SSL *ssl;
     nghttp2_session *session;
     ev_io io;
-    ev_timer timer; /* connect/handshake deadline, then the idle PING */
-    ev_tstamp last_activity;
+    ev_timer timer;          /* connect/handshake deadline, then the idle PING */
+    ev_timer ping_wait;      /* running while our PING waits for its ACK */
+    ev_tstamp last_activity; /* last read or PING sent: the idle PING counts from it */
+    ev_tstamp last_read;
+    int settings_seen; /* the server's first SETTINGS arrived */
+    int replay;        /* closing because the server stopped answering: in-flight requests go
+                        * again on another connection */
     struct buf out;
     size_t out_off;
     size_t streams;        /* requests in flight on it */
@@ -69,6 +77,8 @@ struct h2_req {
     h2_cb cb;
     void *arg;
     ev_timer deadline;
+    int refused;  /* times the server refused its stream (REFUSED_STREAM) */
+    int replayed; /* sent again after its connection stopped answering */
     int status;
     struct buf rbody;
     struct h2_header rh[H2_MAX_RESPONSE_HEADERS];
@@ -94,7 +104,7 @@ struct h2_pool {
     SSL_CTX *ctx;
     int max_connections;
     size_t max_queue;
-    double timeout, ping_after;
+    double timeout, ping_after, ping_timeout;
     struct h2_req *qhead, *qtail;
     size_t queued, in_flight;
     struct h2_conn *conns;
@@ -110,6 +120,10 @@ struct h2_pool {
 
 static void pump(struct h2_pool *p);
 static void close_conn(struct h2_conn *c, const char *why);
+static void conn_replace(struct h2_conn *c, const char *why);
+
+/* What pools use when their options leave ping_after / ping_timeout at 0 (loop thread). */
+static double default_ping_after = 3600, default_ping_timeout = 5;
 
 /* ------------------------------------------------------------------ requests */
 
@@ -129,6 +143,19 @@ static void req_free(struct h2_req *r)
     free(r->body);
     buf_free(&r->rbody);
     free(r);
+}
+
+/* Forget what came back for r, so it can be sent again. */
+static void req_reset(struct h2_req *r)
+{
+    for (size_t i = 0; i < r->n_rh; i++) {
+        free((char *)r->rh[i].name);
+        free((char *)r->rh[i].value);
+    }
+    r->n_rh = 0;
+    r->status = 0;
+    r->body_off = 0;
+    r->rbody.len = 0;
 }
 
 static void queue_remove(struct h2_req *r)
@@ -301,16 +328,26 @@ static int on_stream_close(nghttp2_session *s, int32_t sid, uint32_t error_code,
     flight_remove(r);
     if (r->status && error_code == NGHTTP2_NO_ERROR) {
         finish(r, NULL);
-    } else if (error_code == NGHTTP2_REFUSED_STREAM && !p->freeing) {
-        /* not processed by the server (RFC 9113 §8.7): safe to send again */
-        log_info("h2: %s:%d did not process stream %d (GOAWAY): it goes again", p->host, p->port,
-                 sid);
-        r->status = 0;
-        r->body_off = 0;
-        r->rbody.len = 0;
+    } else if (error_code == NGHTTP2_REFUSED_STREAM && !p->freeing &&
+               ++r->refused <= H2_MAX_REFUSALS) {
+        /* not processed by the server (RFC 9113 §8.7): safe to send again. Refused with a
+         * GOAWAY, it goes on another connection; refused by RST_STREAM (a stream over the
+         * server's SETTINGS_MAX_CONCURRENT_STREAMS, RFC 9113 §5.1.2), on this one once a
+         * stream is free: the pump never opens more streams than the server allows. */
+        if (c->goaway) {
+            log_info("h2: %s:%d did not process stream %d (GOAWAY): it goes again", p->host,
+                     p->port, sid);
+        } else {
+            metrics_inc(METRICS_PUSH_STREAMS_REFUSED);
+            log_info("h2: %s:%d refused stream %d (REFUSED_STREAM): it goes again", p->host,
+                     p->port, sid);
+        }
+        req_reset(r);
         queue_push(r, 1);
     } else {
-        finish(r, r->status ? NULL : "stream reset");
+        finish(r, r->status                              ? NULL
+                  : error_code == NGHTTP2_REFUSED_STREAM ? "refused by the server"
+                                                         : "stream reset");
     }
     return 0;
 }
@@ -319,7 +356,11 @@ static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *user)
 {
     (void)s;
     struct h2_conn *c = user;
-    if (f->hd.type == NGHTTP2_GOAWAY) {
+    if (f->hd.type == NGHTTP2_SETTINGS && !(f->hd.flags & NGHTTP2_FLAG_ACK)) {
+        c->settings_seen = 1; /* nghttp2 applied it: its stream limit is the server's now */
+    } else if (f->hd.type == NGHTTP2_PING && (f->hd.flags & NGHTTP2_FLAG_ACK)) {
+        ev_timer_stop(c->pool->loop, &c->ping_wait); /* the server is there */
+    } else if (f->hd.type == NGHTTP2_GOAWAY) {
         c->goaway = 1;
         log_info("h2: %s:%d sent GOAWAY (error %u, last stream %d): %.*s", c->pool->host,
                  c->pool->port, f->goaway.error_code, f->goaway.last_stream_id,
@@ -381,15 +422,21 @@ static void conn_read(struct h2_conn *c)
     uint8_t tmp[16384];
     for (;;) {
         ERR_clear_error();
+        errno = 0;
         int n = SSL_read(c->ssl, tmp, sizeof tmp);
         if (n <= 0) {
             int e = SSL_get_error(c->ssl, n);
             if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
                 return;
-            close_conn(c, e == SSL_ERROR_ZERO_RETURN ? "closed by the server" : "read failed");
+            if (e == SSL_ERROR_SYSCALL && errno == ETIMEDOUT)
+                /* TCP keepalive or TCP_USER_TIMEOUT gave up on the peer: it stopped
+                 * answering, it did not refuse */
+                conn_replace(c, "the server stopped answering (TCP keepalive)");
+            else
+                close_conn(c, e == SSL_ERROR_ZERO_RETURN ? "closed by the server" : "read failed");
             return;
         }
-        c->last_activity = ev_now(c->pool->loop);
+        c->last_activity = c->last_read = ev_now(c->pool->loop);
         if (nghttp2_session_mem_recv(c->session, tmp, (size_t)n) < 0) {
             close_conn(c, "HTTP/2 protocol error");
             return;
@@ -455,7 +502,7 @@ static void conn_handshake(struct h2_conn *c)
         return;
     }
     c->state = C_READY;
-    c->last_activity = ev_now(c->pool->loop);
+    c->last_activity = c->last_read = ev_now(c->pool->loop);
     ev_timer_stop(c->pool->loop, &c->timer);
     ev_timer_set(&c->timer, c->pool->ping_after, c->pool->ping_after);
     ev_timer_start(c->pool->loop, &c->timer);
@@ -498,6 +545,20 @@ static void conn_io_cb(struct ev_loop *loop, ev_io *w, int revents)
     }
 }
 
+/* PING the server unless a PING already waits for its ACK; without the ACK within
+ * ping_timeout the connection is replaced (ping_wait_cb). The caller flushes. */
+static void conn_ping(struct h2_conn *c)
+{
+    struct ev_loop *loop = c->pool->loop;
+    if (ev_is_active(&c->ping_wait))
+        return;
+    if (nghttp2_submit_ping(c->session, NGHTTP2_FLAG_NONE, NULL) != 0)
+        return;
+    c->last_activity = ev_now(loop);
+    ev_timer_set(&c->ping_wait, c->pool->ping_timeout, 0);
+    ev_timer_start(loop, &c->ping_wait);
+}
+
 static void conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     (void)revents;
@@ -507,11 +568,23 @@ static void conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
         return;
     }
     if (ev_now(loop) - c->last_activity >= c->pool->ping_after) {
-        nghttp2_submit_ping(c->session, NGHTTP2_FLAG_NONE, NULL);
-        c->last_activity = ev_now(loop);
+        conn_ping(c);
         if (conn_flush(c) < 0)
             close_conn(c, "write failed");
     }
+}
+
+/* An unanswered PING: the server (or the path to it) is gone even if TCP has not noticed —
+ * a NAT that forgot the flow, a peer that stopped reading. Waiting for the kernel would
+ * take ~15 minutes of retransmissions (tcp_retries2), so the connection is replaced now. */
+static void ping_wait_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct h2_conn *c = w->data;
+    char why[120];
+    snprintf(why, sizeof why, "no answer to a PING within %.0f s", c->pool->ping_timeout);
+    conn_replace(c, why);
 }
 
 /* ------------------------------------------------------------------ opening and closing */
@@ -555,6 +628,19 @@ static void conn_connect(struct h2_conn *c, const struct sockaddr_storage *ss, s
     }
     int one = 1;
     setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    /* TCP keepalive, so a peer that vanished (host down, NAT state lost) is found while the
+     * connection is idle: probes after ping_timeout s of silence, every ping_timeout/2 s,
+     * 3 unanswered ones close it. TCP_USER_TIMEOUT bounds the same way the time data we
+     * wrote may stay unacknowledged, which keepalive does not cover (default: ~15 min of
+     * retransmissions). Either ends in ETIMEDOUT on the next read. */
+    int idle = p->ping_timeout >= 1 ? (int)p->ping_timeout : 1;
+    int intvl = idle / 2 > 0 ? idle / 2 : 1, cnt = 3;
+    unsigned user_timeout = (unsigned)(idle + intvl * cnt) * 1000u;
+    setsockopt(c->fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
+    setsockopt(c->fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
+    setsockopt(c->fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof intvl);
+    setsockopt(c->fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof cnt);
+    setsockopt(c->fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout, sizeof user_timeout);
     c->ssl = SSL_new(p->ctx);
     SSL_set_fd(c->ssl, c->fd);
     SSL_set_connect_state(c->ssl);
@@ -611,6 +697,8 @@ static void conn_open(struct h2_pool *p)
     c->timer.data = c;
     ev_timer_set(&c->timer, p->timeout > 5 ? p->timeout : 5, 0);
     ev_timer_start(p->loop, &c->timer);
+    ev_init(&c->ping_wait, ping_wait_cb);
+    c->ping_wait.data = c;
     ev_init(&c->io, conn_io_cb);
     c->io.data = c;
     if (p->host_is_ip) {
@@ -676,13 +764,23 @@ static void close_conn(struct h2_conn *c, const char *why)
     }
     ev_io_stop(p->loop, &c->io);
     ev_timer_stop(p->loop, &c->timer);
-    /* the requests still in flight fail: the server may have acted on them */
+    ev_timer_stop(p->loop, &c->ping_wait);
+    /* The requests still in flight fail: the server may have acted on them. When it stopped
+     * answering (c->replay), each goes again once on another connection: a push delivered
+     * twice costs less than a call that never rings. The flight list is newest first, so
+     * pushing each to the queue's head keeps their order. */
     while (c->flight) {
         struct h2_req *r = c->flight;
         if (c->session)
             nghttp2_session_set_stream_user_data(c->session, r->stream_id, NULL);
         flight_remove(r);
-        finish(r, was_ready ? "connection lost" : why);
+        if (c->replay && !r->replayed && !p->freeing) {
+            r->replayed = 1;
+            req_reset(r);
+            queue_push(r, 1);
+        } else {
+            finish(r, was_ready ? "connection lost" : why);
+        }
     }
     if (c->session) {
         nghttp2_session_del(c->session);
@@ -712,6 +810,21 @@ static void close_conn(struct h2_conn *c, const char *why)
     }
     if (!p->freeing)
         pump(p);
+}
+
+/* c stopped answering: count it, close it with its in-flight requests put back at the head
+ * of the queue, and let the pump open its successor (now if requests wait, else at the next
+ * one). */
+static void conn_replace(struct h2_conn *c, const char *why)
+{
+    if (c->state == C_CLOSED)
+        return;
+    metrics_inc(METRICS_PUSH_CONNS_REPLACED);
+    log_warn("h2: %s:%d stopped answering (%s): replacing the connection, %zu requests in "
+             "flight go again",
+             c->pool->host, c->pool->port, why, c->streams);
+    c->replay = 1;
+    close_conn(c, why);
 }
 
 static void reap(struct h2_pool *p)
@@ -771,8 +884,15 @@ static void pump(struct h2_pool *p)
     for (struct h2_conn *c = p->conns; c && p->qhead; c = c->next) {
         if (c->state != C_READY || c->goaway)
             continue;
-        uint32_t max = nghttp2_session_get_remote_settings(c->session,
-                                                           NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS);
+        /* Until the server's first SETTINGS arrives, one stream. RFC 9113 §6.5.2 makes the
+         * initial limit unlimited (nghttp2 assumes 100), but a server may advertise less in
+         * the SETTINGS that is already on its way and then refuse the excess (§5.1.2):
+         * APNs allows one stream on a token-auth connection until a request with a valid
+         * provider token (Apple, "Sending notification requests to APNs"). One stream costs
+         * one round trip at connection start; the rest wait in the queue. */
+        uint32_t max = c->settings_seen ? nghttp2_session_get_remote_settings(
+                                              c->session, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS)
+                                        : 1;
         int sent = 0;
         while (p->qhead && c->streams < max) {
             struct h2_req *r = p->qhead;
@@ -783,6 +903,11 @@ static void pump(struct h2_pool *p)
             }
             sent = 1;
         }
+        /* a connection that was quiet longer than ping_timeout may have died meanwhile: a
+         * PING goes with the request, so a dead one is replaced within ping_timeout instead
+         * of failing the request at its deadline */
+        if (sent && ev_now(p->loop) - c->last_read >= p->ping_timeout)
+            conn_ping(c);
         if (sent)
             ev_feed_event(p->loop, &c->io, EV_WRITE);
     }
@@ -849,6 +974,14 @@ size_t h2_pool_connections(const struct h2_pool *p)
 }
 
 /* ------------------------------------------------------------------ the pool */
+
+void h2_client_set_health(double ping_after, double ping_timeout)
+{
+    if (ping_after > 0)
+        default_ping_after = ping_after;
+    if (ping_timeout > 0)
+        default_ping_timeout = ping_timeout;
+}
 
 /* A client certificate chain and key given as PEM text (a stored credential). 1 or 0. */
 static int use_client_pem(SSL_CTX *ctx, const char *pem)
@@ -921,7 +1054,8 @@ struct h2_pool *h2_pool_new(struct ev_loop *loop, const struct h2_pool_options *
     p->max_connections = o->max_connections > 0 ? o->max_connections : 1;
     p->max_queue = o->max_queue ? o->max_queue : 1000;
     p->timeout = o->timeout > 0 ? o->timeout : 10;
-    p->ping_after = o->ping_after > 0 ? o->ping_after : 3600;
+    p->ping_after = o->ping_after > 0 ? o->ping_after : default_ping_after;
+    p->ping_timeout = o->ping_timeout > 0 ? o->ping_timeout : default_ping_timeout;
     pthread_mutex_init(&p->lock, NULL);
     ev_async_init(&p->resolved, resolved_cb);
     p->resolved.data = p;

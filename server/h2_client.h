@@ -6,12 +6,23 @@
  * agreed ALPN "h2", each carrying as many concurrent streams as the server's SETTINGS allow.
  * Requests wait in a bounded FIFO queue until a stream is free; a full queue is refused at
  * once. Every request has a deadline: unanswered by then, its stream is reset and it fails
- * with "timeout". A connection idle for ping_after seconds is PINGed (APNs asks for that). A
- * GOAWAY stops new streams on that connection; the requests the server did not process
+ * with "timeout". A connection never carries more streams than the server's
+ * SETTINGS_MAX_CONCURRENT_STREAMS, and one until its first SETTINGS arrived (APNs allows one
+ * until it saw a valid provider token).
+ *
+ * Health: a connection idle for ping_after seconds is PINGed (APNs asks for that), and so is
+ * one that gets a request after more than ping_timeout seconds of silence. A PING not
+ * ACKed within ping_timeout means the server stopped answering: the connection is replaced
+ * and the requests it carried go again, once each, on another one. TCP keepalive and
+ * TCP_USER_TIMEOUT (derived from ping_timeout) find a vanished peer in seconds and are
+ * handled the same way.
+ *
+ * A GOAWAY stops new streams on that connection; the requests the server did not process
  * (above its last stream id, or refused) go back to the head of the queue and are sent on
- * a new connection, so nothing queued is lost. A connection that breaks fails the requests
- * it was carrying ("connection lost") — the server may have acted on them, so retrying is
- * the caller's decision.
+ * a new connection, so nothing queued is lost; a stream refused with RST_STREAM
+ * REFUSED_STREAM (RFC 9113 §8.7: not processed) goes again on the same pool. A connection
+ * that breaks otherwise fails the requests it was carrying ("connection lost") — the
+ * server may have acted on them, so retrying is the caller's decision.
  *
  * Host names are resolved on a thread (getaddrinfo), fresh for each connection (Apple asks
  * for that); the loop never blocks. Nothing here knows APNs or FCM.
@@ -50,8 +61,14 @@ struct h2_pool_options {
     int max_connections;     /* 0: 1 */
     size_t max_queue;        /* requests waiting for a stream; 0: 1000 */
     double timeout;          /* seconds per request; 0: 10 */
-    double ping_after;       /* idle seconds before a PING; 0: 3600 */
+    double ping_after;       /* idle seconds before a PING; 0: the process default (3600) */
+    double ping_timeout;     /* seconds a PING may wait for its ACK; 0: the default (5) */
 };
+
+/* The process-wide defaults for pools whose options leave ping_after or ping_timeout at 0
+ * ([push] ping_interval and ping_timeout); a value <= 0 keeps the current one. Loop thread;
+ * pools made afterwards use them. */
+void h2_client_set_health(double ping_after, double ping_timeout);
 
 struct h2_pool;
 

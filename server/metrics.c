@@ -74,6 +74,12 @@ static const struct {
                                       "401/403, FCM 401/403): the operator must fix them"},
     [METRICS_PUSH_NOT_SENT] = {"push:not_sent", 0,
                                "pushes not sent (no credentials, dead token, nothing to send)"},
+    [METRICS_PUSH_CONNS_REPLACED] = {"push:connections_replaced", 0,
+                                     "HTTP/2 connections to a push service replaced because "
+                                     "they stopped answering (PING, TCP keepalive)"},
+    [METRICS_PUSH_STREAMS_REFUSED] = {"push:streams_refused", 0,
+                                      "push requests a service refused unprocessed "
+                                      "(REFUSED_STREAM) and that were sent again"},
     [METRICS_OFFLINE_STORED] = {"offline:stored", 0, "MESSAGEs stored for devices asleep"},
     [METRICS_OFFLINE_DUPLICATES] = {"offline:duplicates", 0,
                                     "MESSAGEs stored before (same Call-ID and CSeq): not again"},

@@ -55,6 +55,8 @@ enum metrics_id {
     METRICS_PUSH_FAILED,
     METRICS_PUSH_BAD_CREDENTIALS,
     METRICS_PUSH_NOT_SENT,
+    METRICS_PUSH_CONNS_REPLACED,  /* HTTP/2 connections that stopped answering (PING, keepalive) */
+    METRICS_PUSH_STREAMS_REFUSED, /* streams a push service refused (REFUSED_STREAM), sent again */
     METRICS_OFFLINE_STORED,
     METRICS_OFFLINE_DUPLICATES,
     METRICS_OFFLINE_QUOTA,

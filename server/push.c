@@ -13,6 +13,7 @@
 #include <openssl/pkcs12.h>
 #include <openssl/x509.h>
 
+#include "h2_client.h"
 #include "hashtab.h"
 #include "log.h"
 #include "lua_vm.h"
@@ -760,6 +761,7 @@ struct push *push_new(struct ev_loop *loop, const struct config *cfg, struct loc
     p->loc = loc;
     p->store = store;
     hashtab_init(&p->dead, 64);
+    h2_client_set_health((double)cfg->push_ping_interval, (double)cfg->push_ping_timeout);
     struct push_creds *c = p->config = creds_new(PUSH_CONFIG_SET, NULL);
     char why[300];
     if (*cfg->apns_key_file) {

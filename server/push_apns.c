@@ -21,6 +21,8 @@ struct apns_key {
     char team_id[11];
     char *token; /* the current provider token */
     time_t iat;
+    unsigned gen;      /* bumped with each new token */
+    time_t renewed_at; /* when an ExpiredProviderToken answer last made a new one; 0: never */
 };
 
 struct apns_sender {
@@ -33,6 +35,7 @@ struct apns_job {
     struct apns_sender *s;
     struct apns_notification n; /* strings owned */
     int retried;
+    unsigned gen; /* of the provider token it was last sent with */
     apns_cb cb;
     void *arg;
 };
@@ -109,6 +112,7 @@ const char *apns_key_token(struct apns_key *k, time_t now, int force)
     free(k->token);
     k->token = t;
     k->iat = now;
+    k->gen++;
     return k->token;
 }
 
@@ -129,6 +133,7 @@ static void job_free(struct apns_job *j)
 }
 
 static int submit(struct apns_job *j);
+static int expired_token_retry(struct apns_job *j);
 
 static const char *header_of(const struct h2_response *r, const char *name)
 {
@@ -136,6 +141,41 @@ static const char *header_of(const struct h2_response *r, const char *name)
         if (strcmp(r->headers[i].name, name) == 0)
             return r->headers[i].value;
     return NULL;
+}
+
+/* j was answered ExpiredProviderToken: one more try, with a new token if nobody made one
+ * since j's was sent. The rule (push_apns.h): one renewal per token generation, however
+ * many pushes in flight carried the expired token — each new token is a token update on
+ * every connection of the key, and APNs answers a connection updating its token more often
+ * than every 20 minutes 429 TooManyProviderTokenUpdates (Apple, "Establishing a token-based
+ * connection to APNs": refresh no more than once every 20 minutes). A token such a renewal
+ * made less than 20 minutes ago is not renewed again: if APNs calls it expired, its clock
+ * and ours disagree by most of an hour, a new one would be just as expired, and the
+ * connection would get 429. 1: j went again (the response is not reported), 0: it did not. */
+static int expired_token_retry(struct apns_job *j)
+{
+    struct apns_key *k = j->s->key;
+    time_t now = util_now();
+    if (j->gen == k->gen) {
+        if (k->renewed_at && now >= k->renewed_at && now - k->renewed_at < APNS_TOKEN_MIN_UPDATE) {
+            log_warn("apns: ExpiredProviderToken for the provider token of team %s made %lld s "
+                     "ago: not renewed again within %d s (APNs refuses more frequent updates); "
+                     "check this host's clock",
+                     k->team_id, (long long)(now - k->renewed_at), APNS_TOKEN_MIN_UPDATE);
+            return 0;
+        }
+        if (!apns_key_token(k, now, 1))
+            return 0;
+        k->renewed_at = now;
+        log_info("apns: ExpiredProviderToken: new provider token for team %s, retrying",
+                 k->team_id);
+    } else {
+        log_debug("apns: ExpiredProviderToken for an older provider token of team %s: retrying "
+                  "with the current one",
+                  k->team_id);
+    }
+    j->retried = 1;
+    return submit(j) == 0;
 }
 
 static void response_cb(void *arg, const struct h2_response *resp)
@@ -167,15 +207,8 @@ static void response_cb(void *arg, const struct h2_response *resp)
         else
             res.outcome = APNS_REJECTED;
         if (st == 403 && strcmp(res.reason, "ExpiredProviderToken") == 0 && j->s->key &&
-            !j->retried) {
-            /* a fresh token and one more try */
-            j->retried = 1;
-            apns_key_token(j->s->key, util_now(), 1);
-            log_info("apns: ExpiredProviderToken: new provider token for team %s, retrying",
-                     j->s->key->team_id);
-            if (submit(j) == 0)
-                return;
-        }
+            !j->retried && expired_token_retry(j))
+            return;
     }
     j->cb(j->arg, &res);
     job_free(j);
@@ -206,6 +239,7 @@ static int submit(struct apns_job *j)
             return -1;
         snprintf(auth, sizeof auth, "bearer %s", t);
         h[nh++] = (struct h2_header){"authorization", auth};
+        j->gen = j->s->key->gen;
     }
     char path[600];
     snprintf(path, sizeof path, "/3/device/%s", n->device_token);
@@ -261,7 +295,8 @@ struct apns_sender *apns_sender_new(struct ev_loop *loop, const char *host, int 
         .client_key = key ? NULL : cert_key,
         .max_connections = max_connections,
         .timeout = timeout,
-        .ping_after = 3600, /* Apple: PING after about an hour idle */
+        /* ping_after, ping_timeout: [push] ping_interval (Apple: PING after about an hour
+         * idle) and ping_timeout, through h2_client_set_health */
     };
     if (!key && !cert) {
         snprintf(err, errlen, "APNs needs a .p8 key or a provider certificate");

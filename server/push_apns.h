@@ -5,9 +5,13 @@
  * A sender is one credential at one endpoint (production or sandbox): an h2 pool, and for
  * token auth the team's key. Token auth signs an ES256 provider token {alg, kid}.{iss, iat}
  * and reuses it for APNS_TOKEN_REFRESH seconds (Apple refuses tokens older than an hour and
- * updates more often than every 20 minutes); every connection of the key shares it. An
- * ExpiredProviderToken answer gets a fresh token and one retry. Certificate auth presents
- * the provider certificate on the TLS connection instead.
+ * updates more often than every 20 minutes); every connection of the key shares it. A push
+ * answered ExpiredProviderToken is tried once more, with a new token only if its own is
+ * still the current one: however many pushes in flight carried the expired token, it is
+ * renewed once and they all retry with the new one. A token renewed that way is not renewed
+ * again for APNS_TOKEN_MIN_UPDATE seconds (APNs answers more frequent updates 429
+ * TooManyProviderTokenUpdates); such a push fails as rejected, with a log line about the
+ * clock. Certificate auth presents the provider certificate on the TLS connection instead.
  *
  * Each answer is mapped to what the caller must do: delivered; the token is dead (410,
  * BadDeviceToken, DeviceTokenNotForTopic: never push it again); retry later (429, 5xx,
@@ -22,6 +26,7 @@
 #include <ev.h>
 
 #define APNS_TOKEN_REFRESH (50 * 60)
+#define APNS_TOKEN_MIN_UPDATE (20 * 60) /* Apple: refresh no more than once every 20 min */
 #define APNS_MAX_PAYLOAD 4096
 #define APNS_MAX_PAYLOAD_VOIP 5120
 

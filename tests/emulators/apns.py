@@ -23,11 +23,18 @@ mock servers do and answering with Apple's status codes and reasons
      with "times": N, only the first N pushes to that token get it.
      a 410 carries "timestamp" (ms).
 A connection allows one stream until its first push with a valid token, then --max-streams
-(1000).
+(1000); a stream over the advertised limit is refused (RST_STREAM REFUSED_STREAM, h2server).
 Every request is logged as a JSON line (--log) with the verdict and the kid of its token.
 
+Control (h2server's control port, besides stats and freeze):
+  expire-tokens [N]  every provider token seen so far is expired from now on (as if an hour
+                     had passed); the first N ExpiredProviderToken answers are held until N
+                     pushes wait for one, then all go out at once (N pushes in flight
+                     together). stats adds "tokens": distinct valid provider tokens seen,
+                     and "expired_answers".
+
   apns.py --port 0 --cert C --key K --auth-key KID:TEAM:PUBLIC.pem [...] [--log F]
-prints "listening <port>".
+prints "listening <port> control <cport>".
 """
 import argparse
 import base64
@@ -39,7 +46,6 @@ import threading
 import time
 import uuid
 
-import h2.settings
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -62,6 +68,9 @@ class Apns:
         self.args = args
         self.keys = {}  # kid -> (team, public key)
         self.seen = {}  # token -> scripted pushes so far
+        self.tokens = set()  # provider tokens with a valid signature
+        self.expired = set()  # provider tokens expired by the control command
+        self.hold, self.held, self.expired_answers = 0, [], 0
         self.lock = threading.Lock()
         for spec in args.auth_key or []:
             kid, team, path = spec.split(':', 2)
@@ -110,21 +119,46 @@ class Apns:
         if claims.get('iss') != team or not isinstance(claims.get('iat'), int):
             return 'InvalidProviderToken'
         now = time.time()
-        if claims['iat'] < now - self.args.token_lifetime:
+        with self.lock:
+            self.tokens.add(token)
+            expired = token in self.expired
+        # Apple, "Establishing a token-based connection to APNs": a token older than one hour
+        # is refused; "Handling notification responses from APNs": 403 ExpiredProviderToken
+        if expired or claims['iat'] < now - self.args.token_lifetime:
             return 'ExpiredProviderToken'
         if not hasattr(conn, 'apns_state'):  # per connection (an id() could be reused)
             conn.apns_state = {}
         st = conn.apns_state
         if st.get('team') and st['team'] != team:
             return 'InvalidProviderToken'  # one team per connection
-        if st.get('token') and st['token'] != token and \
+        # Apple, "Establishing a token-based connection to APNs": refresh the token no more
+        # than once every 20 minutes; "Handling notification responses from APNs": 429
+        # TooManyProviderTokenUpdates. Replacing a token that had expired is the refresh
+        # Apple asks for, not an update too many (a real token expires after an hour, so
+        # its connection has had it for more than 20 minutes).
+        prev_expired = st.get('token') in self.expired or \
+            st.get('token_iat', now) < now - self.args.token_lifetime
+        if st.get('token') and st['token'] != token and not prev_expired and \
                 now - st['token_at'] < self.args.token_update_window:
             return 'TooManyProviderTokenUpdates'
         if st.get('token') != token:
             st['token'] = token
             st['token_at'] = now
+            st['token_iat'] = claims['iat']
         st['team'] = team
         return None
+
+    def expire_tokens(self, args):
+        """Control: the tokens seen so far are expired; hold the next N such answers."""
+        with self.lock:
+            self.expired |= self.tokens
+            self.hold = int(args[0]) if args else 0
+            self.held = []
+            return {'expired': len(self.expired), 'hold': self.hold}
+
+    def stats(self):
+        with self.lock:
+            return {'tokens': len(self.tokens), 'expired_answers': self.expired_answers}
 
     def handle(self, conn, sid, headers, body):
         verdict = self.verdict(conn, sid, headers, body)
@@ -140,6 +174,17 @@ class Apns:
                 kid = json.loads(b64url_decode(auth[7:].split('.')[0])).get('kid')
             except Exception:
                 pass
+        if reason == 'ExpiredProviderToken':
+            release = []
+            with self.lock:
+                self.expired_answers += 1
+                if self.hold:  # held until N wait, then answered together
+                    self.held.append((conn, sid, verdict))
+                    if len(self.held) >= self.hold:
+                        release, self.held, self.hold = self.held, [], 0
+                    verdict = None
+                for c, s, (st, hs, b) in release:
+                    c.respond_later(s, 0, st, hs, b)
         conn.server.record({'event': 'push', 'path': headers.get(':path'), 'kid': kid,
                             'topic': headers.get('apns-topic'),
                             'push_type': headers.get('apns-push-type'),
@@ -184,8 +229,11 @@ class Apns:
         elif not conn.peer_cert:
             return self.error(403, 'BadCertificate')
         if not getattr(conn, 'opened', False):  # a valid push opens the connection up
+            # Apple, "Sending notification requests to APNs" (push-protocols.md §2.1): with
+            # token auth the connection allows one stream until a request with a valid
+            # provider token, then the server's usual SETTINGS_MAX_CONCURRENT_STREAMS
             conn.opened = True
-            conn.h2.update_settings({h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: self.args.max_streams})
+            conn.advertise_streams(self.args.max_streams)
         if not body:
             return self.error(400, 'PayloadEmpty')
         limit = 5120 if ptype == 'voip' else 4096
@@ -232,9 +280,12 @@ def main():
     a = ap.parse_args()
     threading.Timer(a.lifetime, lambda: os._exit(0)).start()
     apns = Apns(a)
+    # one stream until a valid token (see verdict); certificate auth opens up the same way
     srv = h2server.Server(a.host, a.port, a.cert, a.key, apns.handle, max_streams=1,
                           goaway_after=a.goaway_after, log_path=a.log, ca=a.client_ca)
-    print('listening %d' % srv.port, flush=True)
+    srv.commands['expire-tokens'] = apns.expire_tokens
+    srv.stats_extra = apns.stats
+    print(srv.banner(), flush=True)
     srv.serve_forever()
 
 

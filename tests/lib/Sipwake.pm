@@ -18,6 +18,7 @@ use File::Basename qw(dirname);
 use File::Temp qw(tempdir);
 use IO::Socket::INET;
 use IO::Socket::SSL;
+use JSON::PP ();
 use POSIX qw(:sys_wait_h);
 use Time::HiRes qw(sleep time);
 use Digest::MD5 qw(md5_hex);
@@ -317,7 +318,8 @@ sub sql_wait {
     return $got;
 }
 
-# Start tests/emulators/NAME.py with args; it prints "listening PORT". Returns (pid, port).
+# Start tests/emulators/NAME.py with args; it prints "listening PORT" (and "control CPORT"
+# when it has h2server's control interface). Returns (pid, port, cport).
 # It is killed when the test exits, and stops by itself at its --lifetime.
 my @emulators;
 sub start_emulator {
@@ -332,10 +334,22 @@ sub start_emulator {
     }
     close $wr;
     push @emulators, $pid;
-    my ($port) = (scalar(<$rd>) // '') =~ /listening (\d+)/;
-    return ($pid, $port);
+    my ($port, $cport) = (scalar(<$rd>) // '') =~ /listening (\d+)(?: control (\d+))?/;
+    return ($pid, $port, $cport);
 }
 END { kill 'TERM', @emulators if @emulators; }
+
+# One command to an emulator's control port (h2server.py: stats, freeze, ...); its JSON
+# answer decoded, or undef.
+sub emulator_control {
+    my ($cport, $cmd) = @_;
+    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $cport, Timeout => 5)
+        or return undef;
+    print $s "$cmd\n";
+    my $line = <$s>;
+    close $s;
+    return defined $line ? JSON::PP::decode_json($line) : undef;
+}
 
 # Test keys and certificates made with openssl in dir: a P-256 server certificate for
 # 127.0.0.1 (cert.pem, key.pem) and, for each name given, an APNs .p8 key NAME.p8 with its
@@ -412,6 +426,7 @@ use strict;
 use warnings;
 use IO::Socket::INET;
 use IO::Socket::SSL;
+use JSON::PP ();
 use IO::Select;
 use Time::HiRes qw(time);
 use Digest::MD5 qw(md5_hex);

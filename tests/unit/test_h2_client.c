@@ -13,6 +13,7 @@
 #include "h2_client.c"
 #include "log.h"
 #include "emulator.h"
+#include "metrics.h"
 #include "tap.h"
 #include "util.h"
 
@@ -168,6 +169,60 @@ int main(void)
     }
     is_int(ok200 + lost, 10, "every request reported");
     ok(ok200 >= 9, "GOAWAY: the refused requests were sent again and answered (%d of 10)", ok200);
+    h2_pool_free(p);
+    emulator_stop(pid);
+
+    /* a server that advertises one stream: a burst at the fresh connection waits for its
+     * SETTINGS instead of being refused (RFC 9113 §5.1.2) */
+    port = start_server("--max-streams 1", &pid);
+    p = pool("127.0.0.1", port, "cert.pem", 5, 0);
+    memset(r, 0, sizeof r);
+    uint64_t refused0 = metrics_values[METRICS_PUSH_STREAMS_REFUSED];
+    for (int i = 0; i < 6; i++)
+        h2_pool_submit(p, "GET", "/delay/50/one", NULL, 0, NULL, 0, cb, &r[i]);
+    size_t most = 0;
+    for (ev_tstamp end = ev_time() + 10; ev_time() < end;) {
+        size_t done = 0;
+        for (int i = 0; i < 6; i++)
+            done += r[i].done;
+        if (h2_pool_in_flight(p) > most)
+            most = h2_pool_in_flight(p);
+        if (done == 6)
+            break;
+        ev_run(loop, EVRUN_ONCE | EVRUN_NOWAIT);
+        usleep(1000);
+    }
+    is_int((int)most, 1, "never more than one stream in flight, before its SETTINGS or after");
+    all = 1;
+    for (int i = 0; i < 6; i++)
+        all &= r[i].status == 200;
+    ok(all, "all 6 answered");
+    is_int((int)(metrics_values[METRICS_PUSH_STREAMS_REFUSED] - refused0), 0,
+           "none refused over the server's limit");
+    h2_pool_free(p);
+    emulator_stop(pid);
+
+    /* streams refused with REFUSED_STREAM (not processed, RFC 9113 §8.7) go again on the
+     * connection; one refused every time fails once the server refused it 10 times */
+    port = start_server("--refuse-first 2", &pid);
+    p = pool("127.0.0.1", port, "cert.pem", 5, 0);
+    memset(r, 0, sizeof r);
+    refused0 = metrics_values[METRICS_PUSH_STREAMS_REFUSED];
+    h2_pool_submit(p, "GET", "/refused", NULL, 0, NULL, 0, cb, &r[0]);
+    wait_all(r, 1, 5);
+    is_int(r[0].status, 200, "a request refused twice is answered on its third stream");
+    is_int((int)(metrics_values[METRICS_PUSH_STREAMS_REFUSED] - refused0), 2,
+           "push:streams_refused counts the two refusals");
+    is_int((int)h2_pool_connections(p), 1, "on the same connection");
+    h2_pool_free(p);
+    emulator_stop(pid);
+    port = start_server("--refuse-first 1000", &pid);
+    p = pool("127.0.0.1", port, "cert.pem", 5, 0);
+    memset(r, 0, sizeof r);
+    h2_pool_submit(p, "GET", "/never", NULL, 0, NULL, 0, cb, &r[0]);
+    wait_all(r, 1, 6);
+    is_str(r[0].error, "refused by the server",
+           "a request the server always refuses fails, before its deadline");
     h2_pool_free(p);
     emulator_stop(pid);
 
