@@ -22,7 +22,7 @@ POST /v1/projects/<project>/messages:send (§3.1-3.4): Bearer token issued here 
   "INVALID_ARGUMENT"|..., "message": "...", "violations": [{"field", "description"}],
   "retry_after": N} | {"invalid_token": true} | {"hang": true}}. Success: 200
   {"name": "projects/<project>/messages/0:<n>"}.
-Every request is logged as a JSON line (--log). Prints "listening <port>".
+Every request is logged as a JSON line (--log). Prints "listening <port> control <cport>".
 """
 import argparse
 import base64
@@ -252,7 +252,7 @@ def main():
     fcm = Fcm(a)
     srv = h2server.Server(a.host, a.port, a.cert, a.key, fcm.handle, max_streams=100,
                           log_path=a.log)
-    print('listening %d' % srv.port, flush=True)
+    print(srv.banner(), flush=True)
     srv.serve_forever()
 
 

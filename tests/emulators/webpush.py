@@ -181,7 +181,7 @@ def main():
     wp = WebPush(a)
     srv = h2server.Server(a.host, a.port, a.cert, a.key, wp.handle, max_streams=100,
                           log_path=a.log)
-    print('listening %d' % srv.port, flush=True)
+    print(srv.banner(), flush=True)
     srv.serve_forever()
 
 
