@@ -71,6 +71,9 @@ static const struct {
     [METRICS_PUSH_FAILED] = {"push:failed", 0, "pushes without an answer"},
     [METRICS_PUSH_NOT_SENT] = {"push:not_sent", 0,
                                "pushes not sent (no credentials, dead token, nothing to send)"},
+    [METRICS_PUSH_TEAM_MISMATCH] = {"push:apns_team_mismatch", 0,
+                                    "APNs pushes whose pn-param team is not the key's (pushed "
+                                    "with the key's team unless the policy skips them)"},
     [METRICS_OFFLINE_STORED] = {"offline:stored", 0, "MESSAGEs stored for devices asleep"},
     [METRICS_OFFLINE_DUPLICATES] = {"offline:duplicates", 0,
                                     "MESSAGEs stored before (same Call-ID and CSeq): not again"},
