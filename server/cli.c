@@ -196,7 +196,7 @@ static void list_tenants(const struct tenants *t)
                            c->label);
                 if (k == TENANT_APNS_CERT && c->team_id && *c->team_id)
                     printf(" uid=%s", c->team_id);
-                if (k == TENANT_APNS_KEY || k == TENANT_APNS_CERT)
+                if ((k == TENANT_APNS_KEY || k == TENANT_APNS_CERT) && c->env != TENANT_ENV_BOTH)
                     printf(" environment=%s", tenant_env_name(c->env));
                 if (c->not_after) {
                     char exp[16];

@@ -342,10 +342,12 @@ static struct apns_sender *apns_for(struct push *p, struct push_creds *c, int sa
     struct apns_sender **s = sandbox ? &c->apns_dev : &c->apns;
     struct apns_key *key;
     const char *cert;
-    if (!*s && !creds_apns(c, sandbox, &key, &cert)) {
+    if (!creds_apns(c, sandbox, &key, &cert)) {
         snprintf(err, errlen, "no APNs credential for the %s in %s",
                  sandbox ? "sandbox (apns.dev)" : "production (apns)", c->name);
-    } else if (!*s) {
+        return NULL;
+    }
+    if (!*s) {
         const struct config *cfg = p->cfg;
         *s = apns_sender_new(p->loop, sandbox ? cfg->apns_sandbox_host : cfg->apns_host,
                              (int)(sandbox ? cfg->apns_sandbox_port : cfg->apns_port), ca_of(p),
