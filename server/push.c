@@ -593,9 +593,9 @@ int push_binding(struct push *p, const struct binding *b, const struct push_even
                      "pushed with the key's team (logged once per set and team)",
                      pn.team, aor, hb.key_team, c->name);
     }
+    struct lua_hook_push_out d; /* ev points into it from here on */
     if (!ev.credentials) {
         /* the policy's turn (the push command is sent as asked) */
-        struct lua_hook_push_out d;
         lua_hook_push(lua_vm_current(), &hin, &hb, &d);
         if (d.skip) {
             snprintf(err, errlen, "skipped by the policy%s",
