@@ -19,6 +19,7 @@ use File::Temp qw(tempdir);
 use Time::HiRes qw(time sleep);
 use Sipwake;
 
+sub slurp { open my $f, '<', $_[0] or return ''; local $/; <$f> // '' }
 my $dir = tempdir('push-credentials-XXXXXX', TMPDIR => 1, CLEANUP => 1);
 Sipwake::make_keys($dir, 'prod', 'sand') or BAIL_OUT('openssl failed');
 system("cd $dir && openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out sa.pem 2>/dev/null") == 0
@@ -28,6 +29,10 @@ $sa_pem =~ s/\n/\\n/g;
 open my $sa, '>', "$dir/sa.json" or die;
 print $sa qq({"type": "service_account", "project_id": "proj-1", "private_key_id": "k1", "private_key": "$sa_pem", )
     . qq("client_email": "push\@proj-1.iam.gserviceaccount.com", "token_uri": "https://127.0.0.1:9/token"});
+close $sa;
+(my $sa2 = slurp("$dir/sa.json")) =~ s/proj-1/proj-2/g;
+open $sa, '>', "$dir/sa2.json" or die;
+print $sa $sa2;
 close $sa;
 
 # device tokens as Apple issued them: Linphone's PushKit and remote tokens (production), and
@@ -47,7 +52,6 @@ my (undef, $pport) = Sipwake::start_emulator('apns', '--cert', "$dir/cert.pem", 
 my (undef, $sport) = Sipwake::start_emulator('apns', '--cert', "$dir/cert.pem", '--key', "$dir/key.pem",
     @keys, '--environment', 'sandbox', '--log', "$dir/sand.log", '--lifetime', '120');
 ok($pport && $sport, 'APNs production and sandbox emulators listening');
-sub slurp { open my $f, '<', $_[0] or return ''; local $/; <$f> // '' }
 sub wait_for {
     my ($file, $re) = @_;
     for (1 .. 100) { my $l = slurp($file); return $l if $l =~ $re; sleep 0.05 }
@@ -148,6 +152,8 @@ is($sw->sql("SELECT count(*) FROM location WHERE username='dev'"), '0', 'no bind
 my ($rc, $out) = $sw->run_bin('tenant', 'add', 'acme', 'acme.example');
 ($rc, $out) = $sw->run_bin('tenant', 'apns-key', 'acme/dev', 'KEYSAND001', 'TEAM123456', "$dir/sand.p8", 'sandbox');
 ok($rc == 0 && $out =~ m{acme/dev: apns_key for APNs sandbox stored}, 'a sandbox-only key stored') or diag $out;
+($rc, $out) = $sw->run_bin('tenant', 'fcm', 'acme/dev', "$dir/sa2.json");
+is($rc, 0, 'and a service account of FCM project proj-2') or diag $out;
 ($rc, $out) = $sw->run_bin('tenant', 'list');
 like($out, qr{acme/dev apns_key key_id=KEYSAND001 team_id=TEAM123456 environment=sandbox}, 'listed with its environment');
 ($rc, $out) = $sw->run_bin('tenant', 'apns-key', 'acme/x', 'KEYSAND001', 'TEAM123456', "$dir/sand.p8", 'staging');
@@ -166,6 +172,9 @@ like($log, qr{"path": "/3/device/$DEV", "kid": "KEYSAND001".*"status": 200},
      'pushed to the sandbox with the sandbox key, accepted');
 unlike(slurp("$dir/prod.log"), qr/$DEV/, 'never to production');
 
+(undef, $r) = register_phone('dev2', 'example.com', "pn-provider=apns.dev;pn-param=TEAM123456.org.linphone.phone.voip;pn-prid=$DEV:voip");
+is($r->{code}, 555, 'apns.dev for a domain of no tenant (the [push] key is production only): still 555');
+
 # ---- FCM: pn-param is the project (RFC 8599 §11)
 my $f = $sw->ua(user => 'andy');
 $r = $f->register(contact => "sip:andy\@127.0.0.1:" . $f->local_port . ";pn-provider=fcm;pn-param=other-proj;pn-prid=fcm-tok-1",
@@ -177,6 +186,26 @@ $r = $f->register(contact => "sip:andy\@127.0.0.1:" . $f->local_port . ";pn-prov
     expires => 3600);
 is($r->{code}, 200, 'its own project: 200');
 like(feature_caps($r), qr/\+sip\.pns="fcm"/, 'with +sip.pns="fcm"');
+$r = $f->register(contact => "sip:andy\@127.0.0.1:" . ($f->local_port + 1) . ";pn-provider=fcm;pn-param=proj-2;pn-prid=fcm-tok-2",
+    expires => 3600);
+is($r->{code}, 555, 'proj-2, whose account is tenant acme\'s, for a domain of no tenant: 555');
+my $ann;
+($ann, $r) = register_phone('ann', 'acme.example', 'pn-provider=fcm;pn-param=proj-2;pn-prid=fcm-tok-3');
+is($r->{code}, 200, 'proj-2 for acme\'s domain: 200');
+close $ann->sock; # asleep
+# the account goes; the binding stays, and is never pushed through another project
+($rc, $out) = $sw->run_bin('tenant', 'cred-del', 'acme/dev', 'fcm');
+is($rc, 0, 'acme\'s proj-2 account deleted');
+kill 'HUP', $sw->{pid};
+ok($sw->wait_log(qr/tenants: 1 tenants, 1 domains, 1 credential sets loaded(?s:.*)tenants: 1 tenants, 1 domains, 1 credential sets loaded/, 5), 'SIGHUP');
+my $mc = $caller->local_port;
+$caller->send_raw("MESSAGE sip:ann\@acme.example SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:$mc;rport;branch=z9hG4bKm1\r\n"
+    . "Max-Forwards: 70\r\nFrom: <sip:carl\@example.com>;tag=m1\r\nTo: <sip:ann\@acme.example>\r\nCall-ID: fcm-m1\r\n"
+    . "CSeq: 1 MESSAGE\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nhi");
+$r = Sipwake::UA::parse_response($caller->expect(qr/^SIP\/2\.0 [2-6]\d\d .*Call-ID: fcm-m1/s, 5));
+is($r->{code}, 480, 'a MESSAGE for it: 480 at once');
+ok($sw->wait_log(qr/no push to ann\@acme\.example: FCM project proj-2 is not the project proj-1 of \[push\]/, 3),
+   'not pushed through [push]\'s proj-1, saying why');
 
 ok($sw->alive, 'sipwake still running');
 ok($sw->stop, 'stopped cleanly, no token in its log, no sanitizer report');
