@@ -887,45 +887,28 @@ fail:
     return NULL;
 }
 
-int push_can_serve(void *arg, const char *aor, const struct pn_info *pn, char *why, size_t whylen)
+int push_can_serve(void *arg, const struct pn_info *pn, char *why, size_t whylen)
 {
     struct push *p = arg;
     if (!pn_is_apns(pn->provider) && strcmp(pn->provider, "fcm") != 0)
         return 1; /* Web Push signs with sipwake's key; other providers are the registrar's */
     int have = creds_have(p->config, pn->provider);
-    for (struct push_creds *c = p->sets; c && !have; c = c->next)
-        have = creds_have(c, pn->provider);
+    if (creds_serve(p->config, pn->provider, pn->param))
+        return 1;
+    for (struct push_creds *c = p->sets; c; c = c->next) {
+        if (creds_serve(c, pn->provider, pn->param))
+            return 1;
+        have = have || creds_have(c, pn->provider);
+    }
     if (!have)
         return 1; /* no credential for the provider at all: see push.h */
-    /* what push_binding would choose for a call to this binding: the policy's set, else
-     * the domain's tenant's sets, else [push] */
-    const char *tenant = tenants_of_domain(tenants_current(), aor_domain(aor));
-    struct lua_hook_push_in hin = {
-        .kind = push_kind_name(PUSH_CALL), .attempt = 1, .tenant = tenant};
-    struct lua_hook_push_binding hb = {.aor = aor,
-                                       .provider = pn->provider,
-                                       .param = pn->param,
-                                       .tenant = tenant,
-                                       .team = pn->team,
-                                       .expires_in = -1};
-    char name[160] = "";
-    lua_hook_credentials(lua_vm_current(), &hin, &hb, name, sizeof name);
-    struct push_creds *c = strcmp(name, PUSH_CONFIG_SET) == 0 ? p->config
-                           : *name                            ? creds_named(p, name)
-                                   : creds_default(p, tenant, pn->provider, pn->param);
-    if (c && creds_serve(c, pn->provider, pn->param))
-        return 1;
-    const char *by = !*name ? ""
-                     : c    ? " in the policy's set"
-                            : " (the policy's set does not exist)";
     if (pn_is_apns(pn->provider))
-        snprintf(why, whylen, "No APNs credential for the %s%s",
+        snprintf(why, whylen, "No APNs credential for the %s",
                  strcmp(pn->provider, "apns.dev") == 0 ? "sandbox (apns.dev)"
-                                                       : "production environment (apns)",
-                 by);
+                                                       : "production environment (apns)");
     else
-        snprintf(why, whylen, "No FCM service account for project %.60s%s",
-                 pn->param ? pn->param : "", by);
+        snprintf(why, whylen, "No FCM service account for project %.60s",
+                 pn->param ? pn->param : "");
     return 0;
 }
 

@@ -85,7 +85,7 @@ struct registrar {
     const char *(*vapid_of)(void *arg, const char *domain);
     void *vapid_arg;
     /* can a push ever be sent for these push params? (push_can_serve), or NULL */
-    int (*can_push)(void *arg, const char *aor, const struct pn_info *pn, char *why, size_t whylen);
+    int (*can_push)(void *arg, const struct pn_info *pn, char *why, size_t whylen);
     void *can_push_arg;
     struct bucket *bucket;     /* parked requests woken by a 2xx REGISTER, or NULL */
     struct msgstore *msgstore; /* stored MESSAGEs delivered after a 2xx REGISTER, or NULL */
@@ -565,9 +565,9 @@ static struct binding *find_match(struct location_aor *a, const struct reg_conta
 }
 
 /* Parse and classify every Contact. 0, or -1 with *out filled with the rejection. */
-static int classify(struct registrar *reg, const osip_message_t *req, const char *aor,
-                    struct reg_contact *cs, size_t n, const struct sip_msg_slice *raw_uris,
-                    long header_expires, struct reg_reply *out)
+static int classify(struct registrar *reg, const osip_message_t *req, struct reg_contact *cs,
+                    size_t n, const struct sip_msg_slice *raw_uris, long header_expires,
+                    struct reg_reply *out)
 {
     const struct config *cfg = reg->cfg;
     for (size_t i = 0; i < n; i++) {
@@ -647,7 +647,7 @@ static int classify(struct registrar *reg, const osip_message_t *req, const char
         }
         char why[100];
         if (kind == PN_PUSH && !upstream_pushes(req, rc->pn.provider) && reg->can_push &&
-            !reg->can_push(reg->can_push_arg, aor, &rc->pn, why, sizeof why)) {
+            !reg->can_push(reg->can_push_arg, &rc->pn, why, sizeof why)) {
             /* RFC 8599 §5.6.1.1: no credential can push this binding (an APNs environment, an
              * FCM project sipwake has nothing for), so it must not be told +sip.pns */
             *out = (struct reg_reply){555, "Push Notification Service Not Supported", ""};
@@ -1131,8 +1131,7 @@ static void process(struct reg_req *rr)
             return;
         }
     }
-    if (classify(reg, req, rr->aor, cs, m, n_raw == m ? raw_uris : NULL, header_expires, &rej) <
-        0) {
+    if (classify(reg, req, cs, m, n_raw == m ? raw_uris : NULL, header_expires, &rej) < 0) {
         contacts_free(cs, m);
         reject(rr, rej.code, rej.reason, rej.extra);
         return;
@@ -1313,8 +1312,8 @@ void registrar_set_bucket(struct registrar *reg, struct bucket *bucket)
 }
 
 void registrar_set_can_push(struct registrar *reg,
-                            int (*can)(void *arg, const char *aor, const struct pn_info *pn,
-                                       char *why, size_t whylen),
+                            int (*can)(void *arg, const struct pn_info *pn, char *why,
+                                       size_t whylen),
                             void *arg)
 {
     reg->can_push = can;

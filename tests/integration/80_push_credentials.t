@@ -9,7 +9,9 @@
 # - a key for production only: an apns.dev REGISTER gets 555 and no +sip.pns (RFC 8599
 #   §5.6.1.1); once a tenant's sandbox key is loaded, apns.dev bindings of its domain are
 #   registered and pushed to the sandbox with that key;
-# - an FCM binding naming a project no service account serves gets 555; its own project 200.
+# - legacy pn-type=apple registrations (converted with the placeholder team) are pushed too;
+# - an FCM binding naming a project no service account serves gets 555; its own project 200;
+#   a binding whose project's account went is never pushed through another project.
 use strict;
 use warnings;
 use FindBin;
@@ -129,6 +131,18 @@ ok($sw->wait_log(qr/metrics: sipwake_push_apns_team_mismatch 2$/m, 3), 'both pus
 is(scalar(() = $sw->log =~ /pn-param team ABCD1234/g), 1, 'and logged once');
 unlike($sw->log, qr/$VOIP|$REMOTE/, 'no token in the log');
 
+# ---- a legacy registration, converted with the same placeholder team
+my ($old) = register_phone('oldie', 'example.com', 'pn-type=apple;pn-tok=e0e0e0e0e0e0e005;app-id=org.linphone.phone.prod');
+close $old->sock;
+sleep 0.2;
+$caller->send_raw("MESSAGE sip:oldie\@example.com SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:$cp;rport;branch=z9hG4bKo1\r\n"
+    . "Max-Forwards: 70\r\nFrom: <sip:carl\@example.com>;tag=o1\r\nTo: <sip:oldie\@example.com>\r\nCall-ID: legacy-m1\r\n"
+    . "CSeq: 1 MESSAGE\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nhi");
+$log = wait_for("$dir/prod.log", qr{"path": "/3/device/e0e0e0e0e0e0e005".*"status": \d});
+like($log, qr{"path": "/3/device/e0e0e0e0e0e0e005", "kid": "KEYPROD001", "topic": "org.linphone.phone", "push_type": "alert".*"status": 200},
+     'a legacy pn-type=apple phone (team ABCD1234 after conversion) is pushed too');
+is(scalar(() = $sw->log =~ /pn-param team ABCD1234/g), 1, 'still logged once');
+
 # ---- the policy sees the mismatch and refuses
 my ($strict) = register_phone('strict', 'example.com',
     "pn-provider=apns;pn-param=ABCD1234.org.linphone.phone.voip;pn-prid=$STRICT:voip");
@@ -172,9 +186,6 @@ like($log, qr{"path": "/3/device/$DEV", "kid": "KEYSAND001".*"status": 200},
      'pushed to the sandbox with the sandbox key, accepted');
 unlike(slurp("$dir/prod.log"), qr/$DEV/, 'never to production');
 
-(undef, $r) = register_phone('dev2', 'example.com', "pn-provider=apns.dev;pn-param=TEAM123456.org.linphone.phone.voip;pn-prid=$DEV:voip");
-is($r->{code}, 555, 'apns.dev for a domain of no tenant (the [push] key is production only): still 555');
-
 # ---- FCM: pn-param is the project (RFC 8599 §11)
 my $f = $sw->ua(user => 'andy');
 $r = $f->register(contact => "sip:andy\@127.0.0.1:" . $f->local_port . ";pn-provider=fcm;pn-param=other-proj;pn-prid=fcm-tok-1",
@@ -186,9 +197,6 @@ $r = $f->register(contact => "sip:andy\@127.0.0.1:" . $f->local_port . ";pn-prov
     expires => 3600);
 is($r->{code}, 200, 'its own project: 200');
 like(feature_caps($r), qr/\+sip\.pns="fcm"/, 'with +sip.pns="fcm"');
-$r = $f->register(contact => "sip:andy\@127.0.0.1:" . ($f->local_port + 1) . ";pn-provider=fcm;pn-param=proj-2;pn-prid=fcm-tok-2",
-    expires => 3600);
-is($r->{code}, 555, 'proj-2, whose account is tenant acme\'s, for a domain of no tenant: 555');
 my $ann;
 ($ann, $r) = register_phone('ann', 'acme.example', 'pn-provider=fcm;pn-param=proj-2;pn-prid=fcm-tok-3');
 is($r->{code}, 200, 'proj-2 for acme\'s domain: 200');
