@@ -796,9 +796,9 @@ static void api_cred_put(struct admin *a, struct admin_req *r, const char *tenan
     buf_free_secret(&data);
     if (key_id)
         snprintf(d->key_id, sizeof d->key_id, "%s", key_id);
-    if (apns)
+    if (apns && rc == 0) /* env is known here: checked above */
         snprintf(d->environment, sizeof d->environment, "%s",
-                 tenant_env_name((enum tenant_env)(env ? tenant_env_of(env) : TENANT_ENV_BOTH)));
+                 tenant_env_name((enum tenant_env)tenant_env_of(env)));
     json_decref(b);
     if (rc < 0) {
         cred_data_free(d);
