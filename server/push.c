@@ -906,9 +906,16 @@ int push_can_serve(void *arg, const struct pn_info *pn, char *why, size_t whylen
         snprintf(why, whylen, "No APNs credential for the %s",
                  strcmp(pn->provider, "apns.dev") == 0 ? "sandbox (apns.dev)"
                                                        : "production environment (apns)");
-    else
-        snprintf(why, whylen, "No FCM service account for project %.60s",
-                 pn->param ? pn->param : "");
+    else {
+        /* why goes into a Warning header: the project as a token, nothing the phone sent
+         * that could end the quoted text or the header */
+        char project[61];
+        snprintf(project, sizeof project, "%s", pn->param ? pn->param : "");
+        for (char *q = project; *q; q++)
+            if (!strchr("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_:", *q))
+                *q = '?';
+        snprintf(why, whylen, "No FCM service account for project %s", project);
+    }
     return 0;
 }
 
