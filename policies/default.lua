@@ -177,6 +177,10 @@ end
 --               tenant = "acme", user_agent = "...", expires_in = 3412 }
 --               (expires_in < 0: the binding expired that long ago and is pushed within
 --               [push] grace)
+--             APNs: binding.team, the team in param (Linphone's placeholder is ABCD1234);
+--             in push() also, when a .p8 key signs, binding.key_team (the team the push is
+--             signed with: param's team is informational) and binding.team_mismatch
+--             (counted as push:apns_team_mismatch)
 --   ctx.kind       "call" (INVITE), "message" (anything else), "refresh" (RFC 8599 §5.5),
 --                  "missed_call" (the caller cancelled; see route's missed_call)
 --   ctx.attempt    1 for a request's first push to this binding, then 2, 3, ...
@@ -196,7 +200,9 @@ end
 --   alert = { title = "...", body = "..." }   the text of an alert, instead of the
 --                                  localisation keys (IC_MSG, IM_MSG) apps look up
 --   data = { key = "value" }       up to 16 extra payload fields (APNs top level, FCM data)
--- Safe default (on error or an invalid decision): sipwake's choice.
+-- Safe default (on error or an invalid decision): sipwake's choice. To refuse apps whose
+-- pn-param names another team than the key's (sipwake pushes them with the key's team):
+--   if binding.team_mismatch then return { skip = true } end
 function policy.push(req, binding, ctx)
     if ctx.kind == "message" and req.from then
         -- one notification per sender: a burst of messages shows as one alert
@@ -208,7 +214,8 @@ end
 -- credentials(binding, ctx) — which credential set signs the push: "TENANT" (its set
 -- "default") or "TENANT/SET", as created with `sipwake tenant` (see README). Return nil for
 -- sipwake's choice: the tenant's (binding.tenant, else its domain's) "default" set, else its
--- first set with a credential for the provider, else the [push] credentials of the config.
+-- first set that serves the binding (an APNs credential for its environment, apns or
+-- apns.dev; the FCM project its param names), else the [push] credentials of the config.
 -- Safe default: sipwake's choice. For example, one set per app:
 --   if binding.param and binding.param:find("^ABCDE12345%.com%.acme%.") then
 --       return "acme/ios"

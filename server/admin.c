@@ -413,6 +413,8 @@ static json_t *tenants_json(const struct tenants *t)
                                       json_time(c->created_at));
                 if (c->key_id)
                     json_object_set_new(o, "key_id", json_string(c->key_id));
+                if (k == TENANT_APNS_KEY || k == TENANT_APNS_CERT)
+                    json_object_set_new(o, "environment", json_string(tenant_env_name(c->env)));
                 if (c->team_id)
                     json_object_set_new(o, k == TENANT_APNS_CERT ? "uid" : "team_id",
                                         json_string(c->team_id));
@@ -675,6 +677,7 @@ struct cred_data {
     size_t secret_len;
     char tenant[TENANT_NAME_MAX + 1], set[TENANT_NAME_MAX + 1], kind[24];
     char key_id[64], team_id[256], label[256];
+    char environment[16];
 };
 
 static void cred_data_free(void *p)
@@ -766,12 +769,19 @@ static void api_cred_put(struct admin *a, struct admin_req *r, const char *tenan
     snprintf(d->set, sizeof d->set, "%s", set);
     snprintf(d->kind, sizeof d->kind, "%s", kind);
     const char *key_id = jstr(b, "key_id"), *team_id = jstr(b, "team_id");
+    const char *env = jstr(b, "environment");
     char err[512];
     struct buf data = {0};
     const char *password = NULL;
     time_t not_after = 0;
     int rc;
-    if (strcmp(kind, "vapid") == 0 && !json_object_get(b, "private_key")) {
+    int apns = strcmp(kind, "apns_key") == 0 || strcmp(kind, "apns_certificate") == 0;
+    if (env && (!apns || tenant_env_of(env) < 0)) {
+        rc = -1; /* an APNs key or certificate serves production, sandbox or both */
+        snprintf(err, sizeof err, "%s",
+                 apns ? "\"environment\" is production, sandbox or both"
+                      : "only an APNs credential has an \"environment\"");
+    } else if (strcmp(kind, "vapid") == 0 && !json_object_get(b, "private_key")) {
         rc = push_vapid_generate(&d->secret, &d->secret_len, d->label, sizeof d->label, err,
                                  sizeof err); /* a new key pair, made on request */
     } else if ((rc = upload_of(b, kind, &data, &password, err, sizeof err)) == 0) {
@@ -786,6 +796,9 @@ static void api_cred_put(struct admin *a, struct admin_req *r, const char *tenan
     buf_free_secret(&data);
     if (key_id)
         snprintf(d->key_id, sizeof d->key_id, "%s", key_id);
+    if (apns && rc == 0) /* env is known here: checked above */
+        snprintf(d->environment, sizeof d->environment, "%s",
+                 tenant_env_name((enum tenant_env)tenant_env_of(env)));
     json_decref(b);
     if (rc < 0) {
         cred_data_free(d);
@@ -799,6 +812,7 @@ static void api_cred_put(struct admin *a, struct admin_req *r, const char *tenan
                                      .key_id = *d->key_id ? d->key_id : NULL,
                                      .team_id = *d->team_id ? d->team_id : NULL,
                                      .label = *d->label ? d->label : NULL,
+                                     .environment = *d->environment ? d->environment : NULL,
                                      .secret = d->secret,
                                      .secret_len = d->secret_len,
                                      .not_after = not_after,

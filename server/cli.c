@@ -34,8 +34,9 @@ const char cli_usage[] =
     "       sipwake [--config FILE] tenant list\n"
     "       sipwake [--config FILE] tenant domain add NAME DOMAIN\n"
     "       sipwake [--config FILE] tenant domain del DOMAIN\n"
-    "       sipwake [--config FILE] tenant apns-key NAME[/SET] KEY_ID TEAM_ID KEY.p8\n"
-    "       sipwake [--config FILE] tenant apns-cert NAME[/SET] CERT.pem|CERT.p12 [PASSWORD_FILE]\n"
+    "       sipwake [--config FILE] tenant apns-key NAME[/SET] KEY_ID TEAM_ID KEY.p8 [ENV]\n"
+    "       sipwake [--config FILE] tenant apns-cert NAME[/SET] CERT.pem|CERT.p12 [PASSWORD_FILE] "
+    "[ENV]\n"
     "       sipwake [--config FILE] tenant fcm NAME[/SET] SERVICE_ACCOUNT.json\n"
     "       sipwake [--config FILE] tenant vapid NAME[/SET] [KEY.pem]   (no file: a new key pair)\n"
     "       sipwake [--config FILE] tenant cred-del NAME[/SET] "
@@ -195,6 +196,8 @@ static void list_tenants(const struct tenants *t)
                            c->label);
                 if (k == TENANT_APNS_CERT && c->team_id && *c->team_id)
                     printf(" uid=%s", c->team_id);
+                if ((k == TENANT_APNS_KEY || k == TENANT_APNS_CERT) && c->env != TENANT_ENV_BOTH)
+                    printf(" environment=%s", tenant_env_name(c->env));
                 if (c->not_after) {
                     char exp[16];
                     date_of(c->not_after, exp, sizeof exp);
@@ -212,7 +215,8 @@ static void list_tenants(const struct tenants *t)
 
 /* Store a credential read from path for "NAME[/SET]". */
 static int put_credential(struct store *s, const char *kind, const char *which, const char *path,
-                          const char *key_id, const char *team_id, const char *password_file)
+                          const char *key_id, const char *team_id, const char *password_file,
+                          const char *environment)
 {
     char tenant[TENANT_NAME_MAX + 1], set[TENANT_NAME_MAX + 1], err[1024];
     if (set_name(which, tenant, set) < 0)
@@ -244,6 +248,7 @@ static int put_credential(struct store *s, const char *kind, const char *which, 
                                                 : *uid  ? uid
                                                         : NULL,
                                      .label = *label ? label : NULL,
+                                     .environment = environment,
                                      .secret = secret,
                                      .secret_len = secret_len,
                                      .not_after = not_after,
@@ -252,7 +257,8 @@ static int put_credential(struct store *s, const char *kind, const char *which, 
         snprintf(what, sizeof what, "no tenant %s", tenant);
         rc = result(store_credential_put(s, &c, err, sizeof err), err, what);
         if (rc == 0) /* the secret itself is never printed */
-            printf("%s/%s: %s stored; a running sipwake uses it after SIGHUP\n", tenant, set, kind);
+            printf("%s/%s: %s%s%s stored; a running sipwake uses it after SIGHUP\n", tenant, set,
+                   kind, environment ? " for APNs " : "", environment ? environment : "");
         OPENSSL_cleanse(secret, secret_len);
         free(secret);
     }
@@ -352,15 +358,21 @@ static int tenant_run(struct store *s, int argc, char **argv)
         free(d);
         return rc;
     }
+    /* an APNs key or certificate may end with the environment it serves: production, sandbox
+     * or both (the default) */
+    const char *env = NULL;
+    if ((strcmp(cmd, "apns-key") == 0 || strcmp(cmd, "apns-cert") == 0) && argc >= 4 &&
+        tenant_env_of(argv[argc - 1]) >= 0)
+        env = argv[--argc];
     if (strcmp(cmd, "apns-key") == 0 && argc == 5)
-        return put_credential(s, "apns_key", argv[1], argv[4], argv[2], argv[3], NULL);
+        return put_credential(s, "apns_key", argv[1], argv[4], argv[2], argv[3], NULL, env);
     if (strcmp(cmd, "apns-cert") == 0 && (argc == 3 || argc == 4))
         return put_credential(s, "apns_certificate", argv[1], argv[2], NULL, NULL,
-                              argc == 4 ? argv[3] : NULL);
+                              argc == 4 ? argv[3] : NULL, env);
     if (strcmp(cmd, "fcm") == 0 && argc == 3)
-        return put_credential(s, "fcm", argv[1], argv[2], NULL, NULL, NULL);
+        return put_credential(s, "fcm", argv[1], argv[2], NULL, NULL, NULL, NULL);
     if (strcmp(cmd, "vapid") == 0 && argc == 3)
-        return put_credential(s, "vapid", argv[1], argv[2], NULL, NULL, NULL);
+        return put_credential(s, "vapid", argv[1], argv[2], NULL, NULL, NULL, NULL);
     if (strcmp(cmd, "vapid") == 0 && argc == 2)
         return new_vapid(s, argv[1]);
     if (strcmp(cmd, "cred-del") == 0 && (argc == 2 || argc == 3)) {

@@ -39,6 +39,8 @@ struct key_row {
 };
 
 static const char *const verify_words[] = {"none", "optional", "required", NULL};
+/* in the order of enum tenant_env */
+static const char *const apns_env_words[] = {"both", "production", "sandbox", NULL};
 
 #define OFF(f) offsetof(struct config, f)
 
@@ -147,6 +149,10 @@ static const struct key_row key_rows[] = {
      "sipwake with the reason."},
     {"push", "apns_certificate_password", KEY_STRING, OFF(apns_certificate_password), 0, 0, "",
      NULL, "A file holding the password of a PKCS#12 apns_certificate (not the password itself)."},
+    {"push", "apns_environment", KEY_ENUM, OFF(apns_environment), 0, 0, "both", apns_env_words,
+     "The APNs environments apns_key_file or apns_certificate serves: both, production "
+     "(pn-provider apns) or sandbox (apns.dev). Apple's keys may be restricted to one; a "
+     "certificate is for one. A REGISTER for an environment no credential serves gets 555."},
     {"push", "fcm_service_account", KEY_STRING, OFF(fcm_service_account), 0, 0, "", NULL,
      "FCM HTTP v1: the Google service-account JSON file (needs its private_key)."},
     {"push", "apns_host", KEY_STRING, OFF(apns_host), 0, 0, "api.push.apple.com", NULL,

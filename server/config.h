@@ -100,6 +100,7 @@ struct config {
     long push_grace;
     long udp_awake_window; /* [push]: seconds a UDP push binding counts as awake once heard */
     char *apns_key_file, *apns_key_id, *apns_team_id, *apns_certificate, *apns_certificate_password;
+    long apns_environment; /* enum tenant_env */
     char *fcm_service_account;
 
     /* [upstream] */

@@ -596,7 +596,7 @@ static void push_push_req(lua_State *L, const struct lua_hook_push_in *in)
 
 static void push_push_binding(lua_State *L, const struct lua_hook_push_binding *b)
 {
-    lua_createtable(L, 0, 8);
+    lua_createtable(L, 0, 11);
     set_str(L, "aor", b->aor);
     set_str(L, "provider", b->provider);
     set_str(L, "param", b->param);
@@ -604,6 +604,12 @@ static void push_push_binding(lua_State *L, const struct lua_hook_push_binding *
     set_str(L, "tenant", b->tenant);
     set_str(L, "user_agent", b->user_agent);
     set_int(L, "expires_in", b->expires_in);
+    set_str(L, "team", b->team);
+    if (b->key_team) { /* push(): a .p8 key signs this APNs push */
+        set_str(L, "key_team", b->key_team);
+        lua_pushboolean(L, b->team_mismatch);
+        lua_setfield(L, -2, "team_mismatch");
+    }
 }
 
 static void push_push_ctx(struct lua_vm *vm, lua_State *L, const struct lua_hook_push_in *in)

@@ -125,6 +125,10 @@ enum lua_hook_result lua_hook_route(struct lua_vm *vm, const struct lua_hook_rou
 struct lua_hook_push_binding {
     const char *aor, *provider, *param, *instance, *tenant, *user_agent;
     long expires_in; /* seconds left; negative: expired that long ago (grace) */
+    /* APNs: the team of pn-param (NULL otherwise); set only in push(), after the set is
+     * chosen: the team of the key that signs, and whether it differs from pn-param's */
+    const char *team, *key_team;
+    int team_mismatch;
 };
 
 /* The request a push is for (all NULL for a refresh push) and why. */

@@ -529,6 +529,7 @@ int main(int argc, char **argv)
     location_set_grace(app.loc, app.cfg.push_grace);
     app.refresh = refresh_new(app.loop, &app.cfg, app.loc, app.push);
     registrar_set_vapid(app.reg, push_vapid_for_domain, app.push);
+    registrar_set_can_push(app.reg, push_can_serve, app.push);
     app.bucket = bucket_new(app.loop);
     registrar_set_bucket(app.reg, app.bucket);
     proxy_set_push(app.proxy, app.push, app.bucket);

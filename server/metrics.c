@@ -80,6 +80,9 @@ static const struct {
     [METRICS_PUSH_STREAMS_REFUSED] = {"push:streams_refused", 0,
                                       "push requests a service refused unprocessed "
                                       "(REFUSED_STREAM) and that were sent again"},
+    [METRICS_PUSH_TEAM_MISMATCH] = {"push:apns_team_mismatch", 0,
+                                    "APNs pushes whose pn-param team is not the key's (pushed "
+                                    "with the key's team unless the policy skips them)"},
     [METRICS_OFFLINE_STORED] = {"offline:stored", 0, "MESSAGEs stored for devices asleep"},
     [METRICS_OFFLINE_DUPLICATES] = {"offline:duplicates", 0,
                                     "MESSAGEs stored before (same Call-ID and CSeq): not again"},

@@ -57,6 +57,7 @@ enum metrics_id {
     METRICS_PUSH_NOT_SENT,
     METRICS_PUSH_CONNS_REPLACED,  /* HTTP/2 connections that stopped answering (PING, keepalive) */
     METRICS_PUSH_STREAMS_REFUSED, /* streams a push service refused (REFUSED_STREAM), sent again */
+    METRICS_PUSH_TEAM_MISMATCH,
     METRICS_OFFLINE_STORED,
     METRICS_OFFLINE_DUPLICATES,
     METRICS_OFFLINE_QUOTA,

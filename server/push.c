@@ -25,6 +25,7 @@
 
 #define PUSH_DEAD_MAX 100000
 #define PUSH_CONFIG_SET "[push]"
+#define PUSH_TEAM_LOGGED_MAX 1024
 
 struct dead_token {
     struct hashtab_node hn;
@@ -40,7 +41,8 @@ struct push_creds {
     char *tenant; /* NULL for the [push] set */
     uint64_t fingerprint;
     struct apns_key *apns_key;
-    char *apns_cert; /* a PEM file ([push]) or PEM text (a stored set), or NULL */
+    char *apns_cert;                   /* a PEM file ([push]) or PEM text (a stored set), or NULL */
+    enum tenant_env key_env, cert_env; /* the APNs environments each serves */
     struct fcm_account *fcm;
     struct apns_sender *apns, *apns_dev; /* made on first use */
     struct fcm_sender *fcm_sender;
@@ -57,6 +59,7 @@ struct push {
     struct webpush_vapid *vapid;
     struct webpush_sender *webpush;
     struct hashtab dead;
+    struct hashtab team_logged; /* "set\nteam" pairs whose team mismatch was logged */
 };
 
 struct push_job {
@@ -124,6 +127,28 @@ static void mark_dead(struct push *p, const char *provider, const char *prid)
     memcpy(d->key, k, kl + 1);
     free(k);
     hashtab_insert(&p->dead, &d->hn, util_hash(d->key, kl));
+}
+
+/* 1 the first time the pair (set, pn-param team) is seen: its mismatch is logged once per
+ * process, counted every time. Bounded like the dead tokens. */
+static int team_first_seen(struct push *p, const char *set, const char *team)
+{
+    char *k = xasprintf("%s\n%s", set, team);
+    size_t kl = strlen(k);
+    uint64_t h = util_hash(k, kl);
+    for (struct hashtab_node *n = hashtab_first(&p->team_logged, h); n;
+         n = hashtab_next(&p->team_logged, n))
+        if (strcmp(HASHTAB_ENTRY(n, struct dead_token, hn)->key, k) == 0) {
+            free(k);
+            return 0;
+        }
+    if (p->team_logged.count >= PUSH_TEAM_LOGGED_MAX)
+        hashtab_drain(&p->team_logged, free_dead, NULL);
+    struct dead_token *d = xmalloc(sizeof *d + kl + 1);
+    memcpy(d->key, k, kl + 1);
+    free(k);
+    hashtab_insert(&p->team_logged, &d->hn, h);
+    return 1;
 }
 
 /* The token is dead: every binding of the AOR pushed with it goes (RFC 8599 §5.5: a removed
@@ -194,6 +219,8 @@ static struct push_creds *creds_from_set(struct push *p, const struct tenant_set
     const struct tenant_cred *f = &s->cred[TENANT_FCM];
     const struct tenant_cred *v = &s->cred[TENANT_VAPID];
     char why[256];
+    c->key_env = k->env;
+    c->cert_env = crt->env;
     if (k->present && !(c->apns_key = apns_key_from_pem((const char *)k->secret, k->secret_len,
                                                         k->key_id, k->team_id, why, sizeof why)))
         snprintf(err, errlen, "apns_key: %s", why);
@@ -244,7 +271,38 @@ void push_set_tenants(struct push *p, const struct tenants *t)
     }
 }
 
-static int creds_serve(const struct push_creds *c, const char *provider)
+/* The APNs credential of c for one environment: its key if the key serves it, else its
+ * certificate if that does (*key or *cert set), else 0. */
+static int creds_apns(const struct push_creds *c, int sandbox, struct apns_key **key,
+                      const char **cert)
+{
+    *key = NULL;
+    *cert = NULL;
+    if (c->apns_key && tenant_env_serves(c->key_env, sandbox))
+        *key = c->apns_key;
+    else if (c->apns_cert && tenant_env_serves(c->cert_env, sandbox))
+        *cert = c->apns_cert;
+    return *key || *cert;
+}
+
+/* 1 if c can push to a binding of provider with pn-param param (NULL: any): an APNs
+ * credential for its environment (apns production, apns.dev sandbox), a service account of
+ * the FCM project the binding names (RFC 8599 §11: pn-param is the project ID), a VAPID key
+ * pair. */
+static int creds_serve(const struct push_creds *c, const char *provider, const char *param)
+{
+    struct apns_key *k;
+    const char *crt;
+    if (pn_is_apns(provider))
+        return creds_apns(c, strcmp(provider, "apns.dev") == 0, &k, &crt);
+    if (strcmp(provider, "webpush") == 0)
+        return c->vapid != NULL;
+    return strcmp(provider, "fcm") == 0 && c->fcm_sender &&
+           (!param || !*param || strcmp(fcm_account_project(c->fcm), param) == 0);
+}
+
+/* 1 if c holds any credential for provider, whatever the environment or project. */
+static int creds_have(const struct push_creds *c, const char *provider)
 {
     return pn_is_apns(provider)               ? c->apns_key || c->apns_cert
            : strcmp(provider, "webpush") == 0 ? c->vapid != NULL
@@ -262,13 +320,14 @@ static struct push_creds *creds_named(struct push *p, const char *name)
     return c;
 }
 
-/* Without a name: the tenant's default set, else its first set for the provider, else
- * [push]. */
-static struct push_creds *creds_default(struct push *p, const char *tenant, const char *provider)
+/* Without a name: the tenant's default set, else its first set that serves the binding
+ * (provider, APNs environment, FCM project: creds_serve), else [push]. */
+static struct push_creds *creds_default(struct push *p, const char *tenant, const char *provider,
+                                        const char *param)
 {
     struct push_creds *first = NULL;
     for (struct push_creds *c = p->sets; tenant && c; c = c->next) {
-        if (strcmp(c->tenant, tenant) != 0 || !creds_serve(c, provider))
+        if (strcmp(c->tenant, tenant) != 0 || !creds_serve(c, provider, param))
             continue;
         if (strcmp(c->name + strlen(tenant) + 1, TENANT_DEFAULT_SET) == 0)
             return c;
@@ -282,12 +341,19 @@ static struct apns_sender *apns_for(struct push *p, struct push_creds *c, int sa
                                     size_t errlen)
 {
     struct apns_sender **s = sandbox ? &c->apns_dev : &c->apns;
+    struct apns_key *key;
+    const char *cert;
+    if (!creds_apns(c, sandbox, &key, &cert)) {
+        snprintf(err, errlen, "no APNs credential for the %s in %s",
+                 sandbox ? "sandbox (apns.dev)" : "production (apns)", c->name);
+        return NULL;
+    }
     if (!*s) {
         const struct config *cfg = p->cfg;
         *s = apns_sender_new(p->loop, sandbox ? cfg->apns_sandbox_host : cfg->apns_host,
                              (int)(sandbox ? cfg->apns_sandbox_port : cfg->apns_port), ca_of(p),
-                             c->apns_key, c->apns_key ? NULL : c->apns_cert, NULL,
-                             (int)cfg->push_connections, (double)cfg->push_timeout, err, errlen);
+                             key, cert, NULL, (int)cfg->push_connections, (double)cfg->push_timeout,
+                             err, errlen);
     }
     return *s;
 }
@@ -424,11 +490,11 @@ static int send_job(struct push *p, struct push_job *j, const struct pn_info *pn
     if (pn_is_apns(pn->provider)) {
         struct apns_notification n;
         struct apns_sender *s;
+        /* the team in pn-param is informational (Linphone sends the placeholder ABCD1234
+         * unless the app sets its own): the provider token's iss is the key's team, so a
+         * mismatch was shown to the push hook and counted (push_binding), not refused here */
         if (!c->apns_key && !c->apns_cert)
             snprintf(err, errlen, "no APNs credentials in %s", c->name);
-        else if (c->apns_key && pn->team && strcmp(pn->team, apns_key_team(c->apns_key)) != 0)
-            snprintf(err, errlen, "pn-param team %s is not the team %s of %s", pn->team,
-                     apns_key_team(c->apns_key), c->name);
         else if (push_content_apns(pn, ev, util_now(), &n, &j->payload, j->topic, sizeof j->topic,
                                    err, errlen) == 0 &&
                  (s = apns_for(p, c, strcmp(pn->provider, "apns.dev") == 0, err, errlen)))
@@ -439,6 +505,11 @@ static int send_job(struct push *p, struct push_job *j, const struct pn_info *pn
         struct fcm_message m;
         if (!c->fcm_sender)
             snprintf(err, errlen, "no FCM credentials in %s", c->name);
+        else if (!creds_serve(c, "fcm", pn->param))
+            /* RFC 8599 §11: never push to another project (FCM would answer
+             * SENDER_ID_MISMATCH, and the binding is not dead) */
+            snprintf(err, errlen, "FCM project %s is not the project %s of %s", pn->param,
+                     fcm_account_project(c->fcm), c->name);
         else if (push_content_fcm(pn, ev, &m, &j->payload, err, errlen) == 0)
             return fcm_send(c->fcm_sender, &m, fcm_done, j, err, errlen);
         return -1;
@@ -497,13 +568,48 @@ int push_binding(struct push *p, const struct binding *b, const struct push_even
                                        .tenant = tenant,
                                        .user_agent = b->user_agent,
                                        .expires_in = (long)(b->expires - util_now())};
-    struct lua_hook_push_out d;
+    /* the set first, so the push hook sees what it implies (the APNs team) */
+    hb.team = pn.team;
     char name[160] = "";
+    if (!ev.credentials)
+        lua_hook_credentials(lua_vm_current(), &hin, &hb, name, sizeof name);
+    else
+        snprintf(name, sizeof name, "%s", ev.credentials); /* the push command's own choice */
+    struct push_creds *c = strcmp(name, PUSH_CONFIG_SET) == 0 ? p->config
+                           : *name                            ? creds_named(p, name)
+                                   : creds_default(p, tenant, pn.provider, pn.param);
+    /* Web Push without a set, or with one without a key pair, signs with sipwake's key */
+    if (!c && (*name || strcmp(pn.provider, "webpush") != 0)) {
+        snprintf(err, errlen, "no credential set %s", name);
+        pn_free(&pn);
+        metrics_inc(METRICS_PUSH_NOT_SENT);
+        return -1;
+    }
+    /* The team in pn-param is informational: the provider token's iss is the key's team
+     * (Apple, "Establishing a token-based connection to APNs"), and liblinphone sends the
+     * placeholder team ABCD1234 unless the app sets its own. A mismatch is pushed with the
+     * key's team, counted, logged once per set and team, and shown to the push hook, which
+     * may skip the push. */
+    struct apns_key *key = NULL;
+    const char *cert;
+    if (c && pn_is_apns(pn.provider) &&
+        creds_apns(c, strcmp(pn.provider, "apns.dev") == 0, &key, &cert) && key)
+        hb.key_team = apns_key_team(key);
+    if (hb.key_team && pn.team && strcmp(pn.team, hb.key_team) != 0) {
+        hb.team_mismatch = 1;
+        metrics_inc(METRICS_PUSH_TEAM_MISMATCH);
+        if (team_first_seen(p, c->name, pn.team))
+            log_warn("push: pn-param team %.32s of %s is not the team %s of the key of %s: "
+                     "pushed with the key's team (logged once per set and team)",
+                     pn.team, aor, hb.key_team, c->name);
+    }
+    struct lua_hook_push_out d; /* ev points into it from here on */
     if (!ev.credentials) {
-        /* the policy's turn (the push command names its set itself) */
+        /* the policy's turn (the push command is sent as asked) */
         lua_hook_push(lua_vm_current(), &hin, &hb, &d);
         if (d.skip) {
-            snprintf(err, errlen, "skipped by the policy");
+            snprintf(err, errlen, "skipped by the policy%s",
+                     hb.team_mismatch ? " (team mismatch)" : "");
             pn_free(&pn);
             return -1;
         }
@@ -525,19 +631,6 @@ int push_binding(struct push *p, const struct binding *b, const struct push_even
         }
         if (*d.data)
             ev.extra_json = d.data;
-        lua_hook_credentials(lua_vm_current(), &hin, &hb, name, sizeof name);
-    } else {
-        snprintf(name, sizeof name, "%s", ev.credentials);
-    }
-    struct push_creds *c = strcmp(name, PUSH_CONFIG_SET) == 0 ? p->config
-                           : *name                            ? creds_named(p, name)
-                                   : creds_default(p, tenant, pn.provider);
-    /* Web Push without a set, or with one without a key pair, signs with sipwake's key */
-    if (!c && (*name || strcmp(pn.provider, "webpush") != 0)) {
-        snprintf(err, errlen, "no credential set %s", name);
-        pn_free(&pn);
-        metrics_inc(METRICS_PUSH_NOT_SENT);
-        return -1;
     }
     struct push_job *j = xcalloc(1, sizeof *j);
     j->p = p;
@@ -762,7 +855,9 @@ struct push *push_new(struct ev_loop *loop, const struct config *cfg, struct loc
     p->store = store;
     hashtab_init(&p->dead, 64);
     h2_client_set_health((double)cfg->push_ping_interval, (double)cfg->push_ping_timeout);
+    hashtab_init(&p->team_logged, 16);
     struct push_creds *c = p->config = creds_new(PUSH_CONFIG_SET, NULL);
+    c->key_env = c->cert_env = (enum tenant_env)cfg->apns_environment;
     char why[300];
     if (*cfg->apns_key_file) {
         c->apns_key =
@@ -776,7 +871,8 @@ struct push *push_new(struct ev_loop *loop, const struct config *cfg, struct loc
         /* checked now, not at the first call: PEM or PKCS#12, with its key, not expired */
         c->apns_cert =
             cert_file_pem(cfg->apns_certificate, cfg->apns_certificate_password, why, sizeof why);
-        if (!c->apns_cert || (!c->apns_key && !apns_for(p, c, 0, why, sizeof why))) {
+        if (!c->apns_cert ||
+            (!c->apns_key && !apns_for(p, c, c->cert_env == TENANT_ENV_SANDBOX, why, sizeof why))) {
             snprintf(err, errlen, "[push] apns_certificate: %s", why);
             goto fail;
         }
@@ -802,6 +898,38 @@ fail:
     return NULL;
 }
 
+int push_can_serve(void *arg, const struct pn_info *pn, char *why, size_t whylen)
+{
+    struct push *p = arg;
+    if (!pn_is_apns(pn->provider) && strcmp(pn->provider, "fcm") != 0)
+        return 1; /* Web Push signs with sipwake's key; other providers are the registrar's */
+    int have = creds_have(p->config, pn->provider);
+    if (creds_serve(p->config, pn->provider, pn->param))
+        return 1;
+    for (struct push_creds *c = p->sets; c; c = c->next) {
+        if (creds_serve(c, pn->provider, pn->param))
+            return 1;
+        have = have || creds_have(c, pn->provider);
+    }
+    if (!have)
+        return 1; /* no credential for the provider at all: see push.h */
+    if (pn_is_apns(pn->provider))
+        snprintf(why, whylen, "No APNs credential for the %s",
+                 strcmp(pn->provider, "apns.dev") == 0 ? "sandbox (apns.dev)"
+                                                       : "production environment (apns)");
+    else {
+        /* why goes into a Warning header: the project as a token, nothing the phone sent
+         * that could end the quoted text or the header */
+        char project[61];
+        snprintf(project, sizeof project, "%s", pn->param ? pn->param : "");
+        for (char *q = project; *q; q++)
+            if (!strchr("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_:", *q))
+                *q = '?';
+        snprintf(why, whylen, "No FCM service account for project %s", project);
+    }
+    return 0;
+}
+
 int push_vapid_generate(unsigned char **secret, size_t *secret_len, char *public_b64,
                         size_t public_len, char *err, size_t errlen)
 {
@@ -820,7 +948,7 @@ const char *push_vapid_for_domain(void *arg, const char *domain)
         return NULL;
     const struct tenants *t = tenants_current();
     const char *tenant = t && domain ? tenants_of_domain(t, domain) : NULL;
-    struct push_creds *c = creds_default(p, tenant, "webpush");
+    struct push_creds *c = creds_default(p, tenant, "webpush", NULL);
     return c && c->vapid ? webpush_vapid_public(c->vapid) : push_vapid_public(p);
 }
 
@@ -839,5 +967,7 @@ void push_free(struct push *p)
     webpush_vapid_free(p->vapid);
     hashtab_drain(&p->dead, free_dead, NULL);
     hashtab_free(&p->dead);
+    hashtab_drain(&p->team_logged, free_dead, NULL);
+    hashtab_free(&p->team_logged);
     free(p);
 }

@@ -97,6 +97,18 @@ const char *push_vapid_public(const struct push *p);
 /* The same for a SIP domain (arg: the push): its tenant's key pair when it has one (its default
  * set's, else its first set's), else sipwake's. For registrar_set_vapid. */
 const char *push_vapid_for_domain(void *arg, const char *domain);
+/* Can a push ever be sent to a binding with these push params (PN_PUSH; arg: the push)? 1
+ * if some credential set — the [push] one or any tenant's, since the credentials hook may
+ * name any — serves it: an APNs key or certificate for its environment (pn-provider apns:
+ * production, apns.dev: sandbox), a service account of the FCM project pn-param names. 0,
+ * with why (for a Warning header), when sipwake holds credentials for the provider but none
+ * serves the binding: the registrar answers 555 then, so the phone is not told +sip.pns
+ * (RFC 8599 §5.6.1.1). A provider sipwake holds no credential for at all answers 1: it
+ * is registered as before (tests and deployments that register without pushing). For
+ * registrar_set_can_push. */
+struct pn_info;
+int push_can_serve(void *arg, const struct pn_info *pn, char *why, size_t whylen);
+
 /* A new VAPID key pair for a credential set: the private key as PEM (allocated, the secret to
  * store) and the public key in base64url. 0, or -1 with err. */
 int push_vapid_generate(unsigned char **secret, size_t *secret_len, char *public_b64,

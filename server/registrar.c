@@ -84,6 +84,9 @@ struct registrar {
     /* +sip.vapid: the VAPID public key for a domain, or NULL */
     const char *(*vapid_of)(void *arg, const char *domain);
     void *vapid_arg;
+    /* can a push ever be sent for these push params? (push_can_serve), or NULL */
+    int (*can_push)(void *arg, const struct pn_info *pn, char *why, size_t whylen);
+    void *can_push_arg;
     struct bucket *bucket;     /* parked requests woken by a 2xx REGISTER, or NULL */
     struct msgstore *msgstore; /* stored MESSAGEs delivered after a 2xx REGISTER, or NULL */
     char **sockets; /* "udp:127.0.0.1:5060" per listener, for the location socket column */
@@ -639,6 +642,16 @@ static int classify(struct registrar *reg, const osip_message_t *req, struct reg
         }
         if (kind == PN_QUERY && !*rc->pn.provider && cfg->push_providers.n == 0) {
             *out = (struct reg_reply){555, "Push Notification Service Not Supported", ""};
+            metrics_inc(METRICS_REG_555);
+            return -1;
+        }
+        char why[100];
+        if (kind == PN_PUSH && !upstream_pushes(req, rc->pn.provider) && reg->can_push &&
+            !reg->can_push(reg->can_push_arg, &rc->pn, why, sizeof why)) {
+            /* RFC 8599 §5.6.1.1: no credential can push this binding (an APNs environment, an
+             * FCM project sipwake has nothing for), so it must not be told +sip.pns */
+            *out = (struct reg_reply){555, "Push Notification Service Not Supported", ""};
+            snprintf(out->extra, sizeof out->extra, "Warning: 399 sipwake \"%s\"\n", why);
             metrics_inc(METRICS_REG_555);
             return -1;
         }
@@ -1296,6 +1309,15 @@ void registrar_set_msgstore(struct registrar *reg, struct msgstore *ms)
 void registrar_set_bucket(struct registrar *reg, struct bucket *bucket)
 {
     reg->bucket = bucket;
+}
+
+void registrar_set_can_push(struct registrar *reg,
+                            int (*can)(void *arg, const struct pn_info *pn, char *why,
+                                       size_t whylen),
+                            void *arg)
+{
+    reg->can_push = can;
+    reg->can_push_arg = arg;
 }
 
 void registrar_set_vapid(struct registrar *reg, const char *(*of)(void *arg, const char *domain),

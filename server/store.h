@@ -70,6 +70,7 @@ struct store_credential {
     const char *tenant, *set_name;
     const char *kind; /* "apns_key", "apns_certificate", "fcm" */
     const char *key_id, *team_id, *label;
+    const char *environment; /* APNs: "both" (NULL), "production" or "sandbox" */
     const unsigned char *secret;
     size_t secret_len;
     time_t not_after; /* 0: none */

@@ -629,8 +629,8 @@ static int sqlite_credential_put(void *p, const struct store_credential *c, char
     sqlite3_stmt *st;
     if (sqlite3_prepare_v2(s->db,
                            "INSERT OR REPLACE INTO sipwake_credentials (tenant, set_name, kind, "
-                           "key_id, team_id, label, secret, not_after, created_at) VALUES "
-                           "(?,?,?,?,?,?,?,?,?)",
+                           "key_id, team_id, label, secret, not_after, created_at, environment) "
+                           "VALUES (?,?,?,?,?,?,?,?,?,?)",
                            -1, &st, NULL) != SQLITE_OK)
         return sql_fail(s->db, err, errlen, "storing a credential");
     bind_text(st, 1, c->tenant);
@@ -645,6 +645,7 @@ static int sqlite_credential_put(void *p, const struct store_credential *c, char
     else
         sqlite3_bind_null(st, 8);
     sqlite3_bind_int64(st, 9, (sqlite3_int64)c->created_at);
+    bind_text(st, 10, c->environment ? c->environment : "both");
     int rc = sqlite3_step(st);
     sqlite3_finalize(st);
     return rc == SQLITE_DONE ? 1 : sql_fail(s->db, err, errlen, "storing a credential");
@@ -686,11 +687,12 @@ static int sqlite_tenants_read(void *p, const struct store_tenant_visitor *v, ch
     sqlite3_finalize(st);
     if (rc != SQLITE_DONE)
         return sql_fail(s->db, err, errlen, "reading tenant domains");
-    if (sqlite3_prepare_v2(s->db,
-                           "SELECT tenant, set_name, kind, key_id, team_id, label, secret, "
-                           "not_after, created_at FROM sipwake_credentials ORDER BY tenant, "
-                           "set_name, kind",
-                           -1, &st, NULL) != SQLITE_OK)
+    if (sqlite3_prepare_v2(
+            s->db,
+            "SELECT tenant, set_name, kind, key_id, team_id, label, secret, "
+            "not_after, created_at, environment FROM sipwake_credentials ORDER BY tenant, "
+            "set_name, kind",
+            -1, &st, NULL) != SQLITE_OK)
         return sql_fail(s->db, err, errlen, "reading credentials");
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         struct store_credential c = {
@@ -704,6 +706,7 @@ static int sqlite_tenants_read(void *p, const struct store_tenant_visitor *v, ch
             .secret_len = (size_t)sqlite3_column_bytes(st, 6),
             .not_after = (time_t)sqlite3_column_int64(st, 7),
             .created_at = (time_t)sqlite3_column_int64(st, 8),
+            .environment = col(st, 9),
         };
         if (c.tenant && c.set_name && c.kind && c.secret)
             v->credential(v->arg, &c);

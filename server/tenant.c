@@ -16,7 +16,29 @@
 static const char *const kind_names[TENANT_CRED_KINDS] = {"apns_key", "apns_certificate", "fcm",
                                                           "vapid"};
 
+static const char *const env_names[] = {"both", "production", "sandbox"};
+
 static struct tenants *current;
+
+const char *tenant_env_name(enum tenant_env e)
+{
+    return env_names[e];
+}
+
+int tenant_env_of(const char *name)
+{
+    if (!name || !*name)
+        return TENANT_ENV_BOTH;
+    for (int i = 0; i < (int)UTIL_ARRAY_LEN(env_names); i++)
+        if (strcmp(name, env_names[i]) == 0)
+            return i;
+    return -1;
+}
+
+int tenant_env_serves(enum tenant_env e, int sandbox)
+{
+    return e == TENANT_ENV_BOTH || e == (sandbox ? TENANT_ENV_SANDBOX : TENANT_ENV_PRODUCTION);
+}
 
 const char *tenant_cred_kind_name(enum tenant_cred_kind k)
 {
@@ -95,6 +117,9 @@ static void on_credential(void *arg, const struct store_credential *c)
     }
     struct tenant_cred *cr = &s->cred[k];
     cr->present = 1;
+    int env = tenant_env_of(c->environment);
+    cr->env =
+        env < 0 ? TENANT_ENV_BOTH : (enum tenant_env)env; /* the store's CHECK keeps it known */
     cr->key_id = dup_or_null(c->key_id);
     cr->team_id = dup_or_null(c->team_id);
     cr->label = dup_or_null(c->label);
@@ -104,10 +129,10 @@ static void on_credential(void *arg, const struct store_credential *c)
     cr->secret_len = c->secret_len;
     cr->not_after = c->not_after;
     cr->created_at = c->created_at;
-    uint64_t h[4] = {util_hash(c->secret, c->secret_len),
+    uint64_t h[5] = {util_hash(c->secret, c->secret_len),
                      util_hash(c->key_id ? c->key_id : "", c->key_id ? strlen(c->key_id) : 0),
                      util_hash(c->team_id ? c->team_id : "", c->team_id ? strlen(c->team_id) : 0),
-                     (uint64_t)k + 1};
+                     (uint64_t)k + 1, (uint64_t)cr->env};
     s->fingerprint ^= util_hash(h, sizeof h);
 }
 

@@ -28,8 +28,14 @@ enum tenant_cred_kind {
     TENANT_CRED_KINDS
 };
 
+/* The APNs environments a key or certificate serves: Apple's .p8 keys may serve both or be
+ * restricted to one ("Establishing a token-based connection to APNs"), a certificate is for
+ * one. Other kinds are TENANT_ENV_BOTH. */
+enum tenant_env { TENANT_ENV_BOTH = 0, TENANT_ENV_PRODUCTION, TENANT_ENV_SANDBOX };
+
 struct tenant_cred {
     int present;
+    enum tenant_env env;
     char *key_id, *team_id, *label;
     unsigned char *secret; /* NUL-terminated copy; secret_len bytes */
     size_t secret_len;
@@ -65,6 +71,13 @@ struct tenants {
 /* The store's spelling of a kind ("apns_key", ...), and back (-1: unknown). */
 const char *tenant_cred_kind_name(enum tenant_cred_kind k);
 int tenant_cred_kind_of(const char *name);
+
+/* The store's spelling of an environment ("both", "production", "sandbox"), and back (NULL
+ * or "" is "both"; -1: unknown). */
+const char *tenant_env_name(enum tenant_env e);
+int tenant_env_of(const char *name);
+/* 1 if a credential of env e may push through the APNs sandbox (sandbox 1) or production. */
+int tenant_env_serves(enum tenant_env e, int sandbox);
 
 /* 1 when s is a usable tenant or set name: 1..64 of A-Z a-z 0-9 . _ - */
 int tenant_name_ok(const char *s);

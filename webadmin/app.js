@@ -233,12 +233,18 @@ function credentialForm(tenant, onDone) {
   const keyId = h('label', {}, 'Key ID', h('input', { name: 'key_id', maxlength: 64 }));
   const teamId = h('label', {}, 'Team ID', h('input', { name: 'team_id', maxlength: 64 }));
   const password = h('label', { hidden: true }, '.p12 password', h('input', { name: 'password', type: 'password' }));
+  /* the APNs environments a key or certificate serves: apns is production, apns.dev the sandbox */
+  const environment = h('label', {}, 'APNs environment', h('select', { name: 'environment' },
+    h('option', { value: 'both' }, 'production and sandbox'),
+    h('option', { value: 'production' }, 'production only'),
+    h('option', { value: 'sandbox' }, 'sandbox only')));
   const fileInput = h('input', { name: 'file', type: 'file' });
   const fileLabel = h('label', {}, 'File', fileInput);
   const submit = h('button', { type: 'submit' }, 'Upload');
   const sync = () => {
     keyId.hidden = teamId.hidden = kind.value !== 'apns_key';
     password.hidden = kind.value !== 'apns_certificate';
+    environment.hidden = kind.value !== 'apns_key' && kind.value !== 'apns_certificate';
     /* a VAPID key pair is made on the server unless a PEM key is given */
     submit.textContent = kind.value === 'vapid' ? 'Make or import' : 'Upload';
     fileLabel.firstChild.textContent = kind.value === 'vapid' ? 'Private key (optional)' : 'File';
@@ -247,7 +253,7 @@ function credentialForm(tenant, onDone) {
   const form = h('form', { class: 'inline', 'data-form': 'credential' },
     h('label', {}, 'Kind', kind),
     h('label', {}, 'Set', h('input', { name: 'set', value: 'default', maxlength: 64 })),
-    keyId, teamId, password, fileLabel, submit);
+    keyId, teamId, password, environment, fileLabel, submit);
   form.addEventListener('submit', async (ev) => {
     ev.preventDefault();
     err.textContent = '';
@@ -264,6 +270,7 @@ function credentialForm(tenant, onDone) {
         if (/\.(p12|pfx)$/i.test(file.name)) Object.assign(body, { pkcs12: await readFile(file, true), password: f.password.value });
         else body.certificate = await readFile(file);
       } else body.service_account = await readFile(file);
+      if (k === 'apns_key' || k === 'apns_certificate') body.environment = f.environment.value;
       await api('PUT', `/api/tenants/${encodeURIComponent(tenant)}/credentials/${encodeURIComponent(f.set.value.trim())}/${k}`, body);
       onDone();
     } catch (e) { notice(err, e.message, false); }
@@ -300,6 +307,7 @@ async function viewTenants(view) {
     const creds = t.credential_sets.flatMap((set) => set.credentials.map((c) => h('tr', {},
       h('td', {}, set.name), h('td', {}, c.kind),
       h('td', { class: 'wrap' }, [c.key_id && `key ${c.key_id}`, c.team_id && `team ${c.team_id}`, c.uid && `topic ${c.uid}`,
+        c.environment && c.environment !== 'both' && `${c.environment} only`,
         c.project_id && `project ${c.project_id}`, c.public_key && `public key ${c.public_key}`, c.subject].filter(Boolean).join(', ')),
       h('td', {}, c.expires ? h('span', { class: `badge ${c.days_left < 0 ? 'bad' : c.days_left < 60 ? 'warn' : ''}` },
         `${fmtTime(c.expires)} (${c.days_left} d)`) : '—'),

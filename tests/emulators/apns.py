@@ -6,18 +6,28 @@ mock servers do and answering with Apple's status codes and reasons
 (../shared/research/push-protocols.md §2):
 
   1. apns-id, when present, a canonical UUID (BadMessageId); method POST (MethodNotAllowed)
-  2. apns-topic present (MissingTopic); apns-collapse-id at most 64 bytes (BadCollapseId);
-     apns-priority 1, 5 or 10 (BadPriority); apns-push-type known (InvalidPushType);
-     background at priority 10 refused with --strict (BadPriority)
+  2. apns-topic present (MissingTopic), a bundle id (BadTopic), ending in .voip for a voip
+     push (BadTopic); apns-collapse-id at most 64 bytes (BadCollapseId); apns-priority 1, 5
+     or 10 (BadPriority); apns-push-type known (InvalidPushType); apns-expiration a UNIX
+     time (BadExpirationDate); a background push (apns-push-type background, or an aps with
+     content-available only) at priority 10 (BadPriority)
   3. path /3/device/<hex token>: none (MissingDeviceToken), not hex (BadDeviceToken),
      another path (BadPath)
   4. token auth: "bearer" JWT (MissingProviderToken), ES256 over a known kid
-     (InvalidProviderToken), iat not older than --token-lifetime s (ExpiredProviderToken),
-     one team per connection, the topic's team; a connection changing its token more often
-     than --token-update-window s gets 429 TooManyProviderTokenUpdates.
+     (InvalidProviderToken), iat not in the future (InvalidProviderToken) nor older than
+     --token-lifetime s (ExpiredProviderToken), a key restricted to the other environment
+     (--key-environment KID=sandbox|production: InvalidProviderToken), one team per
+     connection, a topic of the key's team when --team-topics names them (TopicDisallowed);
+     a connection changing its token more often than --token-update-window s gets 429
+     TooManyProviderTokenUpdates.
      Certificate auth (--client-ca): the client certificate must be signed by that CA.
-  5. body not empty (PayloadEmpty), at most 4096 bytes, 5120 for voip (PayloadTooLarge)
-  6. per-token script (--script FILE, JSON, re-read per request):
+  5. device tokens the registry knows (--tokens FILE, JSON, re-read per request:
+     {"<token>": {"topic": "org.example.app.voip", "environment": "sandbox"}}): a token of
+     the other environment (BadDeviceToken), of another topic (DeviceTokenNotForTopic).
+     This server is the --environment it is told (production, sandbox, or both: one port
+     for both hosts, no environment checks). Tokens not in the registry pass.
+  6. body not empty (PayloadEmpty), at most 4096 bytes, 5120 for voip (PayloadTooLarge)
+  7. per-token script (--script FILE, JSON, re-read per request):
      {"<token>": {"status": 410, "reason": "Unregistered"} | {"delay_ms": N} | {"hang": true}
                  | {"goaway": "Shutdown"}}
      with "times": N, only the first N pushes to that token get it.
@@ -56,7 +66,29 @@ import h2server  # noqa: E402
 
 PUSH_TYPES = {'alert', 'background', 'voip', 'location', 'complication', 'fileprovider', 'mdm',
               'liveactivity', 'pushtotalk', 'controls', 'widgets'}
+# A bundle id: reverse-DNS labels of letters, digits and hyphens (Apple's "App ID" rule)
+TOPIC_RE = re.compile(r'^[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$')
 UUID_RE = re.compile(r'^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$')
+
+
+def bundle_of(topic):
+    """The app's bundle id of a topic: without the suffix of a push type's topic."""
+    for suffix in ('.voip-ptt', '.voip', '.complication', '.pushkit.fileprovider',
+                   '.location-query'):
+        if topic.endswith(suffix):
+            return topic[:-len(suffix)]
+    return topic
+
+
+def background_only(body):
+    """1 if the payload is a background notification: an aps with content-available and no
+    alert, badge or sound (Apple, "Pushing background updates to your App")."""
+    try:
+        aps = json.loads(body).get('aps')
+    except Exception:
+        return False
+    return isinstance(aps, dict) and aps.get('content-available') == 1 and \
+        not any(k in aps for k in ('alert', 'badge', 'sound'))
 
 
 def b64url_decode(s):
@@ -67,6 +99,12 @@ class Apns:
     def __init__(self, args):
         self.args = args
         self.keys = {}  # kid -> (team, public key)
+        self.key_env = dict(s.split('=', 1) for s in args.key_environment or [])
+        # team -> the bundle ids its keys may push to (only for the teams named)
+        self.team_topics = {}
+        for spec in args.team_topics or []:
+            team, topics = spec.split('=', 1)
+            self.team_topics[team] = set(t for t in topics.split(',') if t)
         self.seen = {}  # token -> scripted pushes so far
         self.tokens = set()  # provider tokens with a valid signature
         self.expired = set()  # provider tokens expired by the control command
@@ -88,6 +126,12 @@ class Apns:
                 if self.seen[token] > sc['times']:
                     return {}
         return sc
+
+    def registry(self, token):
+        if not self.args.tokens or not os.path.exists(self.args.tokens):
+            return None
+        with open(self.args.tokens) as f:
+            return json.load(f).get(token)
 
     def error(self, status, reason, extra=None):
         body = {'reason': reason}
@@ -119,6 +163,10 @@ class Apns:
         if claims.get('iss') != team or not isinstance(claims.get('iat'), int):
             return 'InvalidProviderToken'
         now = time.time()
+        # Apple, "Establishing a token-based connection to APNs": iat is the time the token
+        # was issued; a token from the future is not one APNs accepts (InvalidProviderToken)
+        if claims['iat'] > now + self.args.clock_skew:
+            return 'InvalidProviderToken'
         with self.lock:
             self.tokens.add(token)
             expired = token in self.expired
@@ -126,6 +174,16 @@ class Apns:
         # is refused; "Handling notification responses from APNs": 403 ExpiredProviderToken
         if expired or claims['iat'] < now - self.args.token_lifetime:
             return 'ExpiredProviderToken'
+        # Apple, "Establishing a token-based connection to APNs": a key may be restricted to
+        # the sandbox or to production; "Handling notification responses from APNs" lists 403
+        # InvalidProviderToken for a token the environment does not accept
+        kenv = self.key_env.get(header['kid'])
+        if kenv and self.args.environment != 'both' and kenv != self.args.environment:
+            return 'InvalidProviderToken'
+        # "Handling notification responses from APNs": 400 TopicDisallowed, "pushing to this
+        # topic is not allowed" (a bundle id that is not the key's team's)
+        if team in self.team_topics and bundle_of(topic) not in self.team_topics[team]:
+            return 'TopicDisallowed'
         if not hasattr(conn, 'apns_state'):  # per connection (an id() could be reused)
             conn.apns_state = {}
         st = conn.apns_state
@@ -204,6 +262,10 @@ class Apns:
         topic = headers.get('apns-topic')
         if not topic:
             return self.error(400, 'MissingTopic')
+        # "Handling notification responses from APNs": 400 BadTopic, "the apns-topic was
+        # invalid"; the topic is a bundle id ("Sending notification requests to APNs")
+        if not TOPIC_RE.match(topic):
+            return self.error(400, 'BadTopic')
         if len(headers.get('apns-collapse-id', '').encode()) > 64:
             return self.error(400, 'BadCollapseId')
         prio = headers.get('apns-priority')
@@ -212,7 +274,21 @@ class Apns:
         ptype = headers.get('apns-push-type')
         if ptype is not None and ptype not in PUSH_TYPES:
             return self.error(400, 'InvalidPushType')
-        if self.args.strict and ptype == 'background' and prio in (None, '10'):
+        # "Sending notification requests to APNs", apns-push-type voip: "the apns-topic header
+        # field must use your app's bundle ID with .voip appended to the end"; Apple names no
+        # reason for it, BadTopic ("the apns-topic was invalid") is the one that fits
+        if ptype == 'voip' and not topic.endswith('.voip'):
+            return self.error(400, 'BadTopic')
+        # "Sending notification requests to APNs", apns-expiration: "a UNIX epoch expressed in
+        # seconds (UTC)", or 0; anything else is 400 BadExpirationDate ("Handling notification
+        # responses from APNs")
+        exp = headers.get('apns-expiration')
+        if exp is not None and not re.fullmatch(r'[0-9]{1,10}', exp):
+            return self.error(400, 'BadExpirationDate')
+        # "Sending notification requests to APNs", apns-priority: background notifications
+        # (push type background, or an aps holding content-available alone: "Pushing background
+        # updates to your App") must be sent at 5, "specifying 10 is an error" -> BadPriority
+        if prio in (None, '10') and (ptype == 'background' or background_only(body)):
             return self.error(400, 'BadPriority')
         path = headers.get(':path', '')
         if not path.startswith('/3/device/'):
@@ -222,10 +298,23 @@ class Apns:
             return self.error(400, 'MissingDeviceToken')
         if not re.fullmatch(r'[0-9a-fA-F]+', token):
             return self.error(400, 'BadDeviceToken')
+        known = self.registry(token)
+        if known:
+            # "Handling notification responses from APNs": 400 BadDeviceToken, "the specified
+            # device token is invalid ... verify that the request contains a valid token and that
+            # the token matches the environment" (a sandbox token sent to production)
+            tenv = known.get('environment', 'production')
+            if self.args.environment != 'both' and tenv != self.args.environment:
+                return self.error(400, 'BadDeviceToken')
+            # ... 400 DeviceTokenNotForTopic, "the device token doesn't match the specified
+            # topic" (a PushKit token belongs to <bundle>.voip, a remote one to <bundle>)
+            if known.get('topic') and known['topic'] != topic:
+                return self.error(400, 'DeviceTokenNotForTopic')
         if not self.args.client_ca:
             why = self.check_jwt(conn, headers.get('authorization'), topic)
             if why:
-                return self.error(429 if why == 'TooManyProviderTokenUpdates' else 403, why)
+                return self.error(429 if why == 'TooManyProviderTokenUpdates'
+                                  else 400 if why == 'TopicDisallowed' else 403, why)
         elif not conn.peer_cert:
             return self.error(403, 'BadCertificate')
         if not getattr(conn, 'opened', False):  # a valid push opens the connection up
@@ -269,7 +358,17 @@ def main():
     ap.add_argument('--client-ca', help='certificate auth: CA of the provider certificates')
     ap.add_argument('--script')
     ap.add_argument('--log')
-    ap.add_argument('--strict', action='store_true')
+    ap.add_argument('--strict', action='store_true',
+                    help='kept for old callers: background at priority 10 is always refused now')
+    ap.add_argument('--environment', choices=('production', 'sandbox', 'both'), default='both',
+                    help='the APNs host this server is (both: one port for both, no checks)')
+    ap.add_argument('--key-environment', action='append',
+                    help='KID=production|sandbox: a key restricted to one environment')
+    ap.add_argument('--team-topics', action='append',
+                    help='TEAM=bundle1,bundle2: the bundle ids the keys of TEAM may push to')
+    ap.add_argument('--tokens', help='registry of device tokens (JSON, re-read per request)')
+    ap.add_argument('--clock-skew', type=float, default=0,
+                    help='seconds an iat may be ahead of this clock')
     ap.add_argument('--token-lifetime', type=float, default=3600)
     ap.add_argument('--token-update-window', type=float, default=1200)
     ap.add_argument('--lifetime', type=float, default=300)

@@ -142,11 +142,17 @@ is($r->{status}, 404, 'a credential for an unknown tenant: 404');
 $r = $api->put('/api/tenants/acme/credentials/default/apns_key', { key_id => 'KEYACME001', team_id => 'TEAMAAAAAA', key => $p8 . ('#' x 70000) });
 is($r->{status}, 413, 'an upload over [admin] max_body: 413');
 is($api->put('/api/tenants/acme/credentials/default/telepathy', {})->{status}, 404, 'an unknown kind: 404');
+$r = $api->put('/api/tenants/acme/credentials/default/apns_key', { key_id => 'KEYACME001', team_id => 'TEAMAAAAAA', key => $p8,
+    environment => 'staging' });
+ok($r->{status} == 422 && $r->{json}{error} =~ /production, sandbox or both/, 'an unknown APNs environment: 422, naming the three');
+$r = $api->put('/api/tenants/acme/credentials/default/fcm', { service_account => 'x', environment => 'sandbox' });
+ok($r->{status} == 422 && $r->{json}{error} =~ /only an APNs credential/, 'an environment for FCM: 422');
 $r = $web->put('/api/tenants/acme/credentials/default/apns_key', { key_id => 'KEYACME001', team_id => 'TEAMAAAAAA', key => $p8 });
 is($r->{status}, 200, 'a good .p8 key uploaded from the browser');
 $r = $api->get('/api/tenants');
 my ($cred) = @{ $r->{json}[0]{credential_sets}[0]{credentials} };
-is_deeply([@$cred{qw(kind key_id team_id)}], ['apns_key', 'KEYACME001', 'TEAMAAAAAA'], 'listed: kind, key id, team id');
+is_deeply([@$cred{qw(kind key_id team_id environment)}], ['apns_key', 'KEYACME001', 'TEAMAAAAAA', 'both'],
+          'listed: kind, key id, team id, environment (both by default)');
 ok(!grep({ $web->seen =~ /\Q$_\E/ || $api->seen =~ /\Q$_\E/ } @key_lines) && $api->seen !~ /PRIVATE KEY/,
    'no answer ever held a line of the key');
 is(((stat $sw->db)[2] & 0777), 0600, 'the store is mode 0600');

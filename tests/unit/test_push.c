@@ -172,9 +172,35 @@ int main(void)
     x = push(p, b);
     ok(x.done == -1 && strstr(x.r.reason, "no FCM credentials"),
        "an Android phone without FCM credentials: not sent, saying why");
-    b = add(loc, "cy@example.com", "apns", "OTHERTEAM1.org.example.app", "CCCC03");
+    /* liblinphone's placeholder team: informational, the key's team signs */
+    uint64_t mism = metrics_values[METRICS_PUSH_TEAM_MISMATCH];
+    b = add(loc, "cy@example.com", "apns", "ABCD1234.org.example.app", "CCCC03");
     x = push(p, b);
-    ok(x.done == -1 && strstr(x.r.reason, "is not the team"), "another team's app: not sent");
+    is_int(x.r.outcome, PUSH_DELIVERED,
+           "pn-param team ABCD1234 (Linphone's placeholder): pushed with the key's team");
+    is_int((int)(metrics_values[METRICS_PUSH_TEAM_MISMATCH] - mism), 1, "and counted");
+    struct pn_info pi;
+    pn_from_strings("apns.dev", "ABCD1234.org.example.app", "CCCC03", &pi);
+    char why[100] = "";
+    ok(push_can_serve(p, &pi, why, sizeof why) == 1, "a key for both environments serves apns.dev");
+    pn_free(&pi);
+    p->config->key_env = TENANT_ENV_PRODUCTION;
+    pn_from_strings("apns.dev", "ABCD1234.org.example.app", "CCCC03", &pi);
+    ok(push_can_serve(p, &pi, why, sizeof why) == 0 && strstr(why, "sandbox"),
+       "a production-only key never serves apns.dev: %s", why);
+    pn_free(&pi);
+    pn_from_strings("apns", "ABCD1234.org.example.app", "CCCC03", &pi);
+    ok(push_can_serve(p, &pi, why, sizeof why) == 1, "but serves apns");
+    pn_free(&pi);
+    b = add(loc, "cy@example.com", "apns.dev", "TEAM123456.org.example.app", "CCCC05");
+    x = push(p, b);
+    ok(x.done == -1 && strstr(x.r.reason, "no APNs credential for the sandbox"),
+       "an apns.dev push with a production-only key: not sent, saying why (%s)", x.r.reason);
+    p->config->key_env = TENANT_ENV_BOTH;
+    pn_from_strings("fcm", "123456", "fcm-token-0001", &pi);
+    ok(push_can_serve(p, &pi, why, sizeof why) == 1,
+       "no FCM credential at all: left to the registrar as before");
+    pn_free(&pi);
     b = add(loc, "di@example.com", "apns", "TEAM123456.org.example.app.voip", "DDDD04:voip");
     struct result y = {0};
     struct push_event msg = {.kind = PUSH_MESSAGE, .call_id = "m@h", .ttl = 60};

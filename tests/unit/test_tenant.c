@@ -106,7 +106,35 @@ int main(void)
            strcmp(set->cred[TENANT_FCM].label, "proj-1") == 0,
        "a named set");
     ok(tenants_find_set(t, "zeta") == NULL, "a tenant without credentials has no set");
+    is_str(tenant_env_name(tenants_find_set(t, "acme")->cred[TENANT_APNS_KEY].env), "both",
+           "a key stored without an environment serves both");
     uint64_t fp = tenants_find_set(t, "acme")->fingerprint;
+
+    c = (struct store_credential){.tenant = "acme",
+                                  .set_name = "dev",
+                                  .kind = "apns_certificate",
+                                  .environment = "sandbox",
+                                  .secret = secret,
+                                  .secret_len = sizeof secret - 1,
+                                  .created_at = 1000};
+    is_int(store_credential_put(s, &c, err, sizeof err), 1, "a sandbox certificate stored");
+    c.environment = "staging";
+    ok(store_credential_put(s, &c, err, sizeof err) < 0, "an unknown environment: refused (%s)",
+       err);
+    struct tenants *t2 = tenants_load(s, err, sizeof err);
+    const struct tenant_set *dev = t2 ? tenants_find_set(t2, "acme/dev") : NULL;
+    ok(dev && dev->cred[TENANT_APNS_CERT].env == TENANT_ENV_SANDBOX,
+       "read back with its environment");
+    ok(dev && tenant_env_serves(dev->cred[TENANT_APNS_CERT].env, 1) &&
+           !tenant_env_serves(dev->cred[TENANT_APNS_CERT].env, 0),
+       "it serves the sandbox, not production");
+    ok(tenant_env_serves(TENANT_ENV_BOTH, 0) && tenant_env_serves(TENANT_ENV_BOTH, 1),
+       "both serves both");
+    ok(tenant_env_of("production") == TENANT_ENV_PRODUCTION &&
+           tenant_env_of(NULL) == TENANT_ENV_BOTH && tenant_env_of("prod") < 0,
+       "environment names");
+    tenants_free(t2);
+    is_int(store_credential_del(s, "acme", "dev", NULL, err, sizeof err), 1, "the dev set deleted");
 
     is_int(store_tenant_rename(s, "zeta", "acme", err, sizeof err), 0,
            "rename onto a name in use: no");
