@@ -17,9 +17,14 @@
  * Every outcome is counted by provider, outcome and reason, written to the push log (with a
  * hash of the token, never the token), and shown to on_push_result(result, ctx), whose
  * decision comes back in the result. A dead token (APNs 410 or BadDeviceToken, FCM
- * UNREGISTERED, Web Push 404/410, ...) — or the policy's drop_binding — removes every binding
- * of the AOR with that token, and the token is not pushed again by this process. What the
- * bucket does with an outcome (480, retry with back-off) is the caller's business.
+ * UNREGISTERED, Web Push 404/410, ...) is dead as of the answer's time (APNs 410 "timestamp",
+ * else when the push was sent): the bindings of the AOR that hold it lose it — a binding
+ * registered after that time keeps it, one with another live token (Linphone's voip and
+ * remote tokens) stays for what that token serves, one with no live token left is removed —
+ * and it is not pushed again until the phone registers it again (Apple: stop "unless your
+ * application retrieves the same device token"). The policy's drop_binding removes every
+ * binding of the AOR with that pn-prid. What the bucket does with an outcome (480, retry
+ * with back-off) is the caller's business.
  */
 #ifndef SIPWAKE_PUSH_H
 #define SIPWAKE_PUSH_H
@@ -36,7 +41,7 @@ struct tenants;
 
 enum push_outcome {
     PUSH_DELIVERED = 0, /* the service accepted it */
-    PUSH_DEAD_TOKEN,    /* the binding is gone now */
+    PUSH_DEAD_TOKEN,    /* the token pushed is dead (its binding may stay, see above) */
     PUSH_RETRY_LATER,   /* 429, 5xx: retry_after when given */
     PUSH_REJECTED,      /* the request or the credential is wrong */
     PUSH_FAILED,        /* no answer */

@@ -951,6 +951,7 @@ static void apply_and_answer(struct reg_req *rr, struct reg_contact *cs, size_t 
                 .flow_id = rr->src.flow_id,
                 .expires = now + expires,
                 .last_modified = now,
+                .registered_ms = util_wall_ms(),
                 .cseq = cseq,
                 .flags =
                     (rc->push ? LOCATION_FLAG_PUSH : 0) | (rc->pnsreg ? LOCATION_FLAG_PNSREG : 0),
