@@ -175,16 +175,26 @@ end
 --               tenant = "acme", user_agent = "...", expires_in = 3412 }
 --               (expires_in < 0: the binding expired that long ago and is pushed within
 --               [push] grace)
---   ctx.kind       "call" (INVITE), "message" (anything else), "refresh" (RFC 8599 §5.5),
+--   ctx.kind       "call" (INVITE), "message" (MESSAGE), "wake" (OPTIONS, SUBSCRIBE, REFER:
+--                  neither a call nor a message), "refresh" (RFC 8599 §5.5),
 --                  "missed_call" (the caller cancelled; see route's missed_call)
+--   ctx.method     the request's method (nil for refresh pushes)
+--   ctx.authenticated  true when the request's sender is known: in gateway mode, the
+--                  upstream (sipwake authenticates no request but REGISTER)
 --   ctx.attempt    1 for a request's first push to this binding, then 2, 3, ...
 --   ctx.tenant     the binding's tenant, else its domain's
 --   ctx.generation this policy's generation number
 --
 -- push(req, binding, ctx) — how the push looks (schemas/hooks/push.json). Return nil for
 -- sipwake's choice (a call: VoIP to an iPhone's voip token, else an alert; a message: an
--- alert; a refresh: a background push), or a table of:
+-- alert; a wake: silent — an APNs background push, an FCM normal-priority data message of
+-- type "wake", no Web Push since browsers show every push; an OPTIONS: no push at all, as
+-- PBXs send one every minute to qualify a contact; a refresh: a background push), or a
+-- table of:
 --   skip = true                    no push to this binding (it is not waited for)
+--   skip = false                   push it: the way to push an OPTIONS. An OPTIONS whose
+--                                  sender is not authenticated is never a visible alert,
+--                                  whatever type and alert say (sipwake sends it silent)
 --   type = "voip"|"alert"|"background"   APNs push type ("voip" for calls only)
 --   ttl = 30                       seconds the push is worth delivering (APNs expiration,
 --                                  FCM ttl, Web Push TTL); default: what the bucket leaves

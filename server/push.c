@@ -596,7 +596,8 @@ int push_binding(struct push *p, const struct binding *b, const struct push_even
                                    .call_id = ev.call_id,
                                    .kind = push_kind_name(ev.kind),
                                    .attempt = ev.attempt > 0 ? ev.attempt : 1,
-                                   .tenant = tenant};
+                                   .tenant = tenant,
+                                   .authenticated = ev.authenticated};
     struct lua_hook_push_binding hb = {.aor = aor,
                                        .provider = pn.provider,
                                        .param = pn.param,
@@ -609,8 +610,15 @@ int push_binding(struct push *p, const struct binding *b, const struct push_even
     if (!ev.credentials) {
         /* the policy's turn (the push command names its set itself) */
         lua_hook_push(lua_vm_current(), &hin, &hb, &d);
-        if (d.skip) {
-            snprintf(err, errlen, "skipped by the policy");
+        /* RFC 3261 §11: an OPTIONS asks what the phone can do, and is what PBXs send every
+         * minute to qualify a contact and scanners send to any address; waking a phone for
+         * it would spend the background pushes iOS allows ("two or three per hour") that
+         * refresh pushes need. Not pushed unless the policy says skip = false. */
+        int options = ev.method && strcmp(ev.method, "OPTIONS") == 0;
+        if (d.skip || (options && !d.skip_given)) {
+            snprintf(err, errlen, "%s",
+                     d.skip ? "skipped by the policy"
+                            : "an OPTIONS wakes no phone (policy: skip = false)");
             pn_free(&pn);
             return -1;
         }
@@ -632,6 +640,16 @@ int push_binding(struct push *p, const struct binding *b, const struct push_even
         }
         if (*d.data)
             ev.extra_json = d.data;
+        if (options && !ev.authenticated &&
+            (ev.style == PUSH_STYLE_ALERT || ev.alert_title || ev.alert_body)) {
+            /* whatever the policy says: anyone can send an OPTIONS, and it must not put
+             * words on the user's screen */
+            log_warn("policy: push: a visible alert for an unauthenticated OPTIONS to %s "
+                     "refused; sent silent",
+                     aor);
+            ev.style = PUSH_STYLE_BACKGROUND;
+            ev.alert_title = ev.alert_body = NULL;
+        }
         lua_hook_credentials(lua_vm_current(), &hin, &hb, name, sizeof name);
     } else {
         snprintf(name, sizeof name, "%s", ev.credentials);

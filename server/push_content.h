@@ -12,6 +12,12 @@
  * to the remote token). FCM: a data-only message (call-id, from-uri, display-name, type),
  * high priority for calls and messages. Web Push: no body (RFC 8599), Urgency high for
  * calls.
+ *
+ * A wake (OPTIONS, SUBSCRIBE, REFER) is silent: an APNs background push (priority 5) to the
+ * remote token, an FCM data message of type "wake" at normal priority (FCM deprioritises
+ * high-priority messages that show nothing), and no Web Push at all, since a browser shows
+ * a notification for every push it gets (userVisibleOnly) — unless the policy asks for an
+ * alert.
  */
 #ifndef SIPWAKE_PUSH_CONTENT_H
 #define SIPWAKE_PUSH_CONTENT_H
@@ -24,8 +30,10 @@
 #include "push_fcm.h"
 #include "push_webpush.h"
 
-/* A missed call: the caller cancelled before a pushed phone came back; an alert. */
-enum push_kind { PUSH_CALL = 0, PUSH_MESSAGE, PUSH_REFRESH, PUSH_MISSED_CALL };
+/* A missed call: the caller cancelled before a pushed phone came back; an alert. A wake:
+ * a request that is neither a call nor a message (OPTIONS, SUBSCRIBE, REFER) — a silent
+ * push, never an alert unless the policy asks (and never for an unauthenticated OPTIONS). */
+enum push_kind { PUSH_CALL = 0, PUSH_MESSAGE, PUSH_REFRESH, PUSH_MISSED_CALL, PUSH_WAKE };
 
 /* How it is pushed; the default follows the kind (above). */
 enum push_style {
@@ -48,6 +56,8 @@ struct push_event {
     int attempt;             /* 1 for the first push of a request to a binding */
     const char *credentials; /* a set the caller names ("TENANT[/SET]", or "[push]" for the
                               * config's); NULL: the policy's */
+    int authenticated;       /* the request's sender is known: the [upstream] in gateway mode
+                              * (sipwake authenticates no other request than REGISTER) */
     /* the push hook's choices */
     enum push_style style;
     int priority; /* 0: the provider's rule for the style; 10 high, 5 normal */
@@ -55,11 +65,12 @@ struct push_event {
     const char *extra_json; /* a JSON object of extra string fields, or NULL */
 };
 
-/* Which kind a request method is pushed as: INVITE a call, anything else a message. */
+/* Which kind a request method is pushed as: INVITE a call, MESSAGE a message, anything else
+ * (OPTIONS, SUBSCRIBE, REFER) a wake. */
 enum push_kind push_kind_of(const char *method);
 
 /* The name of a kind for logs, the push log and the policy: "call", "message", "refresh",
- * "missed_call". */
+ * "missed_call", "wake". */
 const char *push_kind_name(enum push_kind k);
 
 /* APNs: fill n (its strings point into pn, ev, topic or *payload, which the caller frees)

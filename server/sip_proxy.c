@@ -1161,7 +1161,11 @@ static struct push_event event_of(const struct proxy_req *pr, enum push_kind kin
                                .to_uri = c->to,
                                .ruri = c->ruri,
                                .aor = aor,
-                               .attempt = attempt};
+                               .attempt = attempt,
+                               /* sipwake authenticates no request but REGISTER: only the
+                                * upstream's are from a known sender */
+                               .authenticated =
+                                   pr->p->gw && gateway_from_upstream(pr->p->gw, &pr->src)};
 }
 
 /* Push b for w's request. 0 (waiter_pushed will follow), or -1 (logged). */
