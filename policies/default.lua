@@ -176,7 +176,8 @@ end
 --               (expires_in < 0: the binding expired that long ago and is pushed within
 --               [push] grace)
 --   ctx.kind       "call" (INVITE), "message" (MESSAGE), "wake" (OPTIONS, SUBSCRIBE, REFER:
---                  neither a call nor a message), "refresh" (RFC 8599 §5.5),
+--                  neither a call nor a message), "refresh" (RFC 8599 §5.5: no request,
+--                  the binding expires soon; ctx.attempt counts its refresh pushes),
 --                  "missed_call" (the caller cancelled; see route's missed_call)
 --   ctx.method     the request's method (nil for refresh pushes)
 --   ctx.authenticated  true when the request's sender is known: in gateway mode, the
@@ -189,7 +190,12 @@ end
 -- sipwake's choice (a call: VoIP to an iPhone's voip token, else an alert; a message: an
 -- alert; a wake: silent — an APNs background push, an FCM normal-priority data message of
 -- type "wake", no Web Push since browsers show every push; an OPTIONS: no push at all, as
--- PBXs send one every minute to qualify a contact; a refresh: a background push), or a
+-- PBXs send one every minute to qualify a contact; a refresh: what gets through before the
+-- binding expires — APNs background at priority 5 (the only one Apple allows; throttled, so
+-- the first refresh push goes [push] refresh_lead early), FCM high priority (normal waits
+-- for Doze's maintenance window), Web Push Urgency normal, then high after the first (low
+-- waits for power or Wi-Fi, RFC 8030 §5.3); a VoIP-only iPhone gets none, PushKit carries
+-- calls only, and its REGISTER's 2xx tells it +sip.pnsreg to refresh by itself), or a
 -- table of:
 --   skip = true                    no push to this binding (it is not waited for)
 --   skip = false                   push it: the way to push an OPTIONS. An OPTIONS whose

@@ -47,6 +47,11 @@ static const char *token_for(const struct pn_info *pn, const char *service)
     return NULL;
 }
 
+int push_content_refreshable(const struct pn_info *pn)
+{
+    return !pn_is_apns(pn->provider) || token_for(pn, "remote") != NULL;
+}
+
 /* The caller, unless hidden, for the payloads. */
 static void add_caller(json_t *o, const struct push_event *ev)
 {
@@ -164,9 +169,12 @@ int push_content_fcm(const struct pn_info *pn, const struct push_event *ev, stru
     json_decref(d);
     m->token = pn->prid;
     m->data_json = *data;
-    m->high = ev->priority ? ev->priority == 10
-                           : (ev->kind == PUSH_CALL || ev->kind == PUSH_MESSAGE) &&
-                                 ev->style != PUSH_STYLE_BACKGROUND;
+    /* a refresh is time-critical too: the binding expires if it waits for Doze's
+     * maintenance window */
+    m->high = ev->priority               ? ev->priority == 10
+              : ev->kind == PUSH_REFRESH ? 1
+                                         : (ev->kind == PUSH_CALL || ev->kind == PUSH_MESSAGE) &&
+                                               ev->style != PUSH_STYLE_BACKGROUND;
     m->ttl = ev->ttl > 0 ? ev->ttl : 0;
     m->collapse_key = ev->collapse_id;
     return 0;
@@ -188,10 +196,13 @@ int push_content_webpush(const struct pn_info *pn, const struct push_event *ev, 
     }
     *url = pn->prid;
     *ttl = ev->ttl > 0 ? ev->ttl : 0;
-    *urgency = ev->priority == 10         ? WEBPUSH_HIGH
-               : ev->priority == 5        ? WEBPUSH_NORMAL
-               : ev->kind == PUSH_CALL    ? WEBPUSH_HIGH
-               : ev->kind == PUSH_MESSAGE ? WEBPUSH_NORMAL
-                                          : WEBPUSH_LOW;
+    /* RFC 8030 §5.3: low waits for power or Wi-Fi, which a refresh cannot; after a first
+     * refresh push that did not bring the phone back, high (delivered even on low battery) */
+    *urgency = ev->priority == 10                            ? WEBPUSH_HIGH
+               : ev->priority == 5                           ? WEBPUSH_NORMAL
+               : ev->kind == PUSH_CALL                       ? WEBPUSH_HIGH
+               : ev->kind == PUSH_REFRESH && ev->attempt > 1 ? WEBPUSH_HIGH
+               : ev->kind == PUSH_MISSED_CALL                ? WEBPUSH_LOW
+                                                             : WEBPUSH_NORMAL;
     return 0;
 }

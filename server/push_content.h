@@ -13,6 +13,13 @@
  * high priority for calls and messages. Web Push: no body (RFC 8599), Urgency high for
  * calls.
  *
+ * A refresh (RFC 8599 §5.5) must arrive before the binding expires: on APNs a background
+ * push (priority 5, the only one Apple allows for it; throttled, so refresh.c sends the first
+ * one early), on FCM high priority (normal waits for a maintenance window in Doze), on Web
+ * Push Urgency normal, then high for the pushes after the first (RFC 8030 §5.3: low waits
+ * for power or Wi-Fi; normal is delivered except on low battery). The push hook may change
+ * each (ctx.kind = "refresh").
+ *
  * A wake (OPTIONS, SUBSCRIBE, REFER) is silent: an APNs background push (priority 5) to the
  * remote token, an FCM data message of type "wake" at normal priority (FCM deprioritises
  * high-priority messages that show nothing), and no Web Push at all, since a browser shows
@@ -72,6 +79,12 @@ enum push_kind push_kind_of(const char *method);
 /* The name of a kind for logs, the push log and the policy: "call", "message", "refresh",
  * "missed_call", "wake". */
 const char *push_kind_name(enum push_kind k);
+
+/* 1 if a binding with push params pn (PN_PUSH) can be sent refresh pushes (RFC 8599 §5.5); 0
+ * for an APNs app that gave only a VoIP token: PushKit VoIP pushes are for calls only (iOS
+ * kills an app that reports none), and a VoIP-only app has no other token, so it must refresh
+ * by itself and is told so with +sip.pnsreg. */
+int push_content_refreshable(const struct pn_info *pn);
 
 /* APNs: fill n (its strings point into pn, ev, topic or *payload, which the caller frees)
  * for the binding's push params pn (PN_PUSH, an APNs provider) at now. 0, or -1 with err
