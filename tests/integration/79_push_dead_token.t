@@ -2,7 +2,8 @@
 # Dead push tokens, as Apple and Linphone phones live them (issue 13):
 # - a token answered 410 stays dead only until the phone registers it again (Apple: stop
 #   pushing "unless your application retrieves the same device token"): the next request
-#   after that REGISTER is pushed;
+#   after that authenticated REGISTER is pushed (one that fails authentication changes
+#   nothing);
 # - a 410 whose "timestamp" is older than the binding's registration does not kill it;
 # - Linphone's two tokens ("<voip>:voip&<remote>:remote"): the voip token dying leaves the
 #   binding, and its remote token still gets alerts (a call falls back to an alert); the
@@ -46,18 +47,22 @@ sub wait_pushes {
 }
 
 my $sw = Sipwake->new(config => {
+    auth => { enabled => 'yes', algorithms => 'MD5' },
     push => { apns_key_file => "$dir/apns.p8", apns_key_id => 'KEY1234567',
               apns_team_id => 'TEAM123456', apns_host => '127.0.0.1', apns_port => $aport,
               ca => "$dir/cert.pem", bucket_timeout => 1, bucket_timeout_other => 1 },
 });
+for my $u (qw(again fresh duo)) {
+    is(($sw->run_bin('user', 'add', "$u\@example.com", 'pw'))[0], 0, "user $u added");
+}
 $sw->start;
 my $ONE = 'pn-provider=apns;pn-param=TEAM123456.org.example.app';
 my $TWO = 'pn-provider=apns;pn-param=TEAM123456.org.example.app.voip%26remote';
 sub reg {
-    my ($user, $pn) = @_;
+    my ($user, $pn, $password) = @_;
     my $ua = $sw->ua(user => $user, transport => 'tcp');
     my $r = $ua->register(contact => "sip:$user\@127.0.0.1:" . $ua->local_port . ";transport=tcp;$pn",
-        expires => 3600);
+        expires => 3600, password => $password // 'pw');
     close $ua->sock; # asleep
     return $r->{code};
 }
@@ -79,7 +84,10 @@ sub request {
 is(reg('again', "$ONE;pn-prid=DEAD0001"), 200, 'a phone registered');
 is(request('MESSAGE', 'again', 'dead-1'), 480, 'a MESSAGE: its token is answered 410, 480');
 is($sw->sql_wait("SELECT count(*) FROM location WHERE username='again'", '0'), '0', 'and the binding is removed');
-is(reg('again', "$ONE;pn-prid=DEAD0001"), 200, 'the app registers the same token again');
+is(reg('again', "$ONE;pn-prid=DEAD0001", 'wrong'), 401, 'a REGISTER with that token that fails authentication');
+is(request('MESSAGE', 'again', 'dead-1b'), 480, 'changes nothing: the next MESSAGE gets 480');
+is(scalar(pushes_to('DEAD0001')), 1, 'without a push');
+is(reg('again', "$ONE;pn-prid=DEAD0001"), 200, 'the app registers the same token again, authenticated');
 request('MESSAGE', 'again', 'dead-2');
 is(wait_pushes('DEAD0001', 1, 200), 1, 'the next MESSAGE is pushed to it, and APNs takes it')
     or diag join("\n", grep { /push|dead/i } split /\n/, $sw->log);
