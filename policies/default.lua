@@ -239,11 +239,14 @@ end
 --   ctx = { kind, method, attempt, tenant, call_id, remaining (seconds the request may still
 --           wait for the phone), generation }
 -- Decision (schemas/hooks/on_push_result.json); nil or { action = "default" }: sipwake's
--- rule — a dead token removes the binding, 429/5xx/no answer is retried after Retry-After
+-- rule — a dead token is not pushed again until the phone registers it again, and the
+-- binding goes unless it has another live token (or was registered after the token was
+-- reported dead); 429/5xx/no answer is retried after Retry-After
 -- (else 1, 2, 4, 8 s with jitter) while the bucket timer allows, anything else gives up.
 --   { action = "retry", after_ms = 500 }   push again after that long (within the bucket)
 --   { action = "give_up" }                 stop waiting for this phone
---   { action = "drop_binding" }            remove the binding, never push the token again
+--   { action = "drop_binding" }            remove the binding (all its tokens); the token is
+--                                          not pushed again until the phone registers it again
 function policy.on_push_result(result, ctx)
     return nil
 end
