@@ -50,7 +50,7 @@ d = push({ method = "OPTIONS", from = "sip:mallory@example.com" }, {},
 tap.is_deeply(d, {}, "an OPTIONS: sipwake's choice (no push)")
 d = push({ method = "SUBSCRIBE", from = "sip:carl@example.com" }, {}, { kind = "wake", method = "SUBSCRIBE" })
 tap.is_deeply(d, {}, "a SUBSCRIBE: sipwake's choice (a silent wake)")
-d = push({}, { provider = "apns" }, { kind = "refresh", refresh = true })
+d = push({}, { provider = "apns" }, { kind = "refresh", attempt = 1 })
 tap.is_deeply(d, {}, "a refresh push: sipwake's choice")
 local name
 name, status = policy_test.credentials({ provider = "apns" }, {})
