@@ -175,14 +175,15 @@ static int binding_tokens(const struct binding *b, struct pn_info *pn, const cha
 }
 
 /* token of provider was reported dead as of since_ms: the bindings of the AOR that hold it
- * lose it. A binding registered after since_ms keeps it (the phone registered it again: the
- * answer is older than the binding); a binding with another token still alive (Linphone's
- * voip and remote tokens are pushed to different topics: one failing says nothing of the
- * other) stays for pushes of the kind that other token serves; a binding left with no live
- * token goes (RFC 8599 §5.5: a removed binding is never pushed again). */
-static void retire_token(struct push *p, const char *aor, const char *provider, const char *token,
-                         int64_t since_ms)
+ * lose it; 1 if one of them stays for another live token. A binding registered after since_ms keeps
+ * it (the phone registered it again: the answer is older than the binding); a binding with another
+ * token still alive (Linphone's voip and remote tokens are pushed to different topics: one failing
+ * says nothing of the other) stays for pushes of the kind that other token serves; a binding left
+ * with no live token goes (RFC 8599 §5.5: a removed binding is never pushed again). */
+static int retire_token(struct push *p, const char *aor, const char *provider, const char *token,
+                        int64_t since_ms)
 {
+    int left = 0;
     struct location_aor *a = location_find(p->loc, aor);
     struct binding *b = location_aor_bindings(a), *next;
     for (; b; b = next) {
@@ -205,16 +206,18 @@ static void retire_token(struct push *p, const char *aor, const char *provider, 
             log_info("push: %s answered that a token of %s is dead, but binding %llu registered "
                      "it again since: kept",
                      provider, aor, (unsigned long long)b->contact_id);
-        else if (alive)
+        else if (alive) {
             log_info("push: a %s token of %s is dead; binding %llu kept for its other token",
                      provider, aor, (unsigned long long)b->contact_id);
-        else {
+            left = 1;
+        } else {
             log_info("push: %s token of %s is dead, binding %llu removed", provider, aor,
                      (unsigned long long)b->contact_id);
             location_grace_drop(p->loc, aor, provider, b->pn_prid);
             location_remove(p->loc, b);
         }
     }
+    return left;
 }
 
 /* The policy's drop_binding: every binding of the AOR pushed with prid goes, whatever its
@@ -470,7 +473,7 @@ static void finish(struct push_job *j, enum push_outcome o, int status, const ch
         /* APNs 410 says since when; a refusal without a time is as of the push */
         int64_t since = timestamp_ms > 0 ? timestamp_ms : j->sent_wall_ms;
         mark_dead(p, j->provider, j->token, since);
-        retire_token(p, j->aor, j->provider, j->token, since);
+        r.token_left = retire_token(p, j->aor, j->provider, j->token, since);
     }
     if (o != PUSH_DELIVERED && o != PUSH_DEAD_TOKEN)
         log_warn("push: %s to %s (%s, token %s): %s%s%s", j->provider, j->aor, r.credentials, hash,

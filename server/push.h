@@ -56,6 +56,8 @@ struct push_result {
     char id[128];          /* apns-id or FCM message name, when given */
     char credentials[132]; /* the set used: "tenant/set", or "[push]" */
     int voip;              /* an APNs VoIP push (CallKit shows the call on the phone) */
+    int token_left;        /* dead token: its binding stays for another live token, which a
+                            * push again now would use (a call then goes as an alert) */
     /* on_push_result's decision; for drop_binding the binding is gone already */
     enum lua_push_action action;
     long after_ms;

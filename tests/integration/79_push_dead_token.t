@@ -6,8 +6,9 @@
 #   nothing);
 # - a 410 whose "timestamp" is older than the binding's registration does not kill it;
 # - Linphone's two tokens ("<voip>:voip&<remote>:remote"): the voip token dying leaves the
-#   binding, and its remote token still gets alerts (a call falls back to an alert); the
-#   binding goes only when both are dead.
+#   binding, and its remote token still gets alerts (the call that found the voip token
+#   dead is pushed again at once as an alert to it, and so are later calls); the binding
+#   goes only when both are dead.
 use strict;
 use warnings;
 use FindBin;
@@ -107,12 +108,14 @@ is(reg('duo', "$TWO;pn-prid=A0A0A001:voip%26B0B0B002:remote"), 200, 'a Linphone 
 request('INVITE', 'duo', 'duo-1');
 is(wait_pushes('A0A0A001', 1, 410), 1, 'a call: VoIP push, answered 410');
 ok($sw->wait_log(qr/binding \d+ kept for its other token/, 3), 'sipwake keeps the binding for its remote token');
+is(wait_pushes('B0B0B002', 1, 200), 1, 'and pushes the call again at once, to the remote token');
+like((pushes_to('B0B0B002'))[0] // '', qr/"push_type": "alert"[^\n]*IC_MSG[^\n]*duo-1/, 'as an incoming-call alert');
 is(bindings('duo'), '1', 'the binding stays');
 request('MESSAGE', 'duo', 'duo-2');
-is(wait_pushes('B0B0B002', 1, 200), 1, 'a MESSAGE: alert to the remote token, delivered');
+is(wait_pushes('B0B0B002', 2, 200), 2, 'a MESSAGE: alert to the remote token, delivered');
 request('INVITE', 'duo', 'duo-3');
-is(wait_pushes('B0B0B002', 2, 200), 2, 'a call now: pushed to the remote token');
-like((pushes_to('B0B0B002'))[1] // '', qr/"push_type": "alert"[^\n]*IC_MSG/, 'as an incoming-call alert');
+is(wait_pushes('B0B0B002', 3, 200), 3, 'the next call: pushed to the remote token');
+like((pushes_to('B0B0B002'))[2] // '', qr/"push_type": "alert"[^\n]*IC_MSG[^\n]*duo-3/, 'as an incoming-call alert');
 is(scalar(pushes_to('A0A0A001')), 1, 'the dead voip token is not pushed again');
 
 script('{"B0B0B002": {"status": 410, "reason": "Unregistered"}}');
