@@ -181,16 +181,32 @@ end
 --             in push() also, when a .p8 key signs, binding.key_team (the team the push is
 --             signed with: param's team is informational) and binding.team_mismatch
 --             (counted as push:apns_team_mismatch)
---   ctx.kind       "call" (INVITE), "message" (anything else), "refresh" (RFC 8599 §5.5),
+--   ctx.kind       "call" (INVITE), "message" (MESSAGE), "wake" (OPTIONS, SUBSCRIBE, REFER:
+--                  neither a call nor a message), "refresh" (RFC 8599 §5.5: no request,
+--                  the binding expires soon; ctx.attempt counts its refresh pushes),
 --                  "missed_call" (the caller cancelled; see route's missed_call)
+--   ctx.method     the request's method (nil for refresh pushes)
+--   ctx.authenticated  true when the request's sender is known: in gateway mode, the
+--                  upstream (sipwake authenticates no request but REGISTER)
 --   ctx.attempt    1 for a request's first push to this binding, then 2, 3, ...
 --   ctx.tenant     the binding's tenant, else its domain's
 --   ctx.generation this policy's generation number
 --
 -- push(req, binding, ctx) — how the push looks (schemas/hooks/push.json). Return nil for
 -- sipwake's choice (a call: VoIP to an iPhone's voip token, else an alert; a message: an
--- alert; a refresh: a background push), or a table of:
+-- alert; a wake: silent — an APNs background push, an FCM normal-priority data message of
+-- type "wake", no Web Push since browsers show every push; an OPTIONS: no push at all, as
+-- PBXs send one every minute to qualify a contact; a refresh: what gets through before the
+-- binding expires — APNs background at priority 5 (the only one Apple allows; throttled, so
+-- the first refresh push goes [push] refresh_lead early), FCM high priority (normal waits
+-- for Doze's maintenance window), Web Push Urgency normal, then high after the first (low
+-- waits for power or Wi-Fi, RFC 8030 §5.3); a VoIP-only iPhone gets none, PushKit carries
+-- calls only, and its REGISTER's 2xx tells it +sip.pnsreg to refresh by itself), or a
+-- table of:
 --   skip = true                    no push to this binding (it is not waited for)
+--   skip = false                   push it: the way to push an OPTIONS. An OPTIONS whose
+--                                  sender is not authenticated is never a visible alert,
+--                                  whatever type and alert say (sipwake sends it silent)
 --   type = "voip"|"alert"|"background"   APNs push type ("voip" for calls only)
 --   ttl = 30                       seconds the push is worth delivering (APNs expiration,
 --                                  FCM ttl, Web Push TTL); default: what the bucket leaves
@@ -234,11 +250,14 @@ end
 --   ctx = { kind, method, attempt, tenant, call_id, remaining (seconds the request may still
 --           wait for the phone), generation }
 -- Decision (schemas/hooks/on_push_result.json); nil or { action = "default" }: sipwake's
--- rule — a dead token removes the binding, 429/5xx/no answer is retried after Retry-After
+-- rule — a dead token is not pushed again until the phone registers it again, and the
+-- binding goes unless it has another live token (or was registered after the token was
+-- reported dead); 429/5xx/no answer is retried after Retry-After
 -- (else 1, 2, 4, 8 s with jitter) while the bucket timer allows, anything else gives up.
 --   { action = "retry", after_ms = 500 }   push again after that long (within the bucket)
 --   { action = "give_up" }                 stop waiting for this phone
---   { action = "drop_binding" }            remove the binding, never push the token again
+--   { action = "drop_binding" }            remove the binding (all its tokens); the token is
+--                                          not pushed again until the phone registers it again
 function policy.on_push_result(result, ctx)
     return nil
 end

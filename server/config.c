@@ -189,10 +189,17 @@ static const struct key_row key_rows[] = {
     {"push", "bucket_timeout_other", KEY_INT, OFF(bucket_timeout_other), 1, 30, "10", NULL,
      "The same for other requests (MESSAGE, SUBSCRIBE, ...): well under the 32 s of their "
      "transaction."},
+    {"push", "refresh_lead", KEY_INT, OFF(push_refresh_lead), 0, 86400, "600", NULL,
+     "A push binding's first refresh push (RFC 8599 §5.5) goes this many seconds before the "
+     "last one, which goes [registrar] push_refresh_margin seconds before expiry: background "
+     "pushes are throttled (iOS allows two or three an hour) and may arrive late or never, so "
+     "a second one must still find time. At most half of the binding's life before the "
+     "margin; not for a UA that refreshes by itself (+sip.pnsreg), whose push waits for the "
+     "margin. 0: the first push at the margin."},
     {"push", "refresh_retry", KEY_INT, OFF(push_refresh_retry), 1, 3600, "15", NULL,
-     "A push binding not refreshed [registrar] push_refresh_margin seconds before expiry gets a "
-     "refresh push (RFC 8599 §5.5); if the phone does not register again it is pushed again "
-     "after this many seconds, then twice that, and so on while the binding lives."},
+     "A push binding not refreshed by push_refresh_margin seconds before expiry, refresh "
+     "pushes and all, is pushed again after this many seconds, then twice that, and so on "
+     "while the binding lives (a failed push before the margin is retried the same way)."},
     {"push", "grace", KEY_INT, OFF(push_grace), 0, 86400, "0", NULL,
      "Seconds an expired push binding is still pushed for a call or message (Flexisip issue "
      "#215: apps that let their registration lapse). RFC 8599 §5.5 says an expired binding "

@@ -95,6 +95,7 @@ struct config {
     long bucket_timeout, bucket_timeout_other;
     long push_log_days;
     long push_refresh_retry;
+    long push_refresh_lead;
     int offline_enabled;
     long offline_ttl, offline_max_per_aor, offline_max_size;
     long push_grace;

@@ -197,6 +197,7 @@ struct binding *location_binding_new(const struct binding_fields *f)
     b->flow_id = f->flow_id;
     b->expires = f->expires;
     b->last_modified = f->last_modified;
+    b->registered_ms = f->registered_ms ? f->registered_ms : (int64_t)f->last_modified * 1000;
     b->cseq = f->cseq;
     b->flags = f->flags;
     b->reg_id = f->reg_id;

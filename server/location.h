@@ -35,6 +35,9 @@ struct binding {
     uint64_t flow_id; /* TCP/TLS connection it arrived on; 0 for UDP or after a restart */
     time_t expires;   /* absolute */
     time_t last_modified;
+    int64_t registered_ms; /* wall clock of the REGISTER that saved it (last_modified × 1000
+                            * for a binding read from the store): what a dead-token answer's
+                            * time is compared with */
     uint32_t cseq;
     uint32_t flags;
     int32_t reg_id;   /* RFC 5626 reg-id, 0 if none */
@@ -60,6 +63,7 @@ struct binding_fields {
     uint64_t flow_id;
     time_t expires;
     time_t last_modified;
+    int64_t registered_ms; /* 0: last_modified × 1000 */
     uint32_t cseq;
     uint32_t flags;
     int32_t reg_id;

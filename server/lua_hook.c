@@ -614,10 +614,12 @@ static void push_push_binding(lua_State *L, const struct lua_hook_push_binding *
 
 static void push_push_ctx(struct lua_vm *vm, lua_State *L, const struct lua_hook_push_in *in)
 {
-    lua_createtable(L, 0, 5);
+    lua_createtable(L, 0, 6);
     set_str(L, "kind", in->kind);
     set_str(L, "method", in->method);
     set_int(L, "attempt", in->attempt);
+    lua_pushboolean(L, in->authenticated);
+    lua_setfield(L, -2, "authenticated");
     set_str(L, "tenant", in->tenant);
     set_int(L, "generation", (long)lua_vm_generation(vm));
 }
@@ -701,6 +703,7 @@ static const char *decode_push(lua_State *L, const struct lua_hook_push_in *in,
         (!lua_isnil(L, -1) && !lua_isboolean(L, -1)))
         return "skip and hide_caller are booleans";
     out->skip = lua_toboolean(L, -2);
+    out->skip_given = !lua_isnil(L, -2);
     out->hide_caller = lua_toboolean(L, -1);
     lua_pop(L, 2);
     lua_getfield(L, t, "type");

@@ -134,9 +134,10 @@ struct lua_hook_push_binding {
 /* The request a push is for (all NULL for a refresh push) and why. */
 struct lua_hook_push_in {
     const char *method, *ruri, *from, *from_name, *to, *call_id;
-    const char *kind; /* "call", "message", "refresh", "missed_call" */
+    const char *kind; /* "call", "message", "refresh", "missed_call", "wake" */
     int attempt;      /* 1 for the first push of this request to this binding */
     const char *tenant;
+    int authenticated; /* the sender is known (gateway mode: the upstream) */
 };
 
 enum lua_push_type {
@@ -148,6 +149,8 @@ enum lua_push_type {
 
 struct lua_hook_push_out {
     int skip;
+    int skip_given; /* the decision said skip = true or false (an OPTIONS is not pushed
+                     * unless the policy says skip = false) */
     enum lua_push_type type;
     long ttl;     /* -1: sipwake's (what the bucket timer leaves) */
     int priority; /* 0: the provider's rule for the type; 10 high, 5 normal */

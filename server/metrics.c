@@ -64,8 +64,9 @@ static const struct {
     [METRICS_GW_REFRESH_FAILURES] = {"gateway:refresh_failures", 0,
                                      "refreshes the upstream refused or did not answer"},
     [METRICS_PUSH_DELIVERED] = {"push:delivered", 0, "pushes the service accepted"},
-    [METRICS_PUSH_DEAD] = {"push:dead_tokens", 0,
-                           "pushes answered with a dead token (the binding was removed)"},
+    [METRICS_PUSH_DEAD] =
+        {"push:dead_tokens", 0,
+         "pushes answered with a dead token (not pushed again until registered again)"},
     [METRICS_PUSH_RETRY] = {"push:retry_later", 0, "pushes answered 429 or 5xx"},
     [METRICS_PUSH_REJECTED] = {"push:rejected", 0, "pushes refused (the request)"},
     [METRICS_PUSH_FAILED] = {"push:failed", 0, "pushes without an answer"},

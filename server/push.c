@@ -29,7 +29,8 @@
 
 struct dead_token {
     struct hashtab_node hn;
-    char key[]; /* "provider\n prid" */
+    int64_t since_ms; /* dead as of then (wall clock) */
+    char key[];       /* "provider\n token" */
 };
 
 /* One credential set and the senders that use it. Jobs hold a reference, so a set replaced
@@ -68,6 +69,7 @@ struct push_job {
     char *aor;
     char provider[16];
     char *prid;
+    char *token;   /* the device token pushed (one of an APNs prid's), for dead answers */
     char *payload; /* what the content builder allocated */
     char topic[256];
     char *call_id, *method, *tenant;
@@ -75,6 +77,7 @@ struct push_job {
     int attempt;
     long ttl;
     uint64_t started_ms;
+    int64_t sent_wall_ms; /* a dead answer without a time is as of then */
     push_cb cb;
     void *arg;
 };
@@ -93,20 +96,46 @@ static const char *ca_of(const struct push *p)
 
 /* ------------------------------------------------------------------ dead tokens */
 
-static char *dead_key(const char *provider, const char *prid)
+/* A token is dead as of since_ms: the service's word for when it stopped being valid (APNs
+ * 410 "timestamp"), else when the push that was refused was sent. It is alive again once the
+ * phone registers it after that time: Apple says to stop pushing after 410 "unless your
+ * application retrieves the same device token" (../shared/research/push-protocols.md §7b). */
+static char *dead_key(const char *provider, const char *token)
 {
-    return xasprintf("%s\n%s", provider, prid);
+    return xasprintf("%s\n%s", provider, token);
 }
 
-static int is_dead(struct push *p, const char *provider, const char *prid)
+static struct dead_token *dead_find(struct push *p, const char *provider, const char *token)
 {
-    char *k = dead_key(provider, prid);
-    int found = 0;
-    for (struct hashtab_node *n = hashtab_first(&p->dead, util_hash(k, strlen(k))); n && !found;
+    char *k = dead_key(provider, token);
+    struct dead_token *d = NULL;
+    for (struct hashtab_node *n = hashtab_first(&p->dead, util_hash(k, strlen(k))); n && !d;
          n = hashtab_next(&p->dead, n))
-        found = strcmp(HASHTAB_ENTRY(n, struct dead_token, hn)->key, k) == 0;
+        if (strcmp(HASHTAB_ENTRY(n, struct dead_token, hn)->key, k) == 0)
+            d = HASHTAB_ENTRY(n, struct dead_token, hn);
     free(k);
-    return found;
+    return d;
+}
+
+/* 1 if token was reported dead after registered_ms (the registration of the binding that
+ * holds it), 0 if it is alive. */
+static int is_dead(struct push *p, const char *provider, const char *token, int64_t registered_ms)
+{
+    const struct dead_token *d = dead_find(p, provider, token);
+    return d && registered_ms <= d->since_ms;
+}
+
+/* is_dead, forgetting a token the phone registered again since. */
+static int still_dead(struct push *p, const char *provider, const char *token,
+                      int64_t registered_ms)
+{
+    struct dead_token *d = dead_find(p, provider, token);
+    if (!d || registered_ms <= d->since_ms)
+        return d != NULL;
+    hashtab_remove(&p->dead, &d->hn);
+    free(d);
+    log_info("push: a %s token reported dead was registered again: pushed again", provider);
+    return 0;
 }
 
 static void free_dead(struct hashtab_node *n, void *arg)
@@ -115,15 +144,20 @@ static void free_dead(struct hashtab_node *n, void *arg)
     free(HASHTAB_ENTRY(n, struct dead_token, hn));
 }
 
-static void mark_dead(struct push *p, const char *provider, const char *prid)
+static void mark_dead(struct push *p, const char *provider, const char *token, int64_t since_ms)
 {
-    if (is_dead(p, provider, prid))
+    struct dead_token *d = dead_find(p, provider, token);
+    if (d) {
+        if (since_ms > d->since_ms)
+            d->since_ms = since_ms;
         return;
+    }
     if (p->dead.count >= PUSH_DEAD_MAX)
         hashtab_drain(&p->dead, free_dead, NULL); /* a bound, not a cache: forget them all */
-    char *k = dead_key(provider, prid);
+    char *k = dead_key(provider, token);
     size_t kl = strlen(k);
-    struct dead_token *d = xmalloc(sizeof *d + kl + 1);
+    d = xmalloc(sizeof *d + kl + 1);
+    d->since_ms = since_ms;
     memcpy(d->key, k, kl + 1);
     free(k);
     hashtab_insert(&p->dead, &d->hn, util_hash(d->key, kl));
@@ -151,10 +185,70 @@ static int team_first_seen(struct push *p, const char *set, const char *team)
     return 1;
 }
 
-/* The token is dead: every binding of the AOR pushed with it goes (RFC 8599 §5.5: a removed
- * binding is never pushed again). */
-static void drop_bindings(struct push *p, const char *aor, const char *provider, const char *prid,
-                          const char *why)
+/* The tokens of b's push params: APNs's one per service (Linphone's "<voip>:voip&<remote>:
+ * remote" form has two), else the pn-prid. Fills pn (pn_free it); the count, 0 if unusable. */
+static int binding_tokens(const struct binding *b, struct pn_info *pn, const char *tok[])
+{
+    if (pn_from_strings(b->pn_provider, b->pn_param, b->pn_prid, pn) != PN_PUSH)
+        return 0;
+    if (!pn_is_apns(pn->provider)) {
+        tok[0] = pn->prid;
+        return 1;
+    }
+    for (int i = 0; i < pn->n_tokens; i++)
+        tok[i] = pn->tokens[i].token;
+    return pn->n_tokens;
+}
+
+/* token of provider was reported dead as of since_ms: the bindings of the AOR that hold it
+ * lose it; 1 if one of them stays for another live token. A binding registered after since_ms keeps
+ * it (the phone registered it again: the answer is older than the binding); a binding with another
+ * token still alive (Linphone's voip and remote tokens are pushed to different topics: one failing
+ * says nothing of the other) stays for pushes of the kind that other token serves; a binding left
+ * with no live token goes (RFC 8599 §5.5: a removed binding is never pushed again). */
+static int retire_token(struct push *p, const char *aor, const char *provider, const char *token,
+                        int64_t since_ms)
+{
+    int left = 0;
+    struct location_aor *a = location_find(p->loc, aor);
+    struct binding *b = location_aor_bindings(a), *next;
+    for (; b; b = next) {
+        next = b->next;
+        if (!b->pn_provider || !b->pn_prid || strcmp(b->pn_provider, provider) != 0)
+            continue;
+        struct pn_info pn;
+        const char *tok[PN_MAX_TOKENS];
+        int n = binding_tokens(b, &pn, tok), holds = 0, alive = 0;
+        for (int i = 0; i < n; i++) {
+            if (strcmp(tok[i], token) == 0)
+                holds = 1;
+            else if (!is_dead(p, provider, tok[i], b->registered_ms))
+                alive++;
+        }
+        pn_free(&pn);
+        if (!holds)
+            continue;
+        if (b->registered_ms > since_ms)
+            log_info("push: %s answered that a token of %s is dead, but binding %llu registered "
+                     "it again since: kept",
+                     provider, aor, (unsigned long long)b->contact_id);
+        else if (alive) {
+            log_info("push: a %s token of %s is dead; binding %llu kept for its other token",
+                     provider, aor, (unsigned long long)b->contact_id);
+            left = 1;
+        } else {
+            log_info("push: %s token of %s is dead, binding %llu removed", provider, aor,
+                     (unsigned long long)b->contact_id);
+            location_grace_drop(p->loc, aor, provider, b->pn_prid);
+            location_remove(p->loc, b);
+        }
+    }
+    return left;
+}
+
+/* The policy's drop_binding: every binding of the AOR pushed with prid goes, whatever its
+ * other tokens. */
+static void drop_bindings(struct push *p, const char *aor, const char *provider, const char *prid)
 {
     struct location_aor *a = location_find(p->loc, aor);
     struct binding *b = location_aor_bindings(a), *next;
@@ -162,8 +256,8 @@ static void drop_bindings(struct push *p, const char *aor, const char *provider,
         next = b->next;
         if (b->pn_provider && b->pn_prid && strcmp(b->pn_provider, provider) == 0 &&
             strcmp(b->pn_prid, prid) == 0) {
-            log_info("push: %s token of %s %s, binding %llu removed", provider, aor, why,
-                     (unsigned long long)b->contact_id);
+            log_info("push: %s binding %llu of %s dropped by the policy", provider,
+                     (unsigned long long)b->contact_id, aor);
             location_remove(p->loc, b);
         }
     }
@@ -370,6 +464,7 @@ static void job_free(struct push_job *j)
     creds_unref(j->creds);
     free(j->aor);
     free(j->prid);
+    free(j->token);
     free(j->payload);
     free(j->call_id);
     free(j->method);
@@ -377,8 +472,9 @@ static void job_free(struct push_job *j)
     free(j);
 }
 
+/* timestamp_ms: when the service says a dead token stopped being valid, 0 if it did not. */
 static void finish(struct push_job *j, enum push_outcome o, int status, const char *reason,
-                   long retry_after, const char *id)
+                   long retry_after, const char *id, int64_t timestamp_ms)
 {
     static const enum metrics_id counters[] = {
         METRICS_PUSH_DELIVERED, METRICS_PUSH_DEAD,   METRICS_PUSH_RETRY,
@@ -440,10 +536,14 @@ static void finish(struct push_job *j, enum push_outcome o, int status, const ch
     r.action = dec.action;
     r.after_ms = dec.after_ms;
 
-    if (o == PUSH_DEAD_TOKEN || dec.action == LUA_PUSH_DROP_BINDING) {
-        mark_dead(p, j->provider, j->prid);
-        drop_bindings(p, j->aor, j->provider, j->prid,
-                      o == PUSH_DEAD_TOKEN ? "is dead" : "dropped by the policy");
+    if (dec.action == LUA_PUSH_DROP_BINDING) {
+        mark_dead(p, j->provider, j->token, util_wall_ms());
+        drop_bindings(p, j->aor, j->provider, j->prid);
+    } else if (o == PUSH_DEAD_TOKEN) {
+        /* APNs 410 says since when; a refusal without a time is as of the push */
+        int64_t since = timestamp_ms > 0 ? timestamp_ms : j->sent_wall_ms;
+        mark_dead(p, j->provider, j->token, since);
+        r.token_left = retire_token(p, j->aor, j->provider, j->token, since);
     }
     if (o == PUSH_BAD_CREDENTIALS) /* the operator's to fix: every push through them fails */
         log_error("push: the %s service refused the credentials %s (%d %s): check %s", provider,
@@ -460,17 +560,18 @@ static void finish(struct push_job *j, enum push_outcome o, int status, const ch
 
 static void apns_done(void *arg, const struct apns_result *r)
 {
-    finish(arg, (enum push_outcome)r->outcome, r->status, r->reason, r->retry_after, r->apns_id);
+    finish(arg, (enum push_outcome)r->outcome, r->status, r->reason, r->retry_after, r->apns_id,
+           r->timestamp_ms);
 }
 
 static void fcm_done(void *arg, const struct fcm_result *r)
 {
-    finish(arg, (enum push_outcome)r->outcome, r->status, r->reason, r->retry_after, r->name);
+    finish(arg, (enum push_outcome)r->outcome, r->status, r->reason, r->retry_after, r->name, 0);
 }
 
 static void webpush_done(void *arg, const struct webpush_result *r)
 {
-    finish(arg, (enum push_outcome)r->outcome, r->status, r->reason, r->retry_after, NULL);
+    finish(arg, (enum push_outcome)r->outcome, r->status, r->reason, r->retry_after, NULL, 0);
 }
 
 /* ------------------------------------------------------------------ sending */
@@ -497,8 +598,10 @@ static int send_job(struct push *p, struct push_job *j, const struct pn_info *pn
             snprintf(err, errlen, "no APNs credentials in %s", c->name);
         else if (push_content_apns(pn, ev, util_now(), &n, &j->payload, j->topic, sizeof j->topic,
                                    err, errlen) == 0 &&
-                 (s = apns_for(p, c, strcmp(pn->provider, "apns.dev") == 0, err, errlen)))
+                 (s = apns_for(p, c, strcmp(pn->provider, "apns.dev") == 0, err, errlen))) {
+            j->token = xstrdup(n.device_token);
             return apns_send(s, &n, apns_done, j, err, errlen);
+        }
         return -1;
     }
     if (strcmp(pn->provider, "fcm") == 0) {
@@ -510,7 +613,8 @@ static int send_job(struct push *p, struct push_job *j, const struct pn_info *pn
              * SENDER_ID_MISMATCH, and the binding is not dead) */
             snprintf(err, errlen, "FCM project %s is not the project %s of %s", pn->param,
                      fcm_account_project(c->fcm), c->name);
-        else if (push_content_fcm(pn, ev, &m, &j->payload, err, errlen) == 0)
+        else if (push_content_fcm(pn, ev, &m, &j->payload, err, errlen) == 0 &&
+                 (j->token = xstrdup(pn->prid)))
             return fcm_send(c->fcm_sender, &m, fcm_done, j, err, errlen);
         return -1;
     }
@@ -520,7 +624,8 @@ static int send_job(struct push *p, struct push_job *j, const struct pn_info *pn
         enum webpush_urgency u;
         if (!p->webpush)
             snprintf(err, errlen, "webpush is not enabled ([registrar] push_providers)");
-        else if (push_content_webpush(pn, ev, &url, &ttl, &u, err, errlen) == 0)
+        else if (push_content_webpush(pn, ev, &url, &ttl, &u, err, errlen) == 0 &&
+                 (j->token = xstrdup(pn->prid)))
             return webpush_send(p->webpush, url, ttl, u, NULL, c && c->vapid ? c->vapid : NULL,
                                 webpush_done, j, err, errlen);
         return -1;
@@ -536,13 +641,28 @@ int push_binding(struct push *p, const struct binding *b, const struct push_even
         snprintf(err, errlen, "not a push binding");
         return -1;
     }
-    if (is_dead(p, b->pn_provider, b->pn_prid)) {
-        snprintf(err, errlen, "%s token known dead", b->pn_provider);
-        return -1;
-    }
     struct pn_info pn;
     if (pn_from_strings(b->pn_provider, b->pn_param, b->pn_prid, &pn) != PN_PUSH) {
         snprintf(err, errlen, "unusable push params: %s", pn.error);
+        pn_free(&pn);
+        return -1;
+    }
+    /* a token known dead is left out (the other of Linphone's two still serves its kind of
+     * push), unless the phone registered it again since */
+    int live = 0;
+    if (pn_is_apns(pn.provider)) {
+        for (int i = 0; i < pn.n_tokens; i++) {
+            if (still_dead(p, pn.provider, pn.tokens[i].token, b->registered_ms))
+                free(pn.tokens[i].token);
+            else
+                pn.tokens[live++] = pn.tokens[i];
+        }
+        pn.n_tokens = live;
+    } else {
+        live = !still_dead(p, pn.provider, pn.prid, b->registered_ms);
+    }
+    if (!live) {
+        snprintf(err, errlen, "%s token known dead", b->pn_provider);
         pn_free(&pn);
         return -1;
     }
@@ -560,7 +680,8 @@ int push_binding(struct push *p, const struct binding *b, const struct push_even
                                    .call_id = ev.call_id,
                                    .kind = push_kind_name(ev.kind),
                                    .attempt = ev.attempt > 0 ? ev.attempt : 1,
-                                   .tenant = tenant};
+                                   .tenant = tenant,
+                                   .authenticated = ev.authenticated};
     struct lua_hook_push_binding hb = {.aor = aor,
                                        .provider = pn.provider,
                                        .param = pn.param,
@@ -607,9 +728,16 @@ int push_binding(struct push *p, const struct binding *b, const struct push_even
     if (!ev.credentials) {
         /* the policy's turn (the push command is sent as asked) */
         lua_hook_push(lua_vm_current(), &hin, &hb, &d);
-        if (d.skip) {
-            snprintf(err, errlen, "skipped by the policy%s",
-                     hb.team_mismatch ? " (team mismatch)" : "");
+        /* RFC 3261 §11: an OPTIONS asks what the phone can do, and is what PBXs send every
+         * minute to qualify a contact and scanners send to any address; waking a phone for
+         * it would spend the background pushes iOS allows ("two or three per hour") that
+         * refresh pushes need. Not pushed unless the policy says skip = false. */
+        int options = ev.method && strcmp(ev.method, "OPTIONS") == 0;
+        if (d.skip || (options && !d.skip_given)) {
+            snprintf(err, errlen, "%s",
+                     d.skip ? (hb.team_mismatch ? "skipped by the policy (team mismatch)"
+                                                : "skipped by the policy")
+                            : "an OPTIONS wakes no phone (policy: skip = false)");
             pn_free(&pn);
             return -1;
         }
@@ -631,6 +759,16 @@ int push_binding(struct push *p, const struct binding *b, const struct push_even
         }
         if (*d.data)
             ev.extra_json = d.data;
+        if (options && !ev.authenticated &&
+            (ev.style == PUSH_STYLE_ALERT || ev.alert_title || ev.alert_body)) {
+            /* whatever the policy says: anyone can send an OPTIONS, and it must not put
+             * words on the user's screen */
+            log_warn("policy: push: a visible alert for an unauthenticated OPTIONS to %s "
+                     "refused; sent silent",
+                     aor);
+            ev.style = PUSH_STYLE_BACKGROUND;
+            ev.alert_title = ev.alert_body = NULL;
+        }
     }
     struct push_job *j = xcalloc(1, sizeof *j);
     j->p = p;
@@ -648,6 +786,7 @@ int push_binding(struct push *p, const struct binding *b, const struct push_even
     j->attempt = hin.attempt;
     j->ttl = ev.ttl;
     j->started_ms = util_mono_ms();
+    j->sent_wall_ms = util_wall_ms();
     j->cb = cb;
     j->arg = arg;
     int rc = send_job(p, j, &pn, &ev, err, errlen);

@@ -17,11 +17,16 @@
  * Every outcome is counted by provider, outcome and reason, written to the push log (with a
  * hash of the token, never the token), and shown to on_push_result(result, ctx), whose
  * decision comes back in the result. A dead token (APNs 410 or BadDeviceToken, FCM
- * UNREGISTERED, Web Push 404/410, ...) — or the policy's drop_binding — removes every binding
- * of the AOR with that token, and the token is not pushed again by this process. An answer
- * that refuses the credentials themselves (bad_credentials) keeps the binding and is recorded
- * per provider and credential set for the dashboard (metrics_credential_problem). What the
- * bucket does with an outcome (480, retry with back-off) is the caller's business.
+ * UNREGISTERED, Web Push 404/410, ...) is dead as of the answer's time (APNs 410 "timestamp",
+ * else when the push was sent): the bindings of the AOR that hold it lose it — a binding
+ * registered after that time keeps it, one with another live token (Linphone's voip and
+ * remote tokens) stays for what that token serves, one with no live token left is removed —
+ * and it is not pushed again until the phone registers it again (Apple: stop "unless your
+ * application retrieves the same device token"). The policy's drop_binding removes every
+ * binding of the AOR with that pn-prid. An answer that refuses the credentials themselves
+ * (bad_credentials) keeps the binding and is recorded per provider and credential set for
+ * the dashboard (metrics_credential_problem). What the bucket does with an outcome (480,
+ * retry with back-off) is the caller's business.
  */
 #ifndef SIPWAKE_PUSH_H
 #define SIPWAKE_PUSH_H
@@ -38,7 +43,7 @@ struct tenants;
 
 enum push_outcome {
     PUSH_DELIVERED = 0, /* the service accepted it */
-    PUSH_DEAD_TOKEN,    /* the binding is gone now */
+    PUSH_DEAD_TOKEN,    /* the token pushed is dead (its binding may stay, see above) */
     PUSH_RETRY_LATER,   /* 429, 5xx: retry_after when given */
     PUSH_REJECTED,      /* the request or the credential is wrong */
     PUSH_FAILED,        /* no answer */
@@ -57,6 +62,8 @@ struct push_result {
     char id[128];          /* apns-id or FCM message name, when given */
     char credentials[132]; /* the set used: "tenant/set", or "[push]" */
     int voip;              /* an APNs VoIP push (CallKit shows the call on the phone) */
+    int token_left;        /* dead token: its binding stays for another live token, which a
+                            * push again now would use (a call then goes as an alert) */
     /* on_push_result's decision; for drop_binding the binding is gone already */
     enum lua_push_action action;
     long after_ms;

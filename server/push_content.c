@@ -13,12 +13,15 @@
 
 enum push_kind push_kind_of(const char *method)
 {
-    return method && strcmp(method, "INVITE") == 0 ? PUSH_CALL : PUSH_MESSAGE;
+    return !method                          ? PUSH_MESSAGE
+           : strcmp(method, "INVITE") == 0  ? PUSH_CALL
+           : strcmp(method, "MESSAGE") == 0 ? PUSH_MESSAGE
+                                            : PUSH_WAKE;
 }
 
 const char *push_kind_name(enum push_kind k)
 {
-    static const char *const names[] = {"call", "message", "refresh", "missed_call"};
+    static const char *const names[] = {"call", "message", "refresh", "missed_call", "wake"};
     return names[k];
 }
 
@@ -42,6 +45,11 @@ static const char *token_for(const struct pn_info *pn, const char *service)
         if (strcmp(pn->tokens[i].service, service) == 0)
             return pn->tokens[i].token;
     return NULL;
+}
+
+int push_content_refreshable(const struct pn_info *pn)
+{
+    return !pn_is_apns(pn->provider) || token_for(pn, "remote") != NULL;
 }
 
 /* The caller, unless hidden, for the payloads. */
@@ -72,9 +80,9 @@ int push_content_apns(const struct pn_info *pn, const struct push_event *ev, tim
     json_t *root = json_object();
     enum push_style style = ev->style;
     if (style == PUSH_STYLE_DEFAULT)
-        style = ev->kind == PUSH_CALL && voip ? PUSH_STYLE_VOIP
-                : ev->kind == PUSH_REFRESH    ? PUSH_STYLE_BACKGROUND
-                                              : PUSH_STYLE_ALERT;
+        style = ev->kind == PUSH_CALL && voip                       ? PUSH_STYLE_VOIP
+                : ev->kind == PUSH_REFRESH || ev->kind == PUSH_WAKE ? PUSH_STYLE_BACKGROUND
+                                                                    : PUSH_STYLE_ALERT;
     const char *why = style == PUSH_STYLE_VOIP && ev->kind != PUSH_CALL
                           ? "VoIP pushes are for calls only"
                       : style == PUSH_STYLE_VOIP && !voip ? "the app gave no VoIP token"
@@ -126,6 +134,8 @@ int push_content_apns(const struct pn_info *pn, const struct push_event *ev, tim
     json_object_set_new(root, "aps", aps);
     if (ev->kind != PUSH_REFRESH)
         add_caller(root, ev);
+    if (ev->kind == PUSH_WAKE && ev->method)
+        json_object_set_new(root, "method", json_string(ev->method));
     add_extra(root, ev);
     *payload = json_dumps(root, JSON_COMPACT);
     json_decref(root);
@@ -145,8 +155,9 @@ int push_content_fcm(const struct pn_info *pn, const struct push_event *ev, stru
     }
     memset(m, 0, sizeof *m);
     json_t *d = json_object();
-    static const char *const kinds[] = {"call", "message", "refresh", "missed_call"};
-    json_object_set_new(d, "type", json_string(kinds[ev->kind]));
+    json_object_set_new(d, "type", json_string(push_kind_name(ev->kind)));
+    if (ev->kind == PUSH_WAKE && ev->method)
+        json_object_set_new(d, "method", json_string(ev->method));
     if (ev->kind != PUSH_REFRESH)
         add_caller(d, ev);
     if (ev->alert_title && *ev->alert_title)
@@ -158,9 +169,12 @@ int push_content_fcm(const struct pn_info *pn, const struct push_event *ev, stru
     json_decref(d);
     m->token = pn->prid;
     m->data_json = *data;
-    m->high = ev->priority ? ev->priority == 10
-                           : (ev->kind == PUSH_CALL || ev->kind == PUSH_MESSAGE) &&
-                                 ev->style != PUSH_STYLE_BACKGROUND;
+    /* a refresh is time-critical too: the binding expires if it waits for Doze's
+     * maintenance window */
+    m->high = ev->priority               ? ev->priority == 10
+              : ev->kind == PUSH_REFRESH ? 1
+                                         : (ev->kind == PUSH_CALL || ev->kind == PUSH_MESSAGE) &&
+                                               ev->style != PUSH_STYLE_BACKGROUND;
     m->ttl = ev->ttl > 0 ? ev->ttl : 0;
     m->collapse_key = ev->collapse_id;
     return 0;
@@ -173,12 +187,22 @@ int push_content_webpush(const struct pn_info *pn, const struct push_event *ev, 
         snprintf(err, errlen, "pn-prid is not an https:// subscription URL");
         return -1;
     }
+    if (ev->kind == PUSH_WAKE && ev->style != PUSH_STYLE_ALERT) {
+        /* a browser shows a notification for every push (userVisibleOnly), and an RFC 8599
+         * Web Push has no body to tell it this one is silent */
+        snprintf(err, errlen, "a browser shows every Web Push: no silent wake for %s",
+                 ev->method ? ev->method : "this request");
+        return -1;
+    }
     *url = pn->prid;
     *ttl = ev->ttl > 0 ? ev->ttl : 0;
-    *urgency = ev->priority == 10         ? WEBPUSH_HIGH
-               : ev->priority == 5        ? WEBPUSH_NORMAL
-               : ev->kind == PUSH_CALL    ? WEBPUSH_HIGH
-               : ev->kind == PUSH_MESSAGE ? WEBPUSH_NORMAL
-                                          : WEBPUSH_LOW;
+    /* RFC 8030 §5.3: low waits for power or Wi-Fi, which a refresh cannot; after a first
+     * refresh push that did not bring the phone back, high (delivered even on low battery) */
+    *urgency = ev->priority == 10                            ? WEBPUSH_HIGH
+               : ev->priority == 5                           ? WEBPUSH_NORMAL
+               : ev->kind == PUSH_CALL                       ? WEBPUSH_HIGH
+               : ev->kind == PUSH_REFRESH && ev->attempt > 1 ? WEBPUSH_HIGH
+               : ev->kind == PUSH_MISSED_CALL                ? WEBPUSH_LOW
+                                                             : WEBPUSH_NORMAL;
     return 0;
 }

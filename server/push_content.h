@@ -12,6 +12,19 @@
  * to the remote token). FCM: a data-only message (call-id, from-uri, display-name, type),
  * high priority for calls and messages. Web Push: no body (RFC 8599), Urgency high for
  * calls.
+ *
+ * A refresh (RFC 8599 §5.5) must arrive before the binding expires: on APNs a background
+ * push (priority 5, the only one Apple allows for it; throttled, so refresh.c sends the first
+ * one early), on FCM high priority (normal waits for a maintenance window in Doze), on Web
+ * Push Urgency normal, then high for the pushes after the first (RFC 8030 §5.3: low waits
+ * for power or Wi-Fi; normal is delivered except on low battery). The push hook may change
+ * each (ctx.kind = "refresh").
+ *
+ * A wake (OPTIONS, SUBSCRIBE, REFER) is silent: an APNs background push (priority 5) to the
+ * remote token, an FCM data message of type "wake" at normal priority (FCM deprioritises
+ * high-priority messages that show nothing), and no Web Push at all, since a browser shows
+ * a notification for every push it gets (userVisibleOnly) — unless the policy asks for an
+ * alert.
  */
 #ifndef SIPWAKE_PUSH_CONTENT_H
 #define SIPWAKE_PUSH_CONTENT_H
@@ -24,8 +37,10 @@
 #include "push_fcm.h"
 #include "push_webpush.h"
 
-/* A missed call: the caller cancelled before a pushed phone came back; an alert. */
-enum push_kind { PUSH_CALL = 0, PUSH_MESSAGE, PUSH_REFRESH, PUSH_MISSED_CALL };
+/* A missed call: the caller cancelled before a pushed phone came back; an alert. A wake:
+ * a request that is neither a call nor a message (OPTIONS, SUBSCRIBE, REFER) — a silent
+ * push, never an alert unless the policy asks (and never for an unauthenticated OPTIONS). */
+enum push_kind { PUSH_CALL = 0, PUSH_MESSAGE, PUSH_REFRESH, PUSH_MISSED_CALL, PUSH_WAKE };
 
 /* How it is pushed; the default follows the kind (above). */
 enum push_style {
@@ -48,6 +63,8 @@ struct push_event {
     int attempt;             /* 1 for the first push of a request to a binding */
     const char *credentials; /* a set the caller names ("TENANT[/SET]", or "[push]" for the
                               * config's); NULL: the policy's */
+    int authenticated;       /* the request's sender is known: the [upstream] in gateway mode
+                              * (sipwake authenticates no other request than REGISTER) */
     /* the push hook's choices */
     enum push_style style;
     int priority; /* 0: the provider's rule for the style; 10 high, 5 normal */
@@ -55,12 +72,19 @@ struct push_event {
     const char *extra_json; /* a JSON object of extra string fields, or NULL */
 };
 
-/* Which kind a request method is pushed as: INVITE a call, anything else a message. */
+/* Which kind a request method is pushed as: INVITE a call, MESSAGE a message, anything else
+ * (OPTIONS, SUBSCRIBE, REFER) a wake. */
 enum push_kind push_kind_of(const char *method);
 
 /* The name of a kind for logs, the push log and the policy: "call", "message", "refresh",
- * "missed_call". */
+ * "missed_call", "wake". */
 const char *push_kind_name(enum push_kind k);
+
+/* 1 if a binding with push params pn (PN_PUSH) can be sent refresh pushes (RFC 8599 §5.5); 0
+ * for an APNs app that gave only a VoIP token: PushKit VoIP pushes are for calls only (iOS
+ * kills an app that reports none), and a VoIP-only app has no other token, so it must refresh
+ * by itself and is told so with +sip.pnsreg. */
+int push_content_refreshable(const struct pn_info *pn);
 
 /* APNs: fill n (its strings point into pn, ev, topic or *payload, which the caller frees)
  * for the binding's push params pn (PN_PUSH, an APNs provider) at now. 0, or -1 with err

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "pn.h"
 #include "push.h"
 #include "util.h"
 
@@ -87,23 +88,51 @@ static void schedule(struct refresh *r, struct entry *e)
         rearm(r);
 }
 
+/* 1 if b can be sent refresh pushes at all (not an APNs VoIP-only app: push_content). */
+static int refreshable(const struct binding *b)
+{
+    struct pn_info pn;
+    int ok = pn_from_strings(b->pn_provider, b->pn_param, b->pn_prid, &pn) == PN_PUSH &&
+             push_content_refreshable(&pn);
+    pn_free(&pn);
+    return ok;
+}
+
 static void saved(void *arg, const struct binding *b)
 {
     struct refresh *r = arg;
     if (!(b->flags & LOCATION_FLAG_PUSH) || !b->pn_prid || !b->aor)
         return;
     const char *aor = location_aor_name(b->aor);
+    if (!refreshable(b)) {
+        /* the registrar's 2xx carried +sip.pnsreg: the phone refreshes by itself */
+        log_debug("refresh: binding %llu of %s is VoIP only (PushKit carries calls only): no "
+                  "refresh push, the phone refreshes by itself",
+                  (unsigned long long)b->contact_id, aor);
+        return;
+    }
     size_t n = strlen(aor);
     struct entry *e = xcalloc(1, sizeof *e + n + 1);
     memcpy(e->aor, aor, n + 1);
     e->r = r;
     e->contact_id = b->contact_id;
     e->expires = b->expires;
-    /* RFC 8599 §5.5: push_refresh_margin before expiry; a lifetime shorter than that (a
-     * push_min_expires below the margin) is woken halfway, never right after it began */
-    time_t now = util_now(), life = b->expires - now;
-    e->due = life > r->cfg->push_refresh_margin ? b->expires - r->cfg->push_refresh_margin
-                                                : now + (life > 1 ? life / 2 : 1);
+    /* RFC 8599 §5.5: the last push push_refresh_margin before expiry, the first one
+     * push_refresh_lead before that, so that a throttled or late first push (APNs background
+     * pushes are not guaranteed, FCM and Web Push may hold pushes for power) leaves time for
+     * the second. Never in the first half of the time before the margin (a REGISTER is not
+     * followed by a push at once), and not before the margin for a UA that refreshes by
+     * itself (+sip.pnsreg: push only when no REGISTER came by then). A lifetime shorter than
+     * the margin is woken halfway. */
+    time_t now = util_now(), life = b->expires - now, margin = r->cfg->push_refresh_margin;
+    if (life > margin) {
+        time_t lead = (b->flags & LOCATION_FLAG_PNSREG) ? 0 : (time_t)r->cfg->push_refresh_lead;
+        if (lead > (life - margin) / 2)
+            lead = (life - margin) / 2;
+        e->due = b->expires - margin - lead;
+    } else {
+        e->due = now + (life > 1 ? life / 2 : 1);
+    }
     schedule(r, e);
 }
 
@@ -132,9 +161,15 @@ static void pushed(void *arg, const struct push_result *res)
     long delay = res->action == LUA_PUSH_RETRY ? (res->after_ms + 999) / 1000
                  : res->retry_after > 0        ? res->retry_after
                                                : base << (e->attempt < 6 ? e->attempt - 1 : 5);
+    time_t now = util_now(), last = b->expires - r->cfg->push_refresh_margin;
+    if (now < last && res->action != LUA_PUSH_RETRY) {
+        /* before the margin: the next push is the one at the margin, or a retry of a failed
+         * one that does not pass it */
+        if (res->outcome == PUSH_DELIVERED || now + delay > last)
+            delay = last - now;
+    }
     if (delay < 1)
         delay = 1;
-    time_t now = util_now();
     if (now + delay >= b->expires) {
         log_info("refresh: %s did not register again after %d refresh push%s", e->aor, e->attempt,
                  e->attempt == 1 ? "" : "es");

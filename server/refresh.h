@@ -1,12 +1,18 @@
 /*
- * refresh: RFC 8599 §5.5 refresh pushes. A push binding that has not been refreshed
- * push_refresh_margin seconds before it expires is sent a refresh push (a background push
- * on APNs, a normal-priority data message on FCM, a low-urgency Web Push) so the app wakes
- * and registers again. If it does not, the push is repeated with back-off — push_refresh_retry
+ * refresh: RFC 8599 §5.5 refresh pushes. A push binding is sent a refresh push (what
+ * push_content makes of PUSH_REFRESH: APNs background, FCM high priority, Web Push Urgency
+ * normal then high; the push hook sees ctx.kind "refresh" and may change them) so the app
+ * wakes and registers again: first [push] refresh_lead seconds before the last one, which
+ * goes [registrar] push_refresh_margin seconds before expiry — background pushes are
+ * throttled and not guaranteed, so a lost first push must leave time for another. If the
+ * phone still does not come back, the push is repeated with back-off — push_refresh_retry
  * seconds, then twice that, and so on (or the service's Retry-After) — while the binding
  * lives (OpenSIPS issue #2873: one push and then nothing). Scheduling follows each binding's
- * own expiry, so a binding just registered is never pushed at once (the registrar refuses
- * push bindings shorter than push_min_expires, which is more than the margin).
+ * own expiry, so a binding just registered is never pushed at once (the lead is at most half
+ * of the time before the margin; the registrar refuses push bindings shorter than
+ * push_min_expires, which is more than the margin). A UA that refreshes by itself
+ * (+sip.pnsreg) is pushed only from the margin on; an APNs VoIP-only app, which can get no
+ * refresh push (PushKit carries calls only), is not scheduled: its 2xx told it +sip.pnsreg.
  *
  * A re-REGISTER replaces the binding, which cancels what was scheduled for it; a removed or
  * expired binding is never refresh-pushed.

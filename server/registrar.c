@@ -31,6 +31,7 @@
 #include "lua_vm.h"
 #include "metrics.h"
 #include "pn.h"
+#include "push_content.h"
 #include "sip_msg.h"
 #include "util.h"
 
@@ -728,9 +729,12 @@ static void add_feature_caps(struct registrar *reg, struct buf *r, struct reg_co
             if (strstr(seen.data, key))
                 continue;
             buf_printf(&seen, "%s|", rc->pn.provider);
-            /* RFC 8599 §5.4: sip.pnsreg goes in the same header as its sip.pns */
+            /* RFC 8599 §5.4: sip.pnsreg goes in the same header as its sip.pns. Sent when the
+             * UA's Contact had the tag (SHOULD), and to a binding that can get no refresh push
+             * (an APNs VoIP-only app: push_content_refreshable): §5.4 names no case where it
+             * must not be sent, and a UA that gets it MUST refresh by itself (§4.1.4) */
             buf_printf(r, "Feature-Caps: *;+sip.pns=\"%s\"", rc->pn.provider);
-            if (rc->pnsreg)
+            if (rc->pnsreg || !push_content_refreshable(&rc->pn))
                 buf_printf(r, ";+sip.pnsreg=\"%ld\"", cfg->pnsreg_interval);
             if (vapid && util_caseeq(rc->pn.provider, "webpush"))
                 buf_printf(r, ";+sip.vapid=\"%s\"", vapid); /* RFC 8599 §5.6.1.1 */
@@ -964,6 +968,7 @@ static void apply_and_answer(struct reg_req *rr, struct reg_contact *cs, size_t 
                 .flow_id = rr->src.flow_id,
                 .expires = now + expires,
                 .last_modified = now,
+                .registered_ms = util_wall_ms(),
                 .cseq = cseq,
                 .flags =
                     (rc->push ? LOCATION_FLAG_PUSH : 0) | (rc->pnsreg ? LOCATION_FLAG_PNSREG : 0),

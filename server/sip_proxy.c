@@ -1146,16 +1146,20 @@ static void waiter_pushed(void *arg, const struct push_result *r)
     if (r->outcome == PUSH_DELIVERED && r->action != LUA_PUSH_GIVE_UP &&
         r->action != LUA_PUSH_DROP_BINDING && r->action != LUA_PUSH_RETRY)
         return; /* now the bucket timer runs */
-    int retry = r->action == LUA_PUSH_RETRY ||
+    /* a dead token whose binding has another (Linphone's voip and remote tokens): pushed
+     * again at once through that one */
+    int other = r->action == LUA_PUSH_DEFAULT && r->outcome == PUSH_DEAD_TOKEN && r->token_left;
+    int retry = r->action == LUA_PUSH_RETRY || other ||
                 (r->action == LUA_PUSH_DEFAULT &&
                  (r->outcome == PUSH_RETRY_LATER || r->outcome == PUSH_FAILED));
     if (retry && w->entry) {
         /* the policy's delay, else back off with jitter, honouring Retry-After, while the
          * bucket timer allows */
         double delay = r->action == LUA_PUSH_RETRY ? (double)r->after_ms / 1000.0
+                       : other                     ? 0.0
                        : r->retry_after > 0        ? (double)r->retry_after
                                             : (double)(1u << (w->attempts < 3 ? w->attempts : 3));
-        if (r->action != LUA_PUSH_RETRY)
+        if (r->action != LUA_PUSH_RETRY && !other)
             delay *= 1.0 + (double)(util_fast_random() % 500) / 1000.0;
         struct ev_loop *loop = w->pr->p->loop;
         if (ev_now(loop) + delay < w->until) {
@@ -1218,7 +1222,11 @@ static struct push_event event_of(const struct proxy_req *pr, enum push_kind kin
                                .to_uri = c->to,
                                .ruri = c->ruri,
                                .aor = aor,
-                               .attempt = attempt};
+                               .attempt = attempt,
+                               /* sipwake authenticates no request but REGISTER: only the
+                                * upstream's are from a known sender */
+                               .authenticated =
+                                   pr->p->gw && gateway_from_upstream(pr->p->gw, &pr->src)};
 }
 
 /* Push b for w's request. 0 (waiter_pushed will follow), or -1 (logged). */

@@ -31,7 +31,7 @@ mock servers do and answering with Apple's status codes and reasons
      {"<token>": {"status": 410, "reason": "Unregistered"} | {"delay_ms": N} | {"hang": true}
                  | {"goaway": "Shutdown"}}
      with "times": N, only the first N pushes to that token get it.
-     a 410 carries "timestamp" (ms).
+     a 410 carries "timestamp" (ms): now, or the script's "timestamp_ms".
 A connection allows one stream until its first push with a valid token, then --max-streams
 (1000); a stream over the advertised limit is refused (RST_STREAM REFUSED_STREAM, h2server).
 Every request is logged as a JSON line (--log) with the verdict and the kid of its token.
@@ -337,7 +337,8 @@ class Apns:
             conn.closed = True
             return None
         if 'status' in sc:
-            extra = {'timestamp': int(time.time() * 1000)} if sc['status'] == 410 else None
+            extra = {'timestamp': sc.get('timestamp_ms', int(time.time() * 1000))} \
+                if sc['status'] == 410 else None
             st, hs, b = self.error(sc['status'], sc.get('reason', 'InternalServerError'), extra)
             if 'retry_after' in sc:
                 hs = hs + [('retry-after', str(sc['retry_after']))]

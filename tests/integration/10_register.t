@@ -23,7 +23,8 @@ sub contacts { [Sipwake::UA::header($_[0], 'contact')] }
 my $ua = $sw->ua(user => 'alice');
 my $r = $ua->register(contact => "sip:alice\@127.0.0.1:" . $ua->local_port . ";$PUSH", expires => 3600);
 is($r->{code}, 200, 'push REGISTER answered 200');
-is(fc($r), '*;+sip.pns="apns"', 'Feature-Caps names the push service (RFC 8599 §5.6.1.1)');
+is(fc($r), '*;+sip.pns="apns";+sip.pnsreg="130"',
+   'Feature-Caps names the push service (RFC 8599 §5.6.1.1); a VoIP-only app gets no refresh push, so it is told to refresh itself');
 like($r->{raw}, qr/^Via: .*;rport=\d+;.*received=127\.0\.0\.1/m, 'Via has rport and received (RFC 3581)');
 like($r->{raw}, qr/^To: <sip:alice\@example\.com>;tag=\w+/m, 'To-tag added');
 like($r->{raw}, qr/^Date: /m, 'Date header');

@@ -15,7 +15,8 @@ my %push = (user => 'bob', provider => 'apns', param => 'TEAM1.com.example.app.v
 
 my ($rc, $msgs, $err) = $open->sipp('register_push', set => \%push);
 is($rc, 0, 'sipp push REGISTER over UDP gets 200 with Feature-Caps') or diag $err;
-like($msgs, qr/^Feature-Caps: \*;\+sip\.pns="apns"\r?$/m, 'exact Feature-Caps on the wire');
+like($msgs, qr/^Feature-Caps: \*;\+sip\.pns="apns";\+sip\.pnsreg="130"\r?$/m,
+     'exact Feature-Caps on the wire (a VoIP-only app refreshes itself: +sip.pnsreg)');
 like($open->sql_wait("select received from location where username='bob'", qr/^sip:/),
      qr{^sip:127\.0\.0\.1:\d+$}, 'binding stored with the UDP source');
 my $first = $open->sql("select received from location where username='bob'");

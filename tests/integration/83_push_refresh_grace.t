@@ -2,7 +2,8 @@
 # RFC 8599 §5.5 refresh pushes with the APNs emulator: a push binding not refreshed
 # push_refresh_margin before expiry gets a background push, then more with back-off while
 # it lives, and none once the phone has registered again; a binding just registered is not
-# pushed at once (the OpenSIPS bug). Grace (Flexisip issue #215): a binding that expired
+# pushed at once (the OpenSIPS bug). With refresh_lead = 0 the first push is the one at the
+# margin (78_push_refresh_delivery.t tests the earlier first push). Grace (Flexisip issue #215): a binding that expired
 # within [push] grace is still pushed for a call, which reaches the phone when it comes back;
 # an unregistered one is not.
 use strict;
@@ -27,7 +28,7 @@ my $sw = Sipwake->new(config => {
     registrar => { min_expires => 1, push_min_expires => 6, push_refresh_margin => 5 },
     push => { apns_key_file => "$dir/apns.p8", apns_key_id => 'KEY1234567', apns_team_id => 'TEAM123456',
               apns_host => '127.0.0.1', apns_port => $aport, ca => "$dir/cert.pem",
-              refresh_retry => 1, grace => 30, bucket_timeout => 5 },
+              refresh_retry => 1, refresh_lead => 0, grace => 30, bucket_timeout => 5 },
 });
 $sw->start;
 my $PN = 'pn-provider=apns;pn-param=TEAM123456.org.example.app.voip%26remote';

@@ -45,6 +45,13 @@ d = push({ method = "MESSAGE", from = "sip:" .. string.rep("c", 80) .. "@example
 tap.is(#d.collapse_id, 64, "a collapse id is cut to 64 bytes")
 d = push({ method = "INVITE", from = "sip:carl@example.com" }, {}, { kind = "call" })
 tap.is_deeply(d, {}, "a call: sipwake's choice")
+d = push({ method = "OPTIONS", from = "sip:mallory@example.com" }, {},
+         { kind = "wake", method = "OPTIONS", authenticated = false })
+tap.is_deeply(d, {}, "an OPTIONS: sipwake's choice (no push)")
+d = push({ method = "SUBSCRIBE", from = "sip:carl@example.com" }, {}, { kind = "wake", method = "SUBSCRIBE" })
+tap.is_deeply(d, {}, "a SUBSCRIBE: sipwake's choice (a silent wake)")
+d = push({}, { provider = "apns" }, { kind = "refresh", attempt = 1 })
+tap.is_deeply(d, {}, "a refresh push: sipwake's choice")
 local name
 name, status = policy_test.credentials({ provider = "apns" }, {})
 tap.ok(name == nil and status == "ok", "credentials: sipwake's choice")

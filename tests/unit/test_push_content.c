@@ -23,6 +23,9 @@ int main(void)
                               .ttl = 30};
     is_int(push_kind_of("INVITE"), PUSH_CALL, "INVITE: a call");
     is_int(push_kind_of("MESSAGE"), PUSH_MESSAGE, "MESSAGE: a message");
+    is_int(push_kind_of("OPTIONS"), PUSH_WAKE, "OPTIONS: a wake, not a message");
+    is_int(push_kind_of("SUBSCRIBE"), PUSH_WAKE, "SUBSCRIBE: a wake");
+    is_int(push_kind_of("REFER"), PUSH_WAKE, "REFER: a wake");
 
     struct pn_info both =
         pn("apns", "TEAM123456.org.example.app.voip&remote", "AAAA:voip&BBBB:remote");
@@ -71,6 +74,18 @@ int main(void)
     ok(push_content_apns(&voip_only, &refresh, 1000, &n, &payload, topic, sizeof topic, err,
                          sizeof err) < 0,
        "nor a refresh");
+    ok(!push_content_refreshable(&voip_only) && push_content_refreshable(&both),
+       "a VoIP-only app cannot be refresh-pushed; one with a remote token can");
+    struct push_event wake = {.kind = PUSH_WAKE,
+                              .method = "SUBSCRIBE",
+                              .call_id = "s1@h",
+                              .from_uri = "sip:alice@example.com",
+                              .ttl = 10};
+    push_content_apns(&both, &wake, 1000, &n, &payload, topic, sizeof topic, err, sizeof err);
+    ok(n.type == APNS_BACKGROUND && n.priority == 5 && !strcmp(n.device_token, "BBBB") &&
+           !strstr(payload, "alert") && strstr(payload, "\"method\":\"SUBSCRIBE\""),
+       "a wake: a silent background push to the remote token, naming the method");
+    free(payload);
     struct pn_info remote_only = pn("apns.dev", "TEAM123456.org.example.app", "DDDD");
     struct push_event hidden = call;
     hidden.from_uri = NULL;
@@ -97,7 +112,12 @@ int main(void)
            "data: type, call-id, caller");
     free(data);
     push_content_fcm(&f, &refresh, &m, &data, err, sizeof err);
-    ok(!m.high && !strcmp(data, "{\"type\":\"refresh\"}"), "a refresh: normal priority, no caller");
+    ok(m.high && !strcmp(data, "{\"type\":\"refresh\"}"),
+       "a refresh: high priority (normal waits for Doze), no caller");
+    free(data);
+    struct push_event fwake = {.kind = PUSH_WAKE, .method = "OPTIONS"};
+    push_content_fcm(&f, &fwake, &m, &data, err, sizeof err);
+    ok(!m.high && strstr(data, "\"type\":\"wake\""), "a wake: type wake, normal priority");
     free(data);
     pn_free(&f);
 
@@ -109,7 +129,15 @@ int main(void)
     ok(!strcmp(url, "https://push.example/sub/1") && ttl == 30 && u == WEBPUSH_HIGH,
        "to the subscription URL, Urgency high");
     push_content_webpush(&w, &refresh, &url, &ttl, &u, err, sizeof err);
-    is_int(u, WEBPUSH_LOW, "a refresh: Urgency low");
+    is_int(u, WEBPUSH_NORMAL, "a refresh: Urgency normal (low waits for power or Wi-Fi)");
+    struct push_event again = refresh;
+    again.attempt = 2;
+    push_content_webpush(&w, &again, &url, &ttl, &u, err, sizeof err);
+    is_int(u, WEBPUSH_HIGH, "the refresh pushes after the first: Urgency high");
+    struct push_event wwake = {.kind = PUSH_WAKE, .method = "SUBSCRIBE"};
+    ok(push_content_webpush(&w, &wwake, &url, &ttl, &u, err, sizeof err) < 0 &&
+           strstr(err, "no silent wake"),
+       "a wake is not sent to a browser, which shows every push (%s)", err);
     pn_free(&w);
     return done_testing();
 }
