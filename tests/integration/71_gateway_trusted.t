@@ -78,6 +78,9 @@ like($pbx->recv_raw(3) // '', qr/^SIP\/2\.0 200/, 'its answer goes back');
 $sw->stop;
 $sw->start;
 like($sw->log, qr/gateway: 1 stored bindings mapped to upstream keys/, 'after a restart the binding is mapped again');
+# a UDP push binding is rung directly only when heard from lately ([push] udp_awake_window):
+# the restarted sipwake has not heard alice yet, so she sends a keep-alive first
+$alice->send_raw("\r\n\r\n");
 $pbx->send_raw("OPTIONS sip:$key\@127.0.0.1:$port SIP/2.0\r\n"
     . "Via: SIP/2.0/UDP 127.0.0.2:$pp;rport;branch=z9hG4bKgt2\r\nMax-Forwards: 70\r\n"
     . "From: <sip:pbx\@example.com>;tag=p1\r\nTo: <sip:alice\@example.com>\r\n"

@@ -89,11 +89,12 @@ if ($stale) {
     }
 }
 
-# ... and an OPTIONS (a non-INVITE: no CANCEL at all) gets its 480 on time too
+# ... and a SUBSCRIBE (a non-INVITE: no CANCEL at all; pushed as a silent wake — an OPTIONS
+# is not pushed) gets its 480 on time too
 $t0 = time;
-$caller->send_raw(msg('one', 'o-1', 'OPTIONS'));
-ok($p1->expect(qr/^OPTIONS .*Call-ID: o-1\r/s, 3), 'an OPTIONS rings it there too');
-$r = $caller->expect(qr/^SIP\/2\.0 [2-6]\d\d .*CSeq: 1 OPTIONS/s, 40) // '';
+$caller->send_raw(msg('one', 'o-1', 'SUBSCRIBE'));
+ok($p1->expect(qr/^SUBSCRIBE .*Call-ID: o-1\r/s, 3), 'a SUBSCRIBE rings it there too');
+$r = $caller->expect(qr/^SIP\/2\.0 [2-6]\d\d .*CSeq: 1 SUBSCRIBE/s, 40) // '';
 $el = time - $t0;
 like($r, qr/^SIP\/2\.0 480 /, 'and gets 480');
 ok($el >= 1.8 && $el < 4.5, 'when its bucket timer fires (2 s), not at the branch\'s Timer F') or diag "after $el s";
