@@ -6,7 +6,9 @@ APNs and FCM do), a handler called per complete request. The handler, called as
 handler(conn, stream_id, headers, body), returns (status, headers, body), or None to answer
 later (conn.respond_later) or never (a hang). Connection-level
 behaviour the tests need is on the Server object: max_concurrent_streams, GOAWAY after N
-requests, a log of every request as JSON lines.
+requests, a log of every request as JSON lines (each with recv_ns, the time.time_ns() at which
+the bytes carrying its HEADERS frame were read: CLOCK_REALTIME, comparable across processes,
+for tests/bench/push_latency.pl).
 
 Run alone it is an echo server: `h2server.py --port P --cert C --key K [--goaway-after N]
 [--max-streams N] [--log FILE] [--lifetime S]` answers every request 200 with a JSON body naming the
@@ -108,6 +110,7 @@ class Connection:
                 break
             if not data:
                 break
+            self.recv_ns = time.time_ns()  # CLOCK_REALTIME, comparable across processes
             with self.wlock:
                 try:
                     events = self.h2.receive_data(data)
@@ -127,7 +130,8 @@ class Connection:
 
     def on_event(self, ev):
         if isinstance(ev, h2.events.RequestReceived):
-            self.streams[ev.stream_id] = {'headers': dict(ev.headers), 'body': b''}
+            self.streams[ev.stream_id] = {'headers': dict(ev.headers), 'body': b'',
+                                          'recv_ns': self.recv_ns}
             if ev.stream_ended:
                 self.complete(ev.stream_id)
         elif isinstance(ev, h2.events.DataReceived):
@@ -152,7 +156,7 @@ class Connection:
         self.handled += 1
         st['body'] = st['body'].decode('utf-8', 'replace')
         srv.record({'event': 'request', 'stream': sid, 'headers': st['headers'],
-                    'body': st['body']})
+                    'body': st['body'], 'recv_ns': st['recv_ns']})
         answer = srv.handler(self, sid, st['headers'], st['body'])
         if answer is not None:
             status, headers, body = answer
