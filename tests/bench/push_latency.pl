@@ -28,7 +28,8 @@
 #                   [--concurrency 1] [--timeout 10] [--csv FILE]
 # prints one line of figures (µs) on stdout:
 #   wakes N ok K failed F invite_push p50 A p99 B p999 C max D reregister_invite p50 ... max H
-# and writes one row per measured cycle to --csv: call_id;t0_ns;t1_ns;t2_ns;t3_ns.
+# and writes one row per measured cycle to --csv: call_id;t0_ns;t1_ns;t2_ns;t3_ns;caller_port;
+# phone_port.
 # Exits 0 when it ran (the figures say the rest), 2 when the harness broke.
 # Push tokens are made up and never written anywhere.
 use strict;
@@ -123,7 +124,7 @@ sub end_cycle {
     push @idle, (grep { $phones[$_] == $c->{ph} } 0 .. $#phones);
     if (!$ok) { $failed++; return }
     $done++;
-    push @rows, [$c->{id}, $c->{t0}, $c->{t1}, $c->{t2}, $c->{t3}] if $c->{n} > $o{warmup};
+    push @rows, [$c->{id}, $c->{t0}, $c->{t1}, $c->{t2}, $c->{t3}, $cp, $c->{pport}] if $c->{n} > $o{warmup};
 }
 sub wake {
     my ($c, $t1) = @_;
@@ -132,6 +133,7 @@ sub wake {
     my $s = udp();
     $c->{sock} = $s;
     $by_sock{ $s->sockport } = $c;
+    $c->{pport} = $s->sockport;
     $sel->add($s);
     my $m = register_msg($c->{ph}, $s);
     $c->{t2} = now_ns();
@@ -217,7 +219,7 @@ while ($done + $failed < $total) {
 
 if ($o{csv}) {
     open my $f, '>', $o{csv} or die "push_latency: $o{csv}: $!\n";
-    print $f "call_id;t0_ns;t1_ns;t2_ns;t3_ns\n";
+    print $f "call_id;t0_ns;t1_ns;t2_ns;t3_ns;caller_port;phone_port\n";
     print $f join(';', @$_), "\n" for @rows;
     close $f or die "push_latency: $o{csv}: $!\n";
 }
