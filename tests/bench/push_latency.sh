@@ -29,7 +29,7 @@
 # background load's failed calls and REGISTERs (SIPp's counters), sipwake's CPU and the load
 # average, which say how quiet the machine was. Raw per-wake timestamps and everything else:
 # var/bench/<time>-push-latency/. The bar (issue 13): both p99 under 2 ms. Never fails on a
-# timing; exits 2 when the harness breaks.
+# timing; exits 2 when the harness breaks. KEEP_PCAP=1 keeps each run's capture (run*/lo.pcap).
 set -u
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 HERE="$ROOT/tests/bench"
@@ -154,7 +154,7 @@ CONF
     wire=$(tcpdump -r "$d/lo.pcap" -n -tt --time-stamp-precision=nano -A 2>/dev/null |
       perl "$HERE/push_latency_wire.pl" --csv "$d/wakes.csv" --port "$PORT" --emu-port "$EMU_PORT")
     grep -h 'dropped by kernel' "$d/tcpdump.err" >&2
-    rm -f "$d/lo.pcap"
+    [ -n "${KEEP_PCAP:-}" ] || rm -f "$d/lo.pcap"
   fi
   stop_bg
   sleep 0.5
