@@ -198,7 +198,10 @@ sub phone_input {
 
 while ($done + $failed < $total) {
     start_cycle() while $started < $total && keys(%cyc) < $o{concurrency} && @idle;
-    my @r = $sel->can_read(0.0002);
+    # the emulator's log is polled only while a push is awaited, every millisecond (a phone's
+    # reaction to its push is outside both figures); otherwise select sleeps until a packet,
+    # so the driver does not take CPU from sipwake on a two-core machine
+    my @r = $sel->can_read((grep { !$_->{t1} } values %cyc) ? 0.001 : 0.05);
     my $t = now_ns();
     for my $s (@r) {
         while (defined(my $from = $s->recv(my $m, 65535, 0x40))) {    # MSG_DONTWAIT
