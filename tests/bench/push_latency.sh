@@ -202,9 +202,9 @@ med() {
   local m; m=$(printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}')
   local runs="" x
   for x in "$@"; do runs="$runs${runs:+, }$(ms "$x")"; done
-  echo "$(ms "$m") ms ($runs)"
+  if [ "$(ms "$m")" = NA ]; then echo "n/a"; else echo "$(ms "$m") ms ($runs)"; fi
 }
-verdict() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END{m=a[int((NR+1)/2)]; print (m != "NA" && m != "" && m < 2000) ? "under 2 ms" : "**not** under 2 ms"}'; }
+verdict() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END{m=a[int((NR+1)/2)]; print (m == "NA" || m == "") ? "n/a" : (m < 2000) ? "under 2 ms" : "**not** under 2 ms"}'; }
 say ""
 say "## summary"
 say ""
