@@ -4,7 +4,8 @@
 #   make run      install missing Debian packages, build, start with the embedded defaults
 #   make test     install missing packages, build with ASan/UBSan, run every test with prove
 #   make bench    REGISTER, call and offline MESSAGE benchmarks against Kamailio, push
-#                 throughput against h2load (see README "Benchmark")
+#                 throughput against h2load, push latency (see README "Benchmark")
+#   make bench-push-latency  the push latency part alone
 #   make soak     a 10-minute mixed soak with SIGKILLs (SOAK_SECONDS, KILLS; README "Soak")
 #   make fmt      clang-format the C sources; make fmt-check fails on a difference
 
@@ -43,11 +44,12 @@ DEB_BUILD := build-essential pkg-config libosip2-dev libev-dev libluajit-5.1-dev
              openssl
 DEB_TEST  := sip-tester libio-socket-ssl-perl sqlite3 perl clang-format clang libclang-rt-14-dev \
              kamailio python3-h2 chromium iproute2
-DEB_BENCH := kamailio kamailio-sqlite-modules sip-tester sqlite3 nghttp2-client python3-h2
+DEB_BENCH := kamailio kamailio-sqlite-modules sip-tester sqlite3 nghttp2-client python3-h2 \
+             python3-cryptography libio-socket-ssl-perl tcpdump
 DEB_SOAK  := sip-tester sqlite3 curl openssl python3-h2 python3-cryptography libio-socket-ssl-perl
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all run test unit-build fuzz fuzz-build bench soak deps deps-test deps-browser fmt fmt-check clean \
+.PHONY: all run test unit-build fuzz fuzz-build bench bench-push-latency soak deps deps-test deps-browser fmt fmt-check clean \
         readme-config
 .DEFAULT_GOAL := all
 
@@ -149,7 +151,14 @@ bench:
 	tests/bench/register.sh
 	tests/bench/calls.sh
 	tests/bench/push.sh
+	tests/bench/push_latency.sh
 	tests/bench/messages.sh
+
+# Push latency alone (README "Push latency"): about a minute.
+bench-push-latency:
+	@$(MAKE) --no-print-directory deps EXTRA_DEBS="$(DEB_BENCH)"
+	@$(MAKE) --no-print-directory all
+	tests/bench/push_latency.sh
 
 # Bounded: SOAK_SECONDS (600) of load, then at most a minute of draining.
 soak:

@@ -6,7 +6,9 @@ APNs and FCM do), a handler called per complete request. The handler, called as
 handler(conn, stream_id, headers, body), returns (status, headers, body), or None to answer
 later (conn.respond_later) or never (a hang). Connection-level
 behaviour the tests need is on the Server object: max_concurrent_streams, GOAWAY after N
-requests, a log of every request as JSON lines.
+requests, a log of every request as JSON lines (each with recv_ns, the time.time_ns() at which
+the bytes carrying its HEADERS frame were read: CLOCK_REALTIME, comparable across processes,
+for tests/bench/push_latency.pl).
 
 Stream limit: each connection advertises SETTINGS_MAX_CONCURRENT_STREAMS in its first
 SETTINGS frame (conn.advertise_streams changes it later), and a stream opened beyond the
@@ -219,6 +221,7 @@ class Connection:
                 break
             if self.frozen:  # stop reading and answering, for good (the client gives up)
                 threading.Event().wait()
+            self.recv_ns = time.time_ns()  # CLOCK_REALTIME, comparable across processes
             with self.wlock:
                 try:
                     events = self.h2.receive_data(data)
@@ -248,7 +251,8 @@ class Connection:
                                     'stream': ev.stream_id, 'limit': self.max_streams})
                 return
             self.active.add(ev.stream_id)
-            self.streams[ev.stream_id] = {'headers': dict(ev.headers), 'body': b''}
+            self.streams[ev.stream_id] = {'headers': dict(ev.headers), 'body': b'',
+                                          'recv_ns': self.recv_ns}
             if ev.stream_ended:
                 self.complete(ev.stream_id)
         elif isinstance(ev, h2.events.DataReceived):
@@ -279,7 +283,7 @@ class Connection:
         self.handled += 1
         st['body'] = st['body'].decode('utf-8', 'replace')
         srv.record({'event': 'request', 'conn': self.number, 'stream': sid,
-                    'headers': st['headers'], 'body': st['body']})
+                    'headers': st['headers'], 'body': st['body'], 'recv_ns': st['recv_ns']})
         answer = srv.handler(self, sid, st['headers'], st['body'])
         if answer is not None:
             status, headers, body = answer
