@@ -1051,8 +1051,9 @@ int push_can_serve(void *arg, const struct pn_info *pn, char *why, size_t whylen
         have = have || creds_have(c, pn->provider);
     }
     if (!have)
-        return 1; /* no credential for the provider at all: see push.h */
-    if (pn_is_apns(pn->provider))
+        snprintf(why, whylen, "No %s credential is configured",
+                 pn_is_apns(pn->provider) ? "APNs" : "FCM");
+    else if (pn_is_apns(pn->provider))
         snprintf(why, whylen, "No APNs credential for the %s",
                  strcmp(pn->provider, "apns.dev") == 0 ? "sandbox (apns.dev)"
                                                        : "production environment (apns)");

@@ -108,11 +108,12 @@ const char *push_vapid_for_domain(void *arg, const char *domain);
  * if some credential set — the [push] one or any tenant's, since the credentials hook may
  * name any — serves it: an APNs key or certificate for its environment (pn-provider apns:
  * production, apns.dev: sandbox), a service account of the FCM project pn-param names. 0,
- * with why (for a Warning header), when sipwake holds credentials for the provider but none
- * serves the binding: the registrar answers 555 then, so the phone is not told +sip.pns
- * (RFC 8599 §5.6.1.1). A provider sipwake holds no credential for at all answers 1: it
- * is registered as before (tests and deployments that register without pushing). For
- * registrar_set_can_push. */
+ * with why (for a Warning header), when none serves the binding — also when sipwake holds no
+ * credential for the provider at all (no APNs key or certificate, no FCM service account, in
+ * [push] or any set: "No APNs credential is configured"), as with make run's defaults: the
+ * registrar answers 555 then, so the phone is not told +sip.pns for pushes that could never
+ * be sent (RFC 8599 §5.6.1.1). Reads the current sets, so a set added later (admin, SIGHUP)
+ * serves the next REGISTER. Web Push and other providers: 1. For registrar_set_can_push. */
 struct pn_info;
 int push_can_serve(void *arg, const struct pn_info *pn, char *why, size_t whylen);
 

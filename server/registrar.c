@@ -650,7 +650,8 @@ static int classify(struct registrar *reg, const osip_message_t *req, struct reg
         if (kind == PN_PUSH && !upstream_pushes(req, rc->pn.provider) && reg->can_push &&
             !reg->can_push(reg->can_push_arg, &rc->pn, why, sizeof why)) {
             /* RFC 8599 §5.6.1.1: no credential can push this binding (an APNs environment, an
-             * FCM project sipwake has nothing for), so it must not be told +sip.pns */
+             * FCM project, or a provider sipwake has nothing for), so it must not be told
+             * +sip.pns */
             *out = (struct reg_reply){555, "Push Notification Service Not Supported", ""};
             snprintf(out->extra, sizeof out->extra, "Warning: 399 sipwake \"%s\"\n", why);
             metrics_inc(METRICS_REG_555);

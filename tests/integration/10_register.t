@@ -38,7 +38,7 @@ like($sw->sql("select expires - strftime('%s','now') from location where usernam
 # --- +sip.pnsreg feature tag
 my $ua2 = $sw->ua(user => 'bob');
 $r = $ua2->register(contact => "sip:bob\@127.0.0.1:" . $ua2->local_port
-    . ";pn-provider=fcm;pn-param=proj-1;pn-prid=tok:APA91b", contact_params => ';+sip.pnsreg',
+    . ";pn-provider=fcm;pn-param=proj;pn-prid=tok:APA91b", contact_params => ';+sip.pnsreg',
     expires => 3600);
 is($r->{code}, 200, 'fcm push REGISTER with +sip.pnsreg');
 is(fc($r), '*;+sip.pns="fcm";+sip.pnsreg="130"', 'sip.pnsreg in the same Feature-Caps');
@@ -90,9 +90,9 @@ is($sw->sql("select count(*) from location where username='alice'"), '1', 'one r
 # --- same instance with a new token replaces too
 my $inst = '+sip.instance="<urn:uuid:00000000-0000-1000-8000-00aa00bb00cc>"';
 my $f = $sw->ua(user => 'frank');
-$r = $f->register(contact => "sip:frank\@127.0.0.1:1;pn-provider=fcm;pn-param=p;pn-prid=OLD",
+$r = $f->register(contact => "sip:frank\@127.0.0.1:1;pn-provider=fcm;pn-param=proj;pn-prid=OLD",
     contact_params => ";$inst", expires => 3600);
-$r = $f->register(contact => "sip:frank\@127.0.0.1:2;pn-provider=fcm;pn-param=p;pn-prid=NEW",
+$r = $f->register(contact => "sip:frank\@127.0.0.1:2;pn-provider=fcm;pn-param=proj;pn-prid=NEW",
     contact_params => ";$inst", expires => 3600);
 is(scalar @{ contacts($r) }, 1, 'new token, same +sip.instance: replaced');
 like(contacts($r)->[0], qr/pn-prid=NEW/, 'the new token is kept');
@@ -110,11 +110,11 @@ $r = $l->register(contact => "sip:linphone\@127.0.0.1:4;pn-provider=apns.dev;"
     expires => 3600);
 is(scalar @{ contacts($r) }, 1, 'rotated voip token, reversed order: still one binding');
 my $g = $sw->ua(user => 'legacy');
-$r = $g->register(contact => "sip:legacy\@127.0.0.1:5;pn-type=firebase;pn-tok=LTOK;app-id=123456", expires => 3600);
+$r = $g->register(contact => "sip:legacy\@127.0.0.1:5;pn-type=firebase;pn-tok=LTOK;app-id=proj", expires => 3600);
 is($r->{code}, 200, 'legacy pn-type REGISTER accepted');
 is(fc($r), '*;+sip.pns="fcm"', 'legacy params pushed through fcm');
 like($sw->sql_wait("select contact from location where username='legacy'", qr/pn-provider/),
-     qr/pn-provider=fcm;pn-param=123456;pn-prid=LTOK/, 'stored in RFC 8599 form');
+     qr/pn-provider=fcm;pn-param=proj;pn-prid=LTOK/, 'stored in RFC 8599 form');
 unlike($sw->sql("select contact from location where username='legacy'"), qr/pn-type|pn-tok|app-id/,
        'legacy params gone from the stored contact');
 

@@ -29,7 +29,7 @@ isnt($open->sql_wait("select received from location where username='bob'", qr/^(
      $first, 'the binding moved to the new port');
 
 ($rc, $msgs, $err) = $open->sipp('register_push', transport => 't1',
-    set => { %push, user => 'tina', provider => 'fcm', param => 'proj-1', prid => 'tok:APA91' });
+    set => { %push, user => 'tina', provider => 'fcm', param => 'proj', prid => 'tok:APA91' });
 is($rc, 0, 'sipp push REGISTER over TCP') or diag $err;
 like($msgs, qr/^Feature-Caps: \*;\+sip\.pns="fcm"\r?$/m, 'fcm Feature-Caps over TCP');
 like($open->sql_wait("select received from location where username='tina'", qr/tcp/),

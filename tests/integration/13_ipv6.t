@@ -28,7 +28,7 @@ sub register {
         . "Max-Forwards: 70\r\nFrom: <sip:$user\@example.com>;tag=1\r\nTo: <sip:$user\@example.com>\r\n"
         . "Call-ID: v6-$user\r\nCSeq: 1 REGISTER\r\n"
         . "Contact: <sip:$user\@[::1]:$lp" . ($tr eq 'TCP' ? ';transport=tcp' : '')
-        . ";pn-provider=fcm;pn-param=p;pn-prid=t-$user>\r\nExpires: 3600\r\nContent-Length: 0\r\n\r\n";
+        . ";pn-provider=fcm;pn-param=proj;pn-prid=t-$user>\r\nExpires: 3600\r\nContent-Length: 0\r\n\r\n";
     $sock->syswrite($msg);
     return '' unless IO::Select->new($sock)->can_read(3);
     $sock->sysread(my $r, 65536);

@@ -20,7 +20,7 @@ my $port = $sw->port;
 
 # bob is "behind NAT": his Contact names 192.0.2.1, he is really at 127.0.0.1:<port>.
 my $bob = $sw->ua(user => 'bob');
-my $r = $bob->register(contact => 'sip:bob@192.0.2.1:5060;pn-provider=fcm;pn-param=p;pn-prid=bobdev', expires => 3600);
+my $r = $bob->register(contact => 'sip:bob@192.0.2.1:5060;pn-provider=fcm;pn-param=proj;pn-prid=bobdev', expires => 3600);
 is($r->{code}, 200, 'bob registered');
 my $alice = $sw->ua(user => 'alice');
 my $al = $alice->local_port;

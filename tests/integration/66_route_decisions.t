@@ -168,7 +168,7 @@ ok($sw->wait_log(qr/reply\.headers: a header value must be a one-line string/), 
 # a Route set past sipwake, from a sender the policy trusts: the next Route is the next hop
 my $bob = $sw->ua(user => 'bob');
 my $bp = $bob->local_port;
-is($bob->register(contact => "sip:bob\@127.0.0.1:$bp;pn-provider=fcm;pn-param=p;pn-prid=tb", expires => 3600)->{code},
+is($bob->register(contact => "sip:bob\@127.0.0.1:$bp;pn-provider=fcm;pn-param=proj;pn-prid=tb", expires => 3600)->{code},
     200, 'bob registered');
 my $pbx = $sw->ua(user => 'pbx', local_addr => '127.0.0.4');
 my $m = message('bob@example.com', $pbx);

@@ -31,7 +31,7 @@ sub hdrs { my ($m, $name) = @_; my ($h) = split /\r\n\r\n/, $m // '', 2; return 
 # ---- registration through sipwake, challenged by Kamailio
 my $alice = $sw->ua(user => 'alice');
 my $ap = $alice->local_port;
-my $contact = "sip:alice\@127.0.0.1:$ap;pn-provider=fcm;pn-param=proj-1;pn-prid=tok-alice";
+my $contact = "sip:alice\@127.0.0.1:$ap;pn-provider=fcm;pn-param=proj;pn-prid=tok-alice";
 my $inst = ';+sip.instance="<urn:uuid:00000000-0000-0000-0000-00000000a11c>"';
 my $r = $alice->register(contact => $contact, contact_params => $inst, expires => 3600);
 is($r->{code}, 401, 'the REGISTER is challenged');
@@ -81,7 +81,7 @@ ok($inv, 'the phone got the INVITE') or diag $kam->log;
 like($inv // '', qr{^INVITE sip:alice\@127\.0\.0\.1:$ap SIP/2\.0\r\n}, 'at its own Contact, push params stripped');
 my @via = hdrs($inv, 'Via');
 is(scalar @via, 3, 'through Kamailio and sipwake (three Vias)');
-$alice->answer($inv, 180, reason => 'Ringing', tag => 'al1', contact => "sip:alice\@127.0.0.1:$ap;pn-provider=fcm;pn-param=proj-1;pn-prid=tok-alice");
+$alice->answer($inv, 180, reason => 'Ringing', tag => 'al1', contact => "sip:alice\@127.0.0.1:$ap;pn-provider=fcm;pn-param=proj;pn-prid=tok-alice");
 my $ring = $carol->expect(qr/^SIP\/2\.0 180/, 5);
 ok($ring, 'the caller heard it ring');
 my ($rc180) = hdrs($ring, 'Contact');
@@ -144,7 +144,7 @@ is($sw->sql_wait("SELECT count(*) FROM location WHERE username='alice'", '0'), '
 my $phone_port = Sipwake::free_port();
 {
     my $reg = $sw->ua(user => 'ivy', local_port => $phone_port);
-    $r = $reg->register(contact => "sip:ivy\@127.0.0.1:$phone_port;pn-provider=fcm;pn-param=p;pn-prid=tok-ivy",
+    $r = $reg->register(contact => "sip:ivy\@127.0.0.1:$phone_port;pn-provider=fcm;pn-param=proj;pn-prid=tok-ivy",
         expires => 600, password => 'secret');
     is($r->{code}, 200, 'sipp phone: registered through sipwake (credentials held by Kamailio)');
     close $reg->sock;
@@ -168,7 +168,7 @@ $swt->start;
 my $tport = $swt->port;
 my $gina = $swt->ua(user => 'gina');
 my $gp = $gina->local_port;
-$r = $gina->register(contact => "sip:gina\@127.0.0.1:$gp;pn-provider=fcm;pn-param=p;pn-prid=tok-g",
+$r = $gina->register(contact => "sip:gina\@127.0.0.1:$gp;pn-provider=fcm;pn-param=proj;pn-prid=tok-g",
     expires => 600, password => 'secret');
 is($r->{code}, 200, 'TCP upstream: the phone registered (challenge and 200 over sipwake\'s connection)');
 like($kam->ul_dump, qr{sip:[0-9a-f]{24}\@127\.0\.0\.1:$tport;transport=tcp}, 'Kamailio holds a TCP contact of sipwake\'s');

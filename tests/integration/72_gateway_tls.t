@@ -70,7 +70,7 @@ my $sw = Sipwake->new(config => {
 $sw->start;
 my $ua = $sw->ua(user => 'tina');
 my $up = $ua->local_port;
-my $r = $ua->register(contact => "sip:tina\@127.0.0.1:$up;pn-provider=fcm;pn-param=p;pn-prid=tok-t",
+my $r = $ua->register(contact => "sip:tina\@127.0.0.1:$up;pn-provider=fcm;pn-param=proj;pn-prid=tok-t",
     expires => 600, timeout => 5);
 is($r->{code}, 200, 'registered through a TLS upstream') or diag $sw->log;
 like(Sipwake::UA::header($r, 'contact') // '', qr/pn-prid=tok-t/, 'the phone sees its own Contact');

@@ -11,7 +11,11 @@
 #   registered and pushed to the sandbox with that key;
 # - legacy pn-type=apple registrations (converted with the placeholder team) are pushed too;
 # - an FCM binding naming a project no service account serves gets 555; its own project 200;
-#   a binding whose project's account went is never pushed through another project.
+#   a binding whose project's account went is never pushed through another project;
+# - a sipwake holding no APNs or FCM credential at all (nothing in [push], no tenant set)
+#   answers 555 to an apns and an fcm push REGISTER, stores nothing, tells no +sip.pns: its
+#   pushes could never be sent (RFC 8599 §5.6.1.1); a tenant's APNs key loaded later
+#   (SIGHUP) makes the same apns REGISTER a 200 with +sip.pns.
 use strict;
 use warnings;
 use FindBin;
@@ -223,4 +227,45 @@ ok($sw->wait_log(qr/no push to ann\@acme\.example: FCM project proj-2 is not the
 ok($sw->alive, 'sipwake still running');
 ok($sw->stop, 'stopped cleanly, no token in its log, no sanitizer report');
 unlike($sw->log, qr/ERROR|AddressSanitizer|runtime error/, 'no errors');
+
+# ---- no APNs or FCM credential at all (as `make run` starts): 555, nothing stored
+my $none = Sipwake->new(config => {
+    registrar => { push_providers => 'apns, fcm' },
+    # undef: none of the harness's default credentials
+    push => { apns_key_file => undef, apns_host => '127.0.0.1', apns_port => $pport, ca => "$dir/cert.pem" },
+});
+$none->start;
+sub register_none {
+    my ($user, $domain, $pn) = @_;
+    my $ua = $none->ua(user => $user, domain => $domain, transport => 'tcp');
+    return $ua->register(contact => "sip:$user\@127.0.0.1:" . $ua->local_port . ";transport=tcp;$pn",
+        expires => 3600);
+}
+my $IOS = "pn-provider=apns;pn-param=TEAM123456.org.linphone.phone.voip;pn-prid=$VOIP";
+$r = register_none('nina', 'acme.example', $IOS);
+is($r->{code}, 555, 'no credential at all: an apns push REGISTER gets 555');
+is($r->{reason}, 'Push Notification Service Not Supported', 'with its reason phrase');
+like(join(' ', Sipwake::UA::header($r, 'warning')), qr/^399 \S+ "No APNs credential is configured"$/, 'its Warning says why');
+is(feature_caps($r), '', 'no Feature-Caps: the phone is not told +sip.pns');
+$r = register_none('otto', 'example.com', 'pn-provider=fcm;pn-param=proj-1;pn-prid=fcm-tok-9');
+is($r->{code}, 555, 'an fcm push REGISTER gets 555 too');
+like(join(' ', Sipwake::UA::header($r, 'warning')), qr/^399 \S+ "No FCM credential is configured"$/, 'its Warning says why');
+is(feature_caps($r), '', 'no Feature-Caps');
+is($none->sql("SELECT count(*) FROM location"), '0', 'nothing stored');
+# a tenant's APNs key, added while sipwake runs, is used from then on
+($rc, $out) = $none->run_bin('tenant', 'add', 'acme', 'acme.example');
+is($rc, 0, 'a tenant added') or diag $out;
+($rc, $out) = $none->run_bin('tenant', 'apns-key', 'acme/ios', 'KEYPROD001', 'TEAM123456', "$dir/prod.p8");
+ok($rc == 0 && $out =~ m{acme/ios: apns_key}, 'with an APNs key') or diag $out;
+kill 'HUP', $none->{pid};
+ok($none->wait_log(qr/tenants: 1 tenants, 1 domains, 1 credential sets loaded/, 5), 'SIGHUP loads it');
+$r = register_none('nina', 'acme.example', $IOS);
+is($r->{code}, 200, 'the same apns REGISTER now: 200');
+like(feature_caps($r), qr/\+sip\.pns="apns"/, 'with +sip.pns="apns"');
+is($none->sql_wait("SELECT count(*) FROM location WHERE username='nina'", '1'), '1', 'its binding stored');
+is($none->sql("SELECT count(*) FROM location"), '1', 'and only it: the 555s stored nothing');
+$r = register_none('otto', 'example.com', 'pn-provider=fcm;pn-param=proj-1;pn-prid=fcm-tok-9');
+is($r->{code}, 555, 'FCM still has no credential: 555');
+like(join(' ', Sipwake::UA::header($r, 'warning')), qr/No FCM credential is configured/, 'saying so');
+ok($none->stop, 'stopped cleanly, no token in its log, no sanitizer report');
 done_testing();

@@ -147,6 +147,48 @@ sub write_policy {
     $self->{own_policy} = 1;
 }
 
+# The [push] keys that give sipwake a credential; a test that sets one of them gets no
+# default_push credentials.
+our @CRED_KEYS = qw(apns_key_file apns_key_id apns_team_id apns_certificate
+    apns_certificate_password apns_environment fcm_service_account);
+
+# The test credentials of default_push: an APNs .p8 key (key id KEY1234567, team TEAM123456,
+# both environments) and a service account of FCM project "proj", made with openssl once per
+# test process, with every push endpoint on a loopback port that refuses connections (a TCP
+# socket this process keeps bound without listening): a push to a default binding fails at
+# once ("connection refused"), never reaches Apple or Google. Tests of pushes give their own
+# credentials and emulators.
+our $DEFAULT_PROJECT = 'proj';
+my (%default_push, $closed_sock);
+sub default_push {
+    return %default_push if %default_push;
+    my $dir = tempdir('sipwake-creds-XXXXXX', TMPDIR => 1, CLEANUP => 1);
+    system("cd $dir && openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out apns.p8 2>/dev/null"
+        . " && openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out sa.pem 2>/dev/null") == 0
+        or die "openssl: cannot make the default push credentials\n";
+    open my $in, '<', "$dir/sa.pem" or die "$dir/sa.pem: $!";
+    my $pem = do { local $/; <$in> };
+    close $in;
+    $closed_sock = IO::Socket::INET->new(Proto => 'tcp', LocalAddr => '127.0.0.1', LocalPort => 0)
+        or die "a closed loopback port: $!\n";
+    my $closed = $closed_sock->sockport;
+    open my $out, '>', "$dir/sa.json" or die "$dir/sa.json: $!";
+    print $out JSON::PP->new->canonical->encode({
+        type => 'service_account', project_id => $DEFAULT_PROJECT, private_key_id => 'k1',
+        private_key => $pem, client_email => "push\@$DEFAULT_PROJECT.iam.gserviceaccount.com",
+        token_uri => "https://127.0.0.1:$closed/token" });
+    close $out;
+    %default_push = (
+        apns_key_file => "$dir/apns.p8", apns_key_id => 'KEY1234567', apns_team_id => 'TEAM123456',
+        apns_environment => 'both', fcm_service_account => "$dir/sa.json",
+        apns_host => '127.0.0.1', apns_port => $closed,
+        apns_sandbox_host => '127.0.0.1', apns_sandbox_port => $closed,
+        fcm_host => '127.0.0.1', fcm_port => $closed,
+        fcm_token_uri => "https://127.0.0.1:$closed/token",
+    );
+    return %default_push;
+}
+
 sub write_config {
     my ($self) = @_;
     my $p = $self->{port};
@@ -172,6 +214,14 @@ sub write_config {
         },
     );
     my $over = $self->{config} || {};
+    # sipwake answers 555 to an APNs or FCM push REGISTER when it holds no credential for
+    # the provider (issue 13), so every test server gets test credentials whose pushes can
+    # never leave the machine (default_push), unless the test sets a credential key itself
+    # (an undef value sets none: `apns_key_file => undef` keeps a server without credentials)
+    unless (grep { exists $over->{push}{$_} } @CRED_KEYS) {
+        my %d = default_push();
+        $c{push}{$_} = $d{$_} for keys %d;
+    }
     for my $s (keys %$over) {
         for my $k (keys %{ $over->{$s} }) {
             $c{$s}{$k} = $over->{$s}{$k};

@@ -198,8 +198,10 @@ int main(void)
        "an apns.dev push with a production-only key: not sent, saying why (%s)", x.r.reason);
     p->config->key_env = TENANT_ENV_BOTH;
     pn_from_strings("fcm", "123456", "fcm-token-0001", &pi);
-    ok(push_can_serve(p, &pi, why, sizeof why) == 1,
-       "no FCM credential at all: left to the registrar as before");
+    why[0] = '\0';
+    ok(push_can_serve(p, &pi, why, sizeof why) == 0 &&
+           strcmp(why, "No FCM credential is configured") == 0,
+       "no FCM credential at all: never served, 555 (%s)", why);
     pn_free(&pi);
     b = add(loc, "di@example.com", "apns", "TEAM123456.org.example.app.voip", "DDDD04:voip");
     struct result y = {0};
