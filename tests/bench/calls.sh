@@ -83,9 +83,11 @@ for t in $TARGETS; do
   log "== $t"
   start_target "$t" "$dir" || continue
   # the callees register from the UAS's own port (sipwake reaches a UDP phone at the address
-  # its REGISTER came from, as behind NAT), then the UAS takes that port over
+  # its REGISTER came from, as behind NAT), then the UAS takes that port over; without push
+  # params: this measures proxying (a UDP push binding not heard from within
+  # [push] udp_awake_window is only pushed, not rung)
   callees "$CALLEES" > "$dir/callees.csv"
-  read -r ok fail retr el ach cpu v < <(LPORT=$UAS_PORT step "$dir/register" 1000 "$CALLEES" "$dir/callees.csv" "$HERE/reg.xml" -set contact_port "$UAS_PORT")
+  read -r ok fail retr el ach cpu v < <(LPORT=$UAS_PORT step "$dir/register" 1000 "$CALLEES" "$dir/callees.csv" "$HERE/reg_plain.xml" -set contact_port "$UAS_PORT")
   log "$t: $ok of $CALLEES callees registered"
   start_uas "$dir"
   BEST[$t]=0

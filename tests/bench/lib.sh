@@ -71,6 +71,11 @@ start_target() {  # name dir
         -A "DBURL=\"sqlite://$dir/kamailio.db\"" -A "OUTBOUND=\"sip:127.0.0.1:$PORT\"" \
         -A "LISTEN=udp:127.0.0.1:$PORT" > "$dir/proxy.log" 2>&1 & PID=$! ;;
     sipwake)
+      # An APNs key, so the push bindings reg.xml registers are accepted (with no credential
+      # at all sipwake answers them 555, RFC 8599 §5.6.1.1); its host is a closed loopback
+      # port: a push fails at once and never leaves the machine.
+      [ -f "$dir/bench.p8" ] || openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 \
+        -out "$dir/bench.p8" 2>/dev/null
       [ -f "$dir/sipwake.conf" ] || cat > "$dir/sipwake.conf" <<CONF
 [general]
 data_dir = $dir
@@ -82,6 +87,14 @@ listen = udp:127.0.0.1:$PORT
 enabled = no
 [registrar]
 max_expires = 7200
+[push]
+apns_key_file = $dir/bench.p8
+apns_key_id = KEY1234567
+apns_team_id = TEAM123456
+apns_host = 127.0.0.1
+apns_port = 9
+apns_sandbox_host = 127.0.0.1
+apns_sandbox_port = 9
 [store]
 path = $dir/sipwake.db
 [policy]

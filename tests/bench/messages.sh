@@ -38,6 +38,7 @@ CLK_TCK=$(getconf CLK_TCK)
 
 start_msg_target() {  # name dir: start_target (lib.sh) with this benchmark's sipwake config
   if [ "$1" = sipwake ]; then
+    openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$2/bench.p8" 2>/dev/null
     cat > "$2/sipwake.conf" <<CONF
 [general]
 data_dir = $2
@@ -49,6 +50,14 @@ listen = udp:127.0.0.1:$PORT, tcp:127.0.0.1:$PORT
 enabled = no
 [offline]
 max_per_aor = 1000000
+[push]
+apns_key_file = $2/bench.p8
+apns_key_id = KEY1234567
+apns_team_id = TEAM123456
+apns_host = 127.0.0.1
+apns_port = 9
+apns_sandbox_host = 127.0.0.1
+apns_sandbox_port = 9
 [store]
 path = $2/sipwake.db
 [policy]
