@@ -519,6 +519,12 @@ static void branch_cb(void *arg, const osip_message_t *resp, const char *raw, si
         pr->best_code = 408;
     }
     buf_free(&up);
+    if (resp && br->push_id)
+        /* the push binding answered where it was rung: it is awake, and waiting for it to
+         * register again would only delay its answer (a busy phone's 486) to the bucket timer */
+        for (size_t i = 0; i < pr->n_waiters; i++)
+            if (pr->waiters[i]->contact_id == br->push_id)
+                stop_waiter(pr, pr->waiters[i]);
     if (pr->invite && (code < 300 || code >= 600)) {
         cancel_pending(pr); /* §16.7 step 10; a 6xx ends the search too */
         stop_waiting(pr);

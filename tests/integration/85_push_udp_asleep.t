@@ -150,7 +150,7 @@ unlike($sw->log, qr/ERROR|AddressSanitizer|runtime error/, 'no errors or sanitiz
 
 # 4. The awake window: a phone not heard from for udp_awake_window is only pushed, until it
 # sends something.
-my $sw2 = Sipwake->new(config => { push => { %push, udp_awake_window => 1 } });
+my $sw2 = Sipwake->new(config => { push => { %push, udp_awake_window => 1, bucket_timeout => 6 } });
 $sw2->start;
 $caller = $sw2->ua(user => 'carl');
 $cp = $caller->local_port;
@@ -167,6 +167,16 @@ my $inv4 = invite_at($p4, 'w-2');
 ok($inv4, 'after a CRLF keep-alive from it, it is rung there again');
 $p4->answer($inv4, 603, reason => 'Decline', tag => 'd4') if $inv4;
 like(final('four', 'w-2', 5), qr/^SIP\/2\.0 603 /, 'and its answer is the caller\'s');
+# an awake phone that answers busy where it was rung: it answered, so its push wait ends and
+# the caller hears busy now, not when the bucket timer (6 s) fires
+$p4->send_raw("\r\n\r\n");
+$caller->send_raw(msg('four', 'w-3', 'INVITE'));
+my $inv5 = invite_at($p4, 'w-3');
+ok($inv5, 'rung again after another keep-alive');
+my $t5 = time;
+$p4->answer($inv5, 486, reason => 'Busy Here', tag => 'd5') if $inv5;
+like(final('four', 'w-3', 10), qr/^SIP\/2\.0 486 /, 'its 486 is the caller\'s');
+ok(time - $t5 < 3, 'at once, not at the bucket timer') or diag 'after ' . (time - $t5) . ' s';
 ok($sw2->alive, 'sipwake still running');
 $sw2->stop;
 unlike($sw2->log, qr/ERROR|AddressSanitizer|runtime error/, 'no errors or sanitizer reports');
