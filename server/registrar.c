@@ -565,6 +565,16 @@ static struct binding *find_match(struct location_aor *a, const struct reg_conta
     return NULL;
 }
 
+/* 1 if a capability query may be answered with provider: sipwake holds a credential that
+ * can push it (RFC 8599 §5.6.1.1: +sip.pns is a promise; a provider with no credential at
+ * all gets 555, as its push bindings do). why, when 0. */
+static int query_servable(const struct registrar *reg, const char *provider, char *why,
+                          size_t whylen)
+{
+    struct pn_info q = {.kind = PN_PUSH, .provider = (char *)provider};
+    return !reg->can_push || reg->can_push(reg->can_push_arg, &q, why, whylen);
+}
+
 /* Parse and classify every Contact. 0, or -1 with *out filled with the rejection. */
 static int classify(struct registrar *reg, const osip_message_t *req, struct reg_contact *cs,
                     size_t n, const struct sip_msg_slice *raw_uris, long header_expires,
@@ -641,12 +651,22 @@ static int classify(struct registrar *reg, const osip_message_t *req, struct reg
             metrics_inc(METRICS_REG_555);
             return -1;
         }
-        if (kind == PN_QUERY && !*rc->pn.provider && cfg->push_providers.n == 0) {
+        char why[100];
+        size_t servable = 0;
+        for (size_t p = 0; kind == PN_QUERY && p < cfg->push_providers.n; p++)
+            servable += query_servable(reg, cfg->push_providers.items[p], why, sizeof why);
+        if (kind == PN_QUERY && !*rc->pn.provider && servable == 0) {
             *out = (struct reg_reply){555, "Push Notification Service Not Supported", ""};
             metrics_inc(METRICS_REG_555);
             return -1;
         }
-        char why[100];
+        if (kind == PN_QUERY && *rc->pn.provider &&
+            !query_servable(reg, rc->pn.provider, why, sizeof why)) {
+            *out = (struct reg_reply){555, "Push Notification Service Not Supported", ""};
+            snprintf(out->extra, sizeof out->extra, "Warning: 399 sipwake \"%s\"\n", why);
+            metrics_inc(METRICS_REG_555);
+            return -1;
+        }
         if (kind == PN_PUSH && !upstream_pushes(req, rc->pn.provider) && reg->can_push &&
             !reg->can_push(reg->can_push_arg, &rc->pn, why, sizeof why)) {
             /* RFC 8599 §5.6.1.1: no credential can push this binding (an APNs environment, an
@@ -713,6 +733,9 @@ static void add_feature_caps(struct registrar *reg, struct buf *r, struct reg_co
                     !(util_caseeq(rc->pn.provider, "apns.dev") && util_caseeq(name, "apns")))
                     continue;
                 const char *adv = *rc->pn.provider ? rc->pn.provider : name;
+                char why[100];
+                if (!*rc->pn.provider && !query_servable(reg, adv, why, sizeof why))
+                    continue; /* nothing could push it: not offered */
                 char key[80];
                 snprintf(key, sizeof key, "|%s|", adv);
                 if (strstr(seen.data, key))

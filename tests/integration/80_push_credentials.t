@@ -251,6 +251,13 @@ $r = register_none('otto', 'example.com', 'pn-provider=fcm;pn-param=proj-1;pn-pr
 is($r->{code}, 555, 'an fcm push REGISTER gets 555 too');
 like(join(' ', Sipwake::UA::header($r, 'warning')), qr/^399 \S+ "No FCM credential is configured"$/, 'its Warning says why');
 is(feature_caps($r), '', 'no Feature-Caps');
+# RFC 8599 capability queries offer only what can be pushed
+$r = register_none('quinn', 'example.com', 'pn-provider');
+is($r->{code}, 555, 'a bare pn-provider query with nothing to push with: 555');
+is(feature_caps($r), '', 'offering nothing');
+$r = register_none('quinn', 'example.com', 'pn-provider=apns');
+is($r->{code}, 555, 'a query for apns: 555');
+like(join(' ', Sipwake::UA::header($r, 'warning')), qr/^399 \S+ "No APNs credential is configured"$/, 'saying why');
 is($none->sql("SELECT count(*) FROM location"), '0', 'nothing stored');
 # a tenant's APNs key, added while sipwake runs, is used from then on
 ($rc, $out) = $none->run_bin('tenant', 'add', 'acme', 'acme.example');
