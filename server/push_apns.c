@@ -118,8 +118,8 @@ const char *apns_key_token(struct apns_key *k, time_t now, int force)
 
 const char *apns_outcome_name(enum apns_outcome o)
 {
-    static const char *const names[] = {"delivered", "dead_token", "retry_later", "rejected",
-                                        "failed"};
+    static const char *const names[] = {"delivered", "dead_token", "retry_later",
+                                        "rejected",  "failed",     "bad_credentials"};
     return names[o];
 }
 
@@ -204,6 +204,14 @@ static void response_cb(void *arg, const struct h2_response *resp)
             res.outcome = APNS_DEAD_TOKEN;
         else if (st == 429 || st >= 500)
             res.outcome = APNS_RETRY_LATER;
+        else if (st == 403)
+            /* Apple, "Handling notification responses from APNs": 403 is "an error with the
+             * certificate or with the provider's authentication token" (BadCertificate,
+             * BadCertificateEnvironment, ExpiredProviderToken, Forbidden, InvalidProviderToken,
+             * MissingProviderToken, UnrelatedKeyIdInToken, BadEnvironmentKeyInToken): the
+             * operator's to fix, every push through them fails. ExpiredProviderToken is
+             * retried once with a new token below; refused again, it is this too. */
+            res.outcome = APNS_BAD_CREDENTIALS;
         else
             res.outcome = APNS_REJECTED;
         if (st == 403 && strcmp(res.reason, "ExpiredProviderToken") == 0 && j->s->key &&

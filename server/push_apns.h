@@ -64,6 +64,7 @@ enum apns_outcome {
     APNS_RETRY_LATER,
     APNS_REJECTED,
     APNS_FAILED,
+    APNS_BAD_CREDENTIALS, /* 403: the provider token or certificate was refused */
 };
 
 struct apns_result {

@@ -193,9 +193,9 @@ int main(void)
     struct apns_key *other = apns_key_load(path, "ZZZ123DEFG", "TEAM123456", err, sizeof err);
     s = apns_sender_new(loop, "127.0.0.1", port, ca, other, NULL, NULL, 1, 2, err, sizeof err);
     x = push(s, "a1b2c3", APNS_ALERT, "{\"aps\":{}}");
-    ok(x.r.outcome == APNS_REJECTED && x.r.status == 403 &&
+    ok(x.r.outcome == APNS_BAD_CREDENTIALS && x.r.status == 403 &&
            strcmp(x.r.reason, "InvalidProviderToken") == 0,
-       "an unknown key: rejected, InvalidProviderToken");
+       "an unknown key: bad_credentials, InvalidProviderToken");
     apns_sender_free(s);
     apns_key_free(other);
     apns_key_free(key);
