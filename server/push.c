@@ -30,7 +30,7 @@
 struct dead_token {
     struct hashtab_node hn;
     int64_t since_ms; /* dead as of then (wall clock) */
-    char key[];       /* "provider\n token" */
+    char key[];       /* "provider\n scope\n token" (dead_key) */
 };
 
 /* One credential set and the senders that use it. Jobs hold a reference, so a set replaced
@@ -72,6 +72,7 @@ struct push_job {
     char *token;   /* the device token pushed (one of an APNs prid's), for dead answers */
     char *payload; /* what the content builder allocated */
     char topic[256];
+    char scope[256]; /* what a dead answer is about (token_scope): the topic, the project */
     char *call_id, *method, *tenant;
     enum push_kind kind;
     int attempt;
@@ -97,17 +98,34 @@ static const char *ca_of(const struct push *p)
 /* ------------------------------------------------------------------ dead tokens */
 
 /* A token is dead as of since_ms: the service's word for when it stopped being valid (APNs
- * 410 "timestamp"), else when the push that was refused was sent. It is alive again once the
- * phone registers it after that time: Apple says to stop pushing after 410 "unless your
- * application retrieves the same device token" (../shared/research/push-protocols.md §7b). */
-static char *dead_key(const char *provider, const char *token)
+ * 410 "timestamp", never later than when the answer came), else when the push that was
+ * refused was sent. It is alive again once the phone registers it after that time: Apple
+ * says to stop pushing after 410 "unless your application retrieves the same device token"
+ * (../shared/research/push-protocols.md §7b).
+ *
+ * A dead mark has a scope: what the service's answer is about, so that one binding's answer
+ * never condemns another's use of the same token (anyone may register any token with any
+ * pn-param):
+ * - APNs: the topic. Apple ("Handling notification responses from APNs") defines 410
+ *   Unregistered as "the device token is inactive for the specified topic" and 400
+ *   DeviceTokenNotForTopic as "the device token doesn't match the specified topic". 400
+ *   BadDeviceToken ("verify ... that the token matches the environment") is about the
+ *   environment, which the provider name already is (apns, apns.dev): its mark has the
+ *   empty scope, which every topic of that environment sees.
+ * - FCM: the project (pn-param): SENDER_ID_MISMATCH is "the token belongs to another
+ *   project", UNREGISTERED is for the project's app instance.
+ * - Web Push: the subscription URL, which is the token (pn-prid) itself. */
+#define PUSH_SCOPE_ENV "" /* the scope of an answer about the token in its environment */
+
+static char *dead_key(const char *provider, const char *scope, const char *token)
 {
-    return xasprintf("%s\n%s", provider, token);
+    return xasprintf("%s\n%s\n%s", provider, scope, token);
 }
 
-static struct dead_token *dead_find(struct push *p, const char *provider, const char *token)
+static struct dead_token *dead_find(struct push *p, const char *provider, const char *scope,
+                                    const char *token)
 {
-    char *k = dead_key(provider, token);
+    char *k = dead_key(provider, scope, token);
     struct dead_token *d = NULL;
     for (struct hashtab_node *n = hashtab_first(&p->dead, util_hash(k, strlen(k))); n && !d;
          n = hashtab_next(&p->dead, n))
@@ -117,25 +135,45 @@ static struct dead_token *dead_find(struct push *p, const char *provider, const 
     return d;
 }
 
-/* 1 if token was reported dead after registered_ms (the registration of the binding that
- * holds it), 0 if it is alive. */
-static int is_dead(struct push *p, const char *provider, const char *token, int64_t registered_ms)
+/* The scope of the i-th token of pn (see above) in buf. */
+static const char *token_scope(const struct pn_info *pn, int i, char *buf, size_t len)
 {
-    const struct dead_token *d = dead_find(p, provider, token);
-    return d && registered_ms <= d->since_ms;
+    if (pn_is_apns(pn->provider))
+        snprintf(buf, len, "%s%s", pn->bundle ? pn->bundle : "",
+                 strcmp(pn->tokens[i].service, "voip") == 0 ? ".voip" : "");
+    else if (strcmp(pn->provider, "fcm") == 0)
+        snprintf(buf, len, "%s", pn->param && *pn->param ? pn->param : "*"); /* never "" */
+    else
+        snprintf(buf, len, "%s", PUSH_SCOPE_ENV);
+    return buf;
 }
 
-/* is_dead, forgetting a token the phone registered again since. */
-static int still_dead(struct push *p, const char *provider, const char *token,
+/* 1 if token was reported dead, in scope or in its whole environment, after registered_ms
+ * (the registration of the binding that holds it), 0 if it is alive. */
+static int is_dead(struct push *p, const char *provider, const char *scope, const char *token,
+                   int64_t registered_ms)
+{
+    const struct dead_token *d = dead_find(p, provider, scope, token);
+    const struct dead_token *e = *scope ? dead_find(p, provider, PUSH_SCOPE_ENV, token) : NULL;
+    return (d && registered_ms <= d->since_ms) || (e && registered_ms <= e->since_ms);
+}
+
+/* is_dead, forgetting a mark older than the phone's registering the token again. */
+static int still_dead(struct push *p, const char *provider, const char *scope, const char *token,
                       int64_t registered_ms)
 {
-    struct dead_token *d = dead_find(p, provider, token);
-    if (!d || registered_ms <= d->since_ms)
-        return d != NULL;
-    hashtab_remove(&p->dead, &d->hn);
-    free(d);
-    log_info("push: a %s token reported dead was registered again: pushed again", provider);
-    return 0;
+    int dead = 0;
+    for (int pass = 0; pass < (*scope ? 2 : 1); pass++) {
+        struct dead_token *d = dead_find(p, provider, pass ? PUSH_SCOPE_ENV : scope, token);
+        if (d && registered_ms <= d->since_ms) {
+            dead = 1;
+        } else if (d) {
+            hashtab_remove(&p->dead, &d->hn);
+            free(d);
+            log_info("push: a %s token reported dead was registered again: pushed again", provider);
+        }
+    }
+    return dead;
 }
 
 static void free_dead(struct hashtab_node *n, void *arg)
@@ -144,9 +182,10 @@ static void free_dead(struct hashtab_node *n, void *arg)
     free(HASHTAB_ENTRY(n, struct dead_token, hn));
 }
 
-static void mark_dead(struct push *p, const char *provider, const char *token, int64_t since_ms)
+static void mark_dead(struct push *p, const char *provider, const char *scope, const char *token,
+                      int64_t since_ms)
 {
-    struct dead_token *d = dead_find(p, provider, token);
+    struct dead_token *d = dead_find(p, provider, scope, token);
     if (d) {
         if (since_ms > d->since_ms)
             d->since_ms = since_ms;
@@ -154,7 +193,7 @@ static void mark_dead(struct push *p, const char *provider, const char *token, i
     }
     if (p->dead.count >= PUSH_DEAD_MAX)
         hashtab_drain(&p->dead, free_dead, NULL); /* a bound, not a cache: forget them all */
-    char *k = dead_key(provider, token);
+    char *k = dead_key(provider, scope, token);
     size_t kl = strlen(k);
     d = xmalloc(sizeof *d + kl + 1);
     d->since_ms = since_ms;
@@ -206,8 +245,8 @@ static int binding_tokens(const struct binding *b, struct pn_info *pn, const cha
  * token still alive (Linphone's voip and remote tokens are pushed to different topics: one failing
  * says nothing of the other) stays for pushes of the kind that other token serves; a binding left
  * with no live token goes (RFC 8599 §5.5: a removed binding is never pushed again). */
-static int retire_token(struct push *p, const char *aor, const char *provider, const char *token,
-                        int64_t since_ms)
+static int retire_token(struct push *p, const char *aor, const char *provider, const char *scope,
+                        const char *token, int64_t since_ms)
 {
     int left = 0;
     struct location_aor *a = location_find(p->loc, aor);
@@ -220,9 +259,12 @@ static int retire_token(struct push *p, const char *aor, const char *provider, c
         const char *tok[PN_MAX_TOKENS];
         int n = binding_tokens(b, &pn, tok), holds = 0, alive = 0;
         for (int i = 0; i < n; i++) {
-            if (strcmp(tok[i], token) == 0)
+            char sc[256];
+            token_scope(&pn, i, sc, sizeof sc);
+            /* the answer is about token in scope (or in its whole environment) */
+            if (strcmp(tok[i], token) == 0 && (!*scope || strcmp(sc, scope) == 0))
                 holds = 1;
-            else if (!is_dead(p, provider, tok[i], b->registered_ms))
+            else if (!is_dead(p, provider, sc, tok[i], b->registered_ms))
                 alive++;
         }
         pn_free(&pn);
@@ -537,13 +579,22 @@ static void finish(struct push_job *j, enum push_outcome o, int status, const ch
     r.after_ms = dec.after_ms;
 
     if (dec.action == LUA_PUSH_DROP_BINDING) {
-        mark_dead(p, j->provider, j->token, util_wall_ms());
+        mark_dead(p, j->provider, j->scope, j->token, util_wall_ms());
         drop_bindings(p, j->aor, j->provider, j->prid);
     } else if (o == PUSH_DEAD_TOKEN) {
-        /* APNs 410 says since when; a refusal without a time is as of the push */
-        int64_t since = timestamp_ms > 0 ? timestamp_ms : j->sent_wall_ms;
-        mark_dead(p, j->provider, j->token, since);
-        r.token_left = retire_token(p, j->aor, j->provider, j->token, since);
+        /* APNs 410 says since when; a refusal without a time is as of the push. A time
+         * after the answer came (a wrong or hostile clock) would make the token dead for
+         * good, the phone's registering it again never reviving it: now at the latest. */
+        int64_t now = util_wall_ms();
+        int64_t since = timestamp_ms <= 0    ? j->sent_wall_ms
+                        : timestamp_ms > now ? now
+                                             : timestamp_ms;
+        /* BadDeviceToken is about the token in the environment, not in the topic */
+        const char *scope = pn_is_apns(j->provider) && strcmp(r.reason, "BadDeviceToken") == 0
+                                ? PUSH_SCOPE_ENV
+                                : j->scope;
+        mark_dead(p, j->provider, scope, j->token, since);
+        r.token_left = retire_token(p, j->aor, j->provider, scope, j->token, since);
     }
     if (o == PUSH_BAD_CREDENTIALS) /* the operator's to fix: every push through them fails */
         log_error("push: the %s service refused the credentials %s (%d %s): check %s", provider,
@@ -600,6 +651,7 @@ static int send_job(struct push *p, struct push_job *j, const struct pn_info *pn
                                    err, errlen) == 0 &&
                  (s = apns_for(p, c, strcmp(pn->provider, "apns.dev") == 0, err, errlen))) {
             j->token = xstrdup(n.device_token);
+            snprintf(j->scope, sizeof j->scope, "%s", j->topic);
             return apns_send(s, &n, apns_done, j, err, errlen);
         }
         return -1;
@@ -614,7 +666,7 @@ static int send_job(struct push *p, struct push_job *j, const struct pn_info *pn
             snprintf(err, errlen, "FCM project %s is not the project %s of %s", pn->param,
                      fcm_account_project(c->fcm), c->name);
         else if (push_content_fcm(pn, ev, &m, &j->payload, err, errlen) == 0 &&
-                 (j->token = xstrdup(pn->prid)))
+                 (j->token = xstrdup(pn->prid)) && token_scope(pn, 0, j->scope, sizeof j->scope))
             return fcm_send(c->fcm_sender, &m, fcm_done, j, err, errlen);
         return -1;
     }
@@ -650,16 +702,19 @@ int push_binding(struct push *p, const struct binding *b, const struct push_even
     /* a token known dead is left out (the other of Linphone's two still serves its kind of
      * push), unless the phone registered it again since */
     int live = 0;
+    char scope[256];
     if (pn_is_apns(pn.provider)) {
         for (int i = 0; i < pn.n_tokens; i++) {
-            if (still_dead(p, pn.provider, pn.tokens[i].token, b->registered_ms))
+            if (still_dead(p, pn.provider, token_scope(&pn, i, scope, sizeof scope),
+                           pn.tokens[i].token, b->registered_ms))
                 free(pn.tokens[i].token);
             else
                 pn.tokens[live++] = pn.tokens[i];
         }
         pn.n_tokens = live;
     } else {
-        live = !still_dead(p, pn.provider, pn.prid, b->registered_ms);
+        live = !still_dead(p, pn.provider, token_scope(&pn, 0, scope, sizeof scope), pn.prid,
+                           b->registered_ms);
     }
     if (!live) {
         snprintf(err, errlen, "%s token known dead", b->pn_provider);
