@@ -201,6 +201,45 @@ static void reason_of(const struct h2_response *resp, char *reason, size_t len)
     json_decref(body);
 }
 
+/* 1 if a 401 or 403 says the subscription was made for another application server key
+ * (the applicationServerKey the browser subscribed with, RFC 8292 §4.2): no push signed with
+ * ours will ever reach it, so it is dead for us, not a problem of our credentials (which
+ * other subscriptions accept). The services say so in their own shapes:
+ * - Mozilla autopush: 401 {"code": 401, "errno": 109, "error": "Unauthorized", "message":
+ *   "VAPID public key mismatch", ...} (its /wpush/v2/ endpoints carry the key's hash;
+ *   web-push-php issue 429, web-push-php-example issue 38). errno 109 is also sent for a JWT
+ *   it cannot verify ("Request did not validate Invalid Authorization Header", vapid issue
+ *   66): that one is our credentials.
+ * - FCM's Web Push endpoint: 403 text/plain "the VAPID credentials in the authorization
+ *   header do not correspond to the credentials used to create the subscriptions."
+ *   (webpush-java issues 206 and 212, web-push issue 941); before VAPID, "the key in the
+ *   authorization header does not correspond to the sender ID used to subscribe this user".
+ * Apple's web.push.apple.com has no such answer: its 403 BadJwtToken covers "the JWT is
+ * signed with the wrong private key" along with a bad subject or audience (Apple, "Sending
+ * web push notifications in web apps and browsers"), so it stays a credential problem.
+ * reason gets the service's words. */
+static int key_mismatch(const struct h2_response *resp, char *reason, size_t len)
+{
+    json_t *body = resp->body_len ? json_loadb(resp->body, resp->body_len, 0, NULL) : NULL;
+    const char *msg = json_string_value(json_object_get(body, "message"));
+    int autopush = json_integer_value(json_object_get(body, "errno")) == 109 && msg &&
+                   strcasestr(msg, "key mismatch") != NULL;
+    json_decref(body);
+    if (autopush) {
+        snprintf(reason, len, "VAPID public key mismatch");
+        return 1;
+    }
+    /* body is NUL-terminated (h2_response); an inner NUL only shortens the search */
+    if (resp->body_len &&
+        (strcasestr(resp->body, "do not correspond to the credentials used to create the "
+                                "subscription") ||
+         strcasestr(resp->body, "does not correspond to the sender ID used to subscribe"))) {
+        snprintf(reason, len, "VAPID credentials do not correspond to the subscription");
+        return 1;
+    }
+    return 0;
+}
+
 static void response_cb(void *arg, const struct h2_response *resp)
 {
     struct webpush_job *j = arg;
@@ -218,8 +257,10 @@ static void response_cb(void *arg, const struct h2_response *resp)
         r.outcome = st >= 200 && st < 300    ? WEBPUSH_DELIVERED
                     : st == 404 || st == 410 ? WEBPUSH_DEAD_TOKEN
                     : st == 429 || st >= 500 ? WEBPUSH_RETRY_LATER
-                    : st == 401 || st == 403 ? WEBPUSH_BAD_CREDENTIALS
-                                             : WEBPUSH_REJECTED;
+                    : st == 401 || st == 403
+                        ? (key_mismatch(resp, r.reason, sizeof r.reason) ? WEBPUSH_DEAD_TOKEN
+                                                                         : WEBPUSH_BAD_CREDENTIALS)
+                        : WEBPUSH_REJECTED;
     }
     j->cb(j->arg, &r);
     free(j);

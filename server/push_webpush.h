@@ -53,7 +53,7 @@ enum webpush_outcome {
     WEBPUSH_RETRY_LATER,
     WEBPUSH_REJECTED,
     WEBPUSH_FAILED,
-    WEBPUSH_BAD_CREDENTIALS, /* 401, 403: the VAPID token was refused */
+    WEBPUSH_BAD_CREDENTIALS, /* 401, 403: the VAPID token was refused (not a key mismatch) */
 };
 
 struct webpush_result {
