@@ -16,7 +16,7 @@ mock servers do and answering with Apple's status codes and reasons
   4. token auth: "bearer" JWT (MissingProviderToken), ES256 over a known kid
      (InvalidProviderToken), iat not in the future (InvalidProviderToken) nor older than
      --token-lifetime s (ExpiredProviderToken), a key restricted to the other environment
-     (--key-environment KID=sandbox|production: InvalidProviderToken), one team per
+     (--key-environment KID=sandbox|production: BadEnvironmentKeyInToken), one team per
      connection, a topic of the key's team when --team-topics names them (TopicDisallowed);
      a connection changing its token more often than --token-update-window s gets 429
      TooManyProviderTokenUpdates.
@@ -26,10 +26,12 @@ mock servers do and answering with Apple's status codes and reasons
      the other environment (BadDeviceToken), of another topic (DeviceTokenNotForTopic).
      This server is the --environment it is told (production, sandbox, or both: one port
      for both hosts, no environment checks). Tokens not in the registry pass.
-  6. body not empty (PayloadEmpty), at most 4096 bytes, 5120 for voip (PayloadTooLarge)
+  6. body not empty (PayloadEmpty), at most 4096 bytes, 5120 for voip (PayloadTooLarge);
+     with --token-burst N, more than N pushes to one device token within
+     --token-burst-window s (1) get 429 TooManyRequests
   7. per-token script (--script FILE, JSON, re-read per request):
      {"<token>": {"status": 410, "reason": "Unregistered"} | {"delay_ms": N} | {"hang": true}
-                 | {"goaway": "Shutdown"}}
+                 | {"goaway": "Shutdown"} | {"status": 429, "reason": "TooManyRequests"}}
      with "times": N, only the first N pushes to that token get it.
      a 410 carries "timestamp" (ms): now, or the script's "timestamp_ms".
 A connection allows one stream until its first push with a valid token, then --max-streams
@@ -106,6 +108,7 @@ class Apns:
             team, topics = spec.split('=', 1)
             self.team_topics[team] = set(t for t in topics.split(',') if t)
         self.seen = {}  # token -> scripted pushes so far
+        self.recent = {}  # token -> times of its pushes in the --token-burst-window
         self.tokens = set()  # provider tokens with a valid signature
         self.expired = set()  # provider tokens expired by the control command
         self.hold, self.held, self.expired_answers = 0, [], 0
@@ -176,10 +179,12 @@ class Apns:
             return 'ExpiredProviderToken'
         # Apple, "Establishing a token-based connection to APNs": a key may be restricted to
         # the sandbox or to production; "Handling notification responses from APNs" lists 403
-        # InvalidProviderToken for a token the environment does not accept
+        # BadEnvironmentKeyInToken ("the provider token was signed with a key for the wrong
+        # environment"; APNSwift PR 229, "an authentication key or token used with the wrong
+        # APNs environment", pigeon PR 312), not InvalidProviderToken
         kenv = self.key_env.get(header['kid'])
         if kenv and self.args.environment != 'both' and kenv != self.args.environment:
-            return 'InvalidProviderToken'
+            return 'BadEnvironmentKeyInToken'
         # "Handling notification responses from APNs": 400 TopicDisallowed, "pushing to this
         # topic is not allowed" (a bundle id that is not the key's team's)
         if team in self.team_topics and bundle_of(topic) not in self.team_topics[team]:
@@ -328,6 +333,17 @@ class Apns:
         limit = 5120 if ptype == 'voip' else 4096
         if len(body.encode()) > limit:
             return self.error(413, 'PayloadTooLarge')
+        # "Handling notification responses from APNs": 429 TooManyRequests, "too many
+        # requests were made consecutively to the same device token" (Apple names no rate)
+        if self.args.token_burst:
+            now = time.monotonic()
+            with self.lock:
+                recent = [t for t in self.recent.get(token, [])
+                          if t > now - self.args.token_burst_window]
+                recent.append(now)
+                self.recent[token] = recent
+            if len(recent) > self.args.token_burst:
+                return self.error(429, 'TooManyRequests')
         sc = self.script(token)
         if sc.get('hang'):
             return None
@@ -358,6 +374,9 @@ def main():
     ap.add_argument('--auth-key', action='append', help='KID:TEAM:public-key.pem')
     ap.add_argument('--client-ca', help='certificate auth: CA of the provider certificates')
     ap.add_argument('--script')
+    ap.add_argument('--token-burst', type=int, default=0,
+                    help='pushes to one device token a window takes before 429 TooManyRequests')
+    ap.add_argument('--token-burst-window', type=float, default=1.0)
     ap.add_argument('--log')
     ap.add_argument('--strict', action='store_true',
                     help='kept for old callers: background at priority 10 is always refused now')

@@ -8,12 +8,16 @@ normal, high (400); Topic at most 32 base64url characters (400); a body of at mo
 bytes (413), and a body only with Content-Encoding: aes128gcm (400). Subscriptions come from
 --subscriptions FILE (JSON, re-read per request): {"<id>": {"key": "<base64url public key>"}
 (restricted to that VAPID key), {} (unrestricted), {"gone": true} (410), {"status": 429,
-"retry_after": N}}; an id not in the file is 404. For a restricted subscription,
+"retry_after": N}, {"refuse_jwt": true} (the service's answer to a JWT it will not take)};
+an id not in the file is 404. For a restricted subscription,
 "Authorization: vapid t=<JWT>, k=<key>" is required (401 without); whenever one is sent it
 is checked as Apple's web.push.apple.com does, answering 403 {"reason": "BadJwtToken"}: k the
 subscription's key, t an ES256 JWT by that key, aud the origin of this push resource
 (https://host, with :port only when not 443), exp within the next 24 h, sub a mailto: or
 https: contact at a real domain (not localhost, .local, .invalid, or a bare host name).
+A subscription's "service" (else --service) picks whose answers these are (ANSWERS):
+"apple" (the above), "fcm" (fcm.googleapis.com: 403 text/plain, a key other than the
+subscription's told apart from a bad JWT) or "autopush" (Mozilla: 401 JSON, errno 109).
 Success: 201 with Location and TTL. Requests are logged as JSON lines (--log).
 """
 import argparse
@@ -32,6 +36,40 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import h2server  # noqa: E402
+
+
+# What each service answers (status, content type, body) to a VAPID key other than the one
+# the subscription was made with ('mismatch') and to a JWT it does not accept ('jwt'):
+# - apple: developer.apple.com, "Sending web push notifications in web apps and browsers":
+#   403 BadJwtToken for a JWT "signed with the wrong private key" as for a bad sub, aud or
+#   exp; it tells a key mismatch from nothing else (web-push issue 947, web-push-php 406)
+# - fcm: 403 text/plain "the VAPID credentials in the authorization header do not correspond
+#   to the credentials used to create the subscriptions." (webpush-java issues 206 and 212,
+#   web-push issue 941, with its headers); a JWT it cannot verify: 403 "invalid JWT provided"
+#   (web-push issue 679)
+# - autopush: 401 {"code": 401, "errno": 109, "error": "Unauthorized", "message": "VAPID
+#   public key mismatch", "more_info": ...} (web-push-php issue 429, web-push-php-example issue
+#   38); a JWT it cannot verify: the same errno 109 with "Request did not validate Invalid
+#   Authorization Header" (web-push-libs/vapid issue 66); autopush-rs "Error Codes" page
+AUTOPUSH_MORE = 'http://autopush.readthedocs.io/en/latest/http.html#error-codes'
+FCM_TEXT = [('content-type', 'text/plain; charset=utf-8')]
+ANSWERS = {
+    'apple': {'mismatch': (403, [('content-type', 'application/json')],
+                           json.dumps({'reason': 'BadJwtToken'})),
+              'jwt': (403, [('content-type', 'application/json')],
+                      json.dumps({'reason': 'BadJwtToken'}))},
+    'fcm': {'mismatch': (403, FCM_TEXT, 'the VAPID credentials in the authorization header do '
+                         'not correspond to the credentials used to create the subscriptions.\n'),
+            'jwt': (403, FCM_TEXT, 'invalid JWT provided\n')},
+    'autopush': {'mismatch': (401, [('content-type', 'application/json')],
+                              json.dumps({'code': 401, 'errno': 109, 'error': 'Unauthorized',
+                                          'message': 'VAPID public key mismatch',
+                                          'more_info': AUTOPUSH_MORE})),
+                 'jwt': (401, [('content-type', 'application/json')],
+                         json.dumps({'code': 401, 'errno': 109, 'error': 'Unauthorized',
+                                     'message': 'Request did not validate Invalid Authorization '
+                                                'Header', 'more_info': AUTOPUSH_MORE}))},
+}
 
 
 def b64url_decode(s):
@@ -87,8 +125,11 @@ class WebPush:
         # announced by Content-Encoding; services refuse a body without it (autopush: 400)
         if raw and headers.get('content-encoding') != 'aes128gcm':
             return 400, plain, 'a payload needs Content-Encoding: aes128gcm'
+        answers = ANSWERS[sub.get('service', self.args.service)]
+        if sub.get('refuse_jwt'):
+            return answers['jwt']  # scripted: the service's answer to a JWT it will not take
         if sub.get('key') or headers.get('authorization'):
-            why = self.check_vapid(headers, sub.get('key'))
+            why = self.check_vapid(headers, sub.get('key'), answers)
             if why:
                 return why
         if sub.get('gone'):
@@ -101,20 +142,21 @@ class WebPush:
             n = self.n
         return 201, [('location', '/msg/%d' % n), ('ttl', ttl)], ''
 
-    def check_vapid(self, headers, key):
+    def check_vapid(self, headers, key, answers):
         auth = headers.get('authorization', '')
         m = re.fullmatch(r'vapid t=([^,\s]+),\s*k=([A-Za-z0-9_\-]+)', auth)
         if not m:
             # RFC 8292 §4.2: a restricted subscription refuses a push without vapid auth
             return 401, [('content-type', 'text/plain')], 'VAPID required'
-        # Apple's answer to every fault below (developer.apple.com, "Sending web push
-        # notifications in web apps and browsers": the JWT is missing, signed with the wrong
-        # key, its sub is not a URL or mailto:, its aud not the push service's origin, its
-        # exp more than a day ahead); web-push-libs/web-push issue 947 for localhost
-        bad = (403, [('content-type', 'application/json')], json.dumps({'reason': 'BadJwtToken'}))
+        # the service's answer to every fault below (ANSWERS; Apple's doc lists them all for
+        # BadJwtToken: the JWT is missing, signed with the wrong key, its sub is not a URL or
+        # mailto:, its aud not the push service's origin, its exp more than a day ahead;
+        # web-push-libs/web-push issue 947 for localhost)
+        bad = answers['jwt']
         t, k = m.groups()
         if key is not None and k != key:
-            return bad  # RFC 8292 §4.2: k must be the key the subscription is restricted to
+            # RFC 8292 §4.2: k must be the key the subscription is restricted to
+            return answers['mismatch']
         try:
             pub = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), b64url_decode(k))
             h, c, s = t.split('.')
@@ -174,6 +216,8 @@ def main():
     ap.add_argument('--cert', required=True)
     ap.add_argument('--key', required=True)
     ap.add_argument('--subscriptions', required=True)
+    ap.add_argument('--service', choices=sorted(ANSWERS), default='apple',
+                    help="whose answers a subscription without its own \"service\" gets")
     ap.add_argument('--log')
     ap.add_argument('--lifetime', type=float, default=300)
     a = ap.parse_args()

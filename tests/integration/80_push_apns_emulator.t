@@ -82,8 +82,8 @@ is(push_req(headers => { 'apns-push-type' => 'background', 'apns-priority' => '5
    '200', 'a background push at priority 5: 200');
 is(push_req(headers => { authorization => 'bearer ' . jwt('prod', 'KEYPROD001', 300) }), '403 InvalidProviderToken',
    'a provider token issued in the future: InvalidProviderToken');
-is(push_req(headers => { authorization => 'bearer ' . jwt('sand', 'KEYSAND001') }), '403 InvalidProviderToken',
-   'a key restricted to the sandbox, on production: InvalidProviderToken');
+is(push_req(headers => { authorization => 'bearer ' . jwt('sand', 'KEYSAND001') }), '403 BadEnvironmentKeyInToken',
+   'a key restricted to the sandbox, on production: BadEnvironmentKeyInToken (not InvalidProviderToken)');
 is(push_req(headers => { 'apns-topic' => 'org.other.app' }, token => 'dddd0004'), '400 TopicDisallowed',
    'a bundle id that is not the key\'s team\'s: TopicDisallowed');
 is(push_req(token => 'bbbb0002'), '400 BadDeviceToken', 'a sandbox token sent to production: BadDeviceToken');
@@ -91,4 +91,16 @@ is(push_req(token => 'cccc0003'), '400 DeviceTokenNotForTopic',
    'a PushKit token (topic .voip) pushed as an alert to the bundle: DeviceTokenNotForTopic');
 is(push_req(token => 'cccc0003', headers => { 'apns-topic' => 'org.ex.app.voip', 'apns-push-type' => 'voip' }), '200',
    'and as a voip push to its topic: 200');
+
+# 429 TooManyRequests, "too many requests were made consecutively to the same device token"
+# (Apple names no rate: the emulator's is --token-burst pushes a --token-burst-window)
+my (undef, $bport) = Sipwake::start_emulator('apns', '--cert', "$dir/cert.pem", '--key', "$dir/key.pem",
+    '--auth-key', "KEYPROD001:TEAM123456:$dir/prod-pub.pem", '--token-burst', '2',
+    '--token-burst-window', '60', '--lifetime', '60');
+ok($bport, 'an APNs emulator allowing 2 pushes a minute to one device token');
+$port = $bport;
+is(push_req(token => 'eeee0005'), '200', 'the first push to a device token: 200');
+is(push_req(token => 'eeee0005'), '200', 'the second: 200');
+is(push_req(token => 'eeee0005'), '429 TooManyRequests', 'the third within the window: 429 TooManyRequests');
+is(push_req(token => 'ffff0006'), '200', 'another device token is not held back: 200');
 done_testing();
