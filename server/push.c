@@ -609,6 +609,12 @@ static void finish(struct push_job *j, enum push_outcome o, int status, const ch
     job_free(j);
 }
 
+/* the senders' outcomes are push outcomes, value for value */
+_Static_assert((int)APNS_BAD_CREDENTIALS == (int)PUSH_BAD_CREDENTIALS &&
+                   (int)FCM_BAD_CREDENTIALS == (int)PUSH_BAD_CREDENTIALS &&
+                   (int)WEBPUSH_BAD_CREDENTIALS == (int)PUSH_BAD_CREDENTIALS,
+               "apns, fcm and webpush outcomes follow enum push_outcome");
+
 static void apns_done(void *arg, const struct apns_result *r)
 {
     finish(arg, (enum push_outcome)r->outcome, r->status, r->reason, r->retry_after, r->apns_id,
