@@ -17,8 +17,10 @@
  * Every outcome is counted by provider, outcome and reason, written to the push log (with a
  * hash of the token, never the token), and shown to on_push_result(result, ctx), whose
  * decision comes back in the result. A dead token (APNs 410 or BadDeviceToken, FCM
- * UNREGISTERED, Web Push 404/410, ...) is dead as of the answer's time (APNs 410 "timestamp",
- * else when the push was sent): the bindings of the AOR that hold it lose it — a binding
+ * UNREGISTERED, Web Push 404/410 or a VAPID key mismatch, ...) is dead as of the answer's
+ * time (APNs 410 "timestamp", never later than the answer, else when the push was sent) and
+ * in the scope the answer is about (the APNs topic, or its environment for BadDeviceToken;
+ * the FCM project; the Web Push URL): the bindings of the AOR that hold it lose it — a binding
  * registered after that time keeps it, one with another live token (Linphone's voip and
  * remote tokens) stays for what that token serves, one with no live token left is removed —
  * and it is not pushed again until the phone registers it again (Apple: stop "unless your
