@@ -11,6 +11,8 @@
 
 #include <openssl/evp.h>
 
+#include "push_apns.h"
+#include "push_webpush.h"
 #include "sip_msg.h"
 #include "util.h"
 
@@ -199,6 +201,24 @@ static int parse_apns(struct pn_info *out)
     return PN_PUSH;
 }
 
+/* RFC 8599 §5.6.1.1: a binding sipwake could never push is refused, not told +sip.pns. What
+ * apns_send would refuse in each token and in the topic push_content_apns makes of the
+ * bundle for each service (".voip" for PushKit) is checked by apns_send's own rules. */
+static enum pn_kind sendable_apns(struct pn_info *out)
+{
+    char why[100];
+    for (int i = 0; i < out->n_tokens; i++) {
+        char *topic = xasprintf("%s%s", out->bundle,
+                                strcmp(out->tokens[i].service, "voip") == 0 ? ".voip" : "");
+        int bad = apns_token_check(out->tokens[i].token, why, sizeof why) < 0 ||
+                  apns_topic_check(topic, why, sizeof why) < 0;
+        free(topic);
+        if (bad)
+            return (enum pn_kind)invalid(out, why);
+    }
+    return PN_PUSH;
+}
+
 /* Legacy Flexisip / Linphone params: pn-type, pn-tok, app-id. */
 static enum pn_kind parse_legacy(const struct pn_params *pp, struct pn_info *out)
 {
@@ -226,8 +246,10 @@ static enum pn_kind parse_legacy(const struct pn_params *pp, struct pn_info *out
         out->provider = xstrdup("fcm");
     } else {
         out->provider = xstrdup("");
-        char why[96];
-        snprintf(why, sizeof why, "unknown legacy pn-type '%.40s'", type);
+        /* error goes into a Warning: the phone's text as a token, nothing that ends it */
+        char why[96], shown[41];
+        util_token_text(type, 40, shown, sizeof shown);
+        snprintf(why, sizeof why, "unknown legacy pn-type '%s'", shown);
         rc = (enum pn_kind)invalid(out, why);
     }
     if (rc == PN_PUSH) {
@@ -308,12 +330,13 @@ static enum pn_kind classify(struct pn_info *out)
     if (!*out->provider)
         return (enum pn_kind)invalid(out, "pn-prid without a pn-provider value");
     out->kind = PN_PUSH;
-    if (pn_is_apns(out->provider))
-        return out->kind = (enum pn_kind)parse_apns(out);
-    if (util_caseeq(out->provider, "webpush")) {
-        if (strncmp(out->prid, "https://", 8) != 0 && strncmp(out->prid, "http://", 7) != 0)
-            return (enum pn_kind)invalid(out, "webpush pn-prid must be the subscription URL");
+    if (pn_is_apns(out->provider)) {
+        out->kind = (enum pn_kind)parse_apns(out);
+        return out->kind == PN_PUSH ? sendable_apns(out) : out->kind;
     }
+    char why[100];
+    if (util_caseeq(out->provider, "webpush") && webpush_url_check(out->prid, why, sizeof why) < 0)
+        return (enum pn_kind)invalid(out, why);
     return PN_PUSH;
 }
 

@@ -12,7 +12,12 @@
  * Classification (RFC 8599 §5.6.1): PN_NONE (no push params), PN_QUERY (pn-provider without
  * pn-prid; an empty provider asks for every supported one), PN_PUSH (provider and prid), and
  * PN_INVALID (push params that cannot be used: unknown legacy type, APNs without a topic,
- * token and service counts that disagree, a push param given twice).
+ * token and service counts that disagree, a push param given twice, or what the sender
+ * would refuse at the first push — an APNs token that is not hex or a topic with a control
+ * character (apns_token_check, apns_topic_check), a Web Push pn-prid that is not an https://
+ * URL with a host, no userinfo and a valid port (webpush_url_check): the senders' own checks,
+ * so a REGISTER is never told +sip.pns for a binding that can never be pushed). error is
+ * safe for a Warning's quoted text: anything from the phone in it is a token.
  */
 #ifndef SIPWAKE_PN_H
 #define SIPWAKE_PN_H
