@@ -38,8 +38,12 @@ sub service_account {
 }
 service_account('sa.json', $PROJECT);
 service_account('sa2.json', 'other-project');
+# a token the app got for another project (sender): FCM answers SENDER_ID_MISMATCH
+open my $sc, '>', "$dir/script.json" or die;
+print $sc '{"dGVzdA:APA91bForeignToken1": {"sender": "111111111111"}}';
+close $sc;
 my (undef, $fport) = Sipwake::start_emulator('fcm', '--cert', "$dir/cert.pem", '--key', "$dir/key.pem",
-    '--service-account', "$dir/sa.json", '--project-number', $NUMBER, '--log', "$dir/fcm.log",
+    '--service-account', "$dir/sa.json", '--project-number', $NUMBER, '--script', "$dir/script.json", '--log', "$dir/fcm.log",
     '--lifetime', '120');
 ok($fport, 'FCM emulator listening, knowing its project number');
 sub slurp { open my $f, '<', $_[0] or return ''; local $/; <$f> // '' }
@@ -94,6 +98,10 @@ like(slurp("$dir/fcm.log"), qr{"path": "/v1/projects/$NUMBER/messages:send", "bo
 is(message_to($sw, 'caps'), 'delivered||200', 'the push to the project-ID binding is delivered');
 like(slurp("$dir/fcm.log"), qr{"path": "/v1/projects/$PROJECT/messages:send", "body": "[^\n]*APA91bCapsToken1},
      'to projects/<project ID>');
+@r = register($sw, 'foreign', "pn-provider=fcm;pn-param=$NUMBER;pn-prid=dGVzdA:APA91bForeignToken1");
+is($r[0], 200, 'a token of another sender, registered with our number: 200 (sipwake cannot tell)');
+is(message_to($sw, 'foreign'), 'dead_token|SENDER_ID_MISMATCH|403',
+   'FCM (the emulator as strict) refuses a token of another project: SENDER_ID_MISMATCH');
 ok($sw->stop, 'clean shutdown');
 
 # ---- nothing declared, one FCM account: a number is taken as its project's
