@@ -202,21 +202,26 @@ static int parse_apns(struct pn_info *out)
 }
 
 /* RFC 8599 §5.6.1.1: a binding sipwake could never push is refused, not told +sip.pns. What
- * apns_send would refuse in each token and in the topic push_content_apns makes of the
- * bundle for each service (".voip" for PushKit) is checked by apns_send's own rules. */
-static enum pn_kind sendable_apns(struct pn_info *out)
+ * the sender would refuse is checked by its own rules: apns_send's in each token and in the
+ * topic push_content_apns makes of the bundle for each service (".voip" for PushKit),
+ * webpush_send's in the subscription URL. out is PN_PUSH. */
+static enum pn_kind sendable(struct pn_info *out)
 {
     char why[100];
-    for (int i = 0; i < out->n_tokens; i++) {
+    int bad = 0;
+    for (int i = 0; pn_is_apns(out->provider) && !bad && i < out->n_tokens; i++) {
         char *topic = xasprintf("%s%s", out->bundle,
                                 strcmp(out->tokens[i].service, "voip") == 0 ? ".voip" : "");
-        int bad = apns_token_check(out->tokens[i].token, why, sizeof why) < 0 ||
-                  apns_topic_check(topic, why, sizeof why) < 0;
+        bad = apns_token_check(out->tokens[i].token, why, sizeof why) < 0 ||
+              apns_topic_check(topic, why, sizeof why) < 0;
         free(topic);
-        if (bad)
-            return (enum pn_kind)invalid(out, why);
     }
-    return PN_PUSH;
+    if (util_caseeq(out->provider, "webpush"))
+        bad = webpush_url_check(out->prid, why, sizeof why) < 0;
+    if (!bad)
+        return PN_PUSH;
+    out->unsendable = 1;
+    return (enum pn_kind)invalid(out, why);
 }
 
 /* Legacy Flexisip / Linphone params: pn-type, pn-tok, app-id. */
@@ -304,7 +309,7 @@ enum pn_kind pn_parse(const char *uri, struct pn_info *out)
         get_param(&pp, PN_P_PARAM, &out->param);
         get_param(&pp, PN_P_PRID, &out->prid);
     }
-    return classify(out);
+    return classify(out) == PN_PUSH ? sendable(out) : out->kind;
 }
 
 enum pn_kind pn_from_strings(const char *provider, const char *param, const char *prid,
@@ -330,13 +335,12 @@ static enum pn_kind classify(struct pn_info *out)
     if (!*out->provider)
         return (enum pn_kind)invalid(out, "pn-prid without a pn-provider value");
     out->kind = PN_PUSH;
-    if (pn_is_apns(out->provider)) {
-        out->kind = (enum pn_kind)parse_apns(out);
-        return out->kind == PN_PUSH ? sendable_apns(out) : out->kind;
+    if (pn_is_apns(out->provider))
+        return out->kind = (enum pn_kind)parse_apns(out);
+    if (util_caseeq(out->provider, "webpush")) {
+        if (strncmp(out->prid, "https://", 8) != 0 && strncmp(out->prid, "http://", 7) != 0)
+            return (enum pn_kind)invalid(out, "webpush pn-prid must be the subscription URL");
     }
-    char why[100];
-    if (util_caseeq(out->provider, "webpush") && webpush_url_check(out->prid, why, sizeof why) < 0)
-        return (enum pn_kind)invalid(out, why);
     return PN_PUSH;
 }
 

@@ -647,6 +647,9 @@ static int classify(struct registrar *reg, const osip_message_t *req, struct reg
             osip_free(s);
         }
         enum pn_kind kind = pn_parse(rc->uri, &rc->pn);
+        if (kind == PN_INVALID && rc->pn.unsendable && upstream_pushes(req, rc->pn.provider))
+            /* RFC 8599 §5.6.1: a proxy nearer the phone pushes, by its own rules, not ours */
+            kind = rc->pn.kind = PN_PUSH;
         if (rc->pn.legacy && kind == PN_PUSH) {
             free(rc->uri);
             rc->uri = convert_legacy(rc->c->url, &rc->pn);

@@ -6,7 +6,8 @@
 # - a REGISTER whose push params the sender would refuse later is refused now, with the same
 #   reason the sender gives, so the phone is never told +sip.pns for pushes that cannot be
 #   sent: a Web Push pn-prid that is http://, has userinfo or a bad port; an APNs token that
-#   is not hex; an APNs pn-param whose topic has a character a header cannot carry.
+#   is not hex; an APNs pn-param whose topic has a character a header cannot carry; unless a
+#   proxy nearer the phone says it pushes (RFC 8599 §5.6.1).
 use strict;
 use warnings;
 use FindBin;
@@ -80,6 +81,18 @@ for my $u (sort keys %good) {
     is($r && $r->{code}, 200, "$u: 200");
     ok(grep({ /\+sip\.pns/ } Sipwake::UA::header($r, 'feature-caps')), "$u: +sip.pns");
 }
+
+# a proxy nearer the phone that pushes (Feature-Caps +sip.pns in the REGISTER, RFC 8599
+# §5.6.1) pushes by its own rules: sipwake keeps the binding, as before, and a re-REGISTER
+# updates it rather than adding a second one
+my $up = $sw->ua(user => 'upstream', transport => 'tcp');
+for my $round (1, 2) {
+    my $r = $up->register(contact => "sip:upstream\@127.0.0.1:" . $up->local_port . ";transport=tcp;"
+        . "pn-provider=webpush;pn-prid=http%3A%2F%2Fpush.example.com%2Fpush%2Fup", expires => 3600,
+        extra => "Feature-Caps: *;+sip.pns=\"webpush\"\r\n");
+    is($r && $r->{code}, 200, "an http:// subscription another proxy pushes: 200 (REGISTER $round)");
+}
+is($sw->sql("SELECT count(*) FROM location WHERE username = 'upstream'"), 1, 'one binding, updated');
 
 $sw->stop;
 done_testing();
