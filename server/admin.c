@@ -416,7 +416,10 @@ static json_t *tenants_json(const struct tenants *t)
                 if (k == TENANT_APNS_KEY || k == TENANT_APNS_CERT)
                     json_object_set_new(o, "environment", json_string(tenant_env_name(c->env)));
                 if (c->team_id)
-                    json_object_set_new(o, k == TENANT_APNS_CERT ? "uid" : "team_id",
+                    json_object_set_new(o,
+                                        k == TENANT_APNS_CERT ? "uid"
+                                        : k == TENANT_FCM     ? "project_number"
+                                                              : "team_id",
                                         json_string(c->team_id));
                 if (c->label)
                     json_object_set_new(o,
@@ -769,6 +772,8 @@ static void api_cred_put(struct admin *a, struct admin_req *r, const char *tenan
     snprintf(d->set, sizeof d->set, "%s", set);
     snprintf(d->kind, sizeof d->kind, "%s", kind);
     const char *key_id = jstr(b, "key_id"), *team_id = jstr(b, "team_id");
+    if (strcmp(kind, "fcm") == 0) /* its project's number, kept in the team_id column */
+        team_id = jstr(b, "project_number");
     const char *env = jstr(b, "environment");
     char err[512];
     struct buf data = {0};

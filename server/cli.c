@@ -37,7 +37,7 @@ const char cli_usage[] =
     "       sipwake [--config FILE] tenant apns-key NAME[/SET] KEY_ID TEAM_ID KEY.p8 [ENV]\n"
     "       sipwake [--config FILE] tenant apns-cert NAME[/SET] CERT.pem|CERT.p12 [PASSWORD_FILE] "
     "[ENV]\n"
-    "       sipwake [--config FILE] tenant fcm NAME[/SET] SERVICE_ACCOUNT.json\n"
+    "       sipwake [--config FILE] tenant fcm NAME[/SET] SERVICE_ACCOUNT.json [PROJECT_NUMBER]\n"
     "       sipwake [--config FILE] tenant vapid NAME[/SET] [KEY.pem]   (no file: a new key pair)\n"
     "       sipwake [--config FILE] tenant cred-del NAME[/SET] "
     "[apns_key|apns_certificate|fcm|vapid]\n"
@@ -196,6 +196,8 @@ static void list_tenants(const struct tenants *t)
                            c->label);
                 if (k == TENANT_APNS_CERT && c->team_id && *c->team_id)
                     printf(" uid=%s", c->team_id);
+                if (k == TENANT_FCM && c->team_id && *c->team_id)
+                    printf(" project_number=%s", c->team_id);
                 if ((k == TENANT_APNS_KEY || k == TENANT_APNS_CERT) && c->env != TENANT_ENV_BOTH)
                     printf(" environment=%s", tenant_env_name(c->env));
                 if (c->not_after) {
@@ -369,8 +371,11 @@ static int tenant_run(struct store *s, int argc, char **argv)
     if (strcmp(cmd, "apns-cert") == 0 && (argc == 3 || argc == 4))
         return put_credential(s, "apns_certificate", argv[1], argv[2], NULL, NULL,
                               argc == 4 ? argv[3] : NULL, env);
-    if (strcmp(cmd, "fcm") == 0 && argc == 3)
-        return put_credential(s, "fcm", argv[1], argv[2], NULL, NULL, NULL, NULL);
+    /* an FCM service account may end with its project's number (the sender ID Linphone
+     * Android puts in pn-param) */
+    if (strcmp(cmd, "fcm") == 0 && (argc == 3 || argc == 4))
+        return put_credential(s, "fcm", argv[1], argv[2], NULL, argc == 4 ? argv[3] : NULL, NULL,
+                              NULL);
     if (strcmp(cmd, "vapid") == 0 && argc == 3)
         return put_credential(s, "vapid", argv[1], argv[2], NULL, NULL, NULL, NULL);
     if (strcmp(cmd, "vapid") == 0 && argc == 2)

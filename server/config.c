@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "push_fcm.h"
 #include "util.h"
 
 enum key_type {
@@ -155,6 +156,11 @@ static const struct key_row key_rows[] = {
      "certificate is for one. A REGISTER for an environment no credential serves gets 555."},
     {"push", "fcm_service_account", KEY_STRING, OFF(fcm_service_account), 0, 0, "", NULL,
      "FCM HTTP v1: the Google service-account JSON file (needs its private_key)."},
+    {"push", "fcm_project_number", KEY_STRING, OFF(fcm_project_number), 0, 0, "", NULL,
+     "The project number (the Firebase \"sender ID\") of fcm_service_account's project. "
+     "Linphone Android puts it in pn-param instead of the project ID; a pn-param that is "
+     "either selects this account. Empty: a numeric pn-param is taken as this project's only "
+     "while this is sipwake's one FCM credential and none declares a number."},
     {"push", "apns_host", KEY_STRING, OFF(apns_host), 0, 0, "api.push.apple.com", NULL,
      "APNs production endpoint (pn-provider apns)."},
     {"push", "apns_port", KEY_INT, OFF(apns_port), 1, 65535, "443", NULL, "Its port."},
@@ -802,6 +808,12 @@ static int validate(struct config *cfg, const struct key_lines *kl, size_t nkl, 
     if (*cfg->apns_key_file && *cfg->apns_certificate)
         return fail(err, errlen, src, LINE("push", "apns_certificate"), "push", "apns_certificate",
                     "one of apns_key_file or apns_certificate, not both");
+    if (*cfg->fcm_project_number && !fcm_project_number_ok(cfg->fcm_project_number))
+        return fail(err, errlen, src, LINE("push", "fcm_project_number"), "push",
+                    "fcm_project_number", "a project number is 1..20 digits (the sender ID)");
+    if (*cfg->fcm_project_number && !*cfg->fcm_service_account)
+        return fail(err, errlen, src, LINE("push", "fcm_project_number"), "push",
+                    "fcm_project_number", "is the number of fcm_service_account's project");
     if (!*cfg->policy_file)
         return fail(err, errlen, src, LINE("policy", "file"), "policy", "file",
                     "a policy file is required");

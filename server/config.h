@@ -103,6 +103,7 @@ struct config {
     char *apns_key_file, *apns_key_id, *apns_team_id, *apns_certificate, *apns_certificate_password;
     long apns_environment; /* enum tenant_env */
     char *fcm_service_account;
+    char *fcm_project_number; /* its project's number (the sender ID), or "" */
 
     /* [upstream] */
     char *upstream_address; /* "" in registrar mode */

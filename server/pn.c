@@ -11,6 +11,8 @@
 
 #include <openssl/evp.h>
 
+#include "push_apns.h"
+#include "push_webpush.h"
 #include "sip_msg.h"
 #include "util.h"
 
@@ -199,6 +201,29 @@ static int parse_apns(struct pn_info *out)
     return PN_PUSH;
 }
 
+/* RFC 8599 §5.6.1.1: a binding sipwake could never push is refused, not told +sip.pns. What
+ * the sender would refuse is checked by its own rules: apns_send's in each token and in the
+ * topic push_content_apns makes of the bundle for each service (".voip" for PushKit),
+ * webpush_send's in the subscription URL. out is PN_PUSH. */
+static enum pn_kind sendable(struct pn_info *out)
+{
+    char why[100];
+    int bad = 0;
+    for (int i = 0; pn_is_apns(out->provider) && !bad && i < out->n_tokens; i++) {
+        char *topic = xasprintf("%s%s", out->bundle,
+                                strcmp(out->tokens[i].service, "voip") == 0 ? ".voip" : "");
+        bad = apns_token_check(out->tokens[i].token, why, sizeof why) < 0 ||
+              apns_topic_check(topic, why, sizeof why) < 0;
+        free(topic);
+    }
+    if (util_caseeq(out->provider, "webpush"))
+        bad = webpush_url_check(out->prid, why, sizeof why) < 0;
+    if (!bad)
+        return PN_PUSH;
+    out->unsendable = 1;
+    return (enum pn_kind)invalid(out, why);
+}
+
 /* Legacy Flexisip / Linphone params: pn-type, pn-tok, app-id. */
 static enum pn_kind parse_legacy(const struct pn_params *pp, struct pn_info *out)
 {
@@ -226,8 +251,10 @@ static enum pn_kind parse_legacy(const struct pn_params *pp, struct pn_info *out
         out->provider = xstrdup("fcm");
     } else {
         out->provider = xstrdup("");
-        char why[96];
-        snprintf(why, sizeof why, "unknown legacy pn-type '%.40s'", type);
+        /* error goes into a Warning: the phone's text as a token, nothing that ends it */
+        char why[96], shown[41];
+        util_token_text(type, 40, shown, sizeof shown);
+        snprintf(why, sizeof why, "unknown legacy pn-type '%s'", shown);
         rc = (enum pn_kind)invalid(out, why);
     }
     if (rc == PN_PUSH) {
@@ -282,7 +309,7 @@ enum pn_kind pn_parse(const char *uri, struct pn_info *out)
         get_param(&pp, PN_P_PARAM, &out->param);
         get_param(&pp, PN_P_PRID, &out->prid);
     }
-    return classify(out);
+    return classify(out) == PN_PUSH ? sendable(out) : out->kind;
 }
 
 enum pn_kind pn_from_strings(const char *provider, const char *param, const char *prid,

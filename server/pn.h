@@ -12,7 +12,14 @@
  * Classification (RFC 8599 §5.6.1): PN_NONE (no push params), PN_QUERY (pn-provider without
  * pn-prid; an empty provider asks for every supported one), PN_PUSH (provider and prid), and
  * PN_INVALID (push params that cannot be used: unknown legacy type, APNs without a topic,
- * token and service counts that disagree, a push param given twice).
+ * token and service counts that disagree, a push param given twice). pn_parse, which reads
+ * what a phone registers, also makes PN_INVALID (with unsendable set) what the sender would
+ * refuse at the first push — an APNs token that is not hex or a topic with a control
+ * character (apns_token_check, apns_topic_check), a Web Push pn-prid that is not an https://
+ * URL with a host, no userinfo and a valid port (webpush_url_check): the senders' own checks,
+ * so a REGISTER is never told +sip.pns for a binding sipwake can never push; pn_from_strings,
+ * for bindings already stored, classifies their form only. error is safe for a Warning's
+ * quoted text: anything from the phone in it is a token.
  */
 #ifndef SIPWAKE_PN_H
 #define SIPWAKE_PN_H
@@ -43,6 +50,7 @@ struct pn_info {
     struct pn_token tokens[PN_MAX_TOKENS];
     int n_tokens;
     char error[128]; /* why, for PN_INVALID */
+    int unsendable;  /* PN_INVALID only because sipwake's sender would refuse it (pn_parse) */
 };
 
 /* Classify the push params of a URI written as text (a Contact's URI as the phone wrote it,

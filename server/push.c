@@ -45,6 +45,7 @@ struct push_creds {
     char *apns_cert;                   /* a PEM file ([push]) or PEM text (a stored set), or NULL */
     enum tenant_env key_env, cert_env; /* the APNs environments each serves */
     struct fcm_account *fcm;
+    char *fcm_number; /* its project's number (the sender ID), if the operator gave it */
     struct apns_sender *apns, *apns_dev; /* made on first use */
     struct fcm_sender *fcm_sender;
     struct webpush_vapid *vapid; /* a tenant's Web Push key pair, or NULL */
@@ -61,6 +62,10 @@ struct push {
     struct webpush_sender *webpush;
     struct hashtab dead;
     struct hashtab team_logged; /* "set\nteam" pairs whose team mismatch was logged */
+    /* sipwake's one FCM credential, when it has one only and it declares no project number:
+     * a numeric pn-param is taken as its project's (FCM_BY_GUESS); else NULL */
+    struct push_creds *fcm_sole;
+    int fcm_guess_logged;
 };
 
 struct push_job {
@@ -317,6 +322,7 @@ static void creds_unref(struct push_creds *c)
     fcm_sender_free(c->fcm_sender);
     apns_key_free(c->apns_key);
     fcm_account_free(c->fcm);
+    free(c->fcm_number);
     webpush_vapid_free(c->vapid);
     if (c->apns_cert)
         OPENSSL_cleanse(c->apns_cert, strlen(c->apns_cert));
@@ -371,11 +377,15 @@ static struct push_creds *creds_from_set(struct push *p, const struct tenant_set
     else {
         if (crt->present)
             c->apns_cert = xstrdup((const char *)crt->secret);
+        if (f->present && f->team_id && *f->team_id) /* an FCM credential's project number */
+            c->fcm_number = xstrdup(f->team_id);
         return c;
     }
     creds_unref(c);
     return NULL;
 }
+
+static void fcm_sole_update(struct push *p);
 
 void push_set_tenants(struct push *p, const struct tenants *t)
 {
@@ -400,6 +410,7 @@ void push_set_tenants(struct push *p, const struct tenants *t)
         tail = &c->next;
     }
     p->sets = head;
+    fcm_sole_update(p);
     while (old) {
         struct push_creds *next = old->next;
         creds_unref(old);
@@ -421,11 +432,32 @@ static int creds_apns(const struct push_creds *c, int sandbox, struct apns_key *
     return *key || *cert;
 }
 
+/* How an FCM credential serves a pn-param (RFC 8599 §11 says the project ID; Linphone
+ * Android sends the project number, its gcm_defaultSenderId, and the legacy
+ * pn-type=google;app-id= form converts to the same): FCM_BY_ID (the project ID, compared
+ * without case: IDs are lower case), FCM_BY_NUMBER (the number the operator declared for the
+ * credential), FCM_BY_GUESS (a number no credential declares, while c is sipwake's one FCM
+ * credential and declares none: very likely its project's, and the push names that number
+ * in its URL, so FCM refuses it (403) if it is not, rather than the token being taken for
+ * dead on SENDER_ID_MISMATCH), else 0. */
+enum { FCM_BY_ID = 1, FCM_BY_NUMBER, FCM_BY_GUESS };
+
+static int fcm_by(const struct push *p, const struct push_creds *c, const char *param)
+{
+    if (!c->fcm_sender)
+        return 0;
+    if (!param || !*param || util_caseeq(fcm_account_project(c->fcm), param))
+        return FCM_BY_ID;
+    if (c->fcm_number && strcmp(c->fcm_number, param) == 0)
+        return FCM_BY_NUMBER;
+    return c == p->fcm_sole && fcm_project_number_ok(param) ? FCM_BY_GUESS : 0;
+}
+
 /* 1 if c can push to a binding of provider with pn-param param (NULL: any): an APNs
  * credential for its environment (apns production, apns.dev sandbox), a service account of
- * the FCM project the binding names (RFC 8599 §11: pn-param is the project ID), a VAPID key
- * pair. */
-static int creds_serve(const struct push_creds *c, const char *provider, const char *param)
+ * the FCM project the binding names (fcm_by), a VAPID key pair. */
+static int creds_serve(const struct push *p, const struct push_creds *c, const char *provider,
+                       const char *param)
 {
     struct apns_key *k;
     const char *crt;
@@ -433,8 +465,21 @@ static int creds_serve(const struct push_creds *c, const char *provider, const c
         return creds_apns(c, strcmp(provider, "apns.dev") == 0, &k, &crt);
     if (strcmp(provider, "webpush") == 0)
         return c->vapid != NULL;
-    return strcmp(provider, "fcm") == 0 && c->fcm_sender &&
-           (!param || !*param || strcmp(fcm_account_project(c->fcm), param) == 0);
+    return strcmp(provider, "fcm") == 0 && fcm_by(p, c, param) != 0;
+}
+
+/* p->fcm_sole again, after the sets changed. */
+static void fcm_sole_update(struct push *p)
+{
+    struct push_creds *one = NULL;
+    int n = 0, numbered = 0;
+    for (struct push_creds *c = p->config; c; c = c == p->config ? p->sets : c->next)
+        if (c->fcm_sender) {
+            one = c;
+            n++;
+            numbered |= c->fcm_number != NULL;
+        }
+    p->fcm_sole = n == 1 && !numbered ? one : NULL;
 }
 
 /* 1 if c holds any credential for provider, whatever the environment or project. */
@@ -463,7 +508,7 @@ static struct push_creds *creds_default(struct push *p, const char *tenant, cons
 {
     struct push_creds *first = NULL;
     for (struct push_creds *c = p->sets; tenant && c; c = c->next) {
-        if (strcmp(c->tenant, tenant) != 0 || !creds_serve(c, provider, param))
+        if (strcmp(c->tenant, tenant) != 0 || !creds_serve(p, c, provider, param))
             continue;
         if (strcmp(c->name + strlen(tenant) + 1, TENANT_DEFAULT_SET) == 0)
             return c;
@@ -664,16 +709,21 @@ static int send_job(struct push *p, struct push_job *j, const struct pn_info *pn
     }
     if (strcmp(pn->provider, "fcm") == 0) {
         struct fcm_message m;
+        int by;
         if (!c->fcm_sender)
             snprintf(err, errlen, "no FCM credentials in %s", c->name);
-        else if (!creds_serve(c, "fcm", pn->param))
+        else if (!(by = fcm_by(p, c, pn->param)))
             /* RFC 8599 §11: never push to another project (FCM would answer
              * SENDER_ID_MISMATCH, and the binding is not dead) */
             snprintf(err, errlen, "FCM project %s is not the project %s of %s", pn->param,
                      fcm_account_project(c->fcm), c->name);
         else if (push_content_fcm(pn, ev, &m, &j->payload, err, errlen) == 0 &&
-                 (j->token = xstrdup(pn->prid)) && token_scope(pn, 0, j->scope, sizeof j->scope))
+                 (j->token = xstrdup(pn->prid)) && token_scope(pn, 0, j->scope, sizeof j->scope)) {
+            /* the project the phone named, as it named it: the number too is a project's
+             * name in the URL (projects.messages.send) */
+            m.project_number = by == FCM_BY_ID ? NULL : pn->param;
             return fcm_send(c->fcm_sender, &m, fcm_done, j, err, errlen);
+        }
         return -1;
     }
     if (strcmp(pn->provider, "webpush") == 0) {
@@ -988,6 +1038,11 @@ int push_credential_check(const char *kind, const unsigned char *data, size_t le
         }
         break;
     case TENANT_FCM: {
+        /* team_id: the project's number (the sender ID), optional */
+        if (team_id && *team_id && !fcm_project_number_ok(team_id)) {
+            snprintf(err, errlen, "a project number is 1..20 digits (the sender ID)");
+            return -1;
+        }
         struct fcm_account *a = fcm_account_from_json((const char *)data, len, err, errlen);
         if (!a)
             return -1;
@@ -1083,7 +1138,10 @@ struct push *push_new(struct ev_loop *loop, const struct config *cfg, struct loc
             snprintf(err, errlen, "[push] fcm_service_account: %s", why);
             goto fail;
         }
+        if (*cfg->fcm_project_number)
+            c->fcm_number = xstrdup(cfg->fcm_project_number);
     }
+    fcm_sole_update(p);
     if (config_provider_enabled(cfg, "webpush")) {
         p->vapid = webpush_vapid_load(cfg->vapid_key, cfg->vapid_subject, why, sizeof why);
         if (!p->vapid) {
@@ -1103,14 +1161,26 @@ int push_can_serve(void *arg, const struct pn_info *pn, char *why, size_t whylen
     struct push *p = arg;
     if (!pn_is_apns(pn->provider) && strcmp(pn->provider, "fcm") != 0)
         return 1; /* Web Push signs with sipwake's key; other providers are the registrar's */
-    int have = creds_have(p->config, pn->provider);
-    if (creds_serve(p->config, pn->provider, pn->param))
-        return 1;
-    for (struct push_creds *c = p->sets; c; c = c->next) {
-        if (creds_serve(c, pn->provider, pn->param))
+    int have = 0;
+    for (struct push_creds *c = p->config; c; c = c == p->config ? p->sets : c->next) {
+        if (creds_serve(p, c, pn->provider, pn->param)) {
+            if (strcmp(pn->provider, "fcm") == 0 && fcm_by(p, c, pn->param) == FCM_BY_GUESS &&
+                !p->fcm_guess_logged) {
+                p->fcm_guess_logged = 1;
+                log_warn("push: FCM pn-param %s is taken as the project number of %s's project "
+                         "%s, sipwake's one FCM service account: declare it (%s) so that a "
+                         "push never goes to a project by guess",
+                         pn->param, c->name, fcm_account_project(c->fcm),
+                         c == p->config ? "[push] fcm_project_number"
+                                        : "the credential's project_number");
+            }
             return 1;
+        }
         have = have || creds_have(c, pn->provider);
     }
+    /* why goes into a Warning header: what the phone sent only as a token */
+    char project[41];
+    util_token_text(pn->param, 40, project, sizeof project);
     if (!have)
         snprintf(why, whylen, "No %s credential is configured",
                  pn_is_apns(pn->provider) ? "APNs" : "FCM");
@@ -1118,16 +1188,10 @@ int push_can_serve(void *arg, const struct pn_info *pn, char *why, size_t whylen
         snprintf(why, whylen, "No APNs credential for the %s",
                  strcmp(pn->provider, "apns.dev") == 0 ? "sandbox (apns.dev)"
                                                        : "production environment (apns)");
-    else {
-        /* why goes into a Warning header: the project as a token, nothing the phone sent
-         * that could end the quoted text or the header */
-        char project[61];
-        snprintf(project, sizeof project, "%s", pn->param ? pn->param : "");
-        for (char *q = project; *q; q++)
-            if (!strchr("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_:", *q))
-                *q = '?';
+    else if (fcm_project_number_ok(pn->param))
+        snprintf(why, whylen, "No FCM service account for project number %s", project);
+    else
         snprintf(why, whylen, "No FCM service account for project %s", project);
-    }
     return 0;
 }
 

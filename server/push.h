@@ -86,9 +86,10 @@ void push_set_tenants(struct push *p, const struct tenants *t);
 
 /* Check a credential before it is stored, the way it will be used: an APNs key that signs,
  * a certificate with its key (PKCS#12 is converted to PEM, password may be NULL), a service
- * account with its private key. On success *secret (of *secret_len bytes) is what to store
- * (allocated), and label, team_id (certificate: its UID), not_after are filled where known. 0 or -1
- * with err. */
+ * account with its private key (team_id, if given: its project's number, 1..20 digits, stored
+ * in the team_id column as an FCM credential's project_number). On success *secret (of *secret_len
+ * bytes) is what to store (allocated), and label, team_id (certificate: its UID), not_after are
+ * filled where known. 0 or -1 with err. */
 int push_credential_check(const char *kind, const unsigned char *data, size_t len,
                           const char *key_id, const char *team_id, const char *password,
                           unsigned char **secret, size_t *secret_len, char *label, size_t label_len,
@@ -109,7 +110,10 @@ const char *push_vapid_for_domain(void *arg, const char *domain);
 /* Can a push ever be sent to a binding with these push params (PN_PUSH; arg: the push)? 1
  * if some credential set — the [push] one or any tenant's, since the credentials hook may
  * name any — serves it: an APNs key or certificate for its environment (pn-provider apns:
- * production, apns.dev: sandbox), a service account of the FCM project pn-param names. 0,
+ * production, apns.dev: sandbox), a service account of the FCM project pn-param names by its
+ * ID or by the project number declared with the account ([push] fcm_project_number, a
+ * credential's project_number), or any number while that account is sipwake's only FCM
+ * credential and declares none (logged once: declare it). 0,
  * with why (for a Warning header), when none serves the binding — also when sipwake holds no
  * credential for the provider at all (no APNs key or certificate, no FCM service account, in
  * [push] or any set: "No APNs credential is configured"), as with make run's defaults: the

@@ -255,6 +255,30 @@ static int submit(struct apns_job *j)
                           response_cb, j);
 }
 
+int apns_token_check(const char *token, char *err, size_t errlen)
+{
+    if (!token || !*token || strlen(token) > 512 ||
+        strspn(token, "0123456789abcdefABCDEF") != strlen(token)) {
+        snprintf(err, errlen, "device token is not hex");
+        return -1;
+    }
+    return 0;
+}
+
+int apns_topic_check(const char *topic, char *err, size_t errlen)
+{
+    for (const char *t = topic; t && *t; t++)
+        if ((unsigned char)*t < 0x20 || *t == 0x7f) {
+            snprintf(err, errlen, "no usable topic (a control character in the bundle id)");
+            return -1;
+        }
+    if (!topic || !*topic) {
+        snprintf(err, errlen, "no topic");
+        return -1;
+    }
+    return 0;
+}
+
 int apns_send(struct apns_sender *s, const struct apns_notification *n, apns_cb cb, void *arg,
               char *err, size_t errlen)
 {
@@ -264,15 +288,9 @@ int apns_send(struct apns_sender *s, const struct apns_notification *n, apns_cb 
         snprintf(err, errlen, "payload of %zu bytes (APNs takes 1..%zu)", len, max);
         return -1;
     }
-    if (!n->device_token || !*n->device_token || strlen(n->device_token) > 512 ||
-        strspn(n->device_token, "0123456789abcdefABCDEF") != strlen(n->device_token)) {
-        snprintf(err, errlen, "device token is not hex");
+    if (apns_token_check(n->device_token, err, errlen) < 0 ||
+        apns_topic_check(n->topic, err, errlen) < 0)
         return -1;
-    }
-    if (!n->topic || !*n->topic || strpbrk(n->topic, "\r\n")) {
-        snprintf(err, errlen, "no topic");
-        return -1;
-    }
     struct apns_job *j = xcalloc(1, sizeof *j);
     j->s = s;
     j->n = *n;

@@ -97,4 +97,11 @@ int apns_send(struct apns_sender *s, const struct apns_notification *n, apns_cb 
 
 const char *apns_outcome_name(enum apns_outcome o);
 
+/* What apns_send refuses, checked on their own so that the registrar refuses a binding it
+ * could never push (RFC 8599 §5.6.1.1) by the same rule: a device token is 1..512 hex
+ * digits; a topic (bundle id, ".voip" for PushKit) is non-empty with no control character
+ * (it is the apns-topic header). 0, or -1 with err. */
+int apns_token_check(const char *token, char *err, size_t errlen);
+int apns_topic_check(const char *topic, char *err, size_t errlen);
+
 #endif

@@ -38,6 +38,7 @@ struct fcm_job {
     struct fcm_job *next;
     struct fcm_sender *s;
     char *body;
+    char *path; /* the send path naming m->project_number, or NULL: the sender's */
     int retried;
     fcm_cb cb;
     void *arg;
@@ -137,6 +138,12 @@ void fcm_account_free(struct fcm_account *a)
     free(a);
 }
 
+int fcm_project_number_ok(const char *s)
+{
+    size_t n = s ? strlen(s) : 0;
+    return n > 0 && n <= 20 && strspn(s, "0123456789") == n;
+}
+
 const char *fcm_account_project(const struct fcm_account *a)
 {
     return a->project_id;
@@ -179,6 +186,7 @@ static void job_done(struct fcm_job *j, const struct fcm_result *r)
 {
     j->cb(j->arg, r);
     free(j->body);
+    free(j->path);
     free(j);
 }
 
@@ -306,8 +314,8 @@ static void send_job(struct fcm_job *j)
     char auth[2048];
     snprintf(auth, sizeof auth, "Bearer %s", s->acct->access_token);
     struct h2_header h[] = {{"authorization", auth}, {"content-type", "application/json"}};
-    if (h2_pool_submit(s->fcm, "POST", s->send_path, h, 2, j->body, strlen(j->body), send_cb, j) <
-        0)
+    if (h2_pool_submit(s->fcm, "POST", j->path ? j->path : s->send_path, h, 2, j->body,
+                       strlen(j->body), send_cb, j) < 0)
         job_fail(j, FCM_RETRY_LATER, "queue full");
 }
 
@@ -400,6 +408,10 @@ int fcm_send(struct fcm_sender *s, const struct fcm_message *m, fcm_cb cb, void 
         snprintf(err, errlen, "no registration token");
         return -1;
     }
+    if (m->project_number && !fcm_project_number_ok(m->project_number)) {
+        snprintf(err, errlen, "a project number is 1..20 digits");
+        return -1;
+    }
     json_t *data = NULL;
     if (m->data_json) {
         data = json_loads(m->data_json, 0, NULL);
@@ -438,6 +450,8 @@ int fcm_send(struct fcm_sender *s, const struct fcm_message *m, fcm_cb cb, void 
     struct fcm_job *j = xcalloc(1, sizeof *j);
     j->s = s;
     j->body = json_dumps(root, JSON_COMPACT);
+    if (m->project_number)
+        j->path = xasprintf("/v1/projects/%s/messages:send", m->project_number);
     json_decref(root);
     j->cb = cb;
     j->arg = arg;

@@ -36,6 +36,9 @@ struct fcm_account *fcm_account_from_json(const char *json, size_t len, char *er
 struct fcm_account *fcm_account_load(const char *path, char *err, size_t errlen);
 void fcm_account_free(struct fcm_account *a);
 const char *fcm_account_project(const struct fcm_account *a);
+/* 1 if s can be a Firebase project number (the "sender ID" Android apps such as Linphone
+ * put in pn-param): 1..20 decimal digits. */
+int fcm_project_number_ok(const char *s);
 
 /* The signed assertion for the token request at now (new string; caller frees). */
 char *fcm_account_assertion(const struct fcm_account *a, time_t now);
@@ -46,6 +49,11 @@ struct fcm_message {
     int high;                 /* android.priority high, else normal */
     long ttl;                 /* seconds; -1: none sent */
     const char *collapse_key; /* or NULL */
+    /* The project number to name in the URL, or NULL for the account's project_id. FCM v1
+     * takes either ("projects/{project_id}", or "projects/{project_number}": the
+     * projects.messages.send reference): the number the phone gave lets FCM itself refuse
+     * (403) a push to a project that is not the account's, instead of sipwake guessing. */
+    const char *project_number;
 };
 
 enum fcm_outcome {

@@ -308,6 +308,22 @@ static int split(const char *url, char *origin, size_t olen, char **host, int *p
     return 0;
 }
 
+int webpush_url_check(const char *url, char *err, size_t errlen)
+{
+    char origin[300];
+    char *host;
+    int port;
+    const char *path;
+    if (!url || split(url, origin, sizeof origin, &host, &port, &path) < 0) {
+        snprintf(err, errlen,
+                 "not an https:// subscription URL (with a host, no user, a port "
+                 "in 1..65535)");
+        return -1;
+    }
+    free(host);
+    return 0;
+}
+
 static struct h2_pool *pool_for(struct webpush_sender *s, const char *origin, const char *host,
                                 int port, char *err, size_t errlen)
 {

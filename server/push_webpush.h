@@ -81,4 +81,9 @@ int webpush_send(struct webpush_sender *s, const char *url, long ttl, enum webpu
 
 const char *webpush_outcome_name(enum webpush_outcome o);
 
+/* What webpush_send refuses in a subscription URL, checked on its own so that the registrar
+ * refuses a binding it could never push (RFC 8599 §5.6.1.1) by the same rule: an https://
+ * URL with a host, no userinfo, a port (if any) in 1..65535. 0, or -1 with err. */
+int webpush_url_check(const char *url, char *err, size_t errlen);
+
 #endif

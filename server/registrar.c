@@ -575,6 +575,23 @@ static int query_servable(const struct registrar *reg, const char *provider, cha
     return !reg->can_push || reg->can_push(reg->can_push_arg, &q, why, whylen);
 }
 
+/* *out = 555 (RFC 8599 §5.6.1.1) with why (NULL: none) as its Warning text. Every part of why
+ * that came from the request was made a token (util_token_text) by whoever wrote it; this
+ * checks the whole text again, so nothing can end the quoted text or the header. */
+static void reply_555(struct reg_reply *out, const char *why)
+{
+    *out = (struct reg_reply){555, "Push Notification Service Not Supported", ""};
+    metrics_inc(METRICS_REG_555);
+    if (!why || !*why)
+        return;
+    char text[200];
+    snprintf(text, sizeof text, "%s", why);
+    for (char *t = text; *t; t++)
+        if ((unsigned char)*t < 0x20 || (unsigned char)*t >= 0x7f || *t == '"' || *t == '\\')
+            *t = '?';
+    snprintf(out->extra, sizeof out->extra, "Warning: 399 sipwake \"%s\"\n", text);
+}
+
 /* Parse and classify every Contact. 0, or -1 with *out filled with the rejection. */
 static int classify(struct registrar *reg, const osip_message_t *req, struct reg_contact *cs,
                     size_t n, const struct sip_msg_slice *raw_uris, long header_expires,
@@ -630,6 +647,9 @@ static int classify(struct registrar *reg, const osip_message_t *req, struct reg
             osip_free(s);
         }
         enum pn_kind kind = pn_parse(rc->uri, &rc->pn);
+        if (kind == PN_INVALID && rc->pn.unsendable && upstream_pushes(req, rc->pn.provider))
+            /* RFC 8599 §5.6.1: a proxy nearer the phone pushes, by its own rules, not ours */
+            kind = rc->pn.kind = PN_PUSH;
         if (rc->pn.legacy && kind == PN_PUSH) {
             free(rc->uri);
             rc->uri = convert_legacy(rc->c->url, &rc->pn);
@@ -637,18 +657,15 @@ static int classify(struct registrar *reg, const osip_message_t *req, struct reg
         if (rc->expires == 0 || kind == PN_NONE)
             continue; /* removals are matched, not classified (RFC 8599 §4.1.2) */
         if (kind == PN_INVALID) {
-            *out = (struct reg_reply){555, "Push Notification Service Not Supported", ""};
-            snprintf(out->extra, sizeof out->extra, "Warning: 399 sipwake \"%s\"\n", rc->pn.error);
-            metrics_inc(METRICS_REG_555);
+            reply_555(out, rc->pn.error);
             return -1;
         }
         if (*rc->pn.provider && !config_provider_enabled(cfg, rc->pn.provider)) {
             /* RFC 8599 §5.6.1.1/§5.6.1.2: we are the last hop, nobody else will push. */
-            *out = (struct reg_reply){555, "Push Notification Service Not Supported", ""};
-            snprintf(out->extra, sizeof out->extra,
-                     "Warning: 399 sipwake \"Push service '%.40s' is not enabled\"\n",
-                     rc->pn.provider);
-            metrics_inc(METRICS_REG_555);
+            char shown[41], text[100];
+            util_token_text(rc->pn.provider, 40, shown, sizeof shown);
+            snprintf(text, sizeof text, "Push service '%s' is not enabled", shown);
+            reply_555(out, text);
             return -1;
         }
         char why[100];
@@ -656,15 +673,12 @@ static int classify(struct registrar *reg, const osip_message_t *req, struct reg
         for (size_t p = 0; kind == PN_QUERY && p < cfg->push_providers.n; p++)
             servable += query_servable(reg, cfg->push_providers.items[p], why, sizeof why);
         if (kind == PN_QUERY && !*rc->pn.provider && servable == 0) {
-            *out = (struct reg_reply){555, "Push Notification Service Not Supported", ""};
-            metrics_inc(METRICS_REG_555);
+            reply_555(out, NULL);
             return -1;
         }
         if (kind == PN_QUERY && *rc->pn.provider &&
             !query_servable(reg, rc->pn.provider, why, sizeof why)) {
-            *out = (struct reg_reply){555, "Push Notification Service Not Supported", ""};
-            snprintf(out->extra, sizeof out->extra, "Warning: 399 sipwake \"%s\"\n", why);
-            metrics_inc(METRICS_REG_555);
+            reply_555(out, why);
             return -1;
         }
         if (kind == PN_PUSH && !upstream_pushes(req, rc->pn.provider) && reg->can_push &&
@@ -672,9 +686,7 @@ static int classify(struct registrar *reg, const osip_message_t *req, struct reg
             /* RFC 8599 §5.6.1.1: no credential can push this binding (an APNs environment, an
              * FCM project, or a provider sipwake has nothing for), so it must not be told
              * +sip.pns */
-            *out = (struct reg_reply){555, "Push Notification Service Not Supported", ""};
-            snprintf(out->extra, sizeof out->extra, "Warning: 399 sipwake \"%s\"\n", why);
-            metrics_inc(METRICS_REG_555);
+            reply_555(out, why);
             return -1;
         }
         if (kind == PN_PUSH && !upstream_pushes(req, rc->pn.provider)) {

@@ -157,6 +157,19 @@ int util_caseeq(const char *a, const char *b)
     return util_strncaseeq(a, strlen(a), b, strlen(b));
 }
 
+void util_token_text(const char *in, size_t max, char *out, size_t outlen)
+{
+    /* token = 1*(alphanum / "-" / "." / "!" / "%" / "*" / "_" / "+" / "`" / "'" / "~") */
+    static const char marks[] = "-.!%*_+`'~";
+    size_t n = 0;
+    for (; in && n < max && in[n] && n + 1 < outlen; n++) {
+        unsigned char c = (unsigned char)in[n];
+        out[n] = (char)(isalnum(c) || (c && strchr(marks, c)) ? c : '?');
+    }
+    if (outlen)
+        out[n] = '\0';
+}
+
 int util_parse_long(const char *s, long min, long max, long *out)
 {
     if (!s || !*s)

@@ -46,6 +46,12 @@ void buf_free_secret(struct buf *b);
 int util_strncaseeq(const char *a, size_t alen, const char *b, size_t blen);
 int util_caseeq(const char *a, const char *b);
 
+/* At most max bytes of in (NULL: ""), copied to out with every byte that is not an RFC 3261
+ * §25.1 token character replaced by '?': the form any text from a request takes before it
+ * goes into a header sipwake writes (a Warning's quoted text: a CR LF, '"' or '\' from the
+ * phone would end the text or the header). out is always terminated. */
+void util_token_text(const char *in, size_t max, char *out, size_t outlen);
+
 /* Parse a decimal integer in [min, max]; 0 on success, -1 if not a number or out of range. */
 int util_parse_long(const char *s, long min, long max, long *out);
 

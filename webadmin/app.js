@@ -232,6 +232,9 @@ function credentialForm(tenant, onDone) {
     h('option', { value: 'vapid' }, 'Web Push VAPID key pair'));
   const keyId = h('label', {}, 'Key ID', h('input', { name: 'key_id', maxlength: 64 }));
   const teamId = h('label', {}, 'Team ID', h('input', { name: 'team_id', maxlength: 64 }));
+  /* the FCM project's number (the sender ID Linphone Android puts in pn-param), optional */
+  const projectNumber = h('label', { hidden: true }, 'Project number (sender ID)',
+    h('input', { name: 'project_number', maxlength: 20, inputmode: 'numeric', pattern: '[0-9]{1,20}' }));
   const password = h('label', { hidden: true }, '.p12 password', h('input', { name: 'password', type: 'password' }));
   /* the APNs environments a key or certificate serves: apns is production, apns.dev the sandbox */
   const environment = h('label', {}, 'APNs environment', h('select', { name: 'environment' },
@@ -244,6 +247,7 @@ function credentialForm(tenant, onDone) {
   const sync = () => {
     keyId.hidden = teamId.hidden = kind.value !== 'apns_key';
     password.hidden = kind.value !== 'apns_certificate';
+    projectNumber.hidden = kind.value !== 'fcm';
     environment.hidden = kind.value !== 'apns_key' && kind.value !== 'apns_certificate';
     /* a VAPID key pair is made on the server unless a PEM key is given */
     submit.textContent = kind.value === 'vapid' ? 'Make or import' : 'Upload';
@@ -253,7 +257,7 @@ function credentialForm(tenant, onDone) {
   const form = h('form', { class: 'inline', 'data-form': 'credential' },
     h('label', {}, 'Kind', kind),
     h('label', {}, 'Set', h('input', { name: 'set', value: 'default', maxlength: 64 })),
-    keyId, teamId, password, environment, fileLabel, submit);
+    keyId, teamId, projectNumber, password, environment, fileLabel, submit);
   form.addEventListener('submit', async (ev) => {
     ev.preventDefault();
     err.textContent = '';
@@ -269,7 +273,10 @@ function credentialForm(tenant, onDone) {
       else if (k === 'apns_certificate') {
         if (/\.(p12|pfx)$/i.test(file.name)) Object.assign(body, { pkcs12: await readFile(file, true), password: f.password.value });
         else body.certificate = await readFile(file);
-      } else body.service_account = await readFile(file);
+      } else {
+        body.service_account = await readFile(file);
+        if (f.project_number.value.trim()) body.project_number = f.project_number.value.trim();
+      }
       if (k === 'apns_key' || k === 'apns_certificate') body.environment = f.environment.value;
       await api('PUT', `/api/tenants/${encodeURIComponent(tenant)}/credentials/${encodeURIComponent(f.set.value.trim())}/${k}`, body);
       onDone();
@@ -308,7 +315,7 @@ async function viewTenants(view) {
       h('td', {}, set.name), h('td', {}, c.kind),
       h('td', { class: 'wrap' }, [c.key_id && `key ${c.key_id}`, c.team_id && `team ${c.team_id}`, c.uid && `topic ${c.uid}`,
         c.environment && c.environment !== 'both' && `${c.environment} only`,
-        c.project_id && `project ${c.project_id}`, c.public_key && `public key ${c.public_key}`, c.subject].filter(Boolean).join(', ')),
+        c.project_id && `project ${c.project_id}`, c.project_number && `project number ${c.project_number}`, c.public_key && `public key ${c.public_key}`, c.subject].filter(Boolean).join(', ')),
       h('td', {}, c.expires ? h('span', { class: `badge ${c.days_left < 0 ? 'bad' : c.days_left < 60 ? 'warn' : ''}` },
         `${fmtTime(c.expires)} (${c.days_left} d)`) : '—'),
       h('td', {}, fmtTime(c.added)),

@@ -8,7 +8,11 @@ POST /token  the OAuth2 jwt-bearer grant (../shared/research/push-protocols.md �
   exp - iat <= 3600, iat within 5 minutes of now; else 400 invalid_grant. Success:
   {"access_token", "expires_in": --token-lifetime, "token_type": "Bearer"}.
 POST /v1/projects/<project>/messages:send (§3.1-3.4): Bearer token issued here and not
-  expired (401 UNAUTHENTICATED), the service account's project (403 PERMISSION_DENIED),
+  expired (401 UNAUTHENTICATED), the service account's project named by its ID or, with
+  --project-number, by its number (the projects.messages.send reference: "projects/
+  {project_id}", and "the numeric project number with no padding is also supported in the
+  format of projects/{project_number}"); any other project is one the account has no right
+  to (403 PERMISSION_DENIED),
   then the body checked as the v1 API does, answering 400 INVALID_ARGUMENT in the shape
   FCM gives each fault (see send(), one source per rule): fields the Message and
   AndroidConfig resources do not have; a registration token that is not one (only an
@@ -20,7 +24,11 @@ POST /v1/projects/<project>/messages:send (§3.1-3.4): Bearer token issued here 
   Per-token script (--script FILE, JSON, re-read per request): {"<token>": {"errorCode":
   "UNREGISTERED"|"SENDER_ID_MISMATCH"|"QUOTA_EXCEEDED"|"UNAVAILABLE"|"INTERNAL"|
   "INVALID_ARGUMENT"|..., "message": "...", "violations": [{"field", "description"}],
-  "retry_after": N} | {"invalid_token": true} | {"hang": true}}. Success: 200
+  "retry_after": N} | {"invalid_token": true} | {"hang": true} | {"sender": "<project number>"}}:
+  sender says the token was issued to that project (the app's sender ID); a token of another
+  project than the service account's answers 403 SENDER_ID_MISMATCH (ErrorCode reference:
+  "The authenticated sender ID is different from the sender ID for the registration
+  token"). Success: 200
   {"name": "projects/<project>/messages/0:<n>"}.
 Every request is logged as a JSON line (--log). Prints "listening <port> control <cport>".
 """
@@ -160,7 +168,8 @@ class Fcm:
             return self.fcm_error('UNAUTHENTICATED', 'Request had invalid authentication '
                                   'credentials. Expected OAuth 2 access token')
         project = headers[':path'].split('/')[3]
-        if project != self.sa['project_id']:
+        ours = (self.sa['project_id'], self.args.project_number)
+        if project not in ours:
             return self.fcm_error('PERMISSION_DENIED', 'Permission denied on project')
         try:
             msg = json.loads(body)['message']
@@ -227,6 +236,8 @@ class Fcm:
             return None
         if sc.get('invalid_token'):
             return self.invalid_token()
+        if 'sender' in sc and sc['sender'] not in ours:
+            return self.fcm_error('SENDER_ID_MISMATCH', 'SenderId mismatch', 'SENDER_ID_MISMATCH')
         if 'errorCode' in sc:
             return self.fcm_error(sc['errorCode'], sc.get('message', 'scripted'), sc['errorCode'],
                                   sc.get('violations'), retry_after=sc.get('retry_after'))
@@ -243,6 +254,8 @@ def main():
     ap.add_argument('--cert', required=True)
     ap.add_argument('--key', required=True)
     ap.add_argument('--service-account', required=True)
+    ap.add_argument('--project-number', default=None,
+                    help="the number of the service account's project (its sender ID)")
     ap.add_argument('--token-lifetime', type=int, default=3599)
     ap.add_argument('--script')
     ap.add_argument('--log')

@@ -20,7 +20,7 @@ sub phone {
     my ($user, %o) = @_;
     my $ua = $sw->ua(user => $user, %o);
     my $tp = ($o{transport} // 'udp') eq 'tcp' ? ';transport=tcp' : '';
-    my $r = $ua->register(contact => "sip:$user\@127.0.0.1:" . $ua->local_port . "$tp;pn-provider=apns;pn-param=T.x.voip;pn-prid=$user" . $ua->local_port, expires => 3600);
+    my $r = $ua->register(contact => "sip:$user\@127.0.0.1:" . $ua->local_port . "$tp;pn-provider=apns;pn-param=T.x.voip;pn-prid=" . unpack("H*", $user) . $ua->local_port, expires => 3600);
     is($r->{code}, 200, "$user registered");
     return $ua;
 }

@@ -116,7 +116,7 @@ like($answer, qr/^SIP\/2\.0 430 /, 'her connection closed: 430 Flow Failed');
 
 # UDP caller to a TLS-registered callee, and the reverse.
 my $dave = $sw->ua(user => 'dave', transport => 'tls');
-$r = $dave->register(contact => 'sip:dave@192.0.2.3:5061;transport=tls;pn-provider=apns;pn-param=T.x.voip;pn-prid=davedev', expires => 3600);
+$r = $dave->register(contact => 'sip:dave@192.0.2.3:5061;transport=tls;pn-provider=apns;pn-param=T.x.voip;pn-prid=da7ede70', expires => 3600);
 is($r->{code}, 200, 'dave registered over TLS');
 $alice->send_raw("INVITE sip:dave\@example.com SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:$al;rport;branch=z9hG4bKd3\r\n"
     . "Max-Forwards: 70\r\nFrom: <sip:alice\@example.com>;tag=al3\r\nTo: <sip:dave\@example.com>\r\n"

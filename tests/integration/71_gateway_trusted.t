@@ -34,7 +34,7 @@ my $port = $sw->port;
 
 my $alice = $sw->ua(user => 'alice');
 my $ap = $alice->local_port;
-my $contact = "sip:alice\@127.0.0.1:$ap;pn-provider=apns;pn-param=TEAM1.org.example.voip;pn-prid=tok-a";
+my $contact = "sip:alice\@127.0.0.1:$ap;pn-provider=apns;pn-param=TEAM1.org.example.voip;pn-prid=70ca";
 my $r = $alice->register(contact => $contact, expires => 3600);
 is($r->{code}, 401, 'sipwake challenges the phone itself');
 like(Sipwake::UA::header($r, 'server') // '', qr/sipwake/, 'its own challenge');
