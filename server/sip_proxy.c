@@ -38,6 +38,10 @@
 #define PROXY_MAX_BRANCHES 16
 #define PROXY_BRANCH_PREFIX "z9hG4bKsw"
 #define PROXY_TIMER_C_S 180.0 /* §16.6 step 11: more than 3 minutes would also do */
+/* How long a phone rung at its old address may take to show it is awake once its push has
+ * failed for good: an awake UA's 100 Trying comes within 200 ms (RFC 3261 §17.2.1), a
+ * non-INVITE's final answer about as fast. */
+#define PROXY_STALE_GRACE_S 1.0
 #define PROXY_CONN_CACHE 16
 #define PROXY_HEARD_MAX 262144 /* UDP addresses remembered as awake, at most (struct heard) */
 
@@ -93,6 +97,7 @@ struct waiter {
     ev_tstamp until; /* the bucket timer's end */
     int attempts;
     int delivered; /* a push reached the service */
+    int failed;    /* the push failed for good: retry ends the direct branch (waiter_failed) */
     int voip;      /* ... as an APNs VoIP push: CallKit shows the call */
 };
 
@@ -1140,19 +1145,55 @@ static void waiter_expire(void *arg)
 
 static int send_push(struct waiter *w, const struct binding *b);
 
-/* After a retryable failure: the binding (if still there) is pushed again. */
+/* 1 if the push binding contact_id is rung, or to be rung, at its address and that branch
+ * has no final response. */
+static int rung_directly(const struct proxy_req *pr, uint64_t contact_id)
+{
+    for (size_t i = pr->next_tg; i < pr->n_tg; i++)
+        if (pr->tg[i].push_id == contact_id)
+            return 1;
+    for (size_t i = 0; i < pr->n_br; i++)
+        if (pr->br[i].c && pr->br[i].push_id == contact_id)
+            return 1;
+    return 0;
+}
+
+/* w's push failed for good, or could not be sent. RFC 8599 §5.6.2: the caller gets its
+ * answer now, not when a branch to the phone's old address reaches its Timer B (32 s).
+ * A phone rung there (heard from lately, so maybe awake) has PROXY_STALE_GRACE_S to answer
+ * anything; then a branch still silent ends (waiter_retry_cb), and an answer ends the wait
+ * sooner (stop_waiter). */
+static void waiter_failed(struct waiter *w)
+{
+    struct proxy_req *pr = w->pr;
+    bucket_cancel(w->entry);
+    w->entry = NULL;
+    if (!rung_directly(pr, w->contact_id)) {
+        waiter_end(w);
+        return;
+    }
+    w->failed = 1;
+    ev_timer_stop(pr->p->loop, &w->retry);
+    ev_timer_set(&w->retry, PROXY_STALE_GRACE_S, 0);
+    ev_timer_start(pr->p->loop, &w->retry);
+}
+
+/* After a retryable failure: the binding (if still there) is pushed again. After a failure
+ * for good: the direct branch's grace is over. */
 static void waiter_retry_cb(struct ev_loop *loop, ev_timer *t, int revents)
 {
     (void)loop;
     (void)revents;
     struct waiter *w = t->data;
-    const struct binding *b = location_find_binding(w->pr->p->loc, w->aor, w->contact_id);
-    if (!b || send_push(w, b) < 0) {
-        bucket_cancel(w->entry);
-        w->entry = NULL;
-        drop_stale(w->pr, w->contact_id); /* RFC 8599 §5.6.2: no push, no waiting */
+    if (w->failed) {
+        w->pr->pushed = 1; /* a push binding nobody could reach: 480 (§5.6.2), not 408 */
+        drop_stale(w->pr, w->contact_id);
         waiter_end(w);
+        return;
     }
+    const struct binding *b = location_find_binding(w->pr->p->loc, w->aor, w->contact_id);
+    if (!b || send_push(w, b) < 0)
+        waiter_failed(w);
 }
 
 static void waiter_pushed(void *arg, const struct push_result *r)
@@ -1194,12 +1235,7 @@ static void waiter_pushed(void *arg, const struct push_result *r)
             return;
         }
     }
-    bucket_cancel(w->entry);
-    w->entry = NULL;
-    /* RFC 8599 §5.6.2: a push that failed for good gets its answer now, not when the branch
-     * to the sleeping phone's old address reaches its Timer B */
-    drop_stale(w->pr, w->contact_id);
-    waiter_end(w);
+    waiter_failed(w);
 }
 
 static double bucket_timeout_of(const struct proxy_req *pr)
@@ -1352,16 +1388,15 @@ static void wait_for(struct proxy_req *pr, const struct binding *b)
     w->entry =
         bucket_park(p->bucket, w->aor, b, bucket_timeout_of(pr), waiter_wake, waiter_expire, w);
     int rc = send_push(w, b);
-    if (rc < 0) {
+    if (rc == -1 && rung_directly(pr, b->contact_id)) {
+        waiter_failed(w); /* its branch may not hold the caller (RFC 8599 §5.6.2) */
+    } else if (rc < 0) {
+        /* not pushed by choice (an OPTIONS, the wake budget): a phone heard from lately is
+         * still rung at its address, as it may well be awake */
         bucket_cancel(w->entry);
         w->entry = NULL;
         w->active = 0;
         pr->waiting--;
-        /* RFC 8599 §5.6.2: a push that cannot be sent means the phone is not rung at its
-         * old address either (not started yet). Not pushed by choice (an OPTIONS, the wake
-         * budget), a phone heard lately is still rung there: it may well be awake. */
-        if (rc == -1)
-            drop_stale(pr, b->contact_id);
     } else {
         pr->pushed = 1;
     }

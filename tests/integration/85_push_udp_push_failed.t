@@ -30,7 +30,7 @@ my $sw = Sipwake->new(config => {
 $sw->write_policy(<<'LUA');
 return {
   credentials = function(binding, ctx)
-    if binding.aor == "two@example.com" then return "nosuch/set" end
+    if binding.aor ~= "one@example.com" then return "nosuch/set" end
     return nil
   end,
 }
@@ -71,12 +71,24 @@ my ($p2, $c2) = phone('two', 'DD0002');
 is($c2, 200, 'a second phone registers over UDP');
 $t0 = time;
 call('two', 'pf-2');
+ok($p2->expect(qr/^INVITE .*Call-ID: pf-2\r/s, 3), 'it is rung at its old address (it may be awake; it is not)');
 $fin = $caller->expect(qr/^SIP\/2\.0 [3-6]\d\d .*CSeq: 1 INVITE/s, 40) // '';
 $el = time - $t0;
 ok($sw->wait_log(qr/INVITE pf-2: no push to two\@example\.com: no credential set/, 2), 'its push is not sent (no such credential set)');
-like($fin, qr/^SIP\/2\.0 (480|404) /, 'the caller gets 480');
-ok($el < 5, 'at once') or diag "after $el s";
-ok(!defined $p2->expect(qr/^INVITE /, 0.3), 'the old address was not rung for nothing');
+like($fin, qr/^SIP\/2\.0 480 /, 'the caller gets 480 (not a 408 of the silent branch)');
+ok($el < 5, 'soon (a second for the phone to show it is awake), not at Timer B') or diag "after $el s";
+
+# 3. a phone rung at its old address that is awake after all: its push fails, it still rings
+my ($p3, $c3) = phone('three', 'DD0003');
+is($c3, 200, 'a third phone (the policy names no credential set for it either)');
+call('three', 'pf-3');
+my $inv = $p3->expect(qr/^INVITE .*Call-ID: pf-3\r/s, 3);
+ok($inv, 'it is rung at its address');
+$p3->answer($inv, 180, reason => 'Ringing', tag => 'r3') if $inv;
+ok($caller->expect(qr/^SIP\/2\.0 180 .*Call-ID: pf-3\r/s, 3), 'its 180 reaches the caller');
+ok(!defined $caller->expect(qr/^SIP\/2\.0 [3-6]\d\d .*Call-ID: pf-3\r/s, 2), 'and its failed push does not end the call (2 s)');
+$p3->answer($inv, 486, reason => 'Busy Here', tag => 'r3') if $inv;
+like($caller->expect(qr/^SIP\/2\.0 [3-6]\d\d .*Call-ID: pf-3\r/s, 3) // '', qr/^SIP\/2\.0 486 /, 'its own answer is the caller\'s');
 
 ok($sw->alive, 'sipwake still running');
 $sw->stop;
