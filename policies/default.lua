@@ -188,6 +188,9 @@ end
 --   ctx.method     the request's method (nil for refresh pushes)
 --   ctx.authenticated  true when the request's sender is known: in gateway mode, the
 --                  upstream (sipwake authenticates no request but REGISTER)
+--   ctx.content_type  the request's media type, lower case without parameters
+--                  ("text/plain", "application/im-iscomposing+xml", "message/imdn+xml"),
+--                  nil without a body and for refresh pushes
 --   ctx.attempt    1 for a request's first push to this binding, then 2, 3, ...
 --   ctx.tenant     the binding's tenant, else its domain's
 --   ctx.generation this policy's generation number
@@ -195,16 +198,24 @@ end
 -- push(req, binding, ctx) — how the push looks (schemas/hooks/push.json). Return nil for
 -- sipwake's choice (a call: VoIP to an iPhone's voip token, else an alert; a message: an
 -- alert; a wake: silent — an APNs background push, an FCM normal-priority data message of
--- type "wake", no Web Push since browsers show every push; an OPTIONS: no push at all, as
--- PBXs send one every minute to qualify a contact; a refresh: what gets through before the
+-- type "wake", no Web Push since browsers show every push, and at most one per device per
+-- [push] wake_interval (20 min) so that wakes cannot spend the background pushes iOS allows
+-- ("two or three per hour") that refresh pushes need; no push at all, unless this function
+-- says skip = false, for an OPTIONS (PBXs send one every minute to qualify a contact), a
+-- SUBSCRIBE or REFER whose sender is not authenticated (anyone could drain the phone's
+-- budget), and an "is typing" notice (RFC 3994) or delivery/read report (RFC 5438 IMDN):
+-- not chat, not stored offline, stale in seconds (Flexisip skips them too); a refresh: what
+-- gets through before the
 -- binding expires — APNs background at priority 5 (the only one Apple allows; throttled, so
 -- the first refresh push goes [push] refresh_lead early), FCM high priority (normal waits
 -- for Doze's maintenance window), Web Push Urgency normal, then high after the first (low
 -- waits for power or Wi-Fi, RFC 8030 §5.3); a VoIP-only iPhone gets none, PushKit carries
--- calls only, and its REGISTER's 2xx tells it +sip.pnsreg to refresh by itself), or a
--- table of:
+-- calls only, nor does a browser, which shows every Web Push, and their REGISTER's 2xx tells
+-- them +sip.pnsreg to refresh by themselves), or a table of:
 --   skip = true                    no push to this binding (it is not waited for)
---   skip = false                   push it: the way to push an OPTIONS. An OPTIONS whose
+--   skip = false                   push it: the way to push an OPTIONS, an unauthenticated
+--                                  SUBSCRIBE or REFER, a typing notice or an IMDN (within
+--                                  wake_interval for the wakes). An OPTIONS whose
 --                                  sender is not authenticated is never a visible alert,
 --                                  whatever type and alert say (sipwake sends it silent)
 --   type = "voip"|"alert"|"background"   APNs push type ("voip" for calls only)
@@ -219,6 +230,11 @@ end
 -- Safe default (on error or an invalid decision): sipwake's choice. To refuse apps whose
 -- pn-param names another team than the key's (sipwake pushes them with the key's team):
 --   if binding.team_mismatch then return { skip = true } end
+-- To wake a phone silently for delivery reports (a background push, within nothing: a
+-- MESSAGE is not a wake, so mind Apple's budget):
+--   if ctx.content_type == "message/imdn+xml" then
+--       return { skip = false, type = "background" }
+--   end
 function policy.push(req, binding, ctx)
     if ctx.kind == "message" and req.from then
         -- one notification per sender: a burst of messages shows as one alert

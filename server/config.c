@@ -218,6 +218,12 @@ static const struct key_row key_rows[] = {
      "a sleeping phone never answers its old address (and its NAT mapping may be someone "
      "else's by then). 40 covers RFC 5626 §4.4.1's UDP keep-alive interval (24-29 s) with "
      "room for one late packet. 0: UDP push bindings are only ever pushed."},
+    {"push", "wake_interval", KEY_INT, OFF(wake_interval), 0, 86400, "1200", NULL,
+     "Seconds a push device (its pn-provider and pn-prid) is not woken again for a request "
+     "that is neither a call nor a message (a SUBSCRIBE, REFER, or an OPTIONS the policy "
+     "pushes) after such a wake: on iOS these are background pushes, of which Apple delivers "
+     "\"two or three per hour\" and which RFC 8599 §5.5 refresh pushes need. Kept in memory; "
+     "refresh pushes, calls and messages neither count nor wait. 0: no limit."},
     {"push", "log_days", KEY_INT, OFF(push_log_days), 0, 3650, "7", NULL,
      "Days push outcomes are kept in the push log table (sipwake_push_log). 0: no push log."},
     {"offline", "enabled", KEY_BOOL, OFF(offline_enabled), 0, 1, "yes", NULL,

@@ -100,6 +100,7 @@ struct config {
     long offline_ttl, offline_max_per_aor, offline_max_size;
     long push_grace;
     long udp_awake_window; /* [push]: seconds a UDP push binding counts as awake once heard */
+    long wake_interval;    /* [push]: seconds between two wakes of one device, 0: no limit */
     char *apns_key_file, *apns_key_id, *apns_team_id, *apns_certificate, *apns_certificate_password;
     long apns_environment; /* enum tenant_env */
     char *fcm_service_account;

@@ -9,6 +9,10 @@
  * the window are dropped as new ones arrive, and at most a fixed number are kept (the
  * oldest goes first), so a flood of sources costs bounded memory and at worst makes a phone
  * look asleep, which means push only.
+ *
+ * The proxy keeps a second table of the same shape for [push] wake_interval, keyed by push
+ * device ("provider|token hash" as the address, port 0): when each was last woken for a
+ * request that is neither a call nor a message.
  */
 #ifndef SIPWAKE_HEARD_H
 #define SIPWAKE_HEARD_H

@@ -614,12 +614,13 @@ static void push_push_binding(lua_State *L, const struct lua_hook_push_binding *
 
 static void push_push_ctx(struct lua_vm *vm, lua_State *L, const struct lua_hook_push_in *in)
 {
-    lua_createtable(L, 0, 6);
+    lua_createtable(L, 0, 7);
     set_str(L, "kind", in->kind);
     set_str(L, "method", in->method);
     set_int(L, "attempt", in->attempt);
     lua_pushboolean(L, in->authenticated);
     lua_setfield(L, -2, "authenticated");
+    set_str(L, "content_type", in->content_type);
     set_str(L, "tenant", in->tenant);
     set_int(L, "generation", (long)lua_vm_generation(vm));
 }

@@ -137,7 +137,8 @@ struct lua_hook_push_in {
     const char *kind; /* "call", "message", "refresh", "missed_call", "wake" */
     int attempt;      /* 1 for the first push of this request to this binding */
     const char *tenant;
-    int authenticated; /* the sender is known (gateway mode: the upstream) */
+    int authenticated;        /* the sender is known (gateway mode: the upstream) */
+    const char *content_type; /* "type/subtype" in lower case, or NULL (no body, refresh) */
 };
 
 enum lua_push_type {

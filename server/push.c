@@ -742,6 +742,32 @@ static int send_job(struct push *p, struct push_job *j, const struct pn_info *pn
     return -1;
 }
 
+/* Why a request is not pushed unless the policy says skip = false, or NULL. Each would spend
+ * the background pushes iOS allows ("two or three per hour", Apple's "Pushing background
+ * updates to your App") that RFC 8599 §5.5 refresh pushes need, or show an alert for nothing:
+ * - RFC 3261 §11: an OPTIONS asks what the phone can do, and is what PBXs send every minute
+ *   to qualify a contact and scanners send to any address;
+ * - a SUBSCRIBE or REFER from a sender nobody authenticated: anyone could drain the phone's
+ *   budget with them (sipwake authenticates no request but REGISTER; in gateway mode the
+ *   upstream is a known sender);
+ * - an "is typing" notice (RFC 3994) or a delivery or read report (RFC 5438 IMDN): not chat,
+ *   not stored offline, stale in seconds; Flexisip does not push them either. */
+static const char *quiet_request(const struct push_event *ev)
+{
+    if (!ev->method)
+        return NULL;
+    if (strcmp(ev->method, "OPTIONS") == 0)
+        return "an OPTIONS wakes no phone (policy: skip = false)";
+    if (!ev->authenticated &&
+        (strcmp(ev->method, "SUBSCRIBE") == 0 || strcmp(ev->method, "REFER") == 0))
+        return "an unauthenticated SUBSCRIBE or REFER wakes no phone (policy: skip = false)";
+    if (ev->content_type && strcmp(ev->method, "MESSAGE") == 0 &&
+        (strcmp(ev->content_type, "application/im-iscomposing+xml") == 0 ||
+         strcmp(ev->content_type, "message/imdn+xml") == 0))
+        return "a typing notice or delivery report wakes no phone (policy: skip = false)";
+    return NULL;
+}
+
 int push_binding(struct push *p, const struct binding *b, const struct push_event *ev_in,
                  push_cb cb, void *arg, char *err, size_t errlen)
 {
@@ -792,7 +818,8 @@ int push_binding(struct push *p, const struct binding *b, const struct push_even
                                    .kind = push_kind_name(ev.kind),
                                    .attempt = ev.attempt > 0 ? ev.attempt : 1,
                                    .tenant = tenant,
-                                   .authenticated = ev.authenticated};
+                                   .authenticated = ev.authenticated,
+                                   .content_type = ev.content_type};
     struct lua_hook_push_binding hb = {.aor = aor,
                                        .provider = pn.provider,
                                        .param = pn.param,
@@ -839,18 +866,15 @@ int push_binding(struct push *p, const struct binding *b, const struct push_even
     if (!ev.credentials) {
         /* the policy's turn (the push command is sent as asked) */
         lua_hook_push(lua_vm_current(), &hin, &hb, &d);
-        /* RFC 3261 §11: an OPTIONS asks what the phone can do, and is what PBXs send every
-         * minute to qualify a contact and scanners send to any address; waking a phone for
-         * it would spend the background pushes iOS allows ("two or three per hour") that
-         * refresh pushes need. Not pushed unless the policy says skip = false. */
         int options = ev.method && strcmp(ev.method, "OPTIONS") == 0;
-        if (d.skip || (options && !d.skip_given)) {
+        const char *quiet = quiet_request(&ev);
+        if (d.skip || (quiet && !d.skip_given)) {
             snprintf(err, errlen, "%s",
                      d.skip ? (hb.team_mismatch ? "skipped by the policy (team mismatch)"
                                                 : "skipped by the policy")
-                            : "an OPTIONS wakes no phone (policy: skip = false)");
+                            : quiet);
             pn_free(&pn);
-            return -1;
+            return -2;
         }
         if (d.type != LUA_PUSH_TYPE_DEFAULT)
             ev.style = d.type == LUA_PUSH_TYPE_VOIP    ? PUSH_STYLE_VOIP

@@ -128,9 +128,12 @@ int push_can_serve(void *arg, const struct pn_info *pn, char *why, size_t whylen
 int push_vapid_generate(unsigned char **secret, size_t *secret_len, char *public_b64,
                         size_t public_len, char *err, size_t errlen);
 
-/* Push ev to binding b (a push binding). 0: cb will be called once, later. -1 with err: not
- * sent (the policy skipped it, no credentials for its provider, a token known dead, nothing
- * this binding can get for this kind of push, a full queue). */
+/* Push ev to binding b (a push binding). 0: cb will be called once, later. -1 with err: the
+ * push cannot be sent (no credentials for its provider, a token known dead, nothing this
+ * binding can get for this kind of push, a full queue). -2 with err: not pushed by choice
+ * (the policy's skip = true, or sipwake's default for a request that wakes no phone: an
+ * OPTIONS, an unauthenticated SUBSCRIBE or REFER, a typing notice or IMDN MESSAGE, unless
+ * the policy says skip = false). */
 int push_binding(struct push *p, const struct binding *b, const struct push_event *ev, push_cb cb,
                  void *arg, char *err, size_t errlen);
 

@@ -49,6 +49,8 @@ static const char *token_for(const struct pn_info *pn, const char *service)
 
 int push_content_refreshable(const struct pn_info *pn)
 {
+    if (strcmp(pn->provider, "webpush") == 0)
+        return 0; /* userVisibleOnly: every push is a notification on the screen */
     return !pn_is_apns(pn->provider) || token_for(pn, "remote") != NULL;
 }
 

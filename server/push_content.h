@@ -15,10 +15,11 @@
  *
  * A refresh (RFC 8599 §5.5) must arrive before the binding expires: on APNs a background
  * push (priority 5, the only one Apple allows for it; throttled, so refresh.c sends the first
- * one early), on FCM high priority (normal waits for a maintenance window in Doze), on Web
- * Push Urgency normal, then high for the pushes after the first (RFC 8030 §5.3: low waits
- * for power or Wi-Fi; normal is delivered except on low battery). The push hook may change
- * each (ctx.kind = "refresh").
+ * one early), on FCM high priority (normal waits for a maintenance window in Doze). Web Push
+ * and VoIP-only APNs bindings get none (push_content_refreshable); a refresh sent to Web
+ * Push anyway goes at Urgency normal, then high for the pushes after the first (RFC 8030
+ * §5.3: low waits for power or Wi-Fi). The push hook may change each (ctx.kind =
+ * "refresh").
  *
  * A wake (OPTIONS, SUBSCRIBE, REFER) is silent: an APNs background push (priority 5) to the
  * remote token, an FCM data message of type "wake" at normal priority (FCM deprioritises
@@ -59,12 +60,14 @@ struct push_event {
     const char *collapse_id; /* or NULL */
     /* what the policy's push and credentials hooks are shown */
     const char *method, *to_uri, *ruri;
-    const char *aor;         /* the binding's AOR when it is in its grace (aor NULL) */
-    int attempt;             /* 1 for the first push of a request to a binding */
-    const char *credentials; /* a set the caller names ("TENANT[/SET]", or "[push]" for the
-                              * config's); NULL: the policy's */
-    int authenticated;       /* the request's sender is known: the [upstream] in gateway mode
-                              * (sipwake authenticates no other request than REGISTER) */
+    const char *aor;          /* the binding's AOR when it is in its grace (aor NULL) */
+    int attempt;              /* 1 for the first push of a request to a binding */
+    const char *credentials;  /* a set the caller names ("TENANT[/SET]", or "[push]" for the
+                               * config's); NULL: the policy's */
+    int authenticated;        /* the request's sender is known: the [upstream] in gateway mode
+                               * (sipwake authenticates no other request than REGISTER) */
+    const char *content_type; /* the request's media type, "type/subtype" in lower case
+                               * without parameters, or NULL (no body, refresh) */
     /* the push hook's choices */
     enum push_style style;
     int priority; /* 0: the provider's rule for the style; 10 high, 5 normal */
@@ -80,10 +83,12 @@ enum push_kind push_kind_of(const char *method);
  * "missed_call", "wake". */
 const char *push_kind_name(enum push_kind k);
 
-/* 1 if a binding with push params pn (PN_PUSH) can be sent refresh pushes (RFC 8599 §5.5); 0
- * for an APNs app that gave only a VoIP token: PushKit VoIP pushes are for calls only (iOS
- * kills an app that reports none), and a VoIP-only app has no other token, so it must refresh
- * by itself and is told so with +sip.pnsreg. */
+/* 1 if a binding with push params pn (PN_PUSH) is sent refresh pushes (RFC 8599 §5.5); 0 for
+ * an APNs app that gave only a VoIP token (PushKit VoIP pushes are for calls only: iOS kills
+ * an app that reports none, and a VoIP-only app has no other token) and for Web Push (a
+ * browser shows a notification for every push it gets, userVisibleOnly, so a refresh push
+ * would put one on the screen every hour): such a UA must refresh by itself and is told so
+ * with +sip.pnsreg in its REGISTER's 2xx (RFC 8599 §4.1.4, §5.4). */
 int push_content_refreshable(const struct pn_info *pn);
 
 /* APNs: fill n (its strings point into pn, ev, topic or *payload, which the caller frees)

@@ -88,7 +88,8 @@ static void schedule(struct refresh *r, struct entry *e)
         rearm(r);
 }
 
-/* 1 if b can be sent refresh pushes at all (not an APNs VoIP-only app: push_content). */
+/* 1 if b can be sent refresh pushes at all (not an APNs VoIP-only app, not Web Push:
+ * push_content_refreshable). */
 static int refreshable(const struct binding *b)
 {
     struct pn_info pn;
@@ -106,9 +107,10 @@ static void saved(void *arg, const struct binding *b)
     const char *aor = location_aor_name(b->aor);
     if (!refreshable(b)) {
         /* the registrar's 2xx carried +sip.pnsreg: the phone refreshes by itself */
-        log_debug("refresh: binding %llu of %s is VoIP only (PushKit carries calls only): no "
-                  "refresh push, the phone refreshes by itself",
-                  (unsigned long long)b->contact_id, aor);
+        log_debug("refresh: binding %llu of %s (%s) gets no refresh push (APNs VoIP only: "
+                  "PushKit carries calls only; Web Push: every push is a visible notification): "
+                  "it refreshes by itself",
+                  (unsigned long long)b->contact_id, aor, b->pn_provider);
         return;
     }
     size_t n = strlen(aor);

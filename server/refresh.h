@@ -1,7 +1,7 @@
 /*
  * refresh: RFC 8599 §5.5 refresh pushes. A push binding is sent a refresh push (what
- * push_content makes of PUSH_REFRESH: APNs background, FCM high priority, Web Push Urgency
- * normal then high; the push hook sees ctx.kind "refresh" and may change them) so the app
+ * push_content makes of PUSH_REFRESH: APNs background, FCM high priority; the push hook
+ * sees ctx.kind "refresh" and may change them) so the app
  * wakes and registers again: first [push] refresh_lead seconds before the last one, which
  * goes [registrar] push_refresh_margin seconds before expiry — background pushes are
  * throttled and not guaranteed, so a lost first push must leave time for another. If the
@@ -12,7 +12,8 @@
  * of the time before the margin; the registrar refuses push bindings shorter than
  * push_min_expires, which is more than the margin). A UA that refreshes by itself
  * (+sip.pnsreg) is pushed only from the margin on; an APNs VoIP-only app, which can get no
- * refresh push (PushKit carries calls only), is not scheduled: its 2xx told it +sip.pnsreg.
+ * refresh push (PushKit carries calls only), and a Web Push binding (a browser shows every
+ * push it gets) are not scheduled: their 2xx told them +sip.pnsreg.
  *
  * A re-REGISTER replaces the binding, which cancels what was scheduled for it; a removed or
  * expired binding is never refresh-pushed.

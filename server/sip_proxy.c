@@ -11,6 +11,7 @@
  */
 #include "sip_proxy.h"
 
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,6 +38,10 @@
 #define PROXY_MAX_BRANCHES 16
 #define PROXY_BRANCH_PREFIX "z9hG4bKsw"
 #define PROXY_TIMER_C_S 180.0 /* §16.6 step 11: more than 3 minutes would also do */
+/* How long a phone rung at its old address may take to show it is awake once its push has
+ * failed for good: an awake UA's 100 Trying comes within 200 ms (RFC 3261 §17.2.1), a
+ * non-INVITE's final answer about as fast. */
+#define PROXY_STALE_GRACE_S 1.0
 #define PROXY_CONN_CACHE 16
 #define PROXY_HEARD_MAX 262144 /* UDP addresses remembered as awake, at most (struct heard) */
 
@@ -56,6 +61,8 @@ struct proxy {
     size_t next_conn;
     unsigned char token_key[32]; /* authenticates the flow tokens of our Record-Routes */
     struct heard *heard;         /* UDP addresses heard lately: phones awake */
+    struct heard *woken;         /* push devices ("provider|token hash") woken lately for a request
+                                  * neither a call nor a message ([push] wake_interval) */
 };
 
 struct proxy_req;
@@ -90,6 +97,7 @@ struct waiter {
     ev_tstamp until; /* the bucket timer's end */
     int attempts;
     int delivered; /* a push reached the service */
+    int failed;    /* the push failed for good: retry ends the direct branch (waiter_failed) */
     int voip;      /* ... as an APNs VoIP push: CallKit shows the call */
 };
 
@@ -150,6 +158,7 @@ struct proxy *proxy_new(struct ev_loop *loop, const struct config *cfg, struct l
     p->tp = tp;
     p->next_branch = util_fast_random() & 0xffffffffu;
     p->heard = heard_new((double)cfg->udp_awake_window, PROXY_HEARD_MAX);
+    p->woken = heard_new((double)cfg->wake_interval, PROXY_HEARD_MAX);
     if (RAND_bytes(p->token_key, sizeof p->token_key) != 1)
         for (size_t i = 0; i < sizeof p->token_key; i++)
             p->token_key[i] = (unsigned char)util_fast_random();
@@ -185,6 +194,7 @@ void proxy_set_push(struct proxy *p, struct push *push, struct bucket *bucket)
 void proxy_free(struct proxy *p)
 {
     heard_free(p->heard);
+    heard_free(p->woken);
     free(p);
 }
 
@@ -301,11 +311,23 @@ static void cancel_pending(struct proxy_req *pr)
             branch_ended_locally(pr, &pr->br[i]);
 }
 
-/* The push binding contact_id rang directly has been woken on a new flow, or its bucket
- * timer fired: its branch to the old address, if nothing ever came back there, is stale
- * (RFC 8599: the phone was asleep) and ends now. The caller settles. */
+/* The push binding contact_id rang directly has been woken on a new flow, its bucket timer
+ * fired, or its push failed for good: its branch to the old address, if nothing ever came
+ * back there, is stale (RFC 8599: the phone was asleep) and ends now, and one not started
+ * yet (a later q group, or a push that failed while the request was being set up) is not
+ * started. The caller settles. */
 static void drop_stale(struct proxy_req *pr, uint64_t contact_id)
 {
+    size_t keep = pr->next_tg;
+    for (size_t i = pr->next_tg; i < pr->n_tg; i++) {
+        if (pr->tg[i].push_id == contact_id) {
+            free(pr->tg[i].ruri);
+            free(pr->tg[i].device);
+        } else {
+            pr->tg[keep++] = pr->tg[i];
+        }
+    }
+    pr->n_tg = keep;
     for (size_t i = 0; i < pr->n_br; i++) {
         struct branch *br = &pr->br[i];
         if (br->c && br->push_id == contact_id && txn_client_drop_unanswered(br->c)) {
@@ -1123,18 +1145,55 @@ static void waiter_expire(void *arg)
 
 static int send_push(struct waiter *w, const struct binding *b);
 
-/* After a retryable failure: the binding (if still there) is pushed again. */
+/* 1 if the push binding contact_id is rung, or to be rung, at its address and that branch
+ * has no final response. */
+static int rung_directly(const struct proxy_req *pr, uint64_t contact_id)
+{
+    for (size_t i = pr->next_tg; i < pr->n_tg; i++)
+        if (pr->tg[i].push_id == contact_id)
+            return 1;
+    for (size_t i = 0; i < pr->n_br; i++)
+        if (pr->br[i].c && pr->br[i].push_id == contact_id)
+            return 1;
+    return 0;
+}
+
+/* w's push failed for good, or could not be sent. RFC 8599 §5.6.2: the caller gets its
+ * answer now, not when a branch to the phone's old address reaches its Timer B (32 s).
+ * A phone rung there (heard from lately, so maybe awake) has PROXY_STALE_GRACE_S to answer
+ * anything; then a branch still silent ends (waiter_retry_cb), and an answer ends the wait
+ * sooner (stop_waiter). */
+static void waiter_failed(struct waiter *w)
+{
+    struct proxy_req *pr = w->pr;
+    bucket_cancel(w->entry);
+    w->entry = NULL;
+    if (!rung_directly(pr, w->contact_id)) {
+        waiter_end(w);
+        return;
+    }
+    w->failed = 1;
+    ev_timer_stop(pr->p->loop, &w->retry);
+    ev_timer_set(&w->retry, PROXY_STALE_GRACE_S, 0);
+    ev_timer_start(pr->p->loop, &w->retry);
+}
+
+/* After a retryable failure: the binding (if still there) is pushed again. After a failure
+ * for good: the direct branch's grace is over. */
 static void waiter_retry_cb(struct ev_loop *loop, ev_timer *t, int revents)
 {
     (void)loop;
     (void)revents;
     struct waiter *w = t->data;
-    const struct binding *b = location_find_binding(w->pr->p->loc, w->aor, w->contact_id);
-    if (!b || send_push(w, b) < 0) {
-        bucket_cancel(w->entry);
-        w->entry = NULL;
+    if (w->failed) {
+        w->pr->pushed = 1; /* a push binding nobody could reach: 480 (§5.6.2), not 408 */
+        drop_stale(w->pr, w->contact_id);
         waiter_end(w);
+        return;
     }
+    const struct binding *b = location_find_binding(w->pr->p->loc, w->aor, w->contact_id);
+    if (!b || send_push(w, b) < 0)
+        waiter_failed(w);
 }
 
 static void waiter_pushed(void *arg, const struct push_result *r)
@@ -1176,9 +1235,7 @@ static void waiter_pushed(void *arg, const struct push_result *r)
             return;
         }
     }
-    bucket_cancel(w->entry);
-    w->entry = NULL;
-    waiter_end(w);
+    waiter_failed(w);
 }
 
 static double bucket_timeout_of(const struct proxy_req *pr)
@@ -1193,6 +1250,7 @@ static double bucket_timeout_of(const struct proxy_req *pr)
  * caller_free). */
 struct caller {
     char *from, *name, *to, *ruri;
+    char type[128]; /* the media type, lower case */
 };
 
 static void caller_free(struct caller *c)
@@ -1219,6 +1277,12 @@ static struct push_event event_of(const struct proxy_req *pr, enum push_kind kin
         osip_uri_to_str(req->to->url, &c->to);
     if (req->req_uri)
         osip_uri_to_str(req->req_uri, &c->ruri);
+    if (req->content_type && req->content_type->type && req->content_type->subtype) {
+        snprintf(c->type, sizeof c->type, "%s/%s", req->content_type->type,
+                 req->content_type->subtype);
+        for (char *q = c->type; *q; q++)
+            *q = (char)tolower((unsigned char)*q);
+    }
     return (struct push_event){.kind = kind,
                                .call_id = req->call_id->number,
                                .from_uri = c->from,
@@ -1232,25 +1296,54 @@ static struct push_event event_of(const struct proxy_req *pr, enum push_kind kin
                                /* sipwake authenticates no request but REGISTER: only the
                                 * upstream's are from a known sender */
                                .authenticated =
-                                   pr->p->gw && gateway_from_upstream(pr->p->gw, &pr->src)};
+                                   pr->p->gw && gateway_from_upstream(pr->p->gw, &pr->src),
+                               .content_type = *c->type ? c->type : NULL};
 }
 
-/* Push b for w's request. 0 (waiter_pushed will follow), or -1 (logged). */
+/* The key of b's device in p->woken: its provider and a hash of its token. */
+static void woken_key(const struct binding *b, char *out, size_t n)
+{
+    char hash[17];
+    push_token_hash(b->pn_prid, hash);
+    snprintf(out, n, "%s|%s", b->pn_provider, hash);
+}
+
+/* Push b for w's request. 0 (waiter_pushed will follow), -1 (the push cannot be sent) or -2
+ * (not pushed by choice: the policy, a request that wakes no phone, the wake budget);
+ * logged. */
 static int send_push(struct waiter *w, const struct binding *b)
 {
     struct proxy_req *pr = w->pr;
-    ev_tstamp left = w->until - ev_now(pr->p->loop);
+    struct proxy *p = pr->p;
+    enum push_kind kind = push_kind_of(pr->req->sip_method);
+    char key[48] = "";
+    if (kind == PUSH_WAKE && b->pn_provider && b->pn_prid) {
+        woken_key(b, key, sizeof key);
+        /* Apple delivers "two or three" background pushes an hour, and the RFC 8599 §5.5
+         * refresh pushes need them: a request that is neither a call nor a message wakes a
+         * device at most once per [push] wake_interval (a retry of the same push is no new
+         * wake; refresh pushes neither count nor wait) */
+        if (w->attempts == 0 && heard_recently(p->woken, key, 0, ev_now(p->loop))) {
+            log_info("proxy: %s %s: no push to %s: its device was woken less than %ld s ago "
+                     "([push] wake_interval)",
+                     pr->req->sip_method, pr->req->call_id->number, w->aor, p->cfg->wake_interval);
+            return -2;
+        }
+    }
+    ev_tstamp left = w->until - ev_now(p->loop);
     struct caller c;
-    struct push_event ev = event_of(pr, push_kind_of(pr->req->sip_method),
-                                    left > 1 ? (long)left : 1, w->aor, w->attempts + 1, &c);
+    struct push_event ev =
+        event_of(pr, kind, left > 1 ? (long)left : 1, w->aor, w->attempts + 1, &c);
     char err[200];
     w->attempts++;
     w->pushing = 1;
-    int rc = push_binding(pr->p->push, b, &ev, waiter_pushed, w, err, sizeof err);
+    int rc = push_binding(p->push, b, &ev, waiter_pushed, w, err, sizeof err);
     if (rc < 0) {
         w->pushing = 0;
         log_info("proxy: %s %s: no push to %s: %s", pr->req->sip_method, pr->req->call_id->number,
                  w->aor, err);
+    } else if (*key && w->attempts == 1) {
+        heard_note(p->woken, key, 0, ev_now(p->loop));
     }
     caller_free(&c);
     return rc;
@@ -1294,7 +1387,12 @@ static void wait_for(struct proxy_req *pr, const struct binding *b)
     pr->waiting++;
     w->entry =
         bucket_park(p->bucket, w->aor, b, bucket_timeout_of(pr), waiter_wake, waiter_expire, w);
-    if (send_push(w, b) < 0) {
+    int rc = send_push(w, b);
+    if (rc == -1 && rung_directly(pr, b->contact_id)) {
+        waiter_failed(w); /* its branch may not hold the caller (RFC 8599 §5.6.2) */
+    } else if (rc < 0) {
+        /* not pushed by choice (an OPTIONS, the wake budget): a phone heard from lately is
+         * still rung at its address, as it may well be awake */
         bucket_cancel(w->entry);
         w->entry = NULL;
         w->active = 0;

@@ -29,7 +29,8 @@ $r = $ua->register(contact => "sip:wendy\@127.0.0.1:$p;pn-provider=webpush;pn-pr
     expires => 3600);
 is($r->{code}, 200, 'a webpush binding: 200');
 ($fc) = grep { /webpush/ } Sipwake::UA::header($r, 'feature-caps');
-is($fc, qq{*;+sip.pns="webpush";+sip.vapid="$key"}, 'the same key for the binding');
+is($fc, qq{*;+sip.pns="webpush";+sip.pnsreg="130";+sip.vapid="$key"},
+   'the same key for the binding (and +sip.pnsreg: a browser gets no refresh push)');
 my $file = $sw->dir . '/vapid.pem';
 ok(-f $file, 'kept in data_dir/vapid.pem');
 is(sprintf('%o', (stat $file)[2] & 0777), '600', 'mode 0600');

@@ -1,7 +1,8 @@
 #!/usr/bin/perl
 # Requests that are neither calls nor messages put nothing on the user's screen (issue 13):
-# an OPTIONS to a sleeping push phone wakes nothing by default; a SUBSCRIBE or REFER is a
-# silent wake (APNs background at priority 5 to the remote token, FCM a normal-priority
+# an OPTIONS to a sleeping push phone wakes nothing by default; a SUBSCRIBE or REFER the
+# policy lets through (an unauthenticated one wakes nothing by default: 77_push_wake_budget.t)
+# is a silent wake (APNs background at priority 5 to the remote token, FCM a normal-priority
 # data message of type "wake"), never an alert; the policy may push an OPTIONS
 # (skip = false) but cannot make an unauthenticated one visible, while it may still shape a
 # SUBSCRIBE as an alert. Checked on the wire in the emulators' logs.
@@ -47,13 +48,17 @@ my $sw = Sipwake->new(config => {
               apns_host => '127.0.0.1', apns_port => $aport,
               fcm_service_account => "$dir/sa.json", fcm_host => '127.0.0.1', fcm_port => $fport,
               fcm_token_uri => "https://127.0.0.1:$fport/token",
-              ca => "$dir/cert.pem", bucket_timeout => 1, bucket_timeout_other => 1 },
+              ca => "$dir/cert.pem", bucket_timeout => 1, bucket_timeout_other => 1,
+              wake_interval => 0 },
 });
 $sw->write_policy(<<'LUA');
 return {
   push = function(req, binding, ctx)
     if binding.aor == "loud@example.com" then
       return { skip = false, type = "alert", alert = { title = "Wake up", body = "Something for you" } }
+    end
+    if ctx.method == "SUBSCRIBE" or ctx.method == "REFER" then
+      return { skip = false } -- sipwake's shape for a wake
     end
     return nil
   end,
@@ -95,7 +100,7 @@ is(request('OPTIONS', 'droid', 'opt-2'), 480, 'and to the Android phone');
 unlike(slurp("$dir/apns.log") . slurp("$dir/fcm.log"), qr/opt-[12]/, 'neither phone was pushed for it');
 ok($sw->wait_log(qr/an OPTIONS wakes no phone/, 2), 'sipwake says why');
 
-# SUBSCRIBE and REFER: silent wakes
+# SUBSCRIBE and REFER (pushed by the policy): silent wakes
 request('SUBSCRIBE', 'ios', 'sub-1');
 my $l = pushed('apns', 'sub-1');
 like($l, qr{"path": "/3/device/BBBB0002", "kid": "KEY1234567", "topic": "org.example.app", "push_type": "background", "priority": "5"},

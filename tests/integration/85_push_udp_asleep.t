@@ -31,6 +31,16 @@ my %push = (apns_key_file => "$dir/apns.p8", apns_key_id => 'KEY1234567', apns_t
             bucket_timeout_other => 2);
 
 my $sw = Sipwake->new(config => { push => {%push} }); # udp_awake_window: the default
+# an unauthenticated SUBSCRIBE wakes nothing unless the policy says so
+$sw->write_policy(<<'LUA');
+return {
+  push = function(req, binding, ctx)
+    if ctx.method == "SUBSCRIBE" then return { skip = false } end
+    return nil
+  end,
+}
+LUA
+$sw->write_config;
 $sw->start;
 
 # A phone on UDP with an alert-only token (no CallKit: nothing keeps a cancelled call).
@@ -89,8 +99,8 @@ if ($stale) {
     }
 }
 
-# ... and a SUBSCRIBE (a non-INVITE: no CANCEL at all; pushed as a silent wake — an OPTIONS
-# is not pushed) gets its 480 on time too
+# ... and a SUBSCRIBE (a non-INVITE: no CANCEL at all; pushed as a silent wake, by the
+# policy's skip = false — an OPTIONS is not pushed) gets its 480 on time too
 $t0 = time;
 $caller->send_raw(msg('one', 'o-1', 'SUBSCRIBE'));
 ok($p1->expect(qr/^SUBSCRIBE .*Call-ID: o-1\r/s, 3), 'a SUBSCRIBE rings it there too');

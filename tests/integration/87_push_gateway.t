@@ -95,6 +95,34 @@ my $msg = $again->expect(qr/^MESSAGE /, 3);
 like($msg // '', qr/Call-ID: gwmsg1\r.*from carol$/s, 'and gets the stored MESSAGE');
 $again->answer($msg, 200, reason => 'OK') if $msg;
 
+# a SUBSCRIBE from the PBX (the upstream: an authenticated sender) wakes the sleeping phone
+# silently by default; an unauthenticated one would wake nothing (77_push_wake_budget.t)
+close $again->sock;
+sleep 0.2;
+$carol->send_raw("SUBSCRIBE sip:alice\@example.com SIP/2.0
+"
+    . "Via: SIP/2.0/UDP 127.0.0.1:$cp;rport;branch=z9hG4bKpgs1
+Max-Forwards: 70
+"
+    . "From: <sip:carol\@example.com>;tag=cs1
+To: <sip:alice\@example.com>
+"
+    . "Call-ID: gwsub1
+CSeq: 1 SUBSCRIBE
+Event: presence
+Expires: 600
+"
+    . "Contact: <sip:carol\@127.0.0.1:$cp>
+Content-Length: 0
+
+");
+for (1 .. 60) { $log = apns_log(); last if $log =~ /gwsub1[^
+]*"status"/; sleep 0.05 }
+like($log, qr{"path": "/3/device/BBBB02"[^
+]*"push_type": "background", "priority": "5"[^
+]*gwsub1},
+     'a SUBSCRIBE from the PBX: a silent wake (background push) to the remote token');
+
 ok($sw->alive, 'sipwake still running');
 $sw->stop;
 $kam->stop;

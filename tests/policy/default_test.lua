@@ -49,7 +49,10 @@ d = push({ method = "OPTIONS", from = "sip:mallory@example.com" }, {},
          { kind = "wake", method = "OPTIONS", authenticated = false })
 tap.is_deeply(d, {}, "an OPTIONS: sipwake's choice (no push)")
 d = push({ method = "SUBSCRIBE", from = "sip:carl@example.com" }, {}, { kind = "wake", method = "SUBSCRIBE" })
-tap.is_deeply(d, {}, "a SUBSCRIBE: sipwake's choice (a silent wake)")
+tap.is_deeply(d, {}, "a SUBSCRIBE: sipwake's choice (unauthenticated: no push; else a silent wake)")
+d = push({ method = "MESSAGE", from = "sip:carl@example.com" }, {},
+         { kind = "message", method = "MESSAGE", content_type = "application/im-iscomposing+xml" })
+tap.ok(d.skip == nil, "a typing notice: skip left to sipwake (no push)")
 d = push({}, { provider = "apns" }, { kind = "refresh", attempt = 1 })
 tap.is_deeply(d, {}, "a refresh push: sipwake's choice")
 local name

@@ -122,6 +122,8 @@ int main(void)
     pn_free(&f);
 
     struct pn_info w = pn("webpush", NULL, "https://push.example/sub/1");
+    ok(!push_content_refreshable(&w),
+       "Web Push gets no refresh push (a browser shows every push): +sip.pnsreg instead");
     const char *url;
     long ttl;
     enum webpush_urgency u;
