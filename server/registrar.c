@@ -767,8 +767,8 @@ static void add_feature_caps(struct registrar *reg, struct buf *r, struct reg_co
             buf_printf(&seen, "%s|", rc->pn.provider);
             /* RFC 8599 §5.4: sip.pnsreg goes in the same header as its sip.pns. Sent when the
              * UA's Contact had the tag (SHOULD), and to a binding that can get no refresh push
-             * (an APNs VoIP-only app: push_content_refreshable): §5.4 names no case where it
-             * must not be sent, and a UA that gets it MUST refresh by itself (§4.1.4) */
+             * (an APNs VoIP-only app, a browser: push_content_refreshable): §5.4 names no case
+             * where it must not be sent, and a UA that gets it MUST refresh by itself (§4.1.4) */
             buf_printf(r, "Feature-Caps: *;+sip.pns=\"%s\"", rc->pn.provider);
             if (rc->pnsreg || !push_content_refreshable(&rc->pn))
                 buf_printf(r, ";+sip.pnsreg=\"%ld\"", cfg->pnsreg_interval);
