@@ -205,13 +205,11 @@ end
 -- SUBSCRIBE or REFER whose sender is not authenticated (anyone could drain the phone's
 -- budget), and an "is typing" notice (RFC 3994) or delivery/read report (RFC 5438 IMDN):
 -- not chat, not stored offline, stale in seconds (Flexisip skips them too); a refresh: what
--- gets through before the
--- binding expires — APNs background at priority 5 (the only one Apple allows; throttled, so
--- the first refresh push goes [push] refresh_lead early), FCM high priority (normal waits
--- for Doze's maintenance window), Web Push Urgency normal, then high after the first (low
--- waits for power or Wi-Fi, RFC 8030 §5.3); a VoIP-only iPhone gets none, PushKit carries
--- calls only, nor does a browser, which shows every Web Push, and their REGISTER's 2xx tells
--- them +sip.pnsreg to refresh by themselves), or a table of:
+-- gets through before the binding expires — APNs background at priority 5 (the only one
+-- Apple allows; throttled, so the first refresh push goes [push] refresh_lead early), FCM
+-- high priority (normal waits for Doze's maintenance window); no refresh push at all for a
+-- VoIP-only iPhone (PushKit carries calls only) nor for a browser (it shows every Web Push):
+-- their REGISTER's 2xx tells them +sip.pnsreg to refresh by themselves), or a table of:
 --   skip = true                    no push to this binding (it is not waited for)
 --   skip = false                   push it: the way to push an OPTIONS, an unauthenticated
 --                                  SUBSCRIBE or REFER, a typing notice or an IMDN (within
