@@ -472,6 +472,13 @@ int main(int argc, char **argv)
         return trc < 0 ? 1 : 0;
     }
     if (check) {
+        /* the credentials too, as a start loads them: --check must not pass what stops a start */
+        if (push_check_config(&app.cfg, err, sizeof err) < 0) {
+            fprintf(stderr, "sipwake: %s\n", err);
+            lua_vm_set_current(NULL);
+            config_free(&app.cfg);
+            return 1;
+        }
         if (app.cfg.admin_enabled && config_admin_insecure(&app.cfg))
             printf("sipwake: warning: [admin] listen %s is not loopback and the admin has no "
                    "certificate: passwords, cookies and tokens cross the network in clear text "
@@ -491,6 +498,11 @@ int main(int argc, char **argv)
         goto out;
     }
     app.loop = ev_default_loop(EVFLAG_AUTO);
+    /* bad credentials stop the start before the store is opened (and migrated) */
+    if (push_check_config(&app.cfg, err, sizeof err) < 0) {
+        log_error("%s", err);
+        goto out;
+    }
     if (store_open(&app.cfg, &app.store, err, sizeof err) < 0) {
         log_error("%s", err);
         goto out;

@@ -80,6 +80,11 @@ struct push;
 struct push *push_new(struct ev_loop *loop, const struct config *cfg, struct location *loc,
                       struct store *store, char *err, size_t errlen);
 
+/* Loads and checks the credentials of cfg [push] exactly as push_new does (same messages),
+ * then drops them: for --check and for a start to fail before it touches the store. 0 or -1
+ * with err. */
+int push_check_config(const struct config *cfg, char *err, size_t errlen);
+
 /* Use the credential sets of t (read now; t may be freed after the call). A set that cannot
  * be used (a key that does not parse) is logged and left out. */
 void push_set_tenants(struct push *p, const struct tenants *t);
