@@ -136,14 +136,15 @@ static const struct key_row key_rows[] = {
      "real domain where the push services can reach the operator, e.g. `mailto:ops@example.com`. "
      "Required when push_providers has webpush: there is no default, because Apple's Web Push "
      "answers 403 BadJwtToken to a subject at localhost, .localhost, .local or .invalid, or at "
-     "a name without a dot, and sipwake refuses to start with one."},
+     "a name without a dot, and sipwake refuses to start with one. Checked whenever set, even "
+     "with webpush off."},
     {"push", "apns_key_file", KEY_STRING, OFF(apns_key_file), 0, 0, "", NULL,
      "APNs token auth: the team's .p8 key (with apns_key_id and apns_team_id). Checked at "
      "start: a key that cannot sign stops sipwake with the reason."},
     {"push", "apns_key_id", KEY_STRING, OFF(apns_key_id), 0, 0, "", NULL,
-     "The 10-character Key ID of apns_key_file."},
+     "The 10-character Key ID of apns_key_file (letters and digits; checked whenever set)."},
     {"push", "apns_team_id", KEY_STRING, OFF(apns_team_id), 0, 0, "", NULL,
-     "The 10-character Team ID the key belongs to."},
+     "The 10-character Team ID the key belongs to (letters and digits; checked whenever set)."},
     {"push", "apns_certificate", KEY_STRING, OFF(apns_certificate), 0, 0, "", NULL,
      "APNs certificate auth instead: the provider certificate with its key, a PEM file or a "
      "PKCS#12 (.p12) file. Checked at start: a certificate without its key, or expired, stops "
@@ -563,8 +564,16 @@ static int apply(struct config *cfg, const struct key_row *r, const char *v, int
                 return 0;
             }
         }
-        snprintf(err, errlen, "unknown value '%s'", v);
-        return -1;
+        {
+            /* the accepted words, as [log] level lists its own */
+            int n = snprintf(err, errlen, "unknown value '%s' (expected ", v);
+            for (long i = 0; r->enum_words[i] && n >= 0 && (size_t)n < errlen; i++)
+                n += snprintf(err + n, errlen - (size_t)n, "%s%s", r->enum_words[i],
+                              !r->enum_words[i + 1]   ? ")"
+                              : !r->enum_words[i + 2] ? " or "
+                                                      : ", ");
+            return -1;
+        }
     case KEY_LISTEN: {
         struct config_list words = {0};
         list_parse(&words, v);
@@ -724,6 +733,17 @@ static int vapid_subject_check(const char *sub, char *why, size_t whylen)
     return 0;
 }
 
+/* An APNs Key ID or Team ID: 10 letters or digits, as push_apns.c requires at start. */
+static int apns_id_ok(const char *id)
+{
+    if (strlen(id) != 10)
+        return 0;
+    for (const char *p = id; *p; p++)
+        if (!isalnum((unsigned char)*p))
+            return 0;
+    return 1;
+}
+
 /* Checks across keys. line_of(key) gives where the key was set, or 0 for a default. */
 struct key_lines {
     const struct key_row *row;
@@ -811,6 +831,12 @@ static int validate(struct config *cfg, const struct key_lines *kl, size_t nkl, 
     if (*cfg->apns_key_file && (!*cfg->apns_key_id || !*cfg->apns_team_id))
         return fail(err, errlen, src, LINE("push", "apns_key_file"), "push", "apns_key_file",
                     "needs apns_key_id and apns_team_id");
+    if (*cfg->apns_key_id && !apns_id_ok(cfg->apns_key_id))
+        return fail(err, errlen, src, LINE("push", "apns_key_id"), "push", "apns_key_id",
+                    "a Key ID is 10 letters or digits");
+    if (*cfg->apns_team_id && !apns_id_ok(cfg->apns_team_id))
+        return fail(err, errlen, src, LINE("push", "apns_team_id"), "push", "apns_team_id",
+                    "a Team ID is 10 letters or digits");
     if (*cfg->apns_key_file && *cfg->apns_certificate)
         return fail(err, errlen, src, LINE("push", "apns_certificate"), "push", "apns_certificate",
                     "one of apns_key_file or apns_certificate, not both");
@@ -819,7 +845,8 @@ static int validate(struct config *cfg, const struct key_lines *kl, size_t nkl, 
                     "fcm_project_number", "a project number is 1..20 digits (the sender ID)");
     if (*cfg->fcm_project_number && !*cfg->fcm_service_account)
         return fail(err, errlen, src, LINE("push", "fcm_project_number"), "push",
-                    "fcm_project_number", "is the number of fcm_service_account's project");
+                    "fcm_project_number",
+                    "needs fcm_service_account (it is that account's project number)");
     if (!*cfg->policy_file)
         return fail(err, errlen, src, LINE("policy", "file"), "policy", "file",
                     "a policy file is required");

@@ -60,6 +60,16 @@ is($? >> 8, 1, 'a start with a missing APNs key: exit 1');
 like($out, qr{\[push\] apns_key_file: \S*nonexistent\.p8: cannot open}, 'the same message') or diag $out;
 ok(!-e "$dir/fresh/sipwake.db", 'and no store made or migrated before the credentials were checked');
 
+# config messages (issue 13)
+($rc, $out) = check_conf("[push]\napns_environment = dev\n");
+like($out, qr{bad\.conf:2: \[push\] apns_environment: unknown value 'dev' \(expected both, production or sandbox\)}, 'an enum value: the accepted words listed') or diag $out;
+($rc, $out) = check_conf("[push]\nfcm_project_number = 929724111839\n");
+like($out, qr{\[push\] fcm_project_number: needs fcm_service_account \(it is that account's project number\)}, 'a project number alone: says what it needs') or diag $out;
+($rc, $out) = check_conf("[push]\napns_key_id = KEY\n");
+ok($rc == 1 && $out =~ /bad\.conf:2: \[push\] apns_key_id: a Key ID is 10 letters or digits/, 'a Key ID of the wrong length: refused at config time') or diag $out;
+($rc, $out) = check_conf("[push]\napns_team_id = TEAM-12345\n");
+ok($rc == 1 && $out =~ /bad\.conf:2: \[push\] apns_team_id: a Team ID is 10 letters or digits/, 'a Team ID that is not letters and digits') or diag $out;
+
 my $doc = `$bin --config-doc`;
 open my $rm, '<', "$Sipwake::ROOT/README.md" or die;
 my $readme = do { local $/; <$rm> };
