@@ -17,6 +17,7 @@
 #include "digest.h"
 #include "location.h"
 #include "push.h"
+#include "push_fcm.h"
 #include "store.h"
 #include "tenant.h"
 #include "util.h"
@@ -37,6 +38,7 @@ const char cli_usage[] =
     "       sipwake [--config FILE] tenant apns-key NAME[/SET] KEY_ID TEAM_ID KEY.p8 [ENV]\n"
     "       sipwake [--config FILE] tenant apns-cert NAME[/SET] CERT.pem|CERT.p12 [PASSWORD_FILE] "
     "[ENV]\n"
+    "                                   (ENV=production|sandbox|both, default both)\n"
     "       sipwake [--config FILE] tenant fcm NAME[/SET] SERVICE_ACCOUNT.json [PROJECT_NUMBER]\n"
     "       sipwake [--config FILE] tenant vapid NAME[/SET] [KEY.pem]   (no file: a new key pair)\n"
     "       sipwake [--config FILE] tenant cred-del NAME[/SET] "
@@ -366,6 +368,15 @@ static int tenant_run(struct store *s, int argc, char **argv)
     if ((strcmp(cmd, "apns-key") == 0 || strcmp(cmd, "apns-cert") == 0) && argc >= 4 &&
         tenant_env_of(argv[argc - 1]) >= 0)
         env = argv[--argc];
+    else if ((strcmp(cmd, "apns-key") == 0 && argc == 6) ||
+             (strcmp(cmd, "apns-cert") == 0 &&
+              (argc == 5 || (argc == 4 && access(argv[3], F_OK) != 0)))) {
+        /* where only ENV can be (or a PASSWORD_FILE that is not there): say so rather than
+         * "cannot open" or the whole usage */
+        fprintf(stderr, "sipwake: tenant %s: ENV is production, sandbox or both (got '%s')\n", cmd,
+                argv[argc - 1]);
+        return 1;
+    }
     if (strcmp(cmd, "apns-key") == 0 && argc == 5)
         return put_credential(s, "apns_key", argv[1], argv[4], argv[2], argv[3], NULL, env);
     if (strcmp(cmd, "apns-cert") == 0 && (argc == 3 || argc == 4))
@@ -373,6 +384,13 @@ static int tenant_run(struct store *s, int argc, char **argv)
                               argc == 4 ? argv[3] : NULL, env);
     /* an FCM service account may end with its project's number (the sender ID Linphone
      * Android puts in pn-param) */
+    if (strcmp(cmd, "fcm") == 0 && argc == 4 && !fcm_project_number_ok(argv[3])) {
+        fprintf(stderr,
+                "sipwake: tenant fcm: PROJECT_NUMBER '%s': a project number is 1..20 digits (the "
+                "sender ID)\n",
+                argv[3]);
+        return 1;
+    }
     if (strcmp(cmd, "fcm") == 0 && (argc == 3 || argc == 4))
         return put_credential(s, "fcm", argv[1], argv[2], NULL, argc == 4 ? argv[3] : NULL, NULL,
                               NULL);

@@ -70,6 +70,15 @@ ok($rc == 1 && $out =~ /bad\.conf:2: \[push\] apns_key_id: a Key ID is 10 letter
 ($rc, $out) = check_conf("[push]\napns_team_id = TEAM-12345\n");
 ok($rc == 1 && $out =~ /bad\.conf:2: \[push\] apns_team_id: a Team ID is 10 letters or digits/, 'a Team ID that is not letters and digits') or diag $out;
 
+# tenant credential commands: a wrong ENV or project number is named (issue 13)
+($rc, $out) = $sw->run_bin('tenant', 'apns-cert', 'acme/legacy', "$dir/notjson.pem", 'sandbx');
+ok($rc == 1 && $out =~ /ENV is production, sandbox or both \(got 'sandbx'\)/, 'apns-cert: a misspelled ENV is named, not opened as a password file') or diag $out;
+($rc, $out) = $sw->run_bin('tenant', 'apns-key', 'acme/dev2', 'KEYID67890', 'TEAMID1234', "$dir/notjson.pem", 'dev');
+ok($rc == 1 && $out =~ /ENV is production, sandbox or both \(got 'dev'\)/, 'apns-key: a wrong ENV is named') or diag $out;
+($rc, $out) = $sw->run_bin('tenant', 'fcm', 'acme/x', "$dir/notjson.pem", 'my-app');
+ok($rc == 1 && $out =~ /PROJECT_NUMBER 'my-app': a project number is 1\.\.20 digits/ && $out !~ /notjson/, 'fcm: the bad project number is named, not the file') or diag $out;
+like(`$bin --help 2>&1`, qr/ENV=production\|sandbox\|both/, 'usage says what ENV is');
+
 my $doc = `$bin --config-doc`;
 open my $rm, '<', "$Sipwake::ROOT/README.md" or die;
 my $readme = do { local $/; <$rm> };
