@@ -748,6 +748,59 @@ static int upload_of(json_t *b, const char *kind, struct buf *data, const char *
     return 0;
 }
 
+/* The fields a credential upload of kind may have (schemas/admin-api.yaml): a misspelled or
+ * misplaced field, or one of the wrong type, is refused by name rather than ignored. An FCM
+ * project_number may be a JSON integer: number gets it as text. 0, or -1 with err. */
+static int cred_fields_check(json_t *b, const char *kind, char *number, size_t number_len,
+                             char *err, size_t errlen)
+{
+    static const struct {
+        const char *kind, *fields;
+    } allowed[] = {{"apns_key", " key key_id team_id environment "},
+                   {"apns_certificate", " certificate pkcs12 password environment "},
+                   {"fcm", " service_account project_number "},
+                   {"vapid", " private_key "}};
+    const char *fields = "";
+    for (size_t i = 0; i < UTIL_ARRAY_LEN(allowed); i++)
+        if (strcmp(kind, allowed[i].kind) == 0)
+            fields = allowed[i].fields;
+    const char *key;
+    json_t *v;
+    json_object_foreach(b, key, v)
+    {
+        char word[80];
+        snprintf(word, sizeof word, " %s ", key);
+        if (strcmp(key, "environment") == 0 && !strstr(fields, word)) {
+            snprintf(err, errlen, "only an APNs credential has an \"environment\"");
+            return -1;
+        }
+        if (strlen(key) > 64 || !strstr(fields, word)) {
+            char shown[41];
+            util_token_text(key, 40, shown, sizeof shown);
+            snprintf(err, errlen, "unknown field \"%s\" for %s (it takes:%.*s)", shown, kind,
+                     (int)strlen(fields) - 1, fields);
+            return -1;
+        }
+        if (strcmp(key, "project_number") == 0 && json_is_integer(v) &&
+            json_integer_value(v) >= 0) {
+            snprintf(number, number_len, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
+            continue;
+        }
+        if (strcmp(key, "service_account") == 0 ? !json_is_string(v) && !json_is_object(v)
+                                                : !json_is_string(v)) {
+            snprintf(err, errlen, "\"%s\" must be %s", key,
+                     strcmp(key, "service_account") == 0 ? "a JSON object or a string"
+                     : strcmp(key, "project_number") == 0
+                         ? "a string of digits or an integer (the sender ID)"
+                         : "a string");
+            return -1;
+        }
+        if (strcmp(key, "project_number") == 0)
+            snprintf(number, number_len, "%s", json_string_value(v));
+    }
+    return 0;
+}
+
 static void api_cred_put(struct admin *a, struct admin_req *r, const char *tenant, const char *set,
                          const char *kind)
 {
@@ -767,13 +820,20 @@ static void api_cred_put(struct admin *a, struct admin_req *r, const char *tenan
     json_t *b = admin_body_json(r);
     if (!b)
         return;
+    char number[32] = "", bad[300];
+    if (cred_fields_check(b, kind, number, sizeof number, bad, sizeof bad) < 0) {
+        json_decref(b);
+        log_warn("admin: %s upload for %s/%s refused: %s", kind, tenant, set, bad);
+        admin_http_reply_error(r, 422, "%s", bad);
+        return;
+    }
     struct cred_data *d = xcalloc(1, sizeof *d);
     snprintf(d->tenant, sizeof d->tenant, "%s", tenant);
     snprintf(d->set, sizeof d->set, "%s", set);
     snprintf(d->kind, sizeof d->kind, "%s", kind);
     const char *key_id = jstr(b, "key_id"), *team_id = jstr(b, "team_id");
     if (strcmp(kind, "fcm") == 0) /* its project's number, kept in the team_id column */
-        team_id = jstr(b, "project_number");
+        team_id = *number ? number : NULL;
     const char *env = jstr(b, "environment");
     char err[512];
     struct buf data = {0};

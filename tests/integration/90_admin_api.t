@@ -147,6 +147,22 @@ $r = $api->put('/api/tenants/acme/credentials/default/apns_key', { key_id => 'KE
 ok($r->{status} == 422 && $r->{json}{error} =~ /production, sandbox or both/, 'an unknown APNs environment: 422, naming the three');
 $r = $api->put('/api/tenants/acme/credentials/default/fcm', { service_account => 'x', environment => 'sandbox' });
 ok($r->{status} == 422 && $r->{json}{error} =~ /only an APNs credential/, 'an environment for FCM: 422');
+# a field of the wrong type or an unknown one is refused by name, not dropped (issue 13)
+my %dp = Sipwake::default_push();
+my $sa = do { open my $f, '<', $dp{fcm_service_account} or die; local $/; JSON::PP::decode_json(<$f>) };
+$r = $api->put('/api/tenants/acme/credentials/obj/fcm', { service_account => $sa, project_number => 929724111839 });
+is($r->{status}, 200, 'an FCM project_number given as a JSON integer is taken') or diag explain $r->{json};
+my ($obj) = grep { $_->{name} eq 'obj' } @{ $api->get('/api/tenants')->{json}[0]{credential_sets} };
+is(($obj ? $obj->{credentials}[0]{project_number} : undef) // '', '929724111839', 'and listed with it');
+$r = $api->put('/api/tenants/acme/credentials/obj/fcm', { service_account => $sa, project_number => [1] });
+ok($r->{status} == 422 && $r->{json}{error} =~ /"project_number" must be a string of digits/, 'a project_number that is neither: 422 naming it') or diag explain $r;
+$r = $api->put('/api/tenants/acme/credentials/obj/apns_key', { key_id => 'KEYACME001', team_id => 'TEAMAAAAAA', key => $p8, environmnet => 'sandbox' });
+ok($r->{status} == 422 && $r->{json}{error} =~ /unknown field "environmnet" for apns_key/, 'a misspelled field: 422 naming it') or diag explain $r;
+$r = $api->put('/api/tenants/acme/credentials/obj/apns_key', { key_id => 'KEYACME001', team_id => 'TEAMAAAAAA', key => $p8, environment => 1 });
+ok($r->{status} == 422 && $r->{json}{error} =~ /"environment" must be a string/, 'an environment that is not a string: 422 naming it') or diag explain $r;
+$r = $api->put('/api/tenants/acme/credentials/obj/fcm', { service_account => $sa, key_id => 'KEYACME001' });
+ok($r->{status} == 422 && $r->{json}{error} =~ /unknown field "key_id" for fcm/, 'a field of another kind: 422 naming it') or diag explain $r;
+is($api->del('/api/tenants/acme/credentials/obj')->{status}, 200, 'the set removed again');
 $r = $web->put('/api/tenants/acme/credentials/default/apns_key', { key_id => 'KEYACME001', team_id => 'TEAMAAAAAA', key => $p8 });
 is($r->{status}, 200, 'a good .p8 key uploaded from the browser');
 $r = $api->get('/api/tenants');
