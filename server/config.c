@@ -628,6 +628,8 @@ void config_free(struct config *cfg)
     cfg->admin_host = NULL;
     free(cfg->source);
     cfg->source = NULL;
+    free(cfg->key_line);
+    cfg->key_line = NULL;
 }
 
 static const struct key_row *find_row(const char *section, const char *key)
@@ -636,6 +638,17 @@ static const struct key_row *find_row(const char *section, const char *key)
         if (strcmp(key_rows[i].section, section) == 0 && strcmp(key_rows[i].name, key) == 0)
             return &key_rows[i];
     return NULL;
+}
+
+void config_key_where(const struct config *cfg, const char *section, const char *key, char *out,
+                      size_t outlen)
+{
+    const struct key_row *r = find_row(section, key);
+    int line = r && cfg->key_line ? cfg->key_line[r - key_rows] : 0;
+    if (line > 0)
+        snprintf(out, outlen, "%s:%d: ", cfg->source, line);
+    else
+        snprintf(out, outlen, "%s: ", cfg->source);
 }
 
 static int section_known(const char *section)
@@ -973,6 +986,9 @@ int config_load(const char *path, struct config *cfg, char *err, size_t errlen)
         kl[i].line = lineno;
     }
     fclose(f);
+    cfg->key_line = xcalloc(UTIL_ARRAY_LEN(key_rows), sizeof *cfg->key_line);
+    for (size_t i = 0; i < nkl; i++)
+        cfg->key_line[kl[i].row - key_rows] = kl[i].line;
     if (rc == 0)
         rc = validate(cfg, kl, nkl, err, errlen);
     if (rc < 0)

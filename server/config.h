@@ -134,6 +134,8 @@ struct config {
     long policy_time_budget_ms;
     long policy_load_budget_ms;
     long policy_memory_limit_mb;
+
+    int *key_line; /* owned: per key row, the line of source that set it (0: default) */
 };
 
 /* Fill cfg with the embedded defaults (SIP on 127.0.0.1:5060 UDP/TCP and 5061 TLS, SQLite
@@ -145,6 +147,11 @@ void config_defaults(struct config *cfg);
 int config_load(const char *path, struct config *cfg, char *err, size_t errlen);
 
 void config_free(struct config *cfg);
+
+/* "FILE:LINE: " where [section] key was set in cfg's file, "FILE: " for a default: the prefix
+ * of a config error found after loading (a credential file that does not load). */
+void config_key_where(const struct config *cfg, const char *section, const char *key, char *out,
+                      size_t outlen);
 
 /* Write a description of every key (section, name, default, meaning) as Markdown. */
 void config_describe(void);

@@ -1191,7 +1191,18 @@ int push_check_config(const struct config *cfg, char *err, size_t errlen)
     struct push *p = push_new(loop, cfg, NULL, NULL, err, errlen);
     push_free(p);
     ev_loop_destroy(loop);
-    return p ? 0 : -1;
+    if (p)
+        return 0;
+    /* "[push] KEY: why" gets the file and line of KEY, as the other config errors have */
+    size_t klen = strncmp(err, "[push] ", 7) == 0 ? strcspn(err + 7, ":") : 0;
+    if (klen > 0 && klen < 64 && err[7 + klen] == ':') {
+        char key[64], where[1100], *why = xstrdup(err);
+        snprintf(key, sizeof key, "%.*s", (int)klen, err + 7);
+        config_key_where(cfg, "push", key, where, sizeof where);
+        snprintf(err, errlen, "%s%s", where, why);
+        free(why);
+    }
+    return -1;
 }
 
 int push_can_serve(void *arg, const struct pn_info *pn, char *why, size_t whylen)

@@ -80,9 +80,9 @@ struct push;
 struct push *push_new(struct ev_loop *loop, const struct config *cfg, struct location *loc,
                       struct store *store, char *err, size_t errlen);
 
-/* Loads and checks the credentials of cfg [push] exactly as push_new does (same messages),
- * then drops them: for --check and for a start to fail before it touches the store. 0 or -1
- * with err. */
+/* Loads and checks the credentials of cfg [push] exactly as push_new does, then drops them:
+ * for --check and for a start to fail before it touches the store. 0, or -1 with err: push_new's
+ * message after the file and line of the key ("sipwake.conf:3: [push] apns_key_file: ..."). */
 int push_check_config(const struct config *cfg, char *err, size_t errlen);
 
 /* Use the credential sets of t (read now; t may be freed after the call). A set that cannot

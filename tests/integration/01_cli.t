@@ -40,16 +40,16 @@ like($out, qr{broken\.lua:4: unexpected symbol near 'end'}, 'policy error names 
 # --check loads the [push] credentials as a start does (issue 13): what stops a start fails it
 ($rc, $out) = check_conf("[push]\napns_key_file = $dir/nonexistent.p8\napns_key_id = KEYID12345\napns_team_id = TEAMID1234\n");
 is($rc, 1, '--check: an APNs key file that is not there: exit 1');
-like($out, qr{\[push\] apns_key_file: \S*nonexistent\.p8: cannot open}, 'with the message a start gives') or diag $out;
+like($out, qr{bad\.conf:2: \[push\] apns_key_file: \S*nonexistent\.p8: cannot open}, 'with the message a start gives, naming file and line') or diag $out;
 open my $pem, '>', "$dir/notjson.pem" or die;
 print $pem "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n";
 close $pem;
 ($rc, $out) = check_conf("[push]\nfcm_service_account = $dir/notjson.pem\n");
-ok($rc == 1 && $out =~ /\[push\] fcm_service_account: .*not a JSON object/, '--check: a service account that is a PEM file') or diag $out;
+ok($rc == 1 && $out =~ /bad\.conf:2: \[push\] fcm_service_account: .*not a JSON object/, '--check: a service account that is a PEM file') or diag $out;
 ($rc, $out) = check_conf("[push]\napns_certificate = $dir/notjson.pem\n");
-ok($rc == 1 && $out =~ /\[push\] apns_certificate: /, '--check: a certificate that is not one') or diag $out;
+ok($rc == 1 && $out =~ /bad\.conf:2: \[push\] apns_certificate: /, '--check: a certificate that is not one') or diag $out;
 ($rc, $out) = check_conf("[registrar]\npush_providers = webpush\n[push]\nvapid_subject = mailto:ops\@example.com\nvapid_key = $dir/notjson.pem\n");
-ok($rc == 1 && $out =~ /\[push\] vapid_key: /, '--check: a VAPID key file that is not a key') or diag $out;
+ok($rc == 1 && $out =~ /bad\.conf:5: \[push\] vapid_key: /, '--check: a VAPID key file that is not a key') or diag $out;
 # and a start that fails on them has not touched (migrated) the store yet
 mkdir "$dir/fresh";
 open my $fc, '>', "$dir/fresh.conf" or die;
@@ -57,7 +57,7 @@ print $fc "[general]\ndata_dir = $dir/fresh\n[sip]\nlisten = udp:127.0.0.1:1\n[p
 close $fc;
 $out = `timeout 30 $bin --config $dir/fresh.conf 2>&1`;
 is($? >> 8, 1, 'a start with a missing APNs key: exit 1');
-like($out, qr{\[push\] apns_key_file: \S*nonexistent\.p8: cannot open}, 'the same message') or diag $out;
+like($out, qr{fresh\.conf:6: \[push\] apns_key_file: \S*nonexistent\.p8: cannot open}, 'the same message') or diag $out;
 ok(!-e "$dir/fresh/sipwake.db", 'and no store made or migrated before the credentials were checked');
 
 # config messages (issue 13)
