@@ -159,8 +159,8 @@ static const struct key_row key_rows[] = {
     {"push", "fcm_project_number", KEY_STRING, OFF(fcm_project_number), 0, 0, "", NULL,
      "The project number (the Firebase \"sender ID\") of fcm_service_account's project. "
      "Linphone Android puts it in pn-param instead of the project ID; a pn-param that is "
-     "either selects this account. Empty: a numeric pn-param is taken as this project's only "
-     "while this is sipwake's one FCM credential and none declares a number."},
+     "either selects this account. A number no credential declares is never guessed: 555 at "
+     "REGISTER, and a warn line naming this key."},
     {"push", "apns_host", KEY_STRING, OFF(apns_host), 0, 0, "api.push.apple.com", NULL,
      "APNs production endpoint (pn-provider apns)."},
     {"push", "apns_port", KEY_INT, OFF(apns_port), 1, 65535, "443", NULL, "Its port."},
