@@ -137,6 +137,12 @@ static const struct key_row key_rows[] = {
      "Required when push_providers has webpush: there is no default, because Apple's Web Push "
      "answers 403 BadJwtToken to a subject at localhost, .localhost, .local or .invalid, or at "
      "a name without a dot, and sipwake refuses to start with one."},
+    {"push", "webpush_allow_private", KEY_BOOL, OFF(webpush_allow_private), 0, 1, "no", NULL,
+     "Whether a Web Push subscription URL may name localhost or a loopback, private, "
+     "link-local or unspecified IP address. no: such a REGISTER gets 555 and such a push is "
+     "not sent, and a host name that resolves to such an address is not connected to, so "
+     "sipwake never posts to an internal service on a registering user's behalf. yes: tests, "
+     "or a push service on the operator's own network."},
     {"push", "apns_key_file", KEY_STRING, OFF(apns_key_file), 0, 0, "", NULL,
      "APNs token auth: the team's .p8 key (with apns_key_id and apns_team_id). Checked at "
      "start: a key that cannot sign stops sipwake with the reason."},

@@ -1150,6 +1150,7 @@ struct push *push_new(struct ev_loop *loop, const struct config *cfg, struct loc
             goto fail;
         }
         p->webpush = webpush_sender_new(loop, p->vapid, ca_of(p), (double)cfg->push_timeout);
+        webpush_sender_allow_private(p->webpush, cfg->webpush_allow_private);
     }
     return p;
 fail:
@@ -1161,6 +1162,12 @@ int push_can_serve(void *arg, const char *domain, const struct pn_info *pn, char
                    size_t whylen)
 {
     struct push *p = arg;
+    if (strcmp(pn->provider, "webpush") == 0 && pn->prid && !p->cfg->webpush_allow_private &&
+        webpush_url_private(pn->prid)) {
+        /* never a push to an internal service on a registering user's behalf */
+        snprintf(why, whylen, "Web Push endpoint is a local or private address");
+        return 0;
+    }
     if (!pn_is_apns(pn->provider) && strcmp(pn->provider, "fcm") != 0)
         return 1; /* Web Push signs with sipwake's key; other providers are the registrar's */
     /* the sets a push without a policy-chosen set uses (creds_default): the domain's tenant's,
