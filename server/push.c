@@ -560,9 +560,14 @@ static void finish(struct push_job *j, enum push_outcome o, int status, const ch
     size_t tl = strlen(j->topic);
     r.voip = pn_is_apns(j->provider) && tl > 5 && strcmp(j->topic + tl - 5, ".voip") == 0;
     metrics_push_result(provider, push_outcome_name(o), r.reason);
+    /* Web Push: the push service is whatever the user's subscription URL names, so its
+     * answers are kept per origin (a user's own endpoint refusing the key is that origin's) */
+    char origin[128] = "";
+    if (strcmp(provider, "webpush") == 0)
+        webpush_url_origin(j->prid, origin, sizeof origin);
     if (o == PUSH_BAD_CREDENTIALS || o == PUSH_DELIVERED)
-        metrics_credential_problem(provider, r.credentials, o == PUSH_DELIVERED, status, r.reason,
-                                   util_wall_ms());
+        metrics_credential_problem(provider, r.credentials, origin, o == PUSH_DELIVERED, status,
+                                   r.reason, util_wall_ms());
 
     char hash[17];
     push_token_hash(j->prid, hash);
@@ -620,11 +625,13 @@ static void finish(struct push_job *j, enum push_outcome o, int status, const ch
         r.token_left = retire_token(p, j->aor, j->provider, scope, j->token, since);
     }
     if (o == PUSH_BAD_CREDENTIALS) /* the operator's to fix: every push through them fails */
-        log_error("push: the %s service refused the credentials %s (%d %s): check %s", provider,
-                  r.credentials, status, r.reason,
+        log_error("push: the %s service%s%s refused the credentials %s (%d %s): check %s%s",
+                  provider, *origin ? " at " : "", origin, r.credentials, status, r.reason,
                   strcmp(provider, "webpush") == 0 ? "the VAPID key and [push] vapid_subject"
                   : strcmp(provider, "fcm") == 0   ? "the FCM service account and its project"
-                                                   : "the APNs key or certificate");
+                                                   : "the APNs key or certificate",
+                  *origin ? " (if that origin is a real push service: a user may register any)"
+                          : "");
     else if (o != PUSH_DELIVERED && o != PUSH_DEAD_TOKEN)
         log_warn("push: %s to %s (%s, token %s): %s%s%s", j->provider, j->aor, r.credentials, hash,
                  push_outcome_name(o), *r.reason ? ", " : "", r.reason);

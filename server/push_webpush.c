@@ -391,6 +391,20 @@ int webpush_url_private(const char *url)
     return r;
 }
 
+int webpush_url_origin(const char *url, char *origin, size_t olen)
+{
+    char *host;
+    int port;
+    const char *path;
+    if (!url || split(url, origin, olen, &host, &port, &path) < 0) {
+        if (olen)
+            *origin = '\0';
+        return -1;
+    }
+    free(host);
+    return 0;
+}
+
 void webpush_sender_allow_private(struct webpush_sender *s, int allow)
 {
     s->allow_private = allow;

@@ -79,6 +79,10 @@ void webpush_sender_free(struct webpush_sender *s);
  * sipwake never posts to an internal service on a registering user's behalf. */
 void webpush_sender_allow_private(struct webpush_sender *s, int allow);
 
+/* The origin of a subscription URL ("https://host[:port]", the host in lower case, no :443)
+ * into origin: 0, or -1 ("" in origin) if it is not one. */
+int webpush_url_origin(const char *url, char *origin, size_t olen);
+
 /* 1 if url's host is localhost, a name under .localhost, or a literal IP address
  * webpush_addr_private refuses (also in the forms inet_aton takes: "127.1"); else 0 (also
  * for a URL that is not https). */
