@@ -1296,6 +1296,8 @@ static json_t *credential_problems(void)
                       (json_int_t)rows[i].count, "last", json_time_ms(rows[i].last_ms));
         json_object_set_new(o, "resolved",
                             rows[i].resolved_ms ? json_time_ms(rows[i].resolved_ms) : json_null());
+        if (rows[i].origin[0]) /* Web Push: the push service, from the user's URL */
+            json_object_set_new(o, "origin", json_string(rows[i].origin));
         json_array_append_new(w, o);
     }
     return w;

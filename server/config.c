@@ -138,6 +138,12 @@ static const struct key_row key_rows[] = {
      "answers 403 BadJwtToken to a subject at localhost, .localhost, .local or .invalid, or at "
      "a name without a dot, and sipwake refuses to start with one. Checked whenever set, even "
      "with webpush off."},
+    {"push", "webpush_allow_private", KEY_BOOL, OFF(webpush_allow_private), 0, 1, "no", NULL,
+     "Whether a Web Push subscription URL may name localhost or a loopback, private, "
+     "link-local or unspecified IP address. no: such a REGISTER gets 555 and such a push is "
+     "not sent, and a host name that resolves to such an address is not connected to, so "
+     "sipwake never posts to an internal service on a registering user's behalf. yes: tests, "
+     "or a push service on the operator's own network."},
     {"push", "apns_key_file", KEY_STRING, OFF(apns_key_file), 0, 0, "", NULL,
      "APNs token auth: the team's .p8 key (with apns_key_id and apns_team_id). Checked at "
      "start: a key that cannot sign stops sipwake with the reason."},
@@ -160,8 +166,8 @@ static const struct key_row key_rows[] = {
     {"push", "fcm_project_number", KEY_STRING, OFF(fcm_project_number), 0, 0, "", NULL,
      "The project number (the Firebase \"sender ID\") of fcm_service_account's project. "
      "Linphone Android puts it in pn-param instead of the project ID; a pn-param that is "
-     "either selects this account. Empty: a numeric pn-param is taken as this project's only "
-     "while this is sipwake's one FCM credential and none declares a number."},
+     "either selects this account. A number no credential declares is never guessed: 555 at "
+     "REGISTER, and a warn line naming this key."},
     {"push", "apns_host", KEY_STRING, OFF(apns_host), 0, 0, "api.push.apple.com", NULL,
      "APNs production endpoint (pn-provider apns)."},
     {"push", "apns_port", KEY_INT, OFF(apns_port), 1, 65535, "443", NULL, "Its port."},

@@ -87,6 +87,7 @@ struct config {
     /* [push] */
     char *vapid_key;
     char *vapid_subject;
+    int webpush_allow_private;
     char *apns_host, *apns_sandbox_host, *fcm_host, *fcm_token_uri, *push_ca;
     long apns_port, apns_sandbox_port, fcm_port;
     long push_timeout;

@@ -101,6 +101,7 @@ struct h2_pool {
     char *host;
     int port;
     int host_is_ip;
+    int (*addr_refused)(const struct sockaddr *sa); /* h2_pool_options */
     SSL_CTX *ctx;
     int max_connections;
     size_t max_queue;
@@ -618,6 +619,12 @@ static void *resolve_thread(void *arg)
 static void conn_connect(struct h2_conn *c, const struct sockaddr_storage *ss, socklen_t len)
 {
     struct h2_pool *p = c->pool;
+    if (p->addr_refused && p->addr_refused((const struct sockaddr *)ss)) {
+        char msg[200];
+        snprintf(msg, sizeof msg, "refused: %s is a local or private address", p->host);
+        close_conn(c, msg);
+        return;
+    }
     c->fd = socket(ss->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (c->fd < 0 ||
         (connect(c->fd, (const struct sockaddr *)ss, len) < 0 && errno != EINPROGRESS)) {
@@ -1056,6 +1063,7 @@ struct h2_pool *h2_pool_new(struct ev_loop *loop, const struct h2_pool_options *
     p->timeout = o->timeout > 0 ? o->timeout : 10;
     p->ping_after = o->ping_after > 0 ? o->ping_after : default_ping_after;
     p->ping_timeout = o->ping_timeout > 0 ? o->ping_timeout : default_ping_timeout;
+    p->addr_refused = o->addr_refused;
     pthread_mutex_init(&p->lock, NULL);
     ev_async_init(&p->resolved, resolved_cb);
     p->resolved.data = p;

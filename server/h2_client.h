@@ -51,6 +51,7 @@ struct h2_response {
 /* Called once per submitted request; resp and its strings live for the call only. */
 typedef void (*h2_cb)(void *arg, const struct h2_response *resp);
 
+struct sockaddr;
 struct h2_pool_options {
     const char *host; /* name or numeric address; also the TLS name checked */
     int port;
@@ -63,6 +64,9 @@ struct h2_pool_options {
     double timeout;          /* seconds per request; 0: 10 */
     double ping_after;       /* idle seconds before a PING; 0: the process default (3600) */
     double ping_timeout;     /* seconds a PING may wait for its ACK; 0: the default (5) */
+    /* if set, an address it returns 1 for is not connected to (the connection fails, its
+     * requests with it): checked on the address the name resolved to */
+    int (*addr_refused)(const struct sockaddr *sa);
 };
 
 /* The process-wide defaults for pools whose options leave ping_after or ping_timeout at 0

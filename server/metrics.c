@@ -187,30 +187,50 @@ uint64_t metrics_push_count(const char *provider, const char *outcome, const cha
     return n;
 }
 
-/* Credential problems by provider and set: a short list (one row per set and provider), so
- * past its size the oldest resolved row makes room, else the new problem is only counted. */
+/* Credential problems by provider, set and origin: a short list, so past its size the oldest
+ * resolved row makes room, else the new problem is only counted; rows with an origin (Web
+ * Push) are fewer still: past METRICS_CREDENTIAL_ORIGINS the oldest of them makes room. */
 #define METRICS_CREDENTIAL_ROWS 64
+#define METRICS_CREDENTIAL_ORIGINS 16
 static struct metrics_credential_row cred_rows[METRICS_CREDENTIAL_ROWS];
 static size_t n_cred_rows;
 
-void metrics_credential_problem(const char *provider, const char *set, int delivered, int status,
-                                const char *reason, int64_t time_ms)
+static void cred_row_drop(size_t i)
+{
+    memmove(&cred_rows[i], &cred_rows[i + 1], (n_cred_rows - i - 1) * sizeof cred_rows[0]);
+    n_cred_rows--;
+}
+
+void metrics_credential_problem(const char *provider, const char *set, const char *origin,
+                                int delivered, int status, const char *reason, int64_t time_ms)
 {
     struct metrics_credential_row *row = NULL;
+    size_t with_origin = 0;
+    if (!origin)
+        origin = "";
     for (size_t i = 0; i < n_cred_rows && !row; i++)
-        if (strcmp(cred_rows[i].provider, provider) == 0 && strcmp(cred_rows[i].set, set) == 0)
+        if (strcmp(cred_rows[i].provider, provider) == 0 && strcmp(cred_rows[i].set, set) == 0 &&
+            strcmp(cred_rows[i].origin, origin) == 0)
             row = &cred_rows[i];
     if (delivered) {
         if (row && !row->resolved_ms)
             row->resolved_ms = time_ms;
         return;
     }
+    for (size_t i = 0; i < n_cred_rows; i++)
+        with_origin += cred_rows[i].origin[0] != '\0';
+    if (!row && *origin && with_origin >= METRICS_CREDENTIAL_ORIGINS) {
+        size_t oldest = n_cred_rows;
+        for (size_t i = 0; i < n_cred_rows; i++)
+            if (cred_rows[i].origin[0] &&
+                (oldest == n_cred_rows || cred_rows[i].last_ms < cred_rows[oldest].last_ms))
+                oldest = i;
+        cred_row_drop(oldest);
+    }
     if (!row && n_cred_rows == METRICS_CREDENTIAL_ROWS) {
         for (size_t i = 0; i < n_cred_rows; i++)
             if (cred_rows[i].resolved_ms) {
-                memmove(&cred_rows[i], &cred_rows[i + 1],
-                        (n_cred_rows - i - 1) * sizeof cred_rows[0]);
-                n_cred_rows--;
+                cred_row_drop(i);
                 break;
             }
         if (n_cred_rows == METRICS_CREDENTIAL_ROWS)
@@ -221,6 +241,7 @@ void metrics_credential_problem(const char *provider, const char *set, int deliv
         memset(row, 0, sizeof *row);
         snprintf(row->provider, sizeof row->provider, "%s", provider);
         snprintf(row->set, sizeof row->set, "%s", set);
+        snprintf(row->origin, sizeof row->origin, "%s", origin);
     }
     row->count++;
     row->status = status;

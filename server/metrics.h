@@ -96,13 +96,19 @@ void metrics_push_result(const char *provider, const char *outcome, const char *
 uint64_t metrics_push_count(const char *provider, const char *outcome, const char *reason);
 
 /* A push answered through a credential set (set: "tenant/set" or "[push]"): delivered, or
- * refused for its credentials (status, reason: the service's). Refusals are kept per provider
- * and set, with their count and the last one, until a later delivery through the same set
- * marks them resolved (for the dashboard; a bounded table). */
-void metrics_credential_problem(const char *provider, const char *set, int delivered, int status,
-                                const char *reason, int64_t time_ms);
+ * refused for its credentials (status, reason: the service's). Refusals are kept per provider,
+ * set and origin, with their count and the last one, until a later delivery through the same
+ * set to the same origin marks them resolved (for the dashboard; a bounded table). origin:
+ * Web Push's push service ("https://host[:port]", NULL or "" for the others): the URL is the
+ * user's, so a user's own endpoint refusing sipwake's key shows as that origin, and neither
+ * clears nor masks the state of the real push services. At most METRICS_CREDENTIAL_ORIGINS
+ * rows have an origin (the oldest goes), so such users cannot crowd out the APNs and FCM
+ * rows. */
+void metrics_credential_problem(const char *provider, const char *set, const char *origin,
+                                int delivered, int status, const char *reason, int64_t time_ms);
 struct metrics_credential_row {
     char provider[16], set[132], reason[64];
+    char origin[128]; /* "" but for Web Push */
     int status;
     uint64_t count;
     int64_t last_ms, resolved_ms; /* resolved_ms: 0 while unresolved */

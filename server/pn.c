@@ -338,7 +338,7 @@ static enum pn_kind classify(struct pn_info *out)
     if (pn_is_apns(out->provider))
         return out->kind = (enum pn_kind)parse_apns(out);
     if (util_caseeq(out->provider, "webpush")) {
-        if (strncmp(out->prid, "https://", 8) != 0 && strncmp(out->prid, "http://", 7) != 0)
+        if (strncasecmp(out->prid, "https://", 8) != 0 && strncasecmp(out->prid, "http://", 7) != 0)
             return (enum pn_kind)invalid(out, "webpush pn-prid must be the subscription URL");
     }
     return PN_PUSH;

@@ -61,11 +61,9 @@ struct push {
     struct webpush_vapid *vapid;
     struct webpush_sender *webpush;
     struct hashtab dead;
-    struct hashtab team_logged; /* "set\nteam" pairs whose team mismatch was logged */
-    /* sipwake's one FCM credential, when it has one only and it declares no project number:
-     * a numeric pn-param is taken as its project's (FCM_BY_GUESS); else NULL */
-    struct push_creds *fcm_sole;
-    int fcm_guess_logged;
+    /* "set\nteam" pairs whose team mismatch was logged, and "\nfcm\nN" for the FCM project
+     * numbers no credential declares (push_can_serve) */
+    struct hashtab team_logged;
 };
 
 struct push_job {
@@ -385,8 +383,6 @@ static struct push_creds *creds_from_set(struct push *p, const struct tenant_set
     return NULL;
 }
 
-static void fcm_sole_update(struct push *p);
-
 void push_set_tenants(struct push *p, const struct tenants *t)
 {
     struct push_creds *old = p->sets, *head = NULL, **tail = &head;
@@ -410,7 +406,6 @@ void push_set_tenants(struct push *p, const struct tenants *t)
         tail = &c->next;
     }
     p->sets = head;
-    fcm_sole_update(p);
     while (old) {
         struct push_creds *next = old->next;
         creds_unref(old);
@@ -436,13 +431,11 @@ static int creds_apns(const struct push_creds *c, int sandbox, struct apns_key *
  * Android sends the project number, its gcm_defaultSenderId, and the legacy
  * pn-type=google;app-id= form converts to the same): FCM_BY_ID (the project ID, compared
  * without case: IDs are lower case), FCM_BY_NUMBER (the number the operator declared for the
- * credential), FCM_BY_GUESS (a number no credential declares, while c is sipwake's one FCM
- * credential and declares none: very likely its project's, and the push names that number
- * in its URL, so FCM refuses it (403) if it is not, rather than the token being taken for
- * dead on SENDER_ID_MISMATCH), else 0. */
-enum { FCM_BY_ID = 1, FCM_BY_NUMBER, FCM_BY_GUESS };
+ * credential), else 0. A number nobody declared is never taken as a credential's: a wrong
+ * one pushes to another project, FCM answers 403 and the credential looks broken. */
+enum { FCM_BY_ID = 1, FCM_BY_NUMBER };
 
-static int fcm_by(const struct push *p, const struct push_creds *c, const char *param)
+static int fcm_by(const struct push_creds *c, const char *param)
 {
     if (!c->fcm_sender)
         return 0;
@@ -450,14 +443,13 @@ static int fcm_by(const struct push *p, const struct push_creds *c, const char *
         return FCM_BY_ID;
     if (c->fcm_number && strcmp(c->fcm_number, param) == 0)
         return FCM_BY_NUMBER;
-    return c == p->fcm_sole && fcm_project_number_ok(param) ? FCM_BY_GUESS : 0;
+    return 0;
 }
 
 /* 1 if c can push to a binding of provider with pn-param param (NULL: any): an APNs
  * credential for its environment (apns production, apns.dev sandbox), a service account of
  * the FCM project the binding names (fcm_by), a VAPID key pair. */
-static int creds_serve(const struct push *p, const struct push_creds *c, const char *provider,
-                       const char *param)
+static int creds_serve(const struct push_creds *c, const char *provider, const char *param)
 {
     struct apns_key *k;
     const char *crt;
@@ -465,21 +457,7 @@ static int creds_serve(const struct push *p, const struct push_creds *c, const c
         return creds_apns(c, strcmp(provider, "apns.dev") == 0, &k, &crt);
     if (strcmp(provider, "webpush") == 0)
         return c->vapid != NULL;
-    return strcmp(provider, "fcm") == 0 && fcm_by(p, c, param) != 0;
-}
-
-/* p->fcm_sole again, after the sets changed. */
-static void fcm_sole_update(struct push *p)
-{
-    struct push_creds *one = NULL;
-    int n = 0, numbered = 0;
-    for (struct push_creds *c = p->config; c; c = c == p->config ? p->sets : c->next)
-        if (c->fcm_sender) {
-            one = c;
-            n++;
-            numbered |= c->fcm_number != NULL;
-        }
-    p->fcm_sole = n == 1 && !numbered ? one : NULL;
+    return strcmp(provider, "fcm") == 0 && fcm_by(c, param) != 0;
 }
 
 /* 1 if c holds any credential for provider, whatever the environment or project. */
@@ -508,7 +486,7 @@ static struct push_creds *creds_default(struct push *p, const char *tenant, cons
 {
     struct push_creds *first = NULL;
     for (struct push_creds *c = p->sets; tenant && c; c = c->next) {
-        if (strcmp(c->tenant, tenant) != 0 || !creds_serve(p, c, provider, param))
+        if (strcmp(c->tenant, tenant) != 0 || !creds_serve(c, provider, param))
             continue;
         if (strcmp(c->name + strlen(tenant) + 1, TENANT_DEFAULT_SET) == 0)
             return c;
@@ -582,9 +560,14 @@ static void finish(struct push_job *j, enum push_outcome o, int status, const ch
     size_t tl = strlen(j->topic);
     r.voip = pn_is_apns(j->provider) && tl > 5 && strcmp(j->topic + tl - 5, ".voip") == 0;
     metrics_push_result(provider, push_outcome_name(o), r.reason);
+    /* Web Push: the push service is whatever the user's subscription URL names, so its
+     * answers are kept per origin (a user's own endpoint refusing the key is that origin's) */
+    char origin[128] = "";
+    if (strcmp(provider, "webpush") == 0)
+        webpush_url_origin(j->prid, origin, sizeof origin);
     if (o == PUSH_BAD_CREDENTIALS || o == PUSH_DELIVERED)
-        metrics_credential_problem(provider, r.credentials, o == PUSH_DELIVERED, status, r.reason,
-                                   util_wall_ms());
+        metrics_credential_problem(provider, r.credentials, origin, o == PUSH_DELIVERED, status,
+                                   r.reason, util_wall_ms());
 
     char hash[17];
     push_token_hash(j->prid, hash);
@@ -642,11 +625,13 @@ static void finish(struct push_job *j, enum push_outcome o, int status, const ch
         r.token_left = retire_token(p, j->aor, j->provider, scope, j->token, since);
     }
     if (o == PUSH_BAD_CREDENTIALS) /* the operator's to fix: every push through them fails */
-        log_error("push: the %s service refused the credentials %s (%d %s): check %s", provider,
-                  r.credentials, status, r.reason,
+        log_error("push: the %s service%s%s refused the credentials %s (%d %s): check %s%s",
+                  provider, *origin ? " at " : "", origin, r.credentials, status, r.reason,
                   strcmp(provider, "webpush") == 0 ? "the VAPID key and [push] vapid_subject"
                   : strcmp(provider, "fcm") == 0   ? "the FCM service account and its project"
-                                                   : "the APNs key or certificate");
+                                                   : "the APNs key or certificate",
+                  *origin ? " (if that origin is a real push service: a user may register any)"
+                          : "");
     else if (o != PUSH_DELIVERED && o != PUSH_DEAD_TOKEN)
         log_warn("push: %s to %s (%s, token %s): %s%s%s", j->provider, j->aor, r.credentials, hash,
                  push_outcome_name(o), *r.reason ? ", " : "", r.reason);
@@ -712,7 +697,7 @@ static int send_job(struct push *p, struct push_job *j, const struct pn_info *pn
         int by;
         if (!c->fcm_sender)
             snprintf(err, errlen, "no FCM credentials in %s", c->name);
-        else if (!(by = fcm_by(p, c, pn->param)))
+        else if (!(by = fcm_by(c, pn->param)))
             /* RFC 8599 §11: never push to another project (FCM would answer
              * SENDER_ID_MISMATCH, and the binding is not dead) */
             snprintf(err, errlen, "FCM project %s is not the project %s of %s", pn->param,
@@ -1165,7 +1150,6 @@ struct push *push_new(struct ev_loop *loop, const struct config *cfg, struct loc
         if (*cfg->fcm_project_number)
             c->fcm_number = xstrdup(cfg->fcm_project_number);
     }
-    fcm_sole_update(p);
     if (config_provider_enabled(cfg, "webpush")) {
         p->vapid = webpush_vapid_load(cfg->vapid_key, cfg->vapid_subject, why, sizeof why);
         if (!p->vapid) {
@@ -1173,6 +1157,7 @@ struct push *push_new(struct ev_loop *loop, const struct config *cfg, struct loc
             goto fail;
         }
         p->webpush = webpush_sender_new(loop, p->vapid, ca_of(p), (double)cfg->push_timeout);
+        webpush_sender_allow_private(p->webpush, cfg->webpush_allow_private);
     }
     return p;
 fail:
@@ -1205,27 +1190,44 @@ int push_check_config(const struct config *cfg, char *err, size_t errlen)
     return -1;
 }
 
-int push_can_serve(void *arg, const struct pn_info *pn, char *why, size_t whylen)
+int push_can_serve(void *arg, const char *domain, const struct pn_info *pn, char *why,
+                   size_t whylen)
 {
     struct push *p = arg;
+    if (strcmp(pn->provider, "webpush") == 0 && pn->prid && !p->cfg->webpush_allow_private &&
+        webpush_url_private(pn->prid)) {
+        /* never a push to an internal service on a registering user's behalf */
+        snprintf(why, whylen, "Web Push endpoint is a local or private address");
+        return 0;
+    }
     if (!pn_is_apns(pn->provider) && strcmp(pn->provider, "fcm") != 0)
         return 1; /* Web Push signs with sipwake's key; other providers are the registrar's */
+    /* the sets a push without a policy-chosen set uses (creds_default): the domain's tenant's,
+     * then [push]; a set another tenant holds never pushes this binding */
+    const struct tenants *t = tenants_current();
+    const char *tenant = t && domain ? tenants_of_domain(t, domain) : NULL;
     int have = 0;
     for (struct push_creds *c = p->config; c; c = c == p->config ? p->sets : c->next) {
-        if (creds_serve(p, c, pn->provider, pn->param)) {
-            if (strcmp(pn->provider, "fcm") == 0 && fcm_by(p, c, pn->param) == FCM_BY_GUESS &&
-                !p->fcm_guess_logged) {
-                p->fcm_guess_logged = 1;
-                log_warn("push: FCM pn-param %s is taken as the project number of %s's project "
-                         "%s, sipwake's one FCM service account: declare it (%s) so that a "
-                         "push never goes to a project by guess",
-                         pn->param, c->name, fcm_account_project(c->fcm),
-                         c == p->config ? "[push] fcm_project_number"
-                                        : "the credential's project_number");
-            }
+        if (c != p->config && (!tenant || strcmp(c->tenant, tenant) != 0))
+            continue;
+        if (creds_serve(c, pn->provider, pn->param))
             return 1;
-        }
         have = have || creds_have(c, pn->provider);
+    }
+    if (have && strcmp(pn->provider, "fcm") == 0 && fcm_project_number_ok(pn->param) &&
+        team_first_seen(p, "\nfcm", pn->param)) {
+        /* the number is digits (fcm_project_number_ok): safe to log. Once per number. */
+        char pushed[200] = "";
+        if (p->config && p->config->fcm)
+            snprintf(pushed, sizeof pushed,
+                     "if it is the number of project %s ([push] fcm_service_account), set "
+                     "[push] fcm_project_number = %s; ",
+                     fcm_account_project(p->config->fcm), pn->param);
+        log_warn("push: FCM pn-param %s is a project number no FCM credential declares, so "
+                 "REGISTERs naming it get 555: %sif it is a tenant credential's project, give "
+                 "it that number (sipwake tenant fcm %s[/SET] SA.json %s, or project_number in "
+                 "the admin API)",
+                 pn->param, pushed, tenant ? tenant : "TENANT", pn->param);
     }
     /* why goes into a Warning header: what the phone sent only as a token */
     char project[41];

@@ -112,21 +112,25 @@ const char *push_vapid_public(const struct push *p);
 /* The same for a SIP domain (arg: the push): its tenant's key pair when it has one (its default
  * set's, else its first set's), else sipwake's. For registrar_set_vapid. */
 const char *push_vapid_for_domain(void *arg, const char *domain);
-/* Can a push ever be sent to a binding with these push params (PN_PUSH; arg: the push)? 1
- * if some credential set — the [push] one or any tenant's, since the credentials hook may
- * name any — serves it: an APNs key or certificate for its environment (pn-provider apns:
- * production, apns.dev: sandbox), a service account of the FCM project pn-param names by its
- * ID or by the project number declared with the account ([push] fcm_project_number, a
- * credential's project_number), or any number while that account is sipwake's only FCM
- * credential and declares none (logged once: declare it). 0,
- * with why (for a Warning header), when none serves the binding — also when sipwake holds no
- * credential for the provider at all (no APNs key or certificate, no FCM service account, in
- * [push] or any set: "No APNs credential is configured"), as with make run's defaults: the
- * registrar answers 555 then, so the phone is not told +sip.pns for pushes that could never
- * be sent (RFC 8599 §5.6.1.1). Reads the current sets, so a set added later (admin, SIGHUP)
- * serves the next REGISTER. Web Push and other providers: 1. For registrar_set_can_push. */
+/* Can a push ever be sent to a binding of an AoR in domain with these push params (PN_PUSH;
+ * arg: the push)? 1 if a set that a push without a policy-chosen set would use serves it —
+ * the domain's tenant's sets (tenants_of_domain), then [push], as creds_default chooses; a
+ * set of another tenant never pushes the binding, so it does not count. A policy
+ * credentials hook that names other sets must make sure they serve its bindings: the
+ * REGISTER check cannot know the policy's choice. Serving: an APNs key or certificate for
+ * its environment (pn-provider apns: production, apns.dev: sandbox), a service account of
+ * the FCM project pn-param names by its ID or by the project number declared with the
+ * account ([push] fcm_project_number, a credential's project_number); a number no credential
+ * declares is never guessed (logged once per number, naming what to set). 0, with why (for
+ * a Warning header), when none serves the binding — also when those sets hold no credential
+ * for the provider at all ("No APNs credential is configured"), as with make run's defaults:
+ * the registrar answers 555 then, so the phone is not told +sip.pns for pushes that could
+ * never be sent (RFC 8599 §5.6.1.1). Reads the current sets, so a set added later (admin,
+ * SIGHUP) serves the next REGISTER. Web Push and other providers: 1. For
+ * registrar_set_can_push. */
 struct pn_info;
-int push_can_serve(void *arg, const struct pn_info *pn, char *why, size_t whylen);
+int push_can_serve(void *arg, const char *domain, const struct pn_info *pn, char *why,
+                   size_t whylen);
 
 /* A new VAPID key pair for a credential set: the private key as PEM (allocated, the secret to
  * store) and the public key in base64url. 0, or -1 with err. */

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <jansson.h>
 
@@ -185,7 +186,7 @@ int push_content_fcm(const struct pn_info *pn, const struct push_event *ev, stru
 int push_content_webpush(const struct pn_info *pn, const struct push_event *ev, const char **url,
                          long *ttl, enum webpush_urgency *urgency, char *err, size_t errlen)
 {
-    if (!pn->prid || strncmp(pn->prid, "https://", 8) != 0) {
+    if (!pn->prid || strncasecmp(pn->prid, "https://", 8) != 0) { /* RFC 3986 §3.1 */
         snprintf(err, errlen, "pn-prid is not an https:// subscription URL");
         return -1;
     }

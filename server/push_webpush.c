@@ -3,8 +3,12 @@
  */
 #include "push_webpush.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
+#include <netinet/in.h>
+#include <strings.h>
+#include <sys/socket.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,6 +42,7 @@ struct webpush_sender {
     struct webpush_vapid *vapid;
     char *ca_file;
     double timeout;
+    int allow_private; /* webpush_sender_allow_private */
     struct origin_pool origins[WEBPUSH_MAX_ORIGINS];
     size_t n_origins, next_evict;
 };
@@ -270,7 +275,7 @@ static void response_cb(void *arg, const struct h2_response *resp)
 static int split(const char *url, char *origin, size_t olen, char **host, int *port,
                  const char **path)
 {
-    if (strncmp(url, "https://", 8) != 0)
+    if (strncasecmp(url, "https://", 8) != 0) /* schemes ignore case (RFC 3986 §3.1) */
         return -1;
     const char *h = url + 8, *slash = strchr(h, '/');
     size_t hl = slash ? (size_t)(slash - h) : strlen(h);
@@ -324,14 +329,100 @@ int webpush_url_check(const char *url, char *err, size_t errlen)
     return 0;
 }
 
+/* 1 if an IPv4 address (network order) is not a public one: unspecified or "this network"
+ * (0/8), private (10/8, 172.16/12, 192.168/16, RFC 1918), shared (100.64/10, RFC 6598),
+ * loopback (127/8), link-local (169.254/16), multicast or reserved (224/3). */
+static int v4_private(uint32_t a)
+{
+    a = ntohl(a);
+    return (a >> 24) == 0 || (a >> 24) == 10 || (a >> 24) == 127 || (a >> 22) == (100u << 2 | 1) ||
+           (a >> 16) == (169u << 8 | 254) || (a >> 20) == (172u << 4 | 1) ||
+           (a >> 16) == (192u << 8 | 168) || (a >> 29) == 7;
+}
+
+int webpush_addr_private(const struct sockaddr *sa)
+{
+    if (sa->sa_family == AF_INET)
+        return v4_private(((const struct sockaddr_in *)sa)->sin_addr.s_addr);
+    if (sa->sa_family != AF_INET6)
+        return 1;
+    const struct in6_addr *a = &((const struct sockaddr_in6 *)sa)->sin6_addr;
+    const uint8_t *b = a->s6_addr;
+    if (IN6_IS_ADDR_V4MAPPED(a) || IN6_IS_ADDR_V4COMPAT(a)) {
+        uint32_t v4;
+        memcpy(&v4, b + 12, 4);
+        return v4_private(v4);
+    }
+    /* ::, ::1, unique local fc00::/7, link-local fe80::/10, site-local fec0::/10, multicast */
+    return IN6_IS_ADDR_UNSPECIFIED(a) || IN6_IS_ADDR_LOOPBACK(a) || (b[0] & 0xfe) == 0xfc ||
+           (b[0] == 0xfe && (b[1] & 0x80) == 0x80) || b[0] == 0xff;
+}
+
+/* 1 if host is localhost (or a name under .localhost, RFC 6761 §6.3) or a literal address
+ * webpush_addr_private refuses — in any form the resolver takes (inet_aton: "127.1",
+ * "2130706433", "0x7f.1"). */
+static int host_private(const char *host)
+{
+    size_t n = strlen(host);
+    while (n > 0 && host[n - 1] == '.')
+        n--;
+    if ((n == 9 && strncasecmp(host, "localhost", 9) == 0) ||
+        (n > 10 && strncasecmp(host + n - 10, ".localhost", 10) == 0))
+        return 1;
+    struct sockaddr_in s4 = {.sin_family = AF_INET};
+    struct sockaddr_in6 s6 = {.sin6_family = AF_INET6};
+    if (inet_aton(host, &s4.sin_addr))
+        return webpush_addr_private((const struct sockaddr *)&s4);
+    if (inet_pton(AF_INET6, host, &s6.sin6_addr) == 1)
+        return webpush_addr_private((const struct sockaddr *)&s6);
+    return 0;
+}
+
+int webpush_url_private(const char *url)
+{
+    char origin[300];
+    char *host;
+    int port;
+    const char *path;
+    if (!url || split(url, origin, sizeof origin, &host, &port, &path) < 0)
+        return 0;
+    int r = host_private(host);
+    free(host);
+    return r;
+}
+
+int webpush_url_origin(const char *url, char *origin, size_t olen)
+{
+    char *host;
+    int port;
+    const char *path;
+    if (!url || split(url, origin, olen, &host, &port, &path) < 0) {
+        if (olen)
+            *origin = '\0';
+        return -1;
+    }
+    free(host);
+    return 0;
+}
+
+void webpush_sender_allow_private(struct webpush_sender *s, int allow)
+{
+    s->allow_private = allow;
+}
+
 static struct h2_pool *pool_for(struct webpush_sender *s, const char *origin, const char *host,
                                 int port, char *err, size_t errlen)
 {
     for (size_t i = 0; i < s->n_origins; i++)
         if (strcmp(s->origins[i].origin, origin) == 0)
             return s->origins[i].pool;
-    struct h2_pool_options o = {
-        .host = host, .port = port, .ca_file = s->ca_file, .timeout = s->timeout};
+    struct h2_pool_options o = {.host = host,
+                                .port = port,
+                                .ca_file = s->ca_file,
+                                .timeout = s->timeout,
+                                /* a name may resolve to an internal address: checked again at
+                                 * each connect */
+                                .addr_refused = s->allow_private ? NULL : webpush_addr_private};
     struct h2_pool *p = h2_pool_new(s->loop, &o, err, errlen);
     if (!p)
         return NULL;
@@ -360,6 +451,13 @@ int webpush_send(struct webpush_sender *s, const char *url, long ttl, enum webpu
     int port;
     if (!url || split(url, origin, sizeof origin, &host, &port, &path) < 0) {
         snprintf(err, errlen, "not an https:// subscription URL");
+        return -1;
+    }
+    if (!s->allow_private && host_private(host)) {
+        /* never a request to an internal service on a registering user's behalf */
+        free(host);
+        snprintf(err, errlen,
+                 "the subscription URL's host is local or private ([push] webpush_allow_private)");
         return -1;
     }
     if (topic && (strlen(topic) > 32 || strspn(topic, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnop"

@@ -72,6 +72,28 @@ struct webpush_sender *webpush_sender_new(struct ev_loop *loop, struct webpush_v
                                           const char *ca_file, double timeout);
 void webpush_sender_free(struct webpush_sender *s);
 
+/* Whether s may push to a subscription URL whose host is local or private (allow 1: tests,
+ * a push service on the operator's own network; [push] webpush_allow_private). Refused by
+ * default: webpush_send refuses such a literal host or localhost (webpush_url_private), and a
+ * connection to a name that resolves to such an address (webpush_addr_private) fails, so
+ * sipwake never posts to an internal service on a registering user's behalf. */
+void webpush_sender_allow_private(struct webpush_sender *s, int allow);
+
+/* The origin of a subscription URL ("https://host[:port]", the host in lower case, no :443)
+ * into origin: 0, or -1 ("" in origin) if it is not one. */
+int webpush_url_origin(const char *url, char *origin, size_t olen);
+
+/* 1 if url's host is localhost, a name under .localhost, or a literal IP address
+ * webpush_addr_private refuses (also in the forms inet_aton takes: "127.1"); else 0 (also
+ * for a URL that is not https). */
+int webpush_url_private(const char *url);
+
+/* 1 if an address is not a public unicast one: unspecified, loopback, private (RFC 1918, IPv6
+ * unique local), shared (RFC 6598), link-local, site-local, multicast or reserved; IPv4-mapped
+ * IPv6 addresses as their IPv4 address. */
+struct sockaddr;
+int webpush_addr_private(const struct sockaddr *sa);
+
 /* Push to the subscription url (https://...). topic may be NULL; vapid signs instead of the
  * sender's key when not NULL (a tenant's key pair). 0: cb will be called once; -1 with err (not
  * an https URL, a bad topic, the queue full). */

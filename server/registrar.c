@@ -86,7 +86,8 @@ struct registrar {
     const char *(*vapid_of)(void *arg, const char *domain);
     void *vapid_arg;
     /* can a push ever be sent for these push params? (push_can_serve), or NULL */
-    int (*can_push)(void *arg, const struct pn_info *pn, char *why, size_t whylen);
+    int (*can_push)(void *arg, const char *domain, const struct pn_info *pn, char *why,
+                    size_t whylen);
     void *can_push_arg;
     struct bucket *bucket;     /* parked requests woken by a 2xx REGISTER, or NULL */
     struct msgstore *msgstore; /* stored MESSAGEs delivered after a 2xx REGISTER, or NULL */
@@ -568,11 +569,11 @@ static struct binding *find_match(struct location_aor *a, const struct reg_conta
 /* 1 if a capability query may be answered with provider: sipwake holds a credential that
  * can push it (RFC 8599 §5.6.1.1: +sip.pns is a promise; a provider with no credential at
  * all gets 555, as its push bindings do). why, when 0. */
-static int query_servable(const struct registrar *reg, const char *provider, char *why,
-                          size_t whylen)
+static int query_servable(const struct registrar *reg, const char *domain, const char *provider,
+                          char *why, size_t whylen)
 {
     struct pn_info q = {.kind = PN_PUSH, .provider = (char *)provider};
-    return !reg->can_push || reg->can_push(reg->can_push_arg, &q, why, whylen);
+    return !reg->can_push || reg->can_push(reg->can_push_arg, domain, &q, why, whylen);
 }
 
 /* *out = 555 (RFC 8599 §5.6.1.1) with why (NULL: none) as its Warning text. Every part of why
@@ -593,9 +594,9 @@ static void reply_555(struct reg_reply *out, const char *why)
 }
 
 /* Parse and classify every Contact. 0, or -1 with *out filled with the rejection. */
-static int classify(struct registrar *reg, const osip_message_t *req, struct reg_contact *cs,
-                    size_t n, const struct sip_msg_slice *raw_uris, long header_expires,
-                    struct reg_reply *out)
+static int classify(struct registrar *reg, const osip_message_t *req, const char *domain,
+                    struct reg_contact *cs, size_t n, const struct sip_msg_slice *raw_uris,
+                    long header_expires, struct reg_reply *out)
 {
     const struct config *cfg = reg->cfg;
     for (size_t i = 0; i < n; i++) {
@@ -671,18 +672,18 @@ static int classify(struct registrar *reg, const osip_message_t *req, struct reg
         char why[100];
         size_t servable = 0;
         for (size_t p = 0; kind == PN_QUERY && p < cfg->push_providers.n; p++)
-            servable += query_servable(reg, cfg->push_providers.items[p], why, sizeof why);
+            servable += query_servable(reg, domain, cfg->push_providers.items[p], why, sizeof why);
         if (kind == PN_QUERY && !*rc->pn.provider && servable == 0) {
             reply_555(out, NULL);
             return -1;
         }
         if (kind == PN_QUERY && *rc->pn.provider &&
-            !query_servable(reg, rc->pn.provider, why, sizeof why)) {
+            !query_servable(reg, domain, rc->pn.provider, why, sizeof why)) {
             reply_555(out, why);
             return -1;
         }
         if (kind == PN_PUSH && !upstream_pushes(req, rc->pn.provider) && reg->can_push &&
-            !reg->can_push(reg->can_push_arg, &rc->pn, why, sizeof why)) {
+            !reg->can_push(reg->can_push_arg, domain, &rc->pn, why, sizeof why)) {
             /* RFC 8599 §5.6.1.1: no credential can push this binding (an APNs environment, an
              * FCM project, or a provider sipwake has nothing for), so it must not be told
              * +sip.pns */
@@ -746,7 +747,7 @@ static void add_feature_caps(struct registrar *reg, struct buf *r, struct reg_co
                     continue;
                 const char *adv = *rc->pn.provider ? rc->pn.provider : name;
                 char why[100];
-                if (!*rc->pn.provider && !query_servable(reg, adv, why, sizeof why))
+                if (!*rc->pn.provider && !query_servable(reg, domain, adv, why, sizeof why))
                     continue; /* nothing could push it: not offered */
                 char key[80];
                 snprintf(key, sizeof key, "|%s|", adv);
@@ -1172,7 +1173,8 @@ static void process(struct reg_req *rr)
             return;
         }
     }
-    if (classify(reg, req, cs, m, n_raw == m ? raw_uris : NULL, header_expires, &rej) < 0) {
+    if (classify(reg, req, rr->domain, cs, m, n_raw == m ? raw_uris : NULL, header_expires, &rej) <
+        0) {
         contacts_free(cs, m);
         reject(rr, rej.code, rej.reason, rej.extra);
         return;
@@ -1353,8 +1355,8 @@ void registrar_set_bucket(struct registrar *reg, struct bucket *bucket)
 }
 
 void registrar_set_can_push(struct registrar *reg,
-                            int (*can)(void *arg, const struct pn_info *pn, char *why,
-                                       size_t whylen),
+                            int (*can)(void *arg, const char *domain, const struct pn_info *pn,
+                                       char *why, size_t whylen),
                             void *arg)
 {
     reg->can_push = can;

@@ -48,12 +48,13 @@ void registrar_set_vapid(struct registrar *reg, const char *(*of)(void *arg, con
                          void *arg);
 
 /* Whether a push can ever be sent for a Contact's push params (push_can_serve, arg the
- * push): a push binding none can push is answered 555 with a Warning saying why, not told
+ * push, domain the REGISTER's AoR's, whose tenant's sets a push uses): a push binding none
+ * can push is answered 555 with a Warning saying why, not told
  * +sip.pns (RFC 8599 §5.6.1.1). Not set: every enabled provider is assumed to push. */
 struct pn_info;
 void registrar_set_can_push(struct registrar *reg,
-                            int (*can)(void *arg, const struct pn_info *pn, char *why,
-                                       size_t whylen),
+                            int (*can)(void *arg, const char *domain, const struct pn_info *pn,
+                                       char *why, size_t whylen),
                             void *arg);
 
 /* Free the registrar and any REGISTER still waiting for the store (call after store_close). */

@@ -203,7 +203,7 @@ async function viewDashboard(view) {
   const refused = h('div', { class: 'card', id: 'credential-problems' }, h('h2', {}, 'Push credentials refused'),
     problems.length === 0 ? h('p', { class: 'ok' }, 'No push service has refused sipwake\'s credentials.')
       : h('ul', {}, problems.map((p) => h('li', { class: p.resolved ? 'muted' : 'bad' },
-        `${p.provider} via ${p.credentials}: ${p.status} ${p.reason}, ${p.count} push${p.count === 1 ? '' : 'es'}, last ${fmtTime(p.last)}`
+        `${p.provider}${p.origin ? ` at ${p.origin}` : ''} via ${p.credentials}: ${p.status} ${p.reason}, ${p.count} push${p.count === 1 ? '' : 'es'}, last ${fmtTime(p.last)}`
         + (p.resolved ? `; delivered again since ${fmtTime(p.resolved)}` : '')))));
 
   view.replaceChildren(

@@ -142,7 +142,7 @@ ok($problem, '/api/stats lists the credential problem for the dashboard');
 is_deeply([ map { $problem->{$_} } qw(credentials status reason count) ], ['[push]', 403, 'BadJwtToken', 1],
           'naming the credentials, the status, the reason and the count');
 ok($problem && $problem->{count} && !defined $problem->{resolved}, 'unresolved');
-ok($sw->wait_log(qr/error push: the webpush service refused the credentials \[push\] \(403 BadJwtToken\): check the VAPID key and \[push\] vapid_subject/),
+ok($sw->wait_log(qr/error push: the webpush service at https:\/\/127\.0\.0\.1:\d+ refused the credentials \[push\] \(403 BadJwtToken\): check the VAPID key and \[push\] vapid_subject/),
    'an error line tells the operator what to check');
 is($sw->sql("SELECT count(*) FROM location WHERE username = 'wbad'"), '1', 'the binding stays');
 

@@ -7,11 +7,13 @@
 #   project_number), a pn-param that is the number or the ID (in any case) is that account's
 #   project: 200 +sip.pns, and the push goes to projects/<number> and is delivered by an FCM
 #   emulator that knows its project's number; a number nobody declared gets 555;
-# - with none declared and one FCM account only, a numeric pn-param is taken as that
-#   project's (logged once: declare it); the push names the number in its URL, so a wrong
-#   guess is refused by FCM (403 PERMISSION_DENIED: bad credentials, the binding stays) and
-#   never taken for a dead token;
-# - with several FCM accounts and no number declared, a numeric pn-param is not guessed: 555.
+# - with none declared, a numeric pn-param is never guessed to be a project's, not even with
+#   one FCM account only (issue 13 attack b02: a wrong guess pushed to projects/<number>, FCM
+#   answered 403 and the operator's credential alarm went off for a credential that is fine):
+#   555 with a Warning, and a warn line, once per number, naming what to set;
+# - a tenant's credential serves only its tenant's domains (attack b07: a phone of a domain
+#   without a tenant registering the number of tenant acme's credential was told +sip.pns,
+#   and its pushes, which use [push] only, were never sent).
 use strict;
 use warnings;
 use FindBin;
@@ -58,8 +60,8 @@ sub server {
 }
 my $n = 0;
 sub register {
-    my ($sw, $user, $params) = @_;
-    my $ua = $sw->ua(user => $user);
+    my ($sw, $user, $params, $domain) = @_;
+    my $ua = $sw->ua(user => $user, $domain ? (domain => $domain) : ());
     my $r = $ua->register(contact => "sip:$user\@127.0.0.1:" . $ua->local_port . ";$params", expires => 3600);
     my ($warning) = (Sipwake::UA::header($r, 'warning') // '') =~ /"([^"]*)"/;
     return ($r->{code}, scalar grep({ /\+sip\.pns="fcm"/ } Sipwake::UA::header($r, 'feature-caps')), $warning // '');
@@ -104,21 +106,22 @@ is(message_to($sw, 'foreign'), 'dead_token|SENDER_ID_MISMATCH|403',
    'FCM (the emulator as strict) refuses a token of another project: SENDER_ID_MISMATCH');
 ok($sw->stop, 'clean shutdown');
 
-# ---- nothing declared, one FCM account: a number is taken as its project's
+# ---- nothing declared, one FCM account: a number is not guessed
 $sw = server();
 $sw->start;
 @r = register($sw, 'droid', "pn-provider=fcm;pn-param=$NUMBER;pn-prid=dGVzdA:APA91bDroidToken2");
-is_deeply([ @r[0, 1] ], [200, 1], 'no number declared, one FCM account: the sender ID is taken as its project: 200');
-ok($sw->wait_log(qr/warn  push: FCM pn-param $NUMBER is taken as the project number of \[push\]'s project $PROJECT, sipwake's one FCM service account: declare it \(\[push\] fcm_project_number\)/),
-   'logged, naming the key to set');
+is_deeply(\@r, [555, 0, "No FCM service account for project number $NUMBER"],
+          'no number declared, one FCM account: the sender ID is not guessed, 555');
+ok($sw->wait_log(qr/warn  push: FCM pn-param $NUMBER is a project number no FCM credential declares, so REGISTERs naming it get 555: if it is the number of project $PROJECT \(\[push\] fcm_service_account\), set \[push\] fcm_project_number = $NUMBER; if it is a tenant credential's project, give it that number/),
+   'logged, naming the key and the value to set');
+@r = register($sw, 'droid', "pn-provider=fcm;pn-param=$NUMBER;pn-prid=dGVzdA:APA91bDroidToken2");
+is($r[0], 555, 'again: 555');
 @r = register($sw, 'guess', 'pn-provider=fcm;pn-param=123456789;pn-prid=dGVzdA:APA91bGuessToken22');
-is($r[0], 200, 'another number: taken the same way');
-is(scalar(() = $sw->log =~ /is taken as the project number/g), 1, 'logged once');
-is(message_to($sw, 'droid'), 'delivered||200', 'the push to the right number is delivered');
-is(message_to($sw, 'guess'), 'bad_credentials|PERMISSION_DENIED|403',
-   'a wrong guess: FCM refuses the project (403), never a push to another project by its ID');
-is($sw->sql("SELECT count(*) FROM location WHERE username = 'guess'"), '1',
-   'and the binding is not taken for dead');
+is($r[0], 555, 'another number: 555 too');
+ok($sw->wait_log(qr/FCM pn-param 123456789 is a project number no FCM credential declares/), 'logged for that number');
+is(scalar(() = $sw->log =~ /FCM pn-param $NUMBER is a project number/g), 1, 'once per number');
+is($sw->sql("SELECT count(*) FROM location WHERE username IN ('droid', 'guess')"), '0', 'nothing registered');
+unlike($sw->log, qr/APA91b/, 'the tokens are not logged');
 ok($sw->stop, 'clean shutdown');
 
 # ---- several FCM accounts: no guess; a tenant credential declares its own number
@@ -138,8 +141,11 @@ is($rc, 0, 'a tenant FCM credential with its project number') or diag $out;
 ($rc, $out) = $sw->run_bin('tenant', 'list');
 like($out, qr/acme\/default fcm project=other-project project_number=4242/, 'tenant list shows the number');
 $sw->start;
-@r = register($sw, 'tenantphone', 'pn-provider=fcm;pn-param=4242;pn-prid=dGVzdA:APA91bTenantToken1');
-is_deeply([ @r[0, 1] ], [200, 1], "the tenant credential's declared number: 200");
+@r = register($sw, 'tenantphone', 'pn-provider=fcm;pn-param=4242;pn-prid=dGVzdA:APA91bTenantToken1', 'acme.example');
+is_deeply([ @r[0, 1] ], [200, 1], "the tenant credential's declared number, in the tenant's domain: 200");
+@r = register($sw, 'bob', 'pn-provider=fcm;pn-param=4242;pn-prid=dGVzdA:APA91bBobToken0001');
+is_deeply(\@r, [555, 0, 'No FCM service account for project number 4242'],
+          "the tenant's number in a domain without the tenant: 555 (its pushes use [push] only)");
 @r = register($sw, 'droid', "pn-provider=fcm;pn-param=$NUMBER;pn-prid=dGVzdA:APA91bDroidToken3");
 is_deeply(\@r, [555, 0, "No FCM service account for project number $NUMBER"],
           'a number nobody declared, with two FCM accounts: not guessed, 555');
@@ -155,7 +161,7 @@ is($res->{status}, 200, 'admin API: an FCM credential with its project number');
 my ($web) = grep { $_->{name} eq 'web' } @{ $api->get('/api/tenants')->{json}[0]{credential_sets} || [] };
 is_deeply([ map { @$_{qw(kind project_id project_number)} } @{ $web->{credentials} || [] } ],
           ['fcm', 'other-project', '5150'], 'listed with its project ID and number');
-@r = register($sw, 'webphone', 'pn-provider=fcm;pn-param=5150;pn-prid=dGVzdA:APA91bWebToken0001');
+@r = register($sw, 'webphone', 'pn-provider=fcm;pn-param=5150;pn-prid=dGVzdA:APA91bWebToken0001', 'acme.example');
 is_deeply([ @r[0, 1] ], [200, 1], 'a REGISTER with that number: 200, at once');
 ok($sw->stop, 'clean shutdown');
 done_testing;

@@ -182,15 +182,16 @@ int main(void)
     struct pn_info pi;
     pn_from_strings("apns.dev", "ABCD1234.org.example.app", "CCCC03", &pi);
     char why[100] = "";
-    ok(push_can_serve(p, &pi, why, sizeof why) == 1, "a key for both environments serves apns.dev");
+    ok(push_can_serve(p, NULL, &pi, why, sizeof why) == 1,
+       "a key for both environments serves apns.dev");
     pn_free(&pi);
     p->config->key_env = TENANT_ENV_PRODUCTION;
     pn_from_strings("apns.dev", "ABCD1234.org.example.app", "CCCC03", &pi);
-    ok(push_can_serve(p, &pi, why, sizeof why) == 0 && strstr(why, "sandbox"),
+    ok(push_can_serve(p, NULL, &pi, why, sizeof why) == 0 && strstr(why, "sandbox"),
        "a production-only key never serves apns.dev: %s", why);
     pn_free(&pi);
     pn_from_strings("apns", "ABCD1234.org.example.app", "CCCC03", &pi);
-    ok(push_can_serve(p, &pi, why, sizeof why) == 1, "but serves apns");
+    ok(push_can_serve(p, NULL, &pi, why, sizeof why) == 1, "but serves apns");
     pn_free(&pi);
     b = add(loc, "cy@example.com", "apns.dev", "TEAM123456.org.example.app", "CCCC05");
     x = push(p, b);
@@ -199,7 +200,7 @@ int main(void)
     p->config->key_env = TENANT_ENV_BOTH;
     pn_from_strings("fcm", "123456", "fcm-token-0001", &pi);
     why[0] = '\0';
-    ok(push_can_serve(p, &pi, why, sizeof why) == 0 &&
+    ok(push_can_serve(p, NULL, &pi, why, sizeof why) == 0 &&
            strcmp(why, "No FCM credential is configured") == 0,
        "no FCM credential at all: never served, 555 (%s)", why);
     pn_free(&pi);

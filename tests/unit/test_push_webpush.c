@@ -200,6 +200,7 @@ int main(void)
     ok(port > 0, "Web Push emulator listening");
     snprintf(path, sizeof path, "%s/cert.pem", dir);
     struct webpush_sender *s = webpush_sender_new(loop, v, path, 3);
+    webpush_sender_allow_private(s, 1); /* the emulator is on 127.0.0.1 */
     struct result x = push(s, port, "open1", NULL);
     ok(x.r.outcome == WEBPUSH_DELIVERED && x.r.status == 201, "a push to a subscription: 201");
     x = push(s, port, "locked", "call-1");
@@ -235,6 +236,7 @@ int main(void)
 
     snprintf(path, sizeof path, "%s/cert.pem", dir);
     s = webpush_sender_new(loop, NULL, path, 3);
+    webpush_sender_allow_private(s, 1); /* the emulator is on 127.0.0.1 */
     x = push(s, port, "locked", NULL);
     ok(x.r.outcome == WEBPUSH_BAD_CREDENTIALS && x.r.status == 401,
        "no VAPID to a restricted subscription: 401, a credential problem");
@@ -246,6 +248,7 @@ int main(void)
     struct webpush_vapid *local = webpush_vapid_load(path, "mailto:ops@localhost", err, sizeof err);
     snprintf(path, sizeof path, "%s/cert.pem", dir);
     s = webpush_sender_new(loop, local, path, 3);
+    webpush_sender_allow_private(s, 1); /* the emulator is on 127.0.0.1 */
     x = push(s, port, "locked", NULL);
     ok(x.r.outcome == WEBPUSH_BAD_CREDENTIALS && x.r.status == 403 &&
            !strcmp(x.r.reason, "BadJwtToken"),
@@ -276,6 +279,46 @@ int main(void)
            !strcmp(origin, "https://[2001:db8::1]") && !strcmp(host, "2001:db8::1"),
        "an IPv6 literal on 443: https://[2001:db8::1]");
     free(host);
+    /* issue 13 b06: the scheme in any case (RFC 3986 §3.1) */
+    ok(webpush_url_check("HTTPS://Push.Example.net/sub", err, sizeof err) == 0,
+       "HTTPS:// is a subscription URL");
+    ok(split("HtTpS://Push.Example.net/x", origin, sizeof origin, &host, &rport, &rpath) == 0 &&
+           !strcmp(origin, "https://push.example.net"),
+       "and its origin is https://push.example.net");
+    free(host);
+    /* issue 13 b06: no request to an internal service on a user's behalf */
+    static const char *const priv[] = {"https://127.0.0.1/x",
+                                       "https://127.1:8443/x",
+                                       "https://2130706433/x",
+                                       "https://0x7f.1/x",
+                                       "https://10.1.2.3/x",
+                                       "https://172.20.0.1/x",
+                                       "https://192.168.1.1/x",
+                                       "https://169.254.169.254/latest/meta-data",
+                                       "https://0.0.0.0/x",
+                                       "https://100.64.0.1/x",
+                                       "https://[::1]/x",
+                                       "https://[::]/x",
+                                       "https://[fe80::1]/x",
+                                       "https://[fd00::1]/x",
+                                       "https://[::ffff:127.0.0.1]/x",
+                                       "https://localhost:9000/x",
+                                       "https://LOCALHOST./x",
+                                       "https://admin.localhost/x"};
+    for (size_t i = 0; i < sizeof priv / sizeof *priv; i++)
+        ok(webpush_url_private(priv[i]) == 1, "private: %s", priv[i]);
+    static const char *const pub_urls[] = {"https://push.example.net/x", "https://8.8.8.8/x",
+                                           "https://172.32.0.1/x", "https://[2001:db8::1]/x",
+                                           "https://localhost.example.com/x"};
+    for (size_t i = 0; i < sizeof pub_urls / sizeof *pub_urls; i++)
+        ok(webpush_url_private(pub_urls[i]) == 0, "not private: %s", pub_urls[i]);
+    struct webpush_sender *guard = webpush_sender_new(loop, NULL, NULL, 3);
+    err[0] = '\0';
+    ok(webpush_send(guard, "https://169.254.169.254/latest", 60, WEBPUSH_HIGH, NULL, NULL, NULL,
+                    NULL, err, sizeof err) < 0 &&
+           strstr(err, "local or private"),
+       "a sender refuses a private host by default (%s)", err);
+    webpush_sender_free(guard);
     webpush_vapid_free(v);
     free(pub);
     emulator_stop(pid);
