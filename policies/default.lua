@@ -74,7 +74,8 @@ end
 --   req.from, req.to, req.call_id (From/To as URIs)
 --   req.source = { ip = "192.0.2.7", port = 50123, transport = "udp"|"tcp"|"tls" }
 --   ctx.gateway                     true in gateway mode ([upstream] address is set)
---   ctx.from_upstream               the request came from that upstream (its address)
+--   ctx.from_upstream               the request came from that upstream (its address and
+--                                   transport, over UDP its port too)
 --   ctx.tenant                      the tenant the AOR's bindings were tagged with, if any
 --   ctx.route                       the first Route entry past sipwake's own, if the
 --                                   request carries one (the next hop its sender names)
