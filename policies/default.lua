@@ -191,7 +191,9 @@ end
 --                  upstream (sipwake authenticates no request but REGISTER)
 --   ctx.content_type  the request's media type, lower case without parameters
 --                  ("text/plain", "application/im-iscomposing+xml", "message/imdn+xml"),
---                  nil without a body and for refresh pushes
+--                  nil without a body and for refresh pushes; for message/cpim (RFC 3862,
+--                  how liblinphone wraps IMDNs and is-composing notices) the wrapped type,
+--                  or "message/cpim" when the CPIM message names none
 --   ctx.attempt    1 for a request's first push to this binding, then 2, 3, ...
 --   ctx.tenant     the binding's tenant, else its domain's
 --   ctx.generation this policy's generation number
@@ -291,7 +293,8 @@ end
 -- offline(req, ctx) — a MESSAGE some of whose devices cannot get it now (asleep behind a
 -- push binding, or not connected): store it for them and deliver it when they register?
 --   req.method ("MESSAGE"), req.ruri, req.aor, req.from, req.to, req.call_id,
---   req.content_type, req.body_size
+--   req.content_type (for message/cpim: the wrapped type, without parameters),
+--   req.body_size
 --   ctx.devices (the AOR's devices), ctx.asleep (how many cannot get it now), ctx.tenant
 -- Decision (schemas/hooks/offline.json); nil for sipwake's choice, which is what this
 -- function spells out:

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
@@ -1307,6 +1308,70 @@ static void caller_free(struct caller *c)
     free(c->name);
 }
 
+/* The end of the header block starting at p (within end): just past its blank line (CRLF
+ * CRLF, or a bare LF LF), or NULL if there is none. */
+static const char *block_end(const char *p, const char *end)
+{
+    for (const char *q = p; q < end; q++) {
+        if (*q != '\n')
+            continue;
+        const char *r = q + 1;
+        if (r < end && *r == '\r')
+            r++;
+        if (r < end && *r == '\n')
+            return r + 1;
+    }
+    return NULL;
+}
+
+/* The media type pr's request carries, "type/subtype" in lower case without parameters,
+ * into out ("" without a body type). For message/cpim (RFC 3862 §2: the CPIM message
+ * headers, a blank line, then the encapsulated MIME headers, Content-Type among them, and
+ * another blank line) it is the encapsulated type: liblinphone sends its IMDN reports and
+ * is-composing notices wrapped so (RFC 5438 §7.1). A CPIM message without an inner
+ * Content-Type stays "message/cpim". Both the push hook (ctx.content_type, and the quiet
+ * requests of push.c) and the offline decision see this type. */
+static void media_type_of(const struct proxy_req *pr, char *out, size_t n)
+{
+    const osip_message_t *req = pr->req;
+    out[0] = '\0';
+    if (!req->content_type || !req->content_type->type || !req->content_type->subtype)
+        return;
+    snprintf(out, n, "%s/%s", req->content_type->type, req->content_type->subtype);
+    for (char *q = out; *q; q++)
+        *q = (char)tolower((unsigned char)*q);
+    long hdr = sip_msg_header_end(pr->raw, pr->rawlen);
+    if (strcmp(out, "message/cpim") != 0 || hdr <= 0)
+        return;
+    const char *end = pr->raw + pr->rawlen;
+    const char *mime = block_end(pr->raw + hdr, end); /* past the CPIM message headers */
+    const char *mend = mime ? block_end(mime, end) : NULL;
+    if (!mend)
+        mend = end;
+    for (const char *line = mime; line && line < mend;) {
+        const char *eol = memchr(line, '\n', (size_t)(mend - line));
+        if (!eol)
+            eol = mend;
+        static const char name[] = "content-type:";
+        if ((size_t)(eol - line) > sizeof name - 1 &&
+            strncasecmp(line, name, sizeof name - 1) == 0) {
+            const char *v = line + sizeof name - 1;
+            while (v < eol && (*v == ' ' || *v == '\t'))
+                v++;
+            size_t k = 0;
+            while (v + k < eol && (isalnum((unsigned char)v[k]) || strchr("!#$&-^_.+/", v[k])))
+                k++;
+            if (k > 2 && k < n && memchr(v, '/', k)) {
+                for (size_t i = 0; i < k; i++)
+                    out[i] = (char)tolower((unsigned char)v[i]);
+                out[k] = '\0';
+            }
+            return;
+        }
+        line = eol + 1;
+    }
+}
+
 static struct push_event event_of(const struct proxy_req *pr, enum push_kind kind, long ttl,
                                   const char *aor, int attempt, struct caller *c)
 {
@@ -1323,12 +1388,7 @@ static struct push_event event_of(const struct proxy_req *pr, enum push_kind kin
         osip_uri_to_str(req->to->url, &c->to);
     if (req->req_uri)
         osip_uri_to_str(req->req_uri, &c->ruri);
-    if (req->content_type && req->content_type->type && req->content_type->subtype) {
-        snprintf(c->type, sizeof c->type, "%s/%s", req->content_type->type,
-                 req->content_type->subtype);
-        for (char *q = c->type; *q; q++)
-            *q = (char)tolower((unsigned char)*q);
-    }
+    media_type_of(pr, c->type, sizeof c->type); /* message/cpim: the type it wraps */
     return (struct push_event){.kind = kind,
                                .call_id = req->call_id->number,
                                .from_uri = c->from,
@@ -1539,7 +1599,15 @@ static int offline(struct proxy_req *pr, const struct binding *const *targets, s
     const char *body = hdr > 0 ? pr->raw + hdr : NULL;
     size_t size = hdr > 0 ? pr->rawlen - (size_t)hdr : 0;
     char *ct = NULL, *from = NULL, *to = NULL, *ruri = NULL;
-    if (req->content_type)
+    /* sipwake's choice: chat is stored, typing notices and delivery reports are not, also
+     * when wrapped in message/cpim (the hook sees the wrapped type then) */
+    char mt[128];
+    media_type_of(pr, mt, sizeof mt);
+    if (strcmp(mt, "message/cpim") != 0 && req->content_type && req->content_type->type &&
+        req->content_type->subtype && util_caseeq(req->content_type->type, "message") &&
+        util_caseeq(req->content_type->subtype, "cpim"))
+        ct = osip_strdup(mt); /* the wrapped type */
+    else if (req->content_type)
         osip_content_type_to_str(req->content_type, &ct);
     if (req->from && req->from->url)
         osip_uri_to_str(req->from->url, &from);
@@ -1547,10 +1615,6 @@ static int offline(struct proxy_req *pr, const struct binding *const *targets, s
         osip_uri_to_str(req->to->url, &to);
     if (req->req_uri)
         osip_uri_to_str(req->req_uri, &ruri);
-    /* sipwake's choice: chat is stored, typing notices and delivery reports are not */
-    char mt[128] = "";
-    if (req->content_type && req->content_type->type && req->content_type->subtype)
-        snprintf(mt, sizeof mt, "%s/%s", req->content_type->type, req->content_type->subtype);
     int chatter =
         util_caseeq(mt, "application/im-iscomposing+xml") || util_caseeq(mt, "message/imdn+xml");
     struct lua_hook_offline_out d = {.store = !chatter,
