@@ -74,7 +74,8 @@ end
 --   req.from, req.to, req.call_id (From/To as URIs)
 --   req.source = { ip = "192.0.2.7", port = 50123, transport = "udp"|"tcp"|"tls" }
 --   ctx.gateway                     true in gateway mode ([upstream] address is set)
---   ctx.from_upstream               the request came from that upstream (its address)
+--   ctx.from_upstream               the request came from that upstream (its address and
+--                                   transport, over UDP its port too)
 --   ctx.tenant                      the tenant the AOR's bindings were tagged with, if any
 --   ctx.route                       the first Route entry past sipwake's own, if the
 --                                   request carries one (the next hop its sender names)
@@ -190,7 +191,9 @@ end
 --                  upstream (sipwake authenticates no request but REGISTER)
 --   ctx.content_type  the request's media type, lower case without parameters
 --                  ("text/plain", "application/im-iscomposing+xml", "message/imdn+xml"),
---                  nil without a body and for refresh pushes
+--                  nil without a body and for refresh pushes; for message/cpim (RFC 3862,
+--                  how liblinphone wraps IMDNs and is-composing notices) the wrapped type,
+--                  or "message/cpim" when the CPIM message names none
 --   ctx.attempt    1 for a request's first push to this binding, then 2, 3, ...
 --   ctx.tenant     the binding's tenant, else its domain's
 --   ctx.generation this policy's generation number
@@ -290,7 +293,8 @@ end
 -- offline(req, ctx) — a MESSAGE some of whose devices cannot get it now (asleep behind a
 -- push binding, or not connected): store it for them and deliver it when they register?
 --   req.method ("MESSAGE"), req.ruri, req.aor, req.from, req.to, req.call_id,
---   req.content_type, req.body_size
+--   req.content_type (for message/cpim: the wrapped type, without parameters),
+--   req.body_size
 --   ctx.devices (the AOR's devices), ctx.asleep (how many cannot get it now), ctx.tenant
 -- Decision (schemas/hooks/offline.json); nil for sipwake's choice, which is what this
 -- function spells out:

@@ -123,9 +123,18 @@ const struct binding *gateway_binding(struct gateway *gw, const char *key)
 
 /* ------------------------------------------------------------------ upstream */
 
+/* The configured upstream's transport and address. Over UDP the source port too: the
+ * upstream sends from the socket it listens on (RFC 3261 §18.2.2 symmetric signalling, as
+ * Kamailio and Asterisk do), and any other port of that host is not the upstream. A UDP
+ * source address can still be forged by anyone who can send to sipwake (README: use TCP or
+ * TLS to the upstream). Over TCP/TLS the connection's peer address cannot be forged (the
+ * handshake); the upstream may open its own connection, from any port. */
 int gateway_from_upstream(const struct gateway *gw, const struct sip_source *src)
 {
-    return strcmp(src->ip, gw->ip) == 0;
+    const struct config *cfg = gw->cfg;
+    if (src->transport != cfg->upstream_transport || strcmp(src->ip, gw->ip) != 0)
+        return 0;
+    return cfg->upstream_transport != CONFIG_TRANSPORT_UDP || src->port == cfg->upstream_port;
 }
 
 int gateway_upstream_destination(struct gateway *gw, struct sip_source *dst)

@@ -41,7 +41,8 @@ void gateway_free(struct gateway *gw);
  * their registrations refreshed soon, as what it granted before the restart is unknown. */
 void gateway_adopt_bindings(struct gateway *gw);
 
-/* 1 if a request from src comes from the upstream (its address, any port). */
+/* 1 if a request from src comes from the upstream: its transport and address, and over UDP
+ * its port (gateway.c). */
 int gateway_from_upstream(const struct gateway *gw, const struct sip_source *src);
 
 /* Where requests for the upstream go now: its UDP address, or a TCP/TLS connection to it

@@ -569,8 +569,10 @@ static void finish(struct push_job *j, enum push_outcome o, int status, const ch
         metrics_credential_problem(provider, r.credentials, origin, o == PUSH_DELIVERED, status,
                                    r.reason, util_wall_ms());
 
+    /* the token actually pushed: of Linphone's two (voip and remote), a dead one and the
+     * one delivered show apart in the push log */
     char hash[17];
-    push_token_hash(j->prid, hash);
+    push_token_hash(j->token ? j->token : j->prid, hash);
     if (p->store) {
         struct store_push_log row = {.time_ms = util_wall_ms(),
                                      .tenant = j->tenant,
@@ -831,22 +833,16 @@ int push_binding(struct push *p, const struct binding *b, const struct push_even
     }
     /* The team in pn-param is informational: the provider token's iss is the key's team
      * (Apple, "Establishing a token-based connection to APNs"), and liblinphone sends the
-     * placeholder team ABCD1234 unless the app sets its own. A mismatch is pushed with the
-     * key's team, counted, logged once per set and team, and shown to the push hook, which
-     * may skip the push. */
+     * placeholder team ABCD1234 unless the app sets its own. A mismatch is shown to the
+     * push hook, which may skip the push; one pushed with the key's team is counted and
+     * logged once per set and team (after send_job, below). */
     struct apns_key *key = NULL;
     const char *cert;
     if (c && pn_is_apns(pn.provider) &&
         creds_apns(c, strcmp(pn.provider, "apns.dev") == 0, &key, &cert) && key)
         hb.key_team = apns_key_team(key);
-    if (hb.key_team && pn.team && strcmp(pn.team, hb.key_team) != 0) {
+    if (hb.key_team && pn.team && strcmp(pn.team, hb.key_team) != 0)
         hb.team_mismatch = 1;
-        metrics_inc(METRICS_PUSH_TEAM_MISMATCH);
-        if (team_first_seen(p, c->name, pn.team))
-            log_warn("push: pn-param team %.32s of %s is not the team %s of the key of %s: "
-                     "pushed with the key's team (logged once per set and team)",
-                     pn.team, aor, hb.key_team, c->name);
-    }
     struct lua_hook_push_out d; /* ev points into it from here on */
     if (!ev.credentials) {
         /* the policy's turn (the push command is sent as asked) */
@@ -910,6 +906,13 @@ int push_binding(struct push *p, const struct binding *b, const struct push_even
     j->cb = cb;
     j->arg = arg;
     int rc = send_job(p, j, &pn, &ev, err, errlen);
+    if (rc == 0 && hb.team_mismatch) { /* counted only when pushed (not skipped, not failed) */
+        metrics_inc(METRICS_PUSH_TEAM_MISMATCH);
+        if (team_first_seen(p, c->name, pn.team))
+            log_warn("push: pn-param team %.32s of %s is not the team %s of the key of %s: "
+                     "pushed with the key's team (logged once per set and team)",
+                     pn.team, aor, hb.key_team, c->name);
+    }
     pn_free(&pn);
     if (rc < 0) {
         metrics_inc(METRICS_PUSH_NOT_SENT);

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
@@ -38,10 +39,15 @@
 #define PROXY_MAX_BRANCHES 16
 #define PROXY_BRANCH_PREFIX "z9hG4bKsw"
 #define PROXY_TIMER_C_S 180.0 /* §16.6 step 11: more than 3 minutes would also do */
-/* How long a phone rung at its old address may take to show it is awake once its push has
- * failed for good: an awake UA's 100 Trying comes within 200 ms (RFC 3261 §17.2.1), a
- * non-INVITE's final answer about as fast. */
-#define PROXY_STALE_GRACE_S 1.0
+/* How long a phone rung at its old address with an INVITE may take to show it is awake once
+ * its push has failed for good. An awake UA's 100 Trying comes within 200 ms of the INVITE
+ * it receives (RFC 3261 §17.2.1), but over UDP the first INVITE or that 100 may be lost, and
+ * a phone whose radio is idle needs up to ~2.5 s (LTE paging, RRC idle to connected) to
+ * receive at all: Timer A resends at 0.5, 1.5 and 3.5 s, so 4 s covers three retransmissions
+ * and the wake-up. A non-INVITE branch is never ended for a failed push: a UAS sends no
+ * automatic 100 to one (RFC 3261 §17.2.2, RFC 4320), so its silence says nothing, and its
+ * own Timer F ends it. */
+#define PROXY_STALE_GRACE_S 4.0
 #define PROXY_CONN_CACHE 16
 #define PROXY_HEARD_MAX 262144 /* UDP addresses remembered as awake, at most (struct heard) */
 
@@ -69,10 +75,11 @@ struct proxy_req;
 
 struct branch {
     struct proxy_req *pr;
-    struct txn_client *c; /* until its final response */
-    const char *device;   /* a stored MESSAGE's device (its target's), else NULL */
-    int delivered;        /* it answered 2xx before the message was committed */
-    uint64_t push_id;     /* the push binding it rang directly (its contact id), else 0 */
+    struct txn_client *c;       /* until its final response */
+    const char *device;         /* a stored MESSAGE's device (its target's), else NULL */
+    int delivered;              /* it answered 2xx before the message was committed */
+    uint64_t push_id;           /* the push binding it rang directly (its contact id), else 0 */
+    struct txn_client *dropped; /* INVITE ended locally, until its Timer B: a late 2xx */
 };
 
 /* A binding to try, resolved when the route decision was taken. */
@@ -223,6 +230,9 @@ static void waiter_release(struct waiter *w)
 
 static void preq_free(struct proxy_req *pr)
 {
+    for (size_t i = 0; i < pr->n_br; i++)
+        if (pr->br[i].dropped)
+            txn_client_detach(pr->br[i].dropped); /* a late 2xx is ACKed and ended */
     for (size_t i = 0; i < pr->n_waiters; i++)
         waiter_release(pr->waiters[i]);
     ev_timer_stop(pr->p->loop, &pr->timer_c);
@@ -294,8 +304,14 @@ static int better(int code, int best)
 /* A branch ended by sipwake before any provisional response: done as far as the caller is
  * concerned, as if it had answered 408 (Kamailio's tm fakes a 487; either loses to any
  * real answer, and the caller who cancelled gets 487 regardless). The caller settles. */
+static int late_2xx(void *arg, const osip_message_t *resp, const char *raw, size_t len);
+
 static void branch_ended_locally(struct proxy_req *pr, struct branch *br)
 {
+    if (pr->invite) {
+        br->dropped = br->c;
+        txn_client_on_late_2xx(br->c, late_2xx, br);
+    }
     br->c = NULL;
     if (!pr->best_code)
         pr->best_code = 408;
@@ -555,6 +571,31 @@ static void branch_cb(void *arg, const osip_message_t *resp, const char *raw, si
     }
     pr->pending--;
     settle(pr);
+}
+
+/* A 2xx from a branch sipwake ended before it answered (stale, or cancelled before any
+ * provisional): while the caller has no final answer it goes up like any 2xx (RFC 3261
+ * §16.7 step 5) and ends the search; after that the transaction ACKs and BYEs it. */
+static int late_2xx(void *arg, const osip_message_t *resp, const char *raw, size_t len)
+{
+    struct branch *br = arg;
+    struct proxy_req *pr = br->pr;
+    br->dropped = NULL;
+    if (!resp || pr->answered)
+        return 0;
+    struct buf up = {0};
+    if (response_up(resp, raw, len, &up) < 0) {
+        buf_free(&up);
+        return 0;
+    }
+    log_info("proxy: INVITE %s: a 2xx from a branch ended early goes to the caller (no final "
+             "answer yet)",
+             pr->req->call_id->number);
+    pass_up(pr, up.data, up.len);
+    cancel_pending(pr);
+    stop_waiting(pr);
+    settle(pr);
+    return 1;
 }
 
 static void missed_call_push(struct proxy_req *pr, struct waiter *w);
@@ -1160,15 +1201,21 @@ static int rung_directly(const struct proxy_req *pr, uint64_t contact_id)
 
 /* w's push failed for good, or could not be sent. RFC 8599 §5.6.2: the caller gets its
  * answer now, not when a branch to the phone's old address reaches its Timer B (32 s).
- * A phone rung there (heard from lately, so maybe awake) has PROXY_STALE_GRACE_S to answer
- * anything; then a branch still silent ends (waiter_retry_cb), and an answer ends the wait
- * sooner (stop_waiter). */
+ * A phone rung there with an INVITE (heard from lately, so maybe awake) has
+ * PROXY_STALE_GRACE_S to answer anything; then a branch still silent ends
+ * (waiter_retry_cb), and an answer ends the wait sooner (stop_waiter). A non-INVITE branch
+ * there runs on to its own answer or Timer F (see PROXY_STALE_GRACE_S). */
 static void waiter_failed(struct waiter *w)
 {
     struct proxy_req *pr = w->pr;
     bucket_cancel(w->entry);
     w->entry = NULL;
     if (!rung_directly(pr, w->contact_id)) {
+        waiter_end(w);
+        return;
+    }
+    if (!pr->invite) {
+        pr->pushed = 1; /* if that branch never answers: 480 (§5.6.2), not 408 */
         waiter_end(w);
         return;
     }
@@ -1261,6 +1308,70 @@ static void caller_free(struct caller *c)
     free(c->name);
 }
 
+/* The end of the header block starting at p (within end): just past its blank line (CRLF
+ * CRLF, or a bare LF LF), or NULL if there is none. */
+static const char *block_end(const char *p, const char *end)
+{
+    for (const char *q = p; q < end; q++) {
+        if (*q != '\n')
+            continue;
+        const char *r = q + 1;
+        if (r < end && *r == '\r')
+            r++;
+        if (r < end && *r == '\n')
+            return r + 1;
+    }
+    return NULL;
+}
+
+/* The media type pr's request carries, "type/subtype" in lower case without parameters,
+ * into out ("" without a body type). For message/cpim (RFC 3862 §2: the CPIM message
+ * headers, a blank line, then the encapsulated MIME headers, Content-Type among them, and
+ * another blank line) it is the encapsulated type: liblinphone sends its IMDN reports and
+ * is-composing notices wrapped so (RFC 5438 §7.1). A CPIM message without an inner
+ * Content-Type stays "message/cpim". Both the push hook (ctx.content_type, and the quiet
+ * requests of push.c) and the offline decision see this type. */
+static void media_type_of(const struct proxy_req *pr, char *out, size_t n)
+{
+    const osip_message_t *req = pr->req;
+    out[0] = '\0';
+    if (!req->content_type || !req->content_type->type || !req->content_type->subtype)
+        return;
+    snprintf(out, n, "%s/%s", req->content_type->type, req->content_type->subtype);
+    for (char *q = out; *q; q++)
+        *q = (char)tolower((unsigned char)*q);
+    long hdr = sip_msg_header_end(pr->raw, pr->rawlen);
+    if (strcmp(out, "message/cpim") != 0 || hdr <= 0)
+        return;
+    const char *end = pr->raw + pr->rawlen;
+    const char *mime = block_end(pr->raw + hdr, end); /* past the CPIM message headers */
+    const char *mend = mime ? block_end(mime, end) : NULL;
+    if (!mend)
+        mend = end;
+    for (const char *line = mime; line && line < mend;) {
+        const char *eol = memchr(line, '\n', (size_t)(mend - line));
+        if (!eol)
+            eol = mend;
+        static const char name[] = "content-type:";
+        if ((size_t)(eol - line) > sizeof name - 1 &&
+            strncasecmp(line, name, sizeof name - 1) == 0) {
+            const char *v = line + sizeof name - 1;
+            while (v < eol && (*v == ' ' || *v == '\t'))
+                v++;
+            size_t k = 0;
+            while (v + k < eol && (isalnum((unsigned char)v[k]) || strchr("!#$&-^_.+/", v[k])))
+                k++;
+            if (k > 2 && k < n && memchr(v, '/', k)) {
+                for (size_t i = 0; i < k; i++)
+                    out[i] = (char)tolower((unsigned char)v[i]);
+                out[k] = '\0';
+            }
+            return;
+        }
+        line = eol + 1;
+    }
+}
+
 static struct push_event event_of(const struct proxy_req *pr, enum push_kind kind, long ttl,
                                   const char *aor, int attempt, struct caller *c)
 {
@@ -1277,12 +1388,7 @@ static struct push_event event_of(const struct proxy_req *pr, enum push_kind kin
         osip_uri_to_str(req->to->url, &c->to);
     if (req->req_uri)
         osip_uri_to_str(req->req_uri, &c->ruri);
-    if (req->content_type && req->content_type->type && req->content_type->subtype) {
-        snprintf(c->type, sizeof c->type, "%s/%s", req->content_type->type,
-                 req->content_type->subtype);
-        for (char *q = c->type; *q; q++)
-            *q = (char)tolower((unsigned char)*q);
-    }
+    media_type_of(pr, c->type, sizeof c->type); /* message/cpim: the type it wraps */
     return (struct push_event){.kind = kind,
                                .call_id = req->call_id->number,
                                .from_uri = c->from,
@@ -1493,7 +1599,15 @@ static int offline(struct proxy_req *pr, const struct binding *const *targets, s
     const char *body = hdr > 0 ? pr->raw + hdr : NULL;
     size_t size = hdr > 0 ? pr->rawlen - (size_t)hdr : 0;
     char *ct = NULL, *from = NULL, *to = NULL, *ruri = NULL;
-    if (req->content_type)
+    /* sipwake's choice: chat is stored, typing notices and delivery reports are not, also
+     * when wrapped in message/cpim (the hook sees the wrapped type then) */
+    char mt[128];
+    media_type_of(pr, mt, sizeof mt);
+    if (strcmp(mt, "message/cpim") != 0 && req->content_type && req->content_type->type &&
+        req->content_type->subtype && util_caseeq(req->content_type->type, "message") &&
+        util_caseeq(req->content_type->subtype, "cpim"))
+        ct = osip_strdup(mt); /* the wrapped type */
+    else if (req->content_type)
         osip_content_type_to_str(req->content_type, &ct);
     if (req->from && req->from->url)
         osip_uri_to_str(req->from->url, &from);
@@ -1501,10 +1615,6 @@ static int offline(struct proxy_req *pr, const struct binding *const *targets, s
         osip_uri_to_str(req->to->url, &to);
     if (req->req_uri)
         osip_uri_to_str(req->req_uri, &ruri);
-    /* sipwake's choice: chat is stored, typing notices and delivery reports are not */
-    char mt[128] = "";
-    if (req->content_type && req->content_type->type && req->content_type->subtype)
-        snprintf(mt, sizeof mt, "%s/%s", req->content_type->type, req->content_type->subtype);
     int chatter =
         util_caseeq(mt, "application/im-iscomposing+xml") || util_caseeq(mt, "message/imdn+xml");
     struct lua_hook_offline_out d = {.store = !chatter,

@@ -119,8 +119,20 @@ int txn_client_drop_unanswered(struct txn_client *c);
  * call): the CANCEL goes once a provisional response comes; the callback stays. */
 void txn_client_cancel_when_ringing(struct txn_client *c);
 
-/* The caller no longer wants callbacks; the transaction finishes on its own. */
+/* A 2xx to an INVITE client transaction ended locally (resp), or NULL when it is gone and
+ * no 2xx can come any more (no further call then). For a 2xx: 1 if the callee took it
+ * (forwarded upstream: RFC 3261 §16.7 step 5), 0 to have it ACKed and ended with a BYE. */
+typedef int (*txn_client_late_cb)(void *arg, const osip_message_t *resp, const char *raw,
+                                  size_t len);
+
+/* The caller no longer wants callbacks (nor a late 2xx); the transaction finishes on its
+ * own. */
 void txn_client_detach(struct txn_client *c);
+
+/* After txn_client_drop_unanswered (or txn_client_cancel's 1) on an INVITE: cb is asked
+ * what to do with a late 2xx, once, and told (NULL) when the transaction is gone. Without
+ * it a late 2xx is ACKed and ended. */
+void txn_client_on_late_2xx(struct txn_client *c, txn_client_late_cb cb, void *arg);
 
 /* The TCP/TLS connection flow_id closed (or never opened): its client transactions still
  * waiting for a final response end now, as if no response came (§17.1.4). */

@@ -15,8 +15,10 @@
  * as stale): RFC 3261 §9.1 forbids its CANCEL until a provisional comes, and waiting for
  * one would hold the caller until Timer B. Like Kamailio's tm (cancel_b_method 0), it stops
  * retransmitting and reports nothing more; it lingers until Timer B to clean up after the
- * callee: a late provisional gets the CANCEL, a late non-2xx its ACK, a late 2xx an ACK and
- * a BYE (the caller has its final answer already and never sees that dialog).
+ * callee: a late provisional gets the CANCEL, a late non-2xx its ACK. A late 2xx goes to
+ * the caller if it has no final answer yet (txn_client_on_late_2xx; RFC 3261 §16.7 step 5:
+ * every 2xx is forwarded); otherwise it gets an ACK and a BYE (the caller has its final
+ * answer already and never sees that dialog).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -59,11 +61,15 @@ struct txn_client {
     ev_timer timeout; /* Timer F, then Timer K */
     txn_client_cb cb;
     void *arg;
+    txn_client_late_cb late_cb; /* INVITE ended locally: who may still want a late 2xx */
+    void *late_arg;
     char key[];
 };
 
 static void client_free(struct txn_client *c)
 {
+    if (c->late_cb)
+        c->late_cb(c->late_arg, NULL, NULL, 0); /* no late 2xx can come any more */
     struct ev_loop *loop = txn_table_loop(c->tt);
     ev_timer_stop(loop, &c->retransmit);
     ev_timer_stop(loop, &c->timeout);
@@ -270,8 +276,16 @@ static int invite_response(struct txn_client *c, const osip_message_t *resp, con
     if (code < 300) {
         c->state = CLIENT_ACCEPTED;
         linger = 64.0 * SIP_TXN_T1_MS / 1000.0; /* Timer M */
-        if (c->ended)
-            end_late_dialog(c, resp);
+        if (c->ended) {
+            /* §16.7 step 5: a 2xx goes upstream while the caller has no final answer; its
+             * retransmissions then follow statelessly like any other accepted INVITE's */
+            txn_client_late_cb late = c->late_cb;
+            c->late_cb = NULL;
+            if (late && late(c->late_arg, resp, raw, len))
+                c->ended = 0;
+            else
+                end_late_dialog(c, resp);
+        }
     } else {
         c->state = CLIENT_COMPLETED;
         struct buf ack = {0};
@@ -374,6 +388,16 @@ void txn_client_detach(struct txn_client *c)
 {
     c->cb = NULL;
     c->arg = NULL;
+    c->late_cb = NULL;
+    c->late_arg = NULL;
+}
+
+void txn_client_on_late_2xx(struct txn_client *c, txn_client_late_cb cb, void *arg)
+{
+    if (!c->invite || !c->ended)
+        return;
+    c->late_cb = cb;
+    c->late_arg = arg;
 }
 
 size_t txn_client_count(const struct txn_table *tt)

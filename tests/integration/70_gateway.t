@@ -17,7 +17,7 @@ use Kamailio;
 
 plan skip_all => 'kamailio is not installed' unless -x '/usr/sbin/kamailio';
 
-my $kam = Kamailio->new(tcp => 1, defines => ['WITH_AUTH', 'MAX_EXPIRES=600']);
+my $kam = Kamailio->new(tcp => 1, defines => ['WITH_AUTH', 'WITH_RELAY', 'MAX_EXPIRES=600']);
 $kam->start;
 my $kp = $kam->port;
 my $sw = Sipwake->new(config => { upstream => { address => "udp:127.0.0.2:$kp" } });
@@ -125,11 +125,12 @@ $bob->answer($binv, 486, reason => 'Busy Here');
 my $busy = $alice->expect(qr/^SIP\/2\.0 486/, 5);
 ok($busy, 'bob\'s 486 came back to the phone');
 
-# ---- a request from the upstream for a key sipwake does not know: 480
-my $pbx = $sw->ua(user => 'pbx', local_addr => '127.0.0.2');
+# ---- a request from the upstream for a key sipwake does not know: 480 (sent by Kamailio,
+# WITH_RELAY, from its own socket: only that one is the upstream)
+my $pbx = $sw->ua(user => 'pbx', peer => '127.0.0.2', peer_port => $kp);
 my $pp = $pbx->local_port;
 $pbx->send_raw("MESSAGE sip:0123456789abcdef01234567\@127.0.0.1:$port SIP/2.0\r\n"
-    . "Via: SIP/2.0/UDP 127.0.0.2:$pp;rport;branch=z9hG4bKgw3\r\nMax-Forwards: 70\r\n"
+    . "Via: SIP/2.0/UDP 127.0.0.1:$pp;rport;branch=z9hG4bKgw3\r\nMax-Forwards: 70\r\n"
     . "From: <sip:carol\@example.com>;tag=ca3\r\nTo: <sip:alice\@example.com>\r\n"
     . "Call-ID: gwmsg3\r\nCSeq: 1 MESSAGE\r\nContent-Length: 0\r\n\r\n");
 like($pbx->recv_raw(3) // '', qr/^SIP\/2\.0 480 /, 'unknown key from the upstream: 480');

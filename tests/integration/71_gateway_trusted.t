@@ -17,7 +17,7 @@ use Kamailio;
 
 plan skip_all => 'kamailio is not installed' unless -x '/usr/sbin/kamailio';
 
-my $kam = Kamailio->new(defines => ['MAX_EXPIRES=10']);
+my $kam = Kamailio->new(defines => ['WITH_RELAY', 'MAX_EXPIRES=10']);
 $kam->start;
 my $kp = $kam->port;
 my $sw = Sipwake->new(config => {
@@ -62,11 +62,12 @@ like($dump, qr/Call-ID: sw[0-9a-f]{12}-/, 'refreshed by sipwake\'s own REGISTER'
 unlike($dump, qr/AoR: dave/, 'dave\'s expired binding was removed upstream');
 like($sw->log, qr/no binding for key [0-9a-f]{24} any more, removing it upstream/, 'and the removal was logged');
 
-# The upstream's requests for the key reach the phone.
-my $pbx = $sw->ua(user => 'pbx', local_addr => '127.0.0.2');
+# The upstream's requests for the key reach the phone (sent through Kamailio, WITH_RELAY:
+# only its own socket is the upstream).
+my $pbx = $sw->ua(user => 'pbx', peer => '127.0.0.2', peer_port => $kp);
 my $pp = $pbx->local_port;
 $pbx->send_raw("OPTIONS sip:$key\@127.0.0.1:$port SIP/2.0\r\n"
-    . "Via: SIP/2.0/UDP 127.0.0.2:$pp;rport;branch=z9hG4bKgt1\r\nMax-Forwards: 70\r\n"
+    . "Via: SIP/2.0/UDP 127.0.0.1:$pp;rport;branch=z9hG4bKgt1\r\nMax-Forwards: 70\r\n"
     . "From: <sip:pbx\@example.com>;tag=p1\r\nTo: <sip:alice\@example.com>\r\n"
     . "Call-ID: gtopt1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n");
 my $opt = $alice->expect(qr/^OPTIONS /, 3);
@@ -82,7 +83,7 @@ like($sw->log, qr/gateway: 1 stored bindings mapped to upstream keys/, 'after a 
 # the restarted sipwake has not heard alice yet, so she sends a keep-alive first
 $alice->send_raw("\r\n\r\n");
 $pbx->send_raw("OPTIONS sip:$key\@127.0.0.1:$port SIP/2.0\r\n"
-    . "Via: SIP/2.0/UDP 127.0.0.2:$pp;rport;branch=z9hG4bKgt2\r\nMax-Forwards: 70\r\n"
+    . "Via: SIP/2.0/UDP 127.0.0.1:$pp;rport;branch=z9hG4bKgt2\r\nMax-Forwards: 70\r\n"
     . "From: <sip:pbx\@example.com>;tag=p1\r\nTo: <sip:alice\@example.com>\r\n"
     . "Call-ID: gtopt2\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n");
 $opt = $alice->expect(qr/^OPTIONS /, 3);

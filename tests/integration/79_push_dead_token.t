@@ -16,6 +16,7 @@ use lib "$FindBin::Bin/../lib";
 use Test::More;
 use File::Temp qw(tempdir);
 use Time::HiRes qw(time sleep);
+use Digest::SHA;
 use Sipwake;
 
 my $dir = tempdir('push-dead-XXXXXX', TMPDIR => 1, CLEANUP => 1);
@@ -111,6 +112,12 @@ ok($sw->wait_log(qr/binding \d+ kept for its other token/, 3), 'sipwake keeps th
 is(wait_pushes('B0B0B002', 1, 200), 1, 'and pushes the call again at once, to the remote token');
 like((pushes_to('B0B0B002'))[0] // '', qr/"push_type": "alert"[^\n]*IC_MSG[^\n]*duo-1/, 'as an incoming-call alert');
 is(bindings('duo'), '1', 'the binding stays');
+# the push log names the token each push went to (a hash of it), not the pair
+my %th = map { $_ => substr(Digest::SHA::sha256_hex($_), 0, 16) } qw(A0A0A001 B0B0B002);
+is($sw->sql_wait("SELECT token_hash FROM sipwake_push_log WHERE call_id='duo-1' AND outcome='dead_token'", $th{A0A0A001}),
+   $th{A0A0A001}, 'the push log shows the dead VoIP push with the voip token\'s hash');
+is($sw->sql_wait("SELECT token_hash FROM sipwake_push_log WHERE call_id='duo-1' AND outcome='delivered'", $th{B0B0B002}),
+   $th{B0B0B002}, 'and the delivered alert with the remote token\'s');
 request('MESSAGE', 'duo', 'duo-2');
 is(wait_pushes('B0B0B002', 2, 200), 2, 'a MESSAGE: alert to the remote token, delivered');
 request('INVITE', 'duo', 'duo-3');

@@ -158,6 +158,13 @@ $r = Sipwake::UA::parse_response($caller->expect(qr/^SIP\/2\.0 [2-6]\d\d .*Call-
 is($r->{code}, 480, 'the push hook skips it (binding.team_mismatch): 480');
 ok(time - $t0 < 2.5, 'at once, nothing to wait for');
 unlike(slurp("$dir/prod.log"), qr/$STRICT/, 'and nothing was pushed');
+# push:apns_team_mismatch counts pushes sent with a mismatched team: linus's two calls and
+# oldie's message, not strict's skipped one
+my $dumps = () = $sw->log =~ /metrics: sipwake_push_apns_team_mismatch /g;
+kill 'USR1', $sw->{pid};
+my @tm;
+for (1 .. 60) { @tm = $sw->log =~ /metrics: sipwake_push_apns_team_mismatch (\d+)$/mg; last if @tm > $dumps; sleep 0.05 }
+is($tm[-1], 3, 'push:apns_team_mismatch counts only pushes sent (the skipped one is not)');
 
 # ---- environments: the only key is production's
 (undef, $r) = register_phone('dev', 'example.com', "pn-provider=apns.dev;pn-param=TEAM123456.org.linphone.phone.voip;pn-prid=$DEV:voip");
