@@ -134,7 +134,22 @@ int gateway_from_upstream(const struct gateway *gw, const struct sip_source *src
     const struct config *cfg = gw->cfg;
     if (src->transport != cfg->upstream_transport || strcmp(src->ip, gw->ip) != 0)
         return 0;
-    return cfg->upstream_transport != CONFIG_TRANSPORT_UDP || src->port == cfg->upstream_port;
+    if (cfg->upstream_transport != CONFIG_TRANSPORT_UDP || src->port == cfg->upstream_port)
+        return 1;
+    /* A PBX with several UDP sockets may send from one it does not listen on for us
+     * (Kamailio and OpenSIPS use their first socket unless told otherwise): say so, at most
+     * once a minute, rather than let its requests quietly go back up as a stranger's. */
+    static uint64_t warned_ms;
+    uint64_t now = util_mono_ms();
+    if (!warned_ms || now - warned_ms >= 60000) {
+        warned_ms = now;
+        log_warn("gateway: a request from the upstream's address %s over UDP from port %d, not "
+                 "%d: treated as any other sender; if that is the PBX, make it send from the "
+                 "socket in [upstream] address (Kamailio/OpenSIPS: force_send_socket) or use "
+                 "tcp/tls",
+                 src->ip, src->port, cfg->upstream_port);
+    }
+    return 0;
 }
 
 int gateway_upstream_destination(struct gateway *gw, struct sip_source *dst)

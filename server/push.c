@@ -1112,6 +1112,9 @@ static char *cert_file_pem(const char *path, const char *password_file, char *er
 
 /* ------------------------------------------------------------------ lifetime */
 
+/* push_check_config is loading: nothing may be written (a missing VAPID key is not made). */
+static int checking;
+
 struct push *push_new(struct ev_loop *loop, const struct config *cfg, struct location *loc,
                       struct store *store, char *err, size_t errlen)
 {
@@ -1153,7 +1156,10 @@ struct push *push_new(struct ev_loop *loop, const struct config *cfg, struct loc
         if (*cfg->fcm_project_number)
             c->fcm_number = xstrdup(cfg->fcm_project_number);
     }
-    if (config_provider_enabled(cfg, "webpush")) {
+    if (config_provider_enabled(cfg, "webpush") && checking && access(cfg->vapid_key, F_OK) != 0) {
+        /* a check writes nothing: the key pair is made by the start that uses it (its
+         * directory, data_dir by default, is made then too) */
+    } else if (config_provider_enabled(cfg, "webpush")) {
         p->vapid = webpush_vapid_load(cfg->vapid_key, cfg->vapid_subject, why, sizeof why);
         if (!p->vapid) {
             snprintf(err, errlen, "[push] vapid_key: %s", why);
@@ -1170,6 +1176,7 @@ fail:
 
 int push_check_config(const struct config *cfg, char *err, size_t errlen)
 {
+    checking = 1;
     /* the very loading push_new does, on a loop of its own that never runs: nothing connects */
     struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
     if (!loop) {
@@ -1177,6 +1184,7 @@ int push_check_config(const struct config *cfg, char *err, size_t errlen)
         return -1;
     }
     struct push *p = push_new(loop, cfg, NULL, NULL, err, errlen);
+    checking = 0;
     push_free(p);
     ev_loop_destroy(loop);
     if (p)

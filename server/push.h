@@ -81,7 +81,8 @@ struct push *push_new(struct ev_loop *loop, const struct config *cfg, struct loc
                       struct store *store, char *err, size_t errlen);
 
 /* Loads and checks the credentials of cfg [push] exactly as push_new does, then drops them:
- * for --check and for a start to fail before it touches the store. 0, or -1 with err: push_new's
+ * for --check and for a start to fail before it touches the store. It writes nothing: a missing
+ * VAPID key file is left for the start to make. 0, or -1 with err: push_new's
  * message after the file and line of the key ("sipwake.conf:3: [push] apns_key_file: ..."). */
 int push_check_config(const struct config *cfg, char *err, size_t errlen);
 

@@ -335,9 +335,15 @@ int webpush_url_check(const char *url, char *err, size_t errlen)
 static int v4_private(uint32_t a)
 {
     a = ntohl(a);
+    /* RFC 6890's special-purpose blocks no push service is at: this network, private,
+     * loopback, shared (100.64/10), link-local, IETF protocol (192.0.0/24), documentation
+     * (192.0.2/24, 198.51.100/24, 203.0.113/24), benchmarking (198.18/15), multicast and
+     * reserved (224/3) */
     return (a >> 24) == 0 || (a >> 24) == 10 || (a >> 24) == 127 || (a >> 22) == (100u << 2 | 1) ||
            (a >> 16) == (169u << 8 | 254) || (a >> 20) == (172u << 4 | 1) ||
-           (a >> 16) == (192u << 8 | 168) || (a >> 29) == 7;
+           (a >> 16) == (192u << 8 | 168) || (a >> 8) == 0xc00000 || (a >> 8) == 0xc00002 ||
+           (a >> 8) == 0xc63364 || (a >> 8) == 0xcb0071 || (a >> 17) == (0xc612 >> 1) ||
+           (a >> 29) == 7;
 }
 
 int webpush_addr_private(const struct sockaddr *sa)
@@ -348,11 +354,24 @@ int webpush_addr_private(const struct sockaddr *sa)
         return 1;
     const struct in6_addr *a = &((const struct sockaddr_in6 *)sa)->sin6_addr;
     const uint8_t *b = a->s6_addr;
-    if (IN6_IS_ADDR_V4MAPPED(a) || IN6_IS_ADDR_V4COMPAT(a)) {
-        uint32_t v4;
-        memcpy(&v4, b + 12, 4);
+    static const uint8_t nat64[12] = {0, 0x64, 0xff, 0x9b};   /* 64:ff9b::/96, RFC 6052 */
+    static const uint8_t siit[12] = {[8] = 0xff, [9] = 0xff}; /* ::ffff:0:0/96, RFC 6145 */
+    uint32_t v4;
+    if (IN6_IS_ADDR_V4MAPPED(a) || IN6_IS_ADDR_V4COMPAT(a) || memcmp(b, nat64, 12) == 0 ||
+        memcmp(b, siit, 12) == 0) {
+        memcpy(&v4, b + 12, 4); /* an IPv4 address in the last 32 bits: judged as one */
         return v4_private(v4);
     }
+    if (b[0] == 0x20 && b[1] == 0x02) { /* 6to4 2002::/16 (RFC 3056): the IPv4 after it */
+        memcpy(&v4, b + 2, 4);
+        return v4_private(v4);
+    }
+    /* local-use NAT64 64:ff9b:1::/48 (RFC 8215), discard-only 100::/64 (RFC 6666),
+     * documentation 2001:db8::/32 (RFC 3849), Teredo 2001::/32 (RFC 4380) */
+    static const uint8_t nat64_local[6] = {0, 0x64, 0xff, 0x9b, 0, 1}, discard[8] = {1};
+    if (memcmp(b, nat64_local, 6) == 0 || memcmp(b, discard, 8) == 0 ||
+        (b[0] == 0x20 && b[1] == 0x01 && ((b[2] == 0x0d && b[3] == 0xb8) || (!b[2] && !b[3]))))
+        return 1;
     /* ::, ::1, unique local fc00::/7, link-local fe80::/10, site-local fec0::/10, multicast */
     return IN6_IS_ADDR_UNSPECIFIED(a) || IN6_IS_ADDR_LOOPBACK(a) || (b[0] & 0xfe) == 0xfc ||
            (b[0] == 0xfe && (b[1] & 0x80) == 0x80) || b[0] == 0xff;

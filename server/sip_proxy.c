@@ -200,6 +200,8 @@ void proxy_set_push(struct proxy *p, struct push *push, struct bucket *bucket)
 
 void proxy_free(struct proxy *p)
 {
+    if (!p)
+        return;
     heard_free(p->heard);
     heard_free(p->woken);
     free(p);

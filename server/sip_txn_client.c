@@ -409,6 +409,9 @@ static void drain_one(struct hashtab_node *n, void *arg)
 {
     struct txn_table *tt = arg;
     struct txn_client *c = HASHTAB_ENTRY(n, struct txn_client, hn);
+    if (c->late_cb) /* a branch ended locally: its owner must not keep a pointer to it */
+        c->late_cb(c->late_arg, NULL, NULL, 0);
+    c->late_cb = NULL;
     ev_timer_stop(txn_table_loop(tt), &c->retransmit);
     ev_timer_stop(txn_table_loop(tt), &c->timeout);
     free(c->bytes);
@@ -425,6 +428,9 @@ static void abort_one(struct hashtab_node *n, void *arg)
 {
     struct txn_table *tt = arg;
     struct txn_client *c = HASHTAB_ENTRY(n, struct txn_client, hn);
+    if (c->late_cb) /* a branch ended locally: its owner must not keep a pointer to it */
+        c->late_cb(c->late_arg, NULL, NULL, 0);
+    c->late_cb = NULL;
     ev_timer_stop(txn_table_loop(tt), &c->retransmit);
     ev_timer_stop(txn_table_loop(tt), &c->timeout);
     if (c->state != CLIENT_COMPLETED && c->state != CLIENT_ACCEPTED)

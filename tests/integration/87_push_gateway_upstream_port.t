@@ -61,6 +61,8 @@ subscribe($mallory, "sip:$key\@127.0.0.1:$port", 'spoof-1');
 my $fin = $mallory->expect(qr/^SIP\/2\.0 [2-6]\d\d .*Call-ID: spoof-1\r/s, 4);
 like($fin // '', qr/^SIP\/2\.0 404 /, 'its SUBSCRIBE to the key goes up to the PBX, which knows no such user (404)');
 unlike(apns_log(), qr/spoof-1/, 'and nobody is pushed');
+like($sw->log, qr/gateway: a request from the upstream's address 127\.0\.0\.2 over UDP from port \d+, not \d+: treated as any other sender/,
+     'and the operator is told why (a PBX sending from another socket)');
 
 # 2. the same SUBSCRIBE relayed by Kamailio from its own socket: the upstream's
 my $carol = $sw->ua(user => 'carol', peer => '127.0.0.2', peer_port => $kp);

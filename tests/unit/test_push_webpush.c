@@ -304,12 +304,24 @@ int main(void)
                                        "https://[::ffff:127.0.0.1]/x",
                                        "https://localhost:9000/x",
                                        "https://LOCALHOST./x",
-                                       "https://admin.localhost/x"};
+                                       "https://admin.localhost/x",
+                                       "https://[64:ff9b::a9fe:a9fe]/x",
+                                       "https://[64:ff9b::7f00:1]/x",
+                                       "https://[64:ff9b:1::a00:1]/x",
+                                       "https://[2002:a00:1::1]/x",
+                                       "https://[::ffff:0:a00:1]/x",
+                                       "https://198.18.0.1/x",
+                                       "https://192.0.0.1/x",
+                                       "https://203.0.113.5/x",
+                                       "https://[100::1]/x",
+                                       "https://[2001:db8::1]/x"};
     for (size_t i = 0; i < sizeof priv / sizeof *priv; i++)
         ok(webpush_url_private(priv[i]) == 1, "private: %s", priv[i]);
-    static const char *const pub_urls[] = {"https://push.example.net/x", "https://8.8.8.8/x",
-                                           "https://172.32.0.1/x", "https://[2001:db8::1]/x",
-                                           "https://localhost.example.com/x"};
+    static const char *const pub_urls[] = {
+        "https://push.example.net/x",     "https://8.8.8.8/x",
+        "https://172.32.0.1/x",           "https://[2606:4700::1111]/x",
+        "https://[64:ff9b::808:808]/x",   "https://198.20.0.1/x",
+        "https://localhost.example.com/x"};
     for (size_t i = 0; i < sizeof pub_urls / sizeof *pub_urls; i++)
         ok(webpush_url_private(pub_urls[i]) == 0, "not private: %s", pub_urls[i]);
     struct webpush_sender *guard = webpush_sender_new(loop, NULL, NULL, 3);
