@@ -140,7 +140,9 @@ static const struct key_row key_rows[] = {
      "with webpush off."},
     {"push", "webpush_allow_private", KEY_BOOL, OFF(webpush_allow_private), 0, 1, "no", NULL,
      "Whether a Web Push subscription URL may name localhost or a loopback, private, "
-     "link-local or unspecified IP address. no: such a REGISTER gets 555 and such a push is "
+     "link-local, unspecified or other special-purpose IP address (RFC 6890; NAT64, 6to4 and "
+     "mapped IPv6 forms judged by their IPv4 address). no: such a REGISTER gets 555 and such a "
+     "push is "
      "not sent, and a host name that resolves to such an address is not connected to, so "
      "sipwake never posts to an internal service on a registering user's behalf. yes: tests, "
      "or a push service on the operator's own network."},
