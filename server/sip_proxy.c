@@ -616,7 +616,9 @@ void proxy_cancel(void *owner)
         struct waiter *w = pr->waiters[i];
         if (!w->active)
             continue;
-        if (pr->deliver_cancelled && w->voip && w->entry) {
+        /* a VoIP push still on its way is kept too: whether CallKit shows the call is known
+         * when it is answered (waiter_pushed) */
+        if (pr->deliver_cancelled && (w->voip || w->pushing) && w->entry) {
             kept++;
             continue;
         }
@@ -1256,6 +1258,16 @@ static void waiter_pushed(void *arg, const struct push_result *r)
     if (r->outcome == PUSH_DELIVERED) {
         w->delivered = 1;
         w->voip = r->voip;
+    }
+    struct proxy_req *pr = w->pr;
+    if (pr->stopped && w->active && !(w->voip && pr->deliver_cancelled)) {
+        /* the caller cancelled while this push was on its way, and it is not a call CallKit
+         * shows: nobody waits for the phone any more (proxy_cancel kept it to see) */
+        if (pr->missed_call && w->delivered)
+            missed_call_push(pr, w);
+        stop_waiter(pr, w);
+        settle(pr);
+        return;
     }
     if (r->outcome == PUSH_DELIVERED && r->action != LUA_PUSH_GIVE_UP &&
         r->action != LUA_PUSH_DROP_BINDING && r->action != LUA_PUSH_RETRY)

@@ -15,8 +15,13 @@ use Sipwake;
 
 my $dir = tempdir('push-cancel-XXXXXX', TMPDIR => 1, CLEANUP => 1);
 Sipwake::make_keys($dir, 'apns') or BAIL_OUT('openssl failed');
+# DDDD04's push is answered 1.5 s late: the caller cancels while it is on its way
+open my $sf, '>', "$dir/script.json" or die $!;
+print $sf '{"DDDD04": {"delay_ms": 1500}}';
+close $sf;
 my (undef, $aport) = Sipwake::start_emulator('apns', '--cert', "$dir/cert.pem", '--key', "$dir/key.pem",
-    '--auth-key', "KEY1234567:TEAM123456:$dir/apns-pub.pem", '--log', "$dir/apns.log", '--lifetime', '120');
+    '--auth-key', "KEY1234567:TEAM123456:$dir/apns-pub.pem", '--log', "$dir/apns.log", '--lifetime', '120',
+    '--script', "$dir/script.json");
 ok($aport, 'APNs emulator listening');
 sub apns_log { open my $f, '<', "$dir/apns.log" or return ''; local $/; <$f> // '' }
 sub pushes { my ($tok) = @_; grep { /"event": "push", "path": "\/3\/device\/$tok"/ } split /\n/, apns_log() }
@@ -37,6 +42,7 @@ sub sleeping {
 }
 is(sleeping('iphone', "$PARAM.voip%26remote;pn-prid=AAAA01:voip%26BBBB02:remote"), 200, 'an iPhone with VoIP and remote tokens');
 is(sleeping('alerted', "$PARAM;pn-prid=CCCC03"), 200, 'an app with a remote token only');
+is(sleeping('slowpoke', "$PARAM.voip%26remote;pn-prid=DDDD04:voip%26EEEE05:remote"), 200, 'an iPhone whose push is answered late');
 sleep 0.2;
 
 my $caller = $sw->ua(user => 'carl');
@@ -87,6 +93,32 @@ if ($cancel) {
 }
 my $more = $caller->expect(qr/^SIP\/2\.0 /, 1);
 ok(!defined $more, 'the caller hears nothing more') or diag $more;
+
+# the caller cancels while the VoIP push is still on its way: once it is answered, the
+# iPhone (CallKit shows the call) still gets the INVITE and its CANCEL when it comes back
+$caller->send_raw(invite('slowpoke', 'ck-2'));
+$caller->expect(qr/^SIP\/2\.0 100/, 3);
+for (1 .. 200) { last if pushes('DDDD04'); sleep 0.05 }
+ok(scalar(pushes('DDDD04')), 'the late iPhone\'s VoIP push is on its way');
+($c200, $c487) = cancel_and_487('slowpoke', 'ck-2');
+ok($c200 && $c487, 'the caller cancels before it is answered: 200 and 487 at once');
+like($sw->sql_wait("SELECT outcome FROM sipwake_push_log WHERE call_id='ck-2'", qr/delivered/, 10) // '',
+     qr/delivered/, 'then the push is answered');
+my $late = $sw->ua(user => 'slowpoke', transport => 'tcp');
+my $lp = $late->local_port;
+is($late->register(contact => "sip:slowpoke\@127.0.0.1:$lp;transport=tcp;$PARAM.voip%26remote;pn-prid=DDDD04:voip%26EEEE05:remote",
+    expires => 3600)->{code}, 200, 'the iPhone registers again');
+my $inv2 = $late->expect(qr/^INVITE /, 3);
+ok($inv2 && $inv2 =~ /Call-ID: ck-2\r/, 'it gets the INVITE of the call cancelled while it was pushed');
+$late->answer($inv2, 180, reason => 'Ringing', tag => 's1', contact => "sip:slowpoke\@127.0.0.1:$lp;transport=tcp") if $inv2;
+my $cancel2 = $late->expect(qr/^CANCEL /, 3);
+ok($cancel2 && $cancel2 =~ /Call-ID: ck-2\r/, 'and its CANCEL');
+if ($cancel2) {
+    $late->answer($cancel2, 200, reason => 'OK', tag => 's1');
+    $late->answer($inv2, 487, reason => 'Request Terminated', tag => 's1');
+    ok($late->expect(qr/^ACK /, 3), 'its 487 is acknowledged');
+}
+ok(!defined $caller->expect(qr/^SIP\/2\.0 /, 1), 'the caller hears nothing more');
 
 # the alert-only app: a missed-call alert
 $caller->send_raw(invite('alerted', 'mc-1'));
