@@ -17,14 +17,7 @@ use Sipwake;
 
 my $dir = tempdir('push-quiet-XXXXXX', TMPDIR => 1, CLEANUP => 1);
 Sipwake::make_keys($dir, 'apns') or BAIL_OUT('openssl failed');
-system("cd $dir && openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out sa.pem 2>/dev/null") == 0
-    or BAIL_OUT('openssl failed');
-my $sa_pem = do { open my $f, '<', "$dir/sa.pem" or die; local $/; <$f> };
-$sa_pem =~ s/\n/\\n/g;
-open my $sa, '>', "$dir/sa.json" or die;
-print $sa qq({"type": "service_account", "project_id": "proj-1", "private_key_id": "k1", "private_key": "$sa_pem", )
-    . qq("client_email": "push\@proj-1.iam.gserviceaccount.com", "token_uri": "https://oauth2.example/token"});
-close $sa;
+Sipwake::make_service_account($dir, 'sa.json', 'proj-1');
 
 my (undef, $aport) = Sipwake::start_emulator('apns', '--cert', "$dir/cert.pem", '--key', "$dir/key.pem",
     '--auth-key', "KEY1234567:TEAM123456:$dir/apns-pub.pem", '--strict', '--log', "$dir/apns.log", '--lifetime', '120');

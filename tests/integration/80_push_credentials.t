@@ -28,16 +28,9 @@ use Sipwake;
 sub slurp { open my $f, '<', $_[0] or return ''; local $/; <$f> // '' }
 my $dir = tempdir('push-credentials-XXXXXX', TMPDIR => 1, CLEANUP => 1);
 Sipwake::make_keys($dir, 'prod', 'sand') or BAIL_OUT('openssl failed');
-system("cd $dir && openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out sa.pem 2>/dev/null") == 0
-    or BAIL_OUT('openssl failed');
-my $sa_pem = do { open my $f, '<', "$dir/sa.pem" or die; local $/; <$f> };
-$sa_pem =~ s/\n/\\n/g;
-open my $sa, '>', "$dir/sa.json" or die;
-print $sa qq({"type": "service_account", "project_id": "proj-1", "private_key_id": "k1", "private_key": "$sa_pem", )
-    . qq("client_email": "push\@proj-1.iam.gserviceaccount.com", "token_uri": "https://127.0.0.1:9/token"});
-close $sa;
+Sipwake::make_service_account($dir, 'sa.json', 'proj-1', 'https://127.0.0.1:9/token');
 (my $sa2 = slurp("$dir/sa.json")) =~ s/proj-1/proj-2/g;
-open $sa, '>', "$dir/sa2.json" or die;
+open my $sa, '>', "$dir/sa2.json" or die;
 print $sa $sa2;
 close $sa;
 

@@ -27,19 +27,8 @@ my $PROJECT = 'linphone-android-8a563';
 my $NUMBER = '929724111839';
 my $dir = tempdir('fcm-number-XXXXXX', TMPDIR => 1, CLEANUP => 1);
 Sipwake::make_keys($dir) or BAIL_OUT('openssl failed');
-sub service_account {
-    my ($file, $project) = @_;
-    system("cd $dir && openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out $file.pem 2>/dev/null") == 0
-        or BAIL_OUT('openssl failed');
-    my $pem = do { open my $f, '<', "$dir/$file.pem" or die; local $/; <$f> };
-    $pem =~ s/\n/\\n/g;
-    open my $sa, '>', "$dir/$file" or die;
-    print $sa qq({"type": "service_account", "project_id": "$project", "private_key_id": "k1", "private_key": "$pem", )
-        . qq("client_email": "push\@$project.iam.gserviceaccount.com", "token_uri": "https://oauth2.example/token"});
-    close $sa;
-}
-service_account('sa.json', $PROJECT);
-service_account('sa2.json', 'other-project');
+Sipwake::make_service_account($dir, 'sa.json', $PROJECT);
+Sipwake::make_service_account($dir, 'sa2.json', 'other-project');
 # a token the app got for another project (sender): FCM answers SENDER_ID_MISMATCH
 open my $sc, '>', "$dir/script.json" or die;
 print $sc '{"dGVzdA:APA91bForeignToken1": {"sender": "111111111111"}}';

@@ -16,14 +16,7 @@ use Sipwake;
 
 my $dir = tempdir('push-story-XXXXXX', TMPDIR => 1, CLEANUP => 1);
 Sipwake::make_keys($dir, 'apns') or BAIL_OUT('openssl failed');
-system("cd $dir && openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out sa.pem 2>/dev/null") == 0
-    or BAIL_OUT('openssl failed');
-my $sa_pem = do { open my $f, '<', "$dir/sa.pem" or die; local $/; <$f> };
-$sa_pem =~ s/\n/\\n/g;
-open my $sa, '>', "$dir/sa.json" or die;
-print $sa qq({"type": "service_account", "project_id": "proj-1", "private_key_id": "k1", "private_key": "$sa_pem", )
-    . qq("client_email": "push\@proj-1.iam.gserviceaccount.com", "token_uri": "https://oauth2.example/token"});
-close $sa;
+Sipwake::make_service_account($dir, 'sa.json', 'proj-1');
 open my $subs, '>', "$dir/subs.json" or die;
 print $subs '{}';
 close $subs;

@@ -159,25 +159,34 @@ our @CRED_KEYS = qw(apns_key_file apns_key_id apns_team_id apns_certificate
 # once ("connection refused"), never reaches Apple or Google. Tests of pushes give their own
 # credentials and emulators.
 our $DEFAULT_PROJECT = 'proj';
+
+# A service account of FCM project $project written to $dir/$file (with a new RSA key made
+# with openssl, kept as $dir/$file.pem), as Google issues them; its token_uri (default an
+# address nothing answers) is where sipwake fetches its access tokens. Dies on failure.
+sub make_service_account {
+    my ($dir, $file, $project, $token_uri) = @_;
+    system("cd $dir && openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out $file.pem 2>/dev/null") == 0
+        or die "openssl: cannot make a service account key\n";
+    open my $in, '<', "$dir/$file.pem" or die "$dir/$file.pem: $!";
+    my $pem = do { local $/; <$in> };
+    close $in;
+    open my $out, '>', "$dir/$file" or die "$dir/$file: $!";
+    print $out JSON::PP->new->canonical->encode({
+        type => 'service_account', project_id => $project, private_key_id => 'k1',
+        private_key => $pem, client_email => "push\@$project.iam.gserviceaccount.com",
+        token_uri => $token_uri // 'https://oauth2.example/token' });
+    close $out;
+}
 my (%default_push, $closed_sock);
 sub default_push {
     return %default_push if %default_push;
     my $dir = tempdir('sipwake-creds-XXXXXX', TMPDIR => 1, CLEANUP => 1);
-    system("cd $dir && openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out apns.p8 2>/dev/null"
-        . " && openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out sa.pem 2>/dev/null") == 0
+    system("cd $dir && openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out apns.p8 2>/dev/null") == 0
         or die "openssl: cannot make the default push credentials\n";
-    open my $in, '<', "$dir/sa.pem" or die "$dir/sa.pem: $!";
-    my $pem = do { local $/; <$in> };
-    close $in;
     $closed_sock = IO::Socket::INET->new(Proto => 'tcp', LocalAddr => '127.0.0.1', LocalPort => 0)
         or die "a closed loopback port: $!\n";
     my $closed = $closed_sock->sockport;
-    open my $out, '>', "$dir/sa.json" or die "$dir/sa.json: $!";
-    print $out JSON::PP->new->canonical->encode({
-        type => 'service_account', project_id => $DEFAULT_PROJECT, private_key_id => 'k1',
-        private_key => $pem, client_email => "push\@$DEFAULT_PROJECT.iam.gserviceaccount.com",
-        token_uri => "https://127.0.0.1:$closed/token" });
-    close $out;
+    make_service_account($dir, 'sa.json', $DEFAULT_PROJECT, "https://127.0.0.1:$closed/token");
     %default_push = (
         apns_key_file => "$dir/apns.p8", apns_key_id => 'KEY1234567', apns_team_id => 'TEAM123456',
         apns_environment => 'both', fcm_service_account => "$dir/sa.json",
