@@ -96,28 +96,63 @@ END {
     }
 }
 
+# A port P such that P and P+1 are free over UDP and TCP on 127.0.0.1, for a server's SIP and
+# TLS listeners. Picked below the kernel's ephemeral range (/proc/sys/net/ipv4/ip_local_port_range),
+# so no outgoing connection of another test can take it between this check and the bind; and
+# reserved by a file under /tmp naming this process, so two tests running at once (prove -j)
+# never pick the same pair. A reservation whose process is gone is taken over.
+my %reserved;      # port => reservation file, released at exit
+my $port_dir = "/tmp/sipwake-test-ports-$<";
+sub port_range {
+    my ($lo) = do {
+        open my $fh, '<', '/proc/sys/net/ipv4/ip_local_port_range';
+        my $r = $fh ? <$fh> : '';
+        $r =~ /^\s*(\d+)/;
+    };
+    $lo ||= 32768;
+    $lo = 32768 if $lo < 12000;
+    return (10000, $lo - 2);
+}
+sub reserve_port {
+    my ($p) = @_;
+    my $f = "$port_dir/$p";
+    for (1 .. 2) {
+        if (sysopen(my $fh, $f, POSIX::O_WRONLY() | POSIX::O_CREAT() | POSIX::O_EXCL(), 0600)) {
+            print $fh "$$\n";
+            close $fh;
+            $reserved{$p} = $f;
+            return 1;
+        }
+        open my $fh, '<', $f or next;
+        my $pid = <$fh> // '';
+        close $fh;
+        chomp $pid;
+        return 0 if $pid =~ /^\d+$/ && ($pid == $$ || kill(0, $pid));
+        unlink $f;    # its test is gone
+    }
+    return 0;
+}
 sub free_port {
-    for (1 .. 200) {
-        my $u = IO::Socket::INET->new(Proto => 'udp', LocalAddr => '127.0.0.1', LocalPort => 0)
-            or next;
-        my $p = $u->sockport;
-        close $u;
-        next if $p > 65000;
+    mkdir $port_dir, 0700;
+    my ($lo, $hi) = port_range();
+    for (1 .. 500) {
+        my $p = $lo + int(rand($hi - $lo));
+        next unless reserve_port($p);
         my $ok = 1;
         for my $q ($p, $p + 1) {
-            my $t = IO::Socket::INET->new(Proto => 'tcp', LocalAddr => '127.0.0.1',
-                LocalPort => $q, ReuseAddr => 1, Listen => 1);
-            $ok = 0 unless $t;
-            close $t if $t;
+            for my $proto ('tcp', 'udp') {
+                my $t = IO::Socket::INET->new(Proto => $proto, LocalAddr => '127.0.0.1', LocalPort => $q,
+                                              ReuseAddr => 1, $proto eq 'tcp' ? (Listen => 1) : ());
+                $ok = 0 unless $t;
+                close $t if $t;
+            }
         }
-        my $u2 = IO::Socket::INET->new(Proto => 'udp', LocalAddr => '127.0.0.1',
-            LocalPort => $p + 1);
-        $ok = 0 unless $u2;
-        close $u2 if $u2;
         return $p if $ok;
+        unlink delete $reserved{$p};
     }
     die "no free port pair\n";
 }
+END { unlink values %reserved if $$ == $main_pid; }
 
 # new(config => { section => { key => value } }, policy => "lua source")
 sub new {
