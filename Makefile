@@ -15,7 +15,11 @@ PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 WARN    := -Wall -Wextra -Wshadow -Wformat=2 -Wstrict-prototypes -Wmissing-prototypes \
            -Wno-unused-parameter -Wnull-dereference -Wvla
-BASE_CFLAGS := -std=gnu11 -D_GNU_SOURCE $(WARN) $(PKG_CFLAGS) -Iserver -MMD -MP
+# server/ is grouped by subsystem (README "Source layout"); every subsystem's directory is on the
+# include path, so a file includes another's header by its name alone.
+SRC_DIRS := $(sort $(dir $(wildcard server/*/*.c)))
+INC_FLAGS := $(patsubst %/,-I%,$(SRC_DIRS))
+BASE_CFLAGS := -std=gnu11 -D_GNU_SOURCE $(WARN) $(PKG_CFLAGS) $(INC_FLAGS) -MMD -MP
 # jemalloc: osip2 allocates per header; jemalloc does that in ~10 % fewer instructions than
 # glibc malloc and returns freed memory to the system (measured with callgrind; see README).
 # The sanitizer build keeps the sanitizers' own allocator.
@@ -27,8 +31,9 @@ ASAN_CFLAGS    := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
                   -fno-sanitize-recover=undefined
 ASAN_LDFLAGS   := -fsanitize=address,undefined
 
-SRCS := $(sort $(wildcard server/*.c) server/store_sqlite_migrations.c)
-LIB_SRCS := $(filter-out server/main.c,$(SRCS))
+MIGRATIONS_C := server/store/store_sqlite_migrations.c
+SRCS := $(sort $(filter-out $(MIGRATIONS_C),$(wildcard server/*/*.c)) $(MIGRATIONS_C))
+LIB_SRCS := $(filter-out server/core/main.c,$(SRCS))
 MIGRATIONS := $(sort $(wildcard schemas/sqlite/*.sql))
 
 REL_OBJS  := $(SRCS:server/%.c=server/build-release/%.o)
@@ -61,23 +66,25 @@ server/sipwake: $(REL_OBJS)
 server/build-asan/sipwake: $(ASAN_OBJS)
 	$(CC) $(ASAN_LDFLAGS) -o $@ $^ $(LIBS)
 
-server/build-release/%.o: server/%.c | server/build-release
+server/build-release/%.o: server/%.c
+	@mkdir -p $(@D)
 	$(CC) $(BASE_CFLAGS) $(RELEASE_CFLAGS) -c -o $@ $<
 
-server/build-asan/%.o: server/%.c | server/build-asan
+server/build-asan/%.o: server/%.c
+	@mkdir -p $(@D)
 	$(CC) $(BASE_CFLAGS) $(ASAN_CFLAGS) -c -o $@ $<
 
-server/build-release server/build-asan tests/unit/build:
+tests/unit/build:
 	mkdir -p $@
 
-server/store_sqlite_migrations.c: $(MIGRATIONS) schemas/sqlite/embed.pl
+$(MIGRATIONS_C): $(MIGRATIONS) schemas/sqlite/embed.pl
 	perl schemas/sqlite/embed.pl $(MIGRATIONS) > $@.tmp && mv $@.tmp $@
 
 # Unit tests may #include the .c they test to reach its statics; they link every other
 # module object.
 tests/unit/build/%.t: tests/unit/%.c $(ASAN_LIB_OBJS) tests/unit/tap.h | tests/unit/build
 	$(CC) $(BASE_CFLAGS) $(ASAN_CFLAGS) -Itests/unit -o $@ $< \
-	  $(filter-out server/build-asan/$(subst test_,,$*).o,$(ASAN_LIB_OBJS)) \
+	  $(filter-out %/$(subst test_,,$*).o,$(ASAN_LIB_OBJS)) \
 	  $(ASAN_LDFLAGS) $(LIBS)
 
 unit-build: $(UNIT_BINS)
@@ -92,13 +99,13 @@ tests/bench/build/push_bench: tests/bench/push_bench.c $(REL_LIB_OBJS)
 FUZZ_SECONDS ?= 60
 FUZZ_FLAGS := -g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined \
               -fno-sanitize-recover=undefined
-tests/fuzz/build/fuzz_sip_input: tests/fuzz/fuzz_sip_input.c $(LIB_SRCS) $(wildcard server/*.h)
+tests/fuzz/build/fuzz_sip_input: tests/fuzz/fuzz_sip_input.c $(LIB_SRCS) $(wildcard server/*/*.h)
 	@mkdir -p tests/fuzz/build
-	clang -std=gnu11 -D_GNU_SOURCE $(PKG_CFLAGS) -Iserver $(FUZZ_FLAGS) -o $@ $< $(LIB_SRCS) $(LIBS)
+	clang -std=gnu11 -D_GNU_SOURCE $(PKG_CFLAGS) $(INC_FLAGS) $(FUZZ_FLAGS) -o $@ $< $(LIB_SRCS) $(LIBS)
 
-tests/fuzz/build/fuzz_admin_mi: tests/fuzz/fuzz_admin_mi.c $(LIB_SRCS) $(wildcard server/*.h)
+tests/fuzz/build/fuzz_admin_mi: tests/fuzz/fuzz_admin_mi.c $(LIB_SRCS) $(wildcard server/*/*.h)
 	@mkdir -p tests/fuzz/build
-	clang -std=gnu11 -D_GNU_SOURCE $(PKG_CFLAGS) -Iserver $(FUZZ_FLAGS) -o $@ $< $(LIB_SRCS) $(LIBS)
+	clang -std=gnu11 -D_GNU_SOURCE $(PKG_CFLAGS) $(INC_FLAGS) $(FUZZ_FLAGS) -o $@ $< $(LIB_SRCS) $(LIBS)
 
 fuzz-build: tests/fuzz/build/fuzz_sip_input tests/fuzz/build/fuzz_admin_mi
 
@@ -167,7 +174,7 @@ soak:
 	tests/bench/soak.sh
 
 # the C sources we write (not the generated migrations table)
-FMT_SRCS = $(filter-out server/store_sqlite_migrations.c,$(wildcard server/*.[ch])) \
+FMT_SRCS = $(filter-out $(MIGRATIONS_C),$(wildcard server/*/*.[ch])) \
            $(wildcard tests/unit/*.[ch] tests/fuzz/*.c)
 
 fmt:
@@ -179,7 +186,7 @@ fmt-check:
 clean:
 	rm -rf server/build-release server/build-asan server/sipwake tests/unit/build tests/fuzz/build \
 	  tests/bench/build \
-	  server/store_sqlite_migrations.c
+	  $(MIGRATIONS_C)
 
 -include $(REL_OBJS:.o=.d) $(ASAN_OBJS:.o=.d)
 

@@ -19,4 +19,4 @@ for my $file (sort @ARGV) {
     printf "    {%d, \"%s\",\n    \"%s\"},\n", $id, $name, $sql;
     $count++;
 }
-print "};\n\nconst int store_sqlite_n_migrations = $count;\n";
+print "};\n\nconst int store_sqlite_migrations_count = $count;\n";

@@ -8,7 +8,7 @@
 #     connections with up to $STREAMS streams each (-c, -m);
 #   sipwake (tests/bench/push_bench.c on the release objects): $COUNT pushes to 64 push
 #     bindings through the dispatcher (push.c: pn params, payload, accounting) and the pool
-#     (h2_client.c) with [push] connections = $CONNECTIONS, the server allowing $STREAMS
+#     (push/h2_pool.c) with [push] connections = $CONNECTIONS, the server allowing $STREAMS
 #     streams each.
 # Reports each round and the median request rate of each, and sipwake / h2load against the
 # issue's bar (>= 0.7x). Both are limited by the same emulator. Never fails on a timing.

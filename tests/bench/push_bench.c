@@ -21,7 +21,7 @@
 #include "log.h"
 #include "pn.h"
 #include "push.h"
-#include "push_apns.h"
+#include "apns.h"
 #include "push_content.h"
 #include "util.h"
 

@@ -6,7 +6,7 @@
 #   t0  the caller sends the INVITE (just before send(2))
 #   t1  the APNs emulator reads the bytes carrying the push request's HEADERS frame
 #       (recv_ns in its log, tests/emulators/h2server.py), matched to the call by the
-#       Call-ID in the push payload (server/push_content.c)
+#       Call-ID in the push payload (server/push/push_content.c)
 #   t2  the woken phone sends its re-REGISTER from a new port (a new flow; just before send)
 #   t3  the phone reads the INVITE that arrives on that port (just after select/recv)
 #

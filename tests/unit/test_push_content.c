@@ -21,11 +21,11 @@ int main(void)
                               .from_uri = "sip:alice@example.com",
                               .from_name = "Alice \"A\"",
                               .ttl = 30};
-    is_int(push_kind_of("INVITE"), PUSH_CALL, "INVITE: a call");
-    is_int(push_kind_of("MESSAGE"), PUSH_MESSAGE, "MESSAGE: a message");
-    is_int(push_kind_of("OPTIONS"), PUSH_WAKE, "OPTIONS: a wake, not a message");
-    is_int(push_kind_of("SUBSCRIBE"), PUSH_WAKE, "SUBSCRIBE: a wake");
-    is_int(push_kind_of("REFER"), PUSH_WAKE, "REFER: a wake");
+    is_int(push_content_kind_of("INVITE"), PUSH_CALL, "INVITE: a call");
+    is_int(push_content_kind_of("MESSAGE"), PUSH_MESSAGE, "MESSAGE: a message");
+    is_int(push_content_kind_of("OPTIONS"), PUSH_WAKE, "OPTIONS: a wake, not a message");
+    is_int(push_content_kind_of("SUBSCRIBE"), PUSH_WAKE, "SUBSCRIBE: a wake");
+    is_int(push_content_kind_of("REFER"), PUSH_WAKE, "REFER: a wake");
 
     struct pn_info both =
         pn("apns", "TEAM123456.org.example.app.voip&remote", "AAAA:voip&BBBB:remote");

@@ -142,7 +142,7 @@ int main(void)
                                       "table_name='location'"),
            1013, "location table version 1013");
     is_int(count_rows(cfg.store_path, "select count(*) from sipwake_migrations"),
-           store_sqlite_n_migrations, "migrations recorded");
+           store_sqlite_migrations_count, "migrations recorded");
 
     struct store_subscriber sub = {0};
     snprintf(sub.username, sizeof sub.username, "alice");

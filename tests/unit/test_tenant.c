@@ -92,23 +92,23 @@ int main(void)
     c.tenant = "nobody";
     is_int(store_credential_put(s, &c, err, sizeof err), 0, "no credential for an unknown tenant");
 
-    struct tenants *t = tenants_load(s, err, sizeof err);
+    struct tenants *t = tenant_load(s, err, sizeof err);
     ok(t && t->n_t == 2 && t->n_d == 2 && t->n_sets == 2, "snapshot: 2 tenants, 2 domains, 2 sets");
-    is_str(tenants_of_domain(t, "ACME.example"), "acme", "domain lookup ignores case");
-    ok(tenants_of_domain(t, "other.example") == NULL, "an unknown domain has no tenant");
-    const struct tenant_set *set = tenants_find_set(t, "acme");
+    is_str(tenant_of_domain(t, "ACME.example"), "acme", "domain lookup ignores case");
+    ok(tenant_of_domain(t, "other.example") == NULL, "an unknown domain has no tenant");
+    const struct tenant_set *set = tenant_find_set(t, "acme");
     ok(set && strcmp(set->full, "acme/default") == 0 && set->cred[TENANT_APNS_KEY].present &&
            strcmp(set->cred[TENANT_APNS_KEY].key_id, "KEYID12345") == 0 &&
            set->cred[TENANT_APNS_KEY].secret_len == sizeof secret - 1,
        "a tenant alone names its default set, with the key and its ids");
-    set = tenants_find_set(t, "acme/beta");
+    set = tenant_find_set(t, "acme/beta");
     ok(set && set->cred[TENANT_FCM].present && !set->cred[TENANT_APNS_KEY].present &&
            strcmp(set->cred[TENANT_FCM].label, "proj-1") == 0,
        "a named set");
-    ok(tenants_find_set(t, "zeta") == NULL, "a tenant without credentials has no set");
-    is_str(tenant_env_name(tenants_find_set(t, "acme")->cred[TENANT_APNS_KEY].env), "both",
+    ok(tenant_find_set(t, "zeta") == NULL, "a tenant without credentials has no set");
+    is_str(tenant_env_name(tenant_find_set(t, "acme")->cred[TENANT_APNS_KEY].env), "both",
            "a key stored without an environment serves both");
-    uint64_t fp = tenants_find_set(t, "acme")->fingerprint;
+    uint64_t fp = tenant_find_set(t, "acme")->fingerprint;
 
     c = (struct store_credential){.tenant = "acme",
                                   .set_name = "dev",
@@ -121,8 +121,8 @@ int main(void)
     c.environment = "staging";
     ok(store_credential_put(s, &c, err, sizeof err) < 0, "an unknown environment: refused (%s)",
        err);
-    struct tenants *t2 = tenants_load(s, err, sizeof err);
-    const struct tenant_set *dev = t2 ? tenants_find_set(t2, "acme/dev") : NULL;
+    struct tenants *t2 = tenant_load(s, err, sizeof err);
+    const struct tenant_set *dev = t2 ? tenant_find_set(t2, "acme/dev") : NULL;
     ok(dev && dev->cred[TENANT_APNS_CERT].env == TENANT_ENV_SANDBOX,
        "read back with its environment");
     ok(dev && tenant_env_serves(dev->cred[TENANT_APNS_CERT].env, 1) &&
@@ -133,7 +133,7 @@ int main(void)
     ok(tenant_env_of("production") == TENANT_ENV_PRODUCTION &&
            tenant_env_of(NULL) == TENANT_ENV_BOTH && tenant_env_of("prod") < 0,
        "environment names");
-    tenants_free(t2);
+    tenant_free(t2);
     is_int(store_credential_del(s, "acme", "dev", NULL, err, sizeof err), 1, "the dev set deleted");
 
     is_int(store_tenant_rename(s, "zeta", "acme", err, sizeof err), 0,
@@ -144,19 +144,19 @@ int main(void)
 
     loop = ev_loop_new(EVFLAG_AUTO);
     store_start(s, loop);
-    tenants_reload(s, on_reload, NULL);
+    tenant_reload(s, on_reload, NULL);
     run_a_while(5);
     ok(reload_calls == 1 && reloaded, "reloaded on the worker, handed to the loop");
-    ok(reloaded && reloaded->n_sets == 1 && tenants_find_set(reloaded, "acme/beta") == NULL,
+    ok(reloaded && reloaded->n_sets == 1 && tenant_find_set(reloaded, "acme/beta") == NULL,
        "the deleted set is gone");
-    is_str(tenants_of_domain(reloaded, "zeta.example"), "omega",
+    is_str(tenant_of_domain(reloaded, "zeta.example"), "omega",
            "the renamed tenant keeps its domain");
-    ok(tenants_find_set(reloaded, "acme")->fingerprint == fp,
+    ok(tenant_find_set(reloaded, "acme")->fingerprint == fp,
        "an unchanged set has the same fingerprint");
-    tenants_set_current(t);
-    ok(tenants_current() == t, "current snapshot");
-    tenants_set_current(reloaded);
-    ok(tenants_current() == reloaded, "replaced (the old one freed)");
+    tenant_set_current(t);
+    ok(tenant_current() == t, "current snapshot");
+    tenant_set_current(reloaded);
+    ok(tenant_current() == reloaded, "replaced (the old one freed)");
 
     int64_t now = util_wall_ms();
     struct store_push_log row = {.time_ms = now - 30LL * 86400000,
@@ -192,12 +192,12 @@ int main(void)
     store_push_log_read(s, NULL, NULL, 10, on_log, first, err, sizeof err);
     is_int(logged, 2, "the 30-day-old row was pruned, the new ones stay");
     is_int(store_tenant_del(s, "acme", err, sizeof err), 1, "tenant deleted");
-    struct tenants *after = tenants_load(s, err, sizeof err);
+    struct tenants *after = tenant_load(s, err, sizeof err);
     ok(after && after->n_t == 1 && after->n_sets == 0 && after->n_d == 1,
        "its domains and credentials went with it");
-    tenants_free(after);
+    tenant_free(after);
     store_close(s);
-    tenants_set_current(NULL);
+    tenant_set_current(NULL);
     ev_loop_destroy(loop);
     config_free(&cfg);
     char cmd[128];

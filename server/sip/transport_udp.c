@@ -1,0 +1,131 @@
+/*
+ * transport_udp: datagrams in and out. One datagram is one message (RFC 3261 §18.3).
+ * A wake-up drains the socket with recvmmsg, TRANSPORT_UDP_BATCH datagrams per call, and the
+ * responses produced while handling them are queued and leave in one sendmmsg per listener
+ * at the end of the burst, so a busy server makes two system calls per burst instead of two
+ * per request. Outside a burst (timers, the store's answers) a send goes out at once.
+ */
+#include <errno.h>
+#include <string.h>
+
+#include "log.h"
+#include "metrics.h"
+#include "transport_int.h"
+
+static void udp_flush(struct listener *l)
+{
+    struct udp_out *o = &l->out;
+    struct mmsghdr msgs[TRANSPORT_UDP_BATCH];
+    struct iovec iov[TRANSPORT_UDP_BATCH];
+    int sent = 0;
+    for (int i = 0; i < o->n; i++) {
+        iov[i].iov_base = o->data.data + o->off[i];
+        iov[i].iov_len = o->len[i];
+        memset(&msgs[i], 0, sizeof msgs[i]);
+        msgs[i].msg_hdr.msg_name = &o->addr[i];
+        msgs[i].msg_hdr.msg_namelen = o->addrlen[i];
+        msgs[i].msg_hdr.msg_iov = &iov[i];
+        msgs[i].msg_hdr.msg_iovlen = 1;
+    }
+    while (sent < o->n) {
+        int r = sendmmsg(l->fd, msgs + sent, (unsigned)(o->n - sent), 0);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            /* One bad destination must not hold back the others: skip it. */
+            char ip[INET6_ADDRSTRLEN];
+            int port;
+            transport_addr_str((struct sockaddr *)&o->addr[sent], ip, sizeof ip, &port);
+            log_warn("udp: send to %s:%d failed: %s", ip, port, strerror(errno));
+            sent++;
+            continue;
+        }
+        sent += r;
+    }
+    o->n = 0;
+    o->data.len = 0;
+}
+
+int transport_udp_send(struct transport *t, const struct sip_source *dst, const char *buf,
+                       size_t len)
+{
+    if (dst->listener < 0 || (size_t)dst->listener >= t->n_listeners)
+        return -1;
+    struct listener *l = &t->listeners[dst->listener];
+    if (!t->batching) {
+        ssize_t n = sendto(l->fd, buf, len, 0, (const struct sockaddr *)&dst->addr, dst->addrlen);
+        if (n < 0) {
+            log_warn("udp: send to %s:%d failed: %s", dst->ip, dst->port, strerror(errno));
+            return -1;
+        }
+        return 0;
+    }
+    struct udp_out *o = &l->out;
+    if (o->n == TRANSPORT_UDP_BATCH)
+        udp_flush(l);
+    o->off[o->n] = o->data.len;
+    o->len[o->n] = len;
+    memcpy(&o->addr[o->n], &dst->addr, dst->addrlen);
+    o->addrlen[o->n] = dst->addrlen;
+    buf_append(&o->data, buf, len);
+    o->n++;
+    return 0;
+}
+
+static void handle(struct listener *l, char *buf, size_t n, struct sip_source *src)
+{
+    struct transport *t = l->t;
+    src->transport = CONFIG_TRANSPORT_UDP;
+    src->listener = l->index;
+    src->flow_id = 0;
+    transport_addr_str((struct sockaddr *)&src->addr, src->ip, sizeof src->ip, &src->port);
+    if (t->heard_cb)
+        t->heard_cb(t->heard_arg, src);
+    /* A lone CRLF or CRLFCRLF keep-alive over UDP carries nothing to answer. */
+    if (n <= 4 && strspn(buf, "\r\n") >= n)
+        return;
+    if (n > (size_t)t->cfg->max_message_size) {
+        log_warn("udp: %zu-byte datagram from %s:%d exceeds max_message_size, dropped", n, src->ip,
+                 src->port);
+        metrics_inc(METRICS_DROPPED);
+        return;
+    }
+    buf[n] = '\0';
+    t->cb(t->cb_arg, buf, n, src);
+}
+
+void transport_udp_readable(struct listener *l)
+{
+    struct transport *t = l->t;
+    struct mmsghdr msgs[TRANSPORT_UDP_BATCH];
+    struct iovec iov[TRANSPORT_UDP_BATCH];
+    struct sip_source src[TRANSPORT_UDP_BATCH];
+    t->batching = 1;
+    for (int round = 0; round < 8; round++) {
+        for (int i = 0; i < TRANSPORT_UDP_BATCH; i++) {
+            iov[i].iov_base = t->udp_buf + (size_t)i * 65536;
+            iov[i].iov_len = 65535; /* room for a terminating NUL */
+            memset(&msgs[i], 0, sizeof msgs[i]);
+            msgs[i].msg_hdr.msg_name = &src[i].addr;
+            msgs[i].msg_hdr.msg_namelen = sizeof src[i].addr;
+            msgs[i].msg_hdr.msg_iov = &iov[i];
+            msgs[i].msg_hdr.msg_iovlen = 1;
+        }
+        int n = recvmmsg(l->fd, msgs, TRANSPORT_UDP_BATCH, MSG_DONTWAIT, NULL);
+        if (n < 0) {
+            if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+                log_warn("udp: receive failed: %s", strerror(errno));
+            break;
+        }
+        for (int i = 0; i < n; i++) {
+            src[i].addrlen = msgs[i].msg_hdr.msg_namelen;
+            handle(l, iov[i].iov_base, msgs[i].msg_len, &src[i]);
+        }
+        if (n < TRANSPORT_UDP_BATCH)
+            break;
+    }
+    t->batching = 0;
+    for (size_t i = 0; i < t->n_listeners; i++)
+        if (t->listeners[i].out.n)
+            udp_flush(&t->listeners[i]);
+}
