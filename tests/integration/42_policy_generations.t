@@ -13,21 +13,20 @@ use FindBin;
 use lib "$FindBin::Bin/../lib";
 use Test::More;
 use File::Temp qw(tempdir);
-use Time::HiRes qw(time sleep);
+use Time::HiRes qw(time);
 use Sipwake;
 
 my $dir = tempdir('policy-gen-XXXXXX', TMPDIR => 1, CLEANUP => 1);
 Sipwake::make_keys($dir, 'apns') or BAIL_OUT('openssl failed');
 # DDDD0003's push is answered (200) only after 4 s, long after the reload; EEEE0005's after
-# 10 s, after every call started under P1 has ended
+# 12 s, after every call started under P1 has ended
 open my $sf, '>', "$dir/script.json" or die;
-print $sf '{"DDDD0003": {"delay_ms": 4000}, "EEEE0005": {"delay_ms": 10000}}';
+print $sf '{"DDDD0003": {"delay_ms": 4000}, "EEEE0005": {"delay_ms": 12000}}';
 close $sf;
 my (undef, $aport) = Sipwake::start_emulator('apns', '--cert', "$dir/cert.pem", '--key', "$dir/key.pem",
     '--auth-key', "KEY1234567:TEAM123456:$dir/apns-pub.pem", '--script', "$dir/script.json",
     '--log', "$dir/apns.log", '--lifetime', '120');
 ok($aport, 'APNs emulator listening');
-sub apns_log { open my $f, '<', "$dir/apns.log" or return ''; local $/; <$f> // '' }
 
 # P1: on_timeout answers 486 "P1"; on_push_result gives up at once on a delivered push to
 # the slow phone (so its caller hears on_timeout's answer before the bucket timer)
@@ -172,7 +171,7 @@ unlike($sw->log, qr/policy: generation 1 closed/, 'so generation 1 stays open: t
 
 # call 4's push is answered: P1's on_push_result sees it, though its call ended long ago and
 # P2 is current; then nothing holds generation 1 any more
-ok($sw->wait_log(qr/: P1 on_push_result delivered for late\@example\.com/, 8),
+ok($sw->wait_log(qr/: P1 on_push_result delivered for late\@example\.com/, 10),
    'P1\'s on_push_result saw the push of call 4, ended under P2');
 unlike($sw->log, qr/P2 on_push_result \S+ for late/, 'P2\'s did not');
 ok($sw->wait_log(qr/policy: generation 1 closed/), 'generation 1 is closed once its last push ended');
