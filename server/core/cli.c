@@ -502,7 +502,8 @@ int cli_push(const struct config *cfg, int argc, char **argv)
                             .ttl = 30,
                             .credentials = tenant ? full : "[push]"};
     struct push_wait w = {0};
-    if (push_binding(p, b, &ev, push_answered, &w, err, sizeof err) < 0) {
+    /* no policy: the push command is sent as asked */
+    if (push_binding(p, NULL, b, &ev, push_answered, &w, err, sizeof err) < 0) {
         fprintf(stderr, "sipwake: push not sent: %s\n", err);
     } else {
         ev_timer guard;

@@ -43,6 +43,7 @@ struct lua_vm {
     jmp_buf *recover;              /* lua_vm_guard's, for the panic handler */
     int nest;                      /* lua_vm_nest_enter levels open now */
     int broken;                    /* a panic happened: never entered again */
+    int retired;                   /* a reload replaced it: closed when its last user ends */
 };
 
 static unsigned next_generation = 1;
@@ -500,9 +501,11 @@ fail:
     return -1;
 }
 
-void lua_vm_ref(struct lua_vm *vm)
+struct lua_vm *lua_vm_ref(struct lua_vm *vm)
 {
-    vm->refs++;
+    if (vm)
+        vm->refs++;
+    return vm;
 }
 
 void lua_vm_unref(struct lua_vm *vm)
@@ -514,8 +517,13 @@ void lua_vm_unref(struct lua_vm *vm)
     for (size_t i = 0; i < vm->lua_path.n; i++)
         free(vm->lua_path.items[i]);
     free(vm->lua_path.items);
-    if (vm->generation)
-        log_debug("policy[gen %u]: closed", vm->generation);
+    /* a generation a reload replaced is closed once the last work started under it ends:
+     * said at info, so an operator (and a test) sees that it did end; the last one closes at
+     * the stop, or at the end of --check, quietly. 0: a load that failed. */
+    if (vm->generation && vm->retired)
+        log_info("policy: generation %u closed", vm->generation);
+    else if (vm->generation)
+        log_debug("policy: generation %u closed", vm->generation);
     free(vm);
 }
 
@@ -686,6 +694,8 @@ void lua_vm_set_current(struct lua_vm *vm)
     struct lua_vm *old = current;
     current = vm;
     status.loaded_at = vm ? util_now() : 0;
+    if (old && vm)
+        old->retired = 1;
     if (old)
         lua_vm_unref(old);
 }

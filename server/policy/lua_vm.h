@@ -44,7 +44,19 @@ struct lua_vm;
  * ("policies/x.lua:12: ..."). cfg is borrowed for the call. */
 int lua_vm_new(const struct config *cfg, struct lua_vm **out, char *err, size_t errlen);
 
-void lua_vm_ref(struct lua_vm *vm);
+/* Generations (DESIGN.md §5): work that runs policy hooks over time takes a reference to the
+ * VM current when it starts and runs all its hooks on that VM, even after a reload: a proxied
+ * request (proxy.c's struct proxy_req: route, offline, on_timeout) from its arrival until it
+ * is freed, and each push job it starts (push_binding: credentials, push, on_push_result)
+ * until its outcome has been reported; a refresh push takes the VM current when its timer
+ * fires. lua_vm_set_current holds the current VM's reference. A VM is closed (lua_close) when
+ * its last reference goes; one a reload replaced logs "policy: generation N closed" at info
+ * then (the last one, closed at the stop, at debug).
+ *
+ * lua_vm_ref adds a reference for the caller and returns vm (NULL stays NULL: no policy, the
+ * hooks' defaults); the caller releases it with lua_vm_unref exactly once. Loop thread only:
+ * the count is not atomic, and a VM is never used from two threads. */
+struct lua_vm *lua_vm_ref(struct lua_vm *vm);
 void lua_vm_unref(struct lua_vm *vm);
 
 lua_State *lua_vm_state(struct lua_vm *vm);
@@ -98,8 +110,11 @@ int lua_vm_cpcall(struct lua_vm *vm, lua_CFunction fn, void *arg, char *err, siz
  * pushed) if the policy does not define it. */
 int lua_vm_push_hook(struct lua_vm *vm, const char *name);
 
-/* The VM new requests use, and the swap a reload does. lua_vm_set_current takes over the
- * caller's reference to vm and drops the one held on the previous VM. */
+/* The VM new work starts under, and the swap a reload does. lua_vm_current returns a
+ * borrowed pointer, valid until the next reload (which may close it): work that runs hooks
+ * later takes its own reference (lua_vm_ref) at once. lua_vm_set_current takes over the
+ * caller's reference to vm and drops the one held on the previous VM, which is closed then
+ * unless work started under it still holds it. */
 struct lua_vm *lua_vm_current(void);
 void lua_vm_set_current(struct lua_vm *vm);
 

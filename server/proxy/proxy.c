@@ -152,6 +152,8 @@ struct proxy_req {
     int best_code;
     char *best; /* best final response so far, our Via already removed */
     size_t best_len;
+    struct lua_vm *vm; /* the policy generation current when it arrived (a reference, released
+                        * by preq_free): all its hooks and pushes use it, reload or not */
 };
 
 struct proxy *proxy_new(struct ev_loop *loop, const struct config *cfg, struct location *loc,
@@ -250,6 +252,7 @@ static void preq_free(struct proxy_req *pr)
     osip_message_free(pr->req);
     free(pr->raw);
     free(pr->best);
+    lua_vm_unref(pr->vm);
     free(pr);
 }
 
@@ -434,7 +437,7 @@ static int timed_out(struct proxy_req *pr)
                                      .reason = pr->expired ? "bucket_timeout" : "push_failed",
                                      .pushed = (int)pr->n_waiters};
     struct lua_hook_route_out d;
-    lua_hook_on_timeout(lua_vm_current(), &in, &d);
+    lua_hook_on_timeout(pr->vm, &in, &d);
     osip_free(ruri);
     osip_free(from);
     osip_free(to);
@@ -1041,6 +1044,7 @@ static struct proxy_req *preq_new(struct proxy *p, osip_message_t *req, const ch
     pr->timer_c.repeat = PROXY_TIMER_C_S;
     ev_init(&pr->group_timer, group_timeout_cb);
     pr->group_timer.data = pr;
+    pr->vm = lua_vm_ref(lua_vm_current());
     return pr;
 }
 
@@ -1457,7 +1461,7 @@ static int send_push(struct waiter *w, const struct binding *b)
     char err[200];
     w->attempts++;
     w->pushing = 1;
-    int rc = push_binding(p->push, b, &ev, waiter_pushed, w, err, sizeof err);
+    int rc = push_binding(p->push, pr->vm, b, &ev, waiter_pushed, w, err, sizeof err);
     if (rc < 0) {
         w->pushing = 0;
         log_info("proxy: %s %s: no push to %s: %s", pr->req->sip_method, pr->req->call_id->number,
@@ -1484,7 +1488,7 @@ static void missed_call_push(struct proxy_req *pr, struct waiter *w)
     struct caller c;
     struct push_event ev = event_of(pr, PUSH_MISSED_CALL, 3600, w->aor, 1, &c);
     char err[200];
-    if (push_binding(pr->p->push, b, &ev, missed_call_pushed, NULL, err, sizeof err) < 0)
+    if (push_binding(pr->p->push, pr->vm, b, &ev, missed_call_pushed, NULL, err, sizeof err) < 0)
         log_info("proxy: INVITE %s: no missed-call push to %s: %s", pr->req->call_id->number,
                  w->aor, err);
     caller_free(&c);
@@ -1647,7 +1651,7 @@ static int offline(struct proxy_req *pr, const struct binding *const *targets, s
                                      .body_size = size,
                                      .devices = (int)n,
                                      .asleep = (int)asleep};
-    lua_hook_offline(lua_vm_current(), &in, &d);
+    lua_hook_offline(pr->vm, &in, &d);
     osip_free(ct);
     osip_free(from);
     osip_free(to);
@@ -1685,7 +1689,9 @@ static int offline(struct proxy_req *pr, const struct binding *const *targets, s
         struct caller c;
         struct push_event ev = event_of(pr, PUSH_MESSAGE, d.ttl, pr->aor, 1, &c);
         char err[200];
-        if (push_binding(p->push, targets[i], &ev, message_pushed, NULL, err, sizeof err) < 0)
+        int rc =
+            push_binding(p->push, pr->vm, targets[i], &ev, message_pushed, NULL, err, sizeof err);
+        if (rc < 0)
             log_info("proxy: MESSAGE %s: no push to %s: %s", req->call_id->number, pr->aor, err);
         caller_free(&c);
     }
@@ -1858,7 +1864,7 @@ static void route_req(struct proxy_req *pr)
         .user_exists = pr->user_exists < 0 ? -1 : pr->user_exists,
     };
     struct lua_hook_route_out d;
-    enum lua_hook_result hr = lua_hook_route(lua_vm_current(), &in, &d);
+    enum lua_hook_result hr = lua_hook_route(pr->vm, &in, &d);
     for (size_t i = 0; i < n; i++)
         free(hb_uris[i]);
     if (hr == LUA_HOOK_ABSENT && p->gw && !from_upstream) {

@@ -28,7 +28,13 @@ struct bucket *bucket_new(struct ev_loop *loop);
 /* Entries still parked are dropped without callbacks (shutdown). */
 void bucket_free(struct bucket *bk);
 
-/* Park a waiter for the device of binding b (of aor) for timeout seconds. */
+/* Park a waiter for the device of binding b (of aor) for timeout seconds. aor and what
+ * identifies b's device are copied. The entry belongs to the bucket; the pointer returned is
+ * the caller's handle until exactly one of wake or expire has been called (the entry is gone
+ * by then) or the caller's bucket_cancel. arg is the caller's, passed to that callback.
+ * The bucket runs no policy hook and holds no policy generation (lua_vm.h): the parked
+ * request's is held by the owner of arg (proxy.c: the request, which cancels its entries
+ * before it ends), whose callbacks run its hooks on it. Loop thread. */
 struct bucket_entry *bucket_park(struct bucket *bk, const char *aor, const struct binding *b,
                                  double timeout, bucket_wake_cb wake, bucket_expire_cb expire,
                                  void *arg);

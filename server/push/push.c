@@ -84,6 +84,7 @@ struct push_job {
     int64_t sent_wall_ms; /* a dead answer without a time is as of then */
     push_cb cb;
     void *arg;
+    struct lua_vm *vm; /* its policy generation (a reference): on_push_result runs there */
 };
 
 const char *push_outcome_name(enum push_outcome o)
@@ -526,6 +527,7 @@ void push_token_hash(const char *prid, char out[17])
 
 static void job_free(struct push_job *j)
 {
+    lua_vm_unref(j->vm);
     creds_unref(j->creds);
     free(j->aor);
     free(j->prid);
@@ -604,7 +606,7 @@ static void finish(struct push_job *j, enum push_outcome o, int status, const ch
                                           .aor = j->aor,
                                           .remaining = (double)j->ttl};
     struct lua_hook_push_result_out dec;
-    lua_hook_on_push_result(lua_vm_current(), &rin, &dec);
+    lua_hook_on_push_result(j->vm, &rin, &dec);
     r.action = dec.action;
     r.after_ms = dec.after_ms;
 
@@ -755,8 +757,8 @@ static const char *quiet_request(const struct push_event *ev)
     return NULL;
 }
 
-int push_binding(struct push *p, const struct binding *b, const struct push_event *ev_in,
-                 push_cb cb, void *arg, char *err, size_t errlen)
+int push_binding(struct push *p, struct lua_vm *vm, const struct binding *b,
+                 const struct push_event *ev_in, push_cb cb, void *arg, char *err, size_t errlen)
 {
     if (!b->pn_provider || !b->pn_prid) {
         snprintf(err, errlen, "not a push binding");
@@ -818,7 +820,7 @@ int push_binding(struct push *p, const struct binding *b, const struct push_even
     hb.team = pn.team;
     char name[160] = "";
     if (!ev.credentials)
-        lua_hook_credentials(lua_vm_current(), &hin, &hb, name, sizeof name);
+        lua_hook_credentials(vm, &hin, &hb, name, sizeof name);
     else
         snprintf(name, sizeof name, "%s", ev.credentials); /* the push command's own choice */
     struct push_creds *c = strcmp(name, PUSH_CONFIG_SET) == 0 ? p->config
@@ -846,7 +848,7 @@ int push_binding(struct push *p, const struct binding *b, const struct push_even
     struct lua_hook_push_out d; /* ev points into it from here on */
     if (!ev.credentials) {
         /* the policy's turn (the push command is sent as asked) */
-        lua_hook_push(lua_vm_current(), &hin, &hb, &d);
+        lua_hook_push(vm, &hin, &hb, &d);
         int options = ev.method && strcmp(ev.method, "OPTIONS") == 0;
         const char *quiet = quiet_request(&ev);
         if (d.skip || (quiet && !d.skip_given)) {
@@ -905,6 +907,7 @@ int push_binding(struct push *p, const struct binding *b, const struct push_even
     j->sent_wall_ms = util_wall_ms();
     j->cb = cb;
     j->arg = arg;
+    j->vm = lua_vm_ref(vm); /* released by job_free, once the outcome is reported */
     int rc = send_job(p, j, &pn, &ev, err, errlen);
     if (rc == 0 && hb.team_mismatch) { /* counted only when pushed (not skipped, not failed) */
         metrics_inc(METRICS_PUSH_TEAM_MISMATCH);

@@ -40,6 +40,7 @@
 #include "lua_hook.h"
 #include "push_content.h"
 
+struct lua_vm;
 struct store;
 struct tenants;
 
@@ -143,9 +144,17 @@ int push_vapid_generate(unsigned char **secret, size_t *secret_len, char *public
  * binding can get for this kind of push, a full queue). -2 with err: not pushed by choice
  * (the policy's skip = true, or sipwake's default for a request that wakes no phone: an
  * OPTIONS, an unauthenticated SUBSCRIBE or REFER, a typing notice or IMDN MESSAGE, unless
- * the policy says skip = false). */
-int push_binding(struct push *p, const struct binding *b, const struct push_event *ev, push_cb cb,
-                 void *arg, char *err, size_t errlen);
+ * the policy says skip = false).
+ *
+ * vm is the policy generation of the work that pushes (lua_vm.h: the proxied request's, for
+ * a refresh push the one current when its timer fired; NULL: no policy, the defaults): its
+ * credentials and push hooks run now, and on 0 the push job takes its own reference
+ * (lua_vm_ref), runs on_push_result on that VM when the answer comes, even after a reload,
+ * and releases it (lua_vm_unref) after cb returned. The caller's reference is borrowed for
+ * the call only. b and ev are borrowed for the call (copied where kept); arg is the
+ * caller's, passed to cb. Loop thread. */
+int push_binding(struct push *p, struct lua_vm *vm, const struct binding *b,
+                 const struct push_event *ev, push_cb cb, void *arg, char *err, size_t errlen);
 
 const char *push_outcome_name(enum push_outcome o);
 

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "lua_vm.h"
 #include "pn.h"
 #include "push.h"
 #include "util.h"
@@ -193,7 +194,8 @@ static void fire(struct refresh *r, struct entry *e)
     struct push_event ev = {
         .kind = PUSH_REFRESH, .ttl = (long)(b->expires - util_now()), .attempt = e->attempt};
     char err[256];
-    if (push_binding(r->push, b, &ev, pushed, e, err, sizeof err) < 0) {
+    /* no request started it: the policy current now decides (the push job keeps it) */
+    if (push_binding(r->push, lua_vm_current(), b, &ev, pushed, e, err, sizeof err) < 0) {
         log_info("refresh: no refresh push to %s: %s", e->aor, err);
         free(e);
         return;

@@ -60,7 +60,8 @@ static void send_more(void)
 {
     char err[256];
     while (sent < total && sent - answered < WINDOW) {
-        if (push_binding(push, bindings[sent % BINDINGS], &event, answered_cb, NULL, err,
+        /* no policy: the pushes are sent as the event says */
+        if (push_binding(push, NULL, bindings[sent % BINDINGS], &event, answered_cb, NULL, err,
                          sizeof err) < 0) {
             fprintf(stderr, "push_bench: %s\n", err);
             exit(1);

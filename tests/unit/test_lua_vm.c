@@ -317,6 +317,27 @@ int main(void)
     lua_vm_unref(vm);
     ok(1, "a disabled VM closes");
 
+    /* ---- generations: work holding a reference keeps its VM across a reload */
+    struct lua_vm *g1 =
+        new_vm("return { on_timeout = function() return nil end }", 100, 64, err, sizeof err);
+    struct lua_vm *g2 = new_vm("return {}", 100, 64, err, sizeof err);
+    ok(g1 && g2 && lua_vm_generation(g2) == lua_vm_generation(g1) + 1,
+       "each load is the next generation");
+    ok(lua_vm_ref(NULL) == NULL, "lua_vm_ref(NULL): no policy, nothing held");
+    lua_vm_set_current(g1);
+    struct lua_vm *held = lua_vm_ref(lua_vm_current());
+    ok(held == g1 && g1->refs == 2, "a request takes a reference to the current VM");
+    lua_vm_set_current(g2);
+    ok(lua_vm_current() == g2 && g1->retired && g1->refs == 1,
+       "a reload swaps the current VM and retires the old one, still held");
+    ok(lua_vm_push_hook(held, "on_timeout") == 1 &&
+           !lua_vm_push_hook(lua_vm_current(), "on_timeout"),
+       "the held generation still runs its own hooks, the new one has none");
+    lua_settop(lua_vm_state(held), 0);
+    lua_vm_unref(held); /* closed now: ASan reports it if it is not */
+    ok(!g2->retired && g2->refs == 1, "the current VM is only the current's");
+    lua_vm_set_current(NULL);
+
     char *p = xasprintf("%s/policy.lua", dir);
     unlink(p);
     free(p);

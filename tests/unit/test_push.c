@@ -62,7 +62,7 @@ static struct result push(struct push *p, const struct binding *b)
     struct push_event ev = {
         .kind = PUSH_CALL, .call_id = "call-9@h", .from_uri = "sip:c@h", .ttl = 30};
     char err[200];
-    if (push_binding(p, b, &ev, cb, &x, err, sizeof err) < 0) {
+    if (push_binding(p, NULL, b, &ev, cb, &x, err, sizeof err) < 0) {
         x.done = -1;
         snprintf(x.r.reason, sizeof x.r.reason, "%.60s", err);
         return x;
@@ -207,7 +207,7 @@ int main(void)
     b = add(loc, "di@example.com", "apns", "TEAM123456.org.example.app.voip", "DDDD04:voip");
     struct result y = {0};
     struct push_event msg = {.kind = PUSH_MESSAGE, .call_id = "m@h", .ttl = 60};
-    ok(push_binding(p, b, &msg, cb, &y, err, sizeof err) < 0 && strstr(err, "VoIP"),
+    ok(push_binding(p, NULL, b, &msg, cb, &y, err, sizeof err) < 0 && strstr(err, "VoIP"),
        "a message for a VoIP-only app: not sent (%s)", err);
 
     push_free(p);
