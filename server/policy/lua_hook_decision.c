@@ -88,6 +88,484 @@ struct hook_decision {
 #define ONE_LINE_PATTERN "^[^\\r\\n\\u0000]*$"
 #define TOKEN_PATTERN "^[A-Za-z0-9._-]{1,64}$"
 
+static const char *register_tenant_check(const char *v);
+static const char *credentials_check(const char *v);
+static const char *route_uri_check(const char *u);
+static const char *reply_headers(lua_State *L, int idx, const struct field *f, void *out);
+static const char *push_data(lua_State *L, int idx, const struct field *f, void *out);
+static const char *route_reply_action(lua_State *L, int idx, const void *in, void *out);
+static const char *push_rules(lua_State *L, int idx, const void *in, void *out);
+
+/* ------------------------------------------------------------------ the tables */
+
+static const struct field_word route_relay_words[] = {
+    {"bindings", LUA_ROUTE_BINDINGS},
+    {"upstream", LUA_ROUTE_UPSTREAM},
+    {"uri", LUA_ROUTE_URI},
+    {0},
+};
+static const struct field_word timeout_relay_words[] = {
+    {"uri", LUA_ROUTE_URI},
+    {"upstream", LUA_ROUTE_UPSTREAM},
+    {0},
+};
+static const struct field_word fork_words[] = {
+    {"parallel", 0},
+    {"serial", 1},
+    {0},
+};
+static const struct field_word push_type_words[] = {
+    {"voip", LUA_PUSH_TYPE_VOIP},
+    {"alert", LUA_PUSH_TYPE_ALERT},
+    {"background", LUA_PUSH_TYPE_BACKGROUND},
+    {0},
+};
+static const struct field_word priority_words[] = {
+    {"high", 10},
+    {"normal", 5},
+    {0},
+};
+static const struct field_word data_reserved[] = {
+    {"aps", 0},
+    {"type", 0},
+    {0},
+};
+static const struct field_word push_action_words[] = {
+    {"retry", LUA_PUSH_RETRY},
+    {"give_up", LUA_PUSH_GIVE_UP},
+    {"drop_binding", LUA_PUSH_DROP_BINDING},
+    {"default", LUA_PUSH_DEFAULT},
+    {0},
+};
+
+static const struct field register_reject_fields[] = {
+    {.name = "code",
+     .type = FIELD_INT,
+     .flags = FIELD_REQUIRED,
+     .min = 400,
+     .max = 699,
+     OUT(lua_hook_register_out, reject_code)},
+    {.name = "reason",
+     .type = FIELD_STRING,
+     .flags = FIELD_ONE_LINE,
+     .min = 1,
+     .max = 127,
+     OUT(lua_hook_register_out, reason)},
+    {0},
+};
+
+static const struct field register_fields[] = {
+    {.name = "reject",
+     .type = FIELD_OBJECT,
+     .flags = FIELD_OPEN,
+     .fields = register_reject_fields,
+     .doc = "Answer the REGISTER with this final response; no binding changes."},
+    {.name = "expires",
+     .type = FIELD_INT,
+     .min = 0,
+     .max = 31536000,
+     OUT(lua_hook_register_out, expires),
+     .doc = "Upper bound, in seconds, for every binding this REGISTER creates or refreshes. A "
+            "push binding granted less than [registrar] push_min_expires is stored without "
+            "push (RFC 8599 §5.6.1.1)."},
+    {.name = "tenant",
+     .type = FIELD_STRING,
+     .min = 1,
+     .max = 64,
+     OUT(lua_hook_register_out, tenant),
+     .pattern = TOKEN_PATTERN,
+     .check = register_tenant_check,
+     .doc = "Tenant tag stored with the bindings (kv_store)."},
+    {0},
+};
+
+static const struct field route_reply_fields[] = {
+    {.name = "code",
+     .type = FIELD_INT,
+     .flags = FIELD_REQUIRED,
+     .min = 300,
+     .max = 699,
+     OUT(lua_hook_route_out, code)},
+    {.name = "reason",
+     .type = FIELD_STRING,
+     .flags = FIELD_ONE_LINE,
+     .min = 1,
+     .max = 127,
+     OUT(lua_hook_route_out, reason)},
+    {.name = "headers",
+     .type = FIELD_MAP,
+     .flags = FIELD_ONE_LINE,
+     OUT(lua_hook_route_out, headers),
+     .pattern = "^[A-Za-z0-9.!%*_+`'~-]+$",
+     .decode = reply_headers,
+     .doc = "Extra header lines for the reply, name to value (a string or a number), e.g. { "
+            "Contact = \"<sip:new@example.org>\" } on a 3xx, { [\"Retry-After\"] = 60 }. Names "
+            "are SIP tokens; values one line; Via, From, To, Call-ID, CSeq, Content-Length and "
+            "Content-Type (and their compact forms) are sipwake's and refused; at most 1000 "
+            "bytes in all."},
+    {0},
+};
+
+#define ROUTE_REPLY_ROW                                                                            \
+    {                                                                                              \
+        .name = "reply", .type = FIELD_OBJECT, .flags = FIELD_OPEN, .fields = route_reply_fields,  \
+        .doc = "Answer the request with this response."                                            \
+    }
+
+#define ROUTE_URI_ROW                                                                               \
+    {                                                                                               \
+        .name = "uri", .type = FIELD_STRING, .flags = FIELD_NEEDED, .min = 1, .max = 255,           \
+        OUT(lua_hook_route_out, uri), .pattern = "^[sS][iI][pP][sS]?:[^ <>\"?\\r\\n\\u0000]+$",     \
+        .check = route_uri_check, .only_with = "relay", .only_value = "uri",                        \
+        .doc = "With relay = \"uri\": a sip: or sips: URI whose host is a numeric IPv4 or IPv6 "    \
+               "address (hooks do no I/O and sipwake resolves no names on its loop), at most 255 "  \
+               "characters. The host is unicast (not 0.0.0.0, ::, broadcast or multicast). It "     \
+               "becomes the Request-URI, so it has no headers (no '?') and no method parameter "    \
+               "(RFC 3261 §19.1.1), no maddr parameter (it would override the host), and at most " \
+               "one transport parameter, udp, tcp or tls: a decision with any of these is "         \
+               "refused. UDP unless transport=tcp|tls or sips: says otherwise; TCP/TLS "            \
+               "connections sipwake opens for it are reused while open."                            \
+    }
+
+static const struct field route_fields[] = {
+    {.name = "relay",
+     .type = FIELD_ENUM,
+     .words = route_relay_words,
+     OUT(lua_hook_route_out, action),
+     .doc = "\"bindings\": relay to the reachable bindings of the Request-URI's AOR (in "
+            "gateway mode, for a request from the upstream to a masqueraded contact: the one "
+            "binding it stands for). \"upstream\": relay to the [upstream] server, Request-URI "
+            "unchanged (gateway mode only; from the upstream itself it is answered 482). "
+            "\"uri\": relay to the URI in uri, which becomes the Request-URI."},
+    {.name = "fork",
+     .type = FIELD_ENUM,
+     .words = fork_words,
+     OUT(lua_hook_route_out, serial),
+     .only_with = "relay",
+     .only_value = "bindings",
+     .doc = "With relay = \"bindings\" only: \"parallel\" (default) rings every binding at "
+            "once; \"serial\" rings them by q, highest first, equal q together (RFC 3261 "
+            "§16.6), the next group when the current one failed or timed out. A Contact "
+            "without q counts as 1.0."},
+    {.name = "branch_timeout",
+     .type = FIELD_INT,
+     .min = 1,
+     .max = LUA_ROUTE_MAX_BRANCH_TIMEOUT,
+     OUT(lua_hook_route_out, branch_timeout),
+     .only_with = "relay",
+     .doc = "With relay: seconds an INVITE branch (serial: a q group) may go unanswered before "
+            "it is CANCELled; absent: no limit but Timer C."},
+    ROUTE_REPLY_ROW,
+    ROUTE_URI_ROW,
+    {.name = "push",
+     .type = FIELD_BOOL,
+     OUT(lua_hook_route_out, push),
+     .only_with = "relay",
+     .only_value = "bindings",
+     .doc = "With relay = \"bindings\" only: push the push bindings, park the request, and "
+            "forward it when the phone registers again (RFC 8599 §5.2); bindings with a live "
+            "flow ring at once as well."},
+    {.name = "fork_live",
+     .type = FIELD_BOOL,
+     OUT(lua_hook_route_out, fork_live),
+     .only_with = "push",
+     .only_value = "true",
+     .doc = "With push = true only. true (default): a push binding that still has a live "
+            "connection rings there at once as well as being pushed. false: it is only pushed, "
+            "and the request waits for its re-REGISTER (for apps whose old connection may be "
+            "stale)."},
+    {.name = "missed_call",
+     .type = FIELD_BOOL,
+     OUT(lua_hook_route_out, missed_call),
+     .only_with = "push",
+     .only_value = "true",
+     .doc = "With push = true only: when the caller cancels, each pushed phone that did not "
+            "come back gets a missed-call alert push (ctx.kind = \"missed_call\" in the push "
+            "hook). Default false (without a route hook: true)."},
+    {.name = "follow_route",
+     .type = FIELD_BOOL,
+     OUT(lua_hook_route_out, follow_route),
+     .only_with = "relay",
+     .doc = "With relay: the sender is trusted to name the next hop, so a Route set past "
+            "sipwake's own entries (ctx.route) is followed (RFC 3261 §16.6 step 7). Default "
+            "false: such Route entries are dropped and logged, and the request goes by its "
+            "Request-URI (no open relay; a user's bindings never go to an address the sender "
+            "chose). Requests from the [upstream] are trusted without it."},
+    {.name = "deliver_cancelled",
+     .type = FIELD_BOOL,
+     OUT(lua_hook_route_out, deliver_cancelled),
+     .only_with = "push",
+     .only_value = "true",
+     .doc = "With push = true only: a phone woken by an APNs VoIP push that registers again "
+            "after the caller cancelled, within the bucket timer, still gets the INVITE and "
+            "then its CANCEL, so CallKit ends the call it shows. Default false (without a "
+            "route hook: true)."},
+    {0},
+};
+
+static const struct field push_alert_fields[] = {
+    {.name = "title",
+     .type = FIELD_STRING,
+     .flags = FIELD_ONE_LINE,
+     .min = 1,
+     .max = 127,
+     OUT(lua_hook_push_out, alert_title)},
+    {.name = "body",
+     .type = FIELD_STRING,
+     .flags = FIELD_ONE_LINE,
+     .min = 1,
+     .max = 255,
+     OUT(lua_hook_push_out, alert_body)},
+    {0},
+};
+
+static const struct field push_fields[] = {
+    {.name = "skip",
+     .type = FIELD_BOOL,
+     OUT(lua_hook_push_out, skip),
+     .doc = "true: no push to this binding; the request does not wait for it. false: push it "
+            "— an OPTIONS, a SUBSCRIBE or REFER whose sender is not authenticated "
+            "(ctx.authenticated false), and a MESSAGE that is an is-composing notice "
+            "(ctx.content_type \"application/im-iscomposing+xml\", RFC 3994) or an IMDN "
+            "(\"message/imdn+xml\", RFC 5438) are pushed only then. A request that is neither "
+            "a call nor a message (ctx.kind = \"wake\") wakes a device at most once per [push] "
+            "wake_interval, whatever this says. An OPTIONS from a sender that is not "
+            "authenticated (ctx.authenticated false) is never sent as an alert, whatever type "
+            "and alert say."},
+    {.name = "type",
+     .type = FIELD_ENUM,
+     .words = push_type_words,
+     OUT(lua_hook_push_out, type),
+     .doc = "APNs push type. \"voip\" only for calls (ctx.kind = \"call\"), Apple's rule; "
+            "\"background\" is always sent at priority 5. FCM: background means normal "
+            "priority."},
+    {.name = "ttl",
+     .type = FIELD_INT,
+     .min = 0,
+     .max = 2419200,
+     OUT(lua_hook_push_out, ttl),
+     .doc = "Seconds the push is worth delivering (apns-expiration, FCM ttl, Web Push TTL)."},
+    {.name = "priority",
+     .type = FIELD_ENUM,
+     .words = priority_words,
+     OUT(lua_hook_push_out, priority),
+     .doc = "APNs 10 or 5, FCM high or normal, Web Push Urgency high or normal. Without it: "
+            "calls high; messages high on FCM, normal on Web Push; refreshes (ctx.kind = "
+            "\"refresh\") APNs 5 (background), FCM high (Web Push bindings and VoIP-only "
+            "iPhones get no refresh push: their 2xx carries +sip.pnsreg); wakes FCM normal (no "
+            "Web Push wake: a browser shows every push)."},
+    {.name = "collapse_id",
+     .type = FIELD_STRING,
+     .flags = FIELD_ONE_LINE,
+     .min = 1,
+     .max = 64,
+     OUT(lua_hook_push_out, collapse_id),
+     .doc = "apns-collapse-id / FCM collapse_key / Web Push Topic."},
+    {.name = "hide_caller",
+     .type = FIELD_BOOL,
+     OUT(lua_hook_push_out, hide_caller),
+     .doc = "Leave the caller's URI and display name out of the payload."},
+    {.name = "alert",
+     .type = FIELD_OBJECT,
+     .flags = FIELD_OPEN | FIELD_ANY_OF,
+     .fields = push_alert_fields,
+     .doc = "The text of an alert instead of the IC_MSG / IM_MSG localisation keys; FCM gets "
+            "title and body data fields. Other keys in it are ignored."},
+    {.name = "data",
+     .type = FIELD_MAP,
+     .max = 16,
+     OUT(lua_hook_push_out, data),
+     .pattern = TOKEN_PATTERN,
+     .words = data_reserved,
+     .decode = push_data,
+     .doc = "Extra payload fields: APNs top-level keys, FCM data keys (Web Push sends no "
+            "body). Numbers become strings. At most 1 KiB as JSON."},
+    {0},
+};
+
+static const struct field push_result_fields[] = {
+    {.name = "action",
+     .type = FIELD_ENUM,
+     .flags = FIELD_REQUIRED,
+     .words = push_action_words,
+     OUT(lua_hook_push_result_out, action),
+     .doc = "\"retry\": push again after after_ms (while the request may still wait). "
+            "\"give_up\": stop waiting for this phone. \"drop_binding\": remove every binding "
+            "of the AOR with that pn-prid, whatever its other tokens; the token pushed is not "
+            "pushed again until the phone registers it again. \"default\": sipwake's rule."},
+    {.name = "after_ms",
+     .type = FIELD_INT,
+     .flags = FIELD_NEEDED,
+     .min = 0,
+     .max = 600000,
+     OUT(lua_hook_push_result_out, after_ms),
+     .only_with = "action",
+     .only_value = "retry",
+     .doc = "With action = \"retry\" only."},
+    {0},
+};
+
+static const struct field timeout_fields[] = {
+    ROUTE_REPLY_ROW,
+    {.name = "relay",
+     .type = FIELD_ENUM,
+     .words = timeout_relay_words,
+     OUT(lua_hook_route_out, action),
+     .doc = "\"uri\": to uri (a voicemail server), which becomes the Request-URI. "
+            "\"upstream\": to the [upstream] server (gateway mode)."},
+    ROUTE_URI_ROW,
+    {.name = "follow_route",
+     .type = FIELD_BOOL,
+     OUT(lua_hook_route_out, follow_route),
+     .only_with = "relay",
+     .doc = "With relay: accepted as in route; it changes nothing here, where the request "
+            "goes to uri or the upstream."},
+    {0},
+};
+
+static const struct field offline_reply_fields[] = {
+    {.name = "code",
+     .type = FIELD_INT,
+     .flags = FIELD_REQUIRED,
+     .min = 200,
+     .max = 299,
+     OUT(lua_hook_offline_out, code)},
+    {.name = "reason",
+     .type = FIELD_STRING,
+     .flags = FIELD_ONE_LINE,
+     .min = 1,
+     .max = 127,
+     OUT(lua_hook_offline_out, reason)},
+    {0},
+};
+
+static const struct field offline_fields[] = {
+    {.name = "store",
+     .type = FIELD_BOOL,
+     OUT(lua_hook_offline_out, store),
+     .doc = "Store it for the devices asleep and deliver it when they register. false: it is "
+            "pushed and waited for like any request, then 480."},
+    {.name = "ttl",
+     .type = FIELD_INT,
+     .min = 1,
+     .max = 31536000,
+     OUT(lua_hook_offline_out, ttl),
+     .doc = "Seconds it may wait; then it is dropped, counted and logged."},
+    {.name = "new_devices",
+     .type = FIELD_BOOL,
+     OUT(lua_hook_offline_out, new_devices),
+     .doc = "A device of the AOR that registers later, before the message is gone, gets it "
+            "too."},
+    {.name = "push",
+     .type = FIELD_BOOL,
+     OUT(lua_hook_offline_out, push),
+     .doc = "An alert push to each push device asleep (the push hook sees ctx.kind = "
+            "\"message\")."},
+    {.name = "reply",
+     .type = FIELD_OBJECT,
+     .flags = FIELD_OPEN,
+     .fields = offline_reply_fields,
+     .doc = "The sender's answer once the message is committed. A message the store could not "
+            "commit gets 500 whatever this says; a full mailbox 486; a body over [offline] "
+            "max_size 513. Other keys in it are ignored."},
+    {0},
+};
+
+#define ROOT(f)                                                                                    \
+    {                                                                                              \
+        .name = "decision", .type = FIELD_OBJECT, .fields = f                                      \
+    }
+
+static const struct hook_decision hooks[LUA_HOOK_DECISION_COUNT] = {
+    [LUA_HOOK_DECISION_ON_REGISTER] =
+        {.name = "on_register",
+         .nullable = 1,
+         .root = ROOT(register_fields),
+         .doc = "What policy.on_register(req, ctx) may return. nil means accept as requested. "
+                "Checked in server/policy/lua_hook_decision.c; an invalid decision is a policy "
+                "error and the safe default (accept as requested) applies."},
+    [LUA_HOOK_DECISION_ROUTE] =
+        {.name = "route",
+         .root = ROOT(route_fields),
+         .one_of = {"relay", "reply"},
+         .rule = route_reply_action,
+         .doc = "What policy.route(req, ctx) returns for a request sipwake proxies. Checked in "
+                "server/policy/lua_hook_decision.c; an invalid decision is a policy error and "
+                "the safe default (500 Server Internal Error) applies."},
+    [LUA_HOOK_DECISION_PUSH] =
+        {.name = "push",
+         .nullable = 1,
+         .root = ROOT(push_fields),
+         .rule = push_rules,
+         .doc = "What policy.push(req, binding, ctx) returns for each push sipwake is about to "
+                "send, or nil for sipwake's choice. Input: req (method, ruri, from, from_name, to, "
+                "call_id; empty for refresh pushes), binding (aor, provider, param, instance, "
+                "tenant, user_agent, expires_in; APNs: team, key_team, team_mismatch), ctx (kind: "
+                "call, message, wake, refresh or missed_call; method; authenticated: the sender is "
+                "known, in gateway mode the upstream; content_type: the request's media type in "
+                "lower case without parameters, nil without a body; for message/cpim (RFC 3862) "
+                "the wrapped type (after the CPIM headers), or message/cpim when it names none; "
+                "attempt; tenant; generation). Checked in server/policy/lua_hook_decision.c; an "
+                "invalid decision is a policy error and sipwake's choice applies."},
+    [LUA_HOOK_DECISION_CREDENTIALS] =
+        {.name = "credentials",
+         .nullable = 1,
+         .root = {.name = "decision",
+                  .type = FIELD_STRING,
+                  .min = 1,
+                  .max = 2 * TENANT_NAME_MAX + 1,
+                  OUT(lua_hook_decision_credentials, name),
+                  .pattern = "^[A-Za-z0-9._-]{1,64}(/[A-Za-z0-9._-]{1,64})?$",
+                  .check = credentials_check},
+         .doc = "What policy.credentials(binding, ctx) returns: the credential set that signs "
+                "the push, \"TENANT\" (its set \"default\") or \"TENANT/SET\", or nil for "
+                "sipwake's choice (the binding's tenant, else its domain's tenant: its "
+                "\"default\" set if it serves the binding, else its first set that does: an "
+                "APNs key or certificate for the binding's environment, a service account of "
+                "the FCM project pn-param names; else the [push] credentials). Checked in "
+                "server/policy/lua_hook_decision.c; an invalid name is a policy error and "
+                "sipwake's choice applies. A valid name with no such set: the push is not sent "
+                "(logged). The registrar's REGISTER check (555 for a binding nothing can push) "
+                "follows sipwake's choice by the AOR's domain (that tenant's sets, then "
+                "[push]), not this hook: a policy that names other sets must make sure they "
+                "serve its bindings."},
+    [LUA_HOOK_DECISION_ON_PUSH_RESULT] =
+        {.name = "on_push_result",
+         .nullable = 1,
+         .root = ROOT(push_result_fields),
+         .doc = "What policy.on_push_result(result, ctx) returns after each push, or nil for "
+                "sipwake's rule (a dead token is not pushed again, within the scope the answer "
+                "names, until the phone registers it again; its binding goes unless it has "
+                "another live token, as Linphone's voip&remote pair may, or was registered "
+                "after the token was reported dead; 429, 5xx and no answer are retried after "
+                "Retry-After, else 1, 2, 4, 8 s with jitter, while the bucket timer allows; "
+                "anything else gives up). Checked in server/policy/lua_hook_decision.c; an "
+                "invalid decision is a policy error and sipwake's rule applies."},
+    [LUA_HOOK_DECISION_ON_TIMEOUT] =
+        {.name = "on_timeout",
+         .nullable = 1,
+         .root = ROOT(timeout_fields),
+         .one_of = {"reply", "relay"},
+         .rule = route_reply_action,
+         .doc = "What policy.on_timeout(req, ctx) returns when a request waited for pushed "
+                "phones and none registered again in time (ctx.reason = \"bucket_timeout\"), or "
+                "no push could be sent (\"push_failed\"). nil: 480 Temporarily Unavailable (RFC "
+                "8599 §5.6.2). Otherwise route's shape (route.json) without bindings, fork or "
+                "push. Checked in server/policy/lua_hook_decision.c; an invalid decision is a "
+                "policy error and 480 applies."},
+    [LUA_HOOK_DECISION_OFFLINE] =
+        {.name = "offline",
+         .nullable = 1,
+         .root = ROOT(offline_fields),
+         .doc = "What policy.offline(req, ctx) returns for a MESSAGE some of whose devices "
+                "cannot get it now, or nil for sipwake's choice (store it unless it is "
+                "application/im-iscomposing+xml or message/imdn+xml, also wrapped in "
+                "message/cpim, whose wrapped type is then req.content_type, for [offline] ttl, "
+                "for new devices too, pushing the phones asleep, answering 202 Accepted). Keys "
+                "left out keep sipwake's choice. Checked in server/policy/lua_hook_decision.c; "
+                "an invalid decision is a policy error and sipwake's choice applies."},
+};
+
 /* ------------------------------------------------------------------ string checks */
 
 /* 1..max characters of A-Z a-z 0-9 - _ . */
@@ -306,442 +784,6 @@ static const char *push_rules(lua_State *L, int idx, const void *in, void *out)
         return "type = \"voip\" is for calls only (Apple's rule)";
     return NULL;
 }
-
-/* ------------------------------------------------------------------ the tables */
-
-static const struct field_word route_relay_words[] = {{"bindings", LUA_ROUTE_BINDINGS},
-                                                      {"upstream", LUA_ROUTE_UPSTREAM},
-                                                      {"uri", LUA_ROUTE_URI},
-                                                      {0}};
-static const struct field_word timeout_relay_words[] = {
-    {"uri", LUA_ROUTE_URI}, {"upstream", LUA_ROUTE_UPSTREAM}, {0}};
-static const struct field_word fork_words[] = {{"parallel", 0}, {"serial", 1}, {0}};
-static const struct field_word push_type_words[] = {{"voip", LUA_PUSH_TYPE_VOIP},
-                                                    {"alert", LUA_PUSH_TYPE_ALERT},
-                                                    {"background", LUA_PUSH_TYPE_BACKGROUND},
-                                                    {0}};
-static const struct field_word priority_words[] = {{"high", 10}, {"normal", 5}, {0}};
-static const struct field_word data_reserved[] = {{"aps", 0}, {"type", 0}, {0}};
-static const struct field_word push_action_words[] = {{"retry", LUA_PUSH_RETRY},
-                                                      {"give_up", LUA_PUSH_GIVE_UP},
-                                                      {"drop_binding", LUA_PUSH_DROP_BINDING},
-                                                      {"default", LUA_PUSH_DEFAULT},
-                                                      {0}};
-
-static const struct field register_reject_fields[] = {{.name = "code",
-                                                       .type = FIELD_INT,
-                                                       .flags = FIELD_REQUIRED,
-                                                       .min = 400,
-                                                       .max = 699,
-                                                       OUT(lua_hook_register_out, reject_code)},
-                                                      {.name = "reason",
-                                                       .type = FIELD_STRING,
-                                                       .flags = FIELD_ONE_LINE,
-                                                       .min = 1,
-                                                       .max = 127,
-                                                       OUT(lua_hook_register_out, reason)},
-                                                      {0}};
-
-static const struct field register_fields[] = {
-    {.name = "reject",
-     .type = FIELD_OBJECT,
-     .flags = FIELD_OPEN,
-     .fields = register_reject_fields,
-     .doc = "Answer the REGISTER with this final response; no binding changes."},
-    {.name = "expires",
-     .type = FIELD_INT,
-     .min = 0,
-     .max = 31536000,
-     OUT(lua_hook_register_out, expires),
-     .doc = "Upper bound, in seconds, for every binding this REGISTER creates or refreshes. A "
-            "push binding granted less than [registrar] push_min_expires is stored without "
-            "push (RFC 8599 §5.6.1.1)."},
-    {.name = "tenant",
-     .type = FIELD_STRING,
-     .min = 1,
-     .max = 64,
-     OUT(lua_hook_register_out, tenant),
-     .pattern = TOKEN_PATTERN,
-     .check = register_tenant_check,
-     .doc = "Tenant tag stored with the bindings (kv_store)."},
-    {0}};
-
-static const struct field route_reply_fields[] = {
-    {.name = "code",
-     .type = FIELD_INT,
-     .flags = FIELD_REQUIRED,
-     .min = 300,
-     .max = 699,
-     OUT(lua_hook_route_out, code)},
-    {.name = "reason",
-     .type = FIELD_STRING,
-     .flags = FIELD_ONE_LINE,
-     .min = 1,
-     .max = 127,
-     OUT(lua_hook_route_out, reason)},
-    {.name = "headers",
-     .type = FIELD_MAP,
-     .flags = FIELD_ONE_LINE,
-     OUT(lua_hook_route_out, headers),
-     .pattern = "^[A-Za-z0-9.!%*_+`'~-]+$",
-     .decode = reply_headers,
-     .doc = "Extra header lines for the reply, name to value (a string or a number), e.g. { "
-            "Contact = \"<sip:new@example.org>\" } on a 3xx, { [\"Retry-After\"] = 60 }. Names "
-            "are SIP tokens; values one line; Via, From, To, Call-ID, CSeq, Content-Length and "
-            "Content-Type (and their compact forms) are sipwake's and refused; at most 1000 "
-            "bytes in all."},
-    {0}};
-
-#define ROUTE_REPLY_ROW                                                                            \
-    {                                                                                              \
-        .name = "reply", .type = FIELD_OBJECT, .flags = FIELD_OPEN, .fields = route_reply_fields,  \
-        .doc = "Answer the request with this response."                                            \
-    }
-
-#define ROUTE_URI_ROW                                                                               \
-    {                                                                                               \
-        .name = "uri", .type = FIELD_STRING, .flags = FIELD_NEEDED, .min = 1, .max = 255,           \
-        OUT(lua_hook_route_out, uri), .pattern = "^[sS][iI][pP][sS]?:[^ <>\"?\\r\\n\\u0000]+$",     \
-        .check = route_uri_check, .only_with = "relay", .only_value = "uri",                        \
-        .doc = "With relay = \"uri\": a sip: or sips: URI whose host is a numeric IPv4 or IPv6 "    \
-               "address (hooks do no I/O and sipwake resolves no names on its loop), at most 255 "  \
-               "characters. The host is unicast (not 0.0.0.0, ::, broadcast or multicast). It "     \
-               "becomes the Request-URI, so it has no headers (no '?') and no method parameter "    \
-               "(RFC 3261 §19.1.1), no maddr parameter (it would override the host), and at most " \
-               "one transport parameter, udp, tcp or tls: a decision with any of these is "         \
-               "refused. UDP unless transport=tcp|tls or sips: says otherwise; TCP/TLS "            \
-               "connections sipwake opens for it are reused while open."                            \
-    }
-
-static const struct field route_fields[] = {
-    {.name = "relay",
-     .type = FIELD_ENUM,
-     .words = route_relay_words,
-     OUT(lua_hook_route_out, action),
-     .doc = "\"bindings\": relay to the reachable bindings of the Request-URI's AOR (in "
-            "gateway mode, for a request from the upstream to a masqueraded contact: the one "
-            "binding it stands for). \"upstream\": relay to the [upstream] server, Request-URI "
-            "unchanged (gateway mode only; from the upstream itself it is answered 482). "
-            "\"uri\": relay to the URI in uri, which becomes the Request-URI."},
-    {.name = "fork",
-     .type = FIELD_ENUM,
-     .words = fork_words,
-     OUT(lua_hook_route_out, serial),
-     .only_with = "relay",
-     .only_value = "bindings",
-     .doc = "With relay = \"bindings\" only: \"parallel\" (default) rings every binding at "
-            "once; \"serial\" rings them by q, highest first, equal q together (RFC 3261 "
-            "§16.6), the next group when the current one failed or timed out. A Contact "
-            "without q counts as 1.0."},
-    {.name = "branch_timeout",
-     .type = FIELD_INT,
-     .min = 1,
-     .max = LUA_ROUTE_MAX_BRANCH_TIMEOUT,
-     OUT(lua_hook_route_out, branch_timeout),
-     .only_with = "relay",
-     .doc = "With relay: seconds an INVITE branch (serial: a q group) may go unanswered before "
-            "it is CANCELled; absent: no limit but Timer C."},
-    ROUTE_REPLY_ROW,
-    ROUTE_URI_ROW,
-    {.name = "push",
-     .type = FIELD_BOOL,
-     OUT(lua_hook_route_out, push),
-     .only_with = "relay",
-     .only_value = "bindings",
-     .doc = "With relay = \"bindings\" only: push the push bindings, park the request, and "
-            "forward it when the phone registers again (RFC 8599 §5.2); bindings with a live "
-            "flow ring at once as well."},
-    {.name = "fork_live",
-     .type = FIELD_BOOL,
-     OUT(lua_hook_route_out, fork_live),
-     .only_with = "push",
-     .only_value = "true",
-     .doc = "With push = true only. true (default): a push binding that still has a live "
-            "connection rings there at once as well as being pushed. false: it is only pushed, "
-            "and the request waits for its re-REGISTER (for apps whose old connection may be "
-            "stale)."},
-    {.name = "missed_call",
-     .type = FIELD_BOOL,
-     OUT(lua_hook_route_out, missed_call),
-     .only_with = "push",
-     .only_value = "true",
-     .doc = "With push = true only: when the caller cancels, each pushed phone that did not "
-            "come back gets a missed-call alert push (ctx.kind = \"missed_call\" in the push "
-            "hook). Default false (without a route hook: true)."},
-    {.name = "follow_route",
-     .type = FIELD_BOOL,
-     OUT(lua_hook_route_out, follow_route),
-     .only_with = "relay",
-     .doc = "With relay: the sender is trusted to name the next hop, so a Route set past "
-            "sipwake's own entries (ctx.route) is followed (RFC 3261 §16.6 step 7). Default "
-            "false: such Route entries are dropped and logged, and the request goes by its "
-            "Request-URI (no open relay; a user's bindings never go to an address the sender "
-            "chose). Requests from the [upstream] are trusted without it."},
-    {.name = "deliver_cancelled",
-     .type = FIELD_BOOL,
-     OUT(lua_hook_route_out, deliver_cancelled),
-     .only_with = "push",
-     .only_value = "true",
-     .doc = "With push = true only: a phone woken by an APNs VoIP push that registers again "
-            "after the caller cancelled, within the bucket timer, still gets the INVITE and "
-            "then its CANCEL, so CallKit ends the call it shows. Default false (without a "
-            "route hook: true)."},
-    {0}};
-
-static const struct field push_alert_fields[] = {{.name = "title",
-                                                  .type = FIELD_STRING,
-                                                  .flags = FIELD_ONE_LINE,
-                                                  .min = 1,
-                                                  .max = 127,
-                                                  OUT(lua_hook_push_out, alert_title)},
-                                                 {.name = "body",
-                                                  .type = FIELD_STRING,
-                                                  .flags = FIELD_ONE_LINE,
-                                                  .min = 1,
-                                                  .max = 255,
-                                                  OUT(lua_hook_push_out, alert_body)},
-                                                 {0}};
-
-static const struct field push_fields[] = {
-    {.name = "skip",
-     .type = FIELD_BOOL,
-     OUT(lua_hook_push_out, skip),
-     .doc = "true: no push to this binding; the request does not wait for it. false: push it "
-            "— an OPTIONS, a SUBSCRIBE or REFER whose sender is not authenticated "
-            "(ctx.authenticated false), and a MESSAGE that is an is-composing notice "
-            "(ctx.content_type \"application/im-iscomposing+xml\", RFC 3994) or an IMDN "
-            "(\"message/imdn+xml\", RFC 5438) are pushed only then. A request that is neither "
-            "a call nor a message (ctx.kind = \"wake\") wakes a device at most once per [push] "
-            "wake_interval, whatever this says. An OPTIONS from a sender that is not "
-            "authenticated (ctx.authenticated false) is never sent as an alert, whatever type "
-            "and alert say."},
-    {.name = "type",
-     .type = FIELD_ENUM,
-     .words = push_type_words,
-     OUT(lua_hook_push_out, type),
-     .doc = "APNs push type. \"voip\" only for calls (ctx.kind = \"call\"), Apple's rule; "
-            "\"background\" is always sent at priority 5. FCM: background means normal "
-            "priority."},
-    {.name = "ttl",
-     .type = FIELD_INT,
-     .min = 0,
-     .max = 2419200,
-     OUT(lua_hook_push_out, ttl),
-     .doc = "Seconds the push is worth delivering (apns-expiration, FCM ttl, Web Push TTL)."},
-    {.name = "priority",
-     .type = FIELD_ENUM,
-     .words = priority_words,
-     OUT(lua_hook_push_out, priority),
-     .doc = "APNs 10 or 5, FCM high or normal, Web Push Urgency high or normal. Without it: "
-            "calls high; messages high on FCM, normal on Web Push; refreshes (ctx.kind = "
-            "\"refresh\") APNs 5 (background), FCM high (Web Push bindings and VoIP-only "
-            "iPhones get no refresh push: their 2xx carries +sip.pnsreg); wakes FCM normal (no "
-            "Web Push wake: a browser shows every push)."},
-    {.name = "collapse_id",
-     .type = FIELD_STRING,
-     .flags = FIELD_ONE_LINE,
-     .min = 1,
-     .max = 64,
-     OUT(lua_hook_push_out, collapse_id),
-     .doc = "apns-collapse-id / FCM collapse_key / Web Push Topic."},
-    {.name = "hide_caller",
-     .type = FIELD_BOOL,
-     OUT(lua_hook_push_out, hide_caller),
-     .doc = "Leave the caller's URI and display name out of the payload."},
-    {.name = "alert",
-     .type = FIELD_OBJECT,
-     .flags = FIELD_OPEN | FIELD_ANY_OF,
-     .fields = push_alert_fields,
-     .doc = "The text of an alert instead of the IC_MSG / IM_MSG localisation keys; FCM gets "
-            "title and body data fields. Other keys in it are ignored."},
-    {.name = "data",
-     .type = FIELD_MAP,
-     .max = 16,
-     OUT(lua_hook_push_out, data),
-     .pattern = TOKEN_PATTERN,
-     .words = data_reserved,
-     .decode = push_data,
-     .doc = "Extra payload fields: APNs top-level keys, FCM data keys (Web Push sends no "
-            "body). Numbers become strings. At most 1 KiB as JSON."},
-    {0}};
-
-static const struct field push_result_fields[] = {
-    {.name = "action",
-     .type = FIELD_ENUM,
-     .flags = FIELD_REQUIRED,
-     .words = push_action_words,
-     OUT(lua_hook_push_result_out, action),
-     .doc = "\"retry\": push again after after_ms (while the request may still wait). "
-            "\"give_up\": stop waiting for this phone. \"drop_binding\": remove every binding "
-            "of the AOR with that pn-prid, whatever its other tokens; the token pushed is not "
-            "pushed again until the phone registers it again. \"default\": sipwake's rule."},
-    {.name = "after_ms",
-     .type = FIELD_INT,
-     .flags = FIELD_NEEDED,
-     .min = 0,
-     .max = 600000,
-     OUT(lua_hook_push_result_out, after_ms),
-     .only_with = "action",
-     .only_value = "retry",
-     .doc = "With action = \"retry\" only."},
-    {0}};
-
-static const struct field timeout_fields[] = {
-    ROUTE_REPLY_ROW,
-    {.name = "relay",
-     .type = FIELD_ENUM,
-     .words = timeout_relay_words,
-     OUT(lua_hook_route_out, action),
-     .doc = "\"uri\": to uri (a voicemail server), which becomes the Request-URI. "
-            "\"upstream\": to the [upstream] server (gateway mode)."},
-    ROUTE_URI_ROW,
-    {.name = "follow_route",
-     .type = FIELD_BOOL,
-     OUT(lua_hook_route_out, follow_route),
-     .only_with = "relay",
-     .doc = "With relay: accepted as in route; it changes nothing here, where the request "
-            "goes to uri or the upstream."},
-    {0}};
-
-static const struct field offline_reply_fields[] = {{.name = "code",
-                                                     .type = FIELD_INT,
-                                                     .flags = FIELD_REQUIRED,
-                                                     .min = 200,
-                                                     .max = 299,
-                                                     OUT(lua_hook_offline_out, code)},
-                                                    {.name = "reason",
-                                                     .type = FIELD_STRING,
-                                                     .flags = FIELD_ONE_LINE,
-                                                     .min = 1,
-                                                     .max = 127,
-                                                     OUT(lua_hook_offline_out, reason)},
-                                                    {0}};
-
-static const struct field offline_fields[] = {
-    {.name = "store",
-     .type = FIELD_BOOL,
-     OUT(lua_hook_offline_out, store),
-     .doc = "Store it for the devices asleep and deliver it when they register. false: it is "
-            "pushed and waited for like any request, then 480."},
-    {.name = "ttl",
-     .type = FIELD_INT,
-     .min = 1,
-     .max = 31536000,
-     OUT(lua_hook_offline_out, ttl),
-     .doc = "Seconds it may wait; then it is dropped, counted and logged."},
-    {.name = "new_devices",
-     .type = FIELD_BOOL,
-     OUT(lua_hook_offline_out, new_devices),
-     .doc = "A device of the AOR that registers later, before the message is gone, gets it "
-            "too."},
-    {.name = "push",
-     .type = FIELD_BOOL,
-     OUT(lua_hook_offline_out, push),
-     .doc = "An alert push to each push device asleep (the push hook sees ctx.kind = "
-            "\"message\")."},
-    {.name = "reply",
-     .type = FIELD_OBJECT,
-     .flags = FIELD_OPEN,
-     .fields = offline_reply_fields,
-     .doc = "The sender's answer once the message is committed. A message the store could not "
-            "commit gets 500 whatever this says; a full mailbox 486; a body over [offline] "
-            "max_size 513. Other keys in it are ignored."},
-    {0}};
-
-#define ROOT(f)                                                                                    \
-    {                                                                                              \
-        .name = "decision", .type = FIELD_OBJECT, .fields = f                                      \
-    }
-
-static const struct hook_decision hooks[LUA_HOOK_DECISION_COUNT] = {
-    [LUA_HOOK_DECISION_ON_REGISTER] =
-        {.name = "on_register",
-         .nullable = 1,
-         .root = ROOT(register_fields),
-         .doc = "What policy.on_register(req, ctx) may return. nil means accept as requested. "
-                "Checked in server/policy/lua_hook_decision.c; an invalid decision is a policy "
-                "error and the safe default (accept as requested) applies."},
-    [LUA_HOOK_DECISION_ROUTE] =
-        {.name = "route",
-         .root = ROOT(route_fields),
-         .one_of = {"relay", "reply"},
-         .rule = route_reply_action,
-         .doc = "What policy.route(req, ctx) returns for a request sipwake proxies. Checked in "
-                "server/policy/lua_hook_decision.c; an invalid decision is a policy error and "
-                "the safe default (500 Server Internal Error) applies."},
-    [LUA_HOOK_DECISION_PUSH] =
-        {.name = "push",
-         .nullable = 1,
-         .root = ROOT(push_fields),
-         .rule = push_rules,
-         .doc = "What policy.push(req, binding, ctx) returns for each push sipwake is about to "
-                "send, or nil for sipwake's choice. Input: req (method, ruri, from, from_name, to, "
-                "call_id; empty for refresh pushes), binding (aor, provider, param, instance, "
-                "tenant, user_agent, expires_in; APNs: team, key_team, team_mismatch), ctx (kind: "
-                "call, message, wake, refresh or missed_call; method; authenticated: the sender is "
-                "known, in gateway mode the upstream; content_type: the request's media type in "
-                "lower case without parameters, nil without a body; for message/cpim (RFC 3862) "
-                "the wrapped type (after the CPIM headers), or message/cpim when it names none; "
-                "attempt; tenant; generation). Checked in server/policy/lua_hook_decision.c; an "
-                "invalid decision is a policy error and sipwake's choice applies."},
-    [LUA_HOOK_DECISION_CREDENTIALS] =
-        {.name = "credentials",
-         .nullable = 1,
-         .root = {.name = "decision",
-                  .type = FIELD_STRING,
-                  .min = 1,
-                  .max = 2 * TENANT_NAME_MAX + 1,
-                  OUT(lua_hook_decision_credentials, name),
-                  .pattern = "^[A-Za-z0-9._-]{1,64}(/[A-Za-z0-9._-]{1,64})?$",
-                  .check = credentials_check},
-         .doc = "What policy.credentials(binding, ctx) returns: the credential set that signs "
-                "the push, \"TENANT\" (its set \"default\") or \"TENANT/SET\", or nil for "
-                "sipwake's choice (the binding's tenant, else its domain's tenant: its "
-                "\"default\" set if it serves the binding, else its first set that does: an "
-                "APNs key or certificate for the binding's environment, a service account of "
-                "the FCM project pn-param names; else the [push] credentials). Checked in "
-                "server/policy/lua_hook_decision.c; an invalid name is a policy error and "
-                "sipwake's choice applies. A valid name with no such set: the push is not sent "
-                "(logged). The registrar's REGISTER check (555 for a binding nothing can push) "
-                "follows sipwake's choice by the AOR's domain (that tenant's sets, then "
-                "[push]), not this hook: a policy that names other sets must make sure they "
-                "serve its bindings."},
-    [LUA_HOOK_DECISION_ON_PUSH_RESULT] =
-        {.name = "on_push_result",
-         .nullable = 1,
-         .root = ROOT(push_result_fields),
-         .doc = "What policy.on_push_result(result, ctx) returns after each push, or nil for "
-                "sipwake's rule (a dead token is not pushed again, within the scope the answer "
-                "names, until the phone registers it again; its binding goes unless it has "
-                "another live token, as Linphone's voip&remote pair may, or was registered "
-                "after the token was reported dead; 429, 5xx and no answer are retried after "
-                "Retry-After, else 1, 2, 4, 8 s with jitter, while the bucket timer allows; "
-                "anything else gives up). Checked in server/policy/lua_hook_decision.c; an "
-                "invalid decision is a policy error and sipwake's rule applies."},
-    [LUA_HOOK_DECISION_ON_TIMEOUT] =
-        {.name = "on_timeout",
-         .nullable = 1,
-         .root = ROOT(timeout_fields),
-         .one_of = {"reply", "relay"},
-         .rule = route_reply_action,
-         .doc = "What policy.on_timeout(req, ctx) returns when a request waited for pushed "
-                "phones and none registered again in time (ctx.reason = \"bucket_timeout\"), or "
-                "no push could be sent (\"push_failed\"). nil: 480 Temporarily Unavailable (RFC "
-                "8599 §5.6.2). Otherwise route's shape (route.json) without bindings, fork or "
-                "push. Checked in server/policy/lua_hook_decision.c; an invalid decision is a "
-                "policy error and 480 applies."},
-    [LUA_HOOK_DECISION_OFFLINE] =
-        {.name = "offline",
-         .nullable = 1,
-         .root = ROOT(offline_fields),
-         .doc = "What policy.offline(req, ctx) returns for a MESSAGE some of whose devices "
-                "cannot get it now, or nil for sipwake's choice (store it unless it is "
-                "application/im-iscomposing+xml or message/imdn+xml, also wrapped in "
-                "message/cpim, whose wrapped type is then req.content_type, for [offline] ttl, "
-                "for new devices too, pushing the phones asleep, answering 202 Accepted). Keys "
-                "left out keep sipwake's choice. Checked in server/policy/lua_hook_decision.c; "
-                "an invalid decision is a policy error and sipwake's choice applies."},
-};
 
 /* ------------------------------------------------------------------ the decoder */
 
