@@ -55,7 +55,7 @@ DEB_SOAK  := sip-tester sqlite3 curl openssl python3-h2 python3-cryptography lib
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: all run test unit-build fuzz fuzz-build bench bench-push-latency soak deps deps-test deps-browser fmt fmt-check clean \
-        readme-config
+        readme-config hook-schemas
 .DEFAULT_GOAL := all
 
 all: server/sipwake
@@ -195,3 +195,7 @@ readme-config: server/sipwake
 	./server/sipwake --config-doc > .config-doc.tmp
 	perl -0pi -e 'my $$d = do { local $$/; open my $$f, "<", ".config-doc.tmp" or die; <$$f> }; $$d =~ s/\n\z//; s/(<!-- config-doc:begin -->\n).*?(\n<!-- config-doc:end -->)/$$1$$d$$2/s' README.md
 	rm -f .config-doc.tmp
+
+# Regenerate schemas/hooks/*.json from the binary's decision tables (server/policy/lua_hook_decision.c).
+hook-schemas: server/sipwake
+	./server/sipwake --hook-schemas schemas/hooks

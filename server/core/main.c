@@ -25,6 +25,7 @@
 #include "location.h"
 #include "log.h"
 #include "lua_api.h"
+#include "lua_hook_decision.h"
 #include "admin.h"
 #include "lua_vm.h"
 #include "metrics.h"
@@ -119,6 +120,7 @@ static void usage(FILE *f)
             "       sipwake --check [--config FILE]    validate the config and the policy\n"
             "%s"
             "       sipwake --config-doc               describe every config key\n"
+            "       sipwake --hook-schemas DIR         write the hook decisions' JSON Schemas\n"
             "       sipwake [--config FILE] --test-policy TEST.lua   run a policy test (TAP)\n"
             "       sipwake --version\n"
             "Without --config the embedded defaults apply (see README).\n",
@@ -418,6 +420,12 @@ int main(int argc, char **argv)
         } else if (strcmp(argv[i], "--config-doc") == 0) {
             config_describe();
             return 0;
+        } else if (strcmp(argv[i], "--hook-schemas") == 0 && i + 1 < argc) {
+            char err[256];
+            if (lua_hook_decision_write_schemas(argv[i + 1], err, sizeof err) == 0)
+                return 0;
+            fprintf(stderr, "sipwake: %s\n", err);
+            return 1;
         } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             usage(stdout);
             return 0;

@@ -1,8 +1,9 @@
 /*
  * lua_hook: calling a policy hook. Inputs are copied into fresh Lua tables (changing them
  * has no effect on sipwake), the call is protected and held to the VM's time budget, and the
- * returned decision is checked against its shape in schemas/hooks/. An error, an overrun or
- * an invalid decision is logged with the policy generation, counted, and the hook's safe
+ * returned decision is checked against its shape in schemas/hooks/ (lua_hook_decision.c's
+ * table for the hook, from which those files are generated). An error, an overrun or an
+ * invalid decision is logged with the policy generation, counted, and the hook's safe
  * default applies; the server never fails because of a policy bug.
  */
 #ifndef SIPWAKE_LUA_HOOK_H

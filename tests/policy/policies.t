@@ -13,6 +13,7 @@ my %policy_of = (
     'route_test.lua'    => "$Sipwake::ROOT/policies/default.lua",
     'examples_test.lua' => "$Sipwake::ROOT/policies/examples/tenant-by-domain.lua",
     'push_hooks_test.lua' => "$FindBin::Bin/push_hooks_policy.lua",
+    'decisions_test.lua'  => "$FindBin::Bin/decisions_policy.lua",
 );
 for my $test (sort glob("$FindBin::Bin/*_test.lua")) {
     my ($name) = $test =~ m{([^/]+)$};
