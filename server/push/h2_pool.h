@@ -81,7 +81,9 @@ struct h2_pool;
 struct h2_pool *h2_pool_new(struct ev_loop *loop, const struct h2_pool_options *o, char *err,
                             size_t errlen);
 
-/* Fail every request with "shut down" and close every connection. */
+/* Fail every request with "shut down" (their callbacks run before it returns), close every
+ * connection and free p. Loop thread. Never waits: a host name lookup in progress is
+ * orphaned (its thread frees it and drops the answer; it never touches p again). NULL: no-op. */
 void h2_pool_free(struct h2_pool *p);
 
 /* Queue a request: method, path, extra headers (":authority" and ":scheme" are added), and
