@@ -834,7 +834,8 @@ static void close_conn(struct h2_conn *c, const char *why)
             req_reset(r);
             queue_push(r, 1);
         } else {
-            finish(r, was_ready ? "connection lost" : why);
+            /* freeing the pool: "shut down", as h2_pool.h says, whatever the state */
+            finish(r, was_ready && !p->freeing ? "connection lost" : why);
         }
     }
     if (c->session) {

@@ -216,6 +216,17 @@ int main(void)
     h2_pool_free(p);
     ok(r[0].done && r[1].done && !r[2].done, "freeing the pool reports what was queued");
     is_str(r[0].error, "shut down", "as shut down");
+    p = pool("127.0.0.1", port, "cert.pem", 30, 0);
+    memset(r, 0, sizeof r);
+    h2_pool_submit(p, "GET", "/delay/20000/x", NULL, 0, NULL, 0, cb, &r[0]);
+    for (ev_tstamp end = ev_time() + 10; h2_pool_in_flight(p) == 0 && ev_time() < end;) {
+        ev_run(loop, EVRUN_ONCE | EVRUN_NOWAIT);
+        usleep(1000);
+    }
+    is_int((int)h2_pool_in_flight(p), 1, "a request on its stream, unanswered");
+    h2_pool_free(p);
+    ok(r[0].done && strcmp(r[0].error, "shut down") == 0,
+       "freeing the pool reports it as shut down too (%s)", r[0].error);
     emulator_stop(pid);
 
     /* GOAWAY after 3 requests: the rest go on a new connection */
