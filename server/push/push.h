@@ -108,8 +108,10 @@ int push_credential_check(const char *kind, const unsigned char *data, size_t le
                           unsigned char **secret, size_t *secret_len, char *label, size_t label_len,
                           char *cert_uid, size_t uid_len, time_t *not_after, char *err,
                           size_t errlen);
-/* Pushes in flight are reported as failed ("shut down"), their callbacks run before it
- * returns, then p and its credential sets are freed. Never waits for the network (see
+/* Pushes in flight are reported as failed ("shut down"), also those of a set a reload
+ * replaced: their callbacks run before it returns (push_binding refuses from then on, for a
+ * callback that tries again), then p and its credential sets are freed. Call it while the
+ * store is open (the outcomes go to the push log). Never waits for the network (see
  * h2_pool_free). NULL: no-op. Loop thread. */
 void push_free(struct push *p);
 
