@@ -104,9 +104,9 @@ struct apns_sender *apns_sender_new(struct ev_loop *loop, const char *host, int 
 void apns_sender_free(struct apns_sender *s);
 
 /* Send n (copied, the collapse id cut at 64 bytes). 0: cb will be called exactly once, on
- * the loop, maybe before apns_send returns (a connection that fails at once); its result
- * lives for the call only. -1 with the reason in err: refused here (payload empty or too
- * large, the queue full), cb not called. arg is passed back untouched. Loop thread. */
+ * the loop, never before apns_send returns; its result lives for the call only. -1 with the reason
+ * in err: refused here (payload empty or too large, the queue full), cb not called. arg is passed
+ * back untouched. Loop thread. */
 int apns_send(struct apns_sender *s, const struct apns_notification *n, apns_cb cb, void *arg,
               char *err, size_t errlen);
 

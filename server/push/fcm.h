@@ -100,10 +100,10 @@ struct fcm_sender *fcm_sender_new(struct ev_loop *loop, const char *host, int po
  * h2_pool_free). NULL: no-op. Loop thread. */
 void fcm_sender_free(struct fcm_sender *s);
 
-/* Send m (copied into the request it makes). 0: cb will be called once, on the loop, maybe
- * before fcm_send returns (a full queue is reported that way, as retry later); its result
- * lives for the call only. -1 with err: refused here (data not an object of strings, too
- * big, no token), cb not called. arg is passed back untouched. Loop thread. */
+/* Send m (copied into the request it makes). 0: cb will be called once, on the loop, never
+ * before fcm_send returns; its result lives for the call only. -1 with err: refused here
+ * (data not an object of strings, too big, no token, the queue full), cb not called. arg is
+ * passed back untouched. Loop thread. */
 int fcm_send(struct fcm_sender *s, const struct fcm_message *m, fcm_cb cb, void *arg, char *err,
              size_t errlen);
 

@@ -68,6 +68,7 @@ struct h2_conn {
     struct h2_req *flight;    /* those requests */
     int goaway;               /* no new streams */
     struct h2_lookup *lookup; /* while RESOLVING: the connection's reference to its lookup */
+    char fail_why[200];       /* failed before it started: closed by its timer (conn_fail_soon) */
 };
 
 struct h2_req {
@@ -84,8 +85,9 @@ struct h2_req {
     h2_cb cb;
     void *arg;
     ev_timer deadline;
-    int refused;  /* times the server refused its stream (REFUSED_STREAM) */
-    int replayed; /* sent again after its connection stopped answering */
+    int refused;          /* times the server refused its stream (REFUSED_STREAM) */
+    const char *fail_why; /* on the pool's failed list: why (a static string) */
+    int replayed;         /* sent again after its connection stopped answering */
     int status;
     struct buf rbody;
     struct h2_header rh[H2_MAX_RESPONSE_HEADERS];
@@ -126,6 +128,10 @@ struct h2_pool {
     size_t n_conns;
     struct h2_conn *dead; /* closed connections, freed once their callbacks unwound */
     ev_timer reaper;
+    /* requests that failed inside h2_pool_submit (no stream), reported from the loop by kick:
+     * a callback never runs before h2_pool_submit returns */
+    struct h2_req *failed, **failed_tail;
+    ev_timer kick;
     int freeing;
 };
 
@@ -581,6 +587,10 @@ static void conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     (void)revents;
     struct h2_conn *c = w->data;
+    if (*c->fail_why) {
+        close_conn(c, c->fail_why);
+        return;
+    }
     if (c->state != C_READY) {
         close_conn(c, "connect or TLS handshake timed out");
         return;
@@ -666,13 +676,26 @@ static void *resolve_thread(void *arg)
     return NULL;
 }
 
+/* c failed before it could start (an address refused, no socket, a connect refused at once,
+ * no resolver thread): it is closed by its timer on the loop's next turn, not now, since this
+ * may run inside h2_pool_submit, whose callback must not run before it returns. */
+static void conn_fail_soon(struct h2_conn *c, const char *why)
+{
+    struct ev_loop *loop = c->pool->loop;
+    snprintf(c->fail_why, sizeof c->fail_why, "%s", why);
+    ev_io_stop(loop, &c->io);
+    ev_timer_stop(loop, &c->timer);
+    ev_timer_set(&c->timer, 0, 0);
+    ev_timer_start(loop, &c->timer);
+}
+
 static void conn_connect(struct h2_conn *c, const struct sockaddr_storage *ss, socklen_t len)
 {
     struct h2_pool *p = c->pool;
     if (p->addr_refused && p->addr_refused((const struct sockaddr *)ss)) {
         char msg[200];
         snprintf(msg, sizeof msg, "refused: %s is a local or private address", p->host);
-        close_conn(c, msg);
+        conn_fail_soon(c, msg);
         return;
     }
     c->fd = socket(ss->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -680,7 +703,7 @@ static void conn_connect(struct h2_conn *c, const struct sockaddr_storage *ss, s
         (connect(c->fd, (const struct sockaddr *)ss, len) < 0 && errno != EINPROGRESS)) {
         char msg[128];
         snprintf(msg, sizeof msg, "connect failed: %s", strerror(errno));
-        close_conn(c, msg);
+        conn_fail_soon(c, msg);
         return;
     }
     int one = 1;
@@ -792,7 +815,7 @@ static void conn_open(struct h2_pool *p)
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
     if (pthread_create(&th, &attr, resolve_thread, l) != 0) {
         l->refs--; /* no thread: only the connection holds it */
-        close_conn(c, "cannot start the resolver thread");
+        conn_fail_soon(c, "cannot start the resolver thread");
     }
     pthread_attr_destroy(&attr);
 }
@@ -932,6 +955,32 @@ static int submit(struct h2_conn *c, struct h2_req *r)
     return 0;
 }
 
+/* r (off the queue, on no stream) failed: reported by kick on the loop's next turn. */
+static void fail_soon(struct h2_req *r, const char *why)
+{
+    struct h2_pool *p = r->pool;
+    ev_timer_stop(p->loop, &r->deadline);
+    r->fail_why = why;
+    r->next = NULL;
+    *p->failed_tail = r;
+    p->failed_tail = &r->next;
+    ev_timer_start(p->loop, &p->kick);
+}
+
+static void kick_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct h2_pool *p = w->data;
+    while (p->failed) {
+        struct h2_req *r = p->failed;
+        p->failed = r->next;
+        if (!p->failed)
+            p->failed_tail = &p->failed;
+        finish(r, r->fail_why);
+    }
+}
+
 /* Put queued requests on free streams; open a connection when they need one. */
 static void pump(struct h2_pool *p)
 {
@@ -952,7 +1001,7 @@ static void pump(struct h2_pool *p)
             struct h2_req *r = p->qhead;
             queue_remove(r);
             if (submit(c, r) < 0) {
-                finish(r, "cannot open a stream");
+                fail_soon(r, "cannot open a stream");
                 continue;
             }
             sent = 1;
@@ -1113,6 +1162,9 @@ struct h2_pool *h2_pool_new(struct ev_loop *loop, const struct h2_pool_options *
     p->addr_refused = o->addr_refused;
     ev_timer_init(&p->reaper, reaper_cb, 0, 0);
     p->reaper.data = p;
+    p->failed_tail = &p->failed;
+    ev_timer_init(&p->kick, kick_cb, 0, 0);
+    p->kick.data = p;
     return p;
 }
 
@@ -1128,6 +1180,8 @@ void h2_pool_free(struct h2_pool *p)
         queue_remove(r);
         finish(r, "shut down");
     }
+    ev_timer_stop(p->loop, &p->kick);
+    kick_cb(p->loop, &p->kick, 0); /* what failed already, with its reason */
     /* a lookup still running was orphaned by close_conn: its thread frees it, and never
      * touches the pool */
     ev_timer_stop(p->loop, &p->reaper);

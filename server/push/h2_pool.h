@@ -91,11 +91,10 @@ struct h2_pool *h2_pool_new(struct ev_loop *loop, const struct h2_pool_options *
 void h2_pool_free(struct h2_pool *p);
 
 /* Queue a request: method, path, extra headers (":authority" and ":scheme" are added), and
- * a body, all copied. 0: cb will be called exactly once, as a rule later, but before
- * h2_pool_submit returns when the request fails at once (a connection that cannot even
- * start: no file descriptor, an unroutable or refused address; a stream nghttp2 will not
- * open). -1: the queue is full; cb is not called. arg is passed back untouched. Loop
- * thread. */
+ * a body, all copied. 0: cb will be called exactly once, from the loop, never before
+ * h2_pool_submit returns (a request that fails at once — a connection that cannot even
+ * start, a stream nghttp2 will not open — is reported on the loop's next turn). -1: the
+ * queue is full; cb is not called. arg is passed back untouched. Loop thread. */
 int h2_pool_submit(struct h2_pool *p, const char *method, const char *path,
                    const struct h2_header *headers, size_t n_headers, const char *body,
                    size_t body_len, h2_cb cb, void *arg);

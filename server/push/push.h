@@ -157,12 +157,11 @@ int push_vapid_generate(unsigned char **secret, size_t *secret_len, char *public
 
 /* Push ev to binding b (a push binding). b and ev (and the strings ev points to) are only
  * read during the call: what the push needs is copied. 0: cb will be called once, on the
- * loop, as a rule later — but before push_binding returns when the sender fails the push at
- * once (an FCM queue full, a connection that cannot even start: no file descriptor, an
- * unroutable address), so a caller must not rely on running first; r lives for the call
- * only, and for drop_binding b may be gone by then. arg is passed back untouched. -1 with
- * err: the push cannot be sent (no credentials for its provider, a token known dead, nothing
- * this binding can get for this kind of push, a full queue). -2 with err: not pushed by choice
+ * loop, later: never before push_binding returns (nor does any other push's callback run
+ * inside it); r lives for the call only, and for drop_binding b may be gone by then. arg is
+ * passed back untouched. -1 with err: the push cannot be sent (no credentials for its
+ * provider, a token known dead, nothing this binding can get for this kind of push, a full
+ * queue, sipwake stopping). -2 with err: not pushed by choice
  * (the policy's skip = true, or sipwake's default for a request that wakes no phone: an
  * OPTIONS, an unauthenticated SUBSCRIBE or REFER, a typing notice or IMDN MESSAGE, unless
  * the policy says skip = false). */

@@ -110,11 +110,11 @@ int webpush_addr_private(const struct sockaddr *sa);
 
 /* Push to the subscription url (https://...). topic may be NULL; vapid signs instead of the
  * sender's key when not NULL (a tenant's key pair). url, topic and vapid are only used
- * during the call (what goes out is copied). 0: cb will be called once, on the loop, maybe
- * before webpush_send returns (a connection refused at once); its result lives for the call
- * only. -1 with err (not an https URL, a private host, a bad topic, the queue full), cb not
- * called. A push to a new origin when 64 origins have a pool frees the oldest pool
- * (its pushes fail as "shut down"). Loop thread. */
+ * during the call (what goes out is copied). 0: cb will be called once, on the loop, never
+ * before webpush_send returns; its result lives for the call only. -1 with err (not an https
+ * URL, a private host, a bad topic, the queue full), cb not called. A push to a new origin
+ * when 64 origins have a pool retires the oldest pool: its pushes fail as "shut down" on the
+ * loop's next turn (not inside this call). Loop thread. */
 int webpush_send(struct webpush_sender *s, const char *url, long ttl, enum webpush_urgency u,
                  const char *topic, const struct webpush_vapid *vapid, webpush_cb cb, void *arg,
                  char *err, size_t errlen);

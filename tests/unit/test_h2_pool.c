@@ -113,6 +113,21 @@ static void *gate_watchdog(void *arg)
     return NULL;
 }
 
+/* Set while h2_pool_submit runs: a callback seen then ran before it returned. */
+static int submitting, called_inside;
+
+static void cb_outside(void *arg, const struct h2_response *resp)
+{
+    called_inside |= submitting;
+    cb(arg, resp);
+}
+
+static int refuse_all(const struct sockaddr *sa)
+{
+    (void)sa;
+    return 1;
+}
+
 /* Start the emulator with extra args; its port, or -1. */
 static int start_server(const char *extra, pid_t *pid)
 {
@@ -350,6 +365,28 @@ int main(void)
     pthread_join(watchdog, NULL);
     lookup_getaddrinfo = getaddrinfo;
     emulator_stop(pid);
+
+    /* a connection that fails before it starts (its address refused): the request fails, but
+     * from the loop, never inside h2_pool_submit (its caller may not be ready for it) */
+    {
+        char err[256], cafile[300];
+        snprintf(cafile, sizeof cafile, "%s/cert.pem", dir);
+        struct h2_pool_options o = {.host = "127.0.0.1",
+                                    .port = port,
+                                    .ca_file = cafile,
+                                    .timeout = 5,
+                                    .addr_refused = refuse_all};
+        p = h2_pool_new(loop, &o, err, sizeof err);
+        memset(r, 0, sizeof r);
+        submitting = 1;
+        is_int(h2_pool_submit(p, "GET", "/x", NULL, 0, NULL, 0, cb_outside, &r[0]), 0,
+               "a request to a refused address is queued");
+        submitting = 0;
+        ok(!called_inside && !r[0].done, "its callback did not run inside h2_pool_submit");
+        wait_all(r, 1, 5);
+        ok(r[0].done && strstr(r[0].error, "refused:"), "it runs from the loop: %s", r[0].error);
+        h2_pool_free(p);
+    }
 
     /* nobody listening */
     p = pool("127.0.0.1", port, "cert.pem", 5, 0);
