@@ -39,11 +39,14 @@ struct admin_deps {
 
 struct admin;
 
-/* NULL with err when [admin] enabled is no (err ""), or it cannot listen. */
+/* NULL with err when [admin] enabled is no (err ""), or it cannot listen. loop and cfg are
+ * borrowed for its lifetime; deps is copied (what it points to is borrowed, see above). The
+ * caller frees it with admin_free. Loop thread, as is every function here. */
 struct admin *admin_new(struct ev_loop *loop, const struct config *cfg,
                         const struct admin_deps *deps, char *err, size_t errlen);
 /* Before the store closes: requests waiting for it are dropped (what is left of a is freed
- * when the store hands their jobs back). */
+ * when the store hands their jobs back). Joins the password checker's thread, which ends
+ * after the check it is running: at shutdown, after the loop stopped. NULL: no-op. */
 void admin_free(struct admin *a);
 
 /* ---- shared by admin.c (the REST API, auth, statistics) and admin_mi.c (the MI) ---- */
@@ -95,25 +98,34 @@ struct admin_job {
     char who[80], source[64];
 };
 
-/* A job for r (may be NULL); queue it with admin_job_run. */
+/* A job for r (may be NULL: no one to answer); r's who and source are copied. The caller
+ * fills it (work, finish, its strings: s[], object, detail, data and result are freed with
+ * the job; action is borrowed, a static string) and queues it with admin_job_run. */
 struct admin_job *admin_job_new(struct admin *a, struct admin_req *r);
-/* Queue it: a write (in a batch transaction, audit row included) or a read. */
+/* Queue it: a write (in a batch transaction, audit row included) or a read. The job belongs
+ * to the store from now on: work runs on the store's worker (it may touch only the job and
+ * the backend), finish on the loop, then the job is freed; r waits (admin_http_wait) until
+ * finish answers it. */
 void admin_job_run(struct admin_job *j, int write);
 
-/* Answer r with j (stolen) as JSON. */
+/* Answer r with j (stolen: its reference is dropped) as JSON. r must not be used
+ * afterwards. */
 void admin_reply_json(struct admin_req *r, int status, json_t *j);
-/* The request body as a JSON object, or NULL after answering 400. */
+/* The request body as a JSON object (a new reference: the caller json_decrefs it), or NULL
+ * after answering 400 (r must not be used then). */
 json_t *admin_body_json(struct admin_req *r);
 
-/* Write an audit row for a change made on the loop (a registration removed, a reload). */
+/* Write an audit row for a change made on the loop (a registration removed, a reload),
+ * through the store's queue. object and detail are copied, action is borrowed (a static
+ * string); r (may be NULL) is only read. */
 void admin_audit(struct admin *a, struct admin_req *r, const char *action, const char *object,
                  const char *detail);
 
 /* The Contact as the admin shows it: the pn-prid value (the device token) replaced by
- * "redacted-" and its push log hash. */
+ * "redacted-" and its push log hash. New string: the caller frees it with free. */
 char *admin_contact_shown(const struct binding *b);
 
-/* The answer to POST /mi. */
+/* The answer to POST /mi: r is answered, now or once the store replied. */
 void admin_mi(struct admin *a, struct admin_req *r);
 
 #endif

@@ -58,18 +58,26 @@ struct admin_stream {
     int ended;
 };
 
-/* Called once per complete request (body read). The handler answers with admin_http_reply*, now
- * or later; if later it must call admin_http_wait first. */
+/* Called once per complete request (body read), on the loop. The handler answers with
+ * admin_http_reply*, now or later; if later it must call admin_http_wait first. r belongs to
+ * admin_http: valid until the handler answers it (it may be freed by the answer), so the
+ * handler copies what it keeps and touches r no more after answering. Every function here
+ * runs on the loop thread. */
 typedef void (*admin_handler)(void *arg, struct admin_req *r);
 
-/* Listen as cfg [admin] says. NULL with err (address in use, certificate unreadable). */
+/* Listen as cfg [admin] says (cfg and loop borrowed for the server's lifetime; the
+ * certificate and key files are read now). NULL with err (address in use, certificate
+ * unreadable). The caller frees it with admin_http_free. */
 struct admin_http *admin_http_new(struct ev_loop *loop, const struct config *cfg,
                                   admin_handler handler, void *arg, char *err, size_t errlen);
-/* Requests still waiting are dropped (their handlers' later answers are discarded). */
+/* Close every connection and free h. Requests still waiting are dropped: their handlers
+ * must still answer them (each r is freed by that answer), and what they answer is
+ * discarded. NULL: no-op. */
 void admin_http_free(struct admin_http *h);
 int admin_http_is_tls(const struct admin_http *h);
 
-/* A request header / query argument / cookie, or NULL. */
+/* A request header / query argument / cookie, or NULL. The string is libmicrohttpd's: valid
+ * until r is answered, and NULL once the client left (admin_http_gone). */
 const char *admin_http_header(struct admin_req *r, const char *name);
 const char *admin_http_query(struct admin_req *r, const char *name);
 const char *admin_http_cookie(struct admin_req *r, const char *name);
@@ -79,17 +87,21 @@ void admin_http_wait(struct admin_req *r);
 /* 1 when the client is gone while the request waited: nothing to answer, just free state. */
 int admin_http_gone(const struct admin_req *r);
 
-/* Answer with r->out as it is (status, content type). */
+/* Answer with r->out as it is (status, content type: borrowed, a static string). r must not
+ * be used afterwards. */
 void admin_http_reply(struct admin_req *r, int status, const char *content_type);
-/* Answer {"error": message} with status. */
+/* Answer {"error": message} with status (the message is formatted into r->out). r must not
+ * be used afterwards. */
 void admin_http_reply_error(struct admin_req *r, int status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-/* Answer a streamed body; the stream owns state from now on (done frees it). */
+/* Answer a streamed body; the stream owns state from now on (done frees it, also when the
+ * client left). content_type is borrowed (a static string). r must not be used afterwards. */
 void admin_http_reply_stream(struct admin_req *r, int status, const char *content_type,
                              int (*next)(void *state, struct buf *out), void (*done)(void *state),
                              void *state);
 /* Serve a file of root for r->path ("/" is index.html); 404 for anything else, 403 for a
- * path that tries to leave root. */
+ * path that tries to leave root. Reads the file on the loop (the pages are small and local).
+ * r must not be used afterwards. */
 void admin_http_reply_file(struct admin_req *r, const char *root);
 
 #endif

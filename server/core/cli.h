@@ -14,6 +14,8 @@
 
 #include "config.h"
 
+/* Each runs on the main thread with no loop running (it opens, uses and closes the store
+ * synchronously); cfg and argv are only read. */
 int cli_user(const struct config *cfg, int argc, char **argv);
 int cli_tenant(const struct config *cfg, int argc, char **argv);
 int cli_push(const struct config *cfg, int argc, char **argv);

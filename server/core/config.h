@@ -139,6 +139,11 @@ struct config {
     int *key_line; /* owned: per key row, the line of source that set it (0: default) */
 };
 
+/* Threads: a config is filled at start, before any thread runs, and never changes while
+ * sipwake runs (a SIGHUP reloads the policy and the tenants, not the file), so any thread may
+ * read it; modules borrow it for their lifetime. Its strings and lists are owned by the struct
+ * and freed by config_free. */
+
 /* Fill cfg with the embedded defaults (SIP on 127.0.0.1:5060 UDP/TCP and 5061 TLS, SQLite
  * under var/, policies/default.lua). Caller frees with config_free. */
 void config_defaults(struct config *cfg);
@@ -147,16 +152,21 @@ void config_defaults(struct config *cfg);
  * line and key in err. On failure cfg is left freed. */
 int config_load(const char *path, struct config *cfg, char *err, size_t errlen);
 
+/* Free what cfg owns (not cfg itself, usually the caller's static or stack struct); its
+ * pointers are left NULL. */
 void config_free(struct config *cfg);
 
 /* "FILE:LINE: " where [section] key was set in cfg's file, "FILE: " for a default: the prefix
- * of a config error found after loading (a credential file that does not load). */
+ * of a config error found after loading (a credential file that does not load), into the
+ * caller's out. */
 void config_key_where(const struct config *cfg, const char *section, const char *key, char *out,
                       size_t outlen);
 
-/* Write a description of every key (section, name, default, meaning) as Markdown. */
+/* Write a description of every key (section, name, default, meaning) as Markdown, to
+ * stdout (--config-doc). */
 void config_describe(void);
 
+/* "udp", "tcp", "tls": a static string. */
 const char *config_transport_name(enum config_transport t);
 
 /* 1 when the admin would listen outside loopback (127.0.0.0/8, ::1) without HTTPS: passwords

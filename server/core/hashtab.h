@@ -31,9 +31,15 @@ struct hashtab {
 /* The struct that embeds a node, from the node. */
 #define HASHTAB_ENTRY(node, type, member) ((type *)((char *)(node)-offsetof(type, member)))
 
+/* Unlocked: a table is used by one thread at a time (in sipwake, the loop's). */
+
+/* h is the caller's (embedded, usually). hashtab_free frees the bucket arrays only: the
+ * nodes are the caller's (empty the table first, or hashtab_drain it). */
 void hashtab_init(struct hashtab *h, size_t initial_buckets);
 void hashtab_free(struct hashtab *h);
 
+/* n is linked in as is (not copied) and stays the caller's memory: it must stay valid, and
+ * not move, until removed. n must not be in a table already / must be in h. */
 void hashtab_insert(struct hashtab *h, struct hashtab_node *n, uint64_t hash);
 void hashtab_remove(struct hashtab *h, struct hashtab_node *n);
 

@@ -15,6 +15,9 @@ enum log_level {
     LOG_LEVEL_DEBUG,
 };
 
+/* The level is process-wide: set it at start, before other threads log. log_msg and log_notice may
+ * be called from any thread: each line is formatted on the caller's stack and written with one
+ * fputs (stdio locks stderr). */
 void log_set_level(enum log_level level);
 enum log_level log_get_level(void);
 /* Parse "error|warn|info|debug"; 0 on success, -1 if unknown. */

@@ -87,7 +87,10 @@ static inline void metrics_add(enum metrics_id id, int64_t delta)
     metrics_values[id] += (uint64_t)delta;
 }
 
-/* OpenSIPS-style name, e.g. "usrloc:location-contacts". */
+/* Every function here is for the loop thread (see above); strings passed in are copied
+ * where they are kept. */
+
+/* OpenSIPS-style name, e.g. "usrloc:location-contacts": a static string. */
 const char *metrics_name(enum metrics_id id);
 
 /* Count one push outcome under its provider and reason (sipwake_push_results_total). */
@@ -113,7 +116,8 @@ struct metrics_credential_row {
     uint64_t count;
     int64_t last_ms, resolved_ms; /* resolved_ms: 0 while unresolved */
 };
-/* The rows, in the order of their first problem; *n of them. Borrowed until the next push. */
+/* The rows, in the order of their first problem; *n of them. Borrowed (metrics' own table)
+ * until the next metrics_credential_problem. */
 const struct metrics_credential_row *metrics_credential_problems(size_t *n);
 
 /* A parked request whose device came back after seconds (the wake latency histogram). */
@@ -126,7 +130,7 @@ void metrics_wake_histogram(uint64_t counts[METRICS_WAKE_BUCKETS], double *sum, 
 /* Every row's name, type and help, for listings (list_statistics). */
 int metrics_is_gauge(enum metrics_id id);
 
-/* Append every metric in Prometheus text format to out. */
+/* Append every metric in Prometheus text format to out (the caller's). */
 void metrics_render(struct buf *out);
 
 #endif

@@ -17,7 +17,10 @@
 
 #define UTIL_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
-/* Allocation that never returns NULL: on failure it logs and aborts. */
+/* Everything here may be called from any thread, but util_fast_random. */
+
+/* Allocation that never returns NULL: on failure it logs and aborts. The memory is the
+ * caller's, freed with free; xstrdup / xstrndup copy s (xstrndup at most n bytes). */
 void *xmalloc(size_t n);
 void *xcalloc(size_t n, size_t size);
 void *xrealloc(void *p, size_t n);
@@ -28,7 +31,7 @@ char *xstrndup(const char *s, size_t n);
  * For packing several strings into one allocation sized by the caller. */
 const char *util_pack_str(char **p, const char *s);
 
-/* Formatted string in a new allocation; caller frees. */
+/* Formatted string in a new allocation; caller frees with free. */
 char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* Case-insensitive compare of two slices / a slice and a C string. */
@@ -38,7 +41,8 @@ int util_caseeq(const char *a, const char *b);
 /* At most max bytes of in (NULL: ""), copied to out with every byte that is not an RFC 3261
  * §25.1 token character replaced by '?': the form any text from a request takes before it
  * goes into a header sipwake writes (a Warning's quoted text: a CR LF, '"' or '\' from the
- * phone would end the text or the header). out is always terminated. */
+ * phone would end the text or the header). out (the caller's, outlen bytes) is always
+ * terminated. */
 void util_token_text(const char *in, size_t max, char *out, size_t outlen);
 
 /* Parse a decimal integer in [min, max]; 0 on success, -1 if not a number or out of range. */
@@ -54,13 +58,16 @@ int64_t util_wall_ms(void);
 void util_random(void *p, size_t n);
 
 /* Read a whole small file (credentials, keys) into out, refusing one larger than max bytes.
- * 0, or -1 with err ("<path>: cannot open: ...", "<path>: larger than ..."). */
+ * 0, or -1 with err ("<path>: cannot open: ...", "<path>: larger than ..."). out is the
+ * caller's (appended to; buf_free, or buf_free_secret for a key). Blocks on the disk: at
+ * start, a reload or the CLI. */
 int util_read_file(const char *path, size_t max, struct buf *out, char *err, size_t errlen);
 
 /* A secret of n bytes kept in the file at path (mode 0600; made with random bytes, and its
  * directory with mode 0700 if missing, on first use), so it outlives restarts. 0; or 1 with a
  * warning in err when the file was readable by group or others and has been made 0600; or -1
- * with err (unreadable, not a regular file, wrong size, cannot be written). */
+ * with err (unreadable, not a regular file, wrong size, cannot be written). out is the
+ * caller's n bytes. Blocks on the disk (fsync when it writes): at start. */
 int util_secret_file(const char *path, unsigned char *out, size_t n, char *err, size_t errlen);
 
 /* A secret kept in the file open on fd (path for messages): 0 when only its owner may read it;

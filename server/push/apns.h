@@ -33,17 +33,25 @@
 struct apns_key;
 
 /* A token-auth key: the .p8 file (PKCS#8 P-256), its 10-character key id and the team id.
- * NULL with err (unreadable file, not a P-256 key, ids malformed). */
+ * NULL with err (unreadable file, not a P-256 key, ids malformed). The ids are copied; the
+ * caller frees the key with apns_key_free, after every sender that borrows it. Reads the
+ * disk: at start or on a reload. A key is not locked: one thread at a time (the loop's once
+ * a sender uses it). */
 struct apns_key *apns_key_load(const char *p8_path, const char *key_id, const char *team_id,
                                char *err, size_t errlen);
-/* The same from the key's PEM text (the web admin's upload). */
+/* The same from the key's PEM text (the web admin's upload; pem only read during the
+ * call). */
 struct apns_key *apns_key_from_pem(const char *pem, size_t len, const char *key_id,
                                    const char *team_id, char *err, size_t errlen);
+/* Free k and its cached token. NULL: no-op. */
 void apns_key_free(struct apns_key *k);
+/* The team id, owned by k. */
 const char *apns_key_team(const struct apns_key *k);
 
 /* The provider token at now: the cached one while younger than APNS_TOKEN_REFRESH, else (or
- * with force) a new one signed with iat = now. NULL if signing failed. */
+ * with force) a new one signed with iat = now. NULL if signing failed. The string is k's:
+ * valid until the next call that renews it or apns_key_free; copy it to keep it. Loop
+ * thread (the thread that owns k). */
 const char *apns_key_token(struct apns_key *k, time_t now, int force);
 
 enum apns_push_type { APNS_ALERT = 0, APNS_BACKGROUND, APNS_VOIP };
@@ -81,26 +89,34 @@ typedef void (*apns_cb)(void *arg, const struct apns_result *r);
 struct apns_sender;
 
 /* A sender to host:port (checked against ca_file, NULL: the system's CAs) with token auth
- * (key, borrowed) or certificate auth (cert/cert_key PEM files, key NULL). max_connections
- * and timeout as for h2 pools (0: defaults). NULL with err. */
+ * (key, borrowed: it must outlive the sender) or certificate auth (cert/cert_key PEM files,
+ * or cert the PEM text of chain and key; key NULL). host is copied; ca_file, cert and
+ * cert_key are read during the call only. max_connections and timeout as for h2 pools (0:
+ * defaults). NULL with err. The caller frees it with apns_sender_free. Loop thread, as are
+ * the sender's other functions. */
 struct apns_sender *apns_sender_new(struct ev_loop *loop, const char *host, int port,
                                     const char *ca_file, struct apns_key *key, const char *cert,
                                     const char *cert_key, int max_connections, double timeout,
                                     char *err, size_t errlen);
-/* Pending notifications are reported as failed ("shut down"). */
+/* Pending notifications are reported as failed ("shut down"): their callbacks run before
+ * it returns. Never waits (see h2_pool_free). The key is not freed. NULL: no-op. Loop
+ * thread. */
 void apns_sender_free(struct apns_sender *s);
 
-/* Send n (copied). 0: cb will be called exactly once. -1 with the reason in err: refused
- * here (payload empty or too large, the queue full), cb not called. */
+/* Send n (copied, the collapse id cut at 64 bytes). 0: cb will be called exactly once, on
+ * the loop, never before apns_send returns; its result lives for the call only. -1 with the reason
+ * in err: refused here (payload empty or too large, the queue full), cb not called. arg is passed
+ * back untouched. Loop thread. */
 int apns_send(struct apns_sender *s, const struct apns_notification *n, apns_cb cb, void *arg,
               char *err, size_t errlen);
 
+/* "delivered", "dead_token", ...: a static string. Any thread. */
 const char *apns_outcome_name(enum apns_outcome o);
 
 /* What apns_send refuses, checked on their own so that the registrar refuses a binding it
  * could never push (RFC 8599 §5.6.1.1) by the same rule: a device token is 1..512 hex
  * digits; a topic (bundle id, ".voip" for PushKit) is non-empty with no control character
- * (it is the apns-topic header). 0, or -1 with err. */
+ * (it is the apns-topic header). 0, or -1 with err. Any thread. */
 int apns_token_check(const char *token, char *err, size_t errlen);
 int apns_topic_check(const char *topic, char *err, size_t errlen);
 

@@ -198,7 +198,7 @@ static void job_fail(struct fcm_job *j, enum fcm_outcome o, const char *reason)
 }
 
 static void fetch_token(struct fcm_sender *s);
-static void send_job(struct fcm_job *j);
+static int send_job(struct fcm_job *j);
 
 static void wait_for_token(struct fcm_job *j)
 {
@@ -308,15 +308,15 @@ static void send_cb(void *arg, const struct h2_response *resp)
     job_done(j, &r);
 }
 
-static void send_job(struct fcm_job *j)
+/* 0: send_cb will follow; -1: the queue is full (j untouched: the caller fails or frees it). */
+static int send_job(struct fcm_job *j)
 {
     struct fcm_sender *s = j->s;
     char auth[2048];
     snprintf(auth, sizeof auth, "Bearer %s", s->acct->access_token);
     struct h2_header h[] = {{"authorization", auth}, {"content-type", "application/json"}};
-    if (h2_pool_submit(s->fcm, "POST", j->path ? j->path : s->send_path, h, 2, j->body,
-                       strlen(j->body), send_cb, j) < 0)
-        job_fail(j, FCM_RETRY_LATER, "queue full");
+    return h2_pool_submit(s->fcm, "POST", j->path ? j->path : s->send_path, h, 2, j->body,
+                          strlen(j->body), send_cb, j);
 }
 
 static void token_cb(void *arg, const struct h2_response *resp)
@@ -351,8 +351,8 @@ static void token_cb(void *arg, const struct h2_response *resp)
                      : resp->status                            ? FCM_REJECTED
                                                                : FCM_FAILED,
                      why);
-        else
-            send_job(w);
+        else if (send_job(w) < 0)
+            job_fail(w, FCM_RETRY_LATER, "queue full");
         w = next;
     }
 }
@@ -458,8 +458,14 @@ int fcm_send(struct fcm_sender *s, const struct fcm_message *m, fcm_cb cb, void 
     struct fcm_account *a = s->acct;
     if (!a->access_token || util_now() >= a->token_expires - 60)
         wait_for_token(j); /* fetched once, shortly before it expires */
-    else
-        send_job(j);
+    else if (send_job(j) < 0) {
+        /* refused here, as apns_send does: cb never runs before fcm_send returns */
+        free(j->body);
+        free(j->path);
+        free(j);
+        snprintf(err, errlen, "queue full");
+        return -1;
+    }
     return 0;
 }
 

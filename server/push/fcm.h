@@ -31,16 +31,23 @@
 struct fcm_account;
 
 /* From the service-account JSON text or file. NULL with err naming what is missing or
- * wrong (no private key, a key that cannot sign, no client_email, ...). */
+ * wrong (no private key, a key that cannot sign, no client_email, ...). What it needs is
+ * copied (json is only read during the call); fcm_account_load reads the disk (at start or
+ * on a reload). The caller frees the account with fcm_account_free, after every sender that
+ * borrows it. An account caches its access token, unlocked: one thread at a time (the
+ * loop's once a sender uses it). */
 struct fcm_account *fcm_account_from_json(const char *json, size_t len, char *err, size_t errlen);
 struct fcm_account *fcm_account_load(const char *path, char *err, size_t errlen);
+/* Free a, its key and its cached token. NULL: no-op. */
 void fcm_account_free(struct fcm_account *a);
+/* The project_id, owned by a. */
 const char *fcm_account_project(const struct fcm_account *a);
 /* 1 if s can be a Firebase project number (the "sender ID" Android apps such as Linphone
- * put in pn-param): 1..20 decimal digits. */
+ * put in pn-param): 1..20 decimal digits. Any thread. */
 int fcm_project_number_ok(const char *s);
 
-/* The signed assertion for the token request at now (new string; caller frees). */
+/* The signed assertion for the token request at now (new string; caller frees with free;
+ * NULL if signing failed). */
 char *fcm_account_assertion(const struct fcm_account *a, time_t now);
 
 struct fcm_message {
@@ -79,20 +86,28 @@ typedef void (*fcm_cb)(void *arg, const struct fcm_result *r);
 
 struct fcm_sender;
 
-/* A sender to the FCM host (host:port) for account (borrowed); the token endpoint is the
- * account's token_uri unless token_uri says otherwise. ca_file: CAs for both (NULL: the
- * system's). NULL with err. */
+/* A sender to the FCM host (host:port) for account (borrowed: it must outlive the sender);
+ * the token endpoint is the account's token_uri unless token_uri says otherwise. ca_file:
+ * CAs for both (NULL: the system's). host and token_uri are copied, ca_file read during the
+ * call. NULL with err. The caller frees it with fcm_sender_free. Loop thread, as are the
+ * sender's other functions. */
 struct fcm_sender *fcm_sender_new(struct ev_loop *loop, const char *host, int port,
                                   const char *token_uri, const char *ca_file,
                                   struct fcm_account *account, double timeout, char *err,
                                   size_t errlen);
+/* Fail every pending message ("shut down"; their callbacks run before it returns), a token
+ * fetch in progress with them, and free s; the account is not freed. Never waits (see
+ * h2_pool_free). NULL: no-op. Loop thread. */
 void fcm_sender_free(struct fcm_sender *s);
 
-/* 0: cb will be called once. -1 with err: refused here (data not an object of strings, too
- * big, no token, queue full). */
+/* Send m (copied into the request it makes). 0: cb will be called once, on the loop, never
+ * before fcm_send returns; its result lives for the call only. -1 with err: refused here
+ * (data not an object of strings, too big, no token, the queue full), cb not called. arg is
+ * passed back untouched. Loop thread. */
 int fcm_send(struct fcm_sender *s, const struct fcm_message *m, fcm_cb cb, void *arg, char *err,
              size_t errlen);
 
+/* "delivered", "dead_token", ...: a static string. Any thread. */
 const char *fcm_outcome_name(enum fcm_outcome o);
 
 #endif

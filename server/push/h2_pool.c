@@ -2,10 +2,15 @@
  * h2_pool: connections, streams and the queue of an HTTP/2 pool.
  *
  * A connection goes RESOLVING (a thread runs getaddrinfo and wakes the loop through the
- * pool's ev_async) -> CONNECTING (non-blocking connect) -> HANDSHAKING (TLS, ALPN h2) ->
+ * lookup's ev_async) -> CONNECTING (non-blocking connect) -> HANDSHAKING (TLS, ALPN h2) ->
  * READY, and ends in close_conn. nghttp2 runs in memory mode: what it wants to send is
  * appended to the connection's output buffer and written with SSL_write as the socket
  * allows; what SSL_read returns is fed to nghttp2_session_mem_recv.
+ *
+ * A lookup (struct h2_lookup) is shared by its thread and its connection, each holding a
+ * reference; the last to let go frees it. A connection closed while its lookup runs (its pool
+ * freed, its deadline passed) lets go at once and the thread's answer is dropped: the loop
+ * never waits for getaddrinfo, and the thread never sees the connection or the pool.
  */
 #include "h2_pool.h"
 
@@ -15,6 +20,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,6 +45,7 @@
 enum conn_state { C_RESOLVING, C_CONNECTING, C_HANDSHAKING, C_READY, C_CLOSED };
 
 struct h2_req;
+struct h2_lookup;
 
 struct h2_conn {
     struct h2_conn *next;
@@ -57,10 +64,11 @@ struct h2_conn {
                         * again on another connection */
     struct buf out;
     size_t out_off;
-    size_t streams;        /* requests in flight on it */
-    struct h2_req *flight; /* those requests */
-    int goaway;            /* no new streams */
-    int refcount;          /* > 0 while a resolver thread holds it */
+    size_t streams;           /* requests in flight on it */
+    struct h2_req *flight;    /* those requests */
+    int goaway;               /* no new streams */
+    struct h2_lookup *lookup; /* while RESOLVING: the connection's reference to its lookup */
+    char fail_why[200];       /* failed before it started: closed by its timer (conn_fail_soon) */
 };
 
 struct h2_req {
@@ -77,23 +85,31 @@ struct h2_req {
     h2_cb cb;
     void *arg;
     ev_timer deadline;
-    int refused;  /* times the server refused its stream (REFUSED_STREAM) */
-    int replayed; /* sent again after its connection stopped answering */
+    int refused;          /* times the server refused its stream (REFUSED_STREAM) */
+    const char *fail_why; /* on the pool's failed list: why (a static string) */
+    int replayed;         /* sent again after its connection stopped answering */
     int status;
     struct buf rbody;
     struct h2_header rh[H2_MAX_RESPONSE_HEADERS];
     size_t n_rh;
 };
 
-struct resolve_job {
-    struct h2_pool *pool;
-    struct h2_conn *conn;
-    char *host;
-    int port;
+/* One getaddrinfo on its own thread. The thread reads host and port (fixed before it starts)
+ * and writes the answer under lock; it wakes the loop through wake only while the connection
+ * still holds its reference, so after lookup_release the thread touches this struct alone. */
+struct h2_lookup {
+    pthread_mutex_t lock;
+    int refs;     /* under lock: the thread's and the connection's, 2 at the start */
+    int orphaned; /* under lock: the connection let go; the answer goes nowhere */
+    int done;     /* under lock: rc, addr and addrlen are set */
     int rc;
     struct sockaddr_storage addr;
     socklen_t addrlen;
-    struct resolve_job *next; /* done list */
+    char *host;
+    int port;
+    struct ev_loop *loop;
+    ev_async wake;        /* started on the loop until the connection lets go */
+    struct h2_conn *conn; /* loop thread only; NULL once orphaned */
 };
 
 struct h2_pool {
@@ -110,18 +126,25 @@ struct h2_pool {
     size_t queued, in_flight;
     struct h2_conn *conns;
     size_t n_conns;
-    ev_async resolved;
-    pthread_mutex_t lock;
-    struct resolve_job *done; /* resolver results, under lock */
-    int resolving;            /* resolver threads running, under lock */
-    struct h2_conn *dead;     /* closed connections, freed once their callbacks unwound */
+    struct h2_conn *dead; /* closed connections, freed once their callbacks unwound */
     ev_timer reaper;
+    /* requests that failed inside h2_pool_submit (no stream), reported from the loop by kick:
+     * a callback never runs before h2_pool_submit returns */
+    struct h2_req *failed, **failed_tail;
+    ev_timer kick;
     int freeing;
 };
 
 static void pump(struct h2_pool *p);
 static void close_conn(struct h2_conn *c, const char *why);
 static void conn_replace(struct h2_conn *c, const char *why);
+
+/* The resolver's getaddrinfo: tests/unit/test_h2_pool.c puts one there that waits on a
+ * condition the test controls, to hold a lookup in progress. */
+static int (*lookup_getaddrinfo)(const char *node, const char *service,
+                                 const struct addrinfo *hints, struct addrinfo **res) = getaddrinfo;
+/* lookups not freed yet, whoever holds them (the unit test waits for 0) */
+static atomic_int lookups_alive;
 
 /* What pools use when their options leave ping_after / ping_timeout at 0 (loop thread). */
 static double default_ping_after = 3600, default_ping_timeout = 5;
@@ -564,6 +587,10 @@ static void conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     (void)revents;
     struct h2_conn *c = w->data;
+    if (*c->fail_why) {
+        close_conn(c, c->fail_why);
+        return;
+    }
     if (c->state != C_READY) {
         close_conn(c, "connect or TLS handshake timed out");
         return;
@@ -590,30 +617,76 @@ static void ping_wait_cb(struct ev_loop *loop, ev_timer *w, int revents)
 
 /* ------------------------------------------------------------------ opening and closing */
 
+static void lookup_free(struct h2_lookup *l)
+{
+    pthread_mutex_destroy(&l->lock);
+    free(l->host);
+    free(l);
+    atomic_fetch_sub(&lookups_alive, 1);
+}
+
+/* Drop one reference (lock held); the caller frees l when this returns 1. */
+static int lookup_unref_locked(struct h2_lookup *l)
+{
+    return --l->refs == 0;
+}
+
+/* Loop thread: the connection lets go of its lookup. Its answer, if it comes later, is
+ * dropped; a thread still in getaddrinfo keeps l alive until it returns. Never waits for
+ * the thread: the lock is only ever held for a few instructions. */
+static void lookup_release(struct h2_lookup *l)
+{
+    pthread_mutex_lock(&l->lock);
+    /* under the lock: the thread wakes the loop only while not orphaned, so no
+     * ev_async_send races the stop */
+    ev_async_stop(l->loop, &l->wake);
+    l->orphaned = 1;
+    l->conn = NULL;
+    int last = lookup_unref_locked(l);
+    pthread_mutex_unlock(&l->lock);
+    if (last)
+        lookup_free(l);
+}
+
 static void *resolve_thread(void *arg)
 {
-    struct resolve_job *j = arg;
+    struct h2_lookup *l = arg;
     struct addrinfo hints = {0}, *res = NULL;
     hints.ai_socktype = SOCK_STREAM;
     char port[8];
-    snprintf(port, sizeof port, "%d", j->port);
-    j->rc = getaddrinfo(j->host, port, &hints, &res);
-    if (j->rc == 0 && res) {
-        memcpy(&j->addr, res->ai_addr, res->ai_addrlen);
-        j->addrlen = res->ai_addrlen;
-    } else if (j->rc == 0) {
-        j->rc = EAI_NONAME;
+    snprintf(port, sizeof port, "%d", l->port);
+    int rc = lookup_getaddrinfo(l->host, port, &hints, &res);
+    if (rc == 0 && !res)
+        rc = EAI_NONAME;
+    pthread_mutex_lock(&l->lock);
+    l->rc = rc;
+    if (rc == 0) {
+        memcpy(&l->addr, res->ai_addr, res->ai_addrlen);
+        l->addrlen = res->ai_addrlen;
     }
+    l->done = 1;
+    if (!l->orphaned)
+        ev_async_send(l->loop, &l->wake);
+    int last = lookup_unref_locked(l);
+    pthread_mutex_unlock(&l->lock);
     if (res)
         freeaddrinfo(res);
-    struct h2_pool *p = j->pool;
-    pthread_mutex_lock(&p->lock);
-    j->next = p->done;
-    p->done = j;
-    p->resolving--;
-    ev_async_send(p->loop, &p->resolved); /* under the lock: h2_pool_free waits for it */
-    pthread_mutex_unlock(&p->lock);
+    if (last)
+        lookup_free(l);
     return NULL;
+}
+
+/* c failed before it could start (an address refused, no socket, a connect refused at once,
+ * no resolver thread): it is closed by its timer on the loop's next turn, not now, since this
+ * may run inside h2_pool_submit, whose callback must not run before it returns. */
+static void conn_fail_soon(struct h2_conn *c, const char *why)
+{
+    struct ev_loop *loop = c->pool->loop;
+    snprintf(c->fail_why, sizeof c->fail_why, "%s", why);
+    ev_io_stop(loop, &c->io);
+    ev_timer_stop(loop, &c->timer);
+    ev_timer_set(&c->timer, 0, 0);
+    ev_timer_start(loop, &c->timer);
 }
 
 static void conn_connect(struct h2_conn *c, const struct sockaddr_storage *ss, socklen_t len)
@@ -622,7 +695,7 @@ static void conn_connect(struct h2_conn *c, const struct sockaddr_storage *ss, s
     if (p->addr_refused && p->addr_refused((const struct sockaddr *)ss)) {
         char msg[200];
         snprintf(msg, sizeof msg, "refused: %s is a local or private address", p->host);
-        close_conn(c, msg);
+        conn_fail_soon(c, msg);
         return;
     }
     c->fd = socket(ss->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -630,7 +703,7 @@ static void conn_connect(struct h2_conn *c, const struct sockaddr_storage *ss, s
         (connect(c->fd, (const struct sockaddr *)ss, len) < 0 && errno != EINPROGRESS)) {
         char msg[128];
         snprintf(msg, sizeof msg, "connect failed: %s", strerror(errno));
-        close_conn(c, msg);
+        conn_fail_soon(c, msg);
         return;
     }
     int one = 1;
@@ -663,32 +736,28 @@ static void conn_connect(struct h2_conn *c, const struct sockaddr_storage *ss, s
     ev_io_start(p->loop, &c->io);
 }
 
-static void resolved_cb(struct ev_loop *loop, ev_async *w, int revents)
+/* Loop thread: the lookup's answer for the connection still waiting for it. */
+static void lookup_done_cb(struct ev_loop *loop, ev_async *w, int revents)
 {
     (void)loop;
     (void)revents;
-    struct h2_pool *p = w->data;
-    pthread_mutex_lock(&p->lock);
-    struct resolve_job *j = p->done;
-    p->done = NULL;
-    pthread_mutex_unlock(&p->lock);
-    while (j) {
-        struct resolve_job *next = j->next;
-        struct h2_conn *c = j->conn;
-        c->refcount--;
-        if (c->state == C_CLOSED) {
-            if (c->refcount == 0)
-                free(c);
-        } else if (j->rc != 0) {
-            char msg[200];
-            snprintf(msg, sizeof msg, "cannot resolve %s: %s", j->host, gai_strerror(j->rc));
-            close_conn(c, msg);
-        } else {
-            conn_connect(c, &j->addr, j->addrlen);
-        }
-        free(j->host);
-        free(j);
-        j = next;
+    struct h2_lookup *l = w->data;
+    pthread_mutex_lock(&l->lock);
+    int done = l->done, rc = l->rc;
+    struct sockaddr_storage addr = l->addr;
+    socklen_t addrlen = l->addrlen;
+    pthread_mutex_unlock(&l->lock);
+    if (!done)
+        return;
+    struct h2_conn *c = l->conn;
+    c->lookup = NULL;
+    lookup_release(l);
+    if (rc != 0) {
+        char msg[200];
+        snprintf(msg, sizeof msg, "cannot resolve %s: %s", c->pool->host, gai_strerror(rc));
+        close_conn(c, msg);
+    } else {
+        conn_connect(c, &addr, addrlen);
     }
 }
 
@@ -727,28 +796,26 @@ static void conn_open(struct h2_pool *p)
         return;
     }
     /* a fresh lookup per connection, off the loop */
-    struct resolve_job *j = xcalloc(1, sizeof *j);
-    j->pool = p;
-    j->conn = c;
-    j->host = xstrdup(p->host);
-    j->port = p->port;
+    struct h2_lookup *l = xcalloc(1, sizeof *l);
+    atomic_fetch_add(&lookups_alive, 1);
+    pthread_mutex_init(&l->lock, NULL);
+    l->refs = 2; /* the thread's and the connection's */
+    l->host = xstrdup(p->host);
+    l->port = p->port;
+    l->loop = p->loop;
+    l->conn = c;
+    ev_async_init(&l->wake, lookup_done_cb);
+    l->wake.data = l;
+    ev_async_start(p->loop, &l->wake);
     c->state = C_RESOLVING;
-    c->refcount++;
-    pthread_mutex_lock(&p->lock);
-    p->resolving++;
-    pthread_mutex_unlock(&p->lock);
+    c->lookup = l;
     pthread_t th;
     pthread_attr_t attr;
     pthread_attr_init(&attr);
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    if (pthread_create(&th, &attr, resolve_thread, j) != 0) {
-        pthread_mutex_lock(&p->lock);
-        p->resolving--;
-        pthread_mutex_unlock(&p->lock);
-        c->refcount--;
-        free(j->host);
-        free(j);
-        close_conn(c, "cannot start the resolver thread");
+    if (pthread_create(&th, &attr, resolve_thread, l) != 0) {
+        l->refs--; /* no thread: only the connection holds it */
+        conn_fail_soon(c, "cannot start the resolver thread");
     }
     pthread_attr_destroy(&attr);
 }
@@ -772,6 +839,10 @@ static void close_conn(struct h2_conn *c, const char *why)
     ev_io_stop(p->loop, &c->io);
     ev_timer_stop(p->loop, &c->timer);
     ev_timer_stop(p->loop, &c->ping_wait);
+    if (c->lookup) { /* still resolving: orphan the lookup, its thread frees it */
+        lookup_release(c->lookup);
+        c->lookup = NULL;
+    }
     /* The requests still in flight fail: the server may have acted on them. When it stopped
      * answering (c->replay), each goes again once on another connection: a push delivered
      * twice costs less than a call that never rings. The flight list is newest first, so
@@ -786,7 +857,8 @@ static void close_conn(struct h2_conn *c, const char *why)
             req_reset(r);
             queue_push(r, 1);
         } else {
-            finish(r, was_ready ? "connection lost" : why);
+            /* freeing the pool: "shut down", as h2_pool.h says, whatever the state */
+            finish(r, was_ready && !p->freeing ? "connection lost" : why);
         }
     }
     if (c->session) {
@@ -808,13 +880,11 @@ static void close_conn(struct h2_conn *c, const char *why)
             finish(r, msg);
         }
     }
-    if (c->refcount == 0) {
-        /* closed from inside its own callbacks, maybe: freed from the loop later */
-        c->next = p->dead;
-        p->dead = c;
-        if (!p->freeing)
-            ev_timer_start(p->loop, &p->reaper);
-    }
+    /* closed from inside its own callbacks, maybe: freed from the loop later */
+    c->next = p->dead;
+    p->dead = c;
+    if (!p->freeing)
+        ev_timer_start(p->loop, &p->reaper);
     if (!p->freeing)
         pump(p);
 }
@@ -885,6 +955,32 @@ static int submit(struct h2_conn *c, struct h2_req *r)
     return 0;
 }
 
+/* r (off the queue, on no stream) failed: reported by kick on the loop's next turn. */
+static void fail_soon(struct h2_req *r, const char *why)
+{
+    struct h2_pool *p = r->pool;
+    ev_timer_stop(p->loop, &r->deadline);
+    r->fail_why = why;
+    r->next = NULL;
+    *p->failed_tail = r;
+    p->failed_tail = &r->next;
+    ev_timer_start(p->loop, &p->kick);
+}
+
+static void kick_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct h2_pool *p = w->data;
+    while (p->failed) {
+        struct h2_req *r = p->failed;
+        p->failed = r->next;
+        if (!p->failed)
+            p->failed_tail = &p->failed;
+        finish(r, r->fail_why);
+    }
+}
+
 /* Put queued requests on free streams; open a connection when they need one. */
 static void pump(struct h2_pool *p)
 {
@@ -905,7 +1001,7 @@ static void pump(struct h2_pool *p)
             struct h2_req *r = p->qhead;
             queue_remove(r);
             if (submit(c, r) < 0) {
-                finish(r, "cannot open a stream");
+                fail_soon(r, "cannot open a stream");
                 continue;
             }
             sent = 1;
@@ -1064,12 +1160,11 @@ struct h2_pool *h2_pool_new(struct ev_loop *loop, const struct h2_pool_options *
     p->ping_after = o->ping_after > 0 ? o->ping_after : default_ping_after;
     p->ping_timeout = o->ping_timeout > 0 ? o->ping_timeout : default_ping_timeout;
     p->addr_refused = o->addr_refused;
-    pthread_mutex_init(&p->lock, NULL);
-    ev_async_init(&p->resolved, resolved_cb);
-    p->resolved.data = p;
-    ev_async_start(loop, &p->resolved);
     ev_timer_init(&p->reaper, reaper_cb, 0, 0);
     p->reaper.data = p;
+    p->failed_tail = &p->failed;
+    ev_timer_init(&p->kick, kick_cb, 0, 0);
+    p->kick.data = p;
     return p;
 }
 
@@ -1085,31 +1180,13 @@ void h2_pool_free(struct h2_pool *p)
         queue_remove(r);
         finish(r, "shut down");
     }
-    /* a resolver thread still running needs the pool: wait for it (getaddrinfo gives up
-     * on its own) */
-    for (;;) {
-        pthread_mutex_lock(&p->lock);
-        int running = p->resolving;
-        struct resolve_job *j = p->done;
-        p->done = NULL;
-        pthread_mutex_unlock(&p->lock);
-        while (j) {
-            struct resolve_job *next = j->next;
-            if (--j->conn->refcount == 0)
-                free(j->conn);
-            free(j->host);
-            free(j);
-            j = next;
-        }
-        if (!running)
-            break;
-        usleep(2000);
-    }
-    ev_async_stop(p->loop, &p->resolved);
+    ev_timer_stop(p->loop, &p->kick);
+    kick_cb(p->loop, &p->kick, 0); /* what failed already, with its reason */
+    /* a lookup still running was orphaned by close_conn: its thread frees it, and never
+     * touches the pool */
     ev_timer_stop(p->loop, &p->reaper);
     reap(p);
     SSL_CTX_free(p->ctx);
-    pthread_mutex_destroy(&p->lock);
     free(p->host);
     free(p);
 }

@@ -48,7 +48,8 @@ struct h2_response {
     const char *error; /* "timeout", "queue shut down", "connection lost", ... or NULL */
 };
 
-/* Called once per submitted request; resp and its strings live for the call only. */
+/* Called once per submitted request, on the loop; resp and its strings live for the call
+ * only. */
 typedef void (*h2_cb)(void *arg, const struct h2_response *resp);
 
 struct sockaddr;
@@ -77,21 +78,28 @@ void h2_pool_set_health(double ping_after, double ping_timeout);
 struct h2_pool;
 
 /* A pool (no connection is opened before the first request). NULL with err when the TLS
- * context cannot be made (unreadable CA file, client certificate or key). */
+ * context cannot be made (unreadable CA file, client certificate or key). o->host is copied
+ * and the files are read during the call (at start, a reload or a credential change: not
+ * per request); loop is borrowed and must outlive the pool. The caller frees it with
+ * h2_pool_free. Loop thread, as is every function here. */
 struct h2_pool *h2_pool_new(struct ev_loop *loop, const struct h2_pool_options *o, char *err,
                             size_t errlen);
 
-/* Fail every request with "shut down" and close every connection. */
+/* Fail every request with "shut down" (their callbacks run before it returns), close every
+ * connection and free p. Loop thread. Never waits: a host name lookup in progress is
+ * orphaned (its thread frees it and drops the answer; it never touches p again). NULL: no-op. */
 void h2_pool_free(struct h2_pool *p);
 
 /* Queue a request: method, path, extra headers (":authority" and ":scheme" are added), and
- * a body (copied). 0: cb will be called exactly once. -1: the queue is full; cb is not
- * called. */
+ * a body, all copied. 0: cb will be called exactly once, from the loop, never before
+ * h2_pool_submit returns (a request that fails at once — a connection that cannot even
+ * start, a stream nghttp2 will not open — is reported on the loop's next turn). -1: the
+ * queue is full; cb is not called. arg is passed back untouched. Loop thread. */
 int h2_pool_submit(struct h2_pool *p, const char *method, const char *path,
                    const struct h2_header *headers, size_t n_headers, const char *body,
                    size_t body_len, h2_cb cb, void *arg);
 
-/* Requests queued (not yet on a stream) and in flight, and connections open. */
+/* Requests queued (not yet on a stream) and in flight, and connections open. Loop thread. */
 size_t h2_pool_queued(const struct h2_pool *p);
 size_t h2_pool_in_flight(const struct h2_pool *p);
 size_t h2_pool_connections(const struct h2_pool *p);

@@ -57,13 +57,17 @@ struct pn_info {
  * or as sipwake stored it). Params are read by sip_msg_uri_next_param, the one reading of
  * URI params: names compare unescaped and without case (pn%2Dprid is pn-prid, RFC 3261
  * §19.1.4), ";pn-prid=" inside the user part is part of the user, and a push param given
- * twice makes the binding PN_INVALID. Always fills out (pn_free it). Returns out->kind. */
+ * twice makes the binding PN_INVALID. Always fills out (pn_free it): out's strings are
+ * copies, uri is only read during the call. Returns out->kind. Any thread: nothing here keeps
+ * state, and so for every function below. */
 enum pn_kind pn_parse(const char *uri, struct pn_info *out);
 
-/* Classify already unescaped values (as stored with a binding). provider NULL: PN_NONE. */
+/* Classify already unescaped values (as stored with a binding). provider NULL: PN_NONE.
+ * The values are copied into out (pn_free it). Any thread. */
 enum pn_kind pn_from_strings(const char *provider, const char *param, const char *prid,
                              struct pn_info *out);
 
+/* Free the strings info owns (not info itself) and zero it: pn_free twice is safe. */
 void pn_free(struct pn_info *info);
 
 /* What a push token's value is replaced with wherever a URI is shown or logged, followed by

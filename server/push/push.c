@@ -34,9 +34,12 @@ struct dead_token {
 };
 
 /* One credential set and the senders that use it. Jobs hold a reference, so a set replaced
- * by a reload lives until its last push has answered. */
+ * by a reload lives until its last push has answered. Every set alive is also on the push's
+ * `all` list, so push_free reaches the senders of a replaced set still waiting for its last
+ * push too. */
 struct push_creds {
     struct push_creds *next;
+    struct push_creds *all_next, **all_pprev; /* struct push's all */
     int refs;
     char *name;   /* "tenant/set", or PUSH_CONFIG_SET */
     char *tenant; /* NULL for the [push] set */
@@ -58,6 +61,8 @@ struct push {
     struct store *store;
     struct push_creds *config; /* the [push] set */
     struct push_creds *sets;   /* the tenants' sets, in name order */
+    struct push_creds *all;    /* every set alive: those above and replaced ones still in use */
+    int closing;               /* push_free runs: nothing new is pushed */
     struct webpush_vapid *vapid;
     struct webpush_sender *webpush;
     struct hashtab dead;
@@ -316,6 +321,9 @@ static void creds_unref(struct push_creds *c)
 {
     if (!c || --c->refs > 0)
         return;
+    *c->all_pprev = c->all_next;
+    if (c->all_next)
+        c->all_next->all_pprev = c->all_pprev;
     apns_sender_free(c->apns);
     apns_sender_free(c->apns_dev);
     fcm_sender_free(c->fcm_sender);
@@ -331,9 +339,14 @@ static void creds_unref(struct push_creds *c)
     free(c);
 }
 
-static struct push_creds *creds_new(const char *name, const char *tenant)
+static struct push_creds *creds_new(struct push *p, const char *name, const char *tenant)
 {
     struct push_creds *c = xcalloc(1, sizeof *c);
+    c->all_next = p->all;
+    if (p->all)
+        p->all->all_pprev = &c->all_next;
+    c->all_pprev = &p->all;
+    p->all = c;
     c->refs = 1;
     c->name = xstrdup(name);
     c->tenant = tenant ? xstrdup(tenant) : NULL;
@@ -353,7 +366,7 @@ static int creds_fcm(struct push *p, struct push_creds *c, char *err, size_t err
 static struct push_creds *creds_from_set(struct push *p, const struct tenant_set *s, char *err,
                                          size_t errlen)
 {
-    struct push_creds *c = creds_new(s->full, s->tenant);
+    struct push_creds *c = creds_new(p, s->full, s->tenant);
     c->fingerprint = s->fingerprint;
     const struct tenant_cred *k = &s->cred[TENANT_APNS_KEY];
     const struct tenant_cred *crt = &s->cred[TENANT_APNS_CERT];
@@ -764,6 +777,10 @@ int push_binding(struct push *p, struct lua_vm *vm, const struct binding *b,
         snprintf(err, errlen, "not a push binding");
         return -1;
     }
+    if (p->closing) { /* a callback of a push push_free failed may try again */
+        snprintf(err, errlen, "sipwake is stopping");
+        return -1;
+    }
     struct pn_info pn;
     if (pn_from_strings(b->pn_provider, b->pn_param, b->pn_prid, &pn) != PN_PUSH) {
         snprintf(err, errlen, "unusable push params: %s", pn.error);
@@ -1129,7 +1146,7 @@ struct push *push_new(struct ev_loop *loop, const struct config *cfg, struct loc
     hashtab_init(&p->dead, 64);
     h2_pool_set_health((double)cfg->push_ping_interval, (double)cfg->push_ping_timeout);
     hashtab_init(&p->team_logged, 16);
-    struct push_creds *c = p->config = creds_new(PUSH_CONFIG_SET, NULL);
+    struct push_creds *c = p->config = creds_new(p, PUSH_CONFIG_SET, NULL);
     c->key_env = c->cert_env = (enum tenant_env)cfg->apns_environment;
     char why[300];
     if (*cfg->apns_key_file) {
@@ -1291,6 +1308,21 @@ void push_free(struct push *p)
 {
     if (!p)
         return;
+    p->closing = 1;
+    /* Fail the pushes in flight: freeing a set's senders answers each of them "shut down" now
+     * (their jobs drop their references as they finish). Dropping the sets' references alone
+     * would leave a set with a push in flight, its senders and that push behind, never
+     * answered — also for a set a reload replaced, which only its jobs still hold. */
+    for (struct push_creds *c = p->all, *next; c; c = next) {
+        c->refs++; /* c stays while its jobs finish; those hold no other set */
+        apns_sender_free(c->apns);
+        apns_sender_free(c->apns_dev);
+        fcm_sender_free(c->fcm_sender);
+        c->apns = c->apns_dev = NULL;
+        c->fcm_sender = NULL;
+        next = c->all_next;
+        creds_unref(c);
+    }
     push_set_tenants(p, NULL);
     creds_unref(p->config);
     webpush_sender_free(p->webpush);

@@ -76,43 +76,58 @@ typedef void (*push_cb)(void *arg, const struct push_result *r);
 
 struct push;
 
-/* The dispatcher with the credentials of cfg [push] (loc, store and cfg borrowed; store may
- * be NULL: no push log). NULL with err naming the bad key, file or setting. */
+/* The dispatcher with the credentials of cfg [push] (loop, loc, store and cfg borrowed: they
+ * must outlive it; store may be NULL: no push log). NULL with err naming the bad key, file
+ * or setting. Reads the key files (at start). The caller frees it with push_free. Loop
+ * thread, as is every function here that takes a struct push. */
 struct push *push_new(struct ev_loop *loop, const struct config *cfg, struct location *loc,
                       struct store *store, char *err, size_t errlen);
 
 /* Loads and checks the credentials of cfg [push] exactly as push_new does, then drops them:
  * for --check and for a start to fail before it touches the store. It writes nothing: a missing
  * VAPID key file is left for the start to make. 0, or -1 with err: push_new's
- * message after the file and line of the key ("sipwake.conf:3: [push] apns_key_file: ..."). */
+ * message after the file and line of the key ("sipwake.conf:3: [push] apns_key_file: ...").
+ * cfg is only read; any thread (it keeps nothing). */
 int push_check_config(const struct config *cfg, char *err, size_t errlen);
 
-/* Use the credential sets of t (read now; t may be freed after the call). A set that cannot
- * be used (a key that does not parse) is logged and left out. */
+/* Use the credential sets of t (read now; t may be freed after the call: what is kept is
+ * copied). A set that cannot be used (a key that does not parse) is logged and left out. A
+ * set that changed or went is released: its senders are freed once its last push in flight
+ * ends (freeing never waits). t NULL: no tenant sets. Loop thread. */
 void push_set_tenants(struct push *p, const struct tenants *t);
 
 /* Check a credential before it is stored, the way it will be used: an APNs key that signs,
  * a certificate with its key (PKCS#12 is converted to PEM, password may be NULL), a service
  * account with its private key (team_id, if given: its project's number, 1..20 digits, stored
  * in the team_id column as an FCM credential's project_number). On success *secret (of *secret_len
- * bytes) is what to store (allocated), and label, team_id (certificate: its UID), not_after are
- * filled where known. 0 or -1 with err. */
+ * bytes) is what to store (allocated: the caller frees it with free, after wiping it), and
+ * label, team_id (certificate: its UID), not_after are filled where known, into the caller's
+ * buffers. data and the other arguments are only read during the call. 0 or -1 with err
+ * (*secret NULL then). Keeps no state: any thread. */
 int push_credential_check(const char *kind, const unsigned char *data, size_t len,
                           const char *key_id, const char *team_id, const char *password,
                           unsigned char **secret, size_t *secret_len, char *label, size_t label_len,
                           char *cert_uid, size_t uid_len, time_t *not_after, char *err,
                           size_t errlen);
-/* Pushes in flight are reported as failed ("shut down"). */
+/* Pushes in flight are reported as failed ("shut down"), also those of a set a reload
+ * replaced: their callbacks run before it returns (push_binding refuses from then on, for a
+ * callback that tries again), then p and its credential sets are freed. Call it while the
+ * store is open (the outcomes go to the push log). Never waits for the network (see
+ * h2_pool_free). NULL: no-op. Loop thread. */
 void push_free(struct push *p);
 
 /* The first 16 hex digits of SHA-256(token): follows a device through the push log and the
- * admin, and tells nobody its token. */
+ * admin, and tells nobody its token. out is the caller's. Any thread. */
 void push_token_hash(const char *prid, char out[17]);
 
-/* The VAPID public key (for +sip.vapid), or NULL when webpush is not enabled. */
+/* The VAPID public key (for +sip.vapid), or NULL when webpush is not enabled. The string is
+ * p's: valid until push_free. */
 const char *push_vapid_public(const struct push *p);
 /* The same for a SIP domain (arg: the push): its tenant's key pair when it has one (its default
- * set's, else its first set's), else sipwake's. For registrar_set_vapid. */
+ * set's, else its first set's), else sipwake's. For registrar_set_vapid. The string belongs
+ * to the credential set: valid until the next push_set_tenants (which may drop that set), so
+ * a caller that keeps it past the current callback copies it. domain is only read. Loop
+ * thread (it reads tenant_current). */
 const char *push_vapid_for_domain(void *arg, const char *domain);
 /* Can a push ever be sent to a binding of an AoR in domain with these push params (PN_PUSH;
  * arg: the push)? 1 if a set that a push without a policy-chosen set would use serves it —
@@ -129,19 +144,25 @@ const char *push_vapid_for_domain(void *arg, const char *domain);
  * the registrar answers 555 then, so the phone is not told +sip.pns for pushes that could
  * never be sent (RFC 8599 §5.6.1.1). Reads the current sets, so a set added later (admin,
  * SIGHUP) serves the next REGISTER. Web Push and other providers: 1. For
- * registrar_set_can_push. */
+ * registrar_set_can_push. domain and pn are only read during the call; why is the caller's.
+ * Loop thread. */
 struct pn_info;
 int push_can_serve(void *arg, const char *domain, const struct pn_info *pn, char *why,
                    size_t whylen);
 
 /* A new VAPID key pair for a credential set: the private key as PEM (allocated, the secret to
- * store) and the public key in base64url. 0, or -1 with err. */
+ * store: the caller frees it with free, after wiping it) and the public key in base64url
+ * (into the caller's public_b64). 0, or -1 with err. Any thread. */
 int push_vapid_generate(unsigned char **secret, size_t *secret_len, char *public_b64,
                         size_t public_len, char *err, size_t errlen);
 
-/* Push ev to binding b (a push binding). 0: cb will be called once, later. -1 with err: the
- * push cannot be sent (no credentials for its provider, a token known dead, nothing this
- * binding can get for this kind of push, a full queue). -2 with err: not pushed by choice
+/* Push ev to binding b (a push binding). b and ev (and the strings ev points to) are only
+ * read during the call: what the push needs is copied. 0: cb will be called once, on the
+ * loop, later: never before push_binding returns (nor does any other push's callback run
+ * inside it); r lives for the call only, and for drop_binding b may be gone by then. arg is
+ * passed back untouched. -1 with err: the push cannot be sent (no credentials for its
+ * provider, a token known dead, nothing this binding can get for this kind of push, a full
+ * queue, sipwake stopping). -2 with err: not pushed by choice
  * (the policy's skip = true, or sipwake's default for a request that wakes no phone: an
  * OPTIONS, an unauthenticated SUBSCRIBE or REFER, a typing notice or IMDN MESSAGE, unless
  * the policy says skip = false).
@@ -156,6 +177,7 @@ int push_vapid_generate(unsigned char **secret, size_t *secret_len, char *public
 int push_binding(struct push *p, struct lua_vm *vm, const struct binding *b,
                  const struct push_event *ev, push_cb cb, void *arg, char *err, size_t errlen);
 
+/* "delivered", "dead_token", ...: a static string. Any thread. */
 const char *push_outcome_name(enum push_outcome o);
 
 #endif

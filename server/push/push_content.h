@@ -75,12 +75,15 @@ struct push_event {
     const char *extra_json; /* a JSON object of extra string fields, or NULL */
 };
 
+/* Nothing here keeps state: any thread may call these functions; their arguments are only
+ * read during the call, except where a result is said to point into them. */
+
 /* Which kind a request method is pushed as: INVITE a call, MESSAGE a message, anything else
  * (OPTIONS, SUBSCRIBE, REFER) a wake. */
 enum push_kind push_content_kind_of(const char *method);
 
 /* The name of a kind for logs, the push log and the policy: "call", "message", "refresh",
- * "missed_call", "wake". */
+ * "missed_call", "wake". A static string. */
 const char *push_content_kind_name(enum push_kind k);
 
 /* 1 if a binding with push params pn (PN_PUSH) is sent refresh pushes (RFC 8599 §5.5); 0 for
@@ -91,19 +94,22 @@ const char *push_content_kind_name(enum push_kind k);
  * with +sip.pnsreg in its REGISTER's 2xx (RFC 8599 §4.1.4, §5.4). */
 int push_content_refreshable(const struct pn_info *pn);
 
-/* APNs: fill n (its strings point into pn, ev, topic or *payload, which the caller frees)
- * for the binding's push params pn (PN_PUSH, an APNs provider) at now. 0, or -1 with err
+/* APNs: fill n (its strings point into pn, ev, topic or *payload, which the caller frees
+ * with free; so n is valid while those live) for the binding's push params pn (PN_PUSH, an
+ * APNs provider) at now; topic is the caller's buffer of topic_len bytes. 0, or -1 with err
  * when this binding cannot get this kind of push (a message or refresh for an app that gave
  * only a VoIP token). */
 int push_content_apns(const struct pn_info *pn, const struct push_event *ev, time_t now,
                       struct apns_notification *n, char **payload, char *topic, size_t topic_len,
                       char *err, size_t errlen);
 
-/* FCM: fill m (strings into pn or *data, which the caller frees). 0 or -1 with err. */
+/* FCM: fill m (strings into pn, ev or *data, which the caller frees with free, also after
+ * -1, when it is NULL; so m is valid while those live). 0 or -1 with err. */
 int push_content_fcm(const struct pn_info *pn, const struct push_event *ev, struct fcm_message *m,
                      char **data, char *err, size_t errlen);
 
-/* Web Push: the subscription URL, TTL and urgency. 0 or -1 with err. */
+/* Web Push: the subscription URL (*url points into pn: valid while pn lives), TTL and
+ * urgency. 0 or -1 with err. */
 int push_content_webpush(const struct pn_info *pn, const struct push_event *ev, const char **url,
                          long *ttl, enum webpush_urgency *urgency, char *err, size_t errlen);
 

@@ -30,12 +30,15 @@ struct push;
 struct refresh;
 
 /* Schedules every binding now in loc, and every one stored later (it becomes loc's save
- * observer). */
+ * observer, replacing any other). loop, cfg, loc and push are borrowed and must outlive r;
+ * the caller frees r with refresh_free. Loop thread, as is every function here. */
 struct refresh *refresh_new(struct ev_loop *loop, const struct config *cfg, struct location *loc,
                             struct push *push);
+/* Stop scheduling, leave loc's save observer empty and free r. Call it after push_free: a
+ * refresh push still in flight reports back to r. NULL: no-op. Loop thread. */
 void refresh_free(struct refresh *r);
 
-/* Refresh pushes sent so far. */
+/* Refresh pushes sent so far. Loop thread. */
 unsigned long refresh_sent(const struct refresh *r);
 
 #endif

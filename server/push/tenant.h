@@ -68,6 +68,9 @@ struct tenants {
     size_t n_sets;
 };
 
+/* The name, validation and spelling helpers below keep no state: any thread. Their results
+ * are static strings unless said otherwise. */
+
 /* The store's spelling of a kind ("apns_key", ...), and back (-1: unknown). */
 const char *tenant_cred_kind_name(enum tenant_cred_kind k);
 int tenant_cred_kind_of(const char *name);
@@ -83,26 +86,36 @@ int tenant_env_serves(enum tenant_env e, int sandbox);
 int tenant_name_ok(const char *s);
 /* 1 when s may be a tenant's SIP domain: 1..64 of letters, digits, . - [ ] : */
 int tenant_domain_ok(const char *s);
-/* s in lower case, as domains are kept (allocated). */
+/* s in lower case, as domains are kept (new string: the caller frees it with free). */
 char *tenant_domain_lower(const char *s);
 
-/* Read the tables now (at start, the CLI). NULL with err. */
+/* Read the tables now, on the calling thread (a synchronous store read: at start before the
+ * loop runs, or the CLI; never on the running loop). NULL with err. The snapshot is the
+ * caller's (all its strings copies): free it with tenant_free, or hand it to
+ * tenant_set_current. */
 struct tenants *tenant_load(struct store *s, char *err, size_t errlen);
 
 /* Read them on the store's worker; done runs on the loop with the new snapshot (owned by the
- * callee), or NULL when the read failed (logged). */
+ * callee: it frees it or hands it to tenant_set_current), or NULL when the read failed
+ * (logged). Not called at all when the store closes first. Loop thread. */
 void tenant_reload(struct store *s, void (*done)(void *arg, struct tenants *t), void *arg);
 
+/* Free t and its strings (the secrets wiped first). NULL: no-op. Never the current snapshot:
+ * tenant_set_current frees that one. */
 void tenant_free(struct tenants *t);
 
-/* The tenant owning domain (case-insensitive), or NULL. */
+/* The tenant owning domain (case-insensitive), or NULL; the name is t's (valid while t is).
+ * t may be NULL. Any thread that holds t (the loop for tenant_current()'s). */
 const char *tenant_of_domain(const struct tenants *t, const char *domain);
 
-/* The set "tenant/set", or "tenant" alone for its default set; NULL if there is none. */
+/* The set "tenant/set", or "tenant" alone for its default set; NULL if there is none. The
+ * set is t's: valid while t is (for tenant_current()'s, until the next tenant_set_current —
+ * copy what a callback that runs later needs). t may be NULL. */
 const struct tenant_set *tenant_find_set(const struct tenants *t, const char *name);
 
 /* The snapshot in use on the loop (may be NULL: no store, or none read yet), and its
- * replacement; the previous one is freed. */
+ * replacement: tenant_set_current takes t over and frees the previous one, so nothing
+ * borrowed from it may be kept across a swap. Process-wide, unlocked: loop thread only. */
 const struct tenants *tenant_current(void);
 void tenant_set_current(struct tenants *t);
 

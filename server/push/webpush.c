@@ -45,6 +45,11 @@ struct webpush_sender {
     int allow_private; /* webpush_sender_allow_private */
     struct origin_pool origins[WEBPUSH_MAX_ORIGINS];
     size_t n_origins, next_evict;
+    /* pools evicted for a new origin, freed by retire on the loop's next turn: freeing one
+     * fails its pushes, and their callbacks must not run inside webpush_send */
+    struct h2_pool *retired[WEBPUSH_MAX_ORIGINS];
+    size_t n_retired;
+    ev_timer retire;
 };
 
 struct webpush_job {
@@ -429,6 +434,19 @@ void webpush_sender_allow_private(struct webpush_sender *s, int allow)
     s->allow_private = allow;
 }
 
+static void retired_free(struct webpush_sender *s)
+{
+    while (s->n_retired > 0)
+        h2_pool_free(s->retired[--s->n_retired]); /* its pushes fail as shut down */
+}
+
+static void retire_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    retired_free(w->data);
+}
+
 static struct h2_pool *pool_for(struct webpush_sender *s, const char *origin, const char *host,
                                 int port, char *err, size_t errlen)
 {
@@ -449,9 +467,12 @@ static struct h2_pool *pool_for(struct webpush_sender *s, const char *origin, co
     if (s->n_origins < WEBPUSH_MAX_ORIGINS) {
         slot = &s->origins[s->n_origins++];
     } else {
-        /* many origins: the oldest pool goes (its pushes fail as shut down) */
+        /* many origins: the oldest pool goes (its pushes fail as shut down, from the loop) */
         slot = &s->origins[s->next_evict++ % WEBPUSH_MAX_ORIGINS];
-        h2_pool_free(slot->pool);
+        if (s->n_retired == WEBPUSH_MAX_ORIGINS) /* 64 new origins in one loop turn */
+            retired_free(s);
+        s->retired[s->n_retired++] = slot->pool;
+        ev_timer_start(s->loop, &s->retire);
         free(slot->origin);
     }
     slot->origin = xstrdup(origin);
@@ -523,6 +544,8 @@ struct webpush_sender *webpush_sender_new(struct ev_loop *loop, struct webpush_v
     s->vapid = vapid;
     s->ca_file = ca_file ? xstrdup(ca_file) : NULL;
     s->timeout = timeout;
+    ev_timer_init(&s->retire, retire_cb, 0, 0);
+    s->retire.data = s;
     return s;
 }
 
@@ -530,6 +553,8 @@ void webpush_sender_free(struct webpush_sender *s)
 {
     if (!s)
         return;
+    ev_timer_stop(s->loop, &s->retire);
+    retired_free(s);
     for (size_t i = 0; i < s->n_origins; i++) {
         h2_pool_free(s->origins[i].pool);
         free(s->origins[i].origin);

@@ -26,8 +26,12 @@ enum digest_alg {
 #define DIGEST_HEX_MAX 65 /* SHA-256 hex + NUL */
 #define DIGEST_NONCE_LEN 48
 
+/* Thread: the hashing helpers keep no state (any thread); a struct digest_nonces is
+ * unlocked (loop thread). Nothing here keeps its arguments after the call. */
+
 /* "MD5" / "SHA-256" (case-insensitive, "MD5-sess" etc. refused). 0 or -1. */
 int digest_alg_parse(const char *name, enum digest_alg *out);
+/* The name of alg: a static string. */
 const char *digest_alg_name(enum digest_alg alg);
 
 /* HA1 = H(user:realm:password) as lower-case hex. */
@@ -51,7 +55,9 @@ enum digest_nonce_state {
 
 struct digest_nonces;
 
-/* lifetime in seconds; ring_bits sets the ring size (2^ring_bits slots). */
+/* lifetime in seconds; ring_bits sets the ring size (2^ring_bits slots). Its secret is new
+ * random bytes, so nonces do not survive a restart. The caller frees it with
+ * digest_nonces_free (NULL: no-op). */
 struct digest_nonces *digest_nonces_new(long lifetime, unsigned ring_bits);
 void digest_nonces_free(struct digest_nonces *n);
 

@@ -75,32 +75,42 @@ struct binding_fields {
 
 struct location;
 
+/* An empty table writing through to store (store may be NULL: memory only); loop and store
+ * are borrowed and must outlive it. The caller frees it with location_free. Loop thread, as
+ * is every function here (the table is unlocked). */
 struct location *location_new(struct ev_loop *loop, struct store *store);
+/* Free loc with every binding in it and in its grace (nothing is written to the store).
+ * NULL: no-op. */
 void location_free(struct location *loc);
 
-/* A new binding, not yet in the table. Owned by the caller until location_save. */
+/* A new binding, not yet in the table: f's strings are copied into the binding's own
+ * allocation. Owned by the caller until location_save (else freed with
+ * location_binding_free). Any thread. */
 struct binding *location_binding_new(const struct binding_fields *f);
+/* Free a binding that is in no table (never one location_save took). */
 void location_binding_free(struct binding *b);
 
 /* A fresh contact id, unique across restarts. */
 uint64_t location_new_id(struct location *loc);
 
-/* The AOR ("user@domain") and its bindings, or NULL. */
+/* The AOR ("user@domain") and its bindings, or NULL. All owned by loc: valid until the next
+ * location call that may change the table (as the name, the AOR's own string). */
 struct location_aor *location_find(struct location *loc, const char *aor);
 struct binding *location_aor_bindings(const struct location_aor *a);
 size_t location_aor_count(const struct location_aor *a);
 const char *location_aor_name(const struct location_aor *a);
 
-/* Insert b under aor (takes ownership), removing and freeing `replaces` (a binding of the
- * same AOR, or NULL). Written through to the store. */
+/* Insert b under aor (takes ownership; aor is copied), removing and freeing `replaces` (a
+ * binding of the same AOR, or NULL; b then takes its contact id). Written through to the
+ * store (queued, not waited for). The save observer runs before it returns. */
 void location_save(struct location *loc, const char *aor, struct binding *b,
                    struct binding *replaces);
 
-/* Remove and free b; deleted from the store. */
+/* Remove and free b (a binding of the table); deleted from the store (queued). */
 void location_remove(struct location *loc, struct binding *b);
 
-/* Load every stored binding (at start, before the loop runs). Expired rows are purged.
- * 0 or -1 with err. */
+/* Load every stored binding (at start, before the loop runs: a synchronous store read).
+ * Expired rows are purged. 0 or -1 with err. */
 int location_load(struct location *loc, char *err, size_t errlen);
 
 /* Bindings in memory. */
@@ -115,7 +125,9 @@ void location_each_aor(struct location *loc, void (*fn)(void *arg, const struct 
 /* AORs with a binding. */
 size_t location_aor_total(const struct location *loc);
 
-/* fn is told of every binding stored: saved, refreshed, or loaded at start (one observer). */
+/* fn is told of every binding stored: saved, refreshed, or loaded at start (one observer: a
+ * second call replaces the first; fn NULL removes it). b is the table's, borrowed for the
+ * call; arg is passed back untouched. */
 void location_on_save(struct location *loc, void (*fn)(void *arg, const struct binding *b),
                       void *arg);
 
@@ -126,18 +138,20 @@ void location_on_save(struct location *loc, void (*fn)(void *arg, const struct b
  * aor == NULL. It goes when the device registers again, when its grace ends, or when its
  * token is dropped. Memory only: a restart forgets it. */
 void location_set_grace(struct location *loc, long seconds);
-/* Up to max bindings of aor in their grace; returns how many. Valid until the next
- * location call that may change the table. */
+/* Up to max bindings of aor in their grace, into the caller's out; returns how many. They
+ * are loc's: valid until the next location call that may change the table. */
 size_t location_grace(struct location *loc, const char *aor, const struct binding **out,
                       size_t max);
-/* The binding of aor with contact_id, live or in its grace, or NULL. */
+/* The binding of aor with contact_id, live or in its grace, or NULL. loc's: valid until the
+ * next location call that may change the table. */
 const struct binding *location_find_binding(struct location *loc, const char *aor,
                                             uint64_t contact_id);
 /* Forget grace bindings of aor pushed with (provider, prid). */
 void location_grace_drop(struct location *loc, const char *aor, const char *provider,
                          const char *prid);
 
-/* The kv_store JSON sipwake keeps in the location row, and its inverse. */
+/* The kv_store JSON sipwake keeps in the location row (reg_id, tenant, pnsreg): a new string
+ * (caller frees with free), or NULL when the binding has none of them. Any thread. */
 char *location_kv_encode(const struct binding *b);
 
 #endif

@@ -25,11 +25,13 @@
 
 struct registrar;
 
-/* All arguments are borrowed for the registrar's lifetime. */
+/* All arguments are borrowed for the registrar's lifetime. The caller frees it with
+ * registrar_free. Loop thread, as is every function here. */
 struct registrar *registrar_new(const struct config *cfg, struct location *loc, struct store *store,
                                 struct txn_table *txns, struct transport *tp);
 
-/* Gateway mode: REGISTERs are relayed through gw and bound on its 2xx (borrowed). */
+/* Gateway mode: REGISTERs are relayed through gw and bound on its 2xx (borrowed for the
+ * registrar's lifetime, as are bucket and ms below). */
 struct gateway;
 void registrar_set_gateway(struct registrar *reg, struct gateway *gw);
 
@@ -43,14 +45,17 @@ void registrar_set_bucket(struct registrar *reg, struct bucket *bucket);
 
 /* Where the VAPID public key (base64url) to advertise in +sip.vapid for webpush comes from:
  * of(arg, domain) gives the key for the REGISTER's domain (its tenant's, else sipwake's), or
- * NULL when Web Push is off. */
+ * NULL when Web Push is off. The key is read while the 2xx is written, during the call that
+ * returned it (copied into the response); arg is passed back untouched. of runs on the
+ * loop. */
 void registrar_set_vapid(struct registrar *reg, const char *(*of)(void *arg, const char *domain),
                          void *arg);
 
 /* Whether a push can ever be sent for a Contact's push params (push_can_serve, arg the
  * push, domain the REGISTER's AoR's, whose tenant's sets a push uses): a push binding none
  * can push is answered 555 with a Warning saying why, not told
- * +sip.pns (RFC 8599 §5.6.1.1). Not set: every enabled provider is assumed to push. */
+ * +sip.pns (RFC 8599 §5.6.1.1). Not set: every enabled provider is assumed to push. can runs
+ * on the loop; domain and pn are borrowed for its call, why is the registrar's buffer. */
 struct pn_info;
 void registrar_set_can_push(struct registrar *reg,
                             int (*can)(void *arg, const char *domain, const struct pn_info *pn,
@@ -61,8 +66,8 @@ void registrar_set_can_push(struct registrar *reg,
 void registrar_free(struct registrar *reg);
 
 /* Handle a REGISTER received from src in server transaction t: req is its parse (taken
- * over), raw/rawlen its bytes (copied; responses copy header lines from them). Answers t
- * exactly once, possibly later (after a store lookup). */
+ * over: freed by the registrar), raw/rawlen its bytes (copied; responses copy header lines
+ * from them), src (copied). Answers t exactly once, possibly later (after a store lookup). */
 void registrar_handle(struct registrar *reg, osip_message_t *req, const char *raw, size_t rawlen,
                       const struct sip_source *src, struct txn *t);
 

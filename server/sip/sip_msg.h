@@ -25,7 +25,14 @@ struct sip_msg_slice {
     size_t len;
 };
 
-/* One-time osip2 parser setup. */
+/* Threads: SIP messages are handled on the loop. The functions here keep no state of their
+ * own once sip_msg_init ran, except those that draw a random tag (sip_msg_token, and the
+ * builders that add a To-tag when none is given: sip_msg_response, sip_msg_raw_reply,
+ * sip_msg_reply_begin), which use the loop's unlocked generator (util_fast_random): loop
+ * thread only. Arguments are only read during the call unless a result is said to point
+ * into them. */
+
+/* One-time osip2 parser setup: at start, before any other function here. */
 void sip_msg_init(void);
 
 /* Parse the start line and headers of len bytes. 0 and *out set (caller frees with
@@ -36,23 +43,25 @@ int sip_msg_parse(const char *buf, size_t len, osip_message_t **out);
 
 /* Stream framing: given the bytes received so far, return the length of the first complete
  * message, -2 if more bytes are needed, -1 if the bytes can never make a message of at most
- * max bytes (headers too long, bad Content-Length). Leading CRLFs are not skipped here. */
+ * max bytes (headers too long, bad Content-Length). Leading CRLFs are not skipped here.
+ * Copies nothing. */
 long sip_msg_frame(const char *buf, size_t len, size_t max);
 
 /* Content-Length read from raw headers (full or compact "l:" form). 1 found, 0 absent, -1
- * malformed. hdr_end is the offset just past the blank line. */
+ * malformed. hdr_len is the offset just past the blank line. */
 int sip_msg_raw_content_length(const char *buf, size_t hdr_len, long *cl);
 
 /* Offset just past the CRLFCRLF (or LFLF) ending the headers, or -1 if not present. */
 long sip_msg_header_end(const char *buf, size_t len);
 
 /* RFC 3261 §18.2.1 / RFC 3581: mark the top Via of a received request with received= and,
- * if the client asked with a bare rport, rport=<source port>. */
+ * if the client asked with a bare rport, rport=<source port>. Edits req in place (the new
+ * values are osip2's copies, freed with req). */
 void sip_msg_fix_via(osip_message_t *req, const char *src_ip, int src_port);
 
-/* Build a response to req (not modified). A To-tag is added to responses above 100 when the
- * request's To has none; to_tag NULL means a random one. Caller frees with
- * osip_message_free. */
+/* Build a response to req (not modified; what the response needs is copied). A To-tag is
+ * added to responses above 100 when the request's To has none; to_tag NULL means a random
+ * one (loop thread then). Caller frees with osip_message_free. */
 osip_message_t *sip_msg_response(const osip_message_t *req, int code, const char *reason,
                                  const char *to_tag);
 
@@ -64,7 +73,8 @@ int sip_msg_to_str(osip_message_t *msg, char **out, size_t *len);
  * header, or NULL. Borrowed from msg. */
 const char *sip_msg_header(const osip_message_t *msg, const char *name);
 
-/* Value of a generic (URI or header) parameter, "" for a flag param, or NULL if absent. */
+/* Value of a generic (URI or header) parameter, "" for a flag param, or NULL if absent.
+ * Borrowed from params. */
 const char *sip_msg_param(const osip_list_t *params, const char *name);
 
 /* RFC 3261 §19.1.4 URI equality, except that parameters whose names start with "pn-" are
@@ -80,19 +90,23 @@ int sip_msg_raw_request_line(const char *buf, size_t len, struct sip_msg_slice *
 /* Build a response to a request osip2 could not use, from its raw Via, From, To, Call-ID and
  * CSeq lines (Via and CSeq are required; of the others the first of each is copied). extra
  * (may be NULL) is appended as is ("Name: value\r\n" lines). 0 with *out (caller frees with
- * free), -1 if no response can be built. */
+ * free), -1 if no response can be built. Adds a random To-tag when To has none: loop
+ * thread. */
 int sip_msg_raw_reply(const char *buf, size_t len, int code, const char *reason, const char *extra,
                       char **out, size_t *outlen);
 
 /* The name of the first single-value header that appears more than once (From, To, Call-ID,
- * CSeq, Content-Length; RFC 3261 §7.3.1 allows repetition only for comma lists), or NULL. */
+ * CSeq, Content-Length; RFC 3261 §7.3.1 allows repetition only for comma lists), or NULL.
+ * A static string. */
 const char *sip_msg_raw_repeated(const char *buf, size_t len);
 
 /* A response written as text from the request's own bytes (RFC 3261 §8.2.6: Via, From,
  * To, Call-ID and CSeq are copied), for the hot path: no osip2 clone or serialiser runs.
  * The Vias are written from req as sip_msg_fix_via left them (received, rport); From,
  * Call-ID and CSeq are the request's raw lines; To is the raw line plus a tag when the
- * request had none. Usage: begin, any number of header calls, end. */
+ * request had none (to_tag, or a random one when NULL: loop thread then). Usage: begin, any
+ * number of header calls, end; each appends to out (the caller's, freed with buf_free). raw,
+ * req, name and value are only read during the call. */
 void sip_msg_reply_begin(struct buf *out, const char *raw, size_t rawlen, const osip_message_t *req,
                          int code, const char *reason, const char *to_tag);
 void sip_msg_reply_header(struct buf *out, const char *name, const char *value);
@@ -135,7 +149,8 @@ struct sip_msg_verdict {
  * unknown method whose CSeq names another (501; an unknown method alone is no error: a
  * proxy forwards it), CSeq (400), Request-URI scheme (416) and form (400), Require (420). raw/len
  * are the request's bytes; dgram says whether they were one datagram. `supported` lists the option
- * tags Require may name, comma-separated. Returns out->code: 0 if the request may proceed. */
+ * tags Require may name, comma-separated. Returns out->code: 0 if the request may proceed.
+ * out->reason and out->hname are static strings; out->hvalue is out's own copy. */
 int sip_msg_check_request(const osip_message_t *req, const char *raw, size_t len, int dgram,
                           const char *supported, struct sip_msg_verdict *out);
 
@@ -152,7 +167,8 @@ int sip_msg_method_known(const char *method, size_t len);
  * max_forwards, record_route ("Record-Route: ...\r\n" lines, or NULL) above the received
  * ones, every Route line replaced by routes (whole lines; "" drops them; NULL keeps them),
  * likewise every Contact line by contacts, extra lines ("Name: value" and CRLF each) added
- * at the end of the headers, every other header line and the body as received. */
+ * at the end of the headers, every other header line and the body as received. Appended to
+ * out (the caller's); raw and e's strings are only read during the call. */
 struct sip_forward_edit {
     const char *ruri;
     const char *via_line;
@@ -168,13 +184,14 @@ void sip_msg_forward_request(const char *raw, size_t len, const struct sip_forwa
 
 /* A response to pass upstream (RFC 3261 §16.7 step 3): the same bytes without the top Via
  * value (sipwake's own), and with every Contact line replaced by contacts unless that is
- * NULL. -1 if it has no Via. */
+ * NULL. Appended to out (the caller's); raw and contacts are only read. -1 if it has no Via. */
 int sip_msg_strip_top_via(const char *raw, size_t len, const char *contacts, struct buf *out);
 
 /* RFC 3261 §9.1 and §17.1.1.3: the CANCEL, or the ACK for a final non-2xx response, of a
  * request sipwake sent (its bytes): the same Request-URI, top Via, From, Call-ID, CSeq
  * number and Route headers; To is resp's (the ACK carries the To tag) or, with resp NULL,
- * the request's. 0, or -1 if the request's bytes lack one of these. */
+ * the request's. Appended to out (the caller's); req_raw and resp are only read. 0, or -1 if
+ * the request's bytes lack one of these. */
 int sip_msg_hop_request(const char *req_raw, size_t len, const char *method,
                         const osip_message_t *resp, struct buf *out);
 
@@ -214,7 +231,8 @@ char *sip_msg_ruri_of_contact(const char *contact);
  * of their URIs, or NULL when none has any (or msg is NULL). New string; caller frees. */
 char *sip_msg_contacts_without_pn(const osip_message_t *req);
 
-/* Random token of 2n hex characters, for tags. out must hold 2n+1 bytes. */
+/* Random token of 2n hex characters (n at most 32), for tags. out must hold 2n+1 bytes. Not
+ * secret (util_fast_random): loop thread only. */
 void sip_msg_token(char *out, size_t n);
 
 #endif

@@ -36,56 +36,65 @@ struct sip_source {
     uint64_t flow_id; /* the TCP/TLS connection; 0 for UDP */
 };
 
-/* Called for each complete message. buf is borrowed for the call only. */
+/* Called for each complete message, on the loop. buf and src are borrowed for the call
+ * only. */
 typedef void (*transport_msg_cb)(void *arg, const char *buf, size_t len,
                                  const struct sip_source *src);
 
 /* Bind every listener of cfg and start serving on loop. cfg is borrowed for the transport's
- * lifetime. 0 with *out, or -1 with err (nothing left open). */
+ * lifetime, loop too; arg is passed back to cb untouched. 0 with *out (the caller frees it
+ * with transport_close), or -1 with err (nothing left open). Loop thread, as is every
+ * function here that takes a struct transport. */
 int transport_open(struct ev_loop *loop, const struct config *cfg, transport_msg_cb cb, void *arg,
                    struct transport **out, char *err, size_t errlen);
 
 /* Send bytes to dst: a UDP datagram from dst->listener's socket to dst->addr, or the bytes
- * queued on the connection dst->flow_id. 0, or -1 if the flow is gone or the send failed. */
+ * queued on the connection dst->flow_id. buf is copied when it cannot go at once (a UDP
+ * burst being answered, a stream's pending output): the caller keeps it. 0, or -1 if the
+ * flow is gone or the send failed. Loop thread. */
 int transport_send(struct transport *t, const struct sip_source *dst, const char *buf, size_t len);
 
 /* Open a TCP or TLS connection to addr; *out is where to send (its flow id set). Bytes sent
  * before the connection is up wait for it. The local side is the first listener of that
  * transport and family (for Via and Record-Route). TLS checks the peer's certificate
  * against [tls] ca, else the system's CAs, and its name against tls_host when given (not
- * NULL or ""). 0, or -1 when no such listener exists or the connect fails at once. */
+ * NULL or ""; copied). 0, or -1 when no such listener exists or the connect fails at once.
+ * addr is only read; out is the caller's. Loop thread. */
 int transport_stream_connect(struct transport *t, enum config_transport tr,
                              const struct sockaddr_storage *addr, socklen_t len,
                              const char *tls_host, struct sip_source *out);
 
-/* Call cb when a TCP/TLS connection closes, for any reason but shutdown. */
+/* Call cb (on the loop) when a TCP/TLS connection closes, for any reason but shutdown. One
+ * observer: a second call replaces the first. */
 void transport_on_close(struct transport *t, void (*cb)(void *arg, uint64_t flow_id), void *arg);
 
 /* Call cb for every UDP datagram received, keep-alives (CRLF, STUN) and garbage included,
  * before anything else looks at it: what proves a UDP peer is there. src is borrowed for
- * the call; cb must be cheap. */
+ * the call; cb must be cheap. One observer: a second call replaces the first. */
 void transport_on_udp_heard(struct transport *t,
                             void (*cb)(void *arg, const struct sip_source *src), void *arg);
 
-/* 1 if the TCP/TLS connection of flow_id is still open. */
+/* 1 if the TCP/TLS connection of flow_id is still open. Loop thread. */
 int transport_flow_alive(const struct transport *t, uint64_t flow_id);
 
-/* The listener a source arrived on (borrowed from the config). */
+/* The listener a source arrived on (borrowed from the config: valid while it is). */
 const struct config_listen *transport_listener(const struct transport *t, int index);
 
 /* Print one line per listener: "listening on udp:127.0.0.1:5060". */
 void transport_log_listeners(const struct transport *t);
 
-/* Close every listener and connection. */
+/* Close every listener and connection (no close callbacks) and free t. NULL: no-op. Loop
+ * thread. */
 void transport_close(struct transport *t);
 
-/* A sockaddr from a numeric IPv4/IPv6 address and a port. 0 or -1. */
+/* A sockaddr from a numeric IPv4/IPv6 address and a port, into the caller's ss. 0 or -1. Any
+ * thread (as transport_addr_str). */
 int transport_addr_make(const char *ip, int port, struct sockaddr_storage *ss, socklen_t *len);
 
 /* The first listener of this transport and address family, or -1. */
 int transport_find_listener(const struct transport *t, enum config_transport tr, int family);
 
-/* Format a sockaddr as numeric ip and port. */
+/* Format a sockaddr as numeric ip (the caller's iplen bytes) and port. */
 void transport_addr_str(const struct sockaddr *sa, char *ip, size_t iplen, int *port);
 
 #endif

@@ -60,18 +60,25 @@ struct transport {
     int batching;  /* inside a UDP burst: UDP sends are queued, flushed at its end */
 };
 
-/* sip_transport_udp.c */
+/* Loop thread, as is everything here. buf arguments are copied when they must wait (as
+ * transport_send). */
+
+/* transport_udp.c */
 void transport_udp_readable(struct listener *l);
 int transport_udp_send(struct transport *t, const struct sip_source *dst, const char *buf,
                        size_t len);
 
-/* sip_transport_stream.c */
+/* transport_stream.c; transport_stream_find's conn belongs to t (NULL: the flow is gone),
+ * valid until the loop runs again. */
 void transport_stream_accept(struct listener *l);
 int transport_stream_send(struct transport *t, uint64_t flow_id, const char *buf, size_t len);
 struct conn *transport_stream_find(const struct transport *t, uint64_t flow_id);
 void transport_stream_close_all(struct transport *t);
 
-/* sip_transport_tls.c */
+/* transport_tls.c */
+/* The server TLS context of cfg [tls] (reads the certificate and key files, making a
+ * self-signed pair in data_dir/tls when none is configured: at start). NULL with err. The
+ * caller frees it with SSL_CTX_free. */
 SSL_CTX *transport_tls_context(const struct config *cfg, char *err, size_t errlen);
 /* Make t->tls_client_ctx if not yet made: peers are verified against [tls] ca, else the
  * system's CAs. 0 or -1 (logged). */

@@ -28,7 +28,14 @@
 struct txn_table;
 struct txn;
 
+/* A table serving the transactions sent and received through tp (loop and tp borrowed:
+ * they must outlive it). The caller frees it with txn_table_free. Loop thread, as is every
+ * function here. */
 struct txn_table *txn_table_new(struct ev_loop *loop, struct transport *tp);
+/* Free every server and client transaction, without callbacks but a late-2xx observer's
+ * final NULL (txn_client_on_late_2xx) (shutdown: call
+ * txn_client_abort_all first, while the transport is open, to answer the waiting ones), then
+ * tt. NULL: no-op. */
 void txn_table_free(struct txn_table *tt);
 
 enum txn_match {
@@ -37,21 +44,26 @@ enum txn_match {
     TXN_ERROR,    /* the request has no usable Via / CSeq */
 };
 
-/* Find or create the server transaction of req received from src. */
+/* Find or create the server transaction of req received from src (both only read: the key
+ * and the response's destination are copied). A new *out belongs to the table and stays
+ * valid until the caller answers it with txn_reply or txn_reply_bytes. */
 enum txn_match txn_server_match(struct txn_table *tt, const osip_message_t *req,
                                 const struct sip_source *src, struct txn **out);
 
-/* Send a final response for t and keep it for retransmissions. resp is borrowed. */
+/* Send a final response for t and keep it (serialised, a copy) for retransmissions. resp is
+ * borrowed: the caller still frees it. t must not be used afterwards. */
 void txn_reply(struct txn_table *tt, struct txn *t, osip_message_t *resp);
 
-/* The same for a response already serialised; takes ownership of bytes (malloc'd). */
+/* The same for a response already serialised; takes ownership of bytes (malloc'd, freed
+ * with free when the transaction ends). */
 void txn_reply_bytes(struct txn_table *tt, struct txn *t, char *bytes, size_t len);
 
 /* Transactions currently held. */
 size_t txn_count(const struct txn_table *tt);
 
 /* Send a response outside of any transaction (statelessly), to the address RFC 3261
- * §18.2.2 / RFC 3581 name for req received from src. */
+ * §18.2.2 / RFC 3581 name for req received from src. req, src and resp are borrowed: the
+ * caller still frees resp. */
 void txn_send_stateless(struct txn_table *tt, const osip_message_t *req,
                         const struct sip_source *src, osip_message_t *resp);
 
@@ -66,13 +78,15 @@ int txn_server_invite_exists(struct txn_table *tt, const osip_message_t *cancel)
 /* The owner of an INVITE server transaction still without a final response (set with
  * txn_set_owner), which a CANCEL for it goes to; NULL if none or already answered. */
 void *txn_server_invite_owner(struct txn_table *tt, const osip_message_t *cancel);
+/* owner is the caller's, kept as is (never freed here) until t is answered. */
 void txn_set_owner(struct txn *t, void *owner);
 
 /* Send a provisional response for t (INVITE); it is sent again for a retransmitted INVITE
- * until the final one. Takes ownership of bytes (malloc'd). */
+ * until the final one. Takes ownership of bytes (malloc'd, freed with free). */
 void txn_provisional_bytes(struct txn_table *tt, struct txn *t, char *bytes, size_t len);
 
-/* Where responses to req received from src go (RFC 3261 §18.2.2, RFC 3581). */
+/* Where responses to req received from src go (RFC 3261 §18.2.2, RFC 3581), into the
+ * caller's dst. */
 void txn_response_destination(const osip_message_t *req, const struct sip_source *src,
                               struct sip_source *dst);
 
@@ -88,7 +102,14 @@ typedef void (*txn_client_cb)(void *arg, const osip_message_t *resp, const char 
 
 /* Send bytes (taken over) to dst as a new client transaction identified by its top Via
  * branch and method: an INVITE one if method is INVITE (Timers A/B/D/M, the ACK for a
- * non-2xx built here), a non-INVITE one otherwise (Timers E/F/K). cb may be NULL. */
+ * non-2xx built here), a non-INVITE one otherwise (Timers E/F/K). cb may be NULL; arg is
+ * passed back untouched. bytes is malloc'd and freed with free when the transaction ends;
+ * branch and method are copied, dst too. cb is never called before this returns (a send
+ * that fails at once is reported from the loop). The handle belongs to the table and is
+ * freed when the transaction ends, which cb's final call (or NULL) tells; after
+ * txn_client_detach, or a 1 from txn_client_drop_unanswered or txn_client_cancel, nothing
+ * tells it, so the caller uses it no further (but for txn_client_on_late_2xx at once, whose
+ * NULL call then says when it is gone). */
 struct txn_client *txn_client_start(struct txn_table *tt, const struct sip_source *dst,
                                     const char *branch, const char *method, char *bytes, size_t len,
                                     txn_client_cb cb, void *arg);

@@ -212,20 +212,25 @@ struct store_backend {
 
 extern const struct store_backend store_sqlite_backend;
 
-/* Open the configured backend and apply migrations. 0 with *out, or -1 with err. */
+/* Open the configured backend and apply migrations (blocking: at start, or the CLI). cfg is
+ * read during the call only. 0 with *out (the caller frees it with store_close), or -1 with
+ * err. */
 int store_open(const struct config *cfg, struct store **out, char *err, size_t errlen);
 
-/* Load unexpired bindings (expired ones are deleted and counted in *purged). Synchronous;
- * call before store_start. */
+/* Load unexpired bindings (expired ones are deleted and counted in *purged). Synchronous, on
+ * the calling thread; call before store_start. */
 int store_load_bindings(struct store *s, time_t now, store_binding_cb cb, void *arg, long *purged,
                         char *err, size_t errlen);
 
-/* Start the worker thread; completions are delivered on loop. */
+/* Start the worker thread; completions are delivered on loop (borrowed: it must outlive the
+ * store). Once started, every function below that queues runs on the loop thread only: the
+ * queue's loop side is unlocked. */
 void store_start(struct store *s, struct ev_loop *loop);
 
 /* Queue an upsert / a delete of a location row. Failures are logged, counted and retried by
  * the worker, within a bound. done (may be NULL) runs on the loop once the change is committed
- * or given up. */
+ * or given up, never before this returns; arg is passed back untouched. b's strings are
+ * copied. Loop thread (or before store_start). */
 void store_save_binding(struct store *s, const struct store_binding *b, store_done_cb done,
                         void *arg);
 void store_delete_binding(struct store *s, uint64_t contact_id, store_done_cb done, void *arg);
@@ -237,12 +242,18 @@ void store_delete_binding(struct store *s, uint64_t contact_id, store_done_cb do
 uint64_t store_mark(const struct store *s);
 void store_sync(struct store *s, uint64_t mark, store_done_cb done, void *arg);
 
-/* Look a subscriber up; cb runs later on the loop. arg is passed back untouched. */
+/* Look a subscriber up; cb runs later on the loop. arg is passed back untouched. user and
+ * domain are copied (64 bytes each, as the subscriber table's columns). Loop thread. */
 void store_get_subscriber(struct store *s, const char *user, const char *domain,
                           store_subscriber_cb cb, void *arg);
 
-/* Operations queued and not yet applied. */
+/* Operations queued and not yet applied. Loop thread. */
 size_t store_pending(struct store *s);
+
+/* The synchronous calls below block on the backend in the calling thread: the CLI, or at
+ * start before the loop runs (tenant_load, the admin-account check). Never on the running
+ * loop: work the loop needs goes through store_call. Arguments are only read during the
+ * call; rows handed to a visitor are borrowed for its call. */
 
 /* Synchronous user management for the CLI (no worker thread needed). */
 int store_user_put(struct store *s, const struct store_subscriber *sub, char *err, size_t errlen);
@@ -279,7 +290,8 @@ int store_token_list(struct store *s, store_name_cb cb, void *arg, char *err, si
 int store_messages_pending(struct store *s, const char *aor, store_pending_cb cb, void *arg,
                            char *err, size_t errlen);
 
-/* Queue a push log row (copied). Rows older than [push] log_days are pruned by the worker. */
+/* Queue a push log row (copied). Rows older than [push] log_days are pruned by the worker.
+ * Loop thread. */
 void store_push_log(struct store *s, const struct store_push_log *row);
 
 /* Work a module runs on the worker thread with the backend: a write inside the next batch's
@@ -301,11 +313,16 @@ typedef void (*store_result_cb)(void *arg, int rc);
     2 /* hand the batch to the worker at once, not at the end of the loop turn                     \
        * when the worker is idle: for someone waiting on it one at a time */
 
-/* Queue work (flags: STORE_WRITE, STORE_NOW). */
+/* Queue work (flags: STORE_WRITE, STORE_NOW). work runs on the worker thread with arg, then
+ * done on the loop with the same arg (never before this returns): arg stays the caller's, who
+ * frees it in done (also on STORE_CLOSED). work must touch nothing the loop uses. Loop
+ * thread. */
 void store_call(struct store *s, int flags, store_work_fn work, store_result_cb done, void *arg);
 
 /* Apply everything queued (within the bounded retries, so it always returns), stop the
- * worker and close. Safe on a store never started. */
+ * worker (joined: it waits for the worker's last batch) and close, then free s. Call it after
+ * the loop stopped (shutdown) or from the CLI, never on the running loop. Safe on a store
+ * never started; NULL: no-op. */
 void store_close(struct store *s);
 
 #endif

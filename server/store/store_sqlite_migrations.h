@@ -11,6 +11,7 @@ struct store_sqlite_migration {
     const char *sql;
 };
 
+/* Constant data, in id order: any thread may read it. */
 extern const struct store_sqlite_migration store_sqlite_migrations[];
 extern const int store_sqlite_migrations_count;
 

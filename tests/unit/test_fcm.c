@@ -262,6 +262,26 @@ int main(void)
     x = push(s, "u-good-000", "{\"n\":1}");
     ok(x.done == -1 && strstr(x.r.reason, "object of strings"), "a number in data: refused here");
     emulator_rules(s);
+
+    /* a full queue is refused at once, as apns_send does: the callback never runs inside
+     * fcm_send (its caller may not be ready for it) */
+    {
+        char e2[256] = "";
+        struct h2_pool_options o = {
+            .host = "127.0.0.1", .port = port, .ca_file = ca, .timeout = 3, .max_queue = 1};
+        h2_pool_free(s->fcm);
+        s->fcm = h2_pool_new(loop, &o, e2, sizeof e2);
+        a->token_expires = util_now() + 3600; /* sent at once, not after a token fetch */
+        struct result q1 = {0}, q2 = {0};
+        struct fcm_message m = {.token = "u-good-000", .ttl = 60};
+        is_int(fcm_send(s, &m, cb, &q1, e2, sizeof e2), 0, "a message waits for a stream");
+        int rc = fcm_send(s, &m, cb, &q2, e2, sizeof e2);
+        ok(rc == -1 && strstr(e2, "queue full") && !q2.done,
+           "the next, over the queue's bound: refused at once, its callback not called (%d, %s)",
+           rc, q2.done ? q2.r.reason : e2);
+        loop_until(loop, &q1.done, 10);
+        ok(q1.done, "the first is answered (%s)", q1.r.reason);
+    }
     fcm_sender_free(s);
 
     struct fcm_account *other = account("other.json");

@@ -1,12 +1,14 @@
 /* The HTTP/2 client against tests/emulators/h2server.py on loopback: requests and their
  * responses, many streams on one connection, the per-request timeout, GOAWAY with the
  * refused requests sent again on a new connection, an untrusted certificate, a full queue,
- * a host name resolved off the loop. */
+ * a host name resolved off the loop, a pool freed while its lookup is stuck. */
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -48,6 +50,82 @@ static void wait_all(struct result *rs, size_t n, double max)
         ev_run(loop, EVRUN_ONCE | EVRUN_NOWAIT);
         usleep(1000);
     }
+}
+
+/* A resolver the test holds: it calls getaddrinfo once the test opens the gate. */
+static pthread_mutex_t gate_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t gate_cv = PTHREAD_COND_INITIALIZER;
+static int gate_open, gate_entered, gate_left;
+
+static int held_getaddrinfo(const char *node, const char *service, const struct addrinfo *hints,
+                            struct addrinfo **res)
+{
+    pthread_mutex_lock(&gate_mu);
+    gate_entered++;
+    pthread_cond_broadcast(&gate_cv);
+    while (!gate_open)
+        pthread_cond_wait(&gate_cv, &gate_mu);
+    pthread_mutex_unlock(&gate_mu);
+    int rc = getaddrinfo(node, service, hints, res);
+    pthread_mutex_lock(&gate_mu);
+    gate_left++;
+    pthread_cond_broadcast(&gate_cv);
+    pthread_mutex_unlock(&gate_mu);
+    return rc;
+}
+
+static void gate_set_open(void)
+{
+    pthread_mutex_lock(&gate_mu);
+    gate_open = 1;
+    pthread_cond_broadcast(&gate_cv);
+    pthread_mutex_unlock(&gate_mu);
+}
+
+/* Wait until *counter reaches want or max seconds pass; the counter's value. */
+static int gate_wait(const int *counter, int want, double max)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += (time_t)max;
+    pthread_mutex_lock(&gate_mu);
+    while (*counter < want && pthread_cond_timedwait(&gate_cv, &gate_mu, &until) == 0)
+        ;
+    int v = *counter;
+    pthread_mutex_unlock(&gate_mu);
+    return v;
+}
+
+/* Opens the gate after 3 s whatever happens: a free that waits for the lookup then shows as
+ * a slow free instead of a hung test. */
+static void *gate_watchdog(void *arg)
+{
+    (void)arg;
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 3;
+    pthread_mutex_lock(&gate_mu);
+    while (!gate_open && pthread_cond_timedwait(&gate_cv, &gate_mu, &until) == 0)
+        ;
+    gate_open = 1;
+    pthread_cond_broadcast(&gate_cv);
+    pthread_mutex_unlock(&gate_mu);
+    return NULL;
+}
+
+/* Set while h2_pool_submit runs: a callback seen then ran before it returned. */
+static int submitting, called_inside;
+
+static void cb_outside(void *arg, const struct h2_response *resp)
+{
+    called_inside |= submitting;
+    cb(arg, resp);
+}
+
+static int refuse_all(const struct sockaddr *sa)
+{
+    (void)sa;
+    return 1;
 }
 
 /* Start the emulator with extra args; its port, or -1. */
@@ -153,6 +231,17 @@ int main(void)
     h2_pool_free(p);
     ok(r[0].done && r[1].done && !r[2].done, "freeing the pool reports what was queued");
     is_str(r[0].error, "shut down", "as shut down");
+    p = pool("127.0.0.1", port, "cert.pem", 30, 0);
+    memset(r, 0, sizeof r);
+    h2_pool_submit(p, "GET", "/delay/20000/x", NULL, 0, NULL, 0, cb, &r[0]);
+    for (ev_tstamp end = ev_time() + 10; h2_pool_in_flight(p) == 0 && ev_time() < end;) {
+        ev_run(loop, EVRUN_ONCE | EVRUN_NOWAIT);
+        usleep(1000);
+    }
+    is_int((int)h2_pool_in_flight(p), 1, "a request on its stream, unanswered");
+    h2_pool_free(p);
+    ok(r[0].done && strcmp(r[0].error, "shut down") == 0,
+       "freeing the pool reports it as shut down too (%s)", r[0].error);
     emulator_stop(pid);
 
     /* GOAWAY after 3 requests: the rest go on a new connection */
@@ -242,7 +331,62 @@ int main(void)
     is_int(r[0].status, 200, "a host name (resolved on a thread) works");
     ok(strstr(r[0].body, "\"localhost:"), "with :authority naming it");
     h2_pool_free(p);
+
+    /* a pool freed while its lookup is stuck (a tenant's credentials changed, a reload): the
+     * free returns at once, the loop never waits for the resolver thread; the lookup,
+     * orphaned, finishes later and frees itself without touching the freed pool (ASan) */
+    lookup_getaddrinfo = held_getaddrinfo;
+    p = pool("localhost", port, "cert.pem", 5, 0);
+    memset(r, 0, sizeof r);
+    h2_pool_submit(p, "GET", "/stuck", NULL, 0, NULL, 0, cb, &r[0]);
+    is_int(gate_wait(&gate_entered, 1, 5), 1, "the lookup started and is held");
+    pthread_t watchdog;
+    pthread_create(&watchdog, NULL, gate_watchdog, NULL);
+    ev_tstamp t0 = ev_time();
+    h2_pool_free(p);
+    double took = ev_time() - t0;
+    ok(took < 0.5, "freeing the pool returns at once while its lookup is stuck (%.3f s)", took);
+    pthread_mutex_lock(&gate_mu);
+    int left = gate_left;
+    pthread_mutex_unlock(&gate_mu);
+    is_int(left, 0, "the lookup was still stuck when the free returned");
+    ok(r[0].done && strcmp(r[0].error, "shut down") == 0,
+       "the request waiting for it was reported shut down (%s)", r[0].error);
+    r[0].done = 0;
+    gate_set_open();
+    is_int(gate_wait(&gate_left, 1, 5), 1, "the lookup finished after the pool was gone");
+    for (ev_tstamp end = ev_time() + 5; lookups_alive > 0 && ev_time() < end;) {
+        ev_run(loop, EVRUN_ONCE | EVRUN_NOWAIT);
+        usleep(1000);
+    }
+    is_int(lookups_alive, 0, "the orphaned lookup freed itself");
+    ev_run(loop, EVRUN_NOWAIT);
+    ok(!r[0].done, "its answer went nowhere: the request was not reported again");
+    pthread_join(watchdog, NULL);
+    lookup_getaddrinfo = getaddrinfo;
     emulator_stop(pid);
+
+    /* a connection that fails before it starts (its address refused): the request fails, but
+     * from the loop, never inside h2_pool_submit (its caller may not be ready for it) */
+    {
+        char err[256], cafile[300];
+        snprintf(cafile, sizeof cafile, "%s/cert.pem", dir);
+        struct h2_pool_options o = {.host = "127.0.0.1",
+                                    .port = port,
+                                    .ca_file = cafile,
+                                    .timeout = 5,
+                                    .addr_refused = refuse_all};
+        p = h2_pool_new(loop, &o, err, sizeof err);
+        memset(r, 0, sizeof r);
+        submitting = 1;
+        is_int(h2_pool_submit(p, "GET", "/x", NULL, 0, NULL, 0, cb_outside, &r[0]), 0,
+               "a request to a refused address is queued");
+        submitting = 0;
+        ok(!called_inside && !r[0].done, "its callback did not run inside h2_pool_submit");
+        wait_all(r, 1, 5);
+        ok(r[0].done && strstr(r[0].error, "refused:"), "it runs from the loop: %s", r[0].error);
+        h2_pool_free(p);
+    }
 
     /* nobody listening */
     p = pool("127.0.0.1", port, "cert.pem", 5, 0);

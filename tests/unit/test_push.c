@@ -1,7 +1,7 @@
 /* The push dispatcher against tests/emulators/apns.py: credentials checked at start, the
  * provider chosen from the binding, a call pushed as VoIP, a dead token removing every
  * binding that carries it and never pushed again, pushes that cannot be sent refused with
- * the reason. */
+ * the reason, a push still in flight at shutdown reported as shut down. */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -84,7 +84,8 @@ int main(void)
              "-out cert.pem 2>/dev/null && openssl genpkey -algorithm EC -pkeyopt "
              "ec_paramgen_curve:P-256 -out apns.p8 && openssl pkey -in apns.p8 -pubout -out "
              "apns-pub.pem && printf '%%s' '{\"DEAD01\": {\"status\": 410, \"reason\": "
-             "\"Unregistered\"}}' > script.json && echo 'not a key' > bad.p8",
+             "\"Unregistered\"}, \"FEED05\": {\"hang\": true}}' > script.json && echo 'not a key' "
+             "> bad.p8",
              dir);
     if (system(cmd) != 0) {
         printf("Bail out! could not make the test keys\n");
@@ -210,7 +211,33 @@ int main(void)
     ok(push_binding(p, NULL, b, &msg, cb, &y, err, sizeof err) < 0 && strstr(err, "VoIP"),
        "a message for a VoIP-only app: not sent (%s)", err);
 
+    /* shutdown while a push waits for a service that never answers: push_free fails it
+     * ("shut down") before it returns, instead of leaving it and its sender behind */
+    apns_sender_free(p->config->apns); /* a sender whose deadline outlasts a loaded machine */
+    p->config->apns = NULL;
+    cfg.push_timeout = 60;
+    b = add(loc, "ed@example.com", "apns", "TEAM123456.org.example.app.voip", "FEED05:voip");
+    struct result z = {0};
+    struct push_event call = {.kind = PUSH_CALL, .call_id = "call-10@h", .ttl = 30};
+    is_int(push_binding(p, NULL, b, &call, cb, &z, err, sizeof err), 0,
+           "a call pushed to a service that will not answer");
+    snprintf(path, sizeof path, "%s/apns.log", dir);
+    int seen = 0;
+    for (ev_tstamp end = ev_time() + 10; !seen && ev_time() < end;) {
+        ev_run(loop, EVRUN_ONCE | EVRUN_NOWAIT);
+        f = fopen(path, "r");
+        char line[4096];
+        while (f && !seen && fgets(line, sizeof line, f))
+            seen = strstr(line, "/3/device/FEED05") != NULL;
+        if (f)
+            fclose(f);
+        if (!seen)
+            usleep(2000);
+    }
+    ok(seen && !z.done, "the service got it and has not answered");
     push_free(p);
+    ok(z.done == 1 && z.r.outcome == PUSH_FAILED && strstr(z.r.reason, "shut down"),
+       "push_free reports the push in flight as failed, shut down (%d, %s)", z.done, z.r.reason);
     location_free(loc);
     store_close(store);
     config_free(&cfg);

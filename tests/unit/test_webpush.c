@@ -31,6 +31,15 @@ static void cb(void *arg, const struct webpush_result *r)
     x->r = *r;
 }
 
+/* Set while webpush_send runs: a callback seen then ran inside it. */
+static int sending, called_inside;
+
+static void cb_outside(void *arg, const struct webpush_result *r)
+{
+    called_inside |= sending;
+    cb(arg, r);
+}
+
 static int start_emulator(pid_t *pid)
 {
     char cmd[2048];
@@ -232,6 +241,28 @@ int main(void)
     x = push(s, port, "open1", "a topic with spaces");
     ok(x.done == -1 && strstr(x.r.reason, "topic"), "a bad topic: refused here");
     emulator_rules(s, v, port);
+    webpush_sender_free(s);
+
+    /* a push to a 65th origin evicts the oldest origin's pool: its push still on the way fails
+     * as shut down, from the loop, not inside the webpush_send of another push */
+    snprintf(path, sizeof path, "%s/cert.pem", dir);
+    s = webpush_sender_new(loop, NULL, path, 30);
+    webpush_sender_allow_private(s, 1);
+    static struct result many[WEBPUSH_MAX_ORIGINS + 1];
+    int queued = 0;
+    for (int i = 0; i <= WEBPUSH_MAX_ORIGINS; i++) {
+        char url[64];
+        snprintf(url, sizeof url, "https://127.0.0.1:%d/push/x", 1 + i);
+        sending = i == WEBPUSH_MAX_ORIGINS;
+        queued += webpush_send(s, url, 60, WEBPUSH_NORMAL, NULL, NULL, cb_outside, &many[i], err,
+                               sizeof err) == 0;
+        sending = 0;
+    }
+    is_int(queued, WEBPUSH_MAX_ORIGINS + 1, "65 pushes to 65 origins queued");
+    ok(!called_inside && !many[0].done,
+       "the 65th did not run the evicted origin's callback inside webpush_send");
+    loop_until(loop, &many[0].done, 5);
+    is_str(many[0].r.reason, "shut down", "the evicted origin's push failed from the loop");
     webpush_sender_free(s);
 
     snprintf(path, sizeof path, "%s/cert.pem", dir);
