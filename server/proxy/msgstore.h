@@ -26,7 +26,7 @@
 #include "location.h"
 
 struct msgstore;
-struct proxy;
+struct destination;
 struct store;
 
 enum msgstore_result {
@@ -46,8 +46,10 @@ struct msgstore *msgstore_new(struct ev_loop *loop, const struct config *cfg, st
                               struct location *loc, char *err, size_t errlen);
 void msgstore_free(struct msgstore *ms);
 
-/* Deliveries go out through the proxy (sipwake's own requests down a binding's flow). */
-void msgstore_set_proxy(struct msgstore *ms, struct proxy *proxy);
+/* Deliveries go out through dest (borrowed for msgstore's lifetime): sipwake's own requests
+ * down a binding's flow. msgstore sits above destination.c and beside the proxy: the proxy
+ * calls msgstore_put / msgstore_delivered, msgstore never calls the proxy. */
+void msgstore_set_destination(struct msgstore *ms, struct destination *dest);
 
 /* The device key of binding b ("<urn:uuid:...>" or "contact:<id>") into out. */
 void msgstore_device_of(const struct binding *b, char *out, size_t n);

@@ -22,6 +22,7 @@
 #include <openssl/rand.h>
 
 #include "bucket.h"
+#include "destination.h"
 #include "gateway.h"
 #include "heard.h"
 #include "log.h"
@@ -37,7 +38,6 @@
 #include "util.h"
 
 #define PROXY_MAX_BRANCHES 16
-#define PROXY_BRANCH_PREFIX "z9hG4bKsw"
 #define PROXY_TIMER_C_S 180.0 /* §16.6 step 11: more than 3 minutes would also do */
 /* How long a phone rung at its old address with an INVITE may take to show it is awake once
  * its push has failed for good. An awake UA's 100 Trying comes within 200 ms of the INVITE
@@ -48,7 +48,6 @@
  * automatic 100 to one (RFC 3261 §17.2.2, RFC 4320), so its silence says nothing, and its
  * own Timer F ends it. */
 #define PROXY_STALE_GRACE_S 4.0
-#define PROXY_CONN_CACHE 16
 #define PROXY_HEARD_MAX 262144 /* UDP addresses remembered as awake, at most (struct heard) */
 
 struct proxy {
@@ -57,14 +56,12 @@ struct proxy {
     struct location *loc;
     struct txn_table *txns;
     struct transport *tp;
-    uint64_t next_branch;
-    struct gateway *gw; /* gateway mode, else NULL */
-    struct push *push;  /* RFC 8599: pushes and the bucket, when set */
+    struct destination *dest; /* where bindings and URIs are, branch ids, our Via */
+    struct gateway *gw;       /* gateway mode, else NULL */
+    struct push *push;        /* RFC 8599: pushes and the bucket, when set */
     struct bucket *bucket;
-    struct msgstore *msgstore;                 /* offline MESSAGEs, or NULL */
-    struct store *store;                       /* for subscriber lookups, or NULL */
-    struct sip_source conns[PROXY_CONN_CACHE]; /* TCP/TLS connections opened for relay = uri */
-    size_t next_conn;
+    struct msgstore *msgstore;   /* offline MESSAGEs, or NULL */
+    struct store *store;         /* for subscriber lookups, or NULL */
     unsigned char token_key[32]; /* authenticates the flow tokens of our Record-Routes */
     struct heard *heard;         /* UDP addresses heard lately: phones awake */
     struct heard *woken;         /* push devices ("provider|token hash") woken lately for a request
@@ -155,7 +152,7 @@ struct proxy_req {
 };
 
 struct proxy *proxy_new(struct ev_loop *loop, const struct config *cfg, struct location *loc,
-                        struct txn_table *txns, struct transport *tp)
+                        struct txn_table *txns, struct transport *tp, struct destination *dest)
 {
     struct proxy *p = xcalloc(1, sizeof *p);
     p->loop = loop;
@@ -163,7 +160,7 @@ struct proxy *proxy_new(struct ev_loop *loop, const struct config *cfg, struct l
     p->loc = loc;
     p->txns = txns;
     p->tp = tp;
-    p->next_branch = util_fast_random() & 0xffffffffu;
+    p->dest = dest;
     p->heard = heard_new((double)cfg->udp_awake_window, PROXY_HEARD_MAX);
     p->woken = heard_new((double)cfg->wake_interval, PROXY_HEARD_MAX);
     if (RAND_bytes(p->token_key, sizeof p->token_key) != 1)
@@ -398,7 +395,6 @@ static void provisional(struct proxy_req *pr, const osip_message_t *resp, const 
 
 static void start_group(struct proxy_req *pr);
 static void start_target(struct proxy_req *pr, const struct target *tg);
-static int uri_destination(struct proxy *p, const char *uri, struct sip_source *dst);
 
 /* RFC 8599 §5.6.2: nobody came back (bucket timer) or no push went out. The policy's
  * on_timeout answers, or names another target (voicemail); without it, 480. 1 when a branch
@@ -439,7 +435,7 @@ static int timed_out(struct proxy_req *pr)
     osip_free(from);
     osip_free(to);
     struct target tg = {.q = 1000};
-    if (d.action == LUA_ROUTE_URI && uri_destination(p, d.uri, &tg.dst) == 0)
+    if (d.action == LUA_ROUTE_URI && destination_of_uri(p->dest, d.uri, &tg.dst) == 0)
         tg.ruri = d.uri;
     else if (d.action == LUA_ROUTE_UPSTREAM && p->gw &&
              gateway_upstream_destination(p->gw, &tg.dst) == 0)
@@ -636,7 +632,8 @@ int proxy_forward_stray(struct proxy *p, const osip_message_t *resp, const char 
     osip_via_t *ours = osip_list_get(&resp->vias, 0);
     osip_via_t *next = osip_list_get(&resp->vias, 1);
     const char *branch = ours ? sip_msg_param(&ours->via_params, "branch") : NULL;
-    if (!branch || strncmp(branch, PROXY_BRANCH_PREFIX, strlen(PROXY_BRANCH_PREFIX)) != 0 ||
+    if (!branch ||
+        strncmp(branch, DESTINATION_BRANCH_PREFIX, strlen(DESTINATION_BRANCH_PREFIX)) != 0 ||
         !next || !next->host || !next->protocol)
         return 0;
     if (!util_caseeq(next->protocol, "UDP")) {
@@ -692,7 +689,7 @@ static void loop_hash(const osip_message_t *req, const char *raw, size_t len, ch
 static int looped(struct proxy *p, const osip_message_t *req, const char *hash)
 {
     char prefix[64];
-    snprintf(prefix, sizeof prefix, "%s%s.", PROXY_BRANCH_PREFIX, hash);
+    snprintf(prefix, sizeof prefix, "%s%s.", DESTINATION_BRANCH_PREFIX, hash);
     for (int i = 0; i < osip_list_size(&req->vias); i++) {
         osip_via_t *via = osip_list_get(&req->vias, i);
         const char *branch = sip_msg_param(&via->via_params, "branch");
@@ -838,71 +835,6 @@ static char *record_route(const struct proxy *p, const osip_message_t *req,
     return b.data;
 }
 
-/* Where a binding can be reached now. 0 with *dst filled, -1 if it cannot. */
-static int binding_destination(struct proxy *p, const struct binding *b, struct sip_source *dst)
-{
-    memset(dst, 0, sizeof *dst);
-    const char *rcv = b->received;
-    enum config_transport tr = CONFIG_TRANSPORT_UDP;
-    if (rcv && strstr(rcv, ";transport=tcp"))
-        tr = CONFIG_TRANSPORT_TCP;
-    else if (rcv && strstr(rcv, ";transport=tls"))
-        tr = CONFIG_TRANSPORT_TLS;
-    if (tr != CONFIG_TRANSPORT_UDP) {
-        /* RFC 5626: down the connection the phone registered on, while it is open */
-        if (!b->flow_id || !transport_flow_alive(p->tp, b->flow_id))
-            return -1;
-        dst->transport = tr;
-        dst->flow_id = b->flow_id;
-        dst->listener = b->listener;
-        return 0;
-    }
-    if (!rcv || strncmp(rcv, "sip:", 4) != 0)
-        return -1;
-    const char *h = rcv + 4, *end;
-    char ip[INET6_ADDRSTRLEN];
-    if (*h == '[') {
-        end = strchr(h, ']');
-        if (!end || end[1] != ':')
-            return -1;
-        snprintf(ip, sizeof ip, "%.*s", (int)(end - h - 1), h + 1);
-        end++;
-    } else {
-        end = strchr(h, ':');
-        if (!end)
-            return -1;
-        snprintf(ip, sizeof ip, "%.*s", (int)(end - h), h);
-    }
-    int port = atoi(end + 1);
-    if (transport_addr_make(ip, port, &dst->addr, &dst->addrlen) < 0)
-        return -1;
-    dst->transport = CONFIG_TRANSPORT_UDP;
-    dst->listener = b->listener;
-    if (dst->listener < 0 || (size_t)dst->listener >= p->cfg->n_listens ||
-        p->cfg->listens[dst->listener].transport != CONFIG_TRANSPORT_UDP)
-        dst->listener = transport_find_listener(p->tp, CONFIG_TRANSPORT_UDP, dst->addr.ss_family);
-    if (dst->listener < 0)
-        return -1;
-    snprintf(dst->ip, sizeof dst->ip, "%s", ip);
-    dst->port = port;
-    return 0;
-}
-
-static const char *transport_upper(enum config_transport t)
-{
-    return t == CONFIG_TRANSPORT_UDP ? "UDP" : t == CONFIG_TRANSPORT_TCP ? "TCP" : "TLS";
-}
-
-/* Our Via for a request sent to dst. */
-static void via_line(const struct proxy *p, const struct sip_source *dst, const char *branch,
-                     char *out, size_t n)
-{
-    const struct config_listen *l = &p->cfg->listens[dst->listener];
-    int v6 = strchr(l->host, ':') != NULL;
-    snprintf(out, n, "Via: SIP/2.0/%s %s%s%s:%d;branch=%s;rport", transport_upper(dst->transport),
-             v6 ? "[" : "", l->host, v6 ? "]" : "", l->port, branch);
-}
-
 /* Start a branch to dst: the request with ruri (NULL keeps it), rr and routes as
  * sip_msg_forward_request takes them. */
 static void start_branch(struct proxy_req *pr, const struct sip_source *dst, const char *ruri,
@@ -911,9 +843,8 @@ static void start_branch(struct proxy_req *pr, const struct sip_source *dst, con
 {
     struct proxy *p = pr->p;
     char branch[64], via[256];
-    snprintf(branch, sizeof branch, "%s%s.%llx", PROXY_BRANCH_PREFIX, hash,
-             (unsigned long long)p->next_branch++);
-    via_line(p, dst, branch, via, sizeof via);
+    destination_branch(p->dest, hash, branch, sizeof branch);
+    destination_via_line(p->dest, dst, branch, via, sizeof via);
     /* the received top Via, now with received/rport (RFC 3581), goes on below ours */
     char *top = NULL;
     osip_via_to_str(osip_list_get(&pr->req->vias, 0), &top);
@@ -932,25 +863,6 @@ static void start_branch(struct proxy_req *pr, const struct sip_source *dst, con
     br->pr = pr;
     br->c = txn_client_start(p->txns, dst, branch, pr->req->sip_method, out.data, out.len,
                              branch_cb, br);
-}
-
-int proxy_send_to_binding(struct proxy *p, const struct binding *b, const char *method,
-                          const char *rest, size_t rest_len, txn_client_cb cb, void *arg)
-{
-    struct sip_source dst;
-    if (binding_destination(p, b, &dst) < 0)
-        return -1;
-    char branch[64], via[256];
-    snprintf(branch, sizeof branch, "%sms.%llx", PROXY_BRANCH_PREFIX,
-             (unsigned long long)p->next_branch++);
-    via_line(p, &dst, branch, via, sizeof via);
-    char *ruri = sip_msg_ruri_of_contact(b->contact);
-    struct buf out = {0};
-    buf_printf(&out, "%s %s SIP/2.0\r\n%s\r\n", method, ruri, via);
-    buf_append(&out, rest, rest_len);
-    free(ruri);
-    txn_client_start(p->txns, &dst, branch, method, out.data, out.len, cb, arg);
-    return 0;
 }
 
 /* Start a branch toward a target, with a Record-Route if the request creates a dialog. */
@@ -1069,69 +981,13 @@ static long max_forwards_of(const osip_message_t *req)
     return mf;
 }
 
-/* Where a URI the policy relays to is reached: its numeric host and port, over its
- * transport (UDP unless transport= or sips: says otherwise); a TCP/TLS connection to it is
- * reused while open. 0, or -1 when it cannot be (no listener for it, connect failed). */
-static int uri_destination(struct proxy *p, const char *uri, struct sip_source *dst)
-{
-    osip_uri_t *u = NULL;
-    int rc = -1;
-    if (osip_uri_init(&u) != 0 || osip_uri_parse(u, uri) != 0 || !u->host)
-        goto out;
-    int sips = u->scheme && util_caseeq(u->scheme, "sips");
-    const char *tp = sip_msg_param(&u->url_params, "transport");
-    enum config_transport tr = sips                           ? CONFIG_TRANSPORT_TLS
-                               : tp && util_caseeq(tp, "tcp") ? CONFIG_TRANSPORT_TCP
-                               : tp && util_caseeq(tp, "tls") ? CONFIG_TRANSPORT_TLS
-                                                              : CONFIG_TRANSPORT_UDP;
-    long port = tr == CONFIG_TRANSPORT_TLS ? 5061 : 5060;
-    if (u->port && util_parse_long(u->port, 1, 65535, &port) < 0)
-        goto out;
-    struct sockaddr_storage ss;
-    socklen_t len;
-    if (transport_addr_make(u->host, (int)port, &ss, &len) < 0)
-        goto out;
-    if (tr == CONFIG_TRANSPORT_UDP) {
-        memset(dst, 0, sizeof *dst);
-        dst->transport = tr;
-        dst->addr = ss;
-        dst->addrlen = len;
-        dst->listener = transport_find_listener(p->tp, tr, ss.ss_family);
-        snprintf(dst->ip, sizeof dst->ip, "%s", u->host);
-        dst->port = (int)port;
-        rc = dst->listener >= 0 ? 0 : -1;
-        goto out;
-    }
-    for (size_t i = 0; i < PROXY_CONN_CACHE; i++) {
-        struct sip_source *c = &p->conns[i];
-        if (c->flow_id && c->transport == tr && c->addrlen == len &&
-            memcmp(&c->addr, &ss, len) == 0 && transport_flow_alive(p->tp, c->flow_id)) {
-            *dst = *c;
-            rc = 0;
-            goto out;
-        }
-    }
-    if (transport_stream_connect(p->tp, tr, &ss, len, NULL, dst) == 0) {
-        p->conns[p->next_conn++ % PROXY_CONN_CACHE] = *dst;
-        rc = 0;
-    }
-out:
-    if (rc < 0) {
-        char *shown = pn_redacted(uri);
-        log_warn("proxy: cannot reach %s", shown);
-        free(shown);
-    }
-    osip_uri_free(u);
-    return rc;
-}
-
 /* Where a Route entry's URI is reached: the upstream when it names the upstream's host,
  * else its numeric address. 0 or -1. */
 static int next_hop(struct proxy *p, const osip_uri_t *u, const char *text, struct sip_source *dst)
 {
     if (p->gw && u->host && util_caseeq(u->host, p->cfg->upstream_host))
         return gateway_upstream_destination(p->gw, dst);
-    return uri_destination(p, text, dst);
+    return destination_of_uri(p->dest, text, dst);
 }
 
 /* ------------------------------------------------------------------ waiting for a push */
@@ -1164,7 +1020,7 @@ static void waiter_wake(void *arg, const struct binding *b)
     struct target tg = {.q = 1000};
     int cancelled = pr->stopped && pr->deliver_cancelled && w->voip;
     if (((!pr->answered && !pr->stopped) || cancelled) && pr->n_br < PROXY_MAX_BRANCHES &&
-        binding_destination(pr->p, b, &tg.dst) == 0) {
+        destination_of_binding(pr->p->dest, b, &tg.dst) == 0) {
         log_info("proxy: %s %s: %s registered again, forwarding%s", pr->req->sip_method,
                  pr->req->call_id->number, location_aor_name(b->aor),
                  cancelled ? " the cancelled call, then its CANCEL (CallKit)" : "");
@@ -1602,7 +1458,7 @@ static int offline(struct proxy_req *pr, const struct binding *const *targets, s
         /* asleep: in its grace, unreachable, or a push binding on UDP (its app may well be
          * suspended; if not, its 2xx to the copy sent now marks it delivered) */
         sleeping[i] =
-            i >= n_live || binding_destination(p, targets[i], &probe) < 0 ||
+            i >= n_live || destination_of_binding(p->dest, targets[i], &probe) < 0 ||
             ((targets[i]->flags & LOCATION_FLAG_PUSH) && probe.transport == CONFIG_TRANSPORT_UDP);
         asleep += (size_t)sleeping[i];
         msgstore_device_of(targets[i], devices[i], sizeof devices[i]);
@@ -1779,7 +1635,7 @@ static void route_req(struct proxy_req *pr)
                          : strstr(rcv, "transport=tcp") ? "tcp"
                                                         : "udp",
             .push = (b->flags & LOCATION_FLAG_PUSH) != 0,
-            .reachable = binding_destination(p, b, &probe) == 0,
+            .reachable = destination_of_binding(p->dest, b, &probe) == 0,
             .instance = b->instance,
             .q = b->q < 0 ? 1.0 : b->q / 1000.0,
             .tenant = b->tenant,
@@ -1902,7 +1758,7 @@ static void route_req(struct proxy_req *pr)
     if (d.action == LUA_ROUTE_URI) {
         /* to the URI the policy named, which becomes the Request-URI */
         struct target tg = {.q = 1000};
-        if (uri_destination(p, d.uri, &tg.dst) == 0) {
+        if (destination_of_uri(p->dest, d.uri, &tg.dst) == 0) {
             tg.ruri = xstrdup(d.uri);
             pr->tg[pr->n_tg++] = tg;
         }
@@ -1929,7 +1785,7 @@ static void route_req(struct proxy_req *pr)
         int push_b = pushing && (targets[i]->flags & LOCATION_FLAG_PUSH);
         if (push_b && !d.fork_live)
             continue; /* the policy: a push binding only waits for its re-REGISTER */
-        if (binding_destination(p, targets[i], &tg.dst) < 0)
+        if (destination_of_binding(p->dest, targets[i], &tg.dst) < 0)
             continue;
         if (push_b && tg.dst.transport == CONFIG_TRANSPORT_UDP &&
             !heard_recently(p->heard, tg.dst.ip, tg.dst.port, ev_now(p->loop))) {
@@ -2057,8 +1913,8 @@ void proxy_handle_routed(struct proxy *p, osip_message_t *req, const char *raw, 
         /* an ACK for a 2xx: forwarded statelessly, with a branch its copies share (§16.11) */
         if (alive && mf > 0) {
             char branch[64], via[256];
-            snprintf(branch, sizeof branch, "%s%s.ac", PROXY_BRANCH_PREFIX, hash);
-            via_line(p, dst, branch, via, sizeof via);
+            snprintf(branch, sizeof branch, "%s%s.ac", DESTINATION_BRANCH_PREFIX, hash);
+            destination_via_line(p->dest, dst, branch, via, sizeof via);
             char *top = NULL;
             osip_via_to_str(osip_list_get(&req->vias, 0), &top);
             struct buf out = {0};

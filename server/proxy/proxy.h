@@ -35,9 +35,12 @@
 
 struct proxy;
 
-/* All arguments borrowed for the proxy's lifetime. */
+struct destination;
+
+/* All arguments borrowed for the proxy's lifetime (dest: where bindings and URIs are reached,
+ * shared with msgstore, see destination.h). Runs on the loop; free with proxy_free. */
 struct proxy *proxy_new(struct ev_loop *loop, const struct config *cfg, struct location *loc,
-                        struct txn_table *txns, struct transport *tp);
+                        struct txn_table *txns, struct transport *tp, struct destination *dest);
 void proxy_free(struct proxy *p);
 
 /* A UDP datagram came from src (transport_on_udp_heard's callback; proxy is the struct
@@ -60,14 +63,6 @@ void proxy_set_gateway(struct proxy *p, struct gateway *gw);
 struct push;
 struct bucket;
 void proxy_set_push(struct proxy *p, struct push *push, struct bucket *bucket);
-
-/* Send a request sipwake originates (a stored MESSAGE) to binding b, down its flow or to its
- * UDP address: rest is the request after its Request-URI line and Via — header lines, the
- * blank line, the body; sipwake writes the Request-URI (b's contact without push params) and
- * its own Via. cb gets the responses, as for txn_client_start. 0, or -1 when b cannot be
- * reached now. */
-int proxy_send_to_binding(struct proxy *p, const struct binding *b, const char *method,
-                          const char *rest, size_t rest_len, txn_client_cb cb, void *arg);
 
 struct msgstore;
 /* Offline MESSAGE storage, when [offline] is enabled. */
