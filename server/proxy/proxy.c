@@ -17,10 +17,6 @@
 #include <string.h>
 #include <strings.h>
 
-#include <openssl/evp.h>
-#include <openssl/hmac.h>
-#include <openssl/rand.h>
-
 #include "bucket.h"
 #include "destination.h"
 #include "gateway.h"
@@ -32,6 +28,7 @@
 #include "msgstore.h"
 #include "pn.h"
 #include "push.h"
+#include "record_route.h"
 #include "sip_msg.h"
 #include "store.h"
 #include "tenant.h"
@@ -60,12 +57,12 @@ struct proxy {
     struct gateway *gw;       /* gateway mode, else NULL */
     struct push *push;        /* RFC 8599: pushes and the bucket, when set */
     struct bucket *bucket;
-    struct msgstore *msgstore;   /* offline MESSAGEs, or NULL */
-    struct store *store;         /* for subscriber lookups, or NULL */
-    unsigned char token_key[32]; /* authenticates the flow tokens of our Record-Routes */
-    struct heard *heard;         /* UDP addresses heard lately: phones awake */
-    struct heard *woken;         /* push devices ("provider|token hash") woken lately for a request
-                                  * neither a call nor a message ([push] wake_interval) */
+    struct msgstore *msgstore; /* offline MESSAGEs, or NULL */
+    struct store *store;       /* for subscriber lookups, or NULL */
+    struct record_route *rr;   /* our Record-Routes and their flow tokens */
+    struct heard *heard;       /* UDP addresses heard lately: phones awake */
+    struct heard *woken;       /* push devices ("provider|token hash") woken lately for a request
+                                * neither a call nor a message ([push] wake_interval) */
 };
 
 struct proxy_req;
@@ -163,15 +160,13 @@ struct proxy *proxy_new(struct ev_loop *loop, const struct config *cfg, struct l
     p->dest = dest;
     p->heard = heard_new((double)cfg->udp_awake_window, PROXY_HEARD_MAX);
     p->woken = heard_new((double)cfg->wake_interval, PROXY_HEARD_MAX);
-    if (RAND_bytes(p->token_key, sizeof p->token_key) != 1)
-        for (size_t i = 0; i < sizeof p->token_key; i++)
-            p->token_key[i] = (unsigned char)util_fast_random();
+    p->rr = record_route_new(cfg);
     return p;
 }
 
 int proxy_load_token_key(struct proxy *p, const char *path, char *err, size_t errlen)
 {
-    return util_secret_file(path, p->token_key, sizeof p->token_key, err, errlen);
+    return record_route_load_key(p->rr, path, err, errlen);
 }
 
 void proxy_set_gateway(struct proxy *p, struct gateway *gw)
@@ -201,6 +196,7 @@ void proxy_free(struct proxy *p)
         return;
     heard_free(p->heard);
     heard_free(p->woken);
+    record_route_free(p->rr);
     free(p);
 }
 
@@ -703,138 +699,6 @@ static int looped(struct proxy *p, const osip_message_t *req, const char *hash)
     return 0;
 }
 
-/* ---- flow tokens (RFC 5626 §5.2) in sipwake's Record-Route (RFC 3261 §16.6 step 4) ----
- *
- * The user part of the Record-Route URI names both flows of the dialog: the one the
- * initial request came on (the caller's side) and the one it left by (the callee's side),
- * with a MAC under a key made at start, so a Route cannot be forged to send requests
- * anywhere else. A later request of the dialog goes down the other side's flow: a phone
- * behind NAT is reached at the address it is really at, not at its Contact. Which side a
- * request came from is told by its From tag against the ftag param (the caller's tag). */
-
-#define SIDE_BYTES 29
-#define MAC_BYTES 10
-#define TOKEN_HEX (2 * (2 * SIDE_BYTES + MAC_BYTES))
-
-static void side_pack(const struct sip_source *s, unsigned char *o)
-{
-    memset(o, 0, SIDE_BYTES);
-    o[0] = (unsigned char)s->transport;
-    o[1] = (unsigned char)s->listener;
-    for (int i = 0; i < 8; i++)
-        o[2 + i] = (unsigned char)(s->flow_id >> (8 * i));
-    if (s->addr.ss_family == AF_INET6) {
-        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)&s->addr;
-        o[10] = 6;
-        memcpy(o + 11, &a->sin6_port, 2);
-        memcpy(o + 13, &a->sin6_addr, 16);
-    } else {
-        const struct sockaddr_in *a = (const struct sockaddr_in *)&s->addr;
-        o[10] = 4;
-        memcpy(o + 11, &a->sin_port, 2);
-        memcpy(o + 13, &a->sin_addr, 4);
-    }
-}
-
-static int side_unpack(const struct proxy *p, const unsigned char *i, struct sip_source *s)
-{
-    memset(s, 0, sizeof *s);
-    if (i[0] > CONFIG_TRANSPORT_TLS || i[1] >= p->cfg->n_listens || (i[10] != 4 && i[10] != 6))
-        return -1;
-    s->transport = (enum config_transport)i[0];
-    s->listener = i[1];
-    for (int k = 0; k < 8; k++)
-        s->flow_id |= (uint64_t)i[2 + k] << (8 * k);
-    if (i[10] == 6) {
-        struct sockaddr_in6 *a = (struct sockaddr_in6 *)&s->addr;
-        a->sin6_family = AF_INET6;
-        memcpy(&a->sin6_port, i + 11, 2);
-        memcpy(&a->sin6_addr, i + 13, 16);
-        s->addrlen = sizeof *a;
-    } else {
-        struct sockaddr_in *a = (struct sockaddr_in *)&s->addr;
-        a->sin_family = AF_INET;
-        memcpy(&a->sin_port, i + 11, 2);
-        memcpy(&a->sin_addr, i + 13, 4);
-        s->addrlen = sizeof *a;
-    }
-    transport_addr_str((struct sockaddr *)&s->addr, s->ip, sizeof s->ip, &s->port);
-    return 0;
-}
-
-static void token_mac(const struct proxy *p, const unsigned char *data, unsigned char *mac)
-{
-    unsigned char full[EVP_MAX_MD_SIZE];
-    unsigned int n = 0;
-    HMAC(EVP_sha256(), p->token_key, sizeof p->token_key, data, 2 * SIDE_BYTES, full, &n);
-    memcpy(mac, full, MAC_BYTES);
-}
-
-static void token_make(const struct proxy *p, const struct sip_source *caller,
-                       const struct sip_source *callee, char out[TOKEN_HEX + 1])
-{
-    unsigned char raw[2 * SIDE_BYTES + MAC_BYTES];
-    side_pack(caller, raw);
-    side_pack(callee, raw + SIDE_BYTES);
-    token_mac(p, raw, raw + 2 * SIDE_BYTES);
-    util_hex(raw, sizeof raw, out);
-}
-
-/* 0 with both sides if user is a token of ours, else -1. */
-static int token_parse(const struct proxy *p, const char *user, struct sip_source *caller,
-                       struct sip_source *callee)
-{
-    unsigned char raw[2 * SIDE_BYTES + MAC_BYTES], mac[MAC_BYTES];
-    if (!user || strlen(user) != TOKEN_HEX)
-        return -1;
-    for (size_t i = 0; i < sizeof raw; i++) {
-        unsigned int b;
-        if (sscanf(user + 2 * i, "%2x", &b) != 1)
-            return -1;
-        raw[i] = (unsigned char)b;
-    }
-    token_mac(p, raw, mac);
-    if (CRYPTO_memcmp(mac, raw + 2 * SIDE_BYTES, MAC_BYTES) != 0)
-        return -1;
-    return side_unpack(p, raw, caller) < 0 || side_unpack(p, raw + SIDE_BYTES, callee) < 0 ? -1 : 0;
-}
-
-static const char *transport_param(enum config_transport t)
-{
-    return t == CONFIG_TRANSPORT_UDP   ? ""
-           : t == CONFIG_TRANSPORT_TCP ? ";transport=tcp"
-                                       : ";transport=tls";
-}
-
-static void rr_line(struct buf *b, const struct config_listen *l, const char *token,
-                    const char *ftag)
-{
-    int v6 = strchr(l->host, ':') != NULL;
-    buf_printf(b, "Record-Route: <sip:%s@%s%s%s:%d%s;lr;ftag=%s>\r\n", token, v6 ? "[" : "",
-               l->host, v6 ? "]" : "", l->port, transport_param(l->transport), ftag);
-}
-
-/* Our Record-Route for a request from caller leaving toward callee: one entry, or two when
- * it changes listener (transport or address family; RFC 5658), the callee's side on top. */
-static char *record_route(const struct proxy *p, const osip_message_t *req,
-                          const struct sip_source *caller, const struct sip_source *callee)
-{
-    osip_generic_param_t *tag = NULL;
-    if (!req->from || osip_from_get_tag(req->from, &tag) != 0 || !tag || !tag->gvalue ||
-        strspn(tag->gvalue,
-               "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.!%*_+`'~") !=
-            strlen(tag->gvalue))
-        return NULL; /* no usable tag to tell the sides apart: no Record-Route */
-    char token[TOKEN_HEX + 1];
-    token_make(p, caller, callee, token);
-    struct buf b = {0};
-    rr_line(&b, &p->cfg->listens[callee->listener], token, tag->gvalue);
-    if (caller->listener != callee->listener && caller->listener >= 0 &&
-        (size_t)caller->listener < p->cfg->n_listens)
-        rr_line(&b, &p->cfg->listens[caller->listener], token, tag->gvalue);
-    return b.data;
-}
-
 /* Start a branch to dst: the request with ruri (NULL keeps it), rr and routes as
  * sip_msg_forward_request takes them. */
 static void start_branch(struct proxy_req *pr, const struct sip_source *dst, const char *ruri,
@@ -871,7 +735,7 @@ static void start_target(struct proxy_req *pr, const struct target *tg)
     const char *m = pr->req->sip_method;
     char *rr = NULL;
     if (strcmp(m, "INVITE") == 0 || strcmp(m, "SUBSCRIBE") == 0 || strcmp(m, "REFER") == 0)
-        rr = record_route(pr->p, pr->req, &pr->src, &tg->dst);
+        rr = record_route_lines(pr->p->rr, pr->req, &pr->src, &tg->dst);
     start_branch(pr, &tg->dst, tg->ruri, rr, pr->routes, pr->hash, pr->max_forwards, pr->contacts);
     pr->br[pr->n_br - 1].device = tg->device;
     pr->br[pr->n_br - 1].push_id = tg->push_id;
@@ -1863,33 +1727,11 @@ static void route_req(struct proxy_req *pr)
     settle(pr);
 }
 
-/* How many of the top Route entries of req are sipwake's Record-Routes (two after a double
- * Record-Route), with the dialog's sides and the caller's tag from the first. */
-static int our_routes(const struct proxy *p, const osip_message_t *req, struct sip_source *caller,
-                      struct sip_source *callee, const char **ftag)
-{
-    int n = 0;
-    for (int i = 0; i < osip_list_size(&req->routes) && n < 2; i++) {
-        osip_route_t *r = osip_list_get(&req->routes, i);
-        struct sip_source a, b;
-        if (!r || !r->url || token_parse(p, r->url->username, &a, &b) < 0)
-            break;
-        if (n++ == 0) {
-            osip_uri_param_t *ft = NULL;
-            osip_uri_uparam_get_byname(r->url, (char *)"ftag", &ft);
-            *caller = a;
-            *callee = b;
-            *ftag = ft ? ft->gvalue : NULL;
-        }
-    }
-    return n;
-}
-
 int proxy_routed_here(const struct proxy *p, const osip_message_t *req)
 {
     struct sip_source a, b;
     const char *ftag;
-    return our_routes(p, req, &a, &b, &ftag) > 0;
+    return record_route_ours(p->rr, req, &a, &b, &ftag) > 0;
 }
 
 void proxy_handle_routed(struct proxy *p, osip_message_t *req, const char *raw, size_t len,
@@ -1897,7 +1739,7 @@ void proxy_handle_routed(struct proxy *p, osip_message_t *req, const char *raw, 
 {
     struct sip_source caller, callee;
     const char *ftag = NULL;
-    int ours = our_routes(p, req, &caller, &callee, &ftag);
+    int ours = record_route_ours(p->rr, req, &caller, &callee, &ftag);
     /* §16.4: our entries come off; the rest stay, in order */
     struct buf routes = {.data = sip_msg_route_lines(req, ours)};
     osip_generic_param_t *tag = NULL;
