@@ -71,7 +71,7 @@ struct branch {
     struct proxy_req *pr;
     struct txn_client *c;       /* until its final response */
     const char *device;         /* a stored MESSAGE's device (its target's), else NULL */
-    int delivered;              /* it answered 2xx before the message was committed */
+    unsigned delivered : 1;     /* it answered 2xx before the message was committed */
     uint64_t push_id;           /* the push binding it rang directly (its contact id), else 0 */
     struct txn_client *dropped; /* INVITE ended locally, until its Timer B: a late 2xx */
 };
@@ -90,62 +90,98 @@ struct target {
 struct waiter {
     struct proxy_req *pr; /* NULL once the request is gone */
     struct bucket_entry *entry;
-    int pushing; /* the push callback is still to come */
-    int active;  /* counted in pr->waiting */
-    char *aor;   /* the binding, to push it again (it may be refreshed meanwhile) */
+    unsigned pushing : 1; /* the push callback is still to come */
+    unsigned active : 1;  /* counted in pr->wait.active */
+    char *aor;            /* the binding, to push it again (it may be refreshed meanwhile) */
     uint64_t contact_id;
     ev_timer retry;  /* the next try after 429/5xx/no answer */
     ev_tstamp until; /* the bucket timer's end */
     int attempts;
-    int delivered; /* a push reached the service */
-    int failed;    /* the push failed for good: retry ends the direct branch (waiter_failed) */
-    int voip;      /* ... as an APNs VoIP push: CallKit shows the call */
+    unsigned delivered : 1; /* a push reached the service */
+    unsigned failed : 1;    /* the push failed for good: retry ends the direct branch */
+    unsigned voip : 1;      /* ... as an APNs VoIP push: CallKit shows the call */
+};
+
+/* Where a request is in its routing. proxy_handle walks it through the steps of
+ * route_req (find the AOR, collect targets, build the hook input, apply the decision, choose
+ * the next hop); only from FORWARDING on may settle answer it and free it. */
+enum proxy_stage {
+    PROXY_STAGE_ROUTING = 0, /* the route steps run (again after the subscriber lookup) */
+    PROXY_STAGE_USER_LOOKUP, /* no binding: the subscriber table is asked (404 or 480?) */
+    PROXY_STAGE_SETUP,       /* decided: branches and push waits are being started */
+    PROXY_STAGE_FORWARDING,  /* branches pending or devices awaited; settle answers */
+    PROXY_STAGE_ON_TIMEOUT,  /* RFC 8599 §5.6.2: on_timeout has decided; its target is tried */
+};
+
+/* What the subscriber table says of a user without bindings (RFC 3261 §16.5: 480 for one
+ * that exists, 404 for one that does not). */
+enum proxy_user {
+    PROXY_USER_UNKNOWN_YET = 0, /* not looked up (it has bindings, or no lookup applies) */
+    PROXY_USER_EXISTS,
+    PROXY_USER_ABSENT,
+    PROXY_USER_LOOKUP_FAILED, /* the store failed: the route hook sees "unknown" */
 };
 
 /* One request being proxied, alive until every branch has reported. */
 struct proxy_req {
     struct proxy *p;
+    enum proxy_stage stage;
+    enum proxy_user user;
+    /* the request as received */
     struct txn *st; /* the server transaction, until answered */
     osip_message_t *req;
     char *raw;
     size_t rawlen;
     struct sip_source src;
     struct sip_source updst; /* where responses go once the server transaction is gone */
-    int invite;
-    ev_timer timer_c;
-    struct branch br[PROXY_MAX_BRANCHES];
-    size_t n_br;
+    unsigned invite : 1;
+    char *aor, *tenant; /* for on_timeout, the offline hook and pushes */
+    /* the route decision's terms, for the rest of the request's life */
+    struct {
+        unsigned serial : 1;            /* by q groups (RFC 3261 §16.6), else all at once */
+        unsigned missed_call : 1;       /* a CANCEL tells the pushed phones of a missed call */
+        unsigned deliver_cancelled : 1; /* a CANCEL keeps a VoIP-pushed iPhone's INVITE */
+        int branch_timeout;             /* seconds, 0: none */
+    } decision;
+    /* what every branch's copy of the request gets (§16.6) */
+    struct {
+        char *routes;   /* the Route lines to forward once ours are removed; NULL: as received */
+        char *contacts; /* Contact lines without pn-* params for the upstream; NULL: as received */
+        char hash[17];  /* the loop hash its branch ids carry (§16.6 step 8) */
+        int max_forwards;
+    } fwd;
+    /* targets (resolved when decided) and the branches started toward them */
     struct target tg[PROXY_MAX_BRANCHES];
     size_t n_tg, next_tg;
-    int serial;         /* by q groups (RFC 3261 §16.6), else all at once */
-    int branch_timeout; /* seconds, 0: none */
-    int stopped;        /* the caller CANCELled: no further group */
-    int timed_out;      /* sipwake CANCELled for a timeout (branch_timeout, Timer C) */
-    struct waiter *waiters[PROXY_MAX_BRANCHES];
-    size_t n_waiters;
-    int waiting;       /* waiters still active */
-    int pushed;        /* some push binding was pushed: no answer at all then means 480 */
-    int expired;       /* a bucket timer fired (else every push failed) */
-    int timeout_asked; /* on_timeout has decided */
-    int missed_call, deliver_cancelled; /* the route decision's, for a CANCEL */
-    int user_exists; /* the subscriber table on a user without bindings: 1, 0; -1 unknown;
-                      * -2 not looked up yet */
-    int storing;     /* a MESSAGE being stored for devices asleep: the answer is ours */
-    int64_t msg_id;  /* once stored */
-    int store_code;  /* the answer once stored (the offline hook's) */
-    char store_reason[128];
-    char *aor, *tenant; /* for on_timeout */
-    int in_setup;       /* proxy_handle is still building it: do not settle yet */
+    struct branch br[PROXY_MAX_BRANCHES];
+    size_t n_br;
+    int pending; /* branches without a final response */
+    ev_timer timer_c;
     ev_timer group_timer;
-    char *routes;   /* the Route lines to forward once ours are removed; NULL: as received */
-    char *contacts; /* Contact lines without pn-* params for the upstream; NULL: as received */
-    char hash[17];
-    int max_forwards;
-    int pending;
-    int answered;
-    int best_code;
-    char *best; /* best final response so far, our Via already removed */
-    size_t best_len;
+    /* push bindings waited for (RFC 8599 §5.2) */
+    struct {
+        struct waiter *w[PROXY_MAX_BRANCHES];
+        size_t n;
+        int active;           /* waiters still active (and a store commit awaited) */
+        unsigned pushed : 1;  /* some push binding was pushed: no answer at all then means 480 */
+        unsigned expired : 1; /* a bucket timer fired (else every push failed) */
+    } wait;
+    /* a MESSAGE being stored for devices asleep: the sender's answer is ours */
+    struct {
+        unsigned storing : 1;
+        int64_t msg_id; /* once stored */
+        int code;       /* the answer once stored (the offline hook's) */
+        char reason[128];
+    } store;
+    /* the answer upstream */
+    struct {
+        unsigned answered : 1;
+        unsigned cancelled : 1; /* the caller CANCELled: no further group */
+        unsigned timed_out : 1; /* sipwake CANCELled for a timeout (branch_timeout, Timer C) */
+        int best_code;
+        char *best; /* best final response so far, our Via already removed */
+        size_t best_len;
+    } up;
 };
 
 struct proxy *proxy_new(struct ev_loop *loop, const struct config *cfg, struct location *loc,
@@ -228,21 +264,21 @@ static void preq_free(struct proxy_req *pr)
     for (size_t i = 0; i < pr->n_br; i++)
         if (pr->br[i].dropped)
             txn_client_detach(pr->br[i].dropped); /* a late 2xx is ACKed and ended */
-    for (size_t i = 0; i < pr->n_waiters; i++)
-        waiter_release(pr->waiters[i]);
+    for (size_t i = 0; i < pr->wait.n; i++)
+        waiter_release(pr->wait.w[i]);
     ev_timer_stop(pr->p->loop, &pr->timer_c);
     ev_timer_stop(pr->p->loop, &pr->group_timer);
     for (size_t i = 0; i < pr->n_tg; i++) {
         free(pr->tg[i].ruri);
         free(pr->tg[i].device);
     }
-    free(pr->routes);
-    free(pr->contacts);
+    free(pr->fwd.routes);
+    free(pr->fwd.contacts);
     free(pr->aor);
     free(pr->tenant);
     osip_message_free(pr->req);
     free(pr->raw);
-    free(pr->best);
+    free(pr->up.best);
     free(pr);
 }
 
@@ -250,7 +286,7 @@ static void preq_free(struct proxy_req *pr)
  * ("Name: value\r\n" each, or NULL). */
 static void reply_with(struct proxy_req *pr, int code, const char *reason, const char *extra)
 {
-    if (pr->answered)
+    if (pr->up.answered)
         return;
     struct buf r = {0};
     sip_msg_reply_begin(&r, pr->raw, pr->rawlen, pr->req, code, reason, NULL);
@@ -261,7 +297,7 @@ static void reply_with(struct proxy_req *pr, int code, const char *reason, const
     sip_msg_reply_end(&r);
     txn_set_owner(pr->st, NULL);
     txn_reply_bytes(pr->p->txns, pr->st, r.data, r.len);
-    pr->answered = 1;
+    pr->up.answered = 1;
     log_info("proxy: %s %s from %s:%d answered %d %s", pr->req->sip_method,
              pr->req->req_uri && pr->req->req_uri->username ? pr->req->req_uri->username : "",
              pr->src.ip, pr->src.port, code, reason);
@@ -277,7 +313,7 @@ static void pass_up(struct proxy_req *pr, char *bytes, size_t len)
 {
     txn_set_owner(pr->st, NULL);
     txn_reply_bytes(pr->p->txns, pr->st, bytes, len);
-    pr->answered = 1;
+    pr->up.answered = 1;
 }
 
 /* §16.7 step 6: 6xx beats everything, then the lowest class; within a class the first stays,
@@ -308,8 +344,8 @@ static void branch_ended_locally(struct proxy_req *pr, struct branch *br)
         txn_client_on_late_2xx(br->c, late_2xx, br);
     }
     br->c = NULL;
-    if (!pr->best_code)
-        pr->best_code = 408;
+    if (!pr->up.best_code)
+        pr->up.best_code = 408;
     pr->pending--;
 }
 
@@ -359,7 +395,7 @@ static void timer_c_cb(struct ev_loop *loop, ev_timer *w, int revents)
     struct proxy_req *pr = w->data;
     log_info("proxy: INVITE %s unanswered for %.0f s (Timer C), cancelled",
              pr->req->call_id->number, PROXY_TIMER_C_S);
-    pr->timed_out = 1;
+    pr->up.timed_out = 1;
     cancel_pending(pr);
     settle(pr);
 }
@@ -382,7 +418,7 @@ static void provisional(struct proxy_req *pr, const osip_message_t *resp, const 
         return; /* provisional responses to non-INVITE are not passed on */
     ev_timer_again(pr->p->loop, &pr->timer_c);
     struct buf up = {0};
-    if (resp->status_code > 100 && !pr->answered && response_up(resp, raw, len, &up) == 0) {
+    if (resp->status_code > 100 && !pr->up.answered && response_up(resp, raw, len, &up) == 0) {
         txn_provisional_bytes(pr->p->txns, pr->st, up.data, up.len);
         up.data = NULL;
     }
@@ -423,8 +459,8 @@ static int timed_out(struct proxy_req *pr)
         .tenant = pr->tenant,
     };
     struct lua_hook_timeout_in in = {.req = &rin,
-                                     .reason = pr->expired ? "bucket_timeout" : "push_failed",
-                                     .pushed = (int)pr->n_waiters};
+                                     .reason = pr->wait.expired ? "bucket_timeout" : "push_failed",
+                                     .pushed = (int)pr->wait.n};
     struct lua_hook_route_out d;
     lua_hook_on_timeout(lua_vm_current(), &in, &d);
     osip_free(ruri);
@@ -463,45 +499,45 @@ static void stop_waiter(struct proxy_req *pr, struct waiter *w)
     w->entry = NULL;
     if (w->active) {
         w->active = 0;
-        pr->waiting--;
+        pr->wait.active--;
     }
 }
 
 /* Stop waiting for sleeping devices (answered, cancelled). */
 static void stop_waiting(struct proxy_req *pr)
 {
-    for (size_t i = 0; i < pr->n_waiters; i++)
-        stop_waiter(pr, pr->waiters[i]);
+    for (size_t i = 0; i < pr->wait.n; i++)
+        stop_waiter(pr, pr->wait.w[i]);
 }
 
 /* When no branch is pending and no device is awaited: the next serial group, or the final
  * answer (§16.7), and the request is done. */
 static void settle(struct proxy_req *pr)
 {
-    if (pr->pending > 0 || pr->waiting > 0 || pr->in_setup)
+    if (pr->pending > 0 || pr->wait.active > 0 || pr->stage < PROXY_STAGE_FORWARDING)
         return;
     ev_timer_stop(pr->p->loop, &pr->group_timer);
-    if (!pr->answered && !pr->stopped && pr->best_code < 600 && pr->next_tg < pr->n_tg) {
+    if (!pr->up.answered && !pr->up.cancelled && pr->up.best_code < 600 && pr->next_tg < pr->n_tg) {
         start_group(pr); /* serial forking: the next q group */
         if (pr->pending > 0)
             return;
     }
-    if (!pr->answered) {
-        if (pr->best && pr->best_code == 487 && pr->timed_out && !pr->stopped) {
+    if (!pr->up.answered) {
+        if (pr->up.best && pr->up.best_code == 487 && pr->up.timed_out && !pr->up.cancelled) {
             /* nobody answered in time: the 487s are of sipwake's own CANCELs, the caller
              * cancelled nothing (§16.8 treats a timed-out branch as a 408) */
             reply(pr, 408, "Request Timeout");
-        } else if (pr->best) {
-            pass_up(pr, pr->best, pr->best_len);
-            pr->best = NULL;
-        } else if (pr->stopped) {
+        } else if (pr->up.best) {
+            pass_up(pr, pr->up.best, pr->up.best_len);
+            pr->up.best = NULL;
+        } else if (pr->up.cancelled) {
             reply(pr, 487, "Request Terminated");
-        } else if (pr->pushed && !pr->timeout_asked) {
+        } else if (pr->wait.pushed && pr->stage != PROXY_STAGE_ON_TIMEOUT) {
             /* RFC 8599 §5.6.2: the bucket timer fired, or every push failed */
-            pr->timeout_asked = 1;
+            pr->stage = PROXY_STAGE_ON_TIMEOUT;
             if (timed_out(pr))
                 return;
-        } else if (pr->pushed) {
+        } else if (pr->wait.pushed) {
             reply(pr, 480, "Temporarily Unavailable"); /* on_timeout's target did not answer */
         } else {
             reply(pr, 408, "Request Timeout");
@@ -520,11 +556,11 @@ static void branch_cb(void *arg, const osip_message_t *resp, const char *raw, si
         return;
     }
     br->c = NULL; /* the client transaction finishes on its own */
-    if (pr->storing) {
+    if (pr->store.storing) {
         /* a stored MESSAGE: the sender's answer is sipwake's; a device's 2xx marks it */
         if (code < 300 && br->device) {
-            if (pr->msg_id)
-                msgstore_delivered(pr->p->msgstore, pr->msg_id, br->device);
+            if (pr->store.msg_id)
+                msgstore_delivered(pr->p->msgstore, pr->store.msg_id, br->device);
             else
                 br->delivered = 1;
         }
@@ -534,29 +570,29 @@ static void branch_cb(void *arg, const osip_message_t *resp, const char *raw, si
     }
     struct buf up = {0};
     if (resp && response_up(resp, raw, len, &up) == 0) {
-        if (code < 300 && !pr->answered) {
+        if (code < 300 && !pr->up.answered) {
             pass_up(pr, up.data, up.len); /* §16.7 step 5: a 2xx goes at once */
             up.data = NULL;
         } else if (code < 300 && pr->invite) {
             /* another fork answered too: the caller sorts out the dialogs (§16.7 step 5) */
             transport_send(pr->p->tp, &pr->updst, up.data, up.len);
-        } else if (!pr->answered && better(code, pr->best_code)) {
-            free(pr->best);
-            pr->best = up.data;
-            pr->best_len = up.len;
-            pr->best_code = code;
+        } else if (!pr->up.answered && better(code, pr->up.best_code)) {
+            free(pr->up.best);
+            pr->up.best = up.data;
+            pr->up.best_len = up.len;
+            pr->up.best_code = code;
             up.data = NULL;
         }
-    } else if (!resp && !pr->best_code) {
-        pr->best_code = 408;
+    } else if (!resp && !pr->up.best_code) {
+        pr->up.best_code = 408;
     }
     buf_free(&up);
     if (resp && br->push_id)
         /* the push binding answered where it was rung: it is awake, and waiting for it to
          * register again would only delay its answer (a busy phone's 486) to the bucket timer */
-        for (size_t i = 0; i < pr->n_waiters; i++)
-            if (pr->waiters[i]->contact_id == br->push_id)
-                stop_waiter(pr, pr->waiters[i]);
+        for (size_t i = 0; i < pr->wait.n; i++)
+            if (pr->wait.w[i]->contact_id == br->push_id)
+                stop_waiter(pr, pr->wait.w[i]);
     if (pr->invite && (code < 300 || code >= 600)) {
         cancel_pending(pr); /* §16.7 step 10; a 6xx ends the search too */
         stop_waiting(pr);
@@ -575,7 +611,7 @@ static int late_2xx(void *arg, const osip_message_t *resp, const char *raw, size
     struct branch *br = arg;
     struct proxy_req *pr = br->pr;
     br->dropped = NULL;
-    if (!resp || pr->answered)
+    if (!resp || pr->up.answered)
         return 0;
     struct buf up = {0};
     if (response_up(resp, raw, len, &up) < 0) {
@@ -598,23 +634,23 @@ void proxy_cancel(void *owner)
 {
     struct proxy_req *pr = owner;
     log_info("proxy: INVITE %s cancelled by the caller", pr->req->call_id->number);
-    pr->stopped = 1;
+    pr->up.cancelled = 1;
     cancel_pending(pr);
     /* phones pushed and not back yet: a VoIP-pushed iPhone shows the call in CallKit and
      * needs the INVITE and its CANCEL to end it (deliver_cancelled: it stays in the bucket);
      * the others may be told of the missed call */
     int kept = 0;
-    for (size_t i = 0; i < pr->n_waiters; i++) {
-        struct waiter *w = pr->waiters[i];
+    for (size_t i = 0; i < pr->wait.n; i++) {
+        struct waiter *w = pr->wait.w[i];
         if (!w->active)
             continue;
         /* a VoIP push still on its way is kept too: whether CallKit shows the call is known
          * when it is answered (waiter_pushed) */
-        if (pr->deliver_cancelled && (w->voip || w->pushing) && w->entry) {
+        if (pr->decision.deliver_cancelled && (w->voip || w->pushing) && w->entry) {
             kept++;
             continue;
         }
-        if (pr->missed_call && w->delivered)
+        if (pr->decision.missed_call && w->delivered)
             missed_call_push(pr, w);
         stop_waiter(pr, w);
     }
@@ -736,7 +772,8 @@ static void start_target(struct proxy_req *pr, const struct target *tg)
     char *rr = NULL;
     if (strcmp(m, "INVITE") == 0 || strcmp(m, "SUBSCRIBE") == 0 || strcmp(m, "REFER") == 0)
         rr = record_route_lines(pr->p->rr, pr->req, &pr->src, &tg->dst);
-    start_branch(pr, &tg->dst, tg->ruri, rr, pr->routes, pr->hash, pr->max_forwards, pr->contacts);
+    start_branch(pr, &tg->dst, tg->ruri, rr, pr->fwd.routes, pr->fwd.hash, pr->fwd.max_forwards,
+                 pr->fwd.contacts);
     pr->br[pr->n_br - 1].device = tg->device;
     pr->br[pr->n_br - 1].push_id = tg->push_id;
     free(rr);
@@ -748,8 +785,8 @@ static void group_timeout_cb(struct ev_loop *loop, ev_timer *w, int revents)
     (void)revents;
     struct proxy_req *pr = w->data;
     log_info("proxy: INVITE %s: no answer in %d s (branch_timeout), cancelled",
-             pr->req->call_id->number, pr->branch_timeout);
-    pr->timed_out = 1;
+             pr->req->call_id->number, pr->decision.branch_timeout);
+    pr->up.timed_out = 1;
     cancel_pending(pr); /* their final responses start the next group, if any */
     settle(pr);
 }
@@ -791,9 +828,9 @@ static void start_group(struct proxy_req *pr)
     int q = pr->tg[pr->next_tg].q;
     do
         start_target(pr, &pr->tg[pr->next_tg++]);
-    while (pr->next_tg < pr->n_tg && (!pr->serial || pr->tg[pr->next_tg].q == q));
-    if (pr->invite && pr->branch_timeout) {
-        ev_timer_set(&pr->group_timer, pr->branch_timeout, 0);
+    while (pr->next_tg < pr->n_tg && (!pr->decision.serial || pr->tg[pr->next_tg].q == q));
+    if (pr->invite && pr->decision.branch_timeout) {
+        ev_timer_set(&pr->group_timer, pr->decision.branch_timeout, 0);
         ev_timer_start(pr->p->loop, &pr->group_timer);
     }
 }
@@ -809,7 +846,6 @@ static struct proxy_req *preq_new(struct proxy *p, osip_message_t *req, const ch
     memcpy(pr->raw, raw, len);
     pr->rawlen = len;
     pr->src = *src;
-    pr->user_exists = -2;
     txn_response_destination(req, src, &pr->updst);
     pr->invite = strcmp(req->sip_method, "INVITE") == 0;
     ev_init(&pr->timer_c, timer_c_cb);
@@ -869,7 +905,7 @@ static void waiter_end(struct waiter *w)
     ev_timer_stop(pr->p->loop, &w->retry);
     if (w->active) {
         w->active = 0;
-        pr->waiting--;
+        pr->wait.active--;
     }
     settle(pr);
 }
@@ -882,8 +918,8 @@ static void waiter_wake(void *arg, const struct binding *b)
     w->entry = NULL;
     drop_stale(pr, w->contact_id); /* it is back elsewhere: the old address is dead */
     struct target tg = {.q = 1000};
-    int cancelled = pr->stopped && pr->deliver_cancelled && w->voip;
-    if (((!pr->answered && !pr->stopped) || cancelled) && pr->n_br < PROXY_MAX_BRANCHES &&
+    int cancelled = pr->up.cancelled && pr->decision.deliver_cancelled && w->voip;
+    if (((!pr->up.answered && !pr->up.cancelled) || cancelled) && pr->n_br < PROXY_MAX_BRANCHES &&
         destination_of_binding(pr->p->dest, b, &tg.dst) == 0) {
         log_info("proxy: %s %s: %s registered again, forwarding%s", pr->req->sip_method,
                  pr->req->call_id->number, location_aor_name(b->aor),
@@ -901,7 +937,7 @@ static void waiter_expire(void *arg)
 {
     struct waiter *w = arg;
     w->entry = NULL;
-    w->pr->expired = 1;
+    w->pr->wait.expired = 1;
     log_info("proxy: %s %s: the pushed phone did not register in time", w->pr->req->sip_method,
              w->pr->req->call_id->number);
     drop_stale(w->pr, w->contact_id); /* RFC 8599 §5.6.2: 480 now, not at its Timer B */
@@ -939,7 +975,7 @@ static void waiter_failed(struct waiter *w)
         return;
     }
     if (!pr->invite) {
-        pr->pushed = 1; /* if that branch never answers: 480 (§5.6.2), not 408 */
+        pr->wait.pushed = 1; /* if that branch never answers: 480 (§5.6.2), not 408 */
         waiter_end(w);
         return;
     }
@@ -957,7 +993,7 @@ static void waiter_retry_cb(struct ev_loop *loop, ev_timer *t, int revents)
     (void)revents;
     struct waiter *w = t->data;
     if (w->failed) {
-        w->pr->pushed = 1; /* a push binding nobody could reach: 480 (§5.6.2), not 408 */
+        w->pr->wait.pushed = 1; /* a push binding nobody could reach: 480 (§5.6.2), not 408 */
         drop_stale(w->pr, w->contact_id);
         waiter_end(w);
         return;
@@ -977,13 +1013,13 @@ static void waiter_pushed(void *arg, const struct push_result *r)
     }
     if (r->outcome == PUSH_DELIVERED) {
         w->delivered = 1;
-        w->voip = r->voip;
+        w->voip = r->voip != 0;
     }
     struct proxy_req *pr = w->pr;
-    if (pr->stopped && w->active && !(w->voip && pr->deliver_cancelled)) {
+    if (pr->up.cancelled && w->active && !(w->voip && pr->decision.deliver_cancelled)) {
         /* the caller cancelled while this push was on its way, and it is not a call CallKit
          * shows: nobody waits for the phone any more (proxy_cancel kept it to see) */
-        if (pr->missed_call && w->delivered)
+        if (pr->decision.missed_call && w->delivered)
             missed_call_push(pr, w);
         stop_waiter(pr, w);
         settle(pr);
@@ -1213,7 +1249,7 @@ static void missed_call_push(struct proxy_req *pr, struct waiter *w)
 static void wait_for(struct proxy_req *pr, const struct binding *b)
 {
     struct proxy *p = pr->p;
-    if (pr->n_waiters >= PROXY_MAX_BRANCHES)
+    if (pr->wait.n >= PROXY_MAX_BRANCHES)
         return;
     struct waiter *w = xcalloc(1, sizeof *w);
     w->pr = pr;
@@ -1223,8 +1259,8 @@ static void wait_for(struct proxy_req *pr, const struct binding *b)
     w->until = ev_now(p->loop) + bucket_timeout_of(pr);
     ev_init(&w->retry, waiter_retry_cb);
     w->retry.data = w;
-    pr->waiters[pr->n_waiters++] = w;
-    pr->waiting++;
+    pr->wait.w[pr->wait.n++] = w;
+    pr->wait.active++;
     w->entry =
         bucket_park(p->bucket, w->aor, b, bucket_timeout_of(pr), waiter_wake, waiter_expire, w);
     int rc = send_push(w, b);
@@ -1236,9 +1272,9 @@ static void wait_for(struct proxy_req *pr, const struct binding *b)
         bucket_cancel(w->entry);
         w->entry = NULL;
         w->active = 0;
-        pr->waiting--;
+        pr->wait.active--;
     } else {
-        pr->pushed = 1;
+        pr->wait.pushed = 1;
     }
 }
 
@@ -1279,17 +1315,17 @@ static int same_device_before(const struct binding *const *targets, size_t i);
 static void stored(void *arg, enum msgstore_result r, int64_t id)
 {
     struct proxy_req *pr = arg;
-    pr->waiting--;
-    pr->msg_id = id;
+    pr->wait.active--;
+    pr->store.msg_id = id;
     if (r == MSGSTORE_STOPPED) {
         /* the transports are closed: no answer (the sender retransmits to the next run) */
         txn_set_owner(pr->st, NULL);
-        pr->answered = 1;
+        pr->up.answered = 1;
     } else if (r == MSGSTORE_STORED || r == MSGSTORE_DUPLICATE) {
         for (size_t i = 0; i < pr->n_br; i++)
             if (pr->br[i].delivered && pr->br[i].device)
                 msgstore_delivered(pr->p->msgstore, id, pr->br[i].device);
-        reply(pr, pr->store_code, pr->store_reason);
+        reply(pr, pr->store.code, pr->store.reason);
     } else if (r == MSGSTORE_QUOTA) {
         reply_with(pr, 486, "Busy Here",
                    "Warning: 399 sipwake \"Too many messages are waiting for this user\"\r\n");
@@ -1307,7 +1343,7 @@ static void message_pushed(void *arg, const struct push_result *r)
 
 /* A MESSAGE for the AOR's n devices (targets[0..n_live) live bindings, the rest in their
  * grace), some of which cannot get it now: the offline hook decides whether it is stored for
- * them. 1: it is being stored (pr->storing; devices[] holds each target's device key), 0: not
+ * them. 1: it is being stored (pr->store.storing; devices[] holds each target's device key), 0: not
  * stored, -1: answered already (too large). */
 static int offline(struct proxy_req *pr, const struct binding *const *targets, size_t n,
                    size_t n_live, int push, char devices[][300])
@@ -1382,9 +1418,9 @@ static int offline(struct proxy_req *pr, const struct binding *const *targets, s
                    "Warning: 399 sipwake \"Too large to be stored for later delivery\"\r\n");
         return -1;
     }
-    pr->storing = 1;
-    pr->store_code = d.code;
-    snprintf(pr->store_reason, sizeof pr->store_reason, "%s", *d.reason ? d.reason : "Accepted");
+    pr->store.storing = 1;
+    pr->store.code = d.code;
+    snprintf(pr->store.reason, sizeof pr->store.reason, "%s", *d.reason ? d.reason : "Accepted");
     const char *keys[PROXY_MAX_BRANCHES];
     size_t n_keys = 0;
     for (size_t i = 0; i < n; i++) {
@@ -1394,7 +1430,7 @@ static int offline(struct proxy_req *pr, const struct binding *const *targets, s
         if (!seen)
             keys[n_keys++] = devices[i];
     }
-    pr->waiting++; /* the answer waits for the commit */
+    pr->wait.active++; /* the answer waits for the commit */
     msgstore_put(p->msgstore, req, body, size, pr->aor, keys, n_keys, d.ttl, d.new_devices,
                  pr->tenant, stored, pr);
     /* the phones asleep are told (the default policy collapses these per sender) */
@@ -1429,9 +1465,8 @@ void proxy_handle(struct proxy *p, osip_message_t *req, const char *raw, size_t 
                   const struct sip_source *src, struct txn *t)
 {
     struct proxy_req *pr = preq_new(p, req, raw, len, src, t);
-    char hash[17];
-    loop_hash(req, raw, len, hash);
-    if (looped(p, req, hash)) {
+    loop_hash(req, raw, len, pr->fwd.hash);
+    if (looped(p, req, pr->fwd.hash)) {
         reply(pr, 482, "Loop Detected");
         preq_free(pr);
         return;
@@ -1439,62 +1474,95 @@ void proxy_handle(struct proxy *p, osip_message_t *req, const char *raw, size_t 
     route_req(pr);
 }
 
-/* The subscriber lookup for a user without bindings is back: route now. */
-static void user_looked_up(void *arg, int found, const struct store_subscriber *sub)
+/* ---- routing a request, step by step ----
+ *
+ * route_req runs the steps in order over one struct route_ctx: find the AOR, collect its
+ * targets (live bindings, then push bindings in their grace), maybe look the user up (then
+ * the steps run again when the store answers), build the route hook's input, decide (the
+ * hook, or its default), apply the decision (answer, or targets), choose the next hop (a
+ * trusted Route past sipwake), and begin forwarding. */
+
+/* What the steps gather for one pass. Owned strings are freed by route_ctx_free; the
+ * bindings are borrowed from the location table for the pass (nothing runs in between). */
+struct route_ctx {
+    /* find_aor */
+    char *aor, *canon, *domain; /* owned; aor passes to pr->aor once decided */
+    int from_upstream;
+    const struct binding *keyed; /* gateway mode: the binding a request from the upstream names */
+    /* collect_targets: [0..n_live) live bindings, [n_live..n) push bindings in their grace */
+    const struct binding *targets[PROXY_MAX_BRANCHES];
+    struct lua_hook_binding hb[PROXY_MAX_BRANCHES];
+    char *hb_uris[PROXY_MAX_BRANCHES]; /* owned: the policy sees no push token either */
+    size_t n, n_live;
+    const char *tenant; /* borrowed: a binding's, or its domain's in the tenant snapshot */
+    /* build_hook_input */
+    char *ruri, *from, *to;      /* owned (osip_free) */
+    const osip_route_t *next;    /* the first Route entry past ours, in pr->req */
+    char *next_uri, *next_shown; /* owned; the latter without push tokens, for logs */
+    struct lua_hook_route_in in; /* points into the above */
+    /* decide */
+    struct lua_hook_route_out d;
+    int pushing;   /* push bindings are pushed and waited for */
+    size_t n_wait; /* targets[0..n_wait) may be waited for: none when relayed elsewhere */
+    char devices[PROXY_MAX_BRANCHES][300]; /* a stored MESSAGE's device key per target */
+};
+
+static void route_ctx_free(struct route_ctx *r)
 {
-    (void)sub;
-    struct proxy_req *pr = arg;
-    pr->user_exists = found; /* 1, 0, or -1 (the store failed: unknown) */
-    route_req(pr);
+    free(r->aor);
+    free(r->canon);
+    free(r->domain);
+    for (size_t i = 0; i < r->n; i++)
+        free(r->hb_uris[i]);
+    osip_free(r->ruri);
+    osip_free(r->from);
+    osip_free(r->to);
+    osip_free(r->next_uri);
+    free(r->next_shown);
 }
 
-/* Decide where pr goes (the route hook), and send it there. */
-static void route_req(struct proxy_req *pr)
+/* Step 1: the AOR is the Request-URI's user at its host; in gateway mode, a request from the
+ * upstream names its binding by a key instead. */
+static void find_aor(struct proxy_req *pr, struct route_ctx *r)
 {
     struct proxy *p = pr->p;
-    osip_message_t *req = pr->req;
-    const char *raw = pr->raw;
-    size_t len = pr->rawlen;
-    const struct sip_source *src = &pr->src;
-    char hash[17];
-    loop_hash(req, raw, len, hash);
-    long mf = max_forwards_of(req);
-
-    /* the AOR is the Request-URI's user at its host */
+    const osip_message_t *req = pr->req;
     struct sip_msg_slice m, u, v;
-    char *aor = NULL, *canon = NULL, *domain = NULL;
-    if (sip_msg_raw_request_line(raw, len, &m, &u, &v) == 0) {
+    if (sip_msg_raw_request_line(pr->raw, pr->rawlen, &m, &u, &v) == 0) {
         struct sip_msg_slice user = sip_msg_uri_text_user(u.p, u.len);
         char *written = xstrndup(user.p, user.len);
-        canon = sip_msg_canonical_user(written);
-        domain = xstrdup(req->req_uri->host ? req->req_uri->host : "");
-        for (char *c = domain; *c; c++)
+        r->canon = sip_msg_canonical_user(written);
+        r->domain = xstrdup(req->req_uri->host ? req->req_uri->host : "");
+        for (char *c = r->domain; *c; c++)
             *c = (char)(*c >= 'A' && *c <= 'Z' ? *c + 32 : *c);
-        aor = xasprintf("%s@%s", canon, domain);
+        r->aor = xasprintf("%s@%s", r->canon, r->domain);
         free(written);
     }
-    int from_upstream = p->gw && gateway_from_upstream(p->gw, src);
-    const struct binding *keyed = from_upstream ? upstream_target(p, req) : NULL;
-    if (keyed) {
-        free(aor);
-        aor = xstrdup(location_aor_name(keyed->aor));
+    r->from_upstream = p->gw && gateway_from_upstream(p->gw, &pr->src);
+    r->keyed = r->from_upstream ? upstream_target(p, req) : NULL;
+    if (r->keyed) {
+        free(r->aor);
+        r->aor = xstrdup(location_aor_name(r->keyed->aor));
     }
-    struct location_aor *a = keyed || !aor ? NULL : location_find(p->loc, aor);
-    struct lua_hook_binding hb[PROXY_MAX_BRANCHES];
-    char *hb_uris[PROXY_MAX_BRANCHES]; /* the policy sees no push token either */
-    const struct binding *targets[PROXY_MAX_BRANCHES];
-    const char *tenant = NULL;
+}
+
+/* Step 2: the AOR's bindings, as targets and as the hook sees them; then its push bindings
+ * in their grace (pushed if the policy pushes, never rung). */
+static void collect_targets(struct proxy_req *pr, struct route_ctx *r)
+{
+    struct proxy *p = pr->p;
+    struct location_aor *a = r->keyed || !r->aor ? NULL : location_find(p->loc, r->aor);
     size_t n = 0;
-    for (const struct binding *b = keyed ? keyed : location_aor_bindings(a);
-         b && n < PROXY_MAX_BRANCHES; b = keyed ? NULL : b->next) {
-        if (!tenant)
-            tenant = b->tenant;
+    for (const struct binding *b = r->keyed ? r->keyed : location_aor_bindings(a);
+         b && n < PROXY_MAX_BRANCHES; b = r->keyed ? NULL : b->next) {
+        if (!r->tenant)
+            r->tenant = b->tenant;
         struct sip_source probe;
         const char *rcv = b->received ? b->received : "";
-        targets[n] = b;
-        hb_uris[n] = pn_redacted(b->contact);
-        hb[n] = (struct lua_hook_binding){
-            .uri = hb_uris[n],
+        r->targets[n] = b;
+        r->hb_uris[n] = pn_redacted(b->contact);
+        r->hb[n] = (struct lua_hook_binding){
+            .uri = r->hb_uris[n],
             .transport = strstr(rcv, "transport=tls")   ? "tls"
                          : strstr(rcv, "transport=tcp") ? "tcp"
                                                         : "udp",
@@ -1506,150 +1574,180 @@ static void route_req(struct proxy_req *pr)
         };
         n++;
     }
-    /* push bindings in their grace: pushed if the policy pushes, never rung */
-    size_t n_live = n;
+    r->n_live = n;
     const struct binding *ghosts[PROXY_MAX_BRANCHES];
     size_t n_ghosts =
-        !keyed && aor ? location_grace(p->loc, aor, ghosts, PROXY_MAX_BRANCHES - n) : 0;
+        !r->keyed && r->aor ? location_grace(p->loc, r->aor, ghosts, PROXY_MAX_BRANCHES - n) : 0;
     for (size_t i = 0; i < n_ghosts; i++, n++) {
-        targets[n] = ghosts[i];
-        hb_uris[n] = pn_redacted(ghosts[i]->contact);
-        hb[n] = (struct lua_hook_binding){.uri = hb_uris[n],
-                                          .transport = "udp",
-                                          .push = 1,
-                                          .instance = ghosts[i]->instance,
-                                          .q = ghosts[i]->q < 0 ? 1.0 : ghosts[i]->q / 1000.0,
-                                          .tenant = ghosts[i]->tenant,
-                                          .expired = 1};
-        if (!tenant)
-            tenant = ghosts[i]->tenant;
+        r->targets[n] = ghosts[i];
+        r->hb_uris[n] = pn_redacted(ghosts[i]->contact);
+        r->hb[n] = (struct lua_hook_binding){.uri = r->hb_uris[n],
+                                             .transport = "udp",
+                                             .push = 1,
+                                             .instance = ghosts[i]->instance,
+                                             .q = ghosts[i]->q < 0 ? 1.0 : ghosts[i]->q / 1000.0,
+                                             .tenant = ghosts[i]->tenant,
+                                             .expired = 1};
+        if (!r->tenant)
+            r->tenant = ghosts[i]->tenant;
     }
-    if (n == 0 && aor && !from_upstream && !p->gw && p->store && p->cfg->auth_enabled &&
-        pr->user_exists == -2) {
-        /* RFC 3261 §16.5: a user that exists but has no binding gets 480, an unknown one
-         * 404; the subscriber table says which */
-        pr->user_exists = -1;
-        store_get_subscriber(p->store, canon, *p->cfg->auth_realm ? p->cfg->auth_realm : domain,
-                             user_looked_up, pr);
-        free(aor); /* n == 0: no hb_uris */
-        free(canon);
-        free(domain);
-        return;
-    }
-    free(canon);
-    free(domain);
-    if (!tenant)
-        tenant = tenant_of_domain(tenant_current(), req->req_uri->host);
-    char *ruri = NULL;
+    r->n = n;
+}
+
+/* The subscriber lookup for a user without bindings is back: the steps run again (the
+ * bindings may have changed meanwhile), now knowing whether the user exists. */
+static void user_looked_up(void *arg, int found, const struct store_subscriber *sub)
+{
+    (void)sub;
+    struct proxy_req *pr = arg;
+    pr->user = found == 1   ? PROXY_USER_EXISTS
+               : found == 0 ? PROXY_USER_ABSENT
+                            : PROXY_USER_LOOKUP_FAILED;
+    route_req(pr);
+}
+
+/* Step 2b: RFC 3261 §16.5: a user that exists but has no binding gets 480, an unknown one
+ * 404; the subscriber table says which, when [auth] is on and sipwake is the registrar. 1 when
+ * the lookup was started (the steps stop until user_looked_up), else 0. */
+static int look_user_up(struct proxy_req *pr, const struct route_ctx *r)
+{
+    struct proxy *p = pr->p;
+    if (r->n > 0 || !r->aor || r->from_upstream || p->gw || !p->store || !p->cfg->auth_enabled ||
+        pr->user != PROXY_USER_UNKNOWN_YET)
+        return 0;
+    pr->stage = PROXY_STAGE_USER_LOOKUP;
+    store_get_subscriber(p->store, r->canon, *p->cfg->auth_realm ? p->cfg->auth_realm : r->domain,
+                         user_looked_up, pr);
+    return 1;
+}
+
+/* Step 3: the route hook's input: the request, its bindings, the Route past sipwake. */
+static void build_hook_input(struct proxy_req *pr, struct route_ctx *r)
+{
+    struct proxy *p = pr->p;
+    const osip_message_t *req = pr->req;
+    if (!r->tenant)
+        r->tenant = tenant_of_domain(tenant_current(), req->req_uri->host);
     if (req->req_uri)
-        osip_uri_to_str(req->req_uri, &ruri);
-    char *from = NULL, *to = NULL;
+        osip_uri_to_str(req->req_uri, &r->ruri);
     if (req->from && req->from->url)
-        osip_uri_to_str(req->from->url, &from);
+        osip_uri_to_str(req->from->url, &r->from);
     if (req->to && req->to->url)
-        osip_uri_to_str(req->to->url, &to);
+        osip_uri_to_str(req->to->url, &r->to);
     /* §16.4: the leading Route entries naming sipwake are its own; the first one past them,
      * if any, would name the next hop */
     int ours = 0;
     while (ours < osip_list_size(&req->routes) && route_is_us(p, osip_list_get(&req->routes, ours)))
         ours++;
-    osip_route_t *next = osip_list_get(&req->routes, ours);
-    char *next_uri = NULL, *next_shown = NULL; /* the latter for logs */
-    if (next && next->url && osip_uri_to_str(next->url, &next_uri) == 0 && next_uri)
-        next_shown = pn_redacted(next_uri);
-    struct lua_hook_route_in in = {
+    r->next = osip_list_get(&req->routes, ours);
+    if (r->next && r->next->url && osip_uri_to_str(r->next->url, &r->next_uri) == 0 && r->next_uri)
+        r->next_shown = pn_redacted(r->next_uri);
+    r->in = (struct lua_hook_route_in){
         .method = req->sip_method,
-        .ruri = ruri,
-        .aor = aor,
+        .ruri = r->ruri,
+        .aor = r->aor,
         .user = req->req_uri->username,
         .domain = req->req_uri->host,
-        .from = from,
-        .to = to,
+        .from = r->from,
+        .to = r->to,
         .call_id = req->call_id->number,
-        .src_ip = src->ip,
-        .src_port = src->port,
-        .transport = config_transport_name(src->transport),
-        .bindings = hb,
-        .n_bindings = n,
+        .src_ip = pr->src.ip,
+        .src_port = pr->src.port,
+        .transport = config_transport_name(pr->src.transport),
+        .bindings = r->hb,
+        .n_bindings = r->n,
         .gateway = p->gw != NULL,
-        .from_upstream = from_upstream,
-        .route = next_uri,
-        .tenant = tenant,
-        .user_exists = pr->user_exists < 0 ? -1 : pr->user_exists,
+        .from_upstream = r->from_upstream,
+        .route = r->next_uri,
+        .tenant = r->tenant,
+        .user_exists = pr->user == PROXY_USER_EXISTS   ? 1
+                       : pr->user == PROXY_USER_ABSENT ? 0
+                                                       : -1,
     };
-    struct lua_hook_route_out d;
-    enum lua_hook_result hr = lua_hook_route(lua_vm_current(), &in, &d);
-    for (size_t i = 0; i < n; i++)
-        free(hb_uris[i]);
-    if (hr == LUA_HOOK_ABSENT && p->gw && !from_upstream) {
-        d.action = LUA_ROUTE_UPSTREAM; /* gateway mode: a phone's request goes to the PBX */
-    } else if (hr == LUA_HOOK_ABSENT && n == 0) {
-        d.action = LUA_ROUTE_REPLY;
-        d.code = pr->user_exists == 1 ? 480 : 404;
-        snprintf(d.reason, sizeof d.reason, "%s",
-                 d.code == 480 ? "Temporarily Unavailable" : "Not Found");
-    }
-    osip_free(ruri);
-    osip_free(from);
-    osip_free(to);
-    pr->aor = aor;
-    pr->tenant = tenant ? xstrdup(tenant) : NULL;
+}
 
-    if (d.action == LUA_ROUTE_UPSTREAM && (!p->gw || from_upstream)) {
+/* Step 4: the route hook decides; without one, the defaults (gateway mode: a phone's request
+ * goes to the PBX; no binding: 480 or 404). A relay to an upstream there is none of becomes
+ * an answer. */
+static void decide(struct proxy_req *pr, struct route_ctx *r)
+{
+    struct proxy *p = pr->p;
+    const osip_message_t *req = pr->req;
+    struct lua_hook_route_out *d = &r->d;
+    enum lua_hook_result hr = lua_hook_route(lua_vm_current(), &r->in, d);
+    if (hr == LUA_HOOK_ABSENT && p->gw && !r->from_upstream) {
+        d->action = LUA_ROUTE_UPSTREAM;
+    } else if (hr == LUA_HOOK_ABSENT && r->n == 0) {
+        d->action = LUA_ROUTE_REPLY;
+        d->code = pr->user == PROXY_USER_EXISTS ? 480 : 404;
+        snprintf(d->reason, sizeof d->reason, "%s",
+                 d->code == 480 ? "Temporarily Unavailable" : "Not Found");
+    }
+    pr->aor = r->aor;
+    r->aor = NULL;
+    pr->tenant = r->tenant ? xstrdup(r->tenant) : NULL;
+    if (d->action == LUA_ROUTE_UPSTREAM && (!p->gw || r->from_upstream)) {
         log_warn("policy: route: relay = \"upstream\" for %s %s %s; answered %s", req->sip_method,
                  req->call_id->number,
                  p->gw ? "that came from the upstream" : "without an [upstream] address",
                  p->gw ? "482" : "500");
-        d.action = LUA_ROUTE_REPLY;
-        d.code = p->gw ? 482 : 500;
-        snprintf(d.reason, sizeof d.reason, "%s",
+        d->action = LUA_ROUTE_REPLY;
+        d->code = p->gw ? 482 : 500;
+        snprintf(d->reason, sizeof d->reason, "%s",
                  p->gw ? "Loop Detected" : "Server Internal Error");
     }
-    if (d.action == LUA_ROUTE_REPLY) {
-        reply_with(pr, d.code, d.reason[0] ? d.reason : "Rejected by policy", d.headers);
+    r->pushing = d->action == LUA_ROUTE_BINDINGS && d->push && p->push && pushable(req->sip_method);
+    pr->decision.serial = d->serial != 0;
+    pr->decision.branch_timeout = d->branch_timeout;
+    pr->decision.missed_call = d->missed_call != 0;
+    pr->decision.deliver_cancelled = d->deliver_cancelled != 0;
+}
+
+/* Step 5: the decision applied: an answer, or the targets (the upstream, the URI named, or
+ * the reachable bindings, highest q first for serial forking: stable, registration order
+ * within a q). A MESSAGE some devices cannot get now may be stored for them (the offline
+ * hook). 0, or -1 when pr has been answered and freed. */
+static int apply_decision(struct proxy_req *pr, struct route_ctx *r)
+{
+    struct proxy *p = pr->p;
+    const osip_message_t *req = pr->req;
+    const struct lua_hook_route_out *d = &r->d;
+    if (d->action == LUA_ROUTE_REPLY) {
+        reply_with(pr, d->code, d->reason[0] ? d->reason : "Rejected by policy", d->headers);
         preq_free(pr);
-        osip_free(next_uri);
-        free(next_shown);
-        return;
+        return -1;
     }
-    if (d.action == LUA_ROUTE_UPSTREAM) {
+    size_t n = r->n, n_live = r->n_live;
+    if (d->action == LUA_ROUTE_UPSTREAM) {
         /* to the upstream, Request-URI as it is; the phone's push params stay here */
         struct target tg = {.q = 1000};
         if (gateway_upstream_destination(p->gw, &tg.dst) == 0)
             pr->tg[pr->n_tg++] = tg;
         n = n_live = 0;
     }
-    if (d.action == LUA_ROUTE_URI) {
+    if (d->action == LUA_ROUTE_URI) {
         /* to the URI the policy named, which becomes the Request-URI */
         struct target tg = {.q = 1000};
-        if (destination_of_uri(p->dest, d.uri, &tg.dst) == 0) {
-            tg.ruri = xstrdup(d.uri);
+        if (destination_of_uri(p->dest, d->uri, &tg.dst) == 0) {
+            tg.ruri = xstrdup(d->uri);
             pr->tg[pr->n_tg++] = tg;
         }
         n = n_live = 0;
     }
-    pr->contacts = sip_msg_contacts_without_pn(req);
-    /* the reachable bindings, highest q first for serial forking (stable: registration order
-     * within a q) */
-    int pushing = d.action == LUA_ROUTE_BINDINGS && d.push && p->push && pushable(req->sip_method);
-    /* a MESSAGE some devices cannot get now may be stored for them (the offline hook) */
-    char devices[PROXY_MAX_BRANCHES][300];
-    if (d.action == LUA_ROUTE_BINDINGS && p->msgstore && strcmp(req->sip_method, "MESSAGE") == 0 &&
-        n > 0) {
-        int answer = offline(pr, targets, n, n_live, d.push, devices);
-        if (answer < 0) {
-            preq_free(pr);
-            osip_free(next_uri);
-            free(next_shown);
-            return;
-        }
+    r->n_wait = n;
+    pr->fwd.contacts = sip_msg_contacts_without_pn(req);
+    if (d->action == LUA_ROUTE_BINDINGS && p->msgstore && strcmp(req->sip_method, "MESSAGE") == 0 &&
+        n > 0 && offline(pr, r->targets, n, n_live, d->push, r->devices) < 0) {
+        preq_free(pr);
+        return -1;
     }
     for (size_t i = 0; i < n_live; i++) {
-        struct target tg = {.q = targets[i]->q < 0 ? 1000 : targets[i]->q};
-        int push_b = pushing && (targets[i]->flags & LOCATION_FLAG_PUSH);
-        if (push_b && !d.fork_live)
+        const struct binding *b = r->targets[i];
+        struct target tg = {.q = b->q < 0 ? 1000 : b->q};
+        int push_b = r->pushing && (b->flags & LOCATION_FLAG_PUSH);
+        if (push_b && !d->fork_live)
             continue; /* the policy: a push binding only waits for its re-REGISTER */
-        if (destination_of_binding(p->dest, targets[i], &tg.dst) < 0)
+        if (destination_of_binding(p->dest, b, &tg.dst) < 0)
             continue;
         if (push_b && tg.dst.transport == CONFIG_TRANSPORT_UDP &&
             !heard_recently(p->heard, tg.dst.ip, tg.dst.port, ev_now(p->loop))) {
@@ -1660,71 +1758,96 @@ static void route_req(struct proxy_req *pr)
             continue;
         }
         if (push_b)
-            tg.push_id = targets[i]->contact_id;
-        tg.ruri = sip_msg_ruri_of_contact(targets[i]->contact);
-        tg.device = pr->storing ? xstrdup(devices[i]) : NULL;
+            tg.push_id = b->contact_id;
+        tg.ruri = sip_msg_ruri_of_contact(b->contact);
+        tg.device = pr->store.storing ? xstrdup(r->devices[i]) : NULL;
         size_t j = pr->n_tg++;
-        while (d.serial && j > 0 && pr->tg[j - 1].q < tg.q) {
+        while (d->serial && j > 0 && pr->tg[j - 1].q < tg.q) {
             pr->tg[j] = pr->tg[j - 1];
             j--;
         }
         pr->tg[j] = tg;
     }
-    pr->serial = d.serial;
-    pr->branch_timeout = d.branch_timeout;
-    pr->missed_call = d.missed_call;
-    pr->deliver_cancelled = d.deliver_cancelled;
-    pr->routes = routes_without_us(p, req);
-    if (next && !route_trusted(p, from_upstream, &d, next)) {
+    return 0;
+}
+
+/* Step 6: §16.6 step 7: a Route set that goes on past sipwake names the next hop, when its
+ * sender is trusted to name one; the targets keep their Request-URIs but go there. */
+static void choose_next_hop(struct proxy_req *pr, struct route_ctx *r)
+{
+    struct proxy *p = pr->p;
+    const osip_message_t *req = pr->req;
+    const osip_route_t *next = r->next;
+    pr->fwd.routes = routes_without_us(p, req);
+    if (next && !route_trusted(p, r->from_upstream, &r->d, next)) {
         /* §16.4 and the open relay it would make: a Route set an untrusted sender preloads
          * past sipwake is not followed (a request for a local user would reach whatever
          * address it names, its Request-URI the user's binding); it goes by its
          * Request-URI, without those Route entries */
         log_info("proxy: %s %s from %s:%d: Route past sipwake (%s) ignored: the sender is not "
                  "trusted to name the next hop",
-                 req->sip_method, req->call_id->number, src->ip, src->port,
-                 next_shown ? next_shown : "?");
-        free(pr->routes);
-        pr->routes = xstrdup("");
+                 req->sip_method, req->call_id->number, pr->src.ip, pr->src.port,
+                 r->next_shown ? r->next_shown : "?");
+        free(pr->fwd.routes);
+        pr->fwd.routes = xstrdup("");
         next = NULL;
     }
     if (next && pr->n_tg > 0) {
-        /* §16.6 step 7: a Route set that goes on past sipwake names the next hop; the
-         * targets keep their Request-URIs but go there */
         struct sip_source hop;
-        int ok = next->url && next_uri && next_hop(p, next->url, next_uri, &hop) == 0;
+        int ok = next->url && r->next_uri && next_hop(p, next->url, r->next_uri, &hop) == 0;
         for (size_t i = 0; ok && i < pr->n_tg; i++)
             pr->tg[i].dst = hop;
         if (!ok) {
             log_info("proxy: %s %s: next hop %s (Route) unreachable", req->sip_method,
-                     req->call_id->number, next_shown ? next_shown : "?");
+                     req->call_id->number, r->next_shown ? r->next_shown : "?");
             for (size_t i = 0; i < pr->n_tg; i++)
                 free(pr->tg[i].ruri);
             pr->n_tg = 0;
         }
     }
-    osip_free(next_uri);
-    free(next_shown);
-    memcpy(pr->hash, hash, sizeof pr->hash);
-    pr->max_forwards = (int)mf - 1; /* §16.6 step 3 */
-    pr->in_setup = 1;
-    /* RFC 8599 §5.6.2: push bindings are pushed and waited for, live flows or not (a stored
-     * MESSAGE waits in the store instead) */
-    if (pushing && !pr->storing)
-        for (size_t i = 0; i < n; i++)
-            if ((targets[i]->flags & LOCATION_FLAG_PUSH) && !same_device_before(targets, i))
-                wait_for(pr, targets[i]);
-    if (pr->n_tg > 0 || pr->waiting > 0)
+}
+
+/* Step 7: RFC 8599 §5.6.2: push bindings are pushed and waited for, live flows or not (a
+ * stored MESSAGE waits in the store instead); the first group of branches starts. Nothing
+ * to wait for and nobody to try: 480. */
+static void begin_forwarding(struct proxy_req *pr, struct route_ctx *r)
+{
+    pr->fwd.max_forwards = (int)max_forwards_of(pr->req) - 1; /* §16.6 step 3 */
+    pr->stage = PROXY_STAGE_SETUP;
+    if (r->pushing && !pr->store.storing)
+        for (size_t i = 0; i < r->n_wait; i++)
+            if ((r->targets[i]->flags & LOCATION_FLAG_PUSH) && !same_device_before(r->targets, i))
+                wait_for(pr, r->targets[i]);
+    if (pr->n_tg > 0 || pr->wait.active > 0)
         invite_begin(pr);
     if (pr->n_tg > 0)
         start_group(pr);
-    pr->in_setup = 0;
-    if (pr->pending == 0 && pr->waiting == 0 && !pr->best && !pr->answered) {
+    pr->stage = PROXY_STAGE_FORWARDING;
+    if (pr->pending == 0 && pr->wait.active == 0 && !pr->up.best && !pr->up.answered) {
         reply(pr, 480, "Temporarily Unavailable");
         preq_free(pr);
         return;
     }
     settle(pr);
+}
+
+/* Decide where pr goes (the route hook), and send it there: the steps above, in order. */
+static void route_req(struct proxy_req *pr)
+{
+    struct route_ctx r;
+    memset(&r, 0, sizeof r);
+    pr->stage = PROXY_STAGE_ROUTING;
+    find_aor(pr, &r);
+    collect_targets(pr, &r);
+    if (!look_user_up(pr, &r)) {
+        build_hook_input(pr, &r);
+        decide(pr, &r);
+        if (apply_decision(pr, &r) == 0) {
+            choose_next_hop(pr, &r);
+            begin_forwarding(pr, &r);
+        }
+    }
+    route_ctx_free(&r);
 }
 
 int proxy_routed_here(const struct proxy *p, const osip_message_t *req)
@@ -1777,6 +1900,7 @@ void proxy_handle_routed(struct proxy *p, osip_message_t *req, const char *raw, 
         return;
     }
     struct proxy_req *pr = preq_new(p, req, raw, len, src, t);
+    pr->stage = PROXY_STAGE_FORWARDING; /* in a dialog: no routing, its flow is known */
     if (!alive) {
         reply(pr, 430, "Flow Failed"); /* RFC 5626 §5.3 */
         preq_free(pr);
@@ -1785,8 +1909,8 @@ void proxy_handle_routed(struct proxy *p, osip_message_t *req, const char *raw, 
         preq_free(pr);
     } else {
         invite_begin(pr);
-        pr->contacts = sip_msg_contacts_without_pn(req);
-        start_branch(pr, dst, NULL, NULL, routes.data, hash, (int)mf - 1, pr->contacts);
+        pr->fwd.contacts = sip_msg_contacts_without_pn(req);
+        start_branch(pr, dst, NULL, NULL, routes.data, hash, (int)mf - 1, pr->fwd.contacts);
     }
     buf_free(&routes);
 }
