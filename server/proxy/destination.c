@@ -1,8 +1,9 @@
 /*
  * destination: bindings' and URIs' addresses, branch ids, sipwake's Via, sending to a binding.
  *
- * A binding's received text ("sip:ip:port;transport=x", as OpenSIPS stores it) says how it
- * came; for TCP/TLS only its flow can reach it (a phone behind NAT listens nowhere else).
+ * A binding's transport and received address (parsed from OpenSIPS's received text when the
+ * binding was made) say how it came; for TCP/TLS only its flow can reach it (a phone behind
+ * NAT listens nowhere else).
  */
 #include "destination.h"
 
@@ -47,12 +48,7 @@ int destination_of_binding(const struct destination *d, const struct binding *b,
                            struct sip_source *dst)
 {
     memset(dst, 0, sizeof *dst);
-    const char *rcv = b->received;
-    enum config_transport tr = CONFIG_TRANSPORT_UDP;
-    if (rcv && strstr(rcv, ";transport=tcp"))
-        tr = CONFIG_TRANSPORT_TCP;
-    else if (rcv && strstr(rcv, ";transport=tls"))
-        tr = CONFIG_TRANSPORT_TLS;
+    enum config_transport tr = b->transport;
     if (tr != CONFIG_TRANSPORT_UDP) {
         /* RFC 5626: down the connection the phone registered on, while it is open */
         if (!b->flow_id || !transport_flow_alive(d->tp, b->flow_id))
@@ -62,25 +58,10 @@ int destination_of_binding(const struct destination *d, const struct binding *b,
         dst->listener = b->listener;
         return 0;
     }
-    if (!rcv || strncmp(rcv, "sip:", 4) != 0)
+    if (!b->received_len)
         return -1;
-    const char *h = rcv + 4, *end;
-    char ip[INET6_ADDRSTRLEN];
-    if (*h == '[') {
-        end = strchr(h, ']');
-        if (!end || end[1] != ':')
-            return -1;
-        snprintf(ip, sizeof ip, "%.*s", (int)(end - h - 1), h + 1);
-        end++;
-    } else {
-        end = strchr(h, ':');
-        if (!end)
-            return -1;
-        snprintf(ip, sizeof ip, "%.*s", (int)(end - h), h);
-    }
-    int port = atoi(end + 1);
-    if (transport_addr_make(ip, port, &dst->addr, &dst->addrlen) < 0)
-        return -1;
+    memcpy(&dst->addr, &b->received_addr, b->received_len);
+    dst->addrlen = b->received_len;
     dst->transport = CONFIG_TRANSPORT_UDP;
     dst->listener = b->listener;
     if (dst->listener < 0 || (size_t)dst->listener >= d->cfg->n_listens ||
@@ -88,8 +69,7 @@ int destination_of_binding(const struct destination *d, const struct binding *b,
         dst->listener = transport_find_listener(d->tp, CONFIG_TRANSPORT_UDP, dst->addr.ss_family);
     if (dst->listener < 0)
         return -1;
-    snprintf(dst->ip, sizeof dst->ip, "%s", ip);
-    dst->port = port;
+    transport_addr_str(&b->received_addr.sa, dst->ip, sizeof dst->ip, &dst->port);
     return 0;
 }
 

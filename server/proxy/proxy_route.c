@@ -178,14 +178,11 @@ static void collect_targets(struct proxy_req *pr, struct route_ctx *r)
         if (!r->tenant)
             r->tenant = b->tenant;
         struct sip_source probe;
-        const char *rcv = b->received ? b->received : "";
         r->targets[n] = b;
         r->hb_uris[n] = pn_redacted(b->contact);
         r->hb[n] = (struct lua_hook_binding){
             .uri = r->hb_uris[n],
-            .transport = strstr(rcv, "transport=tls")   ? "tls"
-                         : strstr(rcv, "transport=tcp") ? "tcp"
-                                                        : "udp",
+            .transport = config_transport_name(b->transport),
             .push = (b->flags & LOCATION_FLAG_PUSH) != 0,
             .reachable = destination_of_binding(p->dest, b, &probe) == 0,
             .instance = b->instance,

@@ -137,19 +137,12 @@ static int token_parse(const struct record_route *p, const char *user, struct si
     return side_unpack(p, raw, caller) < 0 || side_unpack(p, raw + SIDE_BYTES, callee) < 0 ? -1 : 0;
 }
 
-static const char *transport_param(enum config_transport t)
-{
-    return t == CONFIG_TRANSPORT_UDP   ? ""
-           : t == CONFIG_TRANSPORT_TCP ? ";transport=tcp"
-                                       : ";transport=tls";
-}
-
 static void rr_line(struct buf *b, const struct config_listen *l, const char *token,
                     const char *ftag)
 {
     int v6 = strchr(l->host, ':') != NULL;
     buf_printf(b, "Record-Route: <sip:%s@%s%s%s:%d%s;lr;ftag=%s>\r\n", token, v6 ? "[" : "",
-               l->host, v6 ? "]" : "", l->port, transport_param(l->transport), ftag);
+               l->host, v6 ? "]" : "", l->port, transport_uri_param(l->transport), ftag);
 }
 
 char *record_route_lines(const struct record_route *p, const osip_message_t *req,
