@@ -920,13 +920,13 @@ static void api_cred_del(struct admin *a, struct admin_req *r, const char *tenan
 
 /* ------------------------------------------------------------------ registrations */
 
-/* "udp", "tcp" or "tls": the listener's ("udp:127.0.0.1:5060"), else the received URI's. */
+/* "udp", "tcp" or "tls": the listener's ("udp:127.0.0.1:5060"), else the one it registered
+ * over (its received URI's, parsed with the binding). */
 static json_t *transport_of(const struct binding *b)
 {
-    const char *t = b->received ? strstr(b->received, ";transport=") : NULL;
     if (b->socket && strchr(b->socket, ':'))
         return json_stringn(b->socket, (size_t)(strchr(b->socket, ':') - b->socket));
-    return json_string(t ? t + 11 : "udp");
+    return json_string(config_transport_name(b->transport));
 }
 
 static json_t *binding_json(const struct binding *b, time_t now)

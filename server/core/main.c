@@ -20,6 +20,7 @@
 #include "bucket.h"
 #include "cli.h"
 #include "config.h"
+#include "destination.h"
 #include "digest.h"
 #include "gateway.h"
 #include "location.h"
@@ -52,7 +53,8 @@ struct app {
     struct txn_table *txns;
     struct registrar *reg;
     struct proxy *proxy;
-    struct gateway *gw; /* gateway mode only */
+    struct destination *dest; /* below the proxy and msgstore: sends to bindings */
+    struct gateway *gw;       /* gateway mode only */
     struct push *push;
     struct bucket *bucket;
     struct refresh *refresh;
@@ -527,7 +529,8 @@ int main(int argc, char **argv)
     app.txns = txn_table_new(app.loop, app.tp);
     transport_on_close(app.tp, flow_closed, app.txns);
     app.reg = registrar_new(&app.cfg, app.loc, app.store, app.txns, app.tp);
-    app.proxy = proxy_new(app.loop, &app.cfg, app.loc, app.txns, app.tp);
+    app.dest = destination_new(&app.cfg, app.tp, app.txns);
+    app.proxy = proxy_new(app.loop, &app.cfg, app.loc, app.txns, app.tp, app.dest);
     transport_on_udp_heard(app.tp, proxy_udp_heard, app.proxy);
     char key_path[1024];
     snprintf(key_path, sizeof key_path, "%s/flow-token.key", app.cfg.data_dir);
@@ -556,7 +559,7 @@ int main(int argc, char **argv)
     proxy_set_store(app.proxy, app.store);
     if (app.cfg.offline_enabled) {
         app.msgstore = msgstore_new(app.loop, &app.cfg, app.store, app.loc, err, sizeof err);
-        msgstore_set_proxy(app.msgstore, app.proxy);
+        msgstore_set_destination(app.msgstore, app.dest);
         proxy_set_msgstore(app.proxy, app.msgstore);
         registrar_set_msgstore(app.reg, app.msgstore);
     }
@@ -628,6 +631,7 @@ out:
     msgstore_free(app.msgstore); /* after the store: its reads write into the couriers */
     registrar_free(app.reg);
     proxy_free(app.proxy);
+    destination_free(app.dest);
     gateway_free(app.gw);
     bucket_free(app.bucket);
     txn_table_free(app.txns);

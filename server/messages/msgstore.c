@@ -8,11 +8,11 @@
 #include <string.h>
 #include <time.h>
 
+#include "destination.h"
 #include "hashtab.h"
 #include "log.h"
 #include "metrics.h"
 #include "sip_msg.h"
-#include "proxy.h"
 #include "store.h"
 #include "util.h"
 
@@ -49,7 +49,7 @@ struct msgstore {
     const struct config *cfg;
     struct store *store;
     struct location *loc;
-    struct proxy *proxy;
+    struct destination *dest; /* sends the deliveries (destination.h) */
     struct hashtab couriers;
     ev_timer sweep;
     long count; /* messages stored */
@@ -345,8 +345,8 @@ static void sent_cb(void *arg, const osip_message_t *resp, const char *raw, size
 }
 
 /* The request a parcel is delivered as: the original From, To, Call-ID, CSeq, Content-Type
- * and body, and a Date for when sipwake received it. The proxy adds the Request-URI line and
- * its Via. */
+ * and body, and a Date for when sipwake received it. destination_send_to_binding adds the
+ * Request-URI line and its Via. */
 static struct buf parcel_request(const struct parcel *p)
 {
     struct buf b = {0};
@@ -398,8 +398,8 @@ static void courier_next(struct courier *c)
     struct buf req = parcel_request(c->queue);
     c->attempts++;
     c->sending = 1;
-    if (!ms->proxy ||
-        proxy_send_to_binding(ms->proxy, b, "MESSAGE", req.data, req.len, sent_cb, c) < 0) {
+    if (!ms->dest ||
+        destination_send_to_binding(ms->dest, b, "MESSAGE", req.data, req.len, sent_cb, c) < 0) {
         c->sending = 0;
         courier_backoff(c); /* no flow now */
     }
@@ -545,9 +545,9 @@ struct msgstore *msgstore_new(struct ev_loop *loop, const struct config *cfg, st
     return ms;
 }
 
-void msgstore_set_proxy(struct msgstore *ms, struct proxy *proxy)
+void msgstore_set_destination(struct msgstore *ms, struct destination *dest)
 {
-    ms->proxy = proxy;
+    ms->dest = dest;
 }
 
 /* ------------------------------------------------------------------ purging */

@@ -46,8 +46,8 @@ int lua_vm_new(const struct config *cfg, struct lua_vm **out, char *err, size_t 
 
 /* Generations (DESIGN.md §5): work that runs policy hooks over time takes a reference to the
  * VM current when it starts and runs all its hooks on that VM, even after a reload: a proxied
- * request (proxy.c's struct proxy_req: route, offline, on_timeout) from its arrival until it
- * is freed, and each push job it starts (push_binding: credentials, push, on_push_result)
+ * request (struct proxy_req in proxy/proxy_int.h: route, offline, on_timeout) from its arrival
+ * until it is freed, and each push job it starts (push_binding: credentials, push, on_push_result)
  * until its outcome has been reported; a refresh push takes the VM current when its timer
  * fires. lua_vm_set_current holds the current VM's reference. A VM is closed (lua_close) when
  * its last reference goes; one a reload replaced logs "policy: generation N closed" at info

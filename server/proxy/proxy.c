@@ -1,5 +1,8 @@
 /*
- * proxy: route decision, branches, response selection, CANCEL and Timer C.
+ * proxy: a request's life once routed: branches, response selection, CANCEL, Timer C and
+ * on_timeout; loop detection and in-dialog requests. The routing of a new request is in
+ * proxy_route.c, push waits in proxy_wait.c, offline storage in proxy_offline.c (see
+ * proxy_int.h).
  *
  * A branch that has had no provisional response never holds the caller: on the caller's
  * CANCEL, on a sipwake timeout, after a final answer that ends the search, and when the
@@ -10,6 +13,7 @@
  * udp_awake_window (struct heard); otherwise it is only pushed.
  */
 #include "proxy.h"
+#include "proxy_int.h"
 
 #include <ctype.h>
 #include <stdio.h>
@@ -17,147 +21,25 @@
 #include <string.h>
 #include <strings.h>
 
-#include <openssl/evp.h>
-#include <openssl/hmac.h>
-#include <openssl/rand.h>
-
 #include "bucket.h"
+#include "destination.h"
 #include "gateway.h"
 #include "heard.h"
 #include "log.h"
 #include "lua_hook.h"
 #include "lua_vm.h"
-#include "metrics.h"
 #include "msgstore.h"
 #include "pn.h"
 #include "push.h"
+#include "record_route.h"
 #include "sip_msg.h"
-#include "store.h"
-#include "tenant.h"
 #include "util.h"
 
-#define PROXY_MAX_BRANCHES 16
-#define PROXY_BRANCH_PREFIX "z9hG4bKsw"
-#define PROXY_TIMER_C_S 180.0 /* §16.6 step 11: more than 3 minutes would also do */
-/* How long a phone rung at its old address with an INVITE may take to show it is awake once
- * its push has failed for good. An awake UA's 100 Trying comes within 200 ms of the INVITE
- * it receives (RFC 3261 §17.2.1), but over UDP the first INVITE or that 100 may be lost, and
- * a phone whose radio is idle needs up to ~2.5 s (LTE paging, RRC idle to connected) to
- * receive at all: Timer A resends at 0.5, 1.5 and 3.5 s, so 4 s covers three retransmissions
- * and the wake-up. A non-INVITE branch is never ended for a failed push: a UAS sends no
- * automatic 100 to one (RFC 3261 §17.2.2, RFC 4320), so its silence says nothing, and its
- * own Timer F ends it. */
-#define PROXY_STALE_GRACE_S 4.0
-#define PROXY_CONN_CACHE 16
+#define PROXY_TIMER_C_S 180.0  /* §16.6 step 11: more than 3 minutes would also do */
 #define PROXY_HEARD_MAX 262144 /* UDP addresses remembered as awake, at most (struct heard) */
 
-struct proxy {
-    struct ev_loop *loop;
-    const struct config *cfg;
-    struct location *loc;
-    struct txn_table *txns;
-    struct transport *tp;
-    uint64_t next_branch;
-    struct gateway *gw; /* gateway mode, else NULL */
-    struct push *push;  /* RFC 8599: pushes and the bucket, when set */
-    struct bucket *bucket;
-    struct msgstore *msgstore;                 /* offline MESSAGEs, or NULL */
-    struct store *store;                       /* for subscriber lookups, or NULL */
-    struct sip_source conns[PROXY_CONN_CACHE]; /* TCP/TLS connections opened for relay = uri */
-    size_t next_conn;
-    unsigned char token_key[32]; /* authenticates the flow tokens of our Record-Routes */
-    struct heard *heard;         /* UDP addresses heard lately: phones awake */
-    struct heard *woken;         /* push devices ("provider|token hash") woken lately for a request
-                                  * neither a call nor a message ([push] wake_interval) */
-};
-
-struct proxy_req;
-
-struct branch {
-    struct proxy_req *pr;
-    struct txn_client *c;       /* until its final response */
-    const char *device;         /* a stored MESSAGE's device (its target's), else NULL */
-    int delivered;              /* it answered 2xx before the message was committed */
-    uint64_t push_id;           /* the push binding it rang directly (its contact id), else 0 */
-    struct txn_client *dropped; /* INVITE ended locally, until its Timer B: a late 2xx */
-};
-
-/* A binding to try, resolved when the route decision was taken. */
-struct target {
-    struct sip_source dst;
-    char *ruri;
-    int q;            /* × 1000 */
-    char *device;     /* a stored MESSAGE's device key, else NULL */
-    uint64_t push_id; /* a push binding rung directly: its contact id, else 0 */
-};
-
-/* A push binding this request waits for: its push, then its bucket entry (RFC 8599 §5.2).
- * Freed by the last of its owner and its push callback. */
-struct waiter {
-    struct proxy_req *pr; /* NULL once the request is gone */
-    struct bucket_entry *entry;
-    int pushing; /* the push callback is still to come */
-    int active;  /* counted in pr->waiting */
-    char *aor;   /* the binding, to push it again (it may be refreshed meanwhile) */
-    uint64_t contact_id;
-    ev_timer retry;  /* the next try after 429/5xx/no answer */
-    ev_tstamp until; /* the bucket timer's end */
-    int attempts;
-    int delivered; /* a push reached the service */
-    int failed;    /* the push failed for good: retry ends the direct branch (waiter_failed) */
-    int voip;      /* ... as an APNs VoIP push: CallKit shows the call */
-};
-
-/* One request being proxied, alive until every branch has reported. */
-struct proxy_req {
-    struct proxy *p;
-    struct txn *st; /* the server transaction, until answered */
-    osip_message_t *req;
-    char *raw;
-    size_t rawlen;
-    struct sip_source src;
-    struct sip_source updst; /* where responses go once the server transaction is gone */
-    int invite;
-    ev_timer timer_c;
-    struct branch br[PROXY_MAX_BRANCHES];
-    size_t n_br;
-    struct target tg[PROXY_MAX_BRANCHES];
-    size_t n_tg, next_tg;
-    int serial;         /* by q groups (RFC 3261 §16.6), else all at once */
-    int branch_timeout; /* seconds, 0: none */
-    int stopped;        /* the caller CANCELled: no further group */
-    int timed_out;      /* sipwake CANCELled for a timeout (branch_timeout, Timer C) */
-    struct waiter *waiters[PROXY_MAX_BRANCHES];
-    size_t n_waiters;
-    int waiting;       /* waiters still active */
-    int pushed;        /* some push binding was pushed: no answer at all then means 480 */
-    int expired;       /* a bucket timer fired (else every push failed) */
-    int timeout_asked; /* on_timeout has decided */
-    int missed_call, deliver_cancelled; /* the route decision's, for a CANCEL */
-    int user_exists; /* the subscriber table on a user without bindings: 1, 0; -1 unknown;
-                      * -2 not looked up yet */
-    int storing;     /* a MESSAGE being stored for devices asleep: the answer is ours */
-    int64_t msg_id;  /* once stored */
-    int store_code;  /* the answer once stored (the offline hook's) */
-    char store_reason[128];
-    char *aor, *tenant; /* for on_timeout */
-    int in_setup;       /* proxy_handle is still building it: do not settle yet */
-    ev_timer group_timer;
-    char *routes;   /* the Route lines to forward once ours are removed; NULL: as received */
-    char *contacts; /* Contact lines without pn-* params for the upstream; NULL: as received */
-    char hash[17];
-    int max_forwards;
-    int pending;
-    int answered;
-    int best_code;
-    char *best; /* best final response so far, our Via already removed */
-    size_t best_len;
-    struct lua_vm *vm; /* the policy generation current when it arrived (a reference, released
-                        * by preq_free): all its hooks and pushes use it, reload or not */
-};
-
 struct proxy *proxy_new(struct ev_loop *loop, const struct config *cfg, struct location *loc,
-                        struct txn_table *txns, struct transport *tp)
+                        struct txn_table *txns, struct transport *tp, struct destination *dest)
 {
     struct proxy *p = xcalloc(1, sizeof *p);
     p->loop = loop;
@@ -165,18 +47,16 @@ struct proxy *proxy_new(struct ev_loop *loop, const struct config *cfg, struct l
     p->loc = loc;
     p->txns = txns;
     p->tp = tp;
-    p->next_branch = util_fast_random() & 0xffffffffu;
+    p->dest = dest;
     p->heard = heard_new((double)cfg->udp_awake_window, PROXY_HEARD_MAX);
     p->woken = heard_new((double)cfg->wake_interval, PROXY_HEARD_MAX);
-    if (RAND_bytes(p->token_key, sizeof p->token_key) != 1)
-        for (size_t i = 0; i < sizeof p->token_key; i++)
-            p->token_key[i] = (unsigned char)util_fast_random();
+    p->rr = record_route_new(cfg);
     return p;
 }
 
 int proxy_load_token_key(struct proxy *p, const char *path, char *err, size_t errlen)
 {
-    return util_secret_file(path, p->token_key, sizeof p->token_key, err, errlen);
+    return record_route_load_key(p->rr, path, err, errlen);
 }
 
 void proxy_set_gateway(struct proxy *p, struct gateway *gw)
@@ -206,6 +86,7 @@ void proxy_free(struct proxy *p)
         return;
     heard_free(p->heard);
     heard_free(p->woken);
+    record_route_free(p->rr);
     free(p);
 }
 
@@ -216,51 +97,34 @@ void proxy_udp_heard(void *proxy, const struct sip_source *src)
         heard_note(p->heard, src->ip, src->port, ev_now(p->loop));
 }
 
-static void waiter_free(struct waiter *w)
-{
-    free(w->aor);
-    free(w);
-}
-
-static void waiter_release(struct waiter *w)
-{
-    ev_timer_stop(w->pr->p->loop, &w->retry);
-    bucket_cancel(w->entry);
-    w->entry = NULL;
-    w->pr = NULL;
-    if (!w->pushing)
-        waiter_free(w);
-}
-
-static void preq_free(struct proxy_req *pr)
+void proxy_req_free(struct proxy_req *pr)
 {
     for (size_t i = 0; i < pr->n_br; i++)
         if (pr->br[i].dropped)
             txn_client_detach(pr->br[i].dropped); /* a late 2xx is ACKed and ended */
-    for (size_t i = 0; i < pr->n_waiters; i++)
-        waiter_release(pr->waiters[i]);
+    proxy_wait_release_all(pr);
     ev_timer_stop(pr->p->loop, &pr->timer_c);
     ev_timer_stop(pr->p->loop, &pr->group_timer);
     for (size_t i = 0; i < pr->n_tg; i++) {
         free(pr->tg[i].ruri);
         free(pr->tg[i].device);
     }
-    free(pr->routes);
-    free(pr->contacts);
+    free(pr->fwd.routes);
+    free(pr->fwd.contacts);
     free(pr->aor);
     free(pr->tenant);
     osip_message_free(pr->req);
     free(pr->raw);
-    free(pr->best);
+    free(pr->up.best);
     lua_vm_unref(pr->vm);
     free(pr);
 }
 
 /* Answer the server transaction with a response of our own, with extra header lines
  * ("Name: value\r\n" each, or NULL). */
-static void reply_with(struct proxy_req *pr, int code, const char *reason, const char *extra)
+void proxy_reply_with(struct proxy_req *pr, int code, const char *reason, const char *extra)
 {
-    if (pr->answered)
+    if (pr->up.answered)
         return;
     struct buf r = {0};
     sip_msg_reply_begin(&r, pr->raw, pr->rawlen, pr->req, code, reason, NULL);
@@ -271,15 +135,15 @@ static void reply_with(struct proxy_req *pr, int code, const char *reason, const
     sip_msg_reply_end(&r);
     txn_set_owner(pr->st, NULL);
     txn_reply_bytes(pr->p->txns, pr->st, r.data, r.len);
-    pr->answered = 1;
+    pr->up.answered = 1;
     log_info("proxy: %s %s from %s:%d answered %d %s", pr->req->sip_method,
              pr->req->req_uri && pr->req->req_uri->username ? pr->req->req_uri->username : "",
              pr->src.ip, pr->src.port, code, reason);
 }
 
-static void reply(struct proxy_req *pr, int code, const char *reason)
+void proxy_reply(struct proxy_req *pr, int code, const char *reason)
 {
-    reply_with(pr, code, reason, NULL);
+    proxy_reply_with(pr, code, reason, NULL);
 }
 
 /* Pass a downstream response (already without our Via) upstream. Takes bytes. */
@@ -287,7 +151,7 @@ static void pass_up(struct proxy_req *pr, char *bytes, size_t len)
 {
     txn_set_owner(pr->st, NULL);
     txn_reply_bytes(pr->p->txns, pr->st, bytes, len);
-    pr->answered = 1;
+    pr->up.answered = 1;
 }
 
 /* §16.7 step 6: 6xx beats everything, then the lowest class; within a class the first stays,
@@ -318,8 +182,8 @@ static void branch_ended_locally(struct proxy_req *pr, struct branch *br)
         txn_client_on_late_2xx(br->c, late_2xx, br);
     }
     br->c = NULL;
-    if (!pr->best_code)
-        pr->best_code = 408;
+    if (!pr->up.best_code)
+        pr->up.best_code = 408;
     pr->pending--;
 }
 
@@ -337,7 +201,7 @@ static void cancel_pending(struct proxy_req *pr)
  * back there, is stale (RFC 8599: the phone was asleep) and ends now, and one not started
  * yet (a later q group, or a push that failed while the request was being set up) is not
  * started. The caller settles. */
-static void drop_stale(struct proxy_req *pr, uint64_t contact_id)
+void proxy_drop_stale(struct proxy_req *pr, uint64_t contact_id)
 {
     size_t keep = pr->next_tg;
     for (size_t i = pr->next_tg; i < pr->n_tg; i++) {
@@ -360,8 +224,6 @@ static void drop_stale(struct proxy_req *pr, uint64_t contact_id)
     }
 }
 
-static void settle(struct proxy_req *pr);
-
 static void timer_c_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     (void)loop;
@@ -369,9 +231,9 @@ static void timer_c_cb(struct ev_loop *loop, ev_timer *w, int revents)
     struct proxy_req *pr = w->data;
     log_info("proxy: INVITE %s unanswered for %.0f s (Timer C), cancelled",
              pr->req->call_id->number, PROXY_TIMER_C_S);
-    pr->timed_out = 1;
+    pr->up.timed_out = 1;
     cancel_pending(pr);
-    settle(pr);
+    proxy_settle(pr);
 }
 
 /* A response to pass on: without our Via, and without push params in its Contact (a callee
@@ -392,16 +254,12 @@ static void provisional(struct proxy_req *pr, const osip_message_t *resp, const 
         return; /* provisional responses to non-INVITE are not passed on */
     ev_timer_again(pr->p->loop, &pr->timer_c);
     struct buf up = {0};
-    if (resp->status_code > 100 && !pr->answered && response_up(resp, raw, len, &up) == 0) {
+    if (resp->status_code > 100 && !pr->up.answered && response_up(resp, raw, len, &up) == 0) {
         txn_provisional_bytes(pr->p->txns, pr->st, up.data, up.len);
         up.data = NULL;
     }
     buf_free(&up);
 }
-
-static void start_group(struct proxy_req *pr);
-static void start_target(struct proxy_req *pr, const struct target *tg);
-static int uri_destination(struct proxy *p, const char *uri, struct sip_source *dst);
 
 /* RFC 8599 §5.6.2: nobody came back (bucket timer) or no push went out. The policy's
  * on_timeout answers, or names another target (voicemail); without it, 480. 1 when a branch
@@ -434,15 +292,15 @@ static int timed_out(struct proxy_req *pr)
         .tenant = pr->tenant,
     };
     struct lua_hook_timeout_in in = {.req = &rin,
-                                     .reason = pr->expired ? "bucket_timeout" : "push_failed",
-                                     .pushed = (int)pr->n_waiters};
+                                     .reason = pr->wait.expired ? "bucket_timeout" : "push_failed",
+                                     .pushed = (int)pr->wait.n};
     struct lua_hook_route_out d;
     lua_hook_on_timeout(pr->vm, &in, &d);
     osip_free(ruri);
     osip_free(from);
     osip_free(to);
     struct target tg = {.q = 1000};
-    if (d.action == LUA_ROUTE_URI && uri_destination(p, d.uri, &tg.dst) == 0)
+    if (d.action == LUA_ROUTE_URI && destination_of_uri(p->dest, d.uri, &tg.dst) == 0)
         tg.ruri = d.uri;
     else if (d.action == LUA_ROUTE_UPSTREAM && p->gw &&
              gateway_upstream_destination(p->gw, &tg.dst) == 0)
@@ -456,69 +314,52 @@ static int timed_out(struct proxy_req *pr)
         d.action = LUA_ROUTE_REPLY;
     }
     if (d.action == LUA_ROUTE_REPLY) {
-        reply_with(pr, d.code, d.reason[0] ? d.reason : "Temporarily Unavailable", d.headers);
+        proxy_reply_with(pr, d.code, d.reason[0] ? d.reason : "Temporarily Unavailable", d.headers);
         return 0;
     }
     char *shown = pn_redacted(tg.ruri ? tg.ruri : "the upstream");
     log_info("proxy: %s %s: the pushed phone did not come back; on_timeout relays to %s",
              req->sip_method, req->call_id->number, shown);
     free(shown);
-    start_target(pr, &tg);
+    proxy_start_target(pr, &tg);
     return pr->pending > 0;
-}
-
-static void stop_waiter(struct proxy_req *pr, struct waiter *w)
-{
-    ev_timer_stop(pr->p->loop, &w->retry);
-    bucket_cancel(w->entry);
-    w->entry = NULL;
-    if (w->active) {
-        w->active = 0;
-        pr->waiting--;
-    }
-}
-
-/* Stop waiting for sleeping devices (answered, cancelled). */
-static void stop_waiting(struct proxy_req *pr)
-{
-    for (size_t i = 0; i < pr->n_waiters; i++)
-        stop_waiter(pr, pr->waiters[i]);
 }
 
 /* When no branch is pending and no device is awaited: the next serial group, or the final
  * answer (§16.7), and the request is done. */
-static void settle(struct proxy_req *pr)
+void proxy_settle(struct proxy_req *pr)
 {
-    if (pr->pending > 0 || pr->waiting > 0 || pr->in_setup)
+    if (pr->pending > 0 || pr->wait.active > 0 || pr->stage < PROXY_STAGE_FORWARDING)
         return;
     ev_timer_stop(pr->p->loop, &pr->group_timer);
-    if (!pr->answered && !pr->stopped && pr->best_code < 600 && pr->next_tg < pr->n_tg) {
-        start_group(pr); /* serial forking: the next q group */
+    if (!pr->up.answered && !pr->up.cancelled && pr->up.best_code < 600 && pr->next_tg < pr->n_tg) {
+        proxy_start_group(pr); /* serial forking: the next q group */
         if (pr->pending > 0)
             return;
     }
-    if (!pr->answered) {
-        if (pr->best && pr->best_code == 487 && pr->timed_out && !pr->stopped) {
+    if (!pr->up.answered) {
+        if (pr->up.best && pr->up.best_code == 487 && pr->up.timed_out && !pr->up.cancelled) {
             /* nobody answered in time: the 487s are of sipwake's own CANCELs, the caller
              * cancelled nothing (§16.8 treats a timed-out branch as a 408) */
-            reply(pr, 408, "Request Timeout");
-        } else if (pr->best) {
-            pass_up(pr, pr->best, pr->best_len);
-            pr->best = NULL;
-        } else if (pr->stopped) {
-            reply(pr, 487, "Request Terminated");
-        } else if (pr->pushed && !pr->timeout_asked) {
+            proxy_reply(pr, 408, "Request Timeout");
+        } else if (pr->up.best) {
+            pass_up(pr, pr->up.best, pr->up.best_len);
+            pr->up.best = NULL;
+        } else if (pr->up.cancelled) {
+            proxy_reply(pr, 487, "Request Terminated");
+        } else if (pr->wait.pushed && pr->stage != PROXY_STAGE_ON_TIMEOUT) {
             /* RFC 8599 §5.6.2: the bucket timer fired, or every push failed */
-            pr->timeout_asked = 1;
+            pr->stage = PROXY_STAGE_ON_TIMEOUT;
             if (timed_out(pr))
                 return;
-        } else if (pr->pushed) {
-            reply(pr, 480, "Temporarily Unavailable"); /* on_timeout's target did not answer */
+        } else if (pr->wait.pushed) {
+            proxy_reply(pr, 480,
+                        "Temporarily Unavailable"); /* on_timeout's target did not answer */
         } else {
-            reply(pr, 408, "Request Timeout");
+            proxy_reply(pr, 408, "Request Timeout");
         }
     }
-    preq_free(pr);
+    proxy_req_free(pr);
 }
 
 static void branch_cb(void *arg, const osip_message_t *resp, const char *raw, size_t len)
@@ -531,51 +372,49 @@ static void branch_cb(void *arg, const osip_message_t *resp, const char *raw, si
         return;
     }
     br->c = NULL; /* the client transaction finishes on its own */
-    if (pr->storing) {
+    if (pr->store.storing) {
         /* a stored MESSAGE: the sender's answer is sipwake's; a device's 2xx marks it */
         if (code < 300 && br->device) {
-            if (pr->msg_id)
-                msgstore_delivered(pr->p->msgstore, pr->msg_id, br->device);
+            if (pr->store.msg_id)
+                msgstore_delivered(pr->p->msgstore, pr->store.msg_id, br->device);
             else
                 br->delivered = 1;
         }
         pr->pending--;
-        settle(pr);
+        proxy_settle(pr);
         return;
     }
     struct buf up = {0};
     if (resp && response_up(resp, raw, len, &up) == 0) {
-        if (code < 300 && !pr->answered) {
+        if (code < 300 && !pr->up.answered) {
             pass_up(pr, up.data, up.len); /* §16.7 step 5: a 2xx goes at once */
             up.data = NULL;
         } else if (code < 300 && pr->invite) {
             /* another fork answered too: the caller sorts out the dialogs (§16.7 step 5) */
             transport_send(pr->p->tp, &pr->updst, up.data, up.len);
-        } else if (!pr->answered && better(code, pr->best_code)) {
-            free(pr->best);
-            pr->best = up.data;
-            pr->best_len = up.len;
-            pr->best_code = code;
+        } else if (!pr->up.answered && better(code, pr->up.best_code)) {
+            free(pr->up.best);
+            pr->up.best = up.data;
+            pr->up.best_len = up.len;
+            pr->up.best_code = code;
             up.data = NULL;
         }
-    } else if (!resp && !pr->best_code) {
-        pr->best_code = 408;
+    } else if (!resp && !pr->up.best_code) {
+        pr->up.best_code = 408;
     }
     buf_free(&up);
     if (resp && br->push_id)
         /* the push binding answered where it was rung: it is awake, and waiting for it to
          * register again would only delay its answer (a busy phone's 486) to the bucket timer */
-        for (size_t i = 0; i < pr->n_waiters; i++)
-            if (pr->waiters[i]->contact_id == br->push_id)
-                stop_waiter(pr, pr->waiters[i]);
+        proxy_wait_answered(pr, br->push_id);
     if (pr->invite && (code < 300 || code >= 600)) {
         cancel_pending(pr); /* §16.7 step 10; a 6xx ends the search too */
-        stop_waiting(pr);
+        proxy_wait_stop_all(pr);
     } else if (code < 300) {
-        stop_waiting(pr); /* answered: nobody else needs waking */
+        proxy_wait_stop_all(pr); /* answered: nobody else needs waking */
     }
     pr->pending--;
-    settle(pr);
+    proxy_settle(pr);
 }
 
 /* A 2xx from a branch sipwake ended before it answered (stale, or cancelled before any
@@ -586,7 +425,7 @@ static int late_2xx(void *arg, const osip_message_t *resp, const char *raw, size
     struct branch *br = arg;
     struct proxy_req *pr = br->pr;
     br->dropped = NULL;
-    if (!resp || pr->answered)
+    if (!resp || pr->up.answered)
         return 0;
     struct buf up = {0};
     if (response_up(resp, raw, len, &up) < 0) {
@@ -598,40 +437,20 @@ static int late_2xx(void *arg, const osip_message_t *resp, const char *raw, size
              pr->req->call_id->number);
     pass_up(pr, up.data, up.len);
     cancel_pending(pr);
-    stop_waiting(pr);
-    settle(pr);
+    proxy_wait_stop_all(pr);
+    proxy_settle(pr);
     return 1;
 }
-
-static void missed_call_push(struct proxy_req *pr, struct waiter *w);
 
 void proxy_cancel(void *owner)
 {
     struct proxy_req *pr = owner;
     log_info("proxy: INVITE %s cancelled by the caller", pr->req->call_id->number);
-    pr->stopped = 1;
+    pr->up.cancelled = 1;
     cancel_pending(pr);
-    /* phones pushed and not back yet: a VoIP-pushed iPhone shows the call in CallKit and
-     * needs the INVITE and its CANCEL to end it (deliver_cancelled: it stays in the bucket);
-     * the others may be told of the missed call */
-    int kept = 0;
-    for (size_t i = 0; i < pr->n_waiters; i++) {
-        struct waiter *w = pr->waiters[i];
-        if (!w->active)
-            continue;
-        /* a VoIP push still on its way is kept too: whether CallKit shows the call is known
-         * when it is answered (waiter_pushed) */
-        if (pr->deliver_cancelled && (w->voip || w->pushing) && w->entry) {
-            kept++;
-            continue;
-        }
-        if (pr->missed_call && w->delivered)
-            missed_call_push(pr, w);
-        stop_waiter(pr, w);
-    }
-    if (kept)
-        reply(pr, 487, "Request Terminated"); /* the caller is done; the phones are not yet */
-    settle(pr);                               /* nothing was ringing yet: 487 now */
+    if (proxy_wait_cancelled(pr) > 0)
+        proxy_reply(pr, 487, "Request Terminated"); /* the caller is done; the phones are not yet */
+    proxy_settle(pr);                               /* nothing was ringing yet: 487 now */
 }
 
 int proxy_forward_stray(struct proxy *p, const osip_message_t *resp, const char *raw, size_t len)
@@ -639,7 +458,8 @@ int proxy_forward_stray(struct proxy *p, const osip_message_t *resp, const char 
     osip_via_t *ours = osip_list_get(&resp->vias, 0);
     osip_via_t *next = osip_list_get(&resp->vias, 1);
     const char *branch = ours ? sip_msg_param(&ours->via_params, "branch") : NULL;
-    if (!branch || strncmp(branch, PROXY_BRANCH_PREFIX, strlen(PROXY_BRANCH_PREFIX)) != 0 ||
+    if (!branch ||
+        strncmp(branch, DESTINATION_BRANCH_PREFIX, strlen(DESTINATION_BRANCH_PREFIX)) != 0 ||
         !next || !next->host || !next->protocol)
         return 0;
     if (!util_caseeq(next->protocol, "UDP")) {
@@ -695,7 +515,7 @@ static void loop_hash(const osip_message_t *req, const char *raw, size_t len, ch
 static int looped(struct proxy *p, const osip_message_t *req, const char *hash)
 {
     char prefix[64];
-    snprintf(prefix, sizeof prefix, "%s%s.", PROXY_BRANCH_PREFIX, hash);
+    snprintf(prefix, sizeof prefix, "%s%s.", DESTINATION_BRANCH_PREFIX, hash);
     for (int i = 0; i < osip_list_size(&req->vias); i++) {
         osip_via_t *via = osip_list_get(&req->vias, i);
         const char *branch = sip_msg_param(&via->via_params, "branch");
@@ -709,203 +529,6 @@ static int looped(struct proxy *p, const osip_message_t *req, const char *hash)
     return 0;
 }
 
-/* ---- flow tokens (RFC 5626 §5.2) in sipwake's Record-Route (RFC 3261 §16.6 step 4) ----
- *
- * The user part of the Record-Route URI names both flows of the dialog: the one the
- * initial request came on (the caller's side) and the one it left by (the callee's side),
- * with a MAC under a key made at start, so a Route cannot be forged to send requests
- * anywhere else. A later request of the dialog goes down the other side's flow: a phone
- * behind NAT is reached at the address it is really at, not at its Contact. Which side a
- * request came from is told by its From tag against the ftag param (the caller's tag). */
-
-#define SIDE_BYTES 29
-#define MAC_BYTES 10
-#define TOKEN_HEX (2 * (2 * SIDE_BYTES + MAC_BYTES))
-
-static void side_pack(const struct sip_source *s, unsigned char *o)
-{
-    memset(o, 0, SIDE_BYTES);
-    o[0] = (unsigned char)s->transport;
-    o[1] = (unsigned char)s->listener;
-    for (int i = 0; i < 8; i++)
-        o[2 + i] = (unsigned char)(s->flow_id >> (8 * i));
-    if (s->addr.ss_family == AF_INET6) {
-        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)&s->addr;
-        o[10] = 6;
-        memcpy(o + 11, &a->sin6_port, 2);
-        memcpy(o + 13, &a->sin6_addr, 16);
-    } else {
-        const struct sockaddr_in *a = (const struct sockaddr_in *)&s->addr;
-        o[10] = 4;
-        memcpy(o + 11, &a->sin_port, 2);
-        memcpy(o + 13, &a->sin_addr, 4);
-    }
-}
-
-static int side_unpack(const struct proxy *p, const unsigned char *i, struct sip_source *s)
-{
-    memset(s, 0, sizeof *s);
-    if (i[0] > CONFIG_TRANSPORT_TLS || i[1] >= p->cfg->n_listens || (i[10] != 4 && i[10] != 6))
-        return -1;
-    s->transport = (enum config_transport)i[0];
-    s->listener = i[1];
-    for (int k = 0; k < 8; k++)
-        s->flow_id |= (uint64_t)i[2 + k] << (8 * k);
-    if (i[10] == 6) {
-        struct sockaddr_in6 *a = (struct sockaddr_in6 *)&s->addr;
-        a->sin6_family = AF_INET6;
-        memcpy(&a->sin6_port, i + 11, 2);
-        memcpy(&a->sin6_addr, i + 13, 16);
-        s->addrlen = sizeof *a;
-    } else {
-        struct sockaddr_in *a = (struct sockaddr_in *)&s->addr;
-        a->sin_family = AF_INET;
-        memcpy(&a->sin_port, i + 11, 2);
-        memcpy(&a->sin_addr, i + 13, 4);
-        s->addrlen = sizeof *a;
-    }
-    transport_addr_str((struct sockaddr *)&s->addr, s->ip, sizeof s->ip, &s->port);
-    return 0;
-}
-
-static void token_mac(const struct proxy *p, const unsigned char *data, unsigned char *mac)
-{
-    unsigned char full[EVP_MAX_MD_SIZE];
-    unsigned int n = 0;
-    HMAC(EVP_sha256(), p->token_key, sizeof p->token_key, data, 2 * SIDE_BYTES, full, &n);
-    memcpy(mac, full, MAC_BYTES);
-}
-
-static void token_make(const struct proxy *p, const struct sip_source *caller,
-                       const struct sip_source *callee, char out[TOKEN_HEX + 1])
-{
-    unsigned char raw[2 * SIDE_BYTES + MAC_BYTES];
-    side_pack(caller, raw);
-    side_pack(callee, raw + SIDE_BYTES);
-    token_mac(p, raw, raw + 2 * SIDE_BYTES);
-    util_hex(raw, sizeof raw, out);
-}
-
-/* 0 with both sides if user is a token of ours, else -1. */
-static int token_parse(const struct proxy *p, const char *user, struct sip_source *caller,
-                       struct sip_source *callee)
-{
-    unsigned char raw[2 * SIDE_BYTES + MAC_BYTES], mac[MAC_BYTES];
-    if (!user || strlen(user) != TOKEN_HEX)
-        return -1;
-    for (size_t i = 0; i < sizeof raw; i++) {
-        unsigned int b;
-        if (sscanf(user + 2 * i, "%2x", &b) != 1)
-            return -1;
-        raw[i] = (unsigned char)b;
-    }
-    token_mac(p, raw, mac);
-    if (CRYPTO_memcmp(mac, raw + 2 * SIDE_BYTES, MAC_BYTES) != 0)
-        return -1;
-    return side_unpack(p, raw, caller) < 0 || side_unpack(p, raw + SIDE_BYTES, callee) < 0 ? -1 : 0;
-}
-
-static const char *transport_param(enum config_transport t)
-{
-    return t == CONFIG_TRANSPORT_UDP   ? ""
-           : t == CONFIG_TRANSPORT_TCP ? ";transport=tcp"
-                                       : ";transport=tls";
-}
-
-static void rr_line(struct buf *b, const struct config_listen *l, const char *token,
-                    const char *ftag)
-{
-    int v6 = strchr(l->host, ':') != NULL;
-    buf_printf(b, "Record-Route: <sip:%s@%s%s%s:%d%s;lr;ftag=%s>\r\n", token, v6 ? "[" : "",
-               l->host, v6 ? "]" : "", l->port, transport_param(l->transport), ftag);
-}
-
-/* Our Record-Route for a request from caller leaving toward callee: one entry, or two when
- * it changes listener (transport or address family; RFC 5658), the callee's side on top. */
-static char *record_route(const struct proxy *p, const osip_message_t *req,
-                          const struct sip_source *caller, const struct sip_source *callee)
-{
-    osip_generic_param_t *tag = NULL;
-    if (!req->from || osip_from_get_tag(req->from, &tag) != 0 || !tag || !tag->gvalue ||
-        strspn(tag->gvalue,
-               "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.!%*_+`'~") !=
-            strlen(tag->gvalue))
-        return NULL; /* no usable tag to tell the sides apart: no Record-Route */
-    char token[TOKEN_HEX + 1];
-    token_make(p, caller, callee, token);
-    struct buf b = {0};
-    rr_line(&b, &p->cfg->listens[callee->listener], token, tag->gvalue);
-    if (caller->listener != callee->listener && caller->listener >= 0 &&
-        (size_t)caller->listener < p->cfg->n_listens)
-        rr_line(&b, &p->cfg->listens[caller->listener], token, tag->gvalue);
-    return b.data;
-}
-
-/* Where a binding can be reached now. 0 with *dst filled, -1 if it cannot. */
-static int binding_destination(struct proxy *p, const struct binding *b, struct sip_source *dst)
-{
-    memset(dst, 0, sizeof *dst);
-    const char *rcv = b->received;
-    enum config_transport tr = CONFIG_TRANSPORT_UDP;
-    if (rcv && strstr(rcv, ";transport=tcp"))
-        tr = CONFIG_TRANSPORT_TCP;
-    else if (rcv && strstr(rcv, ";transport=tls"))
-        tr = CONFIG_TRANSPORT_TLS;
-    if (tr != CONFIG_TRANSPORT_UDP) {
-        /* RFC 5626: down the connection the phone registered on, while it is open */
-        if (!b->flow_id || !transport_flow_alive(p->tp, b->flow_id))
-            return -1;
-        dst->transport = tr;
-        dst->flow_id = b->flow_id;
-        dst->listener = b->listener;
-        return 0;
-    }
-    if (!rcv || strncmp(rcv, "sip:", 4) != 0)
-        return -1;
-    const char *h = rcv + 4, *end;
-    char ip[INET6_ADDRSTRLEN];
-    if (*h == '[') {
-        end = strchr(h, ']');
-        if (!end || end[1] != ':')
-            return -1;
-        snprintf(ip, sizeof ip, "%.*s", (int)(end - h - 1), h + 1);
-        end++;
-    } else {
-        end = strchr(h, ':');
-        if (!end)
-            return -1;
-        snprintf(ip, sizeof ip, "%.*s", (int)(end - h), h);
-    }
-    int port = atoi(end + 1);
-    if (transport_addr_make(ip, port, &dst->addr, &dst->addrlen) < 0)
-        return -1;
-    dst->transport = CONFIG_TRANSPORT_UDP;
-    dst->listener = b->listener;
-    if (dst->listener < 0 || (size_t)dst->listener >= p->cfg->n_listens ||
-        p->cfg->listens[dst->listener].transport != CONFIG_TRANSPORT_UDP)
-        dst->listener = transport_find_listener(p->tp, CONFIG_TRANSPORT_UDP, dst->addr.ss_family);
-    if (dst->listener < 0)
-        return -1;
-    snprintf(dst->ip, sizeof dst->ip, "%s", ip);
-    dst->port = port;
-    return 0;
-}
-
-static const char *transport_upper(enum config_transport t)
-{
-    return t == CONFIG_TRANSPORT_UDP ? "UDP" : t == CONFIG_TRANSPORT_TCP ? "TCP" : "TLS";
-}
-
-/* Our Via for a request sent to dst. */
-static void via_line(const struct proxy *p, const struct sip_source *dst, const char *branch,
-                     char *out, size_t n)
-{
-    const struct config_listen *l = &p->cfg->listens[dst->listener];
-    int v6 = strchr(l->host, ':') != NULL;
-    snprintf(out, n, "Via: SIP/2.0/%s %s%s%s:%d;branch=%s;rport", transport_upper(dst->transport),
-             v6 ? "[" : "", l->host, v6 ? "]" : "", l->port, branch);
-}
-
 /* Start a branch to dst: the request with ruri (NULL keeps it), rr and routes as
  * sip_msg_forward_request takes them. */
 static void start_branch(struct proxy_req *pr, const struct sip_source *dst, const char *ruri,
@@ -914,9 +537,8 @@ static void start_branch(struct proxy_req *pr, const struct sip_source *dst, con
 {
     struct proxy *p = pr->p;
     char branch[64], via[256];
-    snprintf(branch, sizeof branch, "%s%s.%llx", PROXY_BRANCH_PREFIX, hash,
-             (unsigned long long)p->next_branch++);
-    via_line(p, dst, branch, via, sizeof via);
+    destination_branch(p->dest, hash, branch, sizeof branch);
+    destination_via_line(p->dest, dst, branch, via, sizeof via);
     /* the received top Via, now with received/rport (RFC 3581), goes on below ours */
     char *top = NULL;
     osip_via_to_str(osip_list_get(&pr->req->vias, 0), &top);
@@ -937,33 +559,15 @@ static void start_branch(struct proxy_req *pr, const struct sip_source *dst, con
                              branch_cb, br);
 }
 
-int proxy_send_to_binding(struct proxy *p, const struct binding *b, const char *method,
-                          const char *rest, size_t rest_len, txn_client_cb cb, void *arg)
-{
-    struct sip_source dst;
-    if (binding_destination(p, b, &dst) < 0)
-        return -1;
-    char branch[64], via[256];
-    snprintf(branch, sizeof branch, "%sms.%llx", PROXY_BRANCH_PREFIX,
-             (unsigned long long)p->next_branch++);
-    via_line(p, &dst, branch, via, sizeof via);
-    char *ruri = sip_msg_ruri_of_contact(b->contact);
-    struct buf out = {0};
-    buf_printf(&out, "%s %s SIP/2.0\r\n%s\r\n", method, ruri, via);
-    buf_append(&out, rest, rest_len);
-    free(ruri);
-    txn_client_start(p->txns, &dst, branch, method, out.data, out.len, cb, arg);
-    return 0;
-}
-
 /* Start a branch toward a target, with a Record-Route if the request creates a dialog. */
-static void start_target(struct proxy_req *pr, const struct target *tg)
+void proxy_start_target(struct proxy_req *pr, const struct target *tg)
 {
     const char *m = pr->req->sip_method;
     char *rr = NULL;
     if (strcmp(m, "INVITE") == 0 || strcmp(m, "SUBSCRIBE") == 0 || strcmp(m, "REFER") == 0)
-        rr = record_route(pr->p, pr->req, &pr->src, &tg->dst);
-    start_branch(pr, &tg->dst, tg->ruri, rr, pr->routes, pr->hash, pr->max_forwards, pr->contacts);
+        rr = record_route_lines(pr->p->rr, pr->req, &pr->src, &tg->dst);
+    start_branch(pr, &tg->dst, tg->ruri, rr, pr->fwd.routes, pr->fwd.hash, pr->fwd.max_forwards,
+                 pr->fwd.contacts);
     pr->br[pr->n_br - 1].device = tg->device;
     pr->br[pr->n_br - 1].push_id = tg->push_id;
     free(rr);
@@ -975,52 +579,23 @@ static void group_timeout_cb(struct ev_loop *loop, ev_timer *w, int revents)
     (void)revents;
     struct proxy_req *pr = w->data;
     log_info("proxy: INVITE %s: no answer in %d s (branch_timeout), cancelled",
-             pr->req->call_id->number, pr->branch_timeout);
-    pr->timed_out = 1;
+             pr->req->call_id->number, pr->decision.branch_timeout);
+    pr->up.timed_out = 1;
     cancel_pending(pr); /* their final responses start the next group, if any */
-    settle(pr);
-}
-
-/* A Route naming this server — one of its listening addresses, or a domain it serves: what
- * a phone configured with sipwake as outbound proxy puts on its requests. */
-static int route_is_us(const struct proxy *p, const osip_route_t *r)
-{
-    return r && r->url && config_names_us(p->cfg, r->url->host, r->url->port);
-}
-
-/* §16.4: the leading Route entries naming this server come off before forwarding. The
- * Route lines left, or NULL when there was none of ours. */
-static char *routes_without_us(const struct proxy *p, const osip_message_t *req)
-{
-    int n = osip_list_size(&req->routes), ours = 0;
-    while (ours < n && route_is_us(p, osip_list_get(&req->routes, ours)))
-        ours++;
-    return ours == 0 ? NULL : sip_msg_route_lines(req, ours);
-}
-
-/* May the Route entry next, past sipwake's own, name the next hop of a request? Only when
- * its sender is trusted to: it is the [upstream] (gateway mode), the route decision says so
- * (follow_route), or the entry names the upstream itself. */
-static int route_trusted(const struct proxy *p, int from_upstream,
-                         const struct lua_hook_route_out *d, const osip_route_t *next)
-{
-    if (from_upstream || d->follow_route)
-        return 1;
-    return p->gw && next->url && next->url->host &&
-           util_caseeq(next->url->host, p->cfg->upstream_host);
+    proxy_settle(pr);
 }
 
 /* Start the next group of targets: all of them (parallel), or those of the next q. */
-static void start_group(struct proxy_req *pr)
+void proxy_start_group(struct proxy_req *pr)
 {
     if (pr->next_tg >= pr->n_tg)
         return;
     int q = pr->tg[pr->next_tg].q;
     do
-        start_target(pr, &pr->tg[pr->next_tg++]);
-    while (pr->next_tg < pr->n_tg && (!pr->serial || pr->tg[pr->next_tg].q == q));
-    if (pr->invite && pr->branch_timeout) {
-        ev_timer_set(&pr->group_timer, pr->branch_timeout, 0);
+        proxy_start_target(pr, &pr->tg[pr->next_tg++]);
+    while (pr->next_tg < pr->n_tg && (!pr->decision.serial || pr->tg[pr->next_tg].q == q));
+    if (pr->invite && pr->decision.branch_timeout) {
+        ev_timer_set(&pr->group_timer, pr->decision.branch_timeout, 0);
         ev_timer_start(pr->p->loop, &pr->group_timer);
     }
 }
@@ -1036,7 +611,6 @@ static struct proxy_req *preq_new(struct proxy *p, osip_message_t *req, const ch
     memcpy(pr->raw, raw, len);
     pr->rawlen = len;
     pr->src = *src;
-    pr->user_exists = -2;
     txn_response_destination(req, src, &pr->updst);
     pr->invite = strcmp(req->sip_method, "INVITE") == 0;
     ev_init(&pr->timer_c, timer_c_cb);
@@ -1050,7 +624,7 @@ static struct proxy_req *preq_new(struct proxy *p, osip_message_t *req, const ch
 
 /* An INVITE about to be forwarded: 100 Trying at once, so the caller stops retransmitting
  * (§16.2), CANCELs find it, Timer C runs. */
-static void invite_begin(struct proxy_req *pr)
+void proxy_invite_begin(struct proxy_req *pr)
 {
     if (!pr->invite)
         return;
@@ -1063,7 +637,7 @@ static void invite_begin(struct proxy_req *pr)
 }
 
 /* Max-Forwards of req, 70 when absent or out of range (RFC 4475 §3.1.2.4). */
-static long max_forwards_of(const osip_message_t *req)
+long proxy_max_forwards(const osip_message_t *req)
 {
     osip_header_t *mfh = NULL;
     long mf = 70;
@@ -1073,252 +647,7 @@ static long max_forwards_of(const osip_message_t *req)
     return mf;
 }
 
-/* Where a URI the policy relays to is reached: its numeric host and port, over its
- * transport (UDP unless transport= or sips: says otherwise); a TCP/TLS connection to it is
- * reused while open. 0, or -1 when it cannot be (no listener for it, connect failed). */
-static int uri_destination(struct proxy *p, const char *uri, struct sip_source *dst)
-{
-    osip_uri_t *u = NULL;
-    int rc = -1;
-    if (osip_uri_init(&u) != 0 || osip_uri_parse(u, uri) != 0 || !u->host)
-        goto out;
-    int sips = u->scheme && util_caseeq(u->scheme, "sips");
-    const char *tp = sip_msg_param(&u->url_params, "transport");
-    enum config_transport tr = sips                           ? CONFIG_TRANSPORT_TLS
-                               : tp && util_caseeq(tp, "tcp") ? CONFIG_TRANSPORT_TCP
-                               : tp && util_caseeq(tp, "tls") ? CONFIG_TRANSPORT_TLS
-                                                              : CONFIG_TRANSPORT_UDP;
-    long port = tr == CONFIG_TRANSPORT_TLS ? 5061 : 5060;
-    if (u->port && util_parse_long(u->port, 1, 65535, &port) < 0)
-        goto out;
-    struct sockaddr_storage ss;
-    socklen_t len;
-    if (transport_addr_make(u->host, (int)port, &ss, &len) < 0)
-        goto out;
-    if (tr == CONFIG_TRANSPORT_UDP) {
-        memset(dst, 0, sizeof *dst);
-        dst->transport = tr;
-        dst->addr = ss;
-        dst->addrlen = len;
-        dst->listener = transport_find_listener(p->tp, tr, ss.ss_family);
-        snprintf(dst->ip, sizeof dst->ip, "%s", u->host);
-        dst->port = (int)port;
-        rc = dst->listener >= 0 ? 0 : -1;
-        goto out;
-    }
-    for (size_t i = 0; i < PROXY_CONN_CACHE; i++) {
-        struct sip_source *c = &p->conns[i];
-        if (c->flow_id && c->transport == tr && c->addrlen == len &&
-            memcmp(&c->addr, &ss, len) == 0 && transport_flow_alive(p->tp, c->flow_id)) {
-            *dst = *c;
-            rc = 0;
-            goto out;
-        }
-    }
-    if (transport_stream_connect(p->tp, tr, &ss, len, NULL, dst) == 0) {
-        p->conns[p->next_conn++ % PROXY_CONN_CACHE] = *dst;
-        rc = 0;
-    }
-out:
-    if (rc < 0) {
-        char *shown = pn_redacted(uri);
-        log_warn("proxy: cannot reach %s", shown);
-        free(shown);
-    }
-    osip_uri_free(u);
-    return rc;
-}
-
-/* Where a Route entry's URI is reached: the upstream when it names the upstream's host,
- * else its numeric address. 0 or -1. */
-static int next_hop(struct proxy *p, const osip_uri_t *u, const char *text, struct sip_source *dst)
-{
-    if (p->gw && u->host && util_caseeq(u->host, p->cfg->upstream_host))
-        return gateway_upstream_destination(p->gw, dst);
-    return uri_destination(p, text, dst);
-}
-
-/* ------------------------------------------------------------------ waiting for a push */
-
-/* RFC 8599 §5.6.2: new-dialog and standalone requests wake a phone. */
-static int pushable(const char *m)
-{
-    return strcmp(m, "INVITE") == 0 || strcmp(m, "MESSAGE") == 0 || strcmp(m, "SUBSCRIBE") == 0 ||
-           strcmp(m, "OPTIONS") == 0 || strcmp(m, "REFER") == 0;
-}
-
-static void waiter_end(struct waiter *w)
-{
-    struct proxy_req *pr = w->pr;
-    ev_timer_stop(pr->p->loop, &w->retry);
-    if (w->active) {
-        w->active = 0;
-        pr->waiting--;
-    }
-    settle(pr);
-}
-
-/* The device registered again: the request goes down its new flow. */
-static void waiter_wake(void *arg, const struct binding *b)
-{
-    struct waiter *w = arg;
-    struct proxy_req *pr = w->pr;
-    w->entry = NULL;
-    drop_stale(pr, w->contact_id); /* it is back elsewhere: the old address is dead */
-    struct target tg = {.q = 1000};
-    int cancelled = pr->stopped && pr->deliver_cancelled && w->voip;
-    if (((!pr->answered && !pr->stopped) || cancelled) && pr->n_br < PROXY_MAX_BRANCHES &&
-        binding_destination(pr->p, b, &tg.dst) == 0) {
-        log_info("proxy: %s %s: %s registered again, forwarding%s", pr->req->sip_method,
-                 pr->req->call_id->number, location_aor_name(b->aor),
-                 cancelled ? " the cancelled call, then its CANCEL (CallKit)" : "");
-        tg.ruri = sip_msg_ruri_of_contact(b->contact);
-        start_target(pr, &tg);
-        free(tg.ruri);
-        if (cancelled && pr->br[pr->n_br - 1].c)
-            txn_client_cancel_when_ringing(pr->br[pr->n_br - 1].c);
-    }
-    waiter_end(w);
-}
-
-static void waiter_expire(void *arg)
-{
-    struct waiter *w = arg;
-    w->entry = NULL;
-    w->pr->expired = 1;
-    log_info("proxy: %s %s: the pushed phone did not register in time", w->pr->req->sip_method,
-             w->pr->req->call_id->number);
-    drop_stale(w->pr, w->contact_id); /* RFC 8599 §5.6.2: 480 now, not at its Timer B */
-    waiter_end(w);
-}
-
-static int send_push(struct waiter *w, const struct binding *b);
-
-/* 1 if the push binding contact_id is rung, or to be rung, at its address and that branch
- * has no final response. */
-static int rung_directly(const struct proxy_req *pr, uint64_t contact_id)
-{
-    for (size_t i = pr->next_tg; i < pr->n_tg; i++)
-        if (pr->tg[i].push_id == contact_id)
-            return 1;
-    for (size_t i = 0; i < pr->n_br; i++)
-        if (pr->br[i].c && pr->br[i].push_id == contact_id)
-            return 1;
-    return 0;
-}
-
-/* w's push failed for good, or could not be sent. RFC 8599 §5.6.2: the caller gets its
- * answer now, not when a branch to the phone's old address reaches its Timer B (32 s).
- * A phone rung there with an INVITE (heard from lately, so maybe awake) has
- * PROXY_STALE_GRACE_S to answer anything; then a branch still silent ends
- * (waiter_retry_cb), and an answer ends the wait sooner (stop_waiter). A non-INVITE branch
- * there runs on to its own answer or Timer F (see PROXY_STALE_GRACE_S). */
-static void waiter_failed(struct waiter *w)
-{
-    struct proxy_req *pr = w->pr;
-    bucket_cancel(w->entry);
-    w->entry = NULL;
-    if (!rung_directly(pr, w->contact_id)) {
-        waiter_end(w);
-        return;
-    }
-    if (!pr->invite) {
-        pr->pushed = 1; /* if that branch never answers: 480 (§5.6.2), not 408 */
-        waiter_end(w);
-        return;
-    }
-    w->failed = 1;
-    ev_timer_stop(pr->p->loop, &w->retry);
-    ev_timer_set(&w->retry, PROXY_STALE_GRACE_S, 0);
-    ev_timer_start(pr->p->loop, &w->retry);
-}
-
-/* After a retryable failure: the binding (if still there) is pushed again. After a failure
- * for good: the direct branch's grace is over. */
-static void waiter_retry_cb(struct ev_loop *loop, ev_timer *t, int revents)
-{
-    (void)loop;
-    (void)revents;
-    struct waiter *w = t->data;
-    if (w->failed) {
-        w->pr->pushed = 1; /* a push binding nobody could reach: 480 (§5.6.2), not 408 */
-        drop_stale(w->pr, w->contact_id);
-        waiter_end(w);
-        return;
-    }
-    const struct binding *b = location_find_binding(w->pr->p->loc, w->aor, w->contact_id);
-    if (!b || send_push(w, b) < 0)
-        waiter_failed(w);
-}
-
-static void waiter_pushed(void *arg, const struct push_result *r)
-{
-    struct waiter *w = arg;
-    w->pushing = 0;
-    if (!w->pr) {
-        waiter_free(w); /* the request ended first */
-        return;
-    }
-    if (r->outcome == PUSH_DELIVERED) {
-        w->delivered = 1;
-        w->voip = r->voip;
-    }
-    struct proxy_req *pr = w->pr;
-    if (pr->stopped && w->active && !(w->voip && pr->deliver_cancelled)) {
-        /* the caller cancelled while this push was on its way, and it is not a call CallKit
-         * shows: nobody waits for the phone any more (proxy_cancel kept it to see) */
-        if (pr->missed_call && w->delivered)
-            missed_call_push(pr, w);
-        stop_waiter(pr, w);
-        settle(pr);
-        return;
-    }
-    if (r->outcome == PUSH_DELIVERED && r->action != LUA_PUSH_GIVE_UP &&
-        r->action != LUA_PUSH_DROP_BINDING && r->action != LUA_PUSH_RETRY)
-        return; /* now the bucket timer runs */
-    /* a dead token whose binding has another (Linphone's voip and remote tokens): pushed
-     * again at once through that one */
-    int other = r->action == LUA_PUSH_DEFAULT && r->outcome == PUSH_DEAD_TOKEN && r->token_left;
-    int retry = r->action == LUA_PUSH_RETRY || other ||
-                (r->action == LUA_PUSH_DEFAULT &&
-                 (r->outcome == PUSH_RETRY_LATER || r->outcome == PUSH_FAILED));
-    if (retry && w->entry) {
-        /* the policy's delay, else back off with jitter, honouring Retry-After, while the
-         * bucket timer allows */
-        double delay = r->action == LUA_PUSH_RETRY ? (double)r->after_ms / 1000.0
-                       : other                     ? 0.0
-                       : r->retry_after > 0        ? (double)r->retry_after
-                                            : (double)(1u << (w->attempts < 3 ? w->attempts : 3));
-        if (r->action != LUA_PUSH_RETRY && !other)
-            delay *= 1.0 + (double)(util_fast_random() % 500) / 1000.0;
-        struct ev_loop *loop = w->pr->p->loop;
-        if (ev_now(loop) + delay < w->until) {
-            log_info("proxy: %s %s: push to %s: %s, trying again in %.1f s", w->pr->req->sip_method,
-                     w->pr->req->call_id->number, w->aor, r->reason, delay);
-            ev_timer_set(&w->retry, delay, 0);
-            ev_timer_start(loop, &w->retry);
-            return;
-        }
-    }
-    waiter_failed(w);
-}
-
-static double bucket_timeout_of(const struct proxy_req *pr)
-{
-    const struct config *c = pr->p->cfg;
-    return (double)(pr->invite ? c->bucket_timeout : c->bucket_timeout_other);
-}
-
-/* Push binding b and wait for its device in the bucket. */
-/* Push b for w's request. 0 (waiter_pushed will follow), or -1 (logged). */
-/* What a push for pr's request says; the strings it points to are in caller (free with
- * caller_free). */
-struct caller {
-    char *from, *name, *to, *ruri;
-    char type[128]; /* the media type, lower case */
-};
-
-static void caller_free(struct caller *c)
+void proxy_caller_free(struct proxy_caller *c)
 {
     osip_free(c->from);
     osip_free(c->to);
@@ -1349,7 +678,7 @@ static const char *block_end(const char *p, const char *end)
  * is-composing notices wrapped so (RFC 5438 §7.1). A CPIM message without an inner
  * Content-Type stays "message/cpim". Both the push hook (ctx.content_type, and the quiet
  * requests of push.c) and the offline decision see this type. */
-static void media_type_of(const struct proxy_req *pr, char *out, size_t n)
+void proxy_media_type(const struct proxy_req *pr, char *out, size_t n)
 {
     const osip_message_t *req = pr->req;
     out[0] = '\0';
@@ -1390,8 +719,8 @@ static void media_type_of(const struct proxy_req *pr, char *out, size_t n)
     }
 }
 
-static struct push_event event_of(const struct proxy_req *pr, enum push_kind kind, long ttl,
-                                  const char *aor, int attempt, struct caller *c)
+struct push_event proxy_push_event(const struct proxy_req *pr, enum push_kind kind, long ttl,
+                                   const char *aor, int attempt, struct proxy_caller *c)
 {
     const osip_message_t *req = pr->req;
     memset(c, 0, sizeof *c);
@@ -1406,7 +735,7 @@ static struct push_event event_of(const struct proxy_req *pr, enum push_kind kin
         osip_uri_to_str(req->to->url, &c->to);
     if (req->req_uri)
         osip_uri_to_str(req->req_uri, &c->ruri);
-    media_type_of(pr, c->type, sizeof c->type); /* message/cpim: the type it wraps */
+    proxy_media_type(pr, c->type, sizeof c->type); /* message/cpim: the type it wraps */
     return (struct push_event){.kind = kind,
                                .call_id = req->call_id->number,
                                .from_uri = c->from,
@@ -1424,622 +753,24 @@ static struct push_event event_of(const struct proxy_req *pr, enum push_kind kin
                                .content_type = *c->type ? c->type : NULL};
 }
 
-/* The key of b's device in p->woken: its provider and a hash of its token. */
-static void woken_key(const struct binding *b, char *out, size_t n)
-{
-    char hash[17];
-    push_token_hash(b->pn_prid, hash);
-    snprintf(out, n, "%s|%s", b->pn_provider, hash);
-}
-
-/* Push b for w's request. 0 (waiter_pushed will follow), -1 (the push cannot be sent) or -2
- * (not pushed by choice: the policy, a request that wakes no phone, the wake budget);
- * logged. */
-static int send_push(struct waiter *w, const struct binding *b)
-{
-    struct proxy_req *pr = w->pr;
-    struct proxy *p = pr->p;
-    enum push_kind kind = push_content_kind_of(pr->req->sip_method);
-    char key[48] = "";
-    if (kind == PUSH_WAKE && b->pn_provider && b->pn_prid) {
-        woken_key(b, key, sizeof key);
-        /* Apple delivers "two or three" background pushes an hour, and the RFC 8599 §5.5
-         * refresh pushes need them: a request that is neither a call nor a message wakes a
-         * device at most once per [push] wake_interval (a retry of the same push is no new
-         * wake; refresh pushes neither count nor wait) */
-        if (w->attempts == 0 && heard_recently(p->woken, key, 0, ev_now(p->loop))) {
-            log_info("proxy: %s %s: no push to %s: its device was woken less than %ld s ago "
-                     "([push] wake_interval)",
-                     pr->req->sip_method, pr->req->call_id->number, w->aor, p->cfg->wake_interval);
-            return -2;
-        }
-    }
-    ev_tstamp left = w->until - ev_now(p->loop);
-    struct caller c;
-    struct push_event ev =
-        event_of(pr, kind, left > 1 ? (long)left : 1, w->aor, w->attempts + 1, &c);
-    char err[200];
-    w->attempts++;
-    w->pushing = 1;
-    int rc = push_binding(p->push, pr->vm, b, &ev, waiter_pushed, w, err, sizeof err);
-    if (rc < 0) {
-        w->pushing = 0;
-        log_info("proxy: %s %s: no push to %s: %s", pr->req->sip_method, pr->req->call_id->number,
-                 w->aor, err);
-    } else if (*key && w->attempts == 1) {
-        heard_note(p->woken, key, 0, ev_now(p->loop));
-    }
-    caller_free(&c);
-    return rc;
-}
-
-static void missed_call_pushed(void *arg, const struct push_result *r)
-{
-    (void)arg;
-    (void)r; /* counted and logged by push.c */
-}
-
-/* The caller cancelled before w's phone came back: tell it of the missed call. */
-static void missed_call_push(struct proxy_req *pr, struct waiter *w)
-{
-    const struct binding *b = location_find_binding(pr->p->loc, w->aor, w->contact_id);
-    if (!b)
-        return;
-    struct caller c;
-    struct push_event ev = event_of(pr, PUSH_MISSED_CALL, 3600, w->aor, 1, &c);
-    char err[200];
-    if (push_binding(pr->p->push, pr->vm, b, &ev, missed_call_pushed, NULL, err, sizeof err) < 0)
-        log_info("proxy: INVITE %s: no missed-call push to %s: %s", pr->req->call_id->number,
-                 w->aor, err);
-    caller_free(&c);
-}
-
-static void wait_for(struct proxy_req *pr, const struct binding *b)
-{
-    struct proxy *p = pr->p;
-    if (pr->n_waiters >= PROXY_MAX_BRANCHES)
-        return;
-    struct waiter *w = xcalloc(1, sizeof *w);
-    w->pr = pr;
-    w->active = 1;
-    w->aor = xstrdup(b->aor ? location_aor_name(b->aor) : pr->aor);
-    w->contact_id = b->contact_id;
-    w->until = ev_now(p->loop) + bucket_timeout_of(pr);
-    ev_init(&w->retry, waiter_retry_cb);
-    w->retry.data = w;
-    pr->waiters[pr->n_waiters++] = w;
-    pr->waiting++;
-    w->entry =
-        bucket_park(p->bucket, w->aor, b, bucket_timeout_of(pr), waiter_wake, waiter_expire, w);
-    int rc = send_push(w, b);
-    if (rc == -1 && rung_directly(pr, b->contact_id)) {
-        waiter_failed(w); /* its branch may not hold the caller (RFC 8599 §5.6.2) */
-    } else if (rc < 0) {
-        /* not pushed by choice (an OPTIONS, the wake budget): a phone heard from lately is
-         * still rung at its address, as it may well be awake */
-        bucket_cancel(w->entry);
-        w->entry = NULL;
-        w->active = 0;
-        pr->waiting--;
-    } else {
-        pr->pushed = 1;
-    }
-}
-
-/* Gateway mode: the binding a request from the upstream is for, named by the key in its
- * Request-URI (a masqueraded Contact) or in its top Route (a Path), or NULL. */
-static const struct binding *upstream_target(struct proxy *p, const osip_message_t *req)
-{
-    const osip_uri_t *u = req->req_uri;
-    if (u && u->username && config_names_us(p->cfg, u->host, u->port)) {
-        const struct binding *b = gateway_binding(p->gw, u->username);
-        if (b)
-            return b;
-    }
-    osip_route_t *r = osip_list_get(&req->routes, 0);
-    if (!r || !r->url || !r->url->username || !config_names_us(p->cfg, r->url->host, r->url->port))
-        return NULL;
-    const struct binding *b = gateway_binding(p->gw, r->url->username);
-    char *ruri = NULL;
-    if (!b || osip_uri_to_str(u, &ruri) != 0 || !ruri)
-        return b;
-    /* Path: the Request-URI is one of the AOR's contacts, without its pn-* params */
-    for (const struct binding *o = location_aor_bindings(b->aor); o; o = o->next) {
-        char *bare = sip_msg_uri_without_pn(o->contact);
-        int same = sip_msg_uri_text_equal(bare, ruri);
-        free(bare);
-        if (same) {
-            b = o;
-            break;
-        }
-    }
-    osip_free(ruri);
-    return b;
-}
-
-static void route_req(struct proxy_req *pr);
-static int same_device_before(const struct binding *const *targets, size_t i);
-
-static void stored(void *arg, enum msgstore_result r, int64_t id)
-{
-    struct proxy_req *pr = arg;
-    pr->waiting--;
-    pr->msg_id = id;
-    if (r == MSGSTORE_STOPPED) {
-        /* the transports are closed: no answer (the sender retransmits to the next run) */
-        txn_set_owner(pr->st, NULL);
-        pr->answered = 1;
-    } else if (r == MSGSTORE_STORED || r == MSGSTORE_DUPLICATE) {
-        for (size_t i = 0; i < pr->n_br; i++)
-            if (pr->br[i].delivered && pr->br[i].device)
-                msgstore_delivered(pr->p->msgstore, id, pr->br[i].device);
-        reply(pr, pr->store_code, pr->store_reason);
-    } else if (r == MSGSTORE_QUOTA) {
-        reply_with(pr, 486, "Busy Here",
-                   "Warning: 399 sipwake \"Too many messages are waiting for this user\"\r\n");
-    } else {
-        reply(pr, 500, "Server Internal Error"); /* never 202 for what is not stored */
-    }
-    settle(pr);
-}
-
-static void message_pushed(void *arg, const struct push_result *r)
-{
-    (void)arg;
-    (void)r; /* counted and logged by push.c */
-}
-
-/* A MESSAGE for the AOR's n devices (targets[0..n_live) live bindings, the rest in their
- * grace), some of which cannot get it now: the offline hook decides whether it is stored for
- * them. 1: it is being stored (pr->storing; devices[] holds each target's device key), 0: not
- * stored, -1: answered already (too large). */
-static int offline(struct proxy_req *pr, const struct binding *const *targets, size_t n,
-                   size_t n_live, int push, char devices[][300])
-{
-    struct proxy *p = pr->p;
-    const osip_message_t *req = pr->req;
-    const struct config *cfg = p->cfg;
-    size_t asleep = 0;
-    int sleeping[PROXY_MAX_BRANCHES];
-    for (size_t i = 0; i < n; i++) {
-        struct sip_source probe;
-        /* asleep: in its grace, unreachable, or a push binding on UDP (its app may well be
-         * suspended; if not, its 2xx to the copy sent now marks it delivered) */
-        sleeping[i] =
-            i >= n_live || binding_destination(p, targets[i], &probe) < 0 ||
-            ((targets[i]->flags & LOCATION_FLAG_PUSH) && probe.transport == CONFIG_TRANSPORT_UDP);
-        asleep += (size_t)sleeping[i];
-        msgstore_device_of(targets[i], devices[i], sizeof devices[i]);
-    }
-    if (!asleep)
-        return 0;
-    long hdr = sip_msg_header_end(pr->raw, pr->rawlen);
-    const char *body = hdr > 0 ? pr->raw + hdr : NULL;
-    size_t size = hdr > 0 ? pr->rawlen - (size_t)hdr : 0;
-    char *ct = NULL, *from = NULL, *to = NULL, *ruri = NULL;
-    /* sipwake's choice: chat is stored, typing notices and delivery reports are not, also
-     * when wrapped in message/cpim (the hook sees the wrapped type then) */
-    char mt[128];
-    media_type_of(pr, mt, sizeof mt);
-    if (strcmp(mt, "message/cpim") != 0 && req->content_type && req->content_type->type &&
-        req->content_type->subtype && util_caseeq(req->content_type->type, "message") &&
-        util_caseeq(req->content_type->subtype, "cpim"))
-        ct = osip_strdup(mt); /* the wrapped type */
-    else if (req->content_type)
-        osip_content_type_to_str(req->content_type, &ct);
-    if (req->from && req->from->url)
-        osip_uri_to_str(req->from->url, &from);
-    if (req->to && req->to->url)
-        osip_uri_to_str(req->to->url, &to);
-    if (req->req_uri)
-        osip_uri_to_str(req->req_uri, &ruri);
-    int chatter =
-        util_caseeq(mt, "application/im-iscomposing+xml") || util_caseeq(mt, "message/imdn+xml");
-    struct lua_hook_offline_out d = {.store = !chatter,
-                                     .ttl = cfg->offline_ttl,
-                                     .new_devices = 1,
-                                     .push = push,
-                                     .code = 202,
-                                     .reason = "Accepted"};
-    struct lua_hook_offline_in in = {.ruri = ruri,
-                                     .aor = pr->aor,
-                                     .from = from,
-                                     .to = to,
-                                     .call_id = req->call_id->number,
-                                     .content_type = ct,
-                                     .tenant = pr->tenant,
-                                     .body_size = size,
-                                     .devices = (int)n,
-                                     .asleep = (int)asleep};
-    lua_hook_offline(pr->vm, &in, &d);
-    osip_free(ct);
-    osip_free(from);
-    osip_free(to);
-    osip_free(ruri);
-    if (!d.store)
-        return 0;
-    if (size > (size_t)cfg->offline_max_size) {
-        metrics_inc(METRICS_OFFLINE_TOO_LARGE);
-        log_info("offline: MESSAGE %s for %s: %zu bytes, over max_size %ld", req->call_id->number,
-                 pr->aor, size, cfg->offline_max_size);
-        reply_with(pr, 513, "Message Too Large",
-                   "Warning: 399 sipwake \"Too large to be stored for later delivery\"\r\n");
-        return -1;
-    }
-    pr->storing = 1;
-    pr->store_code = d.code;
-    snprintf(pr->store_reason, sizeof pr->store_reason, "%s", *d.reason ? d.reason : "Accepted");
-    const char *keys[PROXY_MAX_BRANCHES];
-    size_t n_keys = 0;
-    for (size_t i = 0; i < n; i++) {
-        int seen = 0;
-        for (size_t j = 0; j < n_keys && !seen; j++)
-            seen = strcmp(keys[j], devices[i]) == 0;
-        if (!seen)
-            keys[n_keys++] = devices[i];
-    }
-    pr->waiting++; /* the answer waits for the commit */
-    msgstore_put(p->msgstore, req, body, size, pr->aor, keys, n_keys, d.ttl, d.new_devices,
-                 pr->tenant, stored, pr);
-    /* the phones asleep are told (the default policy collapses these per sender) */
-    for (size_t i = 0; d.push && p->push && i < n; i++) {
-        if (!sleeping[i] || !(targets[i]->flags & LOCATION_FLAG_PUSH) ||
-            same_device_before(targets, i))
-            continue;
-        struct caller c;
-        struct push_event ev = event_of(pr, PUSH_MESSAGE, d.ttl, pr->aor, 1, &c);
-        char err[200];
-        int rc =
-            push_binding(p->push, pr->vm, targets[i], &ev, message_pushed, NULL, err, sizeof err);
-        if (rc < 0)
-            log_info("proxy: MESSAGE %s: no push to %s: %s", req->call_id->number, pr->aor, err);
-        caller_free(&c);
-    }
-    return 1;
-}
-
-/* One push per device: a binding pushed with the token of an earlier one (the same app
- * registered twice, over IPv4 and IPv6, or expired and again) is woken by that push. */
-static int same_device_before(const struct binding *const *targets, size_t i)
-{
-    const struct binding *b = targets[i];
-    for (size_t j = 0; j < i && b->pn_provider && b->pn_prid; j++)
-        if ((targets[j]->flags & LOCATION_FLAG_PUSH) && targets[j]->pn_prid &&
-            strcmp(targets[j]->pn_prid, b->pn_prid) == 0 &&
-            strcmp(targets[j]->pn_provider, b->pn_provider) == 0)
-            return 1;
-    return 0;
-}
-
 void proxy_handle(struct proxy *p, osip_message_t *req, const char *raw, size_t len,
                   const struct sip_source *src, struct txn *t)
 {
     struct proxy_req *pr = preq_new(p, req, raw, len, src, t);
-    char hash[17];
-    loop_hash(req, raw, len, hash);
-    if (looped(p, req, hash)) {
-        reply(pr, 482, "Loop Detected");
-        preq_free(pr);
+    loop_hash(req, raw, len, pr->fwd.hash);
+    if (looped(p, req, pr->fwd.hash)) {
+        proxy_reply(pr, 482, "Loop Detected");
+        proxy_req_free(pr);
         return;
     }
-    route_req(pr);
-}
-
-/* The subscriber lookup for a user without bindings is back: route now. */
-static void user_looked_up(void *arg, int found, const struct store_subscriber *sub)
-{
-    (void)sub;
-    struct proxy_req *pr = arg;
-    pr->user_exists = found; /* 1, 0, or -1 (the store failed: unknown) */
-    route_req(pr);
-}
-
-/* Decide where pr goes (the route hook), and send it there. */
-static void route_req(struct proxy_req *pr)
-{
-    struct proxy *p = pr->p;
-    osip_message_t *req = pr->req;
-    const char *raw = pr->raw;
-    size_t len = pr->rawlen;
-    const struct sip_source *src = &pr->src;
-    char hash[17];
-    loop_hash(req, raw, len, hash);
-    long mf = max_forwards_of(req);
-
-    /* the AOR is the Request-URI's user at its host */
-    struct sip_msg_slice m, u, v;
-    char *aor = NULL, *canon = NULL, *domain = NULL;
-    if (sip_msg_raw_request_line(raw, len, &m, &u, &v) == 0) {
-        struct sip_msg_slice user = sip_msg_uri_text_user(u.p, u.len);
-        char *written = xstrndup(user.p, user.len);
-        canon = sip_msg_canonical_user(written);
-        domain = xstrdup(req->req_uri->host ? req->req_uri->host : "");
-        for (char *c = domain; *c; c++)
-            *c = (char)(*c >= 'A' && *c <= 'Z' ? *c + 32 : *c);
-        aor = xasprintf("%s@%s", canon, domain);
-        free(written);
-    }
-    int from_upstream = p->gw && gateway_from_upstream(p->gw, src);
-    const struct binding *keyed = from_upstream ? upstream_target(p, req) : NULL;
-    if (keyed) {
-        free(aor);
-        aor = xstrdup(location_aor_name(keyed->aor));
-    }
-    struct location_aor *a = keyed || !aor ? NULL : location_find(p->loc, aor);
-    struct lua_hook_binding hb[PROXY_MAX_BRANCHES];
-    char *hb_uris[PROXY_MAX_BRANCHES]; /* the policy sees no push token either */
-    const struct binding *targets[PROXY_MAX_BRANCHES];
-    const char *tenant = NULL;
-    size_t n = 0;
-    for (const struct binding *b = keyed ? keyed : location_aor_bindings(a);
-         b && n < PROXY_MAX_BRANCHES; b = keyed ? NULL : b->next) {
-        if (!tenant)
-            tenant = b->tenant;
-        struct sip_source probe;
-        const char *rcv = b->received ? b->received : "";
-        targets[n] = b;
-        hb_uris[n] = pn_redacted(b->contact);
-        hb[n] = (struct lua_hook_binding){
-            .uri = hb_uris[n],
-            .transport = strstr(rcv, "transport=tls")   ? "tls"
-                         : strstr(rcv, "transport=tcp") ? "tcp"
-                                                        : "udp",
-            .push = (b->flags & LOCATION_FLAG_PUSH) != 0,
-            .reachable = binding_destination(p, b, &probe) == 0,
-            .instance = b->instance,
-            .q = b->q < 0 ? 1.0 : b->q / 1000.0,
-            .tenant = b->tenant,
-        };
-        n++;
-    }
-    /* push bindings in their grace: pushed if the policy pushes, never rung */
-    size_t n_live = n;
-    const struct binding *ghosts[PROXY_MAX_BRANCHES];
-    size_t n_ghosts =
-        !keyed && aor ? location_grace(p->loc, aor, ghosts, PROXY_MAX_BRANCHES - n) : 0;
-    for (size_t i = 0; i < n_ghosts; i++, n++) {
-        targets[n] = ghosts[i];
-        hb_uris[n] = pn_redacted(ghosts[i]->contact);
-        hb[n] = (struct lua_hook_binding){.uri = hb_uris[n],
-                                          .transport = "udp",
-                                          .push = 1,
-                                          .instance = ghosts[i]->instance,
-                                          .q = ghosts[i]->q < 0 ? 1.0 : ghosts[i]->q / 1000.0,
-                                          .tenant = ghosts[i]->tenant,
-                                          .expired = 1};
-        if (!tenant)
-            tenant = ghosts[i]->tenant;
-    }
-    if (n == 0 && aor && !from_upstream && !p->gw && p->store && p->cfg->auth_enabled &&
-        pr->user_exists == -2) {
-        /* RFC 3261 §16.5: a user that exists but has no binding gets 480, an unknown one
-         * 404; the subscriber table says which */
-        pr->user_exists = -1;
-        store_get_subscriber(p->store, canon, *p->cfg->auth_realm ? p->cfg->auth_realm : domain,
-                             user_looked_up, pr);
-        free(aor); /* n == 0: no hb_uris */
-        free(canon);
-        free(domain);
-        return;
-    }
-    free(canon);
-    free(domain);
-    if (!tenant)
-        tenant = tenant_of_domain(tenant_current(), req->req_uri->host);
-    char *ruri = NULL;
-    if (req->req_uri)
-        osip_uri_to_str(req->req_uri, &ruri);
-    char *from = NULL, *to = NULL;
-    if (req->from && req->from->url)
-        osip_uri_to_str(req->from->url, &from);
-    if (req->to && req->to->url)
-        osip_uri_to_str(req->to->url, &to);
-    /* §16.4: the leading Route entries naming sipwake are its own; the first one past them,
-     * if any, would name the next hop */
-    int ours = 0;
-    while (ours < osip_list_size(&req->routes) && route_is_us(p, osip_list_get(&req->routes, ours)))
-        ours++;
-    osip_route_t *next = osip_list_get(&req->routes, ours);
-    char *next_uri = NULL, *next_shown = NULL; /* the latter for logs */
-    if (next && next->url && osip_uri_to_str(next->url, &next_uri) == 0 && next_uri)
-        next_shown = pn_redacted(next_uri);
-    struct lua_hook_route_in in = {
-        .method = req->sip_method,
-        .ruri = ruri,
-        .aor = aor,
-        .user = req->req_uri->username,
-        .domain = req->req_uri->host,
-        .from = from,
-        .to = to,
-        .call_id = req->call_id->number,
-        .src_ip = src->ip,
-        .src_port = src->port,
-        .transport = config_transport_name(src->transport),
-        .bindings = hb,
-        .n_bindings = n,
-        .gateway = p->gw != NULL,
-        .from_upstream = from_upstream,
-        .route = next_uri,
-        .tenant = tenant,
-        .user_exists = pr->user_exists < 0 ? -1 : pr->user_exists,
-    };
-    struct lua_hook_route_out d;
-    enum lua_hook_result hr = lua_hook_route(pr->vm, &in, &d);
-    for (size_t i = 0; i < n; i++)
-        free(hb_uris[i]);
-    if (hr == LUA_HOOK_ABSENT && p->gw && !from_upstream) {
-        d.action = LUA_ROUTE_UPSTREAM; /* gateway mode: a phone's request goes to the PBX */
-    } else if (hr == LUA_HOOK_ABSENT && n == 0) {
-        d.action = LUA_ROUTE_REPLY;
-        d.code = pr->user_exists == 1 ? 480 : 404;
-        snprintf(d.reason, sizeof d.reason, "%s",
-                 d.code == 480 ? "Temporarily Unavailable" : "Not Found");
-    }
-    osip_free(ruri);
-    osip_free(from);
-    osip_free(to);
-    pr->aor = aor;
-    pr->tenant = tenant ? xstrdup(tenant) : NULL;
-
-    if (d.action == LUA_ROUTE_UPSTREAM && (!p->gw || from_upstream)) {
-        log_warn("policy: route: relay = \"upstream\" for %s %s %s; answered %s", req->sip_method,
-                 req->call_id->number,
-                 p->gw ? "that came from the upstream" : "without an [upstream] address",
-                 p->gw ? "482" : "500");
-        d.action = LUA_ROUTE_REPLY;
-        d.code = p->gw ? 482 : 500;
-        snprintf(d.reason, sizeof d.reason, "%s",
-                 p->gw ? "Loop Detected" : "Server Internal Error");
-    }
-    if (d.action == LUA_ROUTE_REPLY) {
-        reply_with(pr, d.code, d.reason[0] ? d.reason : "Rejected by policy", d.headers);
-        preq_free(pr);
-        osip_free(next_uri);
-        free(next_shown);
-        return;
-    }
-    if (d.action == LUA_ROUTE_UPSTREAM) {
-        /* to the upstream, Request-URI as it is; the phone's push params stay here */
-        struct target tg = {.q = 1000};
-        if (gateway_upstream_destination(p->gw, &tg.dst) == 0)
-            pr->tg[pr->n_tg++] = tg;
-        n = n_live = 0;
-    }
-    if (d.action == LUA_ROUTE_URI) {
-        /* to the URI the policy named, which becomes the Request-URI */
-        struct target tg = {.q = 1000};
-        if (uri_destination(p, d.uri, &tg.dst) == 0) {
-            tg.ruri = xstrdup(d.uri);
-            pr->tg[pr->n_tg++] = tg;
-        }
-        n = n_live = 0;
-    }
-    pr->contacts = sip_msg_contacts_without_pn(req);
-    /* the reachable bindings, highest q first for serial forking (stable: registration order
-     * within a q) */
-    int pushing = d.action == LUA_ROUTE_BINDINGS && d.push && p->push && pushable(req->sip_method);
-    /* a MESSAGE some devices cannot get now may be stored for them (the offline hook) */
-    char devices[PROXY_MAX_BRANCHES][300];
-    if (d.action == LUA_ROUTE_BINDINGS && p->msgstore && strcmp(req->sip_method, "MESSAGE") == 0 &&
-        n > 0) {
-        int answer = offline(pr, targets, n, n_live, d.push, devices);
-        if (answer < 0) {
-            preq_free(pr);
-            osip_free(next_uri);
-            free(next_shown);
-            return;
-        }
-    }
-    for (size_t i = 0; i < n_live; i++) {
-        struct target tg = {.q = targets[i]->q < 0 ? 1000 : targets[i]->q};
-        int push_b = pushing && (targets[i]->flags & LOCATION_FLAG_PUSH);
-        if (push_b && !d.fork_live)
-            continue; /* the policy: a push binding only waits for its re-REGISTER */
-        if (binding_destination(p, targets[i], &tg.dst) < 0)
-            continue;
-        if (push_b && tg.dst.transport == CONFIG_TRANSPORT_UDP &&
-            !heard_recently(p->heard, tg.dst.ip, tg.dst.port, ev_now(p->loop))) {
-            /* asleep: nothing came from its address within udp_awake_window, and a sleeping
-             * phone never answers there; it is only pushed */
-            log_info("proxy: %s %s: %s:%d (UDP push binding) not heard from lately: pushed only",
-                     req->sip_method, req->call_id->number, tg.dst.ip, tg.dst.port);
-            continue;
-        }
-        if (push_b)
-            tg.push_id = targets[i]->contact_id;
-        tg.ruri = sip_msg_ruri_of_contact(targets[i]->contact);
-        tg.device = pr->storing ? xstrdup(devices[i]) : NULL;
-        size_t j = pr->n_tg++;
-        while (d.serial && j > 0 && pr->tg[j - 1].q < tg.q) {
-            pr->tg[j] = pr->tg[j - 1];
-            j--;
-        }
-        pr->tg[j] = tg;
-    }
-    pr->serial = d.serial;
-    pr->branch_timeout = d.branch_timeout;
-    pr->missed_call = d.missed_call;
-    pr->deliver_cancelled = d.deliver_cancelled;
-    pr->routes = routes_without_us(p, req);
-    if (next && !route_trusted(p, from_upstream, &d, next)) {
-        /* §16.4 and the open relay it would make: a Route set an untrusted sender preloads
-         * past sipwake is not followed (a request for a local user would reach whatever
-         * address it names, its Request-URI the user's binding); it goes by its
-         * Request-URI, without those Route entries */
-        log_info("proxy: %s %s from %s:%d: Route past sipwake (%s) ignored: the sender is not "
-                 "trusted to name the next hop",
-                 req->sip_method, req->call_id->number, src->ip, src->port,
-                 next_shown ? next_shown : "?");
-        free(pr->routes);
-        pr->routes = xstrdup("");
-        next = NULL;
-    }
-    if (next && pr->n_tg > 0) {
-        /* §16.6 step 7: a Route set that goes on past sipwake names the next hop; the
-         * targets keep their Request-URIs but go there */
-        struct sip_source hop;
-        int ok = next->url && next_uri && next_hop(p, next->url, next_uri, &hop) == 0;
-        for (size_t i = 0; ok && i < pr->n_tg; i++)
-            pr->tg[i].dst = hop;
-        if (!ok) {
-            log_info("proxy: %s %s: next hop %s (Route) unreachable", req->sip_method,
-                     req->call_id->number, next_shown ? next_shown : "?");
-            for (size_t i = 0; i < pr->n_tg; i++)
-                free(pr->tg[i].ruri);
-            pr->n_tg = 0;
-        }
-    }
-    osip_free(next_uri);
-    free(next_shown);
-    memcpy(pr->hash, hash, sizeof pr->hash);
-    pr->max_forwards = (int)mf - 1; /* §16.6 step 3 */
-    pr->in_setup = 1;
-    /* RFC 8599 §5.6.2: push bindings are pushed and waited for, live flows or not (a stored
-     * MESSAGE waits in the store instead) */
-    if (pushing && !pr->storing)
-        for (size_t i = 0; i < n; i++)
-            if ((targets[i]->flags & LOCATION_FLAG_PUSH) && !same_device_before(targets, i))
-                wait_for(pr, targets[i]);
-    if (pr->n_tg > 0 || pr->waiting > 0)
-        invite_begin(pr);
-    if (pr->n_tg > 0)
-        start_group(pr);
-    pr->in_setup = 0;
-    if (pr->pending == 0 && pr->waiting == 0 && !pr->best && !pr->answered) {
-        reply(pr, 480, "Temporarily Unavailable");
-        preq_free(pr);
-        return;
-    }
-    settle(pr);
-}
-
-/* How many of the top Route entries of req are sipwake's Record-Routes (two after a double
- * Record-Route), with the dialog's sides and the caller's tag from the first. */
-static int our_routes(const struct proxy *p, const osip_message_t *req, struct sip_source *caller,
-                      struct sip_source *callee, const char **ftag)
-{
-    int n = 0;
-    for (int i = 0; i < osip_list_size(&req->routes) && n < 2; i++) {
-        osip_route_t *r = osip_list_get(&req->routes, i);
-        struct sip_source a, b;
-        if (!r || !r->url || token_parse(p, r->url->username, &a, &b) < 0)
-            break;
-        if (n++ == 0) {
-            osip_uri_param_t *ft = NULL;
-            osip_uri_uparam_get_byname(r->url, (char *)"ftag", &ft);
-            *caller = a;
-            *callee = b;
-            *ftag = ft ? ft->gvalue : NULL;
-        }
-    }
-    return n;
+    proxy_route_start(pr);
 }
 
 int proxy_routed_here(const struct proxy *p, const osip_message_t *req)
 {
     struct sip_source a, b;
     const char *ftag;
-    return our_routes(p, req, &a, &b, &ftag) > 0;
+    return record_route_ours(p->rr, req, &a, &b, &ftag) > 0;
 }
 
 void proxy_handle_routed(struct proxy *p, osip_message_t *req, const char *raw, size_t len,
@@ -2047,7 +778,7 @@ void proxy_handle_routed(struct proxy *p, osip_message_t *req, const char *raw, 
 {
     struct sip_source caller, callee;
     const char *ftag = NULL;
-    int ours = our_routes(p, req, &caller, &callee, &ftag);
+    int ours = record_route_ours(p->rr, req, &caller, &callee, &ftag);
     /* §16.4: our entries come off; the rest stay, in order */
     struct buf routes = {.data = sip_msg_route_lines(req, ours)};
     osip_generic_param_t *tag = NULL;
@@ -2056,15 +787,15 @@ void proxy_handle_routed(struct proxy *p, osip_message_t *req, const char *raw, 
     int to_callee = ftag && tag && tag->gvalue && strcmp(ftag, tag->gvalue) == 0;
     const struct sip_source *dst = to_callee ? &callee : &caller;
     int alive = dst->transport == CONFIG_TRANSPORT_UDP || transport_flow_alive(p->tp, dst->flow_id);
-    long mf = max_forwards_of(req);
+    long mf = proxy_max_forwards(req);
     char hash[17];
     loop_hash(req, raw, len, hash);
     if (!t) {
         /* an ACK for a 2xx: forwarded statelessly, with a branch its copies share (§16.11) */
         if (alive && mf > 0) {
             char branch[64], via[256];
-            snprintf(branch, sizeof branch, "%s%s.ac", PROXY_BRANCH_PREFIX, hash);
-            via_line(p, dst, branch, via, sizeof via);
+            snprintf(branch, sizeof branch, "%s%s.ac", DESTINATION_BRANCH_PREFIX, hash);
+            destination_via_line(p->dest, dst, branch, via, sizeof via);
             char *top = NULL;
             osip_via_to_str(osip_list_get(&req->vias, 0), &top);
             struct buf out = {0};
@@ -2085,16 +816,17 @@ void proxy_handle_routed(struct proxy *p, osip_message_t *req, const char *raw, 
         return;
     }
     struct proxy_req *pr = preq_new(p, req, raw, len, src, t);
+    pr->stage = PROXY_STAGE_FORWARDING; /* in a dialog: no routing, its flow is known */
     if (!alive) {
-        reply(pr, 430, "Flow Failed"); /* RFC 5626 §5.3 */
-        preq_free(pr);
+        proxy_reply(pr, 430, "Flow Failed"); /* RFC 5626 §5.3 */
+        proxy_req_free(pr);
     } else if (mf <= 0) {
-        reply(pr, 483, "Too Many Hops");
-        preq_free(pr);
+        proxy_reply(pr, 483, "Too Many Hops");
+        proxy_req_free(pr);
     } else {
-        invite_begin(pr);
-        pr->contacts = sip_msg_contacts_without_pn(req);
-        start_branch(pr, dst, NULL, NULL, routes.data, hash, (int)mf - 1, pr->contacts);
+        proxy_invite_begin(pr);
+        pr->fwd.contacts = sip_msg_contacts_without_pn(req);
+        start_branch(pr, dst, NULL, NULL, routes.data, hash, (int)mf - 1, pr->fwd.contacts);
     }
     buf_free(&routes);
 }

@@ -35,9 +35,12 @@
 
 struct proxy;
 
-/* All arguments borrowed for the proxy's lifetime. */
+struct destination;
+
+/* All arguments borrowed for the proxy's lifetime (dest: where bindings and URIs are reached,
+ * shared with msgstore, see destination.h). Runs on the loop; free with proxy_free. */
 struct proxy *proxy_new(struct ev_loop *loop, const struct config *cfg, struct location *loc,
-                        struct txn_table *txns, struct transport *tp);
+                        struct txn_table *txns, struct transport *tp, struct destination *dest);
 void proxy_free(struct proxy *p);
 
 /* A UDP datagram came from src (transport_on_udp_heard's callback; proxy is the struct
@@ -61,16 +64,9 @@ struct push;
 struct bucket;
 void proxy_set_push(struct proxy *p, struct push *push, struct bucket *bucket);
 
-/* Send a request sipwake originates (a stored MESSAGE) to binding b, down its flow or to its
- * UDP address: rest is the request after its Request-URI line and Via — header lines, the
- * blank line, the body; sipwake writes the Request-URI (b's contact without push params) and
- * its own Via. cb gets the responses, as for txn_client_start. 0, or -1 when b cannot be
- * reached now. */
-int proxy_send_to_binding(struct proxy *p, const struct binding *b, const char *method,
-                          const char *rest, size_t rest_len, txn_client_cb cb, void *arg);
-
 struct msgstore;
-/* Offline MESSAGE storage, when [offline] is enabled. */
+/* Offline MESSAGE storage, when [offline] is enabled (borrowed for the proxy's lifetime). The
+ * proxy calls msgstore; msgstore never calls the proxy (both send through destination.c). */
 void proxy_set_msgstore(struct proxy *p, struct msgstore *ms);
 
 /* The store, for the subscriber lookup that tells a user without bindings (480) from an
@@ -78,8 +74,10 @@ void proxy_set_msgstore(struct proxy *p, struct msgstore *ms);
 struct store;
 void proxy_set_store(struct proxy *p, struct store *store);
 
-/* Proxy req (taken over; raw/len its bytes, copied) received from src in server transaction
- * t, which is answered exactly once. */
+/* Proxy req (taken over; raw/len its bytes, copied; src copied) received from src in server
+ * transaction t (borrowed until it is answered), which is answered exactly once. The routing
+ * runs its steps at once (proxy_route.c); it may wait for the store (the subscriber lookup)
+ * or for pushed phones, all on the loop. */
 void proxy_handle(struct proxy *p, osip_message_t *req, const char *raw, size_t len,
                   const struct sip_source *src, struct txn *t);
 
@@ -87,8 +85,9 @@ void proxy_handle(struct proxy *p, osip_message_t *req, const char *raw, size_t 
  * it Record-Routed). */
 int proxy_routed_here(const struct proxy *p, const osip_message_t *req);
 
-/* Forward such a request down its dialog's flow: req taken over; t its server transaction,
- * NULL for an ACK (forwarded statelessly). */
+/* Forward such a request down its dialog's flow: req taken over, raw copied; t its server
+ * transaction (borrowed until answered), NULL for an ACK (forwarded statelessly, nothing
+ * kept). */
 void proxy_handle_routed(struct proxy *p, osip_message_t *req, const char *raw, size_t len,
                          const struct sip_source *src, struct txn *t);
 

@@ -179,10 +179,7 @@ static void our_uri(const struct gateway *gw, const char *key, struct buf *b)
     const struct config_listen *l = &gw->cfg->listens[gw->listener];
     int v6 = strchr(l->host, ':') != NULL;
     buf_printf(b, "sip:%s%s%s%s%s:%d%s", key ? key : "", key ? "@" : "", v6 ? "[" : "", l->host,
-               v6 ? "]" : "", l->port,
-               l->transport == CONFIG_TRANSPORT_UDP   ? ""
-               : l->transport == CONFIG_TRANSPORT_TCP ? ";transport=tcp"
-                                                      : ";transport=tls");
+               v6 ? "]" : "", l->port, transport_uri_param(l->transport));
 }
 
 static void via_line(struct gateway *gw, const struct sip_source *dst, char *branch, size_t blen,

@@ -14,6 +14,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "pn.h"
+#include "transport.h"
 #include "util.h"
 
 struct location_aor {
@@ -183,6 +184,41 @@ uint64_t location_new_id(struct location *loc)
     return loc->next_id++;
 }
 
+/* b->received ("sip:ip:port;transport=x", as OpenSIPS stores it) parsed into b->transport
+ * and, when its host is a numeric address, b->received_addr. */
+static void parse_received(struct binding *b)
+{
+    const char *rcv = b->received;
+    b->transport = CONFIG_TRANSPORT_UDP;
+    b->received_len = 0;
+    if (rcv && strstr(rcv, ";transport=tcp"))
+        b->transport = CONFIG_TRANSPORT_TCP;
+    else if (rcv && strstr(rcv, ";transport=tls"))
+        b->transport = CONFIG_TRANSPORT_TLS;
+    if (!rcv || strncmp(rcv, "sip:", 4) != 0)
+        return;
+    const char *h = rcv + 4, *end;
+    char ip[INET6_ADDRSTRLEN];
+    if (*h == '[') {
+        end = strchr(h, ']');
+        if (!end || end[1] != ':' || (size_t)(end - h - 1) >= sizeof ip)
+            return;
+        snprintf(ip, sizeof ip, "%.*s", (int)(end - h - 1), h + 1);
+        end++;
+    } else {
+        end = strchr(h, ':');
+        if (!end || (size_t)(end - h) >= sizeof ip)
+            return;
+        snprintf(ip, sizeof ip, "%.*s", (int)(end - h), h);
+    }
+    struct sockaddr_storage ss;
+    socklen_t len;
+    if (transport_addr_make(ip, atoi(end + 1), &ss, &len) < 0 || len > sizeof b->received_addr)
+        return;
+    memcpy(&b->received_addr, &ss, len);
+    b->received_len = len;
+}
+
 struct binding *location_binding_new(const struct binding_fields *f)
 {
     const char *strs[] = {f->contact,  f->callid, f->user_agent,  f->received, f->socket,
@@ -213,6 +249,7 @@ struct binding *location_binding_new(const struct binding_fields *f)
     b->pn_provider = util_pack_str(&p, f->pn_provider);
     b->pn_param = util_pack_str(&p, f->pn_param);
     b->pn_prid = util_pack_str(&p, f->pn_prid);
+    parse_received(b);
     return b;
 }
 

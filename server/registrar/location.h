@@ -17,8 +17,12 @@
 #include <stdint.h>
 #include <time.h>
 
+#include <netinet/in.h>
+#include <sys/socket.h>
+
 #include <ev.h>
 
+#include "config.h"
 #include "store.h"
 
 /* OpenSIPS usrloc FL_PN_ON: the binding is an RFC 8599 push binding. */
@@ -27,6 +31,13 @@
 #define LOCATION_FLAG_PNSREG 0x100u
 
 struct location_aor;
+
+/* Where a binding's REGISTER came from: a sockaddr_in or a sockaddr_in6. */
+union location_addr {
+    struct sockaddr sa;
+    struct sockaddr_in v4;
+    struct sockaddr_in6 v6;
+};
 
 struct binding {
     struct binding *next; /* next binding of the same AOR */
@@ -43,6 +54,11 @@ struct binding {
     int32_t reg_id;   /* RFC 5626 reg-id, 0 if none */
     int16_t q;        /* q × 1000, or -1 when the Contact had none */
     int16_t listener; /* index of the listener it arrived on, -1 unknown */
+    /* received, parsed once when the binding is made (location_binding_new); the text stays
+     * below for the store, whose OpenSIPS column keeps it as it is */
+    enum config_transport transport; /* received's ";transport=", UDP without one */
+    socklen_t received_len;          /* 0: no received, or not "sip:<numeric ip>:port" */
+    union location_addr received_addr;
     size_t heap_idx;
     /* NUL-terminated strings in the same allocation; NULL when absent */
     const char *contact; /* the Contact URI as stored (legacy push params converted) */

@@ -807,8 +807,6 @@ static void add_contacts(struct buf *r, struct location_aor *a, time_t now)
 
 /* ------------------------------------------------------------------ the pass */
 
-static const char *transport_param(enum config_transport t);
-
 /* "sip:192.0.2.7:5060;transport=tcp": where a binding's REGISTER came from. */
 static void format_received(const struct sip_source *src, char *out, size_t n)
 {
@@ -824,16 +822,9 @@ static void format_received(const struct sip_source *src, char *out, size_t n)
             out[o++] = *c;
     while (pl && o + 1 < n)
         out[o++] = port[--pl];
-    for (const char *c = transport_param(src->transport); *c && o + 1 < n; c++)
+    for (const char *c = transport_uri_param(src->transport); *c && o + 1 < n; c++)
         out[o++] = *c;
     out[o] = '\0';
-}
-
-static const char *transport_param(enum config_transport t)
-{
-    return t == CONFIG_TRANSPORT_UDP   ? ""
-           : t == CONFIG_TRANSPORT_TCP ? ";transport=tcp"
-                                       : ";transport=tls";
 }
 
 /* Match each contact to the AOR's bindings and check what must hold before anything

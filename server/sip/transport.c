@@ -47,6 +47,13 @@ int transport_addr_make(const char *host, int port, struct sockaddr_storage *ss,
     return -1;
 }
 
+const char *transport_uri_param(enum config_transport t)
+{
+    return t == CONFIG_TRANSPORT_UDP   ? ""
+           : t == CONFIG_TRANSPORT_TCP ? ";transport=tcp"
+                                       : ";transport=tls";
+}
+
 static void listener_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     (void)loop;

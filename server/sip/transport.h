@@ -94,6 +94,10 @@ int transport_addr_make(const char *ip, int port, struct sockaddr_storage *ss, s
 /* The first listener of this transport and address family, or -1. */
 int transport_find_listener(const struct transport *t, enum config_transport tr, int family);
 
+/* The URI parameter naming transport t: "" for UDP (the default), ";transport=tcp" or
+ * ";transport=tls" (static strings). Any thread. */
+const char *transport_uri_param(enum config_transport t);
+
 /* Format a sockaddr as numeric ip (the caller's iplen bytes) and port. */
 void transport_addr_str(const struct sockaddr *sa, char *ip, size_t iplen, int *port);
 

@@ -50,6 +50,30 @@ static const char *match(const char *aor, const char *header, long expires)
     return result;
 }
 
+/* The binding made from what the registrar writes as received for src: its parsed transport
+ * and address are src's (the text stays as OpenSIPS stores it). */
+static void received_round_trip(const char *ip, int port, enum config_transport tr,
+                                const char *want_text)
+{
+    struct sip_source src = {.transport = tr, .port = port};
+    snprintf(src.ip, sizeof src.ip, "%s", ip);
+    char received[INET6_ADDRSTRLEN + 40];
+    format_received(&src, received, sizeof received);
+    is_str(received, want_text, "received written for %s:%d", ip, port);
+    struct binding_fields f = {.contact = "sip:bob@example.com", .received = received, .q = -1};
+    struct binding *b = location_binding_new(&f);
+    char got_ip[INET6_ADDRSTRLEN] = "";
+    int got_port = 0;
+    ok(b->received_len > 0, "%s: the address is parsed", received);
+    if (b->received_len)
+        transport_addr_str(&b->received_addr.sa, got_ip, sizeof got_ip, &got_port);
+    is_str(got_ip, ip, "%s: its ip", received);
+    is_int(got_port, port, "%s: its port", received);
+    is_int(b->transport, tr, "%s: its transport", received);
+    is_str(b->received, want_text, "%s: the text is kept for the store", received);
+    location_binding_free(b);
+}
+
 int main(void)
 {
     parser_init();
@@ -102,5 +126,24 @@ int main(void)
     is_str(match("null@example.com", "<sip:%00@HOST5.example.com>", 3600),
            "sip:%00@host5.example.com", "the same escaped NUL user matches");
     location_free(loc);
+    received_round_trip("192.0.2.7", 5060, CONFIG_TRANSPORT_UDP, "sip:192.0.2.7:5060");
+    received_round_trip("2001:db8::7", 40123, CONFIG_TRANSPORT_TCP,
+                        "sip:[2001:db8::7]:40123;transport=tcp");
+    received_round_trip("127.0.0.1", 5061, CONFIG_TRANSPORT_TLS,
+                        "sip:127.0.0.1:5061;transport=tls");
+    {
+        /* a received the proxy cannot use (not numeric): no address, never a guess */
+        struct binding_fields f = {.contact = "sip:bob@example.com",
+                                   .received = "sip:host.example:5060;transport=tcp"};
+        struct binding *b = location_binding_new(&f);
+        is_int(b->received_len, 0, "a host name in received gives no address");
+        is_int(b->transport, CONFIG_TRANSPORT_TCP, "... but its transport");
+        location_binding_free(b);
+        f.received = NULL;
+        b = location_binding_new(&f);
+        ok(b->received_len == 0 && b->transport == CONFIG_TRANSPORT_UDP,
+           "no received: no address, UDP");
+        location_binding_free(b);
+    }
     return done_testing();
 }
