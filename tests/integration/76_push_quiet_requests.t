@@ -66,8 +66,8 @@ sub reg {
     my $ua = $sw->ua(user => $user, transport => 'tcp');
     my $r = $ua->register(contact => "sip:$user\@127.0.0.1:" . $ua->local_port . ";transport=tcp;$pn",
         expires => 3600);
-    close $ua->sock; # asleep
-    return $r->{code};
+    # asleep: sipwake has seen the connection close
+    return $sw->disconnect($ua) ? $r->{code} : 'still connected';
 }
 is(reg('ios', "$IOS;pn-prid=AAAA0001:voip%26BBBB0002:remote"), 200, 'an iPhone registered (voip and remote tokens)');
 is(reg('droid', 'pn-provider=fcm;pn-param=proj-1;pn-prid=fcm-token-1'), 200, 'an Android phone registered');

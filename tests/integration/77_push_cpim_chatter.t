@@ -28,7 +28,7 @@ my $ua = $sw->ua(user => 'ios', transport => 'tcp');
 my $r = $ua->register(contact => "sip:ios\@127.0.0.1:" . $ua->local_port
     . ";transport=tcp;pn-provider=apns;pn-param=TEAM123456.org.example.app;pn-prid=BBBB0002", expires => 3600);
 is($r->{code}, 200, 'an iPhone registers with push parameters');
-close $ua->sock;
+ok($sw->disconnect($ua), 'asleep: sipwake saw its connection close');
 
 my $c = $sw->ua(user => 'bob');
 my $p = $c->local_port;

@@ -58,8 +58,8 @@ sub reg {
     my $ua = $sw->ua(user => $user, transport => 'tcp');
     my $r = $ua->register(contact => "sip:$user\@127.0.0.1:" . $ua->local_port . ";transport=tcp;$IOS;pn-prid=$prid",
         expires => $expires);
-    close $ua->sock; # asleep
-    return $r->{code};
+    # asleep: sipwake has seen the connection close
+    return $sw->disconnect($ua) ? $r->{code} : 'still connected';
 }
 is(reg('ios', 'AAAA0001:voip%26BBBB0002:remote', 3600), 200, 'an iPhone registered (voip and remote tokens)');
 

@@ -65,8 +65,8 @@ sub reg {
     my $ua = $sw->ua(user => $user, transport => 'tcp');
     my $r = $ua->register(contact => "sip:$user\@127.0.0.1:" . $ua->local_port . ";transport=tcp;$pn",
         expires => 3600, password => $password // 'pw');
-    close $ua->sock; # asleep
-    return $r->{code};
+    # asleep: sipwake has seen the connection close
+    return $sw->disconnect($ua) ? $r->{code} : 'still connected';
 }
 sub bindings { $sw->sql("SELECT count(*) FROM location WHERE username='$_[0]'") }
 

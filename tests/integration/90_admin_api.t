@@ -179,8 +179,7 @@ my $reg = $ua->register(contact => 'sip:pat@127.0.0.1:' . $ua->local_port
     . ';transport=tcp;pn-provider=apns;pn-param=TEAMAAAAAA.org.acme.app;pn-prid=ABCD1234EF567890', expires => 3600,
     user_agent => 'PhoneApp/1.0');
 is($reg->{code}, 200, 'a phone of acme.example registered with push params');
-close $ua->sock;
-sleep 0.3; # sipwake sees the connection close: the phone is asleep
+ok($sw->disconnect($ua), 'the phone is asleep: sipwake saw its connection close');
 my $caller = $sw->ua(user => 'carl');
 my $cp = $caller->local_port;
 $caller->send_raw("MESSAGE sip:pat\@acme.example SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:$cp;rport;branch=z9hG4bKm1\r\n"
