@@ -65,7 +65,7 @@ my $t0 = time;
 $caller->send_raw(invite('wake-1'));
 like($caller->expect(qr/^SIP\/2\.0 100/, 3) // '', qr/^SIP\/2\.0 100 /, 'the caller gets 100 Trying');
 my $pushed = '';
-for (1 .. 40) { $pushed = apns_log(); last if $pushed =~ /wake-1/; sleep 0.05 }
+for (1 .. 200) { $pushed = apns_log(); last if $pushed =~ /wake-1/; sleep 0.05 }
 like($pushed, qr{"path": "/3/device/AAAA01", "kid": "KEY1234567", "topic": "org.example.app.voip", "push_type": "voip"},
      'a VoIP push went to the voip token');
 like($pushed, qr/\\"call-id\\":\\"wake-1\\"/, 'carrying the Call-ID');

@@ -103,7 +103,7 @@ for my $m (['alice@example.com', 'm-alice'], ['bob@example.com', 'm-bob'], ['cy@
     $caller->send_raw(message(@$m));
 }
 my $log = '';
-for (1 .. 60) { $log = apns_log(); last if $log =~ /CCCC0003/ && $log =~ /BBBB0002/ && $log =~ /AAAA0001/; sleep 0.05 }
+for (1 .. 200) { $log = apns_log(); last if $log =~ /CCCC0003/ && $log =~ /BBBB0002/ && $log =~ /AAAA0001/; sleep 0.05 }
 like($log, qr{"path": "/3/device/AAAA0001", "kid": "KEYACME001".*"status": 200}, 'acme\'s push signed with acme\'s key, accepted');
 like($log, qr{"path": "/3/device/BBBB0002", "kid": "KEYZETA001".*"status": 200}, 'zeta\'s push signed with zeta\'s key, accepted');
 like($log, qr{"path": "/3/device/CCCC0003", "kid": "KEYZETA001".*"status": 200},

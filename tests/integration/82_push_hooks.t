@@ -94,7 +94,7 @@ is(sleeping('limited', 'CCCC0003'), 200, 'a phone behind a rate-limited APNs reg
 my $t0 = time;
 $caller->send_raw(request('INVITE', 'shaped@example.com', 'call-1'));
 my $log = '';
-for (1 .. 40) { $log = apns_log(); last if $log =~ m{"event": "push", "path": "/3/device/AAAA0001"}; sleep 0.05 }
+for (1 .. 200) { $log = apns_log(); last if $log =~ m{"event": "push", "path": "/3/device/AAAA0001"}; sleep 0.05 }
 my ($entry) = $log =~ m{^(\{"event": "push", "path": "/3/device/AAAA0001".*)$}m;
 ok($entry, 'the call was pushed');
 like($entry // '', qr/"push_type": "alert", "priority": "5"/, 'as an alert at normal priority');

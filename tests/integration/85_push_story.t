@@ -64,7 +64,7 @@ sub prid_for {
 # the emulator's verdict line for needle (its request line comes first)
 sub wait_push {
     my ($p, $needle) = @_;
-    for (1 .. 80) {
+    for (1 .. 200) {
         my $l = slurp($provider{$p}{log});
         return $l if grep { index($_, $needle) >= 0 && /"status": \d/ } split /\n/, $l;
         sleep 0.05;

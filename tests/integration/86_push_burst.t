@@ -73,7 +73,7 @@ ok($sw->disconnect($ua), 'asleep: sipwake saw its connection close');
 my $t0 = time;
 $caller->send_raw(message('busy', 'busy-1'));
 my $log = '';
-for (1 .. 60) { $log = apns_log(); last if $log =~ m{"path": "/3/device/BBBB0999".*"status": 200}; sleep 0.05 }
+for (1 .. 200) { $log = apns_log(); last if $log =~ m{"path": "/3/device/BBBB0999".*"status": 200}; sleep 0.05 }
 like($log, qr{"path": "/3/device/BBBB0999"[^\n]*"status": 503}, 'APNs answered 503 first');
 like($log, qr{"path": "/3/device/BBBB0999"[^\n]*"status": 200}, 'the push went again and was accepted');
 ok(time - $t0 >= 1, 'after Retry-After (1 s)');

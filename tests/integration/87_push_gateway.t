@@ -51,7 +51,7 @@ $carol->send_raw("INVITE sip:alice\@example.com SIP/2.0\r\n"
     . "Call-ID: gwpush1\r\nCSeq: 1 INVITE\r\nContact: <sip:carol\@127.0.0.1:$cp>\r\n"
     . "Content-Length: 0\r\n\r\n");
 my $log = '';
-for (1 .. 60) { $log = apns_log(); last if $log =~ /"event": "push".*gwpush1/; sleep 0.05 }
+for (1 .. 200) { $log = apns_log(); last if $log =~ /"event": "push".*gwpush1/; sleep 0.05 }
 like($log, qr{"path": "/3/device/AAAA01", "kid": "KEY1234567", "topic": "org.example.app.voip", "push_type": "voip"[^\n]*gwpush1[^\n]*"status": 200},
      'the PBX\'s call was pushed to the sleeping iPhone (VoIP, with its Call-ID)');
 like($log, qr/\\"from-uri\\":\\"sip:carol\@example\.com\\",\\"display-name\\":\\"Carol\\"/, 'naming the caller');
@@ -113,7 +113,7 @@ Expires: 600
 Content-Length: 0
 
 ");
-for (1 .. 60) { $log = apns_log(); last if $log =~ /gwsub1[^
+for (1 .. 200) { $log = apns_log(); last if $log =~ /gwsub1[^
 ]*"status"/; sleep 0.05 }
 like($log, qr{"path": "/3/device/BBBB02"[^
 ]*"push_type": "background", "priority": "5"[^

@@ -149,8 +149,8 @@ like($cout, qr/^zed\@example\.com contact:\d+ pending=60 oldest=\d+s$/m, 'sipwak
     or diag $cout;
 like($cout, qr/^60 pending deliveries$/m, 'and the total');
 kill 'USR1', $sw->{pid};
-ok($sw->wait_log(qr/metrics: sipwake_offline_pending_messages 61$/m, 3), 'offline:pending_messages gauge (zed 60, neo 1)');
-ok($sw->wait_log(qr/metrics: sipwake_offline_stored 1\d\d$/m, 3), 'offline:stored counter');
+ok($sw->wait_log(qr/metrics: sipwake_offline_pending_messages 61$/m, 10), 'offline:pending_messages gauge (zed 60, neo 1)');
+ok($sw->wait_log(qr/metrics: sipwake_offline_stored 1\d\d$/m, 10), 'offline:stored counter');
 
 ok($sw->alive, 'sipwake still running');
 $sw->stop;

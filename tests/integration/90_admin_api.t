@@ -59,7 +59,7 @@ is($anon->post('/api/tenants', { name => 'x' })->{status}, 401, 'POST /api/tenan
 is($anon->post('/api/policy/reload')->{status}, 401, 'a policy reload without a login: 401');
 is($anon->post('/mi', { jsonrpc => '2.0', id => 1, method => 'uptime' })->{status}, 401, 'POST /mi without a token: 401');
 is($anon->get('/api/tenants', token => 'swk_' . ('A' x 43))->{status}, 401, 'an unknown token: 401');
-ok($sw->wait_log(qr/unknown API token from 127\.0\.0\.1/, 2), 'and it is logged');
+ok($sw->wait_log(qr/unknown API token from 127\.0\.0\.1/, 10), 'and it is logged');
 
 # ---- static pages
 my $r = $anon->get('/');
@@ -78,7 +78,7 @@ $r = $web->login('alice', 'wrong password!');
 is($r->{status}, 401, 'a wrong password: 401');
 is($r->{json}{error}, 'wrong user name or password', 'saying only that');
 is($web->login('nobody', 'whatever123')->{status}, 401, 'an unknown account: the same 401');
-ok($sw->wait_log(qr/failed login for 'alice' from 127\.0\.0\.1/, 2), 'failed logins are logged');
+ok($sw->wait_log(qr/failed login for 'alice' from 127\.0\.0\.1/, 10), 'failed logins are logged');
 $r = $web->login('alice', 'correct horse battery');
 is($r->{status}, 200, 'the right password: logged in');
 like($web->set_cookie_header, qr/^sipwake_session=[A-Za-z0-9_-]{43}; Path=\/; HttpOnly; SameSite=Strict; Max-Age=\d+$/,
@@ -190,7 +190,7 @@ for (1 .. 200) { last if apns_log() =~ m{"path": "/3/device/ABCD1234EF567890"}; 
 like(apns_log(), qr{"path": "/3/device/ABCD1234EF567890", "kid": "KEYACME001".*"status": 200},
      'the push is signed with the key uploaded in the admin, without a restart');
 my $log;
-for (1 .. 40) { $log = $api->get('/api/push-log?tenant=acme'); last if @{ $log->{json} || [] }; sleep 0.1 }
+for (1 .. 100) { $log = $api->get('/api/push-log?tenant=acme'); last if @{ $log->{json} || [] }; sleep 0.1 }
 is($log->{json}[0]{outcome}, 'delivered', 'the push log shows it, by tenant');
 is($log->{json}[0]{credentials}, 'acme/default', 'with the set used');
 like($log->{json}[0]{token_hash}, qr/^[0-9a-f]{16}$/, 'and the token\'s hash');

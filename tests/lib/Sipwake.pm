@@ -431,19 +431,6 @@ sub wait_until {
     return $cond->();
 }
 
-# A quiet period, for the checks that something does NOT happen: true if cond stays true for
-# the whole of seconds (polled every 0.05 s), false as soon as it does not. Only for negative
-# checks; where a later event proves the earlier one was handled, wait for that instead.
-sub holds_for {
-    my ($cond, $seconds) = @_;
-    my $deadline = time + $seconds;
-    while (time < $deadline) {
-        return 0 unless $cond->();
-        sleep 0.05;
-    }
-    return $cond->() ? 1 : 0;
-}
-
 # The server's metrics, as the SIGUSR1 dump in its log gives them: a hash of "name" (with its
 # {labels}, if any) => value, from a new dump; undef if none came within timeout (5 s).
 sub metrics {
