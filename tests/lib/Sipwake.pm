@@ -751,6 +751,21 @@ sub request {
 
 sub branch { 'z9hG4bK' . int(rand(1e12)) . ++$seq }
 
+# An OPTIONS to sipwake itself, and its answer awaited (skipping whatever else comes first):
+# once it is back, sipwake has handled everything this UA sent before it (one socket, read in
+# order), and what sipwake sent this UA before it has been read. True once answered 200;
+# false after timeout (10 s).
+sub sync {
+    my ($self, $timeout) = @_;
+    my $id = 'sync-' . ++$seq . '-' . int(rand(1e9));
+    my $port = $self->{local_port};
+    $self->send_raw("OPTIONS sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/" . $self->via_proto
+        . " 127.0.0.1:$port;rport;branch=" . branch() . "\r\nMax-Forwards: 70\r\n"
+        . "From: <sip:sync\@example.com>;tag=s$seq\r\nTo: <sip:127.0.0.1>\r\nCall-ID: $id\r\n"
+        . "CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n");
+    return defined $self->expect(qr/^SIP\/2\.0 200 .*Call-ID: \Q$id\E\r/s, $timeout // 10) ? 1 : 0;
+}
+
 sub via_proto { uc($_[0]{transport}) }
 
 # Build a REGISTER. Options: contact (URI without <>), contacts (array of full header values),
