@@ -25,10 +25,10 @@ DUR=${DUR:-10}
 CALLEES=${CALLEES:-1000}
 LAT_RATE=${LAT_RATE:-500}
 TARGETS=${TARGETS:-"kamailio-mem sipwake"}
-OUT=${OUT:-$ROOT/var/bench/$(date +%Y%m%d-%H%M%S)-calls}
 SIPWAKE=${SIPWAKE:-$ROOT/server/sipwake}
 LPORT=5062
-mkdir -p "$OUT"
+. "$ROOT/tests/bench/out.sh"
+bench_out calls
 ulimit -n 65536 2>/dev/null || true
 SUMMARY="$OUT/summary.txt"
 PID=""

@@ -25,11 +25,11 @@ RATES=${RATES:-"200 500 1000 2000 3000 4000 6000 8000 10000 12000 16000"}
 DUR=${DUR:-5}
 DRAIN=${DRAIN:-2000}
 TARGETS=${TARGETS:-"kamailio-msilo sipwake"}
-OUT=${OUT:-$ROOT/var/bench/$(date +%Y%m%d-%H%M%S)-messages}
 SIPWAKE=${SIPWAKE:-$ROOT/server/sipwake}
 LPORT=5061
 PHONE_PORT=5090
-mkdir -p "$OUT"
+. "$ROOT/tests/bench/out.sh"
+bench_out messages
 ulimit -n 65536 2>/dev/null || true
 SUMMARY="$OUT/summary.txt"
 PID=""

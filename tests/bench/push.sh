@@ -20,14 +20,13 @@ COUNT=${COUNT:-20000}
 CONNECTIONS=${CONNECTIONS:-2}
 STREAMS=${STREAMS:-100}
 ROUNDS=${ROUNDS:-3}
-OUT=${OUT:-$ROOT/var/bench/$(date +%Y%m%d-%H%M%S)-push}
 BENCH=$ROOT/tests/bench/build/push_bench
-mkdir -p "$OUT"
+. "$ROOT/tests/bench/out.sh"
+bench_out push
 SUMMARY="$OUT/summary.txt"
 PID=""
 . "$ROOT/tests/bench/lib.sh"
 
-cd "$OUT"
 start_apns "$OUT" --max-streams "$STREAMS" --lifetime 3600
 trap 'kill $EMU 2>/dev/null; wait $EMU 2>/dev/null' EXIT
 PORT=$EMU_PORT

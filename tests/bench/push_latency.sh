@@ -44,9 +44,9 @@ REG_RATE=${REG_RATE:-500}
 REG_USERS=${REG_USERS:-5000}
 CALL_RATE=${CALL_RATE:-100}
 CALLEES=${CALLEES:-200}
-OUT=${OUT:-$ROOT/var/bench/$(date +%Y%m%d-%H%M%S)-push-latency}
 SIPWAKE=${SIPWAKE:-$ROOT/server/sipwake}
-mkdir -p "$OUT"
+. "$ROOT/tests/bench/out.sh"
+bench_out push-latency
 SUMMARY="$OUT/summary.txt"
 PID="" EMU="" UAS="" REG="" CALLS=""
 CLK_TCK=$(getconf CLK_TCK)

@@ -28,10 +28,10 @@ DUR=${DUR:-10}
 MEM_REGS=${MEM_REGS:-100000}
 MEM_RATE=${MEM_RATE:-5000}
 TARGETS=${TARGETS:-"kamailio-mem kamailio-sqlite sipwake"}
-OUT=${OUT:-$ROOT/var/bench/$(date +%Y%m%d-%H%M%S)}
 SIPWAKE=${SIPWAKE:-$ROOT/server/sipwake}
 LPORT=5061
-mkdir -p "$OUT"
+. "$ROOT/tests/bench/out.sh"
+bench_out ''
 ulimit -n 65536 2>/dev/null || true
 SUMMARY="$OUT/summary.txt"
 PID=""

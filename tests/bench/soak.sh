@@ -51,9 +51,9 @@ CALL_PHONES=${CALL_PHONES:-100}
 MSG_RATE=${MSG_RATE:-5}
 MSG_PHONES=${MSG_PHONES:-100}
 WAKE_DELAY=${WAKE_DELAY:-10}
-OUT=${OUT:-$ROOT/var/bench/$(date +%Y%m%d-%H%M%S)-soak}
 SIPWAKE=${SIPWAKE:-$ROOT/server/sipwake}
-mkdir -p "$OUT"
+. "$ROOT/tests/bench/out.sh"
+bench_out soak
 SUMMARY="$OUT/summary.txt"
 PID="" EMU="" PHONES="" REG="" CALLS=""
 CLK_TCK=$(getconf CLK_TCK)

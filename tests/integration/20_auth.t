@@ -57,7 +57,7 @@ is($r->{code}, 403, "bob's valid credentials cannot register alice");
 
 # stale nonce: correct credentials on an expired nonce get stale=true
 $c = $ua->register(expires => 600);
-sleep 6.2;
+sleep 6.2; # the nonce_lifetime (5 s) passes: the condition under test, not a synchronisation
 $auth = $ua->authorization($c, password => 'pw-alice');
 $r = $ua->request($ua->register_msg(expires => 600, authorization => $auth));
 is($r->{code}, 401, 'expired nonce: 401');
@@ -123,7 +123,7 @@ $r = $bad->register(expires => 600, password => 'pw-bob', contact => 'sip:bob@12
 is($r->{code}, 403, 'even good credentials are refused while locked out');
 unlike($sw->sql("select group_concat(contact) from location"), qr/:7[1-4]\b/,
        'no binding from any refused REGISTER');
-sleep 3.2;
+sleep 3.2; # the lockout (3 s) passes: the condition under test, not a synchronisation
 $r = $bad->register(expires => 600, password => 'pw-bob', contact => 'sip:bob@127.0.0.1:75');
 is($r->{code}, 200, 'after the lockout, good credentials work again');
 

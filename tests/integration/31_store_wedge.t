@@ -38,7 +38,7 @@ my $PN = 'pn-provider=apns;pn-param=TEAM123456.org.example.app;pn-prid=AAAA0001'
 my $phone = $sw->ua(user => 'alice', transport => 'tcp');
 is($phone->register(contact => "sip:alice\@127.0.0.1:" . $phone->local_port . ";transport=tcp;$PN",
     expires => 3600, password => 'pw-alice')->{code}, 200, 'alice registered with push params');
-close $phone->sock;
+ok($sw->disconnect($phone), 'asleep: sipwake saw her connection close');
 is($sw->sql_wait("SELECT count(*) FROM location WHERE username='alice'", '1'), '1', 'her binding is stored');
 
 # ---- two MESSAGEs stored for her, and the second retransmitted (same Call-ID and CSeq)

@@ -23,7 +23,7 @@ my ($rc, $msgs, $err) = $sw->sipp('register_push', port => $phone_port,
 is($rc, 0, 'sipp phone registered with push params') or diag $err;
 
 my $uas = $sw->sipp_bg('uas_message', port => $phone_port, server_side => 1);
-select(undef, undef, undef, 0.3);
+ok(Sipwake::wait_listening($phone_port, 'udp'), 'the sipp phone listens');
 ($rc, $msgs, $err) = $sw->sipp('uac_message', set => { callee => 'pat' });
 is($rc, 0, 'sipp caller: MESSAGE relayed, 200 back') or diag $err;
 my ($urc, $umsgs, $uerr) = $sw->sipp_wait($uas);
@@ -38,7 +38,7 @@ like($umsgs, qr/^Via: SIP\/2\.0\/UDP 127\.0\.0\.1:\d+;branch=z9hG4bKsw/m, "sipwa
 like($msgs, qr{^SIP/2\.0 404 Not Found}m, 'unregistered callee: 404 from the default policy');
 # A call: sipp caller -> sipwake -> sipp phone, and back along the Record-Route.
 $uas = $sw->sipp_bg('uas_call', port => $phone_port, server_side => 1);
-select(undef, undef, undef, 0.3);
+ok(Sipwake::wait_listening($phone_port, 'udp'), 'the sipp phone listens');
 ($rc, $msgs, $err) = $sw->sipp('uac_call', set => { callee => 'pat' });
 is($rc, 0, 'sipp caller: call set up, ACKed and hung up through sipwake') or diag $err;
 ($urc, $umsgs, $uerr) = $sw->sipp_wait($uas);
@@ -50,7 +50,7 @@ like($msgs, qr/^Route: <sip:[0-9a-f]+\@/m, 'the caller routed its ACK and BYE by
 # A busy phone: its 486 reaches the caller at once (the phone answered where it was rung, so
 # nothing waits for it to register again), sipwake ACKs it to the phone.
 $uas = $sw->sipp_bg('uas_busy', port => $phone_port, server_side => 1);
-select(undef, undef, undef, 0.3);
+ok(Sipwake::wait_listening($phone_port, 'udp'), 'the sipp phone listens');
 ($rc, $msgs, $err) = $sw->sipp('uac_call_busy', set => { callee => 'pat' });
 is($rc, 0, 'sipp caller got the 486') or diag $err;
 ($urc, $umsgs, $uerr) = $sw->sipp_wait($uas);

@@ -82,6 +82,8 @@ is($r->{code}, 486, 'the caller got the 486');
 $bob->send_raw($busy);
 ok($bob->expect(qr/^ACK /, 2), 'a retransmitted 486 is ACKed again');
 $alice->send_raw(hop($inv, 'ACK', 'b1'));
+# retransmissions sent before sipwake had the ACK (a slow machine) are read and skipped here
+ok($alice->sync, 'sipwake has the ACK: an OPTIONS sent after it is answered');
 is($alice->expect(qr/^SIP\/2\.0 486/, 1.5), undef, "the caller's ACK stops the 486 retransmissions");
 
 # 2. Fork to two devices: the first 2xx wins, the other branch gets CANCEL, its 487 is ACKed

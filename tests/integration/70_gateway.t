@@ -151,7 +151,7 @@ my $phone_port = Sipwake::free_port();
     close $reg->sock;
 }
 my $uas = $sw->sipp_bg('uas_call', port => $phone_port, server_side => 1);
-select(undef, undef, undef, 0.3);
+ok(Sipwake::wait_listening($phone_port, 'udp'), 'the sipp phone listens');
 my ($src, $smsgs, $serr) = $sw->sipp('uac_call', set => { callee => 'ivy' }, target => "127.0.0.2:$kp");
 is($src, 0, 'sipp caller: call through Kamailio answered, ACKed and hung up') or diag $serr;
 my ($urc, $umsgs, $uerr) = $sw->sipp_wait($uas);

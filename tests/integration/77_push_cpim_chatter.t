@@ -28,7 +28,7 @@ my $ua = $sw->ua(user => 'ios', transport => 'tcp');
 my $r = $ua->register(contact => "sip:ios\@127.0.0.1:" . $ua->local_port
     . ";transport=tcp;pn-provider=apns;pn-param=TEAM123456.org.example.app;pn-prid=BBBB0002", expires => 3600);
 is($r->{code}, 200, 'an iPhone registers with push parameters');
-close $ua->sock;
+ok($sw->disconnect($ua), 'asleep: sipwake saw its connection close');
 
 my $c = $sw->ua(user => 'bob');
 my $p = $c->local_port;
@@ -56,14 +56,14 @@ for my $case (['cpim-imdn', 'message/imdn+xml', $imdn, 'an IMDN delivery report'
     my ($id, $type, $body, $what) = @$case;
     my $code = message($id, cpim($type, $body));
     isnt($code, 202, "$what in CPIM is not stored offline (answer $code)");
-    ok($sw->wait_log(qr/MESSAGE $id: no push to ios\@example\.com: a typing notice or delivery report wakes no phone/, 3),
+    ok($sw->wait_log(qr/MESSAGE $id: no push to ios\@example\.com: a typing notice or delivery report wakes no phone/, 10),
        "$what in CPIM wakes no phone");
     unlike(apns_log(), qr/$id/, "$what in CPIM: nothing sent to APNs");
 }
 
 is(message('cpim-chat', cpim('text/plain;charset=UTF-8', 'hello')), 202, 'a chat message in CPIM is stored (202)');
 my $log = '';
-for (1 .. 60) { $log = apns_log(); last if $log =~ /cpim-chat/; sleep 0.05 }
+for (1 .. 200) { $log = apns_log(); last if $log =~ /cpim-chat/; sleep 0.05 }
 like($log, qr/"apns-push-type": "alert"[^\n]*cpim-chat/, 'and pushed as an alert');
 
 ok($sw->alive, 'sipwake still running');

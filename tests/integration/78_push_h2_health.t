@@ -67,13 +67,15 @@ sub metric {
 }
 
 my @tokens = map { sprintf('AAAA%04d', $_) } 1 .. $N;
+my @phones;
 for my $i (1 .. $N) {
     my $ua = $sw->ua(user => "p$i", transport => 'tcp');
     $ua->register(contact => "sip:p$i\@127.0.0.1:" . $ua->local_port
         . ";transport=tcp;pn-provider=apns;pn-param=TEAM123456.org.example.app;pn-prid=$tokens[$i - 1]",
         expires => 3600);
-    close $ua->sock;
+    push @phones, $ua;
 }
+ok($sw->disconnect(@phones), "$N phones asleep: sipwake saw their connections close");
 is($sw->sql_wait('SELECT count(*) FROM location', $N), $N, "$N phones registered and asleep");
 my $caller = $sw->ua(user => 'carl');
 my $cp = $caller->local_port;

@@ -80,8 +80,8 @@ sub reg {
     my $res = $ua->register(contact => "sip:$user\@127.0.0.1:" . $ua->local_port . ";transport=tcp;$pn",
         contact_params => $params // '', expires => 12);
     $fc{$user} = join ' | ', Sipwake::UA::header($res, 'feature-caps');
-    close $ua->sock; # asleep
-    return $res->{code};
+    # asleep: sipwake has seen the connection close
+    return $sw->disconnect($ua) ? $res->{code} : 'still connected';
 }
 my $t0 = time;
 is(reg('ios', 'pn-provider=apns;pn-param=TEAM123456.org.example.app.voip%26remote;pn-prid=AAAA0001:voip%26BBBB0002:remote'),

@@ -49,8 +49,8 @@ sub reg {
     my $ua = $s->ua(user => $user, transport => 'tcp');
     my $r = $ua->register(contact => "sip:$user\@127.0.0.1:" . $ua->local_port . ";transport=tcp;$pn",
         expires => 3600);
-    close $ua->sock; # asleep
-    return $r->{code};
+    # asleep: sipwake has seen the connection close
+    return $s->disconnect($ua) ? $r->{code} : 'still connected';
 }
 # A MESSAGE to user; its final answer's code.
 sub message_to {

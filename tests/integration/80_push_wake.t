@@ -49,8 +49,7 @@ my $phone = $sw->ua(user => 'ios', transport => 'tcp');
 my $r = $phone->register(contact => "sip:ios\@127.0.0.1:" . $phone->local_port . ";transport=tcp;$PN",
     contact_params => $INST, expires => 3600, password => 'pw');
 is($r->{code}, 200, 'the iPhone registered with its push tokens');
-close $phone->sock;
-sleep 0.2;
+ok($sw->disconnect($phone), 'asleep: sipwake saw its connection close');
 
 my $caller = $sw->ua(user => 'carl');
 my $cp = $caller->local_port;
@@ -66,7 +65,7 @@ my $t0 = time;
 $caller->send_raw(invite('wake-1'));
 like($caller->expect(qr/^SIP\/2\.0 100/, 3) // '', qr/^SIP\/2\.0 100 /, 'the caller gets 100 Trying');
 my $pushed = '';
-for (1 .. 40) { $pushed = apns_log(); last if $pushed =~ /wake-1/; sleep 0.05 }
+for (1 .. 200) { $pushed = apns_log(); last if $pushed =~ /wake-1/; sleep 0.05 }
 like($pushed, qr{"path": "/3/device/AAAA01", "kid": "KEY1234567", "topic": "org.example.app.voip", "push_type": "voip"},
      'a VoIP push went to the voip token');
 like($pushed, qr/\\"call-id\\":\\"wake-1\\"/, 'carrying the Call-ID');
@@ -93,8 +92,7 @@ $woken->answer($inv, 200, reason => 'OK', tag => 'i1', contact => "sip:ios\@127.
 ok($caller->expect(qr/^SIP\/2\.0 200/, 3), 'and gets the 200');
 
 # Asleep again: a MESSAGE nobody comes back for.
-close $woken->sock;
-sleep 0.2;
+ok($sw->disconnect($woken), 'asleep again');
 $t0 = time;
 $r = $caller->request(invite('msg-1', 'MESSAGE'), 5);
 is($r->{code}, 480, 'a MESSAGE for a phone that does not come back: 480');
@@ -119,8 +117,7 @@ $r = $gone->register(contact => "sip:gone\@127.0.0.1:" . $gone->local_port
     . ";transport=tcp;pn-provider=apns;pn-param=TEAM123456.org.example.app;pn-prid=DEAD0001",
     expires => 3600, password => 'pw');
 is($r->{code}, 200, 'a phone whose app was deleted registered');
-close $gone->sock;
-sleep 0.2;
+ok($sw->disconnect($gone), 'and asleep');
 (my $m2 = invite('msg-2', 'MESSAGE')) =~ s/ios\@example\.com/gone\@example.com/g;
 $t0 = time;
 $caller->send_raw($m2);
@@ -147,8 +144,7 @@ $r = $busy->register(contact => "sip:gone\@127.0.0.1:" . $busy->local_port
     . ";transport=tcp;pn-provider=apns;pn-param=TEAM123456.org.example.app;pn-prid=BBBB0003",
     expires => 3600, password => 'pw');
 is($r->{code}, 200, 'a phone behind a busy APNs registered');
-close $busy->sock;
-sleep 0.2;
+ok($sw->disconnect($busy), 'and asleep');
 (my $m3 = invite('msg-3', 'MESSAGE')) =~ s/ios\@example\.com/gone\@example.com/g;
 $t0 = time;
 $caller->send_raw($m3);

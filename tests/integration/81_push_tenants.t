@@ -86,8 +86,8 @@ sub register_sleeping {
     my $ua = $sw->ua(user => $user, domain => $domain, transport => 'tcp');
     my $r = $ua->register(contact => "sip:$user\@127.0.0.1:" . $ua->local_port
         . ";transport=tcp;pn-provider=apns;pn-param=$param;pn-prid=$prid", expires => 3600);
-    close $ua->sock;
-    return $r->{code};
+    # asleep: sipwake has seen the connection close
+    return $sw->disconnect($ua) ? $r->{code} : 'still connected';
 }
 sub message {
     my ($to, $callid) = @_;
@@ -99,12 +99,11 @@ is(register_sleeping('alice', 'example.com', 'TEAMAAAAAA.org.acme.app', 'AAAA000
 is(register_sleeping('bob', 'example.com', 'TEAMBBBBBB.org.zeta.app', 'BBBB0002'), 200, 'a zeta app registered');
 is(register_sleeping('cy', 'zeta.example', 'TEAMBBBBBB.org.other.app', 'CCCC0003'), 200,
    'a phone in a zeta domain registered (the policy does not name its set)');
-sleep 0.2;
 for my $m (['alice@example.com', 'm-alice'], ['bob@example.com', 'm-bob'], ['cy@zeta.example', 'm-cy']) {
     $caller->send_raw(message(@$m));
 }
 my $log = '';
-for (1 .. 60) { $log = apns_log(); last if $log =~ /CCCC0003/ && $log =~ /BBBB0002/ && $log =~ /AAAA0001/; sleep 0.05 }
+for (1 .. 200) { $log = apns_log(); last if $log =~ /CCCC0003/ && $log =~ /BBBB0002/ && $log =~ /AAAA0001/; sleep 0.05 }
 like($log, qr{"path": "/3/device/AAAA0001", "kid": "KEYACME001".*"status": 200}, 'acme\'s push signed with acme\'s key, accepted');
 like($log, qr{"path": "/3/device/BBBB0002", "kid": "KEYZETA001".*"status": 200}, 'zeta\'s push signed with zeta\'s key, accepted');
 like($log, qr{"path": "/3/device/CCCC0003", "kid": "KEYZETA001".*"status": 200},

@@ -70,8 +70,8 @@ sub sleeping {
     my $r = $ua->register(contact => "sip:$user\@127.0.0.1:" . $ua->local_port
         . ";transport=tcp;pn-provider=apns;pn-param=TEAM123456.org.example.app;pn-prid=$prid",
         expires => 3600);
-    close $ua->sock;
-    return $r->{code};
+    # asleep: sipwake has seen the connection close
+    return $sw->disconnect($ua) ? $r->{code} : 'still connected';
 }
 sub request {
     my ($method, $to, $callid) = @_;
@@ -89,13 +89,12 @@ is(sleeping('shaped', 'AAAA0001'), 200, 'a phone registered');
 is(sleeping('skip', 'DDDD0004'), 200, 'a phone the policy never pushes registered');
 is(sleeping('busy', 'BBBB0002'), 200, 'a phone behind a busy APNs registered');
 is(sleeping('limited', 'CCCC0003'), 200, 'a phone behind a rate-limited APNs registered');
-sleep 0.2;
 
 # push(): the shape of the push
 my $t0 = time;
 $caller->send_raw(request('INVITE', 'shaped@example.com', 'call-1'));
 my $log = '';
-for (1 .. 40) { $log = apns_log(); last if $log =~ m{"event": "push", "path": "/3/device/AAAA0001"}; sleep 0.05 }
+for (1 .. 200) { $log = apns_log(); last if $log =~ m{"event": "push", "path": "/3/device/AAAA0001"}; sleep 0.05 }
 my ($entry) = $log =~ m{^(\{"event": "push", "path": "/3/device/AAAA0001".*)$}m;
 ok($entry, 'the call was pushed');
 like($entry // '', qr/"push_type": "alert", "priority": "5"/, 'as an alert at normal priority');

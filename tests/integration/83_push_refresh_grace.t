@@ -13,6 +13,7 @@ use lib "$FindBin::Bin/../lib";
 use Test::More;
 use File::Temp qw(tempdir);
 use Time::HiRes qw(time sleep);
+use JSON::PP ();
 use Sipwake;
 
 my $dir = tempdir('push-refresh-XXXXXX', TMPDIR => 1, CLEANUP => 1);
@@ -22,6 +23,14 @@ my (undef, $aport) = Sipwake::start_emulator('apns', '--cert', "$dir/cert.pem", 
     '--lifetime', '120');
 ok($aport, 'APNs emulator listening');
 sub apns_log { open my $f, '<', "$dir/apns.log" or return ''; local $/; <$f> // '' }
+# when the emulator received each push to tok (its request lines' recv_ns, CLOCK_REALTIME
+# as Perl's time), in seconds
+sub push_times {
+    my ($tok) = @_;
+    return map { $_->{recv_ns} / 1e9 }
+        grep { $_->{event} eq 'request' && ($_->{headers}{':path'} // '') eq "/3/device/$tok" }
+        map { JSON::PP::decode_json($_) } grep { /^\{/ } split /\n/, apns_log();
+}
 sub pushes_to { my ($tok) = @_; my @l = grep { /"event": "push", "path": "\/3\/device\/$tok"/ } split /\n/, apns_log(); @l }
 
 my $sw = Sipwake->new(config => {
@@ -44,31 +53,37 @@ my $ua = $sw->ua(user => 'dozy', transport => 'tcp');
 is(reg($ua, 'dozy', 'AAAA01:voip%26BBBB02:remote', 8), 200, 'a phone registered for 8 s');
 my $long = $sw->ua(user => 'fresh', transport => 'tcp');
 is(reg($long, 'fresh', 'CCCC03:voip%26DDDD04:remote', 600), 200, 'another for 600 s');
-sleep 0.5;
-is(scalar(pushes_to('BBBB02')), 0, 'no push right after the REGISTER (OpenSIPS pushes a second later)');
 for (1 .. 150) { last if pushes_to('BBBB02') >= 3; sleep 0.1 }
 my @p = pushes_to('BBBB02');
+# when the emulator got the first push, not when this loop saw it: no fixed wait needed to
+# show that nothing was pushed right after the REGISTER
+my $first = ((push_times('BBBB02'))[0] // 0) - $t0;
+ok($first >= 2.5, sprintf('no push right after the REGISTER (OpenSIPS pushes a second later): the first at %.1f s', $first));
 ok(@p >= 3, scalar(@p) . ' refresh pushes before it expired: the phone did not come back');
 like($p[0] // '', qr/"push_type": "background", "priority": "5"/, 'background pushes at priority 5, to the remote token');
 like($p[0] // '', qr/content-available/, 'with content-available');
 unlike($p[0] // '', qr/call-id|from-uri/, 'and nothing about a call');
-ok(time - $t0 >= 3, sprintf('the first push_refresh_margin (5 s) before expiry (%.1f s)', time - $t0));
+ok($first >= 2.5 && $first < 6, sprintf('the first push_refresh_margin (5 s) before expiry (%.1f s)', $first));
 is(scalar(pushes_to('DDDD04')), 0, 'the 600 s binding is not pushed');
 
 # the phone comes back: no more refresh pushes
 is(reg($ua, 'dozy', 'AAAA01:voip%26BBBB02:remote', 3600), 200, 'the phone registers again for an hour');
-my $n = pushes_to('BBBB02');
-sleep 2.5;
-is(scalar(pushes_to('BBBB02')), $n, 'and the refresh pushes stop');
+my $came_back = time; # checked below, once the grace binding's expiry shows seconds have passed
 
 # grace
 my $lapse = $sw->ua(user => 'lapse', transport => 'tcp');
 is(reg($lapse, 'lapse', 'EEEE05:voip%26FFFF06:remote', 6), 200, 'a phone registered for 6 s');
-close $lapse->sock;
+ok($sw->disconnect($lapse), 'asleep: sipwake saw its connection close');
 my $gone = $sw->ua(user => 'gone', transport => 'tcp');
 is(reg($gone, 'gone', '999907:voip%26999908:remote', 60), 200, 'another registered');
 is(reg($gone, 'gone', '999907:voip%26999908:remote', 0), 200, 'and unregistered');
 ok($sw->wait_log(qr/binding sip:lapse\@.* expired/, 8), 'the first binding expired');
+# refresh pushes go every refresh_retry (1 s): none received from a second after the phone
+# came back until now (a push already on its way as it registered may land just after)
+my $quiet = time - $came_back;
+my @after = grep { $_ > $came_back + 1 } push_times('BBBB02');
+ok($quiet >= 4 && !@after, sprintf('and the refresh pushes stop once the phone is back (none in %.1f s)', $quiet - 1))
+    or diag 'pushes at ' . join(', ', map { sprintf '%.1f s', $_ - $came_back } @after);
 is($sw->sql("SELECT count(*) FROM location WHERE username='lapse'"), '0', 'and left the store');
 
 my $caller = $sw->ua(user => 'carl');

@@ -64,7 +64,7 @@ sub prid_for {
 # the emulator's verdict line for needle (its request line comes first)
 sub wait_push {
     my ($p, $needle) = @_;
-    for (1 .. 80) {
+    for (1 .. 200) {
         my $l = slurp($provider{$p}{log});
         return $l if grep { index($_, $needle) >= 0 && /"status": \d/ } split /\n/, $l;
         sleep 0.05;
@@ -127,7 +127,7 @@ for my $p (qw(apns fcm webpush)) {
     my $phone = $sw->ua(user => $user, transport => 'tls');
     is($phone->register(contact => "sip:$user\@127.0.0.1:" . $phone->local_port . ";transport=tls;$pn",
         expires => 3600)->{code}, 200, "$p/tls: the phone registered over TLS");
-    close $phone->sock;
+    ok($sw->disconnect($phone), "$p/tls: asleep, sipwake saw its connection close");
     my $caller = $sw->ua(user => 'carl');
     my $cp = $caller->local_port;
     $caller->send_raw("INVITE sip:$user\@example.com SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:$cp;rport;branch=z9hG4bKtls$i\r\n"

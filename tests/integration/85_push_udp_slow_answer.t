@@ -61,7 +61,7 @@ send_req('INVITE', 'one', 'slow-1');
 my $inv = $p1->expect(qr/^INVITE .*Call-ID: slow-1\r/s, 3);
 ok($inv, 'it is rung at its address');
 ok($sw->wait_log(qr/apns token of one\@example\.com is dead/, 5), 'its push fails for good (410)');
-sleep(1.5 - (time - $t0)) if time - $t0 < 1.5;
+sleep(1.5 - (time - $t0)) if time - $t0 < 1.5; # a phone slow to answer: the condition under test
 $p1->answer($inv, 180, reason => 'Ringing', tag => 's1');
 $p1->answer($inv, 200, reason => 'OK', tag => 's1');
 like($caller->expect(qr/^SIP\/2\.0 [2-6]\d\d .*Call-ID: slow-1\r/s, 5) // '', qr/^SIP\/2\.0 200 /,

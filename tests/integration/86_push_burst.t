@@ -30,13 +30,15 @@ my $sw = Sipwake->new(config => {
 });
 $sw->start;
 my @tokens = map { sprintf('AAAA%04d', $_) } 1 .. $N;
+my @phones;
 for my $i (1 .. $N) {
     my $ua = $sw->ua(user => "p$i", transport => 'tcp');
     $ua->register(contact => "sip:p$i\@127.0.0.1:" . $ua->local_port
         . ";transport=tcp;pn-provider=apns;pn-param=TEAM123456.org.example.app;pn-prid=$tokens[$i - 1]",
         expires => 3600);
-    close $ua->sock;
+    push @phones, $ua;
 }
+ok($sw->disconnect(@phones), "$N phones asleep: sipwake saw their connections close");
 is($sw->sql_wait('SELECT count(*) FROM location', $N), $N, "$N phones registered and asleep");
 my $caller = $sw->ua(user => 'carl');
 my $cp = $caller->local_port;
@@ -67,11 +69,11 @@ ok($goaways >= 2 && $gone_again >= 1,
 my $ua = $sw->ua(user => 'busy', transport => 'tcp');
 my $PN = 'pn-provider=apns;pn-param=TEAM123456.org.example.app;pn-prid=BBBB0999';
 $ua->register(contact => "sip:busy\@127.0.0.1:" . $ua->local_port . ";transport=tcp;$PN", expires => 3600);
-close $ua->sock;
+ok($sw->disconnect($ua), 'asleep: sipwake saw its connection close');
 my $t0 = time;
 $caller->send_raw(message('busy', 'busy-1'));
 my $log = '';
-for (1 .. 60) { $log = apns_log(); last if $log =~ m{"path": "/3/device/BBBB0999".*"status": 200}; sleep 0.05 }
+for (1 .. 200) { $log = apns_log(); last if $log =~ m{"path": "/3/device/BBBB0999".*"status": 200}; sleep 0.05 }
 like($log, qr{"path": "/3/device/BBBB0999"[^\n]*"status": 503}, 'APNs answered 503 first');
 like($log, qr{"path": "/3/device/BBBB0999"[^\n]*"status": 200}, 'the push went again and was accepted');
 ok(time - $t0 >= 1, 'after Retry-After (1 s)');

@@ -40,8 +40,7 @@ my $phone = $sw->ua(user => 'alice', transport => 'tcp');
 my $r = $phone->register(contact => "sip:alice\@127.0.0.1:" . $phone->local_port . ";transport=tcp;$PN",
     contact_params => $INST, expires => 3600, password => 'secret');
 is($r->{code}, 200, 'the iPhone registered through sipwake (Kamailio challenged, then 200)');
-close $phone->sock;
-sleep 0.2;
+ok($sw->disconnect($phone), 'asleep: sipwake saw its connection close');
 
 my $carol = $sw->ua(user => 'carol', peer => '127.0.0.2', peer_port => $kp);
 my $cp = $carol->local_port;
@@ -52,7 +51,7 @@ $carol->send_raw("INVITE sip:alice\@example.com SIP/2.0\r\n"
     . "Call-ID: gwpush1\r\nCSeq: 1 INVITE\r\nContact: <sip:carol\@127.0.0.1:$cp>\r\n"
     . "Content-Length: 0\r\n\r\n");
 my $log = '';
-for (1 .. 60) { $log = apns_log(); last if $log =~ /"event": "push".*gwpush1/; sleep 0.05 }
+for (1 .. 200) { $log = apns_log(); last if $log =~ /"event": "push".*gwpush1/; sleep 0.05 }
 like($log, qr{"path": "/3/device/AAAA01", "kid": "KEY1234567", "topic": "org.example.app.voip", "push_type": "voip"[^\n]*gwpush1[^\n]*"status": 200},
      'the PBX\'s call was pushed to the sleeping iPhone (VoIP, with its Call-ID)');
 like($log, qr/\\"from-uri\\":\\"sip:carol\@example\.com\\",\\"display-name\\":\\"Carol\\"/, 'naming the caller');
@@ -76,8 +75,7 @@ $woken->answer($inv, 200, reason => 'OK', tag => 'a1', contact => "sip:alice\@12
 ok($carol->expect(qr/^SIP\/2\.0 200/, 5), 'and gets the 200');
 
 # a MESSAGE from the PBX while the phone sleeps: stored, 202, delivered when it is back
-close $woken->sock;
-sleep 0.2;
+ok($sw->disconnect($woken), 'asleep again');
 $carol->send_raw("MESSAGE sip:alice\@example.com SIP/2.0\r\n"
     . "Via: SIP/2.0/UDP 127.0.0.1:$cp;rport;branch=z9hG4bKpgm1\r\nMax-Forwards: 70\r\n"
     . "From: <sip:carol\@example.com>;tag=cm1\r\nTo: <sip:alice\@example.com>\r\n"
@@ -97,8 +95,7 @@ $again->answer($msg, 200, reason => 'OK') if $msg;
 
 # a SUBSCRIBE from the PBX (the upstream: an authenticated sender) wakes the sleeping phone
 # silently by default; an unauthenticated one would wake nothing (77_push_wake_budget.t)
-close $again->sock;
-sleep 0.2;
+ok($sw->disconnect($again), 'asleep once more');
 $carol->send_raw("SUBSCRIBE sip:alice\@example.com SIP/2.0
 "
     . "Via: SIP/2.0/UDP 127.0.0.1:$cp;rport;branch=z9hG4bKpgs1
@@ -116,7 +113,7 @@ Expires: 600
 Content-Length: 0
 
 ");
-for (1 .. 60) { $log = apns_log(); last if $log =~ /gwsub1[^
+for (1 .. 200) { $log = apns_log(); last if $log =~ /gwsub1[^
 ]*"status"/; sleep 0.05 }
 like($log, qr{"path": "/3/device/BBBB02"[^
 ]*"push_type": "background", "priority": "5"[^

@@ -40,7 +40,7 @@ my $phone = $sw->ua(user => 'alice', transport => 'tcp');
 my $r = $phone->register(contact => "sip:alice\@127.0.0.1:" . $phone->local_port
     . ";transport=tcp;pn-provider=apns;pn-param=TEAM123456.org.example.app;pn-prid=BBBB02", expires => 3600);
 is($r->{code}, 200, 'the phone registered through sipwake');
-close $phone->sock;
+ok($sw->disconnect($phone), 'asleep: sipwake saw its connection close');
 my ($key) = $kam->ul_dump =~ m{sip:([0-9a-f]{24})\@127\.0\.0\.1:$port\b};
 ok($key, 'Kamailio holds its masqueraded contact');
 

@@ -18,7 +18,7 @@ my $INST = ';+sip.instance="<urn:uuid:00000000-0000-0000-0000-0000000000c1>"';
 my $phone = $sw->ua(user => 'kim', transport => 'tcp');
 is($phone->register(contact => "sip:kim\@127.0.0.1:" . $phone->local_port . ";transport=tcp;$PN",
     contact_params => $INST, expires => 3600)->{code}, 200, 'a phone registered with push params');
-close $phone->sock;
+ok($sw->disconnect($phone), 'asleep: sipwake saw its connection close');
 is($sw->sql_wait("SELECT count(*) FROM location WHERE username='kim'", '1'), '1', 'its binding is stored');
 
 my $sender = $sw->ua(user => 'sam', transport => 'tcp');
@@ -81,7 +81,7 @@ my $held = Sipwake->new(config => { offline => { enabled => 'yes', ttl => 600 } 
 $held->start;
 my $p4 = $held->ua(user => 'kim', transport => 'tcp');
 $p4->register(contact => "sip:kim\@127.0.0.1:" . $p4->local_port . ";transport=tcp;$PN", expires => 3600);
-close $p4->sock;
+ok($held->disconnect($p4), 'asleep: sipwake saw its connection close');
 is($held->sql_wait("SELECT count(*) FROM location WHERE username='kim'", '1'), '1', 'a sleeping phone');
 open my $lock, '|-', 'sqlite3', $held->db or die "sqlite3: $!";
 select((select($lock), $| = 1)[0]);
@@ -104,8 +104,7 @@ my $short = Sipwake->new(config => { offline => { enabled => 'yes', ttl => 2 } }
 $short->start;
 my $p2 = $short->ua(user => 'lou', transport => 'tcp');
 $p2->register(contact => "sip:lou\@127.0.0.1:" . $p2->local_port . ";transport=tcp;$PN", expires => 3600);
-close $p2->sock;
-sleep 0.2;
+ok($short->disconnect($p2), 'asleep: sipwake saw its connection close');
 my $s2 = $short->ua(user => 'sam', transport => 'tcp');
 my $sp2 = $s2->local_port;
 my $r = $s2->request("MESSAGE sip:lou\@example.com SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:$sp2;rport;branch=z9hG4bKttl\r\n"

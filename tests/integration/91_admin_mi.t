@@ -92,7 +92,7 @@ for my $i (1 .. 450) {
     $ua->expect(qr/^SIP\/2\.0 200/, 2) if $i % 50 == 0;
 }
 my $n = 0;
-for (1 .. 50) { $n = $sw->sql("SELECT count(*) FROM location"); last if $n >= 454; sleep 0.1 }
+for (1 .. 100) { $n = $sw->sql("SELECT count(*) FROM location"); last if $n >= 454; sleep 0.1 }
 is($n, 454, '450 more AORs registered');
 $raw = $mi->post('/mi', { jsonrpc => '2.0', id => 'd', method => 'ul_dump', params => [] });
 ok(!defined $raw->{headers}{'content-length'} || $raw->{headers}{'transfer-encoding'}, 'ul_dump is streamed (chunked)');
@@ -131,7 +131,7 @@ is($mi->mi('get_statistics')->{error}{code}, -32602, 'get_statistics needs its l
 
 # ---- reload_routes
 is($mi->mi('reload_routes')->{result}, 'OK', 'reload_routes: "OK"');
-ok($sw->wait_log(qr/policy: .* loaded as generation 2/, 2), 'the policy was reloaded');
+ok($sw->wait_log(qr/policy: .* loaded as generation 2/, 10), 'the policy was reloaded');
 is(SipwakeAdmin->new(port => $hport, token => $token)->get('/api/policy')->{json}{generation}, 2, 'generation 2');
 my $audit = $mi->get('/api/audit')->{json};
 ok((grep { $_->{who} eq 'token:cli' && $_->{action} eq 'registration.remove' && $_->{object} eq 'bob@example.com' } @$audit),

@@ -77,7 +77,7 @@ $caller->send_raw("MESSAGE sip:wendy\@web.example SIP/2.0\r\nVia: SIP/2.0/UDP 12
     . "Max-Forwards: 70\r\nFrom: <sip:carl\@example.com>;tag=v1\r\nTo: <sip:wendy\@web.example>\r\n"
     . "Call-ID: vapid-m1\r\nCSeq: 1 MESSAGE\r\nContent-Length: 2\r\n\r\nhi");
 my $log = '';
-for (1 .. 60) { open my $f, '<', "$dir/webpush.log"; $log = $f ? do { local $/; <$f> } : ''; last if $log =~ /sub-wendy/ && $log =~ /"status"/; sleep 0.05 }
+for (1 .. 200) { open my $f, '<', "$dir/webpush.log"; $log = $f ? do { local $/; <$f> } : ''; last if $log =~ /sub-wendy/ && $log =~ /"status"/; sleep 0.05 }
 like($log, qr{"authorization": "vapid t=[^,]+, k=\Q$tkey\E"}, 'the push is signed with the tenant\'s key');
 like($log, qr{"status": 201}, 'and the push service accepts it');
 $caller->expect(qr/^SIP\/2\.0 \d+/, 4);

@@ -46,7 +46,7 @@ $sw->write_config;
 my $cfg = $sw->config_path;
 is(system("printf 'https only please\\n' | $Sipwake::BIN --config $cfg admin add root >/dev/null 2>&1"), 0, 'an account');
 $sw->start;
-ok($sw->wait_log(qr{admin: listening on https://127\.0\.0\.1:$hport}, 3), 'the admin speaks HTTPS');
+ok($sw->wait_log(qr{admin: listening on https://127\.0\.0\.1:$hport}, 10), 'the admin speaks HTTPS');
 my $web = SipwakeAdmin->new(base => "https://127.0.0.1:$hport");
 $web->{http} = HTTP::Tiny->new(timeout => 10, verify_SSL => 1, SSL_options => { SSL_ca_file => "$dir/cert.pem" });
 my $r = $web->login('root', 'https only please');

@@ -415,6 +415,82 @@ sub sql_wait {
     return $got;
 }
 
+# ---- bounded waits (issue 14: no fixed sleep as synchronisation)
+
+# Poll cond every step seconds (0.05) until it returns a true value, for at most timeout
+# seconds (5); returns that value, or the last false one on timeout (cond runs once more at
+# the deadline, so a slow machine that overslept still gets its answer).
+sub wait_until {
+    my ($cond, $timeout, $step) = @_;
+    my $deadline = time + ($timeout // 5);
+    while (time < $deadline) {
+        my $v = $cond->();
+        return $v if $v;
+        sleep($step // 0.05);
+    }
+    return $cond->();
+}
+
+# The server's metrics, as the SIGUSR1 dump in its log gives them: a hash of "name" (with its
+# {labels}, if any) => value, from a new dump; undef if none came within timeout (5 s).
+sub metrics {
+    my ($self, $timeout) = @_;
+    my $from = length $self->log;
+    $self->signal('USR1');
+    my $new = wait_until(sub {
+        my $l = substr($self->log, $from);
+        return $l =~ /metrics: sipwake_store_pending \d+/ ? $l : '';
+    }, $timeout);
+    return undef unless $new;
+    my %m;
+    $m{$1} = $2 while $new =~ /metrics: (\S+(?:\{[^}]*\})?) (\S+)$/mg;
+    return \%m;
+}
+
+sub metric {
+    my ($self, $name) = @_;
+    my $m = $self->metrics or return undef;
+    return $m->{$name};
+}
+
+# Close UAs' TCP or TLS connections (phones going to sleep) and wait until sipwake has seen
+# every close: its open connections (net:tcp_connections) drop by as many. True once they
+# have; false after timeout (5 s, a number after the UAs).
+sub disconnect {
+    my ($self, @uas) = @_;
+    my $timeout = @uas && !ref $uas[-1] ? pop @uas : 5;
+    my $before = $self->metric('sipwake_net_tcp_connections') // 0;
+    close $_->sock for @uas;
+    return $self->wait_tcp_connections($before - @uas, $timeout);
+}
+
+# Wait until sipwake has at most n TCP and TLS connections open (net:tcp_connections): after
+# a test closed many, say. True once it has; false after timeout (5 s).
+sub wait_tcp_connections {
+    my ($self, $n, $timeout) = @_;
+    return wait_until(sub { my $v = $self->metric('sipwake_net_tcp_connections'); defined $v && $v <= $n },
+        $timeout, 0.1) ? 1 : 0;
+}
+
+# Wait until something listens on 127.0.0.1:port (udp: a bound socket; tcp: a listening one),
+# as /proc/net/{udp,tcp} shows it: a sipp UAS started in the background, before a request is
+# sent its way (on 127.0.0.1 or 0.0.0.0). Nothing is bound here meanwhile, so the port stays
+# free for it.
+sub wait_listening {
+    my ($port, $proto, $timeout) = @_;
+    $proto ||= 'udp';
+    my $hex = sprintf ':%04X', $port;
+    return wait_until(sub {
+        open my $fh, '<', "/proc/net/$proto" or return 0;
+        while (my $l = <$fh>) {
+            my @f = split ' ', $l; # 127.0.0.1 or 0.0.0.0
+            next unless ($f[1] // '') eq "0100007F$hex" || ($f[1] // '') eq "00000000$hex";
+            return 1 if $proto eq 'udp' || $f[3] eq '0A'; # TCP_LISTEN
+        }
+        return 0;
+    }, $timeout) ? 1 : 0;
+}
+
 # Start tests/emulators/NAME.py with args; it prints "listening PORT" (and "control CPORT"
 # when it has h2server's control interface). Returns (pid, port, cport).
 # It is killed when the test exits, and stops by itself at its --lifetime.
@@ -674,6 +750,21 @@ sub request {
 }
 
 sub branch { 'z9hG4bK' . int(rand(1e12)) . ++$seq }
+
+# An OPTIONS to sipwake itself, and its answer awaited (skipping whatever else comes first):
+# once it is back, sipwake has handled everything this UA sent before it (one socket, read in
+# order), and what sipwake sent this UA before it has been read. True once answered 200;
+# false after timeout (10 s).
+sub sync {
+    my ($self, $timeout) = @_;
+    my $id = 'sync-' . ++$seq . '-' . int(rand(1e9));
+    my $port = $self->{local_port};
+    $self->send_raw("OPTIONS sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/" . $self->via_proto
+        . " 127.0.0.1:$port;rport;branch=" . branch() . "\r\nMax-Forwards: 70\r\n"
+        . "From: <sip:sync\@example.com>;tag=s$seq\r\nTo: <sip:127.0.0.1>\r\nCall-ID: $id\r\n"
+        . "CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n");
+    return defined $self->expect(qr/^SIP\/2\.0 200 .*Call-ID: \Q$id\E\r/s, $timeout // 10) ? 1 : 0;
+}
 
 sub via_proto { uc($_[0]{transport}) }
 
