@@ -47,6 +47,12 @@ local register = {
     bad_nul_tenant = { tenant = "acme\0x" },
 }
 
+-- one table held 20000 times: a walk that visited it once per reference would take 4e8 steps
+local wide_row = {}
+for i = 1, 20000 do wide_row[i] = i end
+local wide_shared = {}
+for i = 1, 20000 do wide_shared[i] = wide_row end
+
 local route = {
     ok_bindings = { relay = "bindings" },
     ok_upstream = { relay = "upstream" },
@@ -123,6 +129,7 @@ local route = {
     bad_nul_relay = { relay = "bindings\0x" },
     bad_nul_fork = { relay = "bindings", fork = "serial\0" },
     bad_nul_uri = { relay = "uri", uri = sip .. "\0x" },
+    bad_wide_shared = wide_shared,
 }
 
 local push = {

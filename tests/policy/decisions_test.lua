@@ -100,6 +100,15 @@ run("offline", offline_cases, function(n) return t.offline({ aor = n }) end,
 local d, status = t.push({ method = "MESSAGE" }, { aor = "ok_type_voip" }, { kind = "message" })
 tap.ok(status == "failed" and d.type == nil, "push: type voip for a message is refused (Apple's rule)")
 
+-- the metatable check walks a table the decision holds many times once, not once per
+-- reference: it runs outside the hook's time budget, on the loop
+local clock = os.clock()
+d, status = t.route({ user = "bad_wide_shared" }, { bindings = {} })
+local spent = os.clock() - clock
+tap.ok(status == "failed" and spent < 1,
+       "route: a decision holding one 20000-entry table 20000 times is refused in "
+           .. string.format("%.3f", spent) .. " s of CPU (under 1 s)")
+
 -- decoded values
 tap.is_deeply(t.on_register({ user = "ok_all" }), { reject = { code = 486, reason = "" }, expires = 60, tenant = "t" },
               "on_register: every field decoded")
