@@ -49,6 +49,11 @@ static const struct {
     [METRICS_POLICY_RELOADS] = {"policy:reloads", 0, "successful policy reloads"},
     [METRICS_POLICY_RELOAD_FAILURES] = {"policy:reload_failures", 0,
                                         "policy reloads refused (the old policy stayed)"},
+    [METRICS_POLICY_GENERATIONS] = {"policy:generations", 1,
+                                    "policy generations open: the current one, and older ones "
+                                    "still held by requests and pushes that started under them"},
+    [METRICS_POLICY_MEMORY] = {"policy:memory_bytes", 1,
+                               "bytes the open policy VMs hold (garbage included)"},
     [METRICS_STORE_ERRORS] = {"store:errors", 0, "failed store operations"},
     [METRICS_STORE_FAILED_WRITES] = {"store:failed_writes", 0,
                                      "writes given up after the bounded retries (not stored; "

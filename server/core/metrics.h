@@ -40,6 +40,8 @@ enum metrics_id {
     METRICS_POLICY_TIMEOUTS,
     METRICS_POLICY_RELOADS,
     METRICS_POLICY_RELOAD_FAILURES,
+    METRICS_POLICY_GENERATIONS, /* gauge: policy VMs open, the current one and older ones held */
+    METRICS_POLICY_MEMORY,      /* gauge: bytes the policy VMs hold, garbage included */
     METRICS_STORE_ERRORS,
     METRICS_STORE_FAILED_WRITES, /* writes given up after the bounded retries */
     METRICS_STORE_LEFT_BUSY,     /* statements found left stepped after a batch, and reset */

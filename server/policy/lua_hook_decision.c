@@ -86,6 +86,7 @@ struct hook_decision {
 
 #define OUT(s, m) .offset = offsetof(struct s, m), .size = sizeof(((struct s *)0)->m)
 #define ONE_LINE_PATTERN "^[^\\r\\n\\u0000]*$"
+#define NUL_FREE_PATTERN "^[^\\u0000]*$"
 #define TOKEN_PATTERN "^[A-Za-z0-9._-]{1,64}$"
 
 static const char *register_tenant_check(const char *v);
@@ -1141,8 +1142,10 @@ static void value_schema(const struct field *f, json_t *o)
         }
         json_object_set_new(o, "propertyNames", names);
         json_t *v = json_pack("{s:[s,s]}", "type", "string", "number");
-        if (f->flags & FIELD_ONE_LINE)
-            json_object_set_new(v, "pattern", json_string(ONE_LINE_PATTERN));
+        /* a value is refused for a NUL byte, and for CR or LF too where it must be one line */
+        json_object_set_new(
+            v, "pattern",
+            json_string(f->flags & FIELD_ONE_LINE ? ONE_LINE_PATTERN : NUL_FREE_PATTERN));
         json_object_set_new(o, "additionalProperties", v);
         break;
     }
@@ -1187,7 +1190,11 @@ static json_t *hook_schema(const struct hook_decision *h)
                         json_string("Generated from the tables in "
                                     "server/policy/lua_hook_decision.c by `sipwake "
                                     "--hook-schemas schemas/hooks` (make hook-schemas); do not "
-                                    "edit."));
+                                    "edit. sipwake counts string lengths in bytes (UTF-8), "
+                                    "where minLength and maxLength count characters: for text "
+                                    "that is not ASCII this schema is the looser. Rules said "
+                                    "only in a description (a numeric host, reserved header "
+                                    "names, bytes in all) are checked too."));
     json_object_set_new(o, "title", json_string(title));
     json_object_set_new(o, "description", json_string(h->doc));
     json_t *type = json_string(schema_type(&h->root));
@@ -1195,10 +1202,18 @@ static json_t *hook_schema(const struct hook_decision *h)
         json_object_set_new(o, "type", json_pack("[o,s]", type, "null"));
     else
         json_object_set_new(o, "type", type);
-    if (h->one_of[0])
-        json_object_set_new(
-            o, "oneOf",
-            json_pack("[{s:[s]},{s:[s]}]", "required", h->one_of[0], "required", h->one_of[1]));
+    if (h->one_of[0]) {
+        json_t *one =
+            json_pack("[{s:[s]},{s:[s]}]", "required", h->one_of[0], "required", h->one_of[1]);
+        /* "required" holds for null, so null would match both and fail a bare oneOf: a nil
+         * decision (on_timeout's 480) must pass */
+        if (h->nullable) {
+            json_object_set_new(o, "if", json_pack("{s:s}", "type", "object"));
+            json_object_set_new(o, "then", json_pack("{s:o}", "oneOf", one));
+        } else {
+            json_object_set_new(o, "oneOf", one);
+        }
+    }
     if (h->root.type == FIELD_OBJECT)
         object_schema(&h->root, o);
     else

@@ -67,6 +67,7 @@ static void *vm_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
     if (nsize == 0) {
         free(ptr);
         vm->mem_used -= old;
+        metrics_add(METRICS_POLICY_MEMORY, -(int64_t)old);
         return NULL;
     }
     if (nsize > old && vm->mem_enforced && vm->mem_used - old + nsize > vm->mem_limit) {
@@ -78,6 +79,7 @@ static void *vm_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
     if (!p)
         return NULL;
     vm->mem_used = vm->mem_used - old + nsize;
+    metrics_add(METRICS_POLICY_MEMORY, (int64_t)nsize - (int64_t)old);
     return p;
 }
 
@@ -493,6 +495,7 @@ int lua_vm_new(const struct config *cfg, struct lua_vm **out, char *err, size_t 
     lua_settop(L, 0);
     lock_globals(vm);
     vm->generation = next_generation++;
+    metrics_inc(METRICS_POLICY_GENERATIONS);
     *out = vm;
     return 0;
 fail:
@@ -520,6 +523,8 @@ void lua_vm_unref(struct lua_vm *vm)
     /* a generation a reload replaced is closed once the last work started under it ends:
      * said at info, so an operator (and a test) sees that it did end; the last one closes at
      * the stop, or at the end of --check, quietly. 0: a load that failed. */
+    if (vm->generation)
+        metrics_add(METRICS_POLICY_GENERATIONS, -1);
     if (vm->generation && vm->retired)
         log_info("policy: generation %u closed", vm->generation);
     else if (vm->generation)
@@ -721,6 +726,11 @@ int lua_vm_reload(const struct config *cfg, char *err, size_t errlen)
     metrics_inc(METRICS_POLICY_RELOADS);
     status.reloads++;
     status.error[0] = '\0';
-    log_info("policy: %s loaded as generation %u", cfg->policy_file, lua_vm_generation(vm));
+    /* older generations stay open while work started under them runs (a call may ring for
+     * minutes): a reload storm beside long calls shows here and in policy:generations */
+    uint64_t older = metrics_values[METRICS_POLICY_GENERATIONS] - 1;
+    log_info("policy: %s loaded as generation %u (%llu older still open, %.1f MiB in all)",
+             cfg->policy_file, lua_vm_generation(vm), (unsigned long long)older,
+             (double)metrics_values[METRICS_POLICY_MEMORY] / (1 << 20));
     return 0;
 }

@@ -137,6 +137,13 @@ $sw->write_policy($p2);
 $sw->signal('HUP');
 ok($sw->wait_log(qr/policy: .*policy\.lua loaded as generation 2/), 'SIGHUP loads P2 as generation 2');
 unlike($sw->log, qr/P\d on_push_result \S+ for (slow|late)/, 'before the pushes of calls 3 and 4 were answered');
+like($sw->log, qr/loaded as generation 2 \(1 older still open, [\d.]+ MiB in all\)/,
+     'the reload says that generation 1 is still held');
+$sw->signal('USR1');
+ok($sw->wait_log(qr/metrics: sipwake_policy_generations 2\b/),
+   'policy:generations counts both open generations (the old one is visible while held)');
+ok($sw->wait_log(qr/metrics: sipwake_policy_memory_bytes [1-9]\d{5,}\b/),
+   'policy:memory_bytes shows what they hold');
 
 # a new call is P2's from the start
 invite('bob@example.com', 'gen-call-2');
@@ -175,6 +182,8 @@ ok($sw->wait_log(qr/: P1 on_push_result delivered for late\@example\.com/, 10),
    'P1\'s on_push_result saw the push of call 4, ended under P2');
 unlike($sw->log, qr/P2 on_push_result \S+ for late/, 'P2\'s did not');
 ok($sw->wait_log(qr/policy: generation 1 closed/), 'generation 1 is closed once its last push ended');
+$sw->signal('USR1');
+ok($sw->wait_log(qr/metrics: sipwake_policy_generations 1\b/), 'policy:generations is back to 1');
 my $log = $sw->log;
 my $answered = $log =~ /proxy: INVITE alice from \S+ answered 486 P1/ ? $+[0] : -1;
 my $pushed = $log =~ /: P1 on_push_result delivered for late/ ? $+[0] : -1;

@@ -37,6 +37,10 @@ local register = {
     bad_expires_big = { expires = 31536001 },
     bad_expires_frac = { expires = 1.5 },
     bad_expires_str = { expires = "60" },
+    bad_expires_neg_zero_frac = { expires = -0.5 },
+    bad_expires_huge = { expires = 1e300 },
+    bad_expires_wrap = { expires = 2 ^ 64 + 60 },
+    bad_expires_nan = { expires = 0 / 0 },
     bad_tenant_space = { tenant = "a b" },
     bad_tenant_long = { tenant = rep(65) },
     bad_tenant_empty = { tenant = "" },
@@ -46,6 +50,12 @@ local register = {
     bad_nul_reason = { reject = { code = 403, reason = "a\0b" } },
     bad_nul_tenant = { tenant = "acme\0x" },
 }
+
+-- one table held 20000 times: a walk that visited it once per reference would take 4e8 steps
+local wide_row = {}
+for i = 1, 20000 do wide_row[i] = i end
+local wide_shared = {}
+for i = 1, 20000 do wide_shared[i] = wide_row end
 
 local route = {
     ok_bindings = { relay = "bindings" },
@@ -123,6 +133,17 @@ local route = {
     bad_nul_relay = { relay = "bindings\0x" },
     bad_nul_fork = { relay = "bindings", fork = "serial\0" },
     bad_nul_uri = { relay = "uri", uri = sip .. "\0x" },
+    bad_wide_shared = wide_shared,
+    ok_reply_float_whole = { reply = { code = 404.0 } },
+    bad_reply_nan = { reply = { code = 0 / 0 } },
+    bad_reply_inf = { reply = { code = 1 / 0 } },
+    bad_reply_neg_inf = { reply = { code = -1 / 0 } },
+    bad_reply_huge = { reply = { code = 2 ^ 63 + 404 } },
+    bad_reply_neg = { reply = { code = -404 } },
+    bad_bt_huge = { relay = "bindings", branch_timeout = 2 ^ 32 + 5 },
+    bad_meta_index = { reply = setmetatable({}, { __index = { code = 404 } }) },
+    bad_meta_len = setmetatable({ relay = "bindings" }, { __len = function() return 0 end }),
+    bad_headers_push = { reply = { code = 302, headers = { Contact = "<" .. sip .. ">" } }, push = true },
 }
 
 local push = {

@@ -333,10 +333,20 @@ int main(void)
     ok(lua_vm_push_hook(held, "on_timeout") == 1 &&
            !lua_vm_push_hook(lua_vm_current(), "on_timeout"),
        "the held generation still runs its own hooks, the new one has none");
+    ok(metrics_values[METRICS_POLICY_GENERATIONS] == 2 &&
+           metrics_values[METRICS_POLICY_MEMORY] == held->mem_used + g2->mem_used,
+       "policy:generations counts the held one and the current one, policy:memory_bytes what "
+       "both hold");
     lua_settop(lua_vm_state(held), 0);
     lua_vm_unref(held); /* closed now: ASan reports it if it is not */
     ok(!g2->retired && g2->refs == 1, "the current VM is only the current's");
+    ok(metrics_values[METRICS_POLICY_GENERATIONS] == 1 &&
+           metrics_values[METRICS_POLICY_MEMORY] == g2->mem_used,
+       "the closed one is no longer counted");
     lua_vm_set_current(NULL);
+    ok(metrics_values[METRICS_POLICY_GENERATIONS] == 0 &&
+           metrics_values[METRICS_POLICY_MEMORY] == 0,
+       "every VM closed (failed loads too): both gauges back to 0");
 
     char *p = xasprintf("%s/policy.lua", dir);
     unlink(p);
