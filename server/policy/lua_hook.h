@@ -5,6 +5,12 @@
  * table for the hook, from which those files are generated). An error, an overrun or an
  * invalid decision is logged with the policy generation, counted, and the hook's safe
  * default applies; the server never fails because of a policy bug.
+ *
+ * Every lua_hook_* call below: loop thread only (the VM is not thread-safe). vm is borrowed:
+ * the caller holds its reference (lua_vm.h, "Generations") for the call; NULL runs no policy
+ * (LUA_HOOK_ABSENT, the defaults). in and everything it points to are borrowed for the call
+ * and copied into Lua; nothing of them is kept. out is the caller's storage, filled in full
+ * (strings copied into its arrays), so nothing in it points into the VM after the call.
  */
 #ifndef SIPWAKE_LUA_HOOK_H
 #define SIPWAKE_LUA_HOOK_H
