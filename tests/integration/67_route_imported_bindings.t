@@ -6,19 +6,25 @@
 # the transport the admin API lists for a binding without a socket column (a transport
 # sipwake does not speak, as an OpenSIPS with WebSocket clients writes it, is shown as
 # written). The received text is parsed once when the binding is loaded (location.c); a
-# store round trip keeps it as it was.
+# store round trip keeps it as it was. A UDP push binding whose received IPv6 is written
+# without zero compression is rung directly once its address was heard within [push]
+# udp_awake_window, like one sipwake registered itself (before e1a5f73 the text as written
+# was looked up among the addresses heard, in the form the transport prints them, never
+# matched, and such a phone was only pushed).
 use strict;
 use warnings;
 use FindBin;
 use lib "$FindBin::Bin/../lib";
 use Test::More;
 use IO::Socket::IP;
+use Socket ();
 use IO::Select;
 use Sipwake;
 use SipwakeAdmin;
 
 my $v6 = IO::Socket::IP->new(Proto => 'udp', LocalHost => '::1', LocalPort => 0);
 my $v6b = IO::Socket::IP->new(Proto => 'udp', LocalHost => '::1', LocalPort => 0);
+my $v6p = IO::Socket::IP->new(Proto => 'udp', LocalHost => '::1', LocalPort => 0);
 my $v4 = IO::Socket::IP->new(Proto => 'udp', LocalHost => '127.0.0.1', LocalPort => 0) or die $!;
 my $ws = IO::Socket::IP->new(Proto => 'udp', LocalHost => '127.0.0.1', LocalPort => 0) or die $!;
 
@@ -33,7 +39,7 @@ return {
             end
             return { reply = { code = 486, reason = "Seen " .. table.concat(seen, ",") } }
         end
-        return { relay = "bindings" }
+        return { relay = "bindings", push = true }
     end,
 }
 LUA
@@ -57,13 +63,17 @@ my %rows = (
 if ($v6) {
     $rows{v6} = ['sip:v6@[::1]:' . $v6->sockport, 'sip:[::1]:' . $v6->sockport];
     $rows{v6full} = ['sip:v6full@[::1]:' . $v6b->sockport, 'sip:[0:0:0:0:0:0:0:1]:' . $v6b->sockport];
+    $rows{v6push} = ['sip:v6push@[::1]:' . $v6p->sockport
+        . ';pn-provider=apns;pn-param=TEAM123456.org.example.app;pn-prid=AB12CD34',
+        'sip:[0:0:0:0:0:0:0:1]:' . $v6p->sockport, 4];
 }
 my $id = 100;
 for my $u (sort keys %rows) {
-    my ($contact, $rcv) = @{ $rows{$u} };
+    my ($contact, $rcv, $flags) = @{ $rows{$u} };
     $sw->sql("insert into location (contact_id, username, domain, contact, received, expires, callid, "
         . "cseq, flags) values (" . $id++ . ", '$u', 'example.com', '$contact', "
-        . (defined $rcv ? "'$rcv'" : 'NULL') . ", strftime('%s','now') + 3600, 'imp-$u', 1, 0)");
+        . (defined $rcv ? "'$rcv'" : 'NULL') . ", strftime('%s','now') + 3600, 'imp-$u', 1, "
+        . ($flags // 0) . ")");
 }
 $sw->start;
 like($sw->log, qr/location: ${\ scalar keys %rows} bindings loaded/, 'the imported bindings are loaded');
@@ -125,10 +135,19 @@ is(probe('none'), 'Seen udp-', 'no received at all: unreachable');
 is(probe('ws'), 'Seen udp+', 'a transport sipwake does not speak: its received address, over UDP');
 relay_to('ws', $ws, 'transport=ws');
 SKIP: {
-    skip 'no IPv6 loopback on this machine', 4 unless $v6;
+    skip 'no IPv6 loopback on this machine', 6 unless $v6;
     is(probe('v6'), 'Seen udp+', 'IPv6 received in brackets: reachable over UDP');
     relay_to('v6', $v6, 'IPv6 received');
     relay_to('v6full', $v6b, 'IPv6 received written without zero compression');
+    # the push phone sends something from its address: sipwake hears it awake
+    $v6p->send("OPTIONS sip:[::1]:$p SIP/2.0\r\nVia: SIP/2.0/UDP [::1]:" . $v6p->sockport
+        . ";rport;branch=z9hG4bKaw1\r\nMax-Forwards: 70\r\nFrom: <sip:v6push\@example.com>;tag=aw\r\n"
+        . "To: <sip:[::1]:$p>\r\nCall-ID: awake-1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n", 0,
+        Socket::pack_sockaddr_in6($p, Socket::inet_pton(Socket::AF_INET6, '::1')));
+    like(recv_on($v6p) // '', qr/^SIP\/2\.0 \d+ .*Call-ID: awake-1/s, 'the push phone was heard (its OPTIONS answered)');
+    $caller->send_raw(message('v6push', 'carl'));
+    like(recv_on($v6p) // '', qr/^MESSAGE sip:v6push\@/,
+         'so it is rung at its received address as well as pushed, not only pushed');
 }
 
 my $api = SipwakeAdmin->new(port => $hport, token => $token);
