@@ -921,11 +921,18 @@ static void api_cred_del(struct admin *a, struct admin_req *r, const char *tenan
 /* ------------------------------------------------------------------ registrations */
 
 /* "udp", "tcp" or "tls": the listener's ("udp:127.0.0.1:5060"), else the one it registered
- * over (its received URI's, parsed with the binding). */
+ * over (its received URI's, parsed with the binding). A received naming a transport sipwake
+ * does not speak (an OpenSIPS import: "ws", "sctp", or "TCP" in capitals) is parsed as UDP,
+ * which is how the proxy tries it; the listing shows the transport as the text names it. */
 static json_t *transport_of(const struct binding *b)
 {
     if (b->socket && strchr(b->socket, ':'))
         return json_stringn(b->socket, (size_t)(strchr(b->socket, ':') - b->socket));
+    const char *t = b->transport == CONFIG_TRANSPORT_UDP && b->received
+                        ? strstr(b->received, ";transport=")
+                        : NULL;
+    if (t && t[11])
+        return json_stringn(t + 11, strcspn(t + 11, ";"));
     return json_string(config_transport_name(b->transport));
 }
 

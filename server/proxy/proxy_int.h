@@ -186,8 +186,10 @@ void proxy_settle(struct proxy_req *pr);
  * caller settles. */
 void proxy_drop_stale(struct proxy_req *pr, uint64_t contact_id);
 
-/* Start a branch toward tg (borrowed: its strings are copied into the request sent), with a
- * Record-Route if the request creates a dialog. */
+/* Start a branch toward tg, with a Record-Route if the request creates a dialog. tg is
+ * borrowed: its ruri is copied into the request sent, but its device is kept by the branch
+ * (a stored MESSAGE's delivery mark), so a tg with a device must be one of pr->tg, freed with
+ * pr. */
 void proxy_start_target(struct proxy_req *pr, const struct target *tg);
 
 /* Start the next group of targets: all of them (parallel), or those of the next q. */
