@@ -3,6 +3,7 @@
  */
 #include "fuzz_server.h"
 
+#include <dirent.h>
 #include <ev.h>
 #include <limits.h>
 #include <stdio.h>
@@ -151,6 +152,24 @@ static void server_stop(struct server *s)
     ev_run(loop, EVRUN_NOWAIT); /* connections closed free themselves from the loop */
 }
 
+static char store_dir[64];
+
+/* At exit: the store's directory goes (the database is in memory on a tmpfs). */
+static void remove_store_dir(void)
+{
+    DIR *d = opendir(store_dir);
+    struct dirent *e;
+    while (d && (e = readdir(d))) {
+        char path[sizeof store_dir + 256];
+        snprintf(path, sizeof path, "%s/%s", store_dir, e->d_name);
+        if (e->d_name[0] != '.')
+            unlink(path);
+    }
+    if (d)
+        closedir(d);
+    rmdir(store_dir);
+}
+
 void fuzz_server_init(int auth)
 {
     char exe[PATH_MAX];
@@ -167,11 +186,12 @@ void fuzz_server_init(int auth)
     char err[1024];
     config_defaults(&cfg);
     /* in memory where there is a tmpfs: the store commits after every REGISTER */
-    char dir[64];
-    snprintf(dir, sizeof dir, "%s/sipwake-fuzz-XXXXXX",
+    char *dir = store_dir;
+    snprintf(dir, sizeof store_dir, "%s/sipwake-fuzz-XXXXXX",
              access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp");
     if (!mkdtemp(dir))
         abort();
+    atexit(remove_store_dir);
     free(cfg.store_path);
     cfg.store_path = xasprintf("%s/fuzz.db", dir);
     free(cfg.data_dir);
