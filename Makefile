@@ -94,28 +94,47 @@ tests/bench/build/push_bench: tests/bench/push_bench.c $(REL_LIB_OBJS)
 	@mkdir -p tests/bench/build
 	$(CC) $(BASE_CFLAGS) $(RELEASE_CFLAGS) -o $@ $< $(REL_LIB_OBJS) $(LIBS) $(ALLOC_LIBS)
 
-# libFuzzer targets for the SIP input path and the MI (clang). `make fuzz` fuzzes each for FUZZ_SECONDS;
-# `make test` replays their seed corpora through them once (tests/fuzz/replay.t).
+# libFuzzer targets (clang): the SIP input through the real dispatch, the REGISTER path with
+# Digest, the pn-* parser, the config parser, the MI. `make fuzz` fuzzes each for FUZZ_SECONDS;
+# `make test` replays their seed corpora through them once (tests/fuzz/replay.t). The server's
+# files are compiled once for all targets (with coverage for libFuzzer); the dispatch targets
+# link tests/fuzz/fuzz_server.c, sipwake wired as main.c wires it without sockets.
 FUZZ_SECONDS ?= 60
-FUZZ_FLAGS := -g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined \
-              -fno-sanitize-recover=undefined
-tests/fuzz/build/fuzz_sip_input: tests/fuzz/fuzz_sip_input.c $(LIB_SRCS) $(wildcard server/*/*.h)
-	@mkdir -p tests/fuzz/build
-	clang -std=gnu11 -D_GNU_SOURCE $(PKG_CFLAGS) $(INC_FLAGS) $(FUZZ_FLAGS) -o $@ $< $(LIB_SRCS) $(LIBS)
+FUZZ_SAN := -fsanitize=address,undefined -fno-sanitize-recover=undefined
+FUZZ_CFLAGS := -std=gnu11 -D_GNU_SOURCE $(PKG_CFLAGS) $(INC_FLAGS) -g -O1 -fno-omit-frame-pointer
+FUZZ_TARGETS := sip_input register pn config admin_mi
+FUZZ_BINS := $(FUZZ_TARGETS:%=tests/fuzz/build/fuzz_%)
+FUZZ_LIB_OBJS := $(LIB_SRCS:server/%.c=tests/fuzz/build/obj/%.o)
+# each target's seeds (the first directory of `make fuzz` is var/fuzz-corpus-TARGET)
+FUZZ_CORPUS_sip_input := tests/fuzz/corpus tests/torture/rfc4475 tests/torture/rfc5118
+FUZZ_CORPUS_register := tests/fuzz/corpus-register
+FUZZ_CORPUS_pn := tests/fuzz/corpus-pn
+FUZZ_CORPUS_config := tests/fuzz/corpus-config
+FUZZ_CORPUS_admin_mi := tests/fuzz/corpus-mi
+FUZZ_MAX_LEN_sip_input := 8192
+FUZZ_MAX_LEN_register := 4096
+FUZZ_MAX_LEN_pn := 1024
+FUZZ_MAX_LEN_config := 4096
+FUZZ_MAX_LEN_admin_mi := 4096
 
-tests/fuzz/build/fuzz_admin_mi: tests/fuzz/fuzz_admin_mi.c $(LIB_SRCS) $(wildcard server/*/*.h)
-	@mkdir -p tests/fuzz/build
-	clang -std=gnu11 -D_GNU_SOURCE $(PKG_CFLAGS) $(INC_FLAGS) $(FUZZ_FLAGS) -o $@ $< $(LIB_SRCS) $(LIBS)
+tests/fuzz/build/obj/%.o: server/%.c
+	@mkdir -p $(@D)
+	clang $(FUZZ_CFLAGS) -MMD -MP -fsanitize=fuzzer-no-link $(FUZZ_SAN) -c -o $@ $<
 
-fuzz-build: tests/fuzz/build/fuzz_sip_input tests/fuzz/build/fuzz_admin_mi
+tests/fuzz/build/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz_server.c tests/fuzz/fuzz_server.h \
+                        $(FUZZ_LIB_OBJS)
+	clang $(FUZZ_CFLAGS) -Itests/fuzz -fsanitize=fuzzer $(FUZZ_SAN) -o $@ $< \
+	  tests/fuzz/fuzz_server.c $(FUZZ_LIB_OBJS) $(LIBS)
+
+fuzz-build: $(FUZZ_BINS)
 
 fuzz: deps-test fuzz-build
-	mkdir -p var/fuzz-corpus
-	tests/fuzz/build/fuzz_sip_input -max_total_time=$(FUZZ_SECONDS) -max_len=8192 \
-	  var/fuzz-corpus tests/fuzz/corpus tests/torture/rfc4475 tests/torture/rfc5118
-	mkdir -p var/fuzz-corpus-mi
-	tests/fuzz/build/fuzz_admin_mi -max_total_time=$(FUZZ_SECONDS) -max_len=4096 \
-	  var/fuzz-corpus-mi tests/fuzz/corpus-mi
+	$(foreach t,$(FUZZ_TARGETS),mkdir -p var/fuzz-corpus-$(t) && \
+	  tests/fuzz/build/fuzz_$(t) -max_total_time=$(FUZZ_SECONDS) -max_len=$(FUZZ_MAX_LEN_$(t)) \
+	    -artifact_prefix=var/fuzz-crash-$(t)- var/fuzz-corpus-$(t) $(FUZZ_CORPUS_$(t)) && ) true
+
+.SECONDARY: $(FUZZ_LIB_OBJS)
+-include $(FUZZ_LIB_OBJS:.o=.d)
 
 deps:
 	@missing=""; for p in $(DEB_BUILD) $(EXTRA_DEBS); do \

@@ -67,12 +67,13 @@ static void read_params(const char *uri, struct pn_params *pp)
     struct sip_msg_uri_param up;
     while (sip_msg_uri_next_param(uri, len, &pos, &up))
         for (int i = 0; i < PN_P_COUNT; i++)
-            if (strcmp(up.name, param_names[i]) == 0) {
-                if (pp->seen[i]++ && !pp->twice)
-                    pp->twice = param_names[i];
-                if (pp->seen[i] == 1)
-                    pp->value[i] = up.value;
-            }
+            if (strcmp(up.name, param_names[i]) == 0 && pp->seen[i]++ == 0)
+                pp->value[i] = up.value;
+    /* app-id is a push param only in the legacy form, beside pn-type; in any other Contact it
+     * is an ordinary URI param (left in place by sip_msg_uri_without_pn), which may repeat */
+    for (int i = 0; i < PN_P_COUNT && !pp->twice; i++)
+        if (pp->seen[i] > 1 && (i != PN_P_APP_ID || pp->seen[PN_P_TYPE]))
+            pp->twice = param_names[i];
 }
 
 /* 1 found (value unescaped in *out, "" for a flag), 0 absent. */

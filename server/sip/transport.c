@@ -152,11 +152,65 @@ fail:
     return -1;
 }
 
+/* A recording transport's send: as transport_send answers, without a socket. */
+static int record_send(struct transport *t, const struct sip_source *dst, const char *buf,
+                       size_t len)
+{
+    if (dst->transport != CONFIG_TRANSPORT_UDP
+            ? !transport_stream_find(t, dst->flow_id)
+            : dst->listener < 0 || (size_t)dst->listener >= t->n_listeners)
+        return -1;
+    t->record(t->record_arg, dst, buf, len);
+    return 0;
+}
+
 int transport_send(struct transport *t, const struct sip_source *dst, const char *buf, size_t len)
 {
+    if (t->record)
+        return record_send(t, dst, buf, len);
     if (dst->transport != CONFIG_TRANSPORT_UDP)
         return transport_stream_send(t, dst->flow_id, buf, len);
     return transport_udp_send(t, dst, buf, len);
+}
+
+struct transport *transport_open_recording(struct ev_loop *loop, const struct config *cfg,
+                                           transport_msg_cb cb, void *arg,
+                                           transport_record_cb record, void *record_arg)
+{
+    struct transport *t = xcalloc(1, sizeof *t);
+    t->loop = loop;
+    t->cfg = cfg;
+    t->cb = cb;
+    t->cb_arg = arg;
+    t->record = record;
+    t->record_arg = record_arg;
+    t->next_flow_id = 1;
+    hashtab_init(&t->flows, 256);
+    hashtab_init(&t->sources, 256);
+    t->udp_buf = xmalloc(65536);
+    t->listeners = xcalloc(cfg->n_listens, sizeof *t->listeners);
+    t->n_listeners = cfg->n_listens;
+    for (size_t i = 0; i < cfg->n_listens; i++) {
+        t->listeners[i].t = t;
+        t->listeners[i].index = (int)i;
+        t->listeners[i].transport = cfg->listens[i].transport;
+        t->listeners[i].fd = -1;
+    }
+    return t;
+}
+
+void transport_inject_connection(struct transport *t, const struct sip_source *peer,
+                                 struct sip_source *out)
+{
+    transport_stream_open_socketless(t, peer, 0, out);
+}
+
+int transport_inject(struct transport *t, const struct sip_source *src, const char *buf, size_t len)
+{
+    if (src->transport != CONFIG_TRANSPORT_UDP)
+        return transport_stream_inject(t, src->flow_id, buf, len);
+    transport_udp_inject(t, src, buf, len);
+    return 0;
 }
 
 int transport_find_listener(const struct transport *t, enum config_transport tr, int family)

@@ -87,6 +87,36 @@ void transport_log_listeners(const struct transport *t);
  * thread. */
 void transport_close(struct transport *t);
 
+/* ---- the seam for the fuzzers (tests/fuzz/): a transport without sockets ---- */
+
+/* Where a recording transport's sends go instead of a socket: dst and buf borrowed for the
+ * call. */
+typedef void (*transport_record_cb)(void *arg, const struct sip_source *dst, const char *buf,
+                                    size_t len);
+
+/* A transport with cfg's listeners (for Via, Record-Route, transport_find_listener) but no
+ * socket: nothing is bound, every send goes to record (as transport_send answers: -1 for a
+ * closed flow), transport_stream_connect opens a connection without a socket, and messages
+ * arrive only through transport_inject. cfg is borrowed for its lifetime; free it with
+ * transport_close. Not for the server: tests/fuzz/ drives the dispatch through it. */
+struct transport *transport_open_recording(struct ev_loop *loop, const struct config *cfg,
+                                           transport_msg_cb cb, void *arg,
+                                           transport_record_cb record, void *record_arg);
+
+/* Open a TCP or TLS connection from peer (its transport, address and listener) on a
+ * recording transport, without a socket (TLS bytes are taken as already decrypted); *out is
+ * peer with the new flow id. */
+void transport_inject_connection(struct transport *t, const struct sip_source *peer,
+                                 struct sip_source *out);
+
+/* Bytes received from src on a recording transport, as the listeners receive them: over UDP
+ * one datagram (src's address and listener; at most 65535 bytes), over TCP/TLS bytes
+ * arriving on the connection src->flow_id, framed by Content-Length with keep-alives
+ * answered, as a connection frames what it reads. buf is borrowed for the call. 0, or -1 when
+ * the connection is closed (by the framing, or a send that failed). */
+int transport_inject(struct transport *t, const struct sip_source *src, const char *buf,
+                     size_t len);
+
 /* A sockaddr from a numeric IPv4/IPv6 address and a port, into the caller's ss. 0 or -1. Any
  * thread (as transport_addr_str). */
 int transport_addr_make(const char *ip, int port, struct sockaddr_storage *ss, socklen_t *len);

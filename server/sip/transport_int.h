@@ -58,6 +58,9 @@ struct transport {
     uint64_t next_flow_id;
     char *udp_buf; /* TRANSPORT_UDP_BATCH receive buffers of 65536 bytes */
     int batching;  /* inside a UDP burst: UDP sends are queued, flushed at its end */
+    /* transport_open_recording: sends go here, not to a socket; NULL for the server */
+    transport_record_cb record;
+    void *record_arg;
 };
 
 /* Loop thread, as is everything here. buf arguments are copied when they must wait (as
@@ -67,6 +70,9 @@ struct transport {
 void transport_udp_readable(struct listener *l);
 int transport_udp_send(struct transport *t, const struct sip_source *dst, const char *buf,
                        size_t len);
+/* transport_inject of a datagram: handled as one read from the socket is. */
+void transport_udp_inject(struct transport *t, const struct sip_source *src, const char *buf,
+                          size_t len);
 
 /* transport_stream.c; transport_stream_find's conn belongs to t (NULL: the flow is gone),
  * valid until the loop runs again. */
@@ -74,6 +80,11 @@ void transport_stream_accept(struct listener *l);
 int transport_stream_send(struct transport *t, uint64_t flow_id, const char *buf, size_t len);
 struct conn *transport_stream_find(const struct transport *t, uint64_t flow_id);
 void transport_stream_close_all(struct transport *t);
+/* A connection without a socket (recording transports): from peer, or (connecting) to it. */
+struct conn *transport_stream_open_socketless(struct transport *t, const struct sip_source *peer,
+                                              int connecting, struct sip_source *out);
+/* transport_inject on a stream: the bytes as read from flow_id. 0, or -1 if it is closed. */
+int transport_stream_inject(struct transport *t, uint64_t flow_id, const char *buf, size_t len);
 
 /* transport_tls.c */
 /* The server TLS context of cfg [tls] (reads the certificate and key files, making a

@@ -165,7 +165,7 @@ static int conn_deliver(struct conn *c)
             /* RFC 5626 §3.5.1: CRLFCRLF is a ping, answered with CRLF. Other stray line
              * ends before a message are ignored (RFC 3261 §7.5). */
             if (left >= 4 && memcmp(p, "\r\n\r\n", 4) == 0) {
-                transport_stream_send(t, c->id, "\r\n", 2);
+                transport_send(t, &c->src, "\r\n", 2);
                 off += 4;
                 continue;
             }
@@ -211,6 +211,24 @@ static int conn_deliver(struct conn *c)
     return rc;
 }
 
+/* n bytes read from c: framed, and the messages handed over. -1 if c is now closed. */
+static int conn_received(struct conn *c, const char *bytes, size_t n)
+{
+    c->last_activity = ev_now(c->t->loop);
+    buf_append(&c->in, bytes, n);
+    if (conn_deliver(c) < 0) {
+        conn_close(c, "protocol error");
+        return -1;
+    }
+    return c->closing ? -1 : 0;
+}
+
+int transport_stream_inject(struct transport *t, uint64_t flow_id, const char *buf, size_t len)
+{
+    struct conn *c = transport_stream_find(t, flow_id);
+    return c ? conn_received(c, buf, len) : -1;
+}
+
 static void conn_read(struct conn *c)
 {
     char tmp[16384];
@@ -242,13 +260,7 @@ static void conn_read(struct conn *c)
                 return;
             }
         }
-        c->last_activity = ev_now(c->t->loop);
-        buf_append(&c->in, tmp, (size_t)n);
-        if (conn_deliver(c) < 0) {
-            conn_close(c, "protocol error");
-            return;
-        }
-        if (c->closing)
+        if (conn_received(c, tmp, (size_t)n) < 0)
             return;
     }
 }
@@ -541,12 +553,37 @@ void transport_stream_accept(struct listener *l)
     }
 }
 
+struct conn *transport_stream_open_socketless(struct transport *t, const struct sip_source *peer,
+                                              int connecting, struct sip_source *out)
+{
+    /* made as TCP so that no TLS session is made: the bytes are the decrypted ones */
+    struct conn *c =
+        conn_new(t, -1, CONFIG_TRANSPORT_TCP, peer->listener, &peer->addr, peer->addrlen, NULL);
+    c->src.transport = peer->transport;
+    c->connecting = connecting;
+    ev_io_init(&c->io, conn_io_cb, -1, EV_READ); /* never started: there is no socket */
+    ev_init(&c->timer, conn_timer_cb);
+    c->timer.data = c;
+    c->timer.repeat = (ev_tstamp)t->cfg->tcp_idle_timeout;
+    ev_timer_again(t->loop, &c->timer);
+    *out = c->src;
+    return c;
+}
+
 int transport_stream_connect(struct transport *t, enum config_transport tr,
                              const struct sockaddr_storage *addr, socklen_t len,
                              const char *tls_host, struct sip_source *out)
 {
     int listener = transport_find_listener(t, tr, addr->ss_family);
-    if (listener < 0 || (tr == CONFIG_TRANSPORT_TLS && transport_tls_client(t) < 0))
+    if (listener < 0)
+        return -1;
+    if (t->record) { /* transport_open_recording: no socket, the sends are recorded */
+        struct sip_source peer = {.transport = tr, .addrlen = len, .listener = listener};
+        memcpy(&peer.addr, addr, len);
+        transport_stream_open_socketless(t, &peer, 1, out);
+        return 0;
+    }
+    if (tr == CONFIG_TRANSPORT_TLS && transport_tls_client(t) < 0)
         return -1;
     int fd = socket(addr->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)

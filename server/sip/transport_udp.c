@@ -94,6 +94,17 @@ static void handle(struct listener *l, char *buf, size_t n, struct sip_source *s
     t->cb(t->cb_arg, buf, n, src);
 }
 
+void transport_udp_inject(struct transport *t, const struct sip_source *src, const char *buf,
+                          size_t len)
+{
+    if (src->listener < 0 || (size_t)src->listener >= t->n_listeners || len > 65535)
+        return;
+    struct sip_source s = {.addrlen = src->addrlen};
+    memcpy(&s.addr, &src->addr, src->addrlen);
+    memcpy(t->udp_buf, buf, len); /* room for the NUL handle() writes, as a read has */
+    handle(&t->listeners[src->listener], t->udp_buf, len, &s);
+}
+
 void transport_udp_readable(struct listener *l)
 {
     struct transport *t = l->t;

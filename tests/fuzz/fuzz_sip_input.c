@@ -1,31 +1,33 @@
 /*
- * fuzz_sip_input: libFuzzer target for everything sipwake does with bytes from the network
- * before the registrar's state is involved: stream framing, osip2 parsing, the request
- * checks, the raw scans (Contact and To URIs, repeated headers, the Request-Line), responses
- * written from the request's lines, the raw reply for unparsable input, and RFC 8599 push
- * parameter parsing of every Contact, and the proxy's edits: a forwarded request (Via,
- * Record-Route, Route lines replaced), the CANCEL and ACK built from it, a response without
- * its top Via. Built by `make fuzz` with clang's libFuzzer and the
- * sanitizers; `make test` replays the seed corpus (tests/fuzz/corpus and tests/torture)
- * through it once.
+ * fuzz_sip_input: libFuzzer target for everything sipwake does with bytes from the network,
+ * through the real entry point: the transport's framing and server/core/dispatch.c, with the
+ * transactions, registrar (auth off, so bindings are made), proxy, location, offline store
+ * and policy wired as main.c wires them (tests/fuzz/fuzz_server.c: no sockets, sends
+ * recorded). Each input goes over UDP, one datagram per part (parts split at "@@@@" lines),
+ * then over one TCP connection in chunks of pseudo-random sizes (Content-Length framing,
+ * CRLF keep-alives), each time into a fresh server; "@BRANCH@" and "@RECORD-ROUTE@" in a part
+ * become what the server last sent (fuzz_server_fill_in), so that a response reaches the
+ * branch it answers and a request its dialog. Then the same bytes go through the
+ * sip_msg edits a forwarded request gets (Via, Record-Route, Route lines replaced, the
+ * CANCEL and ACK built from it, a response without its top Via), and the RFC 8599 parameters
+ * of every Contact. Built by `make fuzz-build` with clang's libFuzzer and the sanitizers;
+ * `make test` replays the seed corpus (tests/fuzz/corpus and tests/torture) through it once.
  */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "fuzz_server.h"
 #include "pn.h"
 #include "sip_msg.h"
 #include "util.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+/* sip_msg's edits straight on the bytes: what the proxy does to a request it forwards, which
+ * the dispatch reaches only for a request routed to a binding. */
+static void edits(const uint8_t *data, size_t size)
 {
-    static int initialised;
-    if (!initialised) {
-        sip_msg_init();
-        initialised = 1;
-    }
     /* the transports hand over NUL-terminated copies */
     char *buf = xmalloc(size + 1);
     memcpy(buf, data, size);
@@ -114,5 +116,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             free(out);
     }
     free(buf);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    static int initialised;
+    if (!initialised) {
+        fuzz_server_init(0);
+        initialised = 1;
+    }
+    fuzz_server_run(data, size, fuzz_server_fill_in);
+    edits(data, size);
     return 0;
 }

@@ -196,6 +196,22 @@ int main(void)
     is_int(parse("sip:a@h;pn-provider=fcm;pn-provider=apns;pn-prid=T", &p), PN_INVALID,
            "pn-provider twice");
     pn_free(&p);
+    /* fuzz_pn: app-id is a push param only in the legacy form, beside pn-type; in any other
+     * Contact it is an ordinary URI param, which sip_msg_uri_without_pn leaves in place */
+    is_int(parse("sip:a@h;app-id=x;app-id=y", &p), PN_NONE,
+           "app-id twice without pn-type: an ordinary binding, not an invalid push one");
+    pn_free(&p);
+    is_int(parse("sip:a@h;pn-provider=fcm;pn-param=p;pn-prid=T;app-id=x;app-id=y", &p), PN_PUSH,
+           "app-id twice beside RFC 8599 params: the push binding stands");
+    pn_free(&p);
+    is_int(parse("sip:a@h;pn-type=firebase;pn-tok=T;app-id=x;app-id=y", &p), PN_INVALID,
+           "app-id twice in the legacy form: which project is meant is not guessed");
+    is_str(p.error, "app-id given more than once", "and why");
+    pn_free(&p);
+    is_int(parse("sip:a@h;app-id=x;app-id=y;pn-provider=fcm;pn-prid=A;pn-prid=B", &p), PN_INVALID,
+           "a push param twice after app-id twice is still found");
+    is_str(p.error, "pn-prid given more than once", "and named");
+    pn_free(&p);
     char h2[17];
     pn_token_hash("TOKEN2", h2);
     snprintf(want, sizeof want, "sip:a@h;pn-prid=" PN_REDACTED "%s;pn-prid=" PN_REDACTED "%s", hash,
