@@ -87,7 +87,10 @@ struct h2_pool *h2_pool_new(struct ev_loop *loop, const struct h2_pool_options *
 
 /* Fail every request with "shut down" (their callbacks run before it returns), close every
  * connection and free p. Loop thread. Never waits: a host name lookup in progress is
- * orphaned (its thread frees it and drops the answer; it never touches p again). NULL: no-op. */
+ * orphaned (its thread frees it and drops the answer; it never touches p again). NULL: no-op.
+ * Never from inside one of p's callbacks (one may run inside nghttp2's processing of p's
+ * connection, which would go on in freed memory): a callback that wants p gone frees it from
+ * the loop's next turn (push.c retires a credential set so). */
 void h2_pool_free(struct h2_pool *p);
 
 /* Queue a request: method, path, extra headers (":authority" and ":scheme" are added), and
