@@ -97,7 +97,8 @@ void h2_pool_free(struct h2_pool *p);
  * a body, all copied. 0: cb will be called exactly once, from the loop, never before
  * h2_pool_submit returns (a request that fails at once — a connection that cannot even
  * start, a stream nghttp2 will not open — is reported on the loop's next turn). -1: the
- * queue is full; cb is not called. arg is passed back untouched. Loop thread. */
+ * queue is full, or p is being freed (a callback of h2_pool_free trying again); cb is not
+ * called. arg is passed back untouched. Loop thread. */
 int h2_pool_submit(struct h2_pool *p, const char *method, const char *path,
                    const struct h2_header *headers, size_t n_headers, const char *body,
                    size_t body_len, h2_cb cb, void *arg);
