@@ -100,7 +100,7 @@ struct apns_sender *apns_sender_new(struct ev_loop *loop, const char *host, int 
                                     char *err, size_t errlen);
 /* Pending notifications are reported as failed ("shut down"): their callbacks run before
  * it returns. Never waits (see h2_pool_free). The key is not freed. NULL: no-op. Loop
- * thread. */
+ * thread; never from inside one of s's callbacks (see h2_pool_free). */
 void apns_sender_free(struct apns_sender *s);
 
 /* Send n (copied, the collapse id cut at 64 bytes). 0: cb will be called exactly once, on

@@ -97,7 +97,8 @@ struct fcm_sender *fcm_sender_new(struct ev_loop *loop, const char *host, int po
                                   size_t errlen);
 /* Fail every pending message ("shut down"; their callbacks run before it returns), a token
  * fetch in progress with them, and free s; the account is not freed. Never waits (see
- * h2_pool_free). NULL: no-op. Loop thread. */
+ * h2_pool_free). NULL: no-op. Loop thread; never from inside one of s's callbacks (see
+ * h2_pool_free). */
 void fcm_sender_free(struct fcm_sender *s);
 
 /* Send m (copied into the request it makes). 0: cb will be called once, on the loop, never

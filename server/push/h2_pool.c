@@ -1031,7 +1031,8 @@ int h2_pool_submit(struct h2_pool *p, const char *method, const char *path,
                    const struct h2_header *headers, size_t n_headers, const char *body,
                    size_t body_len, h2_cb cb, void *arg)
 {
-    if (p->queued >= p->max_queue)
+    /* a callback run by h2_pool_free that tries again: nothing may be left on the pool */
+    if (p->freeing || p->queued >= p->max_queue)
         return -1;
     struct h2_req *r = xcalloc(1, sizeof *r);
     r->pool = p;

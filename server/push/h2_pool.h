@@ -87,14 +87,18 @@ struct h2_pool *h2_pool_new(struct ev_loop *loop, const struct h2_pool_options *
 
 /* Fail every request with "shut down" (their callbacks run before it returns), close every
  * connection and free p. Loop thread. Never waits: a host name lookup in progress is
- * orphaned (its thread frees it and drops the answer; it never touches p again). NULL: no-op. */
+ * orphaned (its thread frees it and drops the answer; it never touches p again). NULL: no-op.
+ * Never from inside one of p's callbacks (one may run inside nghttp2's processing of p's
+ * connection, which would go on in freed memory): a callback that wants p gone frees it from
+ * the loop's next turn (push.c retires a credential set so). */
 void h2_pool_free(struct h2_pool *p);
 
 /* Queue a request: method, path, extra headers (":authority" and ":scheme" are added), and
  * a body, all copied. 0: cb will be called exactly once, from the loop, never before
  * h2_pool_submit returns (a request that fails at once — a connection that cannot even
  * start, a stream nghttp2 will not open — is reported on the loop's next turn). -1: the
- * queue is full; cb is not called. arg is passed back untouched. Loop thread. */
+ * queue is full, or p is being freed (a callback of h2_pool_free trying again); cb is not
+ * called. arg is passed back untouched. Loop thread. */
 int h2_pool_submit(struct h2_pool *p, const char *method, const char *path,
                    const struct h2_header *headers, size_t n_headers, const char *body,
                    size_t body_len, h2_cb cb, void *arg);

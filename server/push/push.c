@@ -36,10 +36,13 @@ struct dead_token {
 /* One credential set and the senders that use it. Jobs hold a reference, so a set replaced
  * by a reload lives until its last push has answered. Every set alive is also on the push's
  * `all` list, so push_free reaches the senders of a replaced set still waiting for its last
- * push too. */
+ * push too. A set whose last reference went is freed on the loop's next turn (retired): the
+ * last reference is often a job's, dropped inside its sender's callback, and a sender must not
+ * be freed under its own callback (its HTTP/2 pool would be freed inside nghttp2's). */
 struct push_creds {
-    struct push_creds *next;
+    struct push_creds *next; /* the push's sets, or its retired list once refs is 0 */
     struct push_creds *all_next, **all_pprev; /* struct push's all */
+    struct push *push;
     int refs;
     char *name;   /* "tenant/set", or PUSH_CONFIG_SET */
     char *tenant; /* NULL for the [push] set */
@@ -59,10 +62,12 @@ struct push {
     const struct config *cfg;
     struct location *loc;
     struct store *store;
-    struct push_creds *config; /* the [push] set */
-    struct push_creds *sets;   /* the tenants' sets, in name order */
-    struct push_creds *all;    /* every set alive: those above and replaced ones still in use */
-    int closing;               /* push_free runs: nothing new is pushed */
+    struct push_creds *config;  /* the [push] set */
+    struct push_creds *sets;    /* the tenants' sets, in name order */
+    struct push_creds *all;     /* every set alive: those above and replaced ones still in use */
+    struct push_creds *retired; /* sets no one holds, freed by reap on the loop's next turn */
+    ev_timer reap;
+    int closing; /* push_free runs: nothing new is pushed */
     struct webpush_vapid *vapid;
     struct webpush_sender *webpush;
     struct hashtab dead;
@@ -317,13 +322,9 @@ static void drop_bindings(struct push *p, const char *aor, const char *provider,
 
 /* ------------------------------------------------------------------ credential sets */
 
-static void creds_unref(struct push_creds *c)
+/* c's senders have nothing in flight (every push held a reference): freeing them is silent. */
+static void creds_free(struct push_creds *c)
 {
-    if (!c || --c->refs > 0)
-        return;
-    *c->all_pprev = c->all_next;
-    if (c->all_next)
-        c->all_next->all_pprev = c->all_pprev;
     apns_sender_free(c->apns);
     apns_sender_free(c->apns_dev);
     fcm_sender_free(c->fcm_sender);
@@ -339,9 +340,43 @@ static void creds_unref(struct push_creds *c)
     free(c);
 }
 
+/* Drop a reference; the last retires c: it leaves the all list now and is freed by reap_cb on
+ * the loop's next turn (or by push_free), never here, which may be inside a callback of one of
+ * its senders. */
+static void creds_unref(struct push_creds *c)
+{
+    if (!c || --c->refs > 0)
+        return;
+    struct push *p = c->push;
+    *c->all_pprev = c->all_next;
+    if (c->all_next)
+        c->all_next->all_pprev = c->all_pprev;
+    c->next = p->retired;
+    p->retired = c;
+    if (!p->closing)
+        ev_timer_start(p->loop, &p->reap);
+}
+
+static void creds_reap(struct push *p)
+{
+    while (p->retired) {
+        struct push_creds *c = p->retired;
+        p->retired = c->next;
+        creds_free(c);
+    }
+}
+
+static void reap_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    creds_reap(w->data);
+}
+
 static struct push_creds *creds_new(struct push *p, const char *name, const char *tenant)
 {
     struct push_creds *c = xcalloc(1, sizeof *c);
+    c->push = p;
     c->all_next = p->all;
     if (p->all)
         p->all->all_pprev = &c->all_next;
@@ -1143,6 +1178,8 @@ struct push *push_new(struct ev_loop *loop, const struct config *cfg, struct loc
     p->cfg = cfg;
     p->loc = loc;
     p->store = store;
+    ev_timer_init(&p->reap, reap_cb, 0, 0);
+    p->reap.data = p;
     hashtab_init(&p->dead, 64);
     h2_pool_set_health((double)cfg->push_ping_interval, (double)cfg->push_ping_timeout);
     hashtab_init(&p->team_logged, 16);
@@ -1325,7 +1362,9 @@ void push_free(struct push *p)
     }
     push_set_tenants(p, NULL);
     creds_unref(p->config);
-    webpush_sender_free(p->webpush);
+    webpush_sender_free(p->webpush); /* its jobs may hold the last reference to a set */
+    ev_timer_stop(p->loop, &p->reap);
+    creds_reap(p);
     webpush_vapid_free(p->vapid);
     hashtab_drain(&p->dead, free_dead, NULL);
     hashtab_free(&p->dead);

@@ -92,8 +92,9 @@ int push_check_config(const struct config *cfg, char *err, size_t errlen);
 
 /* Use the credential sets of t (read now; t may be freed after the call: what is kept is
  * copied). A set that cannot be used (a key that does not parse) is logged and left out. A
- * set that changed or went is released: its senders are freed once its last push in flight
- * ends (freeing never waits). t NULL: no tenant sets. Loop thread. */
+ * set that changed or went is released: its senders are freed on the loop's turn after its
+ * last push in flight ended (never inside that push's callback; freeing never waits). t NULL:
+ * no tenant sets. Loop thread. */
 void push_set_tenants(struct push *p, const struct tenants *t);
 
 /* Check a credential before it is stored, the way it will be used: an APNs key that signs,

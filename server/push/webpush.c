@@ -46,9 +46,10 @@ struct webpush_sender {
     struct origin_pool origins[WEBPUSH_MAX_ORIGINS];
     size_t n_origins, next_evict;
     /* pools evicted for a new origin, freed by retire on the loop's next turn: freeing one
-     * fails its pushes, and their callbacks must not run inside webpush_send */
-    struct h2_pool *retired[WEBPUSH_MAX_ORIGINS];
-    size_t n_retired;
+     * fails its pushes, and their callbacks must not run inside webpush_send (so the list
+     * grows, however many origins one loop turn evicts) */
+    struct h2_pool **retired;
+    size_t n_retired, cap_retired;
     ev_timer retire;
 };
 
@@ -469,8 +470,10 @@ static struct h2_pool *pool_for(struct webpush_sender *s, const char *origin, co
     } else {
         /* many origins: the oldest pool goes (its pushes fail as shut down, from the loop) */
         slot = &s->origins[s->next_evict++ % WEBPUSH_MAX_ORIGINS];
-        if (s->n_retired == WEBPUSH_MAX_ORIGINS) /* 64 new origins in one loop turn */
-            retired_free(s);
+        if (s->n_retired == s->cap_retired) {
+            s->cap_retired = s->cap_retired ? 2 * s->cap_retired : WEBPUSH_MAX_ORIGINS;
+            s->retired = xrealloc(s->retired, s->cap_retired * sizeof *s->retired);
+        }
         s->retired[s->n_retired++] = slot->pool;
         ev_timer_start(s->loop, &s->retire);
         free(slot->origin);
@@ -555,6 +558,7 @@ void webpush_sender_free(struct webpush_sender *s)
         return;
     ev_timer_stop(s->loop, &s->retire);
     retired_free(s);
+    free(s->retired);
     for (size_t i = 0; i < s->n_origins; i++) {
         h2_pool_free(s->origins[i].pool);
         free(s->origins[i].origin);

@@ -81,7 +81,7 @@ struct webpush_sender *webpush_sender_new(struct ev_loop *loop, struct webpush_v
                                           const char *ca_file, double timeout);
 /* Fail every pending push ("shut down"; their callbacks run before it returns), free the
  * pools and s; vapid is not freed. Never waits (see h2_pool_free). NULL: no-op. Loop
- * thread. */
+ * thread; never from inside one of s's callbacks (see h2_pool_free). */
 void webpush_sender_free(struct webpush_sender *s);
 
 /* Whether s may push to a subscription URL whose host is local or private (allow 1: tests,

@@ -128,6 +128,17 @@ static int refuse_all(const struct sockaddr *sa)
     return 1;
 }
 
+/* A caller that tries again when its request fails: the pool being freed must refuse it. */
+static struct h2_pool *again_pool;
+static int again_rc = 1;
+
+static void cb_again(void *arg, const struct h2_response *resp)
+{
+    cb(arg, resp);
+    if (again_rc == 1)
+        again_rc = h2_pool_submit(again_pool, "GET", "/again", NULL, 0, NULL, 0, cb, arg);
+}
+
 /* Start the emulator with extra args; its port, or -1. */
 static int start_server(const char *extra, pid_t *pid)
 {
@@ -386,6 +397,22 @@ int main(void)
         wait_all(r, 1, 5);
         ok(r[0].done && strstr(r[0].error, "refused:"), "it runs from the loop: %s", r[0].error);
         h2_pool_free(p);
+    }
+
+    /* a callback that submits again while the pool is being freed: refused, so nothing is
+     * left on a freed pool (a connection opened for it outlived the pool: its timer fired
+     * in freed memory) */
+    p = pool("127.0.0.1", port, "cert.pem", 5, 0);
+    again_pool = p;
+    memset(r, 0, sizeof r);
+    h2_pool_submit(p, "GET", "/x", NULL, 0, NULL, 0, cb_again, &r[0]);
+    h2_pool_free(p);
+    is_int(again_rc, -1, "a request submitted by a callback of h2_pool_free is refused");
+    ok(r[0].done && strcmp(r[0].error, "shut down") == 0,
+       "the first one was reported shut down (%s)", r[0].error);
+    for (ev_tstamp end = ev_time() + 6; ev_time() < end;) { /* a connection's 5 s deadline */
+        ev_run(loop, EVRUN_ONCE | EVRUN_NOWAIT);
+        usleep(5000);
     }
 
     /* nobody listening */

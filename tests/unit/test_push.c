@@ -84,7 +84,8 @@ int main(void)
              "-out cert.pem 2>/dev/null && openssl genpkey -algorithm EC -pkeyopt "
              "ec_paramgen_curve:P-256 -out apns.p8 && openssl pkey -in apns.p8 -pubout -out "
              "apns-pub.pem && printf '%%s' '{\"DEAD01\": {\"status\": 410, \"reason\": "
-             "\"Unregistered\"}, \"FEED05\": {\"hang\": true}}' > script.json && echo 'not a key' "
+             "\"Unregistered\"}, \"FEED05\": {\"hang\": true}, \"5EED06\": {\"delay_ms\": "
+             "1500}}' > script.json && echo 'not a key' "
              "> bad.p8",
              dir);
     if (system(cmd) != 0) {
@@ -210,6 +211,69 @@ int main(void)
     struct push_event msg = {.kind = PUSH_MESSAGE, .call_id = "m@h", .ttl = 60};
     ok(push_binding(p, NULL, b, &msg, cb, &y, err, sizeof err) < 0 && strstr(err, "VoIP"),
        "a message for a VoIP-only app: not sent (%s)", err);
+
+    /* a reload replaces a tenant's set while a push through it waits for its answer: the
+     * answer comes, the push is reported, and its job, the last holder of the old set, lets
+     * go of it from inside the sender's callback. The old set's senders are freed on the
+     * loop's next turn, not there (it freed the APNs pool under its own stream callback:
+     * nghttp2 went on in a freed session, ASan) */
+    {
+        snprintf(path, sizeof path, "%s/apns.p8", dir);
+        struct buf pem = {0};
+        ok(util_read_file(path, 1 << 16, &pem, err, sizeof err) == 0, "the tenant's key read");
+        struct tenant_set set = {
+            .tenant = "acme", .name = "default", .full = "acme/default", .fingerprint = 1};
+        set.cred[TENANT_APNS_KEY] = (struct tenant_cred){.present = 1,
+                                                         .env = TENANT_ENV_BOTH,
+                                                         .key_id = "KEY1234567",
+                                                         .team_id = "TEAM123456",
+                                                         .secret = (unsigned char *)pem.data,
+                                                         .secret_len = pem.len};
+        struct tenants ts = {.sets = &set, .n_sets = 1};
+        push_set_tenants(p, &ts);
+        struct push_creds *old = creds_named(p, "acme");
+        ok(old != NULL, "tenant acme's set loaded");
+        b = add(loc, "fay@example.com", "apns", "TEAM123456.org.example.app", "5EED06");
+        struct result w = {0};
+        struct push_event ev = {
+            .kind = PUSH_MESSAGE, .call_id = "m-11@h", .ttl = 30, .credentials = "acme"};
+        err[0] = '\0';
+        is_int(push_binding(p, NULL, b, &ev, cb, &w, err, sizeof err), 0,
+               "a push through acme's set, which APNs answers after 1.5 s (%s)", err);
+        snprintf(path, sizeof path, "%s/apns.log", dir);
+        int sent = 0;
+        for (ev_tstamp end = ev_time() + 10; !sent && ev_time() < end;) {
+            ev_run(loop, EVRUN_ONCE | EVRUN_NOWAIT);
+            f = fopen(path, "r");
+            char line[4096];
+            while (f && !sent && fgets(line, sizeof line, f))
+                sent = strstr(line, "/3/device/5EED06") != NULL;
+            if (f)
+                fclose(f);
+            if (!sent)
+                usleep(2000);
+        }
+        ok(sent && !w.done, "APNs got it and has not answered yet");
+        set.fingerprint = 2; /* acme's key changed (admin API, SIGHUP) */
+        push_set_tenants(p, &ts);
+        ok(creds_named(p, "acme") != old, "the reload replaced acme's set");
+        loop_until(loop, &w.done, 10);
+        ok(w.done == 1 && w.r.outcome == PUSH_DELIVERED &&
+               strcmp(w.r.credentials, "acme/default") == 0,
+           "the answer for the replaced set's push is reported: %s via %s",
+           push_outcome_name(w.r.outcome), w.r.credentials);
+        int alive = 1;
+        for (ev_tstamp end = ev_time() + 5; alive && ev_time() < end;) {
+            ev_run(loop, EVRUN_ONCE | EVRUN_NOWAIT);
+            alive = 0;
+            for (struct push_creds *c = p->all; c; c = c->all_next)
+                alive |= c == old;
+            if (alive)
+                usleep(1000);
+        }
+        ok(!alive, "the replaced set was freed after its last push");
+        buf_free_secret(&pem);
+    }
 
     /* shutdown while a push waits for a service that never answers: push_free fails it
      * ("shut down") before it returns, instead of leaving it and its sender behind */

@@ -265,6 +265,31 @@ int main(void)
     is_str(many[0].r.reason, "shut down", "the evicted origin's push failed from the loop");
     webpush_sender_free(s);
 
+    /* twice as many new origins in one loop turn: the evicted pools wait for the loop all the
+     * same (a full list of retired pools was freed inside webpush_send, running 64 pushes'
+     * callbacks there) */
+    s = webpush_sender_new(loop, NULL, path, 30);
+    webpush_sender_allow_private(s, 1);
+    static struct result more[2 * WEBPUSH_MAX_ORIGINS + 1];
+    queued = 0;
+    called_inside = 0;
+    for (int i = 0; i <= 2 * WEBPUSH_MAX_ORIGINS; i++) {
+        char url[64];
+        snprintf(url, sizeof url, "https://127.0.0.1:%d/push/y", 1 + i);
+        sending = 1;
+        queued += webpush_send(s, url, 60, WEBPUSH_NORMAL, NULL, NULL, cb_outside, &more[i], err,
+                               sizeof err) == 0;
+        sending = 0;
+    }
+    is_int(queued, 2 * WEBPUSH_MAX_ORIGINS + 1, "129 pushes to 129 origins in one loop turn");
+    ok(!called_inside, "no evicted origin's callback ran inside a webpush_send");
+    loop_until(loop, &more[WEBPUSH_MAX_ORIGINS].done, 5);
+    int evicted = 0;
+    for (int i = 0; i < 2 * WEBPUSH_MAX_ORIGINS; i++)
+        evicted += more[i].done && strcmp(more[i].r.reason, "shut down") == 0;
+    is_int(evicted, WEBPUSH_MAX_ORIGINS + 1, "the 65 evicted origins' pushes failed from the loop");
+    webpush_sender_free(s);
+
     snprintf(path, sizeof path, "%s/cert.pem", dir);
     s = webpush_sender_new(loop, NULL, path, 3);
     webpush_sender_allow_private(s, 1); /* the emulator is on 127.0.0.1 */
