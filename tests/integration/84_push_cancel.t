@@ -57,7 +57,7 @@ sub cancel_and_487 {
     my ($to, $callid) = @_;
     $caller->send_raw(invite($to, $callid, 'CANCEL'));
     my @got;
-    for (1 .. 2) { push @got, $caller->expect(qr/^SIP\/2\.0 (200|487)/, 3) // '' }
+    for (1 .. 2) { push @got, $caller->expect(qr/^SIP\/2\.0 (200|487)/, 10) // '' }
     my ($r487) = grep { /^SIP\/2\.0 487/ } @got;
     my ($tohdr) = ($r487 // '') =~ /^(To: .*)\r$/m;
     if ($tohdr) { # the ACK ends the INVITE transaction (§17.1.1.3)
@@ -69,7 +69,7 @@ sub cancel_and_487 {
 
 # the iPhone: VoIP push, CANCEL, then it comes back
 $caller->send_raw(invite('iphone', 'ck-1'));
-$caller->expect(qr/^SIP\/2\.0 100/, 3);
+$caller->expect(qr/^SIP\/2\.0 100/, 10);
 for (1 .. 200) { last if pushes('AAAA01'); sleep 0.05 }
 like((pushes('AAAA01'))[0] // '', qr/"push_type": "voip".*ck-1.*"status": 200/, 'the iPhone got a VoIP push');
 my ($c200, $c487) = cancel_and_487('iphone', 'ck-1');
@@ -78,15 +78,15 @@ my $woken = $sw->ua(user => 'iphone', transport => 'tcp');
 my $wp = $woken->local_port;
 is($woken->register(contact => "sip:iphone\@127.0.0.1:$wp;transport=tcp;$PARAM.voip%26remote;pn-prid=AAAA01:voip%26BBBB02:remote",
     expires => 3600)->{code}, 200, 'the iPhone registers again (CallKit woke the app)');
-my $inv = $woken->expect(qr/^INVITE /, 3);
+my $inv = $woken->expect(qr/^INVITE /, 10);
 ok($inv && $inv =~ /Call-ID: ck-1\r/, 'it still gets the INVITE of the cancelled call');
 $woken->answer($inv, 180, reason => 'Ringing', tag => 'i1', contact => "sip:iphone\@127.0.0.1:$wp;transport=tcp") if $inv;
-my $cancel = $woken->expect(qr/^CANCEL /, 3);
+my $cancel = $woken->expect(qr/^CANCEL /, 10);
 ok($cancel && $cancel =~ /Call-ID: ck-1\r/, 'and then its CANCEL, so CallKit ends it');
 if ($cancel) {
     $woken->answer($cancel, 200, reason => 'OK', tag => 'i1');
     $woken->answer($inv, 487, reason => 'Request Terminated', tag => 'i1');
-    ok($woken->expect(qr/^ACK /, 3), 'its 487 is acknowledged');
+    ok($woken->expect(qr/^ACK /, 10), 'its 487 is acknowledged');
 }
 my $more = $caller->expect(qr/^SIP\/2\.0 /, 1);
 ok(!defined $more, 'the caller hears nothing more') or diag $more;
@@ -94,7 +94,7 @@ ok(!defined $more, 'the caller hears nothing more') or diag $more;
 # the caller cancels while the VoIP push is still on its way: once it is answered, the
 # iPhone (CallKit shows the call) still gets the INVITE and its CANCEL when it comes back
 $caller->send_raw(invite('slowpoke', 'ck-2'));
-$caller->expect(qr/^SIP\/2\.0 100/, 3);
+$caller->expect(qr/^SIP\/2\.0 100/, 10);
 for (1 .. 200) { last if pushes('DDDD04'); sleep 0.05 }
 ok(scalar(pushes('DDDD04')), 'the late iPhone\'s VoIP push is on its way');
 ($c200, $c487) = cancel_and_487('slowpoke', 'ck-2');
@@ -105,21 +105,21 @@ my $late = $sw->ua(user => 'slowpoke', transport => 'tcp');
 my $lp = $late->local_port;
 is($late->register(contact => "sip:slowpoke\@127.0.0.1:$lp;transport=tcp;$PARAM.voip%26remote;pn-prid=DDDD04:voip%26EEEE05:remote",
     expires => 3600)->{code}, 200, 'the iPhone registers again');
-my $inv2 = $late->expect(qr/^INVITE /, 3);
+my $inv2 = $late->expect(qr/^INVITE /, 10);
 ok($inv2 && $inv2 =~ /Call-ID: ck-2\r/, 'it gets the INVITE of the call cancelled while it was pushed');
 $late->answer($inv2, 180, reason => 'Ringing', tag => 's1', contact => "sip:slowpoke\@127.0.0.1:$lp;transport=tcp") if $inv2;
-my $cancel2 = $late->expect(qr/^CANCEL /, 3);
+my $cancel2 = $late->expect(qr/^CANCEL /, 10);
 ok($cancel2 && $cancel2 =~ /Call-ID: ck-2\r/, 'and its CANCEL');
 if ($cancel2) {
     $late->answer($cancel2, 200, reason => 'OK', tag => 's1');
     $late->answer($inv2, 487, reason => 'Request Terminated', tag => 's1');
-    ok($late->expect(qr/^ACK /, 3), 'its 487 is acknowledged');
+    ok($late->expect(qr/^ACK /, 10), 'its 487 is acknowledged');
 }
 ok(!defined $caller->expect(qr/^SIP\/2\.0 /, 1), 'the caller hears nothing more');
 
 # the alert-only app: a missed-call alert
 $caller->send_raw(invite('alerted', 'mc-1'));
-$caller->expect(qr/^SIP\/2\.0 100/, 3);
+$caller->expect(qr/^SIP\/2\.0 100/, 10);
 for (1 .. 200) { last if pushes('CCCC03'); sleep 0.05 }
 like((pushes('CCCC03'))[0] // '', qr/"push_type": "alert".*IC_MSG.*mc-1/, 'the call was pushed as an alert');
 ($c200, $c487) = cancel_and_487('alerted', 'mc-1');
