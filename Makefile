@@ -94,6 +94,11 @@ tests/bench/build/push_bench: tests/bench/push_bench.c $(REL_LIB_OBJS)
 	@mkdir -p tests/bench/build
 	$(CC) $(BASE_CFLAGS) $(RELEASE_CFLAGS) -o $@ $< $(REL_LIB_OBJS) $(LIBS) $(ALLOC_LIBS)
 
+# The HTTP/2 sink push.sh measures sipwake's push client and h2load against (benchmarks only).
+tests/bench/build/h2sink: tests/bench/h2sink.c
+	@mkdir -p tests/bench/build
+	$(CC) $(BASE_CFLAGS) $(RELEASE_CFLAGS) -o $@ $< $(LIBS)
+
 # libFuzzer targets (clang): the SIP input through the real dispatch, the REGISTER path with
 # Digest, the pn-* parser, the config parser, the MI. `make fuzz` fuzzes each for FUZZ_SECONDS;
 # `make test` replays their seed corpora through them once (tests/fuzz/replay.t). The server's
@@ -173,7 +178,7 @@ test: deps-test
 
 bench:
 	@$(MAKE) --no-print-directory deps EXTRA_DEBS="$(DEB_BENCH)"
-	@$(MAKE) --no-print-directory all tests/bench/build/push_bench
+	@$(MAKE) --no-print-directory all tests/bench/build/push_bench tests/bench/build/h2sink
 	tests/bench/register.sh
 	tests/bench/calls.sh
 	tests/bench/push.sh
