@@ -4,7 +4,8 @@
 #   make run      install missing Debian packages, build, start with the embedded defaults
 #   make test     install missing packages, build with ASan/UBSan, run every test with prove
 #   make bench    REGISTER, call and offline MESSAGE benchmarks against Kamailio, push
-#                 throughput against h2load, push latency (see README "Benchmark")
+#                 throughput against h2load (on tests/bench/build/h2sink and the APNs
+#                 emulator), push latency (see README "Benchmark")
 #   make bench-push-latency  the push latency part alone
 #   make soak     a 10-minute mixed soak with SIGKILLs (SOAK_SECONDS, KILLS; README "Soak")
 #   make fmt      clang-format the C sources; make fmt-check fails on a difference
