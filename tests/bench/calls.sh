@@ -18,10 +18,10 @@
 # matched by Call-ID + CSeq + ports: median, p99, p99.9 in µs, with the number of calls measured.
 #
 # Knobs (environment): PORT (5070), UAS_PORT (5080), RATES ("500 1000 2000 3000 4000 5000
-# 6000 8000 10000"), DUR (10), CALLEES (1000), LPORT (5062, the UAC's port), LAT_RATE (500), TARGETS ("kamailio-mem
-# sipwake"), WIRE_CALLS (5000 calls captured per step; 0: no capture), WIRE_SNAP (1500 bytes),
-# KEEP_PCAP (1: keep each step's lo.pcap), OUT (result directory, default
-# var/bench/<time>-calls). Never fails on a timing.
+# 6000 8000 10000"), DUR (10), CALLEES (1000), LPORT (5062, the UAC's port), LAT_RATE (500),
+# TARGETS ("kamailio-mem sipwake"), WIRE_CALLS (5000 calls captured per step; 0: no capture),
+# WIRE_SNAP (1500 bytes), KEEP_PCAP (1: keep each step's lo.pcap), OUT (result directory,
+# default var/bench/<time>-calls). Never fails on a timing.
 set -u
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 HERE="$ROOT/tests/bench"
@@ -74,6 +74,7 @@ wire_stop() {
   w=$(tcpdump -r "$d/lo.pcap" -n -tt --time-stamp-precision=nano -A 2> /dev/null |
     perl "$HERE/calls_wire.pl" --port "$PORT" --uac-port "$LPORT" --uas-port "$UAS_PORT")
   [ -n "${KEEP_PCAP:-}" ] || rm -f "$d/lo.pcap"
+  [ -n "$w" ] || { log "calls_wire.pl read nothing from $d/lo.pcap"; w="wire 0 0 NA NA NA 0 0 NA NA NA 0 NA NA NA"; }
   echo "${w#wire } $(awk '/dropped by kernel/ {print $1; exit}' "$d/tcpdump.err")"
 }
 
