@@ -22,24 +22,16 @@
 use strict;
 use warnings;
 use Getopt::Long;
+use FindBin;
+use lib $FindBin::Bin;
+use Wire;
 
 my %o;
 GetOptions(\%o, 'csv=s', 'port=i', 'emu-port=i', 'debug') or die "push_latency_wire: bad options\n";
 $o{csv} && $o{port} && $o{'emu-port'} or die "push_latency_wire: --csv, --port and --emu-port\n";
 
-# packets: [time_ns, src_port, dst_port, proto, length, start line]
-my (@pk, $cur);
-sub ns { my ($s, $f) = split /\./, $_[0]; return $s * 1_000_000_000 + substr($f . '000000000', 0, 9) }
-while (my $l = <STDIN>) {
-    if ($l =~ /^(\d+\.\d+) IP [\d.]+?\.(\d+) > [\d.]+?\.(\d+): (UDP|Flags)\S*.*length (\d+)/) {
-        $cur = [ns($1), $2, $3, $4 eq 'UDP' ? 'udp' : 'tcp', $5, ''];
-        push @pk, $cur;
-        next;
-    }
-    next unless $cur && $cur->[3] eq 'udp' && $cur->[5] eq '';
-    $cur->[5] = $1 if $l =~ m{((?:INVITE|REGISTER|ACK|BYE) sip:|SIP/2\.0 \d{3})};
-}
-@pk = sort { $a->[0] <=> $b->[0] } @pk;
+# packets: [time_ns, src_port, dst_port, proto, length, start line] (Wire.pm)
+my @pk = Wire::read_packets(\*STDIN, 0);
 
 open my $f, '<', $o{csv} or die "push_latency_wire: $o{csv}: $!\n";
 <$f>;
@@ -70,13 +62,7 @@ for my $c (@cyc) {
     push @a, $push->[0] - $inv->[0] if $inv && $push;
     push @b, $inv2->[0] - $reg->[0] if $reg && $inv2;
 }
-sub pct {
-    my ($p, @v) = @_;
-    return 'NA' unless @v;
-    my $k = int($p * @v + 0.999999) - 1;
-    return sprintf('%.1f', $v[$k < 0 ? 0 : $k] / 1000);
-}
 @a = sort { $a <=> $b } @a;
 @b = sort { $a <=> $b } @b;
 printf "wire %d %d invite_push p50 %s p99 %s p999 %s max %s reregister_invite p50 %s p99 %s p999 %s max %s\n",
-    scalar @a, scalar @b, (map { pct($_, @a) } 0.5, 0.99, 0.999, 1), (map { pct($_, @b) } 0.5, 0.99, 0.999, 1);
+    scalar @a, scalar @b, (map { Wire::pct($_, @a) } 0.5, 0.99, 0.999, 1), (map { Wire::pct($_, @b) } 0.5, 0.99, 0.999, 1);

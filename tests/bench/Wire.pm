@@ -1,0 +1,51 @@
+# Wire.pm — reading a loopback capture for the benchmarks that measure on the wire
+# (push_latency_wire.pl, calls_wire.pl). The capture is tcpdump's text:
+#   tcpdump -r CAP -n -tt --time-stamp-precision=nano -A
+# in which each packet is a line "<s>.<ns> IP a.b.c.d.PORT > e.f.g.h.PORT: UDP, length N" (or
+# "Flags [...]" for TCP) followed by its bytes, one line per line of the payload (a SIP message's
+# header fields each on their own line; the IP/UDP header shows as dots before the start line).
+package Wire;
+use strict;
+use warnings;
+
+# "<s>.<fraction>" -> ns (a µs capture gives whole µs)
+sub ns { my ($s, $f) = split /\./, $_[0]; return $s * 1_000_000_000 + substr($f . '000000000', 0, 9) }
+
+# read_packets(FH, HEADERS) -> list of packets [time_ns, src_port, dst_port, proto, length,
+# start, call_id, cseq], in time order. start is the SIP start line's kind ("INVITE sip:",
+# "SIP/2.0 200", ... as push_latency_wire.pl matches them) of a UDP packet, '' otherwise;
+# call_id and cseq ("1 INVITE") are read only when HEADERS is true ('' when absent or cut off
+# by the snap length).
+sub read_packets {
+    my ($fh, $headers) = @_;
+    my (@pk, $cur);
+    while (my $l = <$fh>) {
+        if ($l =~ /^(\d+\.\d+) IP [\d.]+?\.(\d+) > [\d.]+?\.(\d+): (UDP|Flags)\S*.*length (\d+)/) {
+            $cur = [ns($1), $2, $3, $4 eq 'UDP' ? 'udp' : 'tcp', $5, '', '', ''];
+            push @pk, $cur;
+            next;
+        }
+        next unless $cur && $cur->[3] eq 'udp';
+        if ($cur->[5] eq '') {
+            $cur->[5] = $1 if $l =~ m{((?:INVITE|REGISTER|ACK|BYE|CANCEL) sip:|SIP/2\.0 \d{3})};
+            next;
+        }
+        next unless $headers;
+        if ($cur->[6] eq '' && $l =~ /^(?:Call-ID|i)[ \t]*:[ \t]*(\S+)/i) {
+            $cur->[6] = $1;
+        } elsif ($cur->[7] eq '' && $l =~ /^CSeq[ \t]*:[ \t]*(\d+[ \t]+[A-Za-z]+)/i) {
+            ($cur->[7] = $1) =~ s/[ \t]+/ /;
+        }
+    }
+    return sort { $a->[0] <=> $b->[0] } @pk;
+}
+
+# pct(P, sorted values in ns) -> the P-quantile (nearest rank) in µs with one decimal, 'NA' if none
+sub pct {
+    my ($p, @v) = @_;
+    return 'NA' unless @v;
+    my $k = int($p * @v + 0.999999) - 1;
+    return sprintf('%.1f', $v[$k < 0 ? 0 : $k] / 1000);
+}
+
+1;
