@@ -23,8 +23,7 @@ Sipwake::make_keys($dir, 'apns') or BAIL_OUT('openssl failed');
 open my $sf, '>', "$dir/script.json" or die;
 print $sf '{"DDDD0003": {"delay_ms": 4000}, "EEEE0005": {"delay_ms": 12000}}';
 close $sf;
-my (undef, $aport) = Sipwake::start_emulator('apns', '--cert', "$dir/cert.pem", '--key', "$dir/key.pem",
-    '--auth-key', "KEY1234567:TEAM123456:$dir/apns-pub.pem", '--script', "$dir/script.json",
+my (undef, $aport) = Sipwake::start_apns_emulator($dir, '--script', "$dir/script.json",
     '--log', "$dir/apns.log", '--lifetime', '120');
 ok($aport, 'APNs emulator listening');
 

@@ -19,8 +19,7 @@ my $dir = tempdir('push-quiet-XXXXXX', TMPDIR => 1, CLEANUP => 1);
 Sipwake::make_keys($dir, 'apns') or BAIL_OUT('openssl failed');
 Sipwake::make_service_account($dir, 'sa.json', 'proj-1');
 
-my (undef, $aport) = Sipwake::start_emulator('apns', '--cert', "$dir/cert.pem", '--key', "$dir/key.pem",
-    '--auth-key', "KEY1234567:TEAM123456:$dir/apns-pub.pem", '--strict', '--log', "$dir/apns.log", '--lifetime', '120');
+my (undef, $aport) = Sipwake::start_apns_emulator($dir, '--strict', '--log', "$dir/apns.log", '--lifetime', '120');
 my (undef, $fport) = Sipwake::start_emulator('fcm', '--cert', "$dir/cert.pem", '--key', "$dir/key.pem",
     '--service-account', "$dir/sa.json", '--log', "$dir/fcm.log", '--lifetime', '120');
 ok($aport && $fport, 'APNs and FCM emulators listening');

@@ -28,8 +28,7 @@ Sipwake::make_keys($dir, 'apns') or BAIL_OUT('openssl failed');
 sub slurp { open my $f, '<', $_[0] or return ''; local $/; <$f> // '' }
 
 # ---- APNs: a key for the other environment
-my (undef, $eport) = Sipwake::start_emulator('apns', '--cert', "$dir/cert.pem", '--key', "$dir/key.pem",
-    '--auth-key', "KEY1234567:TEAM123456:$dir/apns-pub.pem", '--key-environment', 'KEY1234567=sandbox',
+my (undef, $eport) = Sipwake::start_apns_emulator($dir, '--key-environment', 'KEY1234567=sandbox',
     '--environment', 'production', '--log', "$dir/apns-env.log", '--lifetime', '120');
 ok($eport, 'an APNs production emulator that knows our key as a sandbox key');
 my $hport = Sipwake::free_port();
@@ -100,8 +99,7 @@ close $tf;
 open my $sf, '>', "$dir/script.json" or die;
 print $sf '{"FA000001": {"status": 410, "reason": "Unregistered", "timestamp_ms": 4102444800000, "times": 1}}';
 close $sf;
-my (undef, $aport) = Sipwake::start_emulator('apns', '--cert', "$dir/cert.pem", '--key', "$dir/key.pem",
-    '--auth-key', "KEY1234567:TEAM123456:$dir/apns-pub.pem", '--tokens', "$dir/tokens.json",
+my (undef, $aport) = Sipwake::start_apns_emulator($dir, '--tokens', "$dir/tokens.json",
     '--script', "$dir/script.json", '--log', "$dir/apns.log", '--lifetime', '120');
 ok($aport, 'an APNs emulator with a device token of org.example.app');
 # ---- and Web Push services in their own shapes

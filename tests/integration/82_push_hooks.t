@@ -19,8 +19,7 @@ open my $sf, '>', "$dir/script.json" or die;
 print $sf '{"BBBB0002": {"status": 503, "reason": "ServiceUnavailable", "retry_after": 5}, '
     . '"CCCC0003": {"status": 429, "reason": "TooManyRequests"}}';
 close $sf;
-my (undef, $aport) = Sipwake::start_emulator('apns', '--cert', "$dir/cert.pem", '--key', "$dir/key.pem",
-    '--auth-key', "KEY1234567:TEAM123456:$dir/apns-pub.pem", '--script', "$dir/script.json",
+my (undef, $aport) = Sipwake::start_apns_emulator($dir, '--script', "$dir/script.json",
     '--log', "$dir/apns.log", '--lifetime', '120');
 ok($aport, 'APNs emulator listening');
 sub apns_log { open my $f, '<', "$dir/apns.log" or return ''; local $/; <$f> // '' }

@@ -18,8 +18,7 @@ use Sipwake;
 
 my $dir = tempdir('push-refresh-XXXXXX', TMPDIR => 1, CLEANUP => 1);
 Sipwake::make_keys($dir, 'apns') or BAIL_OUT('openssl failed');
-my (undef, $aport) = Sipwake::start_emulator('apns', '--cert', "$dir/cert.pem", '--key', "$dir/key.pem",
-    '--auth-key', "KEY1234567:TEAM123456:$dir/apns-pub.pem", '--strict', '--log', "$dir/apns.log",
+my (undef, $aport) = Sipwake::start_apns_emulator($dir, '--strict', '--log', "$dir/apns.log",
     '--lifetime', '120');
 ok($aport, 'APNs emulator listening');
 sub apns_log { open my $f, '<', "$dir/apns.log" or return ''; local $/; <$f> // '' }

@@ -19,8 +19,7 @@ Sipwake::make_keys($dir, 'apns') or BAIL_OUT('openssl failed');
 open my $sf, '>', "$dir/script.json" or die $!;
 print $sf '{"DDDD04": {"delay_ms": 1500}}';
 close $sf;
-my (undef, $aport) = Sipwake::start_emulator('apns', '--cert', "$dir/cert.pem", '--key', "$dir/key.pem",
-    '--auth-key', "KEY1234567:TEAM123456:$dir/apns-pub.pem", '--log', "$dir/apns.log", '--lifetime', '120',
+my (undef, $aport) = Sipwake::start_apns_emulator($dir, '--log', "$dir/apns.log", '--lifetime', '120',
     '--script', "$dir/script.json");
 ok($aport, 'APNs emulator listening');
 sub apns_log { open my $f, '<', "$dir/apns.log" or return ''; local $/; <$f> // '' }

@@ -21,8 +21,7 @@ open my $subs, '>', "$dir/subs.json" or die;
 print $subs '{}';
 close $subs;
 
-my (undef, $aport) = Sipwake::start_emulator('apns', '--cert', "$dir/cert.pem", '--key', "$dir/key.pem",
-    '--auth-key', "KEY1234567:TEAM123456:$dir/apns-pub.pem", '--log', "$dir/apns.log", '--lifetime', '150');
+my (undef, $aport) = Sipwake::start_apns_emulator($dir, '--log', "$dir/apns.log", '--lifetime', '150');
 my (undef, $fport) = Sipwake::start_emulator('fcm', '--cert', "$dir/cert.pem", '--key', "$dir/key.pem",
     '--service-account', "$dir/sa.json", '--log', "$dir/fcm.log", '--lifetime', '150');
 my (undef, $wport) = Sipwake::start_emulator('webpush', '--cert', "$dir/cert.pem", '--key', "$dir/key.pem",

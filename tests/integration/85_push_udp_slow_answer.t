@@ -24,8 +24,7 @@ open my $sf, '>', "$dir/script.json" or die;
 print $sf '{"DD0001": {"status": 410, "reason": "Unregistered"}, "DD0002": {"status": 410, "reason": "Unregistered"},'
     . ' "DD0003": {"status": 410, "reason": "Unregistered"}}';
 close $sf;
-my (undef, $aport) = Sipwake::start_emulator('apns', '--cert', "$dir/cert.pem", '--key', "$dir/key.pem",
-    '--auth-key', "KEY1234567:TEAM123456:$dir/apns-pub.pem", '--script', "$dir/script.json",
+my (undef, $aport) = Sipwake::start_apns_emulator($dir, '--script', "$dir/script.json",
     '--log', "$dir/apns.log", '--lifetime', '120');
 ok($aport, 'APNs emulator listening');
 

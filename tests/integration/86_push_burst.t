@@ -18,8 +18,7 @@ Sipwake::make_keys($dir, 'apns') or BAIL_OUT('openssl failed');
 open my $sf, '>', "$dir/script.json" or die;
 print $sf '{"BBBB0999": {"status": 503, "reason": "ServiceUnavailable", "retry_after": 1, "times": 1}}';
 close $sf;
-my (undef, $aport) = Sipwake::start_emulator('apns', '--cert', "$dir/cert.pem", '--key', "$dir/key.pem",
-    '--auth-key', "KEY1234567:TEAM123456:$dir/apns-pub.pem", '--script', "$dir/script.json",
+my (undef, $aport) = Sipwake::start_apns_emulator($dir, '--script', "$dir/script.json",
     '--goaway-after', 7, '--log', "$dir/apns.log", '--lifetime', '120');
 ok($aport, 'APNs emulator listening, sending GOAWAY after every 7 requests on a connection');
 sub apns_log { open my $f, '<', "$dir/apns.log" or return ''; local $/; <$f> // '' }

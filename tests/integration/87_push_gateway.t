@@ -18,8 +18,7 @@ plan skip_all => 'kamailio is not installed' unless -x '/usr/sbin/kamailio';
 
 my $dir = tempdir('push-gw-XXXXXX', TMPDIR => 1, CLEANUP => 1);
 Sipwake::make_keys($dir, 'apns') or BAIL_OUT('openssl failed');
-my (undef, $aport) = Sipwake::start_emulator('apns', '--cert', "$dir/cert.pem", '--key', "$dir/key.pem",
-    '--auth-key', "KEY1234567:TEAM123456:$dir/apns-pub.pem", '--log', "$dir/apns.log", '--lifetime', '120');
+my (undef, $aport) = Sipwake::start_apns_emulator($dir, '--log', "$dir/apns.log", '--lifetime', '120');
 ok($aport, 'APNs emulator listening');
 sub apns_log { open my $f, '<', "$dir/apns.log" or return ''; local $/; <$f> // '' }
 

@@ -512,6 +512,15 @@ sub start_emulator {
 }
 END { kill 'TERM', @emulators if @emulators; }
 
+# The APNs emulator as most push tests run it: the TLS certificate and the token-auth key
+# make_keys($dir, 'apns') wrote (key KEY1234567 of team TEAM123456, the harness's default
+# [push] credentials), then the test's own options. Returns what start_emulator returns.
+sub start_apns_emulator {
+    my ($dir, @args) = @_;
+    return start_emulator('apns', '--cert', "$dir/cert.pem", '--key', "$dir/key.pem",
+                          '--auth-key', "KEY1234567:TEAM123456:$dir/apns-pub.pem", @args);
+}
+
 # One command to an emulator's control port (h2server.py: stats, freeze, ...); its JSON
 # answer decoded, or undef.
 sub emulator_control {
