@@ -16,8 +16,8 @@
 # at its first failing step.
 # Each step's line: calls completed and failed (both pairs), retransmissions, achieved calls/s
 # (sum of the two pairs), the CPU the sipwake process(es) used (% of one core, all threads),
-# CPU µs per completed call, and the whole machine's busy time (% of all CPUs, from
-# /proc/stat: SIPp, sipwake and everything else).
+# CPU µs per completed call, the CPU of the four SIPp processes (% of one core) and the whole
+# machine's busy time (% of all CPUs, from /proc/stat: SIPp, sipwake and everything else).
 #
 # Knobs (environment): PORT (5070), PORT2 (5072), RATES ("2000 4000 6000 8000 10000", total
 # calls/s), DUR (5), CALLEES (500 per pair), MODES ("one two pinned"), SIPWAKE
@@ -119,8 +119,8 @@ say "# sipwake: one process against two, same total load from two SIPp pairs, $(
 say "# $(nproc) CPUs, $(uname -r), $(sipp -v 2>/dev/null | grep -o 'SIPp v[^ ]*' | head -1), $("$SIPWAKE" --version), commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null)"
 say "# load average at start: $(cut -d" " -f1-3 /proc/loadavg)"
 say "# rates (total calls/s): $RATES, ${DUR}s per step, $CALLEES callees per pair; results in $OUT"
-ROW='%-7s %6s %7s %6s %7s %8s %11s %9s %10s  %s\n'
-printf "$ROW" setup rate ok failed retrans achieved 'sipwake cpu%' 'µs/call' 'machine%' verdict | tee -a "$SUMMARY"
+ROW='%-7s %6s %7s %6s %7s %8s %11s %9s %9s %10s  %s\n'
+printf "$ROW" setup rate ok failed retrans achieved 'sipwake cpu%' 'µs/call' 'SIPp cpu%' 'machine%' verdict | tee -a "$SUMMARY"
 declare -A BEST
 for m in $MODES; do
   dir="$OUT/$m"; mkdir -p "$dir/a" "$dir/b"
@@ -150,16 +150,20 @@ for m in $MODES; do
     calls_csv a "$calls" "$CALLEES" > "$dir/a/calls.csv"
     calls_csv b "$calls" "$CALLEES" > "$dir/b/calls.csv"
     s0=$(ticks "$P1"); [ -n "$P2" ] && s0=$((s0 + $(ticks "$P2")))
+    g0=$(( $(ticks "$UA") + $(ticks "$UB") ))
     read -r b0 t0 < <(cpu_now)
     (PORT=$TA LPORT=$UAC_A PID="" step "$dir/a/calls_$r" "$half" "$calls" "$dir/a/calls.csv" \
-      "$HERE/uac_call.xml" -default_behaviors all,-abortunexp > "$dir/a/step_$r" 2>> "$dir/step.err") &
+      "$HERE/uac_call.xml" -default_behaviors all,-abortunexp > "$dir/a/step_$r" 2>> "$dir/step.err"
+      awk '{print $16 + $17}' /proc/$BASHPID/stat > "$dir/a/uac_ticks_$r") &
     ja=$!
     (PORT=$TB LPORT=$UAC_B PID="" step "$dir/b/calls_$r" "$half" "$calls" "$dir/b/calls.csv" \
-      "$HERE/uac_call.xml" -default_behaviors all,-abortunexp > "$dir/b/step_$r" 2>> "$dir/step.err") &
+      "$HERE/uac_call.xml" -default_behaviors all,-abortunexp > "$dir/b/step_$r" 2>> "$dir/step.err"
+      awk '{print $16 + $17}' /proc/$BASHPID/stat > "$dir/b/uac_ticks_$r") &
     jb=$!
     wait $ja $jb
     read -r b1 t1 < <(cpu_now)
     s1=$(ticks "$P1"); [ -n "$P2" ] && s1=$((s1 + $(ticks "$P2")))
+    g1=$(( $(ticks "$UA") + $(ticks "$UB") + $(cat "$dir/a/uac_ticks_$r") + $(cat "$dir/b/uac_ticks_$r") ))
     read -r oka fa ra ela acha _ va < "$dir/a/step_$r"
     read -r okb fb rb elb achb _ vb < "$dir/b/step_$r"
     ok=$((oka + okb)) fail=$((fa + fb))
@@ -168,11 +172,12 @@ for m in $MODES; do
     el=$(awk -v a="$ela" -v b="$elb" 'BEGIN{print (a > b ? a : b)}')
     cpu=$(awk -v d=$((s1 - s0)) -v e="$el" -v hz="$CLK_TCK" 'BEGIN{if (e > 0) printf "%.0f", 100 * d / hz / e; else print "NA"}')
     per=$(awk -v d=$((s1 - s0)) -v n="$ok" -v hz="$CLK_TCK" 'BEGIN{if (n > 0) printf "%.0f", 1e6 * d / hz / n; else print "NA"}')
+    gen=$(awk -v d=$((g1 - g0)) -v e="$el" -v hz="$CLK_TCK" 'BEGIN{if (e > 0) printf "%.0f", 100 * d / hz / e; else print "NA"}')
     mach=$(awk -v b=$((b1 - b0)) -v t=$((t1 - t0)) 'BEGIN{if (t > 0) printf "%.0f", 100 * b / t; else print "NA"}')
     v=PASS
     [ "$va" = PASS ] || v=$va
     [ "$vb" = PASS ] || [ "$v" != PASS ] || v=$vb
-    printf "$ROW" "$m" "$r" "$ok" "$fail" "$retr" "$ach" "$cpu" "$per" "$mach" "$v (a: $va, b: $vb)" | tee -a "$SUMMARY"
+    printf "$ROW" "$m" "$r" "$ok" "$fail" "$retr" "$ach" "$cpu" "$per" "$gen" "$mach" "$v (a: $va, b: $vb)" | tee -a "$SUMMARY"
     rm -f "$dir"/[ab]/calls.csv
     if [ "$v" = PASS ]; then BEST[$m]=$ach; else break; fi
     sleep 2
@@ -187,4 +192,5 @@ for m in $MODES; do
   say "$(printf '%-7s %8s  %s of one' "$m" "${BEST[$m]}" "$ratio")"
 done
 say "# sipwake cpu%: the sipwake process(es), all threads, % of one core over the step; µs/call: that CPU per completed call;"
+say "# SIPp cpu%: the four SIPp processes (two UAS, two UAC), % of one core over the step;"
 say "# machine%: every CPU's busy time over the step (SIPp's four processes included), % of the whole machine."
