@@ -38,13 +38,14 @@ bench_out cores
 ulimit -n 65536 2>/dev/null || true
 SUMMARY="$OUT/summary.txt"
 CLK_TCK=$(getconf CLK_TCK)
+# shellcheck disable=SC2034 # read by lib.sh (step)
 LPORT=$UAC_A
 PID=""
 . "$HERE/lib.sh"
 
 # the step helper of lib.sh reads its PID's CPU ticks; the pairs' steps run with no PID (this
 # script reads the sipwake processes' ticks around both pairs itself)
-lib_ticks() { [ -n "$1" ] || { echo 0; return; }; local t=0 p; for p in $(pgrep -P "$1") "$1"; do [ -r /proc/$p/stat ] && t=$((t + $(awk '{print $14+$15}' /proc/$p/stat))); done; echo $t; }
+lib_ticks() { [ -n "$1" ] || { echo 0; return; }; local t=0 p; for p in $(pgrep -P "$1") "$1"; do [ -r "/proc/$p/stat" ] && t=$((t + $(awk '{print $14+$15}' "/proc/$p/stat"))); done; echo $t; }
 ticks() { lib_ticks "$@"; }
 
 # lib.sh's sipwake config, with the admin off: two instances cannot both listen on :8080
