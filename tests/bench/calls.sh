@@ -69,6 +69,9 @@ CAP_DIR=""
 stop_cap() {
   [ -n "$CAP" ] || return 0
   if [ -e "$CAP_DIR/cap.started" ]; then kill -INT "$CAP" 2> /dev/null; else kill -TERM "$CAP" 2> /dev/null; fi
+  # (a SIGINT that came between the exec and tcpdump's handler was ignored: TERM it then)
+  for _ in $(seq 1 50); do kill -0 "$CAP" 2> /dev/null || break; sleep 0.1; done
+  kill -TERM "$CAP" 2> /dev/null
   wait "$CAP" 2> /dev/null
   CAP=""
 }
