@@ -245,7 +245,8 @@ sub push_table {
         push @targets, $r->{target} unless $seen{ $r->{target} }++;
         $by{"$r->{target} $r->{round_id}"}{ $r->{tool} } = $r;
     }
-    my $o = header($m, 'Push throughput', nruns(scalar @runs) . ' (' . scalar(@rounds) / 2 . ' rounds of both tools in all)', 'rounds');
+    my %ids = map { $_->{round_id} => 1 } @rounds;
+    my $o = header($m, 'Push throughput', nruns(scalar @runs) . ' (' . scalar(keys %ids) . ' rounds of both tools against each target)', 'rounds');
     $o .= row('target', 'tool', 'pushes/s', 'CPU µs/push') . rule(4);
     for my $t (@targets) {
         my @keys = grep { /^\Q$t\E / } sort keys %by;

@@ -27,7 +27,7 @@ commit() {
 }
 mkdir -p "$BASE" || exit 2
 knobs=""
-for k in RATES DUR REFINE GRAIN OVERLOAD CALLEES TARGETS WIRE_CALLS WIRE_DELAY MEM_REGS MEM_RATE \
+for k in RATES DUR REFINE GRAIN OVERLOAD SETTLE_MAX CALLEES LAT_RATE TARGETS WIRE_CALLS WIRE_DELAY MEM_REGS MEM_RATE DRAIN \
   SINK_COUNT COUNT CONNECTIONS STREAMS ROUNDS EMULATOR; do
   [ -n "${!k:-}" ] && knobs+="$k=\"${!k}\" "
 done
@@ -49,6 +49,6 @@ end=$(commit)
 [ "$end" = "$COMMIT" ] || echo "commit_end=$end" >> "$BASE/meta"
 perl "$ROOT/tests/bench/report.pl" "$BASE" > "$BASE/table.md" || exit 1
 echo
-echo "## $NAME: median of $RUNS runs ($BASE/table.md)"
+echo "## $NAME: median of the runs ($BASE/table.md)"
 echo
 cat "$BASE/table.md"

@@ -107,6 +107,7 @@ spew("$push/run1/results.tsv", join '', map {
 is($rc, 0, 'report.pl reads a push run');
 like($t, qr/^\| sink \| ratio \| \*\*0\.70×\*\* \[0\.50–0\.90×\] sipwake\/h2load, per round \|  \|$/m, 'push: the ratio per round (0.5, 0.9, 0.7)');
 like($t, qr/^\| sink \| h2load \| 200 \[100–300\] \| 5\.0 \[5\.0–5\.0\] \|$/m, 'push: median of the rounds');
+like($t, qr/^Push throughput: 1 run \(3 rounds of both tools against each target\)/, 'push: the rounds counted');
 
 # --- --readme: the latest table.md, byte for byte -------------------------------------------
 my $older = "$tmp/20261206-050000-calls";
