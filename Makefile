@@ -5,7 +5,9 @@
 #   make test     install missing packages, build with ASan/UBSan, run every test with prove
 #   make bench    REGISTER, call and offline MESSAGE benchmarks against Kamailio, push
 #                 throughput against h2load (on tests/bench/build/h2sink and the APNs
-#                 emulator), push latency (see README "Benchmark")
+#                 emulator), push latency, each three times (BENCH_RUNS), ending with the
+#                 medians; about an hour (see README "Benchmark")
+#   make bench-readme  the latest bench tables into README.md's bench blocks
 #   make bench-push-latency  the push latency part alone
 #   make soak     a 10-minute mixed soak with SIGKILLs (SOAK_SECONDS, KILLS; README "Soak")
 #   make fmt      clang-format the C sources; make fmt-check fails on a difference

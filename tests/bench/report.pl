@@ -278,9 +278,9 @@ my $ROOT = dirname(dirname(dirname(File::Spec->rel2abs(__FILE__))));
 my %BLOCKS = (results => 'register', calls => 'calls', push => 'push', messages => 'messages');
 my @ORDER = qw(results calls push messages);
 
-# the latest var/bench/<time>-NAME directory with a table.md, or undef
+# the latest var/bench/<time>-NAME directory (named by runs.sh: a date first) with a table.md, or undef
 # (BENCH_RESULTS: another directory than var/bench, for tests/bench/t/report.t)
-sub latest { my ($name) = @_; my $d = $ENV{BENCH_RESULTS} // "$ROOT/var/bench"; (reverse sort grep { -f "$_/table.md" } glob "$d/*-$name")[0] }
+sub latest { my ($name) = @_; my $d = $ENV{BENCH_RESULTS} // "$ROOT/var/bench"; (reverse sort grep { -f "$_/table.md" } glob "$d/[0-9]*-$name")[0] }
 
 sub print_latest {
     for my $x (@ORDER) {
