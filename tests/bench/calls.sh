@@ -186,6 +186,14 @@ for t in $TARGETS; do
   callees "$CALLEES" > "$dir/callees.csv"
   read -r ok fail retr el ach cpu v < <(LPORT=$UAS_PORT step "$dir/register" 1000 "$CALLEES" "$dir/callees.csv" "$HERE/reg_plain.xml" -set contact_port "$UAS_PORT")
   log "$t: $ok of $CALLEES callees registered"
+  if [ "$ok" != "$CALLEES" ]; then
+    # (e.g. the UAS port still held by another process): no ramp of calls to nobody; the run
+    # has no figures for this target, and report.pl says of how many runs each figure is
+    say "# $t: only $ok of $CALLEES callees registered (see $dir/register/errors.log): not measured in this run"
+    res "error target=$t what=callees_registered ok=$ok of=$CALLEES"
+    stop_target
+    continue
+  fi
   start_uas "$dir"
   BEST[$t]=0
   # the ramp: RATES until a step fails, then REFINE steps bisecting between the last passing

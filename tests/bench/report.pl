@@ -85,7 +85,7 @@ sub read_runs {
     my @dirs = sort { ($a =~ /(\d+)/)[0] <=> ($b =~ /(\d+)/)[0] } grep { /^run\d+$/ && -d "$base/$_" } readdir $d;
     my @runs;
     for my $r (@dirs) {
-        my %run = (steps => [], overload => {}, memory => {}, rounds => [], name => $r);
+        my %run = (steps => [], overload => {}, memory => {}, rounds => [], errors => [], name => $r);
         if (open my $f, '<', "$base/$r/results.tsv") {
             while (<$f>) {
                 chomp;
@@ -96,6 +96,7 @@ sub read_runs {
                 elsif ($kind eq 'memory' || $kind eq 'messages') { $run{memory}{ $h->{target} } = $h }
                 elsif ($kind eq 'direct') { $run{direct} = $h }
                 elsif ($kind eq 'round') { push @{ $run{rounds} }, $h }
+                elsif ($kind eq 'error') { push @{ $run{errors} }, $h }
             }
         }
         push @runs, \%run;
@@ -214,6 +215,9 @@ sub sip_table {
         $o .= row('highest step both passed (target rate)', map { spread([map { both_passed($_, @t) } @runs], $n) } @t);
         $line->("$rtd p99, ms (SIPp), at that step", sub { my ($r, $t) = @_; my $b = both_passed($r, @t); $b ? step_at($r, $t, $b)->{p99_ms} : undef });
     }
+    # what a run could not measure (calls.sh: a target whose callees did not all register)
+    my @err = map { my $i = $_; map { "$_->{target} in run " . ($i + 1) . " ($_->{what}: " . ($_->{ok} // '?') . ' of ' . ($_->{of} // '?') . ')' } @{ $runs[$i]{errors} } } 0 .. $#runs;
+    $o .= "\nNot measured: " . join('; ', @err) . ".\n" if @err;
     # every step both targets passed, side by side
     my %rates;
     for my $r (@runs) { for my $s (@{ $r->{steps} }) { $rates{ $s->{rate} } = 1 if $s->{phase} ne 'overload' } }

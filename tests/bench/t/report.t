@@ -54,7 +54,8 @@ my @runs = (
       . step(target => 'sipwake', rate => 2000, achieved => 2000, p99_ms => 3)
       . step(target => 'sipwake', rate => 3000, achieved => 3600, p99_ms => 9)
       . step(target => 'sipwake', rate => 4000, achieved => 3000, verdict => 'FAIL'),
-    step(target => 'kamailio-mem', rate => 4000, achieved => 4000, p99_ms => 4)
+    "error target=kamailio-lost what=callees_registered ok=0 of=1000\n"
+      . step(target => 'kamailio-mem', rate => 4000, achieved => 4000, p99_ms => 4)
       . step(target => 'sipwake', rate => 4000, achieved => 4000, p99_ms => 4, sum_us => 'NA/NA/NA', wire_n => 0),
 );
 for my $i (0 .. $#runs) { mkdir "$base/run" . ($i + 1); spew("$base/run" . ($i + 1) . "/results.tsv", $runs[$i]) }
@@ -76,6 +77,7 @@ like($t, qr/^\| — bar: .* \| met in 0 of 3 runs \| met in 1 of 3 runs \|$/m, '
 like($t, qr/^\| 2,000 \| 1 of 3 \| 5 \[5–5\] \| 3 \[3–3\] \| 40 \[40–40\] \| 40 \[40–40\] \|$/m, 'per step: only the runs where every target passed it (not run 1: FAIL, RETRANS)');
 like($t, qr/^\| 1,500 \| 1 of 3 \| 3 \[3–3\] \| 2 \[2–2\] \| 110 \[110–110\] \| 60 \[60–60\] \|$/m, 'per step: SIPp and wire p99 side by side');
 unlike($t, qr/^\| 1,900 \|/m, 'the overload step is not a ramp step');
+like($t, qr/^Not measured: kamailio-lost in run 3 \(callees_registered: 0 of 1000\)\.$/m, 'a target a run could not measure is named');
 
 # --- register: two runs, a median of two is their mean ------------------------------------
 my $reg = "$tmp/20261206-070000-register";
