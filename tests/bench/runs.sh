@@ -37,7 +37,7 @@ COMMIT=$(commit)
   echo "date=$(date -u '+%Y-%m-%d %H:%M') UTC"
   echo "commit=$COMMIT"
   echo "runs=$RUNS"
-  echo "host=$(nproc) CPUs, $(. /etc/os-release 2> /dev/null && echo "$PRETTY_NAME"), load average $(cut -d' ' -f1-3 /proc/loadavg) at the start"
+  echo "host=$(nproc) CPUs, $(. /etc/os-release 2> /dev/null && echo "$PRETTY_NAME"), $(kamailio -v 2> /dev/null | awk 'NR == 1 {print "Kamailio", $3}'), $(sipp -v 2> /dev/null | grep -o 'SIPp v[0-9.]*' | head -1), load average $(cut -d' ' -f1-3 /proc/loadavg) at the start"
   echo "script=${knobs}${SCRIPT#"$ROOT"/}"
 } > "$BASE/meta"
 
