@@ -5,7 +5,9 @@
 #   make test     install missing packages, build with ASan/UBSan, run every test with prove
 #   make bench    REGISTER, call and offline MESSAGE benchmarks against Kamailio, push
 #                 throughput against h2load (on tests/bench/build/h2sink and the APNs
-#                 emulator), push latency (see README "Benchmark")
+#                 emulator), push latency, each three times (BENCH_RUNS), ending with the
+#                 medians; about an hour (see README "Benchmark")
+#   make bench-readme  the latest bench tables into README.md's bench blocks
 #   make bench-push-latency  the push latency part alone
 #   make soak     a 10-minute mixed soak with SIGKILLs (SOAK_SECONDS, KILLS; README "Soak")
 #   make fmt      clang-format the C sources; make fmt-check fails on a difference
@@ -55,7 +57,7 @@ DEB_BENCH := kamailio kamailio-sqlite-modules sip-tester sqlite3 nghttp2-client 
 DEB_SOAK  := sip-tester sqlite3 curl openssl python3-h2 python3-cryptography libio-socket-ssl-perl
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all run test unit-build fuzz fuzz-build bench bench-push-latency soak deps deps-test deps-browser fmt fmt-check clean \
+.PHONY: all run test unit-build fuzz fuzz-build bench bench-readme bench-push-latency soak deps deps-test deps-browser fmt fmt-check clean \
         readme-config hook-schemas
 .DEFAULT_GOAL := all
 
@@ -175,16 +177,26 @@ test: deps-test
 	@$(MAKE) --no-print-directory server/build-asan/sipwake unit-build fuzz-build
 	SIPWAKE_BIN=$(CURDIR)/server/build-asan/sipwake \
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
-	  prove -r $(PROVE_FLAGS) tests/unit/build tests/policy tests/fuzz tests/integration tests/browser
+	  prove -r $(PROVE_FLAGS) tests/unit/build tests/policy tests/fuzz tests/integration tests/browser tests/bench/t
 
+# Each figure-producing script BENCH_RUNS times (tests/bench/runs.sh; push.sh once: it runs
+# three rounds of both tools itself, push_latency.sh three runs itself), then every table, the
+# medians (tests/bench/report.pl), as the README's bench blocks hold them (`make bench-readme`).
+BENCH_RUNS ?= 3
 bench:
 	@$(MAKE) --no-print-directory deps EXTRA_DEBS="$(DEB_BENCH)"
 	@$(MAKE) --no-print-directory all tests/bench/build/push_bench tests/bench/build/h2sink
-	tests/bench/register.sh
-	tests/bench/calls.sh
-	tests/bench/push.sh
-	tests/bench/push_latency.sh
-	tests/bench/messages.sh
+	RUNS=$(BENCH_RUNS) TARGETS="kamailio-mem sipwake" tests/bench/runs.sh register tests/bench/register.sh
+	RUNS=$(BENCH_RUNS) tests/bench/runs.sh calls tests/bench/calls.sh
+	RUNS=1 tests/bench/runs.sh push tests/bench/push.sh
+	RUNS=$(BENCH_RUNS) tests/bench/push_latency.sh
+	RUNS=$(BENCH_RUNS) tests/bench/runs.sh messages tests/bench/messages.sh
+	@tests/bench/report.pl --latest
+
+# Copy the latest tables (var/bench/*-{register,calls,push,messages}/table.md) into README.md's
+# bench blocks, byte for byte.
+bench-readme:
+	tests/bench/report.pl --readme README.md
 
 # Push latency alone (README "Push latency"): about a minute.
 bench-push-latency:

@@ -6,33 +6,49 @@
 # sipwake: auth off, policies/default.lua), one after the other on 127.0.0.1:$PORT (UDP):
 # CALLEES users register with their Contact at a SIPp UAS on 127.0.0.1:$UAS_PORT, then a rate
 # ramp (RATES, DUR s per step) of calls INVITE/100/180/200/ACK/BYE/200 with Record-Route
-# honoured, stopping at the first step that fails. A step PASSes when every call completed,
-# the achieved rate is at least 90 % of the target and SIPp saw no retransmission.
+# honoured, stopping at the first step that fails, then REFINE steps bisecting between the last
+# passing and the failing rate (down to GRAIN calls/s), each after the target has settled (a
+# second under 5 % CPU, lib.sh settle); the same rule for both targets. A step PASSes when
+# every call completed, none was refused (503), the achieved rate is at least 90 % of the
+# target and SIPp saw no retransmission. Then one overload step at OVERLOAD x the best clean
+# step's rate: offered, completed, refused with 503 (uac_call.xml counts them), failed,
+# retransmissions, completed calls/s; the bar (issue 15): completed + 503 >= 99 % of offered
+# and completed calls/s >= the clean step's.
 # Latency: SIPp's INVITE-to-200 time of every call of the step (RTD 1), median and 99th
-# percentile, in whole milliseconds (SIPp's resolution: 0 is under 1 ms); the proxy's added latency is that minus the same measure with the UAC calling
-# the UAS directly (no proxy), taken once at LAT_RATE calls/s.
+# percentile, in whole milliseconds (SIPp's resolution: 0 is under 1 ms); the proxy's added
+# latency is that minus the same measure with the UAC calling the UAS directly (no proxy),
+# taken once at LAT_RATE calls/s.
 # On the wire, below 1 ms: during each step tcpdump captures the proxy's UDP port on lo (ns
-# kernel timestamps, the first WIRE_CALLS calls' packets at most, WIRE_SNAP bytes of each) and
-# tests/bench/calls_wire.pl reads off it, per call, the time the proxy held the INVITE (caller's
-# INVITE in -> INVITE out to the callee) and the 200 (callee's 200 in -> 200 out to the caller),
-# matched by Call-ID + CSeq + ports: median, p99, p99.9 in µs, with the number of calls measured.
+# kernel timestamps, a window of about WIRE_CALLS calls starting WIRE_DELAY s into the step —
+# the middle, not the start-up — WIRE_SNAP bytes of each packet) and tests/bench/calls_wire.pl
+# reads off it, per call, the time the proxy held the INVITE (caller's INVITE in -> INVITE out
+# to the callee) and the 200 (callee's 200 in -> 200 out to the caller), matched by Call-ID +
+# CSeq + ports: median, p99, p99.9 in µs, with the number of calls measured.
+# Every step and the overload step are also written to results.tsv (lib.sh res), which
+# tests/bench/report.pl reads (tests/bench/runs.sh: the median of several runs).
 #
 # Knobs (environment): PORT (5070), UAS_PORT (5080), RATES ("500 1000 2000 3000 4000 5000
-# 6000 8000 10000"), DUR (10), CALLEES (1000), LPORT (5062, the UAC's port), LAT_RATE (500),
+# 6000 8000 10000 12000 14000"), REFINE (3), GRAIN (100), OVERLOAD (1.25; 0: no overload
+# step), DUR (10), CALLEES (1000), LPORT (5062, the UAC's port), LAT_RATE (500),
 # TARGETS ("kamailio-mem sipwake"), WIRE_CALLS (5000 calls captured per step; 0: no capture),
-# WIRE_SNAP (1500 bytes), KEEP_PCAP (1: keep each step's lo.pcap), OUT (result directory,
-# default var/bench/<time>-calls). Never fails on a timing.
+# WIRE_DELAY (DUR/3 s), WIRE_SNAP (1500 bytes), KEEP_PCAP (1: keep each step's lo.pcap),
+# SETTLE_MAX (40 s), OUT (result directory, default var/bench/<time>-calls). Never fails on
+# a timing.
 set -u
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 HERE="$ROOT/tests/bench"
 PORT=${PORT:-5070}
 UAS_PORT=${UAS_PORT:-5080}
-RATES=${RATES:-"500 1000 2000 3000 4000 5000 6000 8000 10000"}
+RATES=${RATES:-"500 1000 2000 3000 4000 5000 6000 8000 10000 12000 14000"}
+REFINE=${REFINE:-3}
+GRAIN=${GRAIN:-100}
+OVERLOAD=${OVERLOAD:-1.25}
 DUR=${DUR:-10}
 CALLEES=${CALLEES:-1000}
 LAT_RATE=${LAT_RATE:-500}
 WIRE_CALLS=${WIRE_CALLS:-5000}
 WIRE_SNAP=${WIRE_SNAP:-1500}
+WIRE_DELAY=${WIRE_DELAY:-$((DUR / 3))}
 TARGETS=${TARGETS:-"kamailio-mem sipwake"}
 SIPWAKE=${SIPWAKE:-$ROOT/server/sipwake}
 LPORT=${LPORT:-5062}
@@ -47,7 +63,18 @@ CLK_TCK=$(getconf CLK_TCK)
 
 stop_uas() { [ -n "$UAS" ] && kill "$UAS" 2>/dev/null; wait "$UAS" 2>/dev/null; UAS=""; }
 CAP=""
-stop_cap() { [ -n "$CAP" ] && kill -INT "$CAP" 2>/dev/null; wait "$CAP" 2>/dev/null; CAP=""; }
+CAP_DIR=""
+# tcpdump writes out its capture on SIGINT; before it started (still in WIRE_DELAY's sleep, an
+# asynchronous subshell that ignores SIGINT) the subshell is terminated instead
+stop_cap() {
+  [ -n "$CAP" ] || return 0
+  if [ -e "$CAP_DIR/cap.started" ]; then kill -INT "$CAP" 2> /dev/null; else kill -TERM "$CAP" 2> /dev/null; fi
+  # (a SIGINT that came between the exec and tcpdump's handler was ignored: TERM it then)
+  for _ in $(seq 1 50); do kill -0 "$CAP" 2> /dev/null || break; sleep 0.1; done
+  kill -TERM "$CAP" 2> /dev/null
+  wait "$CAP" 2> /dev/null
+  CAP=""
+}
 trap 'stop_cap; stop_target; stop_uas' EXIT
 
 # the capture of a step (on the wire): the proxy's UDP port on lo, ns timestamps (the
@@ -58,12 +85,13 @@ command -v tcpdump > /dev/null && tcpdump -i lo -J 2> /dev/null | grep -q adapte
 wire_start() {  # dir
   CAP=""
   [ "$WIRE_CALLS" -gt 0 ] 2> /dev/null && command -v tcpdump > /dev/null || return 0
-  tcpdump -i lo -n "${TSTYPE[@]}" --time-stamp-precision=nano -B 32768 -s "$WIRE_SNAP" \
-    -c $((WIRE_CALLS * 16)) -w "$1/lo.pcap" "udp port $PORT" 2> "$1/tcpdump.err" &
+  # a window in the middle of the step, not its start-up: the capture begins WIRE_DELAY s in
+  rm -f "$1/cap.started"
+  (sleep "$WIRE_DELAY"; : > "$1/cap.started"
+   exec tcpdump -i lo -n "${TSTYPE[@]}" --time-stamp-precision=nano -B 32768 -s "$WIRE_SNAP" \
+    -c $((WIRE_CALLS * 16)) -w "$1/lo.pcap" "udp port $PORT" 2> "$1/tcpdump.err") &
   CAP=$!
-  for _ in $(seq 1 50); do grep -q listening "$1/tcpdump.err" && return 0; sleep 0.1; done
-  log "tcpdump cannot capture on lo (see $1/tcpdump.err): no wire figures"
-  stop_cap
+  CAP_DIR=$1
 }
 # wire_stop DIR -> "n lost inv_med inv_p99 inv_p999 n200 lost200 ok_med ok_p99 ok_p999 nsum
 # sum_med sum_p99 sum_p999 kernel_drops" (µs; NA when not captured)
@@ -71,6 +99,10 @@ wire_stop() {
   local d=$1 w
   [ -n "$CAP" ] || { echo "0 0 NA NA NA 0 0 NA NA NA 0 NA NA NA NA"; return; }
   stop_cap
+  if ! grep -q listening "$d/tcpdump.err" 2> /dev/null; then
+    log "no capture in $d (step shorter than WIRE_DELAY=$WIRE_DELAY s, or tcpdump cannot capture on lo: $d/tcpdump.err)"
+    echo "0 0 NA NA NA 0 0 NA NA NA 0 NA NA NA NA"; return
+  fi
   w=$(tcpdump -r "$d/lo.pcap" -n -tt --time-stamp-precision=nano -A 2> /dev/null |
     perl "$HERE/calls_wire.pl" --port "$PORT" --uac-port "$LPORT" --uas-port "$UAS_PORT")
   [ -n "${KEEP_PCAP:-}" ] || rm -f "$d/lo.pcap"
@@ -115,10 +147,34 @@ read -r DIRECT_MED DIRECT_P99 < <(latency "$OUT/direct/run")
 stop_uas
 say "# direct UAC -> UAS at $LAT_RATE calls/s: $ok ok, $fail failed; INVITE->200 median ${DIRECT_MED} ms, p99 ${DIRECT_P99} ms"
 
-declare -A BEST TOP LAT_MED LAT_P99 LAT_AT WIRE
-ROW='%-14s %6s %7s %7s %6s %7s %8s %8s %5s %8s %8s  %-7s %6s %4s %4s %-20s %-20s %-20s\n'
-printf "$ROW" target rate calls ok failed retrans elapsed achieved cpu% 'med ms' 'p99 ms' verdict \
+declare -A BEST TOP LAT_MED LAT_P99 LAT_AT WIRE WSTEP OVL STEPS
+ROW='%-14s %-8s %6s %7s %7s %6s %6s %7s %8s %8s %5s %8s %8s  %-7s %6s %4s %4s %-20s %-20s %-20s\n'
+printf "$ROW" target phase rate calls ok 503 failed retrans elapsed achieved cpu% 'med ms' 'p99 ms' verdict \
   wire-n lost drop 'INVITE µs med/99/99.9' '200 µs med/99/99.9' 'sum µs med/99/99.9' | tee -a "$SUMMARY"
+res "direct rate=$LAT_RATE med=$DIRECT_MED p99=$DIRECT_P99"
+# one step of target $t at rate $1 (phase $2: ramp, refine, overload): sets v, ach, ok, refused
+run_step() {
+  local r=$1 phase=$2 calls=$(($1 * DUR)) sd="$dir/calls_$1" el cpu med p99
+  [ "$phase" = overload ] && sd="$dir/overload_$1"
+  calls_csv "$calls" "$CALLEES" > "$dir/calls.csv"
+  mkdir -p "$sd"
+  wire_start "$sd"
+  read -r ok fail retr el ach cpu v < <(step "$sd" "$r" "$calls" "$dir/calls.csv" "$HERE/uac_call.xml" "${UAC[@]}")
+  refused=$(cat "$sd/refused" 2> /dev/null || echo 0)
+  read -r med p99 < <(latency "$sd")
+  read -r wn wl wi1 wi2 wi3 wo wol wo1 wo2 wo3 wsn ws1 ws2 ws3 wdrop < <(wire_stop "$sd")
+  STEPS[$t]+=" $phase:$r"
+  WIRE[$t $r]="$wn $((wl + wol)) ${wdrop:-NA} $wi1/$wi2/$wi3 $wo1/$wo2/$wo3 $ws1/$ws2/$ws3"
+  WSTEP[$t $phase:$r]=${WIRE[$t $r]}
+  # shellcheck disable=SC2086 # WIRE's fields
+  printf "$ROW" "$t" "$phase" "$r" "$calls" "$ok" "$refused" "$fail" "$retr" "$el" "$ach" "$cpu" "$med" "$p99" "$v" ${WIRE[$t $r]} | tee -a "$SUMMARY"
+  res "step target=$t phase=$phase rate=$r offered=$calls ok=$ok refused=$refused failed=$fail" \
+    "retrans=$retr elapsed=$el achieved=$ach cpu=$cpu med_ms=$med p99_ms=$p99 verdict=$v" \
+    "wire_n=$wn wire_lost=$((wl + wol)) wire_drop=${wdrop:-NA} inv_us=$wi1/$wi2/$wi3 ok_us=$wo1/$wo2/$wo3 sum_us=$ws1/$ws2/$ws3"
+  rm -f "$dir/calls.csv" "$sd"/*_rtt.csv
+  [ "${ach:-0}" -gt "${TOP[$t]:-0}" ] 2> /dev/null && TOP[$t]=$ach
+  if [ "$v" = PASS ] && [ "$phase" != overload ]; then BEST[$t]=$ach; LAT_MED[$t]=$med; LAT_P99[$t]=$p99; LAT_AT[$t]=$r; fi
+}
 for t in $TARGETS; do
   dir="$OUT/$t"; mkdir -p "$dir"
   log "== $t"
@@ -130,24 +186,41 @@ for t in $TARGETS; do
   callees "$CALLEES" > "$dir/callees.csv"
   read -r ok fail retr el ach cpu v < <(LPORT=$UAS_PORT step "$dir/register" 1000 "$CALLEES" "$dir/callees.csv" "$HERE/reg_plain.xml" -set contact_port "$UAS_PORT")
   log "$t: $ok of $CALLEES callees registered"
+  if [ "$ok" != "$CALLEES" ]; then
+    # (e.g. the UAS port still held by another process): no ramp of calls to nobody; the run
+    # has no figures for this target, and report.pl says of how many runs each figure is
+    say "# $t: only $ok of $CALLEES callees registered (see $dir/register/errors.log): not measured in this run"
+    res "error target=$t what=callees_registered ok=$ok of=$CALLEES"
+    stop_target
+    continue
+  fi
   start_uas "$dir"
   BEST[$t]=0
+  # the ramp: RATES until a step fails, then REFINE steps bisecting between the last passing
+  # and the failing rate (down to GRAIN calls/s); the same rule for every target
+  pass=0 failed=""
   for r in $RATES; do
-    calls=$((r * DUR))
-    calls_csv "$calls" "$CALLEES" > "$dir/calls.csv"
-    mkdir -p "$dir/calls_$r"
-    wire_start "$dir/calls_$r"
-    read -r ok fail retr el ach cpu v < <(step "$dir/calls_$r" "$r" "$calls" "$dir/calls.csv" "$HERE/uac_call.xml" "${UAC[@]}")
-    read -r med p99 < <(latency "$dir/calls_$r")
-    read -r wn wl wi1 wi2 wi3 wo wol wo1 wo2 wo3 wsn ws1 ws2 ws3 wdrop < <(wire_stop "$dir/calls_$r")
-    WIRE[$t $r]="$wn $((wl + wol)) ${wdrop:-NA} $wi1/$wi2/$wi3 $wo1/$wo2/$wo3 $ws1/$ws2/$ws3"
-    # shellcheck disable=SC2086 # WIRE's fields
-    printf "$ROW" "$t" "$r" "$calls" "$ok" "$fail" "$retr" "$el" "$ach" "$cpu" "$med" "$p99" "$v" ${WIRE[$t $r]} | tee -a "$SUMMARY"
-    rm -f "$dir/calls.csv" "$dir/calls_$r"/*_rtt.csv
-    [ "${ach:-0}" -gt "${TOP[$t]:-0}" ] 2>/dev/null && TOP[$t]=$ach
-    if [ "$v" = PASS ]; then BEST[$t]=$ach; LAT_MED[$t]=$med; LAT_P99[$t]=$p99; LAT_AT[$t]=$r; else break; fi
-    sleep 2
+    run_step "$r" ramp
+    if [ "$v" = PASS ]; then pass=$r; sleep 2; else failed=$r; break; fi
   done
+  n=0
+  while [ -n "$failed" ] && [ "$n" -lt "$REFINE" ] && m=$(next_rate "$pass" "$failed" "$GRAIN"); do
+    log "$t: settled in $(settle) s; refining at $m calls/s"
+    run_step "$m" refine
+    if [ "$v" = PASS ]; then pass=$m; else failed=$m; fi
+    n=$((n + 1))
+  done
+  # overload: OVERLOAD x the best clean step's rate, with the 503s counted (issue 15's bar)
+  if [ "$pass" -gt 0 ] && [ "${OVERLOAD:-0}" != 0 ]; then
+    o=$(awk -v p="$pass" -v f="$OVERLOAD" -v g="$GRAIN" 'BEGIN { printf "%d", int(p * f / g + 0.5) * g }')
+    log "$t: settled in $(settle) s; overload step at $o calls/s"
+    clean=${BEST[$t]}
+    run_step "$o" overload
+    ovl=$(awk -v c="$ok" -v r="$refused" -v n=$((o * DUR)) -v a="${ach:-0}" -v b="$clean" \
+      'BEGIN { printf "%.1f %s", n ? 100 * (c + r) / n : 0, ((c + r) >= 0.99 * n && a >= b) ? "MET" : "NOT-MET" }')
+    OVL[$t]="$o $((o * DUR)) $ok $refused $fail $retr $ach $clean $ovl"
+    res "overload target=$t factor=$OVERLOAD rate=$o clean_rate=$pass clean_achieved=$clean served_pct=${ovl% *} bar=${ovl#* }"
+  fi
   stop_uas
   stop_target
 done
@@ -168,17 +241,26 @@ for t in $TARGETS; do
 done
 say ""
 say "## the proxy's time on the wire (tcpdump on lo), every step"
-WROW='%-14s %6s %7s %5s %5s %-22s %-22s %-22s\n'
-printf "$WROW" target rate wire-n lost drop 'INVITE µs med/99/99.9' '200 µs med/99/99.9' 'sum µs med/99/99.9' | tee -a "$SUMMARY"
+WROW='%-14s %-14s %7s %5s %5s %-22s %-22s %-22s\n'
+printf "$WROW" target phase:rate wire-n lost drop 'INVITE µs med/99/99.9' '200 µs med/99/99.9' 'sum µs med/99/99.9' | tee -a "$SUMMARY"
 for t in $TARGETS; do
-  for r in $RATES; do
-    [ -n "${WIRE[$t $r]:-}" ] || continue
-    # shellcheck disable=SC2086 # WIRE's fields
-    printf "$WROW" "$t" "$r" ${WIRE[$t $r]} | tee -a "$SUMMARY"
+  for r in ${STEPS[$t]:-}; do
+    [ -n "${WSTEP[$t $r]:-}" ] || continue
+    # shellcheck disable=SC2086 # WSTEP's fields
+    printf "$WROW" "$t" "$r" ${WSTEP[$t $r]} | tee -a "$SUMMARY"
   done
 done
-say "# wire-n: calls whose INVITE was measured (the first about WIRE_CALLS=$WIRE_CALLS calls of the step); lost: INVITEs or 200s that went into the proxy and, within the capture, never came out; drop: packets the kernel dropped from the capture (NA: no capture)."
+say ""
+say "## overload: one step at ${OVERLOAD}x the best clean step's rate"
+OROW='%-14s %6s %8s %8s %7s %7s %8s %9s %9s %7s  %s\n'
+printf "$OROW" target rate offered completed 503 failed retrans 'calls/s' 'clean/s' 'served%' 'bar: completed+503 >= 99 % offered, calls/s >= clean' | tee -a "$SUMMARY"
+for t in $TARGETS; do
+  [ -n "${OVL[$t]:-}" ] || continue
+  # shellcheck disable=SC2086 # OVL's fields
+  printf "$OROW" "$t" ${OVL[$t]} | tee -a "$SUMMARY"
+done
+say "# wire-n: calls whose INVITE was measured (about WIRE_CALLS=$WIRE_CALLS calls from WIRE_DELAY=$WIRE_DELAY s into the step); lost: INVITEs or 200s that went into the proxy and, within the capture, never came out; drop: packets the kernel dropped from the capture (NA: no capture)."
 say "# INVITE: caller's INVITE arriving at the proxy -> the proxy's INVITE to the callee; 200: callee's 200 arriving -> the proxy's 200 to the caller; sum: both, same call. Kernel timestamps on lo, matched by Call-ID + CSeq + ports."
-say "# calls/s: achieved rate of the highest ramp step that passed (every call completed, >= 90 % of the target rate, no retransmission); 0 if none did."
+say "# calls/s: achieved rate (completed calls / elapsed) of the highest step that passed (every call completed, none refused, >= 90 % of the target rate, no retransmission), ramp and refinement (bisection between the last passing and the first failing step, REFINE=$REFINE steps, GRAIN=$GRAIN) alike; 0 if none did."
 say "# added latency: INVITE->200 through the proxy at its highest passing step minus the direct UAC->UAS figure, in whole ms (SIPp's resolution)."
 say "# Bar (issue 3): sipwake >= 1.0x kamailio-mem with 0 failed calls."

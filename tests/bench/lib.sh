@@ -110,6 +110,10 @@ CONF
 
 # step DIR RATE CALLS CSV SCENARIO [sipp args...] -> prints "ok failed retrans elapsed achieved
 # cpu verdict": one SIPp run of CALLS calls of SCENARIO at RATE/s from the CSV's users.
+# A scenario that counts a refusal (503) in GenericCounter1 (uac_call.xml) has those calls
+# among SuccessfulCall: ok is SuccessfulCall - refused, achieved is ok / elapsed, the verdict
+# is REFUSED when any was refused, and the refused count is written to DIR/refused (0 when
+# the scenario counts none).
 step() {
   local d=$1 rate=$2 calls=$3 csv=$4 sf=$5
   shift 5
@@ -124,16 +128,41 @@ step() {
   local f="$d/stat.csv"
   [ -s "$f" ] || { echo "0 $calls NA NA NA NA NO-STATS"; return; }
   local ok fail retr start cur el ach cpu v
+  local refused
   ok=$(stat_col "$f" 'SuccessfulCall(C)'); fail=$(stat_col "$f" 'FailedCall(C)')
-  retr=$(stat_col "$f" 'Retransmissions(C)')
+  retr=$(stat_col "$f" 'Retransmissions(C)'); refused=$(stat_col "$f" 'GenericCounter1(C)')
+  case $refused in '' | *[!0-9]*) refused=0 ;; esac
+  ok=$((ok - refused))
+  echo "$refused" > "$d/refused"
   start=$(stat_col "$f" StartTime | awk -F'\t' '{print $3}'); cur=$(stat_col "$f" CurrentTime | awk -F'\t' '{print $3}')
   el=$(awk -v a="$start" -v b="$cur" 'BEGIN{printf "%.2f", b-a}')
   ach=$(awk -v n="$ok" -v e="$el" 'BEGIN{if (e>0) printf "%.0f", n/e; else print 0}')
   cpu=$(awk -v a="$t0" -v b="$t1" -v e="$el" -v hz="$CLK_TCK" 'BEGIN{if (e>0) printf "%.0f", 100*(b-a)/hz/e; else print "NA"}')
   v=PASS
-  if [ "$fail" != 0 ] || [ "$ok" != "$calls" ]; then v=FAIL
+  if [ "$refused" != 0 ]; then v=REFUSED
+  elif [ "$fail" != 0 ] || [ "$ok" != "$calls" ]; then v=FAIL
   elif [ "$ach" -lt $((rate * 90 / 100)) ]; then v=SLOW
   elif [ "$retr" != 0 ]; then v=RETRANS; fi
   echo "$ok $fail $retr $el $ach $cpu $v"
 }
 
+
+# res KIND key=value...: one line of the run's machine-readable results ($OUT/results.tsv),
+# which tests/bench/report.pl reads (values without spaces).
+res() { printf '%s\n' "$*" >> "$OUT/results.tsv"; }
+
+# settle: after a failed step, wait (at most SETTLE_MAX s, 40) until the target has had a
+# second under 5 % of a core — its retransmissions and timers of the failed step done — so
+# the next step starts from a quiet target; prints the seconds waited.
+settle() {
+  local i a b
+  for i in $(seq 1 "${SETTLE_MAX:-40}"); do
+    a=$(ticks "$PID"); sleep 1; b=$(ticks "$PID")
+    [ $(((b - a) * 20)) -le "$CLK_TCK" ] && { echo "$i"; return 0; }
+  done
+  echo "${SETTLE_MAX:-40}"
+}
+
+# next_rate PASS FAIL GRAIN: the rate half way between the last passing and the first failing
+# step, down to a multiple of GRAIN; empty when that is not above PASS (resolution reached).
+next_rate() { local m=$((($1 + $2) / 2 / $3 * $3)); [ "$m" -gt "$1" ] && [ "$m" -lt "$2" ] && echo "$m"; }

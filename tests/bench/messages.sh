@@ -99,6 +99,7 @@ for t in $TARGETS; do
     msgs=$((r * DUR))
     read -r ok fail retr el ach cpu v < <(step "$dir/store_$r" "$r" "$msgs" "$dir/to.csv" "$HERE/msg_uac.xml")
     printf '%-16s %7s %8s %8s %6s %7s %8s %9s %5s  %s\n' "$t" "$r" "$msgs" "$ok" "$fail" "$retr" "$el" "$ach" "$cpu" "$v" | tee -a "$SUMMARY"
+    res "step target=$t phase=ramp rate=$r offered=$msgs ok=$ok failed=$fail retrans=$retr elapsed=$el achieved=$ach cpu=$cpu verdict=$v"
     total=$((total + ${ok:-0}))
     if [ "$v" = PASS ]; then BEST[$t]=$ach; else break; fi
     sleep 1
@@ -116,6 +117,7 @@ for t in $TARGETS; do
      -nostdin -timeout 110s -buff_size 4194304 > /dev/null 2>&1)
   t1=$(date +%s.%N)
   DRAINED[$t]=$(awk -v n="$DRAIN" -v a="$t0" -v b="$t1" 'BEGIN{printf "%.0f", n/(b-a)}')
+  res "messages target=$t lost=${LOST[$t]} drained_per_s=${DRAINED[$t]}"
   stop_target
 done
 

@@ -20,7 +20,9 @@
 # under /usr/bin/time: cpu = its user+sys CPU time / N, in µs per push (includes its start-up:
 # keys, TLS handshakes). target% is the target's own CPU time during that run / its wall time
 # (from /proc/PID/stat; 100 = one core busy: the target, not the client, sets the rate). The ratio sipwake/h2load is taken per round; the summary gives the
-# median of the rounds and [min-max]. Never fails on a timing.
+# median of the rounds and [min-max]. Each round is also written to results.tsv (lib.sh res),
+# from which tests/bench/report.pl prints the Markdown table (tests/bench/runs.sh push).
+# Never fails on a timing.
 #
 # Knobs: SINK_COUNT (100000), COUNT (20000), CONNECTIONS (2), STREAMS (100), ROUNDS (3),
 #        EMULATOR (1), OUT (result directory).
@@ -84,7 +86,9 @@ round() {  # target port pid count round
   h2rate=${rate:-0}
   RATE[$t-h2load]+=" $h2rate"
   CPU[$t-h2load]+=" $(cpu_us "time-$t-$r-h2load" "$n")"
-  row "$t" "$r" h2load "$h2rate" "${ok:-0}" "$(cpu_us "time-$t-$r-h2load" "$n")" "$(busy "$pid" "$t0" "time-$t-$r-h2load")"
+  local b; b=$(busy "$pid" "$t0" "time-$t-$r-h2load")
+  row "$t" "$r" h2load "$h2rate" "${ok:-0}" "$(cpu_us "time-$t-$r-h2load" "$n")" "$b"
+  res "round target=$t round=$r tool=h2load rate=$h2rate ok=${ok:-0} cpu_us=$(cpu_us "time-$t-$r-h2load" "$n") target_pct=$b"
   t0=$(ticks "$pid")
   out=$(timed "time-$t-$r-sipwake" "$BENCH" 127.0.0.1 "$port" cert.pem apns.p8 KEY1234567 TEAM123456 "$n" "$CONNECTIONS")
   printf '%s\n' "$out" > "sipwake-$t-$r.out"
@@ -93,7 +97,9 @@ round() {  # target port pid count round
   RATE[$t-sipwake]+=" ${rate:-0}"
   CPU[$t-sipwake]+=" $(cpu_us "time-$t-$r-sipwake" "$n")"
   RATIO[$t]+=" $(awk -v a="${rate:-0}" -v b="$h2rate" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print 0 }')"
-  row "$t" "$r" sipwake "${rate:-0}" "${ok:-0}" "$(cpu_us "time-$t-$r-sipwake" "$n")" "$(busy "$pid" "$t0" "time-$t-$r-sipwake")"
+  b=$(busy "$pid" "$t0" "time-$t-$r-sipwake")
+  row "$t" "$r" sipwake "${rate:-0}" "${ok:-0}" "$(cpu_us "time-$t-$r-sipwake" "$n")" "$b"
+  res "round target=$t round=$r tool=sipwake rate=${rate:-0} ok=${ok:-0} cpu_us=$(cpu_us "time-$t-$r-sipwake" "$n") target_pct=$b"
 }
 TARGETS="sink"
 [ "$EMULATOR" = 1 ] && TARGETS="sink emulator"

@@ -208,7 +208,9 @@ verdict() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END{m=a[int((NR+1)/2)
 say ""
 say "## summary"
 say ""
-say "Median of $RUNS runs (the runs in brackets); $(date +%F), commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown); $WAKES wakes a run under $REG_RATE REGISTER/s and $CALL_RATE calls/s; load average after each run $(printf '%s ' "${LOADS[@]}"):"
+commit=$(git -C "$ROOT" rev-parse --short HEAD 2> /dev/null || echo unknown)
+[ -n "$(git -C "$ROOT" status --porcelain 2> /dev/null)" ] && commit="$commit+dirty"
+say "Median of $RUNS runs (the runs in brackets); $(date -u '+%F %H:%M') UTC, commit $commit; $WAKES wakes a run under $REG_RATE REGISTER/s and $CALL_RATE calls/s; load average after each run $(printf '%s ' "${LOADS[@]}"):"
 say ""
 say "| latency | measured | median | p99 | p99.9 | bar: p99 < 2 ms |"
 say "|---|---|---|---|---|---|"

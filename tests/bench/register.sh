@@ -9,21 +9,29 @@
 # For each: idle RSS; MEM_REGS distinct REGISTERs (RFC 8599 push params) at MEM_RATE/s and
 # the RSS after (per binding); then a rate ramp (RATES, DUR s per step, fresh users each
 # step) stopping at the first step that fails. A step PASSes when every REGISTER got its 200,
-# the achieved rate is at least 90 % of the target and SIPp saw no retransmission. For
+# the achieved rate is at least 90 % of the target and SIPp saw no retransmission; after the
+# first failing step, REFINE steps bisect between the last passing and the failing rate (down
+# to GRAIN REGISTER/s), each once the target has settled (lib.sh settle); the same rule for
+# every target. Every step, and each target's memory and restart figures, also go to
+# results.tsv (lib.sh res), which tests/bench/report.pl reads (tests/bench/runs.sh: the
+# median of several runs). For
 # sipwake it also times a restart with the MEM_REGS bindings stored (until "ready").
 # Latency: SIPp's REGISTER-to-200 time of every REGISTER of a ramp step (RTD 1), median and
 # 99th percentile in whole ms (SIPp's resolution); sipwake answers once the binding is
 # committed, so this includes its store commit (group commit: one commit when idle).
 # Kamailio runs as ../shared/bench measures it: TLSF allocator, 4 GB shm, 2 UDP workers.
 #
-# Knobs (environment): PORT (5070), RATES ("1000 5000 10000 20000 30000 35000 40000 50000"), DUR (10),
+# Knobs (environment): PORT (5070), RATES ("1000 5000 10000 20000 30000 40000 50000 60000"),
+# REFINE (3), GRAIN (500), SETTLE_MAX (40 s), DUR (10),
 # MEM_REGS (100000), MEM_RATE (5000, as ../shared/bench does), TARGETS ("kamailio-mem kamailio-sqlite sipwake"),
 # OUT (result directory, default var/bench/<time>). Prints a summary; never fails on a timing.
 set -u
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 HERE="$ROOT/tests/bench"
 PORT=${PORT:-5070}
-RATES=${RATES:-"1000 5000 10000 20000 30000 35000 40000 50000"}
+RATES=${RATES:-"1000 5000 10000 20000 30000 40000 50000 60000"}
+REFINE=${REFINE:-3}
+GRAIN=${GRAIN:-500}
 DUR=${DUR:-10}
 MEM_REGS=${MEM_REGS:-100000}
 MEM_RATE=${MEM_RATE:-5000}
@@ -47,6 +55,18 @@ latency() {
 }
 
 declare -A BEST BEST_FAILS RSS_PER IDLE_RSS LOADED_RSS MEM_FAILS RESTART TOP
+# one ramp step of target $t at rate $1 (phase $2: ramp or refine): sets v
+reg_step() {
+  local r=$1 phase=$2 calls=$(($1 * DUR)) ok fail retr el ach cpu p50 p99
+  users "r${r}x" "$calls" > "$dir/step.csv"
+  read -r ok fail retr el ach cpu v < <(step "$dir/reg_$r" "$r" "$calls" "$dir/step.csv" "$HERE/reg.xml" -set contact_port 5999 -trace_rtt -rtt_freq 1)
+  read -r p50 p99 < <(latency "$dir/reg_$r")
+  printf '%-16s %-7s %7s %8s %8s %6s %7s %8s %9s %5s %6s %6s  %s\n' "$t" "$phase" "$r" "$calls" "$ok" "$fail" "$retr" "$el" "$ach" "$cpu" "$p50" "$p99" "$v" | tee -a "$SUMMARY"
+  res "step target=$t phase=$phase rate=$r offered=$calls ok=$ok failed=$fail retrans=$retr elapsed=$el achieved=$ach cpu=$cpu med_ms=$p50 p99_ms=$p99 verdict=$v"
+  rm -f "$dir/step.csv" "$dir/reg_$r"/*_rtt.csv
+  [ "${ach:-0}" -gt "${TOP[$t]:-0}" ] 2> /dev/null && TOP[$t]=$ach
+  if [ "$v" = PASS ]; then BEST[$t]=$ach; BEST_FAILS[$t]=$fail; fi
+}
 say "# sipwake REGISTER benchmark $(date -Is)"
 say "# $(nproc) CPUs, $(uname -r), $(sipp -v 2>/dev/null | grep -o 'SIPp v[^ ]*' | head -1), $(kamailio -v 2>/dev/null | head -1 | cut -c1-40), $("$SIPWAKE" --version)"
 say "# rates: $RATES, ${DUR}s per step; memory phase: $MEM_REGS users at $MEM_RATE/s; results in $OUT"
@@ -73,22 +93,27 @@ for t in $TARGETS; do
     t1=$(date +%s.%N)
     RESTART[$t]=$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.2f", b-a}')
     log "restart with $n stored bindings ready in ${RESTART[$t]} s"
+    RESTART_S=${RESTART[$t]}
     RESTART[$t]="${RESTART[$t]} s ($n bindings)"
     wait_udp
   fi
   rm -f "$dir/mem.csv"
   BEST[$t]=0; BEST_FAILS[$t]=0
-  printf '%-16s %7s %8s %8s %6s %7s %8s %9s %5s %6s %6s  %s\n' target rate calls ok failed retrans elapsed achieved cpu% p50ms p99ms verdict | tee -a "$SUMMARY"
+  res "memory target=$t idle_kb=${IDLE_RSS[$t]} loaded_kb=${LOADED_RSS[$t]} regs=$MEM_REGS per_binding_b=${RSS_PER[$t]} failed=${MEM_FAILS[$t]} restart_s=${RESTART_S:-NA}"
+  RESTART_S=""
+  printf '%-16s %-7s %7s %8s %8s %6s %7s %8s %9s %5s %6s %6s  %s\n' target phase rate calls ok failed retrans elapsed achieved cpu% p50ms p99ms verdict | tee -a "$SUMMARY"
+  # the ramp: RATES until a step fails, then REFINE steps bisecting between the last passing
+  # and the failing rate (down to GRAIN REGISTER/s); the same rule for every target
+  pass=0 failed="" n=0
   for r in $RATES; do
-    calls=$((r * DUR))
-    users "r${r}x" "$calls" > "$dir/step.csv"
-    read -r ok fail retr el ach cpu v < <(step "$dir/reg_$r" "$r" "$calls" "$dir/step.csv" "$HERE/reg.xml" -set contact_port 5999 -trace_rtt -rtt_freq 1)
-    read -r p50 p99 < <(latency "$dir/reg_$r")
-    printf '%-16s %7s %8s %8s %6s %7s %8s %9s %5s %6s %6s  %s\n' "$t" "$r" "$calls" "$ok" "$fail" "$retr" "$el" "$ach" "$cpu" "$p50" "$p99" "$v" | tee -a "$SUMMARY"
-    rm -f "$dir/step.csv" "$dir/reg_$r"/*_rtt.csv
-    [ "${ach:-0}" -gt "${TOP[$t]:-0}" ] 2>/dev/null && TOP[$t]=$ach
-    if [ "$v" = PASS ]; then BEST[$t]=$ach; BEST_FAILS[$t]=$fail; else break; fi
-    sleep 2
+    reg_step "$r" ramp
+    if [ "$v" = PASS ]; then pass=$r; sleep 2; else failed=$r; break; fi
+  done
+  while [ -n "$failed" ] && [ "$n" -lt "$REFINE" ] && m=$(next_rate "$pass" "$failed" "$GRAIN"); do
+    log "$t: settled in $(settle) s; refining at $m REGISTER/s"
+    reg_step "$m" refine
+    if [ "$v" = PASS ]; then pass=$m; else failed=$m; fi
+    n=$((n + 1))
   done
   stop_target
 done
@@ -102,7 +127,7 @@ for t in $TARGETS; do
   ratio=$(awk -v a="${BEST[$t]}" -v b="$base" 'BEGIN{ if (b>0) printf "%.2fx", a/b; else print "n/a"}')
   printf '%-16s %14s %10s %12s %14s %12s B %s\n' "$t" "${BEST[$t]}" "$ratio" "${TOP[$t]:-0}" "${MEM_FAILS[$t]}" "${RSS_PER[$t]}" "${RESTART[$t]:-}" | tee -a "$SUMMARY"
 done
-say "# REGISTER/s: achieved rate of the highest ramp step that passed (every REGISTER answered 200, >= 90 % of the target rate, no retransmission); 0 if none did."
+say "# REGISTER/s: achieved rate of the highest step that passed, ramp or refinement (every REGISTER answered 200, >= 90 % of the target rate, no retransmission); 0 if none did."
 say "# max achieved: the highest achieved rate of any step, passed or not."
 say "# mem/binding: (memory after $MEM_REGS registrations and the settle time - idle memory) / $MEM_REGS; memory is the PSS summed over the registrar's processes (RSS for sipwake's single process)."
 say "# Bars (issue 2): sipwake >= 1.0x kamailio-mem with 0 failures; <= 1024 B per binding; restart ready < 2 s."
