@@ -10,6 +10,7 @@
 
 #include "log.h"
 #include "metrics.h"
+#include "overload.h"
 #include "proxy.h"
 #include "registrar.h"
 #include "sip_msg.h"
@@ -126,6 +127,8 @@ void dispatch_message(void *arg, const char *buf, size_t len, const struct sip_s
     osip_message_t *msg = NULL;
     struct sip_msg_verdict v;
     int dgram = src->transport == CONFIG_TRANSPORT_UDP;
+    if (d->ovl && overload_shed(d->ovl, buf, len, src))
+        return; /* a new request refused unparsed: the server is overloaded */
     if (dgram) {
         /* RFC 3261 §18.3: octets after Content-Length in a datagram are discarded
          * (RFC 4475 §3.1.1.8) */
