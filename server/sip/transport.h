@@ -119,8 +119,8 @@ void transport_inject_connection(struct transport *t, const struct sip_source *p
                                  struct sip_source *out);
 
 /* Bytes received from src on a recording transport, as the listeners receive them: over UDP
- * one datagram (src's address and listener; at most 65535 bytes), over TCP/TLS bytes
- * arriving on the connection src->flow_id, framed by Content-Length with keep-alives
+ * one datagram (src's address, listener and queued: how long it waited; at most 65535 bytes), over
+ * TCP/TLS bytes arriving on the connection src->flow_id, framed by Content-Length with keep-alives
  * answered, as a connection frames what it reads. buf is borrowed for the call. 0, or -1 when
  * the connection is closed (by the framing, or a send that failed). */
 int transport_inject(struct transport *t, const struct sip_source *src, const char *buf,

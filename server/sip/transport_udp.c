@@ -117,7 +117,7 @@ void transport_udp_inject(struct transport *t, const struct sip_source *src, con
 {
     if (src->listener < 0 || (size_t)src->listener >= t->n_listeners || len > 65535)
         return;
-    struct sip_source s = {.addrlen = src->addrlen};
+    struct sip_source s = {.addrlen = src->addrlen, .queued = src->queued};
     memcpy(&s.addr, &src->addr, src->addrlen);
     memcpy(t->udp_buf, buf, len); /* room for the NUL handle() writes, as a read has */
     handle(&t->listeners[src->listener], t->udp_buf, len, &s);
