@@ -337,9 +337,13 @@ int overload_shed(struct overload *o, const char *buf, size_t len, const struct 
     struct overload_scan s;
     if (scan(buf, len, &s) < 0)
         return 0;
-    if (ack) /* the ACK of one of our 503s ends nothing anywhere: absorbed (§17.2.1) */
-        return s.to_tag.len > strlen(OVERLOAD_TAG) &&
-               memcmp(s.to_tag.p, OVERLOAD_TAG, strlen(OVERLOAD_TAG)) == 0;
+    if (ack) { /* the ACK of one of our 503s ends nothing anywhere: absorbed (§17.2.1) */
+        if (s.to_tag.len <= strlen(OVERLOAD_TAG) ||
+            memcmp(s.to_tag.p, OVERLOAD_TAG, strlen(OVERLOAD_TAG)) != 0)
+            return 0;
+        metrics_inc(METRICS_RCV_REQUESTS);
+        return 1;
+    }
     if (s.to_tag.len) /* in a dialog: admitted work */
         return 0;
     if (!refuse(o, invite ? "INVITE" : "REGISTER", &s, src))
