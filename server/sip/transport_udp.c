@@ -4,6 +4,8 @@
  * responses produced while handling them are queued and leave in one sendmmsg per listener
  * at the end of the burst, so a busy server makes two system calls per burst instead of two
  * per request. Outside a burst (timers, the store's answers) a send goes out at once.
+ * Each datagram comes with the kernel's arrival stamp (SO_TIMESTAMPNS): how long it waited in
+ * the receive queue goes up in struct sip_source queued, for overload.c.
  */
 #include <errno.h>
 #include <string.h>
