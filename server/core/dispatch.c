@@ -124,11 +124,11 @@ static void answer_here(struct dispatch *d, osip_message_t *msg, const struct si
 void dispatch_message(void *arg, const char *buf, size_t len, const struct sip_source *src)
 {
     struct dispatch *d = arg;
+    if (d->ovl && overload_shed(d->ovl, buf, len, src))
+        return; /* a new request refused unparsed: the server is overloaded */
     osip_message_t *msg = NULL;
     struct sip_msg_verdict v;
     int dgram = src->transport == CONFIG_TRANSPORT_UDP;
-    if (d->ovl && overload_shed(d->ovl, buf, len, src))
-        return; /* a new request refused unparsed: the server is overloaded */
     if (dgram) {
         /* RFC 3261 §18.3: octets after Content-Length in a datagram are discarded
          * (RFC 4475 §3.1.1.8) */
