@@ -75,6 +75,15 @@ static const struct key_row key_rows[] = {
      "number of TCP/TLS phones of the largest office."},
     {"sip", "server_header", KEY_STRING, OFF(server_header), 0, 0, "sipwake", NULL,
      "Value of the Server header in responses; empty to send none."},
+    {"sip", "overload_queue_ms", KEY_INT, OFF(overload_queue_ms), 0, 10000, "100", NULL,
+     "Overload: a new INVITE or REGISTER over UDP that waited longer than this many "
+     "milliseconds in the receive queue is answered 503 with Retry-After at once, unparsed, "
+     "while retransmissions, responses, ACK, BYE, CANCEL and in-dialog requests are still "
+     "served (see [Overload](#overload)). 100: a call's 2xx and its ACK each cross the "
+     "queue, and twice 100 ms stays well under T1 (500 ms), when UDP peers send again. 0: "
+     "never refuse."},
+    {"sip", "overload_retry_after", KEY_INT, OFF(overload_retry_after), 1, 3600, "5", NULL,
+     "Retry-After, in seconds, of the 503 an overloaded server answers (RFC 3261 §21.5.4)."},
     {"tls", "certificate", KEY_STRING, OFF(tls_certificate), 0, 0, "", NULL,
      "PEM certificate (chain) for TLS listeners. Empty: a self-signed one is generated under "
      "data_dir/tls on first run."},

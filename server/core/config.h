@@ -54,6 +54,8 @@ struct config {
     long tcp_max_connections;
     long tcp_max_connections_per_source;
     char *server_header;
+    long overload_queue_ms;    /* 0: no shedding */
+    long overload_retry_after; /* seconds */
 
     /* [tls] */
     char *tls_certificate;

@@ -10,6 +10,7 @@
 
 #include "log.h"
 #include "metrics.h"
+#include "overload.h"
 #include "proxy.h"
 #include "registrar.h"
 #include "sip_msg.h"
@@ -123,6 +124,8 @@ static void answer_here(struct dispatch *d, osip_message_t *msg, const struct si
 void dispatch_message(void *arg, const char *buf, size_t len, const struct sip_source *src)
 {
     struct dispatch *d = arg;
+    if (d->ovl && overload_shed(d->ovl, buf, len, src))
+        return; /* a new request refused unparsed: the server is overloaded */
     osip_message_t *msg = NULL;
     struct sip_msg_verdict v;
     int dgram = src->transport == CONFIG_TRANSPORT_UDP;

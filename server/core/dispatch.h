@@ -10,6 +10,9 @@
  * for a user), to the registrar (REGISTER), or are answered here (OPTIONS, CANCEL, INVITE for
  * the server itself, methods it does not implement).
  *
+ * Before all that, a new INVITE or REGISTER that waited too long in a UDP receive queue is
+ * answered 503 by overload.c, unparsed.
+ *
  * struct dispatch only names what the messages go to; main.c fills it in while wiring, and
  * the fuzzers (tests/fuzz/) fill it with the same modules over a transport that records its
  * sends instead of sending.
@@ -25,6 +28,7 @@
 struct txn_table;
 struct registrar;
 struct proxy;
+struct overload;
 
 /* What dispatch_message hands messages to. All borrowed; each must be set before the first
  * message arrives (the loop runs) and outlive the transport that calls dispatch_message. */
@@ -34,6 +38,7 @@ struct dispatch {
     struct txn_table *txns;
     struct registrar *reg;
     struct proxy *proxy;
+    struct overload *ovl; /* NULL: nothing is refused for overload */
 };
 
 /* The transport's message callback (transport_msg_cb): arg is a struct dispatch, buf the

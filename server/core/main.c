@@ -32,6 +32,7 @@
 #include "lua_vm.h"
 #include "metrics.h"
 #include "msgstore.h"
+#include "overload.h"
 #include "push.h"
 #include "refresh.h"
 #include "registrar.h"
@@ -52,6 +53,7 @@ struct app {
     struct location *loc;
     struct transport *tp;
     struct txn_table *txns;
+    struct overload *ovl; /* load figures, and new requests refused when overloaded */
     struct registrar *reg;
     struct proxy *proxy;
     struct destination *dest; /* below the proxy and msgstore: sends to bindings */
@@ -321,8 +323,13 @@ int main(int argc, char **argv)
     app.reg = registrar_new(&app.cfg, app.loc, app.store, app.txns, app.tp);
     app.dest = destination_new(&app.cfg, app.tp, app.txns);
     app.proxy = proxy_new(app.loop, &app.cfg, app.loc, app.txns, app.tp, app.dest);
-    app.dispatch = (struct dispatch){
-        .cfg = &app.cfg, .tp = app.tp, .txns = app.txns, .reg = app.reg, .proxy = app.proxy};
+    app.ovl = overload_new(app.loop, &app.cfg, app.tp, app.txns);
+    app.dispatch = (struct dispatch){.cfg = &app.cfg,
+                                     .tp = app.tp,
+                                     .txns = app.txns,
+                                     .reg = app.reg,
+                                     .proxy = app.proxy,
+                                     .ovl = app.ovl};
     transport_on_udp_heard(app.tp, proxy_udp_heard, app.proxy);
     char key_path[1024];
     snprintf(key_path, sizeof key_path, "%s/flow-token.key", app.cfg.data_dir);
@@ -426,6 +433,7 @@ out:
     destination_free(app.dest);
     gateway_free(app.gw);
     bucket_free(app.bucket);
+    overload_free(app.ovl);
     txn_table_free(app.txns);
     location_free(app.loc);
     lua_vm_set_current(NULL);

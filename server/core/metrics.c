@@ -111,6 +111,24 @@ static const struct {
     [METRICS_BUCKET_CANCELLED] = {"bucket:cancelled", 0,
                                   "parked requests given up (CANCEL, push failed, answered)"},
     [METRICS_BUCKET_DEPTH] = {"bucket:depth", 1, "requests parked now"},
+    [METRICS_OVERLOAD_REJECTED_INVITE] = {"overload:rejected_invite", 0,
+                                          "new INVITEs answered 503 unparsed: they waited "
+                                          "longer than overload_queue_ms"},
+    [METRICS_OVERLOAD_REJECTED_REGISTER] = {"overload:rejected_register", 0,
+                                            "new REGISTERs answered 503 unparsed: they waited "
+                                            "longer than overload_queue_ms"},
+    [METRICS_OVERLOAD_QUEUE_AGE_MS] = {"overload:queue_age_ms", 1,
+                                       "longest wait of a UDP datagram in the kernel's receive "
+                                       "queue over the last second, in ms"},
+    [METRICS_OVERLOAD_LOOP_LAG_MS] = {"overload:loop_lag_ms", 1,
+                                      "most a 100 ms timer of the loop fired late over the last "
+                                      "second, in ms"},
+    [METRICS_OVERLOAD_UDP_BACKLOG] = {"overload:udp_backlog_bytes", 1,
+                                      "bytes waiting in the UDP receive queues (kernel "
+                                      "accounting), the most sampled over the last second"},
+    [METRICS_OVERLOAD_UDP_DROPS] = {"overload:udp_drops", 0,
+                                    "datagrams the kernel dropped because a UDP receive queue "
+                                    "was full"},
 };
 
 int metrics_is_gauge(enum metrics_id id)
@@ -136,6 +154,24 @@ void metrics_wake_histogram(uint64_t counts[METRICS_WAKE_BUCKETS], double *sum, 
     memcpy(counts, wake_counts, sizeof wake_counts);
     *sum = wake_sum;
     *count = wake_total;
+}
+
+const double metrics_queue_age_bounds[METRICS_QUEUE_AGE_BUCKETS] = {0.001, 0.005, 0.01, 0.025, 0.05,
+                                                                    0.1,   0.2,   0.5,  1,     2};
+static uint64_t age_counts[METRICS_QUEUE_AGE_BUCKETS], age_total;
+static double age_sum;
+
+void metrics_queue_age(double seconds)
+{
+    /* bucket counts kept non-cumulative here (one increment per datagram), summed when
+     * rendered */
+    int i = 0;
+    while (i < METRICS_QUEUE_AGE_BUCKETS && seconds > metrics_queue_age_bounds[i])
+        i++;
+    if (i < METRICS_QUEUE_AGE_BUCKETS)
+        age_counts[i]++;
+    age_sum += seconds;
+    age_total++;
 }
 
 const char *metrics_name(enum metrics_id id)
@@ -290,4 +326,18 @@ void metrics_render(struct buf *out)
                "sipwake_wake_latency_seconds_bucket{le=\"+Inf\"} %llu\n"
                "sipwake_wake_latency_seconds_sum %.3f\nsipwake_wake_latency_seconds_count %llu\n",
                (unsigned long long)wake_total, wake_sum, (unsigned long long)wake_total);
+    buf_printf(out, "# HELP sipwake_overload_udp_queue_age_seconds how long each UDP datagram "
+                    "waited in the kernel's receive queue\n# TYPE "
+                    "sipwake_overload_udp_queue_age_seconds histogram\n");
+    uint64_t cum = 0;
+    for (int i = 0; i < METRICS_QUEUE_AGE_BUCKETS; i++) {
+        cum += age_counts[i];
+        buf_printf(out, "sipwake_overload_udp_queue_age_seconds_bucket{le=\"%g\"} %llu\n",
+                   metrics_queue_age_bounds[i], (unsigned long long)cum);
+    }
+    buf_printf(out,
+               "sipwake_overload_udp_queue_age_seconds_bucket{le=\"+Inf\"} %llu\n"
+               "sipwake_overload_udp_queue_age_seconds_sum %.3f\n"
+               "sipwake_overload_udp_queue_age_seconds_count %llu\n",
+               (unsigned long long)age_total, age_sum, (unsigned long long)age_total);
 }

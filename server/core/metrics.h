@@ -74,6 +74,12 @@ enum metrics_id {
     METRICS_BUCKET_TIMEOUTS,
     METRICS_BUCKET_CANCELLED,
     METRICS_BUCKET_DEPTH, /* gauge */
+    METRICS_OVERLOAD_REJECTED_INVITE,
+    METRICS_OVERLOAD_REJECTED_REGISTER,
+    METRICS_OVERLOAD_QUEUE_AGE_MS, /* gauge: most over the last second */
+    METRICS_OVERLOAD_LOOP_LAG_MS,  /* gauge: most over the last second */
+    METRICS_OVERLOAD_UDP_BACKLOG,  /* gauge: bytes, most sampled over the last second */
+    METRICS_OVERLOAD_UDP_DROPS,    /* the kernel's count, sampled */
     METRICS__COUNT,
 };
 
@@ -128,6 +134,11 @@ void metrics_wake_latency(double seconds);
 #define METRICS_WAKE_BUCKETS 9
 extern const double metrics_wake_bounds[METRICS_WAKE_BUCKETS];
 void metrics_wake_histogram(uint64_t counts[METRICS_WAKE_BUCKETS], double *sum, uint64_t *count);
+
+/* How long a UDP datagram waited in the kernel's receive queue (the queue-age histogram). */
+void metrics_queue_age(double seconds);
+#define METRICS_QUEUE_AGE_BUCKETS 10
+extern const double metrics_queue_age_bounds[METRICS_QUEUE_AGE_BUCKETS];
 
 /* Every row's name, type and help, for listings (list_statistics). */
 int metrics_is_gauge(enum metrics_id id);

@@ -186,8 +186,12 @@ const char *sip_msg_param(const osip_list_t *params, const char *name)
 void sip_msg_fix_via(osip_message_t *req, const char *src_ip, int src_port)
 {
     osip_via_t *via = osip_list_get(&req->vias, 0);
-    if (!via)
-        return;
+    if (via)
+        sip_msg_fix_via_value(via, src_ip, src_port);
+}
+
+void sip_msg_fix_via_value(osip_via_t *via, const char *src_ip, int src_port)
+{
     osip_generic_param_t *rport = NULL;
     osip_via_param_get_byname(via, "rport", &rport);
     int host_differs = !via->host || strcmp(via->host, src_ip) != 0;

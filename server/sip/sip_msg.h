@@ -58,6 +58,8 @@ long sip_msg_header_end(const char *buf, size_t len);
  * if the client asked with a bare rport, rport=<source port>. Edits req in place (the new
  * values are osip2's copies, freed with req). */
 void sip_msg_fix_via(osip_message_t *req, const char *src_ip, int src_port);
+/* The same for one Via value parsed on its own (osip_via_parse). */
+void sip_msg_fix_via_value(osip_via_t *via, const char *src_ip, int src_port);
 
 /* Build a response to req (not modified; what the response needs is copied). A To-tag is
  * added to responses above 100 when the request's To has none; to_tag NULL means a random

@@ -93,6 +93,9 @@ static int open_listener(struct transport *t, size_t i, char *err, size_t errlen
         int size = 4 * 1024 * 1024;
         setsockopt(l->fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof size);
         setsockopt(l->fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof size);
+        /* each datagram carries the time it was queued: how long it waited is what
+         * overload.c sheds new work on */
+        setsockopt(l->fd, SOL_SOCKET, SO_TIMESTAMPNS, &one, sizeof one);
     }
     if (bind(l->fd, (struct sockaddr *)&ss, len) < 0) {
         snprintf(err, errlen, "cannot listen on %s:%s:%d: %s", config_transport_name(cl->transport),

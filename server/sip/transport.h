@@ -34,6 +34,10 @@ struct sip_source {
     int port;
     int listener;     /* index into the configured listeners */
     uint64_t flow_id; /* the TCP/TLS connection; 0 for UDP */
+    /* UDP: seconds the datagram waited in the kernel's receive queue before it was read (the
+     * kernel's SO_TIMESTAMPNS stamp against the clock when its batch was read); 0 when
+     * unknown, and for TCP/TLS */
+    double queued;
 };
 
 /* Called for each complete message, on the loop. buf and src are borrowed for the call
@@ -74,6 +78,11 @@ void transport_on_close(struct transport *t, void (*cb)(void *arg, uint64_t flow
 void transport_on_udp_heard(struct transport *t,
                             void (*cb)(void *arg, const struct sip_source *src), void *arg);
 
+/* The UDP listeners' receive queues now, summed: bytes waiting (the kernel's count, which
+ * includes its per-datagram overhead) and datagrams the kernel dropped because the queue was
+ * full, since the sockets opened (SO_MEMINFO). Loop thread. */
+void transport_udp_load(const struct transport *t, uint64_t *queued_bytes, uint64_t *drops);
+
 /* 1 if the TCP/TLS connection of flow_id is still open. Loop thread. */
 int transport_flow_alive(const struct transport *t, uint64_t flow_id);
 
@@ -110,8 +119,8 @@ void transport_inject_connection(struct transport *t, const struct sip_source *p
                                  struct sip_source *out);
 
 /* Bytes received from src on a recording transport, as the listeners receive them: over UDP
- * one datagram (src's address and listener; at most 65535 bytes), over TCP/TLS bytes
- * arriving on the connection src->flow_id, framed by Content-Length with keep-alives
+ * one datagram (src's address, listener and queued: how long it waited; at most 65535 bytes), over
+ * TCP/TLS bytes arriving on the connection src->flow_id, framed by Content-Length with keep-alives
  * answered, as a connection frames what it reads. buf is borrowed for the call. 0, or -1 when
  * the connection is closed (by the framing, or a send that failed). */
 int transport_inject(struct transport *t, const struct sip_source *src, const char *buf,

@@ -4,9 +4,13 @@
  * responses produced while handling them are queued and leave in one sendmmsg per listener
  * at the end of the burst, so a busy server makes two system calls per burst instead of two
  * per request. Outside a burst (timers, the store's answers) a send goes out at once.
+ * Each datagram comes with the kernel's arrival stamp (SO_TIMESTAMPNS): how long it waited in
+ * the receive queue goes up in struct sip_source queued, for overload.c.
  */
 #include <errno.h>
 #include <string.h>
+#include <time.h>
+#include <linux/sock_diag.h>
 
 #include "log.h"
 #include "metrics.h"
@@ -94,15 +98,49 @@ static void handle(struct listener *l, char *buf, size_t n, struct sip_source *s
     t->cb(t->cb_arg, buf, n, src);
 }
 
+void transport_udp_load(const struct transport *t, uint64_t *queued_bytes, uint64_t *drops)
+{
+    *queued_bytes = *drops = 0;
+    for (size_t i = 0; i < t->n_listeners; i++) {
+        const struct listener *l = &t->listeners[i];
+        if (l->transport != CONFIG_TRANSPORT_UDP || l->fd < 0)
+            continue;
+        uint32_t mem[SK_MEMINFO_VARS] = {0};
+        socklen_t len = sizeof mem;
+        if (getsockopt(l->fd, SOL_SOCKET, SO_MEMINFO, mem, &len) < 0)
+            continue;
+        *queued_bytes += mem[SK_MEMINFO_RMEM_ALLOC];
+        *drops += mem[SK_MEMINFO_DROPS];
+    }
+}
+
 void transport_udp_inject(struct transport *t, const struct sip_source *src, const char *buf,
                           size_t len)
 {
     if (src->listener < 0 || (size_t)src->listener >= t->n_listeners || len > 65535)
         return;
-    struct sip_source s = {.addrlen = src->addrlen};
+    struct sip_source s = {.addrlen = src->addrlen, .queued = src->queued};
     memcpy(&s.addr, &src->addr, src->addrlen);
     memcpy(t->udp_buf, buf, len); /* room for the NUL handle() writes, as a read has */
     handle(&t->listeners[src->listener], t->udp_buf, len, &s);
+}
+
+/* How long the datagram of m waited in the receive queue: its SO_TIMESTAMPNS stamp against
+ * now (CLOCK_REALTIME, the stamp's clock). 0 without a stamp, or when the clock was stepped
+ * (a negative age, or one longer than any queue holds). */
+static double queue_age(struct msghdr *m, const struct timespec *now)
+{
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(m); c; c = CMSG_NXTHDR(m, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_TIMESTAMPNS)
+            continue;
+        struct timespec ts;
+        memcpy(&ts, CMSG_DATA(c), sizeof ts);
+        if (!ts.tv_sec)
+            return 0;
+        double age = (double)(now->tv_sec - ts.tv_sec) + (now->tv_nsec - ts.tv_nsec) / 1e9;
+        return age > 0 && age < 60 ? age : 0;
+    }
+    return 0;
 }
 
 void transport_udp_readable(struct listener *l)
@@ -111,6 +149,10 @@ void transport_udp_readable(struct listener *l)
     struct mmsghdr msgs[TRANSPORT_UDP_BATCH];
     struct iovec iov[TRANSPORT_UDP_BATCH];
     struct sip_source src[TRANSPORT_UDP_BATCH];
+    union {
+        char buf[CMSG_SPACE(sizeof(struct timespec))];
+        struct cmsghdr align;
+    } ctl[TRANSPORT_UDP_BATCH];
     t->batching = 1;
     for (int round = 0; round < 8; round++) {
         for (int i = 0; i < TRANSPORT_UDP_BATCH; i++) {
@@ -121,6 +163,8 @@ void transport_udp_readable(struct listener *l)
             msgs[i].msg_hdr.msg_namelen = sizeof src[i].addr;
             msgs[i].msg_hdr.msg_iov = &iov[i];
             msgs[i].msg_hdr.msg_iovlen = 1;
+            msgs[i].msg_hdr.msg_control = ctl[i].buf;
+            msgs[i].msg_hdr.msg_controllen = sizeof ctl[i].buf;
         }
         int n = recvmmsg(l->fd, msgs, TRANSPORT_UDP_BATCH, MSG_DONTWAIT, NULL);
         if (n < 0) {
@@ -128,8 +172,11 @@ void transport_udp_readable(struct listener *l)
                 log_warn("udp: receive failed: %s", strerror(errno));
             break;
         }
+        struct timespec now; /* one clock read per batch */
+        clock_gettime(CLOCK_REALTIME, &now);
         for (int i = 0; i < n; i++) {
             src[i].addrlen = msgs[i].msg_hdr.msg_namelen;
+            src[i].queued = queue_age(&msgs[i].msg_hdr, &now);
             handle(l, iov[i].iov_base, msgs[i].msg_len, &src[i]);
         }
         if (n < TRANSPORT_UDP_BATCH)

@@ -154,6 +154,28 @@ size_t txn_count(const struct txn_table *tt)
     return tt->table.count;
 }
 
+/* The RFC 3261 §17.2.3 key of a request whose top Via has a magic-cookie branch. */
+static void cookie_key(const char *branch, const osip_via_t *via, const char *method,
+                       const osip_call_id_t *call_id, const char *cseq_number, struct buf *key)
+{
+    /* §17.2.3 is branch + sent-by + method. Call-ID and CSeq are added because every real
+     * retransmission repeats them, while a client that reuses a branch for a new request
+     * (RFC 4475's messages do) would otherwise get the old request's answer. */
+    const char *parts[] = {branch,
+                           "|",
+                           via->host ? via->host : "",
+                           ":",
+                           via->port ? via->port : "",
+                           "|",
+                           method,
+                           "|",
+                           call_id && call_id->number ? call_id->number : "",
+                           "|",
+                           cseq_number ? cseq_number : ""};
+    for (size_t i = 0; i < UTIL_ARRAY_LEN(parts); i++)
+        buf_puts(key, parts[i]);
+}
+
 /* RFC 3261 §17.2.3 key. 0 or -1 if the request lacks what the key needs. */
 static int make_key(const osip_message_t *req, const char *method_override, struct buf *key)
 {
@@ -163,22 +185,7 @@ static int make_key(const osip_message_t *req, const char *method_override, stru
     const char *branch = sip_msg_param(&via->via_params, "branch");
     const char *method = method_override ? method_override : req->cseq->method;
     if (branch && strncmp(branch, "z9hG4bK", 7) == 0) {
-        /* §17.2.3 is branch + sent-by + method. Call-ID and CSeq are added because every real
-         * retransmission repeats them, while a client that reuses a branch for a new request
-         * (RFC 4475's messages do) would otherwise get the old request's answer. */
-        const char *parts[] = {branch,
-                               "|",
-                               via->host ? via->host : "",
-                               ":",
-                               via->port ? via->port : "",
-                               "|",
-                               method,
-                               "|",
-                               req->call_id && req->call_id->number ? req->call_id->number : "",
-                               "|",
-                               req->cseq->number ? req->cseq->number : ""};
-        for (size_t i = 0; i < UTIL_ARRAY_LEN(parts); i++)
-            buf_puts(key, parts[i]);
+        cookie_key(branch, via, method, req->call_id, req->cseq->number, key);
         return 0;
     }
     /* RFC 2543 peers: Request-URI, From tag, Call-ID, CSeq and the top Via. */
@@ -198,17 +205,16 @@ static int make_key(const osip_message_t *req, const char *method_override, stru
 }
 
 /* RFC 3261 §18.2.2 and RFC 3581 §4: where responses go. */
-static void response_destination(const osip_message_t *req, const struct sip_source *src,
-                                 struct sip_source *dst)
+static void via_destination(const osip_via_t *via, const struct sip_source *src,
+                            struct sip_source *dst)
 {
     *dst = *src;
     if (src->transport != CONFIG_TRANSPORT_UDP)
         return; /* same connection */
-    osip_via_t *via = osip_list_get(&req->vias, 0);
     if (!via)
         return;
     osip_generic_param_t *rport = NULL;
-    osip_via_param_get_byname(via, "rport", &rport);
+    osip_via_param_get_byname((osip_via_t *)via, "rport", &rport);
     if (rport)
         return; /* source address and port */
     /* received (the source IP) and the sent-by port, 5060 by default */
@@ -220,6 +226,12 @@ static void response_destination(const osip_message_t *req, const struct sip_sou
         ((struct sockaddr_in6 *)&dst->addr)->sin6_port = htons((uint16_t)port);
     else
         ((struct sockaddr_in *)&dst->addr)->sin_port = htons((uint16_t)port);
+}
+
+static void response_destination(const osip_message_t *req, const struct sip_source *src,
+                                 struct sip_source *dst)
+{
+    via_destination(osip_list_get(&req->vias, 0), src, dst);
 }
 
 enum txn_match txn_server_match(struct txn_table *tt, const osip_message_t *req,
@@ -258,6 +270,29 @@ enum txn_match txn_server_match(struct txn_table *tt, const osip_message_t *req,
     hashtab_insert(&tt->table, &t->hn, h);
     *out = t;
     return TXN_NEW;
+}
+
+int txn_server_known(struct txn_table *tt, const osip_via_t *via, const osip_call_id_t *call_id,
+                     const osip_cseq_t *cseq)
+{
+    const char *branch = sip_msg_param(&via->via_params, "branch");
+    if (!branch || strncmp(branch, "z9hG4bK", 7) != 0 || !cseq->method)
+        return -1;
+    struct buf key = {0};
+    cookie_key(branch, via, cseq->method, call_id, cseq->number, &key);
+    uint64_t h = util_hash(key.data, key.len);
+    int found = 0;
+    for (struct hashtab_node *n = hashtab_first(&tt->table, h); n && !found;
+         n = hashtab_next(&tt->table, n))
+        found = strcmp(HASHTAB_ENTRY(n, struct txn, hn)->key, key.data) == 0;
+    buf_free(&key);
+    return found;
+}
+
+void txn_via_destination(const osip_via_t *via, const struct sip_source *src,
+                         struct sip_source *dst)
+{
+    via_destination(via, src, dst);
 }
 
 static void unlink_txn(struct txn_table *tt, struct txn *t)

@@ -50,6 +50,14 @@ enum txn_match {
 enum txn_match txn_server_match(struct txn_table *tt, const osip_message_t *req,
                                 const struct sip_source *src, struct txn **out);
 
+/* Is there a server transaction for the request whose top Via, Call-ID and CSeq these are
+ * (osip2's parse of those header values alone, only read)? 1 yes (a retransmission of that
+ * request would be absorbed by it), 0 no, -1 when the Via has no RFC 3261 magic-cookie
+ * branch (the RFC 2543 key needs the whole request). Changes nothing, counts nothing: the
+ * cheap look-up of overload.c, which must never refuse a retransmission. */
+int txn_server_known(struct txn_table *tt, const osip_via_t *via, const osip_call_id_t *call_id,
+                     const osip_cseq_t *cseq);
+
 /* Send a final response for t and keep it (serialised, a copy) for retransmissions. resp is
  * borrowed: the caller still frees it. t must not be used afterwards. */
 void txn_reply(struct txn_table *tt, struct txn *t, osip_message_t *resp);
@@ -89,6 +97,10 @@ void txn_provisional_bytes(struct txn_table *tt, struct txn *t, char *bytes, siz
  * caller's dst. */
 void txn_response_destination(const osip_message_t *req, const struct sip_source *src,
                               struct sip_source *dst);
+
+/* txn_response_destination from the request's top Via alone (NULL: src). */
+void txn_via_destination(const osip_via_t *via, const struct sip_source *src,
+                         struct sip_source *dst);
 
 /* ---- client transactions (RFC 3261 §17.1) ---- */
 

@@ -17,6 +17,7 @@
 #include "log.h"
 #include "lua_vm.h"
 #include "msgstore.h"
+#include "overload.h"
 #include "proxy.h"
 #include "registrar.h"
 #include "sip_msg.h"
@@ -40,6 +41,7 @@ struct server {
     struct destination *dest;
     struct proxy *proxy;
     struct msgstore *msgstore;
+    struct overload *ovl;
     struct dispatch dispatch;
 };
 
@@ -127,8 +129,9 @@ static void server_start(struct server *s)
         proxy_set_msgstore(s->proxy, s->msgstore);
         registrar_set_msgstore(s->reg, s->msgstore);
     }
+    s->ovl = overload_new(loop, &cfg, s->tp, s->txns);
     s->dispatch = (struct dispatch){
-        .cfg = &cfg, .tp = s->tp, .txns = s->txns, .reg = s->reg, .proxy = s->proxy};
+        .cfg = &cfg, .tp = s->tp, .txns = s->txns, .reg = s->reg, .proxy = s->proxy, .ovl = s->ovl};
 }
 
 static void forget_binding(void *arg, const struct binding *b)
@@ -151,6 +154,7 @@ static void server_stop(struct server *s)
     registrar_free(s->reg);
     proxy_free(s->proxy);
     destination_free(s->dest);
+    overload_free(s->ovl);
     txn_table_free(s->txns);
     location_free(s->loc);
     ev_run(loop, EVRUN_NOWAIT); /* connections closed free themselves from the loop */
@@ -329,11 +333,14 @@ static int send_part(struct server *s, const struct sip_source *src, const char 
 void fuzz_server_run(const uint8_t *data, size_t size, fuzz_server_rewrite_cb rewrite)
 {
     sent = 0;
-    for (int tcp = 0; tcp < 2; tcp++) {
+    /* UDP, TCP, then UDP again with every datagram late: overload.c's stateless 503 path */
+    for (int pass = 0; pass < 3; pass++) {
+        int tcp = pass == 1;
         last_branch[0] = last_record_route[0] = '\0';
         struct server s;
         server_start(&s);
-        struct sip_source peer = {.transport = tcp ? CONFIG_TRANSPORT_TCP : CONFIG_TRANSPORT_UDP};
+        struct sip_source peer = {.transport = tcp ? CONFIG_TRANSPORT_TCP : CONFIG_TRANSPORT_UDP,
+                                  .queued = pass == 2 ? 1.0 : 0};
         transport_addr_make(FUZZ_SERVER_PEER_IP, 5070, &peer.addr, &peer.addrlen);
         peer.listener = transport_find_listener(s.tp, peer.transport, AF_INET);
         if (peer.listener >= 0 && tcp)

@@ -7,7 +7,9 @@
  * One input is run in a fresh server (fuzz_server_run): split into parts at each line "@@@@"
  * (FUZZ_SERVER_SEPARATOR), it is sent over UDP, one datagram per part; then, in another fresh
  * server, the parts one after the other over one TCP connection, each in chunks of
- * pseudo-random sizes (from a hash of the input, so a run is repeatable). Between datagrams
+ * pseudo-random sizes (from a hash of the input, so a run is repeatable); then over UDP again,
+ * every datagram taken to have waited a second in the receive queue, so that overload.c
+ * answers the new INVITEs and REGISTERs from their raw lines. Between datagrams
  * and chunks the loop runs until the store has answered everything asked of it, so a REGISTER
  * is answered, a subscriber looked up, before the next part arrives. Nothing is kept from one input to the
  * next but the store's subscribers and the policy VM.

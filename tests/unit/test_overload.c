@@ -1,0 +1,198 @@
+/*
+ * test_overload: what overload_shed refuses and what it never does, through a transport that
+ * records its sends (no socket): the 503 of a new INVITE or REGISTER that waited too long
+ * (Via lines mirrored with received/rport, compact headers, the sent-by port without rport,
+ * To tag, Retry-After), and everything it lets through — a request that waited less, a
+ * retransmission of a transaction that exists (its headers spaced differently from how the
+ * key was made), an in-dialog request, other methods, responses, TCP, a folded header it
+ * copies, an RFC 2543 branch, a CSeq for another method — and the ACK of its own 503, absorbed.
+ */
+#include "overload.c"
+
+#include "tap.h"
+
+static struct buf sent;
+static int n_sent;
+static struct sip_source sent_to;
+
+static void record(void *arg, const struct sip_source *dst, const char *buf, size_t len)
+{
+    (void)arg;
+    sent.len = 0;
+    buf_append(&sent, buf, len);
+    n_sent++;
+    sent_to = *dst;
+}
+
+static struct sip_source from(double queued, enum config_transport tr)
+{
+    struct sip_source s = {0};
+    transport_addr_make("127.0.0.1", 40000, &s.addr, &s.addrlen);
+    transport_addr_str((struct sockaddr *)&s.addr, s.ip, sizeof s.ip, &s.port);
+    s.transport = tr;
+    s.listener = 0;
+    s.queued = queued;
+    return s;
+}
+
+static int shed(struct overload *o, const char *msg, double queued)
+{
+    struct sip_source s = from(queued, CONFIG_TRANSPORT_UDP);
+    return overload_shed(o, msg, strlen(msg), &s);
+}
+
+#define INVITE(extra_to, branch)                                                                   \
+    "INVITE sip:bob@example.com SIP/2.0\r\n"                                                       \
+    "Via: SIP/2.0/UDP 127.0.0.1:40000;rport;branch=" branch "\r\n"                                 \
+    "Max-Forwards: 70\r\n"                                                                         \
+    "From: <sip:alice@example.com>;tag=a1\r\n"                                                     \
+    "To: <sip:bob@example.com>" extra_to "\r\n"                                                    \
+    "Call-ID: c1@host\r\n"                                                                         \
+    "CSeq: 1 INVITE\r\n"                                                                           \
+    "Content-Length: 0\r\n\r\n"
+
+int main(void)
+{
+    sip_msg_init();
+    struct config cfg;
+    config_defaults(&cfg);
+    cfg.overload_queue_ms = 100;
+    cfg.overload_retry_after = 9;
+    struct ev_loop *loop = ev_default_loop(0);
+    struct transport *tp = transport_open_recording(loop, &cfg, NULL, NULL, record, NULL);
+    struct txn_table *txns = txn_table_new(loop, tp);
+    struct overload *o = overload_new(loop, &cfg, tp, txns);
+
+    /* a new INVITE */
+    is_int(shed(o, INVITE("", "z9hG4bKi1"), 0.05), 0, "an INVITE that waited 50 ms goes on");
+    is_int(n_sent, 0, "unanswered here");
+    is_int(shed(o, INVITE("", "z9hG4bKi1"), 0.5), 1, "one that waited 500 ms is refused");
+    buf_puts(&sent, ""); /* NUL-terminate */
+    const char *r = sent.data;
+    ok(r && strncmp(r, "SIP/2.0 503 Service Unavailable\r\n", 33) == 0, "503 Service Unavailable");
+    ok(r && strstr(r, "\r\nVia: SIP/2.0/UDP 127.0.0.1:40000;rport=40000;branch=z9hG4bKi1;"
+                      "received=127.0.0.1\r\n"),
+       "the Via with rport and received (RFC 3581)");
+    ok(r && strstr(r, "\r\nFrom: <sip:alice@example.com>;tag=a1\r\n"), "From as sent");
+    ok(r && strstr(r, "\r\nTo: <sip:bob@example.com>;tag=" OVERLOAD_TAG), "To with our tag");
+    ok(r && strstr(r, "\r\nCall-ID: c1@host\r\nCSeq: 1 INVITE\r\nRetry-After: 9\r\n"),
+       "Call-ID, CSeq, Retry-After");
+    ok(r && strstr(r, "\r\nContent-Length: 0\r\n\r\n") && !strstr(r, "Max-Forwards"),
+       "nothing else copied, no body");
+    is_int(sent_to.port, 40000, "sent to the source port (rport)");
+    is_int(metrics_values[METRICS_OVERLOAD_REJECTED_INVITE], 1, "counted");
+
+    /* its ACK is absorbed; another ACK is not ours */
+    char to_tag[64];
+    const char *t = r ? strstr(r, ";tag=" OVERLOAD_TAG) : NULL;
+    snprintf(to_tag, sizeof to_tag, "%.*s", t ? (int)strcspn(t, "\r") : 0, t ? t : "");
+    char ack[512];
+    snprintf(
+        ack, sizeof ack,
+        "ACK sip:bob@example.com SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:40000;branch=z9hG4bKi1\r\n"
+        "From: <sip:alice@example.com>;tag=a1\r\nTo: <sip:bob@example.com>%s\r\n"
+        "Call-ID: c1@host\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n",
+        to_tag);
+    n_sent = 0;
+    is_int(shed(o, ack, 0.5), 1, "the ACK of our 503 is absorbed");
+    is_int(shed(o, INVITE(";tag=x", "z9hG4bKi1"), 0.5), 0, "an INVITE with a To tag goes on");
+    is_int(n_sent, 0, "nothing sent for either");
+
+    /* compact headers, three Via values on two lines, sent-by port without rport */
+    const char *compact = "INVITE sip:bob@example.com SIP/2.0\r\n"
+                          "v: SIP/2.0/UDP 192.0.2.1:5062;branch=z9hG4bKc1 , SIP/2.0/UDP "
+                          "192.0.2.9;branch=z9hG4bKc0\r\n"
+                          "Via: SIP/2.0/TCP 192.0.2.10;branch=z9hG4bKcx\r\n"
+                          "f: <sip:alice@example.com>;tag=a2\r\nt: sip:bob@example.com\r\n"
+                          "i: c2\r\nCSeq: 4 INVITE\r\nl: 0\r\n\r\n";
+    is_int(shed(o, compact, 0.5), 1, "compact headers: refused");
+    buf_puts(&sent, "");
+    r = sent.data;
+    ok(r && strstr(r, "\r\nVia: SIP/2.0/UDP 192.0.2.1:5062;branch=z9hG4bKc1;received=127.0.0.1 "
+                      ", SIP/2.0/UDP 192.0.2.9;branch=z9hG4bKc0\r\n"
+                      "Via: SIP/2.0/TCP 192.0.2.10;branch=z9hG4bKcx\r\nf: "),
+       "every Via value mirrored, in order, received on the top one");
+    ok(r && strstr(r, "\r\nt: sip:bob@example.com;tag=" OVERLOAD_TAG), "To tag on a bare URI");
+    ok(r && strstr(r, "\r\ni: c2\r\nCSeq: 4 INVITE\r\n"), "compact Call-ID kept");
+    is_int(sent_to.port, 5062, "sent to the sent-by port (no rport)");
+
+    /* a REGISTER whose transaction exists: let through, however its lines are spaced */
+    const char *reg = "REGISTER sip:example.com SIP/2.0\r\n"
+                      "Via:   SIP/2.0/UDP   127.0.0.1:40000 ;rport ; branch=z9hG4bKr1  \r\n"
+                      "From: <sip:carol@example.com>;tag=r1\r\nTo: <sip:carol@example.com>\r\n"
+                      "Call-ID:    reg1@host   \r\nCSeq:   7    REGISTER  \r\n"
+                      "Contact: <sip:carol@127.0.0.1:40000>\r\nContent-Length: 0\r\n\r\n";
+    osip_message_t *m = NULL;
+    ok(sip_msg_parse(reg, strlen(reg), &m) == 0, "REGISTER parsed");
+    struct sip_source s = from(0, CONFIG_TRANSPORT_UDP);
+    struct txn *tx = NULL;
+    ok(m && txn_server_match(txns, m, &s, &tx) == TXN_NEW,
+       "its transaction made from the full parse");
+    n_sent = 0;
+    is_int(shed(o, reg, 0.5), 0, "its retransmission, 500 ms late, goes on to the transaction");
+    is_int(n_sent, 0, "nothing sent");
+    is_int(metrics_values[METRICS_RETRANSMISSIONS], 0, "and the look-up counted no retransmission");
+    char reg2[1024];
+    snprintf(reg2, sizeof reg2, "%s", reg);
+    memcpy(strstr(reg2, "CSeq:   7"), "CSeq:   8", 9);
+    is_int(shed(o, reg2, 0.5), 1, "the next REGISTER (CSeq 8, same branch) is a new one: refused");
+    is_int(metrics_values[METRICS_OVERLOAD_REJECTED_REGISTER], 1, "counted as a REGISTER");
+    osip_message_free(m);
+
+    /* what always goes on */
+    n_sent = 0;
+    struct {
+        const char *msg, *why;
+    } through[] = {
+        {"BYE sip:bob@example.com SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:40000;branch=z9hG4bKb1\r\n"
+         "From: <sip:a@example.com>;tag=1\r\nTo: <sip:b@example.com>;tag=2\r\nCall-ID: b1\r\n"
+         "CSeq: 2 BYE\r\n\r\n",
+         "a BYE"},
+        {"OPTIONS sip:bob@example.com SIP/2.0\r\nVia: SIP/2.0/UDP "
+         "127.0.0.1:40000;branch=z9hG4bKo1\r\n"
+         "From: <sip:a@example.com>;tag=1\r\nTo: <sip:b@example.com>\r\nCall-ID: o1\r\n"
+         "CSeq: 2 OPTIONS\r\n\r\n",
+         "a new OPTIONS"},
+        {"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 127.0.0.1:40000;branch=z9hG4bKx\r\n"
+         "From: <sip:a@example.com>;tag=1\r\nTo: <sip:b@example.com>;tag=2\r\nCall-ID: x\r\n"
+         "CSeq: 1 INVITE\r\n\r\n",
+         "a response"},
+        {"INVITE sip:bob@example.com SIP/2.0\r\nVia: SIP/2.0/UDP "
+         "127.0.0.1:40000;branch=z9hG4bKf1\r\n"
+         "From: <sip:a@example.com>;tag=1\r\nTo: <sip:b@example.com>\r\n ;tag=folded\r\n"
+         "Call-ID: f1\r\nCSeq: 1 INVITE\r\n\r\n",
+         "an INVITE whose To is folded"},
+        {"INVITE sip:bob@example.com SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:40000;branch=old2543\r\n"
+         "From: <sip:a@example.com>;tag=1\r\nTo: <sip:b@example.com>\r\nCall-ID: k1\r\n"
+         "CSeq: 1 INVITE\r\n\r\n",
+         "an INVITE with an RFC 2543 branch"},
+        {"INVITE sip:bob@example.com SIP/2.0\r\nVia: SIP/2.0/UDP "
+         "127.0.0.1:40000;branch=z9hG4bKm1\r\n"
+         "From: <sip:a@example.com>;tag=1\r\nTo: <sip:b@example.com>\r\nCall-ID: m1\r\n"
+         "CSeq: 1 OPTIONS\r\n\r\n",
+         "an INVITE whose CSeq names another method (the §8.2 checks answer it)"},
+        {"INVITE sip:bob@example.com SIP/2.0\r\nFrom: <sip:a@example.com>;tag=1\r\n"
+         "To: <sip:b@example.com>\r\nCall-ID: n1\r\nCSeq: 1 INVITE\r\n\r\n",
+         "an INVITE without a Via"},
+    };
+    for (size_t i = 0; i < sizeof through / sizeof through[0]; i++)
+        is_int(shed(o, through[i].msg, 0.5), 0, "%s goes on, however late", through[i].why);
+    is_int(n_sent, 0, "nothing sent for any of them");
+    const char *folded_subject = "INVITE sip:bob@example.com SIP/2.0\r\n"
+                                 "Via: SIP/2.0/UDP 127.0.0.1:40000;branch=z9hG4bKs1\r\n"
+                                 "Subject: a\r\n b\r\nFrom: <sip:a@example.com>;tag=1\r\n"
+                                 "To: <sip:b@example.com>\r\nCall-ID: s1\r\nCSeq: 1 INVITE\r\n\r\n";
+    is_int(shed(o, folded_subject, 0.5), 1, "a folded header it does not copy changes nothing");
+    struct sip_source tcp = from(0.5, CONFIG_TRANSPORT_TCP);
+    const char *inv = INVITE("", "z9hG4bKt1");
+    is_int(overload_shed(o, inv, strlen(inv), &tcp), 0, "over TCP nothing is refused");
+    cfg.overload_queue_ms = 0;
+    is_int(shed(o, INVITE("", "z9hG4bKz1"), 5), 0, "overload_queue_ms 0: nothing is refused");
+
+    overload_free(o);
+    txn_table_free(txns);
+    transport_close(tp);
+    buf_free(&sent);
+    config_free(&cfg);
+    done_testing();
+}
