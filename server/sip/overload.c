@@ -7,9 +7,9 @@
  * through on its first bytes; the others get one pass over their header lines (stopping at
  * the blank line), and the few values the transaction key needs (top Via, Call-ID, CSeq) are
  * parsed with osip2's own header parsers, so the key is the very one txn.c makes from a full
- * parse. Whenever this scan is unsure (a folded or missing header, an RFC 2543 branch, a
- * CSeq naming another method) the request goes through: a wrong 503 to a retransmission
- * would end a call sipwake admitted, a wrong admission only costs a parse.
+ * parse. Whenever this scan is unsure (a folded or missing header, a NUL byte among the
+ * header lines, an RFC 2543 branch, a CSeq naming another method) the request goes through: a wrong
+ * 503 to a retransmission would end a call sipwake admitted, a wrong admission only costs a parse.
  */
 #include "overload.h"
 
@@ -230,6 +230,10 @@ static int scan(const char *buf, size_t len, struct overload_scan *s)
         }
         p = nl ? nl + 1 : end;
     }
+    /* a NUL would end osip2's view of a value early and go out in the 503: leave such a
+     * request to the full parse (which answers it 400) */
+    if (memchr(buf, '\0', (size_t)((p < end ? p : end) - buf)))
+        return -1;
     return s->n_vias && s->top_via.len && s->from.p && s->to.p && s->call_id.p && s->cseq.p ? 0
                                                                                             : -1;
 }
