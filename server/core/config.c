@@ -77,7 +77,8 @@ static const struct key_row key_rows[] = {
      "Value of the Server header in responses; empty to send none."},
     {"sip", "overload_queue_ms", KEY_INT, OFF(overload_queue_ms), 0, 10000, "100", NULL,
      "Overload: a new INVITE or REGISTER over UDP that waited longer than this many "
-     "milliseconds in the receive queue is answered 503 with Retry-After at once, unparsed, "
+     "milliseconds since it arrived (in the receive queue and behind its read batch) is "
+     "answered 503 with Retry-After at once, unparsed, "
      "while retransmissions, responses, ACK, BYE, CANCEL and in-dialog requests are still "
      "served (see [Overload](#overload)). 100: a call's 2xx and its ACK each cross the "
      "queue, and twice 100 ms stays well under T1 (500 ms), when UDP peers send again. 0: "

@@ -118,8 +118,8 @@ static const struct {
                                             "new REGISTERs answered 503 unparsed: they waited "
                                             "longer than overload_queue_ms"},
     [METRICS_OVERLOAD_QUEUE_AGE_MS] = {"overload:queue_age_ms", 1,
-                                       "longest wait of a UDP datagram in the kernel's receive "
-                                       "queue over the last second, in ms"},
+                                       "longest wait of a UDP datagram from its arrival until "
+                                       "it was taken up over the last second, in ms"},
     [METRICS_OVERLOAD_LOOP_LAG_MS] = {"overload:loop_lag_ms", 1,
                                       "most a 100 ms timer of the loop fired late over the last "
                                       "second, in ms"},
@@ -327,7 +327,7 @@ void metrics_render(struct buf *out)
                "sipwake_wake_latency_seconds_sum %.3f\nsipwake_wake_latency_seconds_count %llu\n",
                (unsigned long long)wake_total, wake_sum, (unsigned long long)wake_total);
     buf_printf(out, "# HELP sipwake_overload_udp_queue_age_seconds how long each UDP datagram "
-                    "waited in the kernel's receive queue\n# TYPE "
+                    "waited from its arrival until it was taken up\n# TYPE "
                     "sipwake_overload_udp_queue_age_seconds histogram\n");
     uint64_t cum = 0;
     for (int i = 0; i < METRICS_QUEUE_AGE_BUCKETS; i++) {

@@ -76,7 +76,7 @@ struct overload *overload_new(struct ev_loop *loop, const struct config *cfg, st
 static void log_refusals(struct overload *o, ev_tstamp now)
 {
     log_warn("overload: %llu new INVITE(s) and %llu REGISTER(s) answered 503 since the last "
-             "report: they waited up to %.0f ms in the UDP receive queue ([sip] "
+             "report: they waited up to %.0f ms since they arrived over UDP ([sip] "
              "overload_queue_ms %ld)",
              (unsigned long long)o->unlogged[0], (unsigned long long)o->unlogged[1],
              o->unlogged_age * 1000, o->cfg->overload_queue_ms);

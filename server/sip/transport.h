@@ -34,9 +34,9 @@ struct sip_source {
     int port;
     int listener;     /* index into the configured listeners */
     uint64_t flow_id; /* the TCP/TLS connection; 0 for UDP */
-    /* UDP: seconds the datagram waited in the kernel's receive queue before it was read (the
-     * kernel's SO_TIMESTAMPNS stamp against the clock when its batch was read); 0 when
-     * unknown, and for TCP/TLS */
+    /* UDP: seconds the datagram waited since it arrived, in the kernel's receive queue and
+     * behind the others of its recvmmsg batch (the kernel's SO_TIMESTAMPNS stamp against the
+     * clock when it is handed over); 0 when unknown, and for TCP/TLS */
     double queued;
 };
 

@@ -4,8 +4,9 @@
  * responses produced while handling them are queued and leave in one sendmmsg per listener
  * at the end of the burst, so a busy server makes two system calls per burst instead of two
  * per request. Outside a burst (timers, the store's answers) a send goes out at once.
- * Each datagram comes with the kernel's arrival stamp (SO_TIMESTAMPNS): how long it waited in
- * the receive queue goes up in struct sip_source queued, for overload.c.
+ * Each datagram comes with the kernel's arrival stamp (SO_TIMESTAMPNS): how long it waited,
+ * in the receive queue and then behind the datagrams read in the same batch, up to when it
+ * is handed over, goes up in struct sip_source queued, for overload.c.
  */
 #include <errno.h>
 #include <string.h>
@@ -125,8 +126,8 @@ void transport_udp_inject(struct transport *t, const struct sip_source *src, con
     handle(&t->listeners[src->listener], t->udp_buf, len, &s);
 }
 
-/* How long the datagram of m waited in the receive queue: its SO_TIMESTAMPNS stamp against
- * now (CLOCK_REALTIME, the stamp's clock). 0 without a stamp, or when the clock was stepped
+/* How long the datagram of m waited since it arrived: its SO_TIMESTAMPNS stamp against now
+ * (CLOCK_REALTIME, the stamp's clock). 0 without a stamp, or when the clock was stepped
  * (a negative age, or one longer than any queue holds). */
 static double queue_age(struct msghdr *m, const struct timespec *now)
 {
@@ -172,9 +173,12 @@ void transport_udp_readable(struct listener *l)
                 log_warn("udp: receive failed: %s", strerror(errno));
             break;
         }
-        struct timespec now; /* one clock read per batch */
-        clock_gettime(CLOCK_REALTIME, &now);
         for (int i = 0; i < n; i++) {
+            /* read the clock for each datagram, not once per batch: the batch is served one
+             * datagram after the other, and the last of 32 has waited for the 31 before it
+             * as well (a slow policy makes that hundreds of ms) */
+            struct timespec now;
+            clock_gettime(CLOCK_REALTIME, &now);
             src[i].addrlen = msgs[i].msg_hdr.msg_namelen;
             src[i].queued = queue_age(&msgs[i].msg_hdr, &now);
             handle(l, iov[i].iov_base, msgs[i].msg_len, &src[i]);

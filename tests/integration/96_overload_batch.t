@@ -1,0 +1,77 @@
+#!/usr/bin/perl
+# Graceful overload (issue 15): a datagram's wait is counted up to when sipwake looks at it,
+# not up to when its batch left the kernel. A burst read in one recvmmsg batch is served one
+# datagram after the other; with a policy that spends 30 ms per INVITE, the twelfth of a
+# batch is looked at some 330 ms after it arrived, however fresh the batch was when read.
+# sipwake is stopped (SIGSTOP) while the burst is sent, so the twelve INVITEs wait in the
+# kernel's queue together and come out in one batch, a few ms old; then it goes on (SIGCONT).
+# The first ones are served (480 from the policy), the later ones, past overload_queue_ms
+# since they arrived, are refused 503.
+use strict;
+use warnings;
+use FindBin;
+use lib "$FindBin::Bin/../lib";
+use Test::More;
+use Sipwake;
+
+my $policy = <<'LUA';
+local function spin(ms)
+    local stop = os.clock() + ms / 1000
+    while os.clock() < stop do end
+end
+return {
+    route = function(req, ctx)
+        spin(30)
+        return { reply = { code = 480, reason = "Nobody Here" } }
+    end,
+}
+LUA
+
+my $sw = Sipwake->new(policy => $policy, config => {
+    sip => { overload_queue_ms => 100 },
+    policy => { time_budget_ms => 200 },
+});
+$sw->start;
+my $ua = $sw->ua(user => 'burst');
+my $p = $ua->local_port;
+
+sub invite {
+    my ($i) = @_;
+    return "INVITE sip:nobody$i\@example.com SIP/2.0\r\n"
+        . "Via: SIP/2.0/UDP 127.0.0.1:$p;rport;branch=z9hG4bKbatch$i\r\n"
+        . "Max-Forwards: 70\r\nFrom: <sip:burst\@example.com>;tag=b$i\r\n"
+        . "To: <sip:nobody$i\@example.com>\r\nCall-ID: batch-$i-$$\r\nCSeq: 1 INVITE\r\n"
+        . "Contact: <sip:burst\@127.0.0.1:$p>\r\nContent-Length: 0\r\n\r\n";
+}
+
+sub state_of {
+    open my $f, '<', "/proc/$_[0]/stat" or return '';
+    my ($s) = <$f> =~ /\) (\S)/;
+    return $s // '';
+}
+
+my $pid = $sw->{pid};
+kill 'STOP', $pid;
+ok(Sipwake::wait_until(sub { state_of($pid) eq 'T' }, 5), 'sipwake stopped');
+$ua->send_raw(invite($_)) for 1 .. 12;
+kill 'CONT', $pid;
+
+my %code;
+my $deadline = time + 30;
+while (keys %code < 12 && time < $deadline) {
+    my $m = $ua->recv_raw($deadline - time) // last;
+    my ($c) = $m =~ /^SIP\/2\.0 (\d{3})/;
+    my ($i) = $m =~ /^Call-ID: batch-(\d+)-/m;
+    $code{$i} //= $c if $c && $c >= 200 && $i;
+}
+is(scalar(keys %code), 12, 'every INVITE got a final answer');
+is($code{1}, 480, 'the first of the batch was served (480 from the policy)');
+is($code{12}, 503, 'the twelfth, looked at some 330 ms after it arrived, was refused 503');
+my @codes = map { $code{$_} // 0 } 1 .. 12;
+my $first503 = (grep { $codes[$_] == 503 } 0 .. 11)[0] // 12;
+is(scalar(grep { $_ != 503 } @codes[$first503 .. 11]), 0,
+   'once one was refused, every later one of the batch was (' . join(' ', @codes) . ')');
+my $m = $sw->metrics;
+is($m->{sipwake_overload_rejected_invite}, scalar(grep { $_ == 503 } @codes), 'the refusals are counted');
+ok($sw->stop, 'clean shutdown, no sanitizer report');
+done_testing;
