@@ -187,6 +187,12 @@ static void flow_closed(void *arg, uint64_t flow_id)
     txn_client_flow_failed(arg, flow_id);
 }
 
+/* overload_exempt_cb: the upstream's requests are never refused 503 (gateway mode). */
+static int from_upstream(void *arg, const struct sip_source *src)
+{
+    return gateway_from_upstream(arg, src);
+}
+
 /* ---------------------------------------------------------------- main */
 
 static void count_name(void *arg, const char *name, time_t created_at)
@@ -370,6 +376,7 @@ int main(int argc, char **argv)
         }
         registrar_set_gateway(app.reg, app.gw);
         proxy_set_gateway(app.proxy, app.gw);
+        overload_set_exempt(app.ovl, from_upstream, app.gw);
         gateway_adopt_bindings(app.gw);
     }
     long admins = 0;

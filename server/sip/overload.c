@@ -35,6 +35,8 @@ struct overload {
     const struct config *cfg;
     struct transport *tp;
     struct txn_table *txns;
+    overload_exempt_cb exempt; /* NULL: nobody is */
+    void *exempt_arg;          /* borrowed */
     ev_timer tick;
     ev_tstamp tick_due;     /* when the tick should fire (loop time) */
     ev_tstamp period_start; /* of the second the maxima cover */
@@ -71,6 +73,12 @@ struct overload *overload_new(struct ev_loop *loop, const struct config *cfg, st
     o->period_start = ev_now(loop);
     ev_timer_start(loop, &o->tick);
     return o;
+}
+
+void overload_set_exempt(struct overload *o, overload_exempt_cb exempt, void *arg)
+{
+    o->exempt = exempt;
+    o->exempt_arg = arg;
 }
 
 static void log_refusals(struct overload *o, ev_tstamp now)
@@ -349,6 +357,8 @@ int overload_shed(struct overload *o, const char *buf, size_t len, const struct 
         return 1;
     }
     if (s.to_tag.len) /* in a dialog: admitted work */
+        return 0;
+    if (o->exempt && o->exempt(o->exempt_arg, src)) /* the upstream's: see overload.h */
         return 0;
     if (!refuse(o, invite ? "INVITE" : "REGISTER", &s, src))
         return 0;

@@ -17,6 +17,9 @@
  * It also keeps the load figures: the queue-age histogram and its most over each second,
  * the loop's lag (how late a 100 ms timer fires), the receive queues' backlog and the
  * kernel's drops (metrics overload:*). Refusals are logged at warn, at most once a second.
+ * In gateway mode the upstream's requests are never refused either (overload_set_exempt):
+ * they are calls the PBX already accepted for the phones, and a 503 with Retry-After tells
+ * a PBX not to send sipwake anything for that long (RFC 3261 §21.5.4), for every phone.
  * TCP/TLS messages are never refused here: a stream has no per-message queue age, and its
  * sender does not retransmit (RFC 3261 §17.1.1.2), so its backlog costs no amplification.
  */
@@ -37,6 +40,13 @@ struct overload;
  * overload_free. Loop thread, as is every function here. */
 struct overload *overload_new(struct ev_loop *loop, const struct config *cfg, struct transport *tp,
                               struct txn_table *txns);
+
+/* 1 if a request from src must never be refused (gateway mode: the upstream's). */
+typedef int (*overload_exempt_cb)(void *arg, const struct sip_source *src);
+
+/* Never refuse the requests exempt(arg, src) names (called only for a request about to be
+ * refused). arg is borrowed and must outlive o. */
+void overload_set_exempt(struct overload *o, overload_exempt_cb exempt, void *arg);
 
 /* A complete message received (buf/len borrowed for the call, NUL-terminated after len, as
  * the transport hands it over) from src: counted in the load figures, and 1 if it was
