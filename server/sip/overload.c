@@ -42,8 +42,8 @@ struct overload {
     ev_tstamp period_start; /* of the second the maxima cover */
     double age_max, lag_max;
     uint64_t backlog_max;
-    ev_tstamp logged_at; /* refusals are logged at most once a second */
-    uint64_t unlogged[2];
+    ev_tstamp logged_at;  /* refusals are logged at most once a second */
+    uint64_t unlogged[3]; /* INVITEs, REGISTERs answered 503; requests dropped unanswered */
     double unlogged_age;
 };
 
@@ -83,12 +83,18 @@ void overload_set_exempt(struct overload *o, overload_exempt_cb exempt, void *ar
 
 static void log_refusals(struct overload *o, ev_tstamp now)
 {
-    log_warn("overload: %llu new INVITE(s) and %llu REGISTER(s) answered 503 since the last "
-             "report: they waited up to %.0f ms since they arrived over UDP ([sip] "
-             "overload_queue_ms %ld)",
-             (unsigned long long)o->unlogged[0], (unsigned long long)o->unlogged[1],
-             o->unlogged_age * 1000, o->cfg->overload_queue_ms);
-    o->unlogged[0] = o->unlogged[1] = 0;
+    if (o->unlogged[2])
+        log_warn("overload: %llu new request(s) dropped unanswered since the last report: "
+                 "their 503 would have been larger than they are (a forged source would "
+                 "make it a reflection with amplification)",
+                 (unsigned long long)o->unlogged[2]);
+    if (o->unlogged[0] || o->unlogged[1])
+        log_warn("overload: %llu new INVITE(s) and %llu REGISTER(s) answered 503 since the last "
+                 "report: they waited up to %.0f ms since they arrived over UDP ([sip] "
+                 "overload_queue_ms %ld)",
+                 (unsigned long long)o->unlogged[0], (unsigned long long)o->unlogged[1],
+                 o->unlogged_age * 1000, o->cfg->overload_queue_ms);
+    o->unlogged[0] = o->unlogged[1] = o->unlogged[2] = 0;
     o->unlogged_age = 0;
     o->logged_at = now;
 }
@@ -116,7 +122,7 @@ static void tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
         o->backlog_max = 0;
         o->period_start = now;
     }
-    if ((o->unlogged[0] || o->unlogged[1]) && now - o->logged_at >= 1.0)
+    if ((o->unlogged[0] || o->unlogged[1] || o->unlogged[2]) && now - o->logged_at >= 1.0)
         log_refusals(o, now);
     ev_timer_set(w, OVERLOAD_TICK_S, 0);
     ev_timer_start(loop, w);
@@ -254,10 +260,13 @@ static char *slice_dup(struct sip_msg_slice s)
     return c;
 }
 
-/* Build and send the 503 of a new request (method, s) received from src, whose top Via
- * osip2 parsed as via (fixed here: received, rport). */
-static void reply_503(struct overload *o, const struct overload_scan *s, osip_via_t *via,
-                      const struct sip_source *src)
+/* Build and send the 503 of a new request (len bytes, headers s) received from src, whose
+ * top Via osip2 parsed as via (fixed here: received, rport). 0 if sent; 1 if not, because it
+ * would be larger than the request: a UDP source can be forged, and a crafted request of
+ * the bare five headers would draw a 503 up to 2.5 times its size onto someone else
+ * (RFC 3261 §26.1.5, amplification); -1 if the Via cannot be written. */
+static int reply_503(struct overload *o, size_t len, const struct overload_scan *s, osip_via_t *via,
+                     const struct sip_source *src)
 {
     char ip[INET6_ADDRSTRLEN];
     int port;
@@ -266,7 +275,7 @@ static void reply_503(struct overload *o, const struct overload_scan *s, osip_vi
     sip_msg_fix_via_value(via, ip, port);
     char *top = NULL;
     if (osip_via_to_str(via, &top) != 0)
-        return;
+        return -1;
     struct buf r = {0};
     buf_puts(&r, "SIP/2.0 503 Service Unavailable\r\nVia: ");
     buf_puts(&r, top);
@@ -292,16 +301,22 @@ static void reply_503(struct overload *o, const struct overload_scan *s, osip_vi
     if (*o->cfg->server_header)
         buf_printf(&r, "Server: %s\r\n", o->cfg->server_header);
     buf_puts(&r, "Content-Length: 0\r\n\r\n");
+    if (r.len > len) {
+        buf_free(&r);
+        return 1;
+    }
     struct sip_source dst;
     txn_via_destination(via, src, &dst);
     transport_send(o->tp, &dst, r.data, r.len);
     metrics_inc(METRICS_SENT_REPLIES);
     buf_free(&r);
+    return 0;
 }
 
-/* A new INVITE or REGISTER (method) whose headers are s: 1 if refused, 0 to let it through
- * (a retransmission, or anything this cheap look cannot be sure of). */
-static int refuse(struct overload *o, const char *method, const struct overload_scan *s,
+/* A new INVITE or REGISTER (method, len bytes) whose headers are s: 1 if refused with a 503,
+ * 2 if refused unanswered (its 503 would be larger than it is), 0 to let it through (a
+ * retransmission, or anything this cheap look cannot be sure of). */
+static int refuse(struct overload *o, const char *method, size_t len, const struct overload_scan *s,
                   const struct sip_source *src)
 {
     int refused = 0;
@@ -319,8 +334,8 @@ static int refuse(struct overload *o, const char *method, const struct overload_
         goto done;
     if (txn_server_known(o->txns, via, cid, cseq) != 0)
         goto done; /* a retransmission (or an RFC 2543 key): its transaction answers it */
-    reply_503(o, s, via, src);
-    refused = 1;
+    int sent = reply_503(o, len, s, via, src);
+    refused = sent == 0 ? 1 : sent == 1 ? 2 : 0;
 done:
     osip_via_free(via);
     osip_call_id_free(cid);
@@ -360,11 +375,17 @@ int overload_shed(struct overload *o, const char *buf, size_t len, const struct 
         return 0;
     if (o->exempt && o->exempt(o->exempt_arg, src)) /* the upstream's: see overload.h */
         return 0;
-    if (!refuse(o, invite ? "INVITE" : "REGISTER", &s, src))
+    int refused = refuse(o, invite ? "INVITE" : "REGISTER", len, &s, src);
+    if (!refused)
         return 0;
     metrics_inc(METRICS_RCV_REQUESTS);
-    metrics_inc(invite ? METRICS_OVERLOAD_REJECTED_INVITE : METRICS_OVERLOAD_REJECTED_REGISTER);
-    o->unlogged[invite ? 0 : 1]++;
+    if (refused == 2) {
+        metrics_inc(METRICS_DROPPED);
+        o->unlogged[2]++;
+    } else {
+        metrics_inc(invite ? METRICS_OVERLOAD_REJECTED_INVITE : METRICS_OVERLOAD_REJECTED_REGISTER);
+        o->unlogged[invite ? 0 : 1]++;
+    }
     if (age > o->unlogged_age)
         o->unlogged_age = age;
     ev_tstamp now = ev_now(o->loop);
@@ -378,7 +399,7 @@ void overload_free(struct overload *o)
     if (!o)
         return;
     ev_timer_stop(o->loop, &o->tick);
-    if (o->unlogged[0] || o->unlogged[1])
+    if (o->unlogged[0] || o->unlogged[1] || o->unlogged[2])
         log_refusals(o, ev_now(o->loop));
     free(o);
 }

@@ -66,7 +66,11 @@ sub new_request {
     $method{$id} = $method;
     my $ruri = $method eq 'INVITE' ? "sip:nobody$n\@example.com" : 'sip:example.com';
     my $to = $method eq 'INVITE' ? "<sip:nobody$n\@example.com>" : "<sip:reg$n\@example.com>";
-    my $contact = $method eq 'REGISTER' ? "Contact: <sip:reg$n\@127.0.0.1:$fp>\r\nExpires: 600\r\n" : '';
+    # a phone's headers besides those a 503 copies: without them a request is smaller than
+    # its 503, and is dropped unanswered (no amplification)
+    my $contact = ($method eq 'REGISTER' ? "Contact: <sip:reg$n\@127.0.0.1:$fp>\r\nExpires: 600\r\n"
+                                         : "Contact: <sip:flood\@127.0.0.1:$fp>\r\n")
+        . "Allow: INVITE, ACK, CANCEL, BYE, OPTIONS, MESSAGE\r\nUser-Agent: softphone/1.0\r\n";
     $flood->send_raw("$method $ruri SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:$fp;rport;branch=$b\r\n"
         . "Max-Forwards: 70\r\nFrom: <sip:flood\@example.com>;tag=f$n\r\nTo: $to\r\n"
         . "Call-ID: $id\r\nCSeq: 3 $method\r\n$contact" . "Content-Length: 0\r\n\r\n");

@@ -41,7 +41,8 @@ sub invite {
         . "Via: SIP/2.0/UDP 127.0.0.1:$p;rport;branch=z9hG4bKbatch$i\r\n"
         . "Max-Forwards: 70\r\nFrom: <sip:burst\@example.com>;tag=b$i\r\n"
         . "To: <sip:nobody$i\@example.com>\r\nCall-ID: batch-$i-$$\r\nCSeq: 1 INVITE\r\n"
-        . "Contact: <sip:burst\@127.0.0.1:$p>\r\nContent-Length: 0\r\n\r\n";
+        . "Contact: <sip:burst\@127.0.0.1:$p>\r\nAllow: INVITE, ACK, CANCEL, BYE, OPTIONS, MESSAGE\r\n"
+        . "User-Agent: softphone/1.0\r\nContent-Length: 0\r\n\r\n";
 }
 
 sub state_of {

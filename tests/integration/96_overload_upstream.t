@@ -51,7 +51,9 @@ sub invite {
     my $p = $ua->local_port;
     $ua->send_raw("INVITE $ruri SIP/2.0\r\nVia: SIP/2.0/UDP $host:$p;rport;branch=z9hG4bK$id\r\n"
         . "Max-Forwards: 70\r\nFrom: <sip:x\@example.com>;tag=$id\r\nTo: <$ruri>\r\n"
-        . "Call-ID: $id\r\nCSeq: 1 INVITE\r\nContact: <sip:x\@$host:$p>\r\nContent-Length: 0\r\n\r\n");
+        . "Call-ID: $id\r\nCSeq: 1 INVITE\r\nContact: <sip:x\@$host:$p>\r\n"
+        . "Allow: INVITE, ACK, CANCEL, BYE, OPTIONS, MESSAGE\r\nUser-Agent: softphone/1.0\r\n"
+        . "Content-Length: 0\r\n\r\n");
 }
 
 # the final answers a socket gets for the Call-IDs ids: Call-ID => code

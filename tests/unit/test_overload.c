@@ -41,6 +41,14 @@ static int shed(struct overload *o, const char *msg, double queued)
     return overload_shed(o, msg, strlen(msg), &s);
 }
 
+/* the headers a phone's request carries besides those a 503 copies (RFC 3261 §8.1.1: Contact,
+ * Max-Forwards; Allow, Supported, User-Agent as phones send them): with them, a request is
+ * larger than its 503 */
+#define PHONE_HEADERS                                                                              \
+    "Contact: <sip:alice@127.0.0.1:40000;transport=udp>\r\n"                                       \
+    "Allow: INVITE, ACK, CANCEL, BYE, OPTIONS, MESSAGE\r\n"                                        \
+    "User-Agent: softphone/1.0\r\n"
+
 #define INVITE(extra_to, branch)                                                                   \
     "INVITE sip:bob@example.com SIP/2.0\r\n"                                                       \
     "Via: SIP/2.0/UDP 127.0.0.1:40000;rport;branch=" branch "\r\n"                                 \
@@ -48,8 +56,7 @@ static int shed(struct overload *o, const char *msg, double queued)
     "From: <sip:alice@example.com>;tag=a1\r\n"                                                     \
     "To: <sip:bob@example.com>" extra_to "\r\n"                                                    \
     "Call-ID: c1@host\r\n"                                                                         \
-    "CSeq: 1 INVITE\r\n"                                                                           \
-    "Content-Length: 0\r\n\r\n"
+    "CSeq: 1 INVITE\r\n" PHONE_HEADERS "Content-Length: 0\r\n\r\n"
 
 int main(void)
 {
@@ -104,7 +111,7 @@ int main(void)
                           "192.0.2.9;branch=z9hG4bKc0\r\n"
                           "Via: SIP/2.0/TCP 192.0.2.10;branch=z9hG4bKcx\r\n"
                           "f: <sip:alice@example.com>;tag=a2\r\nt: sip:bob@example.com\r\n"
-                          "i: c2\r\nCSeq: 4 INVITE\r\nl: 0\r\n\r\n";
+                          "i: c2\r\nCSeq: 4 INVITE\r\n" PHONE_HEADERS "l: 0\r\n\r\n";
     is_int(shed(o, compact, 0.5), 1, "compact headers: refused");
     buf_puts(&sent, "");
     r = sent.data;
@@ -117,11 +124,12 @@ int main(void)
     is_int(sent_to.port, 5062, "sent to the sent-by port (no rport)");
 
     /* a REGISTER whose transaction exists: let through, however its lines are spaced */
-    const char *reg = "REGISTER sip:example.com SIP/2.0\r\n"
-                      "Via:   SIP/2.0/UDP   127.0.0.1:40000 ;rport ; branch=z9hG4bKr1  \r\n"
-                      "From: <sip:carol@example.com>;tag=r1\r\nTo: <sip:carol@example.com>\r\n"
-                      "Call-ID:    reg1@host   \r\nCSeq:   7    REGISTER  \r\n"
-                      "Contact: <sip:carol@127.0.0.1:40000>\r\nContent-Length: 0\r\n\r\n";
+    const char *reg =
+        "REGISTER sip:example.com SIP/2.0\r\n"
+        "Via:   SIP/2.0/UDP   127.0.0.1:40000 ;rport ; branch=z9hG4bKr1  \r\n"
+        "From: <sip:carol@example.com>;tag=r1\r\nTo: <sip:carol@example.com>\r\n"
+        "Call-ID:    reg1@host   \r\nCSeq:   7    REGISTER  \r\n"
+        "Contact: <sip:carol@127.0.0.1:40000>\r\n" PHONE_HEADERS "Content-Length: 0\r\n\r\n";
     osip_message_t *m = NULL;
     ok(sip_msg_parse(reg, strlen(reg), &m) == 0, "REGISTER parsed");
     struct sip_source s = from(0, CONFIG_TRANSPORT_UDP);
@@ -202,6 +210,24 @@ int main(void)
     is_int(overload_shed(o, nul_other, sizeof nul_other - 1, &late), 0,
            "as does one with a NUL in any header line");
     is_int(n_sent, 0, "no 503 with a NUL in it");
+
+    /* amplification: a crafted request of the bare five headers would draw a 503 of twice
+     * its size or more, onto whatever source it forged */
+    static const char bare[] = "INVITE a SIP/2.0\r\nv:SIP/2.0/UDP a;rport;branch=z9hG4bKq\r\n"
+                               "f:a\r\nt:a\r\ni:q\r\nCSeq:1 INVITE\r\n\r\n";
+    n_sent = 0;
+    uint64_t dropped = metrics_values[METRICS_DROPPED];
+    uint64_t rejected = metrics_values[METRICS_OVERLOAD_REJECTED_INVITE];
+    is_int(overload_shed(o, bare, sizeof bare - 1, &late), 1, "a bare late INVITE is refused");
+    is_int(n_sent, 0, "unanswered: no 503 larger than its request");
+    is_int(metrics_values[METRICS_DROPPED], dropped + 1, "counted as dropped");
+    is_int(metrics_values[METRICS_OVERLOAD_REJECTED_INVITE], rejected, "not as answered 503");
+    n_sent = 0;
+    const char *big = INVITE("", "z9hG4bKbig");
+    is_int(shed(o, big, 0.5), 1, "a phone's INVITE is refused");
+    ok(n_sent == 1 && sent.len <= strlen(big), "with a 503 no larger than it (%zu <= %zu)",
+       sent.len, strlen(big));
+
     struct sip_source tcp = from(0.5, CONFIG_TRANSPORT_TCP);
     const char *inv = INVITE("", "z9hG4bKt1");
     is_int(overload_shed(o, inv, strlen(inv), &tcp), 0, "over TCP nothing is refused");
