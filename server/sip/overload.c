@@ -55,6 +55,7 @@ struct overload_scan {
     struct sip_msg_slice from, to, call_id, cseq;   /* whole lines */
     struct sip_msg_slice call_id_value, cseq_value; /* their values */
     struct sip_msg_slice to_tag;                    /* the To tag, len 0 if none */
+    int route;                                      /* a Route line is there */
 };
 
 static void tick_cb(struct ev_loop *loop, ev_timer *w, int revents);
@@ -234,6 +235,9 @@ static int scan(const char *buf, size_t len, struct overload_scan *s)
                 return -1;
             s->call_id = line;
             s->call_id_value = value;
+        } else if (name_is(p, nlen, "route", 0)) {
+            s->route = 1;
+            wanted_prev = 0;
         } else if (name_is(p, nlen, "cseq", 0)) {
             if (s->cseq.p)
                 return -1;
@@ -293,7 +297,9 @@ static int reply_503(struct overload *o, size_t len, const struct overload_scan 
     buf_append(&r, s->from.p, s->from.len);
     buf_puts(&r, "\r\n");
     buf_append(&r, s->to.p, s->to.len);
-    buf_printf(&r, ";tag=" OVERLOAD_TAG "%s\r\n", tag); /* §8.2.6.2 */
+    if (!s->to_tag.len)
+        buf_printf(&r, ";tag=" OVERLOAD_TAG "%s", tag); /* §8.2.6.2 */
+    buf_puts(&r, "\r\n");
     buf_append(&r, s->call_id.p, s->call_id.len);
     buf_puts(&r, "\r\n");
     buf_append(&r, s->cseq.p, s->cseq.len);
@@ -371,7 +377,9 @@ int overload_shed(struct overload *o, const char *buf, size_t len, const struct 
         metrics_inc(METRICS_RCV_REQUESTS);
         return 1;
     }
-    if (s.to_tag.len) /* in a dialog: admitted work */
+    /* in a dialog: admitted work. sipwake Record-Routes every dialog it is in, so a request
+     * of one carries a Route; a To tag alone would let anyone past the shedding */
+    if (s.to_tag.len && s.route)
         return 0;
     if (o->exempt && o->exempt(o->exempt_arg, src)) /* the upstream's: see overload.h */
         return 0;

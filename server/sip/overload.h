@@ -5,8 +5,9 @@
  * than T1 (500 ms) its sender retransmits, the retransmissions add to the queue, and the
  * completed rate collapses (issue 15: 69 % at 6,000 calls/s with an 8 MB queue). So every
  * UDP datagram's wait in the kernel's queue is measured (SO_TIMESTAMPNS, struct sip_source
- * queued), and a NEW INVITE or REGISTER (no To tag, no server transaction for its Via branch)
- * that waited longer than [sip] overload_queue_ms is answered 503 Service Unavailable with
+ * queued), and a NEW INVITE or REGISTER (not in a dialog — no To tag, or a To tag without the
+ * Route every dialog sipwake Record-Routed carries — and no server transaction for its Via
+ * branch) that waited longer than [sip] overload_queue_ms is answered 503 Service Unavailable with
  * Retry-After at once, statelessly, from its request line and its Via, From, To, Call-ID and
  * CSeq lines alone (RFC 3261 §8.2.6.2, §21.5.4) — osip2 never parses it. Everything else is
  * served however late: responses, ACK, BYE, CANCEL, PRACK, in-dialog requests, other

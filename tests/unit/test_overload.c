@@ -102,8 +102,21 @@ int main(void)
         to_tag);
     n_sent = 0;
     is_int(shed(o, ack, 0.5), 1, "the ACK of our 503 is absorbed");
-    is_int(shed(o, INVITE(";tag=x", "z9hG4bKi1"), 0.5), 0, "an INVITE with a To tag goes on");
+    static const char reinvite[] =
+        "INVITE sip:bob@127.0.0.1:40002 SIP/2.0\r\n"
+        "Via: SIP/2.0/UDP 127.0.0.1:40000;rport;branch=z9hG4bKre1\r\n"
+        "Route: <sip:127.0.0.1:5060;lr;ftag=a1>\r\n"
+        "From: <sip:alice@example.com>;tag=a1\r\nTo: <sip:bob@example.com>;tag=x\r\n"
+        "Call-ID: c1@host\r\nCSeq: 2 INVITE\r\n" PHONE_HEADERS "Content-Length: 0\r\n\r\n";
+    is_int(shed(o, reinvite, 0.5), 0, "a re-INVITE (a To tag, a Route) goes on");
     is_int(n_sent, 0, "nothing sent for either");
+    /* a To tag without a Route is in no dialog of sipwake's (it Record-Routes every one):
+     * it does not get past the shedding */
+    is_int(shed(o, INVITE(";tag=x", "z9hG4bKtt1"), 0.5), 1,
+           "an INVITE with a To tag but no Route is refused");
+    buf_puts(&sent, "");
+    ok(n_sent == 1 && strstr(sent.data, "\r\nTo: <sip:bob@example.com>;tag=x\r\n"),
+       "its 503 keeps its To tag, and adds none");
 
     /* compact headers, three Via values on two lines, sent-by port without rport */
     const char *compact = "INVITE sip:bob@example.com SIP/2.0\r\n"
