@@ -85,6 +85,11 @@ static const struct key_row key_rows[] = {
      "never refuse."},
     {"sip", "overload_retry_after", KEY_INT, OFF(overload_retry_after), 1, 3600, "5", NULL,
      "Retry-After, in seconds, of the 503 an overloaded server answers (RFC 3261 §21.5.4)."},
+    {"sip", "udp_queue_kb", KEY_INT, OFF(udp_queue_kb), 64, 1048576, "4096", NULL,
+     "Receive queue asked for each UDP listener, in KB. The kernel cuts it to "
+     "net.core.rmem_max unless sipwake has CAP_NET_ADMIN; sipwake logs a warning at start "
+     "when it got less. Deep enough that new requests wait overload_queue_ms before the "
+     "kernel drops any (see [Overload](#overload))."},
     {"tls", "certificate", KEY_STRING, OFF(tls_certificate), 0, 0, "", NULL,
      "PEM certificate (chain) for TLS listeners. Empty: a self-signed one is generated under "
      "data_dir/tls on first run."},

@@ -56,6 +56,7 @@ struct config {
     char *server_header;
     long overload_queue_ms;    /* 0: no shedding */
     long overload_retry_after; /* seconds */
+    long udp_queue_kb;         /* receive queue asked for each UDP listener */
 
     /* [tls] */
     char *tls_certificate;

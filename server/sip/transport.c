@@ -90,9 +90,21 @@ static int open_listener(struct transport *t, size_t i, char *err, size_t errlen
     if (ss.ss_family == AF_INET6)
         setsockopt(l->fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
     if (!stream) {
-        int size = 4 * 1024 * 1024;
-        setsockopt(l->fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof size);
-        setsockopt(l->fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof size);
+        int size = (int)t->cfg->udp_queue_kb * 1024;
+        /* past net.core.rmem_max only with CAP_NET_ADMIN; else cut to it, and said below */
+        if (setsockopt(l->fd, SOL_SOCKET, SO_RCVBUFFORCE, &size, sizeof size) < 0)
+            setsockopt(l->fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof size);
+        int got = 0;
+        socklen_t gotlen = sizeof got;
+        /* the kernel reports twice what it grants (its bookkeeping overhead) */
+        if (getsockopt(l->fd, SOL_SOCKET, SO_RCVBUF, &got, &gotlen) == 0 && got / 2 < size)
+            log_warn("udp: the receive queue of udp:%s:%d is %d KB, not the %ld KB asked ([sip] "
+                     "udp_queue_kb): net.core.rmem_max cuts it, and new requests will be "
+                     "dropped by the kernel before they wait overload_queue_ms; raise it "
+                     "(sysctl -w net.core.rmem_max=%d) or give sipwake CAP_NET_ADMIN",
+                     cl->host, cl->port, got / 2 / 1024, t->cfg->udp_queue_kb, size);
+        int snd = 4 * 1024 * 1024;
+        setsockopt(l->fd, SOL_SOCKET, SO_SNDBUF, &snd, sizeof snd);
         /* each datagram carries the time it was queued: how long it waited is what
          * overload.c sheds new work on */
         setsockopt(l->fd, SOL_SOCKET, SO_TIMESTAMPNS, &one, sizeof one);
