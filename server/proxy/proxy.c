@@ -766,26 +766,26 @@ void proxy_handle(struct proxy *p, osip_message_t *req, const char *raw, size_t 
     proxy_route_start(pr);
 }
 
-int proxy_routed_here(const struct proxy *p, const osip_message_t *req)
+int proxy_routed_here(const struct proxy *p, const osip_message_t *req, struct proxy_routed *out)
 {
-    struct sip_source a, b;
-    const char *ftag;
-    return record_route_ours(p->rr, req, &a, &b, &ftag) > 0;
+    out->ftag = NULL;
+    out->ours = record_route_ours(p->rr, req, &out->caller, &out->callee, &out->ftag);
+    return out->ours > 0;
 }
 
 void proxy_handle_routed(struct proxy *p, osip_message_t *req, const char *raw, size_t len,
-                         const struct sip_source *src, struct txn *t)
+                         const struct sip_source *src, const struct proxy_routed *r, struct txn *t)
 {
-    struct sip_source caller, callee;
-    const char *ftag = NULL;
-    int ours = record_route_ours(p->rr, req, &caller, &callee, &ftag);
+    const struct sip_source *caller = &r->caller, *callee = &r->callee;
+    const char *ftag = r->ftag;
+    int ours = r->ours;
     /* §16.4: our entries come off; the rest stay, in order */
     struct buf routes = {.data = sip_msg_route_lines(req, ours)};
     osip_generic_param_t *tag = NULL;
     if (req->from)
         osip_from_get_tag(req->from, &tag);
     int to_callee = ftag && tag && tag->gvalue && strcmp(ftag, tag->gvalue) == 0;
-    const struct sip_source *dst = to_callee ? &callee : &caller;
+    const struct sip_source *dst = to_callee ? callee : caller;
     int alive = dst->transport == CONFIG_TRANSPORT_UDP || transport_flow_alive(p->tp, dst->flow_id);
     long mf = proxy_max_forwards(req);
     char hash[17];
