@@ -128,15 +128,13 @@ void dispatch_message(void *arg, const char *buf, size_t len, const struct sip_s
     osip_message_t *msg = NULL;
     struct sip_msg_verdict v;
     int dgram = src->transport == CONFIG_TRANSPORT_UDP;
-    if (dgram) {
-        /* RFC 3261 §18.3: octets after Content-Length in a datagram are discarded
-         * (RFC 4475 §3.1.1.8) */
-        long hdr = sip_msg_header_end(buf, len), cl;
-        if (hdr > 0 && sip_msg_raw_content_length(buf, (size_t)hdr, &cl) == 1 &&
-            (size_t)hdr + (size_t)cl < len)
-            len = (size_t)hdr + (size_t)cl;
-    }
-    if (sip_msg_parse(buf, len, &msg) < 0) {
+    long hdr = sip_msg_header_end(buf, len), cl; /* once for the message: parse takes it */
+    /* RFC 3261 §18.3: octets after Content-Length in a datagram are discarded
+     * (RFC 4475 §3.1.1.8) */
+    if (dgram && hdr > 0 && sip_msg_raw_content_length(buf, (size_t)hdr, &cl) == 1 &&
+        (size_t)hdr + (size_t)cl < len)
+        len = (size_t)hdr + (size_t)cl;
+    if (sip_msg_parse_hdr(buf, len, hdr, &msg) < 0) {
         metrics_inc(METRICS_PARSE_ERRORS);
         if (len >= 4 && memcmp(buf, "SIP/", 4) == 0) {
             metrics_inc(METRICS_DROPPED); /* an unparsable response is dropped */
