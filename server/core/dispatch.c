@@ -96,9 +96,11 @@ enum handler {
 };
 
 /* Hand msg (taken over) to its handler in a new server transaction: a retransmission is
- * absorbed, a request without a usable Via or CSeq gets 400. */
+ * absorbed, a request without a usable Via or CSeq gets 400. routed: what
+ * proxy_routed_here found, for HANDLER_ROUTED (NULL otherwise). */
 static void in_transaction(struct dispatch *d, enum handler h, osip_message_t *msg, const char *buf,
-                           size_t len, const struct sip_source *src)
+                           size_t len, const struct sip_source *src,
+                           const struct proxy_routed *routed)
 {
     struct txn *t = NULL;
     switch (txn_server_match(d->txns, msg, src, &t)) {
@@ -108,7 +110,7 @@ static void in_transaction(struct dispatch *d, enum handler h, osip_message_t *m
         else if (h == HANDLER_PROXY)
             proxy_handle(d->proxy, msg, buf, len, src, t);
         else
-            proxy_handle_routed(d->proxy, msg, buf, len, src, t);
+            proxy_handle_routed(d->proxy, msg, buf, len, src, routed, t);
         return;
     case TXN_ABSORBED:
         break;
@@ -129,15 +131,13 @@ void dispatch_message(void *arg, const char *buf, size_t len, const struct sip_s
     osip_message_t *msg = NULL;
     struct sip_msg_verdict v;
     int dgram = src->transport == CONFIG_TRANSPORT_UDP;
-    if (dgram) {
-        /* RFC 3261 §18.3: octets after Content-Length in a datagram are discarded
-         * (RFC 4475 §3.1.1.8) */
-        long hdr = sip_msg_header_end(buf, len), cl;
-        if (hdr > 0 && sip_msg_raw_content_length(buf, (size_t)hdr, &cl) == 1 &&
-            (size_t)hdr + (size_t)cl < len)
-            len = (size_t)hdr + (size_t)cl;
-    }
-    if (sip_msg_parse(buf, len, &msg) < 0) {
+    long hdr = sip_msg_header_end(buf, len), cl; /* once for the message: parse takes it */
+    /* RFC 3261 §18.3: octets after Content-Length in a datagram are discarded
+     * (RFC 4475 §3.1.1.8) */
+    if (dgram && hdr > 0 && sip_msg_raw_content_length(buf, (size_t)hdr, &cl) == 1 &&
+        (size_t)hdr + (size_t)cl < len)
+        len = (size_t)hdr + (size_t)cl;
+    if (sip_msg_parse_hdr(buf, len, hdr, &msg) < 0) {
         metrics_inc(METRICS_PARSE_ERRORS);
         if (len >= 4 && memcmp(buf, "SIP/", 4) == 0) {
             metrics_inc(METRICS_DROPPED); /* an unparsable response is dropped */
@@ -184,8 +184,9 @@ void dispatch_message(void *arg, const char *buf, size_t len, const struct sip_s
          * follows its dialog's Record-Route; an ACK for nothing here is dropped (RFC 3261
          * §17.2.3) */
         int absorbed = txn_server_ack(d->txns, msg, src->transport != CONFIG_TRANSPORT_UDP);
-        if (!absorbed && proxy_routed_here(d->proxy, msg)) {
-            proxy_handle_routed(d->proxy, msg, buf, len, src, NULL);
+        struct proxy_routed routed;
+        if (!absorbed && proxy_routed_here(d->proxy, msg, &routed)) {
+            proxy_handle_routed(d->proxy, msg, buf, len, src, &routed, NULL);
             return;
         }
         if (!absorbed)
@@ -202,12 +203,14 @@ void dispatch_message(void *arg, const char *buf, size_t len, const struct sip_s
         osip_message_free(msg);
         return;
     }
-    if (strcmp(method, "CANCEL") != 0 && proxy_routed_here(d->proxy, msg))
-        in_transaction(d, HANDLER_ROUTED, msg, buf, len, src); /* a dialog's later request */
+    struct proxy_routed routed;
+    if (strcmp(method, "CANCEL") != 0 && proxy_routed_here(d->proxy, msg, &routed))
+        in_transaction(d, HANDLER_ROUTED, msg, buf, len, src,
+                       &routed); /* a dialog's later request */
     else if (strcmp(method, "REGISTER") == 0)
-        in_transaction(d, HANDLER_REGISTRAR, msg, buf, len, src);
+        in_transaction(d, HANDLER_REGISTRAR, msg, buf, len, src, NULL);
     else if (!for_us(msg) && strcmp(method, "CANCEL") != 0)
-        in_transaction(d, HANDLER_PROXY, msg, buf, len, src); /* a request for a user */
+        in_transaction(d, HANDLER_PROXY, msg, buf, len, src, NULL); /* a request for a user */
     else
         answer_here(d, msg, src);
 }

@@ -183,6 +183,26 @@ void util_hex(const unsigned char *in, size_t n, char *out)
     out[2 * n] = '\0';
 }
 
+/* a hex digit's value plus one; 0 for a byte that is not one (so the table needs no
+ * initialiser for the other 234 entries) */
+static const unsigned char hex_value1[256] = {
+    ['0'] = 1,  ['1'] = 2,  ['2'] = 3,  ['3'] = 4,  ['4'] = 5,  ['5'] = 6,  ['6'] = 7,  ['7'] = 8,
+    ['8'] = 9,  ['9'] = 10, ['a'] = 11, ['b'] = 12, ['c'] = 13, ['d'] = 14, ['e'] = 15, ['f'] = 16,
+    ['A'] = 11, ['B'] = 12, ['C'] = 13, ['D'] = 14, ['E'] = 15, ['F'] = 16,
+};
+
+int util_unhex(const char *in, size_t n, unsigned char *out)
+{
+    for (size_t i = 0; i < n; i++) {
+        unsigned hi = hex_value1[(unsigned char)in[2 * i]];
+        unsigned lo = hex_value1[(unsigned char)in[2 * i + 1]];
+        if (!hi || !lo)
+            return -1;
+        out[i] = (unsigned char)((hi - 1) << 4 | (lo - 1));
+    }
+    return 0;
+}
+
 uint64_t util_hash(const void *p, size_t n)
 {
     const unsigned char *s = p;

@@ -83,6 +83,12 @@ uint64_t util_fast_random(void);
 /* Lower-case hex of n bytes into out (2n+1 bytes, NUL-terminated). */
 void util_hex(const unsigned char *in, size_t n, char *out);
 
+/* The n bytes written as 2n hex digits (either case) at in into out: 0, or -1 when in has
+ * a byte that is not a hex digit (out then partly written). in need not be NUL-terminated;
+ * an odd length is the caller's to refuse (it passes a count of bytes). A table lookup per
+ * digit: the Record-Route flow token is decoded for every in-dialog request. */
+int util_unhex(const char *in, size_t n, unsigned char *out);
+
 /* 64-bit FNV-1a over a slice, optionally lower-casing ASCII. */
 uint64_t util_hash(const void *p, size_t n);
 uint64_t util_hash_lower(const void *p, size_t n);

@@ -35,6 +35,15 @@
 #include "sip_msg.h"
 #include "util.h"
 
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#define SPARE_POISON(p, n) ASAN_POISON_MEMORY_REGION(p, n)
+#define SPARE_UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION(p, n)
+#else
+#define SPARE_POISON(p, n) ((void)(p), (void)(n))
+#define SPARE_UNPOISON(p, n) ((void)(p), (void)(n))
+#endif
+
 #define PROXY_TIMER_C_S 180.0  /* §16.6 step 11: more than 3 minutes would also do */
 #define PROXY_HEARD_MAX 262144 /* UDP addresses remembered as awake, at most (struct heard) */
 
@@ -87,6 +96,10 @@ void proxy_free(struct proxy *p)
     heard_free(p->heard);
     heard_free(p->woken);
     record_route_free(p->rr);
+    for (size_t i = 0; i < p->n_spare; i++) {
+        SPARE_UNPOISON(p->spare[i], sizeof *p->spare[i]);
+        free(p->spare[i]);
+    }
     free(p);
 }
 
@@ -117,7 +130,14 @@ void proxy_req_free(struct proxy_req *pr)
     free(pr->raw);
     free(pr->up.best);
     lua_vm_unref(pr->vm);
-    free(pr);
+    struct proxy *p = pr->p;
+    if (p->n_spare < PROXY_SPARE_MAX) {
+        /* kept for preq_new; a use after this free still shows under ASan */
+        SPARE_POISON(pr, sizeof *pr);
+        p->spare[p->n_spare++] = pr;
+    } else {
+        free(pr);
+    }
 }
 
 /* Answer the server transaction with a response of our own, with extra header lines
@@ -603,7 +623,14 @@ void proxy_start_group(struct proxy_req *pr)
 static struct proxy_req *preq_new(struct proxy *p, osip_message_t *req, const char *raw, size_t len,
                                   const struct sip_source *src, struct txn *t)
 {
-    struct proxy_req *pr = xcalloc(1, sizeof *pr);
+    struct proxy_req *pr;
+    if (p->n_spare > 0) {
+        pr = p->spare[--p->n_spare];
+        SPARE_UNPOISON(pr, sizeof *pr);
+        memset(pr, 0, sizeof *pr);
+    } else {
+        pr = xcalloc(1, sizeof *pr);
+    }
     pr->p = p;
     pr->st = t;
     pr->req = req;
@@ -766,26 +793,26 @@ void proxy_handle(struct proxy *p, osip_message_t *req, const char *raw, size_t 
     proxy_route_start(pr);
 }
 
-int proxy_routed_here(const struct proxy *p, const osip_message_t *req)
+int proxy_routed_here(const struct proxy *p, const osip_message_t *req, struct proxy_routed *out)
 {
-    struct sip_source a, b;
-    const char *ftag;
-    return record_route_ours(p->rr, req, &a, &b, &ftag) > 0;
+    out->ftag = NULL;
+    out->ours = record_route_ours(p->rr, req, &out->caller, &out->callee, &out->ftag);
+    return out->ours > 0;
 }
 
 void proxy_handle_routed(struct proxy *p, osip_message_t *req, const char *raw, size_t len,
-                         const struct sip_source *src, struct txn *t)
+                         const struct sip_source *src, const struct proxy_routed *r, struct txn *t)
 {
-    struct sip_source caller, callee;
-    const char *ftag = NULL;
-    int ours = record_route_ours(p->rr, req, &caller, &callee, &ftag);
+    const struct sip_source *caller = &r->caller, *callee = &r->callee;
+    const char *ftag = r->ftag;
+    int ours = r->ours;
     /* §16.4: our entries come off; the rest stay, in order */
     struct buf routes = {.data = sip_msg_route_lines(req, ours)};
     osip_generic_param_t *tag = NULL;
     if (req->from)
         osip_from_get_tag(req->from, &tag);
     int to_callee = ftag && tag && tag->gvalue && strcmp(ftag, tag->gvalue) == 0;
-    const struct sip_source *dst = to_callee ? &callee : &caller;
+    const struct sip_source *dst = to_callee ? callee : caller;
     int alive = dst->transport == CONFIG_TRANSPORT_UDP || transport_flow_alive(p->tp, dst->flow_id);
     long mf = proxy_max_forwards(req);
     char hash[17];

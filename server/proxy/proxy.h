@@ -81,15 +81,24 @@ void proxy_set_store(struct proxy *p, struct store *store);
 void proxy_handle(struct proxy *p, osip_message_t *req, const char *raw, size_t len,
                   const struct sip_source *src, struct txn *t);
 
-/* 1 if the top Route of req is a Record-Route of sipwake's (a later request of a dialog
- * it Record-Routed). */
-int proxy_routed_here(const struct proxy *p, const osip_message_t *req);
+/* What the top Route entries of a request say when they are sipwake's Record-Routes:
+ * filled by proxy_routed_here, handed to proxy_handle_routed so that the flow token (hex,
+ * HMAC) is checked once per request. ftag points into the request. */
+struct proxy_routed {
+    int ours; /* how many top Route entries are sipwake's (1, or 2 after a double RR) */
+    struct sip_source caller, callee;
+    const char *ftag;
+};
 
-/* Forward such a request down its dialog's flow: req taken over, raw copied; t its server
- * transaction (borrowed until answered), NULL for an ACK (forwarded statelessly, nothing
- * kept). */
+/* 1 if the top Route of req is a Record-Route of sipwake's (a later request of a dialog
+ * it Record-Routed), with *out filled for proxy_handle_routed; else 0. */
+int proxy_routed_here(const struct proxy *p, const osip_message_t *req, struct proxy_routed *out);
+
+/* Forward such a request down its dialog's flow: req taken over, raw copied; r what
+ * proxy_routed_here found on req (borrowed for the call); t its server transaction
+ * (borrowed until answered), NULL for an ACK (forwarded statelessly, nothing kept). */
 void proxy_handle_routed(struct proxy *p, osip_message_t *req, const char *raw, size_t len,
-                         const struct sip_source *src, struct txn *t);
+                         const struct sip_source *src, const struct proxy_routed *r, struct txn *t);
 
 /* A CANCEL for the INVITE that owner (from txn_server_invite_owner) is proxying: every
  * branch still pending is CANCELled. */

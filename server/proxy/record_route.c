@@ -15,9 +15,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/core_names.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
-#include <openssl/hmac.h>
+#include <openssl/params.h>
 #include <openssl/rand.h>
 
 #include "buf.h"
@@ -30,7 +31,30 @@
 struct record_route {
     const struct config *cfg;
     unsigned char key[32]; /* authenticates the flow tokens */
+    /* HMAC-SHA256 keyed with key once (mac_key): each token is then an init without a key,
+     * which restarts from the kept inner/outer pads, instead of a one-shot HMAC() that
+     * fetches SHA-256, allocates and keys a context per call. Loop thread only. */
+    EVP_MAC *mac;
+    EVP_MAC_CTX *mac_ctx;
 };
+
+static void mac_unavailable(void)
+{
+    fprintf(stderr, "sipwake: HMAC-SHA256 unavailable in OpenSSL\n");
+    abort();
+}
+
+/* (Re)key mac_ctx with rr->key. An OpenSSL without HMAC-SHA256 cannot run sipwake at all
+ * (TLS needs it too): that aborts, as out-of-memory does. */
+static void mac_key(struct record_route *rr)
+{
+    OSSL_PARAM params[] = {
+        OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0),
+        OSSL_PARAM_construct_end(),
+    };
+    if (EVP_MAC_init(rr->mac_ctx, rr->key, sizeof rr->key, params) != 1)
+        mac_unavailable();
+}
 
 struct record_route *record_route_new(const struct config *cfg)
 {
@@ -39,18 +63,29 @@ struct record_route *record_route_new(const struct config *cfg)
     if (RAND_bytes(rr->key, sizeof rr->key) != 1)
         for (size_t i = 0; i < sizeof rr->key; i++)
             rr->key[i] = (unsigned char)util_fast_random();
+    rr->mac = EVP_MAC_fetch(NULL, OSSL_MAC_NAME_HMAC, NULL);
+    rr->mac_ctx = rr->mac ? EVP_MAC_CTX_new(rr->mac) : NULL;
+    if (!rr->mac_ctx)
+        mac_unavailable();
+    mac_key(rr);
     return rr;
 }
 
 int record_route_load_key(struct record_route *rr, const char *path, char *err, size_t errlen)
 {
-    return util_secret_file(path, rr->key, sizeof rr->key, err, errlen);
+    int r = util_secret_file(path, rr->key, sizeof rr->key, err, errlen);
+    if (r >= 0)
+        mac_key(rr);
+    return r;
 }
 
 void record_route_free(struct record_route *rr)
 {
-    if (rr)
-        OPENSSL_cleanse(rr->key, sizeof rr->key);
+    if (!rr)
+        return;
+    OPENSSL_cleanse(rr->key, sizeof rr->key);
+    EVP_MAC_CTX_free(rr->mac_ctx);
+    EVP_MAC_free(rr->mac);
     free(rr);
 }
 
@@ -100,11 +135,18 @@ static int side_unpack(const struct record_route *p, const unsigned char *i, str
     return 0;
 }
 
+/* The first MAC_BYTES of HMAC-SHA256(key, data) into mac; a failure of the keyed context
+ * (which cannot happen once keyed) gives a MAC no token matches. */
 static void token_mac(const struct record_route *p, const unsigned char *data, unsigned char *mac)
 {
     unsigned char full[EVP_MAX_MD_SIZE];
-    unsigned int n = 0;
-    HMAC(EVP_sha256(), p->key, sizeof p->key, data, 2 * SIDE_BYTES, full, &n);
+    size_t n = 0;
+    if (EVP_MAC_init(p->mac_ctx, NULL, 0, NULL) != 1 ||
+        EVP_MAC_update(p->mac_ctx, data, 2 * SIDE_BYTES) != 1 ||
+        EVP_MAC_final(p->mac_ctx, full, &n, sizeof full) != 1 || n < MAC_BYTES) {
+        RAND_bytes(mac, MAC_BYTES);
+        return;
+    }
     memcpy(mac, full, MAC_BYTES);
 }
 
@@ -123,14 +165,8 @@ static int token_parse(const struct record_route *p, const char *user, struct si
                        struct sip_source *callee)
 {
     unsigned char raw[2 * SIDE_BYTES + MAC_BYTES], mac[MAC_BYTES];
-    if (!user || strlen(user) != TOKEN_HEX)
+    if (!user || strlen(user) != TOKEN_HEX || util_unhex(user, sizeof raw, raw) < 0)
         return -1;
-    for (size_t i = 0; i < sizeof raw; i++) {
-        unsigned int b;
-        if (sscanf(user + 2 * i, "%2x", &b) != 1)
-            return -1;
-        raw[i] = (unsigned char)b;
-    }
     token_mac(p, raw, mac);
     if (CRYPTO_memcmp(mac, raw + 2 * SIDE_BYTES, MAC_BYTES) != 0)
         return -1;

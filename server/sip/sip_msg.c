@@ -51,16 +51,33 @@ static enum raw_header raw_header_kind(const char *line, size_t len, size_t *val
 static void raw_lines(const char *raw, size_t rawlen,
                       void (*fn)(void *arg, const char *line, size_t len), void *arg);
 
+static void raw_lines_in(const char *raw, const char *end,
+                         void (*fn)(void *arg, const char *line, size_t len), void *arg);
+
+/* The header lines osip2 is given for a message with a body, written into memory sized by
+ * the caller (never more than twice the header block: a bare-LF line gains a CR). */
+struct kept {
+    char *p;
+    size_t n;
+};
+
 static void keep_line(void *arg, const char *line, size_t len)
 {
+    struct kept *k = arg;
     size_t v;
     if (raw_header_kind(line, len, &v) == RAW_CONTENT_LENGTH)
         return;
-    buf_append(arg, line, len);
-    buf_append(arg, "\r\n", 2);
+    memcpy(k->p + k->n, line, len);
+    memcpy(k->p + k->n + len, "\r\n", 2);
+    k->n += len + 2;
 }
 
 int sip_msg_parse(const char *buf, size_t len, osip_message_t **out)
+{
+    return sip_msg_parse_hdr(buf, len, sip_msg_header_end(buf, len), out);
+}
+
+int sip_msg_parse_hdr(const char *buf, size_t len, long hdr, osip_message_t **out)
 {
     osip_message_t *m;
     if (osip_message_init(&m) != 0)
@@ -68,7 +85,6 @@ int sip_msg_parse(const char *buf, size_t len, osip_message_t **out)
     /* osip2 is only asked for the headers: its MIME body parser leaks on malformed multipart
      * bodies (found by tests/fuzz), and sipwake reads bodies as raw bytes. A message with a
      * body is given to osip2 as its start line and headers without Content-Length. */
-    long hdr = sip_msg_header_end(buf, len);
     int rc;
     size_t hlen = hdr > 0 ? (size_t)hdr : len;
     char *denul = NULL;
@@ -84,13 +100,18 @@ int sip_msg_parse(const char *buf, size_t len, osip_message_t **out)
         buf = denul;
     }
     if (hdr > 0 && (size_t)hdr < len) {
-        struct buf h = {0};
+        /* one copy, on the stack for any datagram-sized header block (osip2 copies it again
+         * anyway): the lines as raw_lines walks them, Content-Length left out */
+        char stack[8192], *heap = NULL;
+        size_t cap = 2 * (size_t)hdr + 2;
+        struct kept k = {.p = cap <= sizeof stack ? stack : (heap = xmalloc(cap)), .n = 0};
         const char *eol = memchr(buf, '\n', (size_t)hdr);
-        buf_append(&h, buf, (size_t)(eol - buf) + 1);
-        raw_lines(buf, (size_t)hdr, keep_line, &h);
-        buf_append(&h, "\r\n", 2);
-        rc = osip_message_parse(m, h.data, h.len);
-        buf_free(&h);
+        k.n = (size_t)(eol - buf) + 1;
+        memcpy(k.p, buf, k.n);
+        raw_lines_in(buf, buf + hdr, keep_line, &k);
+        memcpy(k.p + k.n, "\r\n", 2);
+        rc = osip_message_parse(m, k.p, k.n + 2);
+        free(heap);
     } else {
         rc = osip_message_parse(m, buf, len);
     }
@@ -470,7 +491,14 @@ static void raw_lines(const char *raw, size_t rawlen,
                       void (*fn)(void *arg, const char *line, size_t len), void *arg)
 {
     long hdr = sip_msg_header_end(raw, rawlen);
-    const char *end = raw + (hdr < 0 ? rawlen : (size_t)hdr);
+    raw_lines_in(raw, raw + (hdr < 0 ? rawlen : (size_t)hdr), fn, arg);
+}
+
+/* raw_lines over the header block raw..end (end: just past its blank line, or the end of
+ * the bytes when there is none), for a caller that already knows where it ends. */
+static void raw_lines_in(const char *raw, const char *end,
+                         void (*fn)(void *arg, const char *line, size_t len), void *arg)
+{
     const char *p = memchr(raw, '\n', (size_t)(end - raw));
     if (!p)
         return;

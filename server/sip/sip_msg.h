@@ -41,6 +41,10 @@ void sip_msg_init(void);
  * sip_msg_header_end. */
 int sip_msg_parse(const char *buf, size_t len, osip_message_t **out);
 
+/* sip_msg_parse for a caller that has the header end already: hdr is
+ * sip_msg_header_end(buf, len), passed so that it is computed once per message. */
+int sip_msg_parse_hdr(const char *buf, size_t len, long hdr, osip_message_t **out);
+
 /* Stream framing: given the bytes received so far, return the length of the first complete
  * message, -2 if more bytes are needed, -1 if the bytes can never make a message of at most
  * max bytes (headers too long, bad Content-Length). Leading CRLFs are not skipped here.
