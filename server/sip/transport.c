@@ -14,6 +14,24 @@
 #include "log.h"
 #include "transport_int.h"
 
+/* Dotted-quad of a (network order) into out, which has room for INET_ADDRSTRLEN bytes:
+ * what inet_ntop writes, without the sprintf glibc's inet_ntop runs per address; this is
+ * done for every datagram received. */
+static void ipv4_str(const struct in_addr *a, char *out)
+{
+    const unsigned char *b = (const unsigned char *)&a->s_addr;
+    char *o = out;
+    for (int i = 0; i < 4; i++) {
+        unsigned v = b[i];
+        if (v >= 100)
+            *o++ = (char)('0' + v / 100);
+        if (v >= 10)
+            *o++ = (char)('0' + v / 10 % 10);
+        *o++ = (char)('0' + v % 10);
+        *o++ = i < 3 ? '.' : '\0';
+    }
+}
+
 void transport_addr_str(const struct sockaddr *sa, char *ip, size_t iplen, int *port)
 {
     if (sa->sa_family == AF_INET6) {
@@ -22,7 +40,10 @@ void transport_addr_str(const struct sockaddr *sa, char *ip, size_t iplen, int *
         *port = ntohs(s6->sin6_port);
     } else {
         const struct sockaddr_in *s4 = (const struct sockaddr_in *)sa;
-        inet_ntop(AF_INET, &s4->sin_addr, ip, (socklen_t)iplen);
+        if (iplen >= INET_ADDRSTRLEN)
+            ipv4_str(&s4->sin_addr, ip);
+        else
+            inet_ntop(AF_INET, &s4->sin_addr, ip, (socklen_t)iplen);
         *port = ntohs(s4->sin_port);
     }
 }
