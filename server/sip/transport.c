@@ -134,6 +134,26 @@ static int open_listener(struct transport *t, size_t i, char *err, size_t errlen
     return 0;
 }
 
+/* The loop iteration's UDP batch (see struct transport): on after the poll, before any
+ * other callback of the iteration (highest priority, and checks are invoked first)... */
+static void batch_begin_cb(struct ev_loop *loop, ev_check *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct transport *t = w->data;
+    t->batching = 1;
+}
+
+/* ...and flushed before the loop waits again. */
+static void batch_end_cb(struct ev_loop *loop, ev_prepare *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct transport *t = w->data;
+    t->batching = 0;
+    transport_udp_flush_all(t);
+}
+
 int transport_open(struct ev_loop *loop, const struct config *cfg, transport_msg_cb cb, void *arg,
                    struct transport **out, char *err, size_t errlen)
 {
@@ -166,6 +186,16 @@ int transport_open(struct ev_loop *loop, const struct config *cfg, transport_msg
         if (open_listener(t, i, err, errlen) < 0)
             goto fail;
     }
+    ev_check_init(&t->batch_begin, batch_begin_cb);
+    t->batch_begin.data = t;
+    ev_set_priority(&t->batch_begin, EV_MAXPRI);
+    ev_check_start(loop, &t->batch_begin);
+    ev_unref(loop); /* the batch watchers alone do not keep the loop running */
+    ev_prepare_init(&t->batch_end, batch_end_cb);
+    t->batch_end.data = t;
+    ev_set_priority(&t->batch_end, EV_MINPRI);
+    ev_prepare_start(loop, &t->batch_end);
+    ev_unref(loop);
     *out = t;
     return 0;
 fail:
@@ -282,6 +312,16 @@ void transport_close(struct transport *t)
 {
     if (!t)
         return;
+    if (ev_is_active(&t->batch_begin)) {
+        /* ev_break left the last iteration's batch unflushed, and what was sent since
+         * (answers at shutdown) queued behind it */
+        ev_ref(t->loop);
+        ev_check_stop(t->loop, &t->batch_begin);
+        ev_ref(t->loop);
+        ev_prepare_stop(t->loop, &t->batch_end);
+        t->batching = 0;
+        transport_udp_flush_all(t);
+    }
     transport_stream_close_all(t);
     for (size_t i = 0; i < t->n_listeners; i++) {
         if (t->listeners[i].fd >= 0) {
