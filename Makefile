@@ -51,7 +51,7 @@ DEB_BUILD := build-essential pkg-config libosip2-dev libev-dev libluajit-5.1-dev
              libsqlite3-dev libnghttp2-dev libjansson-dev libjemalloc-dev libmicrohttpd-dev \
              openssl
 DEB_TEST  := sip-tester libio-socket-ssl-perl sqlite3 perl clang-format clang libclang-rt-14-dev \
-             kamailio python3-h2 python3-jsonschema chromium iproute2
+             kamailio python3-h2 python3-jsonschema chromium iproute2 strace
 DEB_BENCH := kamailio kamailio-sqlite-modules sip-tester sqlite3 nghttp2-client python3-h2 \
              python3-cryptography libio-socket-ssl-perl tcpdump
 DEB_SOAK  := sip-tester sqlite3 curl openssl python3-h2 python3-cryptography libio-socket-ssl-perl

@@ -147,6 +147,15 @@ int sip_msg_raw_content_length(const char *buf, size_t hdr_len, long *cl)
     while (++i < hdr_len) {
         const char *line = buf + i;
         size_t rest = hdr_len - i, n = 0;
+        /* only a line starting with c or l can be Content-Length or l: the others are
+         * skipped whole (this runs several times for every message) */
+        if ((line[0] | 0x20) != 'c' && (line[0] | 0x20) != 'l') {
+            const char *nl = memchr(line, '\n', rest);
+            if (!nl)
+                break;
+            i = (size_t)(nl - buf);
+            continue;
+        }
         while (n < rest && line[n] != ':' && line[n] != '\n')
             n++;
         size_t name_len = n;

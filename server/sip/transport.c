@@ -14,6 +14,24 @@
 #include "log.h"
 #include "transport_int.h"
 
+/* Dotted-quad of a (network order) into out, which has room for INET_ADDRSTRLEN bytes:
+ * what inet_ntop writes, without the sprintf glibc's inet_ntop runs per address; this is
+ * done for every datagram received. */
+static void ipv4_str(const struct in_addr *a, char *out)
+{
+    const unsigned char *b = (const unsigned char *)&a->s_addr;
+    char *o = out;
+    for (int i = 0; i < 4; i++) {
+        unsigned v = b[i];
+        if (v >= 100)
+            *o++ = (char)('0' + v / 100);
+        if (v >= 10)
+            *o++ = (char)('0' + v / 10 % 10);
+        *o++ = (char)('0' + v % 10);
+        *o++ = i < 3 ? '.' : '\0';
+    }
+}
+
 void transport_addr_str(const struct sockaddr *sa, char *ip, size_t iplen, int *port)
 {
     if (sa->sa_family == AF_INET6) {
@@ -22,7 +40,10 @@ void transport_addr_str(const struct sockaddr *sa, char *ip, size_t iplen, int *
         *port = ntohs(s6->sin6_port);
     } else {
         const struct sockaddr_in *s4 = (const struct sockaddr_in *)sa;
-        inet_ntop(AF_INET, &s4->sin_addr, ip, (socklen_t)iplen);
+        if (iplen >= INET_ADDRSTRLEN)
+            ipv4_str(&s4->sin_addr, ip);
+        else
+            inet_ntop(AF_INET, &s4->sin_addr, ip, (socklen_t)iplen);
         *port = ntohs(s4->sin_port);
     }
 }
@@ -128,6 +149,26 @@ static int open_listener(struct transport *t, size_t i, char *err, size_t errlen
     return 0;
 }
 
+/* The loop iteration's UDP batch (see struct transport): on after the poll, before any
+ * other callback of the iteration (highest priority, and checks are invoked first)... */
+static void batch_begin_cb(struct ev_loop *loop, ev_check *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct transport *t = w->data;
+    t->batching = 1;
+}
+
+/* ...and flushed before the loop waits again. */
+static void batch_end_cb(struct ev_loop *loop, ev_prepare *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct transport *t = w->data;
+    t->batching = 0;
+    transport_udp_flush_all(t);
+}
+
 int transport_open(struct ev_loop *loop, const struct config *cfg, transport_msg_cb cb, void *arg,
                    struct transport **out, char *err, size_t errlen)
 {
@@ -160,6 +201,16 @@ int transport_open(struct ev_loop *loop, const struct config *cfg, transport_msg
         if (open_listener(t, i, err, errlen) < 0)
             goto fail;
     }
+    ev_check_init(&t->batch_begin, batch_begin_cb);
+    t->batch_begin.data = t;
+    ev_set_priority(&t->batch_begin, EV_MAXPRI);
+    ev_check_start(loop, &t->batch_begin);
+    ev_unref(loop); /* the batch watchers alone do not keep the loop running */
+    ev_prepare_init(&t->batch_end, batch_end_cb);
+    t->batch_end.data = t;
+    ev_set_priority(&t->batch_end, EV_MINPRI);
+    ev_prepare_start(loop, &t->batch_end);
+    ev_unref(loop);
     *out = t;
     return 0;
 fail:
@@ -276,6 +327,16 @@ void transport_close(struct transport *t)
 {
     if (!t)
         return;
+    if (ev_is_active(&t->batch_begin)) {
+        /* ev_break left the last iteration's batch unflushed, and what was sent since
+         * (answers at shutdown) queued behind it */
+        ev_ref(t->loop);
+        ev_check_stop(t->loop, &t->batch_begin);
+        ev_ref(t->loop);
+        ev_prepare_stop(t->loop, &t->batch_end);
+        t->batching = 0;
+        transport_udp_flush_all(t);
+    }
     transport_stream_close_all(t);
     for (size_t i = 0; i < t->n_listeners; i++) {
         if (t->listeners[i].fd >= 0) {

@@ -58,6 +58,13 @@ struct transport {
     uint64_t next_flow_id;
     char *udp_buf; /* TRANSPORT_UDP_BATCH receive buffers of 65536 bytes */
     int batching;  /* inside a UDP burst: UDP sends are queued, flushed at its end */
+    /* A loop iteration is one burst too: batch_begin (ev_check, first after the poll) turns
+     * batching on, batch_end (ev_prepare, before the next poll) flushes. So the answers a
+     * store commit releases (a group of REGISTERs' 200s), timers' retransmissions and a
+     * readable socket's responses leave in one sendmmsg per listener per iteration, not one
+     * sendto each. Started only by transport_open (a socket server). */
+    ev_check batch_begin;
+    ev_prepare batch_end;
     /* transport_open_recording: sends go here, not to a socket; NULL for the server */
     transport_record_cb record;
     void *record_arg;
@@ -73,6 +80,8 @@ int transport_udp_send(struct transport *t, const struct sip_source *dst, const 
 /* transport_inject of a datagram: handled as one read from the socket is. */
 void transport_udp_inject(struct transport *t, const struct sip_source *src, const char *buf,
                           size_t len);
+/* Send what the burst queued, one sendmmsg per listener. */
+void transport_udp_flush_all(struct transport *t);
 
 /* transport_stream.c; transport_stream_find's conn belongs to t (NULL: the flow is gone),
  * valid until the loop runs again. */

@@ -126,6 +126,13 @@ void transport_udp_inject(struct transport *t, const struct sip_source *src, con
     handle(&t->listeners[src->listener], t->udp_buf, len, &s);
 }
 
+void transport_udp_flush_all(struct transport *t)
+{
+    for (size_t i = 0; i < t->n_listeners; i++)
+        if (t->listeners[i].out.n)
+            udp_flush(&t->listeners[i]);
+}
+
 /* How long the datagram of m waited since it arrived: its SO_TIMESTAMPNS stamp against now
  * (CLOCK_REALTIME, the stamp's clock). 0 without a stamp, or when the clock was stepped
  * (a negative age, or one longer than any queue holds). */
@@ -147,6 +154,7 @@ static double queue_age(struct msghdr *m, const struct timespec *now)
 void transport_udp_readable(struct listener *l)
 {
     struct transport *t = l->t;
+    int outer = t->batching; /* the loop iteration's batch (transport.c): it flushes */
     struct mmsghdr msgs[TRANSPORT_UDP_BATCH];
     struct iovec iov[TRANSPORT_UDP_BATCH];
     struct sip_source src[TRANSPORT_UDP_BATCH];
@@ -186,8 +194,7 @@ void transport_udp_readable(struct listener *l)
         if (n < TRANSPORT_UDP_BATCH)
             break;
     }
-    t->batching = 0;
-    for (size_t i = 0; i < t->n_listeners; i++)
-        if (t->listeners[i].out.n)
-            udp_flush(&t->listeners[i]);
+    t->batching = outer;
+    if (!outer)
+        transport_udp_flush_all(t);
 }

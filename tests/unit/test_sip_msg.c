@@ -286,5 +286,36 @@ int main(void)
         osip_message_free(msg);
         buf_free(&mb);
     }
+    /* the raw Content-Length: full and compact names in any case, wherever the line is,
+     * never a header whose name only starts or ends like it */
+    static const struct {
+        const char *msg;
+        int rc;
+        long cl;
+        const char *why;
+    } rcl[] = {
+        {"INVITE sip:b@h SIP/2.0\r\nContent-Length: 12\r\nCall-ID: x\r\n\r\n", 1, 12, "first"},
+        {"INVITE sip:b@h SIP/2.0\r\nCall-ID: x\r\nCSeq: 1 INVITE\r\nContact: <sip:a@h>\r\n"
+         "Content-Type: a/b\r\ncontent-length:7\r\n\r\n",
+         1, 7, "last, after other c- headers, lower case, no space"},
+        {"SIP/2.0 200 OK\r\nVia: x\r\nl: 3\r\nTo: y\r\n\r\n", 1, 3, "compact l"},
+        {"SIP/2.0 200 OK\r\nVia: x\r\nL  :\t5 \r\n\r\n", 1, 5, "compact L, space before the colon"},
+        {"SIP/2.0 200 OK\r\nCONTENT-LENGTH: 0\r\n\r\n", 1, 0, "upper case"},
+        {"SIP/2.0 200 OK\nVia: x\nContent-Length: 9\n\n", 1, 9, "bare LF lines"},
+        {"SIP/2.0 200 OK\r\nX-Content-Length: 9\r\nContent-Lengths: 8\r\nLen: 4\r\n\r\n", 0, -1,
+         "look-alike names are not it"},
+        {"SIP/2.0 200 OK\r\nSubject: a\r\n Content-Length: 4\r\n\r\n", 0, -1,
+         "a folded line is not a header"},
+        {"SIP/2.0 200 OK\r\nContent-Length: 4x\r\n\r\n", -1, -1, "a malformed value"},
+        {"SIP/2.0 200 OK\r\nVia: x\r\n\r\n", 0, -1, "absent"},
+    };
+    for (size_t i = 0; i < sizeof rcl / sizeof rcl[0]; i++) {
+        long got = -1;
+        size_t n = strlen(rcl[i].msg);
+        long hdr = sip_msg_header_end(rcl[i].msg, n);
+        int rc = sip_msg_raw_content_length(rcl[i].msg, (size_t)hdr, &got);
+        ok(rc == rcl[i].rc && (rc != 1 || got == rcl[i].cl), "raw Content-Length: %s (rc %d, %ld)",
+           rcl[i].why, rc, got);
+    }
     return done_testing();
 }
