@@ -27,6 +27,8 @@
 # Every step and the overload step are also written to results.tsv (lib.sh res), which
 # tests/bench/report.pl reads (tests/bench/runs.sh: the median of several runs).
 #
+# RETRY (1): a failing ramp or refinement step is run once more, after the target has
+# settled, and that second run's verdict counts (0: no second run).
 # Knobs (environment): PORT (5070), UAS_PORT (5080), RATES ("500 1000 2000 3000 4000 5000
 # 6000 8000 10000 12000 14000"), REFINE (3), GRAIN (100), OVERLOAD (1.25; 0: no overload
 # step), DUR (10), CALLEES (1000), LPORT (5062, the UAC's port), LAT_RATE (500),
@@ -152,10 +154,11 @@ ROW='%-14s %-8s %6s %7s %7s %6s %6s %7s %8s %8s %5s %8s %8s  %-7s %6s %4s %4s %-
 printf "$ROW" target phase rate calls ok 503 failed retrans elapsed achieved cpu% 'med ms' 'p99 ms' verdict \
   wire-n lost drop 'INVITE µs med/99/99.9' '200 µs med/99/99.9' 'sum µs med/99/99.9' | tee -a "$SUMMARY"
 res "direct rate=$LAT_RATE med=$DIRECT_MED p99=$DIRECT_P99"
-# one step of target $t at rate $1 (phase $2: ramp, refine, overload): sets v, ach, ok, refused
+# one step of target $t at rate $1 (phase $2: ramp, refine, retry, overload): sets v, ach, ok, refused
 run_step() {
   local r=$1 phase=$2 calls=$(($1 * DUR)) sd="$dir/calls_$1" el cpu med p99
   [ "$phase" = overload ] && sd="$dir/overload_$1"
+  [ "$phase" = retry ] && sd="$dir/retry_$1"
   calls_csv "$calls" "$CALLEES" > "$dir/calls.csv"
   mkdir -p "$sd"
   wire_start "$sd"
@@ -174,6 +177,14 @@ run_step() {
   rm -f "$dir/calls.csv" "$sd"/*_rtt.csv
   [ "${ach:-0}" -gt "${TOP[$t]:-0}" ] 2> /dev/null && TOP[$t]=$ach
   if [ "$v" = PASS ] && [ "$phase" != overload ]; then BEST[$t]=$ach; LAT_MED[$t]=$med; LAT_P99[$t]=$p99; LAT_AT[$t]=$r; fi
+}
+# retry RATE: a step that failed is run once more after the target has settled (phase
+# "retry"), and that run's verdict counts: one stall of this shared machine must not end a
+# target's ramp (RETRY=0: no second chance); the same rule for every target
+retry() {
+  [ "$v" = PASS ] || [ "${RETRY:-1}" = 0 ] && return 0
+  log "$t: step $1 calls/s: $v; settled in $(settle) s; once more"
+  run_step "$1" retry
 }
 for t in $TARGETS; do
   dir="$OUT/$t"; mkdir -p "$dir"
@@ -201,12 +212,14 @@ for t in $TARGETS; do
   pass=0 failed=""
   for r in $RATES; do
     run_step "$r" ramp
+    retry "$r"
     if [ "$v" = PASS ]; then pass=$r; sleep 2; else failed=$r; break; fi
   done
   n=0
   while [ -n "$failed" ] && [ "$n" -lt "$REFINE" ] && m=$(next_rate "$pass" "$failed" "$GRAIN"); do
     log "$t: settled in $(settle) s; refining at $m calls/s"
     run_step "$m" refine
+    retry "$m"
     if [ "$v" = PASS ]; then pass=$m; else failed=$m; fi
     n=$((n + 1))
   done
