@@ -75,14 +75,23 @@ static const struct key_row key_rows[] = {
      "number of TCP/TLS phones of the largest office."},
     {"sip", "server_header", KEY_STRING, OFF(server_header), 0, 0, "sipwake", NULL,
      "Value of the Server header in responses; empty to send none."},
-    {"sip", "overload_queue_ms", KEY_INT, OFF(overload_queue_ms), 0, 10000, "100", NULL,
-     "Overload: a new INVITE or REGISTER over UDP that waited longer than this many "
-     "milliseconds since it arrived (in the receive queue and behind its read batch) is "
-     "answered 503 with Retry-After at once, unparsed, "
-     "while retransmissions, responses, ACK, BYE, CANCEL and in-dialog requests are still "
-     "served (see [Overload](#overload)). 100: a call's 2xx and its ACK each cross the "
-     "queue, and twice 100 ms stays well under T1 (500 ms), when UDP peers send again. 0: "
+    {"sip", "overload_queue_ms", KEY_INT, OFF(overload_queue_ms), 0, 10000, "50", NULL,
+     "Overload, the target: how long a UDP datagram may wait since it arrived (in the "
+     "receive queue and behind its read batch) before the queue counts as standing. Once "
+     "every datagram taken up for overload_interval_ms waited longer, sipwake sheds: a new "
+     "INVITE or REGISTER that waited longer is answered 503 with Retry-After at once, "
+     "unparsed, while retransmissions, responses, ACK, BYE, CANCEL and in-dialog requests "
+     "are still served; the first datagram that waited less ends it (see "
+     "[Overload](#overload)). 50: an admitted request then waits at most about "
+     "overload_queue_ms + overload_interval_ms (150 ms), and a call's 2xx and its ACK, "
+     "which each cross the queue, stay under T1 (500 ms), when UDP peers send again. 0: "
      "never refuse."},
+    {"sip", "overload_interval_ms", KEY_INT, OFF(overload_interval_ms), 0, 10000, "100", NULL,
+     "Overload: how long the wait of every UDP datagram taken up must stay over "
+     "overload_queue_ms before sipwake sheds (RFC 8289 §4.2, CoDel's interval, whose "
+     "default it takes): a scheduling hiccup puts a whole queue over the target at once but "
+     "is drained within it, a standing queue is not. 0: shed as soon as one datagram waited "
+     "too long (any hiccup sheds)."},
     {"sip", "overload_retry_after", KEY_INT, OFF(overload_retry_after), 1, 3600, "5", NULL,
      "Retry-After, in seconds, of the 503 an overloaded server answers (RFC 3261 §21.5.4)."},
     {"sip", "udp_queue_kb", KEY_INT, OFF(udp_queue_kb), 64, 1048576, "4096", NULL,

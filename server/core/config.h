@@ -54,7 +54,8 @@ struct config {
     long tcp_max_connections;
     long tcp_max_connections_per_source;
     char *server_header;
-    long overload_queue_ms;    /* 0: no shedding */
+    long overload_queue_ms;    /* the target: 0, no shedding */
+    long overload_interval_ms; /* over the target this long before shedding */
     long overload_retry_after; /* seconds */
     long udp_queue_kb;         /* receive queue asked for each UDP listener */
 

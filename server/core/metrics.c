@@ -129,6 +129,12 @@ static const struct {
     [METRICS_OVERLOAD_UDP_DROPS] = {"overload:udp_drops", 0,
                                     "datagrams the kernel dropped because a UDP receive queue "
                                     "was full"},
+    [METRICS_OVERLOAD_SHEDDING] = {"overload:shedding", 1,
+                                   "1 while new INVITEs and REGISTERs that waited over "
+                                   "overload_queue_ms are refused (the UDP queue stayed over "
+                                   "it for overload_interval_ms), else 0"},
+    [METRICS_OVERLOAD_SHEDDING_ENTRIES] = {"overload:shedding_entries", 0,
+                                           "times the shedding state was entered"},
 };
 
 int metrics_is_gauge(enum metrics_id id)

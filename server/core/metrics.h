@@ -80,6 +80,8 @@ enum metrics_id {
     METRICS_OVERLOAD_LOOP_LAG_MS,  /* gauge: most over the last second */
     METRICS_OVERLOAD_UDP_BACKLOG,  /* gauge: bytes, most sampled over the last second */
     METRICS_OVERLOAD_UDP_DROPS,    /* the kernel's count, sampled */
+    METRICS_OVERLOAD_SHEDDING,     /* gauge: 1 while shedding */
+    METRICS_OVERLOAD_SHEDDING_ENTRIES,
     METRICS__COUNT,
 };
 

@@ -2,7 +2,18 @@
  * overload: the load figures, and the stateless 503 of a new request that waited too long
  * (see overload.h).
  *
- * The cost of the check matters only while overloaded: below the threshold it is one
+ * When to shed is CoDel's rule (RFC 8289 §§3-5), without its drop-rate control law: every
+ * 503 is cheap, so while shedding every new request over the target is refused rather than
+ * one now and then. The interval runs on CLOCK_MONOTONIC, read for each datagram taken up
+ * over the target: not ev_now, which stands still through a loop iteration (a read batch
+ * served one datagram after the other by a slow policy would never see its interval end),
+ * and is the wall clock, which steps. The ages themselves are CLOCK_REALTIME differences of
+ * the kernel's stamp (transport_udp.c); one made absurd by a clock step (negative, or a
+ * minute or more) counts as 0, a datagram under the target, so a step never starts the
+ * shedding, and one step forward of under a minute only ages the datagrams queued then,
+ * which are drained within an interval.
+ *
+ * The cost of the check matters only while overloaded: below the target it is one
  * comparison. Above it, a datagram that is not an INVITE, REGISTER or ACK request is let
  * through on its first bytes; the others get one pass over their header lines (stopping at
  * the blank line), and the few values the transaction key needs (top Via, Call-ID, CSeq) are
@@ -16,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <osipparser2/osip_parser.h>
 
@@ -29,6 +41,8 @@
 #define OVERLOAD_TAG "sw503"
 /* Via lines a refused request may have; more, and it is let through. */
 #define OVERLOAD_MAX_VIAS 16
+/* A wait this long or longer is a clock step, not a queue (no receive queue holds a minute). */
+#define OVERLOAD_STEPPED_S 60.0
 
 struct overload {
     struct ev_loop *loop;
@@ -45,6 +59,15 @@ struct overload {
     ev_tstamp logged_at;  /* refusals are logged at most once a second */
     uint64_t unlogged[3]; /* INVITEs, REGISTERs answered 503; requests dropped unanswered */
     double unlogged_age;
+    /* the shedding state (RFC 8289 §§3-5), times on CLOCK_MONOTONIC, in seconds */
+    int above;              /* every datagram taken up since above_since waited over the target */
+    double above_since;     /* when the first of them was taken up */
+    int shedding;           /* refusing new requests that waited over the target */
+    double shedding_since;  /* when it started */
+    double state_logged_at; /* entering / leaving is logged at most once a second */
+    int state_logged;       /* the state the last such line reported */
+    uint64_t entries_unlogged; /* entries since that line */
+    double last_shed_s;        /* how long the last shedding lasted */
 };
 
 /* The header lines a 503 copies, as slices of the request. */
@@ -59,6 +82,7 @@ struct overload_scan {
 };
 
 static void tick_cb(struct ev_loop *loop, ev_timer *w, int revents);
+static void set_shedding(struct overload *o, int on, double now);
 
 struct overload *overload_new(struct ev_loop *loop, const struct config *cfg, struct transport *tp,
                               struct txn_table *txns)
@@ -100,6 +124,75 @@ static void log_refusals(struct overload *o, ev_tstamp now)
     o->logged_at = now;
 }
 
+static double mono_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* A line when the shedding state changed since the last one, at most once a second: under
+ * a standing queue the state can flip several times a second (each fresh datagram ends it,
+ * the next interval over the target starts it again), and the line sums those up. */
+static void log_state(struct overload *o, double now)
+{
+    if (now - o->state_logged_at < 1.0 || (o->shedding == o->state_logged && !o->entries_unlogged))
+        return;
+    if (o->shedding)
+        log_warn("overload: shedding: every UDP datagram taken up for %ld ms ([sip] "
+                 "overload_interval_ms) had waited over %ld ms (overload_queue_ms), a standing "
+                 "queue: new INVITEs and REGISTERs that waited longer are answered 503 "
+                 "(entered %llu time(s) since the last report)",
+                 o->cfg->overload_interval_ms, o->cfg->overload_queue_ms,
+                 (unsigned long long)o->entries_unlogged);
+    else
+        log_warn("overload: shedding ended: a UDP datagram was taken up within %ld ms "
+                 "(overload_queue_ms), or none was waiting (entered %llu time(s) since the "
+                 "last report, the last for %.0f ms)",
+                 o->cfg->overload_queue_ms, (unsigned long long)o->entries_unlogged,
+                 o->last_shed_s * 1000);
+    o->state_logged = o->shedding;
+    o->entries_unlogged = 0;
+    o->state_logged_at = now;
+}
+
+static void set_shedding(struct overload *o, int on, double now)
+{
+    if (on == o->shedding)
+        return;
+    o->shedding = on;
+    metrics_values[METRICS_OVERLOAD_SHEDDING] = (uint64_t)on;
+    if (on) {
+        metrics_inc(METRICS_OVERLOAD_SHEDDING_ENTRIES);
+        o->entries_unlogged++;
+        o->shedding_since = now;
+    } else {
+        o->last_shed_s = now - o->shedding_since;
+    }
+    log_state(o, now);
+}
+
+/* One UDP datagram that waited age seconds, taken up at now (monotonic): 1 if it waited
+ * over the target while shedding (a new INVITE or REGISTER of it is refused), else 0.
+ * RFC 8289 §5 (CoDel's dequeue): the state is entered when the sojourn times stayed
+ * above the target for a whole interval, and left at the first one below it. */
+static int track(struct overload *o, double age, double now)
+{
+    long target_ms = o->cfg->overload_queue_ms;
+    if (!target_ms || age * 1000 <= (double)target_ms || age >= OVERLOAD_STEPPED_S) {
+        o->above = 0;
+        set_shedding(o, 0, now);
+        return 0;
+    }
+    if (!o->above) {
+        o->above = 1;
+        o->above_since = now;
+    }
+    if (now - o->above_since >= (double)o->cfg->overload_interval_ms / 1000)
+        set_shedding(o, 1, now);
+    return o->shedding;
+}
+
 /* Every 100 ms: how late this timer fired (the loop's lag), the receive queues' backlog;
  * every second the maxima become the gauges, and refusals not yet logged are. */
 static void tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
@@ -115,6 +208,14 @@ static void tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
     if (backlog > o->backlog_max)
         o->backlog_max = backlog;
     metrics_values[METRICS_OVERLOAD_UDP_DROPS] = drops;
+    double mono = mono_now();
+    /* an empty queue ends the state, as in CoDel's dequeue (RFC 8289 §5) (else, with no datagram to
+     * take up, nothing would) */
+    if (!backlog) {
+        o->above = 0;
+        set_shedding(o, 0, mono);
+    }
+    log_state(o, mono);
     if (now - o->period_start >= 1.0) {
         metrics_values[METRICS_OVERLOAD_QUEUE_AGE_MS] = (uint64_t)(o->age_max * 1000);
         metrics_values[METRICS_OVERLOAD_LOOP_LAG_MS] = (uint64_t)(o->lag_max * 1000);
@@ -352,7 +453,9 @@ done:
     return refused;
 }
 
-int overload_shed(struct overload *o, const char *buf, size_t len, const struct sip_source *src)
+/* overload_shed, taken up at now (CLOCK_MONOTONIC seconds): the unit tests' seam. */
+static int shed_at(struct overload *o, const char *buf, size_t len, const struct sip_source *src,
+                   double now)
 {
     if (src->transport != CONFIG_TRANSPORT_UDP)
         return 0;
@@ -360,7 +463,7 @@ int overload_shed(struct overload *o, const char *buf, size_t len, const struct 
     metrics_queue_age(age);
     if (age > o->age_max)
         o->age_max = age;
-    if (!o->cfg->overload_queue_ms || age * 1000 <= (double)o->cfg->overload_queue_ms)
+    if (!track(o, age, now))
         return 0;
     int invite = len > 7 && memcmp(buf, "INVITE ", 7) == 0;
     int reg = len > 9 && memcmp(buf, "REGISTER ", 9) == 0;
@@ -396,10 +499,20 @@ int overload_shed(struct overload *o, const char *buf, size_t len, const struct 
     }
     if (age > o->unlogged_age)
         o->unlogged_age = age;
-    ev_tstamp now = ev_now(o->loop);
-    if (now - o->logged_at >= 1.0)
-        log_refusals(o, now);
+    ev_tstamp loop_now = ev_now(o->loop);
+    if (loop_now - o->logged_at >= 1.0)
+        log_refusals(o, loop_now);
     return 1;
+}
+
+int overload_shed(struct overload *o, const char *buf, size_t len, const struct sip_source *src)
+{
+    /* the clock is read only for a datagram over the target, or to leave the shedding
+     * state: otherwise the check stays one comparison */
+    long target_ms = o->cfg->overload_queue_ms;
+    int over = target_ms && src->queued * 1000 > (double)target_ms;
+    double now = src->transport == CONFIG_TRANSPORT_UDP && (over || o->shedding) ? mono_now() : 0;
+    return shed_at(o, buf, len, src, now);
 }
 
 void overload_free(struct overload *o)

@@ -5,11 +5,19 @@
  * than T1 (500 ms) its sender retransmits, the retransmissions add to the queue, and the
  * completed rate collapses (issue 15: 69 % at 6,000 calls/s with an 8 MB queue). So every
  * UDP datagram's wait in the kernel's queue is measured (SO_TIMESTAMPNS, struct sip_source
- * queued), and a NEW INVITE or REGISTER (not in a dialog — no To tag, or a To tag without the
- * Route every dialog sipwake Record-Routed carries — and no server transaction for its Via
- * branch) that waited longer than [sip] overload_queue_ms is answered 503 Service Unavailable with
+ * queued). One late datagram is not overload: a scheduling hiccup (sipwake descheduled on a
+ * busy machine) puts every datagram queued meanwhile over any threshold at once, and they
+ * are drained within a few ms. A queue that stays long is. So, as CoDel does (RFC 8289
+ * §§3-5: act on the minimum sojourn time over an interval), sipwake enters the shedding
+ * state only once every datagram taken up for [sip] overload_interval_ms waited longer than
+ * the target, [sip] overload_queue_ms; the first datagram taken up that waited less ends
+ * it at once (and the next one over the target starts a new interval). While shedding, a
+ * NEW INVITE or REGISTER (not in a dialog — no To tag, or a To tag without the Route every
+ * dialog sipwake Record-Routed carries — and no server transaction for its Via branch) that
+ * itself waited longer than the target is answered 503 Service Unavailable with
  * Retry-After at once, statelessly, from its request line and its Via, From, To, Call-ID and
- * CSeq lines alone (RFC 3261 §8.2.6.2, §21.5.4) — osip2 never parses it. Everything else is
+ * CSeq lines alone (RFC 3261 §8.2.6.2, §21.5.4) — osip2 never parses it; a fresh one is not
+ * the problem (and, having waited less, it ends the shedding anyway). Everything else is
  * served however late: responses, ACK, BYE, CANCEL, PRACK, in-dialog requests, other
  * methods, and the retransmission of a request whose server transaction exists (it gets that
  * transaction's answer, never a 503). The ACK for one of these 503s (its To tag says so) is
@@ -17,7 +25,9 @@
  *
  * It also keeps the load figures: the queue-age histogram and its most over each second,
  * the loop's lag (how late a 100 ms timer fires), the receive queues' backlog and the
- * kernel's drops (metrics overload:*). Refusals are logged at warn, at most once a second.
+ * kernel's drops, the shedding state and how often it was entered (metrics overload:*).
+ * Refusals, and entering or leaving the shedding state, are logged at warn, at most once a
+ * second each.
  * In gateway mode the upstream's requests are never refused either (overload_set_exempt):
  * they are calls the PBX already accepted for the phones, and a 503 with Retry-After tells
  * a PBX not to send sipwake anything for that long (RFC 3261 §21.5.4), for every phone.

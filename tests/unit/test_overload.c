@@ -6,6 +6,10 @@
  * retransmission of a transaction that exists (its headers spaced differently from how the
  * key was made), an in-dialog request, other methods, responses, TCP, a folded header it
  * copies, an RFC 2543 branch, a CSeq for another method — and the ACK of its own 503, absorbed.
+ * Then when it sheds (RFC 8289 §§3-5), driven with explicit times through shed_at: only once
+ * every datagram taken up for overload_interval_ms waited over overload_queue_ms; never for
+ * one late datagram among fresh ones, nor for a run of late ones shorter than the interval,
+ * nor for ages a clock step made up; and a fresh datagram ends it at once.
  */
 #include "overload.c"
 
@@ -41,6 +45,13 @@ static int shed(struct overload *o, const char *msg, double queued)
     return overload_shed(o, msg, strlen(msg), &s);
 }
 
+/* the same, taken up at now (monotonic seconds) */
+static int shed_t(struct overload *o, const char *msg, double queued, double now)
+{
+    struct sip_source s = from(queued, CONFIG_TRANSPORT_UDP);
+    return shed_at(o, msg, strlen(msg), &s, now);
+}
+
 /* the headers a phone's request carries besides those a 503 copies (RFC 3261 §8.1.1: Contact,
  * Max-Forwards; Allow, Supported, User-Agent as phones send them): with them, a request is
  * larger than its 503 */
@@ -63,7 +74,12 @@ int main(void)
     sip_msg_init();
     struct config cfg;
     config_defaults(&cfg);
+    is_int(cfg.overload_queue_ms, 50, "the default target: 50 ms");
+    is_int(cfg.overload_interval_ms, 100, "the default interval: 100 ms");
+    /* first what is refused and what is not once shedding: with an interval of 0, the
+     * first datagram over the target starts it (the state machine is tested below) */
     cfg.overload_queue_ms = 100;
+    cfg.overload_interval_ms = 0;
     cfg.overload_retry_after = 9;
     struct ev_loop *loop = ev_default_loop(0);
     struct transport *tp = transport_open_recording(loop, &cfg, NULL, NULL, record, NULL);
@@ -246,6 +262,78 @@ int main(void)
     is_int(overload_shed(o, inv, strlen(inv), &tcp), 0, "over TCP nothing is refused");
     cfg.overload_queue_ms = 0;
     is_int(shed(o, INVITE("", "z9hG4bKz1"), 5), 0, "overload_queue_ms 0: nothing is refused");
+    is_int(metrics_values[METRICS_OVERLOAD_SHEDDING], 0, "and the shedding state is left");
+
+    /* the shedding state, with the defaults: target 50 ms, interval 100 ms */
+    cfg.overload_queue_ms = 50;
+    cfg.overload_interval_ms = 100;
+    const char *late_inv = INVITE("", "z9hG4bKcd1");
+    uint64_t entries = metrics_values[METRICS_OVERLOAD_SHEDDING_ENTRIES];
+    n_sent = 0;
+    /* a hiccup: one datagram 400 ms late, then fresh ones, then one late again */
+    is_int(shed_t(o, late_inv, 0.4, 10.0), 0, "one INVITE 400 ms late alone is not refused");
+    int refused = 0;
+    for (int i = 1; i <= 20; i++)
+        refused += shed_t(o, late_inv, 0.002, 10.0 + i * 0.01);
+    refused += shed_t(o, late_inv, 0.4, 10.25);
+    refused += shed_t(o, late_inv, 0.002, 10.26);
+    is_int(refused, 0, "nor are fresh ones after it, nor a late one among them");
+    /* a run of late datagrams shorter than the interval: a drained backlog */
+    refused = 0;
+    for (int i = 0; i < 33; i++) /* 11.000 .. 11.096 */
+        refused += shed_t(o, late_inv, 0.3 - i * 0.005, 11.0 + i * 0.003);
+    is_int(refused, 0,
+           "33 INVITEs over the target for 96 ms (less than the interval): none refused");
+    is_int(shed_t(o, late_inv, 0.03, 11.099), 0, "the next one under the target: served");
+    is_int(shed_t(o, late_inv, 0.3, 11.15), 0, "and a late one after it starts a new interval");
+    is_int(metrics_values[METRICS_OVERLOAD_SHEDDING_ENTRIES], entries, "never entered shedding");
+    is_int(n_sent, 0, "no 503 sent");
+    is_int(shed_t(o, late_inv, 0.001, 11.16), 0, "(a fresh one: the interval ends)");
+    /* a standing queue: over the target for a whole interval */
+    refused = 0;
+    for (int i = 0; i < 10; i++) /* 12.00 .. 12.09 */
+        refused += shed_t(o, late_inv, 0.08, 12.0 + i * 0.01);
+    is_int(refused, 0, "over the target for 90 ms: not yet");
+    is_int(shed_t(o, late_inv, 0.08, 12.101), 1,
+           "past 100 ms (the interval) a late INVITE is refused");
+    is_int(n_sent, 1, "with a 503");
+    is_int(metrics_values[METRICS_OVERLOAD_SHEDDING], 1, "sipwake_overload_shedding 1");
+    is_int(metrics_values[METRICS_OVERLOAD_SHEDDING_ENTRIES], entries + 1, "one entry counted");
+    is_int(shed_t(o, INVITE("", "z9hG4bKcd2"), 0.09, 12.11), 1, "so is the next late one");
+    /* a fresh datagram ends it, whatever it is */
+    static const char fresh_200[] =
+        "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 127.0.0.1:40000;branch=z9hG4bKx\r\n"
+        "From: <sip:a@example.com>;tag=1\r\nTo: <sip:b@example.com>;tag=2\r\n"
+        "Call-ID: x\r\nCSeq: 1 INVITE\r\n\r\n";
+    is_int(shed_t(o, fresh_200, 0.01, 12.12), 0, "a response that waited 10 ms goes on...");
+    is_int(metrics_values[METRICS_OVERLOAD_SHEDDING], 0, "...and ends the shedding at once");
+    n_sent = 0;
+    is_int(shed_t(o, INVITE("", "z9hG4bKcd3"), 0.09, 12.13), 0,
+           "the next late INVITE is served: a new interval starts");
+    is_int(shed_t(o, INVITE("", "z9hG4bKcd4"), 0.09, 12.231), 1, "refused again an interval later");
+    is_int(metrics_values[METRICS_OVERLOAD_SHEDDING_ENTRIES], entries + 2, "a second entry");
+    is_int(shed_t(o, INVITE("", "z9hG4bKcd5"), 0.02, 12.24), 0,
+           "while shedding, an INVITE that waited under the target is served (and ends it)");
+    is_int(metrics_values[METRICS_OVERLOAD_SHEDDING], 0, "not shedding");
+    /* clock steps: ages made up by the wall clock moving never start the shedding */
+    refused = 0;
+    for (int i = 0; i < 50; i++) { /* 13.00 .. 13.49: five intervals */
+        refused += shed_t(o, late_inv, -5.0, 13.0 + i * 0.01);
+        refused += shed_t(o, late_inv, 3600.0, 13.0 + i * 0.01 + 0.005);
+    }
+    is_int(refused, 0, "negative and hour-long waits (a clock step) for 500 ms: none refused");
+    refused = 0;
+    for (int i = 0; i < 20; i++) /* 14.000 .. 14.095: a step 5 s forward, the queue then drained */
+        refused += shed_t(o, late_inv, 5.0, 14.0 + i * 0.005);
+    refused += shed_t(o, late_inv, 0.001, 14.1);
+    is_int(refused, 0, "a 5 s step forward ages only what was queued then: drained, none refused");
+    is_int(metrics_values[METRICS_OVERLOAD_SHEDDING_ENTRIES], entries + 2,
+           "no entry for any of them");
+    shed_t(o, late_inv, 0.09, 14.2);
+    is_int(shed_t(o, late_inv, 0.09, 14.301), 1,
+           "shedding again after an interval over the target");
+    is_int(shed_t(o, late_inv, 3600.0, 14.31), 0, "a stepped age while shedding is served...");
+    is_int(metrics_values[METRICS_OVERLOAD_SHEDDING], 0, "...and counts as 0: it ends the state");
 
     overload_free(o);
     txn_table_free(txns);
