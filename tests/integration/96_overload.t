@@ -1,13 +1,15 @@
 #!/usr/bin/perl
-# Graceful overload (issue 15): a UDP datagram that waited in the kernel's receive queue
-# longer than [sip] overload_queue_ms is, if it is a new INVITE or REGISTER, answered at
+# Graceful overload (issue 15): once the UDP datagrams taken up have all waited longer than
+# [sip] overload_queue_ms for [sip] overload_interval_ms (a standing queue, RFC 8289), a
+# datagram that waited longer is, if it is a new INVITE or REGISTER, answered at
 # once with a stateless 503 Service Unavailable and Retry-After (RFC 3261 §21.5.4; its To
 # tag, Via, Call-ID and CSeq as §8.2.6.2 asks) without being parsed further, while what
 # sipwake admitted still completes: the retransmission of an INVITE and of a REGISTER whose
 # transaction exists gets that transaction's answer (never 503), and a dialog's responses,
 # ACK and BYE still go through. The queue is made deep for sure: a policy whose hooks spin
 # 5 ms per INVITE and REGISTER, and bursts of requests sent at once from one socket. The
-# counters, the queue-age histogram and a log line at most once a second report it. With
+# counters, the queue-age histogram, the shedding state's metrics and log lines at most once
+# a second report it. With
 # overload_queue_ms = 0 the same burst gets no 503.
 use strict;
 use warnings;
@@ -39,7 +41,7 @@ LUA
 
 my $QUEUE_MS = 100;
 my $sw = Sipwake->new(policy => $policy, config => {
-    sip => { overload_queue_ms => $QUEUE_MS, overload_retry_after => 7 },
+    sip => { overload_queue_ms => $QUEUE_MS, overload_interval_ms => 100, overload_retry_after => 7 },
     policy => { time_budget_ms => 100 },
 });
 $sw->start;
@@ -238,11 +240,21 @@ my $sum = sub {
 ok(Sipwake::wait_until(sub { my $s = $sum->(); $s->[0] == $rej_inv && $s->[1] == $rej_reg }, 5),
    'the warnings add up to the refusals: ' . join('/', @{ $sum->() }));
 my $elapsed = time - $t0;
-my @warn = $sw->log =~ /^.*overload: .*$/mg;
+my @warn = $sw->log =~ /^.*overload: .*answered 503 since.*$/mg;
 like($warn[0] // '', qr/ warn +overload: \d+ new INVITE\(s\) and \d+ REGISTER\(s\) answered 503 .*overload_queue_ms 100\)$/,
      'logged at warn: ' . ($warn[0] // 'none'));
 ok(@warn >= 2 && @warn <= int($elapsed) + 2,
    scalar(@warn) . " overload warnings in ${\ sprintf('%.1f', $elapsed)} s for " . ($rej_inv + $rej_reg) . ' refusals: at most one a second');
+# the shedding state: entered (a standing queue), logged, and left once the queue drained
+ok(($m->{sipwake_overload_shedding_entries} // 0) >= 2,
+   'sipwake_overload_shedding_entries: entered in each burst (' . ($m->{sipwake_overload_shedding_entries} // 'none') . ')');
+like($sw->log, qr/ warn +overload: shedding: every UDP datagram taken up for 100 ms \(\[sip\] overload_interval_ms\) had waited over 100 ms/,
+     'entering the shedding state is logged at warn');
+ok(Sipwake::wait_until(sub { ($sw->metrics->{sipwake_overload_shedding} // -1) == 0 }, 5),
+   'sipwake_overload_shedding is back to 0 once the queue drained');
+ok(Sipwake::wait_until(sub { $sw->log =~ / warn +overload: shedding ended: / }, 5), 'and leaving it is logged');
+my @state = $sw->log =~ /^.*overload: shedding.*$/mg;
+ok(@state <= int(time - $t0) + 2, scalar(@state) . ' shedding state lines: at most one a second');
 ok($sw->stop, 'clean shutdown, no sanitizer report');
 
 # ---- shedding off: the same burst is served whole, however late

@@ -5,8 +5,12 @@
 # batch is looked at some 330 ms after it arrived, however fresh the batch was when read.
 # sipwake is stopped (SIGSTOP) while the burst is sent, so the twelve INVITEs wait in the
 # kernel's queue together and come out in one batch, a few ms old; then it goes on (SIGCONT).
-# The first ones are served (480 from the policy), the later ones, past overload_queue_ms
-# since they arrived, are refused 503.
+# The first ones are served (480 from the policy), and so are the next ones past
+# overload_queue_ms since they arrived, until every datagram taken up for
+# overload_interval_ms (100 ms) waited over it: a standing queue (RFC 8289); the later ones
+# are refused 503. The interval runs on the monotonic clock read for each datagram: on the
+# loop's time (ev_now), which stands still through the batch, it would never end within it
+# and none of the twelve would be refused.
 use strict;
 use warnings;
 use FindBin;
