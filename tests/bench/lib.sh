@@ -1,6 +1,8 @@
 # lib.sh — helpers shared by the benchmark scripts (sourced). Expects ROOT, HERE, PORT, LPORT,
 # SIPWAKE, SUMMARY, CLK_TCK and PID (the target's process id, "" when none runs).
 
+# GEN_NICE (0): the nice value SIPp (the load generator) runs at; see calls.sh
+GEN_NICE=${GEN_NICE:-0}
 say() { printf '%s\n' "$*" | tee -a "$SUMMARY"; }
 log() { printf '%s %s\n' "$(date +%T)" "$*" >&2; }
 
@@ -119,7 +121,7 @@ step() {
   shift 5
   mkdir -p "$d"
   local t0 t1; t0=$(ticks "$PID")
-  (cd "$d" && timeout $((calls / rate * 4 + 60)) sipp -sf "$sf" -inf "$csv" -t u1 "$@" \
+  (cd "$d" && timeout $((calls / rate * 4 + 60)) nice -n "$GEN_NICE" sipp -sf "$sf" -inf "$csv" -t u1 "$@" \
      -i 127.0.0.1 -p $LPORT 127.0.0.1:$PORT -r "$rate" -m "$calls" -l $((rate * 5 + 100)) \
      -recv_timeout 5000 -timeout $((calls / rate * 4 + 30))s -nostdin -buff_size 4194304 \
      -max_recv_loops 10000 -max_sched_loops 10000 -trace_stat -stf stat.csv -fd 1 \
@@ -134,6 +136,12 @@ step() {
   case $refused in '' | *[!0-9]*) refused=0 ;; esac
   ok=$((ok - refused))
   echo "$refused" > "$d/refused"
+  # the offering window: from the start to the first periodic row (-fd 1) by which every call
+  # had been placed; DIR/window gets "calls completed (not refused) by then, its seconds"
+  awk -F';' -v n="$calls" 'NR == 1 { for (i = 1; i <= NF; i++) h[$i] = i; next }
+    $h["OutgoingCall(C)"] >= n { split($h["StartTime"], a, "\t"); split($h["CurrentTime"], b, "\t")
+      g = ("GenericCounter1(C)" in h) ? $h["GenericCounter1(C)"] : 0
+      printf "%d %.2f\n", $h["SuccessfulCall(C)"] - g, b[3] - a[3]; exit }' "$f" > "$d/window"
   start=$(stat_col "$f" StartTime | awk -F'\t' '{print $3}'); cur=$(stat_col "$f" CurrentTime | awk -F'\t' '{print $3}')
   el=$(awk -v a="$start" -v b="$cur" 'BEGIN{printf "%.2f", b-a}')
   ach=$(awk -v n="$ok" -v e="$el" 'BEGIN{if (e>0) printf "%.0f", n/e; else print 0}')

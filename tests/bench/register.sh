@@ -23,7 +23,7 @@
 #
 # RETRY (1): a failing ramp or refinement step is run once more, after the target has
 # settled, and that second run's verdict counts (0: no second run).
-# Knobs (environment): PORT (5070), RATES ("1000 5000 10000 20000 30000 40000 50000 60000"),
+# Knobs (environment): PORT (5070), LPORT (5061, SIPp's), RATES ("1000 5000 10000 20000 30000 40000 50000 60000"),
 # REFINE (3), GRAIN (500), SETTLE_MAX (40 s), DUR (10),
 # MEM_REGS (100000), MEM_RATE (5000, as ../shared/bench does), TARGETS ("kamailio-mem kamailio-sqlite sipwake"),
 # OUT (result directory, default var/bench/<time>). Prints a summary; never fails on a timing.
@@ -39,7 +39,7 @@ MEM_REGS=${MEM_REGS:-100000}
 MEM_RATE=${MEM_RATE:-5000}
 TARGETS=${TARGETS:-"kamailio-mem kamailio-sqlite sipwake"}
 SIPWAKE=${SIPWAKE:-$ROOT/server/sipwake}
-LPORT=5061
+LPORT=${LPORT:-5061}
 . "$ROOT/tests/bench/out.sh"
 bench_out ''
 ulimit -n 65536 2>/dev/null || true

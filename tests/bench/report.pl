@@ -203,7 +203,11 @@ sub sip_table {
         $line->('— failed or timed out', $ov->(sub { $_[0]{failed} }));
         $line->('— retransmissions', $ov->(sub { $_[0]{retrans} }));
         $line->('— completed + 503, % of offered', $ov->(sub { $_[0]{offered} ? 100 * ($_[0]{ok} + $_[0]{refused}) / $_[0]{offered} : undef }), dec => 1, unit => ' %');
-        $line->('— completed calls/s / best clean calls/s, per run', $ov->(sub { $_[1] && $_[1]{clean_achieved} ? $_[0]{achieved} / $_[1]{clean_achieved} : undef }), dec => 2, unit => '×');
+        # the completed rate while the calls were offered (calls.sh window_rate); a run from
+        # before it was recorded falls back on completed / SIPp's whole elapsed time
+        my $orate = sub { my ($s, $o) = @_; $o && defined $o->{window_rate} ? $o->{window_rate} : $s->{achieved} };
+        $line->('— completed calls/s while the calls were offered', $ov->($orate));
+        $line->('— that / best clean calls/s, per run', $ov->(sub { $_[1] && $_[1]{clean_achieved} ? $orate->(@_) / $_[1]{clean_achieved} : undef }), dec => 2, unit => '×');
         $o .= row('— bar: completed + 503 ≥ 99 % of offered and completed calls/s ≥ clean', map {
             my $t = $_;
             my @b = map { $_->{overload}{$t} ? $_->{overload}{$t}{bar} : () } @runs;

@@ -48,7 +48,7 @@ my @runs = (
       . step(target => 'sipwake', rate => 1500, achieved => 1500, p99_ms => 2, sum_us => '20/60/95')
       . step(target => 'sipwake', rate => 2000, achieved => 1700, verdict => 'RETRANS')
       . step(target => 'sipwake', rate => 1900, phase => 'overload', achieved => 1600, verdict => 'REFUSED', offered => 19000, ok => 16000, refused => 2900)
-      . "overload target=sipwake rate=1900 clean_rate=1500 clean_achieved=1500 served_pct=99.5 bar=MET\n",
+      . "overload target=sipwake rate=1900 clean_rate=1500 clean_achieved=1500 window_ok=17000 window_s=10.00 window_rate=1700 served_pct=99.5 bar=MET\n",
     step(target => 'kamailio-mem', rate => 2000, achieved => 2000, p99_ms => 5)
       . step(target => 'kamailio-mem', rate => 3000, achieved => 2000, verdict => 'SLOW')
       . step(target => 'sipwake', rate => 2000, achieved => 2000, p99_ms => 3)
@@ -73,6 +73,10 @@ like($t, qr/^\| highest step both passed \(target rate\) \| 2,000 \[1,500–4,00
 like($t, qr/^\| — completed \+ 503, % of offered \| 47\.4 % \[47\.4–47\.4 %\] \(1 of 3 runs\) \| 99\.5 % \[99\.5–99\.5 %\] \(1 of 3 runs\) \|$/m,
     'overload: completed + 503 over offered');
 like($t, qr/^\| — refused at once with 503 \| 0 \[0–0\] \(1 of 3 runs\) \| 2,900 \[2,900–2,900\] \(1 of 3 runs\) \|$/m, 'overload: the 503s');
+like($t, qr/^\| — completed calls\/s while the calls were offered \| 900 \[900–900\] \(1 of 3 runs\) \| 1,700 \[1,700–1,700\] \(1 of 3 runs\) \|$/m,
+    'overload: the window rate when recorded (sipwake), else completed / elapsed (kamailio-mem: an older run)');
+like($t, qr/^\| — that \/ best clean calls\/s, per run \| 0\.90× \[0\.90–0\.90×\] \(1 of 3 runs\) \| 1\.13× \[1\.13–1\.13×\] \(1 of 3 runs\) \|$/m,
+    'overload: the window rate over the clean step, per run');
 like($t, qr/^\| — bar: .* \| met in 0 of 3 runs \| met in 1 of 3 runs \|$/m, 'the overload bar counted per run');
 like($t, qr/^\| 2,000 \| 1 of 3 \| 5 \[5–5\] \| 3 \[3–3\] \| 40 \[40–40\] \| 40 \[40–40\] \|$/m, 'per step: only the runs where every target passed it (not run 1: FAIL, RETRANS)');
 like($t, qr/^\| 1,500 \| 1 of 3 \| 3 \[3–3\] \| 2 \[2–2\] \| 110 \[110–110\] \| 60 \[60–60\] \|$/m, 'per step: SIPp and wire p99 side by side');
