@@ -41,6 +41,10 @@
 #define OVERLOAD_TAG "sw503"
 /* Via lines a refused request may have; more, and it is let through. */
 #define OVERLOAD_MAX_VIAS 16
+/* How long after its last 503 sipwake still looks for their ACKs outside the shedding state:
+ * 64*T1, the longest a UAC retransmits an INVITE (RFC 3261 §17.1.1.2, Timer B), so the ACK
+ * of any 503 it answered arrives within it. */
+#define OVERLOAD_ACK_WINDOW_S 32.0
 /* A wait this long or longer is a clock step, not a queue (no receive queue holds a minute). */
 #define OVERLOAD_STEPPED_S 60.0
 
@@ -68,6 +72,7 @@ struct overload {
     int state_logged;       /* the state the last such line reported */
     uint64_t entries_unlogged; /* entries since that line */
     double last_shed_s;        /* how long the last shedding lasted */
+    ev_tstamp refused_at;      /* loop time of the last 503, 0 before the first */
 };
 
 /* The header lines a 503 copies, as slices of the request. */
@@ -453,6 +458,18 @@ done:
     return refused;
 }
 
+/* An ACK (len bytes): 1 if it is the ACK of one of sipwake's 503s (its To tag), absorbed: it
+ * ends nothing anywhere, the 503 was stateless (RFC 3261 §17.2.1); else 0. */
+static int own_ack(const char *buf, size_t len)
+{
+    struct overload_scan s;
+    if (scan(buf, len, &s) < 0 || s.to_tag.len <= strlen(OVERLOAD_TAG) ||
+        memcmp(s.to_tag.p, OVERLOAD_TAG, strlen(OVERLOAD_TAG)) != 0)
+        return 0;
+    metrics_inc(METRICS_RCV_REQUESTS);
+    return 1;
+}
+
 /* overload_shed, taken up at now (CLOCK_MONOTONIC seconds): the unit tests' seam. */
 static int shed_at(struct overload *o, const char *buf, size_t len, const struct sip_source *src,
                    double now)
@@ -463,23 +480,23 @@ static int shed_at(struct overload *o, const char *buf, size_t len, const struct
     metrics_queue_age(age);
     if (age > o->age_max)
         o->age_max = age;
-    if (!track(o, age, now))
+    int ack = len > 4 && memcmp(buf, "ACK ", 4) == 0;
+    if (!track(o, age, now)) {
+        /* the shedding may have stopped before the ACKs of its 503s came: they are still
+         * ours, and cheaper to absorb here than to parse and drop as matching nothing */
+        if (ack && o->refused_at && ev_now(o->loop) - o->refused_at < OVERLOAD_ACK_WINDOW_S)
+            return own_ack(buf, len);
         return 0;
+    }
     int invite = len > 7 && memcmp(buf, "INVITE ", 7) == 0;
     int reg = len > 9 && memcmp(buf, "REGISTER ", 9) == 0;
-    int ack = len > 4 && memcmp(buf, "ACK ", 4) == 0;
     if (!invite && !reg && !ack)
         return 0;
+    if (ack)
+        return own_ack(buf, len);
     struct overload_scan s;
     if (scan(buf, len, &s) < 0)
         return 0;
-    if (ack) { /* the ACK of one of our 503s ends nothing anywhere: absorbed (§17.2.1) */
-        if (s.to_tag.len <= strlen(OVERLOAD_TAG) ||
-            memcmp(s.to_tag.p, OVERLOAD_TAG, strlen(OVERLOAD_TAG)) != 0)
-            return 0;
-        metrics_inc(METRICS_RCV_REQUESTS);
-        return 1;
-    }
     /* in a dialog: admitted work. sipwake Record-Routes every dialog it is in, so a request
      * of one carries a Route; a To tag alone would let anyone past the shedding */
     if (s.to_tag.len && s.route)
@@ -500,6 +517,7 @@ static int shed_at(struct overload *o, const char *buf, size_t len, const struct
     if (age > o->unlogged_age)
         o->unlogged_age = age;
     ev_tstamp loop_now = ev_now(o->loop);
+    o->refused_at = loop_now;
     if (loop_now - o->logged_at >= 1.0)
         log_refusals(o, loop_now);
     return 1;

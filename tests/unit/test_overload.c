@@ -118,6 +118,18 @@ int main(void)
         to_tag);
     n_sent = 0;
     is_int(shed(o, ack, 0.5), 1, "the ACK of our 503 is absorbed");
+    /* the shedding stops at the first datagram under the target, and the ACKs of its 503s
+     * may come after that */
+    is_int(shed(o, ack, 0.0), 1, "so is one that comes once the shedding has stopped");
+    is_int(o->shedding, 0, "(it had stopped)");
+    static const char other_ack[] =
+        "ACK sip:bob@example.com SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:40000;branch=z9hG4bKo1\r\n"
+        "From: <sip:alice@example.com>;tag=a1\r\nTo: <sip:bob@example.com>;tag=x\r\n"
+        "Call-ID: c9@host\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n";
+    is_int(shed(o, other_ack, 0.0), 0, "an ACK with another To tag goes on");
+    o->refused_at -= OVERLOAD_ACK_WINDOW_S + 1;
+    is_int(shed(o, ack, 0.0), 0, "64*T1 after the last 503, ACKs are no longer looked at");
+    o->refused_at += OVERLOAD_ACK_WINDOW_S + 1;
     static const char reinvite[] =
         "INVITE sip:bob@127.0.0.1:40002 SIP/2.0\r\n"
         "Via: SIP/2.0/UDP 127.0.0.1:40000;rport;branch=z9hG4bKre1\r\n"
