@@ -19,6 +19,7 @@ enum txn_state {
     TXN_PROCEEDING, /* a provisional response was sent */
     TXN_COMPLETED,
     TXN_CONFIRMED, /* INVITE: the ACK for a non-2xx final response arrived */
+    TXN_ACCEPTED,  /* INVITE: a 2xx was sent (RFC 6026 §7.1), until Timer L */
 };
 
 #define T2_S 4.0
@@ -312,6 +313,18 @@ static void fifo_arm(struct txn_table *tt)
     ev_timer_start(tt->loop, &tt->timer);
 }
 
+/* t leaves the table 64*T1 from now (Timer J, §17.2.2; Timer L, RFC 6026 §8.7). */
+static void fifo_push(struct txn_table *tt, struct txn *t)
+{
+    t->expires_at = ev_now(tt->loop) + 64.0 * SIP_TXN_T1_MS / 1000.0;
+    if (tt->fifo_tail)
+        tt->fifo_tail->fnext = t;
+    else
+        tt->fifo_head = t;
+    tt->fifo_tail = t;
+    fifo_arm(tt);
+}
+
 static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     (void)revents;
@@ -369,12 +382,28 @@ static void timer_h_cb(struct ev_loop *loop, ev_timer *w, int revents)
     unlink_txn(inv->tt, inv->t);
 }
 
-/* §17.2.1: a 2xx ends the transaction (the TU handles 2xx retransmissions); a final
- * non-2xx waits for the ACK, retransmitted over UDP by Timer G. */
+/* After a 2xx the INVITE transaction is Accepted (RFC 6026 §7.1) until Timer L, 64*T1
+ * (§8.7, every transport): a retransmission of the INVITE that crossed the 2xx is absorbed,
+ * neither answered (the transaction never retransmits a 2xx; the proxy forwards the
+ * callee's copies statelessly) nor taken for a new request and forwarded again. Nothing of
+ * it is needed but its key, so the INVITE part and the response are freed; Timer L has the
+ * same length as Timer J, so the entry joins the same FIFO. */
+static void invite_accepted(struct txn_table *tt, struct txn *t)
+{
+    invite_free(tt, t);
+    free(t->response);
+    t->response = NULL;
+    t->response_len = 0;
+    t->state = TXN_ACCEPTED;
+    fifo_push(tt, t);
+}
+
+/* §17.2.1: a final non-2xx waits for the ACK, retransmitted over UDP by Timer G; a 2xx makes
+ * the transaction Accepted (RFC 6026). */
 static void invite_completed(struct txn_table *tt, struct txn *t, int udp)
 {
     if (status_of(t->response, t->response_len) < 300) {
-        unlink_txn(tt, t);
+        invite_accepted(tt, t);
         return;
     }
     struct txn_invite *inv = t->inv;
@@ -481,13 +510,7 @@ void txn_reply_bytes(struct txn_table *tt, struct txn *t, char *bytes, size_t le
         unlink_txn(tt, t);
         return;
     }
-    t->expires_at = ev_now(tt->loop) + 64.0 * SIP_TXN_T1_MS / 1000.0;
-    if (tt->fifo_tail)
-        tt->fifo_tail->fnext = t;
-    else
-        tt->fifo_head = t;
-    tt->fifo_tail = t;
-    fifo_arm(tt);
+    fifo_push(tt, t);
 }
 
 void txn_reply(struct txn_table *tt, struct txn *t, osip_message_t *resp)

@@ -113,6 +113,12 @@ $dave1->send_raw($ok);
 $r = Sipwake::UA::parse_response($alice->expect(qr/^SIP\/2\.0 200/));
 is($r->{code}, 200, 'a retransmitted 200 is forwarded statelessly (RFC 6026)');
 is(scalar(() = ($r->{raw} // '') =~ /^Via:/mg), 1, 'without our Via');
+# RFC 6026 §7.1: the caller's INVITE, retransmitted as the 200 was on its way, finds the
+# transaction Accepted: absorbed, not forwarded again as a new request, not answered.
+$alice->send_raw($inv);
+is($dave1->expect(qr/^INVITE /, 1), undef, 'an INVITE retransmitted after the 200 is not forwarded again');
+is($dave2->expect(qr/^INVITE /, 0.2), undef, 'to neither device');
+is($alice->expect(qr/^SIP\/2\.0 /, 0.2), undef, 'and gets no response of its own');
 
 # 3. The caller cancels while bob rings.
 $inv = invite('bob@example.com', 'z9hG4bKc3');
