@@ -1,5 +1,5 @@
 # Wire.pm — reading a loopback capture for the benchmarks that measure on the wire
-# (push_latency_wire.pl, calls_wire.pl). The capture is tcpdump's text:
+# (push_latency_wire.pl, calls_wire.pl, reg_wire.pl). The capture is tcpdump's text:
 #   tcpdump -r CAP -n -tt --time-stamp-precision=nano -A
 # in which each packet is a line "<s>.<ns> IP a.b.c.d.PORT > e.f.g.h.PORT: UDP, length N" (or
 # "Flags [...]" for TCP) followed by its bytes, one line per line of the payload (a SIP message's
@@ -38,6 +38,23 @@ sub read_packets {
         }
     }
     return sort { $a->[0] <=> $b->[0] } @pk;
+}
+
+# delays(\%h, END) over h: key -> [in_ns, out_ns] -> (sorted delays in ns, lost, key -> delay).
+# A key whose in_ns is after END (the capture's last moments: its out packet may have been cut
+# off) or unknown (only its out half seen) is left out; one without out_ns counts as lost.
+sub delays {
+    my ($h, $end) = @_;
+    my (@d, %by);
+    my $lost = 0;
+    for my $k (keys %$h) {
+        my ($a, $b) = @{ $h->{$k} };
+        next unless defined $a && $a <= $end;
+        if (!defined $b) { $lost++; next }
+        push @d, $b - $a;
+        $by{$k} = $b - $a;
+    }
+    return ([sort { $a <=> $b } @d], $lost, \%by);
 }
 
 # pct(P, sorted values in ns) -> the P-quantile (nearest rank) in µs with one decimal, 'NA' if none

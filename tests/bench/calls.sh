@@ -34,7 +34,7 @@
 # step), DUR (10), CALLEES (1000), LPORT (5062, the UAC's port), LAT_RATE (500),
 # TARGETS ("kamailio-mem sipwake"), WIRE_CALLS (5000 calls captured per step; 0: no capture),
 # WIRE_DELAY (DUR/3 s), WIRE_SNAP (1500 bytes), KEEP_PCAP (1: keep each step's lo.pcap),
-# SETTLE_MAX (40 s), OUT (result directory, default var/bench/<time>-calls). Never fails on
+# SETTLE_MAX (40 s), GEN_NICE (0: the nice value of SIPp, UAC and UAS), OUT (result directory, default var/bench/<time>-calls). Never fails on
 # a timing.
 set -u
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -64,52 +64,14 @@ CLK_TCK=$(getconf CLK_TCK)
 . "$HERE/lib.sh"
 
 stop_uas() { [ -n "$UAS" ] && kill "$UAS" 2>/dev/null; wait "$UAS" 2>/dev/null; UAS=""; }
-CAP=""
-CAP_DIR=""
-# tcpdump writes out its capture on SIGINT; before it started (still in WIRE_DELAY's sleep, an
-# asynchronous subshell that ignores SIGINT) the subshell is terminated instead
-stop_cap() {
-  [ -n "$CAP" ] || return 0
-  if [ -e "$CAP_DIR/cap.started" ]; then kill -INT "$CAP" 2> /dev/null; else kill -TERM "$CAP" 2> /dev/null; fi
-  # (a SIGINT that came between the exec and tcpdump's handler was ignored: TERM it then)
-  for _ in $(seq 1 50); do kill -0 "$CAP" 2> /dev/null || break; sleep 0.1; done
-  kill -TERM "$CAP" 2> /dev/null
-  wait "$CAP" 2> /dev/null
-  CAP=""
-}
 trap 'stop_cap; stop_target; stop_uas' EXIT
-
-# the capture of a step (on the wire): the proxy's UDP port on lo, ns timestamps (the
-# adapter's own clock when lo offers one), about 14 packets a call for the first WIRE_CALLS
-# calls (-c), WIRE_SNAP bytes of each; sets CAP ("" when tcpdump cannot capture here)
-TSTYPE=()
-command -v tcpdump > /dev/null && tcpdump -i lo -J 2> /dev/null | grep -q adapter_unsynced && TSTYPE=(-j adapter_unsynced)
-wire_start() {  # dir
-  CAP=""
-  [ "$WIRE_CALLS" -gt 0 ] 2> /dev/null && command -v tcpdump > /dev/null || return 0
-  # a window in the middle of the step, not its start-up: the capture begins WIRE_DELAY s in
-  rm -f "$1/cap.started"
-  (sleep "$WIRE_DELAY"; : > "$1/cap.started"
-   exec tcpdump -i lo -n "${TSTYPE[@]}" --time-stamp-precision=nano -B 32768 -s "$WIRE_SNAP" \
-    -c $((WIRE_CALLS * 16)) -w "$1/lo.pcap" "udp port $PORT" 2> "$1/tcpdump.err") &
-  CAP=$!
-  CAP_DIR=$1
-}
 # wire_stop DIR -> "n lost inv_med inv_p99 inv_p999 n200 lost200 ok_med ok_p99 ok_p999 nsum
 # sum_med sum_p99 sum_p999 kernel_drops" (µs; NA when not captured)
 wire_stop() {
-  local d=$1 w
-  [ -n "$CAP" ] || { echo "0 0 NA NA NA 0 0 NA NA NA 0 NA NA NA NA"; return; }
-  stop_cap
-  if ! grep -q listening "$d/tcpdump.err" 2> /dev/null; then
-    log "no capture in $d (step shorter than WIRE_DELAY=$WIRE_DELAY s, or tcpdump cannot capture on lo: $d/tcpdump.err)"
-    echo "0 0 NA NA NA 0 0 NA NA NA 0 NA NA NA NA"; return
-  fi
-  w=$(tcpdump -r "$d/lo.pcap" -n -tt --time-stamp-precision=nano -A 2> /dev/null |
-    perl "$HERE/calls_wire.pl" --port "$PORT" --uac-port "$LPORT" --uas-port "$UAS_PORT")
-  [ -n "${KEEP_PCAP:-}" ] || rm -f "$d/lo.pcap"
-  [ -n "$w" ] || { log "calls_wire.pl read nothing from $d/lo.pcap"; w="wire 0 0 NA NA NA 0 0 NA NA NA 0 NA NA NA"; }
-  echo "${w#wire } $(awk '/dropped by kernel/ {print $1; exit}' "$d/tcpdump.err")"
+  local w
+  w=$(wire_read "$1" "$HERE/calls_wire.pl" --port "$PORT" --uac-port "$LPORT" --uas-port "$UAS_PORT")
+  [ -n "$w" ] || w="wire 0 0 NA NA NA 0 0 NA NA NA 0 NA NA NA NA"
+  echo "${w#wire }"
 }
 
 start_uas() {  # dir
@@ -161,7 +123,7 @@ run_step() {
   [ "$phase" = retry ] && sd="$dir/retry_$1"
   calls_csv "$calls" "$CALLEES" > "$dir/calls.csv"
   mkdir -p "$sd"
-  wire_start "$sd"
+  wire_start "$sd" $((WIRE_CALLS * 16))
   read -r ok fail retr el ach cpu v < <(step "$sd" "$r" "$calls" "$dir/calls.csv" "$HERE/uac_call.xml" "${UAC[@]}")
   refused=$(cat "$sd/refused" 2> /dev/null || echo 0)
   read -r med p99 < <(latency "$sd")
@@ -232,7 +194,7 @@ for t in $TARGETS; do
     # the completed rate while the calls were offered (lib.sh step's window): SIPp's elapsed
     # time also holds the wait for the last calls (up to -recv_timeout, 5 s, once one is lost)
     read -r wok ws < "$dir/overload_$o/window" || { wok=0 ws=0; }
-    wr=$(awk -v c="${wok:-0}" -v s="${ws:-0}" 'BEGIN { printf "%.0f", s > 0 ? c / s : 0 }')
+    wr=$(awk -v c="${wok:-0}" -v s="${ws:-0}" 'BEGIN { printf "%.0f", (s > 0 ? c / s : 0) }')
     ovl=$(awk -v c="$ok" -v r="$refused" -v n=$((o * DUR)) -v a="$wr" -v b="$clean" \
       'BEGIN { printf "%.1f %s", n ? 100 * (c + r) / n : 0, ((c + r) >= 0.99 * n && a >= b) ? "MET" : "NOT-MET" }')
     OVL[$t]="$o $((o * DUR)) $ok $refused $fail $retr $wr $clean $ovl"

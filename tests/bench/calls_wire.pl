@@ -45,22 +45,8 @@ for my $p (@pk) {
         elsif ($sp == $P && $dp == $C) { $ok{$k}[1] //= $t }
     }
 }
-# -> (sorted delays in ns, lost, key -> delay)
-sub delays {
-    my ($h) = @_;
-    my (@d, %by, $lost);
-    $lost = 0;
-    for my $k (keys %$h) {
-        my ($a, $b) = @{ $h->{$k} };
-        next unless defined $a && $a <= $end;    # only its sent half seen, or too near the end
-        if (!defined $b) { $lost++; next }
-        push @d, $b - $a;
-        $by{$k} = $b - $a;
-    }
-    return ([sort { $a <=> $b } @d], $lost, \%by);
-}
-my ($di, $li, $bi) = delays(\%inv);
-my ($do, $lo, $bo) = delays(\%ok);
+my ($di, $li, $bi) = Wire::delays(\%inv, $end);
+my ($do, $lo, $bo) = Wire::delays(\%ok, $end);
 my @sum = sort { $a <=> $b } map { $bi->{$_} + $bo->{$_} } grep { exists $bo->{$_} } keys %$bi;
 printf "wire %d %d %s %s %s %d %d %s %s %s %d %s %s %s\n",
     scalar @$di, $li, (map { Wire::pct($_, @$di) } 0.5, 0.99, 0.999),

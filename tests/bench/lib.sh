@@ -30,7 +30,56 @@ stop_target() {
   wait "$PID" 2>/dev/null
   PID=""
 }
-trap stop_target EXIT
+
+# The capture of a step on the wire (calls.sh, register.sh): the target's UDP port on lo, ns
+# timestamps (the adapter's own clock when lo offers one), WIRE_SNAP bytes of each packet.
+CAP=""
+CAP_DIR=""
+# tcpdump writes out its capture on SIGINT; before it started (still in WIRE_DELAY's sleep, an
+# asynchronous subshell that ignores SIGINT) the subshell is terminated instead
+stop_cap() {
+  [ -n "$CAP" ] || return 0
+  if [ -e "$CAP_DIR/cap.started" ]; then kill -INT "$CAP" 2> /dev/null; else kill -TERM "$CAP" 2> /dev/null; fi
+  # (a SIGINT that came between the exec and tcpdump's handler was ignored: TERM it then)
+  for _ in $(seq 1 50); do kill -0 "$CAP" 2> /dev/null || break; sleep 0.1; done
+  kill -TERM "$CAP" 2> /dev/null
+  wait "$CAP" 2> /dev/null
+  CAP=""
+}
+trap 'stop_cap; stop_target' EXIT
+
+TSTYPE=()
+command -v tcpdump > /dev/null && tcpdump -i lo -J 2> /dev/null | grep -q adapter_unsynced && TSTYPE=(-j adapter_unsynced)
+# wire_start DIR PACKETS: capture PACKETS packets (-c) from WIRE_DELAY s into the step (a
+# window in the middle of the step, not its start-up) into DIR/lo.pcap; sets CAP ("" when
+# PACKETS is 0 or tcpdump is missing)
+wire_start() {
+  CAP=""
+  [ "$2" -gt 0 ] 2> /dev/null && command -v tcpdump > /dev/null || return 0
+  rm -f "$1/cap.started"
+  (sleep "$WIRE_DELAY"; : > "$1/cap.started"
+   exec tcpdump -i lo -n "${TSTYPE[@]}" --time-stamp-precision=nano -B 32768 -s "$WIRE_SNAP" \
+    -c "$2" -w "$1/lo.pcap" "udp port $PORT" 2> "$1/tcpdump.err") &
+  CAP=$!
+  CAP_DIR=$1
+}
+# wire_read DIR ANALYSER ARGS...: stops the capture, prints the analyser's line (tcpdump's
+# text of DIR/lo.pcap on its input) with the kernel's capture drops appended, or nothing
+# when there was no capture; removes the pcap unless KEEP_PCAP
+wire_read() {
+  local d=$1 w
+  shift
+  [ -n "$CAP" ] || return 0
+  stop_cap
+  if ! grep -q listening "$d/tcpdump.err" 2> /dev/null; then
+    log "no capture in $d (step shorter than WIRE_DELAY=$WIRE_DELAY s, or tcpdump cannot capture on lo: $d/tcpdump.err)"
+    return 0
+  fi
+  w=$(tcpdump -r "$d/lo.pcap" -n -tt --time-stamp-precision=nano -A 2> /dev/null | perl "$@")
+  [ -n "${KEEP_PCAP:-}" ] || rm -f "$d/lo.pcap"
+  [ -n "$w" ] || { log "$1 read nothing from $d/lo.pcap"; return 0; }
+  echo "$w $(awk '/dropped by kernel/ {print $1; exit}' "$d/tcpdump.err")"
+}
 
 # start_apns DIR [apns.py args...]: a certificate for 127.0.0.1 (DIR/cert.pem, key.pem) and an
 # APNs token key (DIR/apns.p8, key id KEY1234567, team TEAM123456), then the APNs emulator

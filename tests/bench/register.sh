@@ -26,6 +26,8 @@
 # Knobs (environment): PORT (5070), LPORT (5061, SIPp's), RATES ("1000 5000 10000 20000 30000 40000 50000 60000"),
 # REFINE (3), GRAIN (500), SETTLE_MAX (40 s), DUR (10),
 # MEM_REGS (100000), MEM_RATE (5000, as ../shared/bench does), TARGETS ("kamailio-mem kamailio-sqlite sipwake"),
+# WIRE_REGS (5000 REGISTERs captured on the wire per step; 0: no capture), WIRE_DELAY (DUR/3 s),
+# WIRE_SNAP (1500 bytes), KEEP_PCAP (1: keep each step's lo.pcap), GEN_NICE (0, SIPp's nice),
 # OUT (result directory, default var/bench/<time>). Prints a summary; never fails on a timing.
 set -u
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -37,6 +39,9 @@ GRAIN=${GRAIN:-500}
 DUR=${DUR:-10}
 MEM_REGS=${MEM_REGS:-100000}
 MEM_RATE=${MEM_RATE:-5000}
+WIRE_REGS=${WIRE_REGS:-5000}
+WIRE_SNAP=${WIRE_SNAP:-1500}
+WIRE_DELAY=${WIRE_DELAY:-$((DUR / 3))}
 TARGETS=${TARGETS:-"kamailio-mem kamailio-sqlite sipwake"}
 SIPWAKE=${SIPWAKE:-$ROOT/server/sipwake}
 LPORT=${LPORT:-5061}
@@ -63,10 +68,16 @@ reg_step() {
   # a retry registers users of its own (new bindings, as the first try), in a directory of its own
   [ "$phase" = retry ] && { sd="$dir/retry_$r"; u="q${r}x"; }
   users "$u" "$calls" > "$dir/step.csv"
+  mkdir -p "$sd"
+  wire_start "$sd" $((WIRE_REGS * 2))
   read -r ok fail retr el ach cpu v < <(step "$sd" "$r" "$calls" "$dir/step.csv" "$HERE/reg.xml" -set contact_port 5999 -trace_rtt -rtt_freq 1)
   read -r p50 p99 < <(latency "$sd")
-  printf '%-16s %-7s %7s %8s %8s %6s %7s %8s %9s %5s %6s %6s  %s\n' "$t" "$phase" "$r" "$calls" "$ok" "$fail" "$retr" "$el" "$ach" "$cpu" "$p50" "$p99" "$v" | tee -a "$SUMMARY"
-  res "step target=$t phase=$phase rate=$r offered=$calls ok=$ok failed=$fail retrans=$retr elapsed=$el achieved=$ach cpu=$cpu med_ms=$p50 p99_ms=$p99 verdict=$v"
+  local w wn wl w1 w2 w3 wd
+  w=$(wire_read "$sd" "$HERE/reg_wire.pl" --port "$PORT" --uac-port "$LPORT")
+  read -r _ wn wl w1 w2 w3 wd <<< "${w:-wire 0 0 NA NA NA NA}"
+  printf '%-16s %-7s %7s %8s %8s %6s %7s %8s %9s %5s %6s %6s  %-7s %6s %4s %4s %s\n' "$t" "$phase" "$r" "$calls" "$ok" "$fail" "$retr" "$el" "$ach" "$cpu" "$p50" "$p99" "$v" "$wn" "$wl" "${wd:-NA}" "$w1/$w2/$w3" | tee -a "$SUMMARY"
+  res "step target=$t phase=$phase rate=$r offered=$calls ok=$ok failed=$fail retrans=$retr elapsed=$el achieved=$ach cpu=$cpu med_ms=$p50 p99_ms=$p99 verdict=$v" \
+    "wire_n=$wn wire_lost=$wl wire_drop=${wd:-NA} sum_us=$w1/$w2/$w3"
   rm -f "$dir/step.csv" "$sd"/*_rtt.csv
   [ "${ach:-0}" -gt "${TOP[$t]:-0}" ] 2> /dev/null && TOP[$t]=$ach
   if [ "$v" = PASS ]; then BEST[$t]=$ach; BEST_FAILS[$t]=$fail; fi
@@ -113,7 +124,7 @@ for t in $TARGETS; do
   BEST[$t]=0; BEST_FAILS[$t]=0
   res "memory target=$t idle_kb=${IDLE_RSS[$t]} loaded_kb=${LOADED_RSS[$t]} regs=$MEM_REGS per_binding_b=${RSS_PER[$t]} failed=${MEM_FAILS[$t]} restart_s=${RESTART_S:-NA}"
   RESTART_S=""
-  printf '%-16s %-7s %7s %8s %8s %6s %7s %8s %9s %5s %6s %6s  %s\n' target phase rate calls ok failed retrans elapsed achieved cpu% p50ms p99ms verdict | tee -a "$SUMMARY"
+  printf '%-16s %-7s %7s %8s %8s %6s %7s %8s %9s %5s %6s %6s  %-7s %6s %4s %4s %s\n' target phase rate calls ok failed retrans elapsed achieved cpu% p50ms p99ms verdict wire-n lost drop 'REGISTER->200 µs med/99/99.9' | tee -a "$SUMMARY"
   # the ramp: RATES until a step fails, then REFINE steps bisecting between the last passing
   # and the failing rate (down to GRAIN REGISTER/s); the same rule for every target
   pass=0 failed="" n=0
@@ -143,5 +154,6 @@ for t in $TARGETS; do
 done
 say "# REGISTER/s: achieved rate of the highest step that passed, ramp or refinement (every REGISTER answered 200, >= 90 % of the target rate, no retransmission); 0 if none did."
 say "# max achieved: the highest achieved rate of any step, passed or not."
+say "# wire-n: REGISTERs measured on the wire (tcpdump on lo, about WIRE_REGS=$WIRE_REGS from WIRE_DELAY=$WIRE_DELAY s into the step): the REGISTER arriving at the registrar -> its 200 leaving, kernel timestamps, matched by Call-ID + CSeq; lost: REGISTERs that got no 200 within the capture; drop: packets the kernel dropped from the capture (NA: no capture)."
 say "# mem/binding: (memory after $MEM_REGS registrations and the settle time - idle memory) / $MEM_REGS; memory is the PSS summed over the registrar's processes (RSS for sipwake's single process)."
 say "# Bars (issue 2): sipwake >= 1.0x kamailio-mem with 0 failures; <= 1024 B per binding; restart ready < 2 s."

@@ -181,19 +181,29 @@ sub sip_table {
     }
     $line->("$rtd median, ms (SIPp), at that step", sub { my $b = best(@_); $b ? $b->{med_ms} : undef });
     $line->("$rtd p99, ms (SIPp), at that step", sub { my $b = best(@_); $b ? $b->{p99_ms} : undef });
-    if ($kind eq 'calls') {
-        my @w = (['median', 0], ['p99', 1], ['p99.9', 2]);
+    # on the wire (sum_us): calls.sh the proxy's INVITE + 200 time, register.sh the REGISTER ->
+    # 200 time; runs from before register.sh captured have none (their lines are left out)
+    my @w = (['median', 0], ['p99', 1], ['p99.9', 2]);
+    my $wired = grep { defined $_->{sum_us} } map { @{ $_->{steps} } } @runs;
+    my ($wlong, $wshort) = $kind eq 'calls' ? ("the proxy's INVITE + 200 time", 'INVITE + 200') : ("the registrar's REGISTER → 200 time", 'REGISTER → 200');
+    if ($wired) {
         for my $w (@w) {
             my $i = $w->[1];
-            $line->("on the wire, the proxy's INVITE + 200 time, $w->[0], µs, at that step", sub { wire(best(@_), 'sum_us', $i) });
+            $line->("on the wire, $wlong, $w->[0], µs, at that step", sub { wire(best(@_), 'sum_us', $i) });
         }
+    }
+    my $both = sub {
         $o .= row('highest step both passed (target rate)', map { spread([map { both_passed($_, @t) } @runs], $n) } @t);
         $line->("$rtd p99, ms (SIPp), at that step", sub { my ($r, $t) = @_; my $b = both_passed($r, @t); $b ? step_at($r, $t, $b)->{p99_ms} : undef });
+        return unless $wired;
         for my $w (@w) {
             my $i = $w->[1];
-            $line->("on the wire, INVITE + 200, $w->[0], µs, at that step", sub {
+            $line->("on the wire, $wshort, $w->[0], µs, at that step", sub {
                 my ($r, $t) = @_; my $b = both_passed($r, @t); $b ? wire(step_at($r, $t, $b), 'sum_us', $i) : undef });
         }
+    };
+    if ($kind eq 'calls') {
+        $both->();
         my $ov = sub { my ($f) = @_; sub { my ($r, $t) = @_; my $s = (grep { $_->{target} eq $t && $_->{phase} eq 'overload' } @{ $r->{steps} })[0]; $s ? $f->($s, $r->{overload}{$t}) : undef } };
         my ($factor) = map { $_->{factor} // () } map { values %{ $_->{overload} } } @runs;
         $line->('overload step (target rate, ' . ($factor ? "$factor×" : 'OVERLOAD ×') . ' the best clean step)', $ov->(sub { $_[0]{rate} }));
@@ -216,8 +226,7 @@ sub sip_table {
     } else {
         $line->('memory per binding, B', sub { $_[0]{memory}{ $_[1] } ? $_[0]{memory}{ $_[1] }{per_binding_b} : undef });
         $line->('restart with the bindings stored, s', sub { $_[0]{memory}{ $_[1] } ? $_[0]{memory}{ $_[1] }{restart_s} : undef }, dec => 2);
-        $o .= row('highest step both passed (target rate)', map { spread([map { both_passed($_, @t) } @runs], $n) } @t);
-        $line->("$rtd p99, ms (SIPp), at that step", sub { my ($r, $t) = @_; my $b = both_passed($r, @t); $b ? step_at($r, $t, $b)->{p99_ms} : undef });
+        $both->();
     }
     # what a run could not measure (calls.sh: a target whose callees did not all register)
     my @err = map { my $i = $_; map { "$_->{target} in run " . ($i + 1) . " ($_->{what}: " . ($_->{ok} // '?') . ' of ' . ($_->{of} // '?') . ')' } @{ $runs[$i]{errors} } } 0 .. $#runs;
@@ -226,14 +235,14 @@ sub sip_table {
     my %rates;
     for my $r (@runs) { for my $s (@{ $r->{steps} }) { $rates{ $s->{rate} } = 1 if $s->{phase} ne 'overload' } }
     my @cols = ('step, target rate', 'runs all passed', map({ "$rtd p99 ms, $_" } @t));
-    push @cols, map { "wire p99 µs, $_" } @t if $kind eq 'calls';
+    push @cols, map { "wire p99 µs, $_" } @t if $wired;
     my $steps = '';
     for my $rate (sort { $a <=> $b } keys %rates) {
         my @in = grep { my $r = $_; !grep { !step_at($r, $_, $rate) } @t } @runs;
         next unless @in;
         my @c = (fmt($rate), scalar(@in) . " of $n");
         push @c, map { my $t = $_; spread([map { step_at($_, $t, $rate)->{p99_ms} } @in], scalar @in) } @t;
-        push @c, map { my $t = $_; spread([map { wire(step_at($_, $t, $rate), 'sum_us', 1) } @in], scalar @in) } @t if $kind eq 'calls';
+        push @c, map { my $t = $_; spread([map { wire(step_at($_, $t, $rate), 'sum_us', 1) } @in], scalar @in) } @t if $wired;
         $steps .= row(@c);
     }
     if ($steps) {

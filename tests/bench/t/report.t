@@ -89,8 +89,8 @@ mkdir $reg;
 spew("$reg/meta", "name=register\ndate=2026-12-06 07:00 UTC\ncommit=abc1234\nruns=2\nscript=tests/bench/register.sh\n");
 for my $i (1, 2) {
     mkdir "$reg/run$i";
-    spew("$reg/run$i/results.tsv", step(target => 'kamailio-mem', rate => 10000, achieved => 10000 * $i)
-          . step(target => 'sipwake', rate => 10000, achieved => 15000 * $i)
+    spew("$reg/run$i/results.tsv", step(target => 'kamailio-mem', rate => 10000, achieved => 10000 * $i, sum_us => "100/${i}000/5000")
+          . step(target => 'sipwake', rate => 10000, achieved => 15000 * $i, sum_us => "50/${i}500/3000")
           . "memory target=sipwake idle_kb=1 loaded_kb=2 regs=100000 per_binding_b=" . (700 + 100 * $i) . " failed=0 restart_s=0.5$i\n");
 }
 ($t, $rc) = run_report($reg);
@@ -98,6 +98,12 @@ is($rc, 0, 'report.pl reads two runs of register');
 like($t, qr/^\| best clean REGISTER\/s \| 15,000 \[10,000–20,000\] \| 22,500 \[15,000–30,000\] \|$/m, 'a median of two runs is their mean');
 like($t, qr/^\| memory per binding, B \| NA \| 850 \[800–900\] \|$/m, 'memory per binding; NA where no run has it');
 like($t, qr/^\| restart with the bindings stored, s \| NA \| 0\.52 \[0\.51–0\.52\] \|$/m, 'restart time');
+like($t, qr/^\| on the wire, the registrar's REGISTER → 200 time, p99, µs, at that step \| 1,500 \[1,000–2,000\] \| 2,000 \[1,500–2,500\] \|$/m,
+    'register: the wire p99 at the best step');
+like($t, qr/^\| on the wire, REGISTER → 200, p99, µs, at that step \| 1,500 \[1,000–2,000\] \| 2,000 \[1,500–2,500\] \|$/m,
+    'and at the highest step both passed');
+like($t, qr/^\| 10,000 \| 2 of 2 \| \S+ \[\S+\] \| \S+ \[\S+\] \| 1,500 \[1,000–2,000\] \| 2,000 \[1,500–2,500\] \|$/m,
+    'register: the per-step table has the wire p99 of both');
 
 # --- push: one run of three rounds ---------------------------------------------------------
 my $push = "$tmp/20261206-060000-push";
