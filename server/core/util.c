@@ -11,8 +11,13 @@
 #include <string.h>
 
 #include <fcntl.h>
+#include <pthread.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#ifdef SIPWAKE_JEMALLOC
+#include <jemalloc/jemalloc.h>
+#endif
 
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
@@ -29,6 +34,45 @@ void *xmalloc(size_t n)
     if (!p)
         oom(n);
     return p;
+}
+
+#ifdef SIPWAKE_JEMALLOC
+static pthread_once_t lasting_once = PTHREAD_ONCE_INIT;
+static int lasting_flags; /* mallocx flags: the lasting arena, no thread cache; 0 if none */
+
+static void lasting_init(void)
+{
+    unsigned arena;
+    size_t sz = sizeof arena;
+    if (mallctl("arenas.create", &arena, &sz, NULL, 0) == 0)
+        lasting_flags = (int)MALLOCX_ARENA(arena) | MALLOCX_TCACHE_NONE;
+}
+#endif
+
+void *util_malloc_lasting(size_t n)
+{
+#ifdef SIPWAKE_JEMALLOC
+    pthread_once(&lasting_once, lasting_init);
+    if (lasting_flags) {
+        void *p = mallocx(n ? n : 1, lasting_flags);
+        if (!p)
+            oom(n);
+        return p;
+    }
+#endif
+    return xmalloc(n);
+}
+
+void util_free_lasting(void *p)
+{
+#ifdef SIPWAKE_JEMALLOC
+    /* lasting_flags is set before any pointer it applies to exists (pthread_once) */
+    if (p && lasting_flags) {
+        dallocx(p, lasting_flags);
+        return;
+    }
+#endif
+    free(p);
 }
 
 void *xcalloc(size_t n, size_t size)

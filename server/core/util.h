@@ -27,6 +27,15 @@ void *xrealloc(void *p, size_t n);
 char *xstrdup(const char *s);
 char *xstrndup(const char *s, size_t n);
 
+/* Allocation for objects that live for minutes or hours (a binding): never NULL, as xmalloc,
+ * and freed only with util_free_lasting. With jemalloc (the release build) they come from an
+ * arena of their own, without the thread cache, so the short-lived objects of every request
+ * never share their slabs: a binding and a transaction's kept response of the same size class
+ * otherwise interleave, and once the responses are freed (Timer J) every slab stays half
+ * empty for as long as its bindings live. Elsewhere (the sanitizer build) plain malloc. */
+void *util_malloc_lasting(size_t n);
+void util_free_lasting(void *p);
+
 /* Copy s (with its NUL) to *p, advance *p past it and return where it went; NULL for NULL.
  * For packing several strings into one allocation sized by the caller. */
 const char *util_pack_str(char **p, const char *s);

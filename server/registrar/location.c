@@ -226,7 +226,7 @@ struct binding *location_binding_new(const struct binding_fields *f)
     size_t total = 0;
     for (size_t i = 0; i < UTIL_ARRAY_LEN(strs); i++)
         total += strs[i] ? strlen(strs[i]) + 1 : 0;
-    struct binding *b = xmalloc(sizeof *b + total);
+    struct binding *b = util_malloc_lasting(sizeof *b + total);
     memset(b, 0, sizeof *b);
     char *p = (char *)(b + 1);
     b->contact_id = f->contact_id;
@@ -255,7 +255,7 @@ struct binding *location_binding_new(const struct binding_fields *f)
 
 void location_binding_free(struct binding *b)
 {
-    free(b);
+    util_free_lasting(b);
 }
 
 static struct location_aor *aor_lookup(struct location *loc, const char *aor, uint64_t h)
