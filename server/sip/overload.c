@@ -37,14 +37,19 @@
 #include "util.h"
 
 #define OVERLOAD_TICK_S 0.1
-/* The To tag of sipwake's 503s: the ACK that carries it is absorbed without a parse. */
+/* The To tag of sipwake's 503s begins with this and the process's own nonce (struct overload
+ * tag): the ACK that carries that beginning is absorbed without a parse. A 503 another
+ * sipwake sent, passed on by this one, or a tag a callee chose, is not matched: their ACKs
+ * go to the transaction they belong to. */
 #define OVERLOAD_TAG "sw503"
+#define OVERLOAD_NONCE_BYTES 6
 /* Via lines a refused request may have; more, and it is let through. */
 #define OVERLOAD_MAX_VIAS 16
 /* How long after its last 503 sipwake still looks for their ACKs outside the shedding state:
- * 64*T1, the longest a UAC retransmits an INVITE (RFC 3261 §17.1.1.2, Timer B), so the ACK
- * of any 503 it answered arrives within it. */
-#define OVERLOAD_ACK_WINDOW_S 32.0
+ * an ACK leaves one round trip after its 503, and may then wait in sipwake's receive queue;
+ * T4, the longest a message is taken to stay in the network (RFC 3261 §17.1.2.2), covers
+ * both. */
+#define OVERLOAD_ACK_WINDOW_S 5.0
 /* A wait this long or longer is a clock step, not a queue (no receive queue holds a minute). */
 #define OVERLOAD_STEPPED_S 60.0
 
@@ -72,7 +77,8 @@ struct overload {
     int state_logged;       /* the state the last such line reported */
     uint64_t entries_unlogged; /* entries since that line */
     double last_shed_s;        /* how long the last shedding lasted */
-    ev_tstamp refused_at;      /* loop time of the last 503, 0 before the first */
+    double refused_at;         /* of the last 503, monotonic seconds; 0 before the first */
+    char tag[sizeof OVERLOAD_TAG + 2 * OVERLOAD_NONCE_BYTES]; /* OVERLOAD_TAG + nonce, hex */
 };
 
 /* The header lines a 503 copies, as slices of the request. */
@@ -97,6 +103,10 @@ struct overload *overload_new(struct ev_loop *loop, const struct config *cfg, st
     o->cfg = cfg;
     o->tp = tp;
     o->txns = txns;
+    unsigned char nonce[OVERLOAD_NONCE_BYTES];
+    util_random(nonce, sizeof nonce);
+    memcpy(o->tag, OVERLOAD_TAG, strlen(OVERLOAD_TAG));
+    util_hex(nonce, sizeof nonce, o->tag + strlen(OVERLOAD_TAG));
     ev_timer_init(&o->tick, tick_cb, OVERLOAD_TICK_S, 0);
     o->tick.data = o;
     o->tick_due = ev_now(loop) + OVERLOAD_TICK_S;
@@ -404,7 +414,7 @@ static int reply_503(struct overload *o, size_t len, const struct overload_scan 
     buf_puts(&r, "\r\n");
     buf_append(&r, s->to.p, s->to.len);
     if (!s->to_tag.len)
-        buf_printf(&r, ";tag=" OVERLOAD_TAG "%s", tag); /* §8.2.6.2 */
+        buf_printf(&r, ";tag=%s%s", o->tag, tag); /* §8.2.6.2 */
     buf_puts(&r, "\r\n");
     buf_append(&r, s->call_id.p, s->call_id.len);
     buf_puts(&r, "\r\n");
@@ -458,16 +468,23 @@ done:
     return refused;
 }
 
-/* An ACK (len bytes): 1 if it is the ACK of one of sipwake's 503s (its To tag), absorbed: it
- * ends nothing anywhere, the 503 was stateless (RFC 3261 §17.2.1); else 0. */
-static int own_ack(const char *buf, size_t len)
+/* An ACK (len bytes): 1 if it is the ACK of one of this process's 503s (its To tag), absorbed:
+ * it ends nothing anywhere, the 503 was stateless (RFC 3261 §17.2.1); else 0. */
+static int own_ack(const struct overload *o, const char *buf, size_t len)
 {
     struct overload_scan s;
-    if (scan(buf, len, &s) < 0 || s.to_tag.len <= strlen(OVERLOAD_TAG) ||
-        memcmp(s.to_tag.p, OVERLOAD_TAG, strlen(OVERLOAD_TAG)) != 0)
+    size_t n = strlen(o->tag);
+    if (scan(buf, len, &s) < 0 || s.to_tag.len <= n || memcmp(s.to_tag.p, o->tag, n) != 0)
         return 0;
     metrics_inc(METRICS_RCV_REQUESTS);
     return 1;
+}
+
+/* now (monotonic seconds), or the clock read if the caller did not (0: below the target and
+ * not shedding, overload_shed reads no clock) */
+static double now_or_read(double now)
+{
+    return now > 0 ? now : mono_now();
 }
 
 /* overload_shed, taken up at now (CLOCK_MONOTONIC seconds): the unit tests' seam. */
@@ -484,8 +501,8 @@ static int shed_at(struct overload *o, const char *buf, size_t len, const struct
     if (!track(o, age, now)) {
         /* the shedding may have stopped before the ACKs of its 503s came: they are still
          * ours, and cheaper to absorb here than to parse and drop as matching nothing */
-        if (ack && o->refused_at && ev_now(o->loop) - o->refused_at < OVERLOAD_ACK_WINDOW_S)
-            return own_ack(buf, len);
+        if (ack && o->refused_at && now_or_read(now) - o->refused_at < OVERLOAD_ACK_WINDOW_S)
+            return own_ack(o, buf, len);
         return 0;
     }
     int invite = len > 7 && memcmp(buf, "INVITE ", 7) == 0;
@@ -493,7 +510,7 @@ static int shed_at(struct overload *o, const char *buf, size_t len, const struct
     if (!invite && !reg && !ack)
         return 0;
     if (ack)
-        return own_ack(buf, len);
+        return own_ack(o, buf, len);
     struct overload_scan s;
     if (scan(buf, len, &s) < 0)
         return 0;
@@ -517,7 +534,7 @@ static int shed_at(struct overload *o, const char *buf, size_t len, const struct
     if (age > o->unlogged_age)
         o->unlogged_age = age;
     ev_tstamp loop_now = ev_now(o->loop);
-    o->refused_at = loop_now;
+    o->refused_at = now;
     if (loop_now - o->logged_at >= 1.0)
         log_refusals(o, loop_now);
     return 1;

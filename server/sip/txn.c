@@ -74,7 +74,7 @@ struct txn {
     struct txn *fnext;      /* Timer J FIFO */
     struct txn_invite *inv; /* NULL unless an INVITE transaction */
     enum txn_state state;
-    double expires_at; /* loop time the FIFO entry frees it */
+    double expires_at; /* when the FIFO entry frees it, monotonic seconds (fifo_now) */
     struct txn_dst dst;
     char *response;
     size_t response_len;
@@ -304,11 +304,19 @@ static void unlink_txn(struct txn_table *tt, struct txn *t)
     free(t);
 }
 
+/* The FIFO's clock: monotonic, not ev_now, which is the wall clock: a step back of the clock
+ * would hold every entry queued after it (a million at 30,000 REGISTER/s) for as long as
+ * the step. */
+static double fifo_now(void)
+{
+    return (double)util_mono_ms() / 1000.0;
+}
+
 static void fifo_arm(struct txn_table *tt)
 {
     if (!tt->fifo_head || ev_is_active(&tt->timer))
         return;
-    double in = tt->fifo_head->expires_at - ev_now(tt->loop);
+    double in = tt->fifo_head->expires_at - fifo_now();
     ev_timer_set(&tt->timer, in > 0.001 ? in : 0.001, 0);
     ev_timer_start(tt->loop, &tt->timer);
 }
@@ -316,7 +324,7 @@ static void fifo_arm(struct txn_table *tt)
 /* t leaves the table 64*T1 from now (Timer J, §17.2.2; Timer L, RFC 6026 §8.7). */
 static void fifo_push(struct txn_table *tt, struct txn *t)
 {
-    t->expires_at = ev_now(tt->loop) + 64.0 * SIP_TXN_T1_MS / 1000.0;
+    t->expires_at = fifo_now() + 64.0 * SIP_TXN_T1_MS / 1000.0;
     if (tt->fifo_tail)
         tt->fifo_tail->fnext = t;
     else
@@ -329,7 +337,8 @@ static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     (void)revents;
     struct txn_table *tt = w->data;
-    double now = ev_now(loop);
+    (void)loop;
+    double now = fifo_now();
     while (tt->fifo_head && tt->fifo_head->expires_at <= now + 0.0005) {
         struct txn *t = tt->fifo_head;
         tt->fifo_head = t->fnext;
@@ -431,7 +440,7 @@ static struct txn *find_invite(struct txn_table *tt, const osip_message_t *req)
     for (struct hashtab_node *n = hashtab_first(&tt->table, h); n && !found;
          n = hashtab_next(&tt->table, n)) {
         struct txn *t = HASHTAB_ENTRY(n, struct txn, hn);
-        if (strcmp(t->key, key.data) == 0 && t->inv)
+        if (strcmp(t->key, key.data) == 0 && (t->inv || t->state == TXN_ACCEPTED))
             found = t;
     }
     buf_free(&key);
@@ -441,8 +450,8 @@ static struct txn *find_invite(struct txn_table *tt, const osip_message_t *req)
 int txn_server_ack(struct txn_table *tt, const osip_message_t *ack, int reliable)
 {
     struct txn *t = find_invite(tt, ack);
-    if (!t)
-        return 0;
+    if (!t || t->state == TXN_ACCEPTED)
+        return 0; /* the ACK of a 2xx is the dialog's, routed on (RFC 6026 §7.1) */
     if (t->state == TXN_COMPLETED) {
         /* §17.2.1: Confirmed; Timer I absorbs further ACKs (T4 over UDP, 0 otherwise) */
         t->state = TXN_CONFIRMED;

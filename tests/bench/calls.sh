@@ -128,6 +128,7 @@ run_step() {
   refused=$(cat "$sd/refused" 2> /dev/null || echo 0)
   read -r med p99 < <(latency "$sd")
   read -r wn wl wi1 wi2 wi3 wo wol wo1 wo2 wo3 wsn ws1 ws2 ws3 wdrop < <(wire_stop "$sd")
+  CAP="" # stopped by wire_stop, in its subshell
   STEPS[$t]+=" $phase:$r"
   WIRE[$t $r]="$wn $((wl + wol)) ${wdrop:-NA} $wi1/$wi2/$wi3 $wo1/$wo2/$wo3 $ws1/$ws2/$ws3"
   WSTEP[$t $phase:$r]=${WIRE[$t $r]}
@@ -193,10 +194,12 @@ for t in $TARGETS; do
     run_step "$o" overload
     # the completed rate while the calls were offered (lib.sh step's window): SIPp's elapsed
     # time also holds the wait for the last calls (up to -recv_timeout, 5 s, once one is lost)
-    read -r wok ws < "$dir/overload_$o/window" || { wok=0 ws=0; }
-    wr=$(awk -v c="${wok:-0}" -v s="${ws:-0}" 'BEGIN { printf "%.0f", (s > 0 ? c / s : 0) }')
+    # (NA when SIPp never placed every call: no window to take a rate over)
+    wok="" ws=""
+    read -r wok ws < "$dir/overload_$o/window"
+    wr=$(awk -v c="$wok" -v s="$ws" 'BEGIN { if (s > 0) printf "%.0f", c / s; else print "NA" }')
     ovl=$(awk -v c="$ok" -v r="$refused" -v n=$((o * DUR)) -v a="$wr" -v b="$clean" \
-      'BEGIN { printf "%.1f %s", n ? 100 * (c + r) / n : 0, ((c + r) >= 0.99 * n && a >= b) ? "MET" : "NOT-MET" }')
+      'BEGIN { printf "%.1f %s", n ? 100 * (c + r) / n : 0, ((c + r) >= 0.99 * n && a != "NA" && a + 0 >= b) ? "MET" : "NOT-MET" }')
     OVL[$t]="$o $((o * DUR)) $ok $refused $fail $retr $wr $clean $ovl"
     res "overload target=$t factor=$OVERLOAD rate=$o clean_rate=$pass clean_achieved=$clean" \
       "window_ok=${wok:-0} window_s=${ws:-0} window_rate=$wr served_pct=${ovl% *} bar=${ovl#* }"

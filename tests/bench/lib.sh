@@ -185,12 +185,16 @@ step() {
   case $refused in '' | *[!0-9]*) refused=0 ;; esac
   ok=$((ok - refused))
   echo "$refused" > "$d/refused"
-  # the offering window: from the start to the first periodic row (-fd 1) by which every call
-  # had been placed; DIR/window gets "calls completed (not refused) by then, its seconds"
+  # the offering window: from the start to the moment the last call was placed, interpolated
+  # between SIPp's periodic rows (-fd 1) before and after it; DIR/window gets "calls completed
+  # (not refused) by then, its seconds", nothing when SIPp never placed them all
   awk -F';' -v n="$calls" 'NR == 1 { for (i = 1; i <= NF; i++) h[$i] = i; next }
-    $h["OutgoingCall(C)"] >= n { split($h["StartTime"], a, "\t"); split($h["CurrentTime"], b, "\t")
-      g = ("GenericCounter1(C)" in h) ? $h["GenericCounter1(C)"] : 0
-      printf "%d %.2f\n", $h["SuccessfulCall(C)"] - g, b[3] - a[3]; exit }' "$f" > "$d/window"
+    { split($h["StartTime"], a, "\t"); split($h["CurrentTime"], b, "\t")
+      t = b[3] - a[3]; out = $h["OutgoingCall(C)"]
+      ok = $h["SuccessfulCall(C)"] - (("GenericCounter1(C)" in h) ? $h["GenericCounter1(C)"] : 0) }
+    out >= n { f = (seen && out > pout) ? (n - pout) / (out - pout) : 1
+      printf "%d %.2f\n", pok + f * (ok - pok), pt + f * (t - pt); exit }
+    { seen = 1; pt = t; pout = out; pok = ok }' "$f" > "$d/window"
   start=$(stat_col "$f" StartTime | awk -F'\t' '{print $3}'); cur=$(stat_col "$f" CurrentTime | awk -F'\t' '{print $3}')
   el=$(awk -v a="$start" -v b="$cur" 'BEGIN{printf "%.2f", b-a}')
   ach=$(awk -v n="$ok" -v e="$el" 'BEGIN{if (e>0) printf "%.0f", n/e; else print 0}')

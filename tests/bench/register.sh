@@ -74,6 +74,7 @@ reg_step() {
   read -r p50 p99 < <(latency "$sd")
   local w wn wl w1 w2 w3 wd
   w=$(wire_read "$sd" "$HERE/reg_wire.pl" --port "$PORT" --uac-port "$LPORT")
+  CAP="" # stopped by wire_read, in its subshell
   read -r _ wn wl w1 w2 w3 wd <<< "${w:-wire 0 0 NA NA NA NA}"
   printf '%-16s %-7s %7s %8s %8s %6s %7s %8s %9s %5s %6s %6s  %-7s %6s %4s %4s %s\n' "$t" "$phase" "$r" "$calls" "$ok" "$fail" "$retr" "$el" "$ach" "$cpu" "$p50" "$p99" "$v" "$wn" "$wl" "${wd:-NA}" "$w1/$w2/$w3" | tee -a "$SUMMARY"
   res "step target=$t phase=$phase rate=$r offered=$calls ok=$ok failed=$fail retrans=$retr elapsed=$el achieved=$ach cpu=$cpu med_ms=$p50 p99_ms=$p99 verdict=$v" \

@@ -119,6 +119,11 @@ $alice->send_raw($inv);
 is($dave1->expect(qr/^INVITE /, 1), undef, 'an INVITE retransmitted after the 200 is not forwarded again');
 is($dave2->expect(qr/^INVITE /, 0.2), undef, 'to neither device');
 is($alice->expect(qr/^SIP\/2\.0 /, 0.2), undef, 'and gets no response of its own');
+# RFC 3261 §9.2, §16.10: a CANCEL that crossed the 200 finds the transaction: 200, no effect
+$alice->send_raw(hop($inv, 'CANCEL'));
+$r = Sipwake::UA::parse_response($alice->expect(qr/^SIP\/2\.0 \d+ [^\r]*\r\n(?:[^\r]*\r\n)*CSeq: 1 CANCEL/));
+is($r->{code}, 200, 'a CANCEL after the 200 is answered 200 (it was 481 when the transaction ended at the 2xx)');
+is($dave1->expect(qr/^CANCEL /, 0.5), undef, 'and goes to no device');
 
 # 3. The caller cancels while bob rings.
 $inv = invite('bob@example.com', 'z9hG4bKc3');

@@ -97,7 +97,10 @@ int main(void)
                       "received=127.0.0.1\r\n"),
        "the Via with rport and received (RFC 3581)");
     ok(r && strstr(r, "\r\nFrom: <sip:alice@example.com>;tag=a1\r\n"), "From as sent");
-    ok(r && strstr(r, "\r\nTo: <sip:bob@example.com>;tag=" OVERLOAD_TAG), "To with our tag");
+    char our_to[128];
+    snprintf(our_to, sizeof our_to, "\r\nTo: <sip:bob@example.com>;tag=%s", o->tag);
+    ok(r && strstr(r, our_to), "To with our tag: sw503 and this process's nonce");
+    is_int((int)strlen(o->tag), 5 + 12, "(the nonce: 6 random bytes in hex)");
     ok(r && strstr(r, "\r\nCall-ID: c1@host\r\nCSeq: 1 INVITE\r\nRetry-After: 9\r\n"),
        "Call-ID, CSeq, Retry-After");
     ok(r && strstr(r, "\r\nContent-Length: 0\r\n\r\n") && !strstr(r, "Max-Forwards"),
@@ -107,7 +110,7 @@ int main(void)
 
     /* its ACK is absorbed; another ACK is not ours */
     char to_tag[64];
-    const char *t = r ? strstr(r, ";tag=" OVERLOAD_TAG) : NULL;
+    const char *t = r ? strstr(r, ";tag=sw503") : NULL;
     snprintf(to_tag, sizeof to_tag, "%.*s", t ? (int)strcspn(t, "\r") : 0, t ? t : "");
     char ack[512];
     snprintf(
@@ -127,6 +130,19 @@ int main(void)
         "From: <sip:alice@example.com>;tag=a1\r\nTo: <sip:bob@example.com>;tag=x\r\n"
         "Call-ID: c9@host\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n";
     is_int(shed(o, other_ack, 0.0), 0, "an ACK with another To tag goes on");
+    /* the 503 of another sipwake (downstream, passed on by this one) or a callee's own
+     * "sw503" tag: its ACK belongs to a transaction here, and must reach it */
+    char foreign_ack[512];
+    snprintf(
+        foreign_ack, sizeof foreign_ack,
+        "ACK sip:bob@example.com SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:40000;branch=z9hG4bKf1\r\n"
+        "From: <sip:alice@example.com>;tag=a1\r\nTo: <sip:bob@example.com>;tag=sw503%s\r\n"
+        "Call-ID: c8@host\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n",
+        o->tag[5] == '0' ? "1234567890abxx" : "0234567890abxx");
+    is_int(shed(o, foreign_ack, 0.0), 0, "an ACK with another process's sw503 tag goes on");
+    is_int(shed(o, foreign_ack, 0.5), 0, "also while shedding");
+    is_int(o->shedding, 1, "(it was shedding)");
+    is_int(shed(o, ack, 0.0), 1, "(ours still is absorbed)");
     o->refused_at -= OVERLOAD_ACK_WINDOW_S + 1;
     is_int(shed(o, ack, 0.0), 0, "64*T1 after the last 503, ACKs are no longer looked at");
     o->refused_at += OVERLOAD_ACK_WINDOW_S + 1;
@@ -160,7 +176,9 @@ int main(void)
                       ", SIP/2.0/UDP 192.0.2.9;branch=z9hG4bKc0\r\n"
                       "Via: SIP/2.0/TCP 192.0.2.10;branch=z9hG4bKcx\r\nf: "),
        "every Via value mirrored, in order, received on the top one");
-    ok(r && strstr(r, "\r\nt: sip:bob@example.com;tag=" OVERLOAD_TAG), "To tag on a bare URI");
+    char bare_to[128];
+    snprintf(bare_to, sizeof bare_to, "\r\nt: sip:bob@example.com;tag=%s", o->tag);
+    ok(r && strstr(r, bare_to), "To tag on a bare URI");
     ok(r && strstr(r, "\r\ni: c2\r\nCSeq: 4 INVITE\r\n"), "compact Call-ID kept");
     is_int(sent_to.port, 5062, "sent to the sent-by port (no rport)");
 
