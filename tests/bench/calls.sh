@@ -124,7 +124,10 @@ run_step() {
   calls_csv "$calls" "$CALLEES" > "$dir/calls.csv"
   mkdir -p "$sd"
   wire_start "$sd" $((WIRE_CALLS * 16))
+  local d0 kdrops
+  d0=$(udp_drops "$PORT")
   read -r ok fail retr el ach cpu v < <(step "$sd" "$r" "$calls" "$dir/calls.csv" "$HERE/uac_call.xml" "${UAC[@]}")
+  kdrops=$(($(udp_drops "$PORT") - d0))
   refused=$(cat "$sd/refused" 2> /dev/null || echo 0)
   read -r med p99 < <(latency "$sd")
   read -r wn wl wi1 wi2 wi3 wo wol wo1 wo2 wo3 wsn ws1 ws2 ws3 wdrop < <(wire_stop "$sd")
@@ -136,7 +139,9 @@ run_step() {
   printf "$ROW" "$t" "$phase" "$r" "$calls" "$ok" "$refused" "$fail" "$retr" "$el" "$ach" "$cpu" "$med" "$p99" "$v" ${WIRE[$t $r]} | tee -a "$SUMMARY"
   res "step target=$t phase=$phase rate=$r offered=$calls ok=$ok refused=$refused failed=$fail" \
     "retrans=$retr elapsed=$el achieved=$ach cpu=$cpu med_ms=$med p99_ms=$p99 verdict=$v" \
-    "wire_n=$wn wire_lost=$((wl + wol)) wire_drop=${wdrop:-NA} inv_us=$wi1/$wi2/$wi3 ok_us=$wo1/$wo2/$wo3 sum_us=$ws1/$ws2/$ws3"
+    "wire_n=$wn wire_lost=$((wl + wol)) wire_drop=${wdrop:-NA} inv_us=$wi1/$wi2/$wi3 ok_us=$wo1/$wo2/$wo3 sum_us=$ws1/$ws2/$ws3" \
+    "rcv_drops=$kdrops"
+  [ "$kdrops" -gt 0 ] && log "$t $phase $r: the kernel dropped $kdrops datagrams at the proxy's port (receive queue full)"
   rm -f "$dir/calls.csv" "$sd"/*_rtt.csv
   [ "${ach:-0}" -gt "${TOP[$t]:-0}" ] 2> /dev/null && TOP[$t]=$ach
   if [ "$v" = PASS ] && [ "$phase" != overload ]; then BEST[$t]=$ach; LAT_MED[$t]=$med; LAT_P99[$t]=$p99; LAT_AT[$t]=$r; fi

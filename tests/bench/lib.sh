@@ -208,6 +208,12 @@ step() {
 }
 
 
+# udp_drops PORT: datagrams the kernel dropped, since the socket opened, at the UDP sockets
+# bound to PORT on IPv4 (/proc/net/udp's drops: receive queue full), summed
+udp_drops() {
+  awk -v p="$(printf '%04X' "$1")" 'NR > 1 { split($2, a, ":"); if (a[2] == p) n += $NF } END { print n + 0 }' /proc/net/udp
+}
+
 # res KIND key=value...: one line of the run's machine-readable results ($OUT/results.tsv),
 # which tests/bench/report.pl reads (values without spaces).
 res() { printf '%s\n' "$*" >> "$OUT/results.tsv"; }

@@ -212,6 +212,9 @@ sub sip_table {
         $line->('— refused at once with 503', $ov->(sub { $_[0]{refused} }));
         $line->('— failed or timed out', $ov->(sub { $_[0]{failed} }));
         $line->('— retransmissions', $ov->(sub { $_[0]{retrans} }));
+        # (runs from before calls.sh counted them have none: no row)
+        $line->("— datagrams the kernel dropped at the proxy's port (queue full)", $ov->(sub { $_[0]{rcv_drops} }))
+            if grep { defined $_->{rcv_drops} } map { @{ $_->{steps} } } @runs;
         $line->('— completed + 503, % of offered', $ov->(sub { $_[0]{offered} ? 100 * ($_[0]{ok} + $_[0]{refused}) / $_[0]{offered} : undef }), dec => 1, unit => ' %');
         # the completed rate while the calls were offered (calls.sh window_rate); a run from
         # before it was recorded falls back on completed / SIPp's whole elapsed time

@@ -47,7 +47,7 @@ my @runs = (
       . step(target => 'sipwake', rate => 1000, achieved => 1000, p99_ms => 1, sum_us => '20/50/90')
       . step(target => 'sipwake', rate => 1500, achieved => 1500, p99_ms => 2, sum_us => '20/60/95')
       . step(target => 'sipwake', rate => 2000, achieved => 1700, verdict => 'RETRANS')
-      . step(target => 'sipwake', rate => 1900, phase => 'overload', achieved => 1600, verdict => 'REFUSED', offered => 19000, ok => 16000, refused => 2900)
+      . step(target => 'sipwake', rate => 1900, phase => 'overload', achieved => 1600, verdict => 'REFUSED', offered => 19000, ok => 16000, refused => 2900, rcv_drops => 37)
       . "overload target=sipwake rate=1900 clean_rate=1500 clean_achieved=1500 window_ok=17000 window_s=10.00 window_rate=1700 served_pct=99.5 bar=MET\n",
     step(target => 'kamailio-mem', rate => 2000, achieved => 2000, p99_ms => 5)
       . step(target => 'kamailio-mem', rate => 3000, achieved => 2000, verdict => 'SLOW')
@@ -77,6 +77,8 @@ like($t, qr/^\| — completed calls\/s while the calls were offered \| 900 \[900
     'overload: the window rate when recorded (sipwake), else completed / elapsed (kamailio-mem: an older run)');
 like($t, qr/^\| — that \/ best clean calls\/s, per run \| 0\.90× \[0\.90–0\.90×\] \(1 of 3 runs\) \| 1\.13× \[1\.13–1\.13×\] \(1 of 3 runs\) \|$/m,
     'overload: the window rate over the clean step, per run');
+like($t, qr/^\| — datagrams the kernel dropped at the proxy's port \(queue full\) \| NA \| 37 \[37–37\] \(1 of 3 runs\) \|$/m,
+    'overload: the kernel\'s receive drops, where a run counted them');
 like($t, qr/^\| — bar: .* \| met in 0 of 3 runs \| met in 1 of 3 runs \|$/m, 'the overload bar counted per run');
 like($t, qr/^\| 2,000 \| 1 of 3 \| 5 \[5–5\] \| 3 \[3–3\] \| 40 \[40–40\] \| 40 \[40–40\] \|$/m, 'per step: only the runs where every target passed it (not run 1: FAIL, RETRANS)');
 like($t, qr/^\| 1,500 \| 1 of 3 \| 3 \[3–3\] \| 2 \[2–2\] \| 110 \[110–110\] \| 60 \[60–60\] \|$/m, 'per step: SIPp and wire p99 side by side');
