@@ -94,11 +94,13 @@ static const struct key_row key_rows[] = {
      "too long (any hiccup sheds)."},
     {"sip", "overload_retry_after", KEY_INT, OFF(overload_retry_after), 1, 3600, "5", NULL,
      "Retry-After, in seconds, of the 503 an overloaded server answers (RFC 3261 §21.5.4)."},
-    {"sip", "udp_queue_kb", KEY_INT, OFF(udp_queue_kb), 64, 1048576, "4096", NULL,
+    {"sip", "udp_queue_kb", KEY_INT, OFF(udp_queue_kb), 64, 1048576, "32768", NULL,
      "Receive queue asked for each UDP listener, in KB. The kernel cuts it to "
      "net.core.rmem_max unless sipwake has CAP_NET_ADMIN; sipwake logs a warning at start "
-     "when it got less. Deep enough that new requests wait overload_queue_ms before the "
-     "kernel drops any (see [Overload](#overload))."},
+     "when it got less. Deep enough to hold overload_queue_ms + overload_interval_ms of "
+     "traffic before the kernel drops any, so the shedding starts first: 4096 held under "
+     "50 ms at 11,300 calls/s (about 70,000 datagrams/s), and the kernel dropped BYEs and "
+     "their 200s (see [Overload](#overload)). Memory is used only while datagrams wait."},
     {"tls", "certificate", KEY_STRING, OFF(tls_certificate), 0, 0, "", NULL,
      "PEM certificate (chain) for TLS listeners. Empty: a self-signed one is generated under "
      "data_dir/tls on first run."},
