@@ -30,7 +30,8 @@ ok($aport && $cport, 'APNs emulator listening, with its control port');
 sub ctl { Sipwake::emulator_control($cport, $_[0]) // {} }
 sub events {
     open my $f, '<', "$dir/apns.log" or return ();
-    return map { decode_json($_) } grep { /\S/ } <$f>;
+    # complete lines only: the emulator may be writing the last one as it is read
+    return map { decode_json($_) } grep { /\S/ && /\n\z/ } <$f>;
 }
 # pushes to token the emulator answered status (200 unless given)
 sub answered {
