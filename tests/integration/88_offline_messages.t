@@ -39,9 +39,12 @@ sub message {
 sub send_message { my $r = $sender->request(message(@_), 5); return $r }
 
 # ---- 50 MESSAGEs for a phone asleep (sipp), delivered in order after it registers again
+my $skipped0 = $sw->metric('sipwake_offline_reads_skipped') // 0;
 my ($rc, $msgs, $err) = $sw->sipp('register_push', set => { user => 'ivy', provider => 'apns',
     param => 'TEAM123456.org.example.app', prid => 'AAAA0001', expires => 3600 });
 is($rc, 0, 'a sipp phone registered with push params (UDP), then slept') or diag $err;
+is($sw->metric('sipwake_offline_reads_skipped'), $skipped0 + 1,
+   'nothing stored anywhere: its REGISTER did not look into the store (offline:reads_skipped)');
 my @codes;
 for my $i (1 .. 50) {
     my $r = send_message('ivy@example.com', call_id => "ivy-$i", body => "hello $i");
@@ -67,6 +70,7 @@ like($umsgs, qr/^From: "Sam" <sip:sam\@example\.com>;tag=sivy-1\r?$/m, 'the orig
 like($umsgs, qr/^Content-Type: text\/plain\r?$/m, 'and Content-Type');
 is($sw->sql_wait("SELECT count(*) FROM sipwake_messages WHERE aor='ivy\@example.com'", '0'), '0',
    'delivered: gone from the store');
+is($sw->metric('sipwake_offline_reads_skipped'), $skipped0 + 1, 'the REGISTER with messages stored read them');
 
 # ---- two devices: one online, one asleep; each gets every message once
 my $online = $sw->ua(user => 'duo', transport => 'tcp');
