@@ -101,7 +101,7 @@ static const struct {
     [METRICS_OFFLINE_DELIVERED] = {"offline:delivered", 0, "stored MESSAGEs delivered to a device"},
     [METRICS_OFFLINE_EXPIRED] = {"offline:expired", 0, "stored MESSAGEs dropped at their TTL"},
     [METRICS_OFFLINE_READS_SKIPPED] = {"offline:reads_skipped", 0,
-                                       "REGISTERs that needed no read of stored MESSAGEs"},
+                                       "bindings saved that needed no read of stored MESSAGEs"},
     [METRICS_OFFLINE_PENDING] = {"offline:pending_messages", 1, "MESSAGEs stored now"},
     [METRICS_REGISTERED_USERS] = {"usrloc:registered_users", 1, "AORs with a binding"},
     [METRICS_BUCKET_PARKED] = {"bucket:parked", 0,

@@ -67,7 +67,7 @@ enum metrics_id {
     METRICS_OFFLINE_FAILURES,
     METRICS_OFFLINE_DELIVERED,
     METRICS_OFFLINE_EXPIRED,
-    METRICS_OFFLINE_READS_SKIPPED, /* REGISTERs that read no messages: none was stored */
+    METRICS_OFFLINE_READS_SKIPPED, /* bindings saved that read no messages: none stored */
     METRICS_OFFLINE_PENDING,  /* gauge */
     METRICS_REGISTERED_USERS, /* gauge: AORs with a binding */
     METRICS_BUCKET_PARKED,

@@ -466,12 +466,12 @@ void msgstore_wake(struct msgstore *ms, const char *aor, const struct binding *b
     msgstore_device_of(b, device, sizeof device);
     struct courier *c = courier_find(ms, aor, device);
     /* Nothing stored for anyone, and nothing being stored: no read. The store would answer
-     * with no row, a read per REGISTER (the store thread's largest cost at 10,000/s); the
-     * count is exact (every store, delivery, expiry and purge moves it, on the loop), and a
-     * message stored after this REGISTER is offered to the device as any message is.
-     * This process must be the only writer of the messages: a cluster backend shared by
-     * nodes (issue 16) reads always. */
-    if (!c && ms->count_known && ms->count <= 0 && ms->puts == 0) {
+     * with no row, a read per binding saved (the store thread's largest cost at 10,000
+     * REGISTER/s). The count is exact: every store, delivery, expiry and purge moves it, on
+     * the loop, once committed; a message stored after this REGISTER is offered to the
+     * device as any message is. Only while this process is the only writer: a store that
+     * other processes write (a cluster's, issue 16) is read every time. */
+    if (!c && ms->count_known && ms->count <= 0 && ms->puts == 0 && !store_shared(ms->store)) {
         metrics_inc(METRICS_OFFLINE_READS_SKIPPED);
         return;
     }
@@ -533,8 +533,13 @@ static int count_work(void *db, const struct store_backend *be, void *arg, char 
 static void count_done(void *arg, int rc)
 {
     struct msgstore *ms = arg;
-    if (rc < 0) /* an error (logged), or STORE_CLOSED: the count stays unknown, reads go on */
+    if (rc == STORE_CLOSED)
         return;
+    if (rc < 0) { /* the count stays unknown: every REGISTER reads */
+        log_warn("offline: the stored messages could not be counted at start: "
+                 "offline:pending_messages misses them, and every REGISTER reads the store");
+        return;
+    }
     gauge(ms, rc);
     ms->count_known = 1;
 }

@@ -540,6 +540,11 @@ void store_call(struct store *s, int flags, store_work_fn work, store_result_cb 
         flush_local(s);
 }
 
+int store_shared(const struct store *s)
+{
+    return s->be->shared;
+}
+
 size_t store_pending(struct store *s)
 {
     pthread_mutex_lock(&s->mu);

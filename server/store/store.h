@@ -130,6 +130,9 @@ struct store;
  * load and user management, synchronously before or without a loop. 0 ok / -1 with err. */
 struct store_backend {
     const char *name;
+    /* 1 when other processes may write the same data (a cluster's shared store): what this
+     * process holds in memory about it (msgstore's message count) is then not the truth */
+    int shared;
     void *(*open)(const struct config *cfg, char *err, size_t errlen);
     void (*close)(void *db);
     int (*begin)(void *db, char *err, size_t errlen);
@@ -249,6 +252,9 @@ void store_get_subscriber(struct store *s, const char *user, const char *domain,
 
 /* Operations queued and not yet applied. Loop thread. */
 size_t store_pending(struct store *s);
+
+/* 1 if other processes may write what this one stores (the backend's shared flag). */
+int store_shared(const struct store *s);
 
 /* The synchronous calls below block on the backend in the calling thread: the CLI, or at
  * start before the loop runs (tenant_load, the admin-account check). Never on the running

@@ -1265,6 +1265,7 @@ static int sqlite_audit_read(void *p, int limit, store_audit_cb cb, void *arg, c
 }
 
 const struct store_backend store_sqlite_backend = {
+    .shared = 0, /* one sipwake process writes a database (README "More than one core") */
     .name = "sqlite",
     .open = sqlite_open,
     .close = sqlite_close,
