@@ -68,8 +68,8 @@ enum metrics_id {
     METRICS_OFFLINE_DELIVERED,
     METRICS_OFFLINE_EXPIRED,
     METRICS_OFFLINE_READS_SKIPPED, /* bindings saved that read no messages: none stored */
-    METRICS_OFFLINE_PENDING,  /* gauge */
-    METRICS_REGISTERED_USERS, /* gauge: AORs with a binding */
+    METRICS_OFFLINE_PENDING,       /* gauge */
+    METRICS_REGISTERED_USERS,      /* gauge: AORs with a binding */
     METRICS_BUCKET_PARKED,
     METRICS_BUCKET_WOKEN,
     METRICS_BUCKET_TIMEOUTS,

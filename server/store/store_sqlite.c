@@ -839,8 +839,8 @@ static sqlite3_stmt *kept(struct sqlite_db *s, sqlite3_stmt **slot, const char *
 
 static void message_statements_reset(struct sqlite_db *s)
 {
-    sqlite3_stmt *const used[] = {s->msg_find, s->msg_count, s->msg_insert, s->msg_counted,
-                                  s->msg_device, s->msg_read};
+    sqlite3_stmt *const used[] = {s->msg_find,    s->msg_count,  s->msg_insert,
+                                  s->msg_counted, s->msg_device, s->msg_read};
     for (size_t i = 0; i < UTIL_ARRAY_LEN(used); i++)
         if (used[i])
             sqlite3_reset(used[i]);
