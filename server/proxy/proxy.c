@@ -483,10 +483,20 @@ int proxy_forward_stray(struct proxy *p, const osip_message_t *resp, const char 
         !next || !next->host || !next->protocol)
         return 0;
     if (!util_caseeq(next->protocol, "UDP")) {
-        /* a connection is found by its flow, which only the transaction knew */
-        log_info("proxy: stray %d response for a %s caller dropped", resp->status_code,
-                 next->protocol);
-        return 0;
+        /* a connection is found by its flow, which only the transaction knows: the INVITE's,
+         * Accepted until Timer L (RFC 6026 §7.1), as long as the callee may send copies */
+        struct sip_source dst;
+        struct buf up = {0};
+        if (txn_server_accepted_dst(p->txns, resp, &dst) < 0) {
+            log_info("proxy: stray %d response for a %s caller dropped: its transaction is "
+                     "gone",
+                     resp->status_code, next->protocol);
+            return 0;
+        }
+        int ok = response_up(resp, raw, len, &up) == 0 &&
+                 transport_send(p->tp, &dst, up.data, up.len) == 0;
+        buf_free(&up);
+        return ok;
     }
     /* §18.2.2 / RFC 3581: received and rport if present, else the sent-by */
     const char *host = sip_msg_param(&next->via_params, "received");

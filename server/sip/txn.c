@@ -463,6 +463,30 @@ int txn_server_ack(struct txn_table *tt, const osip_message_t *ack, int reliable
     return 1;
 }
 
+int txn_server_accepted_dst(struct txn_table *tt, const osip_message_t *resp,
+                            struct sip_source *dst)
+{
+    osip_via_t *via = osip_list_get(&resp->vias, 1);
+    const char *branch = via ? sip_msg_param(&via->via_params, "branch") : NULL;
+    if (!branch || strncmp(branch, "z9hG4bK", 7) != 0 || !resp->cseq)
+        return -1;
+    struct buf key = {0};
+    cookie_key(branch, via, "INVITE", resp->call_id, resp->cseq->number, &key);
+    uint64_t h = util_hash(key.data, key.len);
+    struct txn *found = NULL;
+    for (struct hashtab_node *n = hashtab_first(&tt->table, h); n && !found;
+         n = hashtab_next(&tt->table, n)) {
+        struct txn *t = HASHTAB_ENTRY(n, struct txn, hn);
+        if (t->state == TXN_ACCEPTED && strcmp(t->key, key.data) == 0)
+            found = t;
+    }
+    buf_free(&key);
+    if (!found)
+        return -1;
+    dst_unpack(&found->dst, dst);
+    return 0;
+}
+
 int txn_server_invite_exists(struct txn_table *tt, const osip_message_t *cancel)
 {
     return find_invite(tt, cancel) != NULL;

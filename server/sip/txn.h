@@ -80,6 +80,13 @@ void txn_send_stateless(struct txn_table *tt, const osip_message_t *req,
  * reliable: it arrived over TCP/TLS. */
 int txn_server_ack(struct txn_table *tt, const osip_message_t *ack, int reliable);
 
+/* Where the caller of the INVITE a 2xx resp answers is: the transaction that forwarded it,
+ * Accepted (RFC 6026 §7.1) until Timer L, found by the caller's Via, the response's second
+ * (the first is the proxy's own). 0 and dst filled (its connection, for TCP and TLS), or -1
+ * when it is gone or the Via has no RFC 3261 branch. */
+int txn_server_accepted_dst(struct txn_table *tt, const osip_message_t *resp,
+                            struct sip_source *dst);
+
 /* 1 if the INVITE a CANCEL refers to (same branch, §9.2) has a server transaction here. */
 int txn_server_invite_exists(struct txn_table *tt, const osip_message_t *cancel);
 

@@ -167,5 +167,25 @@ like($got // '', qr{\AINVITE sip:carol\@127\.0\.0\.1:\d+;transport=tcp SIP/2\.0\
 $carol->answer($got, 200, reason => 'OK', tag => 'c5') if $got;
 is(Sipwake::UA::parse_response($alice->expect(qr/^SIP\/2\.0 200/))->{code}, 200, 'her 200 reached the caller');
 
+# 6. A caller on TCP: the callee's retransmitted 200 (it has no ACK yet) reaches it down its
+#    connection, found through the Accepted transaction (RFC 6026 §7.1; it was dropped).
+my $erin = $sw->ua(user => 'erin', transport => 'tcp');
+my $el = $erin->local_port;
+my $sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n";
+$inv = "INVITE sip:bob\@example.com SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:$el;branch=z9hG4bKc6\r\n"
+    . "Max-Forwards: 70\r\nFrom: <sip:erin\@example.com>;tag=e6\r\nTo: <sip:bob\@example.com>\r\n"
+    . "Call-ID: call-tcp-$$\r\nCSeq: 1 INVITE\r\nContact: <sip:erin\@127.0.0.1:$el;transport=tcp>\r\n"
+    . "Content-Type: application/sdp\r\nContent-Length: " . length($sdp) . "\r\n\r\n$sdp";
+$erin->send_raw($inv);
+$got = $bob->expect(qr/^INVITE [^\r]*\r\n(?:[^\r]*\r\n)*Call-ID: call-tcp-/);
+ok($got, 'a caller on TCP rings bob (UDP)');
+$ok = $bob->answer($got, 200, reason => 'OK', tag => 'b6') if $got;
+is(Sipwake::UA::parse_response($erin->expect(qr/^SIP\/2\.0 200/))->{code}, 200, 'his 200 reached the TCP caller');
+$bob->send_raw($ok) if $ok;
+$r = Sipwake::UA::parse_response($erin->expect(qr/^SIP\/2\.0 200/, 3));
+is($r->{code}, 200, 'and his retransmitted 200 too, down the same connection');
+is(scalar(() = ($r->{raw} // '') =~ /^Via:/mg), 1, 'without our Via');
+unlike($sw->log, qr/stray 200 response for a TCP caller dropped/, 'none was dropped');
+
 ok($sw->stop, 'clean shutdown, no sanitizer report');
 done_testing;
