@@ -2,7 +2,7 @@
 # (push_latency_wire.pl, calls_wire.pl, reg_wire.pl). The capture is tcpdump's text:
 #   tcpdump -r CAP -n -tt --time-stamp-precision=nano -A
 # in which each packet is a line "<s>.<ns> IP a.b.c.d.PORT > e.f.g.h.PORT: UDP, length N" (or
-# "Flags [...]" for TCP) followed by its bytes, one line per line of the payload (a SIP message's
+# "Flags [...]" for TCP, or "SIP: <start line>" for UDP on port 5060) followed by its bytes, one line per line of the payload (a SIP message's
 # header fields each on their own line; the IP/UDP header shows as dots before the start line).
 package Wire;
 use strict;
@@ -23,6 +23,14 @@ sub read_packets {
         if ($l =~ /^(\d+\.\d+) IP [\d.]+?\.(\d+) > [\d.]+?\.(\d+): (UDP|Flags)\S*.*length (\d+)/) {
             $cur = [ns($1), $2, $3, $4 eq 'UDP' ? 'udp' : 'tcp', $5, '', '', ''];
             push @pk, $cur;
+            next;
+        }
+        # tcpdump decodes a UDP datagram to or from port 5060 as SIP: "...: SIP: <start line>",
+        # no "UDP, length" (its length is not printed; 0 here)
+        if ($l =~ /^(\d+\.\d+) IP [\d.]+?\.(\d+) > [\d.]+?\.(\d+): SIP/) {
+            $cur = [ns($1), $2, $3, 'udp', 0, '', '', ''];
+            push @pk, $cur;
+            $cur->[5] = $1 if $l =~ m{: SIP\S*:? ((?:INVITE|REGISTER|ACK|BYE|CANCEL) sip:|SIP/2\.0 \d{3})};
             next;
         }
         next unless $cur && $cur->[3] eq 'udp';

@@ -155,6 +155,6 @@ for t in $TARGETS; do
 done
 say "# REGISTER/s: achieved rate of the highest step that passed, ramp or refinement (every REGISTER answered 200, >= 90 % of the target rate, no retransmission); 0 if none did."
 say "# max achieved: the highest achieved rate of any step, passed or not."
-say "# wire-n: REGISTERs measured on the wire (tcpdump on lo, about WIRE_REGS=$WIRE_REGS from WIRE_DELAY=$WIRE_DELAY s into the step): the REGISTER arriving at the registrar -> its 200 leaving, kernel timestamps, matched by Call-ID + CSeq; lost: REGISTERs that got no 200 within the capture; drop: packets the kernel dropped from the capture (NA: no capture)."
+say "# wire-n: REGISTERs measured on the wire (tcpdump on lo, about WIRE_REGS=$WIRE_REGS from WIRE_DELAY=$WIRE_DELAY s into the step): the REGISTER arriving at the registrar -> its 200 leaving, kernel timestamps, matched by Call-ID + CSeq; lost: REGISTERs that got no answer within the capture (one answered 503 or 401 is neither timed nor lost); drop: packets the kernel dropped from the capture (NA: no capture)."
 say "# mem/binding: (memory after $MEM_REGS registrations and the settle time - idle memory) / $MEM_REGS; memory is the PSS summed over the registrar's processes (RSS for sipwake's single process)."
 say "# Bars (issue 2): sipwake >= 1.0x kamailio-mem with 0 failures; <= 1024 B per binding; restart ready < 2 s."

@@ -1,0 +1,56 @@
+#!/usr/bin/perl
+# tests/bench/reg_wire.pl and Wire.pm on tcpdump text made up here (no capture runs): the
+# REGISTER -> 200 time in µs, a REGISTER answered 503 or 401 neither timed nor lost, one with
+# no answer lost, and the form tcpdump gives a datagram to or from port 5060 ("SIP: ...", no
+# "UDP, length") read like any other.
+use strict;
+use warnings;
+use Test::More;
+use File::Temp qw(tempdir);
+use FindBin;
+
+my $root = "$FindBin::Bin/../../..";
+my $tmp = tempdir(CLEANUP => 1);
+
+# one datagram as `tcpdump -n -tt --time-stamp-precision=nano -A` prints it
+sub pkt {
+    my ($t, $sp, $dp, $start, $cid, $cseq, $sip) = @_;
+    my $head = $sip ? "SIP: $start" : 'UDP, length 400';
+    return "$t IP 127.0.0.1.$sp > 127.0.0.1.$dp: $head\n"
+        . "E..........\@.\@..........$start\nVia: SIP/2.0/UDP 127.0.0.1:$sp\nCall-ID: $cid\nCSeq: $cseq\n\n";
+}
+
+sub reg_wire {
+    my ($port, $uac, @pk) = @_;
+    open my $f, '>', "$tmp/cap.txt" or die $!;
+    print $f @pk;
+    close $f;
+    my $o = `perl $root/tests/bench/reg_wire.pl --port $port --uac-port $uac --tail 0 < $tmp/cap.txt`;
+    chomp $o;
+    return $o;
+}
+
+for my $case ([5070, 0], [5060, 1]) {
+    my ($P, $sip) = @$case;
+    my $C = 5061;
+    my @pk = (
+        pkt('100.000000000', $C, $P, 'REGISTER sip:example.com SIP/2.0', 'a', '1 REGISTER', $sip),
+        pkt('100.000300000', $P, $C, 'SIP/2.0 200 OK', 'a', '1 REGISTER', $sip),
+        pkt('100.001000000', $C, $P, 'REGISTER sip:example.com SIP/2.0', 'b', '1 REGISTER', $sip),
+        pkt('100.001100000', $P, $C, 'SIP/2.0 503 Service Unavailable', 'b', '1 REGISTER', $sip),
+        pkt('100.002000000', $C, $P, 'REGISTER sip:example.com SIP/2.0', 'c', '1 REGISTER', $sip),
+        pkt('100.002050000', $P, $C, 'SIP/2.0 401 Unauthorized', 'c', '1 REGISTER', $sip),
+        pkt('100.003000000', $C, $P, 'REGISTER sip:example.com SIP/2.0', 'd', '1 REGISTER', $sip),
+        pkt('100.003500000', $P, $C, 'SIP/2.0 200 OK', 'd', '1 REGISTER', $sip),
+        pkt('100.004000000', $C, $P, 'REGISTER sip:example.com SIP/2.0', 'e', '1 REGISTER', $sip),
+        pkt('100.009000000', $C, $P, 'REGISTER sip:example.com SIP/2.0', 'f', '1 REGISTER', $sip),
+        pkt('100.009100000', $P, $C, 'SIP/2.0 200 OK', 'f', '1 REGISTER', $sip),
+    );
+    my @f = split ' ', reg_wire($P, $C, @pk);
+    my $how = $sip ? 'port 5060 (tcpdump prints "SIP:")' : "port $P";
+    is($f[1], 3, "$how: three REGISTERs timed to their 200");
+    is($f[2], 1, "$how: the one without an answer is lost; the 503 and the 401 are not");
+    is($f[3], '300.0', "$how: median 300 µs") or diag "@f";
+}
+
+done_testing;
