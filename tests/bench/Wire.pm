@@ -2,8 +2,9 @@
 # (push_latency_wire.pl, calls_wire.pl, reg_wire.pl). The capture is tcpdump's text:
 #   tcpdump -r CAP -n -tt --time-stamp-precision=nano -A
 # in which each packet is a line "<s>.<ns> IP a.b.c.d.PORT > e.f.g.h.PORT: UDP, length N" (or
-# "Flags [...]" for TCP, or "SIP: <start line>" for UDP on port 5060) followed by its bytes, one line per line of the payload (a SIP message's
-# header fields each on their own line; the IP/UDP header shows as dots before the start line).
+# "Flags [...]" for TCP, or "SIP: <start line>" for UDP on port 5060) followed by its bytes,
+# one line per line of the payload (a SIP message's header fields each on their own line; the
+# IP/UDP header shows as dots before the start line).
 package Wire;
 use strict;
 use warnings;
