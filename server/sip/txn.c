@@ -429,20 +429,27 @@ static void invite_completed(struct txn_table *tt, struct txn *t, int udp)
     ev_timer_start(tt->loop, &inv->h);
 }
 
+/* The INVITE server transaction of key: any (accepted_only 0), or only one Accepted. */
+static struct txn *find_key(struct txn_table *tt, const struct buf *key, int accepted_only)
+{
+    uint64_t h = util_hash(key->data, key->len);
+    for (struct hashtab_node *n = hashtab_first(&tt->table, h); n;
+         n = hashtab_next(&tt->table, n)) {
+        struct txn *t = HASHTAB_ENTRY(n, struct txn, hn);
+        if (strcmp(t->key, key->data) == 0 &&
+            (t->state == TXN_ACCEPTED || (t->inv && !accepted_only)))
+            return t;
+    }
+    return NULL;
+}
+
 /* The INVITE server transaction a request (ACK, CANCEL) refers to, or NULL. */
 static struct txn *find_invite(struct txn_table *tt, const osip_message_t *req)
 {
     struct buf key = {0};
     if (make_key(req, "INVITE", &key) < 0)
         return NULL;
-    uint64_t h = util_hash(key.data, key.len);
-    struct txn *found = NULL;
-    for (struct hashtab_node *n = hashtab_first(&tt->table, h); n && !found;
-         n = hashtab_next(&tt->table, n)) {
-        struct txn *t = HASHTAB_ENTRY(n, struct txn, hn);
-        if (strcmp(t->key, key.data) == 0 && (t->inv || t->state == TXN_ACCEPTED))
-            found = t;
-    }
+    struct txn *found = find_key(tt, &key, 0);
     buf_free(&key);
     return found;
 }
@@ -472,14 +479,7 @@ int txn_server_accepted_dst(struct txn_table *tt, const osip_message_t *resp,
         return -1;
     struct buf key = {0};
     cookie_key(branch, via, "INVITE", resp->call_id, resp->cseq->number, &key);
-    uint64_t h = util_hash(key.data, key.len);
-    struct txn *found = NULL;
-    for (struct hashtab_node *n = hashtab_first(&tt->table, h); n && !found;
-         n = hashtab_next(&tt->table, n)) {
-        struct txn *t = HASHTAB_ENTRY(n, struct txn, hn);
-        if (t->state == TXN_ACCEPTED && strcmp(t->key, key.data) == 0)
-            found = t;
-    }
+    struct txn *found = find_key(tt, &key, 1);
     buf_free(&key);
     if (!found)
         return -1;

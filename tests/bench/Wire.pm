@@ -27,11 +27,11 @@ sub read_packets {
             next;
         }
         # tcpdump decodes a UDP datagram to or from port 5060 as SIP: "...: SIP: <start line>",
-        # no "UDP, length" (its length is not printed; 0 here)
+        # no "UDP, length" (its length is not printed; 0 here); the start line is read from the
+        # payload's first line below, as for any datagram
         if ($l =~ /^(\d+\.\d+) IP [\d.]+?\.(\d+) > [\d.]+?\.(\d+): SIP/) {
             $cur = [ns($1), $2, $3, 'udp', 0, '', '', ''];
             push @pk, $cur;
-            $cur->[5] = $1 if $l =~ m{: SIP\S*:? ((?:INVITE|REGISTER|ACK|BYE|CANCEL) sip:|SIP/2\.0 \d{3})};
             next;
         }
         next unless $cur && $cur->[3] eq 'udp';
