@@ -77,28 +77,27 @@ static const struct key_row key_rows[] = {
      "Value of the Server header in responses; empty to send none."},
     {"sip", "overload_queue_ms", KEY_INT, OFF(overload_queue_ms), 0, 10000, "50", NULL,
      "Overload, the target: how long a UDP datagram may wait since it arrived (in the "
-     "receive queue and behind its read batch) before the queue counts as standing. Once "
-     "every datagram taken up for overload_interval_ms waited longer, sipwake sheds: a new "
-     "INVITE or REGISTER that waited longer is answered 503 with Retry-After at once, "
-     "unparsed, while retransmissions, responses, ACK, BYE, CANCEL and in-dialog requests "
-     "are still served; the first datagram that waited less ends it (see "
-     "[Overload](#overload)). 50: an admitted request then waits at most about "
-     "overload_queue_ms + overload_interval_ms (150 ms), and a call's 2xx and its ACK, "
-     "which each cross the queue, stay under T1 (500 ms), when UDP peers send again. 0: "
-     "never refuse."},
+     "receive queue and behind its read batch). Once the wait stands over it past the burst "
+     "allowance (overload_interval_ms), sipwake sheds: a share of the new INVITEs and "
+     "REGISTERs, which grows while the wait stays over the target and falls when it is under "
+     "(PIE, RFC 8033), is answered 503 with Retry-After at once, unparsed, while "
+     "retransmissions, responses, ACK, BYE, CANCEL and in-dialog requests are still served "
+     "(see [Overload](#overload)). 50: the wait of what is admitted is held about there, and "
+     "a call's 2xx and its ACK, which each cross the queue, stay far under T1 (500 ms), when "
+     "UDP peers send again. 0: never refuse."},
     {"sip", "overload_interval_ms", KEY_INT, OFF(overload_interval_ms), 0, 10000, "100", NULL,
-     "Overload: how long the wait of every UDP datagram taken up must stay over "
-     "overload_queue_ms before sipwake sheds (RFC 8289 §4.2, CoDel's interval, whose "
-     "default it takes): a scheduling hiccup puts a whole queue over the target at once but "
-     "is drained within it, a standing queue is not. 0: shed as soon as one datagram waited "
-     "too long (any hiccup sheds)."},
+     "Overload: the burst allowance (RFC 8033 §4.4): how long the wait may stand over "
+     "overload_queue_ms after a calm spell before anything is refused. A scheduling hiccup "
+     "puts a whole queue over the target at once but is drained within it; a standing queue "
+     "is not. 0: refuse as soon as the law says so."},
     {"sip", "overload_retry_after", KEY_INT, OFF(overload_retry_after), 1, 3600, "5", NULL,
      "Retry-After, in seconds, of the 503 an overloaded server answers (RFC 3261 §21.5.4)."},
     {"sip", "udp_queue_kb", KEY_INT, OFF(udp_queue_kb), 64, 1048576, "32768", NULL,
      "Receive queue asked for each UDP listener, in KB. The kernel cuts it to "
      "net.core.rmem_max unless sipwake has CAP_NET_ADMIN; sipwake logs a warning at start "
-     "when it got less. Deep enough to hold overload_queue_ms + overload_interval_ms of "
-     "traffic before the kernel drops any, so the shedding starts first: 4096 held under "
+     "when it got less. Deep enough to hold several times overload_queue_ms + "
+     "overload_interval_ms of traffic before the kernel drops any, so the shedding starts "
+     "first: 4096 held under "
      "50 ms at 11,300 calls/s (about 70,000 datagrams/s), and the kernel dropped BYEs and "
      "their 200s (see [Overload](#overload)). Memory is used only while datagrams wait."},
     {"tls", "certificate", KEY_STRING, OFF(tls_certificate), 0, 0, "", NULL,

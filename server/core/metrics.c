@@ -114,11 +114,11 @@ static const struct {
                                   "parked requests given up (CANCEL, push failed, answered)"},
     [METRICS_BUCKET_DEPTH] = {"bucket:depth", 1, "requests parked now"},
     [METRICS_OVERLOAD_REJECTED_INVITE] = {"overload:rejected_invite", 0,
-                                          "new INVITEs answered 503 unparsed: they waited "
-                                          "longer than overload_queue_ms"},
+                                          "new INVITEs answered 503 unparsed while "
+                                          "shedding"},
     [METRICS_OVERLOAD_REJECTED_REGISTER] = {"overload:rejected_register", 0,
-                                            "new REGISTERs answered 503 unparsed: they waited "
-                                            "longer than overload_queue_ms"},
+                                            "new REGISTERs answered 503 unparsed while "
+                                            "shedding"},
     [METRICS_OVERLOAD_QUEUE_AGE_MS] = {"overload:queue_age_ms", 1,
                                        "longest wait of a UDP datagram from its arrival until "
                                        "it was taken up over the last second, in ms"},
@@ -132,11 +132,14 @@ static const struct {
                                     "datagrams the kernel dropped because a UDP receive queue "
                                     "was full"},
     [METRICS_OVERLOAD_SHEDDING] = {"overload:shedding", 1,
-                                   "1 while new INVITEs and REGISTERs that waited over "
-                                   "overload_queue_ms are refused (the UDP queue stayed over "
-                                   "it for overload_interval_ms), else 0"},
+                                   "1 while a share of new INVITEs and REGISTERs is refused "
+                                   "(the UDP queue stood over overload_queue_ms past the "
+                                   "burst allowance, overload_interval_ms), else 0"},
     [METRICS_OVERLOAD_SHEDDING_ENTRIES] = {"overload:shedding_entries", 0,
                                            "times the shedding state was entered"},
+    [METRICS_OVERLOAD_REFUSE_PERMILLE] = {"overload:refuse_permille", 1,
+                                          "share of new INVITEs and REGISTERs refused while "
+                                          "shedding, per mille (PIE's probability, RFC 8033)"},
 };
 
 int metrics_is_gauge(enum metrics_id id)

@@ -83,6 +83,7 @@ enum metrics_id {
     METRICS_OVERLOAD_UDP_DROPS,    /* the kernel's count, sampled */
     METRICS_OVERLOAD_SHEDDING,     /* gauge: 1 while shedding */
     METRICS_OVERLOAD_SHEDDING_ENTRIES,
+    METRICS_OVERLOAD_REFUSE_PERMILLE, /* gauge: the refusal probability, per mille */
     METRICS__COUNT,
 };
 

@@ -1,26 +1,42 @@
 /*
- * overload: the load figures, and the stateless 503 of a new request that waited too long
- * (see overload.h).
+ * overload: the load figures, and the stateless 503 of a new request while the UDP queue
+ * stands over its target (see overload.h).
  *
- * When to shed is CoDel's rule (RFC 8289 §§3-5), without its drop-rate control law: every
- * 503 is cheap, so while shedding every new request over the target is refused rather than
- * one now and then. The interval runs on CLOCK_MONOTONIC, read for each datagram taken up
- * over the target: not ev_now, which stands still through a loop iteration (a read batch
- * served one datagram after the other by a slow policy would never see its interval end),
- * and is the wall clock, which steps. The ages themselves are CLOCK_REALTIME differences of
- * the kernel's stamp (transport_udp.c); one made absurd by a clock step (negative, or a
- * minute or more) counts as 0, a datagram under the target, so a step never starts the
- * shedding, and one step forward of under a minute only ages the datagrams queued then,
- * which are drained within an interval.
+ * How many to refuse is PIE's law (RFC 8033, Proportional Integral controller Enhanced):
+ * every OVERLOAD_UPDATE_S the refusal probability p moves by alpha times how far the queue
+ * delay is over the target (the integral part: it grows as long as the queue stands) plus
+ * beta times how much the delay grew since the last update (the proportional part), both
+ * scaled down while p is small (§4.2) so that a short rise barely moves it. A new INVITE or
+ * REGISTER is then refused with probability p: not at random but by credit, each of them
+ * adding p to an account and one being refused whenever the account reaches 1, so exactly
+ * that fraction is (a stricter form of RFC 8033 §5.4's de-randomisation; a sender of
+ * evenly spaced requests is not the target of a pattern, every sender is refused its share).
+ * Two rules are SIP's own: a request that waited less than the target is never refused (a
+ * fresh request is not the problem, and p stays up for a while after the queue is gone), and
+ * one that waited half of T1 or more is refused whatever p says while shedding (its sender
+ * retransmits soon, and p takes a second or so to reach the share a sudden 2x load needs).
+ * Refusing the share that exceeds capacity, and no more, keeps the server busy and the delay
+ * at the target; the law before it (2026-12-06) refused every new request over the target
+ * while shedding, and a scheduling hiccup then turned a whole queue away: three runs at 1.25x
+ * the clean rate completed 0.71x, 0.86x and 1.03x of it.
  *
- * The cost of the check matters only while overloaded: below the target it is one
- * comparison. Above it, a datagram that is not an INVITE, REGISTER or ACK request is let
- * through on its first bytes; the others get one pass over their header lines (stopping at
- * the blank line), and the few values the transaction key needs (top Via, Call-ID, CSeq) are
- * parsed with osip2's own header parsers, so the key is the very one txn.c makes from a full
- * parse. Whenever this scan is unsure (a folded or missing header, a NUL byte among the
- * header lines, an RFC 2543 branch, a CSeq naming another method) the request goes through: a wrong
- * 503 to a retransmission would end a call sipwake admitted, a wrong admission only costs a parse.
+ * The queue delay is the wait of the last UDP datagram taken up (a timestamp-based estimate,
+ * RFC 8033 §5.2). The updates run on CLOCK_MONOTONIC, read for a datagram only while p > 0
+ * or the delay is over half the target (below that and with p = 0 the check stays one
+ * comparison): not on ev_now, which stands still through a loop iteration (a read batch
+ * served one datagram after the other by a slow policy would never see an update). The waits
+ * themselves are CLOCK_REALTIME differences of the kernel's stamp (transport_udp.c); one made
+ * absurd by a clock step (negative, or a minute or more) counts as 0.
+ *
+ * The cost of the check matters only while overloaded. A datagram that is not an INVITE,
+ * REGISTER or ACK request is let through on its first bytes; an INVITE or REGISTER whose
+ * credit falls due gets one pass over its header lines (stopping at the blank line), and the
+ * few values the transaction key needs (top Via, Call-ID, CSeq) are parsed with osip2's own
+ * header parsers, so the key is the very one txn.c makes from a full parse. Whenever this
+ * scan is unsure (a folded or missing header, a NUL byte among the header lines, an RFC 2543
+ * branch, a CSeq naming another method) the request goes through, and the credit waits for
+ * the next one: a wrong 503 to a retransmission would end a call sipwake admitted, a wrong
+ * admission only costs a parse.
  */
 #include "overload.h"
 
@@ -52,6 +68,20 @@
 #define OVERLOAD_ACK_WINDOW_S 5.0
 /* A wait this long or longer is a clock step, not a queue (no receive queue holds a minute). */
 #define OVERLOAD_STEPPED_S 60.0
+/* PIE's constants (RFC 8033 §4.2, §5.1): the update period, and alpha and beta (per second of
+ * delay) for that period */
+#define OVERLOAD_UPDATE_S 0.015
+#define OVERLOAD_ALPHA 0.125
+#define OVERLOAD_BETA 1.25
+/* Half of T1 (RFC 3261 §17.1.1.1): a request that waits this long draws its sender's
+ * retransmission. Linux's sch_pie raises p by 2 % an update while the delay is over 250 ms,
+ * to bring a long queue down faster than the scaled law would; so does sipwake, and while
+ * shedding it refuses every new request that waited that long. */
+#define OVERLOAD_LONG_S 0.25
+/* An update covers at most this much time: a process stopped or a datagram served for long
+ * was not time the queue was watched standing (the integral part and the burst allowance
+ * would count it all at once) */
+#define OVERLOAD_UPDATE_MAX_S (2 * OVERLOAD_UPDATE_S)
 
 struct overload {
     struct ev_loop *loop;
@@ -68,13 +98,17 @@ struct overload {
     ev_tstamp logged_at;  /* refusals are logged at most once a second */
     uint64_t unlogged[3]; /* INVITEs, REGISTERs answered 503; requests dropped unanswered */
     double unlogged_age;
-    /* the shedding state (RFC 8289 §§3-5), times on CLOCK_MONOTONIC, in seconds */
-    int above;              /* every datagram taken up since above_since waited over the target */
-    double above_since;     /* when the first of them was taken up */
-    int shedding;           /* refusing new requests that waited over the target */
-    double shedding_since;  /* when it started */
-    double state_logged_at; /* entering / leaving is logged at most once a second */
-    int state_logged;       /* the state the last such line reported */
+    /* PIE (RFC 8033), times on CLOCK_MONOTONIC, delays in seconds */
+    double p;                  /* the refusal probability */
+    double credit;             /* p summed over new INVITEs and REGISTERs, less 1 a refusal */
+    double qdelay;             /* the wait of the last UDP datagram taken up */
+    double qdelay_old;         /* qdelay at the last update */
+    double updated_at;         /* the last update; 0 before the first */
+    double burst;              /* the burst allowance left (RFC 8033 §4.4) */
+    int shedding;              /* p > 0 and no burst allowance left: refusing */
+    double shedding_since;     /* when it started */
+    double state_logged_at;    /* entering / leaving is logged at most once a second */
+    int state_logged;          /* the state the last such line reported */
     uint64_t entries_unlogged; /* entries since that line */
     double last_shed_s;        /* how long the last shedding lasted */
     double refused_at;         /* of the last 503, monotonic seconds; 0 before the first */
@@ -107,6 +141,7 @@ struct overload *overload_new(struct ev_loop *loop, const struct config *cfg, st
     util_random(nonce, sizeof nonce);
     memcpy(o->tag, OVERLOAD_TAG, strlen(OVERLOAD_TAG));
     util_hex(nonce, sizeof nonce, o->tag + strlen(OVERLOAD_TAG));
+    o->burst = (double)cfg->overload_interval_ms / 1000;
     ev_timer_init(&o->tick, tick_cb, OVERLOAD_TICK_S, 0);
     o->tick.data = o;
     o->tick_due = ev_now(loop) + OVERLOAD_TICK_S;
@@ -146,24 +181,23 @@ static double mono_now(void)
     return (double)ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
-/* A line when the shedding state changed since the last one, at most once a second: under
- * a standing queue the state can flip several times a second (each fresh datagram ends it,
- * the next interval over the target starts it again), and the line sums those up. */
+/* A line when the shedding state changed since the last one, at most once a second: the
+ * state can flip several times a second around the target, and the line sums those up. */
 static void log_state(struct overload *o, double now)
 {
     if (now - o->state_logged_at < 1.0 || (o->shedding == o->state_logged && !o->entries_unlogged))
         return;
     if (o->shedding)
-        log_warn("overload: shedding: every UDP datagram taken up for %ld ms ([sip] "
-                 "overload_interval_ms) had waited over %ld ms (overload_queue_ms), a standing "
-                 "queue: new INVITEs and REGISTERs that waited longer are answered 503 "
-                 "(entered %llu time(s) since the last report)",
-                 o->cfg->overload_interval_ms, o->cfg->overload_queue_ms,
+        log_warn("overload: shedding: the wait of UDP datagrams stood over %ld ms ([sip] "
+                 "overload_queue_ms) past the burst allowance (%ld ms, overload_interval_ms): "
+                 "new INVITEs and REGISTERs are answered 503, now %.1f %% of them (entered "
+                 "%llu time(s) since the last report)",
+                 o->cfg->overload_queue_ms, o->cfg->overload_interval_ms, o->p * 100,
                  (unsigned long long)o->entries_unlogged);
     else
-        log_warn("overload: shedding ended: a UDP datagram was taken up within %ld ms "
-                 "(overload_queue_ms), or none was waiting (entered %llu time(s) since the "
-                 "last report, the last for %.0f ms)",
+        log_warn("overload: shedding ended: the refusal probability is back to 0, the wait "
+                 "under %ld ms (overload_queue_ms) (entered %llu time(s) since the last "
+                 "report, the last for %.0f ms)",
                  o->cfg->overload_queue_ms, (unsigned long long)o->entries_unlogged,
                  o->last_shed_s * 1000);
     o->state_logged = o->shedding;
@@ -187,25 +221,61 @@ static void set_shedding(struct overload *o, int on, double now)
     log_state(o, now);
 }
 
-/* One UDP datagram that waited age seconds, taken up at now (monotonic): 1 if it waited
- * over the target while shedding (a new INVITE or REGISTER of it is refused), else 0.
- * RFC 8289 §5 (CoDel's dequeue): the state is entered when the sojourn times stayed
- * above the target for a whole interval, and left at the first one below it. */
-static int track(struct overload *o, double age, double now)
+/* Turned off (overload_queue_ms 0): nothing refused, nothing remembered. */
+static void reset(struct overload *o, double now)
 {
-    long target_ms = o->cfg->overload_queue_ms;
-    if (!target_ms || age * 1000 <= (double)target_ms || age >= OVERLOAD_STEPPED_S) {
-        o->above = 0;
-        set_shedding(o, 0, now);
-        return 0;
-    }
-    if (!o->above) {
-        o->above = 1;
-        o->above_since = now;
-    }
-    if (now - o->above_since >= (double)o->cfg->overload_interval_ms / 1000)
-        set_shedding(o, 1, now);
-    return o->shedding;
+    o->p = o->credit = 0;
+    o->qdelay_old = 0;
+    o->burst = (double)o->cfg->overload_interval_ms / 1000;
+    metrics_values[METRICS_OVERLOAD_REFUSE_PERMILLE] = 0;
+    set_shedding(o, 0, now);
+}
+
+/* RFC 8033 §4.2: p moves by alpha (delay - target) + beta (delay - delay at the last update),
+ * scaled down while p is small so that it starts slowly, at most 2 % an update once p is 10 %
+ * or more; it decays by 2 % an update once the queue is empty (both delays 0). §4.4: the
+ * burst allowance is spent update by update, and given back whole once p is 0 and both
+ * delays are under half the target. Runs when OVERLOAD_UPDATE_S has passed since the last. */
+static void update(struct overload *o, double now)
+{
+    double dt = now - o->updated_at;
+    if (o->updated_at > 0 && dt < OVERLOAD_UPDATE_S)
+        return;
+    o->updated_at = now;
+    if (dt > OVERLOAD_UPDATE_MAX_S)
+        dt = OVERLOAD_UPDATE_MAX_S;
+    double target = (double)o->cfg->overload_queue_ms / 1000;
+    double q = o->qdelay, old = o->qdelay_old;
+    /* the integral part is per unit of time watched, the proportional part a difference */
+    double d = OVERLOAD_ALPHA * (q - target) * dt / OVERLOAD_UPDATE_S + OVERLOAD_BETA * (q - old);
+    static const struct {
+        double below, divide;
+    } scale[] = {{0.000001, 2048}, {0.00001, 512}, {0.0001, 128}, {0.001, 32}, {0.01, 8}, {0.1, 2}};
+    for (size_t i = 0; i < sizeof scale / sizeof scale[0]; i++)
+        if (o->p < scale[i].below) {
+            d /= scale[i].divide;
+            break;
+        }
+    if (o->p >= 0.1 && d > 0.02)
+        d = 0.02;
+    o->p += d;
+    if (q > OVERLOAD_LONG_S)
+        o->p += 0.02;
+    if (q == 0 && old == 0)
+        o->p *= 0.98;
+    if (o->p < 0)
+        o->p = 0;
+    if (o->p > 1)
+        o->p = 1;
+    o->qdelay_old = q;
+    if (o->burst > 0)
+        o->burst -= dt;
+    if (o->p == 0 && 2 * q < target && 2 * old < target)
+        o->burst = (double)o->cfg->overload_interval_ms / 1000;
+    if (o->p == 0)
+        o->credit = 0;
+    metrics_values[METRICS_OVERLOAD_REFUSE_PERMILLE] = (uint64_t)(o->p * 1000);
+    set_shedding(o, o->p > 0 && o->burst <= 0, now);
 }
 
 /* Every 100 ms: how late this timer fired (the loop's lag), the receive queues' backlog;
@@ -224,12 +294,14 @@ static void tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
         o->backlog_max = backlog;
     metrics_values[METRICS_OVERLOAD_UDP_DROPS] = drops;
     double mono = mono_now();
-    /* an empty queue ends the state, as in CoDel's dequeue (RFC 8289 §5) (else, with no datagram to
-     * take up, nothing would) */
-    if (!backlog) {
-        o->above = 0;
-        set_shedding(o, 0, mono);
-    }
+    /* an empty queue is a delay of 0 (else, with no datagram to take up, nothing would update
+     * p and it would stay where the last burst left it) */
+    if (!backlog)
+        o->qdelay = 0;
+    if (o->cfg->overload_queue_ms)
+        update(o, mono);
+    else
+        reset(o, mono);
     log_state(o, mono);
     if (now - o->period_start >= 1.0) {
         metrics_values[METRICS_OVERLOAD_QUEUE_AGE_MS] = (uint64_t)(o->age_max * 1000);
@@ -482,14 +554,15 @@ static int own_ack(const struct overload *o, const char *buf, size_t len)
     return 1;
 }
 
-/* now (monotonic seconds), or the clock read if the caller did not (0: below the target and
- * not shedding, overload_shed reads no clock) */
+/* now (monotonic seconds), or the clock read if the caller did not (0: p is 0 and the wait
+ * under half the target, overload_shed reads no clock) */
 static double now_or_read(double now)
 {
     return now > 0 ? now : mono_now();
 }
 
-/* overload_shed, taken up at now (CLOCK_MONOTONIC seconds): the unit tests' seam. */
+/* overload_shed, taken up at now (CLOCK_MONOTONIC seconds, or 0 if not read): the unit
+ * tests' seam. */
 static int shed_at(struct overload *o, const char *buf, size_t len, const struct sip_source *src,
                    double now)
 {
@@ -499,20 +572,53 @@ static int shed_at(struct overload *o, const char *buf, size_t len, const struct
     metrics_queue_age(age);
     if (age > o->age_max)
         o->age_max = age;
+    if (age < 0 || age >= OVERLOAD_STEPPED_S)
+        age = 0; /* a clock step, not a wait */
+    o->qdelay = age;
+    double target = (double)o->cfg->overload_queue_ms / 1000;
+    if (!o->cfg->overload_queue_ms) {
+        if (o->p > 0 || o->shedding)
+            reset(o, now_or_read(now));
+    } else if (o->p > 0 || 2 * age >= target) {
+        update(o, now_or_read(now));
+    } else if (2 * o->qdelay_old < target) {
+        /* calm (RFC 8033 §4.4): the burst allowance is whole again, no update needed */
+        o->burst = (double)o->cfg->overload_interval_ms / 1000;
+    }
     int ack = len > 4 && memcmp(buf, "ACK ", 4) == 0;
-    if (!track(o, age, now)) {
-        /* the shedding may have stopped before the ACKs of its 503s came: they are still
-         * ours, and cheaper to absorb here than to parse and drop as matching nothing */
-        if (ack && o->refused_at && now_or_read(now) - o->refused_at < OVERLOAD_ACK_WINDOW_S)
+    if (ack) {
+        /* the ACKs of its 503s, also after the shedding stopped: they are ours, and cheaper
+         * to absorb here than to parse and drop as matching nothing */
+        if (o->refused_at && now_or_read(now) - o->refused_at < OVERLOAD_ACK_WINDOW_S)
             return own_ack(o, buf, len);
         return 0;
     }
     int invite = len > 7 && memcmp(buf, "INVITE ", 7) == 0;
     int reg = len > 9 && memcmp(buf, "REGISTER ", 9) == 0;
-    if (!invite && !reg && !ack)
+    if (!o->shedding || (!invite && !reg))
         return 0;
-    if (ack)
-        return own_ack(o, buf, len);
+    /* a request that waited less than the target is never refused (RFC 8033 §4.1 spares a
+     * queue under half the target while p is small; SIP's requests are not packets of a few
+     * flows that back off, and p, an integral, stays up for a while after the queue went: a
+     * fresh request is not the problem, and refusing it would turn away work there is time
+     * for). */
+    if (age < target)
+        return 0;
+    /* past half of T1 a request is refused whatever p says: its sender's retransmission is
+     * on its way (a non-INVITE's after T1 from sending, an INVITE's unless a 100 comes
+     * first), and it holds the queue that long for everything behind it. p, an integral,
+     * takes a second or so to reach the share a sudden 2x load needs; this bounds the wait
+     * meanwhile. */
+    int due = age >= OVERLOAD_LONG_S;
+    /* the credit: p for each of the others, one refused each time it reaches 1 (kept at most
+     * 2, so that a run of requests that cannot be refused does not bank refusals for later) */
+    if (!due) {
+        o->credit += o->p;
+        if (o->credit > 2)
+            o->credit = 2;
+        if (o->credit < 1)
+            return 0;
+    }
     struct overload_scan s;
     if (scan(buf, len, &s) < 0)
         return 0;
@@ -525,6 +631,8 @@ static int shed_at(struct overload *o, const char *buf, size_t len, const struct
     int refused = refuse(o, invite ? "INVITE" : "REGISTER", len, &s, src);
     if (!refused)
         return 0;
+    if (!due)
+        o->credit -= 1;
     metrics_inc(METRICS_RCV_REQUESTS);
     if (refused == 2) {
         metrics_inc(METRICS_DROPPED);
@@ -536,7 +644,7 @@ static int shed_at(struct overload *o, const char *buf, size_t len, const struct
     if (age > o->unlogged_age)
         o->unlogged_age = age;
     ev_tstamp loop_now = ev_now(o->loop);
-    o->refused_at = now;
+    o->refused_at = now_or_read(now);
     if (loop_now - o->logged_at >= 1.0)
         log_refusals(o, loop_now);
     return 1;
@@ -544,11 +652,11 @@ static int shed_at(struct overload *o, const char *buf, size_t len, const struct
 
 int overload_shed(struct overload *o, const char *buf, size_t len, const struct sip_source *src)
 {
-    /* the clock is read only for a datagram over the target, or to leave the shedding
-     * state: otherwise the check stays one comparison */
+    /* the clock is read only when p > 0 or the wait is over half the target (for the
+     * update), or for an ACK after a 503: otherwise the check stays one comparison */
     long target_ms = o->cfg->overload_queue_ms;
-    int over = target_ms && src->queued * 1000 > (double)target_ms;
-    double now = src->transport == CONFIG_TRANSPORT_UDP && (over || o->shedding) ? mono_now() : 0;
+    int busy = target_ms && (o->p > 0 || 2000 * src->queued >= (double)target_ms);
+    double now = src->transport == CONFIG_TRANSPORT_UDP && busy ? mono_now() : 0;
     return shed_at(o, buf, len, src, now);
 }
 

@@ -7,25 +7,24 @@
  * UDP datagram's wait in the kernel's queue is measured (SO_TIMESTAMPNS, struct sip_source
  * queued). One late datagram is not overload: a scheduling hiccup (sipwake descheduled on a
  * busy machine) puts every datagram queued meanwhile over any threshold at once, and they
- * are drained within a few ms. A queue that stays long is. So, as CoDel does (RFC 8289
- * §§3-5: act on the minimum sojourn time over an interval), sipwake enters the shedding
- * state only once every datagram taken up for [sip] overload_interval_ms waited longer than
- * the target, [sip] overload_queue_ms; the first datagram taken up that waited less ends
- * it at once (and the next one over the target starts a new interval). While shedding, a
- * NEW INVITE or REGISTER (not in a dialog — no To tag, or a To tag without the Route every
- * dialog sipwake Record-Routed carries — and no server transaction for its Via branch) that
- * itself waited longer than the target is answered 503 Service Unavailable with
- * Retry-After at once, statelessly, from its request line and its Via, From, To, Call-ID and
- * CSeq lines alone (RFC 3261 §8.2.6.2, §21.5.4) — osip2 never parses it; a fresh one is not
- * the problem (and, having waited less, it ends the shedding anyway). Everything else is
- * served however late: responses, ACK, BYE, CANCEL, PRACK, in-dialog requests, other
- * methods, and the retransmission of a request whose server transaction exists (it gets that
+ * are drained within a few ms. A queue that stands is, and then the excess, no more, must be
+ * turned away. So the share of new requests refused is PIE's probability (RFC 8033), driven
+ * by how far the wait stands over the target, [sip] overload_queue_ms, and how it moves,
+ * with a burst allowance, [sip] overload_interval_ms, after a calm spell (see overload.c).
+ * While shedding, that share of the NEW INVITEs and REGISTERs (not in a dialog — no To tag,
+ * or a To tag without the Route every dialog sipwake Record-Routed carries — and no server
+ * transaction for its Via branch) is answered 503 Service Unavailable with Retry-After at
+ * once, statelessly, from its request line and its Via, From, To, Call-ID and CSeq lines
+ * alone (RFC 3261 §8.2.6.2, §21.5.4) — osip2 never parses it. Everything else is served
+ * however late: responses, ACK, BYE, CANCEL, PRACK, in-dialog requests, other methods, and
+ * the retransmission of a request whose server transaction exists (it gets that
  * transaction's answer, never a 503). The ACK for one of these 503s (its To tag says so) is
  * absorbed here too.
  *
  * It also keeps the load figures: the queue-age histogram and its most over each second,
  * the loop's lag (how late a 100 ms timer fires), the receive queues' backlog and the
- * kernel's drops, the shedding state and how often it was entered (metrics overload:*).
+ * kernel's drops, the shedding state, the share refused and how often shedding was entered
+ * (metrics overload:*).
  * Refusals, and entering or leaving the shedding state, are logged at warn, at most once a
  * second each.
  * In gateway mode the upstream's requests are never refused either (overload_set_exempt):

@@ -1,8 +1,8 @@
 #!/usr/bin/perl
-# Graceful overload (issue 15): once the UDP datagrams taken up have all waited longer than
-# [sip] overload_queue_ms for [sip] overload_interval_ms (a standing queue, RFC 8289), a
-# datagram that waited longer is, if it is a new INVITE or REGISTER, answered at
-# once with a stateless 503 Service Unavailable and Retry-After (RFC 3261 §21.5.4; its To
+# Graceful overload (issue 15): once the wait of the UDP datagrams taken up stands over
+# [sip] overload_queue_ms past the burst allowance, [sip] overload_interval_ms, a share of
+# the new INVITEs and REGISTERs that grows as long as it stands (PIE, RFC 8033) is answered
+# at once with a stateless 503 Service Unavailable and Retry-After (RFC 3261 §21.5.4; its To
 # tag, Via, Call-ID and CSeq as §8.2.6.2 asks) without being parsed further, while what
 # sipwake admitted still completes: the retransmission of an INVITE and of a REGISTER whose
 # transaction exists gets that transaction's answer (never 503), and a dialog's responses,
@@ -141,8 +141,9 @@ is(scalar(grep { $method{$_} eq 'INVITE' && code($got->{$_}[0]) != 480 } @served
 is(scalar(grep { $method{$_} eq 'REGISTER' && code($got->{$_}[0]) != 200 } @served), 0,
    'every admitted REGISTER completed (200)');
 ok(code($got->{ $before[0] }[0]) != 503, 'the first of the burst was admitted');
-is(code($got->{ $before[-1] }[0]), 503, 'the last INVITE before the retransmissions was refused: overloaded then');
-is(code($got->{ $after[0] }[0]), 503, 'so was the first one after them');
+# the retransmissions were queued amid the shedding: around them, most new INVITEs were refused
+my $near = grep { code($got->{$_}[0]) == 503 } @before[-10 .. -1], @after[0 .. 9];
+ok($near >= 10, "$near of the 20 INVITEs around the retransmissions (10 before, 10 after) were refused: overloaded then");
 ok(scalar(grep { $method{$_} eq 'REGISTER' } @shed) >= 1, 'new REGISTERs were refused too');
 
 # every 503: Retry-After, a To tag, the request's Via (branch, received/rport), Call-ID, CSeq
@@ -208,8 +209,8 @@ my $bye_ok = $alice->expect(qr/^SIP\/2\.0 200[^\r]*\r\n(?:[^\r]*\r\n)*CSeq: 2 BY
 ok($bye_ok, "bob's 200 for the BYE reached alice");
 my $got2 = finals([@before2, @after2], 30);
 is(scalar(grep { $got2->{$_} } @before2, @after2), 140, 'every INVITE of the second burst got a final answer');
-is(code($got2->{ $before2[-1] }[0]), 503, 'the INVITE sent just before the ACK and BYE was refused: overloaded then');
-is(code($got2->{ $after2[0] }[0]), 503, 'as was the one just after them');
+my $near2 = grep { code($got2->{$_}[0]) == 503 } @before2[-10 .. -1], @after2[0 .. 9];
+ok($near2 >= 10, "$near2 of the 20 INVITEs around the ACK and BYE (10 before, 10 after) were refused: overloaded then");
 my @shed2 = grep { code($got2->{$_}[0]) == 503 } @before2, @after2;
 is(code($tcp->expect(qr/^SIP\/2\.0 [2-6]\d\d /, 15)), 480, 'a new INVITE over TCP sent amid the burst was served (480), not refused');
 
@@ -246,12 +247,14 @@ like($warn[0] // '', qr/ warn +overload: \d+ new INVITE\(s\) and \d+ REGISTER\(s
 ok(@warn >= 2 && @warn <= int($elapsed) + 2,
    scalar(@warn) . " overload warnings in ${\ sprintf('%.1f', $elapsed)} s for " . ($rej_inv + $rej_reg) . ' refusals: at most one a second');
 # the shedding state: entered (a standing queue), logged, and left once the queue drained
-ok(($m->{sipwake_overload_shedding_entries} // 0) >= 2,
-   'sipwake_overload_shedding_entries: entered in each burst (' . ($m->{sipwake_overload_shedding_entries} // 'none') . ')');
-like($sw->log, qr/ warn +overload: shedding: every UDP datagram taken up for 100 ms \(\[sip\] overload_interval_ms\) had waited over 100 ms/,
-     'entering the shedding state is logged at warn');
+ok(($m->{sipwake_overload_shedding_entries} // 0) >= 1,
+   'sipwake_overload_shedding_entries: entered (' . ($m->{sipwake_overload_shedding_entries} // 'none') . ')');
+like($sw->log, qr/ warn +overload: shedding: the wait of UDP datagrams stood over 100 ms \(\[sip\] overload_queue_ms\) past the burst allowance \(100 ms, overload_interval_ms\): new INVITEs and REGISTERs are answered 503, now [\d.]+ % of them/,
+     'entering the shedding state is logged at warn, with the share refused');
+ok(defined $m->{sipwake_overload_refuse_permille}, 'the share refused is a gauge: sipwake_overload_refuse_permille');
 ok(Sipwake::wait_until(sub { ($sw->metrics->{sipwake_overload_shedding} // -1) == 0 }, 5),
    'sipwake_overload_shedding is back to 0 once the queue drained');
+is($sw->metrics->{sipwake_overload_refuse_permille}, 0, 'and so is sipwake_overload_refuse_permille');
 ok(Sipwake::wait_until(sub { $sw->log =~ / warn +overload: shedding ended: / }, 5), 'and leaving it is logged');
 my @state = $sw->log =~ /^.*overload: shedding.*$/mg;
 ok(@state <= int(time - $t0) + 2, scalar(@state) . ' shedding state lines: at most one a second');

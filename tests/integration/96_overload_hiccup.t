@@ -3,12 +3,11 @@
 # 400 ms, far longer than [sip] overload_queue_ms (the default, 50 ms), while a burst of
 # cheap new INVITEs (no slow policy: each costs a fraction of a ms) arrives and waits in
 # the kernel's queue; then it goes on (SIGCONT). Every datagram of the burst has waited
-# over the target when it is taken up, but sipwake drains them in far less than
-# overload_interval_ms (100 ms), so no datagram reaches the end of an interval still
-# waiting over the target: nothing is shed, every INVITE is served by the policy, and the
-# shedding state was never entered (RFC 8289 §§3-5: act on the minimum wait over an
-# interval, not on one packet's). Before 2026-12-06 every INVITE of the burst older than
-# the threshold was answered 503.
+# over the target when it is taken up, but sipwake drains them in far less than the burst
+# allowance, overload_interval_ms (100 ms, RFC 8033 §4.4), and an update covers at most
+# 30 ms however long the process was stopped: nothing is shed, every INVITE is served by
+# the policy, and the shedding state was never entered. Before 2026-12-06 every INVITE of
+# the burst older than the threshold was answered 503.
 use strict;
 use warnings;
 use FindBin;

@@ -39,17 +39,45 @@ static struct sip_source from(double queued, enum config_transport tr)
     return s;
 }
 
-static int shed(struct overload *o, const char *msg, double queued)
-{
-    struct sip_source s = from(queued, CONFIG_TRANSPORT_UDP);
-    return overload_shed(o, msg, strlen(msg), &s);
-}
-
 /* the same, taken up at now (monotonic seconds) */
 static int shed_t(struct overload *o, const char *msg, double queued, double now)
 {
     struct sip_source s = from(queued, CONFIG_TRANSPORT_UDP);
     return shed_at(o, msg, strlen(msg), &s, now);
+}
+
+/* What is refused and what is not is tested with the time standing still at FROZEN, so that
+ * the law never runs (an update needs OVERLOAD_UPDATE_S to pass); the law is tested after. */
+#define FROZEN 1000.0
+
+static int shed(struct overload *o, const char *msg, double queued)
+{
+    return shed_t(o, msg, queued, FROZEN);
+}
+
+static int shed_src(struct overload *o, const char *msg, size_t len, const struct sip_source *src)
+{
+    return shed_at(o, msg, len, src, FROZEN);
+}
+
+/* refusing every new INVITE and REGISTER: p at 1, its credit due, no burst allowance */
+static void overloaded(struct overload *o)
+{
+    o->p = 1;
+    o->credit = 1;
+    o->qdelay_old = 1;
+    o->burst = 0;
+    o->updated_at = FROZEN;
+    set_shedding(o, 1, FROZEN);
+}
+
+/* refusing nothing: p at 0 */
+static void calm(struct overload *o)
+{
+    o->p = o->credit = o->qdelay_old = 0;
+    o->burst = (double)o->cfg->overload_interval_ms / 1000;
+    o->updated_at = FROZEN;
+    set_shedding(o, 0, FROZEN);
 }
 
 /* the headers a phone's request carries besides those a 503 copies (RFC 3261 §8.1.1: Contact,
@@ -76,8 +104,7 @@ int main(void)
     config_defaults(&cfg);
     is_int(cfg.overload_queue_ms, 50, "the default target: 50 ms");
     is_int(cfg.overload_interval_ms, 100, "the default interval: 100 ms");
-    /* first what is refused and what is not once shedding: with an interval of 0, the
-     * first datagram over the target starts it (the state machine is tested below) */
+    /* first what is refused and what is not while shedding (the law is tested below) */
     cfg.overload_queue_ms = 100;
     cfg.overload_interval_ms = 0;
     cfg.overload_retry_after = 9;
@@ -87,7 +114,12 @@ int main(void)
     struct overload *o = overload_new(loop, &cfg, tp, txns);
 
     /* a new INVITE */
-    is_int(shed(o, INVITE("", "z9hG4bKi1"), 0.05), 0, "an INVITE that waited 50 ms goes on");
+    calm(o);
+    is_int(shed(o, INVITE("", "z9hG4bKi1"), 0.5), 0, "not shedding: an INVITE 500 ms late goes on");
+    is_int(n_sent, 0, "unanswered here");
+    overloaded(o);
+    is_int(shed(o, INVITE("", "z9hG4bKi0"), 0.09), 0,
+           "shedding, p at 100 %%: an INVITE that waited 90 ms (under the target) goes on");
     is_int(n_sent, 0, "unanswered here");
     is_int(shed(o, INVITE("", "z9hG4bKi1"), 0.5), 1, "one that waited 500 ms is refused");
     buf_puts(&sent, ""); /* NUL-terminate */
@@ -121,8 +153,8 @@ int main(void)
         to_tag);
     n_sent = 0;
     is_int(shed(o, ack, 0.5), 1, "the ACK of our 503 is absorbed");
-    /* the shedding stops at the first datagram under the target, and the ACKs of its 503s
-     * may come after that */
+    /* the ACKs of its 503s may come after the shedding stopped */
+    calm(o);
     is_int(shed(o, ack, 0.0), 1, "so is one that comes once the shedding has stopped");
     is_int(o->shedding, 0, "(it had stopped)");
     static const char other_ack[] =
@@ -140,6 +172,7 @@ int main(void)
         "Call-ID: c8@host\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n",
         o->tag[5] == '0' ? "1234567890abxx" : "0234567890abxx");
     is_int(shed(o, foreign_ack, 0.0), 0, "an ACK with another process's sw503 tag goes on");
+    overloaded(o);
     is_int(shed(o, foreign_ack, 0.5), 0, "also while shedding");
     is_int(o->shedding, 1, "(it was shedding)");
     is_int(shed(o, ack, 0.0), 1, "(ours still is absorbed)");
@@ -264,9 +297,9 @@ int main(void)
                                     "CSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n";
     struct sip_source late = from(0.5, CONFIG_TRANSPORT_UDP);
     n_sent = 0;
-    is_int(overload_shed(o, nul_callid, sizeof nul_callid - 1, &late), 0,
+    is_int(shed_src(o, nul_callid, sizeof nul_callid - 1, &late), 0,
            "an INVITE with a NUL in its Call-ID goes on (the full parse answers it)");
-    is_int(overload_shed(o, nul_other, sizeof nul_other - 1, &late), 0,
+    is_int(shed_src(o, nul_other, sizeof nul_other - 1, &late), 0,
            "as does one with a NUL in any header line");
     is_int(n_sent, 0, "no 503 with a NUL in it");
 
@@ -277,7 +310,7 @@ int main(void)
     n_sent = 0;
     uint64_t dropped = metrics_values[METRICS_DROPPED];
     uint64_t rejected = metrics_values[METRICS_OVERLOAD_REJECTED_INVITE];
-    is_int(overload_shed(o, bare, sizeof bare - 1, &late), 1, "a bare late INVITE is refused");
+    is_int(shed_src(o, bare, sizeof bare - 1, &late), 1, "a bare late INVITE is refused");
     is_int(n_sent, 0, "unanswered: no 503 larger than its request");
     is_int(metrics_values[METRICS_DROPPED], dropped + 1, "counted as dropped");
     is_int(metrics_values[METRICS_OVERLOAD_REJECTED_INVITE], rejected, "not as answered 503");
@@ -289,81 +322,144 @@ int main(void)
 
     struct sip_source tcp = from(0.5, CONFIG_TRANSPORT_TCP);
     const char *inv = INVITE("", "z9hG4bKt1");
-    is_int(overload_shed(o, inv, strlen(inv), &tcp), 0, "over TCP nothing is refused");
+    is_int(shed_src(o, inv, strlen(inv), &tcp), 0, "over TCP nothing is refused");
     cfg.overload_queue_ms = 0;
     is_int(shed(o, INVITE("", "z9hG4bKz1"), 5), 0, "overload_queue_ms 0: nothing is refused");
     is_int(metrics_values[METRICS_OVERLOAD_SHEDDING], 0, "and the shedding state is left");
 
-    /* the shedding state, with the defaults: target 50 ms, interval 100 ms */
+    /* the law (RFC 8033), with the defaults: target 50 ms, burst allowance 100 ms */
     cfg.overload_queue_ms = 50;
     cfg.overload_interval_ms = 100;
+    calm(o);
     const char *late_inv = INVITE("", "z9hG4bKcd1");
     uint64_t entries = metrics_values[METRICS_OVERLOAD_SHEDDING_ENTRIES];
     n_sent = 0;
     /* a hiccup: one datagram 400 ms late, then fresh ones, then one late again */
-    is_int(shed_t(o, late_inv, 0.4, 10.0), 0, "one INVITE 400 ms late alone is not refused");
+    is_int(shed_t(o, late_inv, 0.4, 1010.0), 0, "one INVITE 400 ms late alone is not refused");
     int refused = 0;
     for (int i = 1; i <= 20; i++)
-        refused += shed_t(o, late_inv, 0.002, 10.0 + i * 0.01);
-    refused += shed_t(o, late_inv, 0.4, 10.25);
-    refused += shed_t(o, late_inv, 0.002, 10.26);
+        refused += shed_t(o, late_inv, 0.002, 1010.0 + i * 0.01);
+    refused += shed_t(o, late_inv, 0.4, 1010.25);
+    for (int i = 1; i <= 20; i++)
+        refused += shed_t(o, late_inv, 0.002, 1010.25 + i * 0.01);
     is_int(refused, 0, "nor are fresh ones after it, nor a late one among them");
-    /* a run of late datagrams shorter than the interval: a drained backlog */
-    refused = 0;
-    for (int i = 0; i < 33; i++) /* 11.000 .. 11.096 */
-        refused += shed_t(o, late_inv, 0.3 - i * 0.005, 11.0 + i * 0.003);
-    is_int(refused, 0,
-           "33 INVITEs over the target for 96 ms (less than the interval): none refused");
-    is_int(shed_t(o, late_inv, 0.03, 11.099), 0, "the next one under the target: served");
-    is_int(shed_t(o, late_inv, 0.3, 11.15), 0, "and a late one after it starts a new interval");
     is_int(metrics_values[METRICS_OVERLOAD_SHEDDING_ENTRIES], entries, "never entered shedding");
+    ok(o->p == 0, "p is back to 0");
+    /* a backlog drained within the burst allowance: 33 datagrams over 96 ms */
+    refused = 0;
+    for (int i = 0; i < 33; i++) /* 1011.000 .. 1011.096 */
+        refused += shed_t(o, late_inv, 0.3 - i * 0.005, 1011.0 + i * 0.003);
+    for (int i = 1; i <= 20; i++)
+        refused += shed_t(o, late_inv, 0.002, 1011.096 + i * 0.01);
+    is_int(refused, 0,
+           "33 INVITEs 140 to 300 ms late for 96 ms (within the burst allowance): "
+           "none refused");
+    ok(o->p == 0 && !o->shedding, "p back to 0, not shedding");
     is_int(n_sent, 0, "no 503 sent");
-    is_int(shed_t(o, late_inv, 0.001, 11.16), 0, "(a fresh one: the interval ends)");
-    /* a standing queue: over the target for a whole interval */
-    refused = 0;
-    for (int i = 0; i < 10; i++) /* 12.00 .. 12.09 */
-        refused += shed_t(o, late_inv, 0.08, 12.0 + i * 0.01);
-    is_int(refused, 0, "over the target for 90 ms: not yet");
-    is_int(shed_t(o, late_inv, 0.08, 12.101), 1,
-           "past 100 ms (the interval) a late INVITE is refused");
-    is_int(n_sent, 1, "with a 503");
-    is_int(metrics_values[METRICS_OVERLOAD_SHEDDING], 1, "sipwake_overload_shedding 1");
-    is_int(metrics_values[METRICS_OVERLOAD_SHEDDING_ENTRIES], entries + 1, "one entry counted");
-    is_int(shed_t(o, INVITE("", "z9hG4bKcd2"), 0.09, 12.11), 1, "so is the next late one");
-    /* a fresh datagram ends it, whatever it is */
-    static const char fresh_200[] =
-        "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 127.0.0.1:40000;branch=z9hG4bKx\r\n"
-        "From: <sip:a@example.com>;tag=1\r\nTo: <sip:b@example.com>;tag=2\r\n"
-        "Call-ID: x\r\nCSeq: 1 INVITE\r\n\r\n";
-    is_int(shed_t(o, fresh_200, 0.01, 12.12), 0, "a response that waited 10 ms goes on...");
-    is_int(metrics_values[METRICS_OVERLOAD_SHEDDING], 0, "...and ends the shedding at once");
-    n_sent = 0;
-    is_int(shed_t(o, INVITE("", "z9hG4bKcd3"), 0.09, 12.13), 0,
-           "the next late INVITE is served: a new interval starts");
-    is_int(shed_t(o, INVITE("", "z9hG4bKcd4"), 0.09, 12.231), 1, "refused again an interval later");
-    is_int(metrics_values[METRICS_OVERLOAD_SHEDDING_ENTRIES], entries + 2, "a second entry");
-    is_int(shed_t(o, INVITE("", "z9hG4bKcd5"), 0.02, 12.24), 0,
-           "while shedding, an INVITE that waited under the target is served (and ends it)");
-    is_int(metrics_values[METRICS_OVERLOAD_SHEDDING], 0, "not shedding");
-    /* clock steps: ages made up by the wall clock moving never start the shedding */
-    refused = 0;
-    for (int i = 0; i < 50; i++) { /* 13.00 .. 13.49: five intervals */
-        refused += shed_t(o, late_inv, -5.0, 13.0 + i * 0.01);
-        refused += shed_t(o, late_inv, 3600.0, 13.0 + i * 0.01 + 0.005);
+
+    /* a standing queue that does not go down (nothing reacts here): the integral part makes
+     * the share refused grow as long as it stands */
+    entries = metrics_values[METRICS_OVERLOAD_SHEDDING_ENTRIES];
+    int first = -1, refused_s[3] = {0};
+    for (int i = 0; i < 600; i++) { /* 3 s, an INVITE every 5 ms, 80 ms late */
+        int r1 = shed_t(o, late_inv, 0.08, 1012.0 + i * 0.005);
+        if (r1 && first < 0)
+            first = i;
+        refused_s[i / 200] += r1;
     }
-    is_int(refused, 0, "negative and hour-long waits (a clock step) for 500 ms: none refused");
+    ok(first >= 20, "the first refusal comes after the burst allowance (100 ms): at %d ms",
+       first * 5);
+    ok(first >= 0 && first < 200, "and within the first second");
+    ok(refused_s[0] < refused_s[1] && refused_s[1] < refused_s[2],
+       "the share refused grows while the queue stands: %d, %d, %d of 200 a second", refused_s[0],
+       refused_s[1], refused_s[2]);
+    is_int(metrics_values[METRICS_OVERLOAD_SHEDDING], 1, "sipwake_overload_shedding 1");
+    is_int(metrics_values[METRICS_OVERLOAD_SHEDDING_ENTRIES], entries + 1, "entered once");
+    is_int(metrics_values[METRICS_OVERLOAD_REFUSE_PERMILLE], (uint64_t)(o->p * 1000),
+           "sipwake_overload_refuse_permille: %.0f", o->p * 1000);
+    is_int(metrics_values[METRICS_OVERLOAD_REJECTED_INVITE] - rejected - 1,
+           refused_s[0] + refused_s[1] + refused_s[2], "each refusal counted");
+    /* the queue gone: p falls (by alpha times the delay under the target an update, RFC
+     * 8033 §4.2) and the shedding ends; meanwhile a request that waited less than the target
+     * is never refused, whatever p is */
+    int after[4] = {0}, ended = -1;
+    for (int i = 0; i < 400; i++) { /* 4 s, an INVITE every 10 ms, 1 ms late */
+        after[i / 100] += shed_t(o, late_inv, 0.001, 1015.0 + i * 0.01);
+        if (ended < 0 && !o->shedding)
+            ended = i;
+    }
+    ok(ended >= 0 && ended < 300, "p back to 0 within 3 s of the queue gone (%d ms), from %.0f %%",
+       ended * 10, refused_s[2] / 2.0);
+    is_int(metrics_values[METRICS_OVERLOAD_SHEDDING], 0, "sipwake_overload_shedding 0");
+    is_int(after[0] + after[1] + after[2] + after[3], 0,
+           "none of the fresh INVITEs was refused while p fell");
+    /* the tick sees an empty receive queue: with no datagram at all, p still decays */
+    overloaded(o);
+    o->qdelay = 0.2;
+    o->updated_at = mono_now();
+    for (int i = 0; i < 200 && o->p > 0; i++) {
+        o->qdelay = 0;
+        update(o, o->updated_at + 1.01 * OVERLOAD_UPDATE_S);
+    }
+    ok(o->p == 0 && !o->shedding, "with the delay at 0, p decays to 0 and the shedding ends");
+    /* ages made up by a clock step count as 0 */
+    calm(o);
     refused = 0;
-    for (int i = 0; i < 20; i++) /* 14.000 .. 14.095: a step 5 s forward, the queue then drained */
-        refused += shed_t(o, late_inv, 5.0, 14.0 + i * 0.005);
-    refused += shed_t(o, late_inv, 0.001, 14.1);
-    is_int(refused, 0, "a 5 s step forward ages only what was queued then: drained, none refused");
-    is_int(metrics_values[METRICS_OVERLOAD_SHEDDING_ENTRIES], entries + 2,
-           "no entry for any of them");
-    shed_t(o, late_inv, 0.09, 14.2);
-    is_int(shed_t(o, late_inv, 0.09, 14.301), 1,
-           "shedding again after an interval over the target");
-    is_int(shed_t(o, late_inv, 3600.0, 14.31), 0, "a stepped age while shedding is served...");
-    is_int(metrics_values[METRICS_OVERLOAD_SHEDDING], 0, "...and counts as 0: it ends the state");
+    for (int i = 0; i < 100; i++) { /* 1016.00 .. 1016.99 */
+        refused += shed_t(o, late_inv, -5.0, 1016.0 + i * 0.01);
+        refused += shed_t(o, late_inv, 3600.0, 1016.0 + i * 0.01 + 0.005);
+    }
+    is_int(refused, 0, "negative and hour-long waits (a clock step) for 1 s: none refused");
+    ok(o->p == 0, "and p stayed 0");
+
+    /* The point of the law: a server of capacity C offered more (each new call a cost of
+     * 1/C, a 503 a twentieth of that), its FIFO simulated for 20 s. The law must refuse about
+     * the excess, not more, keep the server busy, and hold the wait near the target, under
+     * T1/2 (the old law, every request over the target refused while shedding, turned away
+     * whole queues and completed 0.71x to 1.03x of the clean rate). */
+    static const double loads[] = {1.25, 2, 5};
+    for (size_t l = 0; l < sizeof loads / sizeof loads[0]; l++) {
+        calm(o);
+        const double C = 8000, lambda = loads[l] * C, cost_503 = 1 / C / 20;
+        double t0 = 2000.0 + 100 * (double)l;
+        double busy_until = t0, max_age = 0, max_age_late = 0, age_sum = 0, refused_n = 0;
+        double n = 0, admitted = 0;
+        for (long i = 0; i < (long)(lambda * 20); i++) {
+            double arrival = t0 + i / lambda;
+            double taken = busy_until > arrival ? busy_until : arrival;
+            double age = taken - arrival;
+            int r1 = shed_t(o, INVITE("", "z9hG4bKsim"), age, taken);
+            busy_until = taken + (r1 ? cost_503 : 1 / C);
+            if (age > max_age)
+                max_age = age;
+            if (arrival < t0 + 10)
+                continue; /* the last 10 s */
+            n++;
+            refused_n += r1;
+            admitted += !r1;
+            age_sum += age;
+            if (age > max_age_late)
+                max_age_late = age;
+        }
+        double share = refused_n / n, excess = 1 - 1 / loads[l];
+        printf("# %.2fx: %.2f %% refused, %.0f admitted/s, wait mean %.1f ms, max %.1f ms "
+               "(%.1f ms in the last 10 s)\n",
+               loads[l], share * 100, admitted / 10, age_sum / n * 1000, max_age * 1000,
+               max_age_late * 1000);
+        /* refusing more than needed would leave the server idle (and the queue empty) */
+        double busy = (admitted / C + refused_n * cost_503) / 10;
+        ok(share > excess - 0.01 && share < excess + (loads[l] < 2 ? 0.02 : 0.06),
+           "%.2fx the capacity: %.1f %% refused (the excess: %.0f %%, plus the 503s' own cost)",
+           loads[l], share * 100, excess * 100);
+        ok(busy > 0.98,
+           "%.0f calls/s admitted of a capacity of %.0f, the server busy %.1f %% "
+           "of the time",
+           admitted / 10, C, busy * 100);
+        ok(age_sum / n > 0.025 && age_sum / n < 0.1, "mean wait %.0f ms (target 50)",
+           age_sum / n * 1000);
+        ok(max_age < OVERLOAD_LONG_S + 0.01, "longest wait %.0f ms: about T1/2 at most",
+           max_age * 1000);
+    }
 
     overload_free(o);
     txn_table_free(txns);
