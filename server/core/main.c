@@ -200,6 +200,12 @@ static void count_name(void *arg, const char *name, time_t created_at)
     ++*(long *)arg;
 }
 
+/* Between two datagrams of a read batch: the store's completions (REGISTER 200s) go out. */
+static int poll_store(void *arg)
+{
+    return store_poll(arg);
+}
+
 int main(int argc, char **argv)
 {
     struct app app;
@@ -337,6 +343,7 @@ int main(int argc, char **argv)
                                      .proxy = app.proxy,
                                      .ovl = app.ovl};
     transport_on_udp_heard(app.tp, proxy_udp_heard, app.proxy);
+    transport_on_between(app.tp, poll_store, app.store);
     char key_path[1024];
     snprintf(key_path, sizeof key_path, "%s/flow-token.key", app.cfg.data_dir);
     int krc = proxy_load_token_key(app.proxy, key_path, err, sizeof err);

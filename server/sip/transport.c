@@ -297,6 +297,12 @@ void transport_on_udp_heard(struct transport *t,
     t->heard_arg = arg;
 }
 
+void transport_on_between(struct transport *t, int (*cb)(void *arg), void *arg)
+{
+    t->between_cb = cb;
+    t->between_arg = arg;
+}
+
 void transport_on_close(struct transport *t, void (*cb)(void *arg, uint64_t flow_id), void *arg)
 {
     t->closed_cb = cb;

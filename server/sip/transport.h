@@ -72,6 +72,13 @@ int transport_stream_connect(struct transport *t, enum config_transport tr,
  * observer: a second call replaces the first. */
 void transport_on_close(struct transport *t, void (*cb)(void *arg, uint64_t flow_id), void *arg);
 
+/* Call cb on the loop between two UDP datagrams of one read batch (up to
+ * TRANSPORT_UDP_BATCH, served one after the other): work finished elsewhere (a store commit)
+ * is taken up then, not after the whole batch. cb returns 1 if it queued sends, which then
+ * go out at once instead of with the batch's. cb must be cheap when there is nothing to do.
+ * One observer: a second call replaces the first. */
+void transport_on_between(struct transport *t, int (*cb)(void *arg), void *arg);
+
 /* Call cb for every UDP datagram received, keep-alives (CRLF, STUN) and garbage included,
  * before anything else looks at it: what proves a UDP peer is there. src is borrowed for
  * the call; cb must be cheap. One observer: a second call replaces the first. */

@@ -44,6 +44,8 @@ struct transport {
     transport_msg_cb cb;
     void *cb_arg;
     void (*closed_cb)(void *arg, uint64_t flow_id);
+    int (*between_cb)(void *arg); /* transport_on_between; NULL: none */
+    void *between_arg;
     void *closed_arg;
     void (*heard_cb)(void *arg, const struct sip_source *src); /* every UDP datagram */
     void *heard_arg;

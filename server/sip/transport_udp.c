@@ -192,6 +192,10 @@ void transport_udp_readable(struct listener *l)
         src[i].addrlen = msgs[i].msg_hdr.msg_namelen;
         src[i].queued = queue_age(&msgs[i].msg_hdr, &now);
         handle(l, iov[i].iov_base, msgs[i].msg_len, &src[i]);
+        /* what finished meanwhile (a commit a REGISTER's 200 waits for) goes out now, not
+         * after the rest of the batch */
+        if (i + 1 < n && t->between_cb && t->between_cb(t->between_arg))
+            transport_udp_flush_all(t);
     }
     t->batching = outer;
     if (!outer)

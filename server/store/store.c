@@ -21,6 +21,7 @@
 #include "store.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -75,6 +76,7 @@ struct store {
     void *db;
     struct ev_loop *loop;
     ev_async done_watcher;
+    atomic_int done_ready;    /* the worker handed completions over: store_poll takes them */
     ev_prepare flush_watcher; /* hands the loop's batch over at the end of the loop turn */
     struct op *local_head, *local_tail; /* loop thread only */
     size_t local_n;
@@ -105,11 +107,11 @@ static void op_free(struct op *o)
     free(o);
 }
 
-static void done_cb(struct ev_loop *loop, ev_async *w, int revents)
+/* The completions the worker handed over: run on the loop (done_cb, store_poll). 1 if any
+ * ran. */
+static int take_done(struct store *s)
 {
-    (void)loop;
-    (void)revents;
-    struct store *s = w->data;
+    atomic_store_explicit(&s->done_ready, 0, memory_order_relaxed);
     pthread_mutex_lock(&s->mu);
     struct op *list = s->done_head;
     s->done_head = s->done_tail = NULL;
@@ -119,6 +121,7 @@ static void done_cb(struct ev_loop *loop, ev_async *w, int revents)
     metrics_add(METRICS_STORE_ERRORS, (int64_t)errors);
     metrics_add(METRICS_STORE_FAILED_WRITES, (int64_t)failed);
     metrics_add(METRICS_STORE_LEFT_BUSY, (int64_t)busy);
+    int ran = list != NULL;
     while (list) {
         struct op *next = list->next;
         if (list->kind == OP_GET_SUBSCRIBER)
@@ -133,6 +136,21 @@ static void done_cb(struct ev_loop *loop, ev_async *w, int revents)
     /* the worker may have finished a batch: what was queued meanwhile goes now */
     if (s->local_head && !ev_is_active(&s->flush_watcher))
         ev_prepare_start(s->loop, &s->flush_watcher);
+    return ran;
+}
+
+static void done_cb(struct ev_loop *loop, ev_async *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    take_done(w->data);
+}
+
+int store_poll(struct store *s)
+{
+    if (!s || !atomic_load_explicit(&s->done_ready, memory_order_acquire))
+        return 0;
+    return take_done(s);
 }
 
 /* Completed operations go to the loop. */
@@ -150,6 +168,7 @@ static void hand_over(struct store *s, struct op *list)
         s->done_head = list;
     s->done_tail = t;
     pthread_mutex_unlock(&s->mu);
+    atomic_store_explicit(&s->done_ready, 1, memory_order_release);
     ev_async_send(s->loop, &s->done_watcher);
 }
 
@@ -346,6 +365,7 @@ static void *worker(void *arg)
         pthread_mutex_unlock(&s->mu);
         hand_over(s, reads);
         /* idle again: the loop hands over what it gathered during this batch */
+        atomic_store_explicit(&s->done_ready, 1, memory_order_release);
         ev_async_send(s->loop, &s->done_watcher);
     }
     return NULL;

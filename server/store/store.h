@@ -238,6 +238,13 @@ void store_save_binding(struct store *s, const struct store_binding *b, store_do
                         void *arg);
 void store_delete_binding(struct store *s, uint64_t contact_id, store_done_cb done, void *arg);
 
+/* Take up on the loop what the worker finished (the completions the ev_async watcher would
+ * run at the loop's next turn), if anything: 1 if any ran, else 0, at the cost of one atomic
+ * load. For the UDP transport to call between the datagrams of one read batch
+ * (transport_on_between), so that a REGISTER's 200 leaves right after its commit instead of
+ * after up to 31 more datagrams. NULL: 0. Loop thread. */
+int store_poll(struct store *s);
+
 /* Acknowledging only what is stored: take a mark, queue writes (on the loop, as usual), then
  * store_sync(mark): done runs on the loop with ok 1 once every write queued since the mark is
  * committed, 0 if any of them was given up. The writes and the sync normally share one batch

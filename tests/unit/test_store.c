@@ -92,6 +92,15 @@ static void on_settled(void *arg, int ok)
     if (++settled == 3)
         ev_break(loop, EVBREAK_ALL);
 }
+static void on_settled_poll(void *arg, int ok)
+{
+    *(int *)arg = ok;
+}
+static void ignore_result(void *arg, int rc)
+{
+    (void)arg;
+    (void)rc;
+}
 static void on_settled_call(void *arg, int rc)
 {
     settled_rc = rc;
@@ -248,6 +257,29 @@ int main(void)
     is_int(found_flag, 1, "and a read sees the other connection's row");
     ok(metrics_values[METRICS_STORE_LEFT_BUSY] >= 1, "counted in store:statements_left_busy");
     sqlite3_finalize(leaked);
+
+    /* store_poll takes up a commit's completion without the loop turning (the UDP transport
+     * calls it between the datagrams of a read batch): nothing to take, 0 at the cost of a
+     * load; once the worker has handed the sync over, 1 and the sync's waiter answered */
+    is_int(store_poll(s), 0, "store_poll with nothing finished: 0");
+    is_int(store_poll(NULL), 0, "store_poll(NULL): 0");
+    int polled = -1, took_up = 0;
+    uint64_t pmark = store_mark(s);
+    struct store_binding b13 = b9;
+    b13.contact_id = 13;
+    store_save_binding(s, &b13, NULL, NULL);
+    store_sync(s, pmark, on_settled_poll, &polled);
+    store_call(s, STORE_WRITE | STORE_NOW, fine_work, ignore_result, NULL); /* hand over now */
+    for (int i = 0; i < 1000 && !took_up; i++) { /* up to 10 s, not the loop */
+        took_up = store_poll(s);
+        if (!took_up)
+            usleep(10000);
+    }
+    is_int(took_up, 1, "store_poll ran the completions once the worker handed them over");
+    is_int(polled, 1, "the sync's waiter was answered by it, committed");
+    is_int(count_rows(cfg.store_path, "select count(*) from location where contact_id=13"), 1,
+           "and the row is in the database");
+    is_int(store_poll(s), 0, "then nothing is left to take");
     store_close(s);
 
     /* checkpoints run beside the writer (the commit a 200 waits for holds no fsync): once the
