@@ -82,14 +82,16 @@ static const struct key_row key_rows[] = {
      "REGISTERs, which grows while the wait stays over the target and falls when it is under "
      "(PIE, RFC 8033), is answered 503 with Retry-After at once, unparsed, while "
      "retransmissions, responses, ACK, BYE, CANCEL and in-dialog requests are still served "
-     "(see [Overload](#overload)). 50: the wait of what is admitted is held about there, and "
-     "a call's 2xx and its ACK, which each cross the queue, stay far under T1 (500 ms), when "
-     "UDP peers send again. 0: never refuse."},
+     "(see [Overload](#overload)). 50: the law steers the wait towards it; a request that "
+     "waited 250 ms (half of T1, when UDP peers send again) is refused once the share is "
+     "10 % or more, which bounds the wait of what is admitted while the share rises. 0: "
+     "never refuse."},
     {"sip", "overload_interval_ms", KEY_INT, OFF(overload_interval_ms), 0, 10000, "100", NULL,
      "Overload: the burst allowance (RFC 8033 §4.4): how long the wait may stand over "
      "overload_queue_ms after a calm spell before anything is refused. A scheduling hiccup "
      "puts a whole queue over the target at once but is drained within it; a standing queue "
-     "is not. 0: refuse as soon as the law says so."},
+     "is not. Only time the wait spends over the target counts. 0: no allowance, a share of "
+     "a hiccup's backlog is refused."},
     {"sip", "overload_retry_after", KEY_INT, OFF(overload_retry_after), 1, 3600, "5", NULL,
      "Retry-After, in seconds, of the 503 an overloaded server answers (RFC 3261 §21.5.4)."},
     {"sip", "udp_queue_kb", KEY_INT, OFF(udp_queue_kb), 64, 1048576, "32768", NULL,

@@ -8,20 +8,20 @@
  * beta times how much the delay grew since the last update (the proportional part), both
  * scaled down while p is small (§4.2) so that a short rise barely moves it. A new INVITE or
  * REGISTER is then refused with probability p: not at random but by credit, each of them
- * adding p to an account and one being refused whenever the account reaches 1, so exactly
- * that fraction is (a stricter form of RFC 8033 §5.4's de-randomisation; a sender of
- * evenly spaced requests is not the target of a pattern, every sender is refused its share).
+ * adding p to an account and one being refused whenever the account reaches 1 (a stricter
+ * form of RFC 8033 §5.4's de-randomisation); one that cannot be refused takes its p back.
  * Two rules are SIP's own: a request that waited less than the target is never refused (a
  * fresh request is not the problem, and p stays up for a while after the queue is gone), and
- * one that waited half of T1 or more is refused whatever p says while shedding (its sender
- * retransmits soon, and p takes a second or so to reach the share a sudden 2x load needs).
+ * one that waited half of T1 or more is refused whatever p says once p is 10 % or more (its
+ * sender retransmits soon, and p takes a second or so to reach the share a sudden 2x load
+ * needs).
  * Refusing the share that exceeds capacity, and no more, keeps the server busy and the delay
  * at the target; the law before it (2026-12-06) refused every new request over the target
  * while shedding, and a scheduling hiccup then turned a whole queue away: three runs at 1.25x
  * the clean rate completed 0.71x, 0.86x and 1.03x of it.
  *
  * The queue delay is the wait of the last UDP datagram taken up (a timestamp-based estimate,
- * RFC 8033 §5.2). The updates run on CLOCK_MONOTONIC, read for a datagram only while p > 0
+ * RFC 8033 §4.3). The updates run on CLOCK_MONOTONIC, read for a datagram only while p > 0
  * or the delay is over half the target (below that and with p = 0 the check stays one
  * comparison): not on ev_now, which stands still through a loop iteration (a read batch
  * served one datagram after the other by a slow policy would never see an update). The waits
@@ -68,7 +68,7 @@
 #define OVERLOAD_ACK_WINDOW_S 5.0
 /* A wait this long or longer is a clock step, not a queue (no receive queue holds a minute). */
 #define OVERLOAD_STEPPED_S 60.0
-/* PIE's constants (RFC 8033 §4.2, §5.1): the update period, and alpha and beta (per second of
+/* PIE's constants (RFC 8033 §4.2): the update period, and alpha and beta (per second of
  * delay) for that period */
 #define OVERLOAD_UPDATE_S 0.015
 #define OVERLOAD_ALPHA 0.125
@@ -82,6 +82,9 @@
  * was not time the queue was watched standing (the integral part and the burst allowance
  * would count it all at once) */
 #define OVERLOAD_UPDATE_MAX_S (2 * OVERLOAD_UPDATE_S)
+/* The refusal of every request over OVERLOAD_LONG_S applies only once p is this high: a
+ * standing overload, not one stall that the +2 % above OVERLOAD_LONG_S made p > 0 for */
+#define OVERLOAD_DUE_P 0.1
 
 struct overload {
     struct ev_loop *loop;
@@ -232,20 +235,27 @@ static void reset(struct overload *o, double now)
 }
 
 /* RFC 8033 §4.2: p moves by alpha (delay - target) + beta (delay - delay at the last update),
- * scaled down while p is small so that it starts slowly, at most 2 % an update once p is 10 %
- * or more; it decays by 2 % an update once the queue is empty (both delays 0). §4.4: the
- * burst allowance is spent update by update, and given back whole once p is 0 and both
- * delays are under half the target. Runs when OVERLOAD_UPDATE_S has passed since the last. */
+ * scaled down while p is small so that it starts slowly, and decays by 2 % an update once
+ * both delays are 0 (an empty receive queue at the tick); §5.5: at most 2 % up an update
+ * once p is 10 % or more. §4.4: the burst allowance is spent update by update, and given
+ * back whole once p is 0 and both delays are under half the target. Two departures: the
+ * allowance is spent only while the delay is over the target (a wait that jitters under it
+ * is no burst, and must not leave the next hiccup without an allowance), and by one nominal
+ * update, not the time since the last one, when that is more than OVERLOAD_UPDATE_MAX_S (the
+ * process was stopped, or served one datagram for that long: it was not watching the queue).
+ * Runs when OVERLOAD_UPDATE_S has passed since the last. */
 static void update(struct overload *o, double now)
 {
     double dt = now - o->updated_at;
     if (o->updated_at > 0 && dt < OVERLOAD_UPDATE_S)
         return;
     o->updated_at = now;
-    if (dt > OVERLOAD_UPDATE_MAX_S)
-        dt = OVERLOAD_UPDATE_MAX_S;
     double target = (double)o->cfg->overload_queue_ms / 1000;
     double q = o->qdelay, old = o->qdelay_old;
+    double watched = dt > OVERLOAD_UPDATE_MAX_S ? OVERLOAD_UPDATE_S : dt;
+    /* growth counts only time watched; decay under the target may count an idle second */
+    if (dt > OVERLOAD_UPDATE_MAX_S)
+        dt = q > target ? OVERLOAD_UPDATE_MAX_S : (dt > 1 ? 1 : dt);
     /* the integral part is per unit of time watched, the proportional part a difference */
     double d = OVERLOAD_ALPHA * (q - target) * dt / OVERLOAD_UPDATE_S + OVERLOAD_BETA * (q - old);
     static const struct {
@@ -268,8 +278,8 @@ static void update(struct overload *o, double now)
     if (o->p > 1)
         o->p = 1;
     o->qdelay_old = q;
-    if (o->burst > 0)
-        o->burst -= dt;
+    if (o->burst > 0 && q > target)
+        o->burst -= watched;
     if (o->p == 0 && 2 * q < target && 2 * old < target)
         o->burst = (double)o->cfg->overload_interval_ms / 1000;
     if (o->p == 0)
@@ -573,7 +583,7 @@ static int shed_at(struct overload *o, const char *buf, size_t len, const struct
     if (age > o->age_max)
         o->age_max = age;
     if (age < 0 || age >= OVERLOAD_STEPPED_S)
-        age = 0; /* a clock step, not a wait */
+        age = 0; /* a clock step, not a wait (transport_udp.c's queue_age already says 0) */
     o->qdelay = age;
     double target = (double)o->cfg->overload_queue_ms / 1000;
     if (!o->cfg->overload_queue_ms) {
@@ -609,28 +619,27 @@ static int shed_at(struct overload *o, const char *buf, size_t len, const struct
      * first), and it holds the queue that long for everything behind it. p, an integral,
      * takes a second or so to reach the share a sudden 2x load needs; this bounds the wait
      * meanwhile. */
-    int due = age >= OVERLOAD_LONG_S;
-    /* the credit: p for each of the others, one refused each time it reaches 1 (kept at most
-     * 2, so that a run of requests that cannot be refused does not bank refusals for later) */
-    if (!due) {
-        o->credit += o->p;
-        if (o->credit > 2)
-            o->credit = 2;
-        if (o->credit < 1)
-            return 0;
-    }
-    struct overload_scan s;
-    if (scan(buf, len, &s) < 0)
-        return 0;
-    /* in a dialog: admitted work. sipwake Record-Routes every dialog it is in, so a request
-     * of one carries a Route; a To tag alone would let anyone past the shedding */
-    if (s.to_tag.len && s.route)
-        return 0;
+    int due = age >= OVERLOAD_LONG_S && o->p >= OVERLOAD_DUE_P;
     if (o->exempt && o->exempt(o->exempt_arg, src)) /* the upstream's: see overload.h */
         return 0;
-    int refused = refuse(o, invite ? "INVITE" : "REGISTER", len, &s, src);
-    if (!refused)
+    /* the credit: p for each of the others, one refused each time it reaches 1. A request
+     * that turns out not to be refusable (a retransmission, an in-dialog one, one the scan
+     * is unsure of) takes its p back: the share is of the refusable ones, and other senders
+     * do not pay for them. */
+    double added = due ? 0 : o->p;
+    o->credit += added;
+    if (!due && o->credit < 1)
         return 0;
+    struct overload_scan s;
+    int refused = 0;
+    /* in a dialog: admitted work. sipwake Record-Routes every dialog it is in, so a request
+     * of one carries a Route; a To tag alone would let anyone past the shedding */
+    if (scan(buf, len, &s) == 0 && !(s.to_tag.len && s.route))
+        refused = refuse(o, invite ? "INVITE" : "REGISTER", len, &s, src);
+    if (!refused) {
+        o->credit -= added;
+        return 0;
+    }
     if (!due)
         o->credit -= 1;
     metrics_inc(METRICS_RCV_REQUESTS);
