@@ -2,15 +2,16 @@
 # Graceful overload (issue 15): a datagram's wait is counted up to when sipwake looks at it,
 # not up to when its batch left the kernel, and the refusal law (PIE, RFC 8033) is updated on
 # the clock read for each datagram. A burst read in one recvmmsg batch is served one datagram
-# after the other; with a policy that spends 30 ms per INVITE, the thirtieth of a batch is
-# looked at some 870 ms after it arrived, however fresh the batch was when read. sipwake is
+# after the other; with a policy that spends 30 ms per INVITE, the tenth of a batch is
+# looked at some 270 ms after it arrived, however fresh the batch was when read. sipwake is
 # stopped (SIGSTOP) while the burst is sent, so the thirty INVITEs wait in the kernel's queue
 # together and come out in one batch (up to 32), a few ms old; then it goes on (SIGCONT).
 # The first ones are served (480 from the policy); as their wait grows past
 # overload_queue_ms and the burst allowance (100 ms) is spent, p rises, and once it is 10 %
 # every later one, having waited half of T1 or more, is refused 503 (refusals are cheap, so
-# the last ten are looked at some 300 ms after they arrived); at least four of them must be. On the loop's time (ev_now), which stands still
-# through the batch, the law would never update within it and none would be refused.
+# the last ten are looked at some 300 ms after they arrived); at least four of them must be.
+# On the loop's time (ev_now), which stands still through the batch, the law would never
+# update within it and none would be refused.
 use strict;
 use warnings;
 use FindBin;
