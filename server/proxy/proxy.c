@@ -482,38 +482,21 @@ int proxy_forward_stray(struct proxy *p, const osip_message_t *resp, const char 
         strncmp(branch, DESTINATION_BRANCH_PREFIX, strlen(DESTINATION_BRANCH_PREFIX)) != 0 ||
         !next || !next->host || !next->protocol)
         return 0;
-    if (!util_caseeq(next->protocol, "UDP")) {
-        /* a connection is found by its flow, which only the transaction knows: the INVITE's,
-         * Accepted until Timer L (RFC 6026 §7.1), as long as the callee may send copies */
-        struct sip_source dst;
-        struct buf up = {0};
-        if (txn_server_accepted_dst(p->txns, resp, &dst) < 0) {
-            log_info("proxy: stray %d response for a %s caller dropped: its transaction is "
-                     "gone",
-                     resp->status_code, next->protocol);
-            return 0;
-        }
-        int ok = response_up(resp, raw, len, &up) == 0 &&
-                 transport_send(p->tp, &dst, up.data, up.len) == 0;
-        buf_free(&up);
-        return ok;
-    }
-    /* §18.2.2 / RFC 3581: received and rport if present, else the sent-by */
-    const char *host = sip_msg_param(&next->via_params, "received");
-    const char *rport = sip_msg_param(&next->via_params, "rport");
-    long port = 5060;
-    if (rport && *rport)
-        util_parse_long(rport, 1, 65535, &port);
-    else if (next->port)
-        util_parse_long(next->port, 1, 65535, &port);
-    struct sip_source dst = {.transport = CONFIG_TRANSPORT_UDP};
-    if (transport_addr_make(host && *host ? host : next->host, (int)port, &dst.addr, &dst.addrlen) <
-        0)
+    /* The caller is where the INVITE's transaction, Accepted until Timer L (RFC 6026 §7.1)
+     * as long as the callee may send copies, says it is: its connection (TCP, TLS) or the
+     * address the INVITE came from (UDP, as §18.2.2 and RFC 3581's received and rport say).
+     * Never where the response's Via says: our branch prefix is public, and a forged 2xx
+     * naming any address in its second Via would make sipwake a reflector (RFC 3261
+     * §26.1.5). A 2xx that matches no live transaction is dropped. */
+    struct sip_source dst;
+    if (txn_server_accepted_dst(p->txns, resp, &dst) < 0) {
+        log_info("proxy: stray %d response for a %s caller dropped: its transaction is gone",
+                 resp->status_code, next->protocol);
         return 0;
-    dst.listener = transport_find_listener(p->tp, CONFIG_TRANSPORT_UDP, dst.addr.ss_family);
+    }
     struct buf up = {0};
-    int ok = dst.listener >= 0 && response_up(resp, raw, len, &up) == 0 &&
-             transport_send(p->tp, &dst, up.data, up.len) == 0;
+    int ok =
+        response_up(resp, raw, len, &up) == 0 && transport_send(p->tp, &dst, up.data, up.len) == 0;
     buf_free(&up);
     return ok;
 }

@@ -105,8 +105,10 @@ void proxy_handle_routed(struct proxy *p, osip_message_t *req, const char *raw, 
 void proxy_cancel(void *owner);
 
 /* A response that matched no client transaction (a 2xx retransmission, or a 2xx from a
- * fork after the transaction ended): if its top Via is sipwake's, it goes on statelessly
- * to the next Via (§16.7, §18.2.2). 1 if forwarded, 0 if not. */
+ * fork after the transaction ended): if its top Via is sipwake's and its second names the
+ * caller of an INVITE whose server transaction is still Accepted (RFC 6026 §7.1), it goes on
+ * to that caller, where the transaction says (never where the Via says: a forged 2xx must
+ * not make sipwake a reflector). 1 if forwarded, 0 if not. */
 int proxy_forward_stray(struct proxy *p, const osip_message_t *resp, const char *raw, size_t len);
 
 #endif

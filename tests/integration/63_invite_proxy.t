@@ -2,8 +2,9 @@
 # Proxying INVITE (RFC 3261 §16, §17.1.1, §9): 100 Trying at once, ringing passed up, a
 # final non-2xx ACKed hop by hop (and again for its retransmission), the best response
 # upstream; a fork where the first 2xx wins and the other branch is CANCELled, later 2xx
-# copies forwarded statelessly; a CANCEL from the caller (§16.10), also one that arrives
-# before the callee sent anything (the CANCEL waits for its provisional, §9.1); a callee on
+# copies forwarded to the caller the Accepted transaction holds (RFC 6026 §7.1), and a
+# forged one dropped; a CANCEL from the caller (§16.10), also one that arrives before the
+# callee sent anything (the CANCEL waits for its provisional, §9.1); callers and callees on
 # TCP.
 use strict;
 use warnings;
@@ -87,7 +88,7 @@ ok($alice->sync, 'sipwake has the ACK: an OPTIONS sent after it is answered');
 is($alice->expect(qr/^SIP\/2\.0 486/, 1.5), undef, "the caller's ACK stops the 486 retransmissions");
 
 # 2. Fork to two devices: the first 2xx wins, the other branch gets CANCEL, its 487 is ACKed
-#    and not passed up; a retransmitted 200 still reaches the caller (statelessly).
+#    and not passed up; a retransmitted 200 still reaches the caller (the Accepted transaction).
 $inv = invite('dave@example.com', 'z9hG4bKc2');
 $alice->send_raw($inv);
 my $g1 = $dave1->expect(qr/^INVITE /);
@@ -111,7 +112,7 @@ ok($dave2->expect(qr/^ACK /), 'its 487 is ACKed');
 is($alice->expect(qr/^SIP\/2\.0 487/, 1), undef, 'and not passed to the caller');
 $dave1->send_raw($ok);
 $r = Sipwake::UA::parse_response($alice->expect(qr/^SIP\/2\.0 200/));
-is($r->{code}, 200, 'a retransmitted 200 is forwarded statelessly (RFC 6026)');
+is($r->{code}, 200, 'a retransmitted 200 is forwarded through the Accepted transaction (RFC 6026)');
 is(scalar(() = ($r->{raw} // '') =~ /^Via:/mg), 1, 'without our Via');
 # RFC 6026 §7.1: the caller's INVITE, retransmitted as the 200 was on its way, finds the
 # transaction Accepted: absorbed, not forwarded again as a new request, not answered.
@@ -186,6 +187,31 @@ $r = Sipwake::UA::parse_response($erin->expect(qr/^SIP\/2\.0 200/, 3));
 is($r->{code}, 200, 'and his retransmitted 200 too, down the same connection');
 is(scalar(() = ($r->{raw} // '') =~ /^Via:/mg), 1, 'without our Via');
 unlike($sw->log, qr/stray 200 response for a TCP caller dropped/, 'none was dropped');
+
+# 7. A forged 2xx: sipwake's branch prefix in the top Via (it is public), a victim's address in
+#    the second, matching no INVITE sipwake proxied. It used to go to the victim, with our
+#    Via taken off (a reflector, RFC 3261 §26.1.5); now only a live Accepted transaction's
+#    caller gets a stray 2xx, at the address the transaction holds.
+my $victim = $sw->ua(user => 'victim');
+my $vp = $victim->local_port;
+my $forged = "SIP/2.0 200 OK
+Via: SIP/2.0/UDP 127.0.0.1:$port;branch=z9hG4bKswdeadbeefdeadbeef.1
+"
+    . "Via: SIP/2.0/UDP 127.0.0.1:$vp;branch=z9hG4bKvictim1;received=127.0.0.1;rport=$vp
+"
+    . "From: <sip:x\@example.com>;tag=f7
+To: <sip:y\@example.com>;tag=t7
+"
+    . "Call-ID: forged-$$
+CSeq: 1 INVITE
+Contact: <sip:y\@127.0.0.1:$vp>
+Content-Length: 0
+
+";
+$bob->send_raw($forged);
+ok(Sipwake::wait_until(sub { $sw->log =~ /stray 200 response for a UDP caller dropped: its transaction is gone/ }, 5),
+   'a forged 2xx matching no transaction is dropped, and logged');
+is($victim->expect(qr/^SIP\/2\.0 /, 0.5), undef, 'the address in its second Via got nothing');
 
 ok($sw->stop, 'clean shutdown, no sanitizer report');
 done_testing;
