@@ -159,7 +159,8 @@ static const struct key_row key_rows[] = {
      "mongodb: the connection string (mongodb://host:port/database?options, replica set, TLS "
      "and credentials as mongo-c-driver takes them; database sipwake when the string names "
      "none). Unless it says otherwise, a server that cannot be reached is given up after 5 s "
-     "(serverSelectionTimeoutMS) and a socket after 10 s (socketTimeoutMS)."},
+     "(serverSelectionTimeoutMS), a connection after 2 s (connectTimeoutMS) and a socket after "
+     "10 s (socketTimeoutMS)."},
     {"store", "write_concern", KEY_STRING, OFF(store_write_concern), 0, 0, "majority", NULL,
      "mongodb: the nodes that must have a write before sipwake answers for it (a REGISTER's "
      "200, a stored MESSAGE's 202): majority, or a number of nodes (1 or more). majority, the "

@@ -38,9 +38,11 @@
 #include "util.h"
 
 /* How long a call waits for a server it cannot reach, unless the URI says otherwise: the
- * driver's defaults (30 s to select a server, 5 minutes on a socket) would hold the store
- * thread, and every write queued behind it, far longer than a SIP client waits. */
+ * driver's defaults (30 s to select a server, 10 s to connect, 5 minutes on a socket) would
+ * hold the store thread, and every write queued behind it, far longer than a SIP client
+ * waits. */
 #define MONGO_SELECT_TIMEOUT_MS 5000
+#define MONGO_CONNECT_TIMEOUT_MS 2000
 #define MONGO_SOCKET_TIMEOUT_MS 10000
 
 struct mongo_db {
@@ -277,6 +279,8 @@ static void *mongo_open(const struct config *cfg, char *err, size_t errlen)
     if (!mongoc_uri_has_option(uri, MONGOC_URI_SERVERSELECTIONTIMEOUTMS))
         mongoc_uri_set_option_as_int32(uri, MONGOC_URI_SERVERSELECTIONTIMEOUTMS,
                                        MONGO_SELECT_TIMEOUT_MS);
+    if (!mongoc_uri_has_option(uri, MONGOC_URI_CONNECTTIMEOUTMS))
+        mongoc_uri_set_option_as_int32(uri, MONGOC_URI_CONNECTTIMEOUTMS, MONGO_CONNECT_TIMEOUT_MS);
     if (!mongoc_uri_has_option(uri, MONGOC_URI_SOCKETTIMEOUTMS))
         mongoc_uri_set_option_as_int32(uri, MONGOC_URI_SOCKETTIMEOUTMS, MONGO_SOCKET_TIMEOUT_MS);
     struct mongo_db *m = xcalloc(1, sizeof *m);
