@@ -116,7 +116,10 @@ NOT emulated (answered "emulator: ..." code 238): any path whose value is an arr
   pipeline updates, let, dotted or operator projections, partial/TTL expiry, sessions'
   transactions, field names with '$' or '.', auth.
 Every command is logged as one JSON line (--log): {"event": "command", "command", "db",
-  "collection", "body" (the whole command, BSON types as relaxed extended JSON), "ok", "code"}.
+  "collection", "body" (the whole command, document sequences merged in, BSON types as relaxed
+  extended JSON), "connection", "op" (OP_MSG or OP_QUERY), "sequences" (the identifiers of
+  the kind 1 sections it came with), "ok", "code", "writeErrors" (codes)};
+  refused messages as {"event": "bad_op_msg" | "legacy_opcode" | "op_query" | ...}.
 
   mongo.py [--host 127.0.0.1] [--port 0] [--log FILE]     prints "listening <port>" first.
 """
@@ -917,13 +920,15 @@ class Server:
                 self.log.write(json.dumps(entry) + '\n')
 
     # The command dispatcher: returns the reply document, raises CloseConnection.
-    def run(self, body, conn):
+    def run(self, body, conn, op='OP_MSG', sequences=()):
         name = next(iter(body)) if body else ''
         db = body.get('$db')
         canonical = ALIASES.get(name, name)
         coll = body.get(name) if isinstance(body.get(name), str) else None
         reply, entry = None, {'event': 'command', 'command': name, 'db': db, 'collection': coll,
-                              'body': jsonsafe(body), 'connection': conn.id}
+                              'body': jsonsafe(body), 'connection': conn.id, 'op': op}
+        if sequences:
+            entry['sequences'] = list(sequences)
         try:
             with self.st.lock:
                 reply = self.dispatch(name, canonical, db, body, conn)
@@ -1159,16 +1164,20 @@ class Server:
         ordered = body.get('ordered', True)
         n = nmod = 0
         upserted, errors = [], []
+        # the IDL parses every statement before any runs: its faults fail the whole command
+        for s in stmts:
+            if not isinstance(s, dict):
+                raise CmdError(14, "BSON field 'update.updates' is the wrong type, expected object")
+            for f in s:
+                if f in UPDATE_STMT_NE:
+                    raise emulator("the field '%s' of an update statement" % f)
+                if f not in UPDATE_STMT:
+                    raise unknown_field('update.updates', f)
+            if 'q' not in s or 'u' not in s:
+                raise CmdError(40414, "BSON field 'update.updates.%s' is missing but a required "
+                               "field" % ('q' if 'q' not in s else 'u'))
         for i, s in enumerate(stmts):
             try:
-                for f in s:
-                    if f in UPDATE_STMT_NE:
-                        raise emulator("the field '%s' of an update statement" % f)
-                    if f not in UPDATE_STMT:
-                        raise unknown_field('update.updates', f)
-                if 'q' not in s or 'u' not in s:
-                    raise CmdError(40414, "BSON field 'update.updates.%s' is missing but a required "
-                                   "field" % ('q' if 'q' not in s else 'u'))
                 validate_query(s['q'])
                 kind = validate_update(s['u'])
                 if kind == 'replace' and s.get('multi'):
@@ -1256,20 +1265,28 @@ class Server:
             raise CmdError(40414, "BSON field 'delete.deletes' is missing but a required field")
         ordered = body.get('ordered', True)
         n, errors = 0, []
+        # the IDL parses every statement first (limit by readMultiDeleteProperty): its faults
+        # fail the whole command
+        for s in stmts:
+            if not isinstance(s, dict):
+                raise CmdError(14, "BSON field 'delete.deletes' is the wrong type, expected object")
+            for f in s:
+                if f in DELETE_STMT_NE:
+                    raise emulator("the field '%s' of a delete statement" % f)
+                if f not in DELETE_STMT:
+                    raise unknown_field('delete.deletes', f)
+            for f in ('q', 'limit'):
+                if f not in s:
+                    raise CmdError(40414, "BSON field 'delete.deletes.%s' is missing but a "
+                                   "required field" % f)
+            if not is_number(s['limit']) or isinstance(s['limit'], bool):
+                raise emulator('a delete limit that is not a number')
+            lim = float(num(s['limit']) or 0)
+            if lim not in (0, 1):
+                raise CmdError(9, 'The limit field in delete objects must be 0 or 1. Got %g' % lim)
         for i, s in enumerate(stmts):
+            lim = float(num(s['limit']) or 0)
             try:
-                for f in s:
-                    if f in DELETE_STMT_NE:
-                        raise emulator("the field '%s' of a delete statement" % f)
-                    if f not in DELETE_STMT:
-                        raise unknown_field('delete.deletes', f)
-                for f in ('q', 'limit'):
-                    if f not in s:
-                        raise CmdError(40414, "BSON field 'delete.deletes.%s' is missing but a "
-                                       "required field" % f)
-                lim = float(num(s['limit']) if is_number(s['limit']) else -1)
-                if lim not in (0, 1):
-                    raise CmdError(9, 'The limit field in delete objects must be 0 or 1. Got %g' % lim)
                 validate_query(s['q'])
                 c = self.st.coll(db, cname)
                 hits = self.matching(c, s['q'])
@@ -1641,7 +1658,7 @@ class Handler(socketserver.BaseRequestHandler):
                 break
             body[ident] = docs
         else:
-            reply = emu.run(body, self)
+            reply = emu.run(body, self, 'OP_MSG', [ident for ident, _ in seqs])
         if flags & 2:  # moreToCome: no reply
             return True
         data = bson.encode(reply)
@@ -1669,7 +1686,7 @@ class Handler(socketserver.BaseRequestHandler):
         name = next(iter(q)) if q else ''
         if name in ('hello', 'isMaster', 'ismaster'):
             q['$db'] = ns[:-5]
-            reply = emu.run(q, self)
+            reply = emu.run(q, self, 'OP_QUERY')
         else:
             emu.record({'event': 'op_query', 'ns': ns, 'command': name, 'connection': self.id})
             reply = CmdError(352, 'Unsupported OP_QUERY command: %s. The client driver may require '
