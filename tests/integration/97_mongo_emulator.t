@@ -49,6 +49,8 @@ my ($maj) = grep { ($_->{command} // '') eq 'insert' && ($_->{collection} // '')
 ok($maj && $maj->{body}{writeConcern}{j} && $maj->{body}{writeConcern}{wtimeout} == 1000,
    'the log shows the write concern the driver sent (w: majority, j, wtimeout)');
 ok((grep { ($_->{command} // '') eq 'getMore' } @log), 'the log shows the getMore commands');
+my $hellos = grep { ($_->{command} // '') =~ /^(hello|isMaster|ismaster)$/ } @log;
+cmp_ok($hellos, '<', 100, "pymongo's monitor waits in awaitable hellos instead of spinning ($hellos hellos)");
 
 # -- mongo-c-driver
 my $cflags = `pkg-config --cflags --libs libmongoc-1.0 2>/dev/null`;

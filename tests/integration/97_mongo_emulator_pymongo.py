@@ -11,13 +11,11 @@ import threading
 
 import bson
 import pymongo
-from bson.codec_options import CodecOptions
 from bson.decimal128 import Decimal128
 from bson.int64 import Int64
 from bson.max_key import MaxKey
 from bson.min_key import MinKey
 from bson.objectid import ObjectId
-from bson.son import SON
 from bson.timestamp import Timestamp
 from pymongo.errors import AutoReconnect, OperationFailure
 
@@ -159,7 +157,14 @@ check('the same key under another name: 85',
       err(lambda: db.x.create_index('s', unique=True, name='other')),
       [85, 'Index already exists with a different name: s_1'])
 check('the same name with another key: 86',
-      err(lambda: db.x.create_index('q', name='s_1'))[0], 86)
+      err(lambda: db.x.create_index('q', name='s_1')),
+      [86, 'An existing index has the same name as the requested index. Requested index: '
+       '{ v: 2, key: { q: 1 }, name: "s_1" }, existing index: { v: 2, key: { s: 1 }, name: "s_1", unique: true }'])
+db.command('createIndexes', 'ttl2', indexes=[{'key': {'t': 1}, 'name': 't_1', 'expireAfterSeconds': 60}])
+check('the same name and key with another expireAfterSeconds: 85',
+      err(lambda: db.command('createIndexes', 'ttl2', indexes=[{'key': {'t': 1}, 'name': 't_1', 'expireAfterSeconds': 30}]))[0], 85)
+e = err(lambda: db.x.create_index('s', name='s_1'))
+check('unique changing on an existing index: emulator error', [e[0], e[1].startswith('emulator:')], [238, True])
 check('creating an existing index again is fine',
       db.command('createIndexes', 'x', indexes=[{'key': {'s': 1}, 'name': 's_1', 'unique': True}]).get('note'),
       'all indexes already exist')
@@ -240,7 +245,10 @@ r = db.get_collection('wc', write_concern=pymongo.WriteConcern(w='majority', j=T
 check('w: majority on a standalone is acknowledged', r.acknowledged, True)
 check('w: 2 on a standalone: 2 BadValue, nothing written',
       [err(lambda: db.command('insert', 'wc', documents=[{'_id': 2}], writeConcern={'w': 2})),
-       db.command('count', 'wc')['n']], [[2, "cannot use 'w' > 1 with a standalone"], 1])
+       db.command('count', 'wc')['n']], [[2, "cannot use 'w' > 1 when a host is not replicated"], 1])
+check('a tag-set w on a standalone: 2 BadValue',
+      err(lambda: db.command('insert', 'wc', documents=[{'_id': 2}], writeConcern={'w': 'dc1'})),
+      [2, "cannot use non-majority 'w' mode dc1 when a host is not a member of a replica set"])
 db.get_collection('wc', write_concern=pymongo.WriteConcern(w=0)).insert_one({'_id': 3})
 check('w: 0 (OP_MSG moreToCome) is applied without an answer', db.wc.find_one({'_id': 3}), {'_id': 3})
 check('writeConcern on find: 72', err(lambda: db.command('find', 'c', writeConcern={'w': 1})),
