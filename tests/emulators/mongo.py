@@ -65,8 +65,7 @@ Commands (M/command/<name>); every command checks its fields as the server's IDL
     allowPartialResults, allowDiskUse, readConcern, maxTimeMS); getMore (collection, batchSize);
     killCursors (cursors). Cursors (M/command/find, getMore): firstBatch/nextBatch, ns, id 0
     once exhausted; first batch 101 documents by default, getMore up to 16 MiB; limit closes
-    the cursor; a cursor of another namespace or unknown: code 43 CursorNotFound "cursor id <n>
-    not found". Negative skip/limit/batchSize: code 51024 "BSON field '<f>' value must be >= 0,
+    the cursor; an unknown cursor: code 43 CursorNotFound "cursor id <n> not found". Negative skip/limit/batchSize: code 51024 "BSON field '<f>' value must be >= 0,
     actual value '<n>'". Projection: top-level inclusion or exclusion, _id included unless
     _id: 0 (M/method/db.collection.find, "Projection"); mixing: codes 31254 "Cannot do
     exclusion on field <f> in inclusion projection" / 31253 "Cannot do inclusion on field <f>
@@ -722,12 +721,12 @@ def apply_ops(doc, u, inserting):
     # 5.0+: fields are updated in lexicographic order of their paths
     for path, op, v in sorted(items, key=lambda t: t[0]):
         if path == '_id' or path.startswith('_id.'):
-            old = get_path(new, '_id') if '_id' in new else MISSING
-            if op == '$unset' or (op == '$inc') or \
-                    (old is not MISSING and not (path == '_id' and eq(old, v))):
-                if not inserting or op == '$unset':
-                    raise CmdError(66, "Performing an update on the path '_id' would modify the "
-                                   "immutable field '_id'")
+            # _id may only be set to the value it has, or given by an upsert that has none
+            old = new.get('_id', MISSING)
+            if op == '$unset' or (old is MISSING and not inserting) or \
+                    (old is not MISSING and (op == '$inc' or path != '_id' or not eq(old, v))):
+                raise CmdError(66, "Performing an update on the path '_id' would modify the "
+                               "immutable field '_id'")
         if op in ('$set', '$setOnInsert'):
             set_path(new, path, copy_val(v))
         elif op == '$unset':
@@ -1503,8 +1502,10 @@ class Server:
         if not isinstance(cname, str):
             raise CmdError(40414, "BSON field 'getMore.collection' is missing but a required field")
         cur = self.st.cursors.get(int(cid))
-        if cur is None or cur['ns'] != '%s.%s' % (db, cname):
+        if cur is None:
             raise CmdError(43, 'cursor id %d not found' % cid)
+        if cur['ns'] != '%s.%s' % (db, cname):
+            raise emulator('a getMore naming another collection than its cursor')
         batch = check_nonneg('batchSize', body.get('batchSize')) if 'batchSize' in body else 0
         del self.st.cursors[int(cid)]
         r = self.cursor_reply(db, cname, cur['docs'], batch, False, 'nextBatch')

@@ -120,6 +120,9 @@ check('a replacement upsert takes the query _id; upserted [{index, _id}]',
 check('a replacement that changes _id: 66 ImmutableField',
       err(lambda: db.u.replace_one({'_id': 42}, {'_id': 43, 'w': 2})),
       [66, "After applying the update, the (immutable) field '_id' was found to have been altered to _id: 43"])
+check('$set of _id to another value: 66',
+      err(lambda: db.u.update_one({'_id': 42}, {'$set': {'_id': 43}})),
+      [66, "Performing an update on the path '_id' would modify the immutable field '_id'"])
 
 # -- unique indexes
 db.x.create_index('s', unique=True)
