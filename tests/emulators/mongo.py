@@ -38,7 +38,10 @@ Commands (M/command/<name>); every command checks its fields as the server's IDL
     maxBsonObjectSize 16777216, maxMessageSizeBytes 48000000, maxWriteBatchSize 100000,
     localTime, logicalSessionTimeoutMinutes 30, connectionId, minWireVersion 0,
     maxWireVersion 17, readOnly false, helloOk when asked. "client" accepted, "compression"
-    answered with none, "saslSupportedMechs" answered without the field (no such user).
+    answered with none, "saslSupportedMechs" answered without the field (no such user). An
+    awaitable hello (topologyVersion of this process + maxAwaitTimeMS, the drivers' streaming
+    monitor) is answered after maxAwaitTimeMS, as the topology never changes; exhaustAllowed is
+    not honoured (no moreToCome replies), which the protocol allows.
   - saslStart, authenticate: code 18 "Authentication failed." (no users exist: auth is not
     emulated beyond failing as a server without that user would).
   - ping; buildInfo/buildinfo (version 6.0.12); endSessions (accepted).
@@ -62,8 +65,7 @@ Commands (M/command/<name>); every command checks its fields as the server's IDL
     allowPartialResults, allowDiskUse, readConcern, maxTimeMS); getMore (collection, batchSize);
     killCursors (cursors). Cursors (M/command/find, getMore): firstBatch/nextBatch, ns, id 0
     once exhausted; first batch 101 documents by default, getMore up to 16 MiB; limit closes
-    the cursor; a cursor of another namespace or unknown: code 43 CursorNotFound "cursor id <n>
-    not found". Negative skip/limit/batchSize: code 51024 "BSON field '<f>' value must be >= 0,
+    the cursor; an unknown cursor: code 43 CursorNotFound "cursor id <n> not found". Negative skip/limit/batchSize: code 51024 "BSON field '<f>' value must be >= 0,
     actual value '<n>'". Projection: top-level inclusion or exclusion, _id included unless
     _id: 0 (M/method/db.collection.find, "Projection"); mixing: codes 31254 "Cannot do
     exclusion on field <f> in inclusion projection" / 31253 "Cannot do inclusion on field <f>
@@ -76,9 +78,14 @@ Commands (M/command/<name>); every command checks its fields as the server's IDL
   - createIndexes (indexes [{key, name, unique, sparse, expireAfterSeconds, background, v}]):
     keys single or compound with 1/-1 (M/method/db.collection.createIndex); expireAfterSeconds
     is stored and listed but documents are NEVER expired by the emulator; the same name with
-    another key: code 86 IndexKeySpecsConflict; the same key under another name: code 85
-    IndexOptionsConflict "Index already exists with a different name: <name>"; the same name
-    and key with other options: code 85; a unique index over duplicates: code 11000. Replies
+    another key: code 86 IndexKeySpecsConflict "An existing index has the same name as the
+    requested index. Requested index: <spec>, existing index: <spec>"; the same key under another
+    name: code 85 IndexOptionsConflict "Index already exists with a different name: <name>" (with
+    another expireAfterSeconds: "An equivalent index already exists with a different name and
+    options. ..."); the same name and key with another expireAfterSeconds: code 85 "An equivalent
+    index already exists with the same name but different options. ..." (index_catalog_impl.cpp);
+    unique or sparse changing between two specs of one key: not emulated; a unique index over
+    duplicates: code 11000. Replies
     numIndexesBefore/After, createdCollectionAutomatically, note "all indexes already exist".
   - listIndexes (cursor), listCollections (filter on name only, nameOnly, cursor), drop
     (nIndexesWas, ns; a missing collection: code 26 "ns not found", as 6.0 still does),
@@ -96,9 +103,10 @@ Write results (M/command/insert, update, delete "Output"): n, nModified, upserte
   key error collection: <db>.<coll> index: <name> dup key: { <field>: <value> }".
 Write concern (M/write-concern): w 0 | 1 | "majority", j, wtimeout accepted; a standalone
   takes w: "majority" as w: 1 (jstests/core/write_concern.js: it succeeds); w > 1: code 2
-  BadValue "cannot use 'w' > 1 with a standalone", nothing written; another w string: code 79
-  UnknownReplWriteConcern is NOT emulated (emulator: error). Read concern level local,
-  available or majority accepted.
+  BadValue "cannot use 'w' > 1 when a host is not replicated", nothing written; another w
+  string: code 2 "cannot use non-majority 'w' mode <w> when a host is not a member of a replica
+  set" (write_concern.cpp, validateWriteConcern). Read concern level local, available or
+  majority accepted.
 Query language (M/operator/query, M/bson-type-comparison-order): implicit equality, $eq $ne $gt
   $gte $lt $lte $in $nin $exists $and $or $nor on top-level and dotted paths through embedded
   documents; missing equals null for $eq/$in null, $gt/$lt compare within one type class
@@ -112,11 +120,22 @@ Unique indexes are enforced on insert, update and upsert, a missing field counti
   sparse index skips documents without any of its fields; _id is always unique.
 NOT emulated (answered "emulator: ..." code 238): any path whose value is an array (queries,
   sort, indexes, updates through one), $regex and regex values, $not, $elemMatch, $size, $all,
-  $type, $mod, $expr, $where, $text, geo and bitwise operators, collation, hint, arrayFilters,
-  pipeline updates, let, dotted or operator projections, partial/TTL expiry, sessions'
-  transactions, field names with '$' or '.', auth.
+  $type, $mod, $expr, $where, $text, geo and bitwise operators, MinKey/MaxKey in a range,
+  collation, hint, arrayFilters, pipeline updates, the other update operators ($push, $max,
+  $rename, ...), let, dotted or operator projections, $meta sorts, partial indexes, TTL expiry
+  (never happens), two indexes on one key differing in unique/sparse, read preferences other
+  than primary/primaryPreferred/secondaryPreferred/nearest, readConcern levels other than
+  local/available/majority, a field of the wrong BSON type (the server's IDL answers code 14
+  with a message not reproduced here), field names with '$' or '.', documents over 16 MiB,
+  findAndModify combining remove with update/new/upsert, auth. The emulator is one process
+  with no replication: majority writes, failover, elections, the query planner and its index
+  choice are not tested through it. A command is atomic (one global lock), which a real server
+  does not promise across documents; a createIndexes whose second index fails keeps the first.
 Every command is logged as one JSON line (--log): {"event": "command", "command", "db",
-  "collection", "body" (the whole command, BSON types as relaxed extended JSON), "ok", "code"}.
+  "collection", "body" (the whole command, document sequences merged in, BSON types as relaxed
+  extended JSON), "connection", "op" (OP_MSG or OP_QUERY), "sequences" (the identifiers of
+  the kind 1 sections it came with), "ok", "code", "writeErrors" (codes)};
+  refused messages as {"event": "bad_op_msg" | "legacy_opcode" | "op_query" | ...}.
 
   mongo.py [--host 127.0.0.1] [--port 0] [--log FILE]     prints "listening <port>" first.
 """
@@ -125,10 +144,8 @@ import datetime
 import decimal
 import json
 import math
-import os
 import socketserver
 import struct
-import sys
 import threading
 
 import bson
@@ -185,6 +202,12 @@ class CloseConnection(Exception):
 
 def emulator(what):
     return CmdError(238, 'emulator: ' + what + ' is not emulated')
+
+
+def wrong_type(field):
+    """A field of the wrong BSON type: the server's IDL answers code 14 with a message this
+    emulator does not reproduce, so it is an "emulator:" error."""
+    return emulator("a value of the wrong type for '%s'" % field)
 
 
 # -- CRC-32C (Castagnoli), the OP_MSG checksum (M/mongodb-wire-protocol, "checksumPresent")
@@ -381,7 +404,7 @@ def get_path(doc, path):
             return MISSING
         cur = cur[p]
     if isinstance(cur, list):
-        raise emulator("a query or sort on a path ('%s') whose value is an array" % path)
+        raise emulator("a query, sort or index on a path ('%s') whose value is an array" % path)
     return cur
 
 
@@ -425,7 +448,7 @@ def check_value(v):
 def validate_query(q):
     """Parse-time checks, as the server rejects a bad filter even on an empty collection."""
     if not isinstance(q, dict):
-        raise CmdError(14, "BSON field 'filter' is the wrong type, expected object")
+        raise wrong_type('filter')
     for k, v in q.items():
         if k.startswith('$'):
             if k in TOP_OPS:
@@ -524,12 +547,12 @@ def sort_docs(docs, sort):
 
 def check_sort(sort):
     if not isinstance(sort, dict):
-        raise CmdError(14, "BSON field 'sort' is the wrong type, expected object")
+        raise wrong_type('sort')
     for k, d in sort.items():
         if isinstance(d, dict):
             raise emulator('a $meta sort')
         if isinstance(d, bool) or not isinstance(d, (int, float)) or d not in (1, -1):
-            raise CmdError(15974, 'Illegal key in $sort specification: %s: %s' % (k, fmt(d)))
+            raise emulator('the sort value %s (only 1 and -1)' % fmt(d))
         check_field_name(k.replace('.', ''), 'a sort')
 
 
@@ -554,7 +577,7 @@ def project(doc, proj):
 
 def check_projection(proj):
     if not isinstance(proj, dict):
-        raise CmdError(14, "BSON field 'projection' is the wrong type, expected object")
+        raise wrong_type('projection')
     mode = None
     for k, v in proj.items():
         if '.' in k or k.startswith('$'):
@@ -593,13 +616,9 @@ def validate_update(u):
     if isinstance(u, list):
         raise emulator('a pipeline-style update')
     if not isinstance(u, dict):
-        raise CmdError(14, "BSON field 'update.updates.u' is the wrong type, expected object")
+        raise wrong_type('u')
     if not u or not next(iter(u)).startswith('$'):
         for k, v in u.items():
-            if k.startswith('$'):
-                raise CmdError(52, "The dollar ($) prefixed field '%s' in '%s' is not allowed in "
-                               "the context of an update's replacement document. Consider using "
-                               "an aggregation pipeline with $replaceWith." % (k, k))
             check_field_name(k, 'a replacement document')
             if isinstance(v, dict):
                 check_doc_names(v, 'a replacement document')
@@ -702,12 +721,12 @@ def apply_ops(doc, u, inserting):
     # 5.0+: fields are updated in lexicographic order of their paths
     for path, op, v in sorted(items, key=lambda t: t[0]):
         if path == '_id' or path.startswith('_id.'):
-            old = get_path(new, '_id') if '_id' in new else MISSING
-            if op == '$unset' or (op == '$inc') or \
-                    (old is not MISSING and not (path == '_id' and eq(old, v))):
-                if not inserting or op == '$unset':
-                    raise CmdError(66, "Performing an update on the path '_id' would modify the "
-                                   "immutable field '_id'")
+            # _id may only be set to the value it has, or given by an upsert that has none
+            old = new.get('_id', MISSING)
+            if op == '$unset' or (old is MISSING and not inserting) or \
+                    (old is not MISSING and (op == '$inc' or path != '_id' or not eq(old, v))):
+                raise CmdError(66, "Performing an update on the path '_id' would modify the "
+                               "immutable field '_id'")
         if op in ('$set', '$setOnInsert'):
             set_path(new, path, copy_val(v))
         elif op == '$unset':
@@ -788,13 +807,103 @@ class Index:
 
 
 class Collection:
+    """Documents by canon(_id) in insertion order (the "natural order" finds return), and for
+    each index a map from its key to the documents holding it, so duplicate checks and
+    equality lookups on an index's fields do not scan the collection."""
+
     def __init__(self, db, name):
         self.db, self.name = db, name
-        self.docs = {}  # canon(_id) -> document, in insertion order
+        self.docs = {}  # canon(_id) -> document
+        self.order = {}  # canon(_id) -> insertion number (natural order)
+        self.next_order = 0
         self.indexes = [Index('_id_', SON([('_id', 1)]), unique=True)]
+        self.ikeys = {'_id_': {}}  # index name -> {index key: {canon(_id)}}
+        self.ifirst = {'_id_': {}}  # index name -> {its first field's value: {canon(_id)}}
 
     def ns(self):
         return '%s.%s' % (self.db, self.name)
+
+    def put(self, k, doc):
+        """Stores doc under k (replacing the document there, keeping its place); the caller
+        checked dup_error first. An array in an indexed field raises before anything changes."""
+        entries = [(ix, ix.entry(doc)) for ix in self.indexes]
+        self.remove(k)
+        self.docs[k] = doc
+        if k not in self.order:
+            self.order[k] = self.next_order
+            self.next_order += 1
+        for ix, e in entries:
+            if e is not None:
+                self.ikeys[ix.name].setdefault(e[0], set()).add(k)
+                self.ifirst[ix.name].setdefault(e[0][0], set()).add(k)
+
+    def remove(self, k):
+        """Takes the document at k out of the index maps (not out of docs)."""
+        old = self.docs.get(k)
+        if old is None:
+            return
+        for ix in self.indexes:
+            e = ix.entry(old)
+            if e is not None:
+                for m, key in ((self.ikeys[ix.name], e[0]), (self.ifirst[ix.name], e[0][0])):
+                    held = m.get(key)
+                    if held is not None:
+                        held.discard(k)
+                        if not held:
+                            del m[key]
+
+    def delete(self, k):
+        self.remove(k)
+        del self.docs[k]
+        del self.order[k]
+
+    def add_index(self, ix):
+        """Adds ix; for a unique one, CmdError(11000) if the documents already break it."""
+        keys, first = {}, {}
+        for k, d in self.docs.items():
+            e = ix.entry(d)
+            if e is None:
+                continue
+            if ix.unique and e[0] in keys:
+                raise self.dup(ix, e[1])
+            keys.setdefault(e[0], set()).add(k)
+            first.setdefault(e[0][0], set()).add(k)
+        self.ikeys[ix.name], self.ifirst[ix.name] = keys, first
+        self.indexes.append(ix)
+
+    def lookup(self, q):
+        """The (key, document) pairs that may match q, in natural order: through the first
+        non-sparse index whose every field (else whose first field) q names with a plain or $eq
+        equality, else all of them."""
+        eqs = {}
+        for f, v in q.items():
+            if f.startswith('$'):
+                continue
+            if is_op_doc(v):
+                if set(v) == {'$eq'} and not isinstance(v['$eq'], (dict, list)):
+                    eqs[f] = v['$eq']
+            elif not isinstance(v, (dict, list)):
+                eqs[f] = v
+        ks = None
+        for ix in self.indexes:
+            if not ix.sparse and all(f in eqs for f in ix.key):
+                ks = self.ikeys[ix.name].get(tuple(canon(eqs[f]) for f in ix.key), ())
+                break
+        else:
+            for ix in self.indexes:
+                first = next(iter(ix.key))
+                if not ix.sparse and first in eqs:
+                    ks = self.ifirst[ix.name].get(canon(eqs[first]), ())
+                    break
+        if ks is None:
+            return list(self.docs.items())
+        return [(k, self.docs[k]) for k in sorted(ks, key=self.order.get)]
+
+    def dup(self, ix, values):
+        kv = SON(zip(ix.key.keys(), values))
+        msg = 'E11000 duplicate key error collection: %s index: %s dup key: %s' % (
+            self.ns(), ix.name, fmt(kv))
+        return CmdError(11000, msg, keyPattern=ix.key, keyValue=kv)
 
     def dup_error(self, doc, ignore_key=None):
         """The first unique index doc would violate (not counting the document at
@@ -805,16 +914,8 @@ class Collection:
             mine = ix.entry(doc)
             if mine is None:
                 continue
-            for k, other in self.docs.items():
-                if k == ignore_key:
-                    continue
-                e = ix.entry(other)
-                if e is not None and e[0] == mine[0]:
-                    kv = SON(zip(ix.key.keys(), mine[1]))
-                    shown = SON(zip(ix.key.keys(), mine[1]))
-                    msg = 'E11000 duplicate key error collection: %s index: %s dup key: %s' % (
-                        self.ns(), ix.name, fmt(shown))
-                    return CmdError(11000, msg, keyPattern=ix.key, keyValue=kv)
+            if self.ikeys[ix.name].get(mine[0], set()) - {ignore_key}:
+                return self.dup(ix, mine[1])
         return None
 
 
@@ -896,8 +997,7 @@ def check_nonneg(name, v):
     if v is None:
         return 0
     if isinstance(v, bool) or not is_number(v):
-        raise CmdError(14, "BSON field '%s' is the wrong type '%s', expected types '[long, int, "
-                       "decimal, double']" % (name, TYPE_NAMES.get(type(v), type(v).__name__)))
+        raise wrong_type(name)
     if num(v) is None or num(v) < 0:
         raise CmdError(51024, "BSON field '%s' value must be >= 0, actual value '%s'" % (name, fmt(v)))
     return int(num(v))
@@ -910,6 +1010,7 @@ class Server:
         self.log = open(args.log, 'a', buffering=1) if args.log else None
         self.log_lock = threading.Lock()
         self.process_id = ObjectId()
+        self.stopping = threading.Event()
 
     def record(self, entry):
         if self.log:
@@ -917,13 +1018,15 @@ class Server:
                 self.log.write(json.dumps(entry) + '\n')
 
     # The command dispatcher: returns the reply document, raises CloseConnection.
-    def run(self, body, conn):
+    def run(self, body, conn, op='OP_MSG', sequences=()):
         name = next(iter(body)) if body else ''
         db = body.get('$db')
         canonical = ALIASES.get(name, name)
         coll = body.get(name) if isinstance(body.get(name), str) else None
         reply, entry = None, {'event': 'command', 'command': name, 'db': db, 'collection': coll,
-                              'body': jsonsafe(body), 'connection': conn.id}
+                              'body': jsonsafe(body), 'connection': conn.id, 'op': op}
+        if sequences:
+            entry['sequences'] = list(sequences)
         try:
             with self.st.lock:
                 reply = self.dispatch(name, canonical, db, body, conn)
@@ -943,7 +1046,7 @@ class Server:
         if canonical not in FIELDS:
             raise CmdError(59, "no such command: '%s'" % name)
         if not isinstance(db, str) or not db:
-            raise CmdError(40414, "BSON field 'OpMsg.$db' is missing but a required field")
+            raise emulator('a command without $db')
         own, not_emulated = FIELDS[canonical]
         for f in list(body.keys())[1:]:
             if f in TXN_FIELDS:
@@ -976,18 +1079,19 @@ class Server:
 
     def check_write_concern(self, wc):
         if not isinstance(wc, dict):
-            raise CmdError(14, "BSON field 'writeConcern' is the wrong type, expected object")
+            raise wrong_type('writeConcern')
         for k in wc:
             if k not in ('w', 'j', 'wtimeout', 'fsync', 'provenance'):
                 raise emulator("the writeConcern field '%s'" % k)
         w = wc.get('w', 1)
         if isinstance(w, str):
             if w != 'majority':
-                raise emulator("the write concern w: '%s' (tag sets)" % w)
+                raise CmdError(2, "cannot use non-majority 'w' mode %s when a host is not a member "
+                               "of a replica set" % w)
         elif isinstance(w, bool) or not is_number(w) or num(w) < 0:
             raise emulator('the write concern w: %s' % fmt(w))
         elif num(w) > 1:
-            raise CmdError(2, "cannot use 'w' > 1 with a standalone")
+            raise CmdError(2, "cannot use 'w' > 1 when a host is not replicated")
 
     # -- failCommand (src/mongo/db/commands.cpp, evaluateFailCommandFailPoint) --
     def fail_active(self, canonical, name, conn, need):
@@ -1090,13 +1194,13 @@ class Server:
 
     def cmd_endSessions(self, name, db, body, conn):
         if not isinstance(body[name], list):
-            raise CmdError(14, "BSON field 'endSessions' is the wrong type, expected array")
+            raise wrong_type('endSessions')
         return SON([('ok', 1.0)])
 
     def coll_name(self, name, body):
         c = body[name]
         if not isinstance(c, str) or not c:
-            raise CmdError(73, "collection name has invalid type %s" % TYPE_NAMES.get(type(c), type(c).__name__))
+            raise wrong_type(name)
         return c
 
     # -- writes --
@@ -1110,7 +1214,7 @@ class Server:
         for i, d in enumerate(docs):
             try:
                 if not isinstance(d, dict):
-                    raise CmdError(14, "BSON field 'insert.documents' is the wrong type")
+                    raise wrong_type('documents')
                 check_doc_names(d, 'an inserted document')
                 d = id_first(copy_doc(d))
                 self.insert_one(db, cname, d)
@@ -1133,7 +1237,7 @@ class Server:
         err = c.dup_error(d)
         if err:
             raise err
-        c.docs[canon(d['_id'])] = d
+        c.put(canon(d['_id']), d)
 
     @staticmethod
     def write_error(i, e):
@@ -1159,16 +1263,20 @@ class Server:
         ordered = body.get('ordered', True)
         n = nmod = 0
         upserted, errors = [], []
+        # the IDL parses every statement before any runs: its faults fail the whole command
+        for s in stmts:
+            if not isinstance(s, dict):
+                raise wrong_type('updates')
+            for f in s:
+                if f in UPDATE_STMT_NE:
+                    raise emulator("the field '%s' of an update statement" % f)
+                if f not in UPDATE_STMT:
+                    raise unknown_field('update.updates', f)
+            if 'q' not in s or 'u' not in s:
+                raise CmdError(40414, "BSON field 'update.updates.%s' is missing but a required "
+                               "field" % ('q' if 'q' not in s else 'u'))
         for i, s in enumerate(stmts):
             try:
-                for f in s:
-                    if f in UPDATE_STMT_NE:
-                        raise emulator("the field '%s' of an update statement" % f)
-                    if f not in UPDATE_STMT:
-                        raise unknown_field('update.updates', f)
-                if 'q' not in s or 'u' not in s:
-                    raise CmdError(40414, "BSON field 'update.updates.%s' is missing but a required "
-                                   "field" % ('q' if 'q' not in s else 'u'))
                 validate_query(s['q'])
                 kind = validate_update(s['u'])
                 if kind == 'replace' and s.get('multi'):
@@ -1194,7 +1302,7 @@ class Server:
     def matching(self, c, q, sort=None):
         if c is None:
             return []
-        docs = [(k, d) for k, d in c.docs.items() if matches(d, q)]
+        docs = [(k, d) for k, d in c.lookup(q) if matches(d, q)]
         if sort:
             order = sort_docs([d for _, d in docs], sort)
             ids = {id(d): k for k, d in docs}
@@ -1217,7 +1325,7 @@ class Server:
                 err = c.dup_error(new, ignore_key=k)
                 if err:
                     raise err
-                c.docs[k] = new
+                c.put(k, new)
                 mod += 1
             return len(hits), mod, None
         if not upsert:
@@ -1256,27 +1364,35 @@ class Server:
             raise CmdError(40414, "BSON field 'delete.deletes' is missing but a required field")
         ordered = body.get('ordered', True)
         n, errors = 0, []
+        # the IDL parses every statement first (limit by readMultiDeleteProperty): its faults
+        # fail the whole command
+        for s in stmts:
+            if not isinstance(s, dict):
+                raise wrong_type('deletes')
+            for f in s:
+                if f in DELETE_STMT_NE:
+                    raise emulator("the field '%s' of a delete statement" % f)
+                if f not in DELETE_STMT:
+                    raise unknown_field('delete.deletes', f)
+            for f in ('q', 'limit'):
+                if f not in s:
+                    raise CmdError(40414, "BSON field 'delete.deletes.%s' is missing but a "
+                                   "required field" % f)
+            if not is_number(s['limit']) or isinstance(s['limit'], bool):
+                raise emulator('a delete limit that is not a number')
+            lim = float(num(s['limit']) or 0)
+            if lim not in (0, 1):
+                raise CmdError(9, 'The limit field in delete objects must be 0 or 1. Got %g' % lim)
         for i, s in enumerate(stmts):
+            lim = float(num(s['limit']) or 0)
             try:
-                for f in s:
-                    if f in DELETE_STMT_NE:
-                        raise emulator("the field '%s' of a delete statement" % f)
-                    if f not in DELETE_STMT:
-                        raise unknown_field('delete.deletes', f)
-                for f in ('q', 'limit'):
-                    if f not in s:
-                        raise CmdError(40414, "BSON field 'delete.deletes.%s' is missing but a "
-                                       "required field" % f)
-                lim = float(num(s['limit']) if is_number(s['limit']) else -1)
-                if lim not in (0, 1):
-                    raise CmdError(9, 'The limit field in delete objects must be 0 or 1. Got %g' % lim)
                 validate_query(s['q'])
                 c = self.st.coll(db, cname)
                 hits = self.matching(c, s['q'])
                 if lim == 1:
                     hits = hits[:1]
                 for k, _ in hits:
-                    del c.docs[k]
+                    c.delete(k)
                 n += len(hits)
             except CmdError as e:
                 if e.code == 238:
@@ -1310,7 +1426,7 @@ class Server:
         if remove:
             if hits:
                 k, d = hits[0]
-                del c.docs[k]
+                c.delete(k)
                 value = d
             leo['n'] = len(hits)
         else:
@@ -1322,7 +1438,7 @@ class Server:
                     err = c.dup_error(new, ignore_key=k)
                     if err:
                         raise err
-                    c.docs[k] = new
+                    c.put(k, new)
                 value = new if body.get('new') else d
                 leo['n'] = 1
                 leo['updatedExisting'] = True
@@ -1381,13 +1497,15 @@ class Server:
     def cmd_getMore(self, name, db, body, conn):
         cid = body[name]
         if not isinstance(cid, int) or isinstance(cid, bool):
-            raise CmdError(14, "BSON field 'getMore.getMore' is the wrong type, expected type 'long'")
+            raise wrong_type('getMore')
         cname = body.get('collection')
         if not isinstance(cname, str):
             raise CmdError(40414, "BSON field 'getMore.collection' is missing but a required field")
         cur = self.st.cursors.get(int(cid))
-        if cur is None or cur['ns'] != '%s.%s' % (db, cname):
+        if cur is None:
             raise CmdError(43, 'cursor id %d not found' % cid)
+        if cur['ns'] != '%s.%s' % (db, cname):
+            raise emulator('a getMore naming another collection than its cursor')
         batch = check_nonneg('batchSize', body.get('batchSize')) if 'batchSize' in body else 0
         del self.st.cursors[int(cid)]
         r = self.cursor_reply(db, cname, cur['docs'], batch, False, 'nextBatch')
@@ -1417,7 +1535,7 @@ class Server:
         skip = check_nonneg('skip', body.get('skip'))
         limit = body.get('limit') or 0
         if not is_number(limit):
-            raise CmdError(14, "BSON field 'count.limit' is the wrong type")
+            raise wrong_type('limit')
         limit = abs(int(num(limit)))  # a negative limit counts as its absolute value
         n = max(0, len(self.matching(self.st.coll(db, cname), q)) - skip)
         if limit:
@@ -1450,44 +1568,38 @@ class Server:
                     raise emulator("the index type %s on '%s'" % (fmt(d), f))
             ix = Index(iname, key, bool(s.get('unique')), bool(s.get('sparse')),
                        s.get('expireAfterSeconds'))
-            for old in c.indexes + new:
-                same_key = list(old.key.items()) == list(key.items()) and \
-                    all(type(a) == type(b) for a, b in zip(old.key.values(), key.values())) or \
-                    canon(old.key) == canon(key)
-                if old.name == iname and not same_key:
-                    raise CmdError(86, 'An existing index has the same name as the requested index. '
-                                   'When index names are not specified, they are auto generated and '
-                                   'can cause conflicts. Please refer to our documentation. '
-                                   'Requested index: %s, existing index: %s'
-                                   % (fmt(ix.spec()), fmt(old.spec())))
-                if same_key and old.name != iname:
-                    raise CmdError(85, 'Index already exists with a different name: %s' % old.name)
-                if same_key and old.options() != ix.options():
-                    raise CmdError(85, 'An existing index has the same name as the requested index. '
-                                   'When index names are not specified, they are auto generated and '
-                                   'can cause conflicts. Please refer to our documentation. '
-                                   'Requested index: %s, existing index: %s'
-                                   % (fmt(ix.spec()), fmt(old.spec())))
-                if same_key:
+            exists = False
+            for old in c.indexes:
+                same_key = canon(old.key) == canon(key)
+                same_ident = (old.unique, old.sparse) == (ix.unique, ix.sparse)
+                if old.name == iname:
+                    if not same_key:
+                        raise CmdError(86, 'An existing index has the same name as the requested '
+                                       'index. Requested index: %s, existing index: %s'
+                                       % (fmt(ix.spec()), fmt(old.spec())))
+                    if not same_ident:
+                        raise emulator('an index whose unique/sparse options change')
+                    if old.ttl != ix.ttl:
+                        raise CmdError(85, 'An equivalent index already exists with the same name '
+                                       'but different options. Requested index: %s, existing '
+                                       'index: %s' % (fmt(ix.spec()), fmt(old.spec())))
+                    exists = True
                     break
-            else:
-                for d in c.docs.values():
-                    for f in key:
-                        get_path(d, f)
-                if ix.unique:
-                    seen = {}
-                    for d in c.docs.values():
-                        e = ix.entry(d)
-                        if e is None:
-                            continue
-                        if e[0] in seen:
-                            kv = SON(zip(key.keys(), e[1]))
-                            raise CmdError(11000, 'E11000 duplicate key error collection: %s index: '
-                                           '%s dup key: %s' % (c.ns(), iname, fmt(kv)),
-                                           keyPattern=key, keyValue=kv)
-                        seen[e[0]] = True
-                new.append(ix)
-        c.indexes.extend(new)
+                if same_key:
+                    if not same_ident:
+                        raise emulator('two indexes on one key pattern with other unique/sparse')
+                    if old.ttl != ix.ttl:
+                        raise CmdError(85, 'An equivalent index already exists with a different '
+                                       'name and options. Requested index: %s, existing index: %s'
+                                       % (fmt(ix.spec()), fmt(old.spec())))
+                    raise CmdError(85, 'Index already exists with a different name: %s' % old.name)
+            if exists:
+                continue
+            for d in c.docs.values():
+                for f in key:
+                    get_path(d, f)  # an array in an indexed field is not emulated
+            c.add_index(ix)
+            new.append(ix)
         r = SON([('numIndexesBefore', before), ('numIndexesAfter', len(c.indexes))])
         if not new:
             r['note'] = 'all indexes already exist'
@@ -1530,7 +1642,7 @@ class Server:
 
     def cmd_dropDatabase(self, name, db, body, conn):
         if body[name] != 1:
-            raise CmdError(9, 'dropDatabase must be 1')  # pragma: the IDL takes 1 only
+            raise emulator('dropDatabase with a value other than 1')
         self.st.dbs.pop(db, None)
         self.drop_cursors(db + '.')
         return SON([('ok', 1.0)])
@@ -1637,17 +1749,30 @@ class Handler(socketserver.BaseRequestHandler):
             return False
         for ident, docs in seqs:
             if ident in body:
-                reply = CmdError(40413, 'Duplicate field %s' % ident).reply()
+                reply = emulator("a document sequence '%s' also in the body" % ident).reply()
                 break
             body[ident] = docs
         else:
-            reply = emu.run(body, self)
+            self.await_hello(body)
+            reply = emu.run(body, self, 'OP_MSG', [ident for ident, _ in seqs])
         if flags & 2:  # moreToCome: no reply
             return True
         data = bson.encode(reply)
         msg = struct.pack('<iiiiI', 16 + 4 + 1 + len(data), 0, req_id, OP_MSG, 0) + b'\0' + data
         self.request.sendall(msg)
         return True
+
+    def await_hello(self, body):
+        """An awaitable hello (the drivers' streaming monitor; M/command/hello,
+        "topologyVersion", "maxAwaitTimeMS"): naming this process's topology version, which never
+        changes here, it is answered only after maxAwaitTimeMS, without moreToCome (the server
+        may ignore exhaustAllowed), so a monitor does not spin. Outside the global lock."""
+        name = next(iter(body), '')
+        tv = body.get('topologyVersion')
+        wait = body.get('maxAwaitTimeMS')
+        if ALIASES.get(name, name) == 'hello' and isinstance(tv, dict) and \
+                tv.get('processId') == self.server.emu.process_id and is_number(wait):
+            self.server.emu.stopping.wait(min(max(float(num(wait)), 0) / 1000, 600))
 
     def op_query(self, payload, req_id):
         emu = self.server.emu
@@ -1669,7 +1794,7 @@ class Handler(socketserver.BaseRequestHandler):
         name = next(iter(q)) if q else ''
         if name in ('hello', 'isMaster', 'ismaster'):
             q['$db'] = ns[:-5]
-            reply = emu.run(q, self)
+            reply = emu.run(q, self, 'OP_QUERY')
         else:
             emu.record({'event': 'op_query', 'ns': ns, 'command': name, 'connection': self.id})
             reply = CmdError(352, 'Unsupported OP_QUERY command: %s. The client driver may require '
