@@ -13,7 +13,7 @@
 #   make fmt      clang-format the C sources; make fmt-check fails on a difference
 
 CC      ?= cc
-PKGS    := libosip2 luajit libssl libcrypto sqlite3 jansson libnghttp2 libmicrohttpd
+PKGS    := libosip2 luajit libssl libcrypto sqlite3 jansson libnghttp2 libmicrohttpd libmongoc-1.0
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 WARN    := -Wall -Wextra -Wshadow -Wformat=2 -Wstrict-prototypes -Wmissing-prototypes \
@@ -36,9 +36,12 @@ ASAN_CFLAGS    := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
 ASAN_LDFLAGS   := -fsanitize=address,undefined
 
 MIGRATIONS_C := server/store/store_sqlite_migrations.c
-SRCS := $(sort $(filter-out $(MIGRATIONS_C),$(wildcard server/*/*.c)) $(MIGRATIONS_C))
+MONGO_MIGRATIONS_C := server/store/store_mongo_migrations.c
+SRCS := $(sort $(filter-out $(MIGRATIONS_C) $(MONGO_MIGRATIONS_C),$(wildcard server/*/*.c)) \
+          $(MIGRATIONS_C) $(MONGO_MIGRATIONS_C))
 LIB_SRCS := $(filter-out server/core/main.c,$(SRCS))
 MIGRATIONS := $(sort $(wildcard schemas/sqlite/*.sql))
+MONGO_MIGRATIONS := $(sort $(wildcard schemas/mongo/*.json))
 
 REL_OBJS  := $(SRCS:server/%.c=server/build-release/%.o)
 ASAN_OBJS := $(SRCS:server/%.c=server/build-asan/%.o)
@@ -50,9 +53,9 @@ UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=tests/unit/build/%.t)
 # Debian packages: what building needs, and what the tests need on top.
 DEB_BUILD := build-essential pkg-config libosip2-dev libev-dev libluajit-5.1-dev libssl-dev \
              libsqlite3-dev libnghttp2-dev libjansson-dev libjemalloc-dev libmicrohttpd-dev \
-             openssl
+             libmongoc-dev openssl
 DEB_TEST  := sip-tester libio-socket-ssl-perl sqlite3 perl clang-format clang libclang-rt-14-dev \
-             kamailio python3-h2 python3-jsonschema chromium iproute2 strace
+             kamailio python3-h2 python3-jsonschema chromium iproute2 strace python3-pymongo
 DEB_BENCH := kamailio kamailio-sqlite-modules sip-tester sqlite3 nghttp2-client python3-h2 \
              python3-cryptography libio-socket-ssl-perl tcpdump
 DEB_SOAK  := sip-tester sqlite3 curl openssl python3-h2 python3-cryptography libio-socket-ssl-perl
@@ -82,7 +85,10 @@ tests/unit/build:
 	mkdir -p $@
 
 $(MIGRATIONS_C): $(MIGRATIONS) schemas/sqlite/embed.pl
-	perl schemas/sqlite/embed.pl $(MIGRATIONS) > $@.tmp && mv $@.tmp $@
+	perl schemas/sqlite/embed.pl sqlite $(MIGRATIONS) > $@.tmp && mv $@.tmp $@
+
+$(MONGO_MIGRATIONS_C): $(MONGO_MIGRATIONS) schemas/sqlite/embed.pl
+	perl schemas/sqlite/embed.pl mongo $(MONGO_MIGRATIONS) > $@.tmp && mv $@.tmp $@
 
 # Unit tests may #include the .c they test to reach its statics; they link every other
 # module object.
@@ -220,7 +226,7 @@ soak:
 	tests/bench/soak.sh
 
 # the C sources we write (not the generated migrations table)
-FMT_SRCS = $(filter-out $(MIGRATIONS_C),$(wildcard server/*/*.[ch])) \
+FMT_SRCS = $(filter-out $(MIGRATIONS_C) $(MONGO_MIGRATIONS_C),$(wildcard server/*/*.[ch])) \
            $(wildcard tests/unit/*.[ch] tests/fuzz/*.c)
 
 fmt:
@@ -232,7 +238,7 @@ fmt-check:
 clean:
 	rm -rf server/build-release server/build-asan server/sipwake tests/unit/build tests/fuzz/build \
 	  tests/bench/build \
-	  $(MIGRATIONS_C)
+	  $(MIGRATIONS_C) $(MONGO_MIGRATIONS_C)
 
 -include $(REL_OBJS:.o=.d) $(ASAN_OBJS:.o=.d)
 

@@ -150,9 +150,22 @@ static const struct key_row key_rows[] = {
     {"auth", "lockout", KEY_INT, OFF(auth_lockout), 1, 86400, "60", NULL,
      "Seconds a locked-out source gets 403 without its credentials being checked."},
     {"store", "backend", KEY_STRING, OFF(store_backend), 0, 0, "sqlite", NULL,
-     "Storage backend: sqlite."},
+     "Storage backend: sqlite (embedded, the default) or mongodb (a MongoDB server or replica "
+     "set named by uri; one sipwake node per database for now, see the README's MongoDB "
+     "section)."},
     {"store", "path", KEY_STRING, OFF(store_path), 0, 0, "", NULL,
      "SQLite database file. Empty: data_dir/sipwake.db."},
+    {"store", "uri", KEY_STRING, OFF(store_uri), 0, 0, "", NULL,
+     "mongodb: the connection string (mongodb://host:port/database?options, replica set, TLS "
+     "and credentials as mongo-c-driver takes them; database sipwake when the string names "
+     "none). Unless it says otherwise, a server that cannot be reached is given up after 5 s "
+     "(serverSelectionTimeoutMS), a connection after 2 s (connectTimeoutMS) and a socket after "
+     "10 s (socketTimeoutMS)."},
+    {"store", "write_concern", KEY_STRING, OFF(store_write_concern), 0, 0, "majority", NULL,
+     "mongodb: the nodes that must have a write before sipwake answers for it (a REGISTER's "
+     "200, a stored MESSAGE's 202): majority, or a number of nodes (1 or more). majority, the "
+     "default, is never rolled back by a replica set's failover; on a single server it is the "
+     "same as 1."},
     {"push", "vapid_key", KEY_STRING, OFF(vapid_key), 0, 0, "", NULL,
      "PEM file of sipwake's VAPID key pair (RFC 8292) for Web Push; made there (mode 0600) if "
      "missing; one readable by others is made 0600, with a warning. Its public key is advertised "
@@ -854,10 +867,20 @@ static int validate(struct config *cfg, const struct key_lines *kl, size_t nkl, 
     if (cfg->auth_enabled && cfg->auth_algorithms.n == 0)
         return fail(err, errlen, src, LINE("auth", "algorithms"), "auth", "algorithms",
                     "at least one algorithm is needed while auth is enabled");
-    if (strcmp(cfg->store_backend, "sqlite") != 0) {
-        snprintf(msg, sizeof msg, "unknown backend '%s' (sqlite)", cfg->store_backend);
+    if (strcmp(cfg->store_backend, "sqlite") != 0 && strcmp(cfg->store_backend, "mongodb") != 0) {
+        snprintf(msg, sizeof msg, "unknown backend '%s' (sqlite, mongodb)", cfg->store_backend);
         return fail(err, errlen, src, LINE("store", "backend"), "store", "backend", msg);
     }
+    if (strcmp(cfg->store_backend, "mongodb") == 0 && !*cfg->store_uri)
+        return fail(err, errlen, src, LINE("store", "uri"), "store", "uri",
+                    "backend mongodb needs a connection string (mongodb://host:port/database)");
+    char *wend;
+    long w = strtol(cfg->store_write_concern, &wend, 10);
+    if (strcmp(cfg->store_write_concern, "majority") != 0 &&
+        (wend == cfg->store_write_concern || *wend || w < 1 || w > 50))
+        return fail(err, errlen, src, LINE("store", "write_concern"), "store", "write_concern",
+                    "expected majority or a number of nodes from 1 to 50 (0 would answer for "
+                    "writes nobody acknowledged)");
     enum log_level level;
     if (log_parse_level(cfg->log_level, &level) < 0)
         return fail(err, errlen, src, LINE("log", "level"), "log", "level",

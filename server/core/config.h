@@ -87,6 +87,8 @@ struct config {
     /* [store] */
     char *store_backend;
     char *store_path;
+    char *store_uri;           /* mongodb: the connection string */
+    char *store_write_concern; /* mongodb: "majority" or a number of nodes */
 
     /* [push] */
     char *vapid_key;

@@ -298,8 +298,10 @@ static void subscriber_cb(void *arg, int found, const struct store_subscriber *s
     struct registrar *reg = rr->reg;
     pending_unlink(rr);
 
-    if (found < 0) {
-        reject(rr, 500, "Server Internal Error", "Retry-After: 5\n");
+    if (found < 0) { /* the store cannot be read now: as when it cannot commit, 503 */
+        log_error("registrar: %s's credentials could not be read from the store: 503", rr->aor);
+        reject(rr, 503, "Service Unavailable",
+               "Retry-After: 5\nWarning: 399 sipwake \"The credentials could not be read\"\n");
         return;
     }
     osip_authorization_t *a = rr->auth;

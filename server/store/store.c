@@ -374,7 +374,8 @@ static void *worker(void *arg)
 int store_open(const struct config *cfg, struct store **out, char *err, size_t errlen)
 {
     struct store *s = xcalloc(1, sizeof *s);
-    s->be = &store_sqlite_backend;
+    s->be =
+        strcmp(cfg->store_backend, "mongodb") == 0 ? &store_mongo_backend : &store_sqlite_backend;
     s->db = s->be->open(cfg, err, errlen);
     if (!s->db) {
         free(s);

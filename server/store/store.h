@@ -214,6 +214,7 @@ struct store_backend {
 };
 
 extern const struct store_backend store_sqlite_backend;
+extern const struct store_backend store_mongo_backend;
 
 /* Open the configured backend and apply migrations (blocking: at start, or the CLI). cfg is
  * read during the call only. 0 with *out (the caller frees it with store_close), or -1 with

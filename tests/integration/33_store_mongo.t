@@ -1,0 +1,144 @@
+#!/usr/bin/perl
+# One sipwake node on the MongoDB backend ([store] backend = mongodb), against the MongoDB
+# emulator (tests/emulators/mongo.py) through the real mongo-c-driver: the CLI writes users and
+# API tokens there; a REGISTER's binding, two MESSAGEs stored for a sleeping phone (one
+# retransmitted) and the admin's audit rows land in its collections, read back here with
+# pymongo; the phone gets its MESSAGEs in order when it registers again, and they leave the
+# store; after a restart the bindings are loaded from it. With the server gone, a REGISTER
+# gets 503 and the process keeps running; SIGTERM still stops it.
+use strict;
+use warnings;
+use FindBin;
+use lib "$FindBin::Bin/../lib";
+use Test::More;
+use Time::HiRes qw(time sleep);
+use Sipwake;
+use SipwakeAdmin;
+
+my $dir = File::Temp::tempdir('sipwake-mongo-XXXXXX', TMPDIR => 1, CLEANUP => 1);
+my ($epid, $eport) = Sipwake::start_emulator('mongo', '--port', 0, '--log', "$dir/mongo.log");
+ok($eport, "the MongoDB emulator listens on $eport") or BAIL_OUT('no emulator');
+my $uri = "mongodb://127.0.0.1:$eport/swtest";
+
+# One pymongo expression on the database (db), printed; the second real driver reads what the
+# first one wrote.
+sub mongo {
+    my ($expr) = @_;
+    my $py = "import pymongo; c = pymongo.MongoClient('$uri', serverSelectionTimeoutMS=5000); "
+        . "db = c.get_database(); print($expr)";
+    my $out = `/usr/bin/python3 -c "$py" 2>&1`;
+    chomp $out;
+    return $out;
+}
+
+sub mongo_wait {
+    my ($expr, $want, $max) = @_;
+    my $got;
+    my $end = time + ($max // 10);
+    while (time < $end) {
+        $got = mongo($expr);
+        return $got if $got eq $want;
+        sleep 0.1;
+    }
+    return $got;
+}
+
+my $hport = Sipwake::free_port();
+my $sw = Sipwake->new(config => {
+    store => { backend => 'mongodb', uri => $uri, path => undef },
+    auth => { enabled => 'yes' },
+    offline => { enabled => 'yes' },
+    admin => { enabled => 'yes', listen => "127.0.0.1:$hport" },
+});
+my @cli;
+for (['alice@example.com', 'pw-alice'], ['sam@example.com', 'pw-sam']) {
+    my ($rc, $out) = $sw->run_bin('user', 'add', @$_);
+    is($rc, 0, "user add $_->[0] into MongoDB") or diag $out;
+    push @cli, $out;
+}
+like($cli[0], qr/store: applied MongoDB migration 001_core/, 'the schema (indexes) applied at the first open');
+unlike($cli[1], qr/applied MongoDB migration/, 'and not again at the next');
+is(mongo("len(list(db.subscriber.find({})))"), '2', 'both subscribers are in the collection');
+my ($rc, $out) = $sw->run_bin('admin', 'token', 'add', 'ci');
+my ($token) = $out =~ /^(swk_\S+)$/m;
+ok($rc == 0 && $token, 'an API token made in MongoDB');
+is(mongo("len(list(db.sipwake_admin_tokens.find({'_id': 'ci'})))"), '1', 'kept as a hash under its name');
+$sw->start;
+ok(!-e "$sw->{dir}/sipwake.db", 'no SQLite database made');
+ok($sw->wait_log(qr{admin: listening on http://127\.0\.0\.1:$hport}, 5), 'the admin API listens');
+my $api = SipwakeAdmin->new(port => $hport, token => $token);
+$api->{http}->timeout(10);
+is($api->get('/api/stats')->{status}, 200, 'the API token, read from MongoDB, works');
+
+# ---- alice registers with push parameters, then sleeps
+my $PN = 'pn-provider=apns;pn-param=TEAM123456.org.example.app;pn-prid=AAAA0001';
+my $phone = $sw->ua(user => 'alice', transport => 'tcp');
+is($phone->register(contact => "sip:alice\@127.0.0.1:" . $phone->local_port . ";transport=tcp;$PN",
+    expires => 3600, password => 'pw-alice')->{code}, 200, 'alice registered (her password read from MongoDB)');
+is(mongo("len(list(db.location.find({'username': 'alice', 'domain': 'example.com'})))"), '1',
+   'her binding is in the location collection when the 200 comes');
+like(mongo("db.location.find_one({'username': 'alice'})['contact']"), qr/pn-prid=AAAA0001/,
+     'with its push parameters, OpenSIPS field names');
+like(`grep -c '"majority"' $dir/mongo.log`, qr/^[1-9]/, 'written with the majority write concern');
+ok($sw->disconnect($phone), 'asleep: sipwake saw her connection close');
+
+# ---- two MESSAGEs stored for her, the second retransmitted
+my $sender = $sw->ua(user => 'sam', transport => 'tcp');
+my $sp = $sender->local_port;
+my $n = 0;
+sub message {
+    my ($callid, $body) = @_;
+    ++$n;
+    return "MESSAGE sip:alice\@example.com SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:$sp;rport;branch=z9hG4bKm$n\r\n"
+        . "Max-Forwards: 70\r\nFrom: <sip:sam\@example.com>;tag=m$n\r\nTo: <sip:alice\@example.com>\r\n"
+        . "Call-ID: $callid\r\nCSeq: 7 MESSAGE\r\nContent-Type: text/plain\r\nContent-Length: "
+        . length($body) . "\r\n\r\n$body";
+}
+is($sender->request(message('mg-1', 'one'), 5)->{code}, 202, 'first MESSAGE stored: 202');
+is($sender->request(message('mg-2', 'two'), 5)->{code}, 202, 'second MESSAGE stored: 202');
+is($sender->request(message('mg-2', 'two'), 5)->{code}, 202, 'the second again: 202');
+is(mongo("len(list(db.sipwake_messages.find({'aor': 'alice\@example.com'})))"), '2',
+   'two stored in MongoDB, the repeated one once');
+
+# ---- she registers again: both, in order, then gone from the store
+my $back = $sw->ua(user => 'alice', transport => 'tcp');
+is($back->register(contact => "sip:alice\@127.0.0.1:" . $back->local_port . ";transport=tcp;$PN",
+    expires => 3600, password => 'pw-alice')->{code}, 200, 'alice registers again');
+my @got;
+for (1 .. 2) {
+    my $m = $back->expect(qr/^MESSAGE /, 5) or last;
+    push @got, $m =~ /(one|two)$/;
+    $back->answer($m, 200, reason => 'OK');
+}
+is_deeply(\@got, ['one', 'two'], 'she got both, in order');
+is(mongo_wait("len(list(db.sipwake_messages.find({})))", '0'), '0', 'delivered: gone from MongoDB');
+
+# ---- tenants and the audit log through the admin API
+my $t = $api->post('/api/tenants', { name => 'acme', domains => ['acme.example'] });
+ok($t->{status} == 200 || $t->{status} == 201, "a tenant made through the API ($t->{status})");
+is(mongo("db.sipwake_tenant_domains.find_one({'_id': 'acme.example'})['tenant']"), 'acme',
+   'tenant and domain in MongoDB');
+is(mongo("len(list(db.sipwake_audit.find({'action': 'tenant.add', 'who': 'token:ci'})))"), '1',
+   'the audit row too');
+my $audit = $api->get('/api/audit?limit=10');
+ok((grep { $_->{action} eq 'tenant.add' && ($_->{object} // '') eq 'acme' } @{ $audit->{json} || [] }),
+   'and the API reads it back');
+
+# ---- a restart loads the bindings from MongoDB
+ok($sw->stop, 'stopped with SIGTERM');
+$sw->start;
+like($sw->log, qr/location: 1 bindings? loaded/, 'after a restart, alice\'s binding is loaded from MongoDB');
+
+# ---- the server gone: a REGISTER gets 503, the process keeps running
+kill 'TERM', $epid;
+waitpid($epid, 0);
+my $t0 = time;
+my $bob = $sw->ua(user => 'alice');
+my $r = $bob->register(expires => 600, password => 'pw-alice', timeout => 40);
+is($r && $r->{code}, 503, 'with the store unreachable, a REGISTER is answered 503 (' . ($r ? $r->{code} : 'none') . ')');
+ok($sw->alive, 'and sipwake keeps running');
+like($sw->log, qr/mongodb: .*(reaching|No suitable servers|connection)/i, 'the driver\'s error is logged');
+$t0 = time;
+ok($sw->stop, 'SIGTERM stops it');
+ok(time - $t0 < 30, sprintf('within bound (%.1f s)', time - $t0));
+done_testing();
