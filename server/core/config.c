@@ -15,6 +15,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <mongoc/mongoc.h>
+
 #include "log.h"
 #include "fcm.h"
 #include "util.h"
@@ -158,9 +160,10 @@ static const struct key_row key_rows[] = {
     {"store", "uri", KEY_STRING, OFF(store_uri), 0, 0, "", NULL,
      "mongodb: the connection string (mongodb://host:port/database?options, replica set, TLS "
      "and credentials as mongo-c-driver takes them; database sipwake when the string names "
-     "none). Unless it says otherwise, a server that cannot be reached is given up after 5 s "
-     "(serverSelectionTimeoutMS), a connection after 2 s (connectTimeoutMS) and a socket after "
-     "10 s (socketTimeoutMS)."},
+     "none; an '@' in the password written %40). Unless it says otherwise, a connection not "
+     "accepted or not answered is given up after 2 s (connectTimeoutMS), a server that stops "
+     "answering after 10 s (socketTimeoutMS), and w: majority waits at most 5 s for the nodes "
+     "(wtimeoutMS)."},
     {"store", "write_concern", KEY_STRING, OFF(store_write_concern), 0, 0, "majority", NULL,
      "mongodb: the nodes that must have a write before sipwake answers for it (a REGISTER's "
      "200, a stored MESSAGE's 202): majority, or a number of nodes (1 or more). majority, the "
@@ -871,9 +874,28 @@ static int validate(struct config *cfg, const struct key_lines *kl, size_t nkl, 
         snprintf(msg, sizeof msg, "unknown backend '%s' (sqlite, mongodb)", cfg->store_backend);
         return fail(err, errlen, src, LINE("store", "backend"), "store", "backend", msg);
     }
-    if (strcmp(cfg->store_backend, "mongodb") == 0 && !*cfg->store_uri)
-        return fail(err, errlen, src, LINE("store", "uri"), "store", "uri",
-                    "backend mongodb needs a connection string (mongodb://host:port/database)");
+    if (strcmp(cfg->store_backend, "mongodb") == 0) {
+        if (!*cfg->store_uri)
+            return fail(err, errlen, src, LINE("store", "uri"), "store", "uri",
+                        "backend mongodb needs a connection string (mongodb://host:port/database)");
+        /* an '@' in the password not written %40 makes the driver take the rest of the
+         * password for a host name, which its errors then print: refused here, unechoed */
+        const char *auth = strstr(cfg->store_uri, "://");
+        auth = auth ? auth + 3 : cfg->store_uri;
+        const char *at = strchr(auth, '@'), *end = auth + strcspn(auth, "/?");
+        if (at && at < end && strchr(at + 1, '@') && strchr(at + 1, '@') < end)
+            return fail(err, errlen, src, LINE("store", "uri"), "store", "uri",
+                        "the user:password part has an '@' that is not written %40");
+        bson_error_t e;
+        mongoc_log_set_handler(NULL, NULL); /* the error comes back in e; the backend, when it
+                                             * opens, routes the driver's log to sipwake's */
+        mongoc_uri_t *uri = mongoc_uri_new_with_error(cfg->store_uri, &e);
+        if (!uri) {
+            snprintf(msg, sizeof msg, "not a MongoDB connection string: %.200s", e.message);
+            return fail(err, errlen, src, LINE("store", "uri"), "store", "uri", msg);
+        }
+        mongoc_uri_destroy(uri);
+    }
     char *wend;
     long w = strtol(cfg->store_write_concern, &wend, 10);
     if (strcmp(cfg->store_write_concern, "majority") != 0 &&

@@ -279,6 +279,30 @@ static struct op *apply_writes(struct store *s, struct op *list)
     return list;
 }
 
+/* A backend without transactions keeps what it applied when a batch fails, so a call whose
+ * batch failed because of another operation would be told it failed while its writes stand (a
+ * MESSAGE answered 500 though stored). The batch goes in segments that succeed or fail on
+ * their own: each call and each push-log row alone, and each run of binding writes, with the
+ * syncs among them, as one (the backend sends it as one bulk write). In the batch's order. */
+static struct op *apply_segments(struct store *s, struct op *list)
+{
+    struct op *done = NULL, **dtail = &done;
+    while (list) {
+        struct op *seg = list, **t = &list->next;
+#define BINDING_OP(o) ((o)->kind == OP_SAVE || (o)->kind == OP_DELETE || (o)->kind == OP_SYNC)
+        if (BINDING_OP(seg))
+            while (*t && BINDING_OP(*t))
+                t = &(*t)->next;
+#undef BINDING_OP
+        list = *t;
+        *t = NULL;
+        *dtail = apply_writes(s, seg);
+        while (*dtail)
+            dtail = &(*dtail)->next;
+    }
+    return done;
+}
+
 static void *worker(void *arg)
 {
     struct store *s = arg;
@@ -312,7 +336,7 @@ static void *worker(void *arg)
             }
         }
         if (writes)
-            writes = apply_writes(s, writes);
+            writes = s->be->transactional ? apply_writes(s, writes) : apply_segments(s, writes);
         settle(s);
         if (s->logged >= STORE_PRUNE_EVERY) {
             char err[512];

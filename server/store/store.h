@@ -57,9 +57,11 @@ struct store_subscriber {
 /* found: 1 found, 0 no such row, -1 store error. sub is borrowed for the call. */
 typedef void (*store_subscriber_cb)(void *arg, int found, const struct store_subscriber *sub);
 /* A write (or a store_sync) is settled: ok 1 committed, 0 given up after the bounded retries
- * (logged and counted as store:failed_writes: it is not in the store). A write still queued
- * when the store is closed is tried by store_close, but its callback no longer runs (the loop
- * has stopped). Runs on the loop. */
+ * (logged and counted as store:failed_writes: it is not in the store; on a backend without
+ * transactions a binding write given up may have reached it all the same — a bulk write that
+ * failed midway, an acknowledgement that timed out — which a REGISTER's retry makes good). A write
+ * still queued when the store is closed is tried by store_close, but its callback no longer runs
+ * (the loop has stopped). Runs on the loop. */
 typedef void (*store_done_cb)(void *arg, int ok);
 /* Row visitor for loads and listings; row borrowed for the call. */
 typedef void (*store_binding_cb)(void *arg, const struct store_binding *row);
@@ -133,6 +135,10 @@ struct store_backend {
     /* 1 when other processes may write the same data (a cluster's shared store): what this
      * process holds in memory about it (msgstore's message count) is then not the truth */
     int shared;
+    /* 1 when begin/commit make a batch all or nothing (SQLite). 0 (MongoDB): each write stands
+     * once it is acknowledged, whatever happens to the rest of the batch, so store.c applies a
+     * batch in segments that succeed or fail on their own (apply_segments) */
+    int transactional;
     void *(*open)(const struct config *cfg, char *err, size_t errlen);
     void (*close)(void *db);
     int (*begin)(void *db, char *err, size_t errlen);

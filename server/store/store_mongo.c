@@ -3,21 +3,22 @@
  * thread at a time as store.h requires of every backend: the store worker, or the caller of a
  * synchronous operation before the worker starts (or, for the CLI, without one).
  *
- * A batch is not a transaction here: MongoDB has multi-document transactions only on replica
- * sets, and the backend must work on a single server too. What a batch gives instead:
- *   - the batch's binding writes (location upserts and deletes, the bulk of the traffic) go to
- *     the server as one ordered bulk write at commit, one round trip and one acknowledgement
- *     for the lot; any other operation in the batch first sends what is pending, so the
- *     batch's order is kept;
- *   - every write is idempotent, so the worker may apply a failed batch again: a binding is
- *     a replacement by its contact id, a delete by its id, an account or a subscriber an
- *     upsert by its key.
- * A rollback drops the binding writes not yet sent; those already sent stay (they are sent
- * again by the retry, harmlessly).
+ * A batch is not a transaction here (transactional = 0): MongoDB has multi-document
+ * transactions only on replica sets, and the backend must work on a single server too. A write
+ * stands once acknowledged, whatever happens to the rest of the batch, so store.c hands this
+ * backend a batch in segments that succeed or fail on their own (store.c apply_segments): a
+ * run of binding writes, sent at commit as one ordered bulk write (one round trip, one
+ * acknowledgement), or one other operation. Any other operation first sends the binding
+ * writes pending, so the order is kept even when called otherwise. A rollback drops the
+ * binding writes not yet sent; those already sent stay. Every write is idempotent, so a
+ * segment that failed may be applied again: a binding is a replacement by its contact id, a
+ * delete by its id, an account or a subscriber an upsert by its key, a push-log row's _id is
+ * made from its content, a MESSAGE and its deliveries are one insert.
  *
  * Every write is acknowledged with the write concern of [store] write_concern ("majority" by
  * default: on a replica set a write the majority has is never rolled back by a failover; on
- * a single server it costs nothing more than w: 1).
+ * a single server it costs nothing more than w: 1), waiting at most the connection string's
+ * wtimeoutMS (5 s when it names none) for the nodes, and keeping its journal option.
  *
  * Schema: the numbered files of schemas/mongo (createIndexes commands), embedded at build time
  * like the SQLite migrations, are run in order at open, each recorded in sipwake_migrations.
@@ -38,12 +39,17 @@
 #include "util.h"
 
 /* How long a call waits for a server it cannot reach, unless the URI says otherwise: the
- * driver's defaults (30 s to select a server, 10 s to connect, 5 minutes on a socket) would
- * hold the store thread, and every write queued behind it, far longer than a SIP client
- * waits. */
-#define MONGO_SELECT_TIMEOUT_MS 5000
+ * driver's defaults (10 s to connect and get a handshake's answer, 5 minutes on a socket)
+ * would hold the store thread, and every write queued behind it, far longer than a SIP client
+ * waits. A single-threaded client tries a server once per call (serverSelectionTryOnce), so
+ * serverSelectionTimeoutMS bounds nothing here; after a failure the driver leaves the server
+ * alone for 5 s, and calls fail at once meanwhile. */
 #define MONGO_CONNECT_TIMEOUT_MS 2000
 #define MONGO_SOCKET_TIMEOUT_MS 10000
+/* How long a write waits for the nodes its write concern names (w: majority or n), unless the
+ * URI says (wtimeoutMS): without it, a replica set that lost its majority holds each write
+ * until the socket times out. */
+#define MONGO_WTIMEOUT_MS 5000
 
 struct mongo_db {
     mongoc_client_t *client;
@@ -209,7 +215,7 @@ static int migrate(struct mongo_db *m, char *err, size_t errlen)
     for (int i = 0; i < store_mongo_migrations_count && rc == 0; i++) {
         const struct store_mongo_migration *mg = &store_mongo_migrations[i];
         bson_t *q = BCON_NEW("_id", BCON_INT32(mg->id));
-        bson_error_t e;
+        bson_error_t e = {0};
         int64_t n = count(m, "sipwake_migrations", q, "reading sipwake_migrations", err, errlen);
         if (n < 0) {
             rc = -1;
@@ -237,9 +243,11 @@ static int migrate(struct mongo_db *m, char *err, size_t errlen)
                     bson_destroy(&reply);
                 }
                 if (rc == 0) {
+                    /* another process opening the database at the same time may have recorded
+                     * it first: its commands are idempotent (createIndexes), so that is fine */
                     bson_t *doc = BCON_NEW("_id", BCON_INT32(mg->id), "name", BCON_UTF8(mg->name),
                                            "applied_at", BCON_DATE_TIME(util_wall_ms()));
-                    if (!mongoc_collection_insert_one(c, doc, NULL, NULL, &e))
+                    if (!mongoc_collection_insert_one(c, doc, NULL, NULL, &e) && !duplicate_key(&e))
                         rc = fail(err, errlen, "recording a migration", &e);
                     else
                         log_notice("store: applied MongoDB migration %03d_%s", mg->id, mg->name);
@@ -276,9 +284,6 @@ static void *mongo_open(const struct config *cfg, char *err, size_t errlen)
         fail(err, errlen, "the connection string [store] uri", &e);
         return NULL;
     }
-    if (!mongoc_uri_has_option(uri, MONGOC_URI_SERVERSELECTIONTIMEOUTMS))
-        mongoc_uri_set_option_as_int32(uri, MONGOC_URI_SERVERSELECTIONTIMEOUTMS,
-                                       MONGO_SELECT_TIMEOUT_MS);
     if (!mongoc_uri_has_option(uri, MONGOC_URI_CONNECTTIMEOUTMS))
         mongoc_uri_set_option_as_int32(uri, MONGOC_URI_CONNECTTIMEOUTMS, MONGO_CONNECT_TIMEOUT_MS);
     if (!mongoc_uri_has_option(uri, MONGOC_URI_SOCKETTIMEOUTMS))
@@ -286,20 +291,28 @@ static void *mongo_open(const struct config *cfg, char *err, size_t errlen)
     struct mongo_db *m = xcalloc(1, sizeof *m);
     const char *dbname = mongoc_uri_get_database(uri);
     m->dbname = xstrdup(dbname && *dbname ? dbname : "sipwake");
+    /* the URI's write concern (its wtimeoutMS and journal) with [store] write_concern's w */
+    mongoc_write_concern_t *wc = mongoc_write_concern_copy(mongoc_uri_get_write_concern(uri));
+    int64_t wtimeout = mongoc_write_concern_get_wtimeout_int64(wc);
+    if (wtimeout <= 0)
+        wtimeout = MONGO_WTIMEOUT_MS;
+    const char *w = cfg->store_write_concern ? cfg->store_write_concern : "majority";
+    if (strcmp(w, "majority") == 0) {
+        mongoc_write_concern_set_wmajority(wc, (int32_t)wtimeout);
+    } else {
+        mongoc_write_concern_set_w(wc, (int32_t)atoi(w));
+        if (atoi(w) > 1)
+            mongoc_write_concern_set_wtimeout_int64(wc, wtimeout);
+    }
     m->client = mongoc_client_new_from_uri_with_error(uri, &e);
     mongoc_uri_destroy(uri);
     if (!m->client) {
+        mongoc_write_concern_destroy(wc);
         fail(err, errlen, "the connection string [store] uri", &e);
         mongo_close(m);
         return NULL;
     }
     mongoc_client_set_appname(m->client, "sipwake");
-    mongoc_write_concern_t *wc = mongoc_write_concern_new();
-    const char *w = cfg->store_write_concern ? cfg->store_write_concern : "majority";
-    if (strcmp(w, "majority") == 0)
-        mongoc_write_concern_set_wmajority(wc, 0);
-    else
-        mongoc_write_concern_set_w(wc, (int32_t)atoi(w));
     mongoc_client_set_write_concern(m->client, wc);
     mongoc_write_concern_destroy(wc);
     if (run_command(m, "{\"ping\": 1}", "reaching the server", err, errlen) < 0 ||
@@ -1103,12 +1116,15 @@ static int mongo_push_log_read(void *p, const char *tenant, const char *provider
 static void device_key(const char *device, char *out, size_t n)
 {
     size_t j = 0;
-    for (const char *c = device; *c && j + 4 < n; c++) {
+    const char *c = device;
+    for (; *c && j + 24 < n; c++) {
         if (*c == '%' || *c == '.' || *c == '$')
             j += (size_t)snprintf(out + j, n - j, "%%%02X", (unsigned char)*c);
         else
             out[j++] = *c;
     }
+    if (*c) /* too long to keep whole: the rest as a hash of the whole name, so two differ */
+        j += (size_t)snprintf(out + j, n - j, "#%016" PRIx64, util_hash(device, strlen(device)));
     out[j] = 0;
 }
 
@@ -1347,7 +1363,7 @@ struct pending {
 };
 
 struct pending_visit {
-    char aor[256];
+    char *aor; /* the AOR being gathered */
     struct pending *dev;
     size_t n, cap;
     store_pending_cb cb;
@@ -1374,9 +1390,10 @@ static void pending_row(const bson_t *d, void *arg)
     const char *aor = get_str(d, "aor");
     if (!aor)
         return;
-    if (strcmp(aor, v->aor) != 0) {
+    if (!v->aor || strcmp(aor, v->aor) != 0) {
         pending_emit(v);
-        snprintf(v->aor, sizeof v->aor, "%s", aor);
+        free(v->aor);
+        v->aor = xstrdup(aor);
     }
     int64_t received = get_int(d, "received_ms", 0);
     bson_iter_t it, dl;
@@ -1426,6 +1443,7 @@ static int mongo_messages_pending(void *p, const char *aor, store_pending_cb cb,
     if (rc == 0)
         pending_emit(&v);
     free(v.dev);
+    free(v.aor);
     bson_destroy(sort);
     bson_destroy(&q);
     return rc;
@@ -1450,7 +1468,8 @@ static int mongo_messages_purge(void *p, const char *aor, char *err, size_t errl
 /* Every operation of store.h. One sipwake node per database until the cluster's parts (the
  * node holding a binding, leases, cross-node wake: issue 16) are built. */
 const struct store_backend store_mongo_backend = {
-    .shared = 1, /* several sipwake processes may share one database */
+    .shared = 1,        /* several sipwake processes may share one database */
+    .transactional = 0, /* store.c applies a batch in segments */
     .name = "mongodb",
     .open = mongo_open,
     .close = mongo_close,

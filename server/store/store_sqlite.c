@@ -1266,6 +1266,7 @@ static int sqlite_audit_read(void *p, int limit, store_audit_cb cb, void *arg, c
 
 const struct store_backend store_sqlite_backend = {
     .shared = 0, /* one sipwake process writes a database (README "More than one core") */
+    .transactional = 1,
     .name = "sqlite",
     .open = sqlite_open,
     .close = sqlite_close,

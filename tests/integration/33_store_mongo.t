@@ -79,7 +79,13 @@ is(mongo("len(list(db.location.find({'username': 'alice', 'domain': 'example.com
    'her binding is in the location collection when the 200 comes');
 like(mongo("db.location.find_one({'username': 'alice'})['contact']"), qr/pn-prid=AAAA0001/,
      'with its push parameters, OpenSIPS field names');
-like(`grep -c '"majority"' $dir/mongo.log`, qr/^[1-9]/, 'written with the majority write concern');
+sub log_count {
+    my ($re) = @_;
+    open my $fh, '<', "$dir/mongo.log" or return 0;
+    my $n = grep { /"update"/ && /"location"/ && /$re/ } <$fh>;
+    return $n;
+}
+ok(log_count(qr/"w": "majority"/) >= 1, 'the binding written with the majority write concern');
 ok($sw->disconnect($phone), 'asleep: sipwake saw her connection close');
 
 # ---- two MESSAGEs stored for her, the second retransmitted
@@ -124,10 +130,22 @@ my $audit = $api->get('/api/audit?limit=10');
 ok((grep { $_->{action} eq 'tenant.add' && ($_->{object} // '') eq 'acme' } @{ $audit->{json} || [] }),
    'and the API reads it back');
 
+# ---- a binding the store cannot write: 503, then 200 once it takes writes again
+is(mongo("c.admin.command('configureFailPoint', 'failCommand', mode='alwaysOn', "
+    . "data={'failCommands': ['update'], 'errorCode': 2})['ok']"), '1.0', 'every update refused from now');
+my $again = $sw->ua(user => 'alice');
+my $r503 = $again->register(expires => 600, password => 'pw-alice', timeout => 20);
+is($r503 && $r503->{code}, 503, 'a REGISTER whose binding cannot be written gets 503 (' . ($r503 ? $r503->{code} : 'none') . ')');
+like($r503 ? $r503->{raw} // '' : '', qr/^Retry-After: 5\r?$/m, 'with Retry-After');
+is(mongo("c.admin.command('configureFailPoint', 'failCommand', mode='off')['ok']"), '1.0', 'updates allowed again');
+my $r200 = $again->register(expires => 600, password => 'pw-alice', timeout => 10);
+is($r200 && $r200->{code}, 200, 'the retry is answered 200');
+is(mongo("len(list(db.location.find({'username': 'alice'})))"), '2', 'and the binding is stored');
+
 # ---- a restart loads the bindings from MongoDB
 ok($sw->stop, 'stopped with SIGTERM');
 $sw->start;
-like($sw->log, qr/location: 1 bindings? loaded/, 'after a restart, alice\'s binding is loaded from MongoDB');
+like($sw->log, qr/location: 2 bindings loaded/, 'after a restart, alice\'s bindings are loaded from MongoDB');
 
 # ---- the server gone: a REGISTER gets 503, the process keeps running
 kill 'TERM', $epid;

@@ -123,6 +123,37 @@ int main(void)
     expect_error("[upstream]\naddress = udp:pbx example:5060\n", "not a host name or address",
                  "upstream host with a space");
     expect_error("[upstream]\naddress = udp:10.0.0.5:0\n", "port in 1..65535", "upstream port 0");
+    /* [store]: the MongoDB backend's connection string and write concern */
+    expect_error("[store]\nbackend = mongodb\n", ": [store] uri: backend mongodb needs",
+                 "mongodb without a uri");
+    expect_error("[store]\nbackend = mongodb\nuri = http://u:Hunter2PW@127.0.0.1/x\n",
+                 ":3: [store] uri: not a MongoDB connection string", "a uri that is not MongoDB's");
+    expect_error("[store]\nbackend = mongodb\nuri = mongodb://u:hunter2@Tail-99@127.0.0.1/x\n",
+                 "'@' that is not written %40", "an '@' in the password");
+    expect_error("[store]\nbackend = mongodb\nuri = mongodb://127.0.0.1/x\nwrite_concern = 0\n",
+                 ":4: [store] write_concern: expected majority", "write_concern 0");
+    expect_error("[store]\nbackend = postgres\n", "unknown backend 'postgres' (sqlite, mongodb)",
+                 "an unknown backend");
+    ok(load("[store]\nbackend = mongodb\nuri = mongodb://u:p%40w@127.0.0.1:27017/x?replicaSet=rs0"
+            "\nwrite_concern = 2\n",
+            &cfg, err, sizeof err) == 0 &&
+           strcmp(cfg.store_write_concern, "2") == 0,
+       "a MongoDB connection string with an encoded '@' and w: 2 loads (%s)", err);
+    config_free(&cfg);
+    const char *const leaky[] = {"http://u:Hunter2PW@127.0.0.1/x", "mongodb://u:Hunter2PW@Tail@h/x",
+                                 "mongodb://u:Hunter2PW@127.0.0.1:99999/x",
+                                 "mongodb://u:Hunter2PW@127.0.0.1/x?tls=maybe"};
+    int clean = 1;
+    for (size_t i = 0; i < sizeof leaky / sizeof *leaky; i++) {
+        char text[256];
+        snprintf(text, sizeof text, "[store]\nbackend = mongodb\nuri = %s\n", leaky[i]);
+        err[0] = 0;
+        if (load(text, &cfg, err, sizeof err) == 0)
+            config_free(&cfg);
+        clean &= strstr(err, "Hunter2PW") == NULL && strstr(err, "hunter2pw") == NULL &&
+                 strstr(err, "Tail") == NULL;
+    }
+    ok(clean, "no message about a connection string echoes its password (%s)", err);
     expect_error("[auth]\nenabled = no\n[upstream]\naddress = udp:10.0.0.5:5060\ntrusted = yes\n",
                  ":5: [upstream] trusted: a trusted upstream does not authenticate phones",
                  "trusted upstream with auth off");
