@@ -132,6 +132,12 @@ struct overload_scan {
 static void tick_cb(struct ev_loop *loop, ev_timer *w, int revents);
 static void set_shedding(struct overload *o, int on, double now);
 
+/* RFC 8033 §4.4's burst allowance when whole, in seconds: overload_interval_ms. */
+static double burst_allowance(const struct config *cfg)
+{
+    return (double)cfg->overload_interval_ms / 1000;
+}
+
 struct overload *overload_new(struct ev_loop *loop, const struct config *cfg, struct transport *tp,
                               struct txn_table *txns)
 {
@@ -144,7 +150,7 @@ struct overload *overload_new(struct ev_loop *loop, const struct config *cfg, st
     util_random(nonce, sizeof nonce);
     memcpy(o->tag, OVERLOAD_TAG, strlen(OVERLOAD_TAG));
     util_hex(nonce, sizeof nonce, o->tag + strlen(OVERLOAD_TAG));
-    o->burst = (double)cfg->overload_interval_ms / 1000;
+    o->burst = burst_allowance(cfg);
     ev_timer_init(&o->tick, tick_cb, OVERLOAD_TICK_S, 0);
     o->tick.data = o;
     o->tick_due = ev_now(loop) + OVERLOAD_TICK_S;
@@ -229,7 +235,7 @@ static void reset(struct overload *o, double now)
 {
     o->p = o->credit = 0;
     o->qdelay_old = 0;
-    o->burst = (double)o->cfg->overload_interval_ms / 1000;
+    o->burst = burst_allowance(o->cfg);
     metrics_values[METRICS_OVERLOAD_REFUSE_PERMILLE] = 0;
     set_shedding(o, 0, now);
 }
@@ -281,7 +287,7 @@ static void update(struct overload *o, double now)
     if (o->burst > 0 && q > target)
         o->burst -= watched;
     if (o->p == 0 && 2 * q < target && 2 * old < target)
-        o->burst = (double)o->cfg->overload_interval_ms / 1000;
+        o->burst = burst_allowance(o->cfg);
     if (o->p == 0)
         o->credit = 0;
     metrics_values[METRICS_OVERLOAD_REFUSE_PERMILLE] = (uint64_t)(o->p * 1000);
@@ -593,7 +599,7 @@ static int shed_at(struct overload *o, const char *buf, size_t len, const struct
         update(o, now_or_read(now));
     } else if (2 * o->qdelay_old < target) {
         /* calm (RFC 8033 §4.4): the burst allowance is whole again, no update needed */
-        o->burst = (double)o->cfg->overload_interval_ms / 1000;
+        o->burst = burst_allowance(o->cfg);
     }
     int ack = len > 4 && memcmp(buf, "ACK ", 4) == 0;
     if (ack) {

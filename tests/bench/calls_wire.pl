@@ -11,7 +11,9 @@
 # matched by Call-ID and CSeq ("n INVITE") and the direction (ports); the first copy of each
 # (a retransmission is ignored). A transaction whose first packet falls in the capture's last
 # --tail ms is left out (its second packet may have been cut off by the capture's end); one
-# outside it whose second packet never came counts as lost.
+# outside it whose second packet never came counts as lost. An INVITE the proxy answered with
+# a final response of its own (a 503 of the overload control) went nowhere on purpose: it is
+# neither timed nor lost.
 #
 #   tcpdump -r CAP -n -tt --time-stamp-precision=nano -A | \
 #     calls_wire.pl --port P --uac-port C --uas-port S [--tail 200]
@@ -32,7 +34,7 @@ my ($P, $C, $S) = ($o{port}, $o{'uac-port'}, $o{'uas-port'});
 my @pk = Wire::read_packets(\*STDIN, 1);
 my $end = @pk ? $pk[-1][0] - $o{tail} * 1_000_000 : 0;
 # key "Call-ID CSeq" -> [in_ns, out_ns] for each measure
-my (%inv, %ok);
+my (%inv, %ok, %refused);
 for my $p (@pk) {
     my ($t, $sp, $dp, $proto, $len, $start, $cid, $cseq) = @$p;
     next unless $proto eq 'udp' && $cid ne '' && $cseq =~ / INVITE$/;
@@ -43,8 +45,12 @@ for my $p (@pk) {
     } elsif ($start eq 'SIP/2.0 200') {
         if ($sp == $S && $dp == $P) { $ok{$k}[0] //= $t }
         elsif ($sp == $P && $dp == $C) { $ok{$k}[1] //= $t }
+    } elsif ($start =~ m{^SIP/2\.0 [3-6]} && $sp == $P && $dp == $C) {
+        $refused{$k} = 1; # the proxy's own final answer (or one relayed: then it went out)
     }
 }
+# refused by the proxy: the INVITE never left for the callee
+delete @inv{grep { defined $inv{$_} && !defined $inv{$_}[1] } keys %refused};
 my ($di, $li, $bi) = Wire::delays(\%inv, $end);
 my ($do, $lo, $bo) = Wire::delays(\%ok, $end);
 my @sum = sort { $a <=> $b } map { $bi->{$_} + $bo->{$_} } grep { exists $bo->{$_} } keys %$bi;
