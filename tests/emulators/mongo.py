@@ -119,6 +119,10 @@ Query language (M/operator/query, M/bson-type-comparison-order): implicit equali
   $setField."; $in/$nin not an array: code 2 "$in needs an array"; $and/$or/$nor not an array: code 2
   "$or must be an array", empty: "$and/$or/$nor must be a nonempty array"
   (expression_parser.cpp parseTreeTopLevel).
+Types: ordered (insert, update, delete) and an update statement's upsert and multi are IDL
+  `bool` fields (write_ops.idl): null reads as absent, another type is code 14 "BSON field
+  '<cmd>.ordered' | 'update.updates.upsert' is the wrong type '<type>', expected type 'bool'"
+  (idl_parser.cpp); other fields of a wrong type are refused with an "emulator:" error (below).
 Database names (service_entry_point_common.cpp, NamespaceString::validDBName): empty, 64
   characters or more, or holding '/', '\\', '.', ' ', '"' or NUL: code 73 InvalidNamespace
   "Invalid database name: '<db>'".
@@ -137,8 +141,8 @@ NOT emulated (answered "emulator: ..." code 238): any path whose value is an arr
   $rename, ...), let, dotted or operator projections, $meta sorts, partial indexes, TTL expiry
   (never happens), two indexes on one key differing in unique/sparse, read preferences other
   than primary/primaryPreferred/secondaryPreferred/nearest, readConcern levels other than
-  local/available/majority, a field of the wrong BSON type (ordered, upsert, multi, new,
-  remove, singleBatch, nameOnly, j, fsync not a bool; skip/limit/batchSize/wtimeout not a
+  local/available/majority, a field of the wrong BSON type (new, remove, findAndModify's
+  upsert, singleBatch, nameOnly, j, fsync not a bool; skip/limit/batchSize/wtimeout not a
   number; index unique/sparse not a bool or number, expireAfterSeconds not a number: all
   REFUSED, the server's IDL answering code 14 with an expected-types list not reproduced
   here), field names with '$' or '.', findAndModify combining remove with update/new/upsert, auth. The emulator is one process
@@ -232,6 +236,31 @@ def want_bool(d, field, default):
     if not isinstance(v, bool):
         raise wrong_type(field)
     return v
+
+
+def idl_bool(d, path, field, default):
+    """An IDL field of `type: bool` (write_ops.idl: WriteCommandBase.ordered,
+    UpdateOpEntry.multi and upsert): null reads as absent, any other non-bool is code 14
+    "BSON field '<path>.<field>' is the wrong type '<type>', expected type 'bool'"
+    (idl_parser.cpp IDLParserContext::checkAndAssertTypeSlowPath)."""
+    v = d.get(field)
+    if v is None:
+        return default
+    if not isinstance(v, bool):
+        raise CmdError(14, "BSON field '%s.%s' is the wrong type '%s', expected type 'bool'"
+                       % (path, field, bson_type_name(v)))
+    return v
+
+
+def bson_type_name(v):
+    """typeName() of a BSON value, as the server's messages print it."""
+    for t, n in ((bool, 'bool'), (Int64, 'long'), (int, 'int'), (float, 'double'), (str, 'string'),
+                 (dict, 'object'), (list, 'array'), (bytes, 'binData'), (ObjectId, 'objectId'),
+                 (Decimal128, 'decimal'), (datetime.datetime, 'date'), (Regex, 'regex'),
+                 (Timestamp, 'timestamp'), (MinKey, 'minKey'), (MaxKey, 'maxKey')):
+        if isinstance(v, t):
+            return n
+    return type(v).__name__
 
 
 def want_number(d, field):
@@ -1273,7 +1302,7 @@ class Server:
         docs = body.get('documents')
         if not isinstance(docs, list):
             raise CmdError(40414, "BSON field 'insert.documents' is missing but a required field")
-        ordered = want_bool(body, 'ordered', True)
+        ordered = idl_bool(body, name, 'ordered', True)
         n, errors = 0, []
         for i, d in enumerate(docs):
             try:
@@ -1325,7 +1354,7 @@ class Server:
         stmts = body.get('updates')
         if not isinstance(stmts, list):
             raise CmdError(40414, "BSON field 'update.updates' is missing but a required field")
-        ordered = want_bool(body, 'ordered', True)
+        ordered = idl_bool(body, name, 'ordered', True)
         n = nmod = 0
         upserted, errors = [], []
         # the IDL parses every statement before any runs: its faults fail the whole command
@@ -1340,16 +1369,16 @@ class Server:
             if 'q' not in s or 'u' not in s:
                 raise CmdError(40414, "BSON field 'update.updates.%s' is missing but a required "
                                "field" % ('q' if 'q' not in s else 'u'))
-            want_bool(s, 'upsert', False)
-            want_bool(s, 'multi', False)
+            idl_bool(s, 'update.updates', 'upsert', False)
+            idl_bool(s, 'update.updates', 'multi', False)
         for i, s in enumerate(stmts):
             try:
                 validate_query(s['q'])
                 kind = validate_update(s['u'])
-                if kind == 'replace' and s.get('multi'):
+                if kind == 'replace' and s.get('multi') is True:
                     raise CmdError(9, 'multi update is not supported for replacement-style update')
                 m, mod, up = self.update_docs(db, cname, s['q'], s['u'], kind,
-                                              bool(s.get('multi')), bool(s.get('upsert')))
+                                              s.get('multi') is True, s.get('upsert') is True)
                 n += m
                 nmod += mod
                 if up is not None:
@@ -1437,7 +1466,7 @@ class Server:
         stmts = body.get('deletes')
         if not isinstance(stmts, list):
             raise CmdError(40414, "BSON field 'delete.deletes' is missing but a required field")
-        ordered = want_bool(body, 'ordered', True)
+        ordered = idl_bool(body, name, 'ordered', True)
         n, errors = 0, []
         # the IDL parses every statement first (limit by readMultiDeleteProperty): its faults
         # fail the whole command

@@ -350,13 +350,23 @@ def emu_err(fn):
 
 
 db.ty.insert_one({'_id': 1})
-for what, fn in [
+for what, fn, want in [
         ('update upsert', lambda: db.command('update', 'ty', updates=[
-            {'q': {'_id': 5}, 'u': {'$set': {'a': 1}}, 'upsert': 'yes'}])),
+            {'q': {'_id': 5}, 'u': {'$set': {'a': 1}}, 'upsert': 'yes'}]),
+         "BSON field 'update.updates.upsert' is the wrong type 'string', expected type 'bool'"),
         ('update multi', lambda: db.command('update', 'ty', updates=[
-            {'q': {}, 'u': {'$set': {'a': 1}}, 'multi': 1}])),
-        ('insert ordered', lambda: db.command('insert', 'ty', documents=[{'_id': 2}], ordered='no')),
-        ('delete ordered', lambda: db.command('delete', 'ty', deletes=[{'q': {}, 'limit': 1}], ordered=0)),
+            {'q': {}, 'u': {'$set': {'a': 1}}, 'multi': 1}]),
+         "BSON field 'update.updates.multi' is the wrong type 'int', expected type 'bool'"),
+        ('insert ordered', lambda: db.command('insert', 'ty', documents=[{'_id': 2}], ordered='no'),
+         "BSON field 'insert.ordered' is the wrong type 'string', expected type 'bool'"),
+        ('delete ordered', lambda: db.command('delete', 'ty', deletes=[{'q': {}, 'limit': 1}], ordered=0),
+         "BSON field 'delete.ordered' is the wrong type 'int', expected type 'bool'")]:
+    check('an IDL bool of the wrong BSON type (%s): 14 TypeMismatch' % what, err(fn), [14, want])
+r = db.command('update', 'ty', updates=[{'q': {'_id': 1}, 'u': {'$set': {'n': 1}}, 'upsert': None,
+                                         'multi': None}], ordered=None)
+check('... null reads as absent, as the IDL does', [r['n'], r.get('upserted')], [1, None])
+db.ty.replace_one({'_id': 1}, {})
+for what, fn in [
         ('findAndModify new', lambda: db.command('findAndModify', 'ty', query={'_id': 1},
                                                  update={'$set': {'a': 1}}, new='yes')),
         ('findAndModify remove', lambda: db.command('findAndModify', 'ty', query={'_id': 1}, remove=1)),
