@@ -57,7 +57,8 @@ Commands (M/command/<name>); every command checks its fields as the server's IDL
     on a non-number: code 14 TypeMismatch. Upsert (M/method/db.collection.update, "Upsert
     Behavior"): with operators, the new document starts from the query's equality fields
     (plain values and $eq, inside $and too), then the operators and $setOnInsert apply; with a
-    replacement, the replacement plus the query's _id equality. Result: n (matched +
+    replacement, the replacement plus the query's _id equality; a replacement naming another
+    _id than the query's: code 66 (upsert_stage.cpp: "The _id field is always immutable"). Result: n (matched +
     upserted), nModified (documents whose bytes changed), upserted [{index, _id}].
   - delete (deletes [{q, limit}]): limit 0 (all) or 1, else code 9 "The limit field in delete
     objects must be 0 or 1. Got <n>".
@@ -115,7 +116,22 @@ Query language (M/operator/query, M/bson-type-comparison-order): implicit equali
   binData, ObjectId, bool, date, timestamp, regex, MaxKey); unknown field operator: code 2
   "unknown operator: $x"; unknown top-level operator: code 2 "unknown top level operator: $x.
   If you have a field name that starts with a '$' symbol, consider using $getField or
-  $setField."; $in/$nin not an array: code 2 "$in needs an array".
+  $setField."; $in/$nin not an array: code 2 "$in needs an array"; $and/$or/$nor not an array: code 2
+  "$or must be an array", empty: "$and/$or/$nor must be a nonempty array"
+  (expression_parser.cpp parseTreeTopLevel).
+Types: ordered (insert, update, delete) and an update statement's upsert and multi are IDL
+  `bool` fields (write_ops.idl): null reads as absent, another type is code 14 "BSON field
+  '<cmd>.ordered' | 'update.updates.upsert' is the wrong type '<type>', expected type 'bool'"
+  (idl_parser.cpp); other fields of a wrong type are refused with an "emulator:" error (below).
+Database names (service_entry_point_common.cpp, NamespaceString::validDBName): empty, 64
+  characters or more, or holding '/', '\\', '.', ' ', '"' or NUL: code 73 InvalidNamespace
+  "Invalid database name: '<db>'".
+Document size (BSONObjMaxUserSize 16777216): an insert over it is write error code 2 "object to
+  insert too large. size in bytes: <n>, max size: 16777216" (insert.cpp fixDocumentForInsert),
+  an update result 17419 "Resulting document after update is larger than 16777216"
+  (update_stage.cpp), an upsert 17420 "Document to upsert is larger than 16777216"
+  (upsert_stage.cpp). A cursor batch takes a document only while it fits in 16 MiB (the first
+  always: FindCommon::haveSpaceForNext); batchSize 0 opens the cursor with an empty batch.
 Unique indexes are enforced on insert, update and upsert, a missing field counting as null; a
   sparse index skips documents without any of its fields; _id is always unique.
 NOT emulated (answered "emulator: ..." code 238): any path whose value is an array (queries,
@@ -125,9 +141,11 @@ NOT emulated (answered "emulator: ..." code 238): any path whose value is an arr
   $rename, ...), let, dotted or operator projections, $meta sorts, partial indexes, TTL expiry
   (never happens), two indexes on one key differing in unique/sparse, read preferences other
   than primary/primaryPreferred/secondaryPreferred/nearest, readConcern levels other than
-  local/available/majority, a field of the wrong BSON type (the server's IDL answers code 14
-  with a message not reproduced here), field names with '$' or '.', documents over 16 MiB,
-  findAndModify combining remove with update/new/upsert, auth. The emulator is one process
+  local/available/majority, a field of the wrong BSON type (new, remove, findAndModify's
+  upsert, singleBatch, nameOnly, j, fsync not a bool; skip/limit/batchSize/wtimeout not a
+  number; index unique/sparse not a bool or number, expireAfterSeconds not a number: all
+  REFUSED, the server's IDL answering code 14 with an expected-types list not reproduced
+  here), field names with '$' or '.', findAndModify combining remove with update/new/upsert, auth. The emulator is one process
   with no replication: majority writes, failover, elections, the query planner and its index
   choice are not tested through it. A command is atomic (one global lock), which a real server
   does not promise across documents; a createIndexes whose second index fails keeps the first.
@@ -169,7 +187,7 @@ MAX_BSON = 16777216
 CODE_NAMES = {
     1: 'InternalError', 2: 'BadValue', 6: 'HostUnreachable', 7: 'HostNotFound',
     8: 'UnknownError', 9: 'FailedToParse', 11: 'UserNotFound', 13: 'Unauthorized',
-    14: 'TypeMismatch', 18: 'AuthenticationFailed', 20: 'IllegalOperation',
+    14: 'TypeMismatch', 73: 'InvalidNamespace', 18: 'AuthenticationFailed', 20: 'IllegalOperation',
     26: 'NamespaceNotFound', 40: 'ConflictingUpdateOperators', 43: 'CursorNotFound',
     50: 'MaxTimeMSExpired', 59: 'CommandNotFound', 64: 'WriteConcernFailed',
     66: 'ImmutableField', 72: 'InvalidOptions', 79: 'UnknownReplWriteConcern',
@@ -205,9 +223,74 @@ def emulator(what):
 
 
 def wrong_type(field):
-    """A field of the wrong BSON type: the server's IDL answers code 14 with a message this
-    emulator does not reproduce, so it is an "emulator:" error."""
+    """A field of the wrong BSON type: the server's IDL answers code 14 TypeMismatch "BSON
+    field '<cmd>.<field>' is the wrong type '<type>', expected type '<types>'" (idl_parser.cpp);
+    the expected-types list differs per field (bool vs safeBool, ...) and is not reproduced
+    here, so it is an "emulator:" error: refused, never read by truthiness."""
     return emulator("a value of the wrong type for '%s'" % field)
+
+
+def want_bool(d, field, default):
+    """d[field] as a bool; any other BSON type refused (wrong_type), never read by truthiness."""
+    v = d.get(field, default)
+    if not isinstance(v, bool):
+        raise wrong_type(field)
+    return v
+
+
+def idl_bool(d, path, field, default):
+    """An IDL field of `type: bool` (write_ops.idl: WriteCommandBase.ordered,
+    UpdateOpEntry.multi and upsert): null reads as absent, any other non-bool is code 14
+    "BSON field '<path>.<field>' is the wrong type '<type>', expected type 'bool'"
+    (idl_parser.cpp IDLParserContext::checkAndAssertTypeSlowPath)."""
+    v = d.get(field)
+    if v is None:
+        return default
+    if not isinstance(v, bool):
+        raise CmdError(14, "BSON field '%s.%s' is the wrong type '%s', expected type 'bool'"
+                       % (path, field, bson_type_name(v)))
+    return v
+
+
+def bson_type_name(v):
+    """typeName() of a BSON value, as the server's messages print it."""
+    for t, n in ((bool, 'bool'), (Int64, 'long'), (int, 'int'), (float, 'double'), (str, 'string'),
+                 (dict, 'object'), (list, 'array'), (bytes, 'binData'), (ObjectId, 'objectId'),
+                 (Decimal128, 'decimal'), (datetime.datetime, 'date'), (Regex, 'regex'),
+                 (Timestamp, 'timestamp'), (MinKey, 'minKey'), (MaxKey, 'maxKey')):
+        if isinstance(v, t):
+            return n
+    return type(v).__name__
+
+
+def want_number(d, field):
+    v = d.get(field)
+    if v is not None and not is_number(v):
+        raise wrong_type(field)
+    return v
+
+
+def check_db_name(db):
+    """NamespaceString::validDBName(db, DollarInDbNameBehavior::Allow), checked for every
+    command (service_entry_point_common.cpp): not empty, under 64 characters, none of
+    '/', '\\', '.', ' ', '"' or NUL: else code 73 InvalidNamespace."""
+    if not db or len(db) >= 64 or any(ch in db for ch in '/\\. "\0'):
+        raise CmdError(73, "Invalid database name: '%s'" % db)
+
+
+def check_size(doc, code, msg):
+    """The 16 MiB user document limit (BSONObjMaxUserSize): insert.cpp fixDocumentForInsert
+    (code 2 "object to insert too large. size in bytes: <n>, max size: 16777216"),
+    update_stage.cpp (17419 "Resulting document after update is larger than 16777216"),
+    upsert_stage.cpp (17420 "Document to upsert is larger than 16777216")."""
+    size = len(bson.encode(doc))
+    if size > MAX_BSON:
+        raise CmdError(code, msg % {'size': size, 'max': MAX_BSON})
+
+
+TOO_LARGE_INSERT = (2, 'object to insert too large. size in bytes: %(size)d, max size: %(max)d')
+TOO_LARGE_UPDATE = (17419, 'Resulting document after update is larger than %(max)d')
+TOO_LARGE_UPSERT = (17420, 'Document to upsert is larger than %(max)d')
 
 
 # -- CRC-32C (Castagnoli), the OP_MSG checksum (M/mongodb-wire-protocol, "checksumPresent")
@@ -452,8 +535,12 @@ def validate_query(q):
     for k, v in q.items():
         if k.startswith('$'):
             if k in TOP_OPS:
-                if not isinstance(v, list) or not v:
-                    raise CmdError(2, '%s must be a nonempty array' % k)
+                # expression_parser.cpp parseTreeTopLevel: "<op> must be an array", then
+                # "$and/$or/$nor must be a nonempty array"
+                if not isinstance(v, list):
+                    raise CmdError(2, '%s must be an array' % k)
+                if not v:
+                    raise CmdError(2, '$and/$or/$nor must be a nonempty array')
                 for sub in v:
                     if not isinstance(sub, dict):
                         raise CmdError(2, '$or/$and/$nor entries need to be full objects')
@@ -1045,8 +1132,9 @@ class Server:
     def dispatch(self, name, canonical, db, body, conn):
         if canonical not in FIELDS:
             raise CmdError(59, "no such command: '%s'" % name)
-        if not isinstance(db, str) or not db:
+        if not isinstance(db, str):
             raise emulator('a command without $db')
+        check_db_name(db)
         own, not_emulated = FIELDS[canonical]
         for f in list(body.keys())[1:]:
             if f in TXN_FIELDS:
@@ -1083,6 +1171,11 @@ class Server:
         for k in wc:
             if k not in ('w', 'j', 'wtimeout', 'fsync', 'provenance'):
                 raise emulator("the writeConcern field '%s'" % k)
+        for k in ('j', 'fsync'):
+            if k in wc:
+                want_bool(wc, k, False)
+        if 'wtimeout' in wc and (isinstance(wc['wtimeout'], bool) or not is_number(wc['wtimeout'])):
+            raise wrong_type('wtimeout')
         w = wc.get('w', 1)
         if isinstance(w, str):
             if w != 'majority':
@@ -1209,7 +1302,7 @@ class Server:
         docs = body.get('documents')
         if not isinstance(docs, list):
             raise CmdError(40414, "BSON field 'insert.documents' is missing but a required field")
-        ordered = body.get('ordered', True)
+        ordered = idl_bool(body, name, 'ordered', True)
         n, errors = 0, []
         for i, d in enumerate(docs):
             try:
@@ -1217,6 +1310,7 @@ class Server:
                     raise wrong_type('documents')
                 check_doc_names(d, 'an inserted document')
                 d = id_first(copy_doc(d))
+                check_size(d, *TOO_LARGE_INSERT)
                 self.insert_one(db, cname, d)
                 n += 1
             except CmdError as e:
@@ -1260,7 +1354,7 @@ class Server:
         stmts = body.get('updates')
         if not isinstance(stmts, list):
             raise CmdError(40414, "BSON field 'update.updates' is missing but a required field")
-        ordered = body.get('ordered', True)
+        ordered = idl_bool(body, name, 'ordered', True)
         n = nmod = 0
         upserted, errors = [], []
         # the IDL parses every statement before any runs: its faults fail the whole command
@@ -1275,14 +1369,16 @@ class Server:
             if 'q' not in s or 'u' not in s:
                 raise CmdError(40414, "BSON field 'update.updates.%s' is missing but a required "
                                "field" % ('q' if 'q' not in s else 'u'))
+            idl_bool(s, 'update.updates', 'upsert', False)
+            idl_bool(s, 'update.updates', 'multi', False)
         for i, s in enumerate(stmts):
             try:
                 validate_query(s['q'])
                 kind = validate_update(s['u'])
-                if kind == 'replace' and s.get('multi'):
+                if kind == 'replace' and s.get('multi') is True:
                     raise CmdError(9, 'multi update is not supported for replacement-style update')
                 m, mod, up = self.update_docs(db, cname, s['q'], s['u'], kind,
-                                              bool(s.get('multi')), bool(s.get('upsert')))
+                                              s.get('multi') is True, s.get('upsert') is True)
                 n += m
                 nmod += mod
                 if up is not None:
@@ -1322,6 +1418,7 @@ class Server:
                 new = self.updated(d, u, kind)
                 if bson.encode(new) == bson.encode(d):
                     continue
+                check_size(new, *TOO_LARGE_UPDATE)
                 err = c.dup_error(new, ignore_key=k)
                 if err:
                     raise err
@@ -1334,13 +1431,20 @@ class Server:
             new = copy_doc(u)
             seed = SON()
             upsert_seed(q, seed)
-            if '_id' not in new and '_id' in seed:
+            if '_id' in seed:
+                # upsert_stage.cpp _produceNewDocumentForInsert: "The _id field is always
+                # immutable to user requests": the query's _id seeds the document, and a
+                # replacement giving another _id fails as a replacement of it would (code 66)
+                if '_id' in new and not eq(seed['_id'], new['_id']):
+                    raise CmdError(66, "After applying the update, the (immutable) field '_id' "
+                                   "was found to have been altered to _id: %s" % fmt(new['_id']))
                 new['_id'] = seed['_id']
         else:
             seed = SON()
             upsert_seed(q, seed)
             new = apply_ops(seed, u, inserting=True)
         new = id_first(new)
+        check_size(new, *TOO_LARGE_UPSERT)
         self.insert_one(db, cname, new)
         return 0, 0, new
 
@@ -1362,7 +1466,7 @@ class Server:
         stmts = body.get('deletes')
         if not isinstance(stmts, list):
             raise CmdError(40414, "BSON field 'delete.deletes' is missing but a required field")
-        ordered = body.get('ordered', True)
+        ordered = idl_bool(body, name, 'ordered', True)
         n, errors = 0, []
         # the IDL parses every statement first (limit by readMultiDeleteProperty): its faults
         # fail the whole command
@@ -1412,7 +1516,9 @@ class Server:
         fields = body.get('fields')
         if fields:
             check_projection(fields)
-        remove, u = body.get('remove', False), body.get('update')
+        remove, u = want_bool(body, 'remove', False), body.get('update')
+        want_bool(body, 'new', False)
+        want_bool(body, 'upsert', False)
         if remove and u is not None:
             raise emulator('findAndModify with both remove and update')
         if not remove and u is None:
@@ -1435,6 +1541,7 @@ class Server:
                 k, d = hits[0]
                 new = self.updated(d, u, kind)
                 if bson.encode(new) != bson.encode(d):
+                    check_size(new, *TOO_LARGE_UPDATE)
                     err = c.dup_error(new, ignore_key=k)
                     if err:
                         raise err
@@ -1469,25 +1576,36 @@ class Server:
         skip = check_nonneg('skip', body.get('skip'))
         limit = check_nonneg('limit', body.get('limit'))
         batch = check_nonneg('batchSize', body.get('batchSize')) if 'batchSize' in body else None
+        single = want_bool(body, 'singleBatch', False)
+        for f in ('noCursorTimeout', 'allowPartialResults', 'allowDiskUse'):
+            want_bool(body, f, False)
         docs = [d for _, d in self.matching(self.st.coll(db, cname), q, sort)][skip:]
         if limit:
             docs = docs[:limit]
         docs = [project(copy_doc(d), proj) for d in docs]
         first = 101 if batch is None else batch
-        if body.get('singleBatch') and batch is None and limit:
+        if single and batch is None and limit:
             first = limit
-        return self.cursor_reply(db, cname, docs, first, body.get('singleBatch'), 'firstBatch')
+        return self.cursor_reply(db, cname, docs, first, single, 'firstBatch')
 
     def cursor_reply(self, db, cname, docs, first, single, field):
+        """A batch of at most `first` documents (None: no count limit, as a getMore without
+        batchSize), each added only if it still fits in 16 MiB (FindCommon::haveSpaceForNext:
+        the first document always does). batchSize 0 (M/command/find: "a batchSize of 0
+        establishes a cursor without returning documents") answers an empty first batch and
+        an open cursor, even when nothing matches (the plan has not run yet)."""
         out, size = [], 0
         for d in docs:
-            if len(out) >= first and first != 0 or size > MAX_BSON:
+            if first is not None and len(out) >= first:
+                break
+            n = len(bson.encode(d))
+            if out and size + n > MAX_BSON:
                 break
             out.append(d)
-            size += len(bson.encode(d))
+            size += n
         rest = docs[len(out):]
         cid = 0
-        if rest and not single:
+        if (rest or first == 0) and not single:
             cid = self.st.next_cursor
             self.st.next_cursor += 1
             self.st.cursors[cid] = {'ns': '%s.%s' % (db, cname), 'docs': rest}
@@ -1506,7 +1624,7 @@ class Server:
             raise CmdError(43, 'cursor id %d not found' % cid)
         if cur['ns'] != '%s.%s' % (db, cname):
             raise emulator('a getMore naming another collection than its cursor')
-        batch = check_nonneg('batchSize', body.get('batchSize')) if 'batchSize' in body else 0
+        batch = check_nonneg('batchSize', body.get('batchSize')) or None if 'batchSize' in body else None
         del self.st.cursors[int(cid)]
         r = self.cursor_reply(db, cname, cur['docs'], batch, False, 'nextBatch')
         if r['cursor']['id']:  # the same id continues
@@ -1533,8 +1651,8 @@ class Server:
         q = body.get('query') or {}
         validate_query(q)
         skip = check_nonneg('skip', body.get('skip'))
-        limit = body.get('limit') or 0
-        if not is_number(limit):
+        limit = body.get('limit', 0)
+        if isinstance(limit, bool) or not is_number(limit):
             raise wrong_type('limit')
         limit = abs(int(num(limit)))  # a negative limit counts as its absolute value
         n = max(0, len(self.matching(self.st.coll(db, cname), q)) - skip)
@@ -1566,6 +1684,15 @@ class Server:
             for f, d in key.items():
                 if isinstance(d, bool) or not is_number(d) or d not in (1, -1):
                     raise emulator("the index type %s on '%s'" % (fmt(d), f))
+            # index_key_validate.cpp: unique/sparse a bool or a number, expireAfterSeconds a
+            # number (code 67 CannotCreateIndex; texts differ across versions: not reproduced)
+            for f in ('unique', 'sparse'):
+                if f in s and not isinstance(s[f], bool) and not is_number(s[f]):
+                    raise emulator("the index option '%s' of the type %s (refused by the server)"
+                                   % (f, TYPE_NAMES.get(type(s[f]), type(s[f]).__name__)))
+            if 'expireAfterSeconds' in s and (isinstance(s['expireAfterSeconds'], bool) or
+                                              not is_number(s['expireAfterSeconds'])):
+                raise emulator("a non-numeric expireAfterSeconds (refused by the server)")
             ix = Index(iname, key, bool(s.get('unique')), bool(s.get('sparse')),
                        s.get('expireAfterSeconds'))
             exists = False
@@ -1612,7 +1739,10 @@ class Server:
         c = self.st.coll(db, cname)
         if c is None:
             raise CmdError(26, 'ns does not exist: %s.%s' % (db, cname))
-        batch = body.get('cursor', {}).get('batchSize', 101)
+        cur = body.get('cursor', {})
+        if not isinstance(cur, dict):
+            raise wrong_type('cursor')
+        batch = cur.get('batchSize', 101)
         return self.cursor_reply(db, cname, [ix.spec() for ix in c.indexes],
                                  check_nonneg('batchSize', batch), False, 'firstBatch')
 
@@ -1624,7 +1754,7 @@ class Server:
         for cname in sorted(self.st.dbs.get(db, {})):
             if 'name' in flt and flt['name'] != cname:
                 continue
-            if body.get('nameOnly'):
+            if want_bool(body, 'nameOnly', False):
                 out.append(SON([('name', cname), ('type', 'collection')]))
             else:
                 out.append(SON([('name', cname), ('type', 'collection'), ('options', SON()),

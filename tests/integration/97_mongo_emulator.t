@@ -4,7 +4,8 @@
 # pymongo 3.11 (97_mongo_emulator_pymongo.py, one JSON line per check) tries the handshake,
 # CRUD, upserts, unique indexes, cursors past 101 documents, findAndModify, count, the BSON sort
 # order, each refusal a real server gives (and the "emulator:" ones), failCommand, write concern
-# on a standalone and the raw wire (checksums, legacy opcodes); then mongo-c-driver itself, in a
+# on a standalone, the raw wire (checksums, legacy opcodes), documents over 16 MiB, wrong BSON
+# types, database names and batchSize 0; then mongo-c-driver itself, in a
 # small C program built here, connects, pings, inserts and finds.
 use strict;
 use warnings;

@@ -23,6 +23,7 @@ sys.path.insert(0, __file__.rsplit('/', 3)[0] + '/tests/emulators')
 from mongo import crc32c  # noqa: E402  (the CRC-32C the emulator checks; checked below too)
 
 PORT = int(sys.argv[1])
+MAXB = 16777216
 client = pymongo.MongoClient('127.0.0.1', PORT, maxPoolSize=1, appname='pycheck',
                              serverSelectionTimeoutMS=5000, socketTimeoutMS=20000, retryWrites=False,
                              retryReads=False)
@@ -331,6 +332,116 @@ check('OP_QUERY on a collection: 5739101',
 check('OP_INSERT closes the connection',
       raw(lambda: (lambda b: struct.pack('<iiii', 16 + len(b), 10, 0, 2002) + b)(
           struct.pack('<i', 0) + b'check.c\0' + bson.encode({'_id': 'legacy'}))), 'closed')
+
+# -- what a real mongod refuses and the emulator once accepted
+check('a replacement upsert naming another _id than the query: 66, nothing inserted',
+      [[(w['code'], w['errmsg']) for w in db.command('update', 'rid', updates=[
+          {'q': {'_id': 1}, 'u': {'_id': 2, 'w': 1}, 'upsert': True}]).get('writeErrors', [])],
+       db.command('count', 'rid')['n']],
+      [[(66, "After applying the update, the (immutable) field '_id' was found to have been "
+            "altered to _id: 2")], 0])
+r = db.command('update', 'rid', updates=[{'q': {'_id': 1}, 'u': {'_id': 1, 'w': 1}, 'upsert': True}])
+check('a replacement upsert repeating the query _id is fine', [r['n'], r['upserted']], [1, [{'index': 0, '_id': 1}]])
+
+
+def emu_err(fn):
+    e = err(fn)
+    return [e[0], str(e[1]).startswith('emulator:')]
+
+
+db.ty.insert_one({'_id': 1})
+for what, fn, want in [
+        ('update upsert', lambda: db.command('update', 'ty', updates=[
+            {'q': {'_id': 5}, 'u': {'$set': {'a': 1}}, 'upsert': 'yes'}]),
+         "BSON field 'update.updates.upsert' is the wrong type 'string', expected type 'bool'"),
+        ('update multi', lambda: db.command('update', 'ty', updates=[
+            {'q': {}, 'u': {'$set': {'a': 1}}, 'multi': 1}]),
+         "BSON field 'update.updates.multi' is the wrong type 'int', expected type 'bool'"),
+        ('insert ordered', lambda: db.command('insert', 'ty', documents=[{'_id': 2}], ordered='no'),
+         "BSON field 'insert.ordered' is the wrong type 'string', expected type 'bool'"),
+        ('delete ordered', lambda: db.command('delete', 'ty', deletes=[{'q': {}, 'limit': 1}], ordered=0),
+         "BSON field 'delete.ordered' is the wrong type 'int', expected type 'bool'")]:
+    check('an IDL bool of the wrong BSON type (%s): 14 TypeMismatch' % what, err(fn), [14, want])
+r = db.command('update', 'ty', updates=[{'q': {'_id': 1}, 'u': {'$set': {'n': 1}}, 'upsert': None,
+                                         'multi': None}], ordered=None)
+check('... null reads as absent, as the IDL does', [r['n'], r.get('upserted')], [1, None])
+db.ty.replace_one({'_id': 1}, {})
+for what, fn in [
+        ('findAndModify new', lambda: db.command('findAndModify', 'ty', query={'_id': 1},
+                                                 update={'$set': {'a': 1}}, new='yes')),
+        ('findAndModify remove', lambda: db.command('findAndModify', 'ty', query={'_id': 1}, remove=1)),
+        ('findAndModify upsert', lambda: db.command('findAndModify', 'ty', query={'_id': 7},
+                                                    update={'$set': {'a': 1}}, upsert='yes')),
+        ('find singleBatch', lambda: db.command('find', 'ty', singleBatch='yes')),
+        ('find limit', lambda: db.command('find', 'ty', limit='2')),
+        ('count limit', lambda: db.command('count', 'ty', limit=True)),
+        ('writeConcern j', lambda: db.command('insert', 'ty', documents=[{'_id': 3}],
+                                              writeConcern={'w': 1, 'j': 'yes'})),
+        ('writeConcern wtimeout', lambda: db.command('insert', 'ty', documents=[{'_id': 3}],
+                                                     writeConcern={'w': 1, 'wtimeout': '5'})),
+        ('index unique', lambda: db.command('createIndexes', 'ty', indexes=[
+            {'key': {'a': 1}, 'name': 'a_1', 'unique': 'yes'}])),
+        ('index sparse', lambda: db.command('createIndexes', 'ty', indexes=[
+            {'key': {'a': 1}, 'name': 'a_1', 'sparse': 'yes'}])),
+        ('index expireAfterSeconds', lambda: db.command('createIndexes', 'ty', indexes=[
+            {'key': {'a': 1}, 'name': 'a_1', 'expireAfterSeconds': '60'}]))]:
+    check('a wrong BSON type (%s) is refused, not read by truthiness' % what, emu_err(fn), [238, True])
+check('... and nothing was written by them', [list(db.ty.find()), len(list(db.ty.list_indexes()))],
+      [[{'_id': 1}], 1])
+
+big = 'x' * MAXB
+check('an insert over 16 MiB: write error 2, not stored',
+      [db.command('insert', 'big', documents=[{'_id': 1, 's': big}]).get('writeErrors', [{}])[0].get('code'),
+       db.command('count', 'big')['n']], [2, 0])
+res = db.command('update', 'big', updates=[{'q': {'_id': 1}, 'u': {'$set': {'s': big}}, 'upsert': True}])
+check('an upsert over 16 MiB: write error 17420, not stored',
+      [[(w['code'], w['errmsg']) for w in res.get('writeErrors', [])], db.command('count', 'big')['n']],
+      [[(17420, 'Document to upsert is larger than 16777216')], 0])
+half = 'y' * (9 * 1024 * 1024)
+db.big.drop()
+db.big.insert_many([{'_id': 1, 's': half}, {'_id': 2, 's': half}])
+res = db.command('update', 'big', updates=[{'q': {'_id': 1}, 'u': {'$set': {'t': half}}}])
+check('an update growing a document over 16 MiB: write error 17419, the document unchanged',
+      [[(w['code'], w['errmsg']) for w in res.get('writeErrors', [])], sorted(db.big.find_one({'_id': 1}))],
+      [[(17419, 'Resulting document after update is larger than 16777216')], ['_id', 's']])
+check('findAndModify growing a document over 16 MiB: 17419',
+      err(lambda: db.command('findAndModify', 'big', query={'_id': 1}, update={'$set': {'t': half}}))[0],
+      17419)
+db.big.drop()
+db.big.insert_many([{'_id': 1, 's': half}, {'_id': 2, 's': half}])
+b = db.command('find', 'big', sort={'_id': 1})['cursor']
+check('a find batch stops before the document that would pass 16 MiB',
+      [[d['_id'] for d in b['firstBatch']], b['id'] != 0], [[1], True])
+nb = db.command('getMore', b['id'], collection='big')['cursor'] if b['id'] else {'nextBatch': []}
+check('... and the getMore gives the next one', [[d['_id'] for d in nb['nextBatch']], nb.get('id')], [[2], 0])
+db.big.drop()
+
+z = db.command('find', 'c', batchSize=0)['cursor']
+check('find batchSize 0: an empty first batch and an open cursor',
+      [z['firstBatch'], z['id'] != 0], [[], True])
+zm = db.command('getMore', z['id'], collection='c')['cursor'] if z['id'] else {'nextBatch': []}
+check('... whose getMore gives the documents', len(zm['nextBatch']) > 0, True)
+z = db.command('listIndexes', 'c', cursor={'batchSize': 0})['cursor']
+check('listIndexes batchSize 0: an empty first batch and an open cursor',
+      [z['firstBatch'], z['id'] != 0], [[], True])
+if z['id']:
+    db.command('killCursors', 'c', cursors=[z['id']])
+
+check('a database name of 64 characters: 73 InvalidNamespace',
+      err(lambda: client['d' * 64].command('insert', 'x', documents=[{'_id': 1}])),
+      [73, "Invalid database name: '%s'" % ('d' * 64)])
+for name in ('a.b', 'a b', 'a/b', 'a"b', 'a\\b'):  # pymongo refuses these itself: raw OP_MSG
+    r = raw(lambda: op_msg({'insert': 'x', 'documents': [{'_id': 1}], '$db': name}))
+    check('the database name %r: 73 InvalidNamespace' % name,
+          [r.get('code'), r.get('errmsg')], [73, "Invalid database name: '%s'" % name])
+check('a database name of 63 characters is fine',
+      client['e' * 63].command('insert', 'x', documents=[{'_id': 1}])['n'], 1)
+client.drop_database('e' * 63)
+
+check('$or not an array: 2 "$or must be an array"', err(lambda: list(db.c.find({'$or': {'a': 1}}))),
+      [2, '$or must be an array'])
+check('$nor empty: 2 "$and/$or/$nor must be a nonempty array"', err(lambda: list(db.c.find({'$nor': []}))),
+      [2, '$and/$or/$nor must be a nonempty array'])
 
 # -- many connections at once
 many = pymongo.MongoClient('127.0.0.1', PORT, maxPoolSize=16, serverSelectionTimeoutMS=5000,
