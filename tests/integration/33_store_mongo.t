@@ -119,6 +119,35 @@ for (1 .. 2) {
 is_deeply(\@got, ['one', 'two'], 'she got both, in order');
 is(mongo_wait("len(list(db.sipwake_messages.find({})))", '0'), '0', 'delivered: gone from MongoDB');
 
+# ---- the CLI's other commands on MongoDB, beside the running server
+my ($prc, $plog) = $sw->run_bin('push-log', '--limit', '20');
+ok($prc == 0 && $plog =~ /alice\@example\.com/, 'push-log lists the pushes sent for alice (from MongoDB)')
+    or diag $plog;
+my ($mrc, $mout) = $sw->run_bin('messages');
+ok($mrc == 0 && $mout =~ /^0 pending deliveries/m, 'messages: nothing pending once delivered') or diag $mout;
+system("openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out $dir/k.p8 2>/dev/null");
+for my $c (['tenant', 'add', 'beta', 'beta.example'],
+           ['tenant', 'apns-key', 'beta', 'KEY1234567', 'TEAM123456', "$dir/k.p8"],
+           ['tenant', 'rename', 'beta', 'gamma']) {
+    my ($crc, $cout) = $sw->run_bin(@$c);
+    is($crc, 0, "sipwake @$c[0 .. 1]") or diag $cout;
+}
+my ($lrc, $lout) = $sw->run_bin('tenant', 'list');
+like($lout, qr/^gamma\n  domains: beta\.example\n  gamma\/default apns_key key_id=KEY1234567/m,
+     'tenant list: renamed, with its domain and key');
+is(mongo("db.sipwake_credentials.find_one({'tenant': 'gamma'})['kind']"), 'apns_key', 'the key in MongoDB');
+my ($drc) = $sw->run_bin('tenant', 'cred-del', 'gamma', 'apns_key');
+my ($xrc) = $sw->run_bin('tenant', 'del', 'gamma');
+ok($drc == 0 && $xrc == 0 && mongo("len(list(db.sipwake_credentials.find({})))") eq '0'
+   && mongo("len(list(db.sipwake_tenant_domains.find({'tenant': 'gamma'})))") eq '0',
+   'cred-del and tenant del leave nothing of it');
+my ($arc, $aout) = $sw->run_bin('admin', 'list');
+ok($arc == 0 && $aout !~ /\S/, 'admin list: no account yet') or diag $aout;
+my $added = `echo 'a-long-password-1' | $Sipwake::BIN --config @{[$sw->config_path]} admin add root 2>&1`;
+is($? >> 8, 0, 'admin add') or diag $added;
+($arc, $aout) = $sw->run_bin('admin', 'list');
+like($aout, qr/^root\b/m, 'admin add reads the password from stdin; admin list shows the account');
+
 # ---- tenants and the audit log through the admin API
 my $t = $api->post('/api/tenants', { name => 'acme', domains => ['acme.example'] });
 ok($t->{status} == 200 || $t->{status} == 201, "a tenant made through the API ($t->{status})");
