@@ -1,7 +1,7 @@
 #!/usr/bin/perl
 # One sipwake node on the MongoDB backend ([store] backend = mongodb), against the MongoDB
 # emulator (tests/emulators/mongo.py) through the real mongo-c-driver: the CLI writes users and
-# API tokens there; a REGISTER's binding, two MESSAGEs stored for a sleeping phone (one
+# API tokens there, and its other commands (tenant, messages, push-log, admin) work on it; a REGISTER's binding, two MESSAGEs stored for a sleeping phone (one
 # retransmitted) and the admin's audit rows land in its collections, read back here with
 # pymongo; the phone gets its MESSAGEs in order when it registers again, and they leave the
 # store; after a restart the bindings are loaded from it. With the server gone, a REGISTER
