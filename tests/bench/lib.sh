@@ -46,7 +46,17 @@ stop_cap() {
   wait "$CAP" 2> /dev/null
   CAP=""
 }
-trap 'stop_cap; stop_target' EXIT
+# The MongoDB emulator of the sipwake-mongo target (tests/emulators/mongo.py): started with
+# the target, kept across its restarts (it holds the data in memory), stopped with the next
+# target or at exit.
+MONGO_EMU=""
+stop_mongo() {
+  [ -n "$MONGO_EMU" ] || return 0
+  kill -TERM "$MONGO_EMU" 2>/dev/null
+  wait "$MONGO_EMU" 2>/dev/null
+  MONGO_EMU=""
+}
+trap 'stop_cap; stop_target; stop_mongo' EXIT
 
 TSTYPE=()
 command -v tcpdump > /dev/null && tcpdump -i lo -J 2> /dev/null | grep -q adapter_unsynced && TSTYPE=(-j adapter_unsynced)
@@ -102,7 +112,17 @@ start_apns() {
 stat_col() { awk -F';' -v n="$2" 'NR==1{for(i=1;i<=NF;i++) if($i==n) c=i; next} {l=$0} END{split(l,f,";"); print (c ? f[c] : "NA")}' "$1"; }
 
 start_target() {  # name dir
-  local name=$1 dir=$2
+  local name=$1 dir=$2 store="path = $2/sipwake.db"
+  if [ "$name" = sipwake-mongo ] && [ ! -f "$dir/sipwake.conf" ]; then
+    # sipwake on the MongoDB backend, against the emulator the tests use: what this measures
+    # is bounded by the emulator (Python, one lock), not a MongoDB server's figure
+    stop_mongo
+    /usr/bin/python3 "$ROOT/tests/emulators/mongo.py" --port 0 > "$dir/mongo.out" 2>&1 &
+    MONGO_EMU=$!
+    for _ in $(seq 1 50); do grep -q listening "$dir/mongo.out" && break; sleep 0.1; done
+    store="backend = mongodb
+uri = mongodb://127.0.0.1:$(awk '/listening/ {print $2}' "$dir/mongo.out")/bench"
+  fi
   case $name in
     kamailio-mem)
       kamailio -f "$HERE/kamailio.cfg" -DD -E -m 4096 -M 16 -x tlsf -X tlsf \
@@ -121,7 +141,7 @@ start_target() {  # name dir
       kamailio -f "$HERE/kamailio-msilo.cfg" -DD -E -m 1024 -M 16 \
         -A "DBURL=\"sqlite://$dir/kamailio.db\"" -A "OUTBOUND=\"sip:127.0.0.1:$PORT\"" \
         -A "LISTEN=udp:127.0.0.1:$PORT" > "$dir/proxy.log" 2>&1 & PID=$! ;;
-    sipwake)
+    sipwake | sipwake-mongo)
       # An APNs key, so the push bindings reg.xml registers are accepted (with no credential
       # at all sipwake answers them 555, RFC 8599 §5.6.1.1); its host is a closed loopback
       # port: a push fails at once and never leaves the machine.
@@ -147,7 +167,7 @@ apns_port = 9
 apns_sandbox_host = 127.0.0.1
 apns_sandbox_port = 9
 [store]
-path = $dir/sipwake.db
+$store
 [policy]
 file = $ROOT/policies/default.lua
 lua_path = $ROOT/lua

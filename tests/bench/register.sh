@@ -6,6 +6,9 @@
 #   kamailio-mem     usrloc in memory only (db_mode 0)             — the bar
 #   kamailio-sqlite  usrloc writing through to SQLite (db_mode 1)
 #   sipwake          persisting every binding to SQLite, auth off, policies/default.lua
+#   sipwake-mongo    the same on the MongoDB backend, against tests/emulators/mongo.py (only
+#                    when TARGETS names it: its figures are bounded by the emulator, not by a
+#                    MongoDB server)
 # For each: idle RSS; MEM_REGS distinct REGISTERs (RFC 8599 push params) at MEM_RATE/s and
 # the RSS after (per binding); then a rate ramp (RATES, DUR s per step, fresh users each
 # step) stopping at the first step that fails. A step PASSes when every REGISTER got its 200,
