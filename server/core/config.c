@@ -164,6 +164,11 @@ static const struct key_row key_rows[] = {
      "accepted or not answered is given up after 2 s (connectTimeoutMS), a server that stops "
      "answering after 10 s (socketTimeoutMS), and w: majority waits at most 5 s for the nodes "
      "(wtimeoutMS)."},
+    {"store", "max_wait_ms", KEY_INT, OFF(store_max_wait_ms), 0, 600000, "3000", NULL,
+     "When the store's oldest unfinished write has waited this long (a slow disk, a slow or "
+     "unreachable MongoDB), a REGISTER is answered 503 with Retry-After at once instead of "
+     "waiting behind the backlog (a REGISTER's 200 waits for its commit, and a phone gives up "
+     "a UDP transaction after 32 s); counted in store:registers_refused_behind. 0: never."},
     {"store", "write_concern", KEY_STRING, OFF(store_write_concern), 0, 0, "majority", NULL,
      "mongodb: the nodes that must have a write before sipwake answers for it (a REGISTER's "
      "200, a stored MESSAGE's 202): majority, or a number of nodes (1 or more). majority, the "

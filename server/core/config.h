@@ -89,6 +89,7 @@ struct config {
     char *store_path;
     char *store_uri;           /* mongodb: the connection string */
     char *store_write_concern; /* mongodb: "majority" or a number of nodes */
+    long store_max_wait_ms;    /* past it, REGISTERs get 503 at once (0: never) */
 
     /* [push] */
     char *vapid_key;

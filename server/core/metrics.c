@@ -60,6 +60,9 @@ static const struct {
                                      "whoever waited for them was told)"},
     [METRICS_STORE_LEFT_BUSY] = {"store:statements_left_busy", 0,
                                  "statements found left stepped after a batch (a bug), reset"},
+    [METRICS_STORE_BEHIND] = {"store:registers_refused_behind", 0,
+                              "REGISTERs answered 503 at once because the store's oldest "
+                              "unfinished write was older than [store] max_wait_ms"},
     [METRICS_STORE_QUEUE] = {"store:queue_depth", 1,
                              "store operations queued and not yet committed"},
     [METRICS_GW_REGISTERS_RELAYED] = {"gateway:registers_relayed", 0,

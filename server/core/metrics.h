@@ -45,6 +45,7 @@ enum metrics_id {
     METRICS_STORE_ERRORS,
     METRICS_STORE_FAILED_WRITES, /* writes given up after the bounded retries */
     METRICS_STORE_LEFT_BUSY,     /* statements found left stepped after a batch, and reset */
+    METRICS_STORE_BEHIND,        /* REGISTERs answered 503 while the store was behind */
     METRICS_STORE_QUEUE, /* gauge: store operations queued, sampled when read (metrics_store_queue)
                           */
     METRICS_GW_REGISTERS_RELAYED,

@@ -1284,6 +1284,18 @@ void registrar_handle(struct registrar *reg, osip_message_t *req, const char *ra
         reject(rr, 400, "Bad Request", "Warning: 399 sipwake \"The AOR needs a user part\"\n");
         return;
     }
+    /* a store far behind: this REGISTER's lookup and commit would wait behind the backlog,
+     * longer than the phone does; it gets 503 now and comes back (RFC 3261 §21.5.4) */
+    uint64_t behind = reg->cfg->store_max_wait_ms ? store_backlog_ms(reg->store) : 0;
+    if (behind > (uint64_t)reg->cfg->store_max_wait_ms) {
+        metrics_inc(METRICS_STORE_BEHIND);
+        log_info("registrar: REGISTER from %s:%d answered 503: the store is %llu ms behind "
+                 "([store] max_wait_ms %ld)",
+                 src->ip, src->port, (unsigned long long)behind, reg->cfg->store_max_wait_ms);
+        reject(rr, 503, "Service Unavailable",
+               "Retry-After: 5\nWarning: 399 sipwake \"The store is behind\"\n");
+        return;
+    }
     /* the user as written: osip2's parse cuts an escaped NUL short (RFC 4475 §3.1.1.4) */
     struct sip_msg_slice to_uri, to_user = {to->username, strlen(to->username)};
     if (sip_msg_raw_to_uri(raw, rawlen, &to_uri) == 0) {

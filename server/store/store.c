@@ -66,9 +66,10 @@ struct op {
     store_work_fn work;        /* OP_CALL_* */
     store_result_cb result;
     int rc;
-    uint64_t seq;  /* order of queueing */
-    uint64_t mark; /* OP_SYNC: the first seq it answers for */
-    int ok;        /* writes with done: committed (1) or given up (0) */
+    uint64_t seq;       /* order of queueing */
+    uint64_t queued_ms; /* when it was queued (util_mono_ms), for store_backlog_ms */
+    uint64_t mark;      /* OP_SYNC: the first seq it answers for */
+    int ok;             /* writes with done: committed (1) or given up (0) */
 };
 
 struct store {
@@ -89,6 +90,7 @@ struct store {
     struct op *done_head, *done_tail;
     int stopping;
     int busy;                    /* under mu: the worker holds a batch */
+    uint64_t busy_since;         /* under mu: when the oldest op of that batch was queued */
     unsigned long errors;        /* under mu; moved into metrics on the loop */
     unsigned long failed_writes; /* under mu; writes given up, moved into metrics likewise */
     unsigned long left_busy;     /* under mu; statements found left busy, likewise */
@@ -314,6 +316,7 @@ static void *worker(void *arg)
         struct op *list = s->head;
         s->head = s->tail = NULL;
         s->busy = list != NULL;
+        s->busy_since = list ? list->queued_ms : 0;
         int stopping = s->stopping;
         pthread_mutex_unlock(&s->mu);
         if (!list && stopping)
@@ -440,6 +443,7 @@ void store_start(struct store *s, struct ev_loop *loop)
 static void enqueue(struct store *s, struct op *o)
 {
     o->seq = s->next_seq++;
+    o->queued_ms = util_mono_ms();
     if (s->started && !ev_is_active(&s->flush_watcher))
         ev_prepare_start(s->loop, &s->flush_watcher);
     if (s->local_tail)
@@ -588,6 +592,20 @@ void store_call(struct store *s, int flags, store_work_fn work, store_result_cb 
 int store_shared(const struct store *s)
 {
     return s->be->shared;
+}
+
+uint64_t store_backlog_ms(struct store *s)
+{
+    if (!s)
+        return 0;
+    uint64_t now = util_mono_ms(), oldest = s->local_head ? s->local_head->queued_ms : now;
+    pthread_mutex_lock(&s->mu);
+    if (s->busy && s->busy_since && s->busy_since < oldest)
+        oldest = s->busy_since;
+    if (s->head && s->head->queued_ms < oldest)
+        oldest = s->head->queued_ms;
+    pthread_mutex_unlock(&s->mu);
+    return now > oldest ? now - oldest : 0;
 }
 
 size_t store_pending(struct store *s)

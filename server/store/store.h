@@ -264,6 +264,10 @@ void store_sync(struct store *s, uint64_t mark, store_done_cb done, void *arg);
 void store_get_subscriber(struct store *s, const char *user, const char *domain,
                           store_subscriber_cb cb, void *arg);
 
+/* How long the oldest operation not yet finished has waited, in ms (0: none waits): how far
+ * behind the store is. Loop thread; takes the queue's lock once. NULL: 0. */
+uint64_t store_backlog_ms(struct store *s);
+
 /* Operations queued and not yet applied. Loop thread. */
 size_t store_pending(struct store *s);
 
