@@ -662,6 +662,19 @@ def project(doc, proj):
     return out
 
 
+def read_spec(body, query_key, projection_key):
+    """A read's filter, sort and projection (find, findAndModify), each checked."""
+    q = body.get(query_key, {})
+    validate_query(q)
+    sort = body.get('sort')
+    if sort:
+        check_sort(sort)
+    proj = body.get(projection_key)
+    if proj:
+        check_projection(proj)
+    return q, sort, proj
+
+
 def check_projection(proj):
     if not isinstance(proj, dict):
         raise wrong_type('projection')
@@ -1508,14 +1521,7 @@ class Server:
 
     def cmd_findAndModify(self, name, db, body, conn):
         cname = self.coll_name(name, body)
-        q = body.get('query', {})
-        validate_query(q)
-        sort = body.get('sort')
-        if sort:
-            check_sort(sort)
-        fields = body.get('fields')
-        if fields:
-            check_projection(fields)
+        q, sort, fields = read_spec(body, 'query', 'fields')
         remove, u = want_bool(body, 'remove', False), body.get('update')
         want_bool(body, 'new', False)
         want_bool(body, 'upsert', False)
@@ -1565,14 +1571,7 @@ class Server:
     # -- reads --
     def cmd_find(self, name, db, body, conn):
         cname = self.coll_name(name, body)
-        q = body.get('filter', {})
-        validate_query(q)
-        sort = body.get('sort')
-        if sort:
-            check_sort(sort)
-        proj = body.get('projection')
-        if proj:
-            check_projection(proj)
+        q, sort, proj = read_spec(body, 'filter', 'projection')
         skip = check_nonneg('skip', body.get('skip'))
         limit = check_nonneg('limit', body.get('limit'))
         batch = check_nonneg('batchSize', body.get('batchSize')) if 'batchSize' in body else None

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "emulator.h"
+#include "store_checks.h"
 #include "store_mongo.c"
 #include "tap.h"
 
@@ -33,80 +34,6 @@ static struct mongo_db *open_db(const char *u, const char *w, char *err, size_t 
     return m;
 }
 
-static struct store_binding binding(uint64_t id, const char *user, time_t expires)
-{
-    struct store_binding b = {.contact_id = id,
-                              .username = user,
-                              .domain = "example.com",
-                              .contact = "sip:phone@192.0.2.1:5060",
-                              .received = NULL,
-                              .expires = expires,
-                              .q = 0.5,
-                              .callid = "call-1",
-                              .cseq = 7,
-                              .last_modified = 1700000000,
-                              .flags = 0,
-                              .user_agent = "test",
-                              .sip_instance = "<urn:uuid:00000000-0000-0000-0000-000000000001>"};
-    return b;
-}
-
-static uint64_t loaded_ids[16];
-static int loaded_n;
-static char loaded_instance[128];
-static double loaded_q;
-static time_t loaded_modified;
-
-static void on_binding(void *arg, const struct store_binding *b)
-{
-    (void)arg;
-    if (loaded_n < 16)
-        loaded_ids[loaded_n++] = b->contact_id;
-    snprintf(loaded_instance, sizeof loaded_instance, "%s", b->sip_instance ? b->sip_instance : "");
-    loaded_q = b->q;
-    loaded_modified = b->last_modified;
-}
-
-static int load(struct mongo_db *m, long *purged)
-{
-    char err[512];
-    loaded_n = 0;
-    long p = 0;
-    int rc = mongo_load_bindings(m, time(NULL), on_binding, NULL, &p, err, sizeof err);
-    if (rc < 0)
-        printf("# load: %s\n", err);
-    if (purged)
-        *purged = p;
-    return rc < 0 ? -1 : loaded_n;
-}
-
-static int has(uint64_t id)
-{
-    for (int i = 0; i < loaded_n; i++)
-        if (loaded_ids[i] == id)
-            return 1;
-    return 0;
-}
-
-static char names_seen[256];
-static void on_push(void *arg, const struct store_push_log *r)
-{
-    (void)arg;
-    snprintf(names_seen + strlen(names_seen), sizeof names_seen - strlen(names_seen), "%s:%ld,",
-             r->call_id ? r->call_id : "-", (long)r->time_ms);
-}
-
-static int push_rows(struct mongo_db *m, const char *tenant, const char *reason, int64_t before)
-{
-    char err[512];
-    names_seen[0] = 0;
-    int rc =
-        mongo_push_log_read(m, tenant, NULL, reason, before, 10, on_push, NULL, err, sizeof err);
-    if (rc < 0)
-        printf("# %s\n", err);
-    return rc;
-}
-
 /* How many lines of the emulator's log name both strings. */
 static int log_lines(const char *path, const char *a, const char *b)
 {
@@ -124,7 +51,8 @@ static int log_lines(const char *path, const char *a, const char *b)
 static struct ev_loop *loop;
 static int call_rc = -2, bind_ok = -2;
 
-static int put_work(void *db, const struct store_backend *be, void *arg, char *err, size_t errlen)
+static int put_work(void *db, const struct store_backend *backend, void *arg, char *err,
+                    size_t errlen)
 {
     static const char *const devs[] = {"contact:1"};
     struct store_message msg = {.aor = "sip:seg@x",
@@ -137,7 +65,7 @@ static int put_work(void *db, const struct store_backend *be, void *arg, char *e
                                 .new_devices = 1};
     int64_t id;
     (void)arg;
-    return be->message_put(db, &msg, devs, 1, 10, &id, err, errlen);
+    return backend->message_put(db, &msg, devs, 1, 10, &id, err, errlen);
 }
 
 static void put_done(void *arg, int rc)
@@ -231,6 +159,7 @@ static int admin_command(struct mongo_db *m, const char *json)
 
 int main(void)
 {
+    be = &store_mongo_backend;
     char dir[] = "/tmp/sipwake-mongo-XXXXXX";
     if (!mkdtemp(dir)) {
         printf("Bail out! mkdtemp\n");
